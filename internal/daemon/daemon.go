@@ -1,0 +1,136 @@
+// Package daemon is arbor's composition root: it builds the engine, the HTTP
+// API and the listener, writes the local discovery files (url, token), and
+// runs until its context ends.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/arborsh/arbor/internal/api"
+	"github.com/arborsh/arbor/internal/engine"
+)
+
+// Config configures the daemon.
+type Config struct {
+	Home    string // default /var/lib/arbor
+	Listen  string // default 127.0.0.1:7777
+	Token   string // token of the default account; default: read or create <home>/token
+	Engine  engine.Config
+	Logger  *slog.Logger
+	// Ready, if set, receives the base URL once the daemon serves.
+	Ready func(url string)
+}
+
+// DefaultHome is where the daemon keeps its state unless told otherwise.
+const DefaultHome = "/var/lib/arbor"
+
+// DefaultListen is the loopback address the daemon binds by default.
+const DefaultListen = "127.0.0.1:7777"
+
+// Run serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Home == "" {
+		cfg.Home = DefaultHome
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger
+	if os.Geteuid() != 0 {
+		return errors.New("arbor serve needs root (it mounts overlays and starts sandboxes): run it with sudo")
+	}
+	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
+		return err
+	}
+	ec := cfg.Engine
+	ec.Home = cfg.Home
+	ec.Logger = log
+	e, err := engine.New(ctx, ec)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	tokenPath := filepath.Join(cfg.Home, "token")
+	if err := ensureToken(ctx, e, tokenPath, cfg.Token); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another arbor already running? stop it or pass --listen)", cfg.Listen, err)
+	}
+	url := "http://" + ln.Addr().String()
+	if err := writeFile(filepath.Join(cfg.Home, "url"), url+"\n", 0o644); err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           api.New(e, api.Options{Logger: log}),
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	log.Info("arbor serving", "url", url, "home", cfg.Home, "token_file", tokenPath, "runtime", e.DefaultRuntime(), "runtimes", strings.Join(e.Runtimes(), ","))
+	if cfg.Ready != nil {
+		cfg.Ready(url)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	_ = os.Remove(filepath.Join(cfg.Home, "url"))
+	return nil
+}
+
+// ensureToken makes sure the default account has a token and that the local
+// token file holds it, so local tools need no flags.
+func ensureToken(ctx context.Context, e *engine.Engine, path, explicit string) error {
+	secret := explicit
+	if secret == "" {
+		if b, err := os.ReadFile(path); err == nil {
+			secret = strings.TrimSpace(string(b))
+		}
+	}
+	if secret != "" {
+		if _, err := e.Authenticate(ctx, secret); err == nil {
+			return writeFile(path, secret+"\n", 0o600)
+		}
+		if explicit != "" {
+			// An explicit token becomes the default account's token.
+			return fmt.Errorf("--token: only tokens created by arbor are accepted; create one with `arbor token create`")
+		}
+	}
+	_, s, err := e.CreateToken(ctx, engine.DefaultAccount, "local", 0)
+	if err != nil {
+		return err
+	}
+	return writeFile(path, s+"\n", 0o600)
+}
+
+func writeFile(path, content string, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,84 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"strings"
+	"time"
+
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/store"
+)
+
+// DefaultAccount is the account local tools use.
+const DefaultAccount = "default"
+
+// Authenticate maps a bearer token secret to its token record (and account).
+func (e *Engine) Authenticate(ctx context.Context, secret string) (store.Token, error) {
+	secret = strings.TrimSpace(secret)
+	if secret == "" {
+		return store.Token{}, errdefs.Unauthorized("missing bearer token: send Authorization: Bearer <token> (the local token is in the daemon's token file)")
+	}
+	return e.st.TokenBySecret(ctx, secret)
+}
+
+// CreateToken makes a new token for account (creating the account if needed)
+// and returns its record and secret. The secret is shown once.
+func (e *Engine) CreateToken(ctx context.Context, account, name string, ttl time.Duration) (store.Token, string, error) {
+	if account == "" || len(account) > 64 || strings.ContainsAny(account, " /\x00") {
+		return store.Token{}, "", errdefs.InvalidArgument("account name %q is invalid: use 1-64 characters without spaces or slashes", account)
+	}
+	if _, err := e.st.EnsureAccount(ctx, account, account); err != nil {
+		return store.Token{}, "", err
+	}
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	secret := "arb_" + base64.RawURLEncoding.EncodeToString(b[:])
+	t := store.Token{UUID: newID(), Account: account, Name: name}
+	if ttl > 0 {
+		t.ExpiresAt = time.Now().Add(ttl)
+	}
+	if err := e.st.CreateToken(ctx, t, secret); err != nil {
+		return store.Token{}, "", err
+	}
+	return t, secret, nil
+}
+
+// AddToken registers a caller-chosen secret as a token of account.
+func (e *Engine) AddToken(ctx context.Context, account, name, secret string) error {
+	if len(secret) < 16 {
+		return errdefs.InvalidArgument("token must be at least 16 characters")
+	}
+	if _, err := e.st.EnsureAccount(ctx, account, account); err != nil {
+		return err
+	}
+	return e.st.CreateToken(ctx, store.Token{UUID: newID(), Account: account, Name: name}, secret)
+}
+
+// ListTokens lists account's tokens.
+func (e *Engine) ListTokens(ctx context.Context, account string) ([]store.Token, error) {
+	return e.st.ListTokens(ctx, account)
+}
+
+// RevokeToken revokes one of account's tokens.
+func (e *Engine) RevokeToken(ctx context.Context, account, id string) error {
+	return e.st.RevokeToken(ctx, account, id)
+}
+
+// Usage is an account's consumption, for whoami.
+type Usage struct {
+	OperationsByStatus map[string]int64
+	CPUSeconds         float64
+	StoredBytes        int64
+}
+
+// Usage reports account's consumption.
+func (e *Engine) Usage(ctx context.Context, account string) (Usage, error) {
+	by, cpu, err := e.st.OperationStats(ctx, account)
+	if err != nil {
+		return Usage{}, err
+	}
+	b, err := e.st.AccountBytes(ctx, account)
+	return Usage{OperationsByStatus: by, CPUSeconds: cpu, StoredBytes: b}, err
+}

@@ -1,0 +1,261 @@
+// Package engine is arbor's domain core: images as chains of immutable
+// layers, runs of one command in a fresh sandbox on an image, snapshots of the
+// result, operations with an ordered event log, and inspection of any image
+// without starting a sandbox.
+//
+// Home layout:
+//
+//	arbor.db                 metadata (internal/store)
+//	layers/<id>/             immutable layer directories (overlayfs upper dirs)
+//	blobs/sha256/<hex>       uploaded files, content-addressed
+//	run/<operation>/         upper, work, merged, bundle of a live run (ephemeral)
+//	runtime/<name>/          OCI runtime state
+//	tmp/                     staging for uploads and imports
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/overlay"
+	"github.com/arborsh/arbor/internal/runtime"
+	"github.com/arborsh/arbor/internal/store"
+	"github.com/google/uuid"
+)
+
+// Config configures an Engine. Zero values take the defaults noted.
+type Config struct {
+	Home           string   // required
+	Runtime        string   // default runtime kind: "runsc" (default), "runc", "crun"
+	RuntimePaths   map[string]string // kind → binary; empty: PATH
+	Slots          int      // concurrent runs; default 4 × CPUs, at least 8
+	MaxTimeout     int      // seconds; default 3600
+	DefaultTimeout int      // seconds; default 60
+	SquashDepth    int      // chains longer than this get squashed in the background; default 64
+	MaxLayerBytes  int64    // default growth cap per run; default 10 GiB
+	MaxConcurrentOps int    // per account; default 64
+	MaxStorageBytes int64   // per account; 0: unlimited
+	Logger         *slog.Logger
+}
+
+// Engine is safe for concurrent use.
+type Engine struct {
+	cfg      Config
+	log      *slog.Logger
+	st       *store.Store
+	runtimes map[string]runtime.Runtime
+	slots    chan struct{}
+
+	mu      sync.Mutex
+	images  map[string]*imageNode // every image row, for chain walks
+	pinned  map[string]int        // layer id → in-use count (protects from GC)
+	active  map[string]*activeOp  // running operations
+	squashing map[string]bool
+
+	gcMu sync.Mutex // serialises garbage collection with layer commits
+
+	registryImport RegistryImporter
+
+	events *eventHub
+	wg     sync.WaitGroup
+	closed chan struct{}
+}
+
+// New opens (or creates) the store under cfg.Home, recovers from any earlier
+// crash, and returns a ready Engine.
+func New(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.Home == "" {
+		return nil, errors.New("engine: Home is required")
+	}
+	if cfg.Runtime == "" {
+		cfg.Runtime = "runsc"
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = max(8, 4*goruntime.NumCPU())
+	}
+	if cfg.MaxTimeout <= 0 {
+		cfg.MaxTimeout = 3600
+	}
+	if cfg.DefaultTimeout <= 0 {
+		cfg.DefaultTimeout = 60
+	}
+	if cfg.SquashDepth <= 0 {
+		cfg.SquashDepth = 64
+	}
+	if cfg.MaxLayerBytes <= 0 {
+		cfg.MaxLayerBytes = 10 << 30
+	}
+	if cfg.MaxConcurrentOps <= 0 {
+		cfg.MaxConcurrentOps = 64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	home, err := filepath.Abs(cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Home = home
+	for _, d := range []string{"layers", "blobs/sha256", "run", "runtime", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(home, d), 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	st, err := store.Open(ctx, filepath.Join(home, "arbor.db"))
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		st:        st,
+		runtimes:  map[string]runtime.Runtime{},
+		slots:     make(chan struct{}, cfg.Slots),
+		images:    map[string]*imageNode{},
+		pinned:    map[string]int{},
+		active:    map[string]*activeOp{},
+		squashing: map[string]bool{},
+		events:    newEventHub(st),
+		closed:    make(chan struct{}),
+	}
+	for _, kind := range []string{"runsc", "runc", "crun"} {
+		rt, err := runtime.NewOCI(kind, cfg.RuntimePaths[kind], filepath.Join(home, "runtime", kind))
+		if err != nil {
+			if kind == cfg.Runtime {
+				st.Close()
+				return nil, err
+			}
+			continue
+		}
+		e.runtimes[kind] = rt
+	}
+	if err := e.recover(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("recovery: %w", err)
+	}
+	return e, nil
+}
+
+// Store exposes the metadata store (for the composition root and tests).
+func (e *Engine) Store() *store.Store { return e.st }
+
+// Home returns the engine's home directory.
+func (e *Engine) Home() string { return e.cfg.Home }
+
+// DefaultRuntime returns the default runtime kind.
+func (e *Engine) DefaultRuntime() string { return e.cfg.Runtime }
+
+// Runtimes lists the available runtime kinds.
+func (e *Engine) Runtimes() []string {
+	var out []string
+	for k := range e.runtimes {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Limits returns the limits reported by whoami.
+func (e *Engine) Limits() map[string]int64 {
+	return map[string]int64{
+		"instance_max_timeout":      int64(e.cfg.MaxTimeout),
+		"images_import_max_timeout": int64(e.cfg.MaxTimeout),
+		"max_concurrent_operations": int64(e.cfg.MaxConcurrentOps),
+		"max_storage_bytes":         e.cfg.MaxStorageBytes,
+		"max_layer_bytes":           e.cfg.MaxLayerBytes,
+	}
+}
+
+// Close cancels running operations, waits for them to finish, and closes the store.
+func (e *Engine) Close() error {
+	select {
+	case <-e.closed:
+		return nil
+	default:
+	}
+	close(e.closed)
+	e.mu.Lock()
+	for _, a := range e.active {
+		a.cancel(errShutdown)
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+	return e.st.Close()
+}
+
+var errShutdown = errors.New("daemon shutting down")
+
+// recover brings the home back to a consistent state after a crash: stale
+// sandboxes and mounts are removed, unfinished operations fail with a reason,
+// and layers no image references are collected.
+func (e *Engine) recover(ctx context.Context) error {
+	for _, rt := range e.runtimes {
+		_ = rt.Cleanup(ctx)
+	}
+	runDir := filepath.Join(e.cfg.Home, "run")
+	ents, _ := os.ReadDir(runDir)
+	for _, ent := range ents {
+		d := filepath.Join(runDir, ent.Name())
+		_ = overlay.Unmount(filepath.Join(d, "merged"))
+		if err := os.RemoveAll(d); err != nil {
+			e.log.Warn("remove stale run dir", "dir", d, "err", err)
+		}
+	}
+	_ = os.RemoveAll(filepath.Join(e.cfg.Home, "tmp"))
+	_ = os.MkdirAll(filepath.Join(e.cfg.Home, "tmp"), 0o700)
+	ops, err := e.st.UnfinishedOperations(ctx)
+	if err != nil {
+		return err
+	}
+	for _, o := range ops {
+		e.log.Info("failing operation interrupted by restart", "operation", o.UUID)
+		if err := e.finishInterrupted(ctx, o); err != nil {
+			return err
+		}
+	}
+	if err := e.loadImages(ctx); err != nil {
+		return err
+	}
+	// Staging leftovers of interrupted commits and squashes.
+	lents, _ := os.ReadDir(filepath.Join(e.cfg.Home, "layers"))
+	for _, ent := range lents {
+		if strings.Contains(ent.Name(), ".tmp") {
+			_ = os.RemoveAll(filepath.Join(e.cfg.Home, "layers", ent.Name()))
+		}
+	}
+	_, err = e.CollectGarbage(ctx)
+	return err
+}
+
+func newID() string { return uuid.NewString() }
+
+func newLayerID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (e *Engine) layerPath(id string) string { return filepath.Join(e.cfg.Home, "layers", id) }
+
+// since formats a duration as fractional seconds.
+func seconds(d time.Duration) float64 { return d.Seconds() }
+
+// accountOf returns an error when a is empty: every call is account-scoped.
+func checkAccount(a string) error {
+	if a == "" {
+		return errdefs.Unauthorized("no account")
+	}
+	return nil
+}

@@ -1,0 +1,508 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/store"
+	"github.com/arborsh/arbor/internal/testutil"
+)
+
+const acct = "test"
+
+// newEngine starts an engine on a fresh home with a busybox base image.
+func newEngine(t testing.TB, rt string) (*Engine, string) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e, busybox(t, e)
+}
+
+func busybox(t testing.TB, e *Engine) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := baseimage.WriteBusyboxTar(&buf); err != nil {
+		t.Fatal(err)
+	}
+	id, err := e.NewBaseImage(context.Background(), acct, func(dir string) error {
+		cmd := exec.Command("tar", "-x", "-C", dir)
+		cmd.Stdin = &buf
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("tar: %v: %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+type runOpts func(*apitypes.InstanceSpawnRequest)
+
+func disposable(r *apitypes.InstanceSpawnRequest) { t := true; r.Disposable = &t }
+
+// run spawns a shell command and waits for it.
+func run(t testing.TB, e *Engine, image, cmd string, opts ...runOpts) (store.Operation, apitypes.InstanceMetadata) {
+	t.Helper()
+	sh := true
+	req := apitypes.InstanceSpawnRequest{Command: cmd, Image: image, Shell: &sh}
+	for _, o := range opts {
+		o(&req)
+	}
+	op, _, err := e.Spawn(context.Background(), acct, req)
+	if err != nil {
+		t.Fatalf("Spawn(%q): %v", cmd, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o, err := e.WaitOperation(ctx, acct, op)
+	if err != nil {
+		t.Fatalf("wait %q: %v", cmd, err)
+	}
+	var m apitypes.InstanceMetadata
+	if err := json.Unmarshal([]byte(o.Metadata), &m); err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != apitypes.StatusSuccess {
+		t.Fatalf("run %q: status %s (%s)", cmd, o.Status, o.Error)
+	}
+	return o, m
+}
+
+func stdout(t testing.TB, m apitypes.InstanceMetadata) string {
+	t.Helper()
+	if m.Result == nil {
+		t.Fatal("no result")
+	}
+	b, err := m.Result.Stdout.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func readFile(t testing.TB, e *Engine, image, path string) (string, error) {
+	t.Helper()
+	fs, release, err := e.ImageFS(context.Background(), acct, image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	f, _, err := fs.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	return string(b), err
+}
+
+// runtimes lists the runtimes every behaviour test runs under.
+var runtimes = []string{"runsc", "runc"}
+
+func TestRunBasics(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			tests := []struct {
+				name, cmd  string
+				opts       []runOpts
+				wantOut    string
+				wantCode   int
+				wantSame   bool // result image equals input
+				wantNone   bool // no result image
+			}{
+				{name: "echo", cmd: "echo hello", wantOut: "hello\n", wantSame: true},
+				{name: "exit code", cmd: "exit 3", wantCode: 3, wantSame: true},
+				{name: "env and cwd", cmd: "echo $FOO $(pwd)", opts: []runOpts{func(r *apitypes.InstanceSpawnRequest) {
+					r.Env = map[string]string{"FOO": "bar"}
+					c := "/tmp"
+					r.Cwd = &c
+				}}, wantOut: "bar /tmp\n", wantSame: true},
+				{name: "stdin", cmd: "cat", opts: []runOpts{func(r *apitypes.InstanceSpawnRequest) {
+					r.Stdin = &apitypes.ClosableStreamRepr{Value: "aGkK", Encoding: "base64"}
+				}}, wantOut: "hi\n", wantSame: true},
+				{name: "uid gid", cmd: "id -u; id -g", opts: []runOpts{func(r *apitypes.InstanceSpawnRequest) {
+					u, g := 1000, 1001
+					r.UID, r.GID = &u, &g
+					c := "/"
+					r.Cwd = &c
+				}}, wantOut: "1000\n1001\n", wantSame: true},
+				{name: "hostname", cmd: "hostname", wantOut: "linuxkit\n", wantSame: true},
+				{name: "disposable write", cmd: "echo x > /root/f", opts: []runOpts{disposable}, wantNone: true},
+				{name: "missing command", cmd: "no-such-tool", wantCode: 127, wantSame: true},
+			}
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					o, m := run(t, e, base, tc.cmd, tc.opts...)
+					if tc.wantOut != "" && stdout(t, m) != tc.wantOut {
+						t.Errorf("stdout = %q, want %q", stdout(t, m), tc.wantOut)
+					}
+					if m.Result.State.ExitCode != tc.wantCode {
+						t.Errorf("exit code = %d, want %d", m.Result.State.ExitCode, tc.wantCode)
+					}
+					switch {
+					case tc.wantSame && o.ResultImageUUID != base:
+						t.Errorf("result image = %q, want input %s", o.ResultImageUUID, base)
+					case tc.wantNone && o.ResultImageUUID != "":
+						t.Errorf("disposable run produced image %s", o.ResultImageUUID)
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestNonShellMissingExecutable(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	sh := false
+	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "/usr/bin/python3", Image: base, Shell: &sh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ := e.WaitOperation(context.Background(), acct, op)
+	var m apitypes.InstanceMetadata
+	json.Unmarshal([]byte(o.Metadata), &m)
+	b, _ := m.Result.Stderr.Bytes()
+	if m.Result.State.ExitCode != 127 || !strings.Contains(string(b), "not found in the image") {
+		t.Fatalf("exit %d stderr %q, want 127 and a not-found message", m.Result.State.ExitCode, b)
+	}
+}
+
+// TestBranchIsolationAndRollback: three branches from one image each see
+// only their own change; an older image stays usable after newer ones exist.
+func TestBranchIsolationAndRollback(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			o, _ := run(t, e, base, "mkdir -p /work && echo base > /work/state")
+			env := o.ResultImageUUID
+			if env == "" || env == base {
+				t.Fatalf("install step produced %q, want a new image", env)
+			}
+			names := []string{"retry", "pool", "async"}
+			results := make([]string, len(names))
+			var wg sync.WaitGroup
+			for i, n := range names {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					o, _ := run(t, e, env, fmt.Sprintf("echo %s > /work/%s && ls /work", n, n))
+					results[i] = o.ResultImageUUID
+				}()
+			}
+			wg.Wait()
+			for i, n := range names {
+				for j, other := range names {
+					_, err := readFile(t, e, results[i], "/work/"+other)
+					if (i == j) != (err == nil) {
+						t.Errorf("branch %s: /work/%s present=%v", n, other, err == nil)
+					}
+				}
+				if s, _ := readFile(t, e, results[i], "/work/state"); s != "base\n" {
+					t.Errorf("branch %s lost the base state: %q", n, s)
+				}
+			}
+			// Rollback: run on the older image after newer ones exist.
+			_, m := run(t, e, env, "ls /work")
+			if got := stdout(t, m); got != "state\n" {
+				t.Errorf("rollback run sees %q, want only state", got)
+			}
+		})
+	}
+}
+
+func TestWhiteoutDeletesBaseFile(t *testing.T) {
+	e, base := newEngine(t, "runsc")
+	o, _ := run(t, e, base, "rm /etc/hostname && rm -r /home")
+	if _, err := readFile(t, e, o.ResultImageUUID, "/etc/hostname"); err == nil {
+		t.Error("deleted file still present in result")
+	}
+	if s, err := readFile(t, e, base, "/etc/hostname"); err != nil || s != "linuxkit\n" {
+		t.Errorf("parent lost its file: %q %v", s, err)
+	}
+	_, m := run(t, e, o.ResultImageUUID, "ls /etc/hostname /home 2>&1; echo done")
+	if out := stdout(t, m); !strings.Contains(out, "No such file") {
+		t.Errorf("child run still sees deleted files: %q", out)
+	}
+}
+
+func TestTimeoutKillsSandbox(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			start := time.Now()
+			_, m := run(t, e, base, "sleep 1000 & sleep 1000", func(r *apitypes.InstanceSpawnRequest) { to := 1.0; r.Timeout = &to })
+			if !m.Result.State.TimedOut {
+				t.Error("timed_out = false, want true")
+			}
+			if d := time.Since(start); d > 30*time.Second {
+				t.Errorf("timeout took %v", d)
+			}
+		})
+	}
+}
+
+func TestOutputCap(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	_, m := run(t, e, base, "yes | head -c 10000000", func(r *apitypes.InstanceSpawnRequest) { n := int64(1000); r.TruncateOutputAt = &n })
+	if got := len(stdout(t, m)); got != 1000 || !m.Result.Stdout.Truncated {
+		t.Fatalf("captured %d bytes truncated=%v, want 1000 true", got, m.Result.Stdout.Truncated)
+	}
+}
+
+func TestParallelRuns(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o, m := run(t, e, base, fmt.Sprintf("echo %d > /root/me; cat /root/me; ls /root | wc -l", i))
+			if got := stdout(t, m); got != fmt.Sprintf("%d\n1\n", i) {
+				errs <- fmt.Sprintf("run %d saw %q", i, got)
+			}
+			if o.ResultImageUUID == base {
+				errs <- fmt.Sprintf("run %d made no image", i)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+func TestFilesPlaced(t *testing.T) {
+	e, base := newEngine(t, "runsc")
+	f, err := e.PutFile(context.Background(), acct, strings.NewReader("#!/bin/sh\necho from-file\n"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2, _ := e.PutFile(context.Background(), acct, strings.NewReader("#!/bin/sh\necho from-file\n"), 0)
+	if f2.UUID != f.UUID {
+		t.Errorf("identical upload got uuid %s, want %s", f2.UUID, f.UUID)
+	}
+	o, m := run(t, e, base, "/opt/tool/run.sh && stat -c '%a %u %g' /opt/tool/run.sh", func(r *apitypes.InstanceSpawnRequest) {
+		r.Files = map[string]apitypes.FileSpec{"/opt/tool/run.sh": {UUID: f.UUID, Mode: 0o750, UID: 5, GID: 6}}
+	})
+	if got := stdout(t, m); got != "from-file\n750 5 6\n" {
+		t.Fatalf("stdout = %q", got)
+	}
+	if s, _ := readFile(t, e, o.ResultImageUUID, "/opt/tool/run.sh"); !strings.Contains(s, "from-file") {
+		t.Error("placed file not in result image")
+	}
+}
+
+func TestSizeCap(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "for i in $(seq 1 100); do head -c 1000000 /dev/zero > /root/f$i; done; sleep 5", Image: base,
+		Shell: ptr(true), ResourcesLimits: &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(5 << 20))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ := e.WaitOperation(context.Background(), acct, op)
+	if o.Status != apitypes.StatusFailed || o.ResultImageUUID != "" || !strings.Contains(o.Error, "growth cap") {
+		t.Fatalf("status %s result %q error %q, want FAILED without image", o.Status, o.ResultImageUUID, o.Error)
+	}
+	evs, _ := e.st.Events(context.Background(), op, -1, 0)
+	var types []string
+	for _, ev := range evs {
+		types = append(types, ev.Type)
+	}
+	if !strings.Contains(strings.Join(types, ","), "size_cap") || types[len(types)-1] != "completion" {
+		t.Fatalf("events %v, want size_cap and completion last", types)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestCancelRunning(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "sleep 100", Image: base, Shell: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until it executes.
+	for i := 0; i < 200; i++ {
+		o, _ := e.Operation(context.Background(), acct, op)
+		if o.Status == apitypes.StatusExecuting {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := e.Cancel(context.Background(), acct, op); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := e.WaitOperation(context.Background(), acct, op)
+	if o.Status != apitypes.StatusCancelled {
+		t.Fatalf("status %s, want CANCELLED", o.Status)
+	}
+	if err := e.Cancel(context.Background(), acct, op); err == nil {
+		t.Fatal("cancel of finished op succeeded, want conflict")
+	}
+}
+
+func TestEventLogOrder(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	o, _ := run(t, e, base, "echo out; echo err >&2")
+	var types []string
+	err := e.FollowEvents(context.Background(), acct, o.UUID, FollowOptions{After: -1}, func(ev Event) error {
+		types = append(types, fmt.Sprintf("%s/%d", ev.Type, ev.Spid))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(types, " ")
+	for _, want := range []string{"init/0", "spawn/1", "stdout/1", "stderr/1", "exit/1", "shutdown/0", "completion/0"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("events %q lack %s", got, want)
+		}
+	}
+	if !strings.HasSuffix(got, "completion/0") || !strings.HasPrefix(got, "init/0") {
+		t.Errorf("events %q must start with init and end with completion", got)
+	}
+	// Resume is exclusive.
+	var ids []int64
+	e.FollowEvents(context.Background(), acct, o.UUID, FollowOptions{After: 2}, func(ev Event) error { ids = append(ids, ev.ID); return nil })
+	if len(ids) == 0 || ids[0] != 3 {
+		t.Errorf("resume after 2 starts at %v, want 3", ids)
+	}
+}
+
+func TestInvalidSpawns(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	tests := []struct {
+		name string
+		req  apitypes.InstanceSpawnRequest
+		want string
+	}{
+		{"no command", apitypes.InstanceSpawnRequest{Image: base}, "command is required"},
+		{"unknown image", apitypes.InstanceSpawnRequest{Command: "true", Image: "tag:nope"}, "not found"},
+		{"unknown uuid", apitypes.InstanceSpawnRequest{Command: "true", Image: "00000000-0000-0000-0000-000000000000"}, "not found"},
+		{"zero timeout", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Timeout: ptr(0.0)}, "positive"},
+		{"negative timeout", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Timeout: ptr(-5.0)}, "positive"},
+		{"huge timeout", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Timeout: ptr(1e9)}, "limit"},
+		{"relative file", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Files: map[string]apitypes.FileSpec{"x/y": {UUID: "00000000-0000-0000-0000-000000000000"}}}, "absolute"},
+		{"unknown file", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Files: map[string]apitypes.FileSpec{"/x": {UUID: "00000000-0000-0000-0000-000000000000"}}}, "not found"},
+		{"relative cwd", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Cwd: ptr("tmp")}, "absolute"},
+		{"unknown runtime", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Runtime: ptr("kvm")}, "not available"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := e.Spawn(context.Background(), acct, tc.req)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Spawn error = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestResourceBombs(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			tests := []struct {
+				name, cmd string
+				opts      []runOpts
+			}{
+				{"memory", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived", []runOpts{func(r *apitypes.InstanceSpawnRequest) {
+					r.ResourcesLimits = &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(64 << 20))}
+				}}},
+				{"fork", "bomb() { bomb | bomb & }; bomb; sleep 3", []runOpts{func(r *apitypes.InstanceSpawnRequest) {
+					r.ResourcesLimits = &apitypes.ResourcesLimits{Pids: ptr(int64(64))}
+					r.Timeout = ptr(10.0)
+				}}},
+			}
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					_, m := run(t, e, base, tc.cmd, append(tc.opts, disposable)...)
+					if tc.name == "memory" && strings.Contains(stdout(t, m), "survived") {
+						t.Errorf("memory bomb survived a 64 MiB limit")
+					}
+					// The engine is still healthy afterwards.
+					_, m2 := run(t, e, base, "echo ok", disposable)
+					if stdout(t, m2) != "ok\n" {
+						t.Errorf("engine unhealthy after %s bomb", tc.name)
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestTagsAndResolve(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	if _, err := e.SetTag(ctx, acct, base, "busybox:latest"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"busybox:latest", "tag:busybox:latest", base, strings.ToUpper(base)} {
+		im, err := e.ResolveImage(ctx, acct, ref)
+		if err != nil || im.UUID != base {
+			t.Errorf("ResolveImage(%q) = %s, %v", ref, im.UUID, err)
+		}
+	}
+	if _, err := e.ResolveImage(ctx, "other", "busybox:latest"); err == nil {
+		t.Error("another account resolved our tag")
+	}
+	o, _ := run(t, e, base, "touch /x")
+	if _, err := e.SetTag(ctx, acct, o.ResultImageUUID, "busybox:latest"); err != nil {
+		t.Fatal(err)
+	}
+	if im, _ := e.ResolveImage(ctx, acct, "busybox:latest"); im.UUID != o.ResultImageUUID {
+		t.Error("tag did not move")
+	}
+	if _, err := e.SetTag(ctx, acct, base, "bad tag"); err == nil {
+		t.Error("invalid tag accepted")
+	}
+}
+
+func TestDeleteImageKeepsDescendants(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	a, _ := run(t, e, base, "echo a > /a")
+	b, _ := run(t, e, a.ResultImageUUID, "echo b > /b")
+	if err := e.DeleteImage(ctx, acct, a.ResultImageUUID); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := readFile(t, e, b.ResultImageUUID, "/a"); err != nil || s != "a\n" {
+		t.Fatalf("descendant lost deleted parent's layer: %q %v", s, err)
+	}
+	layers := func() int { ents, _ := os.ReadDir(filepath.Join(e.Home(), "layers")); return len(ents) }
+	before := layers()
+	if err := e.DeleteImage(ctx, acct, b.ResultImageUUID); err != nil {
+		t.Fatal(err)
+	}
+	if after := layers(); after != before-2 {
+		t.Fatalf("layers %d → %d, want both layers collected", before, after)
+	}
+	if _, err := readFile(t, e, base, "/etc/hostname"); err != nil {
+		t.Fatal("base damaged by GC")
+	}
+}

@@ -1,0 +1,196 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/store"
+)
+
+// eventHub assigns event ids, persists events and wakes followers. Every
+// event is in the store before any follower sees it, so a replay after a
+// restart shows exactly what live followers saw.
+type eventHub struct {
+	st   *store.Store
+	mu   sync.Mutex
+	logs map[string]*opLog
+}
+
+type opLog struct {
+	mu   sync.Mutex // serialises appends so ids are stored in order
+	next int64
+	ch   chan struct{} // closed and replaced on every append
+}
+
+func newEventHub(st *store.Store) *eventHub {
+	return &eventHub{st: st, logs: map[string]*opLog{}}
+}
+
+// open starts a live log for op whose next event id is next.
+func (h *eventHub) open(op string, next int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.logs[op] = &opLog{next: next, ch: make(chan struct{})}
+}
+
+// close ends op's live log, waking every follower for a final read.
+func (h *eventHub) close(op string) {
+	h.mu.Lock()
+	l := h.logs[op]
+	delete(h.logs, op)
+	h.mu.Unlock()
+	if l != nil {
+		l.mu.Lock()
+		close(l.ch)
+		l.mu.Unlock()
+	}
+}
+
+func (h *eventHub) log(op string) *opLog {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.logs[op]
+}
+
+// append stores one event for op and wakes followers.
+func (h *eventHub) append(ctx context.Context, op string, spid int, typ string, data any) error {
+	return h.appendWith(ctx, op, spid, typ, data, nil)
+}
+
+// appendWith stores the event inside a transaction together with fn's work.
+func (h *eventHub) appendWith(ctx context.Context, op string, spid int, typ string, data any, fn func(tx *sql.Tx) error) error {
+	l := h.log(op)
+	if l == nil {
+		return nil // operation not live (already finished)
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ev := store.Event{ID: l.next, TS: time.Now(), Spid: spid, Type: typ, Data: string(b)}
+	// Events outlive the request that caused them: a cancelled run still logs.
+	ctx = context.WithoutCancel(ctx)
+	if fn == nil {
+		err = h.st.AppendEvent(ctx, op, ev)
+	} else {
+		err = h.st.Tx(ctx, func(tx *sql.Tx) error {
+			if err := fn(tx); err != nil {
+				return err
+			}
+			return store.AppendEventTx(ctx, tx, op, ev)
+		})
+	}
+	if err != nil {
+		return err
+	}
+	l.next++
+	close(l.ch)
+	l.ch = make(chan struct{})
+	return nil
+}
+
+// wakeup returns a channel closed at op's next event, or nil if op is not live.
+func (h *eventHub) wakeup(op string) <-chan struct{} {
+	l := h.log(op)
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ch
+}
+
+// Event is one event of an operation's log, in wire form.
+type Event = apitypes.OperationEvent
+
+func toWire(ev store.Event) Event {
+	return Event{ID: ev.ID, TS: apitypes.Timestamp(ev.TS), Spid: ev.Spid, Type: ev.Type, Data: json.RawMessage(ev.Data)}
+}
+
+// FollowOptions controls FollowEvents.
+type FollowOptions struct {
+	After     int64 // deliver events with id > After; -1 for all
+	Follow    bool  // wait for new events until completion
+	Spid      *int  // only this process's events (completion is always delivered)
+	Keepalive time.Duration
+	// OnKeepalive is called after Keepalive of silence while following.
+	OnKeepalive func() error
+}
+
+// FollowEvents calls fn for op's events in order. Without Follow it replays
+// the stored log and returns; with Follow it returns after the completion event
+// or when ctx ends.
+func (e *Engine) FollowEvents(ctx context.Context, account, op string, o FollowOptions, fn func(Event) error) error {
+	if _, err := e.st.Operation(ctx, account, op); err != nil {
+		return err
+	}
+	after := o.After
+	for {
+		wake := e.events.wakeup(op) // taken before reading, so no append is missed
+		evs, err := e.st.Events(ctx, op, after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			after = ev.ID
+			if o.Spid != nil && ev.Spid != *o.Spid && ev.Type != apitypes.EventCompletion {
+				continue
+			}
+			if err := fn(toWire(ev)); err != nil {
+				return err
+			}
+			if ev.Type == apitypes.EventCompletion {
+				return nil
+			}
+		}
+		if len(evs) == 1000 {
+			continue
+		}
+		if !o.Follow {
+			return nil
+		}
+		if wake == nil {
+			// Not live: either finished (the loop above has already read
+			// everything, including completion) or not started yet.
+			st, err := e.st.Operation(ctx, account, op)
+			if err != nil {
+				return err
+			}
+			if apitypes.IsTerminal(st.Status) {
+				more, err := e.st.Events(ctx, op, after, 1)
+				if err != nil || len(more) == 0 {
+					return err
+				}
+				continue
+			}
+			// PENDING before its log opened: poll briefly.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		var tick <-chan time.Time
+		if o.Keepalive > 0 && o.OnKeepalive != nil {
+			t := time.NewTimer(o.Keepalive)
+			defer t.Stop()
+			tick = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-tick:
+			if err := o.OnKeepalive(); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,131 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/store"
+	"golang.org/x/sys/unix"
+)
+
+var shaRE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+
+// IsSHA256 reports whether s is a hex sha256 digest.
+func IsSHA256(s string) bool { return shaRE.MatchString(s) }
+
+func (e *Engine) blobPath(sha string) string {
+	return filepath.Join(e.cfg.Home, "blobs", "sha256", strings.ToLower(sha))
+}
+
+// PutFile stores r's content for account, content-addressed and deduplicated.
+// The body streams to disk while being hashed, so uploads larger than memory
+// work; maxBytes (0: unlimited) bounds it.
+func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBytes int64) (store.File, error) {
+	if err := checkAccount(account); err != nil {
+		return store.File{}, err
+	}
+	if err := e.checkStorage(ctx, account); err != nil {
+		return store.File{}, err
+	}
+	tmp, err := os.CreateTemp(filepath.Join(e.cfg.Home, "tmp"), "upload-*")
+	if err != nil {
+		return store.File{}, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	h := sha256.New()
+	src := r
+	if maxBytes > 0 {
+		src = io.LimitReader(r, maxBytes+1)
+	}
+	n, err := io.Copy(io.MultiWriter(tmp, h), src)
+	if err != nil {
+		return store.File{}, fmt.Errorf("upload interrupted after %d bytes: %w", n, err)
+	}
+	if maxBytes > 0 && n > maxBytes {
+		return store.File{}, errdefs.TooLarge("upload exceeds the %d-byte limit", maxBytes)
+	}
+	if err := tmp.Sync(); err != nil {
+		return store.File{}, err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	dst := e.blobPath(sum)
+	if _, err := os.Stat(dst); err != nil {
+		if err := os.Rename(tmp.Name(), dst); err != nil {
+			return store.File{}, err
+		}
+		if err := syncDir(filepath.Dir(dst)); err != nil {
+			return store.File{}, err
+		}
+	}
+	return e.st.PutFile(ctx, store.File{UUID: newID(), Account: account, SHA256: sum, Size: n})
+}
+
+// File finds account's file by uuid or sha256.
+func (e *Engine) File(ctx context.Context, account, ref string) (store.File, error) {
+	switch {
+	case IsUUID(ref):
+		return e.st.FileByUUID(ctx, account, strings.ToLower(ref))
+	case IsSHA256(ref):
+		return e.st.FileBySHA(ctx, account, ref)
+	}
+	return store.File{}, errdefs.InvalidArgument("%q is neither a file UUID nor a sha256 hex digest", ref)
+}
+
+// ListFiles lists account's files.
+func (e *Engine) ListFiles(ctx context.Context, account string, since, until time.Time, limit, offset int) ([]store.File, error) {
+	return e.st.ListFiles(ctx, account, since, until, limit, offset)
+}
+
+// OpenFile opens an uploaded file's content.
+func (e *Engine) OpenFile(ctx context.Context, account, ref string) (*os.File, store.File, error) {
+	f, err := e.File(ctx, account, ref)
+	if err != nil {
+		return nil, f, err
+	}
+	fh, err := os.Open(e.blobPath(f.SHA256))
+	return fh, f, err
+}
+
+func (e *Engine) checkStorage(ctx context.Context, account string) error {
+	if e.cfg.MaxStorageBytes <= 0 {
+		return nil
+	}
+	n, err := e.st.AccountBytes(ctx, account)
+	if err != nil {
+		return err
+	}
+	if n >= e.cfg.MaxStorageBytes {
+		return errdefs.ResourceExhausted("account storage quota reached (%d of %d bytes): delete images (arbor rmi) or ask for a larger quota", n, e.cfg.MaxStorageBytes)
+	}
+	return nil
+}
+
+// syncTree makes everything under dir durable: one syncfs for the whole
+// filesystem is far cheaper than fsyncing each file of a large layer.
+func syncTree(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Syncfs(fd)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

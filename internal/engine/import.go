@@ -1,0 +1,194 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/archive"
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/store"
+)
+
+// UploadScheme prefixes an import URL naming an uploaded archive by file
+// uuid or sha256: "upload://<ref>" imports a rootfs tarball (optionally gzip).
+const UploadScheme = "upload://"
+
+// Import starts an image import operation and returns its id.
+func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageImportRequest) (string, error) {
+	if err := checkAccount(account); err != nil {
+		return "", err
+	}
+	url := strings.TrimSpace(req.Registry.URL)
+	if url == "" {
+		return "", errdefs.InvalidArgument("registry.url is required, e.g. docker://docker.io/library/busybox:latest or upload://<file uuid>")
+	}
+	tag := ""
+	if req.Tag != nil && *req.Tag != "" {
+		if err := ValidateTag(*req.Tag); err != nil {
+			return "", err
+		}
+		tag = *req.Tag
+	}
+	timeout := e.cfg.MaxTimeout
+	if req.Timeout != nil {
+		if *req.Timeout <= 0 {
+			return "", errdefs.InvalidArgument("timeout must be a positive number of seconds")
+		}
+		timeout = min(int(*req.Timeout), e.cfg.MaxTimeout)
+	}
+	var work func(ctx context.Context) (string, error)
+	switch {
+	case strings.HasPrefix(url, UploadScheme):
+		f, err := e.File(ctx, account, strings.TrimPrefix(url, UploadScheme))
+		if err != nil {
+			return "", err
+		}
+		work = func(ctx context.Context) (string, error) { return e.importArchive(ctx, account, f) }
+	default:
+		if e.registryImport == nil {
+			return "", errdefs.InvalidArgument("cannot import %q: this server imports uploaded archives (upload://<file uuid>) only", url)
+		}
+		ri := e.registryImport
+		work = func(ctx context.Context) (string, error) { return ri(ctx, e, account, req) }
+	}
+	if err := e.admit(ctx, account); err != nil {
+		return "", err
+	}
+	echo := apitypes.ImageImportMetadata{Registry: apitypes.ImageImportRegistry{URL: url}, Tag: req.Tag, Timeout: timeout}
+	if c := req.Registry.Credentials; c != nil {
+		echo.Registry.Credentials = &apitypes.Credentials{Username: c.Username}
+		if c.Password != "" {
+			echo.Registry.Credentials.Password = "<MASKED>"
+		}
+	}
+	mb, _ := json.Marshal(echo)
+	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindImageImport, Status: apitypes.StatusPending,
+		CreatedAt: time.Now(), Metadata: string(mb)}
+	err := e.startOp(ctx, o, func(ctx context.Context) {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
+		defer cancel()
+		_ = e.st.SetStatus(ctx, o.UUID, apitypes.StatusExecuting)
+		imID, err := work(withProgress(ctx, e, o.UUID))
+		status, msg := apitypes.StatusSuccess, ""
+		switch {
+		case context.Cause(ctx) == errCancelled:
+			status, msg, imID = apitypes.StatusCancelled, "cancelled by request", ""
+		case err != nil:
+			status, msg, imID = apitypes.StatusFailed, err.Error(), ""
+			if ctx.Err() == context.DeadlineExceeded {
+				msg = fmt.Sprintf("import timed out after %d s: raise timeout or check the registry", timeout)
+			}
+		}
+		if imID != "" && tag != "" {
+			if err := e.st.SetTag(context.WithoutCancel(ctx), account, imID, tag); err != nil {
+				status, msg = apitypes.StatusFailed, "tag result: "+err.Error()
+			}
+		}
+		bg := context.WithoutCancel(ctx)
+		_ = e.st.Tx(bg, func(tx *sql.Tx) error {
+			done := store.Operation{UUID: o.UUID, Status: status, Error: msg, FinishedAt: time.Now(), ResultImageUUID: imID, Metadata: o.Metadata}
+			if imID != "" {
+				done.ResultTag = tag
+			}
+			if err := store.Finish(bg, tx, done); err != nil {
+				return err
+			}
+			return e.completionTx(bg, tx, o.UUID, status, imID, msg, time.Since(start))
+		})
+	})
+	if err != nil {
+		return "", err
+	}
+	return o.UUID, nil
+}
+
+// RegistryImporter imports from a registry for an account and returns the
+// new image uuid. It is installed by the composition root.
+type RegistryImporter func(ctx context.Context, e *Engine, account string, req apitypes.ImageImportRequest) (string, error)
+
+// SetRegistryImporter installs the registry importer.
+func (e *Engine) SetRegistryImporter(ri RegistryImporter) { e.registryImport = ri }
+
+type progressKey struct{}
+
+type progressSink struct {
+	e  *Engine
+	op string
+}
+
+func withProgress(ctx context.Context, e *Engine, op string) context.Context {
+	return context.WithValue(ctx, progressKey{}, &progressSink{e: e, op: op})
+}
+
+// Progress appends a progress event to the operation carried by ctx, if any.
+func Progress(ctx context.Context, p apitypes.EventDataProgress) {
+	if s, ok := ctx.Value(progressKey{}).(*progressSink); ok {
+		_ = s.e.events.append(ctx, s.op, 0, apitypes.EventProgress, p)
+	}
+}
+
+func (e *Engine) importArchive(ctx context.Context, account string, f store.File) (string, error) {
+	src, err := os.Open(e.blobPath(f.SHA256))
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	return e.NewBaseImage(ctx, account, func(dir string) error {
+		Progress(ctx, apitypes.EventDataProgress{Phase: "extract", Total: f.Size, Unit: "bytes"})
+		_, err := archive.ApplyTar(ctx, src, dir, archive.Options{})
+		if err == nil {
+			Progress(ctx, apitypes.EventDataProgress{Phase: "extract", Done: f.Size, Total: f.Size, Unit: "bytes"})
+		}
+		return err
+	})
+}
+
+// NewBaseImage creates a parentless image whose single layer fill writes
+// into an empty directory. The layer is durable before the image is visible.
+func (e *Engine) NewBaseImage(ctx context.Context, account string, fill func(dir string) error) (string, error) {
+	return e.NewImage(ctx, account, "", fill)
+}
+
+// NewImage creates an image on top of parent ("" for a base image) with one
+// new layer written by fill.
+func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func(dir string) error) (string, error) {
+	dir, err := os.MkdirTemp(e.layersTmp(), "import-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := fill(dir); err != nil {
+		return "", err
+	}
+	depth := 1
+	if parent != "" {
+		p, err := e.st.Image(ctx, account, parent)
+		if err != nil {
+			return "", err
+		}
+		depth = p.Depth + 1
+	}
+	im := store.Image{UUID: newID(), Account: account, Parent: parent, Layer: newLayerID(), Depth: depth, LayerBytes: dirBytes(dir), CreatedAt: time.Now()}
+	if err := e.commitLayer(ctx, dir, im, nil); err != nil {
+		return "", err
+	}
+	return im.UUID, nil
+}
+
+// layersTmp is a staging directory on the layer store's filesystem, so a
+// finished layer moves into place with one rename.
+func (e *Engine) layersTmp() string {
+	d := e.layerPath("staging.tmp")
+	_ = os.MkdirAll(d, 0o700)
+	return d
+}

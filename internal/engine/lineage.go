@@ -1,0 +1,55 @@
+package engine
+
+import (
+	"context"
+
+	"github.com/arborsh/arbor/internal/layerfs"
+	"github.com/arborsh/arbor/internal/store"
+)
+
+// Lineage is an image's place in its tree.
+type Lineage struct {
+	Image     store.Image
+	Ancestors []store.Image // parent first, up to the base image
+	Children  []store.Image // direct children, newest first
+}
+
+// Lineage returns image id's ancestors and children. Deleted ancestors are
+// included (their rows remain while descendants need their layers) and
+// marked Deleted.
+func (e *Engine) Lineage(ctx context.Context, account, id string) (Lineage, error) {
+	im, err := e.Image(ctx, account, id)
+	if err != nil {
+		return Lineage{}, err
+	}
+	l := Lineage{Image: im}
+	for p := im.Parent; p != ""; {
+		a, err := e.st.ImageAny(ctx, p)
+		if err != nil || a.Account != account {
+			break
+		}
+		l.Ancestors = append(l.Ancestors, a)
+		p = a.Parent
+	}
+	kids, err := e.st.ListImages(ctx, store.ImageFilter{Account: account, Parent: im.UUID, Limit: 1000})
+	if err != nil {
+		return l, err
+	}
+	l.Children = kids
+	return l, nil
+}
+
+// Diff compares two of account's images.
+func (e *Engine) Diff(ctx context.Context, account, from, to string, opts layerfs.DiffOptions) ([]layerfs.Change, error) {
+	a, relA, err := e.ImageFS(ctx, account, from)
+	if err != nil {
+		return nil, err
+	}
+	defer relA()
+	b, relB, err := e.ImageFS(ctx, account, to)
+	if err != nil {
+		return nil, err
+	}
+	defer relB()
+	return layerfs.Diff(ctx, a, b, opts)
+}

@@ -1,0 +1,841 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/overlay"
+	"github.com/arborsh/arbor/internal/runtime"
+	"github.com/arborsh/arbor/internal/store"
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+)
+
+// activeOp is an operation that has not finished yet.
+type activeOp struct {
+	id, account string
+	cancel      context.CancelCauseFunc
+}
+
+var (
+	errCancelled = errors.New("cancelled by request")
+	errSizeCap   = errors.New("filesystem growth cap exceeded")
+)
+
+type placedFile struct {
+	path     string
+	sha      string
+	mode     uint32
+	uid, gid int
+}
+
+// runPlan is a validated spawn request.
+type runPlan struct {
+	op, account string
+	image       store.Image
+	meta        apitypes.InstanceMetadata
+	args        []string
+	env         map[string]string
+	stdin       []byte
+	files       []placedFile
+	timeout     time.Duration
+	truncate    int64
+	maxLayer    int64
+	rt          runtime.Runtime
+	memory      int64
+	pids        int64
+	cpus        float64
+	network     bool
+}
+
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Spawn validates req, records a PENDING operation and starts the run in the
+// background. It returns the operation id and the defaulted request echo.
+func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.InstanceSpawnRequest) (string, apitypes.InstanceMetadata, error) {
+	if err := checkAccount(account); err != nil {
+		return "", apitypes.InstanceMetadata{}, err
+	}
+	p, err := e.plan(ctx, account, req)
+	if err != nil {
+		return "", apitypes.InstanceMetadata{}, err
+	}
+	if err := e.admit(ctx, account); err != nil {
+		return "", apitypes.InstanceMetadata{}, err
+	}
+	meta, _ := json.Marshal(redactMeta(p.meta))
+	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
+		CreatedAt: time.Now(), ImageUUID: p.image.UUID, Metadata: string(meta)}
+	p.op = o.UUID
+	if err := e.startOp(ctx, o, func(ctx context.Context) { e.execute(ctx, p) }); err != nil {
+		return "", apitypes.InstanceMetadata{}, err
+	}
+	return o.UUID, p.meta, nil
+}
+
+// admit enforces the per-account concurrency limit.
+func (e *Engine) admit(ctx context.Context, account string) error {
+	e.mu.Lock()
+	n := 0
+	for _, a := range e.active {
+		if a.account == account {
+			n++
+		}
+	}
+	e.mu.Unlock()
+	if n >= e.cfg.MaxConcurrentOps {
+		return errdefs.ResourceExhausted("account has %d operations in flight (limit %d): wait for some to finish or cancel them", n, e.cfg.MaxConcurrentOps)
+	}
+	return e.checkStorage(ctx, account)
+}
+
+// startOp persists o and runs work in the background with a cancellable context.
+func (e *Engine) startOp(ctx context.Context, o store.Operation, work func(ctx context.Context)) error {
+	select {
+	case <-e.closed:
+		return errdefs.Unavailable("daemon is shutting down")
+	default:
+	}
+	if err := e.st.InsertOperation(ctx, o); err != nil {
+		return err
+	}
+	opCtx, cancel := context.WithCancelCause(context.Background())
+	e.mu.Lock()
+	e.active[o.UUID] = &activeOp{id: o.UUID, account: o.Account, cancel: cancel}
+	e.mu.Unlock()
+	e.events.open(o.UUID, 0)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer func() {
+			e.mu.Lock()
+			delete(e.active, o.UUID)
+			e.mu.Unlock()
+			e.events.close(o.UUID)
+			cancel(nil)
+		}()
+		work(opCtx)
+	}()
+	return nil
+}
+
+// Cancel cancels an active operation. A finished one is a conflict.
+func (e *Engine) Cancel(ctx context.Context, account, op string) error {
+	o, err := e.st.Operation(ctx, account, op)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	a := e.active[o.UUID]
+	e.mu.Unlock()
+	if a == nil || apitypes.IsTerminal(o.Status) {
+		return errdefs.Conflict("operation is not cancellable: it already finished with status %s", o.Status)
+	}
+	a.cancel(errCancelled)
+	return nil
+}
+
+func (e *Engine) plan(ctx context.Context, account string, req apitypes.InstanceSpawnRequest) (*runPlan, error) {
+	if strings.TrimSpace(req.Command) == "" {
+		return nil, errdefs.InvalidArgument("command is required")
+	}
+	if strings.ContainsRune(req.Command, 0) {
+		return nil, errdefs.InvalidArgument("command contains a NUL byte")
+	}
+	im, err := e.ResolveImage(ctx, account, req.Image)
+	if err != nil {
+		return nil, err
+	}
+	p := &runPlan{account: account, image: im}
+	m := apitypes.InstanceMetadata{
+		Command: req.Command, Image: im.UUID, Hostname: "linuxkit", Args: []string{}, Env: map[string]string{},
+		Cwd: "/root", Timeout: e.cfg.DefaultTimeout, TruncateOutputAt: 1 << 20, Files: map[string]apitypes.FileSpec{},
+		Stdin: apitypes.StdinEcho{Encoding: "ascii", Close: true},
+	}
+	if req.Disposable != nil {
+		m.Disposable = *req.Disposable
+	}
+	if req.Hostname != nil && *req.Hostname != "" {
+		if len(*req.Hostname) > 64 || strings.ContainsAny(*req.Hostname, " /\x00") {
+			return nil, errdefs.InvalidArgument("hostname %q is invalid: use up to 64 letters, digits, dots and dashes", *req.Hostname)
+		}
+		m.Hostname = *req.Hostname
+	}
+	if req.Args != nil {
+		m.Args = req.Args
+	}
+	if req.Shell != nil {
+		m.Shell = *req.Shell
+	}
+	for k, v := range req.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
+			return nil, errdefs.InvalidArgument("env var %q is invalid: names must be non-empty without '=' or NUL", k)
+		}
+		m.Env[k] = v
+	}
+	if req.PreserveEnv != nil {
+		m.PreserveEnv = *req.PreserveEnv
+	}
+	if req.Cwd != nil {
+		m.Cwd = *req.Cwd
+	}
+	if m.Cwd != "" && !path.IsAbs(m.Cwd) {
+		return nil, errdefs.InvalidArgument("cwd %q must be an absolute path", m.Cwd)
+	}
+	if req.UID != nil {
+		m.UID = *req.UID
+	}
+	if req.GID != nil {
+		m.GID = *req.GID
+	}
+	if m.UID < 0 || m.GID < 0 || m.UID > 1<<31-2 || m.GID > 1<<31-2 {
+		return nil, errdefs.InvalidArgument("uid and gid must be between 0 and 2147483646")
+	}
+	if req.Timeout != nil {
+		t := *req.Timeout
+		if t <= 0 {
+			return nil, errdefs.InvalidArgument("timeout must be a positive number of seconds (got %v)", t)
+		}
+		if t > float64(e.cfg.MaxTimeout) {
+			return nil, errdefs.InvalidArgument("timeout %v s exceeds this server's limit of %d s (limits.instance_max_timeout): lower it", t, e.cfg.MaxTimeout)
+		}
+		m.Timeout = int(t)
+		if float64(m.Timeout) < t {
+			m.Timeout++
+		}
+		p.timeout = time.Duration(t * float64(time.Second))
+	} else {
+		p.timeout = time.Duration(m.Timeout) * time.Second
+	}
+	if req.TruncateOutputAt != nil {
+		if *req.TruncateOutputAt < 0 {
+			return nil, errdefs.InvalidArgument("truncate_output_at must be >= 0")
+		}
+		m.TruncateOutputAt = min(*req.TruncateOutputAt, 64<<20)
+	}
+	p.truncate = m.TruncateOutputAt
+	p.maxLayer = e.cfg.MaxLayerBytes
+	if rl := req.ResourcesLimits; rl != nil {
+		m.ResourcesLimits = *rl
+		if rl.MaxLayerBytes != nil {
+			if *rl.MaxLayerBytes <= 0 {
+				return nil, errdefs.InvalidArgument("resources_limits.max_layer_bytes must be positive")
+			}
+			p.maxLayer = min(*rl.MaxLayerBytes, e.cfg.MaxLayerBytes)
+		}
+		if rl.MemoryBytes != nil {
+			if *rl.MemoryBytes < 4<<20 {
+				return nil, errdefs.InvalidArgument("resources_limits.memory_bytes must be at least 4 MiB")
+			}
+			p.memory = *rl.MemoryBytes
+		}
+		if rl.Pids != nil {
+			if *rl.Pids < 1 {
+				return nil, errdefs.InvalidArgument("resources_limits.pids must be at least 1")
+			}
+			p.pids = *rl.Pids
+		}
+		if rl.CPUs != nil {
+			if *rl.CPUs <= 0 {
+				return nil, errdefs.InvalidArgument("resources_limits.cpus must be positive")
+			}
+			p.cpus = *rl.CPUs
+		}
+	}
+	// Defaults that keep one run from starving the host.
+	if p.memory == 0 {
+		p.memory = 4 << 30
+	}
+	if p.pids == 0 {
+		p.pids = 4096
+	}
+	if req.Networking != nil && req.Networking.Enabled != nil && *req.Networking.Enabled {
+		return nil, errdefs.InvalidArgument("networking.enabled is not supported by this server yet: runs have loopback only")
+	}
+	if req.Stdin != nil {
+		b, err := req.Stdin.Bytes()
+		if err != nil {
+			return nil, errdefs.InvalidArgument("stdin: %v", err)
+		}
+		p.stdin = b
+		m.Stdin = apitypes.StdinEcho{Value: req.Stdin.Value, Encoding: req.Stdin.Encoding, Close: true}
+		if m.Stdin.Encoding == "" {
+			m.Stdin.Encoding = "ascii"
+		}
+	}
+	rtName := e.cfg.Runtime
+	if req.Runtime != nil && *req.Runtime != "" {
+		rtName = *req.Runtime
+	}
+	rt, ok := e.runtimes[rtName]
+	if !ok {
+		return nil, errdefs.InvalidArgument("runtime %q is not available on this server (available: %s)", rtName, strings.Join(e.Runtimes(), ", "))
+	}
+	p.rt = rt
+	m.Runtime = rtName
+	for dst, fs := range req.Files {
+		clean := path.Clean(dst)
+		if !path.IsAbs(dst) || clean == "/" || strings.ContainsRune(dst, 0) {
+			return nil, errdefs.InvalidArgument("file destination %q must be an absolute path to a file, like /root/script.py", dst)
+		}
+		f, err := e.File(ctx, account, fs.UUID)
+		if err != nil {
+			return nil, err
+		}
+		m.Files[dst] = apitypes.FileSpec{UUID: f.UUID, Mode: fs.Mode, UID: fs.UID, GID: fs.GID}
+		p.files = append(p.files, placedFile{path: clean, sha: f.SHA256, mode: uint32(fs.Mode), uid: fs.UID, gid: fs.GID})
+	}
+	sort.Slice(p.files, func(i, j int) bool { return p.files[i].path < p.files[j].path })
+
+	if m.Shell {
+		p.args = append([]string{"/bin/sh", "-c", m.Command}, m.Args...)
+	} else {
+		p.args = append([]string{m.Command}, m.Args...)
+	}
+	p.env = map[string]string{"PATH": defaultPath, "HOSTNAME": m.Hostname, "HOME": "/root"}
+	if m.UID != 0 {
+		p.env["HOME"] = "/"
+	}
+	if im.Env != "" {
+		var saved map[string]string
+		if json.Unmarshal([]byte(im.Env), &saved) == nil {
+			for k, v := range saved {
+				p.env[k] = v
+			}
+		}
+	}
+	for k, v := range m.Env {
+		p.env[k] = v
+	}
+	p.meta = m
+	return p, nil
+}
+
+// envList renders env sorted for a stable config.
+func envList(env map[string]string) []string {
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// runState carries a run's progress for finishing the operation.
+type runState struct {
+	started  time.Time
+	result   *apitypes.InstanceResult
+	cpu      float64
+	rss      int64
+	resultIm string
+	errMsg   string
+	status   string
+}
+
+func (e *Engine) execute(ctx context.Context, p *runPlan) {
+	rs := &runState{started: time.Now(), status: apitypes.StatusSuccess}
+	defer func() { e.finishRun(p, rs) }()
+
+	// Wait for a slot; cancellation while queued ends the operation.
+	select {
+	case e.slots <- struct{}{}:
+		defer func() { <-e.slots }()
+	case <-ctx.Done():
+		rs.fail(ctx, nil)
+		return
+	}
+	if err := e.st.SetStatus(ctx, p.op, apitypes.StatusAssigned); err != nil {
+		rs.fail(ctx, err)
+		return
+	}
+	if e.chainDepth(p.image.UUID) >= overlay.MaxLayers-1 {
+		// Too deep to mount: squash now rather than wait for the background.
+		if err := e.squash(ctx, p.image.UUID); err != nil {
+			rs.fail(ctx, fmt.Errorf("squash deep chain: %w", err))
+			return
+		}
+	}
+	lowers, release, err := e.pinChain(p.image.UUID)
+	if err != nil {
+		rs.fail(ctx, err)
+		return
+	}
+	defer release()
+
+	dir := filepath.Join(e.cfg.Home, "run", p.op)
+	upper, work, merged, bundle := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged"), filepath.Join(dir, "bundle")
+	for _, d := range []string{upper, work, merged, bundle} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			rs.fail(ctx, err)
+			return
+		}
+	}
+	defer os.RemoveAll(dir)
+	if err := overlay.Mount(lowers, upper, work, merged); err != nil {
+		rs.fail(ctx, err)
+		return
+	}
+	mounted := true
+	unmount := func() {
+		if mounted {
+			if err := overlay.Unmount(merged); err != nil {
+				e.log.Warn("unmount", "dir", merged, "err", err)
+			}
+			mounted = false
+		}
+	}
+	defer unmount()
+
+	if err := e.placeFiles(merged, p.files); err != nil {
+		rs.fail(ctx, err)
+		return
+	}
+	hostname, _ := os.Hostname()
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	_ = e.events.append(ctx, p.op, 0, apitypes.EventInit, apitypes.EventDataInit{
+		StartedAt: apitypes.Timestamp(time.Now()), RuntimePath: p.rt.Name(), InitPid: 1,
+		Hostname: hostname, Kernel: unix.ByteSliceToString(uts.Release[:]), Machine: unix.ByteSliceToString(uts.Machine[:]),
+	})
+	if err := e.st.SetStatus(ctx, p.op, apitypes.StatusExecuting); err != nil {
+		rs.fail(ctx, err)
+		return
+	}
+
+	res, runErr := e.runProcess(ctx, p, merged, bundle, upper, rs)
+	unmount()
+	_ = e.events.append(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
+	if runErr != nil {
+		rs.fail(ctx, runErr)
+		return
+	}
+	if cause := context.Cause(ctx); cause != nil {
+		rs.fail(ctx, nil)
+		return
+	}
+	if p.meta.Disposable {
+		return
+	}
+	// Commit: an unchanged filesystem keeps the input image (ConTree's rule).
+	empty, err := dirEmpty(upper)
+	if err != nil {
+		rs.fail(ctx, err)
+		return
+	}
+	if empty {
+		rs.resultIm = p.image.UUID
+		return
+	}
+	env := ""
+	if p.meta.PreserveEnv {
+		b, _ := json.Marshal(p.env)
+		env = string(b)
+	} else if p.image.Env != "" {
+		env = p.image.Env
+	}
+	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
+		Operation: p.op, Env: env, LayerBytes: dirBytes(upper), CreatedAt: time.Now()}
+	rs.resultIm = im.UUID
+	if err := e.commitLayer(ctx, upper, im, func(tx *sql.Tx) error {
+		return e.finishTx(ctx, tx, p, rs)
+	}); err != nil {
+		rs.resultIm = ""
+		rs.fail(ctx, fmt.Errorf("commit: %w", err))
+		return
+	}
+	rs.status = "" // already finished inside the commit transaction
+	e.maybeSquash(im.UUID)
+}
+
+func shutdownReason(ctx context.Context, res runtime.Result) string {
+	switch context.Cause(ctx) {
+	case errCancelled:
+		return "cancelled"
+	case errShutdown:
+		return "daemon_shutdown"
+	}
+	if res.Killed && res.ExitCode == -1 {
+		return "killed"
+	}
+	return "job_complete"
+}
+
+// fail records why the run did not succeed. ctx's cause wins: a cancelled
+// run is CANCELLED whatever error its teardown produced.
+func (rs *runState) fail(ctx context.Context, err error) {
+	switch cause := context.Cause(ctx); cause {
+	case errCancelled:
+		rs.status, rs.errMsg = apitypes.StatusCancelled, "cancelled by request"
+		return
+	case errShutdown:
+		rs.status, rs.errMsg = apitypes.StatusFailed, "daemon shut down during the run; run it again"
+		return
+	}
+	if err != nil {
+		rs.status, rs.errMsg = apitypes.StatusFailed, err.Error()
+	}
+}
+
+func dirEmpty(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	if err == io.EOF {
+		return true, nil
+	}
+	return false, err
+}
+
+// placeFiles writes uploaded files into the run's root through the overlay,
+// resolving every path inside the root so image symlinks cannot redirect
+// writes to the host.
+func (e *Engine) placeFiles(root string, files []placedFile) error {
+	for _, f := range files {
+		dst, err := securejoin.SecureJoin(root, f.path)
+		if err != nil {
+			return errdefs.InvalidArgument("file destination %s: %v", f.path, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return errdefs.InvalidArgument("file destination %s: cannot create its directory: %v", f.path, err)
+		}
+		if fi, err := os.Lstat(dst); err == nil && fi.IsDir() {
+			return errdefs.InvalidArgument("file destination %s is a directory in the image", f.path)
+		}
+		_ = os.Remove(dst)
+		src, err := os.Open(e.blobPath(f.sha))
+		if err != nil {
+			return fmt.Errorf("open uploaded file %s: %w", f.sha, err)
+		}
+		out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			src.Close()
+			return fmt.Errorf("place %s: %w", f.path, err)
+		}
+		_, err = io.Copy(out, src)
+		src.Close()
+		if err == nil {
+			err = out.Chown(f.uid, f.gid)
+		}
+		if err == nil {
+			err = out.Chmod(os.FileMode(f.mode&0o777) | modeBits(f.mode))
+		}
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("place %s: %w", f.path, err)
+		}
+	}
+	return nil
+}
+
+func modeBits(m uint32) os.FileMode {
+	var out os.FileMode
+	if m&0o4000 != 0 {
+		out |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		out |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		out |= os.ModeSticky
+	}
+	return out
+}
+
+// findExecutable reports whether args[0] exists in the image, resolving it
+// on PATH as execve would.
+func findExecutable(root, cmd, pathEnv string) bool {
+	check := func(p string) bool {
+		hp, err := securejoin.SecureJoin(root, p)
+		if err != nil {
+			return false
+		}
+		fi, err := os.Stat(hp)
+		return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+	}
+	if strings.Contains(cmd, "/") {
+		return check(cmd)
+	}
+	for _, d := range strings.Split(pathEnv, ":") {
+		if d != "" && check(path.Join(d, cmd)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upper string, rs *runState) (runtime.Result, error) {
+	stdout := &capture{e: e, op: p.op, spid: 1, stream: apitypes.EventStdout, limit: p.truncate}
+	stderr := &capture{e: e, op: p.op, spid: 1, stream: apitypes.EventStderr, limit: p.truncate}
+	spawn := apitypes.EventDataSpawn{Command: p.args[0], Args: p.args[1:], Shell: p.meta.Shell, Cwd: p.meta.Cwd, UID: p.meta.UID,
+		GID: p.meta.GID, Timeout: p.meta.Timeout, TruncateAt: p.truncate, Env: redactEnv(p.env)}
+
+	res := runtime.Result{Signal: -1}
+	var err error
+	var timedOut, sizeCapped bool
+	if !findExecutable(merged, p.args[0], p.env["PATH"]) {
+		_ = e.events.append(ctx, p.op, 1, apitypes.EventSpawn, spawn)
+		fmt.Fprintf(stderr, "arbor: %q not found in the image (or not executable); PATH=%s. Install it in an earlier run, use an absolute path, or run it through shell=true.\n", p.args[0], p.env["PATH"])
+		res.ExitCode = 127
+		res.Started = time.Now()
+	} else {
+		if p.meta.Cwd != "" {
+			if d, err := securejoin.SecureJoin(merged, p.meta.Cwd); err == nil {
+				if _, err := os.Stat(d); os.IsNotExist(err) {
+					_ = os.MkdirAll(d, 0o755)
+				}
+			}
+		}
+		runCtx, cancelRun := context.WithTimeoutCause(ctx, p.timeout, context.DeadlineExceeded)
+		defer cancelRun(nil)
+		sizeCtx, sizeCancel := context.WithCancelCause(runCtx)
+		defer sizeCancel(nil)
+		stopWatch := e.watchGrowth(sizeCtx, sizeCancel, p, upper)
+		spec := runtime.Spec{
+			ID: "arbor-" + p.op, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
+			UID: uint32(p.meta.UID), GID: uint32(p.meta.GID), Hostname: p.meta.Hostname,
+			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.maxLayer,
+			Stdin: bytes.NewReader(p.stdin), Stdout: stdout, Stderr: stderr,
+			OnStart: func(pid int) {
+				spawn.Pid = pid
+				_ = e.events.append(ctx, p.op, 1, apitypes.EventSpawn, spawn)
+			},
+		}
+		res, err = p.rt.Run(sizeCtx, spec)
+		stopWatch()
+		if err != nil {
+			return res, err
+		}
+		if res.Killed {
+			res.Signal, res.ExitCode = int(syscall.SIGKILL), -1
+			switch {
+			case context.Cause(sizeCtx) == errSizeCap:
+				sizeCapped = true
+			case ctx.Err() == nil && runCtx.Err() != nil:
+				timedOut = true
+			}
+		}
+	}
+	stdout.finish()
+	stderr.finish()
+	ru := res.Rusage
+	dur := res.Duration
+	exit := apitypes.EventDataExit{Pid: spawn.Pid, Code: res.ExitCode, Signal: res.Signal, TimedOut: timedOut, DurationMs: dur.Milliseconds(),
+		Resources: apitypes.EventResources{
+			UserTimeUs: ru.Utime.Usec + ru.Utime.Sec*1e6, SysTimeUs: ru.Stime.Usec + ru.Stime.Sec*1e6, MaxRSSKB: ru.Maxrss,
+			SharedMemory: ru.Ixrss, UnsharedMemory: ru.Idrss, Swaps: ru.Nswap, MinorFaults: ru.Minflt, MajorFaults: ru.Majflt,
+			VoluntaryCtxSwitches: ru.Nvcsw, InvoluntaryCtxSwitches: ru.Nivcsw, BlockInputOps: ru.Inblock, BlockOutputOps: ru.Oublock,
+			IPCMsgsSent: ru.Msgsnd, IPCMsgsReceived: ru.Msgrcv, SignalsReceived: ru.Nsignals,
+		}}
+	_ = e.events.append(ctx, p.op, 1, apitypes.EventExit, exit)
+	user := float64(exit.Resources.UserTimeUs) / 1e6
+	sys := float64(exit.Resources.SysTimeUs) / 1e6
+	rs.cpu = user + sys
+	rs.rss = ru.Maxrss * 1024
+	rs.result = &apitypes.InstanceResult{
+		Resources: apitypes.InstanceResultResources{
+			BlockInput: ru.Inblock, BlockOutput: ru.Oublock, ElapsedTime: dur.Seconds(), InvoluntarySwitches: ru.Nivcsw,
+			MaxRSS: ru.Maxrss, MonotonicTime: dur.Seconds(), PageFaults: ru.Minflt, PageFaultsIO: ru.Majflt, SharedMemory: ru.Ixrss,
+			Signals: ru.Nsignals, Swaps: ru.Nswap, SystemCPUTime: sys, UnsharedMemory: ru.Idrss, UserCPUTime: user, VoluntarySwitches: ru.Nvcsw,
+		},
+		State:  apitypes.InstanceResultState{ExitCode: res.ExitCode, Signal: res.Signal, TimedOut: timedOut, Pid: spawn.Pid},
+		Stdout: apitypes.NewStreamRepr(stdout.buf.Bytes(), stdout.dropped > 0),
+		Stderr: apitypes.NewStreamRepr(stderr.buf.Bytes(), stderr.dropped > 0),
+	}
+	if sizeCapped {
+		return res, fmt.Errorf("the run wrote more than its filesystem growth cap of %d bytes (resources_limits.max_layer_bytes); nothing was saved: write less or raise the cap", p.maxLayer)
+	}
+	return res, nil
+}
+
+// watchGrowth kills the run when its upper dir outgrows p.maxLayer. Single
+// files are also bounded at once by RLIMIT_FSIZE; this catches many files.
+func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc, p *runPlan, upper string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if n := dirBytes(upper); n > p.maxLayer {
+					_ = e.events.append(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: p.maxLayer, FileSize: n})
+					cancel(errSizeCap)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// capture keeps the first limit bytes of a stream, emitting them as events,
+// and counts the rest. Writes never block on the cap, so an output bomb only
+// costs the reading.
+type capture struct {
+	e       *Engine
+	op      string
+	spid    int
+	stream  string
+	limit   int64
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	dropped int64
+}
+
+func (c *capture) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	room := c.limit - int64(c.buf.Len())
+	take := int64(len(b))
+	if take > room {
+		take = max(room, 0)
+	}
+	if take > 0 {
+		c.buf.Write(b[:take])
+		r := apitypes.NewStreamRepr(b[:take], false)
+		_ = c.e.events.append(context.Background(), c.op, c.spid, c.stream, apitypes.EventDataStream{Value: r.Value, Encoding: r.Encoding})
+	}
+	c.dropped += int64(len(b)) - take
+	return len(b), nil
+}
+
+func (c *capture) finish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dropped > 0 {
+		_ = c.e.events.append(context.Background(), c.op, c.spid, apitypes.EventTruncated, apitypes.EventDataTruncated{
+			Stream: c.stream, BytesEmitted: int64(c.buf.Len()), BytesDropped: c.dropped})
+	}
+}
+
+var secretSuffixes = []string{"token", "secret", "password", "api_key", "credentials", "authorization"}
+
+// redactEnv masks values whose names look like secrets.
+func redactEnv(env map[string]string) map[string]string {
+	out := make(map[string]string, len(env))
+	for k, v := range env {
+		lk := strings.ToLower(k)
+		for _, s := range secretSuffixes {
+			if strings.HasSuffix(lk, s) {
+				v = "<MASKED>"
+				break
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func redactMeta(m apitypes.InstanceMetadata) apitypes.InstanceMetadata {
+	m.Env = redactEnv(m.Env)
+	return m
+}
+
+// finishRun records the terminal state unless the commit transaction already did.
+func (e *Engine) finishRun(p *runPlan, rs *runState) {
+	if rs.status == "" {
+		return
+	}
+	ctx := context.Background()
+	if err := e.st.Tx(ctx, func(tx *sql.Tx) error { return e.finishTx(ctx, tx, p, rs) }); err != nil {
+		e.log.Error("record operation result", "operation", p.op, "err", err)
+	}
+}
+
+// finishTx writes the operation's terminal row and its completion event in tx.
+func (e *Engine) finishTx(ctx context.Context, tx *sql.Tx, p *runPlan, rs *runState) error {
+	status := rs.status
+	if status == "" {
+		status = apitypes.StatusSuccess
+	}
+	m := redactMeta(p.meta)
+	m.Result = rs.result
+	if m.Result == nil && status != apitypes.StatusSuccess {
+		m.Result = nil
+	}
+	mb, _ := json.Marshal(m)
+	now := time.Now()
+	o := store.Operation{UUID: p.op, Status: status, Error: rs.errMsg, FinishedAt: now, ResultImageUUID: rs.resultIm,
+		Metadata: string(mb), CPUSeconds: rs.cpu, MaxRSSBytes: rs.rss}
+	if err := store.Finish(ctx, tx, o); err != nil {
+		return err
+	}
+	return e.completionTx(ctx, tx, p.op, status, rs.resultIm, rs.errMsg, now.Sub(rs.started))
+}
+
+// completionTx appends the completion event inside tx.
+func (e *Engine) completionTx(ctx context.Context, tx *sql.Tx, op, status, result, errMsg string, d time.Duration) error {
+	c := apitypes.EventDataCompletion{Status: status, DurationMs: d.Milliseconds()}
+	if result != "" {
+		c.ResultImageUUID = &result
+	}
+	if errMsg != "" {
+		c.Error = &errMsg
+	}
+	l := e.events.log(op)
+	b, _ := json.Marshal(c)
+	if l == nil {
+		id, err := lastEventIDTx(ctx, tx, op)
+		if err != nil {
+			return err
+		}
+		return store.AppendEventTx(ctx, tx, op, store.Event{ID: id + 1, TS: time.Now(), Spid: 0, Type: apitypes.EventCompletion, Data: string(b)})
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := store.AppendEventTx(ctx, tx, op, store.Event{ID: l.next, TS: time.Now(), Spid: 0, Type: apitypes.EventCompletion, Data: string(b)}); err != nil {
+		return err
+	}
+	l.next++
+	return nil
+}
+
+func lastEventIDTx(ctx context.Context, tx *sql.Tx, op string) (int64, error) {
+	var id sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(id) FROM events WHERE operation=?`, op).Scan(&id); err != nil {
+		return 0, err
+	}
+	if !id.Valid {
+		return -1, nil
+	}
+	return id.Int64, nil
+}
+
+// finishInterrupted fails an operation found unfinished at start-up.
+func (e *Engine) finishInterrupted(ctx context.Context, o store.Operation) error {
+	msg := "daemon restarted while the operation was " + strings.ToLower(o.Status) + "; nothing was saved: run it again"
+	return e.st.Tx(ctx, func(tx *sql.Tx) error {
+		o.Status, o.Error, o.FinishedAt = apitypes.StatusFailed, msg, time.Now()
+		if err := store.Finish(ctx, tx, o); err != nil {
+			return err
+		}
+		return e.completionTx(ctx, tx, o.UUID, o.Status, "", msg, o.FinishedAt.Sub(o.CreatedAt))
+	})
+}

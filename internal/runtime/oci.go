@@ -1,0 +1,236 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// OCI drives an OCI runtime binary.
+type OCI struct {
+	name  string   // "runsc", "runc" or "crun"
+	path  string   // binary
+	root  string   // the runtime's state directory (--root)
+	flags []string // global flags
+}
+
+// NewOCI returns a runtime for kind ("runsc", "runc" or "crun"), using binary
+// path (looked up in PATH when empty) and keeping its state under stateDir.
+func NewOCI(kind, path, stateDir string) (*OCI, error) {
+	if path == "" {
+		p, err := exec.LookPath(kind)
+		if err != nil {
+			return nil, fmt.Errorf("runtime %s not found in PATH: install it (see README, scripts/setup.sh) or pass its path", kind)
+		}
+		path = p
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, err
+	}
+	o := &OCI{name: kind, path: path, root: stateDir}
+	switch kind {
+	case "runsc":
+		// systrap needs no KVM; overlay2=none sends writes to our host upper dir.
+		o.flags = []string{"--platform=systrap", "--overlay2=none"}
+	case "runc", "crun":
+	default:
+		return nil, fmt.Errorf("unknown runtime %q: use runsc, runc or crun", kind)
+	}
+	return o, nil
+}
+
+// Name reports the runtime kind.
+func (o *OCI) Name() string { return o.name }
+
+// Path reports the runtime binary.
+func (o *OCI) Path() string { return o.path }
+
+func (o *OCI) command(ctx context.Context, extra []string, args ...string) *exec.Cmd {
+	a := append([]string{"--root=" + o.root}, o.flags...)
+	a = append(a, extra...)
+	return exec.CommandContext(ctx, o.path, append(a, args...)...)
+}
+
+// Run implements Runtime.
+func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
+	cfg := o.config(s)
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := os.WriteFile(filepath.Join(s.Bundle, "config.json"), b, 0o600); err != nil {
+		return Result{}, err
+	}
+	var extra []string
+	if o.name == "runsc" {
+		if s.NetNS == "" {
+			extra = append(extra, "--network=none")
+		} else {
+			extra = append(extra, "--network=sandbox")
+		}
+	}
+	// The run command outlives ctx: cancellation goes through Cancel, which
+	// kills the sandbox via the runtime so every process in it dies.
+	cmd := o.command(context.WithoutCancel(ctx), extra, "run", "--bundle", s.Bundle, s.ID)
+	cmd.Stdin = s.Stdin
+	cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
+	var stderrBuf bytes.Buffer
+	if s.Stderr == nil {
+		cmd.Stderr = &stderrBuf
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Output copying must not hang on a descendant that kept a pipe open.
+	cmd.WaitDelay = 5 * time.Second
+
+	res := Result{Signal: -1}
+	res.Started = time.Now()
+	if err := cmd.Start(); err != nil {
+		return res, fmt.Errorf("start %s: %w", o.name, err)
+	}
+	if s.OnStart != nil {
+		s.OnStart(cmd.Process.Pid)
+	}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			res.Killed = true
+			o.kill(s.ID, cmd.Process.Pid)
+		case <-done:
+		}
+	}()
+	werr := cmd.Wait()
+	close(done)
+	res.Duration = time.Since(res.Started)
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			res.Rusage = *ru
+		}
+		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		switch {
+		case ws.Exited():
+			res.ExitCode = ws.ExitStatus()
+		case ws.Signaled():
+			res.ExitCode = 128 + int(ws.Signal())
+		}
+	}
+	o.delete(s.ID)
+	var exitErr *exec.ExitError
+	if werr != nil && !errors.As(werr, &exitErr) && !errors.Is(werr, exec.ErrWaitDelay) {
+		return res, fmt.Errorf("%s run: %w", o.name, werr)
+	}
+	return res, nil
+}
+
+// kill ends the sandbox: first through the runtime (which kills every process
+// in it), then, if the runtime process lingers, by killing its process group.
+func (o *OCI) kill(id string, pid int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = o.command(ctx, nil, "kill", "--all", id, "KILL").Run()
+	if pid > 0 {
+		time.AfterFunc(3*time.Second, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+	}
+}
+
+func (o *OCI) delete(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = o.command(ctx, nil, "delete", "--force", id).Run()
+}
+
+// Cleanup implements Runtime: it kills and deletes every container in the state dir.
+func (o *OCI) Cleanup(ctx context.Context) error {
+	out, err := o.command(ctx, nil, "list", "--quiet").Output()
+	if err != nil {
+		return nil // an empty or fresh state dir
+	}
+	for _, id := range strings.Fields(string(out)) {
+		o.kill(id, 0)
+		o.delete(id)
+	}
+	return nil
+}
+
+func (o *OCI) config(s Spec) *specs.Spec {
+	rlimits := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 65536, Soft: 65536}}
+	if s.FileSizeLimit > 0 {
+		rlimits = append(rlimits, specs.POSIXRlimit{Type: "RLIMIT_FSIZE", Hard: uint64(s.FileSizeLimit), Soft: uint64(s.FileSizeLimit)})
+	}
+	caps := []string{
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+		"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+		"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+	}
+	var pcaps *specs.LinuxCapabilities
+	if s.UID == 0 {
+		pcaps = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	} else {
+		pcaps = &specs.LinuxCapabilities{Bounding: caps}
+	}
+	res := &specs.LinuxResources{
+		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+	}
+	if s.MemoryBytes > 0 {
+		swap := s.MemoryBytes
+		res.Memory = &specs.LinuxMemory{Limit: &s.MemoryBytes, Swap: &swap}
+	}
+	if s.Pids > 0 {
+		pids := s.Pids
+		res.Pids = &specs.LinuxPids{Limit: &pids}
+	}
+	if s.CPUs > 0 {
+		period := uint64(100000)
+		quota := int64(s.CPUs * float64(period))
+		res.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
+	}
+	ns := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace}, {Type: specs.MountNamespace}, {Type: specs.NetworkNamespace, Path: s.NetNS}}
+	mounts := []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+	}
+	if s.ResolvConf != "" {
+		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf, Options: []string{"rbind", "ro"}})
+	}
+	cwd := s.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	return &specs.Spec{
+		Version:  specs.Version,
+		Root:     &specs.Root{Path: s.Rootfs},
+		Hostname: s.Hostname,
+		Process: &specs.Process{
+			Args:            s.Args,
+			Env:             s.Env,
+			Cwd:             cwd,
+			User:            specs.User{UID: s.UID, GID: s.GID},
+			Rlimits:         rlimits,
+			Capabilities:    pcaps,
+			NoNewPrivileges: true,
+		},
+		Mounts: mounts,
+		Linux: &specs.Linux{
+			Namespaces:  ns,
+			Resources:   res,
+			CgroupsPath: "/arbor/" + s.ID,
+			MaskedPaths: []string{"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+				"/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"},
+			ReadonlyPaths: []string{"/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+		},
+	}
+}

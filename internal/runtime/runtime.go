@@ -1,0 +1,65 @@
+// Package runtime runs one command in a fresh sandbox through an OCI runtime
+// binary (runsc, runc or crun) driven over a generated bundle.
+//
+// The engine prepares a root filesystem (an overlay mount), then calls
+// Runtime.Run, which writes config.json into the bundle directory, starts the
+// sandbox, streams stdio, and returns once the sandbox is gone. Cancelling the
+// context kills the whole sandbox.
+package runtime
+
+import (
+	"context"
+	"io"
+	"syscall"
+	"time"
+)
+
+// Spec describes one sandboxed process.
+type Spec struct {
+	ID       string // unique container id ([a-zA-Z0-9_-])
+	Bundle   string // directory for config.json; must exist
+	Rootfs   string // root filesystem path (writable)
+	Args     []string
+	Env      []string
+	Cwd      string
+	UID, GID uint32
+	Hostname string
+
+	MemoryBytes   int64   // 0: unlimited
+	Pids          int64   // 0: unlimited
+	CPUs          float64 // 0: unlimited
+	FileSizeLimit int64   // RLIMIT_FSIZE in bytes, 0: unlimited
+
+	// NetNS is the path of a network namespace to join; "" gives a fresh
+	// namespace with loopback only.
+	NetNS string
+	// ResolvConf, if set, is bind-mounted read-only at /etc/resolv.conf.
+	ResolvConf string
+
+	Stdin          io.Reader // nil: empty
+	Stdout, Stderr io.Writer
+	// OnStart is called once the runtime process has started, with its pid.
+	OnStart func(pid int)
+}
+
+// Result is how a sandboxed process ended.
+type Result struct {
+	ExitCode int
+	Signal   int // -1 if not killed by a signal we know of
+	Started  time.Time
+	Duration time.Duration
+	Rusage   syscall.Rusage
+	Killed   bool // the context ended the sandbox
+}
+
+// Runtime runs sandboxes. Implementations must be safe for concurrent use.
+//
+// Run blocks until the sandbox has exited and been deleted, even when ctx is
+// cancelled: cancellation kills the sandbox, then Run returns with
+// Result.Killed set. An error means the sandbox could not be run at all.
+// Cleanup removes every sandbox this runtime left behind (after a crash).
+type Runtime interface {
+	Name() string
+	Run(ctx context.Context, spec Spec) (Result, error)
+	Cleanup(ctx context.Context) error
+}

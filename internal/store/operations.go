@@ -1,0 +1,223 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/arborsh/arbor/internal/errdefs"
+)
+
+// Operation is an operation row. Metadata is the wire JSON of the request
+// echo (and, for runs, the result once known).
+type Operation struct {
+	UUID            string
+	Account         string
+	Kind            string
+	Status          string
+	Error           string
+	CreatedAt       time.Time
+	StartedAt       time.Time
+	FinishedAt      time.Time
+	ImageUUID       string
+	ResultImageUUID string
+	ResultTag       string
+	Metadata        string
+	CPUSeconds      float64
+	MaxRSSBytes     int64
+	ImageSize       int64
+}
+
+const opCols = `uuid, account, kind, status, error, created_at, started_at, finished_at, image_uuid, result_image_uuid, result_tag, metadata, cpu_seconds, max_rss_bytes, image_size`
+
+func scanOp(sc interface{ Scan(...any) error }) (Operation, error) {
+	var o Operation
+	var errS, img, res, tag sql.NullString
+	var created int64
+	var started, finished sql.NullInt64
+	err := sc.Scan(&o.UUID, &o.Account, &o.Kind, &o.Status, &errS, &created, &started, &finished, &img, &res, &tag, &o.Metadata, &o.CPUSeconds, &o.MaxRSSBytes, &o.ImageSize)
+	o.Error, o.ImageUUID, o.ResultImageUUID, o.ResultTag = errS.String, img.String, res.String, tag.String
+	o.CreatedAt = time.Unix(0, created)
+	o.StartedAt, o.FinishedAt = nullTime(started), nullTime(finished)
+	return o, err
+}
+
+// InsertOperation writes a new operation.
+func (s *Store) InsertOperation(ctx context.Context, o Operation) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO operations(uuid, account, kind, status, created_at, image_uuid, metadata) VALUES(?,?,?,?,?,?,?)`,
+		o.UUID, o.Account, o.Kind, o.Status, o.CreatedAt.UnixNano(), nullStr(o.ImageUUID), o.Metadata)
+	return err
+}
+
+// SetStatus moves a non-terminal operation to status.
+func (s *Store) SetStatus(ctx context.Context, uuid, status string) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE operations SET status=?, started_at=COALESCE(started_at, ?) WHERE uuid=? AND status IN ('PENDING','ASSIGNED','EXECUTING')`, status, now(), uuid)
+	return err
+}
+
+// Finish records a terminal status and results inside tx.
+func Finish(ctx context.Context, tx *sql.Tx, o Operation) error {
+	_, err := tx.ExecContext(ctx, `UPDATE operations SET status=?, error=?, finished_at=?, result_image_uuid=?, result_tag=?, metadata=?, cpu_seconds=?, max_rss_bytes=?, image_size=? WHERE uuid=?`,
+		o.Status, nullStr(o.Error), o.FinishedAt.UnixNano(), nullStr(o.ResultImageUUID), nullStr(o.ResultTag), o.Metadata, o.CPUSeconds, o.MaxRSSBytes, o.ImageSize, o.UUID)
+	return err
+}
+
+// Operation returns account's operation.
+func (s *Store) Operation(ctx context.Context, account, uuid string) (Operation, error) {
+	o, err := scanOp(s.r.QueryRowContext(ctx, `SELECT `+opCols+` FROM operations WHERE uuid=? AND account=?`, uuid, account))
+	if errors.Is(err, sql.ErrNoRows) {
+		return o, errdefs.NotFound("operation %s not found", uuid)
+	}
+	return o, err
+}
+
+// OperationFilter selects operations to list.
+type OperationFilter struct {
+	Account  string
+	Statuses []string
+	Kind     string
+	Since    time.Time
+	Until    time.Time
+	Limit    int
+	Offset   int
+}
+
+// ListOperations lists operations newest first.
+func (s *Store) ListOperations(ctx context.Context, f OperationFilter) ([]Operation, error) {
+	q := `SELECT ` + opCols + ` FROM operations WHERE account=?`
+	args := []any{f.Account}
+	if len(f.Statuses) > 0 {
+		q += ` AND status IN (?` + repeat(",?", len(f.Statuses)-1) + `)`
+		for _, st := range f.Statuses {
+			args = append(args, st)
+		}
+	}
+	if f.Kind != "" {
+		q += ` AND kind=?`
+		args = append(args, f.Kind)
+	}
+	if !f.Since.IsZero() {
+		q += ` AND created_at >= ?`
+		args = append(args, f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		q += ` AND created_at <= ?`
+		args = append(args, f.Until.UnixNano())
+	}
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	q += ` ORDER BY created_at DESC, uuid LIMIT ? OFFSET ?`
+	args = append(args, f.Limit, f.Offset)
+	return s.queryOps(ctx, q, args...)
+}
+
+func (s *Store) queryOps(ctx context.Context, q string, args ...any) ([]Operation, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Operation
+	for rows.Next() {
+		o, err := scanOp(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+// UnfinishedOperations returns every operation not in a terminal state (recovery).
+func (s *Store) UnfinishedOperations(ctx context.Context) ([]Operation, error) {
+	return s.queryOps(ctx, `SELECT `+opCols+` FROM operations WHERE status IN ('PENDING','ASSIGNED','EXECUTING') ORDER BY created_at`)
+}
+
+// OperationStats returns counts by status and total CPU seconds for account.
+func (s *Store) OperationStats(ctx context.Context, account string) (map[string]int64, float64, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT status, COUNT(*), SUM(cpu_seconds) FROM operations WHERE account=? GROUP BY status`, account)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	var cpu float64
+	for rows.Next() {
+		var st string
+		var n int64
+		var c sql.NullFloat64
+		if err := rows.Scan(&st, &n, &c); err != nil {
+			return nil, 0, err
+		}
+		out[st] = n
+		cpu += c.Float64
+	}
+	return out, cpu, rows.Err()
+}
+
+// Event is one stored event.
+type Event struct {
+	ID   int64
+	TS   time.Time
+	Spid int
+	Type string
+	Data string
+}
+
+// AppendEvent stores ev for operation op.
+func (s *Store) AppendEvent(ctx context.Context, op string, ev Event) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO events(operation, id, ts, spid, type, data) VALUES(?,?,?,?,?,?)`, op, ev.ID, ev.TS.UnixNano(), ev.Spid, ev.Type, ev.Data)
+	return err
+}
+
+// AppendEventTx stores ev inside tx.
+func AppendEventTx(ctx context.Context, tx *sql.Tx, op string, ev Event) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO events(operation, id, ts, spid, type, data) VALUES(?,?,?,?,?,?)`, op, ev.ID, ev.TS.UnixNano(), ev.Spid, ev.Type, ev.Data)
+	return err
+}
+
+// Events returns op's events with id > after, in order, at most limit (0 = all).
+func (s *Store) Events(ctx context.Context, op string, after int64, limit int) ([]Event, error) {
+	q := `SELECT id, ts, spid, type, data FROM events WHERE operation=? AND id > ? ORDER BY id`
+	args := []any{op, after}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var ts int64
+		if err := rows.Scan(&e.ID, &ts, &e.Spid, &e.Type, &e.Data); err != nil {
+			return nil, err
+		}
+		e.TS = time.Unix(0, ts)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// LastEventID returns the highest event id of op, or -1.
+func (s *Store) LastEventID(ctx context.Context, op string) (int64, error) {
+	var id sql.NullInt64
+	err := s.w.QueryRowContext(ctx, `SELECT MAX(id) FROM events WHERE operation=?`, op).Scan(&id)
+	if !id.Valid {
+		return -1, err
+	}
+	return id.Int64, err
+}
+
+func repeat(s string, n int) string {
+	out := ""
+	for range n {
+		out += s
+	}
+	return out
+}

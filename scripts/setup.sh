@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what arbor needs on Debian 12 as root, idempotently, and builds
+# ./bin/arbor. Quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The pinned gVisor build. It must be static, or runsc cannot start
+# sandboxes here ("error executing umounter"); see ../shared/design.md.
+RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
+CACHE=${ARBOR_CACHE:-/var/cache/arbor}
+PKGS=(busybox-static runc crun iproute2 debootstrap python3-pytest ca-certificates)
+
+if [ "$(id -u)" != 0 ]; then
+	echo "setup.sh: run as root (sandboxes need it): sudo $0" >&2
+	exit 1
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "==> installing Debian packages: ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+runsc_bin="$CACHE/runsc-$RUNSC_VERSION/runsc"
+if [ ! -x "$runsc_bin" ]; then
+	echo "==> building static runsc $RUNSC_VERSION (about 2 minutes, once)"
+	mkdir -p "$(dirname "$runsc_bin")"
+	tmp=$(mktemp -d)
+	CGO_ENABLED=0 GOBIN="$tmp" go install "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
+	mv "$tmp/runsc" "$runsc_bin"
+	rmdir "$tmp"
+fi
+if ! cmp -s "$runsc_bin" /usr/local/bin/runsc 2>/dev/null; then
+	install -m 0755 "$runsc_bin" /usr/local/bin/runsc
+fi
+
+echo "==> building bin/arbor"
+mkdir -p bin
+go build -o bin/arbor ./cmd/arbor

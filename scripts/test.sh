@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs arbor's whole test suite as root: formatting, vet, staticcheck, the Go
+# tests (real sandboxes under runsc and runc), and the Python tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+echo "==> gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt needed on:"; echo "$unformatted"; exit 1
+fi
+echo "==> go vet"
+go vet ./...
+echo "==> staticcheck"
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+echo "==> go test"
+# Privileged tests must run (never skip) under CI; testutil.RequiresRoot fails them if not root.
+go test -count=1 -timeout 25m ./...
+
+if [ -d python/tests ]; then
+	echo "==> python tests"
+	ARBOR_BIN="$PWD/bin/arbor" python3 -m pytest -q python/tests
+fi
+echo "all tests passed"
