@@ -94,12 +94,13 @@ func ApplyTar(ctx context.Context, r io.Reader, dir string, opts Options) (Stats
 		return Stats{}, fmt.Errorf("open layer directory: %w", &os.PathError{Op: "open", Path: dir, Err: err})
 	}
 	x := &extractor{
-		opts:    opts,
-		root:    root,
-		budget:  opts.MaxBytes,
-		seen:    make(map[string]kind),
-		cacheFD: -1,
-		buf:     make([]byte, 1<<20),
+		opts:     opts,
+		root:     root,
+		rootPath: procLink(root),
+		budget:   opts.MaxBytes,
+		seen:     make(map[string]kind),
+		cacheFD:  -1,
+		buf:      make([]byte, 1<<20),
 	}
 	defer x.close()
 
@@ -117,9 +118,13 @@ func ApplyTar(ctx context.Context, r io.Reader, dir string, opts Options) (Stats
 		// header is still valid and cleanName applies our own rules.
 		if err != nil && !(errors.Is(err, tar.ErrInsecurePath) && hdr != nil) {
 			if prev == "" && errors.Is(err, tar.ErrHeader) {
-				return x.stats, errdefs.InvalidArgument("input is not a tar archive, or is compressed with an unsupported format; send an uncompressed or gzip-compressed tar")
+				return x.stats, errdefs.InvalidArgument("input is not a valid tar archive (%v); send an uncompressed or gzip-compressed tar", err)
 			}
-			return x.stats, streamError(err, prev)
+			where := ""
+			if prev != "" {
+				where = fmt.Sprintf(" after entry %q", prev)
+			}
+			return x.stats, streamError(err, where)
 		}
 		if entries++; entries > opts.MaxEntries {
 			return x.stats, errdefs.TooLarge("archive has more than %d entries; split the content into several layers or raise the entry limit", opts.MaxEntries)
@@ -167,11 +172,8 @@ func decompress(r io.Reader) (io.Reader, error) {
 // streamError classifies an error from reading the (decompressed) stream:
 // damage is the client's to fix; anything else (I/O, cancellation) is
 // passed on with context.
-func streamError(err error, after string) error {
-	where := ""
-	if after != "" {
-		where = fmt.Sprintf(" after entry %q", after)
-	}
+// where is "" or a phrase such as ` after entry "x"`.
+func streamError(err error, where string) error {
 	var corrupt flate.CorruptInputError
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -219,15 +221,19 @@ type extractor struct {
 	root   int // O_PATH descriptor of the layer directory
 	stats  Stats
 	budget int64 // content bytes still allowed
-	seen   map[string]kind
-	dirs   []dirMeta
-	buf    []byte
+	// seen maps what this stream created, by real path inside the layer
+	// (see realPath), to its kind.
+	seen     map[string]kind
+	rootPath string // host path of the layer directory, per procfs
+	dirs     []dirMeta
+	buf      []byte
 
 	// The last parent directory resolved, since archives list siblings
 	// together. Any removal marks it stale, because removing a directory or
 	// symlink can change what a path resolves to; the descriptor stays open
 	// until the next lookup so callers may keep using it.
 	cachePath  string
+	cacheReal  string
 	cacheFD    int
 	cacheStale bool
 }
@@ -270,13 +276,13 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if x.opts.ConvertWhiteouts {
-		if done, err := x.whiteout(name, hdr); done || err != nil {
-			return err
-		}
-	}
 	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<32-2 || hdr.Gid > 1<<32-2 {
 		return errdefs.InvalidArgument("archive entry %q has invalid owner %d:%d; owners must be between 0 and 4294967294", hdr.Name, hdr.Uid, hdr.Gid)
+	}
+	if x.opts.ConvertWhiteouts {
+		if done, err := x.whiteout(name, hdr); done || err != nil {
+			return entryErr(hdr.Name, err)
+		}
 	}
 	switch hdr.Typeflag {
 	case tar.TypeBlock:
@@ -290,25 +296,36 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			return errdefs.InvalidArgument("archive entry %q names the image root but is not a directory; remove the entry", hdr.Name)
 		}
 		if err := x.setXattrs(node{x.root, ""}, hdr); err != nil {
-			return fmt.Errorf("extract %q: %w", hdr.Name, err)
+			return entryErr(hdr.Name, err)
 		}
 		x.dirs = append(x.dirs, newDirMeta(name, hdr))
 		return nil
 	}
 
-	pfd, err := x.parent(name, hdr.Name)
+	pfd, rdir, err := x.parent(name, hdr.Name)
 	if err != nil {
 		return err
 	}
 	base := path.Base(name)
 	n := node{pfd, base}
-	if err := x.create(n, name, hdr, r); err != nil {
-		return fmt.Errorf("extract %q: %w", hdr.Name, err)
-	}
-	return nil
+	return entryErr(hdr.Name, x.create(n, path.Join(rdir, base), name, hdr, r))
 }
 
-func (x *extractor) create(n node, name string, hdr *tar.Header, r io.Reader) error {
+// entryErr adds the entry name to system errors. Classified errors already
+// name the entry and say what to do.
+func entryErr(entry string, err error) error {
+	switch {
+	case err == nil, errors.Is(err, errdefs.ErrInvalidArgument), errors.Is(err, errdefs.ErrTooLarge),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, unix.ENAMETOOLONG):
+		return errdefs.InvalidArgument("archive entry %q has a name longer than the filesystem allows (255 bytes per component, 4096 in all); shorten it", entry)
+	}
+	return fmt.Errorf("extract %q: %w", entry, err)
+}
+
+// create makes the entry name at n; key is its real path for seen.
+func (x *extractor) create(n node, key, name string, hdr *tar.Header, r io.Reader) error {
 	isDir := hdr.Typeflag == tar.TypeDir
 	if err := x.replace(n, isDir); err != nil {
 		return err
@@ -323,14 +340,14 @@ func (x *extractor) create(n node, name string, hdr *tar.Header, r io.Reader) er
 			return err
 		}
 		x.dirs = append(x.dirs, newDirMeta(name, hdr))
-		x.seen[name] = kindDir
+		x.seen[key] = kindDir
 		x.stats.Dirs++
 		return nil
 	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeCont:
 		if err := x.writeFile(n, hdr.Name, r); err != nil {
 			return err
 		}
-		x.seen[name] = kindFile
+		x.seen[key] = kindFile
 		x.stats.Files++
 	case tar.TypeSymlink:
 		if strings.IndexByte(hdr.Linkname, 0) >= 0 {
@@ -339,7 +356,7 @@ func (x *extractor) create(n node, name string, hdr *tar.Header, r io.Reader) er
 		if err := unix.Symlinkat(hdr.Linkname, n.dirfd, n.name); err != nil {
 			return err
 		}
-		x.seen[name] = kindOther
+		x.seen[key] = kindOther
 		x.stats.Symlinks++
 	case tar.TypeChar, tar.TypeFifo:
 		mode := uint32(unix.S_IFIFO)
@@ -351,7 +368,7 @@ func (x *extractor) create(n node, name string, hdr *tar.Header, r io.Reader) er
 		if err := unix.Mknodat(n.dirfd, n.name, mode|0o600, dev); err != nil {
 			return err
 		}
-		x.seen[name] = kindOther
+		x.seen[key] = kindOther
 		x.stats.Files++
 	default:
 		return errdefs.InvalidArgument("archive entry %q has unsupported type %q; remove the entry", hdr.Name, string(hdr.Typeflag))
@@ -379,7 +396,7 @@ func (x *extractor) writeFile(n node, entry string, r io.Reader) error {
 			break
 		}
 		if rerr != nil {
-			return streamError(rerr, entry)
+			return streamError(rerr, fmt.Sprintf(" in the content of entry %q", entry))
 		}
 	}
 	return f.Close()
@@ -458,15 +475,15 @@ func (x *extractor) setXattrs(n node, hdr *tar.Header) error {
 }
 
 // parent returns an O_PATH descriptor of the directory that will hold name,
-// creating missing directories. The descriptor belongs to the cache: it is
-// valid until the next call to parent.
-func (x *extractor) parent(name, entry string) (int, error) {
+// creating missing directories, and the directory's real path. The
+// descriptor belongs to the cache: it is valid until the next call to parent.
+func (x *extractor) parent(name, entry string) (int, string, error) {
 	d := path.Dir(name)
 	if d == "." {
-		return x.root, nil
+		return x.root, ".", nil
 	}
 	if x.cacheFD >= 0 && !x.cacheStale && x.cachePath == d {
-		return x.cacheFD, nil
+		return x.cacheFD, x.cacheReal, nil
 	}
 	if x.cacheFD >= 0 {
 		unix.Close(x.cacheFD)
@@ -474,10 +491,42 @@ func (x *extractor) parent(name, entry string) (int, error) {
 	}
 	fd, err := x.mkdirAll(d, entry)
 	if err != nil {
-		return -1, err
+		return -1, "", err
 	}
-	x.cachePath, x.cacheFD, x.cacheStale = d, fd, false
-	return fd, nil
+	x.cachePath, x.cacheReal, x.cacheFD, x.cacheStale = d, x.realPath(fd, d), fd, false
+	return fd, x.cacheReal, nil
+}
+
+// procLink returns the path procfs reports for fd, or "" if it cannot.
+func procLink(fd int) string {
+	link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return ""
+	}
+	return link
+}
+
+// realPath returns where the directory fd is inside the layer, or fallback
+// if procfs cannot tell. Keying seen by real paths makes a name reached
+// through an in-layer symlink ("lib/x" via lib -> usr/lib) and its real name
+// ("usr/lib/x") the same entry for hard links and opaque markers.
+func (x *extractor) realPath(fd int, fallback string) string {
+	if fd == x.root {
+		return "."
+	}
+	link := procLink(fd)
+	switch {
+	case x.rootPath == "" || link == "":
+		return fallback
+	case link == x.rootPath:
+		return "."
+	case x.rootPath == "/":
+		return strings.TrimPrefix(link, "/")
+	}
+	if rel, ok := strings.CutPrefix(link, x.rootPath+"/"); ok {
+		return rel
+	}
+	return fallback
 }
 
 // mkdirAll opens directory d inside the root, creating missing components
@@ -509,10 +558,11 @@ func (x *extractor) mkdirAll(d, entry string) (int, error) {
 				if errors.Is(err, unix.EEXIST) {
 					return -1, errdefs.InvalidArgument("archive entry %q goes through %q, a symlink whose target does not exist in the image; add the target directory first", entry, p)
 				}
-				return -1, fmt.Errorf("extract %q: create %q: %w", entry, p, err)
+				return -1, entryErr(entry, fmt.Errorf("create %q: %w", p, err))
 			}
-			if _, ok := x.seen[p]; !ok {
-				x.seen[p] = kindDir
+			key := path.Join(x.realPath(dirfd, path.Dir(p)), parts[i])
+			if _, ok := x.seen[key]; !ok {
+				x.seen[key] = kindDir
 			}
 			fd, err = openInRoot(x.root, p)
 		}
@@ -537,7 +587,7 @@ func (x *extractor) lookupError(err error, p, entry string) error {
 	case errors.Is(err, unix.EXDEV):
 		return errdefs.InvalidArgument("archive entry %q resolves across a mount point at %q", entry, p)
 	}
-	return fmt.Errorf("extract %q: open %q: %w", entry, p, err)
+	return entryErr(entry, fmt.Errorf("open %q: %w", p, err))
 }
 
 // hardlink links name to an earlier regular file of the same stream. Links
@@ -549,11 +599,8 @@ func (x *extractor) hardlink(name string, hdr *tar.Header) error {
 		return errdefs.InvalidArgument("hard link %q points to %q, outside the image root; fix or remove the entry", hdr.Name, hdr.Linkname)
 	}
 	notFile := errdefs.InvalidArgument("hard link %q points to %q, which is not a regular file earlier in the archive; hard links must follow their target", hdr.Name, hdr.Linkname)
-	if name == "." || x.seen[target] != kindFile {
+	if name == "." || target == "." {
 		return notFile
-	}
-	if target == name {
-		return nil // a link to itself changes nothing
 	}
 	tfd := x.root
 	if d := path.Dir(target); d != "." {
@@ -564,23 +611,30 @@ func (x *extractor) hardlink(name string, hdr *tar.Header) error {
 		defer unix.Close(tfd)
 	}
 	tbase := path.Base(target)
+	tkey := path.Join(x.realPath(tfd, path.Dir(target)), tbase)
+	if x.seen[tkey] != kindFile {
+		return notFile
+	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(tfd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return notFile
 	}
-	pfd, err := x.parent(name, hdr.Name)
+	pfd, rdir, err := x.parent(name, hdr.Name)
 	if err != nil {
 		return err
 	}
 	n := node{pfd, path.Base(name)}
+	if path.Join(rdir, n.name) == tkey {
+		return nil // a link to itself changes nothing
+	}
 	if err := x.replace(n, false); err != nil {
-		return fmt.Errorf("extract %q: %w", hdr.Name, err)
+		return entryErr(hdr.Name, err)
 	}
 	// Flags 0: never follow a symlink at the target.
 	if err := unix.Linkat(tfd, tbase, n.dirfd, n.name, 0); err != nil {
-		return fmt.Errorf("extract %q: link to %q: %w", hdr.Name, hdr.Linkname, err)
+		return entryErr(hdr.Name, fmt.Errorf("link to %q: %w", hdr.Linkname, err))
 	}
-	x.seen[name] = kindFile
+	x.seen[path.Join(rdir, n.name)] = kindFile
 	x.stats.Hardlinks++
 	return nil
 }
@@ -608,24 +662,24 @@ func (x *extractor) whiteout(name string, hdr *tar.Header) (bool, error) {
 		return true, errdefs.InvalidArgument("archive entry %q is a whiteout without a valid name to delete; remove the entry", hdr.Name)
 	}
 	victim = path.Join(dir, victim)
-	pfd, err := x.parent(victim, hdr.Name)
+	pfd, rdir, err := x.parent(victim, hdr.Name)
 	if err != nil {
 		return true, err
 	}
 	n := node{pfd, path.Base(victim)}
 	if err := x.replace(n, false); err != nil {
-		return true, fmt.Errorf("extract whiteout %q: %w", hdr.Name, err)
+		return true, err
 	}
 	if err := unix.Mknodat(n.dirfd, n.name, unix.S_IFCHR, 0); err != nil {
-		return true, fmt.Errorf("extract whiteout %q: %w", hdr.Name, err)
+		return true, err
 	}
 	if err := n.lchown(hdr.Uid, hdr.Gid); err != nil {
-		return true, fmt.Errorf("extract whiteout %q: %w", hdr.Name, err)
+		return true, err
 	}
 	if err := n.utimes(entryTimes(hdr)); err != nil {
-		return true, fmt.Errorf("extract whiteout %q: %w", hdr.Name, err)
+		return true, err
 	}
-	x.seen[victim] = kindOther
+	x.seen[path.Join(rdir, n.name)] = kindOther
 	x.stats.Whiteouts++
 	return true, nil
 }
@@ -645,14 +699,18 @@ func (x *extractor) opaque(dir string, hdr *tar.Header) error {
 	}
 	fd, err := unix.Openat(pathFD, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("extract %q: %w", hdr.Name, err)
+		return err
 	}
 	defer unix.Close(fd)
-	if err := x.prune(fd, dir); err != nil {
-		return fmt.Errorf("extract %q: %w", hdr.Name, err)
+	rdir := x.realPath(pathFD, dir)
+	if err := x.prune(fd, rdir); err != nil {
+		return err
 	}
 	if err := unix.Fsetxattr(fd, xattrOpaque, []byte("y"), 0); err != nil {
-		return fmt.Errorf("extract %q: set %s: %w", hdr.Name, xattrOpaque, err)
+		return fmt.Errorf("set %s: %w", xattrOpaque, err)
+	}
+	if _, ok := x.seen[rdir]; !ok && rdir != "." {
+		x.seen[rdir] = kindDir
 	}
 	x.stats.Whiteouts++
 	return nil
@@ -694,8 +752,7 @@ func (x *extractor) prune(dirfd int, dir string) error {
 // finishDirs applies the deferred directory metadata. A directory that a
 // later entry replaced is skipped; its replacement has its own metadata.
 func (x *extractor) finishDirs() error {
-	for i := len(x.dirs) - 1; i >= 0; i-- {
-		d := x.dirs[i]
+	for _, d := range x.dirs { // in archive order, so the last entry for a name wins
 		n := node{x.root, ""}
 		if d.name != "." {
 			pfd := x.root
@@ -713,7 +770,7 @@ func (x *extractor) finishDirs() error {
 			unix.Close(n.dirfd)
 		}
 		if err != nil {
-			return fmt.Errorf("extract %q: %w", d.name, err)
+			return entryErr(d.name, err)
 		}
 	}
 	return nil

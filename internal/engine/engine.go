@@ -192,6 +192,8 @@ func (e *Engine) Close() error {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+	// runsc keeps a network-namespace mount in its state directory.
+	_ = overlay.UnmountUnder(filepath.Join(e.cfg.Home, "runtime"))
 	return e.st.Close()
 }
 

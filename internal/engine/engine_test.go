@@ -275,7 +275,7 @@ func TestOutputCap(t *testing.T) {
 func TestParallelRuns(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	var wg sync.WaitGroup
-	errs := make(chan string, 16)
+	errs := make(chan string, 64)
 	for i := range 16 {
 		wg.Add(1)
 		go func() {

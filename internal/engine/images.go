@@ -12,7 +12,6 @@ import (
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/layerfs"
-	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/store"
 )
 

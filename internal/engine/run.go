@@ -606,7 +606,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			}
 		}
 		runCtx, cancelRun := context.WithTimeoutCause(ctx, p.timeout, context.DeadlineExceeded)
-		defer cancelRun(nil)
+		defer cancelRun()
 		sizeCtx, sizeCancel := context.WithCancelCause(runCtx)
 		defer sizeCancel(nil)
 		stopWatch := e.watchGrowth(sizeCtx, sizeCancel, p, upper)

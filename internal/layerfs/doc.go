@@ -15,11 +15,11 @@
 // Every path a client passes is resolved inside the image as if the image were
 // the root of a chroot: relative paths start at "/", ".." stops at the root, and
 // symlinks are followed component by component with absolute targets taken
-// relative to the image root. Host symlinks are never followed: each host path
-// this package builds consists of components it has checked to be real
-// directories, and files are opened with openat2(RESOLVE_BENEATH |
-// RESOLVE_NO_SYMLINKS) below their layer directory, so no client path can
-// reach a host file outside the layer directories.
+// relative to the image root. Host symlinks below a layer directory are never
+// followed: each host path this package builds consists of components it has
+// checked to be real directories, and files are opened with
+// openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) below their layer directory,
+// so no client path can reach a host file outside the layer directories.
 //
 // # Limitations
 //

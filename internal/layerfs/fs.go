@@ -244,7 +244,7 @@ func (f *FS) resolve(p string, follow bool) (*node, error) {
 			if hops++; hops > maxSymlinks {
 				return nil, errdefs.InvalidArgument("too many levels of symbolic links: %s", p)
 			}
-			target, err := os.Readlink(f.hostOf(n))
+			target, err := f.readlink(n)
 			if err != nil {
 				return nil, err
 			}
@@ -401,7 +401,7 @@ func (f *FS) entry(n *node) (Entry, error) {
 		HostPath: f.hostOf(n),
 	}
 	if n.isSymlink() {
-		target, err := os.Readlink(e.HostPath)
+		target, err := f.readlink(n)
 		if err != nil {
 			return Entry{}, err
 		}
@@ -409,5 +409,7 @@ func (f *FS) entry(n *node) (Entry, error) {
 	}
 	return e, nil
 }
+
+func (f *FS) readlink(n *node) (string, error) { return os.Readlink(f.hostOf(n)) }
 
 func mtime(st *unix.Stat_t) time.Time { return time.Unix(st.Mtim.Unix()) }

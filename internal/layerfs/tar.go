@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"strings"
 
@@ -61,7 +60,7 @@ func (f *FS) writeTarEntry(tw *tar.Writer, n *node, name string) error {
 		hdr.Typeflag = tar.TypeDir
 		hdr.Name += "/"
 	case unix.S_IFLNK:
-		target, err := os.Readlink(h)
+		target, err := f.readlink(n)
 		if err != nil {
 			return err
 		}

@@ -196,3 +196,33 @@ func unescapeOctal(s string) string {
 	}
 	return b.String()
 }
+
+// UnmountUnder detaches every mount at or below dir (deepest first), for
+// cleaning up after runtimes that mount inside their state directories.
+func UnmountUnder(dir string) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var targets []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), " ")
+		if len(fields) < 5 {
+			continue
+		}
+		t := unescapeOctal(fields[4])
+		if t == dir || strings.HasPrefix(t, dir+"/") {
+			targets = append(targets, t)
+		}
+	}
+	f.Close()
+	var errs []error
+	for i := len(targets) - 1; i >= 0; i-- {
+		if err := Unmount(targets[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // OCI drives an OCI runtime binary.
@@ -163,7 +164,13 @@ func (o *OCI) Cleanup(ctx context.Context) error {
 }
 
 func (o *OCI) config(s Spec) *specs.Spec {
-	rlimits := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 65536, Soft: 65536}}
+	// NOFILE may not exceed the daemon's own hard limit, or runc fails with EPERM.
+	nofile := uint64(65536)
+	var cur unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &cur) == nil && cur.Max < nofile {
+		nofile = cur.Max
+	}
+	rlimits := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile, Soft: nofile}}
 	if s.FileSizeLimit > 0 {
 		rlimits = append(rlimits, specs.POSIXRlimit{Type: "RLIMIT_FSIZE", Hard: uint64(s.FileSizeLimit), Soft: uint64(s.FileSizeLimit)})
 	}

@@ -1,0 +1,174 @@
+package layerfs
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/arborsh/arbor/internal/errdefs"
+)
+
+// Flatten writes the merged view as a single full layer into dst, which must
+// not exist: no whiteouts or opaque markers, with mode (setuid, setgid and
+// sticky bits included), ownership, times, symlinks, device nodes, fifos and
+// xattrs (except overlayfs' own) preserved. Files hard linked to each other in
+// the image stay hard linked. The layer is built in a temporary sibling of
+// dst, synced, and renamed into place, so a crash or an error never leaves a
+// partial dst.
+func (f *FS) Flatten(ctx context.Context, dst string) (err error) {
+	dst = filepath.Clean(dst)
+	if _, err := os.Lstat(dst); err == nil {
+		return errdefs.Conflict("destination already exists: %s", dst)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	root, err := f.root()
+	if err != nil {
+		return err
+	}
+	tmp := dst + ".tmp-" + rand.Text()
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	fl := &flattener{f: f, links: map[inode]string{}}
+	if err := fl.copyDir(ctx, root, tmp); err != nil {
+		return err
+	}
+	// NOREPLACE: another writer may have created dst since the check above.
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE); err != nil {
+		if err == unix.EEXIST {
+			return errdefs.Conflict("destination already exists: %s", dst)
+		}
+		return &os.LinkError{Op: "rename", Old: tmp, New: dst, Err: err}
+	}
+	return syncDir(filepath.Dir(dst))
+}
+
+type inode struct{ dev, ino uint64 }
+
+type flattener struct {
+	f *FS
+	// links maps a multiply linked host file to its first copy, which later
+	// paths to the same file are linked to.
+	links map[inode]string
+}
+
+// copyDir fills the existing directory dir with n's merged contents, then
+// gives it n's metadata; the mtime is set last, as adding entries changes it.
+func (fl *flattener) copyDir(ctx context.Context, n *node, dir string) error {
+	children, err := fl.f.readDir(n)
+	if err != nil {
+		return err
+	}
+	for _, c := range children {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fl.copy(ctx, c, filepath.Join(dir, path.Base(c.path))); err != nil {
+			return err
+		}
+	}
+	if err := fl.setMetadata(n, dir); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func (fl *flattener) copy(ctx context.Context, n *node, target string) error {
+	switch n.st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if err := os.Mkdir(target, 0o700); err != nil {
+			return err
+		}
+		return fl.copyDir(ctx, n, target)
+	case unix.S_IFREG:
+		return fl.copyFile(n, target)
+	case unix.S_IFLNK:
+		linkname, err := fl.f.readlink(n)
+		if err != nil {
+			return err
+		}
+		if err := os.Symlink(linkname, target); err != nil {
+			return err
+		}
+	default:
+		if err := unix.Mknod(target, n.st.Mode, int(n.st.Rdev)); err != nil {
+			return hostError("mknod", target, err)
+		}
+	}
+	return fl.setMetadata(n, target)
+}
+
+func (fl *flattener) copyFile(n *node, target string) error {
+	if n.st.Nlink > 1 {
+		id := inode{dev: uint64(n.st.Dev), ino: n.st.Ino}
+		if first, ok := fl.links[id]; ok {
+			return os.Link(first, target)
+		}
+		fl.links[id] = target
+	}
+	src, err := fl.f.open(n)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(dst, src)
+	if err == nil {
+		err = fl.setMetadata(n, target)
+	}
+	if err == nil {
+		err = dst.Sync()
+	}
+	return errors.Join(err, dst.Close())
+}
+
+// setMetadata gives target n's ownership, mode, xattrs and times, in that
+// order: chown clears setuid and setgid bits and file capabilities.
+func (fl *flattener) setMetadata(n *node, target string) error {
+	if err := os.Lchown(target, int(n.st.Uid), int(n.st.Gid)); err != nil {
+		return err
+	}
+	if !n.isSymlink() {
+		if err := unix.Chmod(target, n.st.Mode&0o7777); err != nil {
+			return hostError("chmod", target, err)
+		}
+	}
+	attrs, err := xattrs(fl.f.hostOf(n))
+	if err != nil {
+		return err
+	}
+	for _, x := range attrs {
+		if err := unix.Lsetxattr(target, x.name, x.value, 0); err != nil {
+			return hostError("lsetxattr "+x.name, target, err)
+		}
+	}
+	ts := []unix.Timespec{n.st.Atim, n.st.Mtim}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, target, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return hostError("utimensat", target, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}

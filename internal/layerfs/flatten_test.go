@@ -1,0 +1,110 @@
+package layerfs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/arborsh/arbor/internal/errdefs"
+)
+
+func TestFlatten(t *testing.T) {
+	img := newImage(t)
+	f := New(img.layers)
+	parent := tempDir(t)
+	dst := filepath.Join(parent, "flat")
+	if err := f.Flatten(context.Background(), dst); err != nil {
+		t.Fatal(err)
+	}
+
+	// The flattened layer, read as a host directory, is the kernel's merged
+	// view: no whiteouts, nothing hidden, the same metadata.
+	want := hostRecs(t, mountOverlay(t, img.layers, ""))
+	compareRecs(t, hostRecs(t, dst), want)
+	compareRecs(t, recsOf(t, New([]string{dst})), want)
+
+	err := filepath.Walk(dst, func(p string, info fs.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		names := make([]byte, 4096)
+		n, err := unix.Llistxattr(p, names)
+		if err != nil {
+			return err
+		}
+		for name := range bytes.SplitSeq(names[:n], []byte{0}) {
+			if strings.Contains(string(name), "overlay.") {
+				t.Errorf("%s has xattr %s", p, name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	buf := make([]byte, 16)
+	n, err := unix.Lgetxattr(filepath.Join(dst, "etc/motd"), "user.origin", buf)
+	if err != nil || string(buf[:n]) != "test" {
+		t.Errorf("etc/motd xattr user.origin = %q, %v; want test", buf[:n], err)
+	}
+	var a, b, dev unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dst, "usr/share/doc/a.txt"), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lstat(filepath.Join(dst, "usr/share/doc/b.txt"), &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Ino != b.Ino {
+		t.Errorf("hard linked a.txt and b.txt were copied apart")
+	}
+	if err := unix.Lstat(filepath.Join(dst, "dev/null"), &dev); err != nil {
+		t.Fatal(err)
+	}
+	if dev.Rdev != unix.Mkdev(1, 3) {
+		t.Errorf("dev/null is device %d:%d, want 1:3", unix.Major(dev.Rdev), unix.Minor(dev.Rdev))
+	}
+	if names := dirNames(t, parent); len(names) != 1 || names[0] != "flat" {
+		t.Errorf("after Flatten the parent holds %v, want only flat", names)
+	}
+
+	if err := f.Flatten(context.Background(), dst); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("Flatten to an existing directory = %v, want conflict", err)
+	}
+}
+
+func TestFlattenFailureLeavesNothing(t *testing.T) {
+	f := New(newImage(t).layers)
+	parent := tempDir(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.Flatten(ctx, filepath.Join(parent, "flat")); !isCanceled(err) {
+		t.Errorf("Flatten with a canceled context = %v, want context.Canceled", err)
+	}
+	if err := New([]string{filepath.Join(parent, "missing")}).Flatten(context.Background(), filepath.Join(parent, "flat")); err == nil {
+		t.Error("Flatten of a missing layer succeeded")
+	}
+	if names := dirNames(t, parent); len(names) != 0 {
+		t.Errorf("failed Flatten left %v", names)
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
