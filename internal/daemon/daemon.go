@@ -21,11 +21,11 @@ import (
 
 // Config configures the daemon.
 type Config struct {
-	Home    string // default /var/lib/arbor
-	Listen  string // default 127.0.0.1:7777
-	Token   string // token of the default account; default: read or create <home>/token
-	Engine  engine.Config
-	Logger  *slog.Logger
+	Home   string // default /var/lib/arbor
+	Listen string // default 127.0.0.1:7777
+	Token  string // token of the default account; default: read or create <home>/token
+	Engine engine.Config
+	Logger *slog.Logger
 	// Ready, if set, receives the base URL once the daemon serves.
 	Ready func(url string)
 }

@@ -26,7 +26,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/overlay"
@@ -37,17 +36,17 @@ import (
 
 // Config configures an Engine. Zero values take the defaults noted.
 type Config struct {
-	Home           string   // required
-	Runtime        string   // default runtime kind: "runsc" (default), "runc", "crun"
-	RuntimePaths   map[string]string // kind → binary; empty: PATH
-	Slots          int      // concurrent runs; default 4 × CPUs, at least 8
-	MaxTimeout     int      // seconds; default 3600
-	DefaultTimeout int      // seconds; default 60
-	SquashDepth    int      // chains longer than this get squashed in the background; default 64
-	MaxLayerBytes  int64    // default growth cap per run; default 10 GiB
-	MaxConcurrentOps int    // per account; default 64
-	MaxStorageBytes int64   // per account; 0: unlimited
-	Logger         *slog.Logger
+	Home             string            // required
+	Runtime          string            // default runtime kind: "runsc" (default), "runc", "crun"
+	RuntimePaths     map[string]string // kind → binary; empty: PATH
+	Slots            int               // concurrent runs; default 4 × CPUs, at least 8
+	MaxTimeout       int               // seconds; default 3600
+	DefaultTimeout   int               // seconds; default 60
+	SquashDepth      int               // chains longer than this get squashed in the background; default 64
+	MaxLayerBytes    int64             // default growth cap per run; default 10 GiB
+	MaxConcurrentOps int               // per account; default 64
+	MaxStorageBytes  int64             // per account; 0: unlimited
+	Logger           *slog.Logger
 }
 
 // Engine is safe for concurrent use.
@@ -58,10 +57,10 @@ type Engine struct {
 	runtimes map[string]runtime.Runtime
 	slots    chan struct{}
 
-	mu      sync.Mutex
-	images  map[string]*imageNode // every image row, for chain walks
-	pinned  map[string]int        // layer id → in-use count (protects from GC)
-	active  map[string]*activeOp  // running operations
+	mu        sync.Mutex
+	images    map[string]*imageNode // every image row, for chain walks
+	pinned    map[string]int        // layer id → in-use count (protects from GC)
+	active    map[string]*activeOp  // running operations
 	squashing map[string]bool
 
 	gcMu sync.Mutex // serialises garbage collection with layer commits
@@ -250,9 +249,6 @@ func newLayerID() string {
 }
 
 func (e *Engine) layerPath(id string) string { return filepath.Join(e.cfg.Home, "layers", id) }
-
-// since formats a duration as fractional seconds.
-func seconds(d time.Duration) float64 { return d.Seconds() }
 
 // accountOf returns an error when a is empty: every call is account-scoped.
 func checkAccount(a string) error {

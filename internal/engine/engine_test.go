@@ -124,12 +124,12 @@ func TestRunBasics(t *testing.T) {
 			t.Parallel()
 			e, base := newEngine(t, rt)
 			tests := []struct {
-				name, cmd  string
-				opts       []runOpts
-				wantOut    string
-				wantCode   int
-				wantSame   bool // result image equals input
-				wantNone   bool // no result image
+				name, cmd string
+				opts      []runOpts
+				wantOut   string
+				wantCode  int
+				wantSame  bool // result image equals input
+				wantNone  bool // no result image
 			}{
 				{name: "echo", cmd: "echo hello", wantOut: "hello\n", wantSame: true},
 				{name: "exit code", cmd: "exit 3", wantCode: 3, wantSame: true},

@@ -172,9 +172,9 @@ func (e *Engine) DeleteImage(ctx context.Context, account, id string) error {
 
 // GCStats reports what a collection removed.
 type GCStats struct {
-	Layers      int
-	Bytes       int64
-	ImageRows   int
+	Layers    int
+	Bytes     int64
+	ImageRows int
 }
 
 // CollectGarbage removes layers that no live image's chain needs and that no
@@ -387,4 +387,3 @@ func (e *Engine) squash(ctx context.Context, u string) error {
 	e.log.Info("squashed image chain", "image", u, "layers", len(paths), "took", time.Since(start))
 	return nil
 }
-

@@ -60,7 +60,6 @@ type runPlan struct {
 	memory      int64
 	pids        int64
 	cpus        float64
-	network     bool
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
