@@ -296,6 +296,9 @@ func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, 
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return err
 	}
+	if testHookAfterRename != nil {
+		testHookAfterRename()
+	}
 	if err := e.st.Tx(ctx, func(tx *sql.Tx) error {
 		if err := store.InsertImage(ctx, tx, im); err != nil {
 			return err
@@ -314,6 +317,10 @@ func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, 
 	return nil
 }
 
+// testHookAfterRename, when set by a test, runs between the layer's rename
+// into the store and the transaction that makes it visible.
+var testHookAfterRename func()
+
 // chainDepth returns the number of layers image u mounts.
 func (e *Engine) chainDepth(u string) int {
 	e.mu.Lock()
@@ -324,12 +331,14 @@ func (e *Engine) chainDepth(u string) int {
 
 // maybeSquash flattens image u's chain into one layer in the background once
 // it is deeper than SquashDepth, so mounts stay shallow whatever the history.
+// One squash runs at a time: while it runs, the chain keeps growing, and the
+// next commit past the threshold after it finishes squashes again.
 func (e *Engine) maybeSquash(u string) {
 	if e.chainDepth(u) <= e.cfg.SquashDepth {
 		return
 	}
 	e.mu.Lock()
-	if e.squashing[u] {
+	if len(e.squashing) > 0 {
 		e.mu.Unlock()
 		return
 	}

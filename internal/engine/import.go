@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -185,10 +186,9 @@ func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func
 	return im.UUID, nil
 }
 
-// layersTmp is a staging directory on the layer store's filesystem, so a
-// finished layer moves into place with one rename.
+// layersTmp is a staging directory on the layer store's filesystem (the
+// home), so a finished layer moves into place with one rename. Recovery
+// empties it.
 func (e *Engine) layersTmp() string {
-	d := e.layerPath("staging.tmp")
-	_ = os.MkdirAll(d, 0o700)
-	return d
+	return filepath.Join(e.cfg.Home, "tmp")
 }

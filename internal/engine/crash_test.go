@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/store"
+)
+
+// TestMain lets the test binary act as a daemon process that a test can
+// kill -9 at a chosen moment.
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("ARBOR_CRASH_HELPER"); mode != "" {
+		crashHelper(mode)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// crashHelper opens the engine at $ARBOR_CRASH_HOME, starts a run on image
+// $ARBOR_CRASH_IMAGE and reports progress on stdout, then blocks forever.
+func crashHelper(mode string) {
+	ctx := context.Background()
+	e, err := New(ctx, Config{Home: os.Getenv("ARBOR_CRASH_HOME"), Runtime: os.Getenv("ARBOR_CRASH_RUNTIME")})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	cmd := "sleep 1000"
+	if mode == "commit" {
+		cmd = "echo data > /root/committed"
+		testHookAfterRename = func() {
+			fmt.Println("committing")
+			select {}
+		}
+	}
+	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: cmd, Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true)})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println("op", op)
+	for {
+		o, _ := e.Operation(ctx, acct, op)
+		if o.Status == apitypes.StatusExecuting {
+			fmt.Println("executing")
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {}
+}
+
+func TestKill9Recovery(t *testing.T) {
+	for _, tc := range []struct{ mode, rt, waitFor string }{
+		{"run", "runc", "executing"},
+		{"run", "runsc", "executing"},
+		{"commit", "runc", "committing"},
+	} {
+		t.Run(tc.mode+"-"+tc.rt, func(t *testing.T) {
+			e, base := newEngine(t, tc.rt)
+			home := e.Home()
+			layersBefore := listDir(t, filepath.Join(home, "layers"))
+			e.Close()
+
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "ARBOR_CRASH_HELPER="+tc.mode, "ARBOR_CRASH_HOME="+home, "ARBOR_CRASH_IMAGE="+base, "ARBOR_CRASH_RUNTIME="+tc.rt)
+			out, _ := cmd.StdoutPipe()
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var op string
+			sc := bufio.NewScanner(out)
+			deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+			for sc.Scan() {
+				line := sc.Text()
+				if v, ok := strings.CutPrefix(line, "op "); ok {
+					op = v
+				}
+				if strings.HasPrefix(line, "error") {
+					t.Fatal(line)
+				}
+				if line == tc.waitFor {
+					break
+				}
+			}
+			deadline.Stop()
+			// kill -9 the daemon at this moment.
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			cmd.Wait()
+
+			e2, err := New(context.Background(), Config{Home: home, Runtime: tc.rt})
+			if err != nil {
+				t.Fatalf("restart: %v", err)
+			}
+			defer e2.Close()
+			o, err := e2.Operation(context.Background(), acct, op)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Status != apitypes.StatusFailed || !strings.Contains(o.Error, "daemon restarted") || o.ResultImageUUID != "" {
+				t.Errorf("after restart: status %s error %q result %q, want FAILED/daemon restarted/none", o.Status, o.Error, o.ResultImageUUID)
+			}
+			evs, _ := e2.st.Events(context.Background(), op, -1, 0)
+			if len(evs) == 0 || evs[len(evs)-1].Type != apitypes.EventCompletion {
+				t.Errorf("event log does not end with completion: %v", evs)
+			}
+			if runs := listDir(t, filepath.Join(home, "run")); len(runs) != 0 {
+				t.Errorf("stale run dirs: %v", runs)
+			}
+			if m := mountsUnder(home + "/run"); m > 0 {
+				t.Errorf("%d stale mounts under run/", m)
+			}
+			if got := listDir(t, filepath.Join(home, "layers")); strings.Join(got, ",") != strings.Join(layersBefore, ",") {
+				t.Errorf("layers after recovery %v, want %v (half-committed layer must be collected)", got, layersBefore)
+			}
+			ims, _ := e2.ListImages(context.Background(), store.ImageFilter{Account: acct})
+			if len(ims) != 1 {
+				t.Errorf("%d images visible, want only the base", len(ims))
+			}
+			rt := e2.runtimes[tc.rt].(interface{ Path() string })
+			list, _ := exec.Command(rt.Path(), "--root="+filepath.Join(home, "runtime", tc.rt), "list", "--quiet").Output()
+			if strings.TrimSpace(string(list)) != "" {
+				t.Errorf("sandboxes left running: %s", list)
+			}
+			// Everything committed stays readable and usable.
+			if s, err := readFile(t, e2, base, "/etc/hostname"); err != nil || s != "linuxkit\n" {
+				t.Errorf("base unreadable after crash: %q %v", s, err)
+			}
+			_, m := run(t, e2, base, "echo alive")
+			if stdout(t, m) != "alive\n" {
+				t.Error("engine cannot run after recovery")
+			}
+		})
+	}
+}
+
+func listDir(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func mountsUnder(dir string) int {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	return strings.Count(string(b), " "+dir+"/")
+}
+
