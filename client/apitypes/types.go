@@ -575,3 +575,75 @@ type GrepSubmatch struct {
 	Start int    `json:"start"`
 	End   int    `json:"end"`
 }
+
+// LineageImage is an image in a lineage answer: the image, whether it was
+// deleted (deleted ancestors stay while descendants need their layers), and a
+// summary of the operation that produced it (null for imported images).
+type LineageImage struct {
+	Image
+	Deleted   bool              `json:"deleted,omitempty"`
+	Operation *OperationSummary `json:"operation"`
+}
+
+// Lineage answers GET /v1/images/{uuid}/lineage (arbor extension).
+type Lineage struct {
+	Image     LineageImage   `json:"image"`
+	Ancestors []LineageImage `json:"ancestors"` // parent first, base image last
+	Children  []LineageImage `json:"children"`  // direct children, newest first
+}
+
+// Diff change kinds.
+const (
+	ChangeAdded    = "added"
+	ChangeModified = "modified"
+	ChangeDeleted  = "deleted"
+)
+
+// DiffChange is one difference between two images.
+type DiffChange struct {
+	Path    string `json:"path"`
+	Kind    string `json:"kind"` // "added", "modified" or "deleted"
+	Type    string `json:"type"` // "file", "dir", "symlink" or "other"
+	OldSize int64  `json:"old_size"`
+	NewSize int64  `json:"new_size"`
+	// Diff is a unified diff for a modified small text file, else "".
+	Diff string `json:"diff"`
+}
+
+// ImageDiff answers GET /v1/images/{uuid}/diff (arbor extension): the changes
+// that turn image From into image To below Path.
+type ImageDiff struct {
+	From    string       `json:"from"`
+	To      string       `json:"to"`
+	Path    string       `json:"path"`
+	Changes []DiffChange `json:"changes"`
+}
+
+// TokenCreateRequest is the body of POST /v1/tokens (arbor extension). Only
+// tokens of the "default" account may name another account.
+type TokenCreateRequest struct {
+	Account    *string `json:"account,omitempty"`
+	Name       *string `json:"name,omitempty"`
+	TTLSeconds *int64  `json:"ttl_seconds,omitempty"`
+}
+
+// Token describes a bearer token; the secret is never listed.
+type Token struct {
+	UUID      string  `json:"uuid"`
+	Account   string  `json:"account"`
+	Name      string  `json:"name"`
+	CreatedAt string  `json:"created_at"`
+	ExpiresAt *string `json:"expires_at"`
+	RevokedAt *string `json:"revoked_at"`
+}
+
+// TokenCreateResponse answers POST /v1/tokens. Secret is shown only here.
+type TokenCreateResponse struct {
+	Token
+	Secret string `json:"token"`
+}
+
+// TokenListResponse answers GET /v1/tokens.
+type TokenListResponse struct {
+	Tokens []Token `json:"tokens"`
+}

@@ -164,4 +164,3 @@ func mountsUnder(dir string) int {
 	b, _ := os.ReadFile("/proc/self/mountinfo")
 	return strings.Count(string(b), " "+dir+"/")
 }
-
