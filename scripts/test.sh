@@ -21,6 +21,6 @@ go test -count=1 -timeout 25m ./...
 
 if [ -d python/tests ]; then
 	echo "==> python tests"
-	ARBOR_BIN="$PWD/bin/arbor" python3 -m pytest -q python/tests
+	ARBOR_BIN="$PWD/bin/arbor" /usr/bin/python3 -m pytest -q python/tests
 fi
 echo "all tests passed"

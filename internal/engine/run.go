@@ -30,6 +30,27 @@ import (
 type activeOp struct {
 	id, account string
 	cancel      context.CancelCauseFunc
+
+	mu       sync.Mutex
+	running  chan struct{} // closed once the main process has started
+	exited   bool          // the main process has exited
+	sandbox  *sandboxRef   // set while the sandbox runs
+	procs    map[int]*proc // spid → process
+	nextSpid int
+	subs     sync.WaitGroup // exec'd processes still being reaped
+}
+
+// sandboxRef is what exec needs of a running sandbox.
+type sandboxRef struct {
+	rt  runtime.Runtime
+	cid string
+	p   *runPlan
+}
+
+// proc is a process in a sandbox: the main one (spid 1) or an exec'd one.
+type proc struct {
+	pid   int // of the runtime process, which forwards signals
+	stdin *os.File
 }
 
 var (
@@ -115,7 +136,7 @@ func (e *Engine) startOp(ctx context.Context, o store.Operation, work func(ctx c
 	}
 	opCtx, cancel := context.WithCancelCause(context.Background())
 	e.mu.Lock()
-	e.active[o.UUID] = &activeOp{id: o.UUID, account: o.Account, cancel: cancel}
+	e.active[o.UUID] = &activeOp{id: o.UUID, account: o.Account, cancel: cancel, running: make(chan struct{}), procs: map[int]*proc{}, nextSpid: 2}
 	e.mu.Unlock()
 	e.events.open(o.UUID, 0)
 	e.wg.Add(1)
@@ -272,7 +293,7 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 			return nil, errdefs.InvalidArgument("stdin: %v", err)
 		}
 		p.stdin = b
-		m.Stdin = apitypes.StdinEcho{Value: req.Stdin.Value, Encoding: req.Stdin.Encoding, Close: true}
+		m.Stdin = apitypes.StdinEcho{Value: req.Stdin.Value, Encoding: req.Stdin.Encoding, Close: req.Stdin.Close == nil || *req.Stdin.Close}
 		if m.Stdin.Encoding == "" {
 			m.Stdin.Encoding = "ascii"
 		}
@@ -609,18 +630,45 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		sizeCtx, sizeCancel := context.WithCancelCause(runCtx)
 		defer sizeCancel(nil)
 		stopWatch := e.watchGrowth(sizeCtx, sizeCancel, p, upper)
+		a := e.activeOf(p.op)
+		stdinR, stdinW, perr := stdinPipe(p.stdin, p.meta.Stdin.Close)
+		if perr != nil {
+			return res, perr
+		}
 		spec := runtime.Spec{
 			ID: "arbor-" + p.op, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
 			UID: uint32(p.meta.UID), GID: uint32(p.meta.GID), Hostname: p.meta.Hostname,
 			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.maxLayer,
-			Stdin: bytes.NewReader(p.stdin), Stdout: stdout, Stderr: stderr,
+			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
 			OnStart: func(pid int) {
+				stdinR.Close() // the runtime has its copy
 				spawn.Pid = pid
 				_ = e.events.append(ctx, p.op, 1, apitypes.EventSpawn, spawn)
+				if a != nil {
+					a.mu.Lock()
+					a.sandbox = &sandboxRef{rt: p.rt, cid: "arbor-" + p.op, p: p}
+					a.procs[1] = &proc{pid: pid, stdin: stdinW}
+					a.mu.Unlock()
+					close(a.running)
+				}
 			},
 		}
 		res, err = p.rt.Run(sizeCtx, spec)
 		stopWatch()
+		if a != nil {
+			a.mu.Lock()
+			a.exited, a.sandbox = true, nil
+			for _, pr := range a.procs {
+				if pr.stdin != nil {
+					pr.stdin.Close()
+					pr.stdin = nil
+				}
+			}
+			a.mu.Unlock()
+			a.subs.Wait() // exec'd processes die with the sandbox; log their exits first
+		} else if stdinW != nil {
+			stdinW.Close()
+		}
 		if err != nil {
 			return res, err
 		}
@@ -639,12 +687,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 	ru := res.Rusage
 	dur := res.Duration
 	exit := apitypes.EventDataExit{Pid: spawn.Pid, Code: res.ExitCode, Signal: res.Signal, TimedOut: timedOut, DurationMs: dur.Milliseconds(),
-		Resources: apitypes.EventResources{
-			UserTimeUs: ru.Utime.Usec + ru.Utime.Sec*1e6, SysTimeUs: ru.Stime.Usec + ru.Stime.Sec*1e6, MaxRSSKB: ru.Maxrss,
-			SharedMemory: ru.Ixrss, UnsharedMemory: ru.Idrss, Swaps: ru.Nswap, MinorFaults: ru.Minflt, MajorFaults: ru.Majflt,
-			VoluntaryCtxSwitches: ru.Nvcsw, InvoluntaryCtxSwitches: ru.Nivcsw, BlockInputOps: ru.Inblock, BlockOutputOps: ru.Oublock,
-			IPCMsgsSent: ru.Msgsnd, IPCMsgsReceived: ru.Msgrcv, SignalsReceived: ru.Nsignals,
-		}}
+		Resources: resources(ru)}
 	_ = e.events.append(ctx, p.op, 1, apitypes.EventExit, exit)
 	user := float64(exit.Resources.UserTimeUs) / 1e6
 	sys := float64(exit.Resources.SysTimeUs) / 1e6

@@ -1,11 +1,11 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,11 +83,16 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 	// The run command outlives ctx: cancellation goes through Cancel, which
 	// kills the sandbox via the runtime so every process in it dies.
 	cmd := o.command(context.WithoutCancel(ctx), extra, "run", "--bundle", s.Bundle, s.ID)
-	cmd.Stdin = s.Stdin
-	cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
-	var stderrBuf bytes.Buffer
-	if s.Stderr == nil {
-		cmd.Stderr = &stderrBuf
+	return o.startWait(ctx, cmd, s.ID, s.Stdin, s.Stdout, s.Stderr, s.OnStart, true)
+}
+
+// startWait runs cmd with the given stdio, kills the sandbox when ctx ends
+// (if killOnCancel), and reports how the process ended.
+func (o *OCI) startWait(ctx context.Context, cmd *exec.Cmd, id string, stdin io.Reader, stdout, stderr io.Writer, onStart func(int), killOnCancel bool) (Result, error) {
+	cmd.Stdin = stdin
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if stderr == nil {
+		cmd.Stderr = io.Discard
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// Output copying must not hang on a descendant that kept a pipe open.
@@ -98,15 +103,19 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 	if err := cmd.Start(); err != nil {
 		return res, fmt.Errorf("start %s: %w", o.name, err)
 	}
-	if s.OnStart != nil {
-		s.OnStart(cmd.Process.Pid)
+	if onStart != nil {
+		onStart(cmd.Process.Pid)
 	}
 	done := make(chan struct{})
 	go func() {
 		select {
 		case <-ctx.Done():
 			res.Killed = true
-			o.kill(s.ID, cmd.Process.Pid)
+			if killOnCancel {
+				o.kill(id, cmd.Process.Pid)
+			} else {
+				_ = cmd.Process.Signal(syscall.SIGKILL)
+			}
 		case <-done:
 		}
 	}()
@@ -125,12 +134,60 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 			res.ExitCode = 128 + int(ws.Signal())
 		}
 	}
-	o.delete(s.ID)
+	if killOnCancel {
+		o.delete(id)
+	}
 	var exitErr *exec.ExitError
 	if werr != nil && !errors.As(werr, &exitErr) && !errors.Is(werr, exec.ErrWaitDelay) {
-		return res, fmt.Errorf("%s run: %w", o.name, werr)
+		return res, fmt.Errorf("%s: %w", o.name, werr)
 	}
 	return res, nil
+}
+
+// WaitRunning implements Runtime by polling the runtime's state command.
+func (o *OCI) WaitRunning(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		out, err := o.command(ctx, nil, "state", id).Output()
+		if err == nil {
+			var st struct {
+				Status string `json:"status"`
+			}
+			if json.Unmarshal(out, &st) == nil && st.Status == "running" {
+				return nil
+			}
+			if st.Status == "stopped" {
+				return fmt.Errorf("sandbox %s has stopped", id)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sandbox %s did not start: %w", id, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Exec implements Runtime.
+func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
+	proc := o.process(s.Args, s.Env, s.Cwd, s.UID, s.GID, 0)
+	b, err := json.Marshal(proc)
+	if err != nil {
+		return Result{}, err
+	}
+	f, err := os.CreateTemp("", "arbor-process-*.json")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return Result{}, err
+	}
+	f.Close()
+	cmd := o.command(context.WithoutCancel(ctx), nil, "exec", "--process", f.Name(), id)
+	return o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
 }
 
 // kill ends the sandbox: first through the runtime (which kills every process
@@ -163,7 +220,8 @@ func (o *OCI) Cleanup(ctx context.Context) error {
 	return nil
 }
 
-func (o *OCI) config(s Spec) *specs.Spec {
+// process builds the OCI process of a sandbox's main or exec'd process.
+func (o *OCI) process(args, env []string, cwd string, uid, gid uint32, fsize int64) *specs.Process {
 	// NOFILE may not exceed the daemon's own hard limit, or runc fails with EPERM.
 	nofile := uint64(65536)
 	var cur unix.Rlimit
@@ -171,20 +229,33 @@ func (o *OCI) config(s Spec) *specs.Spec {
 		nofile = cur.Max
 	}
 	rlimits := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile, Soft: nofile}}
-	if s.FileSizeLimit > 0 {
-		rlimits = append(rlimits, specs.POSIXRlimit{Type: "RLIMIT_FSIZE", Hard: uint64(s.FileSizeLimit), Soft: uint64(s.FileSizeLimit)})
+	if fsize > 0 {
+		rlimits = append(rlimits, specs.POSIXRlimit{Type: "RLIMIT_FSIZE", Hard: uint64(fsize), Soft: uint64(fsize)})
 	}
 	caps := []string{
 		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
 		"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
 		"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 	}
-	var pcaps *specs.LinuxCapabilities
-	if s.UID == 0 {
+	pcaps := &specs.LinuxCapabilities{Bounding: caps}
+	if uid == 0 {
 		pcaps = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
-	} else {
-		pcaps = &specs.LinuxCapabilities{Bounding: caps}
 	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	return &specs.Process{
+		Args:            args,
+		Env:             env,
+		Cwd:             cwd,
+		User:            specs.User{UID: uid, GID: gid},
+		Rlimits:         rlimits,
+		Capabilities:    pcaps,
+		NoNewPrivileges: true,
+	}
+}
+
+func (o *OCI) config(s Spec) *specs.Spec {
 	res := &specs.LinuxResources{
 		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 	}
@@ -213,24 +284,13 @@ func (o *OCI) config(s Spec) *specs.Spec {
 	if s.ResolvConf != "" {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf, Options: []string{"rbind", "ro"}})
 	}
-	cwd := s.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
 	return &specs.Spec{
-		Version:  specs.Version,
+		// Debian 12's crun 1.8 rejects newer spec versions ("unknown version specified").
+		Version:  "1.0.2",
 		Root:     &specs.Root{Path: s.Rootfs},
 		Hostname: s.Hostname,
-		Process: &specs.Process{
-			Args:            s.Args,
-			Env:             s.Env,
-			Cwd:             cwd,
-			User:            specs.User{UID: s.UID, GID: s.GID},
-			Rlimits:         rlimits,
-			Capabilities:    pcaps,
-			NoNewPrivileges: true,
-		},
-		Mounts: mounts,
+		Process:  o.process(s.Args, s.Env, s.Cwd, s.UID, s.GID, s.FileSizeLimit),
+		Mounts:   mounts,
 		Linux: &specs.Linux{
 			Namespaces:  ns,
 			Resources:   res,

@@ -52,6 +52,17 @@ type Result struct {
 	Killed   bool // the context ended the sandbox
 }
 
+// ExecSpec describes a process started inside a running sandbox.
+type ExecSpec struct {
+	Args           []string
+	Env            []string
+	Cwd            string
+	UID, GID       uint32
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	OnStart        func(pid int)
+}
+
 // Runtime runs sandboxes. Implementations must be safe for concurrent use.
 //
 // Run blocks until the sandbox has exited and been deleted, even when ctx is
@@ -61,5 +72,11 @@ type Result struct {
 type Runtime interface {
 	Name() string
 	Run(ctx context.Context, spec Spec) (Result, error)
+	// Exec runs a further process in the running sandbox id and blocks until
+	// it exits. The process dies with the sandbox. Signals sent to the pid
+	// passed to OnStart are forwarded to the process.
+	Exec(ctx context.Context, id string, spec ExecSpec) (Result, error)
+	// WaitRunning blocks until sandbox id has started its main process.
+	WaitRunning(ctx context.Context, id string) error
 	Cleanup(ctx context.Context) error
 }

@@ -1,0 +1,344 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/runtime"
+)
+
+func (e *Engine) activeOf(op string) *activeOp {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.active[op]
+}
+
+// stdinPipe returns the read end to hand to a process and, when keepOpen,
+// the write end for later writes. The initial bytes are written in the
+// background so a process that never reads cannot block the engine.
+func stdinPipe(initial []byte, closeAfter bool) (*os.File, *os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if closeAfter {
+		go func() {
+			_, _ = w.Write(initial)
+			w.Close()
+		}()
+		return r, nil, nil
+	}
+	if len(initial) > 0 {
+		go func() { _, _ = w.Write(initial) }()
+	}
+	return r, w, nil
+}
+
+// running returns op's active record once its main process runs. It waits up
+// to a few seconds for a PENDING or ASSIGNED run to start.
+func (e *Engine) runningOp(ctx context.Context, account, op string) (*activeOp, error) {
+	o, err := e.Operation(ctx, account, op)
+	if err != nil {
+		return nil, err
+	}
+	a := e.activeOf(o.UUID)
+	if a == nil || apitypes.IsTerminal(o.Status) {
+		return nil, errdefs.Conflict("operation %s is not running (status %s): subprocesses need a running instance", o.UUID, o.Status)
+	}
+	if o.Kind != apitypes.KindInstance {
+		return nil, errdefs.Conflict("operation %s is an %s, not an instance", o.UUID, o.Kind)
+	}
+	select {
+	case <-a.running:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		return nil, errdefs.TooEarly("instance %s has not started yet; retry shortly", o.UUID)
+	}
+	return a, nil
+}
+
+// Exec starts a further process in a running instance and returns its spid
+// (2, 3, ...). Its spawn, output and exit events go to the parent's log.
+func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.ExecSpec) (int, error) {
+	if strings.TrimSpace(spec.Command) == "" {
+		return 0, errdefs.InvalidArgument("command is required")
+	}
+	var stdin []byte
+	closeStdin := true
+	if spec.Stdin != nil {
+		b, err := spec.Stdin.Bytes()
+		if err != nil {
+			return 0, errdefs.InvalidArgument("stdin: %v", err)
+		}
+		stdin = b
+		closeStdin = spec.Stdin.Close == nil || *spec.Stdin.Close
+	}
+	a, err := e.runningOp(ctx, account, op)
+	if err != nil {
+		return 0, err
+	}
+	a.mu.Lock()
+	sb := a.sandbox
+	a.mu.Unlock()
+	if sb == nil {
+		return 0, errdefs.Conflict("operation %s: the instance's main process has exited", op)
+	}
+	if err := sb.rt.WaitRunning(ctx, sb.cid); err != nil {
+		return 0, errdefs.Conflict("operation %s: %v", op, err)
+	}
+	p := sb.p
+	shell := spec.Shell != nil && *spec.Shell
+	args := append([]string{spec.Command}, spec.Args...)
+	if shell {
+		args = append([]string{"/bin/sh", "-c", spec.Command}, spec.Args...)
+	}
+	env := map[string]string{}
+	for k, v := range p.env {
+		env[k] = v
+	}
+	for k, v := range spec.Env {
+		env[k] = v
+	}
+	cwd := p.meta.Cwd
+	if spec.Cwd != nil && *spec.Cwd != "" {
+		if !path.IsAbs(*spec.Cwd) {
+			return 0, errdefs.InvalidArgument("cwd %q must be an absolute path", *spec.Cwd)
+		}
+		cwd = *spec.Cwd
+	}
+	uid, gid := p.meta.UID, p.meta.GID
+	if spec.UID != nil {
+		uid = *spec.UID
+	}
+	if spec.GID != nil {
+		gid = *spec.GID
+	}
+	limit := p.truncate
+	if spec.TruncateOutputAt != nil && *spec.TruncateOutputAt >= 0 {
+		limit = *spec.TruncateOutputAt
+	}
+	stdinR, stdinW, err := stdinPipe(stdin, closeStdin)
+	if err != nil {
+		return 0, err
+	}
+	pr := &proc{stdin: stdinW}
+	a.mu.Lock()
+	if a.exited {
+		a.mu.Unlock()
+		stdinR.Close()
+		return 0, errdefs.Conflict("operation %s: the instance's main process has exited", op)
+	}
+	spid := a.nextSpid
+	a.nextSpid++
+	a.procs[spid] = pr
+	a.subs.Add(1)
+	a.mu.Unlock()
+	stdout := &capture{e: e, op: op, spid: spid, stream: apitypes.EventStdout, limit: limit}
+	stderr := &capture{e: e, op: op, spid: spid, stream: apitypes.EventStderr, limit: limit}
+	ev := apitypes.EventDataSpawn{Command: args[0], Args: args[1:], Shell: shell, Cwd: cwd, UID: uid, GID: gid,
+		Timeout: p.meta.Timeout, TruncateAt: limit, Env: redactEnv(env)}
+	started := make(chan struct{})
+	go func() {
+		defer a.subs.Done()
+		res, err := sb.rt.Exec(context.Background(), sb.cid, runtime.ExecSpec{
+			Args: args, Env: envList(env), Cwd: cwd, UID: uint32(uid), GID: uint32(gid),
+			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
+			OnStart: func(pid int) {
+				stdinR.Close()
+				a.mu.Lock()
+				pr.pid = pid
+				a.mu.Unlock()
+				ev.Pid = pid
+				_ = e.events.append(context.Background(), op, spid, apitypes.EventSpawn, ev)
+				close(started)
+			},
+		})
+		if err != nil {
+			stdinR.Close()
+			select {
+			case <-started:
+			default:
+				close(started)
+			}
+			res.ExitCode = 127
+			_, _ = stderr.Write([]byte("arbor: exec failed: " + err.Error() + "\n"))
+		}
+		stdout.finish()
+		stderr.finish()
+		a.mu.Lock()
+		if pr.stdin != nil {
+			pr.stdin.Close()
+			pr.stdin = nil
+		}
+		a.mu.Unlock()
+		code, sig := res.ExitCode, -1
+		if code > 128 && code <= 128+64 {
+			// The runtime reports a signal death as 128+n.
+			code, sig = -1, code-128
+		}
+		_ = e.events.append(context.Background(), op, spid, apitypes.EventExit, apitypes.EventDataExit{
+			Pid: ev.Pid, Code: code, Signal: sig, DurationMs: res.Duration.Milliseconds(), Resources: resources(res.Rusage)})
+	}()
+	<-started
+	return spid, nil
+}
+
+// WriteStdin writes to a process's stdin and optionally closes it.
+func (e *Engine) WriteStdin(ctx context.Context, account, op string, spid int, data []byte, closeAfter bool) error {
+	a, err := e.runningOp(ctx, account, op)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	pr := a.procs[spid]
+	var w *os.File
+	if pr != nil {
+		w = pr.stdin
+		if closeAfter {
+			pr.stdin = nil
+		}
+	}
+	a.mu.Unlock()
+	if pr == nil {
+		return errdefs.NotFound("operation %s has no process %d", op, spid)
+	}
+	if w == nil {
+		return errdefs.Conflict("stdin of process %d is closed (spawn it with stdin.close=false to keep it open)", spid)
+	}
+	if len(data) > 0 {
+		_ = e.events.append(ctx, op, spid, apitypes.EventStdin, apitypes.NewStreamRepr(data, false))
+		if _, err := w.Write(data); err != nil {
+			return errdefs.Conflict("process %d no longer reads stdin: %v", spid, err)
+		}
+	}
+	if closeAfter {
+		return w.Close()
+	}
+	return nil
+}
+
+// signals maps the names clients send to numbers.
+var signals = map[string]syscall.Signal{
+	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
+	"TERM": syscall.SIGTERM, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "STOP": syscall.SIGSTOP, "CONT": syscall.SIGCONT,
+}
+
+// ParseSignal accepts "TERM", "SIGTERM" or a number; "" means TERM.
+func ParseSignal(s string) (syscall.Signal, error) {
+	s = strings.ToUpper(strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(s)), "SIG"))
+	if s == "" {
+		return syscall.SIGTERM, nil
+	}
+	if sig, ok := signals[s]; ok {
+		return sig, nil
+	}
+	var n int
+	if err := json.Unmarshal([]byte(s), &n); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	return 0, errdefs.InvalidArgument("unknown signal %q: use a name like TERM, KILL, INT or a number", s)
+}
+
+// Signal sends sig to a process of a running instance. Killing spid 1 ends
+// the run; other spids leave the parent running.
+func (e *Engine) Signal(ctx context.Context, account, op string, spid int, sig syscall.Signal) error {
+	a, err := e.runningOp(ctx, account, op)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	pr := a.procs[spid]
+	a.mu.Unlock()
+	if pr == nil || pr.pid == 0 {
+		return errdefs.NotFound("operation %s has no process %d", op, spid)
+	}
+	if err := syscall.Kill(pr.pid, sig); err != nil {
+		return errdefs.Conflict("process %d has exited", spid)
+	}
+	return nil
+}
+
+// SubprocessResult folds the events of one process into an InstanceResult.
+// While it runs, exit_code and signal are -1.
+func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid int) (apitypes.InstanceResult, error) {
+	o, err := e.Operation(ctx, account, op)
+	if err != nil {
+		return apitypes.InstanceResult{}, err
+	}
+	evs, err := e.st.Events(ctx, o.UUID, -1, 0)
+	if err != nil {
+		return apitypes.InstanceResult{}, err
+	}
+	var r apitypes.InstanceResult
+	r.State.ExitCode, r.State.Signal = -1, -1
+	var out, errb []byte
+	var outTrunc, errTrunc, spawned bool
+	for _, ev := range evs {
+		if ev.Spid != spid {
+			continue
+		}
+		switch ev.Type {
+		case apitypes.EventSpawn:
+			var d apitypes.EventDataSpawn
+			_ = json.Unmarshal([]byte(ev.Data), &d)
+			r.State.Pid = d.Pid
+			spawned = true
+		case apitypes.EventStdout, apitypes.EventStderr:
+			var d apitypes.EventDataStream
+			_ = json.Unmarshal([]byte(ev.Data), &d)
+			b, _ := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			if ev.Type == apitypes.EventStdout {
+				out = append(out, b...)
+			} else {
+				errb = append(errb, b...)
+			}
+		case apitypes.EventTruncated:
+			var d apitypes.EventDataTruncated
+			_ = json.Unmarshal([]byte(ev.Data), &d)
+			if d.Stream == apitypes.EventStdout {
+				outTrunc = true
+			} else {
+				errTrunc = true
+			}
+		case apitypes.EventExit:
+			var d apitypes.EventDataExit
+			_ = json.Unmarshal([]byte(ev.Data), &d)
+			r.State.ExitCode, r.State.Signal, r.State.TimedOut = d.Code, d.Signal, d.TimedOut
+			res := d.Resources
+			r.Resources = apitypes.InstanceResultResources{
+				BlockInput: res.BlockInputOps, BlockOutput: res.BlockOutputOps, ElapsedTime: float64(d.DurationMs) / 1000,
+				InvoluntarySwitches: res.InvoluntaryCtxSwitches, MaxRSS: res.MaxRSSKB, MonotonicTime: float64(d.DurationMs) / 1000,
+				PageFaults: res.MinorFaults, PageFaultsIO: res.MajorFaults, SharedMemory: res.SharedMemory, Signals: res.SignalsReceived,
+				Swaps: res.Swaps, SystemCPUTime: float64(res.SysTimeUs) / 1e6, UnsharedMemory: res.UnsharedMemory,
+				UserCPUTime: float64(res.UserTimeUs) / 1e6, VoluntarySwitches: res.VoluntaryCtxSwitches,
+			}
+		}
+	}
+	if !spawned {
+		if apitypes.IsTerminal(o.Status) {
+			return r, errdefs.NotFound("operation %s has no process %d", o.UUID, spid)
+		}
+		return r, errdefs.TooEarly("process %d of operation %s has not started yet", spid, o.UUID)
+	}
+	r.Stdout = apitypes.NewStreamRepr(out, outTrunc)
+	r.Stderr = apitypes.NewStreamRepr(errb, errTrunc)
+	return r, nil
+}
+
+// resources converts rusage to the exit event's resource block.
+func resources(ru syscall.Rusage) apitypes.EventResources {
+	return apitypes.EventResources{
+		UserTimeUs: ru.Utime.Usec + ru.Utime.Sec*1e6, SysTimeUs: ru.Stime.Usec + ru.Stime.Sec*1e6, MaxRSSKB: ru.Maxrss,
+		SharedMemory: ru.Ixrss, UnsharedMemory: ru.Idrss, Swaps: ru.Nswap, MinorFaults: ru.Minflt, MajorFaults: ru.Majflt,
+		VoluntaryCtxSwitches: ru.Nvcsw, InvoluntaryCtxSwitches: ru.Nivcsw, BlockInputOps: ru.Inblock, BlockOutputOps: ru.Oublock,
+		IPCMsgsSent: ru.Msgsnd, IPCMsgsReceived: ru.Msgrcv, SignalsReceived: ru.Nsignals,
+	}
+}

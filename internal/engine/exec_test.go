@@ -1,0 +1,79 @@
+package engine
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+)
+
+func TestSubprocesses(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			ctx := context.Background()
+			// The main process reads stdin until it is closed.
+			op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "cat; echo main-done", Image: base, Shell: ptr(true),
+				Stdin: &apitypes.ClosableStreamRepr{Value: "first\n", Close: ptr(false)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			spid, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "cat", Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: ptr(false)}})
+			if err != nil || spid != 2 {
+				t.Fatalf("Exec = %d, %v; want spid 2", spid, err)
+			}
+			if err := e.WriteStdin(ctx, acct, op, spid, []byte("hello\n"), true); err != nil {
+				t.Fatal(err)
+			}
+			r := waitSub(t, e, op, spid)
+			if b, _ := r.Stdout.Bytes(); string(b) != "hello\n" || r.State.ExitCode != 0 {
+				t.Fatalf("subprocess stdout %q exit %d, want hello and 0", b, r.State.ExitCode)
+			}
+			spid3, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "sleep 100", Shell: ptr(true)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			if err := e.Signal(ctx, acct, op, spid3, syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			r3 := waitSub(t, e, op, spid3)
+			if r3.State.ExitCode == 0 {
+				t.Fatalf("killed subprocess exit %+v", r3.State)
+			}
+			// The parent is still running; closing its stdin ends it.
+			if err := e.WriteStdin(ctx, acct, op, 1, []byte("second\n"), true); err != nil {
+				t.Fatal(err)
+			}
+			o, _ := e.WaitOperation(ctx, acct, op)
+			r1, _ := e.SubprocessResult(ctx, acct, op, 1)
+			if b, _ := r1.Stdout.Bytes(); string(b) != "first\nsecond\nmain-done\n" || o.Status != apitypes.StatusSuccess {
+				t.Fatalf("main stdout %q status %s", b, o.Status)
+			}
+			if _, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "true"}); err == nil {
+				t.Fatal("exec into a finished instance succeeded")
+			}
+		})
+	}
+}
+
+func waitSub(t *testing.T, e *Engine, op string, spid int) apitypes.InstanceResult {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		r, err := e.SubprocessResult(context.Background(), acct, op, spid)
+		if err == nil && (r.State.ExitCode != -1 || r.State.Signal != -1) {
+			return r
+		}
+		if err != nil && !strings.Contains(err.Error(), "not started") {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("process %d did not exit", spid)
+	return apitypes.InstanceResult{}
+}
