@@ -1,0 +1,333 @@
+"""asyncio variant: a thin layer over the synchronous client.
+
+Every call runs the synchronous implementation in a worker thread (a
+dedicated pool, so many concurrent ``wait()`` calls do not starve the
+event loop's default executor). Same names, awaitable::
+
+    import asyncio
+    from arbor.aio import AsyncClient
+
+    async def main() -> None:
+        async with AsyncClient() as c:
+            base = await c.images.use("busybox")
+            env = await (await base.run(shell="echo hi > /f", disposable=False)).wait()
+            ops = [await env.run(shell=f"test -f /f && echo {i}") for i in range(3)]
+            results = await asyncio.gather(*(op.wait() for op in ops))
+            print([r.stdout for r in results])
+
+    asyncio.run(main())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, TypeVar, Union
+
+from .client import Client
+from .models import Diff, Event, FileEntry, GrepResult, OutputChunk, UploadedFile
+from .objects import Command, Image, Lineage, Operation, Result
+
+__all__ = ["AsyncClient", "AsyncImage", "AsyncOperation", "AsyncResult", "AsyncImages", "AsyncFiles", "AsyncOperations"]
+
+T = TypeVar("T")
+
+
+class _Runner:
+    def __init__(self, max_workers: int) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="arbor-aio")
+
+    async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    async def iterate(self, it: Iterator[T]) -> AsyncIterator[T]:
+        sentinel = object()
+        while True:
+            item = await self(next, it, sentinel)
+            if item is sentinel:
+                return
+            yield item  # type: ignore[misc]
+
+
+def _unwrap(ref: Any) -> Any:
+    if isinstance(ref, (AsyncImage, AsyncResult)):
+        return ref.sync
+    return ref
+
+
+class AsyncImage:
+    """Async handle of an :class:`~arbor.Image`; ``sync`` is the sync handle."""
+
+    def __init__(self, image: Image, run: _Runner) -> None:
+        self.sync = image
+        self._run = run
+
+    @property
+    def uuid(self) -> str:
+        return self.sync.uuid
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncImage) and other.sync == self.sync
+
+    def __hash__(self) -> int:
+        return hash(self.sync)
+
+    async def refresh(self) -> "AsyncImage":
+        await self._run(self.sync.refresh)
+        return self
+
+    async def info(self) -> Dict[str, Any]:
+        """The image's metadata (tag, created_at, parent_uuid, …)."""
+        return await self._run(lambda: self.sync.raw)
+
+    async def run(self, command: Any = None, **kwargs: Any) -> "AsyncOperation":
+        """Start a run; see :meth:`arbor.Image.run`. Returns once started."""
+        return AsyncOperation(await self._run(self.sync.run, command, **kwargs), self._run)
+
+    async def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["AsyncResult"]:
+        """Start all commands at once and gather their results in order."""
+        ops = [await self.run(**_as_kwargs(c, run_kwargs)) for c in commands]
+        try:
+            return list(await asyncio.gather(*(op.wait() for op in ops)))
+        except BaseException:
+            for op in ops:
+                try:
+                    await op.cancel()
+                except Exception:  # noqa: BLE001
+                    pass
+            raise
+
+    async def ls(self, path: str = "/") -> List[FileEntry]:
+        return await self._run(self.sync.ls, path)
+
+    async def read(self, path: str) -> bytes:
+        return await self._run(self.sync.read, path)
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return await self._run(self.sync.read_text, path, encoding)
+
+    async def exists(self, path: str) -> bool:
+        return await self._run(self.sync.exists, path)
+
+    async def download(self, path: str, dest: Any) -> Any:
+        return await self._run(self.sync.download, path, dest)
+
+    async def archive(self, path: str = "/", dest: Any = None, **kw: Any) -> Any:
+        return await self._run(self.sync.archive, path, dest, **kw)
+
+    async def grep(self, pattern: Any, path: Any = None, **kw: Any) -> GrepResult:
+        return await self._run(self.sync.grep, pattern, path, **kw)
+
+    async def diff(self, other: Any, path: Optional[str] = None) -> Diff:
+        return await self._run(self.sync.diff, _unwrap(other), path)
+
+    async def lineage(self) -> Lineage:
+        return await self._run(self.sync.lineage)
+
+    async def set_tag(self, tag: str) -> "AsyncImage":
+        await self._run(self.sync.set_tag, tag)
+        return self
+
+    async def untag(self) -> "AsyncImage":
+        await self._run(self.sync.untag)
+        return self
+
+    async def delete(self) -> None:
+        await self._run(self.sync.delete)
+
+
+def _as_kwargs(c: Any, base: Dict[str, Any]) -> Dict[str, Any]:
+    kw = dict(base)
+    if isinstance(c, dict):
+        kw.update(c)
+    elif isinstance(c, str):
+        kw["shell"] = c
+    else:
+        kw["command"] = list(c)
+    return kw
+
+
+class AsyncResult:
+    """Async view of a :class:`~arbor.Result`: same data attributes; ``image``
+    is an :class:`AsyncImage`; ``run``/``branch``/``ls``/``read``… are awaitable."""
+
+    def __init__(self, result: Result, run: _Runner) -> None:
+        self.sync = result
+        self._run = run
+        self.image: Optional[AsyncImage] = AsyncImage(result.image, run) if result.image else None
+
+    def __getattr__(self, name: str) -> Any:
+        # Data attributes (exit_code, stdout, stderr, timed_out, resources, …).
+        return getattr(self.sync, name)
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    def _img(self) -> AsyncImage:
+        self.sync._img()  # raises NoImage with a clear message
+        assert self.image is not None
+        return self.image
+
+    async def run(self, command: Any = None, **kwargs: Any) -> "AsyncOperation":
+        return await self._img().run(command, **kwargs)
+
+    async def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["AsyncResult"]:
+        return await self._img().branch(commands, **run_kwargs)
+
+    async def ls(self, path: str = "/") -> List[FileEntry]:
+        return await self._img().ls(path)
+
+    async def read(self, path: str) -> bytes:
+        return await self._img().read(path)
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return await self._img().read_text(path, encoding)
+
+
+class AsyncOperation:
+    """Async handle of an :class:`~arbor.Operation`."""
+
+    def __init__(self, op: Operation, run: _Runner) -> None:
+        self.sync = op
+        self._run = run
+
+    @property
+    def id(self) -> str:
+        return self.sync.id
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    async def wait(self, timeout: Optional[float] = None, *, check: Optional[bool] = None) -> AsyncResult:
+        """Wait for the end; see :meth:`arbor.Operation.wait`."""
+        return AsyncResult(await self._run(self.sync.wait, timeout, check=check), self._run)
+
+    async def status(self) -> str:
+        return await self._run(lambda: self.sync.status)
+
+    async def refresh(self) -> Dict[str, Any]:
+        return await self._run(self.sync.refresh)
+
+    async def cancel(self) -> bool:
+        return await self._run(self.sync.cancel)
+
+    async def events(self, **kwargs: Any) -> AsyncIterator[Event]:
+        """Follow the event log; see :meth:`arbor.Operation.events`."""
+        async for ev in self._run.iterate(self.sync.events(**kwargs)):
+            yield ev
+
+    async def output(self, **kwargs: Any) -> AsyncIterator[OutputChunk]:
+        async for ch in self._run.iterate(self.sync.output(**kwargs)):
+            yield ch
+
+
+class AsyncImages:
+    """Async :class:`~arbor.Images`."""
+
+    def __init__(self, client: Client, run: _Runner) -> None:
+        self._c = client
+        self._run = run
+
+    async def use(self, ref: Any) -> AsyncImage:
+        return AsyncImage(await self._run(self._c.images.use, _unwrap(ref)), self._run)
+
+    async def get(self, ref: Any) -> AsyncImage:
+        return AsyncImage(await self._run(self._c.images.get, _unwrap(ref)), self._run)
+
+    async def list(self, **kwargs: Any) -> List[AsyncImage]:
+        return [AsyncImage(i, self._run) for i in await self._run(self._c.images.list, **kwargs)]
+
+    async def import_image(self, url: str, **kwargs: Any) -> Union[AsyncImage, AsyncOperation]:
+        r = await self._run(self._c.images.import_image, url, **kwargs)
+        return AsyncImage(r, self._run) if isinstance(r, Image) else AsyncOperation(r, self._run)
+
+    async def import_tar(self, source: Any, **kwargs: Any) -> AsyncImage:
+        return AsyncImage(await self._run(self._c.images.import_tar, source, **kwargs), self._run)
+
+    async def tag(self, image: Any, tag: str) -> AsyncImage:
+        return AsyncImage(await self._run(self._c.images.tag, _unwrap(image), tag), self._run)
+
+    async def untag(self, image: Any) -> AsyncImage:
+        return AsyncImage(await self._run(self._c.images.untag, _unwrap(image)), self._run)
+
+    async def delete(self, image: Any) -> None:
+        await self._run(self._c.images.delete, _unwrap(image))
+
+
+class AsyncFiles:
+    """Async :class:`~arbor.Files`."""
+
+    def __init__(self, client: Client, run: _Runner) -> None:
+        self._c = client
+        self._run = run
+
+    async def upload(self, source: Any) -> UploadedFile:
+        return await self._run(self._c.files.upload, source)
+
+    async def get(self, sha256: str) -> UploadedFile:
+        return await self._run(self._c.files.get, sha256)
+
+    async def exists(self, sha256: str) -> bool:
+        return await self._run(self._c.files.exists, sha256)
+
+    async def list(self, **kwargs: Any) -> List[UploadedFile]:
+        return await self._run(self._c.files.list, **kwargs)
+
+
+class AsyncOperations:
+    """Async :class:`~arbor.Operations`."""
+
+    def __init__(self, client: Client, run: _Runner) -> None:
+        self._c = client
+        self._run = run
+
+    async def get(self, op_id: str) -> AsyncOperation:
+        return AsyncOperation(await self._run(self._c.operations.get, op_id), self._run)
+
+    async def list(self, **kwargs: Any) -> List[AsyncOperation]:
+        return [AsyncOperation(o, self._run) for o in await self._run(self._c.operations.list, **kwargs)]
+
+    async def cancel(self, op_id: str) -> bool:
+        return await self._run(self._c.operations.cancel, op_id)
+
+    async def events(self, op_id: str, **kwargs: Any) -> AsyncIterator[Event]:
+        async for ev in self._run.iterate(self._c.operations.events(op_id, **kwargs)):
+            yield ev
+
+
+class AsyncClient:
+    """The asyncio client; arguments as for :class:`arbor.Client`, plus
+    ``max_workers`` (threads for blocking calls, default 64)."""
+
+    def __init__(self, url: Optional[str] = None, token: Optional[str] = None, *, max_workers: int = 64, **kwargs: Any) -> None:
+        self.sync = Client(url, token, **kwargs)
+        self._run = _Runner(max_workers)
+        self.images = AsyncImages(self.sync, self._run)
+        self.files = AsyncFiles(self.sync, self._run)
+        self.operations = AsyncOperations(self.sync, self._run)
+
+    async def whoami(self) -> Dict[str, Any]:
+        return await self._run(self.sync.whoami)
+
+    async def run(self, image: Any, command: Any = None, **kwargs: Any) -> AsyncOperation:
+        img = await self.images.use(image)
+        return await img.run(command, **kwargs)
+
+    async def branch(self, image: Any, commands: Iterable[Command], **run_kwargs: Any) -> List[AsyncResult]:
+        img = await self.images.use(image)
+        return await img.branch(commands, **run_kwargs)
+
+    async def close(self) -> None:
+        self.sync.close()
+        self._run.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

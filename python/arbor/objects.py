@@ -1,0 +1,1079 @@
+"""Handles: :class:`Image` (an immutable snapshot you can run and inspect),
+:class:`Operation` (a started run or import) and :class:`Result` (a finished
+run), plus the fan-out helpers :func:`branch` and :func:`as_completed`."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import http.client
+import math
+import os
+import posixpath
+import socket
+import tarfile
+import io
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+)
+
+from .errors import (
+    ArborError,
+    BadRequest,
+    CommandFailed,
+    Conflict,
+    NoImage,
+    NotFound,
+    OperationCancelled,
+    OperationFailed,
+    WaitTimeout,
+    ConnectionFailed,
+    Forbidden,
+    Gone,
+    RateLimited,
+    ServerError,
+    TooEarly,
+    Unauthorized,
+)
+from .files import FilesArg
+from .models import (
+    TERMINAL_STATUSES,
+    Diff,
+    Event,
+    FileEntry,
+    GrepResult,
+    OutputChunk,
+    decode_stream,
+    encode_stream,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client
+
+__all__ = ["Image", "Operation", "Result", "Lineage", "branch", "as_completed", "ImageRef", "Command"]
+
+ImageRef = Union[str, "Image", "Result"]
+"""An image: an :class:`Image`, a :class:`Result` (its image), a uuid,
+``"tag:NAME"`` or a bare tag."""
+
+Command = Union[str, Sequence[str], Mapping[str, Any]]
+"""One command of :func:`branch`: a shell string, an argv list, or a dict of
+``run()`` keyword arguments."""
+
+
+def _q(s: str) -> str:
+    from urllib.parse import quote
+
+    return quote(s, safe="")
+
+
+def _ceil_seconds(v: Union[int, float, dt.timedelta]) -> int:
+    if isinstance(v, dt.timedelta):
+        v = v.total_seconds()
+    return max(1, int(math.ceil(v)))
+
+
+# ---------------------------------------------------------------------------
+# Image
+# ---------------------------------------------------------------------------
+
+
+class Image:
+    """An immutable filesystem snapshot.
+
+    Run commands on it (:meth:`run`, :meth:`branch`), read it without a
+    sandbox (:meth:`ls`, :meth:`read`, :meth:`grep`, :meth:`download`,
+    :meth:`archive`), compare it (:meth:`diff`, :meth:`lineage`) and name it
+    (:meth:`set_tag`). Metadata attributes (``tag``, ``created_at``, …) are
+    fetched on first access if the handle was made from a bare uuid.
+    """
+
+    def __init__(self, client: "Client", uuid: str, data: Optional[Mapping[str, Any]] = None) -> None:
+        self._c = client
+        self.uuid = uuid
+        self._data: Optional[Dict[str, Any]] = dict(data) if data is not None else None
+
+    # -- metadata --------------------------------------------------------
+
+    def refresh(self) -> "Image":
+        """Re-read the image's metadata from the server; returns ``self``."""
+        self._data = self._c._t.get_json(f"/v1/inspect/{_q(self.uuid)}/") or {}
+        return self
+
+    @property
+    def raw(self) -> Dict[str, Any]:
+        """The server's JSON for this image (fetched if needed)."""
+        if self._data is None:
+            self.refresh()
+        assert self._data is not None
+        return self._data
+
+    @property
+    def tag(self) -> Optional[str]:
+        """The image's tag, or ``None``."""
+        return self.raw.get("tag")
+
+    @property
+    def created_at(self) -> Optional[str]:
+        """Creation time (RFC 3339)."""
+        return self.raw.get("created_at")
+
+    @property
+    def operation_uuid(self) -> Optional[str]:
+        """The operation that produced this image (``None`` for imported images)."""
+        return self.raw.get("operation_uuid")
+
+    @property
+    def operation(self) -> Optional["Operation"]:
+        """The operation that produced this image, or ``None`` (imported images)."""
+        u = self.operation_uuid
+        if not u:
+            return None
+        summary = self.raw.get("operation")
+        return Operation(self._c, u, data=summary if isinstance(summary, dict) else None)
+
+    @property
+    def parent_uuid(self) -> Optional[str]:
+        """The image this one was made from (``None`` for base images)."""
+        return self.raw.get("parent_uuid")
+
+    @property
+    def parent(self) -> Optional["Image"]:
+        """The parent image's handle, or ``None``."""
+        p = self.parent_uuid
+        return Image(self._c, p) if p else None
+
+    @property
+    def depth(self) -> int:
+        """Number of ancestors."""
+        return int(self.raw.get("depth") or 0)
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the image was deleted (seen in lineage answers: a deleted
+        ancestor stays while its descendants need its layers)."""
+        return bool(self.raw.get("deleted"))
+
+    @property
+    def layer_bytes(self) -> int:
+        """Size of this image's own layer in bytes."""
+        return int(self.raw.get("layer_bytes") or 0)
+
+    def __repr__(self) -> str:
+        tag = self._data.get("tag") if self._data else None
+        return f"Image({self.uuid!r}" + (f", tag={tag!r}" if tag else "") + ")"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Image) and other.uuid == self.uuid
+
+    def __hash__(self) -> int:
+        return hash(self.uuid)
+
+    # -- running ---------------------------------------------------------
+
+    def run(
+        self,
+        command: Optional[Union[str, Sequence[str]]] = None,
+        *,
+        shell: Union[str, bool, None] = None,
+        args: Optional[Sequence[str]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[Union[int, float, dt.timedelta]] = None,
+        disposable: bool = True,
+        stdin: Optional[Union[str, bytes]] = None,
+        files: Optional[FilesArg] = None,
+        tag: Optional[str] = None,
+        check: bool = False,
+        hostname: Optional[str] = None,
+        truncate_output_at: Optional[int] = None,
+        preserve_env: Optional[bool] = None,
+        uid: Optional[int] = None,
+        gid: Optional[int] = None,
+        runtime: Optional[str] = None,
+        network: Optional[bool] = None,
+        memory_bytes: Optional[int] = None,
+        cpus: Optional[float] = None,
+        pids: Optional[int] = None,
+        max_layer_bytes: Optional[int] = None,
+    ) -> "Operation":
+        """Start a command in a fresh sandbox on this image and return at once.
+
+        The sandbox starts immediately; call :meth:`Operation.wait` for the
+        :class:`Result`. Several runs started one after another proceed in
+        parallel.
+
+        How the command is given:
+
+        * ``shell="cmd && cmd"`` — a shell expression (``/bin/sh -c``);
+        * ``command="cmd && cmd"`` — the same (a string runs in the shell
+          unless ``shell=False``);
+        * ``command=["prog", "arg"]`` or ``command="prog", args=[...]`` —
+          executed directly, no shell.
+
+        Options: ``env`` (extra variables), ``cwd`` (default ``/root``),
+        ``timeout`` (seconds or timedelta; server default 60), ``stdin``
+        (text or bytes), ``files`` (``{dest: source}`` placed before the
+        command runs; a source is a local path — a directory is copied
+        recursively —, bytes, a file object, an uploaded file or its uuid,
+        or a :class:`~arbor.FileSpec` for mode/owner; a list of local paths
+        places each in ``cwd`` under its own name), ``disposable`` (default
+        ``True``: keep no snapshot; pass ``False`` to get ``result.image``),
+        ``tag`` (tag the result image when done; implies
+        ``disposable=False``), ``check`` (``wait()`` raises
+        :class:`~arbor.CommandFailed` on a non-zero exit or timeout).
+
+        arbor extensions: ``runtime`` (``"runsc"``, ``"runc"``, ``"crun"``),
+        ``network`` (outbound network on/off), ``memory_bytes``, ``cpus``,
+        ``pids``, ``max_layer_bytes`` (filesystem growth cap).
+        """
+        if isinstance(shell, str):
+            if command is not None:
+                raise TypeError("pass either shell='...' or command=..., not both")
+            cmd, use_shell = shell, True
+        elif command is None:
+            raise TypeError("run() needs a command: run(shell='echo hi') or run(['echo', 'hi'])")
+        elif isinstance(command, str):
+            cmd = command
+            use_shell = bool(shell) if shell is not None else not args
+        else:
+            argv = list(command)
+            if not argv:
+                raise ValueError("empty command")
+            if args:
+                argv += list(args)
+            cmd, args, use_shell = argv[0], argv[1:], bool(shell)
+        if tag is not None:
+            disposable = False
+        body: Dict[str, Any] = {
+            "command": cmd,
+            "image": self.uuid,
+            "shell": use_shell,
+            "disposable": bool(disposable),
+        }
+        if args:
+            body["args"] = [str(a) for a in args]
+        if env:
+            body["env"] = {str(k): str(v) for k, v in env.items()}
+        if cwd is not None:
+            body["cwd"] = cwd
+        if timeout is not None:
+            body["timeout"] = _ceil_seconds(timeout)
+        if stdin is not None:
+            data = stdin.encode("utf-8") if isinstance(stdin, str) else bytes(stdin)
+            body["stdin"] = encode_stream(data)
+        if files:
+            body["files"] = self._c.files.specs(files, cwd)
+        for k, v in (("hostname", hostname), ("truncate_output_at", truncate_output_at),
+                     ("preserve_env", preserve_env), ("uid", uid), ("gid", gid)):
+            if v is not None:
+                body[k] = v
+        rt = runtime or self._c.default_runtime
+        if rt:
+            body["runtime"] = rt
+        if network is not None:
+            body["networking"] = {"enabled": bool(network)}
+        limits = {k: v for k, v in (("memory_bytes", memory_bytes), ("cpus", cpus), ("pids", pids),
+                                    ("max_layer_bytes", max_layer_bytes)) if v is not None}
+        if limits:
+            body["resources_limits"] = limits
+        resp = self._c._t.request("POST", "/v1/instances", json=body)
+        d = resp.json() or {}
+        op_id = d.get("uuid")
+        if not op_id:
+            loc = resp.header("Location") or ""
+            op_id = loc.rstrip("/").rsplit("/", 1)[-1]
+        if not op_id:
+            raise ArborError("the server accepted the run but named no operation (no uuid, no Location)")
+        return Operation(self._c, op_id, kind="instance", spawn=d, tag=tag, check=check, image=self)
+
+    def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["Result"]:
+        """Run several commands from this image in parallel; results in order.
+        See :func:`branch`."""
+        return branch(self, commands, **run_kwargs)
+
+    # -- inspection ------------------------------------------------------
+
+    def ls(self, path: str = "/") -> List[FileEntry]:
+        """List a directory (without starting a sandbox)."""
+        d = self._c._t.get_json(f"/v1/inspect/{_q(self.uuid)}/list", {"path": path}) or {}
+        directory = d.get("path") or path
+        return [FileEntry.from_wire(directory, f) for f in d.get("files") or []]
+
+    def ls_text(self, path: str = "/") -> str:
+        """``ls -l`` style listing as text."""
+        r = self._c._t.request("GET", f"/v1/inspect/{_q(self.uuid)}/list", params={"path": path, "text": "1"})
+        return r.content.decode("utf-8", "replace")
+
+    def read(self, path: str) -> bytes:
+        """Return the content of a file in the image."""
+        return self._c._t.request("GET", f"/v1/inspect/{_q(self.uuid)}/download", params={"path": path}).content
+
+    def read_text(self, path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """Return the content of a file as text."""
+        return self.read(path).decode(encoding, errors)
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` (file or directory) exists in the image."""
+        for what in ("download", "archive"):
+            try:
+                self._c._t.request("HEAD", f"/v1/inspect/{_q(self.uuid)}/{what}", params={"path": path})
+                return True
+            except (NotFound, BadRequest):
+                continue
+        return False
+
+    def download(self, path: str, dest: Union[str, "os.PathLike[str]"]) -> Path:
+        """Stream a file of the image to a local path (a directory ``dest``
+        receives it under its own name); returns the local path."""
+        out = Path(dest)
+        if out.is_dir():
+            out = out / posixpath.basename(path.rstrip("/"))
+        tmp = out.with_name(out.name + ".part")
+        with self._c._t.request("GET", f"/v1/inspect/{_q(self.uuid)}/download", params={"path": path}, stream=True) as r:
+            with open(tmp, "wb") as f:
+                for chunk in r.iter_chunks():
+                    f.write(chunk)
+        os.replace(tmp, out)
+        return out
+
+    def archive(
+        self,
+        path: str = "/",
+        dest: Optional[Union[str, "os.PathLike[str]"]] = None,
+        *,
+        extract: bool = False,
+    ) -> Union[bytes, Path]:
+        """Fetch a directory subtree as a tar archive.
+
+        Without ``dest`` the tar bytes are returned. With ``dest`` the tar is
+        written there (streamed), or, with ``extract=True``, unpacked into the
+        directory ``dest``; the local path is returned.
+        """
+        target = f"/v1/inspect/{_q(self.uuid)}/archive"
+        if dest is None:
+            return self._c._t.request("GET", target, params={"path": path}).content
+        out = Path(dest)
+        if extract:
+            out.mkdir(parents=True, exist_ok=True)
+            with self._c._t.request("GET", target, params={"path": path}, stream=True) as r:
+                with tarfile.open(fileobj=_ReadAdapter(r), mode="r|*") as tf:
+                    _safe_extract(tf, out)
+            return out
+        tmp = out.with_name(out.name + ".part")
+        with self._c._t.request("GET", target, params={"path": path}, stream=True) as r:
+            with open(tmp, "wb") as f:
+                for chunk in r.iter_chunks():
+                    f.write(chunk)
+        os.replace(tmp, out)
+        return out
+
+    def grep(
+        self,
+        pattern: Union[str, Sequence[str]],
+        path: Union[str, Sequence[str], None] = None,
+        *,
+        glob: Union[str, Sequence[str], None] = None,
+        max_count: Optional[int] = None,
+        max_total: Optional[int] = None,
+        case: Optional[str] = None,
+        before: Optional[int] = None,
+        after: Optional[int] = None,
+    ) -> GrepResult:
+        """Search file contents (regular expressions) without a sandbox.
+
+        ``pattern``, ``path`` and ``glob`` may be lists; ``case`` is
+        ``"sensitive"``, ``"insensitive"`` or ``"smart"``; ``before``/``after``
+        add context lines; ``max_count`` caps matches per file, ``max_total``
+        overall.
+        """
+        params = {
+            "pattern": [pattern] if isinstance(pattern, str) else list(pattern),
+            "path": path if path is None or isinstance(path, str) else list(path),
+            "glob": glob if glob is None or isinstance(glob, str) else list(glob),
+            "max_count": max_count,
+            "max_total": max_total,
+            "case": case,
+            "before": before,
+            "after": after,
+        }
+        return GrepResult.from_wire(self._c._t.get_json(f"/v1/inspect/{_q(self.uuid)}/grep", params) or {})
+
+    def diff(self, other: Optional["ImageRef"] = None, path: Optional[str] = None) -> Diff:
+        """What changed from this image to ``other`` (arbor extension); without
+        ``other``, what this image changed relative to its parent. ``path``
+        limits the comparison to a subtree."""
+        params: Dict[str, Any] = {"path": path}
+        to = self.uuid
+        if other is not None:
+            to = self._c.images.use(other).uuid
+            params["to"] = to
+        d = self._c._t.get_json(f"/v1/images/{_q(self.uuid)}/diff", params) or {}
+        return Diff.from_wire(d, "" if other is None else self.uuid, to)
+
+    def lineage(self) -> "Lineage":
+        """This image's ancestors (parent first) and direct children (arbor extension)."""
+        d = self._c._t.get_json(f"/v1/images/{_q(self.uuid)}/lineage") or {}
+        return Lineage.from_wire(self._c, self, d)
+
+    # -- naming and lifetime ---------------------------------------------
+
+    def set_tag(self, tag: str) -> "Image":
+        """Tag this image (a tag names one image; it moves from any other). Returns ``self``."""
+        d = self._c._t.send_json("PATCH", f"/v1/images/{_q(self.uuid)}/tag", {"tag": tag})
+        if isinstance(d, dict) and d.get("uuid"):
+            self._data = d
+        else:
+            self._data = None
+        return self
+
+    def untag(self) -> "Image":
+        """Remove this image's tag. Returns ``self``."""
+        d = self._c._t.send_json("DELETE", f"/v1/images/{_q(self.uuid)}/tag")
+        self._data = d if isinstance(d, dict) and d.get("uuid") else None
+        return self
+
+    def delete(self) -> None:
+        """Delete this image (arbor extension). Its descendants stay usable."""
+        self._c._t.request("DELETE", f"/v1/images/{_q(self.uuid)}")
+
+
+class _ReadAdapter(io.RawIOBase):
+    """File-like view of a streamed response, for tarfile."""
+
+    def __init__(self, resp: Any) -> None:
+        self._r = resp
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._r.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def _safe_extract(tf: tarfile.TarFile, dest: Path) -> None:
+    if hasattr(tarfile, "data_filter"):
+        tf.extractall(dest, filter="data")  # type: ignore[call-arg]
+        return
+    root = dest.resolve()
+    for m in tf:
+        target = (dest / m.name).resolve()
+        if root != target and root not in target.parents:
+            raise ArborError(f"refusing to extract {m.name!r} outside {dest}")
+        if m.issym() or m.islnk():
+            link = (target.parent / m.linkname).resolve() if m.issym() else (dest / m.linkname).resolve()
+            if root != link and root not in link.parents:
+                continue
+        if m.isdev():
+            continue
+        tf.extract(m, dest, set_attrs=False)
+
+
+@dataclass
+class Lineage:
+    """An image's place in its tree: ``ancestors`` (parent first, up to the base
+    image) and direct ``children`` (newest first)."""
+
+    image: Image
+    ancestors: List[Image]
+    children: List[Image]
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def root(self) -> Image:
+        """The base image of the chain."""
+        return self.ancestors[-1] if self.ancestors else self.image
+
+    @classmethod
+    def from_wire(cls, client: "Client", image: Image, d: Mapping[str, Any]) -> "Lineage":
+        def im(x: Any) -> Image:
+            if isinstance(x, str):
+                return Image(client, x)
+            return Image(client, str(x.get("uuid")), x)
+
+        me = d.get("image")
+        if isinstance(me, Mapping) and me.get("uuid"):
+            image._data = dict(me)
+        return cls(
+            image=image,
+            ancestors=[im(a) for a in d.get("ancestors") or []],
+            children=[im(c) for c in d.get("children") or []],
+            raw=dict(d),
+        )
+
+
+# ---------------------------------------------------------------------------
+# Operation
+# ---------------------------------------------------------------------------
+
+_STREAM_ERRORS = (ConnectionError, socket.timeout, OSError, http.client.HTTPException)
+
+
+class _Reconnect(Exception):
+    pass
+
+
+class Operation:
+    """A started run or image import.
+
+    ``wait()`` blocks until it ends and returns its :class:`Result`;
+    ``events()`` follows its event log live; ``cancel()`` stops it.
+    """
+
+    def __init__(
+        self,
+        client: "Client",
+        uuid: str,
+        *,
+        kind: Optional[str] = None,
+        data: Optional[Mapping[str, Any]] = None,
+        spawn: Optional[Mapping[str, Any]] = None,
+        tag: Optional[str] = None,
+        check: bool = False,
+        image: Optional[Image] = None,
+    ) -> None:
+        self._c = client
+        self.id = uuid
+        self._kind = kind
+        self._data: Optional[Dict[str, Any]] = dict(data) if data is not None else None
+        self._spawn = dict(spawn) if spawn else {}
+        self._tag = tag
+        self._check = check
+        self._image = image
+        self._result: Optional[Result] = None
+        self._full = False  # _data is a full OperationResponse (not a list summary)
+
+    @property
+    def uuid(self) -> str:
+        """The operation id (same as :attr:`id`)."""
+        return self.id
+
+    def __repr__(self) -> str:
+        st = self._data.get("status") if self._data else None
+        return f"Operation({self.id!r}" + (f", status={st!r}" if st else "") + ")"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Operation) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- state -----------------------------------------------------------
+
+    def refresh(self) -> Dict[str, Any]:
+        """Fetch the operation's current state (``GET /v1/operations/{id}``)."""
+        self._data = self._c._t.get_json(f"/v1/operations/{_q(self.id)}") or {}
+        self._full = True
+        return self._data
+
+    @property
+    def raw(self) -> Dict[str, Any]:
+        """The last fetched ``OperationResponse`` JSON (fetched if needed)."""
+        if self._data is None:
+            self.refresh()
+        assert self._data is not None
+        return self._data
+
+    @property
+    def status(self) -> str:
+        """Current status (``PENDING`` … ``SUCCESS``/``FAILED``/``CANCELLED``);
+        re-read from the server unless already terminal."""
+        if self._data is None or self._data.get("status") not in TERMINAL_STATUSES:
+            self.refresh()
+        return str(self.raw.get("status"))
+
+    @property
+    def kind(self) -> str:
+        """``"instance"`` (a run) or ``"image_import"``."""
+        return self._kind or str(self.raw.get("kind") or "instance")
+
+    def done(self) -> bool:
+        """Whether the operation has finished (re-reads its status)."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def image(self) -> Optional[Image]:
+        """The input image of a run."""
+        if self._image is None:
+            u = self.raw.get("image_uuid") or self._spawn.get("image")
+            if u:
+                self._image = Image(self._c, u)
+        return self._image
+
+    def cancel(self) -> bool:
+        """Cancel the operation. Returns ``False`` if it had already finished."""
+        try:
+            self._c._t.request("DELETE", f"/v1/operations/{_q(self.id)}")
+            return True
+        except Conflict:
+            return False
+
+    # -- events ----------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        follow: bool = True,
+        since: Optional[int] = None,
+        spid: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[Event]:
+        """Iterate over the operation's event log.
+
+        With ``follow=True`` (default) the iterator waits for new events and
+        ends after the ``completion`` event; a dropped connection is resumed
+        transparently with ``Last-Event-Id`` (no event is repeated or lost).
+        ``since`` starts after that event id; ``spid`` keeps one process's
+        events (1 = the main process). ``timeout`` (seconds) raises
+        :class:`~arbor.WaitTimeout` if the log has not completed by then.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for ev in self._follow(follow=follow, since=since, spid=spid, deadline=deadline):
+            if ev is not None:
+                yield ev
+
+    def output(self, *, timeout: Optional[float] = None) -> Iterator[OutputChunk]:
+        """Iterate over the run's stdout/stderr live, as :class:`~arbor.OutputChunk`."""
+        for ev in self.events(timeout=timeout):
+            if ev.type in ("stdout", "stderr"):
+                yield OutputChunk(ev.type, ev.bytes, ev.spid)
+
+    def _follow(
+        self,
+        *,
+        follow: bool,
+        since: Optional[int],
+        spid: Optional[int],
+        deadline: Optional[float],
+    ) -> Iterator[Optional[Event]]:
+        t = self._c._t
+        last = since
+        empty_tries = 0
+        errors = 0
+        path = f"/v1/operations/{_q(self.id)}/events"
+
+        def check_deadline() -> None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"operation {self.id} not finished within the timeout", self)
+
+        def backoff(attempt: int, retry_after: Optional[float] = None) -> None:
+            delay = t.retry.delay(max(1, min(attempt, 6)), retry_after)
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(delay)
+
+        while True:
+            check_deadline()
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            params: Dict[str, Any] = {"follow": "1" if follow else None, "spid": spid}
+            if last is not None:
+                headers["Last-Event-Id"] = str(last)
+                params["since"] = last
+            read_timeout = t.timeout
+            if deadline is not None:
+                read_timeout = max(0.05, min(read_timeout, deadline - time.monotonic()))
+            try:
+                resp = t.request("GET", path, params=params, headers=headers, stream=True,
+                                 timeout=read_timeout, retry=False)
+            except (TooEarly, RateLimited, Gone, ServerError) as e:
+                if not follow and isinstance(e, TooEarly):
+                    return  # a replay of an operation with no events yet
+                # Not ready yet (e.g. PENDING) or transient: retry as told.
+                errors += 1
+                if errors > 60:
+                    raise
+                backoff(errors, e.retry_after)
+                continue
+            except ConnectionFailed:
+                errors += 1
+                if errors > 8:
+                    raise
+                backoff(errors)
+                continue
+            progressed = False
+            clean_end = False
+            try:
+                for frame in _sse_frames(resp):
+                    if frame is None:
+                        yield None
+                        check_deadline()
+                        continue
+                    fid, ftype, fdata = frame
+                    if ftype == "sse_error":
+                        raise _Reconnect(fdata)
+                    ev = Event.from_frame(fid, ftype, fdata)
+                    if last is not None and 0 <= ev.id <= last:
+                        continue  # a server that ignored the resume id
+                    if ev.id >= 0:
+                        last = ev.id
+                    progressed = True
+                    errors = 0
+                    yield ev
+                    if ev.type == "completion":
+                        return
+                    check_deadline()
+                clean_end = True
+            except (_Reconnect, zlib.error, *_STREAM_ERRORS):
+                errors += 1
+                if errors > 20:
+                    raise ArborError(f"the event stream of operation {self.id} keeps failing") from None
+            finally:
+                resp.close()
+            if clean_end and not follow:
+                return
+            # The stream broke, or ended without a completion event:
+            # reconnect after the last event seen; if it keeps ending empty,
+            # check whether the operation is over.
+            if progressed:
+                empty_tries = 0
+                continue
+            empty_tries += 1
+            if clean_end and empty_tries >= 3:
+                st = self.refresh().get("status")
+                if st in TERMINAL_STATUSES and empty_tries >= 5:
+                    raise ArborError(f"the event log of operation {self.id} ({st}) ended without a completion event")
+            backoff(max(errors, empty_tries))
+
+    # -- waiting ---------------------------------------------------------
+
+    def wait(self, timeout: Optional[float] = None, *, check: Optional[bool] = None) -> "Result":
+        """Block until the operation ends and return its :class:`Result`.
+
+        The exit code is in ``result.exit_code`` (a non-zero exit is not an
+        exception, unless ``check=True`` or the run was started with
+        ``check=True``: then :class:`~arbor.CommandFailed`). Raises
+        :class:`~arbor.OperationFailed` if the operation FAILED (an
+        infrastructure or setup error), :class:`~arbor.OperationCancelled` if
+        it was cancelled, and :class:`~arbor.WaitTimeout` if ``timeout``
+        seconds pass first (the operation keeps running).
+        """
+        if self._result is None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if self._data is None or self._data.get("status") not in TERMINAL_STATUSES:
+                try:
+                    for ev in self._follow(follow=True, since=None, spid=0, deadline=deadline):
+                        if ev is not None and ev.type == "completion":
+                            break
+                except (WaitTimeout, Unauthorized, Forbidden):
+                    raise
+                except NotFound:
+                    self.refresh()  # raises NotFound if the operation is unknown
+                except ArborError:
+                    pass  # events unavailable or broken: poll instead
+                self._poll(deadline)
+            elif not self._full:
+                self.refresh()  # a list summary lacks the output
+            self._result = self._make_result()
+        r = self._result
+        if r.status == "FAILED":
+            raise OperationFailed(f"operation {self.id} failed: {r.error or 'no reason given'}", self)
+        if r.status == "CANCELLED":
+            raise OperationCancelled(f"operation {self.id} was cancelled", self)
+        if (self._check if check is None else check) and not r.ok:
+            how = "timed out" if r.timed_out else f"exited with {r.exit_code}"
+            err = r.stderr.strip().splitlines()[-1:] if r.stderr else []
+            raise CommandFailed(f"command {how}" + (f": {err[0]}" if err else ""), r)
+        return r
+
+    def _poll(self, deadline: Optional[float]) -> None:
+        delay = 0.05
+        while True:
+            st = self.refresh().get("status")
+            if st in TERMINAL_STATUSES:
+                return
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise WaitTimeout(f"operation {self.id} not finished within the timeout", self)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def _make_result(self) -> "Result":
+        d = self.raw
+        r = Result._from_operation(self, d)
+        if self._tag and r.image is not None and r.status == "SUCCESS":
+            r.image.set_tag(self._tag)
+        return r
+
+    @property
+    def result(self) -> Optional["Result"]:
+        """The result if :meth:`wait` already returned, else ``None``."""
+        return self._result
+
+
+def _sse_frames(resp: Any) -> Iterator[Optional[tuple]]:
+    """Parse an SSE stream: yields ``(id, event, data)`` per frame and ``None``
+    for each comment (keepalive)."""
+    fid: Optional[str] = None
+    ftype: Optional[str] = None
+    data: List[str] = []
+    while True:
+        line_b = resp.readline()
+        if not line_b:
+            return
+        if line_b.endswith(b"\n"):
+            line_b = line_b[:-1]
+        if line_b.endswith(b"\r"):
+            line_b = line_b[:-1]
+        line = line_b.decode("utf-8", "replace")
+        if not line:
+            if data or ftype is not None:
+                yield (fid, ftype, "\n".join(data))
+            fid, ftype, data = None, None, []
+            continue
+        if line.startswith(":"):
+            yield None
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            ftype = value
+        elif name == "id":
+            fid = value
+
+
+# ---------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------
+
+
+class Result:
+    """The outcome of a finished operation.
+
+    For runs: ``exit_code``, ``stdout``/``stderr`` (text) and
+    ``stdout_bytes``/``stderr_bytes``, ``timed_out``, ``signal``,
+    ``resources`` (usage dict), ``duration`` (seconds), and ``image`` — the
+    snapshot the run produced (``None`` for disposable runs). A result
+    delegates ``run``, ``branch``, ``ls``, ``read``, … to its image, so runs
+    chain: ``result.run(...)``. For imports ``exit_code`` is 0 and
+    ``image`` is the imported image.
+    """
+
+    def __init__(
+        self,
+        *,
+        operation: Operation,
+        status: str,
+        exit_code: int,
+        signal: int,
+        timed_out: bool,
+        stdout_bytes: bytes,
+        stderr_bytes: bytes,
+        stdout_truncated: bool,
+        stderr_truncated: bool,
+        resources: Dict[str, Any],
+        duration: float,
+        image: Optional[Image],
+        error: Optional[str],
+        raw: Dict[str, Any],
+    ) -> None:
+        self.operation = operation
+        self.operation_id = operation.id
+        self.status = status
+        self.exit_code = exit_code
+        self.signal = signal
+        self.timed_out = timed_out
+        self.stdout_bytes = stdout_bytes
+        self.stderr_bytes = stderr_bytes
+        self.stdout_truncated = stdout_truncated
+        self.stderr_truncated = stderr_truncated
+        self.resources = resources
+        self.duration = duration
+        self.image = image
+        self.error = error
+        self.raw = raw
+
+    @property
+    def stdout(self) -> str:
+        """Captured standard output as text (UTF-8; invalid bytes replaced)."""
+        return self.stdout_bytes.decode("utf-8", "replace")
+
+    @property
+    def stderr(self) -> str:
+        """Captured standard error as text."""
+        return self.stderr_bytes.decode("utf-8", "replace")
+
+    @property
+    def ok(self) -> bool:
+        """``exit_code == 0`` and not timed out."""
+        return self.exit_code == 0 and not self.timed_out and self.status == "SUCCESS"
+
+    def check(self) -> "Result":
+        """Raise :class:`~arbor.CommandFailed` unless :attr:`ok`; returns ``self``."""
+        if not self.ok:
+            how = "timed out" if self.timed_out else f"exited with {self.exit_code}"
+            raise CommandFailed(f"command {how}", self)
+        return self
+
+    def __repr__(self) -> str:
+        img = self.image.uuid if self.image else None
+        return f"Result(exit_code={self.exit_code}, timed_out={self.timed_out}, image={img!r}, operation={self.operation_id!r})"
+
+    @classmethod
+    def _from_operation(cls, op: Operation, d: Mapping[str, Any]) -> "Result":
+        md = d.get("metadata") or {}
+        res = md.get("result") if isinstance(md, Mapping) else None
+        res = res or {}
+        state = res.get("state") or {}
+        kind = d.get("kind") or op._kind or "instance"
+        status = str(d.get("status") or "")
+        if kind == "instance":
+            exit_code = int(state.get("exit_code", -1) if state else -1)
+        else:
+            exit_code = 0 if status == "SUCCESS" else -1
+        img_uuid = d.get("result_image_uuid") or (d.get("result") or {}).get("image")
+        return cls(
+            operation=op,
+            status=status,
+            exit_code=exit_code,
+            signal=int(state.get("signal", -1) if state else -1),
+            timed_out=bool(state.get("timed_out", False)),
+            stdout_bytes=decode_stream(res.get("stdout")),
+            stderr_bytes=decode_stream(res.get("stderr")),
+            stdout_truncated=bool((res.get("stdout") or {}).get("truncated")),
+            stderr_truncated=bool((res.get("stderr") or {}).get("truncated")),
+            resources=dict(res.get("resources") or {}),
+            duration=float(d.get("duration") or 0.0),
+            image=Image(op._c, img_uuid) if img_uuid else None,
+            error=d.get("error"),
+            raw=dict(d),
+        )
+
+    # -- delegation to the image -----------------------------------------
+
+    def _img(self) -> Image:
+        if self.image is None:
+            raise NoImage(
+                f"operation {self.operation_id} kept no snapshot: run it with disposable=False to continue from its result"
+            )
+        return self.image
+
+    def run(self, command: Optional[Union[str, Sequence[str]]] = None, **kwargs: Any) -> Operation:
+        """Run on this result's image (see :meth:`Image.run`)."""
+        return self._img().run(command, **kwargs)
+
+    def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["Result"]:
+        """Fan out from this result's image (see :func:`branch`)."""
+        return branch(self._img(), commands, **run_kwargs)
+
+    def ls(self, path: str = "/") -> List[FileEntry]:
+        """List a directory of the result image."""
+        return self._img().ls(path)
+
+    def read(self, path: str) -> bytes:
+        """Read a file of the result image."""
+        return self._img().read(path)
+
+    def read_text(self, path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """Read a file of the result image as text."""
+        return self._img().read_text(path, encoding, errors)
+
+    def grep(self, pattern: Union[str, Sequence[str]], path: Union[str, Sequence[str], None] = None, **kw: Any) -> GrepResult:
+        """Grep the result image."""
+        return self._img().grep(pattern, path, **kw)
+
+    def diff(self, other: Optional["ImageRef"] = None, path: Optional[str] = None) -> Diff:
+        """Diff against ``other``; by default what this run changed (input → result)."""
+        if other is None:
+            src = self.operation.image
+            if src is None:
+                raise NoImage("the run's input image is unknown")
+            return src.diff(self._img(), path)
+        return self._img().diff(other, path)
+
+    def set_tag(self, tag: str) -> Image:
+        """Tag the result image; returns it."""
+        return self._img().set_tag(tag)
+
+
+# ---------------------------------------------------------------------------
+# fan-out helpers
+# ---------------------------------------------------------------------------
+
+
+def branch(
+    image: Union[Image, Result],
+    commands: Iterable[Command],
+    *,
+    wait_timeout: Optional[float] = None,
+    **run_kwargs: Any,
+) -> List[Result]:
+    """Start every command from ``image`` at once, wait for all, and return the
+    results in the order of ``commands``.
+
+    Each command is a shell string, an argv list, or a dict of
+    :meth:`Image.run` keyword arguments (merged over ``run_kwargs``). Pass
+    ``disposable=False`` to keep each branch's snapshot in
+    ``result.image``. ``wait_timeout`` bounds the whole wait (seconds;
+    :class:`~arbor.WaitTimeout`). If a wait raises, the remaining operations
+    are cancelled and the error propagates.
+    """
+    img = image._img() if isinstance(image, Result) else image
+    ops: List[Operation] = []
+    try:
+        for c in commands:
+            kw = dict(run_kwargs)
+            if isinstance(c, Mapping):
+                kw.update(c)
+                ops.append(img.run(**kw))
+            elif isinstance(c, str):
+                ops.append(img.run(shell=c, **kw))
+            else:
+                ops.append(img.run(list(c), **kw))
+    except BaseException:
+        for op in ops:
+            _quiet_cancel(op)
+        raise
+    deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+    results: List[Result] = []
+    for i, op in enumerate(ops):
+        try:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            results.append(op.wait(left))
+        except BaseException:
+            for rest in ops[i + 1:]:
+                _quiet_cancel(rest)
+            raise
+    return results
+
+
+def _quiet_cancel(op: Operation) -> None:
+    try:
+        op.cancel()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def as_completed(ops: Iterable[Operation], timeout: Optional[float] = None) -> Iterator[Result]:
+    """Yield results of ``ops`` as they finish (first finished first).
+
+    Errors (:class:`~arbor.OperationFailed`, …) are raised when their
+    operation comes up. ``timeout`` bounds the whole iteration.
+    """
+    ops = list(ops)
+    if not ops:
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(64, len(ops))) as pool:
+        futs = [pool.submit(op.wait, timeout) for op in ops]
+        try:
+            for f in concurrent.futures.as_completed(futs, timeout=timeout):
+                yield f.result()
+        except concurrent.futures.TimeoutError:
+            raise WaitTimeout("operations not finished within the timeout", ops[0]) from None

@@ -1,0 +1,527 @@
+"""Pure-logic tests: no daemon needed. Transport behaviour (retries, gzip,
+error mapping, SSE parsing, resume) runs against a tiny in-process HTTP server."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+import pytest
+
+import arbor
+from arbor import errors
+from arbor._http import RetryPolicy, Transport, encode_query, parse_retry_after
+from arbor.models import Event, FileEntry, decode_stream, encode_stream
+from arbor.objects import _sse_frames
+
+PYDIR = Path(__file__).resolve().parent.parent
+
+OP = "11111111-2222-3333-4444-555555555555"
+IMG = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+
+class Fake:
+    """A scripted HTTP server: ``handler(method, path, headers, body)`` returns
+    ``(status, headers, body_bytes)`` or a callable that writes to the socket."""
+
+    def __init__(self, handler: Callable[..., Any]) -> None:
+        self.handler = handler
+        self.requests: List[Tuple[str, str, Dict[str, str], bytes]] = []
+        fake = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _do(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                if self.headers.get("Transfer-Encoding") == "chunked":
+                    while True:
+                        size = int(self.rfile.readline().strip(), 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                hdrs = {k.lower(): v for k, v in self.headers.items()}
+                fake.requests.append((self.command, self.path, hdrs, body))
+                out = fake.handler(self.command, self.path, hdrs, body)
+                if callable(out):
+                    out(self)
+                    return
+                status, headers, payload = out
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                if "Content-Length" not in headers:
+                    self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_HEAD = _do
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+        threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def close(self) -> None:
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def fake():
+    made: List[Fake] = []
+
+    def make(handler: Callable[..., Any]) -> Fake:
+        f = Fake(handler)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+FAST = RetryPolicy(attempts=4, backoff=(0.01,), max_wait=0.2)
+
+
+def client_for(f: Fake, **kw: Any) -> arbor.Client:
+    return arbor.Client(url=f.url, token="t0k", retry=FAST, **kw)
+
+
+def js(status: int, obj: Any, **headers: str) -> Tuple[int, Dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json", **headers}, json.dumps(obj).encode()
+
+
+# -- small pure functions -----------------------------------------------------
+
+
+def test_encode_query() -> None:
+    assert encode_query({"a": None, "b": True, "c": False, "d": ["x y", "/p"], "e": 3}) == "b=1&c=0&d=x%20y&d=/p&e=3"
+    assert encode_query(None) == ""
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("2") == 2.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("garbage") is None
+    import email.utils
+
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < (parse_retry_after(future) or 0) <= 31
+
+
+def test_stream_codec() -> None:
+    assert decode_stream({"value": "aGkK", "encoding": "base64"}) == b"hi\n"
+    assert decode_stream({"value": "hi\n", "encoding": "ascii"}) == b"hi\n"
+    assert decode_stream(None) == b""
+    assert encode_stream(b"hi\n") == {"value": "hi\n", "encoding": "ascii"}
+    assert encode_stream(b"\xff") == {"value": "/w==", "encoding": "base64"}
+
+
+def test_error_classes() -> None:
+    for status, cls in [(400, errors.BadRequest), (401, errors.Unauthorized), (403, errors.Forbidden),
+                        (404, errors.NotFound), (409, errors.Conflict), (413, errors.TooLarge),
+                        (425, errors.TooEarly), (429, errors.RateLimited), (500, errors.ServerError),
+                        (503, errors.ServerError), (418, errors.HTTPError)]:
+        assert errors.error_for_status(status) is cls
+        assert issubclass(cls, arbor.ArborError)
+    assert issubclass(arbor.WaitTimeout, TimeoutError)
+
+
+def test_file_entry() -> None:
+    e = FileEntry.from_wire("/etc", {"path": "passwd", "size": 10, "mode": 0o100644, "is_regular": True})
+    assert e.path == "/etc/passwd" and e.name == "passwd" and e.permissions == 0o644
+    assert e.filemode == "-rw-r--r--"
+
+
+def test_event_from_frame() -> None:
+    ev = Event.from_frame("3", "stdout", json.dumps({"id": 3, "type": "stdout", "spid": 1, "ts": "x",
+                                                     "data": {"value": "aGkK", "encoding": "base64"}}))
+    assert (ev.id, ev.type, ev.spid, ev.text) == (3, "stdout", 1, "hi\n")
+
+
+class _Lines:
+    def __init__(self, data: bytes) -> None:
+        self.b = io.BytesIO(data)
+
+    def readline(self) -> bytes:
+        return self.b.readline()
+
+
+def test_sse_parser() -> None:
+    raw = b": keepalive\n\nid: 1\nevent: a\ndata: {\"x\":1}\n\nid: 2\r\nevent: b\r\ndata: l1\r\ndata: l2\r\n\r\n"
+    frames = list(_sse_frames(_Lines(raw)))
+    assert frames == [None, ("1", "a", '{"x":1}'), ("2", "b", "l1\nl2")]
+
+
+def test_busybox_tar() -> None:
+    from arbor.testing import busybox_tar, find_busybox
+
+    if not find_busybox():
+        pytest.skip("no static busybox on this host")
+    with tarfile.open(fileobj=io.BytesIO(busybox_tar())) as tf:
+        names = set(tf.getnames())
+        assert {"bin/busybox", "bin/sh", "etc/passwd", "tmp", "root"} <= names
+        assert tf.getmember("bin/sh").issym()
+
+
+# -- discovery ----------------------------------------------------------------
+
+
+def test_discover(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("ARBOR_URL", "ARBOR_TOKEN", "ARBOR_HOME"):
+        monkeypatch.delenv(k, raising=False)
+    (tmp_path / "url").write_text("http://127.0.0.1:9\n")
+    (tmp_path / "token").write_text("secret\n")
+    assert arbor.discover(home=tmp_path) == ("http://127.0.0.1:9", "secret")
+    monkeypatch.setenv("ARBOR_HOME", str(tmp_path))
+    assert arbor.discover() == ("http://127.0.0.1:9", "secret")
+    monkeypatch.setenv("ARBOR_TOKEN", "env-token")
+    monkeypatch.setenv("ARBOR_URL", "http://h:1")
+    assert arbor.discover() == ("http://h:1", "env-token")
+    assert arbor.discover(url="http://x:2", token="t") == ("http://x:2", "t")
+    monkeypatch.delenv("ARBOR_URL")
+    monkeypatch.setenv("ARBOR_HOME", str(tmp_path / "nope"))
+    with pytest.raises(arbor.ConfigError, match="cannot find the arbor daemon"):
+        arbor.Client()
+
+
+# -- transport against a fake server --------------------------------------------
+
+
+def test_error_mapping_and_message(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: js(404, {"error": "image not found", "status": 404}))
+    c = client_for(f)
+    with pytest.raises(arbor.NotFound) as ei:
+        c.images.get(IMG)
+    assert ei.value.status == 404 and ei.value.message == "image not found"
+    assert "image not found" in str(ei.value)
+    assert f.requests[0][2]["authorization"] == "Bearer t0k"
+
+
+def test_non_json_error_body(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: (502, {"Content-Type": "text/plain"}, b"bad gateway"))
+    with pytest.raises(arbor.ServerError, match="bad gateway"):
+        client_for(f).whoami()
+    assert len(f.requests) == FAST.attempts  # idempotent GET was retried
+
+
+def test_retry_425_honours_retry_after_even_for_post(fake: Any) -> None:
+    calls = {"n": 0}
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return js(429, {"error": "slow down"}, **{"Retry-After": "0.05"})
+        return js(201, {"uuid": OP}, Location=f"/v1/operations/{OP}")
+
+    f = fake(h)
+    c = client_for(f)
+    t0 = time.monotonic()
+    op = c.images.use(IMG).run(shell="true")
+    assert op.id == OP and calls["n"] == 2
+    assert time.monotonic() - t0 >= 0.04
+    body = json.loads(f.requests[-1][3])
+    assert body == {"command": "true", "image": IMG, "shell": True, "disposable": True}
+
+
+def test_no_retry_of_post_on_503(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: js(503, {"error": "busy"}))
+    with pytest.raises(arbor.ServerError):
+        client_for(f).images.use(IMG).run(shell="true")
+    assert len(f.requests) == 1
+
+
+def test_connection_refused() -> None:
+    c = arbor.Client(url="http://127.0.0.1:1", token="x", retry=RetryPolicy(attempts=2, backoff=(0.01,)))
+    with pytest.raises(arbor.ConnectionFailed, match="daemon running"):
+        c.whoami()
+
+
+def test_gzip_response(fake: Any) -> None:
+    payload = gzip.compress(json.dumps({"token_uuid": "u", "permissions": {}}).encode())
+    f = fake(lambda m, p, h, b: (200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, payload))
+    assert client_for(f).whoami()["token_uuid"] == "u"
+    assert "gzip" in f.requests[0][2]["accept-encoding"]
+
+
+def test_find_by_tag_redirect(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: (302, {"Location": f"{IMG}/"}, b""))
+    im = client_for(f).images.use("tag:busybox:latest")
+    assert im.uuid == IMG
+    assert f.requests[0][1] == "/v1/inspect/?tag=busybox%3Alatest"
+
+
+def test_uuid_ref_needs_no_request(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: js(500, {}))
+    assert client_for(f).images.use(IMG.upper()).uuid == IMG
+    assert f.requests == []
+
+
+def test_url_prefix(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: js(200, {"token_uuid": "u"}))
+    arbor.Client(url=f.url + "/sandboxes/", token="t").whoami()
+    assert f.requests[0][1] == "/sandboxes/v1/whoami"
+
+
+def test_upload_dedup_and_chunked(fake: Any, tmp_path: Path) -> None:
+    stored: Dict[str, bytes] = {}
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "GET" and p.startswith("/v1/files/"):
+            sha = p.rsplit("/", 1)[1]
+            if sha in stored:
+                return js(200, {"uuid": "f-" + sha[:8], "sha256": sha, "size": len(stored[sha])})
+            return js(404, {"error": "file not found"})
+        if m == "POST" and p == "/v1/files":
+            sha = hashlib.sha256(b).hexdigest()
+            stored[sha] = b
+            return js(201, {"uuid": "f-" + sha[:8], "sha256": sha, "size": len(b)})
+        return js(500, {"error": p})
+
+    f = fake(h)
+    c = client_for(f)
+    a = c.files.upload(b"hello")
+    assert a.sha256 == hashlib.sha256(b"hello").hexdigest()
+    c2 = client_for(f)  # a fresh client: no local cache
+    assert c2.files.upload(b"hello") == a
+    posts = [r for r in f.requests if r[0] == "POST"]
+    assert len(posts) == 1
+    # A non-seekable stream is spooled and sent; a path is sent with its length.
+    r, w = os.pipe()
+    os.write(w, b"piped data")
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        up = c.files.upload(pipe)
+    assert stored[up.sha256] == b"piped data"
+    p = tmp_path / "x.txt"
+    p.write_bytes(b"from a path")
+    up = c.files.upload(p)
+    assert stored[up.sha256] == b"from a path"
+
+
+def test_run_files_specs(fake: Any, tmp_path: Path) -> None:
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "GET" and p.startswith("/v1/files/"):
+            return js(404, {"error": "no"})
+        if m == "POST" and p == "/v1/files":
+            sha = hashlib.sha256(b).hexdigest()
+            return js(201, {"uuid": "00000000-0000-0000-0000-" + sha[:12], "sha256": sha, "size": len(b)})
+        if m == "POST" and p == "/v1/instances":
+            return js(201, {"uuid": OP})
+        return js(500, {"error": p})
+
+    f = fake(h)
+    c = client_for(f)
+    d = tmp_path / "src"
+    (d / "pkg").mkdir(parents=True)
+    (d / "pkg" / "a.py").write_text("a")
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    c.images.use(IMG).run(shell="true", cwd="/w", files={
+        "/w/src": d,
+        "rel.txt": b"bytes",
+        "/w/run.sh": script,
+        "/w/ro": arbor.FileSpec(b"x", mode=0o400, uid=1, gid=2),
+        "/w/by-uuid": "12345678-1234-1234-1234-123456789abc",
+    })
+    body = json.loads([r for r in f.requests if r[1] == "/v1/instances"][-1][3])
+    files = body["files"]
+    assert set(files) == {"/w/src/pkg/a.py", "/w/rel.txt", "/w/run.sh", "/w/ro", "/w/by-uuid"}
+    assert files["/w/run.sh"]["mode"] == "0755"
+    assert files["/w/ro"] == {"uuid": files["/w/ro"]["uuid"], "mode": "0400", "uid": 1, "gid": 2}
+    assert files["/w/by-uuid"]["uuid"] == "12345678-1234-1234-1234-123456789abc"
+    assert body["cwd"] == "/w"
+
+
+def test_run_argument_forms(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: js(201, {"uuid": OP}))
+    im = client_for(f).images.use(IMG)
+
+    def last() -> Dict[str, Any]:
+        return json.loads(f.requests[-1][3])
+
+    im.run("echo hi")
+    assert last()["shell"] is True and last()["command"] == "echo hi"
+    im.run(["echo", "a b"])
+    assert last()["shell"] is False and last()["command"] == "echo" and last()["args"] == ["a b"]
+    im.run("echo", args=["x"])
+    assert last()["shell"] is False and last()["args"] == ["x"]
+    im.run(shell="x", timeout=1.2, stdin="in", env={"A": 1}, tag="t", runtime="runc", network=False, memory_bytes=1 << 20)
+    b = last()
+    assert b["timeout"] == 2 and b["stdin"] == {"value": "in", "encoding": "ascii"} and b["env"] == {"A": "1"}
+    assert b["disposable"] is False and b["runtime"] == "runc" and b["networking"] == {"enabled": False}
+    assert b["resources_limits"] == {"memory_bytes": 1 << 20}
+    with pytest.raises(TypeError):
+        im.run()
+
+
+def _sse(events: List[Dict[str, Any]]) -> bytes:
+    out = b""
+    for e in events:
+        out += b"id: %d\nevent: %s\ndata: %s\n\n" % (e["id"], e["type"].encode(), json.dumps(e).encode())
+    return out
+
+
+def test_events_resume_after_cut(fake: Any) -> None:
+    evs = [{"id": i, "type": t, "spid": s, "ts": "2026-01-01T00:00:00Z", "data": {}}
+           for i, (t, s) in enumerate([("init", 0), ("spawn", 1), ("exit", 1), ("completion", 0)])]
+    evs[3]["data"] = {"status": "SUCCESS", "result_image_uuid": None}
+    seen_last: List[str] = []
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        last = hd.get("last-event-id")
+        seen_last.append(last or "")
+        after = int(last) if last is not None else -1
+        rest = [e for e in evs if e["id"] > after]
+        if last is None:
+            # First connection: two events, then the connection dies mid-frame.
+            def cut(handler: Any) -> None:
+                handler.send_response(200)
+                handler.send_header("Content-Type", "text/event-stream")
+                handler.send_header("Connection", "close")
+                handler.end_headers()
+                handler.wfile.write(b": keepalive\n\n" + _sse(rest[:2]) + b"id: 2\nevent: ex")
+                handler.wfile.flush()
+                handler.close_connection = True
+            return cut
+        return 200, {"Content-Type": "text/event-stream"}, _sse(rest)
+
+    f = fake(h)
+    c = client_for(f)
+    got = list(c.operations.events(OP))
+    assert [e.id for e in got] == [0, 1, 2, 3]
+    assert got[-1].type == "completion"
+    assert seen_last == ["", "1"]
+    assert "follow=1" in f.requests[0][1]
+
+
+def test_events_sse_error_reconnects(fake: Any) -> None:
+    evs = [{"id": 0, "type": "init", "spid": 0, "data": {}}, {"id": 1, "type": "completion", "spid": 0, "data": {"status": "SUCCESS"}}]
+    n = {"calls": 0}
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        n["calls"] += 1
+        if n["calls"] == 1:
+            return 200, {"Content-Type": "text/event-stream"}, _sse(evs[:1]) + b"event: sse_error\ndata: upstream closed\n\n"
+        assert hd.get("last-event-id") == "0"
+        return 200, {"Content-Type": "text/event-stream"}, _sse(evs[1:])
+
+    f = fake(h)
+    assert [e.type for e in client_for(f).operations.events(OP)] == ["init", "completion"]
+
+
+def test_wait_falls_back_to_polling(fake: Any) -> None:
+    state = {"polls": 0}
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if p.startswith(f"/v1/operations/{OP}/events"):
+            return js(405, {"error": "no events here"})
+        state["polls"] += 1
+        st = "SUCCESS" if state["polls"] >= 3 else "EXECUTING"
+        return js(200, {"uuid": OP, "kind": "instance", "status": st, "duration": 1.5,
+                        "result_image_uuid": IMG,
+                        "metadata": {"result": {"state": {"exit_code": 3, "timed_out": False, "signal": -1},
+                                                "stdout": {"value": "aGkK", "encoding": "base64"},
+                                                "stderr": {"value": "err", "encoding": "ascii", "truncated": True},
+                                                "resources": {"max_rss": 5}}}})
+
+    f = fake(h)
+    r = client_for(f).operations.wait(OP)
+    assert (r.exit_code, r.stdout, r.stderr, r.stderr_truncated, r.duration) == (3, "hi\n", "err", True, 1.5)
+    assert r.image is not None and r.image.uuid == IMG and r.resources == {"max_rss": 5}
+    assert not r.ok
+    with pytest.raises(arbor.CommandFailed):
+        r.check()
+
+
+def test_wait_timeout(fake: Any) -> None:
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if "/events" in p:
+            def slow(handler: Any) -> None:
+                handler.send_response(200)
+                handler.send_header("Content-Type", "text/event-stream")
+                handler.end_headers()
+                handler.wfile.flush()
+                time.sleep(1.0)
+            return slow
+        return js(200, {"uuid": OP, "status": "EXECUTING"})
+
+    f = fake(h)
+    t0 = time.monotonic()
+    with pytest.raises(arbor.WaitTimeout):
+        client_for(f).operations.wait(OP, timeout=0.3)
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_wait_failed_and_cancelled(fake: Any) -> None:
+    status = {"v": "FAILED"}
+    f = fake(lambda m, p, h, b: js(200, {"uuid": OP, "kind": "instance", "status": status["v"], "error": "boom"}))
+    c = client_for(f)
+    op = arbor.Operation(c, OP, data={"status": "FAILED", "error": "boom"})
+    with pytest.raises(arbor.OperationFailed, match="boom"):
+        op.wait()
+    status["v"] = "CANCELLED"
+    with pytest.raises(arbor.OperationCancelled):
+        arbor.Operation(c, OP, data={"status": "CANCELLED"}).wait()
+
+
+# -- packaging ------------------------------------------------------------------
+
+
+def test_build_backend_wheel(tmp_path: Path) -> None:
+    sys.path.insert(0, str(PYDIR / "_build"))
+    try:
+        import arbor_build  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    name = arbor_build.build_wheel(str(tmp_path))
+    assert name == f"arbor_sdk-{arbor.__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(tmp_path / name) as z:
+        names = set(z.namelist())
+        assert {"arbor/__init__.py", "arbor/py.typed", "arbor/aio.py",
+                f"arbor_sdk-{arbor.__version__}.dist-info/METADATA",
+                f"arbor_sdk-{arbor.__version__}.dist-info/RECORD"} <= names
+        assert not any("__pycache__" in n for n in names)
+        record = z.read(f"arbor_sdk-{arbor.__version__}.dist-info/RECORD").decode()
+        assert "arbor/__init__.py,sha256=" in record
+    sd = arbor_build.build_sdist(str(tmp_path))
+    with tarfile.open(tmp_path / sd) as tf:
+        assert f"arbor_sdk-{arbor.__version__}/pyproject.toml" in tf.getnames()
+
+
+def test_pip_install_offline(tmp_path: Path) -> None:
+    """`pip install --no-index ./python` works in a fresh venv: nothing is fetched."""
+    venv = tmp_path / "v"
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a venv with pip here: {made.stderr.strip()[-300:]}")
+    py = venv / "bin" / "python"
+    inst = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-index", "--disable-pip-version-check", str(PYDIR)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert inst.returncode == 0, inst.stdout + inst.stderr
+    out = subprocess.run([str(py), "-c", "import arbor, arbor.aio, arbor.testing; print(arbor.__version__, arbor.__file__)"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    version, where = out.stdout.split()
+    assert version == arbor.__version__ and str(venv) in where
+    assert (Path(where).parent / "py.typed").exists()
