@@ -191,8 +191,17 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 	return spid, nil
 }
 
-// WriteStdin writes to a process's stdin and optionally closes it.
-func (e *Engine) WriteStdin(ctx context.Context, account, op string, spid int, data []byte, closeAfter bool) error {
+// WriteStdin writes in's bytes to process spid's stdin and closes it when
+// in.Close is true.
+func (e *Engine) WriteStdin(ctx context.Context, account, op string, spid int, in apitypes.ClosableStreamRepr) error {
+	data, err := in.Bytes()
+	if err != nil {
+		return errdefs.InvalidArgument("stdin: %v", err)
+	}
+	return e.writeStdin(ctx, account, op, spid, data, in.Close != nil && *in.Close)
+}
+
+func (e *Engine) writeStdin(ctx context.Context, account, op string, spid int, data []byte, closeAfter bool) error {
 	a, err := e.runningOp(ctx, account, op)
 	if err != nil {
 		return err
@@ -264,6 +273,16 @@ func (e *Engine) Signal(ctx context.Context, account, op string, spid int, sig s
 		return errdefs.Conflict("process %d has exited", spid)
 	}
 	return nil
+}
+
+// KillSubprocess sends the named signal ("TERM", "SIGKILL", "9"; "" = TERM)
+// to process spid.
+func (e *Engine) KillSubprocess(ctx context.Context, account, op string, spid int, signal string) error {
+	sig, err := ParseSignal(signal)
+	if err != nil {
+		return err
+	}
+	return e.Signal(ctx, account, op, spid, sig)
 }
 
 // SubprocessResult folds the events of one process into an InstanceResult.

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,7 +25,7 @@ func TestSubprocesses(t *testing.T) {
 			if err != nil || spid != 2 {
 				t.Fatalf("Exec = %d, %v; want spid 2", spid, err)
 			}
-			if err := e.WriteStdin(ctx, acct, op, spid, []byte("hello\n"), true); err != nil {
+			if err := e.WriteStdin(ctx, acct, op, spid, apitypes.ClosableStreamRepr{Value: "hello\n", Close: ptr(true)}); err != nil {
 				t.Fatal(err)
 			}
 			r := waitSub(t, e, op, spid)
@@ -38,7 +37,7 @@ func TestSubprocesses(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(300 * time.Millisecond)
-			if err := e.Signal(ctx, acct, op, spid3, syscall.SIGTERM); err != nil {
+			if err := e.KillSubprocess(ctx, acct, op, spid3, "TERM"); err != nil {
 				t.Fatal(err)
 			}
 			r3 := waitSub(t, e, op, spid3)
@@ -46,7 +45,7 @@ func TestSubprocesses(t *testing.T) {
 				t.Fatalf("killed subprocess exit %+v", r3.State)
 			}
 			// The parent is still running; closing its stdin ends it.
-			if err := e.WriteStdin(ctx, acct, op, 1, []byte("second\n"), true); err != nil {
+			if err := e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Value: "second\n", Close: ptr(true)}); err != nil {
 				t.Fatal(err)
 			}
 			o, _ := e.WaitOperation(ctx, acct, op)
