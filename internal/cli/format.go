@@ -1,0 +1,142 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"os"
+)
+
+// shortID is the first 8 characters of a UUID, which the CLI accepts back
+// wherever it takes an image or operation.
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// age renders an RFC 3339 timestamp as a time before now: "12s ago".
+func age(ts string) string {
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return ts
+	}
+	d := time.Since(t)
+	switch {
+	case d < 0:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+// seconds renders a duration in seconds compactly: "0.21s", "3m05s".
+func seconds(s float64) string {
+	switch {
+	case s < 60:
+		return strconv.FormatFloat(s, 'f', 2, 64) + "s"
+	case s < 3600:
+		return fmt.Sprintf("%dm%02ds", int(s)/60, int(s)%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(s)/3600, int(s)%3600/60)
+}
+
+// humanBytes renders n bytes with a binary unit: "1.5 MiB".
+func humanBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB"}
+	v := float64(n)
+	i := -1
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
+}
+
+// parseSeconds reads a duration given as seconds ("30", "1.5") or in Go
+// syntax ("90s", "2m", "1h30m"), with "d" and "w" for days and weeks.
+func parseSeconds(flag, s string) (float64, error) {
+	s = strings.TrimSpace(s)
+	if v, err := strconv.ParseFloat(s, 64); err == nil {
+		if v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+			return 0, fmt.Errorf("%s %q must be positive", flag, s)
+		}
+		return v, nil
+	}
+	mult := 1.0
+	switch {
+	case strings.HasSuffix(s, "d"):
+		mult, s = 86400, strings.TrimSuffix(s, "d")
+	case strings.HasSuffix(s, "w"):
+		mult, s = 7*86400, strings.TrimSuffix(s, "w")
+	}
+	if mult != 1 {
+		v, err := strconv.ParseFloat(s, 64)
+		if err == nil && v > 0 {
+			return v * mult, nil
+		}
+	} else if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d.Seconds(), nil
+	}
+	return 0, fmt.Errorf("%s %q is not a duration: use seconds (30) or a form like 90s, 5m, 2h, 7d", flag, s)
+}
+
+// newTable returns a tab-aligned writer for columns of output.
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// shellQuote renders args as one shell command line.
+func shellQuote(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`|&;<>()*?[]{}~!#") {
+			out[i] = a
+			continue
+		}
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(out, " ")
+}
+
+// oneLine shortens s to one line of at most n runes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	r := []rune(s)
+	if len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}

@@ -1,0 +1,403 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/arborsh/arbor/client"
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/spf13/cobra"
+)
+
+// spawnFlags are the sandbox settings run and branch share.
+type spawnFlags struct {
+	env     []string
+	cwd     string
+	timeout string
+	files   []string
+	runtime string
+}
+
+func (f *spawnFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable, K=V (K alone copies it from this shell); repeatable")
+	fl.StringVarP(&f.cwd, "workdir", "C", "", "working directory inside the sandbox (absolute; default /root)")
+	fl.StringVar(&f.timeout, "timeout", "", "kill the command after this long: seconds or 90s, 5m, 1h (default: the server's, 60s)")
+	fl.StringArrayVarP(&f.files, "file", "f", nil, "copy a local file in, LOCAL:/PATH[:MODE] (mode in octal, default the local file's); repeatable")
+	fl.StringVar(&f.runtime, "runtime", "", "sandbox runtime: runsc (gVisor), runc or crun (default: the daemon's)")
+}
+
+// request builds the spawn request these flags describe for image id,
+// uploading any -f files the daemon does not have yet.
+func (f *spawnFlags) request(ctx context.Context, c *client.Client, image string) (apitypes.InstanceSpawnRequest, error) {
+	req := apitypes.InstanceSpawnRequest{Image: image}
+	if len(f.env) > 0 {
+		req.Env = map[string]string{}
+		for _, kv := range f.env {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				if v, ok = os.LookupEnv(k); !ok {
+					return req, fmt.Errorf("-e %s: %s is not set in this shell: pass -e %s=VALUE", kv, k, k)
+				}
+			}
+			if k == "" {
+				return req, fmt.Errorf("-e %q: use NAME=VALUE", kv)
+			}
+			req.Env[k] = v
+		}
+	}
+	if f.cwd != "" {
+		if !strings.HasPrefix(f.cwd, "/") {
+			return req, fmt.Errorf("-C %s: the working directory must be an absolute path inside the sandbox, like /root/src", f.cwd)
+		}
+		req.Cwd = &f.cwd
+	}
+	if f.timeout != "" {
+		t, err := parseSeconds("--timeout", f.timeout)
+		if err != nil {
+			return req, err
+		}
+		req.Timeout = &t
+	}
+	if f.runtime != "" {
+		req.Runtime = &f.runtime
+	}
+	for _, spec := range f.files {
+		dst, fs, err := uploadSpec(ctx, c, spec)
+		if err != nil {
+			return req, err
+		}
+		if req.Files == nil {
+			req.Files = map[string]apitypes.FileSpec{}
+		}
+		req.Files[dst] = fs
+	}
+	return req, nil
+}
+
+// uploadSpec parses LOCAL:/PATH[:MODE] and makes LOCAL available on the
+// daemon.
+func uploadSpec(ctx context.Context, c *client.Client, spec string) (string, apitypes.FileSpec, error) {
+	i := strings.Index(spec, ":/")
+	if i <= 0 {
+		return "", apitypes.FileSpec{}, fmt.Errorf("-f %q: use LOCAL:/PATH[:MODE], e.g. -f ./fix.py:/root/fix.py or -f run.sh:/root/run.sh:0755", spec)
+	}
+	local, dst := spec[:i], spec[i+1:]
+	var mode apitypes.FileMode
+	hasMode := false
+	if j := strings.LastIndex(dst, ":"); j > 0 {
+		m, err := apitypes.ParseMode(dst[j+1:])
+		if err != nil {
+			return "", apitypes.FileSpec{}, fmt.Errorf("-f %q: %v", spec, err)
+		}
+		mode, hasMode, dst = m, true, dst[:j]
+	}
+	fi, err := os.Stat(local)
+	if err != nil {
+		return "", apitypes.FileSpec{}, fmt.Errorf("-f %s: %w", spec, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", apitypes.FileSpec{}, fmt.Errorf("-f %s: %s is not a regular file (copy directories in with `arbor import DIR` or a tar)", spec, local)
+	}
+	if !hasMode {
+		mode = apitypes.FileMode(fi.Mode().Perm())
+	}
+	up, err := c.EnsureFile(ctx, local)
+	if err != nil {
+		return "", apitypes.FileSpec{}, fmt.Errorf("upload %s: %w", local, err)
+	}
+	return dst, apitypes.FileSpec{UUID: up.UUID, Mode: mode}, nil
+}
+
+// needsShell reports whether a single command argument is a shell command
+// line rather than a program name.
+func needsShell(s string) bool {
+	return strings.ContainsAny(s, " \t\n|&;<>()$`\\\"'*?[]~{}!#=")
+}
+
+// commandOf turns the words after -- into the spawn request's command.
+func commandOf(req *apitypes.InstanceSpawnRequest, words []string, shell bool) {
+	if shell || (len(words) == 1 && needsShell(words[0])) {
+		req.Command = strings.Join(words, " ")
+		req.Shell = ptr(true)
+		return
+	}
+	req.Command, req.Args = words[0], words[1:]
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// outcome is what following an operation's events found.
+type outcome struct {
+	op        string
+	status    string
+	exitCode  int
+	signal    int
+	timedOut  bool
+	image     *string
+	errMsg    *string
+	duration  float64 // seconds
+	stdout    strings.Builder
+	stderr    strings.Builder
+	truncated []string // streams the server cut at truncate_output_at
+}
+
+// follow reads op's events until completion, copying the output to stdout
+// and stderr as it arrives (when they are not nil) and recording it.
+func follow(ctx context.Context, c *client.Client, op string, stdout, stderr io.Writer) (*outcome, error) {
+	o := &outcome{op: op, exitCode: -1}
+	err := c.FollowEvents(ctx, op, -1, func(ev apitypes.OperationEvent) error {
+		switch ev.Type {
+		case apitypes.EventStdout, apitypes.EventStderr:
+			var d apitypes.EventDataStream
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				return fmt.Errorf("decode %s event: %w", ev.Type, err)
+			}
+			b, err := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			if err != nil {
+				return err
+			}
+			w, rec := stdout, &o.stdout
+			if ev.Type == apitypes.EventStderr {
+				w, rec = stderr, &o.stderr
+			}
+			rec.Write(b)
+			if w != nil {
+				_, _ = w.Write(b)
+			}
+		case apitypes.EventTruncated:
+			var d apitypes.EventDataTruncated
+			if json.Unmarshal(ev.Data, &d) == nil {
+				o.truncated = append(o.truncated, fmt.Sprintf("%s (%d bytes dropped)", d.Stream, d.BytesDropped))
+			}
+		case apitypes.EventExit:
+			var d apitypes.EventDataExit
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				return fmt.Errorf("decode exit event: %w", err)
+			}
+			if ev.Spid <= 1 {
+				o.exitCode, o.signal, o.timedOut = d.Code, d.Signal, d.TimedOut
+			}
+		case apitypes.EventCompletion:
+			var d apitypes.EventDataCompletion
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				return fmt.Errorf("decode completion event: %w", err)
+			}
+			o.status, o.image, o.errMsg, o.duration = d.Status, d.ResultImageUUID, d.Error, float64(d.DurationMs)/1000
+		}
+		return nil
+	})
+	return o, err
+}
+
+// code is the exit status that reports o: the command's own exit code,
+// 124 for a timeout, 128+N for a signal, 130 when cancelled, 1 on failure.
+func (o *outcome) code() int {
+	switch {
+	case o.status == apitypes.StatusCancelled:
+		return 130
+	case o.status != apitypes.StatusSuccess:
+		return 1
+	case o.timedOut:
+		return 124
+	case o.exitCode < 0 && o.signal > 0:
+		return 128 + o.signal
+	case o.exitCode < 0:
+		return 1
+	}
+	return o.exitCode
+}
+
+// cancelAndWait cancels op after the user interrupted and waits (bounded)
+// for it to end, so the daemon has stopped it when the CLI exits.
+func (g *globals) cancelAndWait(ctx context.Context, c *client.Client, ops ...string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	for _, op := range ops {
+		g.errorf("interrupted: cancelling operation %s", op)
+		if err := c.Cancel(cctx, op); err != nil && !client.IsConflict(err) {
+			g.errorf("cancel %s: %v", op, err)
+		}
+	}
+	for _, op := range ops {
+		if res, err := c.Wait(cctx, op); err == nil {
+			g.errorf("operation %s %s", op, res.Status)
+		}
+	}
+}
+
+// runResult is run's --json output.
+type runResult struct {
+	Operation string  `json:"operation"`
+	Status    string  `json:"status"`
+	ExitCode  int     `json:"exit_code"`
+	Signal    int     `json:"signal,omitempty"`
+	TimedOut  bool    `json:"timed_out"`
+	Image     *string `json:"image"`
+	Tag       *string `json:"tag,omitempty"`
+	Stdout    string  `json:"stdout"`
+	Stderr    string  `json:"stderr"`
+	Truncated bool    `json:"truncated,omitempty"`
+	Duration  float64 `json:"duration"`
+	Error     *string `json:"error,omitempty"`
+}
+
+func newRun(g *globals) *cobra.Command {
+	var (
+		sf         spawnFlags
+		image, tag string
+		disposable bool
+		shell      bool
+		stdin      bool
+		quiet      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run [flags] [--] COMMAND [ARG...]",
+		Short: "Run a command in a fresh sandbox and snapshot the result",
+		Long: `Run one command in a fresh sandbox on an image, stream its output live, and
+exit with the command's exit status. Unless --disposable, the resulting
+filesystem becomes a new image, printed on stderr when the run ends (stdout
+stays the command's own output); --tag names it.
+
+The words after -- run as a program with its arguments (exec form). With
+--shell, or when they are a single argument containing spaces or shell
+characters ('make && make test'), they run through /bin/sh -c.
+
+The image is --image, else $ARBOR_IMAGE. ` + imageRefHelp + `
+
+Exit status: the command's; 124 if it timed out; 128+N if a signal killed it;
+130 if interrupted (Ctrl-C cancels the run on the daemon); 1 if the run
+failed. With --json one object is printed at the end: operation, status,
+exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
+		Example: `  arbor run --image busybox -- ls -l /
+  arbor run --image python-base --tag with-pytest -- 'pip install pytest && pytest --version'
+  arbor run --image with-pytest -f ./fix.py:/src/fix.py -C /src -- python fix.py
+  arbor run --image busybox --disposable --timeout 5s -- sleep 10   # exits 124
+  ARBOR_IMAGE=busybox arbor run --json -- cat /etc/os-release`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: g.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			if image == "" {
+				image = os.Getenv("ARBOR_IMAGE")
+			}
+			if image == "" {
+				return errors.New("no image to run on: pass --image REF (a tag such as busybox, tag:NAME, a UUID or prefix) or set ARBOR_IMAGE; list images with `arbor images`")
+			}
+			if tag != "" {
+				if disposable {
+					return errors.New("--tag with --disposable: a disposable run saves no image to tag; drop one of them")
+				}
+				if err := checkTag(tag); err != nil {
+					return err
+				}
+			}
+			im, err := resolveImage(ctx, c, image)
+			if err != nil {
+				return err
+			}
+			req, err := sf.request(ctx, c, im.UUID)
+			if err != nil {
+				return err
+			}
+			commandOf(&req, args, shell)
+			if disposable {
+				req.Disposable = ptr(true)
+			}
+			if stdin {
+				b, err := io.ReadAll(g.stdin)
+				if err != nil {
+					return fmt.Errorf("read stdin: %w", err)
+				}
+				r := apitypes.NewStreamRepr(b, false)
+				req.Stdin = &apitypes.ClosableStreamRepr{Value: r.Value, Encoding: r.Encoding}
+			}
+			sp, err := c.Spawn(ctx, req)
+			if err != nil {
+				return err
+			}
+			var out, errw io.Writer
+			if !g.json {
+				out, errw = g.stdout, g.stderr
+			}
+			o, err := follow(ctx, c, sp.UUID, out, errw)
+			if ctx.Err() != nil {
+				g.cancelAndWait(ctx, c, sp.UUID)
+				return exitError{130}
+			}
+			if err != nil {
+				return fmt.Errorf("following operation %s: %w (check it with `arbor wait %s`)", sp.UUID, err, sp.UUID)
+			}
+			var tagged *string
+			if tag != "" && o.status == apitypes.StatusSuccess && o.image != nil {
+				if _, err := c.SetTag(ctx, *o.image, tag); err != nil {
+					return fmt.Errorf("the run succeeded (image %s) but tagging it %q failed: %w", *o.image, tag, err)
+				}
+				tagged = &tag
+			}
+			if g.json {
+				err := g.printJSON(runResult{Operation: o.op, Status: o.status, ExitCode: o.exitCode, Signal: max(o.signal, 0), TimedOut: o.timedOut,
+					Image: o.image, Tag: tagged, Stdout: o.stdout.String(), Stderr: o.stderr.String(), Truncated: len(o.truncated) > 0,
+					Duration: o.duration, Error: o.errMsg})
+				if err != nil {
+					return err
+				}
+			} else {
+				g.reportRun(o, tagged, quiet)
+			}
+			if code := o.code(); code != 0 {
+				return exitError{code}
+			}
+			return nil
+		}),
+	}
+	sf.register(cmd)
+	fl := cmd.Flags()
+	fl.SetInterspersed(false) // everything after COMMAND belongs to it
+	fl.StringVar(&image, "image", "", "image to run on (default $ARBOR_IMAGE)")
+	fl.StringVar(&tag, "tag", "", "tag the result image with this name (moves the tag if another image has it)")
+	fl.BoolVar(&disposable, "disposable", false, "save nothing: no result image, output and exit code only")
+	fl.BoolVarP(&shell, "shell", "s", false, "run the words as one /bin/sh -c command line")
+	fl.BoolVarP(&stdin, "stdin", "i", false, "send this process' standard input (read to EOF) to the command")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "print nothing but the command's output")
+	_ = cmd.RegisterFlagCompletionFunc("image", g.completeImages)
+	_ = cmd.RegisterFlagCompletionFunc("runtime", cobra.FixedCompletions([]string{"runsc", "runc", "crun"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// reportRun tells a person how a run ended, on stderr.
+func (g *globals) reportRun(o *outcome, tag *string, quiet bool) {
+	for _, t := range o.truncated {
+		g.errorf("output truncated: %s; the full output was not kept", t)
+	}
+	switch {
+	case o.status == apitypes.StatusCancelled:
+		g.errorf("operation %s was cancelled", o.op)
+		return
+	case o.status != apitypes.StatusSuccess:
+		g.errorf("run failed: %s (operation %s)", deref(o.errMsg), o.op)
+		return
+	case o.timedOut:
+		g.errorf("timed out after %s: the sandbox was killed; raise --timeout", seconds(o.duration))
+	case o.exitCode < 0 && o.signal > 0:
+		g.errorf("killed by signal %d", o.signal)
+	}
+	if quiet {
+		return
+	}
+	if o.image == nil {
+		if o.exitCode != 0 {
+			g.errorf("exit %d (%s, disposable)", o.exitCode, seconds(o.duration))
+		}
+		return
+	}
+	t := ""
+	if tag != nil {
+		t = " tag:" + *tag
+	}
+	g.errorf("image %s%s (exit %d, %s)", *o.image, t, o.exitCode, seconds(o.duration))
+}
