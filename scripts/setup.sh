@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # sandboxes here ("error executing umounter"); see ../shared/design.md.
 RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 CACHE=${ARBOR_CACHE:-/var/cache/arbor}
-PKGS=(busybox-static runc crun iproute2 debootstrap python3-pytest ca-certificates)
+PKGS=(busybox-static runc crun iproute2 nftables debootstrap python3-pytest ca-certificates)
 
 if [ "$(id -u)" != 0 ]; then
 	echo "setup.sh: run as root (sandboxes need it): sudo $0" >&2

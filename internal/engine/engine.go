@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
 	"github.com/arborsh/arbor/internal/store"
@@ -66,6 +67,7 @@ type Engine struct {
 	gcMu sync.Mutex // serialises garbage collection with layer commits
 
 	registryImport RegistryImporter
+	nets           *netns.Manager
 
 	events *eventHub
 	wg     sync.WaitGroup
@@ -127,6 +129,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		active:    map[string]*activeOp{},
 		squashing: map[string]bool{},
 		events:    newEventHub(st),
+		nets:      netns.NewManager(),
 		closed:    make(chan struct{}),
 	}
 	for _, kind := range []string{"runsc", "runc", "crun"} {
@@ -205,6 +208,7 @@ func (e *Engine) recover(ctx context.Context) error {
 	for _, rt := range e.runtimes {
 		_ = rt.Cleanup(ctx)
 	}
+	netns.Cleanup(ctx)
 	runDir := filepath.Join(e.cfg.Home, "run")
 	ents, _ := os.ReadDir(runDir)
 	for _, ent := range ents {

@@ -81,6 +81,7 @@ type runPlan struct {
 	memory      int64
 	pids        int64
 	cpus        float64
+	network     bool // outbound-only access
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -285,7 +286,8 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 		p.pids = 4096
 	}
 	if req.Networking != nil && req.Networking.Enabled != nil && *req.Networking.Enabled {
-		return nil, errdefs.InvalidArgument("networking.enabled is not supported by this server yet: runs have loopback only")
+		p.network = true
+		m.Networking.Enabled = true
 	}
 	if req.Stdin != nil {
 		b, err := req.Stdin.Bytes()
@@ -635,8 +637,22 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		if perr != nil {
 			return res, perr
 		}
+		netnsPath := ""
+		if p.network {
+			n, err := e.nets.Create(ctx, strings.ReplaceAll(p.op, "-", "")[:11])
+			if err != nil {
+				return res, fmt.Errorf("sandbox network: %w", err)
+			}
+			defer e.nets.Release(n)
+			netnsPath = n.Path
+			ip, gw := n.IP, n.Gateway
+			_ = e.events.append(ctx, p.op, 0, apitypes.EventNetwork, apitypes.EventDataNetwork{
+				Interfaces: []apitypes.NetworkInterface{{Name: "eth0"}},
+				Configured: &apitypes.NetworkConfigured{IP4: ip + "/30", IP4Gw: gw},
+			})
+		}
 		spec := runtime.Spec{
-			ID: "arbor-" + p.op, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
+			ID: "arbor-" + p.op, NetNS: netnsPath, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
 			UID: uint32(p.meta.UID), GID: uint32(p.meta.GID), Hostname: p.meta.Hostname,
 			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.maxLayer,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,

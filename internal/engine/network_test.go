@@ -1,0 +1,137 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+)
+
+// serverNetns creates a network namespace playing an outside server,
+// joined to the host by its own veth pair, with busybox httpd serving
+// hello.txt. It returns the server's address.
+func serverNetns(t *testing.T) string {
+	t.Helper()
+	r := rand.IntN(200) + 20
+	ns, hostIf := fmt.Sprintf("arbt-srv-%d", r), fmt.Sprintf("arbts%d", r)
+	hostIP, srvIP := fmt.Sprintf("10.89.%d.1", r), fmt.Sprintf("10.89.%d.2", r)
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	sh("ip", "netns", "add", ns)
+	t.Cleanup(func() {
+		exec.Command("ip", "link", "del", hostIf).Run()
+		exec.Command("ip", "netns", "del", ns).Run()
+	})
+	sh("ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	sh("ip", "addr", "add", hostIP+"/30", "dev", hostIf)
+	sh("ip", "link", "set", hostIf, "up")
+	sh("ip", "-n", ns, "addr", "add", srvIP+"/30", "dev", "eth0")
+	sh("ip", "-n", ns, "link", "set", "eth0", "up")
+	sh("ip", "-n", ns, "link", "set", "lo", "up")
+	sh("ip", "-n", ns, "route", "add", "default", "via", hostIP)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello from outside\n"), 0o644)
+	srv := exec.Command("ip", "netns", "exec", ns, "/bin/busybox", "httpd", "-f", "-p", "18080", "-h", dir)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	time.Sleep(200 * time.Millisecond)
+	return srvIP
+}
+
+func TestNetworking(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			e, base := newEngine(t, rt)
+			srv := serverNetns(t)
+			// busybox's wget segfaults resolving without NSS modules; nc takes IPs.
+			fetch := "printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 5 " + srv + " 18080"
+			net := func(r *apitypes.InstanceSpawnRequest) {
+				r.Networking = &apitypes.Networking{Enabled: ptr(true)}
+				r.Timeout = ptr(20.0)
+			}
+
+			// Outbound works with networking enabled...
+			_, m := run(t, e, base, fetch, net, disposable)
+			if got := stdout(t, m); !strings.HasSuffix(got, "\r\n\r\nhello from outside\n") {
+				b, _ := m.Result.Stderr.Bytes()
+				t.Fatalf("outbound fetch got %q (stderr %q), want the server's file", got, b)
+			}
+			// ...and not without it.
+			_, m = run(t, e, base, fetch+"; echo done", disposable)
+			if got := stdout(t, m); strings.Contains(got, "hello") {
+				t.Fatalf("run without networking reached the server: %q", got)
+			}
+		})
+	}
+}
+
+// TestNoInbound: a networked sandbox listening on a port cannot be reached
+// from the host or from the outside namespace, and cannot reach the host.
+func TestNoInbound(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	srv := serverNetns(t)
+	_ = srv
+	hostSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "host") })}
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hostSrv.Serve(ln)
+	defer hostSrv.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{
+		Command: fmt.Sprintf("(nc -l -p 9000 -e echo inside &) ; sleep 1; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $(ip route | awk '/default/ {print $3}') %d | grep -q host || echo host-blocked; sleep 4", port),
+		Image:   base, Shell: ptr(true), Disposable: ptr(true), Timeout: ptr(30.0),
+		Networking: &apitypes.Networking{Enabled: ptr(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Find the sandbox's address from its network event.
+	var ip string
+	for i := 0; i < 100 && ip == ""; i++ {
+		evs, _ := e.st.Events(context.Background(), op, -1, 0)
+		for _, ev := range evs {
+			if ev.Type == apitypes.EventNetwork {
+				var d apitypes.EventDataNetwork
+				json.Unmarshal([]byte(ev.Data), &d)
+				ip = strings.Split(d.Configured.IP4, "/")[0]
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ip == "" {
+		t.Fatal("no network event with the sandbox address")
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if c, err := net.DialTimeout("tcp", ip+":9000", 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("host connected into the sandbox at %s:9000", ip)
+	}
+	o, err := e.WaitOperation(context.Background(), acct, op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m apitypes.InstanceMetadata
+	json.Unmarshal([]byte(o.Metadata), &m)
+	if got := stdout(t, m); !strings.Contains(got, "host-blocked") {
+		t.Errorf("sandbox reached a host service: %q", got)
+	}
+}
