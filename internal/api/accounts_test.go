@@ -24,7 +24,7 @@ func TestAccountIsolation(t *testing.T) {
 	}
 	op := d.run(t, d.c, d.base, "echo mine > /root/mine")
 	img := deref(op.ResultImageUUID)
-	other, secret := d.account(t, "intruder")
+	other, secret, _ := d.account(t, "intruder")
 
 	notFound := map[string]error{}
 	_, notFound["image"] = other.Image(ctx, img)
@@ -129,7 +129,7 @@ func TestTokens(t *testing.T) {
 	}
 
 	// Only the default account manages other accounts' tokens.
-	team, _ := d.account(t, "team")
+	team, _, teamName := d.account(t, "team")
 	if _, err := team.CreateToken(ctx, apitypes.TokenCreateRequest{Account: ptr(engine.DefaultAccount)}); !client.IsForbidden(err) {
 		t.Errorf("team creating a default-account token = %v, want 403", err)
 	}
@@ -137,16 +137,16 @@ func TestTokens(t *testing.T) {
 		t.Errorf("team listing default-account tokens = %v, want 403", err)
 	}
 	own, err := team.CreateToken(ctx, apitypes.TokenCreateRequest{})
-	if err != nil || own.Account != "team" {
+	if err != nil || own.Account != teamName {
 		t.Errorf("team creating its own token = %+v, %v", own, err)
 	}
 	if r := do(t, http.MethodPost, d.srv.URL+"/v1/tokens", own.Secret, nil); r.StatusCode != http.StatusCreated {
 		t.Errorf("POST /v1/tokens without a body = %d %s, want 201", r.StatusCode, r.body)
 	}
-	if l, err := d.c.ListTokens(ctx, "team"); err != nil || !tokenListed(l, own.UUID) {
+	if l, err := d.c.ListTokens(ctx, teamName); err != nil || !tokenListed(l, own.UUID) {
 		t.Errorf("default listing team's tokens: %v", err)
 	}
-	if err := d.c.RevokeToken(ctx, own.UUID, "team"); err != nil {
+	if err := d.c.RevokeToken(ctx, own.UUID, teamName); err != nil {
 		t.Errorf("default revoking team's token: %v", err)
 	}
 	if _, err := d.c.CreateToken(ctx, apitypes.TokenCreateRequest{Account: ptr("bad account/name")}); !client.IsBadRequest(err) {

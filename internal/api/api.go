@@ -23,6 +23,9 @@ type Options struct {
 	// Keepalive is the quiet time after which an event stream sends a
 	// ": keepalive" comment; default 15 s.
 	Keepalive time.Duration
+	// BodyIdleTimeout abandons a request whose body stalls this long, so a
+	// stuck client cannot hold an upload open forever; default 2 min.
+	BodyIdleTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -37,6 +40,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Keepalive <= 0 {
 		o.Keepalive = 15 * time.Second
+	}
+	if o.BodyIdleTimeout <= 0 {
+		o.BodyIdleTimeout = 2 * time.Minute
 	}
 }
 

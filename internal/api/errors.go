@@ -95,7 +95,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // are 400 errors that name the field.
 func (s *server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
-	dec := json.NewDecoder(body)
+	dec := json.NewDecoder(s.body(w, body))
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
 	}

@@ -23,7 +23,7 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) error {
 	if r.ContentLength > s.opts.MaxUploadBytes {
 		return errdefs.TooLarge("upload of %d bytes exceeds this server's limit of %d bytes", r.ContentLength, s.opts.MaxUploadBytes)
 	}
-	body := &bodyReader{r: r.Body}
+	body := s.body(w, r.Body)
 	f, err := s.e.PutFile(r.Context(), accountOf(r), body, s.opts.MaxUploadBytes)
 	if err != nil {
 		if body.err != nil && !errors.Is(err, errdefs.ErrTooLarge) {
@@ -37,14 +37,22 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// bodyReader remembers a read error of the request body, which tells an
+// bodyReader reads a request body, failing once the client has sent
+// nothing for the idle timeout, and remembers a read error, which tells an
 // interrupted upload from a server-side failure.
 type bodyReader struct {
-	r   io.Reader
-	err error
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+	err  error
+}
+
+func (s *server) body(w http.ResponseWriter, r io.Reader) *bodyReader {
+	return &bodyReader{r: r, rc: http.NewResponseController(w), idle: s.opts.BodyIdleTimeout}
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
 		b.err = err

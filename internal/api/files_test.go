@@ -149,7 +149,9 @@ func TestFiles(t *testing.T) {
 		}
 		// Client and server share this process: together they allocated far
 		// less than the file, so neither held it in memory.
-		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > size/2 {
+		alloc := after.TotalAlloc - before.TotalAlloc
+		t.Logf("uploading %d MiB allocated %.1f MiB", size>>20, float64(alloc)/(1<<20))
+		if alloc > size/2 {
 			t.Errorf("uploading %d MiB allocated %d MiB", size>>20, alloc>>20)
 		}
 		op := d.run(t, d.c, d.base, "sha256sum /root/big", func(r *apitypes.InstanceSpawnRequest) {
@@ -187,13 +189,25 @@ func TestFiles(t *testing.T) {
 		}
 	})
 
-	t.Run("client leaving mid-upload", func(t *testing.T) {
+	impatient := httptest.NewServer(api.New(d.e, api.Options{BodyIdleTimeout: 200 * time.Millisecond}))
+	defer impatient.Close()
+
+	t.Run("client leaving or stalling mid-upload", func(t *testing.T) {
 		before, err := d.c.ListFiles(ctx, client.Page{Limit: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, framing := range []string{"Transfer-Encoding: chunked", "Content-Length: 10485760"} {
-			conn, err := net.Dial("tcp", strings.TrimPrefix(d.srv.URL, "http://"))
+		for _, tc := range []struct {
+			name, framing string
+			srv           *httptest.Server
+			stall         bool
+		}{
+			{"chunked, then gone", "Transfer-Encoding: chunked", d.srv, false},
+			{"Content-Length, then gone", "Content-Length: 10485760", d.srv, false},
+			{"stalled", "Content-Length: 10485760", impatient, true},
+		} {
+			framing := tc.framing
+			conn, err := net.Dial("tcp", strings.TrimPrefix(tc.srv.URL, "http://"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -209,6 +223,13 @@ func TestFiles(t *testing.T) {
 			for start := time.Now(); len(d.tmpUploads(t)) == 0; time.Sleep(5 * time.Millisecond) {
 				if time.Since(start) > 10*time.Second {
 					t.Fatal("upload never reached the staging directory")
+				}
+			}
+			if tc.stall {
+				// Keep the connection open but send nothing: the server gives up.
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil || resp.StatusCode != http.StatusBadRequest {
+					t.Errorf("%s: answer %v, %v; want 400 upload interrupted", tc.name, resp, err)
 				}
 			}
 			conn.Close()

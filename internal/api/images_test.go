@@ -16,7 +16,7 @@ import (
 // TestImagesAndTags covers listing filters and the tag endpoints.
 func TestImagesAndTags(t *testing.T) {
 	d := sharedDaemon(t)
-	c, secret := d.account(t, "images-test")
+	c, secret, _ := d.account(t, "images-test")
 	base, err := importBusybox(ctxT(t), c, "team/base:1")
 	if err != nil {
 		t.Fatal(err)

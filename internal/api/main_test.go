@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,26 +142,30 @@ func importBusybox(ctx context.Context, c *client.Client, tag string) (string, e
 	return *res.ResultImageUUID, nil
 }
 
-// otherClient returns a client of another account, created through the API.
-func (d *daemon) otherClient(t *testing.T, account string) *client.Client {
+// otherClient returns a client of a new account named after prefix.
+func (d *daemon) otherClient(t *testing.T, prefix string) *client.Client {
 	t.Helper()
-	c, _ := d.account(t, account)
+	c, _, _ := d.account(t, prefix)
 	return c
 }
 
-// account creates a token of account through the API and returns a client
-// using it and the secret.
-func (d *daemon) account(t *testing.T, account string) (*client.Client, string) {
+var accountSeq atomic.Int64
+
+// account creates a new account (prefix plus a sequence number, so reruns
+// with -count start empty) and a token of it through the API, and returns
+// a client using it, the secret and the account name.
+func (d *daemon) account(t *testing.T, prefix string) (c *client.Client, secret, account string) {
 	t.Helper()
+	account = fmt.Sprintf("%s-%d", prefix, accountSeq.Add(1))
 	tok, err := d.c.CreateToken(context.Background(), apitypes.TokenCreateRequest{Account: &account})
 	if err != nil {
 		t.Fatalf("CreateToken(%s): %v", account, err)
 	}
-	c, err := client.New(d.srv.URL, tok.Secret)
+	c, err = client.New(d.srv.URL, tok.Secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, tok.Secret
+	return c, tok.Secret, account
 }
 
 func deref[T any](p *T) T {

@@ -142,7 +142,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	opts := engine.FollowOptions{After: after, Follow: follow}
-	if v := q.Get("spid"); v != "" {
+	if q.Get("spid") != "" {
 		n, err := intParam(q, "spid", 0, 0)
 		if err != nil {
 			return err

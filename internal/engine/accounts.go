@@ -35,7 +35,7 @@ func (e *Engine) CreateToken(ctx context.Context, account, name string, ttl time
 	var b [24]byte
 	_, _ = rand.Read(b[:])
 	secret := "arb_" + base64.RawURLEncoding.EncodeToString(b[:])
-	t := store.Token{UUID: newID(), Account: account, Name: name}
+	t := store.Token{UUID: newID(), Account: account, Name: name, CreatedAt: time.Now()}
 	if ttl > 0 {
 		t.ExpiresAt = time.Now().Add(ttl)
 	}

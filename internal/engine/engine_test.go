@@ -506,3 +506,24 @@ func TestDeleteImageKeepsDescendants(t *testing.T) {
 		t.Fatal("base damaged by GC")
 	}
 }
+
+func TestSecretsRedactedInEcho(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	op, meta, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "echo $API_TOKEN", Image: base, Shell: ptr(true),
+		Env: map[string]string{"API_TOKEN": "s3cret", "PLAIN": "visible"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Env["API_TOKEN"] != "<MASKED>" || meta.Env["PLAIN"] != "visible" {
+		t.Fatalf("spawn echo env = %v", meta.Env)
+	}
+	o, _ := e.WaitOperation(context.Background(), acct, op)
+	var m apitypes.InstanceMetadata
+	json.Unmarshal([]byte(o.Metadata), &m)
+	if m.Env["API_TOKEN"] != "<MASKED>" {
+		t.Fatalf("stored metadata env = %v", m.Env)
+	}
+	if stdout(t, m) != "s3cret\n" {
+		t.Fatal("the process did not get the real value")
+	}
+}

@@ -178,19 +178,23 @@ func (e *Engine) FollowEvents(ctx context.Context, account, op string, o FollowO
 			continue
 		}
 		var tick <-chan time.Time
+		var timer *time.Timer
 		if o.Keepalive > 0 && o.OnKeepalive != nil {
-			t := time.NewTimer(o.Keepalive)
-			defer t.Stop()
-			tick = t.C
+			timer = time.NewTimer(o.Keepalive)
+			tick = timer.C
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
 		case <-wake:
 		case <-tick:
-			if err := o.OnKeepalive(); err != nil {
-				return err
-			}
+			err = o.OnKeepalive()
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if err != nil {
+			return err
 		}
 	}
 }

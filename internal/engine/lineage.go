@@ -2,6 +2,9 @@ package engine
 
 import (
 	"context"
+	"strings"
+
+	"github.com/arborsh/arbor/internal/errdefs"
 
 	"github.com/arborsh/arbor/internal/layerfs"
 	"github.com/arborsh/arbor/internal/store"
@@ -41,15 +44,34 @@ func (e *Engine) Lineage(ctx context.Context, account, id string) (Lineage, erro
 
 // Diff compares two of account's images.
 func (e *Engine) Diff(ctx context.Context, account, from, to string, opts layerfs.DiffOptions) ([]layerfs.Change, error) {
-	a, relA, err := e.ImageFS(ctx, account, from)
+	a, relA, err := e.diffFS(ctx, account, from)
 	if err != nil {
 		return nil, err
 	}
 	defer relA()
-	b, relB, err := e.ImageFS(ctx, account, to)
+	b, relB, err := e.diffFS(ctx, account, to)
 	if err != nil {
 		return nil, err
 	}
 	defer relB()
 	return layerfs.Diff(ctx, a, b, opts)
+}
+
+// diffFS is ImageFS that also accepts a deleted image of the account whose
+// layers are still kept (an ancestor of a live image), so "diff against the
+// parent" keeps working after the parent is deleted.
+func (e *Engine) diffFS(ctx context.Context, account, id string) (*layerfs.FS, func(), error) {
+	fs, release, err := e.ImageFS(ctx, account, id)
+	if err == nil || !errdefs.IsNotFound(err) || !IsUUID(id) {
+		return fs, release, err
+	}
+	im, aerr := e.st.ImageAny(ctx, strings.ToLower(id))
+	if aerr != nil || im.Account != account {
+		return nil, nil, err
+	}
+	paths, release, perr := e.pinChain(im.UUID)
+	if perr != nil {
+		return nil, nil, err
+	}
+	return layerfs.New(paths), release, nil
 }

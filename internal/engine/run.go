@@ -106,7 +106,7 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 	if err := e.startOp(ctx, o, func(ctx context.Context) { e.execute(ctx, p) }); err != nil {
 		return "", apitypes.InstanceMetadata{}, err
 	}
-	return o.UUID, p.meta, nil
+	return o.UUID, redactMeta(p.meta), nil
 }
 
 // admit enforces the per-account concurrency limit.
