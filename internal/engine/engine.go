@@ -26,6 +26,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/netns"
@@ -48,6 +49,13 @@ type Config struct {
 	MaxConcurrentOps int               // per account; default 64
 	MaxStorageBytes  int64             // per account; 0: unlimited
 	Logger           *slog.Logger
+
+	// Warm sandboxes (see warm.go). WarmPerImage 0 takes the default 2; a
+	// negative value disables the pool.
+	WarmPerImage int
+	WarmMax      int           // idle + booting sandboxes overall; default 8
+	WarmIdle     time.Duration // idle sandboxes older than this are reaped; default 2m
+	InitBinary   string        // static init for warm sandboxes; default: found automatically
 }
 
 // Engine is safe for concurrent use.
@@ -68,6 +76,9 @@ type Engine struct {
 
 	registryImport RegistryImporter
 	nets           *netns.Manager
+
+	warm    warmPool
+	initBin string
 
 	events *eventHub
 	wg     sync.WaitGroup
@@ -103,6 +114,15 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.WarmPerImage == 0 {
+		cfg.WarmPerImage = 2
+	}
+	if cfg.WarmMax <= 0 {
+		cfg.WarmMax = 8
+	}
+	if cfg.WarmIdle <= 0 {
+		cfg.WarmIdle = 2 * time.Minute
 	}
 	home, err := filepath.Abs(cfg.Home)
 	if err != nil {
@@ -147,6 +167,14 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		st.Close()
 		return nil, fmt.Errorf("recovery: %w", err)
 	}
+	e.warm.idle = map[warmKey][]*warmBox{}
+	if cfg.WarmPerImage > 0 {
+		if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
+			e.log.Info("warm sandboxes off: no static init binary (build arbor with CGO_ENABLED=0, or install arbor-init beside it)")
+		}
+	}
+	e.wg.Add(1)
+	go e.reapWarm()
 	return e, nil
 }
 

@@ -81,7 +81,8 @@ type runPlan struct {
 	memory      int64
 	pids        int64
 	cpus        float64
-	network     bool // outbound-only access
+	network     bool     // outbound-only access
+	warm        *warmBox // the pre-booted sandbox serving this run, if any
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -392,29 +393,48 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 			return
 		}
 	}
-	lowers, release, err := e.pinChain(p.image.UUID)
-	if err != nil {
-		rs.fail(ctx, err)
-		return
+	// A warm sandbox, if one waits for this image and shape, replaces the
+	// mount and boot below; everything after is the same.
+	var wb *warmBox
+	if !p.network {
+		wb = e.takeWarm(keyOf(p, p.image.UUID))
+		defer e.warmUp(keyOf(p, p.image.UUID), 1) // the image is in use: keep one ready for its next run
 	}
-	defer release()
-
-	dir := filepath.Join(e.cfg.Home, "run", p.op)
-	upper, work, merged, bundle := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged"), filepath.Join(dir, "bundle")
-	for _, d := range []string{upper, work, merged, bundle} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	var dir, upper, merged, bundle string
+	var mounted bool
+	if wb != nil {
+		defer wb.release()
+		dir, upper, merged, bundle, mounted = wb.dir, wb.upper, wb.merged, wb.bundle, true
+		p.warm = wb
+	} else {
+		lowers, release, err := e.pinChain(p.image.UUID)
+		if err != nil {
 			rs.fail(ctx, err)
 			return
 		}
+		defer release()
+		dir = filepath.Join(e.cfg.Home, "run", p.op)
+		var work string
+		upper, work, merged, bundle = filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged"), filepath.Join(dir, "bundle")
+		for _, d := range []string{upper, work, merged, bundle} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				rs.fail(ctx, err)
+				return
+			}
+		}
+		if err := overlay.Mount(lowers, upper, work, merged); err != nil {
+			os.RemoveAll(dir)
+			rs.fail(ctx, err)
+			return
+		}
+		mounted = true
 	}
 	defer os.RemoveAll(dir)
-	if err := overlay.Mount(lowers, upper, work, merged); err != nil {
-		rs.fail(ctx, err)
-		return
-	}
-	mounted := true
 	unmount := func() {
 		if mounted {
+			if wb != nil {
+				p.rt.Destroy(wb.cid) // the sandbox outlives its command until now
+			}
 			if err := overlay.Unmount(merged); err != nil {
 				e.log.Warn("unmount", "dir", merged, "err", err)
 			}
@@ -423,7 +443,12 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	defer unmount()
 
-	if err := e.placeFiles(merged, p.files); err != nil {
+	if wb != nil {
+		if err := e.placeInSandbox(ctx, p.rt, wb.cid, p.files, p.meta.Cwd); err != nil {
+			rs.fail(ctx, err)
+			return
+		}
+	} else if err := e.placeFiles(merged, p.files); err != nil {
 		rs.fail(ctx, err)
 		return
 	}
@@ -452,6 +477,9 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	if p.meta.Disposable {
 		return
+	}
+	if wb != nil {
+		scrubInitMount(upper)
 	}
 	// Commit: an unchanged filesystem keeps the input image (ConTree's rule).
 	empty, err := dirEmpty(upper)
@@ -482,6 +510,10 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	rs.status = "" // already finished inside the commit transaction
 	e.maybeSquash(im.UUID)
+	if !p.network {
+		// Agents branch from the image they just made: have sandboxes ready.
+		e.warmUp(keyOf(p, im.UUID), e.cfg.WarmPerImage)
+	}
 }
 
 func shutdownReason(ctx context.Context, res runtime.Result) string {
@@ -651,8 +683,13 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 				Configured: &apitypes.NetworkConfigured{IP4: ip + "/30", IP4Gw: gw},
 			})
 		}
-		spec := runtime.Spec{
-			ID: "arbor-" + p.op, NetNS: netnsPath, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
+		cid := "arbor-" + p.op
+		if p.warm != nil {
+			cid = p.warm.cid
+		}
+		var spec runtime.Spec
+		spec = runtime.Spec{
+			ID: cid, NetNS: netnsPath, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
 			UID: uint32(p.meta.UID), GID: uint32(p.meta.GID), Hostname: p.meta.Hostname,
 			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.maxLayer,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
@@ -662,14 +699,18 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 				_ = e.events.append(ctx, p.op, 1, apitypes.EventSpawn, spawn)
 				if a != nil {
 					a.mu.Lock()
-					a.sandbox = &sandboxRef{rt: p.rt, cid: "arbor-" + p.op, p: p}
+					a.sandbox = &sandboxRef{rt: p.rt, cid: spec.ID, p: p}
 					a.procs[1] = &proc{pid: pid, stdin: stdinW}
 					a.mu.Unlock()
 					close(a.running)
 				}
 			},
 		}
-		res, err = p.rt.Run(sizeCtx, spec)
+		if p.warm != nil {
+			res, err = e.execWarm(sizeCtx, p, spec)
+		} else {
+			res, err = p.rt.Run(sizeCtx, spec)
+		}
 		stopWatch()
 		if a != nil {
 			a.mu.Lock()

@@ -144,6 +144,42 @@ func (o *OCI) startWait(ctx context.Context, cmd *exec.Cmd, id string, stdin io.
 	return res, nil
 }
 
+// Boot implements Runtime.
+func (o *OCI) Boot(ctx context.Context, s Spec) error {
+	b, err := json.Marshal(o.config(s))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(s.Bundle, "config.json"), b, 0o600); err != nil {
+		return err
+	}
+	var extra []string
+	if o.name == "runsc" {
+		extra = append(extra, "--network=none")
+	}
+	// The sandbox inherits the runtime's stdio and outlives it: a pipe here
+	// would never reach EOF, so errors go through a file.
+	errf, err := os.CreateTemp(s.Bundle, "boot-stderr-*")
+	if err != nil {
+		return err
+	}
+	defer errf.Close()
+	cmd := o.command(ctx, extra, "run", "--detach", "--bundle", s.Bundle, s.ID)
+	cmd.Stderr = errf
+	if err := cmd.Run(); err != nil {
+		o.Destroy(s.ID)
+		msg, _ := os.ReadFile(errf.Name())
+		return fmt.Errorf("%s run --detach: %v: %s", o.name, err, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// Destroy implements Runtime.
+func (o *OCI) Destroy(id string) {
+	o.kill(id, 0)
+	o.delete(id)
+}
+
 // WaitRunning implements Runtime by polling the runtime's state command.
 func (o *OCI) WaitRunning(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -171,7 +207,7 @@ func (o *OCI) WaitRunning(ctx context.Context, id string) error {
 
 // Exec implements Runtime.
 func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
-	proc := o.process(s.Args, s.Env, s.Cwd, s.UID, s.GID, 0)
+	proc := o.process(s.Args, s.Env, s.Cwd, s.UID, s.GID, s.FileSizeLimit)
 	b, err := json.Marshal(proc)
 	if err != nil {
 		return Result{}, err
@@ -280,6 +316,9 @@ func (o *OCI) config(s Spec) *specs.Spec {
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+	}
+	if s.InitBinary != "" {
+		mounts = append(mounts, specs.Mount{Destination: InitPath, Type: "bind", Source: s.InitBinary, Options: []string{"bind", "ro"}})
 	}
 	if s.ResolvConf != "" {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf, Options: []string{"rbind", "ro"}})

@@ -35,12 +35,18 @@ type Spec struct {
 	NetNS string
 	// ResolvConf, if set, is bind-mounted read-only at /etc/resolv.conf.
 	ResolvConf string
+	// InitBinary, if set, is bind-mounted read-only at InitPath (inside the
+	// sandbox's /dev tmpfs, so it never reaches the root filesystem).
+	InitBinary string
 
 	Stdin          io.Reader // nil: empty
 	Stdout, Stderr io.Writer
 	// OnStart is called once the runtime process has started, with its pid.
 	OnStart func(pid int)
 }
+
+// InitPath is where Spec.InitBinary appears inside the sandbox.
+const InitPath = "/dev/.arbor-init"
 
 // Result is how a sandboxed process ended.
 type Result struct {
@@ -55,6 +61,7 @@ type Result struct {
 // ExecSpec describes a process started inside a running sandbox.
 type ExecSpec struct {
 	Args           []string
+	FileSizeLimit  int64
 	Env            []string
 	Cwd            string
 	UID, GID       uint32
@@ -78,5 +85,10 @@ type Runtime interface {
 	Exec(ctx context.Context, id string, spec ExecSpec) (Result, error)
 	// WaitRunning blocks until sandbox id has started its main process.
 	WaitRunning(ctx context.Context, id string) error
+	// Boot starts sandbox spec in the background and returns once its main
+	// process runs (a warm sandbox: its stdio is discarded).
+	Boot(ctx context.Context, spec Spec) error
+	// Destroy kills every process of sandbox id and deletes it.
+	Destroy(id string)
 	Cleanup(ctx context.Context) error
 }

@@ -1,0 +1,190 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/layerfs"
+	"github.com/arborsh/arbor/internal/testutil"
+)
+
+var (
+	initOnce sync.Once
+	initPath string
+	initErr  error
+)
+
+// staticInit builds cmd/arbor-init without cgo, as setup.sh does.
+func staticInit(t testing.TB) string {
+	t.Helper()
+	initOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "arbor-init-*")
+		if err != nil {
+			initErr = err
+			return
+		}
+		initPath = filepath.Join(dir, "arbor-init")
+		cmd := exec.Command("go", "build", "-o", initPath, "github.com/arborsh/arbor/cmd/arbor-init")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			initErr = err
+			t.Logf("%s", out)
+		}
+	})
+	if initErr != nil {
+		t.Fatal(initErr)
+	}
+	return initPath
+}
+
+func newWarmEngine(t testing.TB, rt string) (*Engine, string) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e, busybox(t, e)
+}
+
+// waitIdle waits until the pool holds n idle sandboxes on image.
+func waitIdle(t testing.TB, e *Engine, image string, n int) {
+	t.Helper()
+	for i := 0; i < 600; i++ {
+		e.warm.mu.Lock()
+		have := 0
+		for k, bs := range e.warm.idle {
+			if k.image == image {
+				have += len(bs)
+			}
+		}
+		e.warm.mu.Unlock()
+		if have >= n {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("pool has %+v, want %d idle on %s", e.WarmStats(), n, image)
+}
+
+// TestWarmMatchesCold runs the same work cold and warm and requires the
+// same results: output, exit code, files, whiteouts, placed files.
+func TestWarmMatchesCold(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newWarmEngine(t, rt)
+			ctx := context.Background()
+			f, err := e.PutFile(ctx, acct, strings.NewReader("placed\n"), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := "cat /opt/in.txt; echo $X; pwd; id -u; echo new > /root/new; rm /etc/hostname; mkdir -p /w/d; exit 7"
+			opts := func(r *apitypes.InstanceSpawnRequest) {
+				r.Env = map[string]string{"X": "y"}
+				r.Cwd = ptr("/work/here")
+				r.Files = map[string]apitypes.FileSpec{"/opt/in.txt": {UUID: f.UUID, Mode: 0o640, UID: 3, GID: 4}}
+			}
+			// Cold: the pool starts empty, so the first run boots normally.
+			coldOp, coldM := run(t, e, base, cmd, opts)
+			if e.WarmStats().Hits != 0 {
+				t.Fatal("first run was served warm")
+			}
+			waitIdle(t, e, base, 1) // the image just ran: warmed on demand
+			warmOp, warmM := run(t, e, base, cmd, opts)
+			if e.WarmStats().Hits != 1 {
+				t.Fatalf("second run not served warm: %+v", e.WarmStats())
+			}
+			if a, b := stdout(t, coldM), stdout(t, warmM); a != b || a != "placed\ny\n/work/here\n0\n" {
+				t.Errorf("stdout cold %q warm %q", a, b)
+			}
+			if coldM.Result.State.ExitCode != 7 || warmM.Result.State.ExitCode != 7 {
+				t.Errorf("exit cold %d warm %d, want 7", coldM.Result.State.ExitCode, warmM.Result.State.ExitCode)
+			}
+			a, ra, _ := e.ImageFS(ctx, acct, coldOp.ResultImageUUID)
+			defer ra()
+			b, rb, _ := e.ImageFS(ctx, acct, warmOp.ResultImageUUID)
+			defer rb()
+			changes, err := layerfs.Diff(ctx, a, b, layerfs.DiffOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(changes) != 0 {
+				t.Errorf("warm result differs from cold: %+v", changes)
+			}
+			if _, err := readFile(t, e, warmOp.ResultImageUUID, "/etc/hostname"); err == nil {
+				t.Error("warm run's deletion not in its image")
+			}
+			if s, _ := readFile(t, e, warmOp.ResultImageUUID, "/root/new"); s != "new\n" {
+				t.Errorf("warm run's write: %q", s)
+			}
+		})
+	}
+}
+
+func TestWarmTimeoutAndCap(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	run(t, e, base, "true", disposable) // warms base
+	waitIdle(t, e, base, 1)
+	start := time.Now()
+	_, m := run(t, e, base, "sleep 100", func(r *apitypes.InstanceSpawnRequest) { r.Timeout = ptr(1.0) })
+	if !m.Result.State.TimedOut || time.Since(start) > 20*time.Second {
+		t.Errorf("warm timeout: timed_out=%v after %v", m.Result.State.TimedOut, time.Since(start))
+	}
+	waitIdle(t, e, base, 1)
+	_, m = run(t, e, base, "yes | head -c 100000", func(r *apitypes.InstanceSpawnRequest) { r.TruncateOutputAt = ptr(int64(100)) })
+	if len(stdout(t, m)) != 100 || !m.Result.Stdout.Truncated {
+		t.Errorf("warm output cap: %d bytes truncated=%v", len(stdout(t, m)), m.Result.Stdout.Truncated)
+	}
+	if e.WarmStats().Hits < 2 {
+		t.Errorf("runs not served warm: %+v", e.WarmStats())
+	}
+}
+
+// TestWarmIsolation: sandboxes of one pool never see each other's writes.
+func TestWarmIsolation(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	o, _ := run(t, e, base, "echo env > /root/env") // produces an image and warms 2 on it
+	env := o.ResultImageUUID
+	waitIdle(t, e, env, 2)
+	var wg sync.WaitGroup
+	outs := make([]string, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, m := run(t, e, env, "echo "+string(rune('a'+i))+" > /root/mine; sleep 0.5; ls /root")
+			outs[i] = stdout(t, m)
+		}()
+	}
+	wg.Wait()
+	sort.Strings(outs)
+	if outs[0] != "env\nmine\n" || outs[1] != "env\nmine\n" {
+		t.Errorf("warm runs saw %q", outs)
+	}
+}
+
+// TestWarmDrainedOnClose: closing the engine leaves no sandbox or mount.
+func TestWarmDrainedOnClose(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	run(t, e, base, "true", disposable)
+	waitIdle(t, e, base, 1)
+	home := e.Home()
+	e.Close()
+	if n := mountsUnder(home + "/run"); n != 0 {
+		t.Errorf("%d mounts left under run/", n)
+	}
+	out, _ := exec.Command("runsc", "--root="+filepath.Join(home, "runtime", "runsc"), "list", "--quiet").Output()
+	if strings.TrimSpace(string(out)) != "" {
+		t.Errorf("sandboxes left: %s", out)
+	}
+}

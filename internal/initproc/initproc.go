@@ -1,0 +1,124 @@
+// Package initproc is the tiny init that runs as pid 1 of a pre-booted
+// ("warm") sandbox. It is bind-mounted read-only into the sandbox (under
+// /dev, a tmpfs, so it never lands in a snapshot) and has two modes:
+//
+//	pause            block until killed, reaping orphans
+//	place            read a tar from stdin and write its files into the
+//	                 sandbox's root (files must be written from inside under
+//	                 gVisor, whose file cache would not see host writes)
+//
+// It must be a static binary: images need not contain a libc.
+package initproc
+
+import (
+	"archive/tar"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+)
+
+// Arg is the first argument that selects init mode in a binary that embeds it.
+const Arg = "__arbor_init"
+
+// Main runs the init mode named by args[0] and returns the exit code.
+func Main(args []string) int {
+	if len(args) > 0 && args[0] == Arg {
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: init pause|place")
+		return 2
+	}
+	switch args[0] {
+	case "pause":
+		pause()
+		return 0
+	case "place":
+		if err := place(os.Stdin); err != nil {
+			fmt.Fprintln(os.Stderr, "arbor init: place:", err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "arbor init: unknown mode", args[0])
+	return 2
+}
+
+// pause waits forever as pid 1, reaping children re-parented to it.
+func pause() {
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
+	for sig := range ch {
+		if sig != syscall.SIGCHLD {
+			os.Exit(0)
+		}
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
+
+// place writes regular files and directories from a tar stream. Names are
+// absolute paths inside the sandbox; the engine has validated them.
+func place(r io.Reader) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean("/" + h.Name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(name, os.FileMode(h.Mode)&os.ModePerm); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+				return err
+			}
+			_ = os.Remove(name)
+			f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if err == nil {
+				err = f.Chown(h.Uid, h.Gid)
+			}
+			if err == nil {
+				err = f.Chmod(fileMode(h.Mode))
+			}
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
+}
+
+func fileMode(m int64) os.FileMode {
+	mode := os.FileMode(m) & os.ModePerm
+	if m&0o4000 != 0 {
+		mode |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		mode |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		mode |= os.ModeSticky
+	}
+	return mode
+}

@@ -1,0 +1,278 @@
+package mcp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	mcpsdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/arborsh/arbor/client"
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/daemon"
+	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/testutil"
+)
+
+// env is a real daemon (runc runtime) on a temporary home, a client of its
+// default account, and a busybox base image tagged "busybox:latest".
+type env struct {
+	url, token, home string
+	c                *client.Client
+	base             string
+}
+
+var (
+	sharedOnce sync.Once
+	shared     *env
+	sharedErr  error
+	stopShared func()
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if stopShared != nil {
+		stopShared()
+	}
+	os.Exit(code)
+}
+
+// daemonEnv returns the daemon the package's tests share, starting it on
+// first use.
+func daemonEnv(t *testing.T) *env {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	sharedOnce.Do(func() { shared, sharedErr = startDaemon() })
+	if sharedErr != nil {
+		t.Fatalf("start daemon: %v", sharedErr)
+	}
+	return shared
+}
+
+func startDaemon() (*env, error) {
+	home, err := os.MkdirTemp("", "arbor-mcp-test-")
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- daemon.Run(ctx, daemon.Config{
+			Home:   home,
+			Listen: "127.0.0.1:0",
+			Engine: engine.Config{Runtime: "runc"},
+			Logger: slog.New(slog.DiscardHandler),
+			Ready:  func(url string) { ready <- url },
+		})
+	}()
+	stopShared = func() {
+		cancel()
+		select {
+		case <-errc:
+		case <-time.After(30 * time.Second):
+		}
+		os.RemoveAll(home)
+	}
+	var url string
+	select {
+	case url = <-ready:
+	case err := <-errc:
+		return nil, fmt.Errorf("daemon.Run: %v", err)
+	case <-time.After(2 * time.Minute):
+		return nil, fmt.Errorf("daemon not ready after 2 minutes")
+	}
+	tok, err := os.ReadFile(filepath.Join(home, "token"))
+	if err != nil {
+		return nil, err
+	}
+	e := &env{url: url, token: strings.TrimSpace(string(tok)), home: home}
+	if e.c, err = client.New(url, e.token); err != nil {
+		return nil, err
+	}
+	ictx, icancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer icancel()
+	e.base, err = importBusybox(ictx, e.c, "busybox:latest")
+	return e, err
+}
+
+// importBusybox uploads a busybox rootfs tar and imports it as tag.
+func importBusybox(ctx context.Context, c *client.Client, tag string) (string, error) {
+	var buf bytes.Buffer
+	if err := baseimage.WriteBusyboxTar(&buf); err != nil {
+		return "", err
+	}
+	f, err := c.UploadFile(ctx, &buf)
+	if err != nil {
+		return "", err
+	}
+	id, err := c.ImportImage(ctx, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: "upload://" + f.UUID}, Tag: &tag})
+	if err != nil {
+		return "", err
+	}
+	op, err := c.Wait(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if op.Status != apitypes.StatusSuccess || op.ResultImageUUID == nil {
+		return "", fmt.Errorf("import: %s %s", op.Status, deref(op.Error))
+	}
+	return *op.ResultImageUUID, nil
+}
+
+// session is an MCP client session connected to a server, with the
+// output schemas of the server's tools for validating every answer, and a
+// record of which tools were called successfully and with errors.
+type session struct {
+	cs      *mcpsdk.ClientSession
+	tools   map[string]*mcpsdk.Tool
+	schemas map[string]*jsonschema.Resolved
+	mu      sync.Mutex
+	ok, bad map[string]bool
+}
+
+// connect serves NewServer(b, opts) over in-memory transports.
+func connect(t *testing.T, b Backend, opts Options) *session {
+	t.Helper()
+	ctx := context.Background()
+	st, ct := mcpsdk.NewInMemoryTransports()
+	ss, err := NewServer(b, opts).Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := mcpsdk.NewClient(&mcpsdk.Implementation{Name: "arbor-test", Version: "0"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close(); ss.Close() })
+	return newSession(t, cs)
+}
+
+// newSession lists cs's tools and resolves their output schemas.
+func newSession(t *testing.T, cs *mcpsdk.ClientSession) *session {
+	t.Helper()
+	s := &session{cs: cs, tools: map[string]*mcpsdk.Tool{}, schemas: map[string]*jsonschema.Resolved{}, ok: map[string]bool{}, bad: map[string]bool{}}
+	lt, err := cs.ListTools(ctxT(t), nil)
+	if err != nil {
+		t.Fatalf("ListTools: %v", err)
+	}
+	for _, tool := range lt.Tools {
+		s.tools[tool.Name] = tool
+		if tool.OutputSchema == nil {
+			t.Errorf("tool %s declares no output schema", tool.Name)
+			continue
+		}
+		var sch jsonschema.Schema
+		remarshal(t, tool.OutputSchema, &sch)
+		r, err := sch.Resolve(nil)
+		if err != nil {
+			t.Fatalf("tool %s: output schema does not resolve: %v", tool.Name, err)
+		}
+		s.schemas[tool.Name] = r
+	}
+	return s
+}
+
+func remarshal(t *testing.T, from, to any) {
+	t.Helper()
+	b, err := json.Marshal(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, to); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+}
+
+// callRaw calls a tool and returns its result, failing only on protocol errors.
+func (s *session) callRaw(t *testing.T, name string, args map[string]any) *mcpsdk.CallToolResult {
+	t.Helper()
+	res, err := s.cs.CallTool(ctxT(t), &mcpsdk.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s(%v): protocol error %v", name, args, err)
+	}
+	return res
+}
+
+// call calls a tool that must succeed, validates its structured output
+// against the tool's declared output schema and decodes it into out.
+func (s *session) call(t *testing.T, name string, args map[string]any, out any) *mcpsdk.CallToolResult {
+	t.Helper()
+	res := s.callRaw(t, name, args)
+	if res.IsError {
+		t.Fatalf("%s(%v) failed: %s", name, args, text(res))
+	}
+	if res.StructuredContent == nil {
+		t.Fatalf("%s(%v): no structured content", name, args)
+	}
+	var v any
+	remarshal(t, res.StructuredContent, &v)
+	r, ok := s.schemas[name]
+	if !ok {
+		t.Fatalf("%s: not in tools/list", name)
+	}
+	if err := r.Validate(v); err != nil {
+		t.Errorf("%s output does not match its schema: %v\n%s", name, err, mustJSON(v))
+	}
+	if out != nil {
+		reflect.ValueOf(out).Elem().SetZero() // fields the answer omits must not keep old values
+		remarshal(t, res.StructuredContent, out)
+	}
+	s.mu.Lock()
+	s.ok[name] = true
+	s.mu.Unlock()
+	return res
+}
+
+// callErr calls a tool that must fail and checks that its message holds
+// every one of want (case-insensitive); it returns the message.
+func (s *session) callErr(t *testing.T, name string, args map[string]any, want ...string) string {
+	t.Helper()
+	res := s.callRaw(t, name, args)
+	msg := text(res)
+	if !res.IsError {
+		t.Fatalf("%s(%v) succeeded, want an error containing %q; got %s", name, args, want, msg)
+	}
+	for _, w := range want {
+		if !strings.Contains(strings.ToLower(msg), strings.ToLower(w)) {
+			t.Errorf("%s(%v) error = %q, want it to contain %q", name, args, msg, w)
+		}
+	}
+	s.mu.Lock()
+	s.bad[name] = true
+	s.mu.Unlock()
+	return msg
+}
+
+// text joins a result's text content.
+func text(res *mcpsdk.CallToolResult) string {
+	var parts []string
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcpsdk.TextContent); ok {
+			parts = append(parts, tc.Text)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+func mustJSON(v any) string {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	return string(b)
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
