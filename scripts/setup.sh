@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # sandboxes here ("error executing umounter"); see ../shared/design.md.
 RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 CACHE=${ARBOR_CACHE:-/var/cache/arbor}
-PKGS=(busybox-static runc crun iproute2 nftables debootstrap python3-pytest ca-certificates)
+PKGS=(busybox-static runc crun iproute2 nftables debootstrap python3-pytest ca-certificates
+	chromium)
 
 if [ "$(id -u)" != 0 ]; then
 	echo "setup.sh: run as root (sandboxes need it): sudo $0" >&2
@@ -38,6 +39,14 @@ if ! cmp -s "$runsc_bin" /usr/local/bin/runsc 2>/dev/null; then
 	install -m 0755 "$runsc_bin" /usr/local/bin/runsc
 fi
 
+# The web UI's browser test drives Debian's chromium with playwright-core.
+if [ ! -d internal/webui/e2e/node_modules ]; then
+	echo "==> npm ci (web UI test driver)"
+	npm ci --prefix internal/webui/e2e --no-audit --no-fund >/dev/null
+fi
+
 echo "==> building bin/arbor"
 mkdir -p bin
-go build -o bin/arbor ./cmd/arbor
+# Static (no cgo): the binary doubles as the init of warm sandboxes, which
+# must run inside images that have no libc.
+CGO_ENABLED=0 go build -o bin/arbor ./cmd/arbor

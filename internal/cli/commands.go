@@ -132,14 +132,16 @@ func (g *globals) explain(err error, c *client.Client) error {
 		return &cliError{fmt.Sprintf("cannot reach the arbor daemon at %s: is it running? start it with `sudo arbor serve` (or point --url / ARBOR_URL at it)", c.BaseURL()), err}
 	case client.IsUnauthorized(err):
 		return &cliError{"the daemon rejected the token (HTTP 401): pass a valid --token or ARBOR_TOKEN, or use the local token file (--home); create tokens with `arbor token create`", err}
-	case client.IsForbidden(err) && errors.As(err, &apiErr):
-		return &cliError{apiErr.Message + " (HTTP 403: this token may not do that; use a token of the right account)", err}
 	case errors.As(err, &apiErr):
 		msg := apiErr.Message
-		if apiErr.Status >= 500 {
+		switch {
+		case apiErr.Status == 403:
+			msg += " (HTTP 403: this token may not do that; use a token of the right account)"
+		case apiErr.Status >= 500:
 			msg += fmt.Sprintf(" (HTTP %d; request %s: see the daemon log)", apiErr.Status, apiErr.RequestID)
 		}
-		return &cliError{msg, err}
+		// Keep the context callers wrapped around the client's error.
+		return &cliError{strings.Replace(err.Error(), apiErr.Error(), msg, 1), err}
 	}
 	return err
 }

@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"golang.org/x/sys/unix"
-	"os"
 )
 
 // shortID is the first 8 characters of a UUID, which the CLI accepts back
@@ -139,4 +139,22 @@ func oneLine(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// parseBytes reads a size: a number of bytes or one with a K, M, G or T
+// suffix (powers of 1024; "MiB", "MB" and "m" are accepted alike).
+func parseBytes(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		if i := strings.IndexByte("KMGT", t[n-1]); i >= 0 {
+			mult, t = int64(1)<<(10*(i+1)), t[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v <= 0 || math.IsInf(v, 0) || v*float64(mult) > math.MaxInt64/2 {
+		return 0, fmt.Errorf("%q is not a size: use bytes or a form like 512M or 2G", s)
+	}
+	return int64(v * float64(mult)), nil
 }

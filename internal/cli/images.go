@@ -89,8 +89,9 @@ func newTag(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tag IMAGE TAG | tag --rm IMAGE [TAG]",
 		Short: "Name an image, or remove its name",
-		Long: `Tag IMAGE as TAG. Tags are unique per account and movable: if another image
-has TAG, the tag moves. With --rm, remove IMAGE's tag (if TAG is given, only
+		Long: `Tag IMAGE as TAG. An image has at most one tag, so this replaces its current
+one. Tags are unique per account and movable: if another image has TAG, the
+tag moves. With --rm, remove IMAGE's tag (if TAG is given, only
 when IMAGE carries that tag). ` + imageRefHelp + `
 
 --json prints the image afterwards.`,

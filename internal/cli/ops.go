@@ -63,7 +63,9 @@ exit_code.`,
 			for i, op := range ops {
 				rows[i] = &opRow{OperationSummary: op}
 			}
-			describeOps(ctx, c, rows)
+			if !quiet || g.json {
+				describeOps(ctx, c, rows)
+			}
 			switch {
 			case g.json:
 				return g.printJSON(rows)
@@ -83,7 +85,7 @@ exit_code.`,
 			fmt.Fprintln(tw, "OPERATION\tKIND\tSTATUS\tEXIT\tCREATED\tDURATION\tIMAGE\tRESULT\tCOMMAND")
 			for _, r := range rows {
 				exit := "-"
-				if r.ExitCode != nil && apitypes.IsTerminal(r.Status) {
+				if r.ExitCode != nil && *r.ExitCode >= 0 && apitypes.IsTerminal(r.Status) {
 					exit = fmt.Sprint(*r.ExitCode)
 				}
 				im, res := "-", "-"
@@ -197,7 +199,7 @@ else 1. --json prints an array of {"operation", "status", "exit_code",
 				fmt.Fprintln(tw, "OPERATION\tSTATUS\tEXIT\tDURATION\tRESULT")
 				for _, r := range rows {
 					exit, res := "-", "-"
-					if r.ExitCode != nil {
+					if r.ExitCode != nil && *r.ExitCode >= 0 {
 						exit = fmt.Sprint(*r.ExitCode)
 					}
 					if r.TimedOut {
@@ -272,7 +274,7 @@ already finished). --json prints an array of {"operation", "cancelled",
 					failed = true
 					r.Error = g.explain(err, c).Error()
 					if client.IsConflict(err) {
-						r.Error = fmt.Sprintf("operation %s has already finished: nothing to cancel (%s)", id, r.Error)
+						r.Error = "nothing to cancel: " + r.Error
 					}
 					if !g.json {
 						g.errorf("cancel %s: %s", a, r.Error)

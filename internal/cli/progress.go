@@ -34,13 +34,17 @@ func (p *progress) update(phase string, done, total int64, unit string) {
 	defer p.mu.Unlock()
 	changed := phase != p.phase
 	p.phase = phase
-	line := progressLine(phase, done, total, unit)
 	if !p.tty {
 		if changed {
-			fmt.Fprintf(p.w, "arbor: %s\n", line)
+			if total > 0 && unit == "bytes" {
+				fmt.Fprintf(p.w, "arbor: %s %s\n", phase, humanBytes(total))
+			} else {
+				fmt.Fprintf(p.w, "arbor: %s\n", phase)
+			}
 		}
 		return
 	}
+	line := progressLine(phase, done, total, unit)
 	if !changed && time.Since(p.last) < 100*time.Millisecond && (total == 0 || done < total) {
 		return
 	}

@@ -79,7 +79,7 @@ func resolveImage(ctx context.Context, c *client.Client, ref string) (*apitypes.
 			return im, perr
 		}
 	}
-	return nil, unknownTag(ctx, c, tag, err)
+	return nil, unknownTag(ctx, c, tag, !explicit && looksLikeUUIDPrefix(ref), err)
 }
 
 // allImages pages through the account's images (tagged only if tagged).
@@ -129,10 +129,13 @@ func imageByPrefix(ctx context.Context, c *client.Client, prefix string) (*apity
 }
 
 // unknownTag explains that no image has tag, suggesting the closest tags.
-func unknownTag(ctx context.Context, c *client.Client, tag string, cause error) error {
+func unknownTag(ctx context.Context, c *client.Client, tag string, prefix bool, cause error) error {
 	ims, err := allImages(ctx, c, true)
 	if err != nil {
 		return cause
+	}
+	if prefix {
+		return &cliError{fmt.Sprintf("no image has tag %q or a UUID starting with it (list them with `arbor images --all`)", tag), cause}
 	}
 	var tags []string
 	for _, im := range ims {
@@ -164,11 +167,15 @@ func closest(name string, cands []string, n int) []string {
 		switch {
 		case lc == ln:
 			out = append(out, scored{c, -1})
-		case strings.HasPrefix(lc, ln) || strings.HasPrefix(ln, lc) || strings.Contains(lc, ln):
+		case strings.HasPrefix(lc, ln):
 			out = append(out, scored{c, 0})
+		case strings.Contains(lc, ln):
+			out = append(out, scored{c, 1})
+		case strings.HasPrefix(ln, lc):
+			out = append(out, scored{c, 2})
 		default:
 			if d := levenshtein(ln, lc); d <= limit {
-				out = append(out, scored{c, d})
+				out = append(out, scored{c, 2 + d})
 			}
 		}
 	}

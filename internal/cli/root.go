@@ -61,6 +61,8 @@ reference, and read any image's files without starting anything.`,
 	root.PersistentFlags().StringVar(&g.home, "home", "", "daemon home for discovery (default: $ARBOR_HOME or /var/lib/arbor)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	root.AddCommand(newServe(g))
+	root.AddCommand(clientCommands(g)...)
+	root.AddCommand(newMCP(g))
 	for _, add := range extraCommands {
 		root.AddCommand(add(g))
 	}

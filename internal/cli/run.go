@@ -22,6 +22,9 @@ type spawnFlags struct {
 	timeout string
 	files   []string
 	runtime string
+	network bool
+	memory  string
+	cpus    float64
 }
 
 func (f *spawnFlags) register(cmd *cobra.Command) {
@@ -31,6 +34,9 @@ func (f *spawnFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.timeout, "timeout", "", "kill the command after this long: seconds or 90s, 5m, 1h (default: the server's, 60s)")
 	fl.StringArrayVarP(&f.files, "file", "f", nil, "copy a local file in, LOCAL:/PATH[:MODE] (mode in octal, default the local file's); repeatable")
 	fl.StringVar(&f.runtime, "runtime", "", "sandbox runtime: runsc (gVisor), runc or crun (default: the daemon's)")
+	fl.BoolVar(&f.network, "network", false, "allow outbound network access (inbound is never possible)")
+	fl.StringVar(&f.memory, "memory", "", "memory limit: bytes or 512M, 2G (default: the server's)")
+	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit in cores, e.g. 1.5 (default: none)")
 }
 
 // request builds the spawn request these flags describe for image id,
@@ -67,6 +73,25 @@ func (f *spawnFlags) request(ctx context.Context, c *client.Client, image string
 	}
 	if f.runtime != "" {
 		req.Runtime = &f.runtime
+	}
+	if f.network {
+		req.Networking = &apitypes.Networking{Enabled: ptr(true)}
+	}
+	if f.memory != "" || f.cpus != 0 {
+		req.ResourcesLimits = &apitypes.ResourcesLimits{}
+		if f.memory != "" {
+			n, err := parseBytes(f.memory)
+			if err != nil {
+				return req, fmt.Errorf("--memory: %w", err)
+			}
+			req.ResourcesLimits.MemoryBytes = &n
+		}
+		if f.cpus != 0 {
+			if f.cpus < 0 {
+				return req, fmt.Errorf("--cpus %v must be positive", f.cpus)
+			}
+			req.ResourcesLimits.CPUs = &f.cpus
+		}
 	}
 	for _, spec := range f.files {
 		dst, fs, err := uploadSpec(ctx, c, spec)
@@ -269,7 +294,8 @@ The words after -- run as a program with its arguments (exec form). With
 --shell, or when they are a single argument containing spaces or shell
 characters ('make && make test'), they run through /bin/sh -c.
 
-The image is --image, else $ARBOR_IMAGE. ` + imageRefHelp + `
+The image is --image, else $ARBOR_IMAGE: a UUID, a unique UUID prefix (at
+least 4 characters), tag:NAME or a bare tag.
 
 Exit status: the command's; 124 if it timed out; 128+N if a signal killed it;
 130 if interrupted (Ctrl-C cancels the run on the daemon); 1 if the run

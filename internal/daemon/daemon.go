@@ -15,8 +15,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/internal/api"
 	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/mcp"
+	"github.com/arborsh/arbor/internal/webui"
 )
 
 // Config configures the daemon.
@@ -75,7 +78,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           api.New(e, api.Options{Logger: log}),
+		Handler:           routes(e, url, log),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -133,4 +136,23 @@ func writeFile(path, content string, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// routes mounts every surface of the daemon on one listener: the REST API
+// under /v1, MCP over streamable HTTP at /mcp, and the web UI at /.
+// Each authenticates with the same bearer tokens.
+func routes(e *engine.Engine, selfURL string, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	apiH := api.New(e, api.Options{Logger: log})
+	mux.Handle("/v1/", apiH)
+	mux.Handle("/v1", apiH)
+	mux.Handle("/mcp", mcp.HTTPHandler(func(r *http.Request) (mcp.Backend, error) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if _, err := e.Authenticate(r.Context(), tok); err != nil {
+			return nil, err
+		}
+		return client.New(selfURL, tok, client.WithUserAgent("arbor-mcp-http"))
+	}))
+	mux.Handle("/", webui.Handler())
+	return mux
 }
