@@ -31,11 +31,11 @@ type importResult struct {
 
 func newImport(g *globals) *cobra.Command {
 	var (
-		tag, username, timeout string
-		passwordStdin, busybox bool
+		tag, username, timeout         string
+		passwordStdin, busybox, python bool
 	)
 	cmd := &cobra.Command{
-		Use:   "import REF | import --busybox",
+		Use:   "import REF | import --busybox | import --python",
 		Short: "Import an image from a registry, a tar archive or a directory",
 		Long: `Import a base image, showing progress on stderr. REF is one of:
 
@@ -46,7 +46,9 @@ func newImport(g *globals) *cobra.Command {
 
 --busybox builds a small busybox root filesystem from this host's
 busybox-static package instead (for machines without registry access); its
-tag defaults to "busybox".
+tag defaults to "busybox". --python builds a Debian bookworm base with python3
+and pytest from this host's apt mirror with debootstrap (2-3 minutes, as
+root); its tag defaults to "python:bookworm".
 
 Private registries: --username U --password-stdin reads the password (or
 token) from standard input.
@@ -55,10 +57,11 @@ Human output names the new image; --json prints operation, status, source,
 image, tag, duration and error.`,
 		Example: `  arbor import docker.io/library/python:3.12-slim --tag python
   arbor import --busybox
+  sudo arbor import --python
   arbor import ./rootfs --tag my-base
   echo "$GHCR_TOKEN" | arbor import ghcr.io/me/private:1 --username me --password-stdin`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if busybox {
+			if busybox || python {
 				return cobra.NoArgs(cmd, args)
 			}
 			if len(args) != 1 {
@@ -69,6 +72,9 @@ image, tag, duration and error.`,
 		RunE: g.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			if tag == "" && busybox {
 				tag = "busybox"
+			}
+			if tag == "" && python {
+				tag = "python:bookworm"
 			}
 			if tag != "" {
 				if err := checkTag(tag); err != nil {
@@ -99,9 +105,13 @@ image, tag, duration and error.`,
 			prog := newProgress(g.stderr, !g.json)
 			source := "busybox (from this host)"
 			var err error
-			if busybox {
+			switch {
+			case busybox:
 				req.Registry.URL, err = g.uploadBuilt(ctx, c, prog, "busybox", baseimage.WriteBusyboxTar)
-			} else {
+			case python:
+				source = "python (debootstrap on this host)"
+				req.Registry.URL, err = g.buildPython(ctx, c, prog)
+			default:
 				source = args[0]
 				req.Registry.URL, err = g.importURL(ctx, c, prog, args[0])
 			}
@@ -148,10 +158,26 @@ image, tag, duration and error.`,
 	fl := cmd.Flags()
 	fl.StringVar(&tag, "tag", "", "tag the imported image")
 	fl.BoolVar(&busybox, "busybox", false, "import a busybox root filesystem built from this host's busybox-static")
+	fl.BoolVar(&python, "python", false, "build and import a Debian base with python3 and pytest (debootstrap, needs root)")
 	fl.StringVar(&username, "username", "", "registry user name (with --password-stdin)")
 	fl.BoolVar(&passwordStdin, "password-stdin", false, "read the registry password or token from stdin")
 	fl.StringVar(&timeout, "timeout", "", "give up after this long (seconds or 10m, 1h; default: the server's)")
 	return cmd
+}
+
+// buildPython builds the Debian python base locally and uploads it.
+func (g *globals) buildPython(ctx context.Context, c *client.Client, prog *progress) (string, error) {
+	tmp, err := os.MkdirTemp("", "arbor-python-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	rootfs := tmp + "/rootfs"
+	fmt.Fprintln(g.stderr, "arbor: building a Debian python base with debootstrap (2-3 minutes)")
+	if err := baseimage.BuildPython(ctx, rootfs, "", g.stderr); err != nil {
+		return "", err
+	}
+	return g.uploadBuilt(ctx, c, prog, "python", func(w io.Writer) error { return writeDirTar(w, rootfs) })
 }
 
 // importURL turns REF into the URL the daemon imports, uploading local

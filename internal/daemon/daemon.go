@@ -19,6 +19,7 @@ import (
 	"github.com/arborsh/arbor/internal/api"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/mcp"
+	"github.com/arborsh/arbor/internal/registry"
 	"github.com/arborsh/arbor/internal/webui"
 )
 
@@ -65,6 +66,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer e.Close()
+	if _, err := registry.Install(e, registry.Options{Logger: log}); err != nil {
+		return err
+	}
 	tokenPath := filepath.Join(cfg.Home, "token")
 	if err := ensureToken(ctx, e, tokenPath, cfg.Token); err != nil {
 		return err
@@ -139,7 +143,8 @@ func writeFile(path, content string, mode os.FileMode) error {
 }
 
 // routes mounts every surface of the daemon on one listener: the REST API
-// under /v1, MCP over streamable HTTP at /mcp, and the web UI at /.
+// under /v1, MCP over streamable HTTP at /mcp, a read-only OCI registry of
+// every image at /v2/, and the web UI at /.
 // Each authenticates with the same bearer tokens.
 func routes(e *engine.Engine, selfURL string, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
@@ -153,6 +158,7 @@ func routes(e *engine.Engine, selfURL string, log *slog.Logger) http.Handler {
 		}
 		return client.New(selfURL, tok, client.WithUserAgent("arbor-mcp-http"))
 	}))
+	mux.Handle("/v2/", registry.ExportHandler(e, nil))
 	mux.Handle("/", webui.Handler())
 	return mux
 }

@@ -50,7 +50,12 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 		if err != nil {
 			return "", err
 		}
-		work = func(ctx context.Context) (string, error) { return e.importArchive(ctx, account, f) }
+		if ri := e.registryImport; ri != nil {
+			// The registry package also reads docker-save and OCI layout archives.
+			work = func(ctx context.Context) (string, error) { return ri(ctx, e, account, req) }
+		} else {
+			work = func(ctx context.Context) (string, error) { return e.importArchive(ctx, account, f) }
+		}
 	default:
 		if e.registryImport == nil {
 			return "", errdefs.InvalidArgument("cannot import %q: this server imports uploaded archives (upload://<file uuid>) only", url)

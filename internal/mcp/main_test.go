@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -19,8 +19,8 @@ import (
 
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/api"
 	"github.com/arborsh/arbor/internal/baseimage"
-	"github.com/arborsh/arbor/internal/daemon"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/testutil"
 )
@@ -65,39 +65,28 @@ func startDaemon() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The engine and API are wired here rather than through internal/daemon,
+	// which imports this package (an import cycle in tests).
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- daemon.Run(ctx, daemon.Config{
-			Home:   home,
-			Listen: "127.0.0.1:0",
-			Engine: engine.Config{Runtime: "runc"},
-			Logger: slog.New(slog.DiscardHandler),
-			Ready:  func(url string) { ready <- url },
-		})
-	}()
-	stopShared = func() {
-		cancel()
-		select {
-		case <-errc:
-		case <-time.After(30 * time.Second):
-		}
-		os.RemoveAll(home)
-	}
-	var url string
-	select {
-	case url = <-ready:
-	case err := <-errc:
-		return nil, fmt.Errorf("daemon.Run: %v", err)
-	case <-time.After(2 * time.Minute):
-		return nil, fmt.Errorf("daemon not ready after 2 minutes")
-	}
-	tok, err := os.ReadFile(filepath.Join(home, "token"))
+	eng, err := engine.New(ctx, engine.Config{Home: home, Runtime: "runc", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	e := &env{url: url, token: strings.TrimSpace(string(tok)), home: home}
+	_, secret, err := eng.CreateToken(ctx, engine.DefaultAccount, "test", 0)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	srv := httptest.NewServer(api.New(eng, api.Options{Logger: slog.New(slog.DiscardHandler)}))
+	stopShared = func() {
+		cancel()
+		srv.Close()
+		eng.Close()
+		os.RemoveAll(home)
+	}
+	url, tok := srv.URL, secret
+	e := &env{url: url, token: tok, home: home}
 	if e.c, err = client.New(url, e.token); err != nil {
 		return nil, err
 	}

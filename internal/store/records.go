@@ -63,8 +63,12 @@ func (s *Store) CreateToken(ctx context.Context, t Token, secret string) error {
 	if !t.ExpiresAt.IsZero() {
 		exp = sql.NullInt64{Int64: t.ExpiresAt.UnixNano(), Valid: true}
 	}
+	created := now()
+	if !t.CreatedAt.IsZero() {
+		created = t.CreatedAt.UnixNano()
+	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO tokens(uuid, account, secret_sha256, name, created_at, expires_at) VALUES(?,?,?,?,?,?)`,
-		t.UUID, t.Account, HashSecret(secret), t.Name, now(), exp)
+		t.UUID, t.Account, HashSecret(secret), t.Name, created, exp)
 	return err
 }
 

@@ -1,0 +1,39 @@
+// Package registry brings images from the outside world into arbor and
+// lets them travel back out, with go-containerregistry.
+//
+// # Import
+//
+// An [Importer] pulls from OCI/Docker registries ([Importer.ImportRegistry],
+// installed into the engine with [Install]) and reads archives
+// ([Importer.ImportArchive]: docker save tarballs, OCI image layouts as
+// tarballs or directories, plain root filesystem tarballs). An image's
+// layers are applied in order into the single layer directory of one new
+// parentless image (engine.NewBaseImage): OCI whiteouts and opaque
+// directories become overlayfs ones, harmless in a bottom layer, and the
+// engine commits the directory durably before the image becomes visible, so
+// a failed import leaves nothing behind.
+//
+// Every byte is checked: blobs against their digests and sizes while they
+// stream (a registry serving damaged data fails the import with the digest
+// it got and the one it wanted), uncompressed layers against the config's
+// diff_ids, the total uncompressed size against Options.MaxBytes
+// (decompression bombs), and every tar header: ".." names and device nodes
+// are refused, and archive.ApplyTar resolves every path inside the image,
+// so absolute names and symlinks followed by writes through them stay
+// inside (or fail when their target is outside the image), and hard links
+// must point to a file of the same layer.
+//
+// Registries on loopback addresses are reached over plain HTTP, all others
+// over HTTPS only. Multi-platform indexes resolve to Options.Platform
+// (linux/amd64 on amd64 hosts).
+//
+// Re-importing an unchanged image is a fast no-op that still returns an
+// image: <home>/registry/index.json maps (account, manifest digest) — or
+// the config digest of a docker save archive, or an upload's sha256 — to the
+// image it became, which is returned while it exists.
+//
+// # Export
+//
+// [ExportHandler] serves the engine's images read-only as an OCI registry
+// (GET /v2/...), one flattened layer per image; see [Exporter].
+package registry
