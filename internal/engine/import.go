@@ -29,6 +29,9 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 	if url == "" {
 		return "", errdefs.InvalidArgument("registry.url is required, e.g. docker://docker.io/library/busybox:latest or upload://<file uuid>")
 	}
+	if scheme, _, ok := strings.Cut(url, "://"); ok && scheme != "docker" && scheme != "oci" && scheme != "upload" {
+		return "", errdefs.InvalidArgument("image reference %q has the unsupported scheme %q: use docker://HOST/PATH:TAG, a bare reference like python:3.12-slim, or upload://<file uuid>", url, scheme)
+	}
 	tag := ""
 	if req.Tag != nil && *req.Tag != "" {
 		if err := ValidateTag(*req.Tag); err != nil {
