@@ -444,7 +444,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	defer unmount()
 
 	if wb != nil {
-		if err := e.placeInSandbox(ctx, p.rt, wb.cid, p.files, p.meta.Cwd); err != nil {
+		if err := e.placeInSandbox(ctx, p.rt, wb.cid, p.files, cwdToMake(merged, p.meta.Cwd)); err != nil {
 			rs.fail(ctx, err)
 			return
 		}
@@ -465,7 +465,9 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 
 	res, runErr := e.runProcess(ctx, p, merged, bundle, upper, rs)
-	unmount()
+	if !p.meta.Disposable {
+		unmount() // the upper dir must be quiet before it is committed
+	}
 	_ = e.events.append(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
 	if runErr != nil {
 		rs.fail(ctx, runErr)
@@ -476,6 +478,9 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		return
 	}
 	if p.meta.Disposable {
+		// Nothing to commit: report the result now and tear down after.
+		e.finishRun(p, rs)
+		rs.status = ""
 		return
 	}
 	if wb != nil {

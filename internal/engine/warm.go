@@ -16,6 +16,7 @@ import (
 	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
 
@@ -295,9 +296,25 @@ func (e *Engine) drainWarm() {
 	}
 }
 
+// cwdToMake returns cwd if the image lacks it (so it must be created), else "".
+func cwdToMake(root, cwd string) string {
+	if cwd == "" || cwd == "/" {
+		return ""
+	}
+	if p, err := securejoin.SecureJoin(root, cwd); err == nil {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			return ""
+		}
+	}
+	return cwd
+}
+
 // placeInSandbox writes the run's files (and its cwd) from inside the warm
 // sandbox through the init's place mode, so gVisor's file cache sees them.
 func (e *Engine) placeInSandbox(ctx context.Context, rt runtime.Runtime, cid string, files []placedFile, cwd string) error {
+	if len(files) == 0 && cwd == "" {
+		return nil // nothing to place: skip the exec
+	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	if cwd != "" && cwd != "/" {
@@ -354,7 +371,8 @@ func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 	res.Killed = <-killed
 	// The init keeps a warm sandbox alive after its command: end it now, as a
 	// cold sandbox ends with its main process, so exec'd processes die too.
-	p.rt.Destroy(p.warm.cid)
+	// Deleting its state can wait until after the result is recorded.
+	p.rt.Kill(p.warm.cid)
 	return res, err
 }
 

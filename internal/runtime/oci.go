@@ -135,7 +135,13 @@ func (o *OCI) startWait(ctx context.Context, cmd *exec.Cmd, id string, stdin io.
 		}
 	}
 	if killOnCancel {
-		o.delete(id)
+		if res.Killed {
+			o.delete(id)
+		} else {
+			// The runtime removes a sandbox whose process exited by itself;
+			// this is only a safety net, off the critical path.
+			go o.delete(id)
+		}
 	}
 	var exitErr *exec.ExitError
 	if werr != nil && !errors.As(werr, &exitErr) && !errors.Is(werr, exec.ErrWaitDelay) {
@@ -173,6 +179,9 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	}
 	return nil
 }
+
+// Kill implements Runtime.
+func (o *OCI) Kill(id string) { o.kill(id, 0) }
 
 // Destroy implements Runtime.
 func (o *OCI) Destroy(id string) {

@@ -88,6 +88,8 @@ type Runtime interface {
 	// Boot starts sandbox spec in the background and returns once its main
 	// process runs (a warm sandbox: its stdio is discarded).
 	Boot(ctx context.Context, spec Spec) error
+	// Kill kills every process of sandbox id (its files stay as they are).
+	Kill(id string)
 	// Destroy kills every process of sandbox id and deletes it.
 	Destroy(id string)
 	Cleanup(ctx context.Context) error
