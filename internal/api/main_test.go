@@ -76,13 +76,14 @@ func sharedDaemon(t *testing.T) *daemon {
 func startDaemon(t *testing.T, cfg engine.Config, opts api.Options) *daemon {
 	t.Helper()
 	testutil.RequiresRoot(t)
+	home := t.TempDir() // before the cleanup below, so it is removed after the engine closes
 	var cl []func()
 	t.Cleanup(func() {
 		for i := len(cl) - 1; i >= 0; i-- {
 			cl[i]()
 		}
 	})
-	d, err := newDaemon(t.TempDir(), cfg, opts, &cl)
+	d, err := newDaemon(home, cfg, opts, &cl)
 	if err != nil {
 		t.Fatal(err)
 	}

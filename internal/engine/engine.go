@@ -222,6 +222,9 @@ func (e *Engine) Close() error {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+	for _, rt := range e.runtimes {
+		rt.Close()
+	}
 	// runsc keeps a network-namespace mount in its state directory.
 	_ = overlay.UnmountUnder(filepath.Join(e.cfg.Home, "runtime"))
 	return e.st.Close()

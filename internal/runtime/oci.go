@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,7 +24,11 @@ type OCI struct {
 	path  string   // binary
 	root  string   // the runtime's state directory (--root)
 	flags []string // global flags
+	bg    sync.WaitGroup
 }
+
+// Close implements Runtime.
+func (o *OCI) Close() { o.bg.Wait() }
 
 // NewOCI returns a runtime for kind ("runsc", "runc" or "crun"), using binary
 // path (looked up in PATH when empty) and keeping its state under stateDir.
@@ -140,7 +145,11 @@ func (o *OCI) startWait(ctx context.Context, cmd *exec.Cmd, id string, stdin io.
 		} else {
 			// The runtime removes a sandbox whose process exited by itself;
 			// this is only a safety net, off the critical path.
-			go o.delete(id)
+			o.bg.Add(1)
+			go func() {
+				defer o.bg.Done()
+				o.delete(id)
+			}()
 		}
 	}
 	var exitErr *exec.ExitError

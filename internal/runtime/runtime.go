@@ -92,5 +92,7 @@ type Runtime interface {
 	Kill(id string)
 	// Destroy kills every process of sandbox id and deletes it.
 	Destroy(id string)
+	// Close waits for background cleanup to finish.
+	Close()
 	Cleanup(ctx context.Context) error
 }
