@@ -62,7 +62,7 @@ reference, and read any image's files without starting anything.`,
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	root.AddCommand(newServe(g))
 	root.AddCommand(clientCommands(g)...)
-	root.AddCommand(newMCP(g))
+	root.AddCommand(newMCP(g), newBench(g))
 	for _, add := range extraCommands {
 		root.AddCommand(add(g))
 	}

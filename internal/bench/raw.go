@@ -1,0 +1,188 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/arborsh/arbor/internal/archive"
+	"github.com/arborsh/arbor/internal/overlay"
+)
+
+// rawSet is the raw runtime floor: one extracted busybox root filesystem
+// and, per runtime, a bundle run directly by the runtime binary.
+type rawSet struct {
+	dir     string
+	rootfs  string
+	runners map[string]*rawRunner // /bin/true
+	shell   map[string]*rawRunner // sh -c 'echo 1 > /dev/shm/out'
+	order   []string
+	seq     atomic.Int64
+}
+
+// rawShellArgs is the raw counterpart of the benchmark's one-file runs. The
+// raw root is read-only and shared, so the file goes to /dev/shm (a tmpfs).
+var rawShellArgs = []string{"/bin/sh", "-c", "echo 1 > /dev/shm/out"}
+
+// rawRunner runs one bundle with one runtime binary.
+type rawRunner struct {
+	set    *rawSet
+	name   string // runtime kind
+	bin    string
+	state  string // --root
+	bundle string
+	flags  []string
+}
+
+// runtimeFlags are the global flags arbor passes each runtime (see
+// internal/runtime), so the raw floor starts sandboxes the same way.
+func runtimeFlags(kind string) []string {
+	if kind == "runsc" {
+		return []string{"--platform=systrap", "--network=none", "--overlay2=none"}
+	}
+	return nil
+}
+
+// newRawSet extracts tar under dir and writes a minimal bundle for each
+// runtime.
+func newRawSet(ctx context.Context, dir string, tar []byte, runtimes []string) (*rawSet, error) {
+	s := &rawSet{dir: dir, rootfs: filepath.Join(dir, "rootfs"), runners: map[string]*rawRunner{}, shell: map[string]*rawRunner{}}
+	_ = os.RemoveAll(dir)
+	if err := os.MkdirAll(s.rootfs, 0o755); err != nil {
+		return nil, err
+	}
+	if _, err := archive.ApplyTar(ctx, bytes.NewReader(tar), s.rootfs, archive.Options{}); err != nil {
+		return nil, fmt.Errorf("extract the raw root filesystem: %w", err)
+	}
+	for _, rt := range runtimes {
+		bin, err := exec.LookPath(rt)
+		if err != nil {
+			return nil, err
+		}
+		r := &rawRunner{set: s, name: rt, bin: bin, state: filepath.Join(dir, rt+"-state"), bundle: filepath.Join(dir, rt+"-bundle"), flags: runtimeFlags(rt)}
+		if err := writeBundle(r.bundle, minimalSpec(s.rootfs, []string{"/bin/true"})); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(r.state, 0o700); err != nil {
+			return nil, err
+		}
+		s.runners[rt] = r
+		s.order = append(s.order, rt)
+		if s.shell[rt], err = r.withSpec("shell", minimalSpec(s.rootfs, rawShellArgs)); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// describe renders the raw floor commands for the report.
+func (s *rawSet) describe() string {
+	var parts []string
+	for _, rt := range s.order {
+		r := s.runners[rt]
+		parts = append(parts, strings.Join(append(append([]string{r.bin, "--root", "STATE"}, r.flags...), "run", "--bundle", "BUNDLE", "ID"), " "))
+	}
+	return strings.Join(parts, "; ") + " (BUNDLE: busybox rootfs, read-only, `runc spec` defaults, terminal false; args /bin/true, or " + strings.Join(rawShellArgs, " ") + ")"
+}
+
+// withSpec returns a runner for the same runtime with another bundle.
+func (r *rawRunner) withSpec(name string, spec *specs.Spec) (*rawRunner, error) {
+	c := *r
+	c.bundle = filepath.Join(r.set.dir, r.name+"-"+name)
+	return &c, writeBundle(c.bundle, spec)
+}
+
+func writeBundle(dir string, spec *specs.Spec) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+}
+
+// run times one `<runtime> run` of the bundle, from fork to exit, and
+// reports the CPU time it and its descendants used. The runtime deletes the
+// container itself before it exits.
+func (r *rawRunner) run(ctx context.Context) (wall, cpu time.Duration, err error) {
+	id := fmt.Sprintf("arbor-bench-%d-%d", os.Getpid(), r.set.seq.Add(1))
+	args := append([]string{"--root", r.state}, r.flags...)
+	args = append(args, "run", "--bundle", r.bundle, id)
+	cmd := exec.CommandContext(ctx, r.bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	start := time.Now()
+	err = cmd.Run()
+	wall = time.Since(start)
+	if err != nil {
+		return wall, 0, fmt.Errorf("raw %s run: %v: %s", r.name, err, strings.TrimSpace(out.String()))
+	}
+	return wall, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
+// close deletes any container a cancelled run left behind and removes the
+// raw bundles.
+func (s *rawSet) close() {
+	for _, r := range s.runners {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, _ := exec.CommandContext(ctx, r.bin, "--root", r.state, "list", "--quiet").Output()
+		for _, id := range strings.Fields(string(out)) {
+			_ = exec.CommandContext(ctx, r.bin, "--root", r.state, "delete", "--force", id).Run()
+		}
+		cancel()
+	}
+	_ = overlay.UnmountUnder(s.dir)
+	_ = os.RemoveAll(s.dir)
+}
+
+// minimalSpec is what `runc spec` writes, with a non-terminal process
+// running args on the read-only rootfs.
+func minimalSpec(rootfs string, args []string) *specs.Spec {
+	caps := []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
+	return &specs.Spec{
+		Version:  "1.0.2", // Debian 12's crun rejects newer versions
+		Root:     &specs.Root{Path: rootfs, Readonly: true},
+		Hostname: "bench",
+		Process: &specs.Process{
+			Terminal:        false,
+			Args:            args,
+			Env:             []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"},
+			Cwd:             "/",
+			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+			NoNewPrivileges: true,
+		},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+		},
+		Linux: &specs.Linux{
+			Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}},
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
+			},
+			MaskedPaths: []string{"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"},
+			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+		},
+	}
+}

@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/arborsh/arbor/internal/bench"
+	"github.com/spf13/cobra"
+)
+
+func newBench(g *globals) *cobra.Command {
+	var opts bench.Options
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure arbor against the raw runtime on this machine",
+		Long: `Measure, side by side in one run on this machine, arbor and the raw runtime
+floor (runsc run / runc run on a prepared bundle, without arbor): time to result
+(warm, cold, raw), fan-out, commit cost on a small and a 1 GiB image, deep-chain
+step latency, inspect latency and storage per snapshot. It starts a private
+daemon on a temporary home (needs root) and prints a table, or JSON with --json.
+Numbers are ratios within one run because shared machines are noisy; see
+BENCHMARKS.md for recorded results and targets.`,
+		Example: `  sudo arbor bench --quick
+  sudo arbor bench --runtime runsc --json > bench.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.JSON = g.json
+			if verbose {
+				opts.Progress = g.stderr
+			}
+			_, err := bench.Run(cmd.Context(), opts, g.stdout)
+			if err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&opts.Quick, "quick", false, "a short smoke run (fewer samples, smaller sizes)")
+	f.StringSliceVar(&opts.Runtimes, "runtime", nil, "runtimes to compare (default: runsc and runc)")
+	f.IntVar(&opts.Iterations, "iterations", 0, "samples per latency point (default 20, quick 3)")
+	f.StringVar(&opts.Home, "bench-home", "", "state directory for the private daemon (default: a temporary one)")
+	f.StringSliceVar(&opts.Sections, "section", nil, "only these sections")
+	f.BoolVarP(&verbose, "verbose", "v", false, "print progress to stderr")
+	return cmd
+}
