@@ -188,7 +188,7 @@ func Run(ctx context.Context, opts Options, w io.Writer) (Report, error) {
 		return Report{}, errors.New("arbor bench needs root (its private daemon mounts overlays and starts sandboxes): run it with sudo")
 	}
 	start := time.Now()
-	b := &bench{o: o, rep: &Report{Schema: ReportSchema, StartedAt: start.UTC().Format(time.RFC3339), Quick: o.Quick}}
+	b := &bench{o: o, start: start, rep: &Report{Schema: ReportSchema, StartedAt: start.UTC().Format(time.RFC3339), Quick: o.Quick}}
 	err = b.run(ctx)
 	b.rep.Host.LoadAfter = loadAvg()
 	b.rep.Seconds = round3(time.Since(start).Seconds())
@@ -209,8 +209,9 @@ func Run(ctx context.Context, opts Options, w io.Writer) (Report, error) {
 
 // bench is the state of one Run.
 type bench struct {
-	o   Options
-	rep *Report
+	o     Options
+	rep   *Report
+	start time.Time
 
 	home string
 	cold *daemonConn // warm pool off: every run boots its sandbox
@@ -225,7 +226,7 @@ type bench struct {
 
 func (b *bench) progress(format string, args ...any) {
 	if b.o.Progress != nil {
-		fmt.Fprintf(b.o.Progress, "bench: "+format+"\n", args...)
+		fmt.Fprintf(b.o.Progress, "bench: %5.1fs "+format+"\n", append([]any{time.Since(b.start).Seconds()}, args...)...)
 	}
 }
 

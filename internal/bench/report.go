@@ -127,7 +127,8 @@ type TimeToResult struct {
 	RawShellCPU CPU  `json:"raw_shell_cpu"`
 	// RawArborSpec is the raw /bin/true run with the config.json arbor itself
 	// generates (cgroup limits, capabilities, rlimits): the part of arbor's
-	// overhead that comes from the spec rather than the orchestration.
+	// overhead that comes from the spec rather than the orchestration. Not
+	// measured in quick mode.
 	RawArborSpec    *Dist `json:"raw_arbor_spec,omitempty"`
 	RawArborSpecCPU *CPU  `json:"raw_arbor_spec_cpu,omitempty"`
 
