@@ -25,16 +25,16 @@ func FindBusybox() (string, error) {
 		if p == "" {
 			continue
 		}
-		if isStatic(p) {
+		if IsStatic(p) {
 			return p, nil
 		}
 	}
 	return "", fmt.Errorf("no static busybox found: install it with `apt-get install busybox-static` (or set ARBOR_BUSYBOX)")
 }
 
-// isStatic reports whether p is an ELF executable without an interpreter,
+// IsStatic reports whether p is an ELF executable without an interpreter,
 // i.e. one that runs inside an image with no libc.
-func isStatic(p string) bool {
+func IsStatic(p string) bool {
 	f, err := elf.Open(p)
 	if err != nil {
 		return false

@@ -881,9 +881,6 @@ func (e *Engine) finishTx(ctx context.Context, tx *sql.Tx, p *runPlan, rs *runSt
 	}
 	m := redactMeta(p.meta)
 	m.Result = rs.result
-	if m.Result == nil && status != apitypes.StatusSuccess {
-		m.Result = nil
-	}
 	mb, _ := json.Marshal(m)
 	now := time.Now()
 	o := store.Operation{UUID: p.op, Status: status, Error: rs.errMsg, FinishedAt: now, ResultImageUUID: rs.resultIm,

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"debug/elf"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
@@ -76,25 +76,11 @@ func findInit(configured string) string {
 		cands = append(cands, exe, filepath.Join(filepath.Dir(exe), "arbor-init"))
 	}
 	for _, c := range cands {
-		if c != "" && isStatic(c) {
+		if c != "" && baseimage.IsStatic(c) {
 			return c
 		}
 	}
 	return ""
-}
-
-func isStatic(p string) bool {
-	f, err := elf.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
 }
 
 func (e *Engine) warmEnabled() bool { return e.initBin != "" && e.cfg.WarmPerImage > 0 }

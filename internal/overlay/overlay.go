@@ -136,7 +136,7 @@ func mountOptions(target string) (string, error) {
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	sc.Buffer(nil, 1<<26) // grows only for long lines (deep lowerdir lists)
 	var found string
 	ok := false
 	for sc.Scan() {
@@ -206,7 +206,7 @@ func UnmountUnder(dir string) error {
 	}
 	var targets []string
 	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	sc.Buffer(nil, 1<<26) // grows only for long lines (deep lowerdir lists)
 	for sc.Scan() {
 		fields := strings.Split(sc.Text(), " ")
 		if len(fields) < 5 {

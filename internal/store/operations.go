@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
@@ -88,7 +89,7 @@ func (s *Store) ListOperations(ctx context.Context, f OperationFilter) ([]Operat
 	q := `SELECT ` + opCols + ` FROM operations WHERE account=?`
 	args := []any{f.Account}
 	if len(f.Statuses) > 0 {
-		q += ` AND status IN (?` + repeat(",?", len(f.Statuses)-1) + `)`
+		q += ` AND status IN (?` + strings.Repeat(",?", len(f.Statuses)-1) + `)`
 		for _, st := range f.Statuses {
 			args = append(args, st)
 		}
@@ -212,12 +213,4 @@ func (s *Store) LastEventID(ctx context.Context, op string) (int64, error) {
 		return -1, err
 	}
 	return id.Int64, err
-}
-
-func repeat(s string, n int) string {
-	out := ""
-	for range n {
-		out += s
-	}
-	return out
 }
