@@ -168,6 +168,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("recovery: %w", err)
 	}
 	e.warm.idle = map[warmKey][]*warmBox{}
+	e.warm.booting = map[warmKey]int{}
+	e.warm.want = map[warmKey]warmWant{}
 	if cfg.WarmPerImage > 0 {
 		if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
 			e.log.Info("warm sandboxes off: no static init binary (build arbor with CGO_ENABLED=0, or install arbor-init beside it)")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -44,14 +45,24 @@ type warmBox struct {
 	cid, dir, upper, merged, bundle string
 	release                         func() // unpins the image's layers
 	born                            time.Time
+	destroyed                       bool // its sandbox is gone (set by the run using it)
 }
 
 type warmPool struct {
 	mu      sync.Mutex
 	idle    map[warmKey][]*warmBox
-	booting int
-	hits    int // runs served warm (for tests and stats)
-	misses  int
+	booting map[warmKey]int
+	// want is the demand not yet met: sandboxes to boot per key, with the
+	// time it was last asked for (older demand is dropped first).
+	want   map[warmKey]warmWant
+	active int // runs between admission and teardown: boots wait for quiet
+	hits   int // runs served warm (for tests and stats)
+	misses int
+}
+
+type warmWant struct {
+	n  int
+	at time.Time
 }
 
 // WarmStats reports the pool's state.
@@ -65,7 +76,7 @@ func (e *Engine) WarmStats() WarmStats {
 	for _, bs := range e.warm.idle {
 		n += len(bs)
 	}
-	return WarmStats{Idle: n, Booting: e.warm.booting, Hits: e.warm.hits, Misses: e.warm.misses}
+	return WarmStats{Idle: n, Booting: e.warm.bootingLocked(), Hits: e.warm.hits, Misses: e.warm.misses}
 }
 
 // findInit picks the static init binary warm sandboxes need: the configured
@@ -106,43 +117,126 @@ func (e *Engine) takeWarm(k warmKey) *warmBox {
 	return b
 }
 
-// warmUp boots up to n sandboxes for k in the background, within the pool's
-// global bound; the oldest idle sandboxes of other keys make room.
+// warmUp asks for n sandboxes for k. They boot in the background when the
+// machine is quiet (see pumpWarm), so a burst of runs is not slowed down by
+// boots for its own replacements.
 func (e *Engine) warmUp(k warmKey, n int) {
 	if !e.warmEnabled() {
 		return
 	}
+	n = min(n, e.cfg.WarmPerImage)
+	e.warm.mu.Lock()
+	if w := e.warm.want[k]; w.n < n {
+		e.warm.want[k] = warmWant{n: n, at: time.Now()}
+	} else {
+		e.warm.want[k] = warmWant{n: w.n, at: time.Now()}
+	}
+	// Demand beyond the pool's bound is stale: keep the newest.
+	for total := e.warm.wantedLocked(); total > e.cfg.WarmMax; total = e.warm.wantedLocked() {
+		var oldest warmKey
+		first := true
+		for key, w := range e.warm.want {
+			if first || w.at.Before(e.warm.want[oldest].at) {
+				oldest, first = key, false
+			}
+		}
+		delete(e.warm.want, oldest)
+	}
+	e.warm.mu.Unlock()
+	e.pumpWarm()
+}
+
+func (p *warmPool) wantedLocked() int {
+	n := 0
+	for _, w := range p.want {
+		n += w.n
+	}
+	return n
+}
+
+func (p *warmPool) bootingLocked() int {
+	n := 0
+	for _, b := range p.booting {
+		n += b
+	}
+	return n
+}
+
+// runBegins and runEnds bracket a run's use of the machine; a run ending
+// may make room for the boots waiting for quiet.
+func (e *Engine) runBegins() {
+	e.warm.mu.Lock()
+	e.warm.active++
+	e.warm.mu.Unlock()
+}
+
+func (e *Engine) runEnds() {
+	e.warm.mu.Lock()
+	e.warm.active--
+	e.warm.mu.Unlock()
+	e.pumpWarm()
+}
+
+// pumpWarm starts boots for unmet demand while the machine is quiet: a boot
+// costs a core for a few hundred milliseconds, so at most one per two cores
+// runs alongside runs or other boots. The pool's global bound is kept by
+// evicting the oldest idle sandboxes of keys nobody asked for recently.
+func (e *Engine) pumpWarm() {
 	select {
 	case <-e.closed:
 		return
 	default:
 	}
-	e.warm.mu.Lock()
-	have := len(e.warm.idle[k])
-	want := min(n, e.cfg.WarmPerImage) - have
+	budget := max(1, goruntime.NumCPU()/2)
 	var evict []*warmBox
-	for want > 0 {
-		total := e.warm.booting
+	e.warm.mu.Lock()
+	for {
+		if e.warm.active+e.warm.bootingLocked() >= budget {
+			break
+		}
+		k, ok := e.warm.nextWantLocked()
+		if !ok {
+			break
+		}
+		total := e.warm.bootingLocked()
 		for _, bs := range e.warm.idle {
 			total += len(bs)
 		}
-		if total < e.cfg.WarmMax {
-			e.warm.booting++
-			want--
-			e.wg.Add(1)
-			go e.bootWarm(k)
-			continue
-		}
-		if b := e.oldestIdleLocked(k); b != nil {
+		if total >= e.cfg.WarmMax {
+			b := e.oldestIdleLocked(k)
+			if b == nil {
+				break
+			}
 			evict = append(evict, b)
-			continue
 		}
-		break
+		e.warm.booting[k]++
+		if w := e.warm.want[k]; w.n <= len(e.warm.idle[k])+e.warm.booting[k] {
+			delete(e.warm.want, k)
+		}
+		e.wg.Add(1)
+		go e.bootWarm(k)
 	}
 	e.warm.mu.Unlock()
 	for _, b := range evict {
 		e.destroyWarm(b)
 	}
+}
+
+// nextWantLocked returns the most recently wanted key whose demand is not
+// met by idle and booting sandboxes; met demand is forgotten.
+func (p *warmPool) nextWantLocked() (warmKey, bool) {
+	var best warmKey
+	found := false
+	for k, w := range p.want {
+		if w.n <= len(p.idle[k])+p.booting[k] {
+			delete(p.want, k)
+			continue
+		}
+		if !found || w.at.After(p.want[best].at) {
+			best, found = k, true
+		}
+	}
+	return best, found
 }
 
 // oldestIdleLocked removes and returns the oldest idle box not of key k.
@@ -167,7 +261,9 @@ func (e *Engine) bootWarm(k warmKey) {
 	defer e.wg.Done()
 	b, err := e.newWarm(context.Background(), k)
 	e.warm.mu.Lock()
-	e.warm.booting--
+	if e.warm.booting[k]--; e.warm.booting[k] <= 0 {
+		delete(e.warm.booting, k)
+	}
 	closed := false
 	select {
 	case <-e.closed:
@@ -176,6 +272,8 @@ func (e *Engine) bootWarm(k warmKey) {
 	}
 	if err == nil && !closed {
 		e.warm.idle[k] = append(e.warm.idle[k], b)
+	} else if err != nil {
+		delete(e.warm.want, k) // no retry loop on an image that cannot boot
 	}
 	e.warm.mu.Unlock()
 	if err != nil {
@@ -183,6 +281,7 @@ func (e *Engine) bootWarm(k warmKey) {
 	} else if closed {
 		e.destroyWarm(b)
 	}
+	e.pumpWarm()
 }
 
 func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
@@ -351,14 +450,18 @@ func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 	}()
 	res, err := p.rt.Exec(context.Background(), p.warm.cid, runtime.ExecSpec{
 		Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSizeLimit: spec.FileSizeLimit,
-		Stdin: spec.Stdin, Stdout: spec.Stdout, Stderr: spec.Stderr, OnStart: spec.OnStart,
+		Stdin: spec.Stdin, Stdout: spec.Stdout, Stderr: spec.Stderr, OnStart: spec.OnStart, Main: true,
 	})
 	close(done)
 	res.Killed = <-killed
-	// The init keeps a warm sandbox alive after its command: end it now, as a
-	// cold sandbox ends with its main process, so exec'd processes die too.
-	// Deleting its state can wait until after the result is recorded.
-	p.rt.Kill(p.warm.cid)
+	if !p.meta.Disposable {
+		// Nothing the command left running may write after it exits: the
+		// sandbox ends now, as a cold one ends with its main process.
+		p.rt.Destroy(p.warm.cid)
+		p.warm.destroyed = true
+	}
+	// A disposable run's sandbox ends at teardown, after its result is
+	// reported, or at once if exec'd processes must die (runProcess).
 	return res, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/layerfs"
+	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -187,4 +189,95 @@ func TestWarmDrainedOnClose(t *testing.T) {
 	if strings.TrimSpace(string(out)) != "" {
 		t.Errorf("sandboxes left: %s", out)
 	}
+}
+
+// TestWarmBackgroundProcess: a process the command leaves in the background
+// dies when the command exits, warm as cold, so it neither delays the result
+// nor writes into the committed image.
+func TestWarmBackgroundProcess(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	cmd := "(sleep 2; echo late > /root/late) & echo hi > /root/x; echo out"
+	coldOp, coldM := run(t, e, base, cmd)
+	waitIdle(t, e, base, 1)
+	start := time.Now()
+	warmOp, warmM := run(t, e, base, cmd)
+	took := time.Since(start)
+	if e.WarmStats().Hits != 1 {
+		t.Fatalf("second run not served warm: %+v", e.WarmStats())
+	}
+	if a, b := stdout(t, coldM), stdout(t, warmM); a != "out\n" || b != a {
+		t.Errorf("stdout cold %q warm %q", a, b)
+	}
+	for _, op := range []store.Operation{coldOp, warmOp} {
+		if _, err := readFile(t, e, op.ResultImageUUID, "/root/late"); err == nil {
+			t.Errorf("%s: the background process outlived the command (took %v)", op.UUID, took)
+		}
+		if s, _ := readFile(t, e, op.ResultImageUUID, "/root/x"); s != "hi\n" {
+			t.Errorf("%s: /root/x = %q", op.UUID, s)
+		}
+	}
+	// Disposable: a sleeper holding stdout neither keeps the run going (it
+	// would time out) nor loses the output written before the exit.
+	waitIdle(t, e, base, 1)
+	hits := e.WarmStats().Hits
+	_, m := run(t, e, base, "sleep 60 & echo out", disposable, func(r *apitypes.InstanceSpawnRequest) { r.Timeout = ptr(20.0) })
+	if e.WarmStats().Hits != hits+1 {
+		t.Fatalf("disposable run not served warm: %+v", e.WarmStats())
+	}
+	if m.Result.State.TimedOut || stdout(t, m) != "out\n" || m.Result.State.ExitCode != 0 {
+		t.Errorf("disposable run with a background sleeper: timed_out=%v exit=%d stdout %q", m.Result.State.TimedOut, m.Result.State.ExitCode, stdout(t, m))
+	}
+}
+
+// TestWarmBootsWaitForQuiet: replacements asked for while the machine is
+// busy with runs boot only once it is quiet, so a burst of runs does not
+// pay for its own pool refills.
+func TestWarmBootsWaitForQuiet(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	ctx := context.Background()
+	budget := max(1, goruntime.NumCPU()/2)
+	sh := true
+	var ops []string
+	for range budget {
+		op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep 3", Image: base, Shell: &sh})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, op)
+	}
+	busy := func() int {
+		e.warm.mu.Lock()
+		defer e.warm.mu.Unlock()
+		return e.warm.active
+	}
+	for i := 0; busy() < budget; i++ {
+		if i > 600 {
+			t.Fatalf("%d runs active, want %d", busy(), budget)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	run(t, e, base, "true", disposable) // ends while the sleepers run: asks for a replacement
+	for i := 0; ; i++ {
+		e.warm.mu.Lock()
+		n := len(e.warm.want)
+		e.warm.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if i > 600 {
+			t.Fatal("the finished run asked for no warm sandbox")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := e.WarmStats(); s.Booting != 0 || s.Idle != 0 {
+		t.Errorf("pool booted while %d runs were active: %+v", busy(), s)
+	}
+	for _, op := range ops {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if _, err := e.WaitOperation(wctx, acct, op); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	waitIdle(t, e, base, 1) // quiet again: the demand is met
 }

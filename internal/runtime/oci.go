@@ -144,12 +144,15 @@ func (o *OCI) startWait(ctx context.Context, cmd *exec.Cmd, id string, stdin io.
 			o.delete(id)
 		} else {
 			// The runtime removes a sandbox whose process exited by itself;
-			// this is only a safety net, off the critical path.
-			o.bg.Add(1)
-			go func() {
-				defer o.bg.Done()
-				o.delete(id)
-			}()
+			// this is only a safety net, off the critical path, and only
+			// paid for (a runtime process, ~20 ms of CPU) if state is left.
+			if o.hasState(id) {
+				o.bg.Add(1)
+				go func() {
+					defer o.bg.Done()
+					o.delete(id)
+				}()
+			}
 		}
 	}
 	var exitErr *exec.ExitError
@@ -241,7 +244,107 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 	}
 	f.Close()
 	cmd := o.command(context.WithoutCancel(ctx), nil, "exec", "--process", f.Name(), id)
-	return o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
+	if !s.Main {
+		return o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
+	}
+	// Output goes through pipes of ours, so waiting for the runtime process
+	// does not wait for everyone holding the pipes' write ends.
+	out, err := newOutputPipes(cmd, s.Stdout, s.Stderr)
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := o.startWait(ctx, cmd, id, s.Stdin, cmd.Stdout, cmd.Stderr, s.OnStart, false)
+	out.closeWriters()
+	if !out.drained(holderGrace) {
+		o.kill(id, 0) // background processes hold the output: end them
+		if !out.drained(5 * time.Second) {
+			out.abandon()
+		}
+	}
+	return res, err
+}
+
+// holderGrace is how long output may take to reach its end after a main
+// process exits before whoever still holds it is killed.
+const holderGrace = 20 * time.Millisecond
+
+// outputPipes carries an exec'd process's stdout and stderr through pipes
+// read by goroutines of ours.
+type outputPipes struct {
+	writers, readers []*os.File
+	done             chan struct{}
+}
+
+func newOutputPipes(cmd *exec.Cmd, stdout, stderr io.Writer) (*outputPipes, error) {
+	o := &outputPipes{done: make(chan struct{})}
+	var wg sync.WaitGroup
+	pipe := func(dst io.Writer) (*os.File, error) {
+		if dst == nil {
+			dst = io.Discard
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		o.writers, o.readers = append(o.writers, w), append(o.readers, r)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = io.Copy(dst, r)
+		}()
+		return w, nil
+	}
+	fail := func(err error) (*outputPipes, error) {
+		for _, f := range append(o.writers, o.readers...) {
+			f.Close()
+		}
+		wg.Wait()
+		return nil, err
+	}
+	w, err := pipe(stdout)
+	if err != nil {
+		return fail(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w // one writer must not be written from two goroutines
+	if stderr != stdout {
+		if cmd.Stderr, err = pipe(stderr); err != nil {
+			return fail(err)
+		}
+	}
+	go func() { wg.Wait(); close(o.done) }()
+	return o, nil
+}
+
+// closeWriters drops our copies of the write ends (the child has its own).
+func (o *outputPipes) closeWriters() {
+	for _, w := range o.writers {
+		w.Close()
+	}
+}
+
+// drained reports whether all output reached its end within d.
+func (o *outputPipes) drained(d time.Duration) bool {
+	select {
+	case <-o.done:
+		return true
+	default:
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-o.done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// abandon stops reading output that never ends.
+func (o *outputPipes) abandon() {
+	for _, r := range o.readers {
+		r.Close()
+	}
+	<-o.done
 }
 
 // kill ends the sandbox: first through the runtime (which kills every process
@@ -253,6 +356,16 @@ func (o *OCI) kill(id string, pid int) {
 	if pid > 0 {
 		time.AfterFunc(3*time.Second, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
 	}
+}
+
+// hasState reports whether the runtime keeps state for id in its root:
+// runc and crun a directory named id, runsc files named after it.
+func (o *OCI) hasState(id string) bool {
+	if _, err := os.Lstat(filepath.Join(o.root, id)); err == nil {
+		return true
+	}
+	m, _ := filepath.Glob(filepath.Join(o.root, "*"+id+"*"))
+	return len(m) > 0
 }
 
 func (o *OCI) delete(id string) {

@@ -68,6 +68,11 @@ type ExecSpec struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	OnStart        func(pid int)
+	// Main makes the process stand for the sandbox's main process: when it
+	// exits, descendants still holding its output open are not waited for;
+	// the sandbox is killed (as a sandbox ends with its main process) and
+	// the output read to its end.
+	Main bool
 }
 
 // Runtime runs sandboxes. Implementations must be safe for concurrent use.
