@@ -16,9 +16,18 @@ import (
 )
 
 // imageNode is the in-memory view of an image row used to walk chains.
+// parent is the row whose chain lies below layer: the image's parent, or
+// for an imported image the hidden row of the layers below its top one.
 type imageNode struct {
 	uuid, account, parent, layer, flat string
 	deleted                            bool
+	hidden                             bool   // one layer of an imported chain (store.Image.Hidden)
+	chain                              string // a hidden row's chain ID
+}
+
+func newImageNode(im store.Image) *imageNode {
+	return &imageNode{uuid: im.UUID, account: im.Account, parent: im.MountParent(), layer: im.Layer, flat: im.Flat,
+		deleted: im.Deleted, hidden: im.Hidden, chain: im.Chain}
 }
 
 func (e *Engine) loadImages(ctx context.Context) error {
@@ -29,7 +38,7 @@ func (e *Engine) loadImages(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, im := range all {
-		e.images[im.UUID] = &imageNode{uuid: im.UUID, account: im.Account, parent: im.Parent, layer: im.Layer, flat: im.Flat, deleted: im.Deleted}
+		e.images[im.UUID] = newImageNode(im)
 	}
 	return nil
 }
@@ -178,8 +187,9 @@ type GCStats struct {
 }
 
 // CollectGarbage removes layers that no live image's chain needs and that no
-// running operation has pinned, and purges rows of deleted images nothing
-// depends on.
+// running operation has pinned, and purges rows of deleted images and hidden
+// import layers nothing depends on. A layer shared by several rows (a
+// content-addressed import layer) stays while any of them is needed.
 func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
 	e.gcMu.Lock()
 	defer e.gcMu.Unlock()
@@ -188,7 +198,7 @@ func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
 	needed := map[string]bool{}
 	neededImages := map[string]bool{}
 	for u, n := range e.images {
-		if n.deleted {
+		if n.deleted || n.hidden {
 			continue
 		}
 		// Every live image needs its own layer (so it can be squashed again
@@ -211,7 +221,7 @@ func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
 	}
 	var purge []string
 	for u, n := range e.images {
-		if n.deleted && !neededImages[u] {
+		if (n.deleted || n.hidden) && !neededImages[u] {
 			purge = append(purge, u)
 		}
 	}
@@ -312,7 +322,7 @@ func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, 
 		return err
 	}
 	e.mu.Lock()
-	e.images[im.UUID] = &imageNode{uuid: im.UUID, account: im.Account, parent: im.Parent, layer: im.Layer}
+	e.images[im.UUID] = newImageNode(im)
 	e.mu.Unlock()
 	return nil
 }

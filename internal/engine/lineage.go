@@ -66,7 +66,7 @@ func (e *Engine) diffFS(ctx context.Context, account, id string) (*layerfs.FS, f
 		return fs, release, err
 	}
 	im, aerr := e.st.ImageAny(ctx, strings.ToLower(id))
-	if aerr != nil || im.Account != account {
+	if aerr != nil || im.Account != account || im.Hidden {
 		return nil, nil, err
 	}
 	paths, release, perr := e.pinChain(im.UUID)

@@ -41,23 +41,87 @@ type layerSource struct {
 	open   func(ctx context.Context) (io.ReadCloser, error)
 }
 
-// newImage creates a parentless image from p, all layers applied in order
-// into its single layer directory. phase names the byte progress events.
+// newImage creates an image from p: one content-addressed layer per OCI
+// layer (engine.NewLayeredImage), so layers already stored for any image
+// are shared rather than extracted again. phase names the byte progress
+// events.
 func (im *Importer) newImage(ctx context.Context, e *engine.Engine, account string, p *plan, phase string) (string, error) {
 	pr := newProgress(ctx, phase, p)
-	return e.NewBaseImage(ctx, account, func(dir string) error {
-		budget := im.opts.MaxBytes
-		for i, l := range p.layers {
-			pr.layer(i)
-			used, err := im.applyLayer(ctx, dir, l, budget, pr)
-			if err != nil {
-				return fmt.Errorf("%s: layer %d of %d (%s): %w", p.source, i+1, len(p.layers), shortDigest(l), err)
-			}
-			budget -= used
+	budget := im.opts.MaxBytes
+	layers := make([]engine.ImportLayer, len(p.layers))
+	var chain v1.Hash
+	for i, l := range p.layers {
+		if l.diffID.Algorithm != "sha256" || len(l.diffID.Hex) != 64 {
+			return "", errdefs.InvalidArgument("%s: layer %d of %d has the diff ID %q in its config; only sha256 is supported", p.source, i+1, len(p.layers), l.diffID)
 		}
-		pr.layer(len(p.layers))
-		return nil
-	})
+		chain = chainID(chain, l.diffID)
+		where := func(err error) error {
+			return fmt.Errorf("%s: layer %d of %d (%s): %w", p.source, i+1, len(p.layers), shortDigest(l), err)
+		}
+		layers[i] = engine.ImportLayer{
+			DiffID:  l.diffID.String(),
+			ChainID: chain.String(),
+			Fill: func(dir string) error {
+				pr.layer(i)
+				used, err := im.applyLayer(ctx, dir, l, budget, pr)
+				if err != nil {
+					return where(err)
+				}
+				budget -= used
+				return nil
+			},
+			Verify: func() error {
+				pr.layer(i)
+				if err := im.verifyLayer(ctx, l, pr); err != nil {
+					return where(err)
+				}
+				return nil
+			},
+			Shared: func() { pr.skip(l.size) },
+		}
+	}
+	id, _, err := e.NewLayeredImage(ctx, account, layers)
+	if err != nil {
+		return "", err
+	}
+	pr.layer(len(p.layers))
+	return id, nil
+}
+
+// chainID extends the OCI chain ID of the layers below (zero for none) by
+// the layer with diff ID diff.
+func chainID(below, diff v1.Hash) v1.Hash {
+	if below.Hex == "" {
+		return diff
+	}
+	s := sha256.Sum256([]byte(below.String() + " " + diff.String()))
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s[:])}
+}
+
+// verifyLayer reads a layer blob and checks it against its digest and its
+// uncompressed content against its diff ID without extracting it: the
+// proof an account gives before it shares a layer stored for another.
+func (im *Importer) verifyLayer(ctx context.Context, l layerSource, pr *progress) error {
+	rc, err := l.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	blob := newBlobReader(rc, l.digest, l.size, pr.add)
+	un, closeUn, err := decompress(blob)
+	if err != nil {
+		return blameBlob(blob, err)
+	}
+	defer closeUn()
+	diff := sha256.New()
+	_, err = io.Copy(diff, &capReader{r: &ctxReader{ctx: ctx, r: un}, left: im.opts.MaxBytes, limit: im.opts.MaxBytes})
+	if err := blameBlob(blob, blobError(err, "")); err != nil {
+		return err
+	}
+	if got := "sha256:" + hex.EncodeToString(diff.Sum(nil)); got != l.diffID.String() {
+		return errdefs.InvalidArgument("uncompressed content has digest %s, but the image config lists %s: the image is inconsistent or damaged", got, l.diffID)
+	}
+	return nil
 }
 
 func shortDigest(l layerSource) string {
@@ -352,6 +416,13 @@ func (p *progress) layer(i int) {
 	}
 	engine.Progress(p.ctx, apitypes.EventDataProgress{Phase: "layers", Done: int64(i), Total: int64(p.layers), Unit: "layers", Message: msg})
 	p.emit()
+}
+
+// skip takes a layer that needs no reading out of the byte total.
+func (p *progress) skip(size int64) {
+	if p.total > 0 && size > 0 {
+		p.total = max(p.total-size, p.done)
+	}
 }
 
 func (p *progress) add(n int) {

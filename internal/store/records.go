@@ -148,17 +148,37 @@ type Image struct {
 	LayerBytes int64
 	CreatedAt  time.Time
 	Deleted    bool
+	// Base is the hidden image the layer lies on when Parent is "": the
+	// layers below the top one of an imported image. The chain an image
+	// mounts continues at Parent, else at Base.
+	Base string
+	// Hidden marks one layer of an imported chain: an internal row that is
+	// never listed, resolved, tagged or deleted through the API, and that
+	// lives while a visible image's chain needs it.
+	Hidden bool
+	// Chain is a hidden row's chain ID (the OCI chain ID of its layer and
+	// those below): the key under which an account's imports share it.
+	Chain string
 }
 
-const imageCols = `uuid, account, parent, layer, flat, depth, tag, operation, env, layer_bytes, created_at, deleted_at`
+// MountParent is the image whose chain lies below im's layer.
+func (im Image) MountParent() string {
+	if im.Parent != "" {
+		return im.Parent
+	}
+	return im.Base
+}
+
+const imageCols = `uuid, account, parent, layer, flat, depth, tag, operation, env, layer_bytes, created_at, deleted_at, base, hidden, chain`
 
 func scanImage(sc interface{ Scan(...any) error }) (Image, error) {
 	var im Image
-	var parent, flat, tag, op, env sql.NullString
+	var parent, flat, tag, op, env, base, chain sql.NullString
 	var created int64
 	var deleted sql.NullInt64
-	err := sc.Scan(&im.UUID, &im.Account, &parent, &im.Layer, &flat, &im.Depth, &tag, &op, &env, &im.LayerBytes, &created, &deleted)
+	err := sc.Scan(&im.UUID, &im.Account, &parent, &im.Layer, &flat, &im.Depth, &tag, &op, &env, &im.LayerBytes, &created, &deleted, &base, &im.Hidden, &chain)
 	im.Parent, im.Flat, im.Tag, im.Operation, im.Env = parent.String, flat.String, tag.String, op.String, env.String
+	im.Base, im.Chain = base.String, chain.String
 	im.CreatedAt = time.Unix(0, created)
 	im.Deleted = deleted.Valid
 	return im, err
@@ -166,13 +186,14 @@ func scanImage(sc interface{ Scan(...any) error }) (Image, error) {
 
 // InsertImage writes a new image row inside tx.
 func InsertImage(ctx context.Context, tx *sql.Tx, im Image) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO images(uuid, account, parent, layer, flat, depth, tag, operation, env, layer_bytes, created_at) VALUES(?,?,?,?,?,?,?,?,?,?,?)`,
-		im.UUID, im.Account, nullStr(im.Parent), im.Layer, nullStr(im.Flat), im.Depth, nullStr(im.Tag), nullStr(im.Operation), nullStr(im.Env), im.LayerBytes, im.CreatedAt.UnixNano())
+	_, err := tx.ExecContext(ctx, `INSERT INTO images(uuid, account, parent, layer, flat, depth, tag, operation, env, layer_bytes, created_at, base, hidden, chain) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		im.UUID, im.Account, nullStr(im.Parent), im.Layer, nullStr(im.Flat), im.Depth, nullStr(im.Tag), nullStr(im.Operation), nullStr(im.Env), im.LayerBytes, im.CreatedAt.UnixNano(),
+		nullStr(im.Base), im.Hidden, nullStr(im.Chain))
 	return err
 }
 
-// ImageAny returns an image row by uuid regardless of account or deletion
-// (internal use: chains cross deleted ancestors).
+// ImageAny returns an image row by uuid regardless of account, deletion or
+// hiding (internal use: chains cross deleted ancestors).
 func (s *Store) ImageAny(ctx context.Context, uuid string) (Image, error) {
 	im, err := scanImage(s.r.QueryRowContext(ctx, `SELECT `+imageCols+` FROM images WHERE uuid=?`, uuid))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -183,7 +204,7 @@ func (s *Store) ImageAny(ctx context.Context, uuid string) (Image, error) {
 
 // Image returns a live image of account.
 func (s *Store) Image(ctx context.Context, account, uuid string) (Image, error) {
-	im, err := scanImage(s.r.QueryRowContext(ctx, `SELECT `+imageCols+` FROM images WHERE uuid=? AND account=? AND deleted_at IS NULL`, uuid, account))
+	im, err := scanImage(s.r.QueryRowContext(ctx, `SELECT `+imageCols+` FROM images WHERE uuid=? AND account=? AND deleted_at IS NULL AND hidden=0`, uuid, account))
 	if errors.Is(err, sql.ErrNoRows) {
 		return im, errdefs.NotFound("image %s not found", uuid)
 	}
@@ -192,7 +213,7 @@ func (s *Store) Image(ctx context.Context, account, uuid string) (Image, error) 
 
 // ImageByTag returns account's image tagged tag.
 func (s *Store) ImageByTag(ctx context.Context, account, tag string) (Image, error) {
-	im, err := scanImage(s.r.QueryRowContext(ctx, `SELECT `+imageCols+` FROM images WHERE account=? AND tag=? AND deleted_at IS NULL`, account, tag))
+	im, err := scanImage(s.r.QueryRowContext(ctx, `SELECT `+imageCols+` FROM images WHERE account=? AND tag=? AND deleted_at IS NULL AND hidden=0`, account, tag))
 	if errors.Is(err, sql.ErrNoRows) {
 		return im, errdefs.NotFound("no image with tag %q", tag)
 	}
@@ -215,7 +236,7 @@ type ImageFilter struct {
 
 // ListImages lists live images, newest first; an exact tag match comes first.
 func (s *Store) ListImages(ctx context.Context, f ImageFilter) ([]Image, error) {
-	q := `SELECT ` + imageCols + ` FROM images WHERE account=? AND deleted_at IS NULL`
+	q := `SELECT ` + imageCols + ` FROM images WHERE account=? AND deleted_at IS NULL AND hidden=0`
 	args := []any{f.Account}
 	if f.TagPrefix != "" {
 		q += ` AND tag IS NOT NULL AND substr(tag, 1, ?) = ?`
@@ -281,7 +302,7 @@ func (s *Store) SetTag(ctx context.Context, account, uuid, tag string) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE images SET tag=NULL WHERE account=? AND tag=?`, account, tag); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE images SET tag=? WHERE account=? AND uuid=? AND deleted_at IS NULL`, tag, account, uuid)
+		res, err := tx.ExecContext(ctx, `UPDATE images SET tag=? WHERE account=? AND uuid=? AND deleted_at IS NULL AND hidden=0`, tag, account, uuid)
 		if err != nil {
 			return err
 		}
@@ -314,7 +335,7 @@ func (s *Store) SetFlat(ctx context.Context, uuid, layer string) error {
 // DeleteImage marks an image deleted and drops its tag. Its layer stays while
 // descendants need it; the collector removes it later.
 func (s *Store) DeleteImage(ctx context.Context, account, uuid string) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE images SET deleted_at=?, tag=NULL WHERE account=? AND uuid=? AND deleted_at IS NULL`, now(), account, uuid)
+	res, err := s.w.ExecContext(ctx, `UPDATE images SET deleted_at=?, tag=NULL WHERE account=? AND uuid=? AND deleted_at IS NULL AND hidden=0`, now(), account, uuid)
 	if err != nil {
 		return err
 	}
@@ -324,11 +345,12 @@ func (s *Store) DeleteImage(ctx context.Context, account, uuid string) error {
 	return nil
 }
 
-// PurgeImages removes rows of deleted images (their layers already collected).
+// PurgeImages removes rows of deleted images and hidden import layers that
+// no live image needs (their layers already collected).
 func (s *Store) PurgeImages(ctx context.Context, uuids []string) error {
 	return s.Tx(ctx, func(tx *sql.Tx) error {
 		for _, u := range uuids {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM images WHERE uuid=? AND deleted_at IS NOT NULL`, u); err != nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM images WHERE uuid=? AND (deleted_at IS NOT NULL OR hidden=1)`, u); err != nil {
 				return err
 			}
 		}
@@ -415,11 +437,12 @@ func (s *Store) ListFiles(ctx context.Context, account string, since, until time
 	return out, rows.Err()
 }
 
-// AccountBytes is the stored bytes attributed to an account: its image layers
-// and its uploaded files.
+// AccountBytes is the stored bytes attributed to an account: the distinct
+// layers of its images (hidden import layers included, each shared layer
+// once) and its uploaded files.
 func (s *Store) AccountBytes(ctx context.Context, account string) (int64, error) {
 	var a, b sql.NullInt64
-	if err := s.r.QueryRowContext(ctx, `SELECT SUM(layer_bytes) FROM images WHERE account=? AND deleted_at IS NULL`, account).Scan(&a); err != nil {
+	if err := s.r.QueryRowContext(ctx, `SELECT SUM(b) FROM (SELECT MAX(layer_bytes) AS b FROM images WHERE account=? AND deleted_at IS NULL GROUP BY layer)`, account).Scan(&a); err != nil {
 		return 0, err
 	}
 	if err := s.r.QueryRowContext(ctx, `SELECT SUM(size) FROM files WHERE account=?`, account).Scan(&b); err != nil {

@@ -5,7 +5,8 @@
 //
 //	accounts   id, name
 //	tokens     uuid, account, sha256 of the secret, name, expiry, revocation
-//	images     uuid, account, parent, layer, flat (squashed chain), depth, tag, operation, env
+//	images     uuid, account, parent, layer, flat (squashed chain), depth, tag, operation, env,
+//	           base and hidden/chain (content-addressed import layers, see Image)
 //	files      uuid, account, sha256, size            (blobs live on disk by sha256)
 //	operations uuid, account, kind, status, timings, input/result image, metadata JSON
 //	events     (operation, id) → ts, spid, type, data JSON
@@ -128,6 +129,15 @@ var migrations = []string{
 		data TEXT NOT NULL,
 		PRIMARY KEY (operation, id)
 	) WITHOUT ROWID;`,
+	// 2: imported images as chains of shared, content-addressed layers.
+	// A hidden row is one layer of an imported chain (chain: its chain ID),
+	// never listed or addressable by users; base links a visible image, or
+	// a hidden row, to the hidden row its layer lies on.
+	`ALTER TABLE images ADD COLUMN base TEXT;
+	ALTER TABLE images ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE images ADD COLUMN chain TEXT;
+	CREATE UNIQUE INDEX images_account_chain ON images(account, chain) WHERE hidden = 1;
+	CREATE INDEX images_layer ON images(layer);`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
