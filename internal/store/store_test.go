@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -89,5 +90,60 @@ func TestFilesDedupAndEventsOrder(t *testing.T) {
 	}
 	if err := s.AppendEvent(ctx, "op", Event{ID: 2, TS: time.Now(), Type: "x", Data: "{}"}); err == nil {
 		t.Fatal("duplicate event id accepted")
+	}
+}
+
+// TestMigrationFromV1 opens a database written by the first schema: its
+// images survive the upgrade, are not hidden, and hidden rows are kept out
+// of every user-facing query.
+func TestMigrationFromV1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "arbor.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(migrations[0] + `; PRAGMA user_version = 1;
+		INSERT INTO images(uuid, account, layer, depth, tag, layer_bytes, created_at) VALUES('old', 'x', 'l1', 1, 'kept', 10, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s := open(t, path)
+	var v int
+	s.w.QueryRow(`PRAGMA user_version`).Scan(&v)
+	if v != len(migrations) {
+		t.Fatalf("user_version = %d after upgrade, want %d", v, len(migrations))
+	}
+	im, err := s.ImageByTag(ctx, "x", "kept")
+	if err != nil || im.UUID != "old" || im.Hidden || im.Base != "" {
+		t.Fatalf("image written by schema 1: %+v, %v", im, err)
+	}
+	hidden := Image{UUID: "h", Account: "x", Layer: "l1", Depth: 1, LayerBytes: 10, CreatedAt: time.Now(), Hidden: true, Chain: "sha256:c"}
+	top := Image{UUID: "top", Account: "x", Base: "h", Layer: "l2", Depth: 2, LayerBytes: 5, CreatedAt: time.Now()}
+	if err := s.Tx(ctx, func(tx *sql.Tx) error {
+		return errors.Join(InsertImage(ctx, tx, hidden), InsertImage(ctx, tx, top))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Tx(ctx, func(tx *sql.Tx) error {
+		return InsertImage(ctx, tx, Image{UUID: "h2", Account: "x", Layer: "l1", Depth: 1, CreatedAt: time.Now(), Hidden: true, Chain: "sha256:c"})
+	}); err == nil {
+		t.Error("a second hidden row with the same chain ID in one account was accepted")
+	}
+	ims, _ := s.ListImages(ctx, ImageFilter{Account: "x"})
+	if len(ims) != 2 {
+		t.Errorf("ListImages = %d images, want 2 (the hidden row is not listed)", len(ims))
+	}
+	if _, err := s.Image(ctx, "x", "h"); !errdefs.IsNotFound(err) {
+		t.Errorf("Image(hidden) = %v, want not found", err)
+	}
+	if err := s.DeleteImage(ctx, "x", "h"); !errdefs.IsNotFound(err) {
+		t.Errorf("DeleteImage(hidden) = %v, want not found", err)
+	}
+	if got, _ := s.Image(ctx, "x", "top"); got.MountParent() != "h" || got.Parent != "" {
+		t.Errorf("top: parent %q, mount parent %q; want none and h", got.Parent, got.MountParent())
+	}
+	if n, _ := s.AccountBytes(ctx, "x"); n != 15 {
+		t.Errorf("AccountBytes = %d, want 15 (layer l1 counted once)", n)
 	}
 }
