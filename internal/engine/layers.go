@@ -299,3 +299,15 @@ func (e *Engine) LayerStats() (layers int, bytes int64, err error) {
 	}
 	return layers, bytes, nil
 }
+
+// ImageLayers returns the layer directories image id mounts, top first
+// (ending at the nearest squashed ancestor's flat layer), pinned against
+// collection until release is called. Layer directories never change, and
+// a directory's name identifies its content.
+func (e *Engine) ImageLayers(ctx context.Context, account, id string) (paths []string, release func(), err error) {
+	im, err := e.Image(ctx, account, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e.pinChain(im.UUID)
+}

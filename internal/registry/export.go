@@ -39,20 +39,35 @@ import (
 //	HOST/arbor/<name>:<t>            the image tagged "<name>:<t>"
 //	HOST/arbor/<name>:latest         the image tagged "<name>:latest", else "<name>"
 //	HOST/arbor/…@sha256:…            a manifest this exporter generated
+//	HOST/arbor-layers/…              the same names, with the image's layers kept
 //
 // Docker references are lower case, so images whose tag has capitals are
 // pulled by uuid.
 //
 // # Content
 //
-// Each image is exported flattened: one gzip-compressed layer holding its
-// merged filesystem (whiteouts applied), written deterministically (lexical
-// order, no access times) by layerfs, and a config with the image's
-// preserved environment. The first request for an image generates its
-// blobs into <home>/registry/blobs/sha256/<hex> and records them in
-// <home>/registry/exports/<uuid>.json; images are immutable, so later
-// requests, and manifests and blobs requested separately, always agree.
-// [Exporter.Prune] removes what deleted images left behind.
+// Under arbor/ each image is exported flattened: one gzip-compressed layer
+// holding its merged filesystem (whiteouts applied), written
+// deterministically (lexical order, no access times) by layerfs, and a
+// config with the image's preserved environment.
+//
+// Under arbor-layers/ an image is exported with its layers kept: one OCI
+// layer per layer of its chain, bottom first, as written by
+// layerfs.WriteLayerTar (overlay whiteouts become ".wh.<name>" files and
+// opaque directories get a ".wh..wh..opq" marker). A chain that was squashed
+// starts with the squashed layer; a chain deeper than maxExportLayers has
+// its bottom layers merged into one. Layer blobs are cached per layer
+// directory (<home>/registry/layers/<layer id>.json), so images that share
+// layers — a run's checkpoints and their parent, images imported from the
+// same base — share the blobs and their digests, and a client pulls a
+// shared layer once.
+//
+// The first request for an image generates its blobs into
+// <home>/registry/blobs/sha256/<hex> and records them in
+// <home>/registry/exports/<uuid>.json (<uuid>.layers.json for the layered
+// form); images are immutable, so later requests, and manifests and blobs
+// requested separately, always agree. [Exporter.Prune] removes what deleted
+// images left behind.
 //
 // # Authentication
 //
@@ -69,10 +84,24 @@ type Exporter struct {
 
 	mu      sync.Mutex
 	loaded  bool
-	records map[string]*exportRecord   // by image uuid
-	byBlob  map[string]map[string]bool // digest → image uuids whose export includes it
-	locks   map[string]*sync.Mutex     // by image uuid: one generation at a time
+	records map[string]*exportRecord   // by record key (recKey)
+	byBlob  map[string]map[string]bool // digest → record keys whose export includes it
+	locks   map[string]*sync.Mutex     // by record key or layer: one generation at a time
 }
+
+// Repository namespaces: flattened images, and images with their layers kept.
+const (
+	flatRepo    = "arbor/"
+	layeredRepo = "arbor-layers/"
+)
+
+// variantLayers marks the export records of images with their layers kept.
+const variantLayers = "layers"
+
+// maxExportLayers bounds the layers of a layered export: the bottom of a
+// deeper chain is merged into one layer (the engine squashes chains past
+// its SquashDepth anyway).
+const maxExportLayers = 100
 
 // exportRecord is <home>/registry/exports/<uuid>.json.
 type exportRecord struct {
@@ -82,12 +111,48 @@ type exportRecord struct {
 	Manifest     string `json:"manifest"`
 	ManifestSize int64  `json:"manifest_size"`
 	Config       string `json:"config"`
-	Layer        string `json:"layer"`
-	LayerSize    int64  `json:"layer_size"`
-	DiffID       string `json:"diff_id"`
+	Layer        string `json:"layer,omitempty"`
+	LayerSize    int64  `json:"layer_size,omitempty"`
+	DiffID       string `json:"diff_id,omitempty"`
+	// Variant is "" for a flattened export (Layer) and "layers" for one
+	// with its layers kept (Layers, bottom first).
+	Variant string        `json:"variant,omitempty"`
+	Layers  []exportLayer `json:"layers,omitempty"`
 }
 
-func (r *exportRecord) blobs() []string { return []string{r.Manifest, r.Config, r.Layer} }
+// exportLayer is one layer blob of a layered export, and the cache entry
+// <home>/registry/layers/<layer id>.json.
+type exportLayer struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	DiffID string `json:"diff_id"`
+	// Inodes are the layer directories' inode numbers when the blob was
+	// written: a directory collected and stored again (a content-addressed
+	// import layer) is a new one, and its blob is written again.
+	Inodes []uint64 `json:"inodes,omitempty"`
+}
+
+func (r *exportRecord) blobs() []string {
+	out := []string{r.Manifest, r.Config}
+	if r.Layer != "" {
+		out = append(out, r.Layer)
+	}
+	for _, l := range r.Layers {
+		out = append(out, l.Digest)
+	}
+	return out
+}
+
+// recKey names an export record: the image uuid, with ".layers" for the
+// layered form.
+func recKey(image, variant string) string {
+	if variant != "" {
+		return image + "." + variant
+	}
+	return image
+}
+
+func (r *exportRecord) key() string { return recKey(r.Image, r.Variant) }
 
 // ExportHandler returns the read-only OCI registry of e's images. auth maps
 // a request to its account; nil means [TokenAuth](e). Basic credentials are
@@ -186,8 +251,9 @@ func (x *Exporter) serveManifest(ctx context.Context, w http.ResponseWriter, r *
 		rec, err = x.recordFor(ctx, account, ref, func(rec *exportRecord) bool { return rec.Manifest == ref })
 	} else {
 		var im store.Image
-		if im, err = x.resolveName(ctx, account, repo, ref); err == nil {
-			rec, err = x.export(ctx, account, im)
+		var variant string
+		if im, variant, err = x.resolveName(ctx, account, repo, ref); err == nil {
+			rec, err = x.export(ctx, account, im, variant)
 		}
 	}
 	if err != nil {
@@ -217,10 +283,10 @@ func (x *Exporter) serveBlob(ctx context.Context, w http.ResponseWriter, r *http
 func (x *Exporter) serveFile(ctx context.Context, w http.ResponseWriter, r *http.Request, rec *exportRecord, digest string) {
 	f, err := os.Open(x.blobPath(digest))
 	if errors.Is(err, os.ErrNotExist) {
-		x.forget(rec.Image)
+		x.forget(rec.key())
 		var im store.Image
 		if im, err = x.e.Image(ctx, rec.Account, rec.Image); err == nil {
-			if _, err = x.export(ctx, rec.Account, im); err == nil {
+			if _, err = x.export(ctx, rec.Account, im, rec.Variant); err == nil {
 				f, err = os.Open(x.blobPath(digest))
 			}
 		}
@@ -235,15 +301,30 @@ func (x *Exporter) serveFile(ctx context.Context, w http.ResponseWriter, r *http
 	http.ServeContent(w, r, "", time.Time{}, f)
 }
 
-// resolveName maps a repository name and tag to an image of account.
-func (x *Exporter) resolveName(ctx context.Context, account, repo, ref string) (store.Image, error) {
-	name, ok := strings.CutPrefix(repo, "arbor/")
-	if !ok || name == "" {
-		return store.Image{}, errdefs.NotFound("repository %q does not exist: arbor serves arbor/<image uuid> and arbor/<tag name>", repo)
+// repoName splits a repository into the image name and the export variant.
+func repoName(repo string) (name, variant string, ok bool) {
+	if name, ok := strings.CutPrefix(repo, layeredRepo); ok && name != "" {
+		return name, variantLayers, true
 	}
+	name, ok = strings.CutPrefix(repo, flatRepo)
+	return name, "", ok && name != ""
+}
+
+// resolveName maps a repository name and tag to an image of account and
+// the export variant.
+func (x *Exporter) resolveName(ctx context.Context, account, repo, ref string) (store.Image, string, error) {
+	name, variant, ok := repoName(repo)
+	if !ok {
+		return store.Image{}, "", errdefs.NotFound("repository %q does not exist: arbor serves arbor/<image uuid> and arbor/<tag name>, flattened, and the same under arbor-layers/ with the layers kept", repo)
+	}
+	im, err := x.resolveImage(ctx, account, name, ref)
+	return im, variant, err
+}
+
+func (x *Exporter) resolveImage(ctx context.Context, account, name, ref string) (store.Image, error) {
 	if engine.IsUUID(name) {
 		if ref != "latest" {
-			return store.Image{}, errdefs.NotFound("arbor/%s has only the tag latest", name)
+			return store.Image{}, errdefs.NotFound("%s has only the tag latest", name)
 		}
 		return x.e.Image(ctx, account, name)
 	}
@@ -266,10 +347,10 @@ func (x *Exporter) resolveName(ctx context.Context, account, repo, ref string) (
 var dockerTagRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 
 func (x *Exporter) serveTags(ctx context.Context, w http.ResponseWriter, account, repo string) {
-	name, ok := strings.CutPrefix(repo, "arbor/")
+	name, _, ok := repoName(repo)
 	var tags []string
 	switch {
-	case !ok || name == "":
+	case !ok:
 	case engine.IsUUID(name):
 		if _, err := x.e.Image(ctx, account, name); err == nil {
 			tags = []string{"latest"}
@@ -296,7 +377,7 @@ func (x *Exporter) serveTags(ctx context.Context, w http.ResponseWriter, account
 		sort.Strings(tags)
 	}
 	if len(tags) == 0 {
-		writeRegError(w, http.StatusNotFound, "NAME_UNKNOWN", fmt.Sprintf("repository %q does not exist: arbor serves arbor/<image uuid> and arbor/<tag name>", repo))
+		writeRegError(w, http.StatusNotFound, "NAME_UNKNOWN", fmt.Sprintf("repository %q does not exist: arbor serves arbor/<image uuid> and arbor/<tag name>, flattened, and the same under arbor-layers/ with the layers kept", repo))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -309,8 +390,8 @@ func (x *Exporter) recordFor(ctx context.Context, account, digest string, ok fun
 	x.mu.Lock()
 	x.loadLocked()
 	var cands []*exportRecord
-	for id := range x.byBlob[digest] {
-		if rec := x.records[id]; rec != nil && rec.Account == account && ok(rec) {
+	for k := range x.byBlob[digest] {
+		if rec := x.records[k]; rec != nil && rec.Account == account && ok(rec) {
 			cands = append(cands, rec)
 		}
 	}
@@ -323,14 +404,15 @@ func (x *Exporter) recordFor(ctx context.Context, account, digest string, ok fun
 	return nil, errdefs.NotFound("%s is not part of any image of this account exported here: pull by name (arbor/<image uuid> or arbor/<tag>) first", digest)
 }
 
-// export returns the export of im, generating it on first use.
-func (x *Exporter) export(ctx context.Context, account string, im store.Image) (*exportRecord, error) {
-	lock := x.imageLock(im.UUID)
+// export returns the export of im in variant, generating it on first use.
+func (x *Exporter) export(ctx context.Context, account string, im store.Image, variant string) (*exportRecord, error) {
+	key := recKey(im.UUID, variant)
+	lock := x.imageLock(key)
 	lock.Lock()
 	defer lock.Unlock()
 	x.mu.Lock()
 	x.loadLocked()
-	rec := x.records[im.UUID]
+	rec := x.records[key]
 	x.mu.Unlock()
 	if rec != nil && rec.Account == account && x.haveBlobs(rec) {
 		return rec, nil
@@ -339,12 +421,16 @@ func (x *Exporter) export(ctx context.Context, account string, im store.Image) (
 	// would only start again.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
 	defer cancel()
-	rec, err := x.generate(ctx, account, im)
+	gen := x.generate
+	if variant == variantLayers {
+		gen = x.generateLayered
+	}
+	rec, err := gen(ctx, account, im)
 	if err != nil {
 		return nil, fmt.Errorf("export image %s: %w", im.UUID, err)
 	}
 	b, _ := json.MarshalIndent(rec, "", "  ")
-	if err := writeFileAtomic(filepath.Join(x.dir, "exports", im.UUID+".json"), b); err != nil {
+	if err := writeFileAtomic(filepath.Join(x.dir, "exports", key+".json"), b); err != nil {
 		return nil, err
 	}
 	x.mu.Lock()
@@ -493,39 +579,39 @@ func (x *Exporter) loadLocked() {
 			continue
 		}
 		var rec exportRecord
-		if json.Unmarshal(b, &rec) == nil && rec.Version == 1 && rec.Image+".json" == en.Name() {
+		if json.Unmarshal(b, &rec) == nil && rec.Version == 1 && rec.key()+".json" == en.Name() {
 			x.addLocked(&rec)
 		}
 	}
 }
 
 func (x *Exporter) addLocked(rec *exportRecord) {
-	if old := x.records[rec.Image]; old != nil {
+	if old := x.records[rec.key()]; old != nil {
 		x.dropLocked(old)
 	}
-	x.records[rec.Image] = rec
+	x.records[rec.key()] = rec
 	for _, d := range rec.blobs() {
 		if x.byBlob[d] == nil {
 			x.byBlob[d] = map[string]bool{}
 		}
-		x.byBlob[d][rec.Image] = true
+		x.byBlob[d][rec.key()] = true
 	}
 }
 
 func (x *Exporter) dropLocked(rec *exportRecord) {
-	delete(x.records, rec.Image)
+	delete(x.records, rec.key())
 	for _, d := range rec.blobs() {
-		delete(x.byBlob[d], rec.Image)
+		delete(x.byBlob[d], rec.key())
 		if len(x.byBlob[d]) == 0 {
 			delete(x.byBlob, d)
 		}
 	}
 }
 
-func (x *Exporter) forget(id string) {
+func (x *Exporter) forget(key string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if rec := x.records[id]; rec != nil {
+	if rec := x.records[key]; rec != nil {
 		x.dropLocked(rec)
 	}
 }
@@ -543,8 +629,8 @@ func (x *Exporter) Prune(ctx context.Context) error {
 	x.mu.Unlock()
 	for _, rec := range recs {
 		if _, err := x.e.Image(ctx, rec.Account, rec.Image); errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) {
-			x.forget(rec.Image)
-			if err := os.Remove(filepath.Join(x.dir, "exports", rec.Image+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			x.forget(rec.key())
+			if err := os.Remove(filepath.Join(x.dir, "exports", rec.key()+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
 		}
@@ -566,7 +652,7 @@ func (x *Exporter) Prune(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return x.pruneLayerCache()
 }
 
 // exportEnv turns an image's preserved environment (a JSON object) into a
