@@ -6,12 +6,20 @@
 // An [Importer] pulls from OCI/Docker registries ([Importer.ImportRegistry],
 // installed into the engine with [Install]) and reads archives
 // ([Importer.ImportArchive]: docker save tarballs, OCI image layouts as
-// tarballs or directories, plain root filesystem tarballs). An image's
-// layers are applied in order into the single layer directory of one new
-// parentless image (engine.NewBaseImage): OCI whiteouts and opaque
-// directories become overlayfs ones, harmless in a bottom layer, and the
-// engine commits the directory durably before the image becomes visible, so
-// a failed import leaves nothing behind.
+// tarballs or directories, plain root filesystem tarballs). Each OCI layer
+// becomes a layer directory of its own (engine.NewLayeredImage), stored
+// once under its diff ID and shared by every image, of any account, that
+// has it: extraction into an empty directory depends on the layer's tar
+// alone (OCI whiteouts and opaque directories become overlayfs ones, which
+// act on whatever lies below at mount time, and no path resolves through a
+// lower layer, as with docker's and containerd's overlay snapshotters). The
+// layers below the top one are hidden per-account chain rows keyed by
+// chain ID. A layer already stored is not extracted again: when the
+// account already uses it nothing is read; otherwise its blob is read and
+// hashed against the diff ID first, so no account reaches another's layer
+// by naming its digest. The engine commits the layers durably before the
+// image becomes visible, so a failed import leaves nothing behind.
+// Plain root filesystem tarballs stay one unshared layer.
 //
 // Every byte is checked: blobs against their digests and sizes while they
 // stream (a registry serving damaged data fails the import with the digest
@@ -35,5 +43,6 @@
 // # Export
 //
 // [ExportHandler] serves the engine's images read-only as an OCI registry
-// (GET /v2/...), one flattened layer per image; see [Exporter].
+// (GET /v2/...): arbor/<image> flattened into one layer, arbor-layers/<image>
+// with one layer per layer of its chain; see [Exporter].
 package registry

@@ -103,7 +103,8 @@ func Install(e *engine.Engine, opts Options) (*Importer, error) {
 
 // ImportRegistry is an [engine.RegistryImporter]. It pulls the image that
 // req.Registry.URL names (for the configured platform) and creates one
-// parentless image holding its layers applied in order. Re-importing an
+// parentless image whose chain is its layers, each stored once however many
+// images share it (see the package documentation). Re-importing an
 // image whose manifest digest this account already imported returns the
 // earlier image at once, without pulling layers, while that image exists.
 //
