@@ -269,6 +269,12 @@ func (e *Engine) Signal(ctx context.Context, account, op string, spid int, sig s
 	if pr == nil || pr.pid == 0 {
 		return errdefs.NotFound("operation %s has no process %d", op, spid)
 	}
+	if pr.signal != nil {
+		if err := pr.signal(sig); err != nil {
+			return errdefs.Conflict("process %d has exited", spid)
+		}
+		return nil
+	}
 	if err := syscall.Kill(pr.pid, sig); err != nil {
 		return errdefs.Conflict("process %d has exited", spid)
 	}

@@ -9,12 +9,31 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 )
 
+// TestSubprocesses covers stdin kept open, exec'd processes, their stdin
+// and signals, and signals to the main process, cold and warm.
 func TestSubprocesses(t *testing.T) {
-	for _, rt := range runtimes {
-		t.Run(rt, func(t *testing.T) {
+	for _, tc := range []struct {
+		rt   string
+		warm bool
+	}{{"runsc", false}, {"runc", false}, {"runsc", true}} {
+		name := tc.rt
+		if tc.warm {
+			name += "/warm"
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			e, base := newEngine(t, rt)
+			var e *Engine
+			var base string
+			if tc.warm {
+				e, base = newWarmEngine(t, tc.rt)
+				run(t, e, base, "true", disposable)
+			} else {
+				e, base = newEngine(t, tc.rt)
+			}
 			ctx := context.Background()
+			if tc.warm {
+				waitIdle(t, e, base, 1)
+			}
 			// The main process reads stdin until it is closed.
 			op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "cat; echo main-done", Image: base, Shell: ptr(true),
 				Stdin: &apitypes.ClosableStreamRepr{Value: "first\n", Close: ptr(false)}})
@@ -55,6 +74,30 @@ func TestSubprocesses(t *testing.T) {
 			}
 			if _, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "true"}); err == nil {
 				t.Fatal("exec into a finished instance succeeded")
+			}
+			if tc.warm {
+				waitIdle(t, e, base, 1)
+			}
+			// A signal to the main process ends the run with 128+signal.
+			op, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{"100"}, Image: base, Disposable: ptr(true)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; ; i++ {
+				if err = e.KillSubprocess(ctx, acct, op, 1, "TERM"); err == nil || i > 200 {
+					break
+				}
+				time.Sleep(50 * time.Millisecond) // until the process has started
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			r1 = waitSub(t, e, op, 1)
+			if r1.State.ExitCode != 128+15 {
+				t.Errorf("main process after TERM: %+v, want exit code 143", r1.State)
+			}
+			if tc.warm && e.WarmStats().Hits != 2 {
+				t.Errorf("runs not served warm: %+v", e.WarmStats())
 			}
 		})
 	}

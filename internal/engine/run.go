@@ -49,8 +49,9 @@ type sandboxRef struct {
 
 // proc is a process in a sandbox: the main one (spid 1) or an exec'd one.
 type proc struct {
-	pid   int // of the runtime process, which forwards signals
-	stdin *os.File
+	pid    int                        // of the runtime process, which forwards signals
+	signal func(syscall.Signal) error // if set, signals go here instead of to pid
+	stdin  *os.File
 }
 
 var (
@@ -405,7 +406,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	var dir, upper, merged, bundle string
 	var mounted bool
 	if wb != nil {
-		defer wb.release()
+		defer func() { wb.agent.Close(); wb.release() }()
 		dir, upper, merged, bundle, mounted = wb.dir, wb.upper, wb.merged, wb.bundle, true
 		p.warm = wb
 	} else {
@@ -446,7 +447,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	defer unmount()
 
 	if wb != nil {
-		if err := e.placeInSandbox(ctx, p.rt, wb.cid, p.files, cwdToMake(merged, p.meta.Cwd)); err != nil {
+		if err := e.placeInSandbox(wb.agent, p.files, cwdToMake(merged, p.meta.Cwd)); err != nil {
 			rs.fail(ctx, err)
 			return
 		}
@@ -708,6 +709,9 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 					a.mu.Lock()
 					a.sandbox = &sandboxRef{rt: p.rt, cid: spec.ID, p: p}
 					a.procs[1] = &proc{pid: pid, stdin: stdinW}
+					if p.warm != nil {
+						a.procs[1].signal = p.warm.agent.Signal // pid is the sandbox's own
+					}
 					a.mu.Unlock()
 					close(a.running)
 				}

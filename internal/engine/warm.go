@@ -45,7 +45,8 @@ type warmBox struct {
 	cid, dir, upper, merged, bundle string
 	release                         func() // unpins the image's layers
 	born                            time.Time
-	destroyed                       bool // its sandbox is gone (set by the run using it)
+	destroyed                       bool            // its sandbox is gone (set by the run using it)
+	agent                           *initproc.Agent // talks to the serving init
 }
 
 type warmPool struct {
@@ -311,14 +312,22 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 	if err := overlay.Mount(lowers, b.upper, work, b.merged); err != nil {
 		return fail(err)
 	}
-	err = rt.Boot(ctx, runtime.Spec{
-		ID: b.cid, Bundle: b.bundle, Rootfs: b.merged, Args: []string{runtime.InitPath, initproc.Arg, "pause"},
-		Env: []string{"PATH=" + defaultPath}, Cwd: "/", Hostname: k.hostname,
-		MemoryBytes: k.memory, Pids: k.pids, CPUs: k.cpus, InitBinary: e.initBin,
-	})
+	agent, pipes, err := initproc.NewAgentPipes()
 	if err != nil {
 		return fail(err)
 	}
+	err = rt.Boot(ctx, runtime.Spec{
+		ID: b.cid, Bundle: b.bundle, Rootfs: b.merged, Args: []string{runtime.InitPath, initproc.Arg, "serve"},
+		Env: []string{"PATH=" + defaultPath}, Cwd: "/", Hostname: k.hostname,
+		MemoryBytes: k.memory, Pids: k.pids, CPUs: k.cpus, InitBinary: e.initBin,
+		Stdin: pipes.Stdin, Stdout: pipes.Stdout,
+	})
+	pipes.Close() // the sandbox has its copies
+	if err != nil {
+		agent.Close()
+		return fail(err)
+	}
+	b.agent = agent
 	return b, nil
 }
 
@@ -327,6 +336,7 @@ func (e *Engine) destroyWarm(b *warmBox) {
 	if rt, ok := e.runtimes[b.key.runtime]; ok {
 		rt.Destroy(b.cid)
 	}
+	b.agent.Close()
 	_ = overlay.Unmount(b.merged)
 	_ = os.RemoveAll(b.dir)
 	b.release()
@@ -396,7 +406,7 @@ func cwdToMake(root, cwd string) string {
 
 // placeInSandbox writes the run's files (and its cwd) from inside the warm
 // sandbox through the init's place mode, so gVisor's file cache sees them.
-func (e *Engine) placeInSandbox(ctx context.Context, rt runtime.Runtime, cid string, files []placedFile, cwd string) error {
+func (e *Engine) placeInSandbox(agent *initproc.Agent, files []placedFile, cwd string) error {
 	if len(files) == 0 && cwd == "" {
 		return nil // nothing to place: skip the exec
 	}
@@ -421,21 +431,12 @@ func (e *Engine) placeInSandbox(ctx context.Context, rt runtime.Runtime, cid str
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	var stderr bytes.Buffer
-	res, err := rt.Exec(ctx, cid, runtime.ExecSpec{Args: []string{runtime.InitPath, initproc.Arg, "place"}, Env: []string{"PATH=" + defaultPath},
-		Cwd: "/", Stdin: &buf, Stdout: &stderr, Stderr: &stderr})
-	if err != nil {
-		return err
-	}
-	if res.ExitCode != 0 {
-		return fmt.Errorf("placing files: %s", bytes.TrimSpace(stderr.Bytes()))
-	}
-	return nil
+	return agent.Place(buf.Bytes())
 }
 
-// execWarm runs the plan's main process in its warm sandbox. Cancellation
-// (timeout, cancel, growth cap) destroys the whole sandbox, as a cold run's
-// does.
+// execWarm runs the plan's main process in its warm sandbox through the
+// serving init. Cancellation (timeout, cancel, growth cap) destroys the
+// whole sandbox, as a cold run's does.
 func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
 	done := make(chan struct{})
 	killed := make(chan bool, 1)
@@ -448,12 +449,17 @@ func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 			killed <- false
 		}
 	}()
-	res, err := p.rt.Exec(context.Background(), p.warm.cid, runtime.ExecSpec{
-		Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSizeLimit: spec.FileSizeLimit,
-		Stdin: spec.Stdin, Stdout: spec.Stdout, Stderr: spec.Stderr, OnStart: spec.OnStart, Main: true,
-	})
+	res := runtime.Result{Signal: -1, Started: time.Now()}
+	x, dur, err := p.warm.agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
+		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
 	close(done)
+	res.ExitCode, res.Rusage, res.Duration = x.Code, x.Rusage, dur
 	res.Killed = <-killed
+	if initproc.IsSandboxGone(err) {
+		// Killed by us, or the sandbox died (out of memory): the command
+		// was killed either way, as a cold run reports it.
+		res.ExitCode, err = 128+int(unix.SIGKILL), nil
+	}
 	if !p.meta.Disposable {
 		// Nothing the command left running may write after it exits: the
 		// sandbox ends now, as a cold one ends with its main process.

@@ -6,6 +6,9 @@
 //	place            read a tar from stdin and write its files into the
 //	                 sandbox's root (files must be written from inside under
 //	                 gVisor, whose file cache would not see host writes)
+//	serve            place files and run one command for the engine, told
+//	                 over stdin and answered over stdout (see proto.go and
+//	                 [Agent]), then reap like pause
 //
 // It must be a static binary: images need not contain a libc.
 package initproc
@@ -29,12 +32,15 @@ func Main(args []string) int {
 		args = args[1:]
 	}
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: init pause|place")
+		fmt.Fprintln(os.Stderr, "usage: init pause|place|serve")
 		return 2
 	}
 	switch args[0] {
 	case "pause":
 		pause()
+		return 0
+	case "serve":
+		serve(os.Stdin, os.Stdout)
 		return 0
 	case "place":
 		if err := place(os.Stdin); err != nil {

@@ -184,6 +184,13 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	defer errf.Close()
 	cmd := o.command(ctx, extra, "run", "--detach", "--bundle", s.Bundle, s.ID)
 	cmd.Stderr = errf
+	// Files given as stdio are handed to the sandbox's main process.
+	if f, ok := s.Stdin.(*os.File); ok {
+		cmd.Stdin = f
+	}
+	if f, ok := s.Stdout.(*os.File); ok {
+		cmd.Stdout = f
+	}
 	if err := cmd.Run(); err != nil {
 		o.Destroy(s.ID)
 		msg, _ := os.ReadFile(errf.Name())
@@ -244,107 +251,7 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 	}
 	f.Close()
 	cmd := o.command(context.WithoutCancel(ctx), nil, "exec", "--process", f.Name(), id)
-	if !s.Main {
-		return o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
-	}
-	// Output goes through pipes of ours, so waiting for the runtime process
-	// does not wait for everyone holding the pipes' write ends.
-	out, err := newOutputPipes(cmd, s.Stdout, s.Stderr)
-	if err != nil {
-		return Result{}, err
-	}
-	res, err := o.startWait(ctx, cmd, id, s.Stdin, cmd.Stdout, cmd.Stderr, s.OnStart, false)
-	out.closeWriters()
-	if !out.drained(holderGrace) {
-		o.kill(id, 0) // background processes hold the output: end them
-		if !out.drained(5 * time.Second) {
-			out.abandon()
-		}
-	}
-	return res, err
-}
-
-// holderGrace is how long output may take to reach its end after a main
-// process exits before whoever still holds it is killed.
-const holderGrace = 20 * time.Millisecond
-
-// outputPipes carries an exec'd process's stdout and stderr through pipes
-// read by goroutines of ours.
-type outputPipes struct {
-	writers, readers []*os.File
-	done             chan struct{}
-}
-
-func newOutputPipes(cmd *exec.Cmd, stdout, stderr io.Writer) (*outputPipes, error) {
-	o := &outputPipes{done: make(chan struct{})}
-	var wg sync.WaitGroup
-	pipe := func(dst io.Writer) (*os.File, error) {
-		if dst == nil {
-			dst = io.Discard
-		}
-		r, w, err := os.Pipe()
-		if err != nil {
-			return nil, err
-		}
-		o.writers, o.readers = append(o.writers, w), append(o.readers, r)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _ = io.Copy(dst, r)
-		}()
-		return w, nil
-	}
-	fail := func(err error) (*outputPipes, error) {
-		for _, f := range append(o.writers, o.readers...) {
-			f.Close()
-		}
-		wg.Wait()
-		return nil, err
-	}
-	w, err := pipe(stdout)
-	if err != nil {
-		return fail(err)
-	}
-	cmd.Stdout, cmd.Stderr = w, w // one writer must not be written from two goroutines
-	if stderr != stdout {
-		if cmd.Stderr, err = pipe(stderr); err != nil {
-			return fail(err)
-		}
-	}
-	go func() { wg.Wait(); close(o.done) }()
-	return o, nil
-}
-
-// closeWriters drops our copies of the write ends (the child has its own).
-func (o *outputPipes) closeWriters() {
-	for _, w := range o.writers {
-		w.Close()
-	}
-}
-
-// drained reports whether all output reached its end within d.
-func (o *outputPipes) drained(d time.Duration) bool {
-	select {
-	case <-o.done:
-		return true
-	default:
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-o.done:
-		return true
-	case <-t.C:
-		return false
-	}
-}
-
-// abandon stops reading output that never ends.
-func (o *outputPipes) abandon() {
-	for _, r := range o.readers {
-		r.Close()
-	}
-	<-o.done
+	return o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
 }
 
 // kill ends the sandbox: first through the runtime (which kills every process

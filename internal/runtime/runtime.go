@@ -68,11 +68,6 @@ type ExecSpec struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	OnStart        func(pid int)
-	// Main makes the process stand for the sandbox's main process: when it
-	// exits, descendants still holding its output open are not waited for;
-	// the sandbox is killed (as a sandbox ends with its main process) and
-	// the output read to its end.
-	Main bool
 }
 
 // Runtime runs sandboxes. Implementations must be safe for concurrent use.
@@ -91,7 +86,8 @@ type Runtime interface {
 	// WaitRunning blocks until sandbox id has started its main process.
 	WaitRunning(ctx context.Context, id string) error
 	// Boot starts sandbox spec in the background and returns once its main
-	// process runs (a warm sandbox: its stdio is discarded).
+	// process runs (a warm sandbox). Spec.Stdin and Spec.Stdout, if files,
+	// become the main process's; other stdio is discarded.
 	Boot(ctx context.Context, spec Spec) error
 	// Kill kills every process of sandbox id (its files stay as they are).
 	Kill(id string)

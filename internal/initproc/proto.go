@@ -1,0 +1,97 @@
+package initproc
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+)
+
+// The serve mode talks to the engine over the init's stdin and stdout, two
+// pipes handed to the sandbox at boot, so a run needs no runtime process
+// (`runsc exec` costs ~60-90 ms, most of it the runsc binary starting).
+// Both directions carry frames: one type byte, a big-endian uint32 length,
+// then the payload.
+//
+// Engine → init:
+//
+//	'P' tar of files to place (as the place mode)   → 'p' reply
+//	'R' JSON Request: start the command             → 's' pid or 'e' error
+//	'I' stdin bytes, 'i' end of stdin
+//	'S' one byte: a signal for the command
+//
+// Init → engine: 'p' place result (empty: done, else the error), 's' the
+// command's pid (4 bytes), 'e' why it could not start, 'O'/'E' stdout and
+// stderr bytes, 'x' JSON Exit once the command has exited.
+const (
+	framePlace    = 'P'
+	frameRun      = 'R'
+	frameStdin    = 'I'
+	frameStdinEOF = 'i'
+	frameSignal   = 'S'
+
+	framePlaced  = 'p'
+	frameStarted = 's'
+	frameError   = 'e'
+	frameStdout  = 'O'
+	frameStderr  = 'E'
+	frameExit    = 'x'
+)
+
+// maxFrame bounds a frame's payload (place tars are sent in one frame).
+const maxFrame = 1 << 30
+
+// Request is the command a served sandbox runs.
+type Request struct {
+	Args     []string `json:"args"`
+	Env      []string `json:"env"`
+	Cwd      string   `json:"cwd"`
+	UID      uint32   `json:"uid"`
+	GID      uint32   `json:"gid"`
+	FileSize int64    `json:"fsize,omitempty"` // RLIMIT_FSIZE; 0: unlimited
+}
+
+// Exit is how the command ended, with its resource usage.
+type Exit struct {
+	Code   int            `json:"code"` // 128+n if killed by signal n, as runtimes report it
+	Rusage syscall.Rusage `json:"rusage"`
+}
+
+type frameWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (f *frameWriter) write(typ byte, payload []byte) error {
+	if len(payload) > maxFrame {
+		return fmt.Errorf("frame of %d bytes is too large", len(payload))
+	}
+	var hdr [5]byte
+	hdr[0] = typ
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := f.w.Write(payload)
+	return err
+}
+
+// readFrame reads one frame, refusing payloads over limit.
+func readFrame(r io.Reader, limit int) (byte, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if int64(n) > int64(limit) {
+		return 0, nil, fmt.Errorf("frame %q of %d bytes exceeds %d", hdr[0], n, limit)
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return 0, nil, err
+	}
+	return hdr[0], p, nil
+}

@@ -1,0 +1,224 @@
+package initproc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// holderGrace is how long the command's output may take to reach its end
+// after the command exits; descendants holding it longer are cut off (the
+// engine kills the sandbox next, as a sandbox ends with its main process).
+const holderGrace = 20 * time.Millisecond
+
+// serve runs one command for the engine (see proto.go), then reaps orphans
+// like pause until the sandbox is killed.
+func serve(in io.Reader, out io.Writer) {
+	fw := &frameWriter{w: out}
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	var (
+		pid    int
+		stdinQ chan []byte // to the command's stdin; closed at its end
+		exited = make(chan Exit, 1)
+		once   sync.Once
+	)
+	reap := func(cmdPid int) {
+		for {
+			var ws syscall.WaitStatus
+			var ru syscall.Rusage
+			p, err := syscall.Wait4(-1, &ws, 0, &ru)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err != nil: // no children left: wait for the next one
+				<-sigchld
+				continue
+			}
+			if p == cmdPid {
+				code := ws.ExitStatus()
+				if ws.Signaled() {
+					code = 128 + int(ws.Signal())
+				}
+				exited <- Exit{Code: code, Rusage: ru}
+			}
+		}
+	}
+	for {
+		typ, p, err := readFrame(in, maxFrame)
+		if err != nil {
+			break // the engine is gone: reap until killed
+		}
+		switch typ {
+		case framePlace:
+			msg := ""
+			if err := place(bytes.NewReader(p)); err != nil {
+				msg = err.Error()
+			}
+			_ = fw.write(framePlaced, []byte(msg))
+		case frameRun:
+			var req Request
+			if err := json.Unmarshal(p, &req); err != nil {
+				_ = fw.write(frameError, []byte("bad request: "+err.Error()))
+				continue
+			}
+			once.Do(func() {
+				var done func()
+				pid, stdinQ, done, err = start(req, fw)
+				if err != nil {
+					_ = fw.write(frameError, []byte(err.Error()))
+					return
+				}
+				var b [4]byte
+				binary.BigEndian.PutUint32(b[:], uint32(pid))
+				_ = fw.write(frameStarted, b[:])
+				go reap(pid)
+				go func() {
+					x := <-exited
+					done()
+					js, _ := json.Marshal(x)
+					_ = fw.write(frameExit, js)
+				}()
+			})
+		case frameStdin:
+			if stdinQ != nil {
+				stdinQ <- p
+			}
+		case frameStdinEOF:
+			if stdinQ != nil {
+				close(stdinQ)
+				stdinQ = nil
+			}
+		case frameSignal:
+			if pid > 0 && len(p) == 1 {
+				_ = syscall.Kill(pid, syscall.Signal(p[0]))
+			}
+		}
+	}
+	if pid == 0 {
+		go reap(-1)
+	}
+	select {}
+}
+
+// start starts req's command with pipes for its stdio and returns its pid,
+// a queue feeding its stdin, and a function that waits (briefly) for its
+// output to be forwarded.
+func start(req Request, fw *frameWriter) (int, chan []byte, func(), error) {
+	if len(req.Args) == 0 {
+		return 0, nil, nil, fmt.Errorf("no command")
+	}
+	path, err := lookPath(req.Args[0], req.Env)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if req.FileSize > 0 {
+		// Inherited by the command; this init writes only to pipes.
+		lim := uint64(req.FileSize)
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: lim, Max: lim}); err != nil {
+			return 0, nil, nil, fmt.Errorf("RLIMIT_FSIZE: %w", err)
+		}
+	}
+	cwd := req.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	pid, err := syscall.ForkExec(path, req.Args, &syscall.ProcAttr{
+		Dir: cwd, Env: req.Env, Files: []uintptr{inR.Fd(), outW.Fd(), errW.Fd()},
+		Sys: &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{Uid: req.UID, Gid: req.GID, Groups: []uint32{}}},
+	})
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		return 0, nil, nil, fmt.Errorf("%s: %w", req.Args[0], err)
+	}
+	q := make(chan []byte, 64)
+	go func() {
+		for b := range q {
+			if _, err := inW.Write(b); err != nil {
+				break
+			}
+		}
+		inW.Close()
+		for range q { // drop what the command no longer reads
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, x := range []struct {
+		r   *os.File
+		typ byte
+	}{{outR, frameStdout}, {errR, frameStderr}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := x.r.Read(buf)
+				if n > 0 {
+					_ = fw.write(x.typ, buf[:n])
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	done := func() {
+		ch := make(chan struct{})
+		go func() { wg.Wait(); close(ch) }()
+		select {
+		case <-ch:
+		case <-time.After(holderGrace):
+		}
+	}
+	return pid, q, done, nil
+}
+
+// lookPath resolves name as a runtime would: names with a slash as they
+// are, others through PATH from the command's environment.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: executable file not found in $PATH", name)
+}
