@@ -96,7 +96,32 @@ func TestSubprocesses(t *testing.T) {
 			if r1.State.ExitCode != 128+15 {
 				t.Errorf("main process after TERM: %+v, want exit code 143", r1.State)
 			}
-			if tc.warm && e.WarmStats().Hits != 2 {
+			// Exec'd processes die with the main process.
+			if tc.warm {
+				waitIdle(t, e, base, 1)
+			}
+			op, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{"1"}, Image: base, Disposable: ptr(true)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; ; i++ {
+				if spid, err = e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "sleep", Args: []string{"100"}}); err == nil || i > 200 {
+					break
+				}
+				time.Sleep(20 * time.Millisecond) // until the main process has started
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if o, err := e.WaitOperation(wctx, acct, op); err != nil || o.Status != apitypes.StatusSuccess {
+				t.Fatalf("run with a live exec'd process: %v %s %s", err, o.Status, o.Error)
+			}
+			if r := waitSub(t, e, op, spid); r.State.ExitCode == 0 {
+				t.Errorf("exec'd process outlived the main one: %+v", r.State)
+			}
+			if tc.warm && e.WarmStats().Hits != 3 {
 				t.Errorf("runs not served warm: %+v", e.WarmStats())
 			}
 		})

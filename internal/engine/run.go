@@ -435,7 +435,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	defer os.RemoveAll(dir)
 	unmount := func() {
 		if mounted {
-			if wb != nil && !wb.destroyed {
+			if wb != nil {
 				p.rt.Destroy(wb.cid) // the sandbox outlives its command until now
 			}
 			if err := overlay.Unmount(merged); err != nil {
@@ -726,12 +726,6 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		if a != nil {
 			a.mu.Lock()
 			a.exited, a.sandbox = true, nil
-			if p.warm != nil && !p.warm.destroyed && a.nextSpid > 2 {
-				// A warm sandbox's init outlives the command: end the
-				// sandbox now, as a cold one ends with its main process,
-				// so the exec'd processes die and are reaped below.
-				p.rt.Kill(p.warm.cid)
-			}
 			for _, pr := range a.procs {
 				if pr.stdin != nil {
 					pr.stdin.Close()

@@ -45,7 +45,6 @@ type warmBox struct {
 	cid, dir, upper, merged, bundle string
 	release                         func() // unpins the image's layers
 	born                            time.Time
-	destroyed                       bool            // its sandbox is gone (set by the run using it)
 	agent                           *initproc.Agent // talks to the serving init
 }
 
@@ -460,14 +459,10 @@ func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 		// was killed either way, as a cold run reports it.
 		res.ExitCode, err = 128+int(unix.SIGKILL), nil
 	}
-	if !p.meta.Disposable {
-		// Nothing the command left running may write after it exits: the
-		// sandbox ends now, as a cold one ends with its main process.
-		p.rt.Destroy(p.warm.cid)
-		p.warm.destroyed = true
-	}
-	// A disposable run's sandbox ends at teardown, after its result is
-	// reported, or at once if exec'd processes must die (runProcess).
+	// The init killed whatever the command left running before it
+	// reported the exit, as a cold sandbox ends with its main process. The
+	// sandbox itself ends at teardown: after a disposable result is
+	// reported, before a non-disposable one is committed.
 	return res, err
 }
 

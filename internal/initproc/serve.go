@@ -49,6 +49,13 @@ func serve(in io.Reader, out io.Writer) {
 				if ws.Signaled() {
 					code = 128 + int(ws.Signal())
 				}
+				if os.Getpid() == 1 {
+					// A sandbox ends with its main process: kill what the
+					// command left behind (and exec'd processes) and reap
+					// it all, so nothing writes after the exit is reported.
+					_ = syscall.Kill(-1, syscall.SIGKILL)
+					reapAll()
+				}
 				exited <- Exit{Code: code, Rusage: ru}
 			}
 		}
@@ -108,6 +115,20 @@ func serve(in io.Reader, out io.Writer) {
 		go reap(-1)
 	}
 	select {}
+}
+
+// reapAll waits for every child (orphans included) until none is left.
+func reapAll() {
+	for {
+		var ws syscall.WaitStatus
+		_, err := syscall.Wait4(-1, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // start starts req's command with pipes for its stdio and returns its pid,

@@ -204,8 +204,12 @@ func (o *OCI) Kill(id string) { o.kill(id, 0) }
 
 // Destroy implements Runtime.
 func (o *OCI) Destroy(id string) {
-	o.kill(id, 0)
-	o.delete(id)
+	// `delete --force` kills a running sandbox and waits for it: one runtime
+	// process instead of two; kill first only if that failed.
+	if o.forceDelete(id) != nil && o.hasState(id) {
+		o.kill(id, 0)
+		o.delete(id)
+	}
 }
 
 // WaitRunning implements Runtime by polling the runtime's state command.
@@ -275,10 +279,12 @@ func (o *OCI) hasState(id string) bool {
 	return len(m) > 0
 }
 
-func (o *OCI) delete(id string) {
+func (o *OCI) delete(id string) { _ = o.forceDelete(id) }
+
+func (o *OCI) forceDelete(id string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_ = o.command(ctx, nil, "delete", "--force", id).Run()
+	return o.command(ctx, nil, "delete", "--force", id).Run()
 }
 
 // Cleanup implements Runtime: it kills and deletes every container in the state dir.
