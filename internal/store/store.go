@@ -27,8 +27,8 @@ import (
 
 // Store is the metadata database.
 type Store struct {
-	w *sql.DB // single writer connection
-	r *sql.DB // reader pool
+	w *db // single writer connection
+	r *db // reader pool
 }
 
 // Open opens (creating if needed) the database at path and applies migrations.
@@ -46,7 +46,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(8)
-	s := &Store{w: w, r: r}
+	s := &Store{w: newDB(w), r: newDB(r)}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
