@@ -135,3 +135,54 @@ func TestNoInbound(t *testing.T) {
 		t.Errorf("sandbox reached a host service: %q", got)
 	}
 }
+
+// TestWarmNetworking: networked runs are served by warm sandboxes that
+// joined their own outbound-only namespace at boot; runs without
+// networking never get one of them.
+func TestWarmNetworking(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	srv := serverNetns(t)
+	fetch := "printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 5 " + srv + " 18080"
+	netOn := func(r *apitypes.InstanceSpawnRequest) {
+		r.Networking = &apitypes.Networking{Enabled: ptr(true)}
+		r.Timeout = ptr(20.0)
+	}
+	waitNet := func(network bool) {
+		t.Helper()
+		for i := 0; i < 600; i++ {
+			e.warm.mu.Lock()
+			n := 0
+			for k, bs := range e.warm.idle {
+				if k.image == base && k.network == network {
+					n += len(bs)
+				}
+			}
+			e.warm.mu.Unlock()
+			if n > 0 {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("no idle sandbox with network=%v: %+v", network, e.WarmStats())
+	}
+	run(t, e, base, "true", netOn, disposable) // cold; asks for a networked sandbox
+	waitNet(true)
+	_, m := run(t, e, base, fetch, netOn, disposable)
+	if e.WarmStats().Hits != 1 {
+		t.Fatalf("networked run not served warm: %+v", e.WarmStats())
+	}
+	if got := stdout(t, m); !strings.HasSuffix(got, "\r\n\r\nhello from outside\n") {
+		b, _ := m.Result.Stderr.Bytes()
+		t.Fatalf("warm outbound fetch got %q (stderr %q)", got, b)
+	}
+	run(t, e, base, "true", disposable) // cold; asks for a plain sandbox
+	waitNet(false)
+	waitNet(true)
+	_, m = run(t, e, base, fetch+"; echo done", disposable)
+	if e.WarmStats().Hits != 2 {
+		t.Fatalf("run not served warm: %+v", e.WarmStats())
+	}
+	if got := stdout(t, m); strings.Contains(got, "hello") {
+		t.Fatalf("a warm run without networking reached the server: %q", got)
+	}
+}

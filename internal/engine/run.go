@@ -19,6 +19,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
 	"github.com/arborsh/arbor/internal/store"
@@ -398,15 +399,18 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	// A warm sandbox, if one waits for this image and shape, replaces the
 	// mount and boot below; everything after is the same.
-	var wb *warmBox
-	if !p.network {
-		wb = e.takeWarm(keyOf(p, p.image.UUID))
-		defer e.warmUp(keyOf(p, p.image.UUID), 1) // the image is in use: keep one ready for its next run
-	}
+	wb := e.takeWarm(keyOf(p, p.image.UUID))
+	defer e.warmUp(keyOf(p, p.image.UUID), 1) // the image is in use: keep one ready for its next run
 	var dir, upper, merged, bundle string
 	var mounted bool
 	if wb != nil {
-		defer func() { wb.agent.Close(); wb.release() }()
+		defer func() {
+			wb.agent.Close()
+			if wb.net != nil {
+				e.nets.Release(wb.net)
+			}
+			wb.release()
+		}()
 		dir, upper, merged, bundle, mounted = wb.dir, wb.upper, wb.merged, wb.bundle, true
 		p.warm = wb
 	} else {
@@ -518,10 +522,8 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	rs.status = "" // already finished inside the commit transaction
 	e.maybeSquash(im.UUID)
-	if !p.network {
-		// Agents branch from the image they just made: have sandboxes ready.
-		e.warmUp(keyOf(p, im.UUID), e.cfg.WarmPerImage)
-	}
+	// Agents branch from the image they just made: have sandboxes ready.
+	e.warmUp(keyOf(p, im.UUID), e.cfg.WarmPerImage)
 }
 
 func shutdownReason(ctx context.Context, res runtime.Result) string {
@@ -679,11 +681,16 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		}
 		netnsPath := ""
 		if p.network {
-			n, err := e.nets.Create(ctx, strings.ReplaceAll(p.op, "-", "")[:11])
-			if err != nil {
-				return res, fmt.Errorf("sandbox network: %w", err)
+			n := (*netns.Net)(nil)
+			if p.warm != nil {
+				n = p.warm.net // joined at boot; released with the sandbox
+			} else {
+				var err error
+				if n, err = e.nets.Create(ctx, strings.ReplaceAll(p.op, "-", "")[:11]); err != nil {
+					return res, fmt.Errorf("sandbox network: %w", err)
+				}
+				defer e.nets.Release(n)
 			}
-			defer e.nets.Release(n)
 			netnsPath = n.Path
 			ip, gw := n.IP, n.Gateway
 			_ = e.events.append(ctx, p.op, 0, apitypes.EventNetwork, apitypes.EventDataNetwork{

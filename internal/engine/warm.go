@@ -15,6 +15,7 @@ import (
 
 	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/initproc"
+	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -33,10 +34,11 @@ type warmKey struct {
 	image, runtime, hostname string
 	memory, pids             int64
 	cpus                     float64
+	network                  bool // the sandbox joins its own outbound-only netns at boot
 }
 
 func keyOf(p *runPlan, image string) warmKey {
-	return warmKey{image: image, runtime: p.rt.Name(), hostname: p.meta.Hostname, memory: p.memory, pids: p.pids, cpus: p.cpus}
+	return warmKey{image: image, runtime: p.rt.Name(), hostname: p.meta.Hostname, memory: p.memory, pids: p.pids, cpus: p.cpus, network: p.network}
 }
 
 // warmBox is one idle pre-booted sandbox with its own fresh upper dir.
@@ -46,6 +48,7 @@ type warmBox struct {
 	release                         func() // unpins the image's layers
 	born                            time.Time
 	agent                           *initproc.Agent // talks to the serving init
+	net                             *netns.Net      // its network, if key.network
 }
 
 type warmPool struct {
@@ -300,6 +303,9 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 	fail := func(err error) (*warmBox, error) {
 		_ = overlay.Unmount(b.merged)
 		_ = os.RemoveAll(b.dir)
+		if b.net != nil {
+			e.nets.Release(b.net)
+		}
 		release()
 		return nil, err
 	}
@@ -311,12 +317,20 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 	if err := overlay.Mount(lowers, b.upper, work, b.merged); err != nil {
 		return fail(err)
 	}
+	netnsPath := ""
+	if k.network {
+		if b.net, err = e.nets.Create(ctx, id[len("warm-"):][:11]); err != nil {
+			return fail(fmt.Errorf("sandbox network: %w", err))
+		}
+		netnsPath = b.net.Path
+	}
 	agent, pipes, err := initproc.NewAgentPipes()
 	if err != nil {
 		return fail(err)
 	}
 	err = rt.Boot(ctx, runtime.Spec{
-		ID: b.cid, Bundle: b.bundle, Rootfs: b.merged, Args: []string{runtime.InitPath, initproc.Arg, "serve"},
+		NetNS: netnsPath,
+		ID:    b.cid, Bundle: b.bundle, Rootfs: b.merged, Args: []string{runtime.InitPath, initproc.Arg, "serve"},
 		Env: []string{"PATH=" + defaultPath}, Cwd: "/", Hostname: k.hostname,
 		MemoryBytes: k.memory, Pids: k.pids, CPUs: k.cpus, InitBinary: e.initBin,
 		Stdin: pipes.Stdin, Stdout: pipes.Stdout,
@@ -336,6 +350,9 @@ func (e *Engine) destroyWarm(b *warmBox) {
 		rt.Destroy(b.cid)
 	}
 	b.agent.Close()
+	if b.net != nil {
+		e.nets.Release(b.net)
+	}
 	_ = overlay.Unmount(b.merged)
 	_ = os.RemoveAll(b.dir)
 	b.release()

@@ -77,18 +77,23 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 	if err := os.WriteFile(filepath.Join(s.Bundle, "config.json"), b, 0o600); err != nil {
 		return Result{}, err
 	}
-	var extra []string
-	if o.name == "runsc" {
-		if s.NetNS == "" {
-			extra = append(extra, "--network=none")
-		} else {
-			extra = append(extra, "--network=sandbox")
-		}
-	}
+	extra := o.networkFlags(s)
 	// The run command outlives ctx: cancellation goes through Cancel, which
 	// kills the sandbox via the runtime so every process in it dies.
 	cmd := o.command(context.WithoutCancel(ctx), extra, "run", "--bundle", s.Bundle, s.ID)
 	return o.startWait(ctx, cmd, s.ID, s.Stdin, s.Stdout, s.Stderr, s.OnStart, true)
+}
+
+// networkFlags returns runsc's flags for s's network: none, or the
+// namespace's interfaces passed through to gVisor's netstack.
+func (o *OCI) networkFlags(s Spec) []string {
+	switch {
+	case o.name != "runsc":
+		return nil
+	case s.NetNS == "":
+		return []string{"--network=none"}
+	}
+	return []string{"--network=sandbox"}
 }
 
 // startWait runs cmd with the given stdio, kills the sandbox when ctx ends
@@ -171,10 +176,7 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	if err := os.WriteFile(filepath.Join(s.Bundle, "config.json"), b, 0o600); err != nil {
 		return err
 	}
-	var extra []string
-	if o.name == "runsc" {
-		extra = append(extra, "--network=none")
-	}
+	extra := o.networkFlags(s)
 	// The sandbox inherits the runtime's stdio and outlives it: a pipe here
 	// would never reach EOF, so errors go through a file.
 	errf, err := os.CreateTemp(s.Bundle, "boot-stderr-*")
