@@ -149,7 +149,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		active:    map[string]*activeOp{},
 		squashing: map[string]bool{},
 		events:    newEventHub(st),
-		nets:      netns.NewManager(),
+		nets:      netns.NewManager(netns.Tag(home)),
 		closed:    make(chan struct{}),
 	}
 	for _, kind := range []string{"runsc", "runc", "crun"} {
@@ -241,7 +241,7 @@ func (e *Engine) recover(ctx context.Context) error {
 	for _, rt := range e.runtimes {
 		_ = rt.Cleanup(ctx)
 	}
-	netns.Cleanup(ctx)
+	e.nets.Cleanup(ctx)
 	runDir := filepath.Join(e.cfg.Home, "run")
 	ents, _ := os.ReadDir(runDir)
 	for _, ent := range ents {

@@ -686,7 +686,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 				n = p.warm.net // joined at boot; released with the sandbox
 			} else {
 				var err error
-				if n, err = e.nets.Create(ctx, strings.ReplaceAll(p.op, "-", "")[:11]); err != nil {
+				if n, err = e.nets.Create(ctx); err != nil {
 					return res, fmt.Errorf("sandbox network: %w", err)
 				}
 				defer e.nets.Release(n)

@@ -319,7 +319,7 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 	}
 	netnsPath := ""
 	if k.network {
-		if b.net, err = e.nets.Create(ctx, id[len("warm-"):][:11]); err != nil {
+		if b.net, err = e.nets.Create(ctx); err != nil {
 			return fail(fmt.Errorf("sandbox network: %w", err))
 		}
 		netnsPath = b.net.Path

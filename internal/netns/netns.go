@@ -7,9 +7,14 @@ package netns
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -48,15 +53,27 @@ table ip arbor_nat {
 }
 `
 
-// Manager allocates sandbox networks.
+// Manager allocates sandbox networks for one daemon. Several daemons may
+// share a host (tests do): a network's addresses are claimed by creating
+// its host interface, whose name the index fixes, so the kernel refuses a
+// second claim; its namespace is named after the daemon's tag, so Cleanup
+// removes one daemon's leftovers and never another's live networks.
 type Manager struct {
+	tag   string
 	mu    sync.Mutex
 	used  map[int]bool
 	ready bool
 }
 
-// NewManager returns a Manager; the firewall is installed on first use.
-func NewManager() *Manager { return &Manager{used: map[int]bool{}} }
+// NewManager returns a Manager for the daemon tagged tag (a short string
+// unique to its home, see Tag); the firewall is installed on first use.
+func NewManager(tag string) *Manager { return &Manager{tag: tag, used: map[int]bool{}} }
+
+// Tag derives a daemon's network tag from its home directory.
+func Tag(home string) string {
+	sum := sha256.Sum256([]byte(home))
+	return hex.EncodeToString(sum[:4])
+}
 
 // Net is one sandbox's network.
 type Net struct {
@@ -92,43 +109,59 @@ func (m *Manager) setup(ctx context.Context) error {
 	return nil
 }
 
-// Create makes a network for sandbox id (any unique string).
-func (m *Manager) Create(ctx context.Context, id string) (*Net, error) {
+// Create makes a network for a sandbox.
+func (m *Manager) Create(ctx context.Context) (*Net, error) {
 	m.mu.Lock()
 	if err := m.setup(ctx); err != nil {
 		m.mu.Unlock()
 		return nil, err
 	}
-	idx := -1
-	for i := 1; i < maxNets; i++ {
-		if !m.used[i] {
-			idx = i
-			break
+	m.mu.Unlock()
+	for idx := 1; idx < maxNets; idx++ {
+		m.mu.Lock()
+		if m.used[idx] {
+			m.mu.Unlock()
+			continue
+		}
+		m.used[idx] = true
+		m.mu.Unlock()
+		n, err := m.create(ctx, idx)
+		if err == nil {
+			return n, nil
+		}
+		m.mu.Lock()
+		delete(m.used, idx)
+		m.mu.Unlock()
+		if !errors.Is(err, errTaken) {
+			return nil, err
 		}
 	}
-	if idx < 0 {
-		m.mu.Unlock()
-		return nil, fmt.Errorf("no free sandbox networks")
-	}
-	m.used[idx] = true
-	m.mu.Unlock()
+	return nil, fmt.Errorf("no free sandbox networks (%d in use on this host)", maxNets-1)
+}
 
+// errTaken means another daemon holds the network with that index.
+var errTaken = errors.New("network index in use")
+
+func (m *Manager) create(ctx context.Context, idx int) (*Net, error) {
 	base := idx * 4
-	short := id
-	if len(short) > 8 {
-		short = short[:8]
-	}
 	n := &Net{
-		Name:    "arbor-" + short,
-		HostIf:  "arbh" + short,
+		Name:    fmt.Sprintf("arbor-%s-%d", m.tag, idx),
+		HostIf:  fmt.Sprintf("arbh%d", idx),
 		Gateway: fmt.Sprintf("10.88.%d.%d", base/256, base%256+1),
 		IP:      fmt.Sprintf("10.88.%d.%d", base/256, base%256+2),
 		idx:     idx,
 	}
 	n.Path = "/var/run/netns/" + n.Name
+	// The host interface is the claim: creating it fails if it exists.
+	if err := run(ctx, "ip", "link", "add", n.HostIf, "type", "veth", "peer", "name", "arbp"+strconv.Itoa(idx)); err != nil {
+		if _, serr := net.InterfaceByName(n.HostIf); serr == nil {
+			return nil, errTaken
+		}
+		return nil, err
+	}
 	steps := [][]string{
 		{"ip", "netns", "add", n.Name},
-		{"ip", "link", "add", n.HostIf, "type", "veth", "peer", "name", "eth0", "netns", n.Name},
+		{"ip", "link", "set", "arbp" + strconv.Itoa(idx), "netns", n.Name, "name", "eth0"},
 		{"ip", "addr", "add", n.Gateway + "/30", "dev", n.HostIf},
 		{"ip", "link", "set", n.HostIf, "up"},
 		{"ip", "-n", n.Name, "addr", "add", n.IP + "/30", "dev", "eth0"},
@@ -138,7 +171,7 @@ func (m *Manager) Create(ctx context.Context, id string) (*Net, error) {
 	}
 	for _, s := range steps {
 		if err := run(ctx, s...); err != nil {
-			m.Release(n)
+			m.remove(n)
 			return nil, err
 		}
 	}
@@ -147,25 +180,34 @@ func (m *Manager) Create(ctx context.Context, id string) (*Net, error) {
 
 // Release deletes n's namespace (which removes the veth pair) and frees its addresses.
 func (m *Manager) Release(n *Net) {
-	ctx := context.Background()
-	_ = run(ctx, "ip", "link", "del", n.HostIf)
-	_ = run(ctx, "ip", "netns", "del", n.Name)
+	m.remove(n)
 	m.mu.Lock()
 	delete(m.used, n.idx)
 	m.mu.Unlock()
 }
 
-// Cleanup removes every sandbox network left by an earlier daemon.
-func Cleanup(ctx context.Context) {
+func (m *Manager) remove(n *Net) {
+	ctx := context.Background()
+	_ = run(ctx, "ip", "link", "del", n.HostIf)
+	_ = run(ctx, "ip", "netns", "del", n.Name)
+}
+
+// Cleanup removes every sandbox network an earlier run of this daemon
+// left behind (after kill -9); other daemons' networks stay.
+func (m *Manager) Cleanup(ctx context.Context) {
 	out, err := exec.CommandContext(ctx, "ip", "netns", "list").Output()
 	if err != nil {
 		return
 	}
+	prefix := "arbor-" + m.tag + "-"
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 0 && strings.HasPrefix(f[0], "arbor-") {
-			_ = run(ctx, "ip", "link", "del", "arbh"+strings.TrimPrefix(f[0], "arbor-"))
-			_ = run(ctx, "ip", "netns", "del", f[0])
+		if len(f) == 0 || !strings.HasPrefix(f[0], prefix) {
+			continue
 		}
+		if idx, err := strconv.Atoi(strings.TrimPrefix(f[0], prefix)); err == nil {
+			_ = run(ctx, "ip", "link", "del", fmt.Sprintf("arbh%d", idx))
+		}
+		_ = run(ctx, "ip", "netns", "del", f[0])
 	}
 }
