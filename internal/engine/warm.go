@@ -2,9 +2,9 @@ package engine
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -426,28 +426,47 @@ func (e *Engine) placeInSandbox(agent *initproc.Agent, files []placedFile, cwd s
 	if len(files) == 0 && cwd == "" {
 		return nil // nothing to place: skip the exec
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+	// The tar streams from the blobs to the init: files may be large.
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(e.writePlaceTar(pw, files, cwd)) }()
+	err := agent.Place(pr)
+	pr.Close()
+	return err
+}
+
+func (e *Engine) writePlaceTar(w io.Writer, files []placedFile, cwd string) error {
+	tw := tar.NewWriter(w)
 	if cwd != "" && cwd != "/" {
-		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: cwd, Mode: 0o755})
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: cwd, Mode: 0o755}); err != nil {
+			return err
+		}
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].path < files[j].path })
 	for _, f := range files {
-		body, err := os.ReadFile(e.blobPath(f.sha))
-		if err != nil {
-			return err
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.path, Mode: int64(f.mode), Uid: f.uid, Gid: f.gid, Size: int64(len(body))}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(body); err != nil {
+		if err := addBlob(tw, e.blobPath(f.sha), &tar.Header{Typeflag: tar.TypeReg, Name: f.path, Mode: int64(f.mode), Uid: f.uid, Gid: f.gid}); err != nil {
 			return err
 		}
 	}
-	if err := tw.Close(); err != nil {
+	return tw.Close()
+}
+
+// addBlob writes the file at path into tw under h.
+func addBlob(tw *tar.Writer, path string, h *tar.Header) error {
+	src, err := os.Open(path)
+	if err != nil {
 		return err
 	}
-	return agent.Place(buf.Bytes())
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	h.Size = fi.Size()
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	_, err = io.Copy(tw, src)
+	return err
 }
 
 // execWarm runs the plan's main process in its warm sandbox through the

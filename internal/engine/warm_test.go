@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"crypto/md5"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -280,4 +283,28 @@ func TestWarmBootsWaitForQuiet(t *testing.T) {
 		cancel()
 	}
 	waitIdle(t, e, base, 1) // quiet again: the demand is met
+}
+
+// TestWarmPlacesLargeFiles: files bigger than one protocol frame reach a
+// warm sandbox whole.
+func TestWarmPlacesLargeFiles(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3<<16) // 3 MiB
+	f, err := e.PutFile(ctx, acct, bytes.NewReader(big), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, e, base, "true", disposable)
+	waitIdle(t, e, base, 1)
+	_, m := run(t, e, base, "wc -c < /data/big.bin; md5sum /data/big.bin | cut -d' ' -f1", disposable, func(r *apitypes.InstanceSpawnRequest) {
+		r.Files = map[string]apitypes.FileSpec{"/data/big.bin": {UUID: f.UUID, Mode: 0o644}}
+	})
+	if e.WarmStats().Hits != 1 {
+		t.Fatalf("not served warm: %+v", e.WarmStats())
+	}
+	want := fmt.Sprintf("%d\n%x\n", len(big), md5.Sum(big))
+	if got := stdout(t, m); got != want {
+		t.Errorf("placed file in the sandbox: %q, want %q", got, want)
+	}
 }

@@ -62,9 +62,24 @@ var errSandboxGone = errors.New("the sandbox ended")
 // IsSandboxGone reports whether err means the sandbox was killed.
 func IsSandboxGone(err error) bool { return errors.Is(err, errSandboxGone) }
 
-// Place writes a tar of files (as the place mode reads) into the sandbox.
-func (a *Agent) Place(tarball []byte) error {
-	if err := a.w.write(framePlace, tarball); err != nil {
+// Place streams a tar of files (as the place mode reads) into the sandbox.
+func (a *Agent) Place(tarball io.Reader) error {
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := io.ReadFull(tarball, buf)
+		if n > 0 {
+			if err := a.w.write(framePlace, buf[:n]); err != nil {
+				return fmt.Errorf("placing files: %w", err)
+			}
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("placing files: %w", rerr)
+		}
+	}
+	if err := a.w.write(framePlaceEnd, nil); err != nil {
 		return fmt.Errorf("placing files: %w", err)
 	}
 	typ, p, err := a.read()

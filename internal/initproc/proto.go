@@ -16,7 +16,8 @@ import (
 //
 // Engine → init:
 //
-//	'P' tar of files to place (as the place mode)   → 'p' reply
+//	'P' a chunk of a tar of files to place (as the place mode reads),
+//	'Q' its end                                     → 'p' reply
 //	'R' JSON Request: start the command             → 's' pid or 'e' error
 //	'I' stdin bytes, 'i' end of stdin
 //	'S' one byte: a signal for the command
@@ -26,6 +27,7 @@ import (
 // stderr bytes, 'x' JSON Exit once the command has exited.
 const (
 	framePlace    = 'P'
+	framePlaceEnd = 'Q'
 	frameRun      = 'R'
 	frameStdin    = 'I'
 	frameStdinEOF = 'i'
@@ -39,8 +41,8 @@ const (
 	frameExit    = 'x'
 )
 
-// maxFrame bounds a frame's payload (place tars are sent in one frame).
-const maxFrame = 1 << 30
+// maxFrame bounds a frame's payload in either direction.
+const maxFrame = 1 << 20
 
 // Request is the command a served sandbox runs.
 type Request struct {

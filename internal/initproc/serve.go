@@ -1,7 +1,6 @@
 package initproc
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -27,10 +26,12 @@ func serve(in io.Reader, out io.Writer) {
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, syscall.SIGCHLD)
 	var (
-		pid    int
-		stdinQ chan []byte // to the command's stdin; closed at its end
-		exited = make(chan Exit, 1)
-		once   sync.Once
+		placing *io.PipeWriter // the tar being placed, while it arrives
+		placed  chan error
+		pid     int
+		stdinQ  chan []byte // to the command's stdin; closed at its end
+		exited  = make(chan Exit, 1)
+		once    sync.Once
 	)
 	reap := func(cmdPid int) {
 		for {
@@ -67,9 +68,27 @@ func serve(in io.Reader, out io.Writer) {
 		}
 		switch typ {
 		case framePlace:
+			if placing == nil {
+				pr, pw := io.Pipe()
+				placing, placed = pw, make(chan error, 1)
+				go func() {
+					err := place(pr)
+					if err == nil {
+						_, err = io.Copy(io.Discard, pr) // tar padding after the end marker
+					}
+					pr.CloseWithError(err)
+					placed <- err
+				}()
+			}
+			_, _ = placing.Write(p) // after an error, the reply says why
+		case framePlaceEnd:
 			msg := ""
-			if err := place(bytes.NewReader(p)); err != nil {
-				msg = err.Error()
+			if placing != nil {
+				placing.Close()
+				if err := <-placed; err != nil {
+					msg = err.Error()
+				}
+				placing = nil
 			}
 			_ = fw.write(framePlaced, []byte(msg))
 		case frameRun:
