@@ -50,6 +50,17 @@ func (h *eventHub) close(op string) {
 	}
 }
 
+// wake wakes op's followers without an append: for events written inside
+// another transaction (completion), once that transaction has committed.
+func (h *eventHub) wake(op string) {
+	if l := h.log(op); l != nil {
+		l.mu.Lock()
+		close(l.ch)
+		l.ch = make(chan struct{})
+		l.mu.Unlock()
+	}
+}
+
 func (h *eventHub) log(op string) *opLog {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -521,6 +521,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		return
 	}
 	rs.status = "" // already finished inside the commit transaction
+	e.events.wake(p.op)
 	e.maybeSquash(im.UUID)
 	// Agents branch from the image they just made: have sandboxes ready.
 	e.warmUp(keyOf(p, im.UUID), e.cfg.WarmPerImage)
@@ -884,6 +885,7 @@ func (e *Engine) finishRun(p *runPlan, rs *runState) {
 	if err := e.st.Tx(ctx, func(tx *sql.Tx) error { return e.finishTx(ctx, tx, p, rs) }); err != nil {
 		e.log.Error("record operation result", "operation", p.op, "err", err)
 	}
+	e.events.wake(p.op) // the result is in: followers need not wait for teardown
 }
 
 // finishTx writes the operation's terminal row and its completion event in tx.
