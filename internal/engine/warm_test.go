@@ -178,19 +178,35 @@ func TestWarmIsolation(t *testing.T) {
 	}
 }
 
-// TestWarmDrainedOnClose: closing the engine leaves no sandbox or mount.
+// TestWarmDrainedOnClose: closing the engine leaves no sandbox or mount,
+// after warm runs (disposable and committed) and with idle sandboxes.
 func TestWarmDrainedOnClose(t *testing.T) {
-	e, base := newWarmEngine(t, "runsc")
-	run(t, e, base, "true", disposable)
-	waitIdle(t, e, base, 1)
-	home := e.Home()
-	e.Close()
-	if n := mountsUnder(home + "/run"); n != 0 {
-		t.Errorf("%d mounts left under run/", n)
-	}
-	out, _ := exec.Command("runsc", "--root="+filepath.Join(home, "runtime", "runsc"), "list", "--quiet").Output()
-	if strings.TrimSpace(string(out)) != "" {
-		t.Errorf("sandboxes left: %s", out)
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newWarmEngine(t, rt)
+			run(t, e, base, "true", disposable)
+			waitIdle(t, e, base, 1)
+			o, _ := run(t, e, base, "echo x > /root/x")
+			waitIdle(t, e, base, 1)
+			run(t, e, base, "true", disposable)
+			if e.WarmStats().Hits != 2 {
+				t.Fatalf("runs not served warm: %+v", e.WarmStats())
+			}
+			if s, _ := readFile(t, e, o.ResultImageUUID, "/root/x"); s != "x\n" {
+				t.Errorf("warm commit: /root/x = %q", s)
+			}
+			waitIdle(t, e, base, 1)
+			home := e.Home()
+			e.Close()
+			if n := mountsUnder(home + "/run"); n != 0 {
+				t.Errorf("%d mounts left under run/", n)
+			}
+			out, _ := exec.Command(rt, "--root="+filepath.Join(home, "runtime", rt), "list", "--quiet").Output()
+			if strings.TrimSpace(string(out)) != "" {
+				t.Errorf("sandboxes left: %s", out)
+			}
+		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +26,9 @@ type OCI struct {
 	root  string   // the runtime's state directory (--root)
 	flags []string // global flags
 	bg    sync.WaitGroup
+
+	mu    sync.Mutex
+	inits map[string]int // booted sandboxes' init pidfds (runc, crun)
 }
 
 // Close implements Runtime.
@@ -184,7 +188,8 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 		return err
 	}
 	defer errf.Close()
-	cmd := o.command(ctx, extra, "run", "--detach", "--bundle", s.Bundle, s.ID)
+	pidFile := filepath.Join(s.Bundle, "init.pid")
+	cmd := o.command(ctx, extra, "run", "--detach", "--pid-file", pidFile, "--bundle", s.Bundle, s.ID)
 	cmd.Stderr = errf
 	// Files given as stdio are handed to the sandbox's main process.
 	if f, ok := s.Stdin.(*os.File); ok {
@@ -198,14 +203,74 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 		msg, _ := os.ReadFile(errf.Name())
 		return fmt.Errorf("%s run --detach: %v: %s", o.name, err, strings.TrimSpace(string(msg)))
 	}
+	o.watchInit(s.ID, pidFile)
 	return nil
 }
 
-// Kill implements Runtime.
-func (o *OCI) Kill(id string) { o.kill(id, 0) }
+// watchInit keeps a pidfd on a booted runc/crun sandbox's init, a host
+// process whose death ends every process of the sandbox (it is pid 1 of
+// its pid namespace): Destroy then needs no runtime process, and no
+// `delete --force`, which sleeps 100 ms between checks.
+func (o *OCI) watchInit(id, pidFile string) {
+	if o.name == "runsc" { // the sandbox's processes are not host processes
+		return
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	o.mu.Lock()
+	if o.inits == nil {
+		o.inits = map[string]int{}
+	}
+	o.inits[id] = fd
+	o.mu.Unlock()
+}
+
+// killInit kills id's init through its pidfd and waits until it has
+// exited (its namespaces, mounts included, are gone by then). It reports
+// false if there is no pidfd for id or the wait failed.
+func (o *OCI) killInit(id string) bool {
+	o.mu.Lock()
+	fd, ok := o.inits[id]
+	delete(o.inits, id)
+	o.mu.Unlock()
+	if !ok {
+		return false
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && err != unix.ESRCH {
+		return false
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 10_000)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n == 1
+	}
+}
 
 // Destroy implements Runtime.
 func (o *OCI) Destroy(id string) {
+	if o.killInit(id) {
+		// Dead already: deleting its state and cgroup can wait.
+		o.bg.Add(1)
+		go func() {
+			defer o.bg.Done()
+			o.delete(id)
+		}()
+		return
+	}
 	// `delete --force` kills a running sandbox and waits for it: one runtime
 	// process instead of two; kill first only if that failed.
 	if o.forceDelete(id) != nil && o.hasState(id) {

@@ -89,8 +89,6 @@ type Runtime interface {
 	// process runs (a warm sandbox). Spec.Stdin and Spec.Stdout, if files,
 	// become the main process's; other stdio is discarded.
 	Boot(ctx context.Context, spec Spec) error
-	// Kill kills every process of sandbox id (its files stay as they are).
-	Kill(id string)
 	// Destroy kills every process of sandbox id and deletes it.
 	Destroy(id string)
 	// Close waits for background cleanup to finish.
