@@ -469,11 +469,7 @@ func (x *Exporter) generate(ctx context.Context, account string, im store.Image)
 		RootFS:       v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{diffID}},
 		History:      []v1.History{{Created: v1.Time{Time: im.CreatedAt.UTC()}, CreatedBy: "arbor image " + im.UUID, Comment: "flattened export"}},
 	}
-	cb, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, err
-	}
-	config, csize, err := x.writeBlob(func(w io.Writer) error { _, err := w.Write(cb); return err })
+	config, csize, err := x.writeJSONBlob(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -487,16 +483,21 @@ func (x *Exporter) generate(ctx context.Context, account string, im store.Image)
 			"sh.arbor.image":                   im.UUID,
 		},
 	}
-	mb, err := json.Marshal(man)
-	if err != nil {
-		return nil, err
-	}
-	manifest, msize, err := x.writeBlob(func(w io.Writer) error { _, err := w.Write(mb); return err })
+	manifest, msize, err := x.writeJSONBlob(man)
 	if err != nil {
 		return nil, err
 	}
 	return &exportRecord{Version: 1, Account: account, Image: im.UUID, Manifest: manifest.String(), ManifestSize: msize,
 		Config: config.String(), Layer: layer.String(), LayerSize: size, DiffID: diffID.String()}, nil
+}
+
+// writeJSONBlob stores v, JSON-encoded, as a blob (configs, manifests).
+func (x *Exporter) writeJSONBlob(v any) (v1.Hash, int64, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return v1.Hash{}, 0, err
+	}
+	return x.writeBlob(func(w io.Writer) error { _, err := w.Write(b); return err })
 }
 
 // writeBlob stores what fill writes as a content-addressed blob: a synced

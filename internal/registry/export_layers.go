@@ -82,20 +82,12 @@ func (x *Exporter) generateLayered(ctx context.Context, account string, im store
 		man.Layers = append(man.Layers, v1.Descriptor{MediaType: exportLayerType, Digest: dg, Size: l.Size})
 	}
 	cfg.History[len(cfg.History)-1].Comment = "arbor image " + im.UUID + ", layers kept"
-	cb, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, err
-	}
-	config, csize, err := x.writeBlob(func(w io.Writer) error { _, err := w.Write(cb); return err })
+	config, csize, err := x.writeJSONBlob(cfg)
 	if err != nil {
 		return nil, err
 	}
 	man.Config = v1.Descriptor{MediaType: exportConfigType, Digest: config, Size: csize}
-	mb, err := json.Marshal(man)
-	if err != nil {
-		return nil, err
-	}
-	manifest, msize, err := x.writeBlob(func(w io.Writer) error { _, err := w.Write(mb); return err })
+	manifest, msize, err := x.writeJSONBlob(man)
 	if err != nil {
 		return nil, err
 	}
