@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,6 +148,7 @@ type daemonConn struct {
 	logs *logRecorder
 	base string // the busybox image
 	stop func() error
+	eng  *engine.Engine // the daemon's engine, for the warm pool's state
 }
 
 // startDaemon runs the real daemon in-process on a loopback port, with its
@@ -181,8 +181,9 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemo
 	go func() {
 		done <- daemon.Run(dctx, daemon.Config{
 			Home: d.home, Listen: "127.0.0.1:0", Engine: ec,
-			Logger: slog.New(d.logs),
-			Ready:  func(url string) { ready <- url },
+			Logger:   slog.New(d.logs),
+			Ready:    func(url string) { ready <- url },
+			OnEngine: func(e *engine.Engine) { d.eng = e },
 		})
 	}()
 	stopped := false
@@ -229,60 +230,23 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemo
 	return d, nil
 }
 
-// waitPoolSettled waits until no warm sandbox of runtime rt is booting or
-// being destroyed in d and at least minIdle are up: every container in the
-// runtime's state directory is running, twice in a row 100 ms apart (a
-// boot the engine has just started may not have registered yet). The
-// pool's state is not in the API, so this asks the runtime (`<rt> list`)
-// about the daemon's state directory. It returns the CPU time its own
-// `list` commands used, for callers that account CPU.
+// waitPoolSettled waits until the daemon's warm pool has nothing left to
+// do (no run in flight, no boot running or waiting for quiet) and holds at
+// least minIdle idle sandboxes. It reads the engine's state directly, so it
+// costs no CPU worth counting (it returns 0 for the CPU it used).
 func (d *daemonConn) waitPoolSettled(ctx context.Context, rt string, minIdle int) (time.Duration, error) {
-	bin, err := exec.LookPath(rt)
-	if err != nil {
-		return 0, err
-	}
-	root := filepath.Join(d.home, "runtime", rt) // the engine's layout: runtime/<kind>
 	deadline := time.Now().Add(60 * time.Second)
-	var cpu time.Duration
-	settled := 0
 	for {
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		cmd := exec.CommandContext(lctx, bin, "--root", root, "list", "--format", "json")
-		out, err := cmd.Output()
-		cancel()
-		if cmd.ProcessState != nil {
-			cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-		}
-		ok := false
-		if err == nil {
-			var cs []struct {
-				ID     string `json:"id"`
-				Status string `json:"status"`
-			}
-			if json.Unmarshal(out, &cs) == nil {
-				running := 0
-				for _, c := range cs {
-					if c.Status == "running" {
-						running++
-					}
-				}
-				ok = running == len(cs) && running >= minIdle
-			}
-		}
-		if ok {
-			if settled++; settled == 2 {
-				return cpu, nil
-			}
-		} else {
-			settled = 0
+		if s := d.eng.WarmStats(); s.Settled() && s.Idle >= minIdle {
+			return 0, nil
 		}
 		if time.Now().After(deadline) {
-			return cpu, fmt.Errorf("the %s warm pool did not settle within 60 s", rt)
+			return 0, fmt.Errorf("the %s warm pool did not settle within 60 s: %+v", rt, d.eng.WarmStats())
 		}
 		select {
 		case <-ctx.Done():
-			return cpu, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+			return 0, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

@@ -32,6 +32,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Ready, if set, receives the base URL once the daemon serves.
 	Ready func(url string)
+	// OnEngine, if set, receives the engine once it is open (the benchmark
+	// reads its warm pool's state through it).
+	OnEngine func(*engine.Engine)
 }
 
 // DefaultHome is where the daemon keeps its state unless told otherwise.
@@ -66,6 +69,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer e.Close()
+	if cfg.OnEngine != nil {
+		cfg.OnEngine(e)
+	}
 	if _, err := registry.Install(e, registry.Options{Logger: log}); err != nil {
 		return err
 	}

@@ -69,7 +69,16 @@ type warmWant struct {
 }
 
 // WarmStats reports the pool's state.
-type WarmStats struct{ Idle, Booting, Hits, Misses int }
+type WarmStats struct {
+	Idle, Booting int
+	Wanted        int // sandboxes asked for and not booting yet (they wait for quiet)
+	Active        int // runs in flight
+	Hits, Misses  int
+}
+
+// Settled reports whether the pool has nothing left to do: no run in
+// flight, no boot running or waiting.
+func (s WarmStats) Settled() bool { return s.Active == 0 && s.Booting == 0 && s.Wanted == 0 }
 
 // WarmStats returns the pool's counters.
 func (e *Engine) WarmStats() WarmStats {
@@ -79,7 +88,11 @@ func (e *Engine) WarmStats() WarmStats {
 	for _, bs := range e.warm.idle {
 		n += len(bs)
 	}
-	return WarmStats{Idle: n, Booting: e.warm.bootingLocked(), Hits: e.warm.hits, Misses: e.warm.misses}
+	wanted := 0
+	for k, w := range e.warm.want {
+		wanted += max(0, w.n-len(e.warm.idle[k])-e.warm.booting[k])
+	}
+	return WarmStats{Idle: n, Booting: e.warm.bootingLocked(), Wanted: wanted, Active: e.warm.active, Hits: e.warm.hits, Misses: e.warm.misses}
 }
 
 // findInit picks the static init binary warm sandboxes need: the configured
