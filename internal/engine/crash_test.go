@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/store"
 )
 
@@ -30,10 +31,32 @@ func TestMain(m *testing.M) {
 // $ARBOR_CRASH_IMAGE and reports progress on stdout, then blocks forever.
 func crashHelper(mode string) {
 	ctx := context.Background()
-	e, err := New(ctx, Config{Home: os.Getenv("ARBOR_CRASH_HOME"), Runtime: os.Getenv("ARBOR_CRASH_RUNTIME")})
+	cfg := Config{Home: os.Getenv("ARBOR_CRASH_HOME"), Runtime: os.Getenv("ARBOR_CRASH_RUNTIME"), WarmPerImage: -1}
+	if mode == "warm" {
+		cfg.InitBinary, cfg.WarmPerImage = os.Getenv("ARBOR_CRASH_INIT"), 2
+	}
+	e, err := New(ctx, cfg)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
+	}
+	if mode == "warm" {
+		// Leave idle warm sandboxes, one of them networked, besides the
+		// warm run the daemon dies in.
+		for _, network := range []bool{false, true} {
+			op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "true", Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true),
+				Disposable: ptr(true), Networking: &apitypes.Networking{Enabled: ptr(network)}})
+			if err == nil {
+				_, err = e.WaitOperation(ctx, acct, op)
+			}
+			if err != nil {
+				fmt.Println("error", err)
+				os.Exit(1)
+			}
+		}
+		for e.WarmStats().Idle < 2 {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	cmd := "sleep 1000"
 	if mode == "commit" {
@@ -65,6 +88,7 @@ func TestKill9Recovery(t *testing.T) {
 		{"run", "runc", "executing"},
 		{"run", "runsc", "executing"},
 		{"commit", "runc", "committing"},
+		{"warm", "runsc", "executing"}, // in a warm run, with idle warm sandboxes (one networked)
 	} {
 		t.Run(tc.mode+"-"+tc.rt, func(t *testing.T) {
 			e, base := newEngine(t, tc.rt)
@@ -74,6 +98,9 @@ func TestKill9Recovery(t *testing.T) {
 
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), "ARBOR_CRASH_HELPER="+tc.mode, "ARBOR_CRASH_HOME="+home, "ARBOR_CRASH_IMAGE="+base, "ARBOR_CRASH_RUNTIME="+tc.rt)
+			if tc.mode == "warm" {
+				cmd.Env = append(cmd.Env, "ARBOR_CRASH_INIT="+staticInit(t))
+			}
 			out, _ := cmd.StdoutPipe()
 			cmd.Stderr = os.Stderr
 			if err := cmd.Start(); err != nil {
@@ -95,6 +122,12 @@ func TestKill9Recovery(t *testing.T) {
 				}
 			}
 			deadline.Stop()
+			if tc.mode == "warm" {
+				// The idle networked sandbox's namespace exists now...
+				if ns, _ := exec.Command("ip", "netns", "list").Output(); !strings.Contains(string(ns), "arbor-"+netns.Tag(home)+"-") {
+					t.Fatalf("no network namespace of the warm pool before the crash: %s", ns)
+				}
+			}
 			// kill -9 the daemon at this moment.
 			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
@@ -129,6 +162,10 @@ func TestKill9Recovery(t *testing.T) {
 			ims, _ := e2.ListImages(context.Background(), store.ImageFilter{Account: acct})
 			if len(ims) != 1 {
 				t.Errorf("%d images visible, want only the base", len(ims))
+			}
+			nsList, _ := exec.Command("ip", "netns", "list").Output() // ...and is gone after recovery
+			if tag := "arbor-" + netns.Tag(home) + "-"; strings.Contains(string(nsList), tag) {
+				t.Errorf("network namespaces left: %s", nsList)
 			}
 			rt := e2.runtimes[tc.rt].(interface{ Path() string })
 			list, _ := exec.Command(rt.Path(), "--root="+filepath.Join(home, "runtime", tc.rt), "list", "--quiet").Output()
