@@ -28,7 +28,7 @@ type OCI struct {
 	bg    sync.WaitGroup
 
 	mu    sync.Mutex
-	inits map[string]int // booted sandboxes' init pidfds (runc, crun)
+	inits map[string][]int // booted sandboxes' host process pidfds (see watchInit)
 }
 
 // Close implements Runtime.
@@ -207,57 +207,105 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	return nil
 }
 
-// watchInit keeps a pidfd on a booted runc/crun sandbox's init, a host
-// process whose death ends every process of the sandbox (it is pid 1 of
-// its pid namespace): Destroy then needs no runtime process, and no
-// `delete --force`, which sleeps 100 ms between checks.
+// watchInit keeps pidfds on the host processes that make up a booted
+// sandbox, so Destroy needs no runtime process: for runc and crun the
+// init, pid 1 of the sandbox's pid namespace, whose death ends every
+// process in it; for runsc the sandbox (sentry) and gofer processes, read
+// from runsc's state file (the gofer holds the root filesystem's mount, so
+// both must be gone before the upper dir is committed). Without pidfds
+// Destroy falls back to `delete --force`, which for runc sleeps 100 ms
+// between checks and for runsc starts the runsc binary (~60 ms).
 func (o *OCI) watchInit(id, pidFile string) {
-	if o.name == "runsc" { // the sandbox's processes are not host processes
-		return
+	var pids []int
+	if o.name == "runsc" {
+		pids = o.runscPids(id)
+	} else if b, err := os.ReadFile(pidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			pids = []int{pid}
+		}
 	}
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		return
+	var fds []int
+	for _, pid := range pids {
+		if pid <= 1 {
+			continue
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue
+		}
+		fds = append(fds, fd)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return
-	}
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
+	if len(fds) == 0 || len(fds) != len(pids) {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
 		return
 	}
 	o.mu.Lock()
 	if o.inits == nil {
-		o.inits = map[string]int{}
+		o.inits = map[string][]int{}
 	}
-	o.inits[id] = fd
+	o.inits[id] = fds
 	o.mu.Unlock()
 }
 
-// killInit kills id's init through its pidfd and waits until it has
-// exited (its namespaces, mounts included, are gone by then). It reports
-// false if there is no pidfd for id or the wait failed.
+// runscPids reads the sandbox and gofer pids from runsc's state file for id.
+func (o *OCI) runscPids(id string) []int {
+	m, _ := filepath.Glob(filepath.Join(o.root, id+"_sandbox:"+id+".state"))
+	if len(m) != 1 {
+		return nil
+	}
+	b, err := os.ReadFile(m[0])
+	if err != nil {
+		return nil
+	}
+	var st struct {
+		GoferPid int `json:"goferPid"`
+		Sandbox  struct {
+			Pid int `json:"pid"`
+		} `json:"sandbox"`
+	}
+	if json.Unmarshal(b, &st) != nil || st.GoferPid <= 1 || st.Sandbox.Pid <= 1 {
+		return nil
+	}
+	return []int{st.Sandbox.Pid, st.GoferPid}
+}
+
+// killInit kills id's watched processes through their pidfds and waits
+// until they have exited (their namespaces, mounts included, are gone by
+// then). It reports false if id is not watched or a wait failed.
 func (o *OCI) killInit(id string) bool {
 	o.mu.Lock()
-	fd, ok := o.inits[id]
+	fds, ok := o.inits[id]
 	delete(o.inits, id)
 	o.mu.Unlock()
 	if !ok {
 		return false
 	}
-	defer unix.Close(fd)
-	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && err != unix.ESRCH {
-		return false
-	}
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, 10_000)
-		if err == unix.EINTR {
-			continue
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
 		}
-		return err == nil && n == 1
+	}()
+	for _, fd := range fds {
+		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && err != unix.ESRCH {
+			return false
+		}
 	}
+	for _, fd := range fds {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(pfd, 10_000)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || n != 1 {
+				return false
+			}
+			break
+		}
+	}
+	return true
 }
 
 // Destroy implements Runtime.
