@@ -169,6 +169,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e.warm.idle = map[warmKey][]*warmBox{}
 	e.warm.booting = map[warmKey]int{}
+	e.warm.waiting = map[warmKey]int{}
+	e.warm.changed = make(chan struct{})
 	e.warm.want = map[warmKey]warmWant{}
 	if cfg.WarmPerImage > 0 {
 		if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {

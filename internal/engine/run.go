@@ -399,8 +399,10 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	// A warm sandbox, if one waits for this image and shape, replaces the
 	// mount and boot below; everything after is the same.
-	wb := e.takeWarm(keyOf(p, p.image.UUID))
-	defer e.warmUp(keyOf(p, p.image.UUID), 1) // the image is in use: keep one ready for its next run
+	wb := e.takeWarm(ctx, keyOf(p, p.image.UUID))
+	// The image is in use: keep one ready for its next run. Asked for now,
+	// booted once the machine is quiet, after the image this run makes.
+	e.warmUp(keyOf(p, p.image.UUID), 1)
 	var dir, upper, merged, bundle string
 	var mounted bool
 	if wb != nil {

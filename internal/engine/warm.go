@@ -55,6 +55,8 @@ type warmPool struct {
 	mu      sync.Mutex
 	idle    map[warmKey][]*warmBox
 	booting map[warmKey]int
+	waiting map[warmKey]int // runs waiting for one of booting[key]
+	changed chan struct{}   // closed and replaced when a boot ends
 	// want is the demand not yet met: sandboxes to boot per key, with the
 	// time it was last asked for (older demand is dropped first).
 	want   map[warmKey]warmWant
@@ -112,25 +114,65 @@ func findInit(configured string) string {
 
 func (e *Engine) warmEnabled() bool { return e.initBin != "" && e.cfg.WarmPerImage > 0 }
 
-// takeWarm pops an idle sandbox for k, or returns nil.
-func (e *Engine) takeWarm(k warmKey) *warmBox {
+// takeWarm pops an idle sandbox for k, or returns nil. If none is idle but
+// a boot for k is in flight (the image was just made, or just used), the
+// run waits for that boot rather than booting its own: the boot in flight
+// ends sooner than a new one would. At most one run waits per boot.
+func (e *Engine) takeWarm(ctx context.Context, k warmKey) *warmBox {
 	if !e.warmEnabled() {
 		return nil
 	}
 	e.warm.mu.Lock()
 	defer e.warm.mu.Unlock()
-	bs := e.warm.idle[k]
-	if len(bs) == 0 {
-		e.warm.misses++
-		return nil
+	waiting := false
+	defer func() {
+		if waiting {
+			e.warm.waiting[k]--
+		}
+	}()
+	for {
+		if bs := e.warm.idle[k]; len(bs) > 0 {
+			b := bs[0]
+			e.warm.idle[k] = bs[1:]
+			if len(e.warm.idle[k]) == 0 {
+				delete(e.warm.idle, k)
+			}
+			e.warm.hits++
+			return b
+		}
+		if !waiting && e.warm.waiting[k] < e.warm.booting[k] {
+			waiting = true
+			e.warm.waiting[k]++
+		}
+		if !waiting || e.warm.booting[k] == 0 {
+			e.warm.misses++
+			return nil
+		}
+		changed := e.warm.changed
+		e.warm.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+		case <-e.closed:
+		}
+		e.warm.mu.Lock()
+		if ctx.Err() != nil {
+			e.warm.misses++
+			return nil
+		}
+		select {
+		case <-e.closed:
+			e.warm.misses++
+			return nil
+		default:
+		}
 	}
-	b := bs[0]
-	e.warm.idle[k] = bs[1:]
-	if len(e.warm.idle[k]) == 0 {
-		delete(e.warm.idle, k)
-	}
-	e.warm.hits++
-	return b
+}
+
+// changedLocked wakes runs waiting for a boot: one ended.
+func (p *warmPool) changedLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
 // warmUp asks for n sandboxes for k. They boot in the background when the
@@ -291,6 +333,7 @@ func (e *Engine) bootWarm(k warmKey) {
 	} else if err != nil {
 		delete(e.warm.want, k) // no retry loop on an image that cannot boot
 	}
+	e.warm.changedLocked()
 	e.warm.mu.Unlock()
 	if err != nil {
 		e.log.Warn("warm sandbox", "image", k.image, "runtime", k.runtime, "err", err)

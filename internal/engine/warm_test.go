@@ -324,3 +324,36 @@ func TestWarmPlacesLargeFiles(t *testing.T) {
 		t.Errorf("placed file in the sandbox: %q, want %q", got, want)
 	}
 }
+
+// TestWarmWaitsForBootInFlight: a run on an image whose sandbox is still
+// booting (an agent that comes straight back) takes that sandbox when it is
+// ready instead of booting its own.
+func TestWarmWaitsForBootInFlight(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	o, _ := run(t, e, base, "echo 1 > /root/step")
+	booting := func() int {
+		e.warm.mu.Lock()
+		defer e.warm.mu.Unlock()
+		n := 0
+		for k, b := range e.warm.booting {
+			if k.image == o.ResultImageUUID {
+				n += b
+			}
+		}
+		return n
+	}
+	for i := 0; booting() == 0; i++ {
+		if i > 600 {
+			t.Fatalf("no boot for the new image: %+v", e.WarmStats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	hits := e.WarmStats().Hits
+	_, m := run(t, e, o.ResultImageUUID, "cat /root/step")
+	if e.WarmStats().Hits != hits+1 {
+		t.Errorf("the run did not wait for the boot in flight: %+v", e.WarmStats())
+	}
+	if stdout(t, m) != "1\n" {
+		t.Errorf("stdout %q", stdout(t, m))
+	}
+}
