@@ -128,6 +128,7 @@ func checkReport(t *testing.T, r bench.Report, warm bool) {
 			}
 			dist(x.Runtime+" warm disposable", x.Warm.Disposable)
 			dist(x.Runtime+" warm chained", x.Warm.Chained)
+			dist(x.Runtime+" warm chained straight back", x.Warm.Straight)
 			pos(x.Runtime+" warm ratio", x.Warm.DisposableRatio)
 			pos(x.Runtime+" warm CPU", x.Warm.DisposableCPU.ChildrenMs)
 		}

@@ -171,6 +171,12 @@ type WarmTimeToResult struct {
 	// Ratios of p50s: Disposable / Raw and Chained / RawShell.
 	DisposableRatio float64 `json:"disposable_ratio"`
 	ChainedRatio    float64 `json:"chained_ratio"`
+	// Straight runs the chain without waiting for the pool: each run is
+	// spawned as soon as the previous result is in, as an agent that does
+	// not pause would (it finds its image's sandbox still booting).
+	Straight       Dist    `json:"straight"`
+	StraightPhases Phases  `json:"straight_phases"`
+	StraightRatio  float64 `json:"straight_ratio"` // Straight / RawShell
 }
 
 // FanOut is section 2 for one runtime and one width: n non-disposable

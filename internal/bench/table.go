@@ -175,6 +175,7 @@ func WriteTable(w io.Writer, r Report) error {
 			if w := t.Warm; w != nil {
 				rows = append(rows, []string{"", "warm: disposable /bin/true", fmtMs(w.Disposable.P50Ms), fmtMs(w.Disposable.P95Ms), fmtRatio(w.DisposableRatio), fmtCPU(w.DisposableCPU)})
 				rows = append(rows, []string{"", "warm: chained non-disposable (÷ raw sh)", fmtMs(w.Chained.P50Ms), fmtMs(w.Chained.P95Ms), fmtRatio(w.ChainedRatio), fmtCPU(w.ChainedCPU)})
+				rows = append(rows, []string{"", "warm: chained, straight back (÷ raw sh)", fmtMs(w.Straight.P50Ms), fmtMs(w.Straight.P95Ms), fmtRatio(w.StraightRatio), ""})
 			}
 		}
 		table(rows)
@@ -184,6 +185,7 @@ func WriteTable(w io.Writer, r Report) error {
 			if w := t.Warm; w != nil {
 				p("  %s warm disposable, p50 phases: %s", t.Runtime, fmtPhases(w.DisposablePhases))
 				p("  %s warm chained, p50 phases: %s", t.Runtime, fmtPhases(w.ChainedPhases))
+				p("  %s warm chained straight back, p50 phases: %s", t.Runtime, fmtPhases(w.StraightPhases))
 			}
 		}
 		p("  (warm CPU/run includes booting the sandboxes the run makes the pool replace)")

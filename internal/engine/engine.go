@@ -170,6 +170,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	e.warm.idle = map[warmKey][]*warmBox{}
 	e.warm.booting = map[warmKey]int{}
 	e.warm.waiting = map[warmKey]int{}
+	e.warm.bootStarts = map[warmKey][]time.Time{}
+	e.warm.bootTime = map[string]time.Duration{}
 	e.warm.changed = make(chan struct{})
 	e.warm.want = map[warmKey]warmWant{}
 	if cfg.WarmPerImage > 0 {

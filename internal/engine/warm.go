@@ -56,7 +56,11 @@ type warmPool struct {
 	idle    map[warmKey][]*warmBox
 	booting map[warmKey]int
 	waiting map[warmKey]int // runs waiting for one of booting[key]
-	changed chan struct{}   // closed and replaced when a boot ends
+	// bootStarts holds when each boot in flight started; bootTime a running
+	// estimate of a boot's duration per runtime.
+	bootStarts map[warmKey][]time.Time
+	bootTime   map[string]time.Duration
+	changed    chan struct{} // closed and replaced when a boot ends
 	// want is the demand not yet met: sandboxes to boot per key, with the
 	// time it was last asked for (older demand is dropped first).
 	want   map[warmKey]warmWant
@@ -115,9 +119,10 @@ func findInit(configured string) string {
 func (e *Engine) warmEnabled() bool { return e.initBin != "" && e.cfg.WarmPerImage > 0 }
 
 // takeWarm pops an idle sandbox for k, or returns nil. If none is idle but
-// a boot for k is in flight (the image was just made, or just used), the
-// run waits for that boot rather than booting its own: the boot in flight
-// ends sooner than a new one would. At most one run waits per boot.
+// a boot for k has been running for a while (the image was just made or
+// just used), the run waits for that boot rather than booting its own: the
+// rest of that boot plus a warm run is shorter than a cold run. At most
+// one run waits per boot.
 func (e *Engine) takeWarm(ctx context.Context, k warmKey) *warmBox {
 	if !e.warmEnabled() {
 		return nil
@@ -140,7 +145,7 @@ func (e *Engine) takeWarm(ctx context.Context, k warmKey) *warmBox {
 			e.warm.hits++
 			return b
 		}
-		if !waiting && e.warm.waiting[k] < e.warm.booting[k] {
+		if !waiting && e.warm.waiting[k] < e.warm.ripeLocked(k) {
 			waiting = true
 			e.warm.waiting[k]++
 		}
@@ -167,6 +172,24 @@ func (e *Engine) takeWarm(ctx context.Context, k warmKey) *warmBox {
 		default:
 		}
 	}
+}
+
+// ripeLocked counts k's boots in flight worth waiting for: started at least
+// a quarter of a typical boot ago, so at most three quarters remain, and a
+// warm run's own cost (exec, and destroying the sandbox after it: a sixth
+// of a boot under runsc) still leaves it ahead of a cold run.
+func (p *warmPool) ripeLocked(k warmKey) int {
+	est, ok := p.bootTime[k.runtime]
+	if !ok {
+		est = 300 * time.Millisecond
+	}
+	n := 0
+	for _, t := range p.bootStarts[k] {
+		if time.Since(t) >= est/4 {
+			n++
+		}
+	}
+	return n
 }
 
 // changedLocked wakes runs waiting for a boot: one ended.
@@ -268,11 +291,13 @@ func (e *Engine) pumpWarm() {
 			evict = append(evict, b)
 		}
 		e.warm.booting[k]++
+		started := time.Now()
+		e.warm.bootStarts[k] = append(e.warm.bootStarts[k], started)
 		if w := e.warm.want[k]; w.n <= len(e.warm.idle[k])+e.warm.booting[k] {
 			delete(e.warm.want, k)
 		}
 		e.wg.Add(1)
-		go e.bootWarm(k)
+		go e.bootWarm(k, started)
 	}
 	e.warm.mu.Unlock()
 	for _, b := range evict {
@@ -315,12 +340,32 @@ func (e *Engine) oldestIdleLocked(k warmKey) *warmBox {
 	return oldest
 }
 
-func (e *Engine) bootWarm(k warmKey) {
+func (e *Engine) bootWarm(k warmKey, started time.Time) {
 	defer e.wg.Done()
 	b, err := e.newWarm(context.Background(), k)
 	e.warm.mu.Lock()
 	if e.warm.booting[k]--; e.warm.booting[k] <= 0 {
 		delete(e.warm.booting, k)
+	}
+	starts := e.warm.bootStarts[k]
+	for i, t := range starts {
+		if t.Equal(started) {
+			starts = append(starts[:i], starts[i+1:]...)
+			break
+		}
+	}
+	if len(starts) == 0 {
+		delete(e.warm.bootStarts, k)
+	} else {
+		e.warm.bootStarts[k] = starts
+	}
+	if err == nil {
+		// A running estimate of how long a boot takes, per runtime.
+		d := time.Since(started)
+		if old, ok := e.warm.bootTime[k.runtime]; ok {
+			d = (3*old + d) / 4
+		}
+		e.warm.bootTime[k.runtime] = d
 	}
 	closed := false
 	select {

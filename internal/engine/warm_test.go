@@ -325,28 +325,30 @@ func TestWarmPlacesLargeFiles(t *testing.T) {
 	}
 }
 
-// TestWarmWaitsForBootInFlight: a run on an image whose sandbox is still
-// booting (an agent that comes straight back) takes that sandbox when it is
-// ready instead of booting its own.
+// TestWarmWaitsForBootInFlight: a run on an image whose sandbox is well
+// into its boot takes that sandbox when it is ready instead of booting its
+// own.
 func TestWarmWaitsForBootInFlight(t *testing.T) {
 	e, base := newWarmEngine(t, "runsc")
 	o, _ := run(t, e, base, "echo 1 > /root/step")
-	booting := func() int {
+	// Wait until a boot for the new image has run long enough to be worth
+	// waiting for (see ripeLocked); a fresher one would be left to finish.
+	ripe := func() int {
 		e.warm.mu.Lock()
 		defer e.warm.mu.Unlock()
 		n := 0
-		for k, b := range e.warm.booting {
+		for k := range e.warm.bootStarts {
 			if k.image == o.ResultImageUUID {
-				n += b
+				n += e.warm.ripeLocked(k)
 			}
 		}
 		return n
 	}
-	for i := 0; booting() == 0; i++ {
+	for i := 0; ripe() == 0; i++ {
 		if i > 600 {
-			t.Fatalf("no boot for the new image: %+v", e.WarmStats())
+			t.Fatalf("no boot in flight for the new image: %+v", e.WarmStats())
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 	hits := e.WarmStats().Hits
 	_, m := run(t, e, o.ResultImageUUID, "cat /root/step")
