@@ -142,6 +142,14 @@ func (e *Engine) takeWarm(ctx context.Context, k warmKey) *warmBox {
 			if len(e.warm.idle[k]) == 0 {
 				delete(e.warm.idle, k)
 			}
+			if !b.agent.Alive() {
+				// It died while idle (killed, out of memory): clean up
+				// behind the run's back and look again.
+				e.log.Warn("warm sandbox died while idle", "image", k.image, "runtime", k.runtime)
+				e.wg.Add(1)
+				go func() { defer e.wg.Done(); e.destroyWarm(b) }()
+				continue
+			}
 			e.warm.hits++
 			return b
 		}

@@ -359,3 +359,28 @@ func TestWarmWaitsForBootInFlight(t *testing.T) {
 		t.Errorf("stdout %q", stdout(t, m))
 	}
 }
+
+// TestWarmDeadSandboxSkipped: a pooled sandbox that died while idle is not
+// handed to a run (which would see its command killed); the run goes cold.
+func TestWarmDeadSandboxSkipped(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	run(t, e, base, "true", disposable)
+	waitIdle(t, e, base, 1)
+	e.warm.mu.Lock()
+	var victim *warmBox
+	for k, bs := range e.warm.idle {
+		if k.image == base && len(bs) > 0 {
+			victim = bs[0]
+		}
+	}
+	e.warm.mu.Unlock()
+	e.runtimes["runsc"].Destroy(victim.cid) // dies behind the pool's back
+	hits := e.WarmStats().Hits
+	_, m := run(t, e, base, "echo alive", disposable)
+	if got := stdout(t, m); got != "alive\n" || m.Result.State.ExitCode != 0 {
+		t.Errorf("run after a pooled sandbox died: exit %d stdout %q", m.Result.State.ExitCode, got)
+	}
+	if e.WarmStats().Hits != hits {
+		t.Errorf("the dead sandbox was counted as a hit: %+v", e.WarmStats())
+	}
+}

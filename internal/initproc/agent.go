@@ -55,6 +55,19 @@ func (a *Agent) Close() {
 	a.fromInit.Close()
 }
 
+// Alive reports whether the init still holds its end of the pipes: a
+// sandbox that died while idle (killed, out of memory) shows as a hang-up.
+// It does not block.
+func (a *Agent) Alive() bool {
+	fds := []unix.PollFd{{Fd: int32(a.fromInit.Fd()), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	if err != nil {
+		return false
+	}
+	// Nothing to read and no hang-up: an idle init says nothing.
+	return n == 0
+}
+
 // errSandboxGone is returned when the init's output ends: the sandbox was
 // killed or died.
 var errSandboxGone = errors.New("the sandbox ended")

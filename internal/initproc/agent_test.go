@@ -132,3 +132,16 @@ func TestReadFrameBounds(t *testing.T) {
 		t.Fatalf("readFrame = %q %q %v", typ, p, err)
 	}
 }
+
+// TestAgentAlive: an idle serving init is alive; once it dies, it is not.
+func TestAgentAlive(t *testing.T) {
+	a, cmd := startServer(t)
+	if !a.Alive() {
+		t.Fatal("a running init reported dead")
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if a.Alive() {
+		t.Fatal("a dead init reported alive")
+	}
+}
