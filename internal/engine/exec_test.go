@@ -75,44 +75,43 @@ func TestSubprocesses(t *testing.T) {
 			if _, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "true"}); err == nil {
 				t.Fatal("exec into a finished instance succeeded")
 			}
-			if tc.warm {
-				waitIdle(t, e, base, 1)
+			// sleeper starts a disposable `sleep secs` (warm if the pool is on).
+			sleeper := func(secs string) string {
+				t.Helper()
+				if tc.warm {
+					waitIdle(t, e, base, 1)
+				}
+				op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{secs}, Image: base, Disposable: ptr(true)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return op
+			}
+			// retry calls fn until it succeeds (the process has started).
+			retry := func(fn func() error) {
+				t.Helper()
+				var err error
+				for i := 0; i < 200; i++ {
+					if err = fn(); err == nil {
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				t.Fatal(err)
 			}
 			// A signal to the main process ends the run with 128+signal.
-			op, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{"100"}, Image: base, Disposable: ptr(true)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := 0; ; i++ {
-				if err = e.KillSubprocess(ctx, acct, op, 1, "TERM"); err == nil || i > 200 {
-					break
-				}
-				time.Sleep(50 * time.Millisecond) // until the process has started
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			op = sleeper("100")
+			retry(func() error { return e.KillSubprocess(ctx, acct, op, 1, "TERM") })
 			r1 = waitSub(t, e, op, 1)
 			if r1.State.ExitCode != 128+15 {
 				t.Errorf("main process after TERM: %+v, want exit code 143", r1.State)
 			}
 			// Exec'd processes die with the main process.
-			if tc.warm {
-				waitIdle(t, e, base, 1)
-			}
-			op, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{"1"}, Image: base, Disposable: ptr(true)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := 0; ; i++ {
-				if spid, err = e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "sleep", Args: []string{"100"}}); err == nil || i > 200 {
-					break
-				}
-				time.Sleep(20 * time.Millisecond) // until the main process has started
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			op = sleeper("1")
+			retry(func() (err error) {
+				spid, err = e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "sleep", Args: []string{"100"}})
+				return err
+			})
 			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			if o, err := e.WaitOperation(wctx, acct, op); err != nil || o.Status != apitypes.StatusSuccess {
