@@ -263,8 +263,19 @@ func (e *Engine) runEnds() {
 	e.warm.mu.Lock()
 	e.warm.active--
 	e.warm.mu.Unlock()
-	e.pumpWarm()
+	// Boot only once the machine has stayed quiet a moment: an agent that
+	// comes straight back with its next run (a few ms later) then gets a
+	// cold run with the cores to itself instead of sharing them with a boot
+	// it would not use; one that pauses finds its sandbox ready.
+	e.wg.Add(1)
+	time.AfterFunc(quietGrace, func() {
+		defer e.wg.Done()
+		e.pumpWarm()
+	})
 }
+
+// quietGrace is how long the pool waits after a run before it boots.
+const quietGrace = 100 * time.Millisecond
 
 // pumpWarm starts boots for unmet demand while the machine is quiet: a boot
 // costs a core for a few hundred milliseconds, so at most one per two cores

@@ -384,3 +384,39 @@ func TestWarmDeadSandboxSkipped(t *testing.T) {
 		t.Errorf("the dead sandbox was counted as a hit: %+v", e.WarmStats())
 	}
 }
+
+// TestWarmNoBootForStraightBack: a run that follows the previous one within
+// the quiet grace has the cores to itself: the pool boots nothing meanwhile.
+func TestWarmNoBootForStraightBack(t *testing.T) {
+	e, base := newWarmEngine(t, "runc")
+	ctx := context.Background()
+	o, _ := run(t, e, base, "echo 1 > /root/step")
+	back := time.Now()
+	time.Sleep(20 * time.Millisecond) // a client's round trip, well inside quietGrace
+	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep 1", Image: o.ResultImageUUID, Shell: ptr(true), Disposable: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(back); d > quietGrace*3/4 {
+		// The machine stalled this goroutine past the grace: the pool was
+		// right to boot, and this run proves nothing either way.
+		t.Logf("spawned %v after the result, too late to tell", d)
+		return
+	}
+	booted := 0
+	for i := 0; i < 20; i++ { // through the second run
+		if s := e.WarmStats(); s.Booting > 0 || s.Idle > 0 {
+			booted++
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if booted > 0 {
+		t.Errorf("the pool booted while the straight-back run ran: %+v", e.WarmStats())
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := e.WaitOperation(wctx, acct, op); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, e, o.ResultImageUUID, 1) // and once it is quiet, the demand is met
+}
