@@ -121,20 +121,25 @@ func (o *OCI) startWait(ctx context.Context, cmd *exec.Cmd, id string, stdin io.
 		onStart(cmd.Process.Pid)
 	}
 	done := make(chan struct{})
+	// The watcher reports through a channel, not by writing res: it runs
+	// concurrently with the code below.
+	killed := make(chan bool, 1)
 	go func() {
 		select {
 		case <-ctx.Done():
-			res.Killed = true
 			if killOnCancel {
 				o.kill(id, cmd.Process.Pid)
 			} else {
 				_ = cmd.Process.Signal(syscall.SIGKILL)
 			}
+			killed <- true
 		case <-done:
+			killed <- false
 		}
 	}()
 	werr := cmd.Wait()
 	close(done)
+	res.Killed = <-killed
 	res.Duration = time.Since(res.Started)
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
