@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -50,6 +49,9 @@ type ImageListOptions struct {
 	Tagged    bool   // only tagged images
 	TagPrefix string // tags starting with this; an exact match comes first
 	UUID      string // only this image
+	// UUIDPrefix keeps images whose UUID starts with it (an arbor
+	// extension; at least apitypes.MinUUIDPrefix characters).
+	UUIDPrefix string
 }
 
 // ListImages lists images, newest first.
@@ -63,6 +65,9 @@ func (c *Client) ListImages(ctx context.Context, o ImageListOptions) ([]apitypes
 	}
 	if o.UUID != "" {
 		q.Set("uuid", o.UUID)
+	}
+	if o.UUIDPrefix != "" {
+		q.Set("uuid_prefix", o.UUIDPrefix)
 	}
 	var out apitypes.ImageListResponse
 	if err := c.do(ctx, request{method: http.MethodGet, path: "/images", query: q}, &out); err != nil {
@@ -156,15 +161,16 @@ func (c *Client) Image(ctx context.Context, id string) (*apitypes.Image, error) 
 	return &out, c.do(ctx, request{method: http.MethodGet, path: "/inspect/" + url.PathEscape(id) + "/"}, &out)
 }
 
-var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
 // ResolveImage returns the image a reference names: a UUID, "tag:NAME" or
-// a bare tag.
+// a bare tag (apitypes.ParseImageRef).
 func (c *Client) ResolveImage(ctx context.Context, ref string) (*apitypes.Image, error) {
-	id := strings.TrimSpace(ref)
-	if !uuidRE.MatchString(id) {
-		var err error
-		if id, err = c.FindImageByTag(ctx, id); err != nil {
+	r, err := apitypes.ParseImageRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	id := r.UUID
+	if id == "" {
+		if id, err = c.FindImageByTag(ctx, r.Tag); err != nil {
 			return nil, err
 		}
 	}

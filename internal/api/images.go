@@ -38,6 +38,12 @@ func (s *server) listImages(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	if v := q.Get("uuid_prefix"); v != "" {
+		if !apitypes.IsUUIDPrefix(v) {
+			return errdefs.InvalidArgument("uuid_prefix %q is not the start of a UUID: pass at least %d characters of one, e.g. 123e4567", v, apitypes.MinUUIDPrefix)
+		}
+		f.UUIDPrefix = strings.ToLower(v)
+	}
 	ims, err := s.e.ListImages(r.Context(), f)
 	if err != nil {
 		return err

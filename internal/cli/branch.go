@@ -69,7 +69,7 @@ tag, pass, error.`,
 				prefix += "-branch"
 			}
 			if keep {
-				if err := checkTag(fmt.Sprintf("%s-%d", prefix, len(cmds))); err != nil {
+				if err := apitypes.ValidTag(fmt.Sprintf("%s-%d", prefix, len(cmds))); err != nil {
 					return fmt.Errorf("--keep-prefix: %w", err)
 				}
 			}

@@ -42,7 +42,7 @@ func TestBranchTableAndKeep(t *testing.T) {
 	}
 	for i, br := range rs {
 		if br.Index != i+1 || !br.Pass || br.ExitCode != 0 || br.Status != apitypes.StatusSuccess || br.Image == nil ||
-			br.Tag == nil || *br.Tag != "bj-"+string(rune('1'+i)) || !uuidRE.MatchString(br.Operation) {
+			br.Tag == nil || *br.Tag != "bj-"+string(rune('1'+i)) || !apitypes.IsUUID(br.Operation) {
 			t.Errorf("branch %d = %+v, want pass, image, tag bj-%d", i+1, br, i+1)
 		}
 	}

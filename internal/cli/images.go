@@ -110,7 +110,7 @@ when IMAGE carries that tag). ` + imageRefHelp + `
 		ValidArgsFunction: g.completeImages,
 		RunE: g.withClient(func(ctx context.Context, c *client.Client, args []string) error {
 			if !rm {
-				if err := checkTag(args[1]); err != nil {
+				if err := apitypes.ValidTag(args[1]); err != nil {
 					return err
 				}
 			}

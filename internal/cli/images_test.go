@@ -137,7 +137,7 @@ func TestImportDirectoryAndArchive(t *testing.T) {
 	tgz := filepath.Join(dir, "rootfs.tar.gz")
 	writeTarGz(t, tgz, map[string]string{"hello.txt": "from a tarball\n"})
 	res := okJSON[importResult](t, d, "import", tgz, "--tag", "imp-tgz")
-	if res.Status != apitypes.StatusSuccess || res.Image == nil || deref(res.Tag) != "imp-tgz" || res.Source != tgz || !uuidRE.MatchString(res.Operation) {
+	if res.Status != apitypes.StatusSuccess || res.Image == nil || deref(res.Tag) != "imp-tgz" || res.Source != tgz || !apitypes.IsUUID(res.Operation) {
 		t.Fatalf("import --json = %+v", res)
 	}
 	if got := d.ok(t, "cat", "imp-tgz:/hello.txt"); got != "from a tarball\n" {

@@ -77,7 +77,7 @@ image, tag, duration and error.`,
 				tag = "python:bookworm"
 			}
 			if tag != "" {
-				if err := checkTag(tag); err != nil {
+				if err := apitypes.ValidTag(tag); err != nil {
 					return err
 				}
 			}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/arborsh/arbor/client"
@@ -13,73 +13,40 @@ import (
 	"github.com/spf13/cobra"
 )
 
-var (
-	uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	// tagRE mirrors the server's tag rule, so a bad --tag fails before a run.
-	tagRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$`)
-)
-
 // imageRefHelp is the wording every command uses for an image reference.
 const imageRefHelp = `IMAGE is a UUID, a unique UUID prefix (at least 4 characters), tag:NAME or a
 bare tag.`
 
-func checkTag(tag string) error {
-	if !tagRE.MatchString(tag) || strings.HasPrefix(tag, "tag:") {
-		return fmt.Errorf("invalid tag %q: use 1-255 characters from letters, digits and . _ : / @ + -, starting with a letter or digit", tag)
-	}
-	return nil
-}
-
-// looksLikeUUIDPrefix reports whether s could be the start of a UUID.
-func looksLikeUUIDPrefix(s string) bool {
-	const shape = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
-	if len(s) < 4 || len(s) > len(shape) {
-		return false
-	}
-	for i, r := range s {
-		if shape[i] == '-' {
-			if r != '-' {
-				return false
-			}
-			continue
-		}
-		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
-			return false
-		}
-	}
-	return true
-}
-
 // resolveImage finds the image ref names: a UUID, a unique UUID prefix,
-// tag:NAME or a bare tag. An unknown tag is an error naming the closest
-// existing tags.
+// tag:NAME or a bare tag (apitypes.ParseImageRef). An unknown tag is an
+// error naming the closest existing tags.
 func resolveImage(ctx context.Context, c *client.Client, ref string) (*apitypes.Image, error) {
-	ref = strings.TrimSpace(ref)
-	if ref == "" || ref == "tag:" {
+	r, err := apitypes.ParseImageRef(ref)
+	if err != nil {
 		return nil, errors.New("empty image reference: pass a UUID, a UUID prefix, tag:NAME or a tag (list them with `arbor images`)")
 	}
-	if uuidRE.MatchString(ref) {
-		im, err := c.Image(ctx, strings.ToLower(ref))
+	if r.UUID != "" {
+		im, err := c.Image(ctx, r.UUID)
 		if client.IsNotFound(err) {
-			return nil, &cliError{fmt.Sprintf("image %s not found (list images with `arbor images --all`)", ref), err}
+			return nil, &cliError{fmt.Sprintf("image %s not found (list images with `arbor images --all`)", r.UUID), err}
 		}
 		return im, err
 	}
-	tag, explicit := strings.CutPrefix(ref, "tag:")
-	id, err := c.FindImageByTag(ctx, tag)
+	id, err := c.FindImageByTag(ctx, r.Tag)
 	if err == nil {
 		return c.Image(ctx, id)
 	}
 	if !client.IsNotFound(err) && !client.IsBadRequest(err) {
 		return nil, err
 	}
-	if !explicit && looksLikeUUIDPrefix(ref) {
-		im, perr := imageByPrefix(ctx, c, strings.ToLower(ref))
+	prefix := r.UUIDPrefix()
+	if prefix != "" {
+		im, perr := imageByPrefix(ctx, c, prefix)
 		if perr != nil || im != nil {
 			return im, perr
 		}
 	}
-	return nil, unknownTag(ctx, c, tag, !explicit && looksLikeUUIDPrefix(ref), err)
+	return nil, unknownTag(ctx, c, r.Tag, prefix != "", err)
 }
 
 // allImages pages through the account's images (tagged only if tagged).
@@ -99,12 +66,16 @@ func allImages(ctx context.Context, c *client.Client, tagged bool) ([]apitypes.I
 }
 
 // imageByPrefix returns the one image whose UUID starts with prefix, nil if
-// none does, and an error if several do.
+// none does, and an error listing candidates if several do. The daemon
+// filters (GET /v1/images?uuid_prefix=), so this costs one small request
+// however many images there are.
 func imageByPrefix(ctx context.Context, c *client.Client, prefix string) (*apitypes.Image, error) {
-	ims, err := allImages(ctx, c, false)
+	const limit, show = 100, 5
+	ims, err := c.ListImages(ctx, client.ImageListOptions{UUIDPrefix: prefix, Page: client.Page{Limit: limit}})
 	if err != nil {
 		return nil, err
 	}
+	// Checked again here: a daemon older than the filter ignores it.
 	var hits []apitypes.Image
 	for _, im := range ims {
 		if strings.HasPrefix(im.UUID, prefix) {
@@ -117,15 +88,19 @@ func imageByPrefix(ctx context.Context, c *client.Client, prefix string) (*apity
 	case 1:
 		return &hits[0], nil
 	}
-	ids := make([]string, 0, 5)
+	n := strconv.Itoa(len(hits))
+	if len(ims) == limit {
+		n = "at least " + n
+	}
+	ids := make([]string, 0, show+1)
 	for i, im := range hits {
-		if i == 5 {
+		if i == show {
 			ids = append(ids, "...")
 			break
 		}
 		ids = append(ids, im.UUID)
 	}
-	return nil, fmt.Errorf("image prefix %q is ambiguous: it matches %d images (%s): type more characters", prefix, len(hits), strings.Join(ids, ", "))
+	return nil, fmt.Errorf("image prefix %q is ambiguous: it matches %s images (%s): type more characters", prefix, n, strings.Join(ids, ", "))
 }
 
 // unknownTag explains that no image has tag, suggesting the closest tags.
@@ -217,10 +192,10 @@ func levenshtein(a, b string) int {
 // resolveOp returns the operation id ref names: a UUID or a unique prefix.
 func resolveOp(ctx context.Context, c *client.Client, ref string) (string, error) {
 	ref = strings.ToLower(strings.TrimSpace(ref))
-	if uuidRE.MatchString(ref) {
+	if apitypes.IsUUID(ref) {
 		return ref, nil
 	}
-	if !looksLikeUUIDPrefix(ref) {
+	if !apitypes.IsUUIDPrefix(ref) {
 		return "", fmt.Errorf("%q is not an operation id: pass its UUID or a prefix of at least 4 characters (list them with `arbor ps --all`)", ref)
 	}
 	const page = 1000

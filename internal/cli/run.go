@@ -318,7 +318,7 @@ exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
 				if disposable {
 					return errors.New("--tag with --disposable: a disposable run saves no image to tag; drop one of them")
 				}
-				if err := checkTag(tag); err != nil {
+				if err := apitypes.ValidTag(tag); err != nil {
 					return err
 				}
 			}

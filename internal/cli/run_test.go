@@ -33,7 +33,7 @@ func TestRunJSONTagsResultImage(t *testing.T) {
 	if res.Stdout != "done\n" || res.Stderr != "warn\n" {
 		t.Errorf("stdout, stderr = %q, %q, want %q, %q", res.Stdout, res.Stderr, "done\n", "warn\n")
 	}
-	if res.Image == nil || res.Tag == nil || *res.Tag != "run-json" || !uuidRE.MatchString(res.Operation) || res.Duration <= 0 {
+	if res.Image == nil || res.Tag == nil || *res.Tag != "run-json" || !apitypes.IsUUID(res.Operation) || res.Duration <= 0 {
 		t.Fatalf("result = %+v, want an image tagged run-json, an operation and a duration", res)
 	}
 	if got := d.ok(t, "cat", "run-json:/root/f"); got != "hi\n" {

@@ -18,7 +18,7 @@ func TestTokenLifecycleAndWhoami(t *testing.T) {
 	wantContains(t, "whoami", d.ok(t, "whoami"), "daemon:   "+d.url, "account:  default", me.TokenUUID)
 
 	tok := okJSON[apitypes.TokenCreateResponse](t, d, "token", "create", "--account", "tok-alice", "--name", "laptop", "--ttl", "1h")
-	if tok.Account != "tok-alice" || tok.Name != "laptop" || tok.ExpiresAt == nil || tok.Secret == "" || !uuidRE.MatchString(tok.UUID) {
+	if tok.Account != "tok-alice" || tok.Name != "laptop" || tok.ExpiresAt == nil || tok.Secret == "" || !apitypes.IsUUID(tok.UUID) {
 		t.Fatalf("token create --json = %+v", tok)
 	}
 	// The new token works, for its own account.

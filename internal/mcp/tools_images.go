@@ -15,10 +15,10 @@ import (
 // resolve returns the image ref names (a UUID, "tag:NAME" or a bare tag or
 // checkpoint name), explaining an unknown reference.
 func (s *server) resolve(ctx context.Context, ref string) (*apitypes.Image, error) {
-	ref = strings.TrimSpace(ref)
-	if ref == "" {
+	if _, err := apitypes.ParseImageRef(ref); err != nil {
 		return nil, fmt.Errorf("image is required: pass an image UUID, \"tag:NAME\" or a checkpoint name (list_images shows them)")
 	}
+	ref = strings.TrimSpace(ref)
 	im, err := s.b.ResolveImage(ctx, ref)
 	if client.IsNotFound(err) || client.IsBadRequest(err) {
 		return nil, s.imageNotFound(ctx, ref)

@@ -226,6 +226,7 @@ type ImageFilter struct {
 	TagPrefix     string
 	Tagged        bool
 	UUID          string
+	UUIDPrefix    string // lower-case
 	Parent        string
 	Since         time.Time
 	Until         time.Time
@@ -248,6 +249,10 @@ func (s *Store) ListImages(ctx context.Context, f ImageFilter) ([]Image, error) 
 	if f.UUID != "" {
 		q += ` AND uuid=?`
 		args = append(args, f.UUID)
+	}
+	if f.UUIDPrefix != "" {
+		q += ` AND substr(uuid, 1, ?) = ?`
+		args = append(args, len(f.UUIDPrefix), f.UUIDPrefix)
 	}
 	if f.Parent != "" {
 		q += ` AND parent=?`
