@@ -63,11 +63,5 @@ reference, and read any image's files without starting anything.`,
 	root.AddCommand(newServe(g))
 	root.AddCommand(clientCommands(g)...)
 	root.AddCommand(newMCP(g), newBench(g))
-	for _, add := range extraCommands {
-		root.AddCommand(add(g))
-	}
 	return root
 }
-
-// extraCommands are registered by the files that define client commands.
-var extraCommands []func(*globals) *cobra.Command

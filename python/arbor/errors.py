@@ -15,8 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, Optional, Type
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .operations import Operation
-    from .results import Result
+    from .objects import Operation, Result
 
 __all__ = [
     "ArborError",

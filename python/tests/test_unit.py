@@ -525,3 +525,21 @@ def test_pip_install_offline(tmp_path: Path) -> None:
     version, where = out.stdout.split()
     assert version == arbor.__version__ and str(venv) in where
     assert (Path(where).parent / "py.typed").exists()
+
+
+def test_type_checking_imports_resolve() -> None:
+    """Names imported only for type checkers exist (a checker would
+    otherwise fail on the package, and annotations would not resolve)."""
+    import ast
+    import importlib
+
+    for path in sorted((PYDIR / "arbor").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if not (isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                continue
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom), f"{path.name}: unexpected {ast.dump(imp)}"
+                mod = importlib.import_module("." * imp.level + (imp.module or ""), "arbor")
+                for alias in imp.names:
+                    assert hasattr(mod, alias.name), f"{path.name}: {mod.__name__} has no {alias.name}"
