@@ -342,22 +342,34 @@ func ptr[T any](v T) *T { return &v }
 
 func TestCancelRunning(t *testing.T) {
 	e, base := newEngine(t, "runc")
-	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "sleep 100", Image: base, Shell: ptr(true)})
+	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "echo ready; sleep 100", Image: base, Shell: ptr(true)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Wait until it executes.
-	for i := 0; i < 200; i++ {
-		o, _ := e.Operation(context.Background(), acct, op)
-		if o.Status == apitypes.StatusExecuting {
-			break
+	// Wait until the command runs (its first output), so the cancel hits a
+	// running sandbox rather than a queued operation.
+	errReady := fmt.Errorf("ready") // stops the follow
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = e.FollowEvents(ctx, acct, op, FollowOptions{After: -1, Follow: true}, func(ev Event) error {
+		if ev.Type == apitypes.EventStdout {
+			return errReady
 		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if err != errReady {
+		t.Fatalf("waiting for the command's output: %v (the command never ran)", err)
+	}
+	if o, err := e.Operation(context.Background(), acct, op); err != nil || o.Status != apitypes.StatusExecuting {
+		t.Fatalf("after its output the operation is %q (%v), want EXECUTING", o.Status, err)
 	}
 	if err := e.Cancel(context.Background(), acct, op); err != nil {
 		t.Fatal(err)
 	}
-	o, _ := e.WaitOperation(context.Background(), acct, op)
+	o, err := e.WaitOperation(ctx, acct, op)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if o.Status != apitypes.StatusCancelled {
 		t.Fatalf("status %s, want CANCELLED", o.Status)
 	}

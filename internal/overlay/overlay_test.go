@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/arborsh/arbor/internal/testutil"
@@ -58,10 +59,27 @@ func TestMountDepths(t *testing.T) {
 	}
 }
 
+// TestMountRejectsTooDeep: one layer over the limit is refused by the
+// depth check itself (the lowers are real directories, so no other check
+// can be what fails), and nothing is mounted.
 func TestMountRejectsTooDeep(t *testing.T) {
+	base := t.TempDir()
 	lowers := make([]string, MaxLayers+1)
-	if err := Mount(lowers, "", "", t.TempDir()); err == nil {
-		t.Fatal("Mount with 501 layers succeeded, want error")
+	for i := range lowers {
+		lowers[i] = filepath.Join(base, fmt.Sprintf("layer-%04d", i))
+		if err := os.Mkdir(lowers[i], 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target := t.TempDir()
+	err := Mount(lowers, "", "", target)
+	if IsMounted(target) {
+		Unmount(target)
+		t.Fatalf("Mount with %d layers mounted the overlay (err %v)", len(lowers), err)
+	}
+	want := fmt.Sprintf("%d layers exceed the kernel limit of %d", MaxLayers+1, MaxLayers)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Mount with %d layers: %v, want an error saying %q", len(lowers), err, want)
 	}
 }
 
