@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,9 +17,8 @@ import (
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/api"
-	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/engine"
-	"github.com/arborsh/arbor/internal/testutil"
+	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
 // daemon is an engine on a temporary home served over httptest, with a
@@ -36,112 +33,28 @@ type daemon struct {
 	base  string // busybox image uuid
 }
 
-var (
-	sharedOnce sync.Once
-	shared     *daemon
-	sharedErr  error
-	cleanups   []func()
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	for i := len(cleanups) - 1; i >= 0; i-- {
-		cleanups[i]()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testdaemon.Main(m)) }
 
 // sharedDaemon returns the daemon most tests share (runtime runc, for
 // speed; runsc is chosen per request where a test needs it). Tests that
 // need their own limits start their own with startDaemon.
 func sharedDaemon(t *testing.T) *daemon {
 	t.Helper()
-	testutil.RequiresRoot(t)
-	sharedOnce.Do(func() {
-		home, err := os.MkdirTemp("", "arbor-api-test-")
-		if err != nil {
-			sharedErr = err
-			return
-		}
-		cleanups = append(cleanups, func() { os.RemoveAll(home) })
-		shared, sharedErr = newDaemon(home, engine.Config{Runtime: "runc"}, api.Options{}, &cleanups)
-	})
-	if sharedErr != nil {
-		t.Fatalf("start shared daemon: %v", sharedErr)
-	}
-	return shared
+	return wrap(testdaemon.Shared(t, "api", testdaemon.Options{Busybox: "busybox:latest"}))
 }
 
 // startDaemon starts a daemon of the test's own, closed when t ends.
 func startDaemon(t *testing.T, cfg engine.Config, opts api.Options) *daemon {
 	t.Helper()
-	testutil.RequiresRoot(t)
-	home := t.TempDir() // before the cleanup below, so it is removed after the engine closes
-	var cl []func()
-	t.Cleanup(func() {
-		for i := len(cl) - 1; i >= 0; i-- {
-			cl[i]()
-		}
-	})
-	d, err := newDaemon(home, cfg, opts, &cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return wrap(testdaemon.New(t, testdaemon.Options{Engine: cfg, API: opts, Busybox: "busybox:latest"}))
 }
 
-func newDaemon(home string, cfg engine.Config, opts api.Options, cleanup *[]func()) (*daemon, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cfg.Home = home
-	if cfg.Runtime == "" {
-		cfg.Runtime = "runc"
-	}
-	e, err := engine.New(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	*cleanup = append(*cleanup, func() { e.Close() })
-	srv := httptest.NewServer(api.New(e, opts))
-	// Close streams still open (a test's follower) before the engine.
-	*cleanup = append(*cleanup, func() { srv.CloseClientConnections(); srv.Close() })
-	_, secret, err := e.CreateToken(ctx, engine.DefaultAccount, "test", 0)
-	if err != nil {
-		return nil, err
-	}
-	c, err := client.New(srv.URL, secret)
-	if err != nil {
-		return nil, err
-	}
-	d := &daemon{e: e, home: home, srv: srv, token: secret, c: c}
-	d.base, err = importBusybox(ctx, c, "busybox:latest")
-	return d, err
+func wrap(d *testdaemon.Daemon) *daemon {
+	return &daemon{e: d.Engine, home: d.Home, srv: d.Server, token: d.Token, c: d.Client, base: d.Busybox}
 }
 
-// importBusybox builds the busybox rootfs tar, uploads it and imports it
-// through the API, as a user without registry access would.
-func importBusybox(ctx context.Context, c *client.Client, tag string) (string, error) {
-	var buf bytes.Buffer
-	if err := baseimage.WriteBusyboxTar(&buf); err != nil {
-		return "", err
-	}
-	f, err := c.UploadFile(ctx, &buf)
-	if err != nil {
-		return "", err
-	}
-	op, err := c.ImportImage(ctx, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: "upload://" + f.UUID}, Tag: &tag})
-	if err != nil {
-		return "", err
-	}
-	res, err := c.Wait(ctx, op)
-	if err != nil {
-		return "", err
-	}
-	if res.Status != apitypes.StatusSuccess || res.ResultImageUUID == nil {
-		return "", &client.Error{Status: 500, Message: "import failed: " + res.Status + " " + deref(res.Error)}
-	}
-	return *res.ResultImageUUID, nil
-}
+// importBusybox uploads a busybox rootfs tar and imports it as tag.
+var importBusybox = testdaemon.ImportBusybox
 
 // otherClient returns a client of a new account named after prefix.
 func (d *daemon) otherClient(t *testing.T, prefix string) *client.Client {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +15,7 @@ import (
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/internal/daemon"
 	"github.com/arborsh/arbor/internal/engine"
-	"github.com/arborsh/arbor/internal/testutil"
+	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
 // testDaemon is the real daemon (daemon.Run) on a temporary home, serving
@@ -28,83 +27,53 @@ type testDaemon struct {
 	busybox          string         // uuid of the busybox image
 }
 
-var (
-	sharedOnce sync.Once
-	shared     *testDaemon
-	sharedErr  error
-	cleanups   []func()
-)
-
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := testdaemon.Main(m)
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()
 	}
 	os.Exit(code)
 }
 
+// cleanups run after every test (the built binary's directory).
+var cleanups []func()
+
 // sharedDaemon returns the daemon every test shares, starting it on first
 // use. It uses runc for speed.
 func sharedDaemon(t *testing.T) *testDaemon {
 	t.Helper()
-	testutil.RequiresRoot(t)
-	sharedOnce.Do(func() { shared, sharedErr = startDaemon() })
+	td := testdaemon.Shared(t, "cli", testdaemon.Options{Serve: serve})
+	sharedOnce.Do(func() {
+		shared = &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client}
+		// The base image comes in the way a user without registry access gets it.
+		r := shared.exec(context.Background(), "", "--json", "import", "--busybox")
+		if r.code != 0 {
+			sharedErr = fmt.Errorf("arbor import --busybox: exit %d: %s", r.code, r.stderr)
+			return
+		}
+		var res importResult
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Image == nil {
+			sharedErr = fmt.Errorf("arbor import --busybox: output %q: %v", r.stdout, err)
+			return
+		}
+		shared.busybox = *res.Image
+	})
 	if sharedErr != nil {
 		t.Fatalf("start daemon: %v", sharedErr)
 	}
 	return shared
 }
 
-func startDaemon() (*testDaemon, error) {
-	home, err := os.MkdirTemp("", "arbor-cli-test-")
-	if err != nil {
-		return nil, err
-	}
-	cleanups = append(cleanups, func() { os.RemoveAll(home) })
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(ctx, daemon.Config{
-			Home: home, Listen: "127.0.0.1:0", Engine: engine.Config{Runtime: "runc"},
-			Logger: slog.New(slog.DiscardHandler), Ready: func(url string) { ready <- url },
-		})
-	}()
-	cleanups = append(cleanups, func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			fmt.Fprintln(os.Stderr, "daemon did not stop within 30 s")
-		}
-	})
-	d := &testDaemon{home: home}
-	select {
-	case d.url = <-ready:
-	case err := <-done:
-		return nil, fmt.Errorf("daemon.Run: %v", err)
-	case <-time.After(60 * time.Second):
-		return nil, fmt.Errorf("daemon not ready after 60 s")
-	}
-	b, err := os.ReadFile(filepath.Join(home, "token"))
-	if err != nil {
-		return nil, err
-	}
-	d.token = strings.TrimSpace(string(b))
-	if d.c, err = client.New(d.url, d.token); err != nil {
-		return nil, err
-	}
-	// The base image comes in the way a user without registry access gets it.
-	r := d.exec(context.Background(), "", "--json", "import", "--busybox")
-	if r.code != 0 {
-		return nil, fmt.Errorf("arbor import --busybox: exit %d: %s", r.code, r.stderr)
-	}
-	var res importResult
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Image == nil {
-		return nil, fmt.Errorf("arbor import --busybox: output %q: %v", r.stdout, err)
-	}
-	d.busybox = *res.Image
-	return d, nil
+var (
+	sharedOnce sync.Once
+	shared     *testDaemon
+	sharedErr  error
+)
+
+// serve runs the product's daemon (daemon.Run) on a loopback port.
+func serve(ctx context.Context, home string, cfg engine.Config, ready func(string)) error {
+	return daemon.Run(ctx, daemon.Config{Home: home, Listen: "127.0.0.1:0", Engine: cfg,
+		Logger: slog.New(slog.DiscardHandler), Ready: ready})
 }
 
 // result is one CLI invocation's outcome.

@@ -1,12 +1,9 @@
 package mcp
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"reflect"
 	"strings"
@@ -18,11 +15,9 @@ import (
 	mcpsdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/arborsh/arbor/client"
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/api"
-	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/engine"
-	"github.com/arborsh/arbor/internal/testutil"
+	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
 // env is a real daemon (runc runtime) on a temporary home, a client of its
@@ -33,91 +28,19 @@ type env struct {
 	base             string
 }
 
-var (
-	sharedOnce sync.Once
-	shared     *env
-	sharedErr  error
-	stopShared func()
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if stopShared != nil {
-		stopShared()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testdaemon.Main(m)) }
 
 // daemonEnv returns the daemon the package's tests share, starting it on
-// first use.
+// first use. It is wired in process rather than through internal/daemon,
+// which imports this package (an import cycle in tests).
 func daemonEnv(t *testing.T) *env {
 	t.Helper()
-	testutil.RequiresRoot(t)
-	sharedOnce.Do(func() { shared, sharedErr = startDaemon() })
-	if sharedErr != nil {
-		t.Fatalf("start daemon: %v", sharedErr)
-	}
-	return shared
-}
-
-func startDaemon() (*env, error) {
-	home, err := os.MkdirTemp("", "arbor-mcp-test-")
-	if err != nil {
-		return nil, err
-	}
-	// The engine and API are wired here rather than through internal/daemon,
-	// which imports this package (an import cycle in tests).
-	ctx, cancel := context.WithCancel(context.Background())
-	eng, err := engine.New(ctx, engine.Config{Home: home, Runtime: "runc", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	_, secret, err := eng.CreateToken(ctx, engine.DefaultAccount, "test", 0)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	srv := httptest.NewServer(api.New(eng, api.Options{Logger: slog.New(slog.DiscardHandler)}))
-	stopShared = func() {
-		cancel()
-		srv.Close()
-		eng.Close()
-		os.RemoveAll(home)
-	}
-	url, tok := srv.URL, secret
-	e := &env{url: url, token: tok, home: home}
-	if e.c, err = client.New(url, e.token); err != nil {
-		return nil, err
-	}
-	ictx, icancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer icancel()
-	e.base, err = importBusybox(ictx, e.c, "busybox:latest")
-	return e, err
-}
-
-// importBusybox uploads a busybox rootfs tar and imports it as tag.
-func importBusybox(ctx context.Context, c *client.Client, tag string) (string, error) {
-	var buf bytes.Buffer
-	if err := baseimage.WriteBusyboxTar(&buf); err != nil {
-		return "", err
-	}
-	f, err := c.UploadFile(ctx, &buf)
-	if err != nil {
-		return "", err
-	}
-	id, err := c.ImportImage(ctx, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: "upload://" + f.UUID}, Tag: &tag})
-	if err != nil {
-		return "", err
-	}
-	op, err := c.Wait(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	if op.Status != apitypes.StatusSuccess || op.ResultImageUUID == nil {
-		return "", fmt.Errorf("import: %s %s", op.Status, deref(op.Error))
-	}
-	return *op.ResultImageUUID, nil
+	d := testdaemon.Shared(t, "mcp", testdaemon.Options{
+		Engine:  engine.Config{Logger: slog.New(slog.DiscardHandler)},
+		API:     api.Options{Logger: slog.New(slog.DiscardHandler)},
+		Busybox: "busybox:latest",
+	})
+	return &env{url: d.URL, token: d.Token, home: d.Home, c: d.Client, base: d.Busybox}
 }
 
 // session is an MCP client session connected to a server, with the
