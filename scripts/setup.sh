@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 CACHE=${ARBOR_CACHE:-/var/cache/arbor}
 PKGS=(busybox-static runc crun iproute2 nftables debootstrap python3-pytest ca-certificates
+	gcc libc6-dev # go test -race needs cgo
 	chromium)
 
 if [ "$(id -u)" != 0 ]; then

@@ -15,9 +15,12 @@ go vet ./...
 echo "==> staticcheck"
 go tool staticcheck ./...
 
-echo "==> go test"
+echo "==> go test -race"
 # Privileged tests must run (never skip) under CI; testutil.RequiresRoot fails them if not root.
-go test -count=1 -timeout 25m ./...
+# -race needs cgo, so the test binaries are dynamic; warm sandboxes need a static init, which
+# the tests build themselves with CGO_ENABLED=0 (testdaemon.StaticInit, the engine's
+# staticInit), never the test binary.
+CGO_ENABLED=1 go test -race -count=1 -timeout 25m ./...
 
 echo "==> python tests (SDK, and the branching example over raw HTTP)"
 # Debian's python3 has python3-pytest; a pyenv python3 earlier in PATH may not.
