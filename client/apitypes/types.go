@@ -635,6 +635,9 @@ type Token struct {
 	CreatedAt string  `json:"created_at"`
 	ExpiresAt *string `json:"expires_at"`
 	RevokedAt *string `json:"revoked_at"`
+	// ParentUUID is the token that created this one; revoking it revokes
+	// this one too. Absent for the daemon's own tokens.
+	ParentUUID *string `json:"parent_uuid,omitempty"`
 }
 
 // TokenCreateResponse answers POST /v1/tokens. Secret is shown only here.

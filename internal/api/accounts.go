@@ -58,6 +58,10 @@ func tokenView(t store.Token) apitypes.Token {
 		rv := apitypes.Timestamp(t.RevokedAt)
 		v.RevokedAt = &rv
 	}
+	if t.Parent != "" {
+		p := t.Parent
+		v.ParentUUID = &p
+	}
 	return v
 }
 
@@ -76,7 +80,8 @@ func targetAccount(r *http.Request, named string) (string, error) {
 
 // createToken answers POST /v1/tokens (arbor extension) with 201 and the
 // secret, which is shown only here. An empty body creates a token for the
-// caller's own account.
+// caller's own account. The new token expires no later than the caller's
+// and is revoked with it.
 func (s *server) createToken(w http.ResponseWriter, r *http.Request) error {
 	var b apitypes.TokenCreateRequest
 	if err := s.decode(w, r, &b); err != nil && !errors.Is(err, errEmptyBody) {
@@ -100,7 +105,7 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request) error {
 		}
 		ttl = time.Duration(*b.TTLSeconds) * time.Second
 	}
-	t, secret, err := s.e.CreateToken(r.Context(), account, name, ttl)
+	t, secret, err := s.e.DeriveToken(r.Context(), tokenOf(r), account, name, ttl)
 	if err != nil {
 		return err
 	}
