@@ -33,8 +33,8 @@ type Operation struct {
 const opCols = `uuid, account, kind, status, error, created_at, started_at, finished_at, image_uuid, result_image_uuid, result_tag, metadata, cpu_seconds, max_rss_bytes, image_size`
 
 // opListCols are what a list returns: every column but metadata (read as
-// ”), all of them in the operations_list index, so a list never reads a
-// row and its stored output.
+// an empty string), all of them in the operations_list index, so a list
+// never reads a row and its stored output.
 const opListCols = `uuid, account, kind, status, error, created_at, started_at, finished_at, image_uuid, result_image_uuid, result_tag, '', cpu_seconds, max_rss_bytes, image_size`
 
 func scanOp(sc interface{ Scan(...any) error }) (Operation, error) {
