@@ -48,6 +48,19 @@ func (s *server) whoami(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// status answers GET /v1/status (arbor extension): the runtimes and the
+// warm pool's state, so an operator sees at once when a dynamically linked
+// build has left the pool off.
+func (s *server) status(w http.ResponseWriter, r *http.Request) error {
+	ws := s.e.WarmStatus()
+	writeJSON(w, http.StatusOK, apitypes.StatusResponse{
+		DefaultRuntime: s.e.DefaultRuntime(), Runtimes: s.e.Runtimes(),
+		WarmPool: apitypes.WarmPoolStatus{Enabled: ws.Enabled, Reason: ws.Reason, PerImage: ws.PerImage, Max: ws.Max,
+			Idle: ws.Idle, Booting: ws.Booting, Hits: ws.Hits, Misses: ws.Misses},
+	})
+	return nil
+}
+
 func tokenView(t store.Token) apitypes.Token {
 	v := apitypes.Token{UUID: t.UUID, Account: t.Account, Name: t.Name, CreatedAt: apitypes.Timestamp(t.CreatedAt)}
 	if !t.ExpiresAt.IsZero() {

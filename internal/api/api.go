@@ -93,6 +93,7 @@ func (s *server) routes() []route {
 	return []route{
 		{pattern: "GET /v1/openapi.json", h: s.openAPI, public: true},
 		{pattern: "GET /v1/whoami", h: s.whoami},
+		{pattern: "GET /v1/status", h: s.status},
 
 		{pattern: "GET /v1/images", h: s.listImages},
 		{pattern: "POST /v1/images/import", h: s.importImage},

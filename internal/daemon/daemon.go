@@ -88,7 +88,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	srv := newHTTPServer(ctx, routes(e, url, log), log, defaultTimeouts)
-	log.Info("arbor serving", "url", url, "home", cfg.Home, "token_file", tokenPath, "runtime", e.DefaultRuntime(), "runtimes", strings.Join(e.Runtimes(), ","))
+	warm := "on"
+	if ws := e.WarmStatus(); !ws.Enabled {
+		warm = "off: " + ws.Reason
+	}
+	log.Info("arbor serving", "url", url, "home", cfg.Home, "token_file", tokenPath, "runtime", e.DefaultRuntime(), "runtimes", strings.Join(e.Runtimes(), ","), "warm_pool", warm)
 	if cfg.Ready != nil {
 		cfg.Ready(url)
 	}
