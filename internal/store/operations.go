@@ -53,10 +53,13 @@ func scanOp(sc interface{ Scan(...any) error }) (Operation, error) {
 // has limit operations in flight (PENDING, ASSIGNED or EXECUTING); then it
 // writes nothing and returns an error of class ErrResourceExhausted. Check
 // and insert are one statement on the single writer connection, so
-// concurrent inserts cannot all pass the check.
+// concurrent inserts cannot all pass the check. The count reads the small
+// partial index of in-flight operations (named, since without statistics
+// SQLite would rather scan the account's whole history).
 func (s *Store) InsertOperationLimited(ctx context.Context, o Operation, limit int) error {
 	res, err := s.w.ExecContext(ctx, `INSERT INTO operations(uuid, account, kind, status, created_at, image_uuid, metadata)
-		SELECT ?,?,?,?,?,?,? WHERE (SELECT COUNT(*) FROM operations WHERE account=? AND status IN ('PENDING','ASSIGNED','EXECUTING')) < ?`,
+		SELECT ?,?,?,?,?,?,? WHERE (SELECT COUNT(*) FROM operations INDEXED BY operations_inflight
+			WHERE account=? AND status IN ('PENDING','ASSIGNED','EXECUTING')) < ?`,
 		o.UUID, o.Account, o.Kind, o.Status, o.CreatedAt.UnixNano(), nullStr(o.ImageUUID), o.Metadata, o.Account, limit)
 	if err != nil {
 		return err
