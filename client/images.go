@@ -10,6 +10,13 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 )
 
+// Status reports the daemon's runtimes and the state of its warm sandbox
+// pool: on or off and why, its size, hits and misses (arbor extension).
+func (c *Client) Status(ctx context.Context) (*apitypes.StatusResponse, error) {
+	var out apitypes.StatusResponse
+	return &out, c.do(ctx, request{method: http.MethodGet, path: "/status"}, &out)
+}
+
 // WhoAmI describes the token in use, its permissions, the server's limits
 // and the account's usage.
 func (c *Client) WhoAmI(ctx context.Context) (*apitypes.WhoAmIResponse, error) {

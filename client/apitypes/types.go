@@ -51,6 +51,27 @@ type WhoAmIResponse struct {
 	Account string `json:"account,omitempty"`
 }
 
+// StatusResponse answers GET /v1/status (arbor extension): the daemon's
+// runtimes and the state of its warm sandbox pool.
+type StatusResponse struct {
+	DefaultRuntime string         `json:"default_runtime"`
+	Runtimes       []string       `json:"runtimes"`
+	WarmPool       WarmPoolStatus `json:"warm_pool"`
+}
+
+// WarmPoolStatus is the state of the pool of pre-booted sandboxes.
+type WarmPoolStatus struct {
+	Enabled bool `json:"enabled"`
+	// Reason says why the pool is off (and how to turn it on); empty when on.
+	Reason   string `json:"reason,omitempty"`
+	PerImage int    `json:"per_image"` // sandboxes booted for each new image
+	Max      int    `json:"max"`       // idle and booting sandboxes overall
+	Idle     int    `json:"idle"`
+	Booting  int    `json:"booting"`
+	Hits     int    `json:"hits"`   // runs served by a warm sandbox
+	Misses   int    `json:"misses"` // runs that booted their own
+}
+
 // Image is one immutable filesystem snapshot.
 type Image struct {
 	UUID          string  `json:"uuid"`
@@ -635,6 +656,9 @@ type Token struct {
 	CreatedAt string  `json:"created_at"`
 	ExpiresAt *string `json:"expires_at"`
 	RevokedAt *string `json:"revoked_at"`
+	// ParentUUID is the token that created this one; revoking it revokes
+	// this one too. Absent for the daemon's own tokens.
+	ParentUUID *string `json:"parent_uuid,omitempty"`
 }
 
 // TokenCreateResponse answers POST /v1/tokens. Secret is shown only here.

@@ -48,6 +48,19 @@ func (s *server) whoami(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// status answers GET /v1/status (arbor extension): the runtimes and the
+// warm pool's state, so an operator sees at once when a dynamically linked
+// build has left the pool off.
+func (s *server) status(w http.ResponseWriter, r *http.Request) error {
+	ws := s.e.WarmStatus()
+	writeJSON(w, http.StatusOK, apitypes.StatusResponse{
+		DefaultRuntime: s.e.DefaultRuntime(), Runtimes: s.e.Runtimes(),
+		WarmPool: apitypes.WarmPoolStatus{Enabled: ws.Enabled, Reason: ws.Reason, PerImage: ws.PerImage, Max: ws.Max,
+			Idle: ws.Idle, Booting: ws.Booting, Hits: ws.Hits, Misses: ws.Misses},
+	})
+	return nil
+}
+
 func tokenView(t store.Token) apitypes.Token {
 	v := apitypes.Token{UUID: t.UUID, Account: t.Account, Name: t.Name, CreatedAt: apitypes.Timestamp(t.CreatedAt)}
 	if !t.ExpiresAt.IsZero() {
@@ -57,6 +70,10 @@ func tokenView(t store.Token) apitypes.Token {
 	if !t.RevokedAt.IsZero() {
 		rv := apitypes.Timestamp(t.RevokedAt)
 		v.RevokedAt = &rv
+	}
+	if t.Parent != "" {
+		p := t.Parent
+		v.ParentUUID = &p
 	}
 	return v
 }
@@ -76,7 +93,8 @@ func targetAccount(r *http.Request, named string) (string, error) {
 
 // createToken answers POST /v1/tokens (arbor extension) with 201 and the
 // secret, which is shown only here. An empty body creates a token for the
-// caller's own account.
+// caller's own account. The new token expires no later than the caller's
+// and is revoked with it.
 func (s *server) createToken(w http.ResponseWriter, r *http.Request) error {
 	var b apitypes.TokenCreateRequest
 	if err := s.decode(w, r, &b); err != nil && !errors.Is(err, errEmptyBody) {
@@ -100,7 +118,7 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request) error {
 		}
 		ttl = time.Duration(*b.TTLSeconds) * time.Second
 	}
-	t, secret, err := s.e.CreateToken(r.Context(), account, name, ttl)
+	t, secret, err := s.e.DeriveToken(r.Context(), tokenOf(r), account, name, ttl)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,9 @@ type Options struct {
 	// Keepalive is the quiet time after which an event stream sends a
 	// ": keepalive" comment; default 15 s.
 	Keepalive time.Duration
+	// MaxGrepBytes bounds the JSON answer of one grep: the search stops
+	// (truncated: true) before the answer would grow past it; default 16 MiB.
+	MaxGrepBytes int64
 	// BodyIdleTimeout abandons a request whose body stalls this long, so a
 	// stuck client cannot hold an upload open forever; default 2 min.
 	BodyIdleTimeout time.Duration
@@ -40,6 +43,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Keepalive <= 0 {
 		o.Keepalive = 15 * time.Second
+	}
+	if o.MaxGrepBytes <= 0 {
+		o.MaxGrepBytes = 16 << 20
 	}
 	if o.BodyIdleTimeout <= 0 {
 		o.BodyIdleTimeout = 2 * time.Minute
@@ -87,6 +93,7 @@ func (s *server) routes() []route {
 	return []route{
 		{pattern: "GET /v1/openapi.json", h: s.openAPI, public: true},
 		{pattern: "GET /v1/whoami", h: s.whoami},
+		{pattern: "GET /v1/status", h: s.status},
 
 		{pattern: "GET /v1/images", h: s.listImages},
 		{pattern: "POST /v1/images/import", h: s.importImage},

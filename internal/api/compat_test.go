@@ -308,6 +308,7 @@ func TestQueuedOperation(t *testing.T) {
 		t.Error("425 without Retry-After")
 	}
 	wantError(t, d.get(t, "/v1/operations/"+queued+"/subprocesses/1"), http.StatusTooEarly, "")
+	wantError(t, d.get(t, "/v1/operations/"+queued+"/subprocesses/2"), http.StatusNotFound, "no process 2")
 
 	// A follower waits through PENDING; cancelling the blocker lets it run.
 	got := make(chan []string, 1)

@@ -2,6 +2,9 @@ package api
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -345,19 +348,104 @@ func (s *server) grep(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer release()
-	res, err := fsys.Grep(r.Context(), gq)
+	out := &grepStream{w: w, fw: newFlushWriter(w), max: s.opts.MaxGrepBytes, path: cmp.Or(firstOf(gq.Paths), "/"), patterns: gq.Patterns}
+	truncated, err := fsys.GrepFunc(r.Context(), gq, out.match)
+	if err == nil {
+		err = out.finish(truncated)
+	}
+	if err != nil {
+		if !out.started {
+			return err
+		}
+		s.abort(r, "grep", err)
+	}
+	return nil
+}
+
+func firstOf(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+// grepStream writes a GrepResult as its matches are found, so the daemon
+// holds one match at a time, and stops the search (truncated: true) before
+// the answer would grow past max bytes, so clients that read it whole stay
+// bounded too. Nothing is written before the first match, so an error up
+// to then still gets a proper error status.
+type grepStream struct {
+	w        http.ResponseWriter
+	fw       *flushWriter
+	max      int64
+	path     string
+	patterns []string
+	started  bool
+	n        int64 // bytes written
+	buf      bytes.Buffer
+}
+
+// grepTail is the most the end of the answer takes: "],\"truncated\":false}\n".
+const grepTail = 24
+
+func (g *grepStream) start() error {
+	g.started = true
+	head, err := json.Marshal(struct {
+		Path     string   `json:"path"`
+		Patterns []string `json:"patterns"`
+	}{g.path, g.patterns})
 	if err != nil {
 		return err
 	}
-	out := apitypes.GrepResult{Path: res.Path, Patterns: res.Patterns, Matches: make([]apitypes.GrepMatch, 0, len(res.Matches)), Truncated: res.Truncated}
-	for _, m := range res.Matches {
-		gm := apitypes.GrepMatch{Path: m.Path, LineNumber: m.LineNumber, AbsoluteOffset: m.AbsoluteOffset, LineText: m.LineText,
-			LineBytes: m.LineBytes, Type: m.Type, Submatches: make([]apitypes.GrepSubmatch, 0, len(m.Submatches))}
-		for _, sm := range m.Submatches {
-			gm.Submatches = append(gm.Submatches, apitypes.GrepSubmatch{Text: sm.Text, Start: sm.Start, End: sm.End})
-		}
-		out.Matches = append(out.Matches, gm)
+	g.w.Header().Set("Content-Type", "application/json")
+	g.w.WriteHeader(http.StatusOK)
+	return g.write(append(head[:len(head)-1], `,"matches":[`...))
+}
+
+func (g *grepStream) write(b []byte) error {
+	n, err := g.fw.Write(b)
+	g.n += int64(n)
+	return err
+}
+
+func (g *grepStream) match(m layerfs.GrepMatch) error {
+	gm := apitypes.GrepMatch{Path: m.Path, LineNumber: m.LineNumber, AbsoluteOffset: m.AbsoluteOffset, LineText: m.LineText,
+		LineBytes: m.LineBytes, Type: m.Type, Submatches: make([]apitypes.GrepSubmatch, 0, len(m.Submatches))}
+	for _, sm := range m.Submatches {
+		gm.Submatches = append(gm.Submatches, apitypes.GrepSubmatch{Text: sm.Text, Start: sm.Start, End: sm.End})
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	g.buf.Reset()
+	if !g.started {
+		g.buf.WriteByte(' ') // stands in for the comma the first match does not need
+	} else {
+		g.buf.WriteByte(',')
+	}
+	enc := json.NewEncoder(&g.buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(gm); err != nil {
+		return err
+	}
+	b := bytes.TrimSuffix(g.buf.Bytes(), []byte{'\n'})
+	if !g.started {
+		if err := g.start(); err != nil {
+			return err
+		}
+		b = b[1:]
+	}
+	if g.n+int64(len(b))+grepTail > g.max {
+		return layerfs.ErrStopGrep
+	}
+	return g.write(b)
+}
+
+func (g *grepStream) finish(truncated bool) error {
+	if !g.started {
+		if err := g.start(); err != nil {
+			return err
+		}
+	}
+	if err := g.write([]byte(`],"truncated":` + strconv.FormatBool(truncated) + "}\n")); err != nil {
+		return err
+	}
+	return g.fw.Flush()
 }

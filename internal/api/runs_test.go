@@ -263,6 +263,14 @@ func TestSubprocesses(t *testing.T) {
 		t.Errorf("killed subprocess state = %+v, want signal 15 and exit_code -1", st)
 	}
 
+	// A spid that was never handed out is 404 at once, not 425: there is
+	// nothing to wait for.
+	r = d.get(t, "/v1/operations/"+op+"/subprocesses/9")
+	wantError(t, r, http.StatusNotFound, "no process 9")
+	if ra := r.Header.Get("Retry-After"); ra != "" {
+		t.Errorf("404 for an unknown spid carries Retry-After %q", ra)
+	}
+
 	// The parent still runs; closing its stdin ends it.
 	if main, err := d.c.Operation(ctx, op); err != nil || apitypes.IsTerminal(main.Status) {
 		t.Fatalf("parent after its subprocesses ended = %v, %v", main.Status, err)

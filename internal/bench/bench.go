@@ -291,9 +291,9 @@ func (b *bench) run(ctx context.Context) (err error) {
 				err = serr
 			}
 		}()
-		if why := b.warm.logs.warmOffReason(); why != "" {
-			b.rep.Setup.WarmPool = "off: " + why
-			b.note("warm pool unavailable, warm figures not measured: %s (pass Options.InitBinary, or run a static arbor build)", why)
+		if ws := b.warm.eng.WarmStatus(); !ws.Enabled {
+			b.rep.Setup.WarmPool = "off: " + ws.Reason
+			b.note("warm pool off, warm figures not measured: %s (or pass Options.InitBinary)", ws.Reason)
 			_ = b.warm.stop()
 			b.warm = nil
 		} else {

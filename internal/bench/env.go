@@ -316,7 +316,6 @@ type logRecorder struct {
 	squashed    map[string]bool // images whose chain was squashed
 	warns       []string
 	warnCount   int
-	warmOff     string // why the warm pool is off, if the engine said so
 }
 
 // recorderHandler is a logRecorder's view with attributes or a group added;
@@ -364,16 +363,13 @@ func (h *recorderHandler) WithGroup(name string) slog.Handler {
 
 // Engine log messages the recorder looks for.
 const (
-	squashMsg  = "squashed image chain"
-	warmOffMsg = "warm sandboxes off"
+	squashMsg = "squashed image chain"
 )
 
 func (l *logRecorder) record(rec slog.Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
-	case strings.HasPrefix(rec.Message, warmOffMsg):
-		l.warmOff = rec.Message
 	case rec.Message == squashMsg:
 		l.squashes++
 		rec.Attrs(func(a slog.Attr) bool {
@@ -409,13 +405,6 @@ func (l *logRecorder) isSquashed(u string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.squashed[u]
-}
-
-// warmOffReason returns the engine's message if it turned the pool off.
-func (l *logRecorder) warmOffReason() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.warmOff
 }
 
 func (l *logRecorder) warnings() []string {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -26,7 +27,7 @@ func targets(r *Report) []Target {
 	for _, t := range r.TimeToResult {
 		if t.Runtime == "runsc" {
 			warm := Target{Name: "warm gVisor time to result p50 / raw runsc run", Runtime: "runsc", Op: "<=", Limit: 0.35,
-				Status: StatusNA, Note: "no warm pool"}
+				Status: StatusNA, Note: "warm pool " + cmp.Or(r.Setup.WarmPool, "off")}
 			if t.Warm != nil {
 				warm.Status, warm.Value, warm.Note = "", t.Warm.DisposableRatio, "disposable /bin/true, pool settled"
 			}
@@ -176,6 +177,8 @@ func WriteTable(w io.Writer, r Report) error {
 				rows = append(rows, []string{"", "warm: disposable /bin/true", fmtMs(w.Disposable.P50Ms), fmtMs(w.Disposable.P95Ms), fmtRatio(w.DisposableRatio), fmtCPU(w.DisposableCPU)})
 				rows = append(rows, []string{"", "warm: chained non-disposable (÷ raw sh)", fmtMs(w.Chained.P50Ms), fmtMs(w.Chained.P95Ms), fmtRatio(w.ChainedRatio), fmtCPU(w.ChainedCPU)})
 				rows = append(rows, []string{"", "warm: chained, straight back (÷ raw sh)", fmtMs(w.Straight.P50Ms), fmtMs(w.Straight.P95Ms), fmtRatio(w.StraightRatio), ""})
+			} else {
+				rows = append(rows, []string{"", "warm: not measured: warm pool " + cmp.Or(r.Setup.WarmPool, "off"), "-", "-", "-", ""})
 			}
 		}
 		table(rows)

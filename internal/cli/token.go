@@ -147,12 +147,22 @@ func newTokenRevoke(g *globals) *cobra.Command {
 	return cmd
 }
 
+// warmLine renders the warm pool's state on one line.
+func warmLine(w apitypes.WarmPoolStatus) string {
+	if !w.Enabled {
+		return "OFF (every run boots a cold sandbox): " + w.Reason
+	}
+	return fmt.Sprintf("on, %d per new image, at most %d: %d idle, %d booting; %d hits, %d misses",
+		w.PerImage, w.Max, w.Idle, w.Booting, w.Hits, w.Misses)
+}
+
 func newWhoami(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "whoami",
 		Short: "Show the token in use, its account, limits and usage",
 		Long: `Show which daemon and account the CLI talks to, the token's permissions and
-expiry, the server's limits and the account's operation counts. Useful to
+expiry, the server's limits, the account's operation counts and whether the
+daemon's warm sandbox pool is on (and if not, why). Useful to
 check that discovery (--url/--token, ARBOR_URL/ARBOR_TOKEN, the local files)
 finds what you expect. --json prints the server's answer.`,
 		Example: `  arbor whoami
@@ -196,6 +206,10 @@ finds what you expect. --json prints the server's answer.`,
 			}
 			printMap("limits", w.Limits)
 			printMap("ops", w.OperationsStat)
+			// The daemon's warm pool, if it reports one (arbor extension).
+			if st, err := c.Status(ctx); err == nil {
+				fmt.Fprintf(g.stdout, "warm:     %s\n", warmLine(st.WarmPool))
+			}
 			return nil
 		}),
 	}

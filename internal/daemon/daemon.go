@@ -87,13 +87,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := writeFile(filepath.Join(cfg.Home, "url"), url+"\n", 0o644); err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           routes(e, url, log),
-		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+	srv := newHTTPServer(ctx, routes(e, url, log), log, defaultTimeouts)
+	warm := "on"
+	if ws := e.WarmStatus(); !ws.Enabled {
+		warm = "off: " + ws.Reason
 	}
-	log.Info("arbor serving", "url", url, "home", cfg.Home, "token_file", tokenPath, "runtime", e.DefaultRuntime(), "runtimes", strings.Join(e.Runtimes(), ","))
+	log.Info("arbor serving", "url", url, "home", cfg.Home, "token_file", tokenPath, "runtime", e.DefaultRuntime(), "runtimes", strings.Join(e.Runtimes(), ","), "warm_pool", warm)
 	if cfg.Ready != nil {
 		cfg.Ready(url)
 	}
@@ -110,6 +109,28 @@ func Run(ctx context.Context, cfg Config) error {
 	_ = srv.Shutdown(sctx)
 	_ = os.Remove(filepath.Join(cfg.Home, "url"))
 	return nil
+}
+
+// serverTimeouts bound how long a connection may sit without a request.
+type serverTimeouts struct {
+	readHeader time.Duration // a request's headers must arrive within this
+	idle       time.Duration // a keep-alive connection with no request is closed after this
+}
+
+var defaultTimeouts = serverTimeouts{readHeader: 30 * time.Second, idle: 2 * time.Minute}
+
+// newHTTPServer returns the daemon's HTTP server. It has no ReadTimeout or
+// WriteTimeout on purpose: an upload or an event stream (SSE follow) may
+// last as long as a run, and the API cuts a request body that stalls on
+// its own (api.Options.BodyIdleTimeout).
+func newHTTPServer(ctx context.Context, h http.Handler, log *slog.Logger, t serverTimeouts) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.readHeader,
+		IdleTimeout:       t.idle,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
 }
 
 // ensureToken makes sure the default account has a token and that the local

@@ -24,8 +24,28 @@ func (e *Engine) Authenticate(ctx context.Context, secret string) (store.Token, 
 }
 
 // CreateToken makes a new token for account (creating the account if needed)
-// and returns its record and secret. The secret is shown once.
+// and returns its record and secret. The secret is shown once. It is for the
+// daemon's own tokens; a token made through the API comes from DeriveToken.
 func (e *Engine) CreateToken(ctx context.Context, account, name string, ttl time.Duration) (store.Token, string, error) {
+	return e.mintToken(ctx, store.Token{}, account, name, ttl)
+}
+
+// DeriveToken makes a token for account on behalf of parent, the token of
+// the request. The new token never outlives or outranks its parent: its
+// expiry is at most the parent's (a parent that expires cannot make a token
+// that never does), only a token of the default account may make tokens of
+// other accounts, and revoking the parent revokes it.
+func (e *Engine) DeriveToken(ctx context.Context, parent store.Token, account, name string, ttl time.Duration) (store.Token, string, error) {
+	if parent.UUID == "" {
+		return store.Token{}, "", errdefs.Unauthorized("a derived token needs the token that makes it")
+	}
+	if account != parent.Account && parent.Account != DefaultAccount {
+		return store.Token{}, "", errdefs.Forbidden("only tokens of the %q account may make tokens of other accounts", DefaultAccount)
+	}
+	return e.mintToken(ctx, parent, account, name, ttl)
+}
+
+func (e *Engine) mintToken(ctx context.Context, parent store.Token, account, name string, ttl time.Duration) (store.Token, string, error) {
 	if account == "" || len(account) > 64 || strings.ContainsAny(account, " /\x00") {
 		return store.Token{}, "", errdefs.InvalidArgument("account name %q is invalid: use 1-64 characters without spaces or slashes", account)
 	}
@@ -35,9 +55,12 @@ func (e *Engine) CreateToken(ctx context.Context, account, name string, ttl time
 	var b [24]byte
 	_, _ = rand.Read(b[:])
 	secret := "arb_" + base64.RawURLEncoding.EncodeToString(b[:])
-	t := store.Token{UUID: newID(), Account: account, Name: name, CreatedAt: time.Now()}
+	t := store.Token{UUID: newID(), Account: account, Name: name, CreatedAt: time.Now(), Parent: parent.UUID}
 	if ttl > 0 {
-		t.ExpiresAt = time.Now().Add(ttl)
+		t.ExpiresAt = t.CreatedAt.Add(ttl)
+	}
+	if p := parent.ExpiresAt; !p.IsZero() && (t.ExpiresAt.IsZero() || t.ExpiresAt.After(p)) {
+		t.ExpiresAt = p
 	}
 	if err := e.st.CreateToken(ctx, t, secret); err != nil {
 		return store.Token{}, "", err

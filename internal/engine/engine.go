@@ -176,7 +176,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	e.warm.want = map[warmKey]warmWant{}
 	if cfg.WarmPerImage > 0 {
 		if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
-			e.log.Info("warm sandboxes off: no static init binary (build arbor with CGO_ENABLED=0, or install arbor-init beside it)")
+			e.log.Warn("warm sandboxes off: every run boots a cold sandbox", "reason", e.warmOffReason())
 		}
 	}
 	e.wg.Add(1)

@@ -348,7 +348,7 @@ func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid 
 		}
 	}
 	if !spawned {
-		if apitypes.IsTerminal(o.Status) {
+		if apitypes.IsTerminal(o.Status) || o.Kind != apitypes.KindInstance || !e.spidAllocated(o.UUID, spid) {
 			return r, errdefs.NotFound("operation %s has no process %d", o.UUID, spid)
 		}
 		return r, errdefs.TooEarly("process %d of operation %s has not started yet", spid, o.UUID)
@@ -356,6 +356,23 @@ func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid 
 	r.Stdout = apitypes.NewStreamRepr(out, outTrunc)
 	r.Stderr = apitypes.NewStreamRepr(errb, errTrunc)
 	return r, nil
+}
+
+// spidAllocated reports whether spid names a process of active operation op
+// that exists or is about to start: the main process (1) of a run that has
+// not finished, or a subprocess Exec has numbered. A spid never handed out
+// is not worth a client's retries.
+func (e *Engine) spidAllocated(op string, spid int) bool {
+	if spid == 1 {
+		return true
+	}
+	a := e.activeOf(op)
+	if a == nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return spid < a.nextSpid
 }
 
 // resources converts rusage to the exit event's resource block.

@@ -112,19 +112,9 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 	return o.UUID, redactMeta(p.meta), nil
 }
 
-// admit enforces the per-account concurrency limit.
+// admit enforces the per-account storage quota. The concurrency limit is
+// enforced when startOp inserts the operation, atomically with the count.
 func (e *Engine) admit(ctx context.Context, account string) error {
-	e.mu.Lock()
-	n := 0
-	for _, a := range e.active {
-		if a.account == account {
-			n++
-		}
-	}
-	e.mu.Unlock()
-	if n >= e.cfg.MaxConcurrentOps {
-		return errdefs.ResourceExhausted("account has %d operations in flight (limit %d): wait for some to finish or cancel them", n, e.cfg.MaxConcurrentOps)
-	}
 	return e.checkStorage(ctx, account)
 }
 
@@ -135,7 +125,7 @@ func (e *Engine) startOp(ctx context.Context, o store.Operation, work func(ctx c
 		return errdefs.Unavailable("daemon is shutting down")
 	default:
 	}
-	if err := e.st.InsertOperation(ctx, o); err != nil {
+	if err := e.st.InsertOperationLimited(ctx, o, e.cfg.MaxConcurrentOps); err != nil {
 		return err
 	}
 	opCtx, cancel := context.WithCancelCause(context.Background())

@@ -18,12 +18,19 @@ import (
 	"github.com/arborsh/arbor/internal/errdefs"
 )
 
-// Grep limits. They bound the memory and time one request can take.
+// Grep limits. They bound the memory and time one request can take: with
+// them a search holds at most one line's submatches and MaxContext lines of
+// leading context at a time.
 const (
 	defaultMaxTotal = 1000
 	maxGrepFileSize = 64 << 20 // larger files are skipped
 	maxLineLen      = 64 << 10 // longer lines are cut
 	binaryProbeLen  = 8 << 10  // a NUL byte in this prefix marks a binary file
+	// MaxSubmatches is how many submatches of one line are reported; the
+	// line still counts as one match.
+	MaxSubmatches = 256
+	// MaxContext is the most context lines asked for before or after a match.
+	MaxContext = 100
 )
 
 // GrepQuery is a search over the files of an image. It mirrors the options of
@@ -69,22 +76,53 @@ type Submatch struct {
 // errGrepLimit stops the walk once MaxTotal matches were found.
 var errGrepLimit = errors.New("grep: match limit reached")
 
+// ErrStopGrep, returned by the function given to [FS.GrepFunc], ends the
+// search early; GrepFunc then reports it as truncated.
+var ErrStopGrep = errors.New("grep: stopped")
+
 // Grep searches the regular files below q.Paths for lines matching any of
-// q.Patterns. Directories are walked without following symlinks; a path given
-// in q.Paths is followed. Binary files (a NUL byte in the first 8 KiB), files
-// over 64 MiB and special files are skipped; globs apply to every file,
-// including ones named in q.Paths.
+// q.Patterns and collects the matches. See [FS.GrepFunc].
 func (f *FS) Grep(ctx context.Context, q GrepQuery) (GrepResult, error) {
-	re, err := compileGrep(q.Patterns, q.Case)
+	res := GrepResult{Path: "/", Patterns: q.Patterns, Matches: []GrepMatch{}}
+	if len(q.Paths) > 0 {
+		res.Path = q.Paths[0]
+	}
+	truncated, err := f.GrepFunc(ctx, q, func(m GrepMatch) error {
+		res.Matches = append(res.Matches, m)
+		return nil
+	})
 	if err != nil {
 		return GrepResult{}, err
 	}
+	res.Truncated = truncated
+	return res, nil
+}
+
+// GrepFunc searches the regular files below q.Paths for lines matching any
+// of q.Patterns and calls fn with each matching or context line, in walk
+// order, as it is found: nothing is held beyond the line at hand (and up
+// to q.Before lines of leading context). Directories are walked without
+// following symlinks; a path given in q.Paths is followed. Binary files (a
+// NUL byte in the first 8 KiB), files over 64 MiB and special files are
+// skipped; globs apply to every file, including ones named in q.Paths.
+//
+// truncated reports that the search stopped early, after MaxTotal matches
+// or because fn returned [ErrStopGrep], so more matches may exist. Invalid
+// queries and missing paths are reported before fn is first called.
+func (f *FS) GrepFunc(ctx context.Context, q GrepQuery, fn func(GrepMatch) error) (truncated bool, err error) {
+	re, err := compileGrep(q.Patterns, q.Case)
+	if err != nil {
+		return false, err
+	}
 	if q.MaxCount < 0 || q.MaxTotal < 0 || q.Before < 0 || q.After < 0 {
-		return GrepResult{}, errdefs.InvalidArgument("grep limits and context must not be negative")
+		return false, errdefs.InvalidArgument("grep limits and context must not be negative")
+	}
+	if q.Before > MaxContext || q.After > MaxContext {
+		return false, errdefs.InvalidArgument("before and after are limited to %d context lines", MaxContext)
 	}
 	for _, g := range q.Globs {
 		if _, err := filepath.Match(g, ""); err != nil {
-			return GrepResult{}, errdefs.InvalidArgument("invalid glob %q", g)
+			return false, errdefs.InvalidArgument("invalid glob %q", g)
 		}
 	}
 	paths := q.Paths
@@ -95,7 +133,7 @@ func (f *FS) Grep(ctx context.Context, q GrepQuery) (GrepResult, error) {
 	for _, p := range paths {
 		n, err := f.resolve(p, true)
 		if err != nil {
-			return GrepResult{}, err
+			return false, err
 		}
 		roots = append(roots, n)
 	}
@@ -104,19 +142,18 @@ func (f *FS) Grep(ctx context.Context, q GrepQuery) (GrepResult, error) {
 		re:       re,
 		q:        q,
 		maxTotal: cmp.Or(q.MaxTotal, defaultMaxTotal),
-		res:      GrepResult{Path: paths[0], Patterns: q.Patterns, Matches: []GrepMatch{}},
+		emit:     fn,
 	}
 	for _, r := range outermost(roots) {
 		err := f.walk(ctx, r, func(n *node) error { return g.visit(ctx, n) })
-		if errors.Is(err, errGrepLimit) {
-			g.res.Truncated = true
-			break
+		if errors.Is(err, errGrepLimit) || errors.Is(err, ErrStopGrep) {
+			return true, nil
 		}
 		if err != nil {
-			return GrepResult{}, err
+			return false, err
 		}
 	}
-	return g.res, nil
+	return false, nil
 }
 
 // compileGrep combines patterns into one regexp, so a line is scanned once.
@@ -206,7 +243,7 @@ type grepper struct {
 	q        GrepQuery
 	maxTotal int
 	total    int
-	res      GrepResult
+	emit     func(GrepMatch) error
 }
 
 func (g *grepper) visit(ctx context.Context, n *node) error {
@@ -277,7 +314,7 @@ func (g *grepper) search(ctx context.Context, r io.Reader, name string) error {
 		off += int64(n)
 		var locs [][]int
 		if !done {
-			locs = g.re.FindAllIndex(line, -1)
+			locs = g.re.FindAllIndex(line, MaxSubmatches)
 		}
 		if locs == nil && after == 0 && g.q.Before == 0 {
 			continue
@@ -286,17 +323,28 @@ func (g *grepper) search(ctx context.Context, r io.Reader, name string) error {
 		switch {
 		case locs != nil:
 			m.Type = "match"
+			m.Submatches = make([]Submatch, 0, len(locs))
 			for _, loc := range locs {
 				m.Submatches = append(m.Submatches, Submatch{Text: string(line[loc[0]:loc[1]]), Start: loc[0], End: loc[1]})
 			}
-			g.res.Matches = append(append(g.res.Matches, before...), m)
+			for _, c := range before {
+				if err := g.emit(c); err != nil {
+					return err
+				}
+			}
+			clear(before) // drop the lines' text
 			before = before[:0]
+			if err := g.emit(m); err != nil {
+				return err
+			}
 			after = g.q.After
 			count++
 			g.total++
 			done = count == g.q.MaxCount || g.total == g.maxTotal
 		case after > 0:
-			g.res.Matches = append(g.res.Matches, m)
+			if err := g.emit(m); err != nil {
+				return err
+			}
 			after--
 		case g.q.Before > 0:
 			if len(before) == g.q.Before {

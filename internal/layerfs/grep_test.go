@@ -207,6 +207,24 @@ func TestGrepLongLine(t *testing.T) {
 	}
 }
 
+// TestGrepFuncBounds: a line reports at most MaxSubmatches submatches, and
+// a callback that says stop ends the search as truncated.
+func TestGrepFuncBounds(t *testing.T) {
+	f := New(newImage(t).layers)
+	var got []GrepMatch
+	truncated, err := f.GrepFunc(context.Background(), GrepQuery{Patterns: []string{"x|needle"}, Paths: []string{"/data/long.txt"}},
+		func(m GrepMatch) error {
+			got = append(got, m)
+			return ErrStopGrep
+		})
+	if err != nil || !truncated {
+		t.Fatalf("GrepFunc stopped by its callback = truncated %v, %v; want true, nil", truncated, err)
+	}
+	if len(got) != 1 || len(got[0].Submatches) != MaxSubmatches {
+		t.Fatalf("got %d matches, the first with %d submatches; want 1 with %d", len(got), len(got[0].Submatches), MaxSubmatches)
+	}
+}
+
 func TestGrepErrors(t *testing.T) {
 	f := New(newImage(t).layers)
 	canceled, cancel := context.WithCancel(context.Background())
@@ -223,6 +241,7 @@ func TestGrepErrors(t *testing.T) {
 		{name: "bad glob", q: GrepQuery{Patterns: []string{"x"}, Globs: []string{"["}}, wantErr: isInvalidArgument},
 		{name: "negative limit", q: GrepQuery{Patterns: []string{"x"}, MaxCount: -1}, wantErr: isInvalidArgument},
 		{name: "negative context", q: GrepQuery{Patterns: []string{"x"}, Before: -1}, wantErr: isInvalidArgument},
+		{name: "too much context", q: GrepQuery{Patterns: []string{"x"}, After: MaxContext + 1}, wantErr: isInvalidArgument},
 		{name: "missing path", q: GrepQuery{Patterns: []string{"x"}, Paths: []string{"/nope"}}, wantErr: isNotFound},
 		{name: "path with NUL", q: GrepQuery{Patterns: []string{"x"}, Paths: []string{"/\x00"}}, wantErr: isInvalidArgument},
 		{name: "canceled", ctx: canceled, q: GrepQuery{Patterns: []string{"x"}}, wantErr: isCanceled},

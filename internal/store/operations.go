@@ -32,6 +32,11 @@ type Operation struct {
 
 const opCols = `uuid, account, kind, status, error, created_at, started_at, finished_at, image_uuid, result_image_uuid, result_tag, metadata, cpu_seconds, max_rss_bytes, image_size`
 
+// opListCols are what a list returns: every column but metadata (read as
+// an empty string), all of them in the operations_list index, so a list
+// never reads a row and its stored output.
+const opListCols = `uuid, account, kind, status, error, created_at, started_at, finished_at, image_uuid, result_image_uuid, result_tag, '', cpu_seconds, max_rss_bytes, image_size`
+
 func scanOp(sc interface{ Scan(...any) error }) (Operation, error) {
 	var o Operation
 	var errS, img, res, tag sql.NullString
@@ -44,11 +49,27 @@ func scanOp(sc interface{ Scan(...any) error }) (Operation, error) {
 	return o, err
 }
 
-// InsertOperation writes a new operation.
-func (s *Store) InsertOperation(ctx context.Context, o Operation) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO operations(uuid, account, kind, status, created_at, image_uuid, metadata) VALUES(?,?,?,?,?,?,?)`,
-		o.UUID, o.Account, o.Kind, o.Status, o.CreatedAt.UnixNano(), nullStr(o.ImageUUID), o.Metadata)
-	return err
+// InsertOperationLimited writes a new operation unless its account already
+// has limit operations in flight (PENDING, ASSIGNED or EXECUTING); then it
+// writes nothing and returns an error of class ErrResourceExhausted. Check
+// and insert are one statement on the single writer connection, so
+// concurrent inserts cannot all pass the check. The count reads the small
+// partial index of in-flight operations (named, since without statistics
+// SQLite would rather scan the account's whole history).
+func (s *Store) InsertOperationLimited(ctx context.Context, o Operation, limit int) error {
+	res, err := s.w.ExecContext(ctx, `INSERT INTO operations(uuid, account, kind, status, created_at, image_uuid, metadata)
+		SELECT ?,?,?,?,?,?,? WHERE (SELECT COUNT(*) FROM operations INDEXED BY operations_inflight
+			WHERE account=? AND status IN ('PENDING','ASSIGNED','EXECUTING')) < ?`,
+		o.UUID, o.Account, o.Kind, o.Status, o.CreatedAt.UnixNano(), nullStr(o.ImageUUID), o.Metadata, o.Account, limit)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return errdefs.ResourceExhausted("account has %d operations in flight (the limit): wait for some to finish or cancel them", limit)
+	}
+	return nil
 }
 
 // SetStatus moves a non-terminal operation to status.
@@ -84,9 +105,14 @@ type OperationFilter struct {
 	Offset   int
 }
 
-// ListOperations lists operations newest first.
+// ListOperations lists operations newest first, without their Metadata.
 func (s *Store) ListOperations(ctx context.Context, f OperationFilter) ([]Operation, error) {
-	q := `SELECT ` + opCols + ` FROM operations WHERE account=?`
+	q, args := listQuery(f)
+	return s.queryOps(ctx, q, args...)
+}
+
+func listQuery(f OperationFilter) (string, []any) {
+	q := `SELECT ` + opListCols + ` FROM operations WHERE account=?`
 	args := []any{f.Account}
 	if len(f.Statuses) > 0 {
 		q += ` AND status IN (?` + strings.Repeat(",?", len(f.Statuses)-1) + `)`
@@ -111,7 +137,7 @@ func (s *Store) ListOperations(ctx context.Context, f OperationFilter) ([]Operat
 	}
 	q += ` ORDER BY created_at DESC, uuid LIMIT ? OFFSET ?`
 	args = append(args, f.Limit, f.Offset)
-	return s.queryOps(ctx, q, args...)
+	return q, args
 }
 
 func (s *Store) queryOps(ctx context.Context, q string, args ...any) ([]Operation, error) {

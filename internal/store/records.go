@@ -28,6 +28,9 @@ type Token struct {
 	CreatedAt time.Time
 	ExpiresAt time.Time // zero: never
 	RevokedAt time.Time // zero: active
+	// Parent is the token that created this one ("" for the daemon's own
+	// tokens). Revoking a token revokes every token below it.
+	Parent string
 }
 
 // HashSecret returns the stored form of a token secret.
@@ -57,7 +60,10 @@ func (s *Store) AccountByName(ctx context.Context, name string) (Account, error)
 	return a, err
 }
 
-// CreateToken stores a token for account with the given secret.
+// CreateToken stores a token for account with the given secret. A token
+// with a Parent is stored only while that parent is neither revoked nor
+// expired, checked in the same statement, so a token cannot be minted by a
+// parent whose revocation has already begun.
 func (s *Store) CreateToken(ctx context.Context, t Token, secret string) error {
 	var exp sql.NullInt64
 	if !t.ExpiresAt.IsZero() {
@@ -67,14 +73,28 @@ func (s *Store) CreateToken(ctx context.Context, t Token, secret string) error {
 	if !t.CreatedAt.IsZero() {
 		created = t.CreatedAt.UnixNano()
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO tokens(uuid, account, secret_sha256, name, created_at, expires_at) VALUES(?,?,?,?,?,?)`,
-		t.UUID, t.Account, HashSecret(secret), t.Name, created, exp)
-	return err
+	if t.Parent == "" {
+		_, err := s.w.ExecContext(ctx, `INSERT INTO tokens(uuid, account, secret_sha256, name, created_at, expires_at) VALUES(?,?,?,?,?,?)`,
+			t.UUID, t.Account, HashSecret(secret), t.Name, created, exp)
+		return err
+	}
+	res, err := s.w.ExecContext(ctx, `INSERT INTO tokens(uuid, account, secret_sha256, name, created_at, expires_at, parent)
+		SELECT ?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM tokens WHERE uuid=? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?))`,
+		t.UUID, t.Account, HashSecret(secret), t.Name, created, exp, t.Parent, t.Parent, now())
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return errdefs.Unauthorized("token %s was revoked or has expired: it cannot create tokens", t.Parent)
+	}
+	return nil
 }
 
 // TokenBySecret finds an active token by its secret.
 func (s *Store) TokenBySecret(ctx context.Context, secret string) (Token, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT uuid, account, name, created_at, expires_at, revoked_at FROM tokens WHERE secret_sha256=?`, HashSecret(secret))
+	rows, err := s.r.QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE secret_sha256=?`, HashSecret(secret))
 	if err != nil {
 		return Token{}, err
 	}
@@ -97,24 +117,35 @@ func (s *Store) TokenBySecret(ctx context.Context, secret string) (Token, error)
 
 // ListTokens lists an account's tokens.
 func (s *Store) ListTokens(ctx context.Context, account string) ([]Token, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT uuid, account, name, created_at, expires_at, revoked_at FROM tokens WHERE account=? ORDER BY created_at`, account)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE account=? ORDER BY created_at`, account)
 	if err != nil {
 		return nil, err
 	}
 	return scanTokens(rows)
 }
 
-// RevokeToken revokes one of account's tokens.
+// RevokeToken revokes one of account's tokens and, in the same
+// transaction, every token it created, directly or through others (in any
+// account: a default-account token may have made tokens of other accounts).
 func (s *Store) RevokeToken(ctx context.Context, account, uuid string) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at=? WHERE account=? AND uuid=? AND revoked_at IS NULL`, now(), account, uuid)
-	if err != nil {
+	return s.Tx(ctx, func(tx *sql.Tx) error {
+		at := now()
+		res, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at=? WHERE account=? AND uuid=? AND revoked_at IS NULL`, at, account, uuid)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errdefs.NotFound("token %s not found or already revoked", uuid)
+		}
+		_, err = tx.ExecContext(ctx, `WITH RECURSIVE below(uuid) AS (
+				SELECT uuid FROM tokens WHERE parent=?
+				UNION SELECT t.uuid FROM tokens t JOIN below b ON t.parent=b.uuid)
+			UPDATE tokens SET revoked_at=? WHERE uuid IN below AND revoked_at IS NULL`, uuid, at)
 		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errdefs.NotFound("token %s not found or already revoked", uuid)
-	}
-	return nil
+	})
 }
+
+const tokenCols = `uuid, account, name, created_at, expires_at, revoked_at, parent`
 
 func scanTokens(rows *sql.Rows) ([]Token, error) {
 	defer rows.Close()
@@ -123,9 +154,11 @@ func scanTokens(rows *sql.Rows) ([]Token, error) {
 		var t Token
 		var created int64
 		var exp, rev sql.NullInt64
-		if err := rows.Scan(&t.UUID, &t.Account, &t.Name, &created, &exp, &rev); err != nil {
+		var parent sql.NullString
+		if err := rows.Scan(&t.UUID, &t.Account, &t.Name, &created, &exp, &rev, &parent); err != nil {
 			return nil, err
 		}
+		t.Parent = parent.String
 		t.CreatedAt = time.Unix(0, created)
 		t.ExpiresAt = nullTime(exp)
 		t.RevokedAt = nullTime(rev)

@@ -4,7 +4,7 @@
 // Schema (see migrations below for the exact DDL):
 //
 //	accounts   id, name
-//	tokens     uuid, account, sha256 of the secret, name, expiry, revocation
+//	tokens     uuid, account, sha256 of the secret, name, expiry, revocation, parent token
 //	images     uuid, account, parent, layer, flat (squashed chain), depth, tag, operation, env,
 //	           base and hidden/chain (content-addressed import layers, see Image)
 //	files      uuid, account, sha256, size            (blobs live on disk by sha256)
@@ -138,6 +138,15 @@ var migrations = []string{
 	ALTER TABLE images ADD COLUMN chain TEXT;
 	CREATE UNIQUE INDEX images_account_chain ON images(account, chain) WHERE hidden = 1;
 	CREATE INDEX images_layer ON images(layer);`,
+	// 3: tokens remember the token that created them (revocation cascades);
+	// listing operations reads a covering index, never the rows, whose
+	// metadata holds each run's output (up to 64 MiB); the in-flight count
+	// of the concurrency limit reads a small partial index.
+	`ALTER TABLE tokens ADD COLUMN parent TEXT;
+	CREATE INDEX tokens_parent ON tokens(parent);
+	CREATE INDEX operations_list ON operations(account, created_at, uuid, kind, status, error, started_at, finished_at,
+		image_uuid, result_image_uuid, result_tag, cpu_seconds, max_rss_bytes, image_size);
+	CREATE INDEX operations_inflight ON operations(account) WHERE status IN ('PENDING','ASSIGNED','EXECUTING');`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -1,0 +1,70 @@
+package api_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/api"
+	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/engine"
+)
+
+// TestStatusReportsWarmPool: GET /v1/status says whether the warm pool is
+// on, why not, its size and its hits and misses.
+func TestStatusReportsWarmPool(t *testing.T) {
+	t.Run("off by configuration", func(t *testing.T) {
+		d := startDaemon(t, engine.Config{WarmPerImage: -1}, api.Options{})
+		st, err := d.c.Status(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.WarmPool.Enabled || !strings.Contains(st.WarmPool.Reason, "configuration") || st.DefaultRuntime != "runc" || len(st.Runtimes) == 0 {
+			t.Errorf("status = %+v, want the pool off by configuration", st)
+		}
+	})
+	t.Run("this test binary", func(t *testing.T) {
+		// A default `go test` build with cgo is dynamic, like a default
+		// `go build` of arbor: the pool must say it is off and why.
+		d := sharedDaemon(t)
+		st, err := d.c.Status(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		exe, _ := os.Executable()
+		w := st.WarmPool
+		if static := baseimage.IsStatic(exe); w.Enabled != static {
+			t.Fatalf("warm pool enabled = %v for a test binary with static = %v", w.Enabled, static)
+		}
+		if !w.Enabled && (!strings.Contains(w.Reason, "dynamically linked") || !strings.Contains(w.Reason, "CGO_ENABLED=0")) {
+			t.Errorf("reason %q does not say the binary is dynamic and how to fix it", w.Reason)
+		}
+	})
+	t.Run("on with a static init", func(t *testing.T) {
+		d := startDaemon(t, engine.Config{InitBinary: staticInit(t), WarmPerImage: 2, WarmMax: 8}, api.Options{})
+		d.run(t, d.c, d.base, "true", func(r *apitypes.InstanceSpawnRequest) { r.Disposable = ptr(true) })
+		st, err := d.c.Status(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := st.WarmPool
+		if !w.Enabled || w.Reason != "" || w.PerImage != 2 || w.Max != 8 || w.Hits+w.Misses != 1 {
+			t.Errorf("warm pool = %+v, want on, 2 per image, at most 8, one run counted", w)
+		}
+	})
+}
+
+// staticInit builds cmd/arbor-init without cgo, as scripts/setup.sh does.
+func staticInit(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "arbor-init")
+	cmd := exec.Command("go", "build", "-o", p, "github.com/arborsh/arbor/cmd/arbor-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build arbor-init: %v\n%s", err, out)
+	}
+	return p
+}

@@ -1,0 +1,37 @@
+package cli
+
+import (
+	"os"
+	"testing"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/baseimage"
+)
+
+// TestWhoamiShowsWarmPool: whoami says whether the daemon's warm pool is
+// on, and when it is off, why and how to fix it.
+func TestWhoamiShowsWarmPool(t *testing.T) {
+	t.Parallel()
+	d := sharedDaemon(t)
+	out := d.ok(t, "whoami")
+	exe, _ := os.Executable()
+	if baseimage.IsStatic(exe) {
+		wantContains(t, "whoami", out, "warm:     on, 2 per new image, at most 8")
+	} else {
+		wantContains(t, "whoami", out, "warm:     OFF", "dynamically linked", "CGO_ENABLED=0")
+	}
+}
+
+func TestWarmLine(t *testing.T) {
+	for _, tc := range []struct {
+		w    apitypes.WarmPoolStatus
+		want string
+	}{
+		{apitypes.WarmPoolStatus{Reason: "turned off by configuration"}, "OFF (every run boots a cold sandbox): turned off by configuration"},
+		{apitypes.WarmPoolStatus{Enabled: true, PerImage: 2, Max: 8, Idle: 3, Booting: 1, Hits: 5, Misses: 2}, "on, 2 per new image, at most 8: 3 idle, 1 booting; 5 hits, 2 misses"},
+	} {
+		if got := warmLine(tc.w); got != tc.want {
+			t.Errorf("warmLine(%+v) = %q, want %q", tc.w, got, tc.want)
+		}
+	}
+}
