@@ -51,6 +51,12 @@ const (
 // Archives with several images are refused, except OCI layouts whose index
 // has exactly one image for the configured platform.
 func (im *Importer) ImportArchive(ctx context.Context, e *engine.Engine, account string, r io.ReaderAt, size int64) (string, error) {
+	return im.importArchive(ctx, e, account, r, size, "")
+}
+
+// importArchive is ImportArchive for an import that will tag its image
+// with tag (see [Importer.cached]).
+func (im *Importer) importArchive(ctx context.Context, e *engine.Engine, account string, r io.ReaderAt, size int64, tag string) (string, error) {
 	ra, size, cleanup, err := im.seekable(ctx, e, r, size)
 	if err != nil {
 		return "", err
@@ -64,13 +70,13 @@ func (im *Importer) ImportArchive(ctx context.Context, e *engine.Engine, account
 	engine.Progress(ctx, apitypes.EventDataProgress{Phase: "resolve", Message: "archive: " + string(kind)})
 	switch kind {
 	case KindOCILayout:
-		return im.importLayout(ctx, e, account, idx, "OCI layout archive")
+		return im.importLayout(ctx, e, account, idx, "OCI layout archive", tag)
 	case KindDockerSave:
 		p, key, err := dockerSavePlan(idx)
 		if err != nil {
 			return "", err
 		}
-		return im.cached(ctx, e, account, key, p.source, func() (string, error) {
+		return im.cached(ctx, e, account, key, p.source, tag, func() (string, error) {
 			return im.newImage(ctx, e, account, p, "extract")
 		})
 	}
@@ -97,11 +103,11 @@ func (im *Importer) ImportPath(ctx context.Context, e *engine.Engine, account, p
 	if _, _, err := store.open("oci-layout"); err != nil {
 		return "", errdefs.InvalidArgument("%s is not an OCI image layout (no oci-layout file); archive a root filesystem directory and import the tarball", p)
 	}
-	return im.importLayout(ctx, e, account, store, "OCI layout "+p)
+	return im.importLayout(ctx, e, account, store, "OCI layout "+p, "")
 }
 
 // importLayout imports the image of an OCI layout for the platform.
-func (im *Importer) importLayout(ctx context.Context, e *engine.Engine, account string, s blobStore, source string) (string, error) {
+func (im *Importer) importLayout(ctx context.Context, e *engine.Engine, account string, s blobStore, source, tag string) (string, error) {
 	if b, err := readStoreFile(s, "oci-layout", 4<<10); err != nil {
 		return "", err
 	} else {
@@ -117,7 +123,7 @@ func (im *Importer) importLayout(ctx context.Context, e *engine.Engine, account 
 	if err != nil {
 		return "", err
 	}
-	return im.cached(ctx, e, account, "manifest:"+m.digest.String(), source, func() (string, error) {
+	return im.cached(ctx, e, account, "manifest:"+m.digest.String(), source, tag, func() (string, error) {
 		p, err := m.plan(ctx, f, im.platform, source)
 		if err != nil {
 			return "", err
