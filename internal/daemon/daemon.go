@@ -35,6 +35,10 @@ type Config struct {
 	// OnEngine, if set, receives the engine once it is open (the benchmark
 	// reads its warm pool's state through it).
 	OnEngine func(*engine.Engine)
+	// AllowRegistries lists the loopback and private registries imports
+	// may reach (registry.Options.AllowRegistries); by default only public
+	// addresses.
+	AllowRegistries []string
 }
 
 // DefaultHome is where the daemon keeps its state unless told otherwise.
@@ -72,7 +76,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.OnEngine != nil {
 		cfg.OnEngine(e)
 	}
-	if _, err := registry.Install(e, registry.Options{Logger: log}); err != nil {
+	if _, err := registry.Install(e, registry.Options{Logger: log, AllowRegistries: cfg.AllowRegistries}); err != nil {
 		return err
 	}
 	tokenPath := filepath.Join(cfg.Home, "token")

@@ -157,7 +157,7 @@ func TestImportRegistry(t *testing.T) {
 	}
 
 	// Another platform picks the other image of the index.
-	imArm, err := New(Options{Platform: "linux/arm64"})
+	imArm, err := New(loopback(Options{Platform: "linux/arm64"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 		{name: "missing tag", url: reg.host + "/test/good:nope", class: errdefs.ErrNotFound, msg: "not found"},
 		{name: "missing repository", url: reg.host + "/no/such:v1", class: errdefs.ErrNotFound, msg: "not found"},
 		{name: "missing digest", url: reg.host + "/test/good@sha256:" + strings.Repeat("0", 64), class: errdefs.ErrNotFound, msg: "not found"},
-		{name: "unreachable registry", url: "docker://" + closedPort(t) + "/test/good:v1", class: errdefs.ErrUnavailable, msg: "cannot reach registry"},
+		{name: "unreachable registry", url: "docker://" + closedPort(t) + "/test/good:v1", class: errdefs.ErrUnavailable, msg: "no registry answered"},
 		{name: "wrong credentials", url: authHost + "/test/good:v1", creds: &apitypes.Credentials{Username: "user", Password: "wrong"}, class: errdefs.ErrUnauthorized, msg: "rejected the credentials"},
 		{name: "anonymous pull of a private image", url: authHost + "/test/good:v1", creds: &apitypes.Credentials{}, class: errdefs.ErrUnauthorized, msg: "anonymous"},
 		{name: "corrupt layer", url: corruptHost + "/test/good:v1", class: errdefs.ErrInvalidArgument, msg: "does not match its digest"},
@@ -285,7 +285,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 			imp := im
 			if tc.opts != nil {
 				var err error
-				if imp, err = New(*tc.opts); err != nil {
+				if imp, err = New(loopback(*tc.opts)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -469,7 +469,7 @@ func TestConcurrentImportsPullOnce(t *testing.T) {
 		t.Errorf("%d images, want 1", c)
 	}
 	// The index survives a restart of the importer.
-	im2, err := New(Options{})
+	im2, err := New(loopback(Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,9 +39,19 @@ type Options struct {
 	// ("linux/amd64" on the usual hosts).
 	Platform string
 	// Transport carries registry requests. Default: go-containerregistry's
-	// remote.DefaultTransport with a 2-minute response header timeout.
-	// Plain HTTP is refused for non-loopback hosts whatever it is.
+	// remote.DefaultTransport with a 2-minute response header timeout,
+	// dialling only what AllowRegistries allows. Plain HTTP is refused for
+	// non-loopback hosts whatever it is.
 	Transport http.RoundTripper
+	// AllowRegistries lists the non-public registries imports may reach:
+	// CIDR ranges ("10.0.0.0/8", "127.0.0.0/8"), addresses ("::1") and
+	// registry names with or without a port ("registry.lan:5000",
+	// "localhost"). Public addresses are always allowed; loopback, private,
+	// link-local and other special-purpose ones only when listed. Checked
+	// on the address each connection goes to, after name resolution (an
+	// HTTPS proxy from the environment is dialled, so it must be allowed
+	// too). Only used for the default Transport.
+	AllowRegistries []string
 	// Logger receives warnings (a cache index that cannot be written).
 	// Default: discard.
 	Logger *slog.Logger
@@ -74,8 +84,13 @@ func New(opts Options) (*Importer, error) {
 	if err != nil || p.OS == "" || p.Architecture == "" {
 		return nil, fmt.Errorf("registry: platform %q is not os/arch[/variant]", opts.Platform)
 	}
+	policy, err := newDialPolicy(opts.AllowRegistries)
+	if err != nil {
+		return nil, err
+	}
 	if opts.Transport == nil {
 		t := remote.DefaultTransport.(*http.Transport).Clone()
+		t.DialContext = policy.dialContext(newDialer())
 		// A registry that accepts connections but never answers would
 		// otherwise hold the import until its operation times out.
 		t.ResponseHeaderTimeout = 2 * time.Minute
@@ -135,15 +150,15 @@ func (im *Importer) ImportRegistry(ctx context.Context, e *engine.Engine, accoun
 	f := &remoteFetcher{p: puller, ref: ref}
 	m, err := resolveManifest(ctx, f, im.platform, ref.String())
 	if err != nil {
-		return "", remoteError(err, ref, withCreds)
+		return "", im.remoteError(ctx, err, ref, withCreds)
 	}
 	return im.cached(ctx, e, account, "manifest:"+m.digest.String(), ref.String(), requestTag(req), func() (string, error) {
 		p, err := m.plan(ctx, f, im.platform, ref.String())
 		if err != nil {
-			return "", remoteError(err, ref, withCreds)
+			return "", im.remoteError(ctx, err, ref, withCreds)
 		}
 		id, err := im.newImage(ctx, e, account, p, "pull")
-		return id, remoteError(err, ref, withCreds)
+		return id, im.remoteError(ctx, err, ref, withCreds)
 	})
 }
 
