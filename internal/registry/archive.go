@@ -137,9 +137,12 @@ func (im *Importer) importRootfs(ctx context.Context, e *engine.Engine, account 
 	return e.NewBaseImage(ctx, account, func(dir string) error {
 		pr := &progress{ctx: ctx, phase: "extract", total: size}
 		pr.emit()
-		_, err := archive.ApplyTar(ctx, &countingReader{r: r, add: pr.add}, dir, archive.Options{MaxBytes: im.opts.MaxBytes, MaxEntries: im.opts.MaxEntries})
+		var devs droppedDevices
+		_, err := archive.ApplyTar(ctx, &countingReader{r: r, add: pr.add}, dir, archive.Options{MaxBytes: im.opts.MaxBytes, MaxEntries: im.opts.MaxEntries,
+			DropDevices: true, DeviceDropped: devs.add})
 		if err == nil {
 			pr.emit()
+			devs.report(ctx, "the root filesystem")
 		}
 		return err
 	})
