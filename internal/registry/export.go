@@ -41,6 +41,9 @@ import (
 //	HOST/arbor/…@sha256:…            a manifest this exporter generated
 //	HOST/arbor-layers/…              the same names, with the image's layers kept
 //
+// GET /v2/_catalog lists these repositories for the caller's account (see
+// serveCatalog).
+//
 // Docker references are lower case, so images whose tag has capitals are
 // pulled by uuid.
 //
@@ -212,6 +215,8 @@ func (x *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rest == "":
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, "{}")
+	case rest == "_catalog":
+		x.serveCatalog(ctx, w, r, account)
 	case strings.Contains(rest, "/manifests/"):
 		i := strings.LastIndex(rest, "/manifests/")
 		x.serveManifest(ctx, w, r, account, rest[:i], rest[i+len("/manifests/"):])
