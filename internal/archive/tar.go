@@ -419,10 +419,12 @@ func (x *extractor) writeFile(n node, entry string, r io.Reader) error {
 	}
 	f := os.NewFile(uintptr(fd), entry)
 	defer f.Close()
+	// Blocks of zeros become holes: a sparse file in an image stays sparse.
+	sw := NewSparseWriter(f)
 	for {
 		nr, rerr := r.Read(x.buf)
 		if nr > 0 {
-			if _, err := f.Write(x.buf[:nr]); err != nil {
+			if _, err := sw.Write(x.buf[:nr]); err != nil {
 				return err
 			}
 			x.stats.Bytes += int64(nr)
@@ -433,6 +435,9 @@ func (x *extractor) writeFile(n node, entry string, r io.Reader) error {
 		if rerr != nil {
 			return streamError(rerr, fmt.Sprintf(" in the content of entry %q", entry))
 		}
+	}
+	if err := sw.Close(); err != nil {
+		return err
 	}
 	return f.Close()
 }

@@ -181,7 +181,13 @@ func (im *Importer) seekable(ctx context.Context, e *engine.Engine, r io.ReaderA
 	}
 	cleanup := func() { f.Close(); os.Remove(f.Name()) }
 	pr := &progress{ctx: ctx, phase: "decompress", total: size}
-	n, err := io.Copy(f, &capReader{r: &ctxReader{ctx: ctx, r: &countingReader{r: zr, add: func(int) {}}}, left: im.opts.MaxBytes, limit: im.opts.MaxBytes})
+	// Zeros stay holes: a sparse file in the archive does not take its
+	// size on disk while it is staged.
+	sw := archive.NewSparseWriter(f)
+	n, err := io.Copy(sw, &capReader{r: &ctxReader{ctx: ctx, r: &countingReader{r: zr, add: func(int) {}}}, left: im.opts.MaxBytes, limit: im.opts.MaxBytes})
+	if err == nil {
+		err = sw.Close()
+	}
 	pr.done = n
 	pr.emit()
 	if err != nil {
