@@ -168,7 +168,13 @@ func routes(e *engine.Engine, selfURL string, log *slog.Logger) http.Handler {
 		}
 		return client.New(selfURL, tok, client.WithUserAgent("arbor-mcp-http"))
 	}))
-	mux.Handle("/v2/", registry.ExportHandler(e, nil))
+	exp := registry.ExportHandler(e, nil) // drops a deleted image's blobs from now on
+	// and here what earlier runs left behind (a crash between a delete and
+	// its cleanup).
+	if err := exp.Prune(context.Background()); err != nil {
+		log.Warn("registry export: prune", "err", err)
+	}
+	mux.Handle("/v2/", exp)
 	mux.Handle("/", webui.Handler())
 	return mux
 }
