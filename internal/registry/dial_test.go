@@ -79,8 +79,8 @@ func TestImportRegistryAddressPolicy(t *testing.T) {
 	wantErr(t, err, errdefs.ErrForbidden, "--allow-registry")
 }
 
-// TestImportErrorsHideWhatListens: a closed port, an HTTP server that is
-// not a registry and a service that is not HTTP at all give one message,
+// TestImportErrorsHideWhatListens: a closed port, HTTP servers that are
+// not registries and a service that is not HTTP at all give one message,
 // so an import cannot be used to map what listens on a host.
 func TestImportErrorsHideWhatListens(t *testing.T) {
 	e, im := newEngine(t, Options{})
@@ -90,6 +90,11 @@ func TestImportErrorsHideWhatListens(t *testing.T) {
 		_, _ = w.Write([]byte("<html>not here</html>"))
 	}))
 	t.Cleanup(web.Close)
+	everything := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte("<html>hello</html>"))
+	}))
+	t.Cleanup(everything.Close)
 	teapot := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
 	}))
@@ -113,6 +118,7 @@ func TestImportErrorsHideWhatListens(t *testing.T) {
 		"closed port":    closedPort(t),
 		"web server":     strings.TrimPrefix(web.URL, "http://"),
 		"403 everywhere": strings.TrimPrefix(teapot.URL, "http://"),
+		"200 everywhere": strings.TrimPrefix(everything.URL, "http://"),
 		"ssh":            ssh.Addr().String(),
 	}
 	var first string

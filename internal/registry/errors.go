@@ -89,6 +89,7 @@ func remoteError(err error, ref name.Reference, withCreds bool) (_ error, hidden
 			return errdefs.InvalidArgument("registry %s refused the request for %s (%s)", reg, ref, detail), false
 		}
 	}
+	var notReg errNotRegistry
 	var urlErr *url.Error
 	var opErr *net.OpError
 	var dnsErr *net.DNSError
@@ -96,11 +97,18 @@ func remoteError(err error, ref name.Reference, withCreds bool) (_ error, hidden
 	var unknownAuth x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
 	var recordErr tls.RecordHeaderError
-	if !errors.As(err, &urlErr) && !errors.As(err, &opErr) && !errors.As(err, &dnsErr) && !errors.As(err, &certErr) &&
+	if !errors.As(err, &notReg) && !errors.As(err, &urlErr) && !errors.As(err, &opErr) && !errors.As(err, &dnsErr) && !errors.As(err, &certErr) &&
 		!errors.As(err, &unknownAuth) && !errors.As(err, &hostErr) && !errors.As(err, &recordErr) {
 		return fmt.Errorf("registry %s, %s: %w", reg, ref, err), false // not from the network: a local failure
 	}
 	return unreachable, true
+}
+
+// errNotRegistry is an answer to a manifest request that is not even JSON.
+type errNotRegistry struct{ mediaType string }
+
+func (e errNotRegistry) Error() string {
+	return fmt.Sprintf("the manifest is not JSON (media type %q): not a registry", e.mediaType)
 }
 
 // hasClass reports whether err already carries an errdefs class.

@@ -399,6 +399,11 @@ func (f *remoteFetcher) root(ctx context.Context) (rawManifest, error) {
 	if err != nil {
 		return rawManifest{}, err
 	}
+	if !json.Valid(d.Manifest) {
+		// A web server answering every path, not a registry: say no more
+		// than for a closed port (see remoteError).
+		return rawManifest{}, errNotRegistry{mediaType: string(d.MediaType)}
+	}
 	return rawManifest{raw: d.Manifest, mediaType: d.MediaType, digest: d.Digest}, nil
 }
 
