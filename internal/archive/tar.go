@@ -47,6 +47,15 @@ type Options struct {
 	// directory opaque. Set it for image layers; leave it off for plain
 	// rootfs tarballs, where ".wh." files are ordinary files.
 	ConvertWhiteouts bool
+	// DropDevices leaves character and block device entries out instead of
+	// creating them (the sandbox provides /dev), counting them in
+	// Stats.Devices; hard links to them are left out too. A 0/0 character
+	// device is dropped like any other: in a tar it is a device, and only
+	// ".wh." names are whiteouts. Set it for images.
+	DropDevices bool
+	// DeviceDropped, if set, is called with the path ("/dev/null") of each
+	// entry DropDevices left out.
+	DeviceDropped func(path string)
 }
 
 // Stats counts what [ApplyTar] or [CopyDir] created.
@@ -59,6 +68,9 @@ type Stats struct {
 	// Skipped counts entries deliberately not created: block devices in
 	// archives (a sandbox has no business with host disks) and sockets.
 	Skipped int
+	// Devices counts device nodes left out under Options.DropDevices (block
+	// devices included).
+	Devices int
 	// Bytes is the file content written.
 	Bytes int64
 }
@@ -227,6 +239,7 @@ type extractor struct {
 	rootPath string // host path of the layer directory, per procfs
 	dirs     []dirMeta
 	buf      []byte
+	dropped  map[string]bool // device entries left out, by clean name
 
 	// The last parent directory resolved, since archives list siblings
 	// together. Any removal marks it stale, because removing a directory or
@@ -284,6 +297,16 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			return entryErr(hdr.Name, err)
 		}
 	}
+	if x.opts.DropDevices {
+		if hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock {
+			x.dropDevice(name)
+			return nil
+		}
+		if target, err := cleanName(hdr.Linkname); hdr.Typeflag == tar.TypeLink && err == nil && x.dropped[target] {
+			x.dropDevice(name)
+			return nil
+		}
+	}
 	switch hdr.Typeflag {
 	case tar.TypeBlock:
 		x.stats.Skipped++
@@ -309,6 +332,18 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	base := path.Base(name)
 	n := node{pfd, base}
 	return entryErr(hdr.Name, x.create(n, path.Join(rdir, base), name, hdr, r))
+}
+
+// dropDevice records a device entry left out.
+func (x *extractor) dropDevice(name string) {
+	if x.dropped == nil {
+		x.dropped = map[string]bool{}
+	}
+	x.dropped[name] = true
+	x.stats.Devices++
+	if x.opts.DeviceDropped != nil {
+		x.opts.DeviceDropped("/" + name)
+	}
 }
 
 // entryErr adds the entry name to system errors. Classified errors already
@@ -384,10 +419,12 @@ func (x *extractor) writeFile(n node, entry string, r io.Reader) error {
 	}
 	f := os.NewFile(uintptr(fd), entry)
 	defer f.Close()
+	// Blocks of zeros become holes: a sparse file in an image stays sparse.
+	sw := NewSparseWriter(f)
 	for {
 		nr, rerr := r.Read(x.buf)
 		if nr > 0 {
-			if _, err := f.Write(x.buf[:nr]); err != nil {
+			if _, err := sw.Write(x.buf[:nr]); err != nil {
 				return err
 			}
 			x.stats.Bytes += int64(nr)
@@ -398,6 +435,9 @@ func (x *extractor) writeFile(n node, entry string, r io.Reader) error {
 		if rerr != nil {
 			return streamError(rerr, fmt.Sprintf(" in the content of entry %q", entry))
 		}
+	}
+	if err := sw.Close(); err != nil {
+		return err
 	}
 	return f.Close()
 }

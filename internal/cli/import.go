@@ -14,6 +14,7 @@ import (
 
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/archive"
 	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/spf13/cobra"
 )
@@ -215,11 +216,17 @@ func (g *globals) uploadBuilt(ctx context.Context, c *client.Client, prog *progr
 	defer os.Remove(f.Name())
 	defer f.Close()
 	prog.update("archive", 0, 0, "")
-	bw := bufio.NewWriterSize(f, 1<<20)
+	// Zeros stay holes: a sparse file in the tree does not take its size on
+	// disk while the archive is staged.
+	sw := archive.NewSparseWriter(f)
+	bw := bufio.NewWriterSize(sw, 1<<20)
 	if err := build(bw); err != nil {
 		return "", fmt.Errorf("archive %s: %w", what, err)
 	}
 	if err := bw.Flush(); err != nil {
+		return "", err
+	}
+	if err := sw.Close(); err != nil {
 		return "", err
 	}
 	up, err := g.uploadFile(ctx, c, prog, f.Name())

@@ -49,6 +49,7 @@ which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
 	f.IntVar(&cfg.Engine.MaxTimeout, "max-timeout", 3600, "longest run timeout clients may ask for, in seconds")
 	f.Int64Var(&cfg.Engine.MaxStorageBytes, "max-storage-bytes", 0, "per-account storage quota in bytes (0: unlimited)")
 	f.IntVar(&cfg.Engine.MaxConcurrentOps, "max-concurrent", 64, "per-account operations in flight")
+	f.StringSliceVar(&cfg.AllowRegistries, "allow-registry", nil, "let imports reach registries on loopback or private addresses: CIDR ranges, addresses or HOST[:PORT] names, repeatable or comma-separated (default: public addresses only)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

@@ -35,6 +35,10 @@ type Config struct {
 	// OnEngine, if set, receives the engine once it is open (the benchmark
 	// reads its warm pool's state through it).
 	OnEngine func(*engine.Engine)
+	// AllowRegistries lists the loopback and private registries imports
+	// may reach (registry.Options.AllowRegistries); by default only public
+	// addresses.
+	AllowRegistries []string
 }
 
 // DefaultHome is where the daemon keeps its state unless told otherwise.
@@ -72,7 +76,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.OnEngine != nil {
 		cfg.OnEngine(e)
 	}
-	if _, err := registry.Install(e, registry.Options{Logger: log}); err != nil {
+	if _, err := registry.Install(e, registry.Options{Logger: log, AllowRegistries: cfg.AllowRegistries}); err != nil {
 		return err
 	}
 	tokenPath := filepath.Join(cfg.Home, "token")
@@ -185,7 +189,13 @@ func routes(e *engine.Engine, selfURL string, log *slog.Logger) http.Handler {
 		}
 		return client.New(selfURL, tok, client.WithUserAgent("arbor-mcp-http"))
 	}))
-	mux.Handle("/v2/", registry.ExportHandler(e, nil))
+	exp := registry.ExportHandler(e, nil) // drops a deleted image's blobs from now on
+	// and here what earlier runs left behind (a crash between a delete and
+	// its cleanup).
+	if err := exp.Prune(context.Background()); err != nil {
+		log.Warn("registry export: prune", "err", err)
+	}
+	mux.Handle("/v2/", exp)
 	mux.Handle("/", webui.Handler())
 	return mux
 }

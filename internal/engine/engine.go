@@ -75,6 +75,7 @@ type Engine struct {
 	gcMu sync.Mutex // serialises garbage collection with layer commits
 
 	registryImport RegistryImporter
+	onDeleted      []func(ctx context.Context, account, id string) // OnImageDeleted; under mu
 	nets           *netns.Manager
 
 	warm    warmPool

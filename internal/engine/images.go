@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -174,9 +175,21 @@ func (e *Engine) DeleteImage(ctx context.Context, account, id string) error {
 	if n := e.images[id]; n != nil {
 		n.deleted = true
 	}
+	hooks := slices.Clone(e.onDeleted)
 	e.mu.Unlock()
 	_, err := e.CollectGarbage(ctx)
+	for _, fn := range hooks {
+		fn(ctx, account, id)
+	}
 	return err
+}
+
+// OnImageDeleted registers fn to run after DeleteImage deleted an image
+// and collected its layers (the export registry drops its blobs).
+func (e *Engine) OnImageDeleted(fn func(ctx context.Context, account, id string)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onDeleted = append(e.onDeleted, fn)
 }
 
 // GCStats reports what a collection removed.

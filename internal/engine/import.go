@@ -151,9 +151,14 @@ func (e *Engine) importArchive(ctx context.Context, account string, f store.File
 	defer src.Close()
 	return e.NewBaseImage(ctx, account, func(dir string) error {
 		Progress(ctx, apitypes.EventDataProgress{Phase: "extract", Total: f.Size, Unit: "bytes"})
-		_, err := archive.ApplyTar(ctx, src, dir, archive.Options{})
+		// Images carry no device nodes: the sandbox provides /dev.
+		st, err := archive.ApplyTar(ctx, src, dir, archive.Options{DropDevices: true})
 		if err == nil {
 			Progress(ctx, apitypes.EventDataProgress{Phase: "extract", Done: f.Size, Total: f.Size, Unit: "bytes"})
+			if st.Devices > 0 {
+				Progress(ctx, apitypes.EventDataProgress{Phase: "devices", Done: int64(st.Devices), Total: int64(st.Devices), Unit: "device nodes",
+					Message: fmt.Sprintf("dropped %d device node(s) from the root filesystem (device nodes are never created in images; the sandbox provides /dev)", st.Devices)})
+			}
 		}
 		return err
 	})

@@ -63,10 +63,12 @@ func (im *Importer) newImage(ctx context.Context, e *engine.Engine, account stri
 			ChainID: chain.String(),
 			Fill: func(dir string) error {
 				pr.layer(i)
-				used, err := im.applyLayer(ctx, dir, l, budget, pr)
+				var devs droppedDevices
+				used, err := im.applyLayer(ctx, dir, l, budget, pr, &devs)
 				if err != nil {
 					return where(err)
 				}
+				devs.report(ctx, fmt.Sprintf("layer %d of %d (%s)", i+1, len(p.layers), shortDigest(l)))
 				budget -= used
 				return nil
 			},
@@ -147,7 +149,7 @@ func shortDigest(l layerSource) string {
 // checkEntries; archive.ApplyTar does the extraction and its own checks.
 // Errors are reported in that order of precedence: a damaged blob explains
 // everything after it.
-func (im *Importer) applyLayer(ctx context.Context, dir string, l layerSource, budget int64, pr *progress) (int64, error) {
+func (im *Importer) applyLayer(ctx context.Context, dir string, l layerSource, budget int64, pr *progress, devs *droppedDevices) (int64, error) {
 	if budget <= 0 {
 		return 0, errdefs.TooLarge("the image expands to more than %d bytes, the import size limit (a decompression bomb?); raise the limit or use a smaller image", im.opts.MaxBytes)
 	}
@@ -171,7 +173,8 @@ func (im *Importer) applyLayer(ctx context.Context, dir string, l layerSource, b
 	go func() { checked <- checkEntries(pipeR) }()
 	src := io.TeeReader(hashed, pipeW)
 
-	_, applyErr := archive.ApplyTar(ctx, src, dir, archive.Options{ConvertWhiteouts: true, MaxBytes: budget, MaxEntries: im.opts.MaxEntries})
+	_, applyErr := archive.ApplyTar(ctx, src, dir, archive.Options{ConvertWhiteouts: true, MaxBytes: budget, MaxEntries: im.opts.MaxEntries,
+		DropDevices: true, DeviceDropped: devs.add})
 	if applyErr == nil {
 		// The tar ends before the stream does (padding, the compressor's
 		// trailer): read to the end so every byte is hashed and checked.
@@ -355,11 +358,10 @@ func decompress(r io.Reader) (io.Reader, func(), error) {
 	return br, func() {}, nil
 }
 
-// checkEntries reads a layer's tar headers and refuses what arbor does not
-// import: names that climb out with "..", and device nodes (character or
-// block; a 0/0 character device, an overlay whiteout, is accepted). The
-// sandbox runtime provides /dev. Stream errors are left to ApplyTar, which
-// reads the same bytes. It drains r, so the writer never blocks.
+// checkEntries reads a layer's tar headers and refuses names that climb
+// out with "..". (Device nodes are left out by archive.ApplyTar.) Stream
+// errors are left to ApplyTar, which reads the same bytes. It drains r, so
+// the writer never blocks.
 func checkEntries(r *io.PipeReader) error {
 	var bad error
 	tr := tar.NewReader(r)
@@ -369,13 +371,8 @@ func checkEntries(r *io.PipeReader) error {
 			break
 		}
 		clean := path.Clean(strings.TrimLeft(hdr.Name, "/"))
-		switch {
-		case clean == ".." || strings.HasPrefix(clean, "../"):
+		if clean == ".." || strings.HasPrefix(clean, "../") {
 			bad = errdefs.InvalidArgument("entry %q points outside the image root through \"..\"", hdr.Name)
-		case hdr.Typeflag == tar.TypeBlock:
-			bad = errdefs.InvalidArgument("entry %q is a block device (%d:%d): images may not carry device nodes", hdr.Name, hdr.Devmajor, hdr.Devminor)
-		case hdr.Typeflag == tar.TypeChar && (hdr.Devmajor != 0 || hdr.Devminor != 0):
-			bad = errdefs.InvalidArgument("entry %q is a character device (%d:%d): images may not carry device nodes (the sandbox provides /dev)", hdr.Name, hdr.Devmajor, hdr.Devminor)
 		}
 	}
 	if bad != nil {
@@ -384,6 +381,36 @@ func checkEntries(r *io.PipeReader) error {
 	}
 	_, _ = io.Copy(io.Discard, r)
 	return nil
+}
+
+// droppedDevices collects the device nodes an extraction left out (images
+// carry none: the sandbox provides /dev), for the import's events.
+type droppedDevices struct {
+	n     int
+	paths []string
+}
+
+// maxDevicePaths bounds the paths one event names.
+const maxDevicePaths = 10
+
+func (d *droppedDevices) add(p string) {
+	d.n++
+	if len(d.paths) < maxDevicePaths {
+		d.paths = append(d.paths, p)
+	}
+}
+
+// report adds an event saying how many device nodes where were dropped.
+func (d *droppedDevices) report(ctx context.Context, where string) {
+	if d.n == 0 {
+		return
+	}
+	list := strings.Join(d.paths, ", ")
+	if d.n > len(d.paths) {
+		list += fmt.Sprintf(" and %d more", d.n-len(d.paths))
+	}
+	engine.Progress(ctx, apitypes.EventDataProgress{Phase: "devices", Done: int64(d.n), Total: int64(d.n), Unit: "device nodes",
+		Message: fmt.Sprintf("dropped %d device node(s) from %s: %s (device nodes are never created in images; the sandbox provides /dev)", d.n, where, list)})
 }
 
 // progress reports an import's layers and bytes as operation events, at

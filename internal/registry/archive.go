@@ -51,6 +51,12 @@ const (
 // Archives with several images are refused, except OCI layouts whose index
 // has exactly one image for the configured platform.
 func (im *Importer) ImportArchive(ctx context.Context, e *engine.Engine, account string, r io.ReaderAt, size int64) (string, error) {
+	return im.importArchive(ctx, e, account, r, size, "")
+}
+
+// importArchive is ImportArchive for an import that will tag its image
+// with tag (see [Importer.cached]).
+func (im *Importer) importArchive(ctx context.Context, e *engine.Engine, account string, r io.ReaderAt, size int64, tag string) (string, error) {
 	ra, size, cleanup, err := im.seekable(ctx, e, r, size)
 	if err != nil {
 		return "", err
@@ -64,13 +70,13 @@ func (im *Importer) ImportArchive(ctx context.Context, e *engine.Engine, account
 	engine.Progress(ctx, apitypes.EventDataProgress{Phase: "resolve", Message: "archive: " + string(kind)})
 	switch kind {
 	case KindOCILayout:
-		return im.importLayout(ctx, e, account, idx, "OCI layout archive")
+		return im.importLayout(ctx, e, account, idx, "OCI layout archive", tag)
 	case KindDockerSave:
 		p, key, err := dockerSavePlan(idx)
 		if err != nil {
 			return "", err
 		}
-		return im.cached(ctx, e, account, key, p.source, func() (string, error) {
+		return im.cached(ctx, e, account, key, p.source, tag, func() (string, error) {
 			return im.newImage(ctx, e, account, p, "extract")
 		})
 	}
@@ -97,11 +103,11 @@ func (im *Importer) ImportPath(ctx context.Context, e *engine.Engine, account, p
 	if _, _, err := store.open("oci-layout"); err != nil {
 		return "", errdefs.InvalidArgument("%s is not an OCI image layout (no oci-layout file); archive a root filesystem directory and import the tarball", p)
 	}
-	return im.importLayout(ctx, e, account, store, "OCI layout "+p)
+	return im.importLayout(ctx, e, account, store, "OCI layout "+p, "")
 }
 
 // importLayout imports the image of an OCI layout for the platform.
-func (im *Importer) importLayout(ctx context.Context, e *engine.Engine, account string, s blobStore, source string) (string, error) {
+func (im *Importer) importLayout(ctx context.Context, e *engine.Engine, account string, s blobStore, source, tag string) (string, error) {
 	if b, err := readStoreFile(s, "oci-layout", 4<<10); err != nil {
 		return "", err
 	} else {
@@ -117,7 +123,7 @@ func (im *Importer) importLayout(ctx context.Context, e *engine.Engine, account 
 	if err != nil {
 		return "", err
 	}
-	return im.cached(ctx, e, account, "manifest:"+m.digest.String(), source, func() (string, error) {
+	return im.cached(ctx, e, account, "manifest:"+m.digest.String(), source, tag, func() (string, error) {
 		p, err := m.plan(ctx, f, im.platform, source)
 		if err != nil {
 			return "", err
@@ -131,9 +137,12 @@ func (im *Importer) importRootfs(ctx context.Context, e *engine.Engine, account 
 	return e.NewBaseImage(ctx, account, func(dir string) error {
 		pr := &progress{ctx: ctx, phase: "extract", total: size}
 		pr.emit()
-		_, err := archive.ApplyTar(ctx, &countingReader{r: r, add: pr.add}, dir, archive.Options{MaxBytes: im.opts.MaxBytes, MaxEntries: im.opts.MaxEntries})
+		var devs droppedDevices
+		_, err := archive.ApplyTar(ctx, &countingReader{r: r, add: pr.add}, dir, archive.Options{MaxBytes: im.opts.MaxBytes, MaxEntries: im.opts.MaxEntries,
+			DropDevices: true, DeviceDropped: devs.add})
 		if err == nil {
 			pr.emit()
+			devs.report(ctx, "the root filesystem")
 		}
 		return err
 	})
@@ -172,7 +181,13 @@ func (im *Importer) seekable(ctx context.Context, e *engine.Engine, r io.ReaderA
 	}
 	cleanup := func() { f.Close(); os.Remove(f.Name()) }
 	pr := &progress{ctx: ctx, phase: "decompress", total: size}
-	n, err := io.Copy(f, &capReader{r: &ctxReader{ctx: ctx, r: &countingReader{r: zr, add: func(int) {}}}, left: im.opts.MaxBytes, limit: im.opts.MaxBytes})
+	// Zeros stay holes: a sparse file in the archive does not take its
+	// size on disk while it is staged.
+	sw := archive.NewSparseWriter(f)
+	n, err := io.Copy(sw, &capReader{r: &ctxReader{ctx: ctx, r: &countingReader{r: zr, add: func(int) {}}}, left: im.opts.MaxBytes, limit: im.opts.MaxBytes})
+	if err == nil {
+		err = sw.Close()
+	}
 	pr.done = n
 	pr.emit()
 	if err != nil {

@@ -245,7 +245,7 @@ func TestImportArchiveBadInput(t *testing.T) {
 			imp := im
 			if tc.opts != nil {
 				var err error
-				if imp, err = New(*tc.opts); err != nil {
+				if imp, err = New(loopback(*tc.opts)); err != nil {
 					t.Fatal(err)
 				}
 			}

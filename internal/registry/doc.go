@@ -25,14 +25,20 @@
 // stream (a registry serving damaged data fails the import with the digest
 // it got and the one it wanted), uncompressed layers against the config's
 // diff_ids, the total uncompressed size against Options.MaxBytes
-// (decompression bombs), and every tar header: ".." names and device nodes
-// are refused, and archive.ApplyTar resolves every path inside the image,
+// (decompression bombs), and every tar header: ".." names are refused,
+// device nodes (character and block, 0/0 included: only ".wh." names are
+// whiteouts) are left out and counted in a "devices" progress event naming
+// them, fifos are kept, and archive.ApplyTar resolves every path inside the image,
 // so absolute names and symlinks followed by writes through them stay
 // inside (or fail when their target is outside the image), and hard links
 // must point to a file of the same layer.
 //
-// Registries on loopback addresses are reached over plain HTTP, all others
-// over HTTPS only. Multi-platform indexes resolve to Options.Platform
+// Imports reach registries on public addresses only, unless
+// Options.AllowRegistries lists others (checked on the address dialled,
+// after name resolution); failures to reach one, and answers that are not
+// a registry's, all give one message, so imports cannot map what listens
+// where. Registries on loopback addresses are reached over plain HTTP, all
+// others over HTTPS only. Multi-platform indexes resolve to Options.Platform
 // (linux/amd64 on amd64 hosts).
 //
 // Re-importing an unchanged image is a fast no-op that still returns an

@@ -41,6 +41,9 @@ import (
 //	HOST/arbor/…@sha256:…            a manifest this exporter generated
 //	HOST/arbor-layers/…              the same names, with the image's layers kept
 //
+// GET /v2/_catalog lists these repositories for the caller's account (see
+// serveCatalog).
+//
 // Docker references are lower case, so images whose tag has capitals are
 // pulled by uuid.
 //
@@ -66,8 +69,9 @@ import (
 // <home>/registry/blobs/sha256/<hex> and records them in
 // <home>/registry/exports/<uuid>.json (<uuid>.layers.json for the layered
 // form); images are immutable, so later requests, and manifests and blobs
-// requested separately, always agree. [Exporter.Prune] removes what deleted
-// images left behind.
+// requested separately, always agree. Deleting an image removes its exports
+// and the blobs no other export uses; [Exporter.Prune] (run when the daemon
+// starts) removes whatever deleted images left behind otherwise.
 //
 // # Authentication
 //
@@ -154,7 +158,9 @@ func recKey(image, variant string) string {
 
 func (r *exportRecord) key() string { return recKey(r.Image, r.Variant) }
 
-// ExportHandler returns the read-only OCI registry of e's images. auth maps
+// ExportHandler returns the read-only OCI registry of e's images, and
+// removes an image's exports and the blobs no other export uses when the
+// image is deleted. auth maps
 // a request to its account; nil means [TokenAuth](e). Basic credentials are
 // presented to auth as "Authorization: Bearer <password>", so any bearer
 // token check works for docker and crane too.
@@ -162,8 +168,10 @@ func ExportHandler(e *engine.Engine, auth func(r *http.Request) (account string,
 	if auth == nil {
 		auth = TokenAuth(e)
 	}
-	return &Exporter{e: e, auth: auth, dir: filepath.Join(e.Home(), "registry"), log: slog.New(slog.DiscardHandler),
+	x := &Exporter{e: e, auth: auth, dir: filepath.Join(e.Home(), "registry"), log: slog.New(slog.DiscardHandler),
 		records: map[string]*exportRecord{}, byBlob: map[string]map[string]bool{}, locks: map[string]*sync.Mutex{}}
+	e.OnImageDeleted(x.imageDeleted)
+	return x
 }
 
 // TokenAuth authenticates with arbor API tokens sent as a bearer token or
@@ -212,6 +220,8 @@ func (x *Exporter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rest == "":
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, "{}")
+	case rest == "_catalog":
+		x.serveCatalog(ctx, w, r, account)
 	case strings.Contains(rest, "/manifests/"):
 		i := strings.LastIndex(rest, "/manifests/")
 		x.serveManifest(ctx, w, r, account, rest[:i], rest[i+len("/manifests/"):])
@@ -654,6 +664,42 @@ func (x *Exporter) Prune(ctx context.Context) error {
 		}
 	}
 	return x.pruneLayerCache()
+}
+
+// imageDeleted removes the exports of a deleted image and the blobs that no
+// other export uses (blobs shared with another image's export stay).
+func (x *Exporter) imageDeleted(ctx context.Context, account, image string) {
+	x.mu.Lock()
+	x.loadLocked()
+	var gone []string
+	for _, variant := range []string{"", variantLayers} {
+		rec := x.records[recKey(image, variant)]
+		if rec == nil || rec.Account != account {
+			continue
+		}
+		x.dropLocked(rec)
+		if err := os.Remove(filepath.Join(x.dir, "exports", rec.key()+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			x.log.WarnContext(ctx, "registry export: remove the record of a deleted image", "image", image, "err", err)
+		}
+		gone = append(gone, rec.blobs()...)
+	}
+	removed := 0
+	for _, d := range gone {
+		if len(x.byBlob[d]) > 0 {
+			continue
+		}
+		if err := os.Remove(x.blobPath(d)); err == nil {
+			removed++
+		} else if !errors.Is(err, os.ErrNotExist) {
+			x.log.WarnContext(ctx, "registry export: remove a blob of a deleted image", "blob", d, "err", err)
+		}
+	}
+	x.mu.Unlock()
+	if removed > 0 {
+		if err := x.pruneLayerCache(); err != nil {
+			x.log.WarnContext(ctx, "registry export: prune the layer cache", "err", err)
+		}
+	}
 }
 
 // exportEnv turns an image's preserved environment (a JSON object) into a

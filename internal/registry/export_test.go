@@ -241,3 +241,89 @@ func TestExportRoundTrip(t *testing.T) {
 		t.Errorf("manifest does not name its arbor image: %s", b)
 	}
 }
+
+// TestExportBlobsGoWithTheirImage: deleting an image removes its export
+// records and the blobs no other image's export uses, flattened and
+// layered; blobs shared with a live image's export stay and still serve.
+func TestExportBlobsGoWithTheirImage(t *testing.T) {
+	e, im := newEngine(t, Options{})
+	ctx := context.Background()
+	base, err := im.ImportArchive(ctx, e, acct, bytes.NewReader(busyboxTar(t)), int64(len(busyboxTar(t))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := e.NewImage(ctx, acct, base, func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "child"), []byte("only in the child"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := ExportHandler(e, nil)
+	blobs := func() map[string]bool {
+		ents, err := os.ReadDir(filepath.Join(e.Home(), "registry", "blobs", "sha256"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, en := range ents {
+			out["sha256:"+en.Name()] = true
+		}
+		return out
+	}
+	recs := map[string]*exportRecord{}
+	for _, id := range []string{base, child} {
+		img, err := e.Image(ctx, acct, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range []string{"", variantLayers} {
+			rec, err := x.export(ctx, acct, img, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs[recKey(id, v)] = rec
+		}
+	}
+	keep := map[string]bool{}
+	for _, v := range []string{"", variantLayers} {
+		for _, d := range recs[recKey(base, v)].blobs() {
+			keep[d] = true
+		}
+	}
+	var childOnly []string
+	for _, v := range []string{"", variantLayers} {
+		for _, d := range recs[recKey(child, v)].blobs() {
+			if !keep[d] {
+				childOnly = append(childOnly, d)
+			}
+		}
+	}
+	if len(childOnly) == 0 || len(keep) == 0 {
+		t.Fatalf("child-only blobs %d, shared or base blobs %d: the test needs both", len(childOnly), len(keep))
+	}
+	before := blobs()
+	if err := e.DeleteImage(ctx, acct, child); err != nil {
+		t.Fatal(err)
+	}
+	after := blobs()
+	for _, d := range childOnly {
+		if !before[d] || after[d] {
+			t.Errorf("blob %s of the deleted image: before %v, after %v; want it gone", d, before[d], after[d])
+		}
+	}
+	for d := range keep {
+		if !after[d] {
+			t.Errorf("blob %s of the live image was removed", d)
+		}
+	}
+	for _, v := range []string{"", variantLayers} {
+		if _, err := os.Stat(filepath.Join(e.Home(), "registry", "exports", recKey(child, v)+".json")); !os.IsNotExist(err) {
+			t.Errorf("export record %s of the deleted image: %v, want it gone", recKey(child, v), err)
+		}
+	}
+	// The live image still serves from the blobs that stayed.
+	img, _ := e.Image(ctx, acct, base)
+	if rec, err := x.export(ctx, acct, img, variantLayers); err != nil || !x.haveBlobs(rec) {
+		t.Errorf("export of the live image after the delete: %v", err)
+	}
+}

@@ -41,8 +41,15 @@ import (
 
 const acct = "test"
 
+// loopback opts in to the test registries, which listen on loopback:
+// imports reach public addresses only unless the operator allows others.
+func loopback(opts Options) Options {
+	opts.AllowRegistries = append(opts.AllowRegistries, "127.0.0.0/8")
+	return opts
+}
+
 // newEngine starts an engine (runc) on a fresh home with an Importer
-// installed.
+// installed, allowed to reach registries on loopback.
 func newEngine(t *testing.T, opts Options) (*engine.Engine, *Importer) {
 	t.Helper()
 	testutil.RequiresRoot(t)
@@ -51,7 +58,7 @@ func newEngine(t *testing.T, opts Options) (*engine.Engine, *Importer) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	im, err := Install(e, opts)
+	im, err := Install(e, loopback(opts))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
@@ -157,7 +156,7 @@ func TestImportRegistry(t *testing.T) {
 	}
 
 	// Another platform picks the other image of the index.
-	imArm, err := New(Options{Platform: "linux/arm64"})
+	imArm, err := New(loopback(Options{Platform: "linux/arm64"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +241,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 		{name: "missing tag", url: reg.host + "/test/good:nope", class: errdefs.ErrNotFound, msg: "not found"},
 		{name: "missing repository", url: reg.host + "/no/such:v1", class: errdefs.ErrNotFound, msg: "not found"},
 		{name: "missing digest", url: reg.host + "/test/good@sha256:" + strings.Repeat("0", 64), class: errdefs.ErrNotFound, msg: "not found"},
-		{name: "unreachable registry", url: "docker://" + closedPort(t) + "/test/good:v1", class: errdefs.ErrUnavailable, msg: "cannot reach registry"},
+		{name: "unreachable registry", url: "docker://" + closedPort(t) + "/test/good:v1", class: errdefs.ErrUnavailable, msg: "no registry answered"},
 		{name: "wrong credentials", url: authHost + "/test/good:v1", creds: &apitypes.Credentials{Username: "user", Password: "wrong"}, class: errdefs.ErrUnauthorized, msg: "rejected the credentials"},
 		{name: "anonymous pull of a private image", url: authHost + "/test/good:v1", creds: &apitypes.Credentials{}, class: errdefs.ErrUnauthorized, msg: "anonymous"},
 		{name: "corrupt layer", url: corruptHost + "/test/good:v1", class: errdefs.ErrInvalidArgument, msg: "does not match its digest"},
@@ -251,8 +250,6 @@ func TestImportRegistryBadInput(t *testing.T) {
 		{name: "dotdot entry", url: pushed("bad/dotdot:v1", layerOf(t, file("ok", "x")), layerOf(t, file("../escape", "x"))), class: errdefs.ErrInvalidArgument, msg: "outside the image root"},
 		{name: "absolute dotdot entry", url: pushed("bad/absdotdot:v1", layerOf(t, file("/../../"+filepath.Base(hostDir)+"/escape", "x"))), class: errdefs.ErrInvalidArgument, msg: "outside the image root"},
 		{name: "symlink then write through it", url: pushed("bad/symlink:v1", layerOf(t, symlink("esc", hostDir), file("esc/pwned", "x"))), class: errdefs.ErrInvalidArgument, msg: "symlink"},
-		{name: "character device", url: pushed("bad/chardev:v1", layerOf(t, dir("dev"), device("dev/mem", tar.TypeChar, 1, 1))), class: errdefs.ErrInvalidArgument, msg: "character device (1:1)"},
-		{name: "block device", url: pushed("bad/blockdev:v1", layerOf(t, dir("dev"), device("dev/sda", tar.TypeBlock, 8, 0))), class: errdefs.ErrInvalidArgument, msg: "block device"},
 		{name: "hard link across layers", url: pushed("bad/hardlink:v1", layerOf(t, file("a", "x")), layerOf(t, hardlink("b", "a"))), class: errdefs.ErrInvalidArgument, msg: "hard link"},
 		{name: "decompression bomb", url: pushed("bad/bomb:v1", layerOf(t, zeros("zeros", 64<<20))), opts: &Options{MaxBytes: 8 << 20}, class: errdefs.ErrTooLarge, msg: "8388608"},
 		{name: "bomb spread over layers", url: pushed("bad/bombs:v1", layerOf(t, zeros("z1", 3<<20)), layerOf(t, zeros("z2", 3<<20)), layerOf(t, zeros("z3", 3<<20))), opts: &Options{MaxBytes: 8 << 20}, class: errdefs.ErrTooLarge, msg: "8388608"},
@@ -285,7 +282,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 			imp := im
 			if tc.opts != nil {
 				var err error
-				if imp, err = New(*tc.opts); err != nil {
+				if imp, err = New(loopback(*tc.opts)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -469,7 +466,7 @@ func TestConcurrentImportsPullOnce(t *testing.T) {
 		t.Errorf("%d images, want 1", c)
 	}
 	// The index survives a restart of the importer.
-	im2, err := New(Options{})
+	im2, err := New(loopback(Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,9 +39,19 @@ type Options struct {
 	// ("linux/amd64" on the usual hosts).
 	Platform string
 	// Transport carries registry requests. Default: go-containerregistry's
-	// remote.DefaultTransport with a 2-minute response header timeout.
-	// Plain HTTP is refused for non-loopback hosts whatever it is.
+	// remote.DefaultTransport with a 2-minute response header timeout,
+	// dialling only what AllowRegistries allows. Plain HTTP is refused for
+	// non-loopback hosts whatever it is.
 	Transport http.RoundTripper
+	// AllowRegistries lists the non-public registries imports may reach:
+	// CIDR ranges ("10.0.0.0/8", "127.0.0.0/8"), addresses ("::1") and
+	// registry names with or without a port ("registry.lan:5000",
+	// "localhost"). Public addresses are always allowed; loopback, private,
+	// link-local and other special-purpose ones only when listed. Checked
+	// on the address each connection goes to, after name resolution (an
+	// HTTPS proxy from the environment is dialled, so it must be allowed
+	// too). Only used for the default Transport.
+	AllowRegistries []string
 	// Logger receives warnings (a cache index that cannot be written).
 	// Default: discard.
 	Logger *slog.Logger
@@ -74,8 +84,13 @@ func New(opts Options) (*Importer, error) {
 	if err != nil || p.OS == "" || p.Architecture == "" {
 		return nil, fmt.Errorf("registry: platform %q is not os/arch[/variant]", opts.Platform)
 	}
+	policy, err := newDialPolicy(opts.AllowRegistries)
+	if err != nil {
+		return nil, err
+	}
 	if opts.Transport == nil {
 		t := remote.DefaultTransport.(*http.Transport).Clone()
+		t.DialContext = policy.dialContext(newDialer())
 		// A registry that accepts connections but never answers would
 		// otherwise hold the import until its operation times out.
 		t.ResponseHeaderTimeout = 2 * time.Minute
@@ -114,7 +129,7 @@ func Install(e *engine.Engine, opts Options) (*Importer, error) {
 func (im *Importer) ImportRegistry(ctx context.Context, e *engine.Engine, account string, req apitypes.ImageImportRequest) (string, error) {
 	url := strings.TrimSpace(req.Registry.URL)
 	if ref, ok := strings.CutPrefix(url, engine.UploadScheme); ok {
-		return im.importUpload(ctx, e, account, ref)
+		return im.importUpload(ctx, e, account, ref, requestTag(req))
 	}
 	ref, err := ParseReference(url)
 	if err != nil {
@@ -135,15 +150,15 @@ func (im *Importer) ImportRegistry(ctx context.Context, e *engine.Engine, accoun
 	f := &remoteFetcher{p: puller, ref: ref}
 	m, err := resolveManifest(ctx, f, im.platform, ref.String())
 	if err != nil {
-		return "", remoteError(err, ref, withCreds)
+		return "", im.remoteError(ctx, err, ref, withCreds)
 	}
-	return im.cached(ctx, e, account, "manifest:"+m.digest.String(), ref.String(), func() (string, error) {
+	return im.cached(ctx, e, account, "manifest:"+m.digest.String(), ref.String(), requestTag(req), func() (string, error) {
 		p, err := m.plan(ctx, f, im.platform, ref.String())
 		if err != nil {
-			return "", remoteError(err, ref, withCreds)
+			return "", im.remoteError(ctx, err, ref, withCreds)
 		}
 		id, err := im.newImage(ctx, e, account, p, "pull")
-		return id, remoteError(err, ref, withCreds)
+		return id, im.remoteError(ctx, err, ref, withCreds)
 	})
 }
 
@@ -160,38 +175,68 @@ func authenticator(c *apitypes.Credentials) (authn.Authenticator, bool) {
 	return &authn.Basic{Username: c.Username, Password: c.Password}, true
 }
 
+// requestTag is the tag an import request asks for, or "".
+func requestTag(req apitypes.ImageImportRequest) string {
+	if req.Tag == nil {
+		return ""
+	}
+	return *req.Tag
+}
+
 // importUpload imports an uploaded archive.
-func (im *Importer) importUpload(ctx context.Context, e *engine.Engine, account, ref string) (string, error) {
+func (im *Importer) importUpload(ctx context.Context, e *engine.Engine, account, ref, tag string) (string, error) {
 	f, rec, err := e.OpenFile(ctx, account, ref)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	return im.cached(ctx, e, account, "upload:"+rec.SHA256, "upload://"+ref, func() (string, error) {
-		return im.ImportArchive(ctx, e, account, f, rec.Size)
+	return im.cached(ctx, e, account, "upload:"+rec.SHA256, "upload://"+ref, tag, func() (string, error) {
+		return im.importArchive(ctx, e, account, f, rec.Size, tag)
 	})
 }
 
-// cached returns the image recorded for key in account if it still
-// exists, and otherwise runs build and records its image. Concurrent calls
-// for one key run build once.
-func (im *Importer) cached(ctx context.Context, e *engine.Engine, account, key, source string, build func() (string, error)) (string, error) {
+// cached returns an image recorded for key in account if one still exists
+// and may carry tag, and otherwise runs build and records its image.
+// Concurrent calls for one key run build once.
+//
+// The engine tags the image an import returns, and an image has one tag,
+// so an image is returned again only to an import that asks for no tag, for
+// the tag it was imported with (while it still carries that tag or none), or
+// for a new tag when it carries none and no other import claimed it. Two
+// imports of the same content with different tags get two images; the
+// second shares the first one's stored layers (nothing is extracted again
+// for layered images), so both tags stay.
+func (im *Importer) cached(ctx context.Context, e *engine.Engine, account, key, source, tag string, build func() (string, error)) (string, error) {
 	c := im.cache(e.Home())
 	lock := im.keyLock(account + "\x00" + key)
 	lock.Lock()
 	defer lock.Unlock()
-	if id := c.lookup(account, key); id != "" {
-		if _, err := e.Image(ctx, account, id); err == nil {
-			engine.Progress(ctx, apitypes.EventDataProgress{Phase: "cached", Done: 1, Total: 1, Unit: "images",
-				Message: fmt.Sprintf("%s is unchanged since its import as image %s", source, id)})
-			return id, nil
+	for _, en := range c.lookup(account, key) {
+		img, err := e.Image(ctx, account, en.Image)
+		if err != nil {
+			continue
 		}
+		switch {
+		case tag == "":
+		case en.Tag == tag && (img.Tag == tag || img.Tag == ""):
+		case en.Tag == "" && (img.Tag == "" || img.Tag == tag):
+			// Claim the untagged image for this tag, so that a concurrent
+			// import with another tag does not get it too.
+			if err := c.remember(account, key, source, tag, en.Image, true); err != nil {
+				im.log.WarnContext(ctx, "registry: cannot record import for re-use", "source", source, "image", en.Image, "err", err)
+			}
+		default:
+			continue
+		}
+		engine.Progress(ctx, apitypes.EventDataProgress{Phase: "cached", Done: 1, Total: 1, Unit: "images",
+			Message: fmt.Sprintf("%s is unchanged since its import as image %s", source, en.Image)})
+		return en.Image, nil
 	}
 	id, err := build()
 	if err != nil {
 		return "", err
 	}
-	if err := c.remember(account, key, source, id); err != nil {
+	if err := c.remember(account, key, source, tag, id, false); err != nil {
 		im.log.WarnContext(ctx, "registry: cannot record import for re-use", "source", source, "image", id, "err", err)
 	}
 	return id, nil
@@ -221,28 +266,33 @@ func (im *Importer) cache(home string) *importCache {
 
 // importCache is <home>/registry/index.json: what each account imported,
 // by manifest digest (registries and OCI layouts), config digest (docker
-// save archives) or upload sha256, and the image it became. An entry whose
-// image was deleted is simply not used.
+// save archives) or upload sha256, and with which tag, and the image it
+// became. An entry whose image was deleted is simply not used.
 type importCache struct {
 	path string
 
 	mu      sync.Mutex
 	loaded  bool
-	entries map[string]cacheEntry // account + "\x00" + key
+	entries map[string]cacheEntry // entryKey(account, key, tag)
 }
 
 type cacheEntry struct {
-	Account string    `json:"account"`
-	Key     string    `json:"key"`
-	Image   string    `json:"image"`
-	Source  string    `json:"source"`
-	At      time.Time `json:"imported_at"`
+	Account string `json:"account"`
+	Key     string `json:"key"`
+	// Tag is the tag the import asked for ("" for none): the engine gave
+	// the image that tag.
+	Tag    string    `json:"tag,omitempty"`
+	Image  string    `json:"image"`
+	Source string    `json:"source"`
+	At     time.Time `json:"imported_at"`
 }
 
 type cacheFile struct {
 	Version int          `json:"version"`
 	Imports []cacheEntry `json:"imports"`
 }
+
+func entryKey(account, key, tag string) string { return account + "\x00" + key + "\x00" + tag }
 
 func (c *importCache) load() {
 	if c.loaded {
@@ -259,29 +309,48 @@ func (c *importCache) load() {
 		return // an unreadable index only costs a re-pull
 	}
 	for _, en := range f.Imports {
-		c.entries[en.Account+"\x00"+en.Key] = en
+		c.entries[entryKey(en.Account, en.Key, en.Tag)] = en
 	}
 }
 
-func (c *importCache) lookup(account, key string) string {
+// lookup returns the entries of (account, key), newest first.
+func (c *importCache) lookup(account, key string) []cacheEntry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.load()
-	return c.entries[account+"\x00"+key].Image
+	var out []cacheEntry
+	for _, en := range c.entries {
+		if en.Account == account && en.Key == key {
+			out = append(out, en)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].At.After(out[j].At) })
+	return out
 }
 
-func (c *importCache) remember(account, key, source, image string) error {
+// remember records that importing key with tag gave image. claimed says
+// that image was the untagged import of key, whose entry goes.
+func (c *importCache) remember(account, key, source, tag, image string, claimed bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.load()
-	c.entries[account+"\x00"+key] = cacheEntry{Account: account, Key: key, Image: image, Source: source, At: time.Now().UTC()}
+	if claimed {
+		delete(c.entries, entryKey(account, key, ""))
+	}
+	c.entries[entryKey(account, key, tag)] = cacheEntry{Account: account, Key: key, Tag: tag, Image: image, Source: source, At: time.Now().UTC()}
 	f := cacheFile{Version: 1, Imports: make([]cacheEntry, 0, len(c.entries))}
 	for _, en := range c.entries {
 		f.Imports = append(f.Imports, en)
 	}
 	sort.Slice(f.Imports, func(i, j int) bool {
 		a, b := f.Imports[i], f.Imports[j]
-		return a.Account < b.Account || a.Account == b.Account && a.Key < b.Key
+		if a.Account != b.Account {
+			return a.Account < b.Account
+		}
+		if a.Key != b.Key {
+			return a.Key < b.Key
+		}
+		return a.Tag < b.Tag
 	})
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
@@ -329,6 +398,11 @@ func (f *remoteFetcher) root(ctx context.Context) (rawManifest, error) {
 	d, err := f.p.Get(ctx, f.ref)
 	if err != nil {
 		return rawManifest{}, err
+	}
+	if !json.Valid(d.Manifest) {
+		// A web server answering every path, not a registry: say no more
+		// than for a closed port (see remoteError).
+		return rawManifest{}, errNotRegistry{mediaType: string(d.MediaType)}
 	}
 	return rawManifest{raw: d.Manifest, mediaType: d.MediaType, digest: d.Digest}, nil
 }

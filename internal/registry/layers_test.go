@@ -301,7 +301,7 @@ func newEngineAt(t *testing.T, home string, cfg engine.Config) (*engine.Engine, 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	im, err := Install(e, Options{})
+	im, err := Install(e, loopback(Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
