@@ -1,0 +1,261 @@
+package engine
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/store"
+)
+
+// spawnWait spawns req (shell on) and waits for it, whatever its status.
+func spawnWait(t *testing.T, e *Engine, req apitypes.InstanceSpawnRequest) store.Operation {
+	t.Helper()
+	req.Shell = ptr(true)
+	op, _, err := e.Spawn(context.Background(), acct, req)
+	if err != nil {
+		t.Fatalf("Spawn(%q): %v", req.Command, err)
+	}
+	return waitOp(t, e, op)
+}
+
+func waitOp(t *testing.T, e *Engine, op string) store.Operation {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o, err := e.WaitOperation(ctx, acct, op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// sizeCapEvent returns op's size_cap event, failing when there is none.
+func sizeCapEvent(t *testing.T, e *Engine, op string) apitypes.EventDataSizeCap {
+	t.Helper()
+	evs, err := e.st.Events(context.Background(), op, -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, ev := range evs {
+		types = append(types, ev.Type)
+		if ev.Type == apitypes.EventSizeCap {
+			var d apitypes.EventDataSizeCap
+			if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+	}
+	t.Fatalf("no size_cap event in %v", types)
+	return apitypes.EventDataSizeCap{}
+}
+
+func TestScanTreeCountsDisk(t *testing.T) {
+	dir := t.TempDir()
+	if u := scanTree(dir); u.bytes != 0 {
+		t.Fatalf("empty dir uses %d bytes, want 0", u.bytes)
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte{1}, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := os.Link(big, filepath.Join(dir, "link"+string(rune('a'+i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one := scanTree(dir).bytes
+	if one < 1<<20 || one > 1<<20+64<<10 {
+		t.Errorf("1 MiB file with 10 extra hard links counts %d bytes, want about 1 MiB (links once)", one)
+	}
+	// A sparse file costs its blocks, not its length.
+	f, err := os.Create(filepath.Join(dir, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	u := scanTree(dir)
+	if u.bytes-one > 64<<10 {
+		t.Errorf("1 GiB sparse file counts %d bytes, want its blocks only", u.bytes-one)
+	}
+	if u.biggest != 1<<30 {
+		t.Errorf("biggest = %d, want the sparse file's length %d", u.biggest, 1<<30)
+	}
+	// Empty directories and symlinks are inodes: they count.
+	for i := range 100 {
+		n := filepath.Join(dir, "d", string(rune('a'+i%26))+strings.Repeat("x", i))
+		if err := os.MkdirAll(n, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/nowhere", n+".lnk"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := scanTree(dir).bytes - u.bytes; got < 200*inodeCharge {
+		t.Errorf("100 directories and 100 symlinks count %d bytes, want at least %d", got, 200*inodeCharge)
+	}
+}
+
+// TestGrowthCapCountsInodes: directories and symlinks are not free. 5,000
+// of them under a 1 MiB cap used to be committed with layer_bytes 0.
+func TestGrowthCapCountsInodes(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	o := spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base,
+		Command:         "cd /root && for i in $(seq 1 2500); do mkdir d$i; ln -s /x l$i; done",
+		ResourcesLimits: &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(1 << 20))}})
+	if o.Status != apitypes.StatusFailed || o.ResultImageUUID != "" || !strings.Contains(o.Error, "growth cap") {
+		t.Fatalf("status %s result %q error %q, want FAILED with nothing saved", o.Status, o.ResultImageUUID, o.Error)
+	}
+	if d := sizeCapEvent(t, e, o.UUID); d.LimitBytes != 1<<20 || d.FileSize <= 1<<20 {
+		t.Errorf("size_cap %+v, want limit 1 MiB and a larger size", d)
+	}
+	// Under the cap, the layer's recorded size is its disk use, not 0.
+	o2 := spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base, Command: "mkdir -p /root/a/b/c && ln -s /x /root/l"})
+	im, err := e.Image(context.Background(), acct, o2.ResultImageUUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.LayerBytes < 4*inodeCharge {
+		t.Errorf("layer_bytes of 3 directories and a symlink = %d, want at least %d", im.LayerBytes, 4*inodeCharge)
+	}
+}
+
+// TestSizeCapOneBigFile: one file that reaches the cap is cut by
+// RLIMIT_FSIZE; the run must end as one that writes many files does
+// (size_cap with file_size, FAILED, nothing saved), not commit the cut file.
+func TestSizeCapOneBigFile(t *testing.T) {
+	const limit = 2 << 20
+	check := func(t *testing.T, e *Engine, o store.Operation) {
+		t.Helper()
+		if o.Status != apitypes.StatusFailed || o.ResultImageUUID != "" || !strings.Contains(o.Error, "growth cap") {
+			t.Fatalf("status %s result %q error %q, want FAILED with nothing saved", o.Status, o.ResultImageUUID, o.Error)
+		}
+		if d := sizeCapEvent(t, e, o.UUID); d.LimitBytes != limit || d.FileSize <= limit {
+			t.Errorf("size_cap %+v, want limit_bytes %d and file_size over it", d, limit)
+		}
+	}
+	req := func(base string) apitypes.InstanceSpawnRequest {
+		return apitypes.InstanceSpawnRequest{Image: base, Command: "head -c 3000000 /dev/zero > /root/big; echo done",
+			ResourcesLimits: &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(limit))}}
+	}
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			check(t, e, spawnWait(t, e, req(base)))
+			// A file that fits is kept.
+			o := spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base, Command: "head -c 1000000 /dev/zero > /root/ok",
+				ResourcesLimits: &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(limit))}})
+			if o.Status != apitypes.StatusSuccess || o.ResultImageUUID == "" {
+				t.Fatalf("1 MB under a 2 MiB cap: status %s error %q", o.Status, o.Error)
+			}
+		})
+	}
+	t.Run("warm", func(t *testing.T) {
+		t.Parallel()
+		e, base := newWarmEngine(t, "runsc")
+		run(t, e, base, "true", func(r *apitypes.InstanceSpawnRequest) {
+			r.ResourcesLimits = &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(limit))}
+		})
+		waitIdle(t, e, base, 1)
+		check(t, e, spawnWait(t, e, req(base)))
+		if e.WarmStats().Hits != 1 {
+			t.Fatalf("run not served warm: %+v", e.WarmStats())
+		}
+	})
+}
+
+// usedBytes is what account stores now.
+func usedBytes(t *testing.T, e *Engine) int64 {
+	t.Helper()
+	n, err := e.st.AccountBytes(context.Background(), acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestQuotaWhileRunning: the storage quota holds while a run writes, not
+// only at admission.
+func TestQuotaWhileRunning(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	e.cfg.MaxStorageBytes = usedBytes(t, e) + 8<<20
+	o := spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base,
+		Command: "for i in $(seq 1 30); do head -c 1000000 /dev/zero > /root/f$i; done; sleep 2"})
+	if o.Status != apitypes.StatusFailed || o.ResultImageUUID != "" || !strings.Contains(o.Error, "quota") {
+		t.Fatalf("status %s result %q error %q, want FAILED naming the quota", o.Status, o.ResultImageUUID, o.Error)
+	}
+	if d := sizeCapEvent(t, e, o.UUID); d.LimitBytes > 8<<20 {
+		t.Errorf("size_cap %+v, want the quota's 8 MiB left as the limit", d)
+	}
+	// What fits is committed.
+	o = spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base, Command: "head -c 1000000 /dev/zero > /root/f"})
+	if o.Status != apitypes.StatusSuccess || o.ResultImageUUID == "" {
+		t.Fatalf("1 MB under the quota: status %s error %q", o.Status, o.Error)
+	}
+}
+
+// TestQuotaWhileImporting: a small gzip that expands past the quota is
+// stopped while it is extracted, and nothing is saved.
+func TestQuotaWhileImporting(t *testing.T) {
+	e, _ := newEngine(t, "runc")
+	e.cfg.MaxStorageBytes = usedBytes(t, e) + 16<<20
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	zeros := make([]byte, 1<<20)
+	for i := range 64 {
+		if err := tw.WriteHeader(&tar.Header{Name: "f" + string(rune('A'+i%26)) + strings.Repeat("x", i/26), Mode: 0o644, Size: int64(len(zeros)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(zeros); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	zw.Close()
+	if buf.Len() > 1<<20 {
+		t.Fatalf("archive is %d bytes, want a small bomb", buf.Len())
+	}
+	f, err := e.PutFile(context.Background(), acct, &buf, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(imagesOf(t, e))
+	op, err := e.Import(context.Background(), acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: UploadScheme + f.UUID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := waitOp(t, e, op)
+	if o.Status != apitypes.StatusFailed || o.ResultImageUUID != "" || !strings.Contains(o.Error, "quota") {
+		t.Fatalf("status %s result %q error %q, want FAILED naming the quota", o.Status, o.ResultImageUUID, o.Error)
+	}
+	if n := len(imagesOf(t, e)); n != before {
+		t.Errorf("%d images after the failed import, want %d", n, before)
+	}
+	if used := usedBytes(t, e); used > e.cfg.MaxStorageBytes {
+		t.Errorf("account uses %d bytes, over its %d-byte quota", used, e.cfg.MaxStorageBytes)
+	}
+}
+
+func imagesOf(t *testing.T, e *Engine) []store.Image {
+	t.Helper()
+	ims, err := e.ListImages(context.Background(), store.ImageFilter{Account: acct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ims
+}
