@@ -14,6 +14,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/store"
+	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // spawnWait spawns req (shell on) and waits for it, whatever its status.
@@ -258,4 +259,56 @@ func imagesOf(t *testing.T, e *Engine) []store.Image {
 		t.Fatal(err)
 	}
 	return ims
+}
+
+// TestMemoryBudget: memory_bytes is bounded by the host's budget, the
+// default fits slots × default within it, and runs whose limits do not fit
+// together wait for each other instead of over-committing the host.
+func TestMemoryBudget(t *testing.T) {
+	testutil.RequiresRoot(t)
+	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: "runc", MemoryBudget: 256 << 20, Slots: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	base := busybox(t, e)
+	ctx := context.Background()
+	_, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "true",
+		ResourcesLimits: &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(1 << 40))}})
+	if err == nil || !strings.Contains(err.Error(), "max_memory_bytes") {
+		t.Fatalf("1 TiB memory_bytes: err %v, want an invalid argument naming the limit", err)
+	}
+	if got := e.cfg.DefaultMemoryBytes; got != 64<<20 && got*8 > 256<<20 {
+		t.Errorf("default memory %d × 8 slots over-commits a 256 MiB budget", got)
+	}
+	// A holds 200 MiB of the 256 until its stdin closes; B (100 MiB) must wait.
+	a, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "cat", Disposable: ptr(true),
+		Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}, ResourcesLimits: &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(200 << 20))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.runningOp(ctx, acct, a); err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "true", Disposable: ptr(true),
+		ResourcesLimits: &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(100 << 20))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bounded check that B does not start while A runs.
+	for range 20 {
+		if o, _ := e.Operation(ctx, acct, b); o.Status != apitypes.StatusPending {
+			t.Fatalf("B is %s while A holds the memory budget, want PENDING", o.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := e.WriteStdin(ctx, acct, a, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if o := waitOp(t, e, a); o.Status != apitypes.StatusSuccess {
+		t.Fatalf("A: %s %s", o.Status, o.Error)
+	}
+	if o := waitOp(t, e, b); o.Status != apitypes.StatusSuccess {
+		t.Fatalf("B: %s %s", o.Status, o.Error)
+	}
 }

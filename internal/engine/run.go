@@ -268,6 +268,9 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 			if *rl.MemoryBytes < 4<<20 {
 				return nil, errdefs.InvalidArgument("resources_limits.memory_bytes must be at least 4 MiB")
 			}
+			if *rl.MemoryBytes > e.cfg.MemoryBudget {
+				return nil, errdefs.InvalidArgument("resources_limits.memory_bytes %d exceeds this server's limit of %d bytes (limits.max_memory_bytes, 3/4 of the host's memory unless the operator set --memory-budget): ask for less", *rl.MemoryBytes, e.cfg.MemoryBudget)
+			}
 			p.memory = *rl.MemoryBytes
 		}
 		if rl.Pids != nil {
@@ -285,7 +288,7 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	}
 	// Defaults that keep one run from starving the host.
 	if p.memory == 0 {
-		p.memory = 4 << 30
+		p.memory = e.cfg.DefaultMemoryBytes
 	}
 	if p.pids == 0 {
 		p.pids = 4096
@@ -386,6 +389,12 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		rs.fail(ctx, nil)
 		return
 	}
+	// The memory limits of executing runs stay within the host's budget.
+	if err := e.memory.Acquire(ctx, p.memory); err != nil {
+		rs.fail(ctx, nil)
+		return
+	}
+	defer e.memory.Release(p.memory)
 	e.runBegins()
 	defer e.runEnds() // after teardown: then the pool may boot replacements
 	if err := e.st.SetStatus(ctx, p.op, apitypes.StatusAssigned); err != nil {
