@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
@@ -310,5 +312,64 @@ func TestMemoryBudget(t *testing.T) {
 	}
 	if o := waitOp(t, e, b); o.Status != apitypes.StatusSuccess {
 		t.Fatalf("B: %s %s", o.Status, o.Error)
+	}
+}
+
+// TestSubprocessLimits: subprocesses running at once are capped per run
+// and per account with a 429 naming the limit; one that exits frees its
+// place.
+func TestSubprocessLimits(t *testing.T) {
+	testutil.RequiresRoot(t)
+	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: "runc", MaxSubprocesses: 2, MaxAccountSubprocesses: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	base := busybox(t, e)
+	ctx := context.Background()
+	open := &apitypes.ClosableStreamRepr{Close: ptr(false)}
+	start := func() string {
+		op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "cat", Disposable: ptr(true), Stdin: open})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return op
+	}
+	sub := func(op string) (int, error) {
+		return e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "cat", Stdin: open})
+	}
+	a, b := start(), start()
+	var aSubs []int
+	for range 2 {
+		spid, err := sub(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		aSubs = append(aSubs, spid)
+	}
+	if _, err := sub(a); !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), "max_subprocesses") {
+		t.Fatalf("third subprocess of a run: %v, want 429 naming max_subprocesses", err)
+	}
+	if _, err := sub(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub(b); !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), "max_account_subprocesses") {
+		t.Fatalf("fourth subprocess of the account: %v, want 429 naming max_account_subprocesses", err)
+	}
+	// One exits: its place is free again.
+	if err := e.WriteStdin(ctx, acct, a, aSubs[0], apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	waitSub(t, e, a, aSubs[0])
+	if _, err := sub(a); err != nil {
+		t.Fatalf("subprocess after one exited: %v", err)
+	}
+	for _, op := range []string{a, b} {
+		if err := e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+			t.Fatal(err)
+		}
+		if o := waitOp(t, e, op); o.Status != apitypes.StatusSuccess {
+			t.Fatalf("%s: %s", o.Status, o.Error)
+		}
 	}
 }

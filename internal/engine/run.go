@@ -41,6 +41,7 @@ type activeOp struct {
 	nextSpid int
 	subs     sync.WaitGroup // exec'd processes still being reaped
 	growth   atomic.Int64   // disk its run or import has written so far, for the account's quota
+	nsubs    atomic.Int64   // subprocesses running now (reserveSub), under e.mu
 }
 
 // sandboxRef is what exec needs of a running sandbox.
