@@ -49,8 +49,10 @@ type Config struct {
 	MaxLayerBytes    int64             // default growth cap per run; default 10 GiB
 	MaxConcurrentOps int               // per account; default 64
 	MaxStorageBytes  int64             // per account; 0: unlimited
+	Logger           *slog.Logger
+
 	// MemoryBudget bounds the memory limits of the runs executing at once:
-	// a run waits (ASSIGNED) until its memory_bytes fits, so the limits
+	// a run waits (PENDING) until its memory_bytes fits, so the limits
 	// never add up to more than the host has. It is also the largest
 	// memory_bytes a run may ask for. Default 3/4 of the host's RAM.
 	MemoryBudget int64
@@ -63,7 +65,6 @@ type Config struct {
 	// costs a host process. Defaults 16 and 64.
 	MaxSubprocesses        int
 	MaxAccountSubprocesses int
-	Logger           *slog.Logger
 
 	// Warm sandboxes (see warm.go). WarmPerImage 0 takes the default 2; a
 	// negative value disables the pool.
