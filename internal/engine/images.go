@@ -380,7 +380,7 @@ func (e *Engine) squash(ctx context.Context, u string) error {
 	if err := layerfs.New(paths).Flatten(ctx, e.layerPath(id)); err != nil {
 		return err
 	}
-	if err := e.st.SetFlat(ctx, u, id); err != nil {
+	if err := e.st.SetFlat(ctx, u, id, dirBytes(e.layerPath(id))); err != nil {
 		_ = os.RemoveAll(e.layerPath(id))
 		return err
 	}

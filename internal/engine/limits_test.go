@@ -373,3 +373,32 @@ func TestSubprocessLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestSquashCounted: a squashed chain's flat layer is real disk: it counts
+// in the account's usage, and it keeps a sparse file's holes.
+func TestSquashCounted(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	img := base
+	for _, cmd := range []string{"head -c 1000000 /dev/urandom > /root/a", "dd if=/dev/zero of=/root/sparse bs=1 count=1 seek=2147483647", "mkdir /root/d"} {
+		o, _ := run(t, e, img, cmd)
+		img = o.ResultImageUUID
+	}
+	before := usedBytes(t, e)
+	if err := e.squash(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	e.mu.Lock()
+	flat := e.images[img].flat
+	e.mu.Unlock()
+	if flat == "" {
+		t.Fatal("image not squashed")
+	}
+	flatBytes := dirBytes(e.layerPath(flat))
+	if flatBytes < 1000000 || flatBytes > 64<<20 {
+		t.Fatalf("flat layer uses %d bytes: want the busybox base plus 1 MB, the 2 GiB sparse file's holes kept", flatBytes)
+	}
+	if got := usedBytes(t, e) - before; got != flatBytes {
+		t.Errorf("usage grew by %d bytes when the chain was squashed, want the flat layer's %d", got, flatBytes)
+	}
+}

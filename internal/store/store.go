@@ -5,7 +5,7 @@
 //
 //	accounts   id, name
 //	tokens     uuid, account, sha256 of the secret, name, expiry, revocation
-//	images     uuid, account, parent, layer, flat (squashed chain), depth, tag, operation, env,
+//	images     uuid, account, parent, layer, flat (squashed chain) and its bytes, depth, tag, operation, env,
 //	           base and hidden/chain (content-addressed import layers, see Image)
 //	files      uuid, account, sha256, size            (blobs live on disk by sha256)
 //	operations uuid, account, kind, status, timings, input/result image, metadata JSON
@@ -138,6 +138,9 @@ var migrations = []string{
 	ALTER TABLE images ADD COLUMN chain TEXT;
 	CREATE UNIQUE INDEX images_account_chain ON images(account, chain) WHERE hidden = 1;
 	CREATE INDEX images_layer ON images(layer);`,
+	// 3: the disk a squashed chain's flat layer uses, charged to the
+	// image's account like its own layer.
+	`ALTER TABLE images ADD COLUMN flat_bytes INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
