@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -220,8 +221,8 @@ func TestQuotaWhileImporting(t *testing.T) {
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
 	zeros := make([]byte, 1<<20)
-	for i := range 64 {
-		if err := tw.WriteHeader(&tar.Header{Name: "f" + string(rune('A'+i%26)) + strings.Repeat("x", i/26), Mode: 0o644, Size: int64(len(zeros)), Typeflag: tar.TypeReg}); err != nil {
+	for i := range 256 {
+		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%03d", i), Mode: 0o644, Size: int64(len(zeros)), Typeflag: tar.TypeReg}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := tw.Write(zeros); err != nil {
@@ -245,6 +246,11 @@ func TestQuotaWhileImporting(t *testing.T) {
 	o := waitOp(t, e, op)
 	if o.Status != apitypes.StatusFailed || o.ResultImageUUID != "" || !strings.Contains(o.Error, "quota") {
 		t.Fatalf("status %s result %q error %q, want FAILED naming the quota", o.Status, o.ResultImageUUID, o.Error)
+	}
+	// Stopped while extracting (the watcher's size_cap), not after writing
+	// all 256 MiB.
+	if d := sizeCapEvent(t, e, op); d.FileSize > 200<<20 {
+		t.Errorf("size_cap %+v: the import was not stopped while it wrote", d)
 	}
 	if n := len(imagesOf(t, e)); n != before {
 		t.Errorf("%d images after the failed import, want %d", n, before)

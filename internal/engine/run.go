@@ -539,6 +539,9 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		return
 	}
 	rs.status = "" // already finished inside the commit transaction
+	if a := e.activeOf(p.op); a != nil {
+		a.growth.Store(0) // counted as stored now
+	}
 	e.events.wake(p.op)
 	e.maybeSquash(im.UUID)
 	// Agents branch from the image they just made: have sandboxes ready.

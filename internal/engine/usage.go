@@ -217,6 +217,7 @@ func (e *Engine) watchImport(ctx context.Context, a *activeOp) (context.Context,
 		close(done)
 		wg.Wait()
 		cancel(nil)
+		a.growth.Store(0) // stored now, or removed: no longer in flight
 	}
 }
 
