@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -285,6 +286,14 @@ func TestMemoryBudget(t *testing.T) {
 		ResourcesLimits: &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(1 << 40))}})
 	if err == nil || !strings.Contains(err.Error(), "max_memory_bytes") {
 		t.Fatalf("1 TiB memory_bytes: err %v, want an invalid argument naming the limit", err)
+	}
+	for name, rl := range map[string]*apitypes.ResourcesLimits{
+		"cpus":             {CPUs: ptr(float64(goruntime.NumCPU() + 1))},
+		"pids must be bet": {Pids: ptr(int64(1 << 20))},
+	} {
+		if _, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "true", ResourcesLimits: rl}); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%+v: err %v, want an invalid argument naming %s", rl, err, name)
+		}
 	}
 	if got := e.cfg.DefaultMemoryBytes; got != 64<<20 && got*8 > 256<<20 {
 		t.Errorf("default memory %d × 8 slots over-commits a 256 MiB budget", got)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -89,6 +90,10 @@ type runPlan struct {
 	limit       int64    // what the run may write: maxLayer or what is left of the quota (set by watchGrowth)
 	warm        *warmBox // the pre-booted sandbox serving this run, if any
 }
+
+// maxPids bounds resources_limits.pids: more processes than this in one
+// run is a fork bomb, not a workload.
+const maxPids = 1 << 16
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -275,14 +280,17 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 			p.memory = *rl.MemoryBytes
 		}
 		if rl.Pids != nil {
-			if *rl.Pids < 1 {
-				return nil, errdefs.InvalidArgument("resources_limits.pids must be at least 1")
+			if *rl.Pids < 1 || *rl.Pids > maxPids {
+				return nil, errdefs.InvalidArgument("resources_limits.pids must be between 1 and %d", maxPids)
 			}
 			p.pids = *rl.Pids
 		}
 		if rl.CPUs != nil {
 			if *rl.CPUs <= 0 {
 				return nil, errdefs.InvalidArgument("resources_limits.cpus must be positive")
+			}
+			if n := goruntime.NumCPU(); *rl.CPUs > float64(n) {
+				return nil, errdefs.InvalidArgument("resources_limits.cpus %v exceeds this host's %d CPUs: ask for at most %d", *rl.CPUs, n, n)
 			}
 			p.cpus = *rl.CPUs
 		}
