@@ -206,6 +206,12 @@ func TestQuotaWhileRunning(t *testing.T) {
 	if d := sizeCapEvent(t, e, o.UUID); d.LimitBytes > 8<<20 {
 		t.Errorf("size_cap %+v, want the quota's 8 MiB left as the limit", d)
 	}
+	// A disposable run stores nothing: only its cap bounds it.
+	o = spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base, Disposable: ptr(true),
+		Command: "for i in $(seq 1 30); do head -c 1000000 /dev/zero > /root/f$i; done"})
+	if o.Status != apitypes.StatusSuccess {
+		t.Fatalf("disposable 30 MB: status %s error %q, want SUCCESS", o.Status, o.Error)
+	}
 	// What fits is committed.
 	o = spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base, Command: "head -c 1000000 /dev/zero > /root/f"})
 	if o.Status != apitypes.StatusSuccess || o.ResultImageUUID == "" {

@@ -499,6 +499,9 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	var grown treeUsage
 	if runErr == nil && ctx.Err() == nil {
+		if wb != nil && !p.meta.Disposable {
+			scrubInitMount(upper) // the init's mount point is not the run's
+		}
 		grown, runErr = e.checkGrowth(ctx, p, upper)
 	}
 	_ = e.events.append(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
@@ -837,8 +840,8 @@ func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc
 			}
 			start := time.Now()
 			n := dirBytes(upper)
-			if a != nil {
-				a.growth.Store(n)
+			if a != nil && !p.meta.Disposable {
+				a.growth.Store(n) // on its way to the account's storage
 			}
 			if limit, quota := e.growthLimit(ctx, p); n > limit {
 				_ = e.events.append(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: n})

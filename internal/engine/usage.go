@@ -83,9 +83,13 @@ func (e *Engine) quotaLeft(ctx context.Context, account string, self *activeOp) 
 }
 
 // growthLimit is the most run p may write: its growth cap, or what is left
-// of the account's quota when that is less (quota reports which).
+// of the account's quota when that is less (quota reports which). A
+// disposable run stores nothing, so only its cap bounds it.
 func (e *Engine) growthLimit(ctx context.Context, p *runPlan) (limit int64, quota bool) {
 	limit = p.maxLayer
+	if p.meta.Disposable {
+		return limit, false
+	}
 	left, limited, err := e.quotaLeft(ctx, p.account, e.activeOf(p.op))
 	if err != nil {
 		e.log.Warn("read account usage", "account", p.account, "err", err)
