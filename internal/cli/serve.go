@@ -50,6 +50,11 @@ which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
 	f.Int64Var(&cfg.Engine.MaxStorageBytes, "max-storage-bytes", 0, "per-account storage quota in bytes (0: unlimited)")
 	f.IntVar(&cfg.Engine.MaxConcurrentOps, "max-concurrent", 64, "per-account operations in flight")
 	f.StringSliceVar(&cfg.AllowRegistries, "allow-registry", nil, "let imports reach registries on loopback or private addresses: CIDR ranges, addresses or HOST[:PORT] names, repeatable or comma-separated (default: public addresses only)")
+	f.Int64Var(&cfg.Engine.MaxLayerBytes, "max-layer-bytes", 10<<30, "most a run may write (disk blocks plus 4 KiB per inode); runs may ask for less")
+	f.Int64Var(&cfg.Engine.MemoryBudget, "memory-budget", 0, "bytes the memory limits of executing runs may add up to, and the largest memory_bytes a run may ask for (default 3/4 of the host's RAM)")
+	f.Int64Var(&cfg.Engine.DefaultMemoryBytes, "default-memory-bytes", 0, "memory limit of a run that asks for none (default memory budget / slots, at most 4 GiB)")
+	f.IntVar(&cfg.Engine.MaxSubprocesses, "max-subprocesses", 16, "subprocesses running at once in one run")
+	f.IntVar(&cfg.Engine.MaxAccountSubprocesses, "max-account-subprocesses", 64, "subprocesses running at once over all of an account's runs")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

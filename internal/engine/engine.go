@@ -34,6 +34,7 @@ import (
 	"github.com/arborsh/arbor/internal/runtime"
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/google/uuid"
+	"golang.org/x/sync/semaphore"
 )
 
 // Config configures an Engine. Zero values take the defaults noted.
@@ -50,6 +51,21 @@ type Config struct {
 	MaxStorageBytes  int64             // per account; 0: unlimited
 	Logger           *slog.Logger
 
+	// MemoryBudget bounds the memory limits of the runs executing at once:
+	// a run waits (PENDING) until its memory_bytes fits, so the limits
+	// never add up to more than the host has. It is also the largest
+	// memory_bytes a run may ask for. Default 3/4 of the host's RAM.
+	MemoryBudget int64
+	// DefaultMemoryBytes is a run's memory limit when it asks for none.
+	// Default MemoryBudget / Slots (at most 4 GiB, at least 64 MiB), so a
+	// full set of slots at the default fits the budget.
+	DefaultMemoryBytes int64
+	// MaxSubprocesses bounds the subprocesses running at once in one run,
+	// MaxAccountSubprocesses those of one account over all its runs: each
+	// costs a host process. Defaults 16 and 64.
+	MaxSubprocesses        int
+	MaxAccountSubprocesses int
+
 	// Warm sandboxes (see warm.go). WarmPerImage 0 takes the default 2; a
 	// negative value disables the pool.
 	WarmPerImage int
@@ -65,6 +81,7 @@ type Engine struct {
 	st       *store.Store
 	runtimes map[string]runtime.Runtime
 	slots    chan struct{}
+	memory   *semaphore.Weighted // MemoryBudget, taken by each executing run's memory limit
 
 	mu        sync.Mutex
 	images    map[string]*imageNode // every image row, for chain walks
@@ -113,6 +130,19 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.MaxConcurrentOps <= 0 {
 		cfg.MaxConcurrentOps = 64
 	}
+	if cfg.MemoryBudget <= 0 {
+		cfg.MemoryBudget = hostMemory() / 4 * 3
+	}
+	if cfg.DefaultMemoryBytes <= 0 {
+		cfg.DefaultMemoryBytes = min(4<<30, cfg.MemoryBudget/int64(cfg.Slots))
+	}
+	cfg.DefaultMemoryBytes = min(max(cfg.DefaultMemoryBytes, 64<<20), cfg.MemoryBudget)
+	if cfg.MaxSubprocesses <= 0 {
+		cfg.MaxSubprocesses = 16
+	}
+	if cfg.MaxAccountSubprocesses <= 0 {
+		cfg.MaxAccountSubprocesses = 64
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -145,6 +175,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		st:        st,
 		runtimes:  map[string]runtime.Runtime{},
 		slots:     make(chan struct{}, cfg.Slots),
+		memory:    semaphore.NewWeighted(cfg.MemoryBudget),
 		images:    map[string]*imageNode{},
 		pinned:    map[string]int{},
 		active:    map[string]*activeOp{},
@@ -212,6 +243,10 @@ func (e *Engine) Limits() map[string]int64 {
 		"max_concurrent_operations": int64(e.cfg.MaxConcurrentOps),
 		"max_storage_bytes":         e.cfg.MaxStorageBytes,
 		"max_layer_bytes":           e.cfg.MaxLayerBytes,
+		"max_memory_bytes":          e.cfg.MemoryBudget,
+		"default_memory_bytes":      e.cfg.DefaultMemoryBytes,
+		"max_subprocesses":          int64(e.cfg.MaxSubprocesses),
+		"max_account_subprocesses":  int64(e.cfg.MaxAccountSubprocesses),
 	}
 }
 

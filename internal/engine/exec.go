@@ -130,9 +130,17 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 		return 0, err
 	}
 	pr := &proc{stdin: stdinW}
+	if err := e.reserveSub(a, p); err != nil {
+		stdinR.Close()
+		if stdinW != nil {
+			stdinW.Close()
+		}
+		return 0, err
+	}
 	a.mu.Lock()
 	if a.exited {
 		a.mu.Unlock()
+		e.releaseSub(a)
 		stdinR.Close()
 		return 0, errdefs.Conflict("operation %s: the instance's main process has exited", op)
 	}
@@ -149,7 +157,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 	go func() {
 		defer a.subs.Done()
 		res, err := sb.rt.Exec(context.Background(), sb.cid, runtime.ExecSpec{
-			Args: args, Env: envList(env), Cwd: cwd, UID: uint32(uid), GID: uint32(gid),
+			Args: args, Env: envList(env), Cwd: cwd, UID: uint32(uid), GID: uint32(gid), FileSizeLimit: p.fileSize(),
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
 			OnStart: func(pid int) {
 				stdinR.Close()
@@ -184,6 +192,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 			// The runtime reports a signal death as 128+n.
 			code, sig = -1, code-128
 		}
+		e.releaseSub(a) // before the exit event: a client that saw it may start another
 		_ = e.events.append(context.Background(), op, spid, apitypes.EventExit, apitypes.EventDataExit{
 			Pid: ev.Pid, Code: code, Signal: sig, DurationMs: res.Duration.Milliseconds(), Resources: resources(res.Rusage)})
 	}()
@@ -383,4 +392,37 @@ func resources(ru syscall.Rusage) apitypes.EventResources {
 		VoluntaryCtxSwitches: ru.Nvcsw, InvoluntaryCtxSwitches: ru.Nivcsw, BlockInputOps: ru.Inblock, BlockOutputOps: ru.Oublock,
 		IPCMsgsSent: ru.Msgsnd, IPCMsgsReceived: ru.Msgrcv, SignalsReceived: ru.Nsignals,
 	}
+}
+
+// reserveSub counts a new subprocess of run a against the limits on
+// subprocesses running at once: per run (MaxSubprocesses, and never more
+// than the run's pids limit) and per account (MaxAccountSubprocesses).
+// Each costs a host process while it runs.
+func (e *Engine) reserveSub(a *activeOp, p *runPlan) error {
+	perRun := int64(e.cfg.MaxSubprocesses)
+	if p.pids > 0 && p.pids < perRun {
+		perRun = p.pids
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if n := a.nsubs.Load(); n >= perRun {
+		return errdefs.ResourceExhausted("operation %s already runs %d subprocesses (limit %d per run, limits.max_subprocesses): wait for one to exit or kill it", a.id, n, perRun)
+	}
+	var n int64
+	for _, o := range e.active {
+		if o.account == a.account {
+			n += o.nsubs.Load()
+		}
+	}
+	if n >= int64(e.cfg.MaxAccountSubprocesses) {
+		return errdefs.ResourceExhausted("the account already runs %d subprocesses (limit %d per account, limits.max_account_subprocesses): wait for some to exit or kill them", n, e.cfg.MaxAccountSubprocesses)
+	}
+	a.nsubs.Add(1)
+	return nil
+}
+
+func (e *Engine) releaseSub(a *activeOp) {
+	e.mu.Lock()
+	a.nsubs.Add(-1)
+	e.mu.Unlock()
 }

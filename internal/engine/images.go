@@ -274,20 +274,6 @@ func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
 	return st, nil
 }
 
-// dirBytes sums the apparent sizes of regular files under p.
-func dirBytes(p string) int64 {
-	var n int64
-	_ = filepath.WalkDir(p, func(_ string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n
-}
-
 // ImageFS returns a read-only view of image id for inspection. release must
 // be called when done; until then the image's layers cannot be collected.
 func (e *Engine) ImageFS(ctx context.Context, account, id string) (*layerfs.FS, func(), error) {
@@ -407,7 +393,7 @@ func (e *Engine) squash(ctx context.Context, u string) error {
 	if err := layerfs.New(paths).Flatten(ctx, e.layerPath(id)); err != nil {
 		return err
 	}
-	if err := e.st.SetFlat(ctx, u, id); err != nil {
+	if err := e.st.SetFlat(ctx, u, id, dirBytes(e.layerPath(id))); err != nil {
 		_ = os.RemoveAll(e.layerPath(id))
 		return err
 	}

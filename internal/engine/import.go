@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -84,11 +85,17 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 		ctx, cancel := context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
 		defer cancel()
 		_ = e.st.SetStatus(ctx, o.UUID, apitypes.StatusExecuting)
-		imID, err := work(withProgress(ctx, e, o.UUID))
+		wctx, stopWatch := e.watchImport(withProgress(ctx, e, o.UUID), e.activeOf(o.UUID))
+		imID, err := work(wctx)
+		var quota quotaExceeded
+		quotaHit := errors.As(context.Cause(wctx), &quota)
+		stopWatch()
 		status, msg := apitypes.StatusSuccess, ""
 		switch {
 		case context.Cause(ctx) == errCancelled:
 			status, msg, imID = apitypes.StatusCancelled, "cancelled by request", ""
+		case quotaHit:
+			status, msg, imID = apitypes.StatusFailed, quota.Error(), ""
 		case err != nil:
 			status, msg, imID = apitypes.StatusFailed, err.Error(), ""
 			if ctx.Err() == context.DeadlineExceeded {
@@ -173,7 +180,7 @@ func (e *Engine) NewBaseImage(ctx context.Context, account string, fill func(dir
 // NewImage creates an image on top of parent ("" for a base image) with one
 // new layer written by fill.
 func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func(dir string) error) (string, error) {
-	dir, err := os.MkdirTemp(e.layersTmp(), "import-*")
+	dir, err := e.stagingDir(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -193,6 +200,9 @@ func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func
 		depth = p.Depth + 1
 	}
 	im := store.Image{UUID: newID(), Account: account, Parent: parent, Layer: newLayerID(), Depth: depth, LayerBytes: dirBytes(dir), CreatedAt: time.Now()}
+	if err := e.checkImportQuota(ctx, account, im.LayerBytes); err != nil {
+		return "", err
+	}
 	if err := e.commitLayer(ctx, dir, im, nil); err != nil {
 		return "", err
 	}

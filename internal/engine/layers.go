@@ -148,6 +148,19 @@ func (e *Engine) NewLayeredImage(ctx context.Context, account string, layers []I
 		}
 	}
 
+	// The account pays for each layer its images do not hold yet, once,
+	// whoever extracted it.
+	var need int64
+	counted := map[string]bool{}
+	for i, id := range ids {
+		if !owned[id] && !counted[id] {
+			counted[id] = true
+			need += sizes[i]
+		}
+	}
+	if err := e.checkImportQuota(ctx, account, need); err != nil {
+		return "", st, err
+	}
 	id, err := e.commitChain(ctx, account, layers, ids, sizes)
 	if err != nil {
 		return "", st, err
@@ -177,7 +190,7 @@ func (e *Engine) storeLayer(ctx context.Context, id string, l ImportLayer, owned
 		if !owned {
 			verify := l.Verify
 			if verify == nil {
-				verify = func() error { return e.fillScratch(l.Fill) }
+				verify = func() error { return e.fillScratch(ctx, l.Fill) }
 			}
 			if err := verify(); err != nil {
 				return false, 0, err
@@ -185,7 +198,7 @@ func (e *Engine) storeLayer(ctx context.Context, id string, l ImportLayer, owned
 		}
 		return true, dirBytes(dst), nil
 	}
-	tmp, err := os.MkdirTemp(e.layersTmp(), "import-*")
+	tmp, err := e.stagingDir(ctx)
 	if err != nil {
 		return false, 0, err
 	}
@@ -208,13 +221,14 @@ func (e *Engine) storeLayer(ctx context.Context, id string, l ImportLayer, owned
 		}
 		return false, 0, fmt.Errorf("move layer into store: %w", err)
 	}
+	stagedLayer(ctx, n)
 	return false, n, syncDir(e.layerPath(""))
 }
 
 // fillScratch runs fill into a directory that is then removed: the check of
 // a source that offers no cheaper one.
-func (e *Engine) fillScratch(fill func(dir string) error) error {
-	tmp, err := os.MkdirTemp(e.layersTmp(), "import-*")
+func (e *Engine) fillScratch(ctx context.Context, fill func(dir string) error) error {
+	tmp, err := e.stagingDir(ctx)
 	if err != nil {
 		return err
 	}

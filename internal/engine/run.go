@@ -11,9 +11,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +41,8 @@ type activeOp struct {
 	procs    map[int]*proc // spid → process
 	nextSpid int
 	subs     sync.WaitGroup // exec'd processes still being reaped
+	growth   atomic.Int64   // disk its run or import has written so far, for the account's quota
+	nsubs    atomic.Int64   // subprocesses running now (reserveSub), under e.mu
 }
 
 // sandboxRef is what exec needs of a running sandbox.
@@ -57,7 +61,6 @@ type proc struct {
 
 var (
 	errCancelled = errors.New("cancelled by request")
-	errSizeCap   = errors.New("filesystem growth cap exceeded")
 )
 
 type placedFile struct {
@@ -84,8 +87,13 @@ type runPlan struct {
 	pids        int64
 	cpus        float64
 	network     bool     // outbound-only access
+	limit       int64    // what the run may write: maxLayer or what is left of the quota (set by watchGrowth)
 	warm        *warmBox // the pre-booted sandbox serving this run, if any
 }
+
+// maxPids bounds resources_limits.pids: more processes than this in one
+// run is a fork bomb, not a workload.
+const maxPids = 1 << 16
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -256,11 +264,14 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 			if *rl.MemoryBytes < 4<<20 {
 				return nil, errdefs.InvalidArgument("resources_limits.memory_bytes must be at least 4 MiB")
 			}
+			if *rl.MemoryBytes > e.cfg.MemoryBudget {
+				return nil, errdefs.InvalidArgument("resources_limits.memory_bytes %d exceeds this server's limit of %d bytes (limits.max_memory_bytes, 3/4 of the host's memory unless the operator set --memory-budget): ask for less", *rl.MemoryBytes, e.cfg.MemoryBudget)
+			}
 			p.memory = *rl.MemoryBytes
 		}
 		if rl.Pids != nil {
-			if *rl.Pids < 1 {
-				return nil, errdefs.InvalidArgument("resources_limits.pids must be at least 1")
+			if *rl.Pids < 1 || *rl.Pids > maxPids {
+				return nil, errdefs.InvalidArgument("resources_limits.pids must be between 1 and %d", maxPids)
 			}
 			p.pids = *rl.Pids
 		}
@@ -268,12 +279,15 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 			if *rl.CPUs <= 0 {
 				return nil, errdefs.InvalidArgument("resources_limits.cpus must be positive")
 			}
+			if n := goruntime.NumCPU(); *rl.CPUs > float64(n) {
+				return nil, errdefs.InvalidArgument("resources_limits.cpus %v exceeds this host's %d CPUs: ask for at most %d", *rl.CPUs, n, n)
+			}
 			p.cpus = *rl.CPUs
 		}
 	}
 	// Defaults that keep one run from starving the host.
 	if p.memory == 0 {
-		p.memory = 4 << 30
+		p.memory = e.cfg.DefaultMemoryBytes
 	}
 	if p.pids == 0 {
 		p.pids = 4096
@@ -374,6 +388,12 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		rs.fail(ctx, nil)
 		return
 	}
+	// The memory limits of executing runs stay within the host's budget.
+	if err := e.memory.Acquire(ctx, p.memory); err != nil {
+		rs.fail(ctx, nil)
+		return
+	}
+	defer e.memory.Release(p.memory)
 	e.runBegins()
 	defer e.runEnds() // after teardown: then the pool may boot replacements
 	if err := e.st.SetStatus(ctx, p.op, apitypes.StatusAssigned); err != nil {
@@ -467,6 +487,13 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	if !p.meta.Disposable {
 		unmount() // the upper dir must be quiet before it is committed
 	}
+	var grown treeUsage
+	if runErr == nil && ctx.Err() == nil {
+		if wb != nil && !p.meta.Disposable {
+			scrubInitMount(upper) // the init's mount point is not the run's
+		}
+		grown, runErr = e.checkGrowth(ctx, p, upper)
+	}
 	_ = e.events.append(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
 	if runErr != nil {
 		rs.fail(ctx, runErr)
@@ -503,7 +530,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		env = p.image.Env
 	}
 	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
-		Operation: p.op, Env: env, LayerBytes: dirBytes(upper), CreatedAt: time.Now()}
+		Operation: p.op, Env: env, LayerBytes: grown.bytes, CreatedAt: time.Now()}
 	rs.resultIm = im.UUID
 	if err := e.commitLayer(ctx, upper, im, func(tx *sql.Tx) error {
 		return e.finishTx(ctx, tx, p, rs)
@@ -513,6 +540,9 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		return
 	}
 	rs.status = "" // already finished inside the commit transaction
+	if a := e.activeOf(p.op); a != nil {
+		a.growth.Store(0) // counted as stored now
+	}
 	e.events.wake(p.op)
 	e.maybeSquash(im.UUID)
 	// Agents branch from the image they just made: have sandboxes ready.
@@ -649,6 +679,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 	res := runtime.Result{Signal: -1}
 	var err error
 	var timedOut, sizeCapped bool
+	var capErr capHit
 	if !findExecutable(merged, p.args[0], p.env["PATH"]) {
 		_ = e.events.append(ctx, p.op, 1, apitypes.EventSpawn, spawn)
 		fmt.Fprintf(stderr, "arbor: %q not found in the image (or not executable); PATH=%s. Install it in an earlier run, use an absolute path, or run it through shell=true.\n", p.args[0], p.env["PATH"])
@@ -699,7 +730,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		spec = runtime.Spec{
 			ID: cid, NetNS: netnsPath, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
 			UID: uint32(p.meta.UID), GID: uint32(p.meta.GID), Hostname: p.meta.Hostname,
-			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.maxLayer,
+			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.fileSize(),
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
 			OnStart: func(pid int) {
 				stdinR.Close() // the runtime has its copy
@@ -743,7 +774,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		if res.Killed {
 			res.Signal, res.ExitCode = int(syscall.SIGKILL), -1
 			switch {
-			case context.Cause(sizeCtx) == errSizeCap:
+			case errors.As(context.Cause(sizeCtx), &capErr):
 				sizeCapped = true
 			case ctx.Err() == nil && runCtx.Err() != nil:
 				timedOut = true
@@ -772,37 +803,60 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		Stderr: apitypes.NewStreamRepr(stderr.buf.Bytes(), stderr.dropped > 0),
 	}
 	if sizeCapped {
-		return res, fmt.Errorf("the run wrote more than its filesystem growth cap of %d bytes (resources_limits.max_layer_bytes); nothing was saved: write less or raise the cap", p.maxLayer)
+		return res, capErr.err
 	}
 	return res, nil
 }
 
-// watchGrowth kills the run when its upper dir outgrows p.maxLayer. Single
-// files are also bounded at once by RLIMIT_FSIZE; this catches many files.
+// watchGrowth kills the run when its upper dir outgrows its limit (the
+// growth cap or what is left of the account's quota, see growthLimit),
+// measured in disk blocks and inodes. One file is bounded at once by
+// RLIMIT_FSIZE (p.fileSize); checkGrowth catches what the watcher missed.
 func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc, p *runPlan, upper string) (stop func()) {
+	p.limit, _ = e.growthLimit(ctx, p)
+	a := e.activeOf(p.op)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
+		for wait := growthTick; ; {
 			select {
 			case <-done:
 				return
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				if n := dirBytes(upper); n > p.maxLayer {
-					_ = e.events.append(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: p.maxLayer, FileSize: n})
-					cancel(errSizeCap)
-					return
-				}
+			case <-time.After(wait):
 			}
+			start := time.Now()
+			n := dirBytes(upper)
+			if a != nil && !p.meta.Disposable {
+				a.growth.Store(n) // on its way to the account's storage
+			}
+			if limit, quota := e.growthLimit(ctx, p); n > limit {
+				_ = e.events.append(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: n})
+				cancel(capHit{e.sizeCapError(limit, quota)})
+				return
+			}
+			wait = nextTick(time.Since(start))
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// capHit is the cause a run is killed with when it outgrows its limit.
+type capHit struct{ err error }
+
+func (c capHit) Error() string { return c.err.Error() }
+
+// fileSize is the run's RLIMIT_FSIZE: one byte over its limit, so that a
+// file cut short by it is bigger than the limit and checkGrowth tells it
+// from a file that merely fits.
+func (p *runPlan) fileSize() int64 {
+	if p.limit <= 0 {
+		return 1 // nothing may be written; 0 would mean unlimited
+	}
+	return p.limit + 1
 }
 
 // capture keeps the first limit bytes of a stream, emitting them as events,

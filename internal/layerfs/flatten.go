@@ -128,7 +128,7 @@ func (fl *flattener) copyFile(n *node, target string) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(dst, src)
+	err = copySparse(dst, src, n.st.Size)
 	if err == nil {
 		err = fl.setMetadata(n, target)
 	}
@@ -136,6 +136,45 @@ func (fl *flattener) copyFile(n *node, target string) error {
 		err = dst.Sync()
 	}
 	return errors.Join(err, dst.Close())
+}
+
+// copySparse copies the size bytes of src to the empty dst and leaves src's
+// holes as holes: a 2 GiB sparse file must not become 2 GiB of disk when a
+// chain is squashed.
+func copySparse(dst, src *os.File, size int64) error {
+	fd := int(src.Fd())
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break // only a hole is left
+		}
+		if err != nil {
+			// No SEEK_DATA here: copy the rest as it reads.
+			if _, err := src.Seek(off, io.SeekStart); err != nil {
+				return err
+			}
+			if _, err := dst.Seek(off, io.SeekStart); err != nil {
+				return err
+			}
+			_, err = io.Copy(dst, src)
+			return err
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return hostError("lseek", src.Name(), err)
+		}
+		if _, err := src.Seek(data, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := dst.Seek(data, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := io.CopyN(dst, src, hole-data); err != nil {
+			return err
+		}
+		off = hole
+	}
+	return dst.Truncate(size)
 }
 
 // setMetadata gives target n's ownership, mode, xattrs and times, in that

@@ -108,3 +108,54 @@ func dirNames(t *testing.T, dir string) []string {
 	}
 	return names
 }
+
+// TestFlattenKeepsHoles: squashing a chain must not turn a sparse file's
+// holes into disk blocks.
+func TestFlattenKeepsHoles(t *testing.T) {
+	requireRoot(t)
+	base := tempDir(t)
+	layers := buildLayers(t, base, []ent{file("top.txt", "x")}, []ent{dir("data")})
+	f, err := os.OpenFile(filepath.Join(layers[1], "data", "sparse"), os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 GiB long: 4 KiB of data at 1 MiB and at the very end, holes around.
+	const size = 2 << 30
+	for _, off := range []int64{1 << 20, size - 4096} {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{7}, 4096), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	dst := filepath.Join(base, "flat")
+	if err := New(layers).Flatten(context.Background(), dst); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dst, "data", "sparse"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != size || st.Blocks*512 > 1<<20 {
+		t.Fatalf("flattened sparse file: size %d, %d bytes allocated; want size %d in a few blocks", st.Size, st.Blocks*512, int64(size))
+	}
+	out, err := os.Open(filepath.Join(dst, "data", "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	for _, c := range []struct {
+		off  int64
+		want byte
+	}{{0, 0}, {1 << 20, 7}, {1<<20 + 4096, 0}, {size / 2, 0}, {size - 4096, 7}} {
+		got := make([]byte, 4096)
+		if _, err := out.ReadAt(got, c.off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, bytes.Repeat([]byte{c.want}, 4096)) {
+			t.Errorf("4 KiB at %d are not all %d", c.off, c.want)
+		}
+	}
+}

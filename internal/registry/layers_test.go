@@ -83,7 +83,9 @@ func TestImportSharedLayers(t *testing.T) {
 	if nB != 4 {
 		t.Errorf("%d layer directories after importing b, want 4: its two base layers are a's", nB)
 	}
-	if grew := bytesB - bytesA; grew <= 0 || grew > 1<<10 {
+	// Layer sizes are disk use (blocks plus 4 KiB per inode): b's top layer
+	// of a few small files is tens of KiB, its shared base layers megabytes.
+	if grew := bytesB - bytesA; grew <= 0 || grew > 64<<10 {
 		t.Errorf("importing b added %d bytes to the layer store, want only its small top layer", grew)
 	}
 	// The operation says what it shared.

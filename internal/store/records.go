@@ -365,8 +365,8 @@ func (s *Store) RemoveTag(ctx context.Context, account, uuid, tag string) error 
 }
 
 // SetFlat records a squashed layer for an image.
-func (s *Store) SetFlat(ctx context.Context, uuid, layer string) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE images SET flat=? WHERE uuid=?`, layer, uuid)
+func (s *Store) SetFlat(ctx context.Context, uuid, layer string, bytes int64) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE images SET flat=?, flat_bytes=? WHERE uuid=?`, layer, bytes, uuid)
 	return err
 }
 
@@ -477,14 +477,17 @@ func (s *Store) ListFiles(ctx context.Context, account string, since, until time
 
 // AccountBytes is the stored bytes attributed to an account: the distinct
 // layers of its images (hidden import layers included, each shared layer
-// once) and its uploaded files.
+// once), the flat layers of its squashed chains, and its uploaded files.
 func (s *Store) AccountBytes(ctx context.Context, account string) (int64, error) {
-	var a, b sql.NullInt64
+	var a, f, b sql.NullInt64
 	if err := s.r.QueryRowContext(ctx, `SELECT SUM(b) FROM (SELECT MAX(layer_bytes) AS b FROM images WHERE account=? AND deleted_at IS NULL GROUP BY layer)`, account).Scan(&a); err != nil {
+		return 0, err
+	}
+	if err := s.r.QueryRowContext(ctx, `SELECT SUM(b) FROM (SELECT MAX(flat_bytes) AS b FROM images WHERE account=? AND deleted_at IS NULL AND flat IS NOT NULL GROUP BY flat)`, account).Scan(&f); err != nil {
 		return 0, err
 	}
 	if err := s.r.QueryRowContext(ctx, `SELECT SUM(size) FROM files WHERE account=?`, account).Scan(&b); err != nil {
 		return 0, err
 	}
-	return a.Int64 + b.Int64, nil
+	return a.Int64 + f.Int64 + b.Int64, nil
 }

@@ -5,7 +5,7 @@
 //
 //	accounts   id, name
 //	tokens     uuid, account, sha256 of the secret, name, expiry, revocation, parent token
-//	images     uuid, account, parent, layer, flat (squashed chain), depth, tag, operation, env,
+//	images     uuid, account, parent, layer, flat (squashed chain) and its bytes, depth, tag, operation, env,
 //	           base and hidden/chain (content-addressed import layers, see Image)
 //	files      uuid, account, sha256, size            (blobs live on disk by sha256)
 //	operations uuid, account, kind, status, timings, input/result image, metadata JSON
@@ -147,6 +147,9 @@ var migrations = []string{
 	CREATE INDEX operations_list ON operations(account, created_at, uuid, kind, status, error, started_at, finished_at,
 		image_uuid, result_image_uuid, result_tag, cpu_seconds, max_rss_bytes, image_size);
 	CREATE INDEX operations_inflight ON operations(account) WHERE status IN ('PENDING','ASSIGNED','EXECUTING');`,
+	// 4: the disk a squashed chain's flat layer uses, charged to the
+	// image's account like its own layer.
+	`ALTER TABLE images ADD COLUMN flat_bytes INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
