@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -74,6 +75,7 @@ type runPlan struct {
 	meta        apitypes.InstanceMetadata
 	args        []string
 	env         map[string]string
+	inherited   map[string]string // env before the request's own variables
 	stdin       []byte
 	files       []placedFile
 	timeout     time.Duration
@@ -201,6 +203,11 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 		m.Hostname = *req.Hostname
 	}
 	if req.Args != nil {
+		for _, a := range req.Args {
+			if strings.ContainsRune(a, 0) {
+				return nil, errdefs.InvalidArgument("args: %q contains a NUL byte", a)
+			}
+		}
 		m.Args = req.Args
 	}
 	if req.Shell != nil {
@@ -328,7 +335,10 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	sort.Slice(p.files, func(i, j int) bool { return p.files[i].path < p.files[j].path })
 
 	if m.Shell {
-		p.args = append([]string{"/bin/sh", "-c", m.Command}, m.Args...)
+		// The args belong to the command line, not to sh -c (where they
+		// would become $0, $1...): ConTree's CLI runs a script as
+		// "/bin/sh" with args ["-s", "--", ...] and stdin.
+		p.args = []string{"/bin/sh", "-c", shellLine(m.Command, m.Args)}
 	} else {
 		p.args = append([]string{m.Command}, m.Args...)
 	}
@@ -344,11 +354,33 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 			}
 		}
 	}
+	p.inherited = maps.Clone(p.env)
 	for k, v := range m.Env {
 		p.env[k] = v
 	}
 	p.meta = m
 	return p, nil
+}
+
+// shellLine appends args to command, each quoted for a POSIX shell, so
+// sh -c sees exactly these words.
+func shellLine(command string, args []string) string {
+	var b strings.Builder
+	b.WriteString(command)
+	for _, a := range args {
+		b.WriteByte(' ')
+		b.WriteString(shellQuote(a))
+	}
+	return b.String()
+}
+
+// shellQuote returns s as one shell word: bare when it holds only
+// characters no shell treats specially, else in single quotes.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // envList renders env sorted for a stable config.
@@ -495,22 +527,21 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	if wb != nil {
 		scrubInitMount(upper)
 	}
-	// Commit: an unchanged filesystem keeps the input image (ConTree's rule).
+	// Commit: an unchanged filesystem keeps the input image (ConTree's
+	// rule), unless the run saves an environment the input does not give.
 	empty, err := dirEmpty(upper)
 	if err != nil {
 		rs.fail(ctx, err)
 		return
 	}
-	if empty {
-		rs.resultIm = p.image.UUID
-		return
-	}
-	env := ""
+	env := p.image.Env
 	if p.meta.PreserveEnv {
 		b, _ := json.Marshal(p.env)
 		env = string(b)
-	} else if p.image.Env != "" {
-		env = p.image.Env
+	}
+	if empty && (!p.meta.PreserveEnv || maps.Equal(p.env, p.inherited)) {
+		rs.resultIm = p.image.UUID
+		return
 	}
 	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
 		Operation: p.op, Env: env, LayerBytes: dirBytes(upper), CreatedAt: time.Now()}
