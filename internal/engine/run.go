@@ -484,6 +484,13 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	defer unmount()
 
+	if wb == nil {
+		// A warm sandbox had this done before its boot.
+		if err := runtime.EnsureTmp(merged); err != nil {
+			rs.fail(ctx, err)
+			return
+		}
+	}
 	if wb != nil {
 		if err := e.placeInSandbox(wb.agent, p.files, cwdToMake(merged, p.meta.Cwd)); err != nil {
 			rs.fail(ctx, err)

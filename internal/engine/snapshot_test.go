@@ -1,12 +1,19 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"testing"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/layerfs"
 )
 
 // TestShellArgs: with shell=true the args are appended to the command line,
@@ -78,5 +85,156 @@ func TestPreserveEnvWithoutFileChanges(t *testing.T) {
 	// Without preserve_env the variables are not saved.
 	if o, _ := run(t, e, base, "true", func(r *apitypes.InstanceSpawnRequest) { r.Env = map[string]string{"FOO": "x"} }); o.ResultImageUUID != base {
 		t.Errorf("run without preserve_env made image %s, want its input", o.ResultImageUUID)
+	}
+}
+
+// snapshotRuns runs cmd on an image under each runtime, cold and then warm,
+// requires the same result image from all four (layerfs.Diff), and returns
+// them by "runtime/mode". mutate, if set, alters the busybox base first.
+func snapshotRuns(t *testing.T, cmd string, mutate func(root string) error) map[string]snapRun {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]snapRun{}
+	var first string
+	for _, rt := range runtimes {
+		e, base := newWarmEngine(t, rt)
+		if mutate != nil {
+			base = busyboxWith(t, e, mutate)
+		}
+		for _, mode := range []string{"cold", "warm"} {
+			if mode == "warm" {
+				waitIdle(t, e, base, 1) // the cold run asked for it
+			}
+			hits := e.WarmStats().Hits
+			o, m := run(t, e, base, cmd)
+			if served := e.WarmStats().Hits > hits; served != (mode == "warm") {
+				t.Fatalf("%s/%s run served warm=%v", rt, mode, served)
+			}
+			name := rt + "/" + mode
+			out[name] = snapRun{e: e, input: base, image: o.ResultImageUUID, m: m}
+			if first == "" {
+				first = name
+				continue
+			}
+			a, ra, err := out[first].e.ImageFS(ctx, acct, out[first].image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, rb, err := e.ImageFS(ctx, acct, o.ResultImageUUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			changes, err := layerfs.Diff(ctx, a, b, layerfs.DiffOptions{})
+			ra()
+			rb()
+			if err != nil || len(changes) != 0 {
+				t.Errorf("%s result differs from %s: %+v %v", name, first, changes, err)
+			}
+		}
+	}
+	return out
+}
+
+// busyboxWith makes a base image of busybox altered by mutate.
+func busyboxWith(t *testing.T, e *Engine, mutate func(root string) error) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := baseimage.WriteBusyboxTar(&buf); err != nil {
+		t.Fatal(err)
+	}
+	id, err := e.NewBaseImage(context.Background(), acct, func(dir string) error {
+		cmd := exec.Command("tar", "-x", "-C", dir)
+		cmd.Stdin = &buf
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("tar: %v: %s", err, out)
+		}
+		return mutate(dir)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+type snapRun struct {
+	e            *Engine
+	input, image string
+	m            apitypes.InstanceMetadata
+}
+
+// TestSnapshotHoldsEveryPath: a file written anywhere in the root is in the
+// result image and seen by the next run, identically under every runtime,
+// cold or warm; runsc's own /tmp tmpfs must not swallow /tmp. /dev and its
+// /dev/shm are per-sandbox tmpfs mounts under every runtime: never saved.
+func TestSnapshotHoldsEveryPath(t *testing.T) {
+	paths := []struct {
+		dir  string
+		kept bool
+	}{
+		{"/tmp", true},
+		{"/var/tmp", true},
+		{"/run", true},
+		{"/var/run", true},
+		{"/root", true},
+		{"/dev/shm", false},
+	}
+	write := "mkdir -p /run /var/run"
+	check, want := "true", ""
+	for _, p := range paths {
+		write += fmt.Sprintf(" && echo %s > %s/snap", p.dir, p.dir)
+		check += fmt.Sprintf("; cat %s/snap 2>/dev/null || echo no-%s", p.dir, p.dir)
+		if p.kept {
+			want += p.dir + "\n"
+		} else {
+			want += "no-" + p.dir + "\n"
+		}
+	}
+	for name, r := range snapshotRuns(t, write, nil) {
+		for _, p := range paths {
+			s, err := readFile(t, r.e, r.image, p.dir+"/snap")
+			if p.kept && s != p.dir+"\n" {
+				t.Errorf("%s: %s/snap in the result image: %q %v, want it kept", name, p.dir, s, err)
+			}
+			if !p.kept && err == nil {
+				t.Errorf("%s: %s/snap is in the result image, want it left out", name, p.dir)
+			}
+		}
+		if _, m := run(t, r.e, r.image, check, disposable); stdout(t, m) != want {
+			t.Errorf("%s: next run sees %q, want %q", name, stdout(t, m), want)
+		}
+	}
+	// A run whose only change is in /tmp makes a new image all the same.
+	for name, r := range snapshotRuns(t, "echo x > /tmp/only", nil) {
+		if r.image == r.input {
+			t.Errorf("%s: a run that wrote only /tmp/only returned its input image", name)
+		}
+	}
+}
+
+// TestSnapshotOddTmp: an image without /tmp gives the same /tmp and the
+// same snapshot under every runtime: runsc would mount its tmpfs on a /tmp
+// it creates, so arbor creates it (mode 1777) for every runtime. (A /tmp
+// that is a symlink is not covered: runsc resolves the link before it looks
+// for an explicit /tmp mount, so its tmpfs still lands on the target; see
+// the README.)
+func TestSnapshotOddTmp(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(root string) error
+		file   string // where /tmp/f lands in the image
+	}{
+		{"missing", func(root string) error { return os.Remove(filepath.Join(root, "tmp")) }, "/tmp/f"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for name, r := range snapshotRuns(t, "echo x > /tmp/f && stat -c %a /tmp/", tc.mutate) {
+				if got := stdout(t, r.m); got != "1777\n" {
+					t.Errorf("%s: run printed %q, want /tmp writable with mode 1777", name, got)
+				}
+				if s, err := readFile(t, r.e, r.image, tc.file); s != "x\n" {
+					t.Errorf("%s: %s in the result image: %q %v", name, tc.file, s, err)
+				}
+			}
+		})
 	}
 }
