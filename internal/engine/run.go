@@ -786,6 +786,8 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			stdinW.Close()
 		}
 		if err != nil {
+			stdout.finish() // no output event after the operation's end
+			stderr.finish()
 			return res, err
 		}
 		if res.Killed {
@@ -855,7 +857,10 @@ func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc
 
 // capture keeps the first limit bytes of a stream, emitting them as events,
 // and counts the rest. Writes never block on the cap, so an output bomb only
-// costs the reading.
+// costs the reading. Output is coalesced: one event per flushBytes or per
+// flushDelay, whichever comes first, written by one flusher goroutine while
+// no lock is held, so a stream of tiny writes costs a few rows, not one row
+// per write, and the writer never waits for the database.
 type capture struct {
 	e       *Engine
 	op      string
@@ -865,7 +870,19 @@ type capture struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	dropped int64
+
+	pend     []byte        // kept bytes not yet in an event
+	flushing bool          // a flusher goroutine is running
+	closing  bool          // finish was called: drain without waiting
+	kick     chan struct{} // wakes the flusher before its delay
+	done     chan struct{} // closed when the flusher exits
 }
+
+const (
+	flushBytes    = 16 << 10             // pending output that is flushed at once
+	maxEventBytes = 64 << 10             // largest output event
+	flushDelay    = 5 * time.Millisecond // longest a byte waits for its event
+)
 
 func (c *capture) Write(b []byte) (int, error) {
 	c.mu.Lock()
@@ -877,19 +894,87 @@ func (c *capture) Write(b []byte) (int, error) {
 	}
 	if take > 0 {
 		c.buf.Write(b[:take])
-		r := apitypes.NewStreamRepr(b[:take], false)
-		_ = c.e.events.append(context.Background(), c.op, c.spid, c.stream, apitypes.EventDataStream{Value: r.Value, Encoding: r.Encoding})
+		c.pend = append(c.pend, b[:take]...)
+		if !c.flushing {
+			c.flushing = true
+			c.kick, c.done = make(chan struct{}, 1), make(chan struct{})
+			go c.flushLoop(c.kick, c.done)
+		}
+		if len(c.pend) >= flushBytes || c.closing {
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
 	c.dropped += int64(len(b)) - take
 	return len(b), nil
 }
 
+// flushLoop turns pending output into events until none is left.
+func (c *capture) flushLoop(kick <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTimer(flushDelay)
+	defer t.Stop()
+	for wait := true; ; {
+		if wait {
+			select {
+			case <-t.C:
+			case <-kick:
+			}
+		}
+		c.mu.Lock()
+		chunk := c.pend
+		c.pend = nil
+		if len(chunk) == 0 {
+			c.flushing = false
+			c.mu.Unlock()
+			return
+		}
+		wait = !c.closing
+		c.mu.Unlock()
+		c.emit(chunk)
+		if wait {
+			t.Reset(flushDelay)
+		}
+	}
+}
+
+// emit appends chunk as output events of at most maxEventBytes each.
+func (c *capture) emit(chunk []byte) {
+	for len(chunk) > 0 {
+		n := min(len(chunk), maxEventBytes)
+		r := apitypes.NewStreamRepr(chunk[:n], false)
+		_ = c.e.events.append(context.Background(), c.op, c.spid, c.stream, apitypes.EventDataStream{Value: r.Value, Encoding: r.Encoding})
+		chunk = chunk[n:]
+	}
+}
+
+// finish writes out all pending output, then the truncation notice if any:
+// call it once the stream has ended, before the process's exit event.
 func (c *capture) finish() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dropped > 0 {
+	c.closing = true
+	flushing, done := c.flushing, c.done
+	if flushing {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+	c.mu.Unlock()
+	if flushing {
+		<-done
+	}
+	c.mu.Lock()
+	chunk := c.pend
+	c.pend = nil
+	emitted, dropped := int64(c.buf.Len()), c.dropped
+	c.mu.Unlock()
+	c.emit(chunk)
+	if dropped > 0 {
 		_ = c.e.events.append(context.Background(), c.op, c.spid, apitypes.EventTruncated, apitypes.EventDataTruncated{
-			Stream: c.stream, BytesEmitted: int64(c.buf.Len()), BytesDropped: c.dropped})
+			Stream: c.stream, BytesEmitted: emitted, BytesDropped: dropped})
 	}
 }
 

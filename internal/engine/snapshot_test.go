@@ -9,11 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/layerfs"
+	"github.com/arborsh/arbor/internal/store"
 )
 
 // TestShellArgs: with shell=true the args are appended to the command line,
@@ -236,5 +239,120 @@ func TestSnapshotOddTmp(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCaptureCoalesces drives a capture directly: 2,000 one-byte writes
+// become a few events (one each before), a lone byte still gets its event
+// within the flush delay without waiting for the end, and finish leaves
+// nothing pending and reports truncation after the output.
+func TestCaptureCoalesces(t *testing.T) {
+	e, _ := newEngine(t, "runc")
+	ctx := context.Background()
+	op := newID()
+	if err := e.st.InsertOperation(ctx, store.Operation{UUID: op, Account: acct, Kind: apitypes.KindInstance, Status: apitypes.StatusExecuting, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	e.events.open(op, 0)
+	defer e.events.close(op)
+	c := &capture{e: e, op: op, spid: 1, stream: apitypes.EventStdout, limit: 2500}
+	wake := e.events.wakeup(op)
+	start := time.Now()
+	c.Write([]byte("a"))
+	select {
+	case <-wake:
+		t.Logf("a lone byte's event after %v", time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatal("a lone byte got no event before finish")
+	}
+	for range 2000 {
+		c.Write([]byte("x"))
+	}
+	c.Write([]byte(strings.Repeat("z", 1000))) // 499 kept, 501 dropped
+	c.finish()
+	evs, err := e.st.Events(ctx, op, -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for i, ev := range evs {
+		if ev.Type == apitypes.EventTruncated {
+			if i != len(evs)-1 || !strings.Contains(ev.Data, `"bytes_dropped":501`) {
+				t.Errorf("truncated event %d of %d: %s", i, len(evs), ev.Data)
+			}
+			continue
+		}
+		var d apitypes.EventDataStream
+		json.Unmarshal([]byte(ev.Data), &d)
+		b, _ := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+		got += string(b)
+	}
+	if want := "a" + strings.Repeat("x", 2000) + strings.Repeat("z", 499); got != want {
+		t.Errorf("events carry %d bytes, want %d in order", len(got), len(want))
+	}
+	if len(evs) > 10 {
+		t.Errorf("%d events for 2,002 writes, want them coalesced", len(evs))
+	}
+}
+
+// TestOutputCoalesced: a process's many small writes arrive whole and in
+// order through few events; a follower still sees output promptly, long
+// before the process exits.
+func TestOutputCoalesced(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	o, m := run(t, e, base, "i=0; while [ $i -lt 2000 ]; do printf x; printf y >&2; i=$((i+1)); done", disposable)
+	if got := stdout(t, m); got != strings.Repeat("x", 2000) {
+		t.Fatalf("stdout is %d bytes, want 2000 x", len(got))
+	}
+	evs, err := e.st.Events(context.Background(), o.UUID, -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams := map[string]string{}
+	n := map[string]int{}
+	for _, ev := range evs {
+		if ev.Type != apitypes.EventStdout && ev.Type != apitypes.EventStderr {
+			continue
+		}
+		var d apitypes.EventDataStream
+		if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
+			t.Fatal(err)
+		}
+		b, err := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams[ev.Type] += string(b)
+		n[ev.Type]++
+	}
+	if streams["stdout"] != strings.Repeat("x", 2000) || streams["stderr"] != strings.Repeat("y", 2000) {
+		t.Errorf("events carry stdout %d bytes, stderr %d bytes, want 2000 each", len(streams["stdout"]), len(streams["stderr"]))
+	}
+	// One event per 5 ms at most: the loop takes well under a second.
+	if n["stdout"] > 200 || n["stderr"] > 200 {
+		t.Errorf("%d stdout and %d stderr events for 2000 writes each, want coalescing", n["stdout"], n["stderr"])
+	}
+	t.Logf("%d stdout, %d stderr events", n["stdout"], n["stderr"])
+
+	// Live: the first line arrives while the command still sleeps.
+	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "echo first; sleep 3; echo second", Image: base, Shell: ptr(true), Disposable: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var firstAt, exitAt time.Time
+	err = e.FollowEvents(context.Background(), acct, op, FollowOptions{After: -1, Follow: true}, func(ev Event) error {
+		switch {
+		case ev.Type == apitypes.EventStdout && firstAt.IsZero():
+			firstAt = time.Now()
+		case ev.Type == apitypes.EventExit:
+			exitAt = time.Now()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if firstAt.IsZero() || exitAt.IsZero() || exitAt.Sub(firstAt) < 2*time.Second {
+		t.Errorf("first output seen %v before the exit, want it live (about 3 s before)", exitAt.Sub(firstAt))
 	}
 }
