@@ -49,6 +49,7 @@ which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
 	f.IntVar(&cfg.Engine.MaxTimeout, "max-timeout", 3600, "longest run timeout clients may ask for, in seconds")
 	f.Int64Var(&cfg.Engine.MaxStorageBytes, "max-storage-bytes", 0, "per-account storage quota in bytes (0: unlimited)")
 	f.IntVar(&cfg.Engine.MaxConcurrentOps, "max-concurrent", 64, "per-account operations in flight")
+	f.StringSliceVar(&cfg.Engine.NetAllow, "net-allow", nil, "let networked sandboxes reach this range although it is denied by default (private, link-local, CGNAT, ...): a CIDR or an address, repeatable, e.g. --net-allow 10.1.2.0/24")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

@@ -48,6 +48,9 @@ type Config struct {
 	MaxLayerBytes    int64             // default growth cap per run; default 10 GiB
 	MaxConcurrentOps int               // per account; default 64
 	MaxStorageBytes  int64             // per account; 0: unlimited
+	// NetAllow lists ranges (CIDRs or addresses) networked sandboxes may
+	// reach although netns.DefaultDeny covers them (private, link-local...).
+	NetAllow []string
 	Logger           *slog.Logger
 
 	// Warm sandboxes (see warm.go). WarmPerImage 0 takes the default 2; a
@@ -124,6 +127,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.WarmIdle <= 0 {
 		cfg.WarmIdle = 2 * time.Minute
 	}
+	allow, err := netns.ParseAllow(cfg.NetAllow)
+	if err != nil {
+		return nil, fmt.Errorf("%w: fix --net-allow", err)
+	}
 	home, err := filepath.Abs(cfg.Home)
 	if err != nil {
 		return nil, err
@@ -149,7 +156,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		active:    map[string]*activeOp{},
 		squashing: map[string]bool{},
 		events:    newEventHub(st),
-		nets:      netns.NewManager(netns.Tag(home)),
+		nets:      netns.NewManager(netns.Tag(home), allow...),
 		closed:    make(chan struct{}),
 	}
 	for _, kind := range []string{"runsc", "runc", "crun"} {
@@ -233,6 +240,7 @@ func (e *Engine) Close() error {
 	}
 	// runsc keeps a network-namespace mount in its state directory.
 	_ = overlay.UnmountUnder(filepath.Join(e.cfg.Home, "runtime"))
+	e.nets.Close()
 	return e.st.Close()
 }
 

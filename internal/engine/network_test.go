@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -17,14 +18,24 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 )
 
-// serverNetns creates a network namespace playing an outside server,
-// joined to the host by its own veth pair, with busybox httpd serving
-// hello.txt. It returns the server's address.
+// serverNetns creates a network namespace playing an outside server at a
+// documentation address (TEST-NET-2, routed nowhere beyond this host),
+// which networked sandboxes may reach by default. It returns its address.
 func serverNetns(t *testing.T) string {
 	t.Helper()
-	r := rand.IntN(200) + 20
+	r := 4 * (rand.IntN(62) + 1)
+	return serverAt(t, fmt.Sprintf("198.51.100.%d", r+1), fmt.Sprintf("198.51.100.%d", r+2))
+}
+
+// serverAt creates a network namespace joined to the host by its own veth
+// pair (host end hostIP/30, namespace end srvIP/30), with busybox httpd
+// serving hello.txt on port 18080, and returns srvIP once the host has
+// fetched the file from it: a test that finds a sandbox cannot reach it
+// knows the server was there.
+func serverAt(t *testing.T, hostIP, srvIP string) string {
+	t.Helper()
+	r := rand.IntN(90000) + 10000
 	ns, hostIf := fmt.Sprintf("arbt-srv-%d", r), fmt.Sprintf("arbts%d", r)
-	hostIP, srvIP := fmt.Sprintf("10.89.%d.1", r), fmt.Sprintf("10.89.%d.2", r)
 	sh := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
@@ -50,8 +61,22 @@ func serverNetns(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	time.Sleep(200 * time.Millisecond)
-	return srvIP
+	c := &http.Client{Timeout: time.Second}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := c.Get("http://" + srvIP + ":18080/hello.txt")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) == "hello from outside\n" {
+				return srvIP
+			}
+			err = fmt.Errorf("got %q", b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("test server %s is not serving: %v", srvIP, err)
+		}
+		time.Sleep(20 * time.Millisecond) // httpd starting: nothing to wait on but the port
+	}
 }
 
 func TestNetworking(t *testing.T) {
@@ -184,5 +209,76 @@ func TestWarmNetworking(t *testing.T) {
 	}
 	if got := stdout(t, m); strings.Contains(got, "hello") {
 		t.Fatalf("a warm run without networking reached the server: %q", got)
+	}
+}
+
+// TestEgressDenied: by default a networked sandbox reaches a public-style
+// address but not link-local (cloud metadata), RFC 1918 or CGNAT ranges,
+// each served by a namespace of this test that the host itself can fetch
+// from; the daemon's allow list opens exactly the ranges it names.
+func TestEgressDenied(t *testing.T) {
+	n := rand.IntN(200) + 20
+	targets := map[string]string{
+		"link-local": serverAt(t, fmt.Sprintf("169.254.%d.1", n), fmt.Sprintf("169.254.%d.2", n)),
+		"10/8":       serverAt(t, fmt.Sprintf("10.89.%d.1", n), fmt.Sprintf("10.89.%d.2", n)),
+		"172.16/12":  serverAt(t, fmt.Sprintf("172.29.%d.1", n), fmt.Sprintf("172.29.%d.2", n)),
+		"192.168/16": serverAt(t, fmt.Sprintf("192.168.%d.1", n), fmt.Sprintf("192.168.%d.2", n)),
+		"CGNAT":      serverAt(t, fmt.Sprintf("100.64.%d.1", n), fmt.Sprintf("100.64.%d.2", n)),
+		"public":     serverNetns(t),
+	}
+	probe := ""
+	for _, ip := range targets {
+		probe += fmt.Sprintf("(printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 3 %s 18080 | grep -q 'hello from outside' && echo %s reached || echo %s blocked) & ", ip, ip, ip)
+	}
+	probe += "wait"
+	reach := func(t *testing.T, e *Engine, base string) map[string]bool {
+		t.Helper()
+		_, m := run(t, e, base, probe, disposable, func(r *apitypes.InstanceSpawnRequest) {
+			r.Networking = &apitypes.Networking{Enabled: ptr(true)}
+			r.Timeout = ptr(30.0)
+		})
+		got := map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(stdout(t, m)), "\n") {
+			if f := strings.Fields(line); len(f) == 2 {
+				got[f[0]] = f[1] == "reached"
+			}
+		}
+		if len(got) != len(targets) {
+			t.Fatalf("probe printed %q, want a line per target", stdout(t, m))
+		}
+		return got
+	}
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			got := reach(t, e, base)
+			for name, ip := range targets {
+				if want := name == "public"; got[ip] != want {
+					t.Errorf("default rules: %s (%s) reached=%v, want %v", name, ip, got[ip], want)
+				}
+			}
+			// Allowed by the operator: each range given, in both forms.
+			home := t.TempDir()
+			allow := []string{targets["link-local"], "10.89.0.0/16", "172.29.0.0/16", "192.168.0.0/16", "100.64.0.0/10"}
+			ea, err := New(context.Background(), Config{Home: home, Runtime: rt, NetAllow: allow})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ea.Close() })
+			got = reach(t, ea, busybox(t, ea))
+			for name, ip := range targets {
+				if !got[ip] {
+					t.Errorf("allowed %s (%s) not reached", name, ip)
+				}
+			}
+		})
+	}
+}
+
+func TestNetAllowInvalid(t *testing.T) {
+	_, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: "runc", NetAllow: []string{"10.0.0.0/33"}})
+	if err == nil || !strings.Contains(err.Error(), "--net-allow") || !strings.Contains(err.Error(), "10.0.0.0/33") {
+		t.Fatalf("New with a bad allow range: %v, want an error naming it and the flag", err)
 	}
 }
