@@ -51,7 +51,7 @@ type Config struct {
 	// NetAllow lists ranges (CIDRs or addresses) networked sandboxes may
 	// reach although netns.DefaultDeny covers them (private, link-local...).
 	NetAllow []string
-	Logger           *slog.Logger
+	Logger   *slog.Logger
 
 	// Warm sandboxes (see warm.go). WarmPerImage 0 takes the default 2; a
 	// negative value disables the pool.

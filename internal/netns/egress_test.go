@@ -68,4 +68,3 @@ func TestEgressRulesPerDaemon(t *testing.T) {
 		t.Error("Close left the daemon's egress table")
 	}
 }
-
