@@ -48,10 +48,11 @@ type Config struct {
 	MaxLayerBytes    int64             // default growth cap per run; default 10 GiB
 	MaxConcurrentOps int               // per account; default 64
 	MaxStorageBytes  int64             // per account; 0: unlimited
+	Logger           *slog.Logger
+
 	// NetAllow lists ranges (CIDRs or addresses) networked sandboxes may
 	// reach although netns.DefaultDeny covers them (private, link-local...).
 	NetAllow []string
-	Logger   *slog.Logger
 
 	// Warm sandboxes (see warm.go). WarmPerImage 0 takes the default 2; a
 	// negative value disables the pool.
