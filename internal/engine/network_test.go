@@ -107,11 +107,12 @@ func TestNetworking(t *testing.T) {
 }
 
 // TestNoInbound: a networked sandbox listening on a port cannot be reached
-// from the host or from the outside namespace, and cannot reach the host.
+// from the host, and cannot reach a host service. Neither check can pass
+// by accident: the host dials only once the sandbox has connected to its
+// own listener, and the same run must reach the outside server.
 func TestNoInbound(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	srv := serverNetns(t)
-	_ = srv
 	hostSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "host") })}
 	ln, err := net.Listen("tcp", "0.0.0.0:0")
 	if err != nil {
@@ -121,43 +122,56 @@ func TestNoInbound(t *testing.T) {
 	defer hostSrv.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
 
+	cmd := fmt.Sprintf(`nc -ll -p 9000 -e echo inside &
+for i in $(seq 100); do nc -w 1 127.0.0.1 9000 2>/dev/null | grep -q inside && echo listening && break; sleep 0.05; done
+printf 'GET /hello.txt HTTP/1.0\r\n\r\n' | nc -w 5 %s 18080 | grep -q 'hello from outside' && echo outbound-ok
+printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $(ip route | awk '/default/ {print $3}') %d | grep -q host && echo host-reached || echo host-blocked
+read done`, srv, port)
 	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{
-		Command: fmt.Sprintf("(nc -l -p 9000 -e echo inside &) ; sleep 1; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $(ip route | awk '/default/ {print $3}') %d | grep -q host || echo host-blocked; sleep 4", port),
-		Image:   base, Shell: ptr(true), Disposable: ptr(true), Timeout: ptr(30.0),
+		Command: cmd, Image: base, Shell: ptr(true), Disposable: ptr(true), Timeout: ptr(30.0),
+		Stdin:      &apitypes.ClosableStreamRepr{Close: ptr(false)},
 		Networking: &apitypes.Networking{Enabled: ptr(true)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Find the sandbox's address from its network event.
-	var ip string
-	for i := 0; i < 100 && ip == ""; i++ {
-		evs, _ := e.st.Events(context.Background(), op, -1, 0)
-		for _, ev := range evs {
-			if ev.Type == apitypes.EventNetwork {
-				var d apitypes.EventDataNetwork
-				json.Unmarshal([]byte(ev.Data), &d)
-				ip = strings.Split(d.Configured.IP4, "/")[0]
-			}
+	var ip, out string
+	dialled := false
+	err = e.FollowEvents(context.Background(), acct, op, FollowOptions{After: -1, Follow: true}, func(ev Event) error {
+		switch ev.Type {
+		case apitypes.EventNetwork:
+			var d apitypes.EventDataNetwork
+			json.Unmarshal(ev.Data, &d)
+			ip = strings.Split(d.Configured.IP4, "/")[0]
+		case apitypes.EventStdout:
+			var d apitypes.EventDataStream
+			json.Unmarshal(ev.Data, &d)
+			b, _ := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			out += string(b)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if ip == "" {
-		t.Fatal("no network event with the sandbox address")
-	}
-	time.Sleep(1500 * time.Millisecond)
-	if c, err := net.DialTimeout("tcp", ip+":9000", 2*time.Second); err == nil {
-		c.Close()
-		t.Errorf("host connected into the sandbox at %s:9000", ip)
-	}
-	o, err := e.WaitOperation(context.Background(), acct, op)
+		if !dialled && strings.Contains(out, "host-") {
+			// The sandbox listens (it said so) and still runs (it reads stdin).
+			dialled = true
+			if ip == "" {
+				t.Error("no network event with the sandbox address")
+			} else if c, err := net.DialTimeout("tcp", ip+":9000", 2*time.Second); err == nil {
+				c.Close()
+				t.Errorf("host connected into the sandbox at %s:9000", ip)
+			}
+			return e.WriteStdin(context.Background(), acct, op, 1, apitypes.ClosableStreamRepr{Value: "\n", Close: ptr(true)})
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m apitypes.InstanceMetadata
-	json.Unmarshal([]byte(o.Metadata), &m)
-	if got := stdout(t, m); !strings.Contains(got, "host-blocked") {
-		t.Errorf("sandbox reached a host service: %q", got)
+	for _, want := range []string{"listening", "outbound-ok", "host-blocked"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("sandbox printed %q, want %s", out, want)
+		}
+	}
+	if !dialled {
+		t.Error("the host never dialled the sandbox")
 	}
 }
 
