@@ -356,3 +356,26 @@ func TestOutputCoalesced(t *testing.T) {
 		t.Errorf("first output seen %v before the exit, want it live (about 3 s before)", exitAt.Sub(firstAt))
 	}
 }
+
+// TestExecShellArgs: a process exec'd into a running instance with
+// shell=true gets its args appended to its command line, as the main
+// process does.
+func TestExecShellArgs(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "cat", Image: base, Shell: ptr(true), Disposable: ptr(true),
+		Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Close: ptr(true)})
+	spid, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "/bin/sh", Shell: ptr(true), Args: []string{"-s", "--", "a1", "b 2"},
+		Stdin: &apitypes.ClosableStreamRepr{Value: `printf '[%s]' "$#" "$1" "$2"`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := waitSub(t, e, op, spid)
+	if b, _ := r.Stdout.Bytes(); string(b) != "[2][a1][b 2]" {
+		t.Errorf("exec'd script saw %q, want [2][a1][b 2]", b)
+	}
+}
