@@ -67,4 +67,12 @@ func TestEgressRulesPerDaemon(t *testing.T) {
 	if err := exec.Command("nft", "list", "table", "inet", a.egressTable()).Run(); err == nil {
 		t.Error("Close left the daemon's egress table")
 	}
+	// After kill -9 the next daemon on the same home removes what is left.
+	if err := b.setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	NewManager(b.tag).Cleanup(ctx)
+	if err := exec.Command("nft", "list", "table", "inet", b.egressTable()).Run(); err == nil {
+		t.Error("Cleanup left a dead daemon's egress table")
+	}
 }

@@ -302,8 +302,14 @@ func (m *Manager) Close() {
 }
 
 // Cleanup removes every sandbox network an earlier run of this daemon
-// left behind (after kill -9); other daemons' networks stay.
+// left behind (after kill -9), and its egress rules (installed again on
+// first use, with this run's allow list); other daemons' networks stay.
 func (m *Manager) Cleanup(ctx context.Context) {
+	m.mu.Lock()
+	if !m.ready {
+		_ = run(ctx, "nft", "delete", "table", "inet", m.egressTable())
+	}
+	m.mu.Unlock()
 	out, err := exec.CommandContext(ctx, "ip", "netns", "list").Output()
 	if err != nil {
 		return
