@@ -55,6 +55,7 @@ which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
 	f.Int64Var(&cfg.Engine.DefaultMemoryBytes, "default-memory-bytes", 0, "memory limit of a run that asks for none (default memory budget / slots, at most 4 GiB)")
 	f.IntVar(&cfg.Engine.MaxSubprocesses, "max-subprocesses", 16, "subprocesses running at once in one run")
 	f.IntVar(&cfg.Engine.MaxAccountSubprocesses, "max-account-subprocesses", 64, "subprocesses running at once over all of an account's runs")
+	f.StringSliceVar(&cfg.Engine.NetAllow, "net-allow", nil, "let networked sandboxes reach this range although it is denied by default (private, link-local, CGNAT, ...): a CIDR or an address, repeatable, e.g. --net-allow 10.1.2.0/24")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

@@ -65,6 +65,9 @@ type Config struct {
 	// costs a host process. Defaults 16 and 64.
 	MaxSubprocesses        int
 	MaxAccountSubprocesses int
+	// NetAllow lists ranges (CIDRs or addresses) networked sandboxes may
+	// reach although netns.DefaultDeny covers them (private, link-local...).
+	NetAllow []string
 
 	// Warm sandboxes (see warm.go). WarmPerImage 0 takes the default 2; a
 	// negative value disables the pool.
@@ -155,6 +158,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.WarmIdle <= 0 {
 		cfg.WarmIdle = 2 * time.Minute
 	}
+	allow, err := netns.ParseAllow(cfg.NetAllow)
+	if err != nil {
+		return nil, fmt.Errorf("%w: fix --net-allow", err)
+	}
 	home, err := filepath.Abs(cfg.Home)
 	if err != nil {
 		return nil, err
@@ -181,7 +188,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		active:    map[string]*activeOp{},
 		squashing: map[string]bool{},
 		events:    newEventHub(st),
-		nets:      netns.NewManager(netns.Tag(home)),
+		nets:      netns.NewManager(netns.Tag(home), allow...),
 		closed:    make(chan struct{}),
 	}
 	for _, kind := range []string{"runsc", "runc", "crun"} {
@@ -269,6 +276,7 @@ func (e *Engine) Close() error {
 	}
 	// runsc keeps a network-namespace mount in its state directory.
 	_ = overlay.UnmountUnder(filepath.Join(e.cfg.Home, "runtime"))
+	e.nets.Close()
 	return e.st.Close()
 }
 

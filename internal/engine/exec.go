@@ -98,7 +98,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 	shell := spec.Shell != nil && *spec.Shell
 	args := append([]string{spec.Command}, spec.Args...)
 	if shell {
-		args = append([]string{"/bin/sh", "-c", spec.Command}, spec.Args...)
+		args = []string{"/bin/sh", "-c", shellLine(spec.Command, spec.Args)} // as for the main process
 	}
 	env := map[string]string{}
 	for k, v := range p.env {

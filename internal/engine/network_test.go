@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -17,14 +18,24 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 )
 
-// serverNetns creates a network namespace playing an outside server,
-// joined to the host by its own veth pair, with busybox httpd serving
-// hello.txt. It returns the server's address.
+// serverNetns creates a network namespace playing an outside server at a
+// documentation address (TEST-NET-2, routed nowhere beyond this host),
+// which networked sandboxes may reach by default. It returns its address.
 func serverNetns(t *testing.T) string {
 	t.Helper()
-	r := rand.IntN(200) + 20
+	r := 4 * (rand.IntN(62) + 1)
+	return serverAt(t, fmt.Sprintf("198.51.100.%d", r+1), fmt.Sprintf("198.51.100.%d", r+2))
+}
+
+// serverAt creates a network namespace joined to the host by its own veth
+// pair (host end hostIP/30, namespace end srvIP/30), with busybox httpd
+// serving hello.txt on port 18080, and returns srvIP once the host has
+// fetched the file from it: a test that finds a sandbox cannot reach it
+// knows the server was there.
+func serverAt(t *testing.T, hostIP, srvIP string) string {
+	t.Helper()
+	r := rand.IntN(90000) + 10000
 	ns, hostIf := fmt.Sprintf("arbt-srv-%d", r), fmt.Sprintf("arbts%d", r)
-	hostIP, srvIP := fmt.Sprintf("10.89.%d.1", r), fmt.Sprintf("10.89.%d.2", r)
 	sh := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
@@ -50,8 +61,22 @@ func serverNetns(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	time.Sleep(200 * time.Millisecond)
-	return srvIP
+	c := &http.Client{Timeout: time.Second}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := c.Get("http://" + srvIP + ":18080/hello.txt")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) == "hello from outside\n" {
+				return srvIP
+			}
+			err = fmt.Errorf("got %q", b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("test server %s is not serving: %v", srvIP, err)
+		}
+		time.Sleep(20 * time.Millisecond) // httpd starting: nothing to wait on but the port
+	}
 }
 
 func TestNetworking(t *testing.T) {
@@ -82,11 +107,12 @@ func TestNetworking(t *testing.T) {
 }
 
 // TestNoInbound: a networked sandbox listening on a port cannot be reached
-// from the host or from the outside namespace, and cannot reach the host.
+// from the host, and cannot reach a host service. Neither check can pass
+// by accident: the host dials only once the sandbox has connected to its
+// own listener, and the same run must reach the outside server.
 func TestNoInbound(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	srv := serverNetns(t)
-	_ = srv
 	hostSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "host") })}
 	ln, err := net.Listen("tcp", "0.0.0.0:0")
 	if err != nil {
@@ -96,43 +122,56 @@ func TestNoInbound(t *testing.T) {
 	defer hostSrv.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
 
+	cmd := fmt.Sprintf(`nc -ll -p 9000 -e echo inside &
+for i in $(seq 100); do nc -w 1 127.0.0.1 9000 2>/dev/null | grep -q inside && echo listening && break; sleep 0.05; done
+printf 'GET /hello.txt HTTP/1.0\r\n\r\n' | nc -w 5 %s 18080 | grep -q 'hello from outside' && echo outbound-ok
+printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $(ip route | awk '/default/ {print $3}') %d | grep -q host && echo host-reached || echo host-blocked
+read done`, srv, port)
 	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{
-		Command: fmt.Sprintf("(nc -l -p 9000 -e echo inside &) ; sleep 1; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $(ip route | awk '/default/ {print $3}') %d | grep -q host || echo host-blocked; sleep 4", port),
-		Image:   base, Shell: ptr(true), Disposable: ptr(true), Timeout: ptr(30.0),
+		Command: cmd, Image: base, Shell: ptr(true), Disposable: ptr(true), Timeout: ptr(30.0),
+		Stdin:      &apitypes.ClosableStreamRepr{Close: ptr(false)},
 		Networking: &apitypes.Networking{Enabled: ptr(true)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Find the sandbox's address from its network event.
-	var ip string
-	for i := 0; i < 100 && ip == ""; i++ {
-		evs, _ := e.st.Events(context.Background(), op, -1, 0)
-		for _, ev := range evs {
-			if ev.Type == apitypes.EventNetwork {
-				var d apitypes.EventDataNetwork
-				json.Unmarshal([]byte(ev.Data), &d)
-				ip = strings.Split(d.Configured.IP4, "/")[0]
-			}
+	var ip, out string
+	dialled := false
+	err = e.FollowEvents(context.Background(), acct, op, FollowOptions{After: -1, Follow: true}, func(ev Event) error {
+		switch ev.Type {
+		case apitypes.EventNetwork:
+			var d apitypes.EventDataNetwork
+			json.Unmarshal(ev.Data, &d)
+			ip = strings.Split(d.Configured.IP4, "/")[0]
+		case apitypes.EventStdout:
+			var d apitypes.EventDataStream
+			json.Unmarshal(ev.Data, &d)
+			b, _ := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			out += string(b)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if ip == "" {
-		t.Fatal("no network event with the sandbox address")
-	}
-	time.Sleep(1500 * time.Millisecond)
-	if c, err := net.DialTimeout("tcp", ip+":9000", 2*time.Second); err == nil {
-		c.Close()
-		t.Errorf("host connected into the sandbox at %s:9000", ip)
-	}
-	o, err := e.WaitOperation(context.Background(), acct, op)
+		if !dialled && strings.Contains(out, "host-") {
+			// The sandbox listens (it said so) and still runs (it reads stdin).
+			dialled = true
+			if ip == "" {
+				t.Error("no network event with the sandbox address")
+			} else if c, err := net.DialTimeout("tcp", ip+":9000", 2*time.Second); err == nil {
+				c.Close()
+				t.Errorf("host connected into the sandbox at %s:9000", ip)
+			}
+			return e.WriteStdin(context.Background(), acct, op, 1, apitypes.ClosableStreamRepr{Value: "\n", Close: ptr(true)})
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m apitypes.InstanceMetadata
-	json.Unmarshal([]byte(o.Metadata), &m)
-	if got := stdout(t, m); !strings.Contains(got, "host-blocked") {
-		t.Errorf("sandbox reached a host service: %q", got)
+	for _, want := range []string{"listening", "outbound-ok", "host-blocked"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("sandbox printed %q, want %s", out, want)
+		}
+	}
+	if !dialled {
+		t.Error("the host never dialled the sandbox")
 	}
 }
 
@@ -184,5 +223,76 @@ func TestWarmNetworking(t *testing.T) {
 	}
 	if got := stdout(t, m); strings.Contains(got, "hello") {
 		t.Fatalf("a warm run without networking reached the server: %q", got)
+	}
+}
+
+// TestEgressDenied: by default a networked sandbox reaches a public-style
+// address but not link-local (cloud metadata), RFC 1918 or CGNAT ranges,
+// each served by a namespace of this test that the host itself can fetch
+// from; the daemon's allow list opens exactly the ranges it names.
+func TestEgressDenied(t *testing.T) {
+	n := rand.IntN(200) + 20
+	targets := map[string]string{
+		"link-local": serverAt(t, fmt.Sprintf("169.254.%d.1", n), fmt.Sprintf("169.254.%d.2", n)),
+		"10/8":       serverAt(t, fmt.Sprintf("10.89.%d.1", n), fmt.Sprintf("10.89.%d.2", n)),
+		"172.16/12":  serverAt(t, fmt.Sprintf("172.29.%d.1", n), fmt.Sprintf("172.29.%d.2", n)),
+		"192.168/16": serverAt(t, fmt.Sprintf("192.168.%d.1", n), fmt.Sprintf("192.168.%d.2", n)),
+		"CGNAT":      serverAt(t, fmt.Sprintf("100.64.%d.1", n), fmt.Sprintf("100.64.%d.2", n)),
+		"public":     serverNetns(t),
+	}
+	probe := ""
+	for _, ip := range targets {
+		probe += fmt.Sprintf("(printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 3 %s 18080 | grep -q 'hello from outside' && echo %s reached || echo %s blocked) & ", ip, ip, ip)
+	}
+	probe += "wait"
+	reach := func(t *testing.T, e *Engine, base string) map[string]bool {
+		t.Helper()
+		_, m := run(t, e, base, probe, disposable, func(r *apitypes.InstanceSpawnRequest) {
+			r.Networking = &apitypes.Networking{Enabled: ptr(true)}
+			r.Timeout = ptr(30.0)
+		})
+		got := map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(stdout(t, m)), "\n") {
+			if f := strings.Fields(line); len(f) == 2 {
+				got[f[0]] = f[1] == "reached"
+			}
+		}
+		if len(got) != len(targets) {
+			t.Fatalf("probe printed %q, want a line per target", stdout(t, m))
+		}
+		return got
+	}
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			got := reach(t, e, base)
+			for name, ip := range targets {
+				if want := name == "public"; got[ip] != want {
+					t.Errorf("default rules: %s (%s) reached=%v, want %v", name, ip, got[ip], want)
+				}
+			}
+			// Allowed by the operator: each range given, in both forms.
+			home := t.TempDir()
+			allow := []string{targets["link-local"], "10.89.0.0/16", "172.29.0.0/16", "192.168.0.0/16", "100.64.0.0/10"}
+			ea, err := New(context.Background(), Config{Home: home, Runtime: rt, NetAllow: allow})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ea.Close() })
+			got = reach(t, ea, busybox(t, ea))
+			for name, ip := range targets {
+				if !got[ip] {
+					t.Errorf("allowed %s (%s) not reached", name, ip)
+				}
+			}
+		})
+	}
+}
+
+func TestNetAllowInvalid(t *testing.T) {
+	_, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: "runc", NetAllow: []string{"10.0.0.0/33"}})
+	if err == nil || !strings.Contains(err.Error(), "--net-allow") || !strings.Contains(err.Error(), "10.0.0.0/33") {
+		t.Fatalf("New with a bad allow range: %v, want an error naming it and the flag", err)
 	}
 }

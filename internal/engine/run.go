@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -77,6 +78,7 @@ type runPlan struct {
 	meta        apitypes.InstanceMetadata
 	args        []string
 	env         map[string]string
+	inherited   map[string]string // env before the request's own variables
 	stdin       []byte
 	files       []placedFile
 	timeout     time.Duration
@@ -199,6 +201,11 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 		m.Hostname = *req.Hostname
 	}
 	if req.Args != nil {
+		for _, a := range req.Args {
+			if strings.ContainsRune(a, 0) {
+				return nil, errdefs.InvalidArgument("args: %q contains a NUL byte", a)
+			}
+		}
 		m.Args = req.Args
 	}
 	if req.Shell != nil {
@@ -332,7 +339,10 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	sort.Slice(p.files, func(i, j int) bool { return p.files[i].path < p.files[j].path })
 
 	if m.Shell {
-		p.args = append([]string{"/bin/sh", "-c", m.Command}, m.Args...)
+		// The args belong to the command line, not to sh -c (where they
+		// would become $0, $1...): ConTree's CLI runs a script as
+		// "/bin/sh" with args ["-s", "--", ...] and stdin.
+		p.args = []string{"/bin/sh", "-c", shellLine(m.Command, m.Args)}
 	} else {
 		p.args = append([]string{m.Command}, m.Args...)
 	}
@@ -348,11 +358,33 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 			}
 		}
 	}
+	p.inherited = maps.Clone(p.env)
 	for k, v := range m.Env {
 		p.env[k] = v
 	}
 	p.meta = m
 	return p, nil
+}
+
+// shellLine appends args to command, each quoted for a POSIX shell, so
+// sh -c sees exactly these words.
+func shellLine(command string, args []string) string {
+	var b strings.Builder
+	b.WriteString(command)
+	for _, a := range args {
+		b.WriteByte(' ')
+		b.WriteString(shellQuote(a))
+	}
+	return b.String()
+}
+
+// shellQuote returns s as one shell word: bare when it holds only
+// characters no shell treats specially, else in single quotes.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // envList renders env sorted for a stable config.
@@ -462,6 +494,13 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	defer unmount()
 
+	if wb == nil {
+		// A warm sandbox had this done before its boot.
+		if err := runtime.EnsureTmp(merged); err != nil {
+			rs.fail(ctx, err)
+			return
+		}
+	}
 	if wb != nil {
 		if err := e.placeInSandbox(wb.agent, p.files, cwdToMake(merged, p.meta.Cwd)); err != nil {
 			rs.fail(ctx, err)
@@ -512,22 +551,21 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	if wb != nil {
 		scrubInitMount(upper)
 	}
-	// Commit: an unchanged filesystem keeps the input image (ConTree's rule).
+	// Commit: an unchanged filesystem keeps the input image (ConTree's
+	// rule), unless the run saves an environment the input does not give.
 	empty, err := dirEmpty(upper)
 	if err != nil {
 		rs.fail(ctx, err)
 		return
 	}
-	if empty {
-		rs.resultIm = p.image.UUID
-		return
-	}
-	env := ""
+	env := p.image.Env
 	if p.meta.PreserveEnv {
 		b, _ := json.Marshal(p.env)
 		env = string(b)
-	} else if p.image.Env != "" {
-		env = p.image.Env
+	}
+	if empty && (!p.meta.PreserveEnv || maps.Equal(p.env, p.inherited)) {
+		rs.resultIm = p.image.UUID
+		return
 	}
 	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
 		Operation: p.op, Env: env, LayerBytes: grown.bytes, CreatedAt: time.Now()}
@@ -769,6 +807,8 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			stdinW.Close()
 		}
 		if err != nil {
+			stdout.finish() // no output event after the operation's end
+			stderr.finish()
 			return res, err
 		}
 		if res.Killed {
@@ -861,7 +901,10 @@ func (p *runPlan) fileSize() int64 {
 
 // capture keeps the first limit bytes of a stream, emitting them as events,
 // and counts the rest. Writes never block on the cap, so an output bomb only
-// costs the reading.
+// costs the reading. Output is coalesced: one event per flushBytes or per
+// flushDelay, whichever comes first, written by one flusher goroutine while
+// no lock is held, so a stream of tiny writes costs a few rows, not one row
+// per write, and the writer never waits for the database.
 type capture struct {
 	e       *Engine
 	op      string
@@ -871,7 +914,19 @@ type capture struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	dropped int64
+
+	pend     []byte        // kept bytes not yet in an event
+	flushing bool          // a flusher goroutine is running
+	closing  bool          // finish was called: drain without waiting
+	kick     chan struct{} // wakes the flusher before its delay
+	done     chan struct{} // closed when the flusher exits
 }
+
+const (
+	flushBytes    = 16 << 10             // pending output that is flushed at once
+	maxEventBytes = 64 << 10             // largest output event
+	flushDelay    = 5 * time.Millisecond // longest a byte waits for its event
+)
 
 func (c *capture) Write(b []byte) (int, error) {
 	c.mu.Lock()
@@ -883,19 +938,87 @@ func (c *capture) Write(b []byte) (int, error) {
 	}
 	if take > 0 {
 		c.buf.Write(b[:take])
-		r := apitypes.NewStreamRepr(b[:take], false)
-		_ = c.e.events.append(context.Background(), c.op, c.spid, c.stream, apitypes.EventDataStream{Value: r.Value, Encoding: r.Encoding})
+		c.pend = append(c.pend, b[:take]...)
+		if !c.flushing {
+			c.flushing = true
+			c.kick, c.done = make(chan struct{}, 1), make(chan struct{})
+			go c.flushLoop(c.kick, c.done)
+		}
+		if len(c.pend) >= flushBytes || c.closing {
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
 	c.dropped += int64(len(b)) - take
 	return len(b), nil
 }
 
+// flushLoop turns pending output into events until none is left.
+func (c *capture) flushLoop(kick <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTimer(flushDelay)
+	defer t.Stop()
+	for wait := true; ; {
+		if wait {
+			select {
+			case <-t.C:
+			case <-kick:
+			}
+		}
+		c.mu.Lock()
+		chunk := c.pend
+		c.pend = nil
+		if len(chunk) == 0 {
+			c.flushing = false
+			c.mu.Unlock()
+			return
+		}
+		wait = !c.closing
+		c.mu.Unlock()
+		c.emit(chunk)
+		if wait {
+			t.Reset(flushDelay)
+		}
+	}
+}
+
+// emit appends chunk as output events of at most maxEventBytes each.
+func (c *capture) emit(chunk []byte) {
+	for len(chunk) > 0 {
+		n := min(len(chunk), maxEventBytes)
+		r := apitypes.NewStreamRepr(chunk[:n], false)
+		_ = c.e.events.append(context.Background(), c.op, c.spid, c.stream, apitypes.EventDataStream{Value: r.Value, Encoding: r.Encoding})
+		chunk = chunk[n:]
+	}
+}
+
+// finish writes out all pending output, then the truncation notice if any:
+// call it once the stream has ended, before the process's exit event.
 func (c *capture) finish() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dropped > 0 {
+	c.closing = true
+	flushing, done := c.flushing, c.done
+	if flushing {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+	c.mu.Unlock()
+	if flushing {
+		<-done
+	}
+	c.mu.Lock()
+	chunk := c.pend
+	c.pend = nil
+	emitted, dropped := int64(c.buf.Len()), c.dropped
+	c.mu.Unlock()
+	c.emit(chunk)
+	if dropped > 0 {
 		_ = c.e.events.append(context.Background(), c.op, c.spid, apitypes.EventTruncated, apitypes.EventDataTruncated{
-			Stream: c.stream, BytesEmitted: int64(c.buf.Len()), BytesDropped: c.dropped})
+			Stream: c.stream, BytesEmitted: emitted, BytesDropped: dropped})
 	}
 }
 

@@ -437,6 +437,9 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 	if err := overlay.Mount(lowers, b.upper, work, b.merged); err != nil {
 		return fail(err)
 	}
+	if err := runtime.EnsureTmp(b.merged); err != nil { // as a cold run does
+		return fail(err)
+	}
 	netnsPath := ""
 	if k.network {
 		if b.net, err = e.nets.Create(ctx); err != nil {

@@ -1,8 +1,10 @@
 // Package netns gives a sandbox outbound-only network access: its own
 // network namespace joined to the host by a veth pair, NAT for traffic that
 // leaves the host, and nftables rules that drop every new connection towards
-// a sandbox (from the host, other sandboxes or outside) and every new
-// connection from a sandbox to the host itself.
+// a sandbox (from the host, other sandboxes or outside), every new
+// connection from a sandbox to the host itself, and everything a sandbox
+// sends to private, link-local, loopback, multicast and other special
+// ranges (DefaultDeny) unless the daemon's operator allowed the range.
 package netns
 
 import (
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -53,6 +56,54 @@ table ip arbor_nat {
 }
 `
 
+// DefaultDeny lists the destinations a sandbox may not reach unless the
+// operator allows them: addresses that are not the public internet, where
+// a sandbox would find the host's neighbours, cloud metadata services
+// (169.254.169.254) and internal networks.
+var DefaultDeny = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
+	netip.MustParsePrefix("10.0.0.0/8"),     // RFC 1918
+	netip.MustParsePrefix("100.64.0.0/10"),  // carrier-grade NAT (RFC 6598)
+	netip.MustParsePrefix("127.0.0.0/8"),    // loopback
+	netip.MustParsePrefix("169.254.0.0/16"), // link-local, cloud metadata
+	netip.MustParsePrefix("172.16.0.0/12"),  // RFC 1918
+	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
+	netip.MustParsePrefix("192.168.0.0/16"), // RFC 1918
+	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
+	netip.MustParsePrefix("224.0.0.0/4"),    // multicast
+	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, broadcast
+	netip.MustParsePrefix("::/128"),         // unspecified
+	netip.MustParsePrefix("::1/128"),        // loopback
+	netip.MustParsePrefix("::ffff:0:0/96"),  // IPv4-mapped
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
+	netip.MustParsePrefix("fc00::/7"),       // unique local
+	netip.MustParsePrefix("fe80::/10"),      // link-local
+	netip.MustParsePrefix("fec0::/10"),      // site-local (deprecated)
+	netip.MustParsePrefix("ff00::/8"),       // multicast
+}
+
+// ParseAllow parses the ranges an operator allows despite DefaultDeny:
+// CIDRs ("10.1.2.0/24") or single addresses ("169.254.169.254").
+func ParseAllow(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("network allow %q is not a CIDR (like 10.1.2.0/24) or an address (like 169.254.169.254)", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 // Manager allocates sandbox networks for one daemon. Several daemons may
 // share a host (tests do): a network's addresses are claimed by creating
 // its host interface, whose name the index fixes, so the kernel refuses a
@@ -60,14 +111,61 @@ table ip arbor_nat {
 // removes one daemon's leftovers and never another's live networks.
 type Manager struct {
 	tag   string
+	allow []netip.Prefix
 	mu    sync.Mutex
 	used  map[int]bool
 	ready bool
 }
 
 // NewManager returns a Manager for the daemon tagged tag (a short string
-// unique to its home, see Tag); the firewall is installed on first use.
-func NewManager(tag string) *Manager { return &Manager{tag: tag, used: map[int]bool{}} }
+// unique to its home, see Tag) whose sandboxes may reach the allow ranges
+// despite DefaultDeny; the firewall is installed on first use.
+func NewManager(tag string, allow ...netip.Prefix) *Manager {
+	return &Manager{tag: tag, allow: allow, used: map[int]bool{}}
+}
+
+// group is the interface group of this daemon's host interfaces: its own
+// egress rules match it, so daemons sharing a host (tests do) each apply
+// their own allow list to their own sandboxes only.
+func (m *Manager) group() uint32 {
+	g, _ := strconv.ParseUint(m.tag, 16, 32)
+	// ip(8) takes groups up to 2^31-1; 0 is every interface's default.
+	return max(uint32(g)&0x7fffffff, 1)
+}
+
+func (m *Manager) egressTable() string { return "arbor_egress_" + m.tag }
+
+// egressRules drops what this daemon's sandboxes send to denied ranges.
+// It is its own table: an accept here ends only this chain, so the shared
+// rules (no sandbox-to-sandbox traffic) still apply to allowed ranges.
+func (m *Manager) egressRules() string {
+	var b strings.Builder
+	t := m.egressTable()
+	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\ntable inet %s {\n", t, t, t)
+	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tmeta iifgroup != %d return\n", m.group())
+	for _, p := range m.allow {
+		fmt.Fprintf(&b, "\t\t%s daddr %s accept\n", family(p), p)
+	}
+	for _, fam := range []string{"ip", "ip6"} {
+		var set []string
+		for _, p := range DefaultDeny {
+			if family(p) == fam {
+				set = append(set, p.String())
+			}
+		}
+		fmt.Fprintf(&b, "\t\t%s daddr { %s } drop\n", fam, strings.Join(set, ", "))
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
+
+func family(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return "ip"
+	}
+	return "ip6"
+}
 
 // Tag derives a daemon's network tag from its home directory.
 func Tag(home string) string {
@@ -101,7 +199,7 @@ func (m *Manager) setup(ctx context.Context) error {
 		return fmt.Errorf("enable IP forwarding: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(firewall)
+	cmd.Stdin = strings.NewReader(firewall + m.egressRules())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("install sandbox firewall (is nftables installed? run scripts/setup.sh): %v: %s", err, out)
 	}
@@ -153,7 +251,8 @@ func (m *Manager) create(ctx context.Context, idx int) (*Net, error) {
 	}
 	n.Path = "/var/run/netns/" + n.Name
 	// The host interface is the claim: creating it fails if it exists.
-	if err := run(ctx, "ip", "link", "add", n.HostIf, "type", "veth", "peer", "name", "arbp"+strconv.Itoa(idx)); err != nil {
+	// Its group puts it under this daemon's egress rules from the start.
+	if err := run(ctx, "ip", "link", "add", n.HostIf, "group", strconv.FormatUint(uint64(m.group()), 10), "type", "veth", "peer", "name", "arbp"+strconv.Itoa(idx)); err != nil {
 		if _, serr := net.InterfaceByName(n.HostIf); serr == nil {
 			return nil, errTaken
 		}
@@ -192,9 +291,25 @@ func (m *Manager) remove(n *Net) {
 	_ = run(ctx, "ip", "netns", "del", n.Name)
 }
 
+// Close removes this daemon's egress rules once its sandboxes are gone.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ready {
+		_ = run(context.Background(), "nft", "delete", "table", "inet", m.egressTable())
+		m.ready = false
+	}
+}
+
 // Cleanup removes every sandbox network an earlier run of this daemon
-// left behind (after kill -9); other daemons' networks stay.
+// left behind (after kill -9), and its egress rules (installed again on
+// first use, with this run's allow list); other daemons' networks stay.
 func (m *Manager) Cleanup(ctx context.Context) {
+	m.mu.Lock()
+	if !m.ready {
+		_ = run(ctx, "nft", "delete", "table", "inet", m.egressTable())
+	}
+	m.mu.Unlock()
 	out, err := exec.CommandContext(ctx, "ip", "netns", "list").Output()
 	if err != nil {
 		return

@@ -27,6 +27,8 @@ func TestDaemonsShareHost(t *testing.T) {
 	testutil.RequiresRoot(t)
 	ctx := context.Background()
 	a, b := NewManager(Tag(t.TempDir())), NewManager(Tag(t.TempDir()))
+	t.Cleanup(a.Close)
+	t.Cleanup(b.Close)
 	var mu sync.Mutex
 	var nets []*Net
 	var wg sync.WaitGroup

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -481,6 +482,9 @@ func (o *OCI) config(s Spec) *specs.Spec {
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 	}
+	if m, ok := o.tmpMount(s.Rootfs); ok {
+		mounts = append(mounts, m)
+	}
 	if s.InitBinary != "" {
 		mounts = append(mounts, specs.Mount{Destination: InitPath, Type: "bind", Source: s.InitBinary, Options: []string{"bind", "ro"}})
 	}
@@ -503,4 +507,44 @@ func (o *OCI) config(s Spec) *specs.Spec {
 			ReadonlyPaths: []string{"/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
+}
+
+// tmpMount keeps /tmp in the root filesystem under runsc, which otherwise
+// mounts its own tmpfs over an empty /tmp (or over the directory a /tmp
+// symlink points to): what a command writes there would be missing from
+// the snapshot, unlike under runc and crun. An explicit mount of the root's
+// own /tmp directory is the one way to turn that off; it is read-write, so
+// the files land in the run's upper dir. A /tmp that is not a directory
+// inside the root is left alone (see EnsureTmp).
+func (o *OCI) tmpMount(rootfs string) (specs.Mount, bool) {
+	if o.name != "runsc" || rootfs == "" {
+		return specs.Mount{}, false
+	}
+	src, err := securejoin.SecureJoin(rootfs, "/tmp")
+	if err != nil {
+		return specs.Mount{}, false
+	}
+	if fi, err := os.Lstat(src); err != nil || !fi.IsDir() {
+		return specs.Mount{}, false
+	}
+	return specs.Mount{Destination: "/tmp", Type: "bind", Source: src, Options: []string{"bind"}}, true
+}
+
+// EnsureTmp creates /tmp (mode 1777) in rootfs if it does not resolve to
+// anything, as runsc would create its mount point there anyway: every
+// runtime then gives the command the same /tmp, and the snapshot holds it.
+func EnsureTmp(rootfs string) error {
+	p, err := securejoin.SecureJoin(rootfs, "/tmp")
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+		return nil // a directory, or something else every runtime leaves alone
+	}
+	// Resolved inside the root, before anything runs in it: no component
+	// left to create can be a symlink.
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return fmt.Errorf("create /tmp: %w", err)
+	}
+	return os.Chmod(p, 0o777|os.ModeSticky)
 }
