@@ -38,8 +38,12 @@ import (
 
 // Config configures an Engine. Zero values take the defaults noted.
 type Config struct {
-	Home             string            // required
-	Runtime          string            // default runtime kind: "runsc" (default), "runc", "crun"
+	Home    string // required
+	Runtime string // default runtime kind: "runsc" (default), "runc", "crun"
+	// AllowedRuntimes lists the runtimes runs may ask for besides runsc and
+	// Runtime (both always allowed). runc and crun share the host kernel:
+	// allow them only for trusted work (see userns.go).
+	AllowedRuntimes  []string
 	RuntimePaths     map[string]string // kind → binary; empty: PATH
 	Slots            int               // concurrent runs; default 4 × CPUs, at least 8
 	MaxTimeout       int               // seconds; default 3600
@@ -79,6 +83,9 @@ type Engine struct {
 
 	warm    warmPool
 	initBin string
+
+	allowed map[string]bool // runtimes runs may use
+	ids     *idAlloc        // host id ranges of runc and crun sandboxes
 
 	events *eventHub
 	wg     sync.WaitGroup
@@ -151,6 +158,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		events:    newEventHub(st),
 		nets:      netns.NewManager(netns.Tag(home)),
 		closed:    make(chan struct{}),
+		allowed:   allowedRuntimes(cfg),
+		ids:       newIDAlloc(),
 	}
 	for _, kind := range []string{"runsc", "runc", "crun"} {
 		rt, err := runtime.NewOCI(kind, cfg.RuntimePaths[kind], filepath.Join(home, "runtime", kind))
@@ -177,6 +186,15 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.WarmPerImage > 0 {
 		if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
 			e.log.Info("warm sandboxes off: no static init binary (build arbor with CGO_ENABLED=0, or install arbor-init beside it)")
+		}
+	}
+	for r := range e.allowed {
+		if _, ok := e.runtimes[r]; ok && r != "runsc" {
+			if err := e.prepareSharedKernel(); err != nil {
+				st.Close()
+				return nil, err
+			}
+			break
 		}
 	}
 	e.wg.Add(1)

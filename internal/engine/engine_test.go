@@ -26,7 +26,7 @@ const acct = "test"
 func newEngine(t testing.TB, rt string) (*Engine, string) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: rt})
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,8 +83,9 @@ type runPlan struct {
 	memory      int64
 	pids        int64
 	cpus        float64
-	network     bool     // outbound-only access
-	warm        *warmBox // the pre-booted sandbox serving this run, if any
+	network     bool           // outbound-only access
+	warm        *warmBox       // the pre-booted sandbox serving this run, if any
+	ids         *runtime.IDMap // the sandbox's user namespace (runc, crun)
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -311,6 +312,9 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	if !ok {
 		return nil, errdefs.InvalidArgument("runtime %q is not available on this server (available: %s)", rtName, strings.Join(e.Runtimes(), ", "))
 	}
+	if err := e.checkRuntime(rtName); err != nil {
+		return nil, err
+	}
 	p.rt = rt
 	m.Runtime = rtName
 	for dst, fs := range req.Files {
@@ -414,7 +418,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 			wb.release()
 		}()
 		dir, upper, merged, bundle, mounted = wb.dir, wb.upper, wb.merged, wb.bundle, true
-		p.warm = wb
+		p.warm, p.ids = wb, wb.ids
 	} else {
 		lowers, release, err := e.pinChain(p.image.UUID)
 		if err != nil {
@@ -431,11 +435,14 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 				return
 			}
 		}
-		if err := overlay.Mount(lowers, upper, work, merged); err != nil {
+		ids, free, err := e.mountRoot(p.rt, lowers, upper, work, merged)
+		if err != nil {
 			os.RemoveAll(dir)
 			rs.fail(ctx, err)
 			return
 		}
+		defer free() // after unmount
+		p.ids = ids
 		mounted = true
 	}
 	defer os.RemoveAll(dir)
@@ -457,7 +464,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 			rs.fail(ctx, err)
 			return
 		}
-	} else if err := e.placeFiles(merged, p.files); err != nil {
+	} else if err := e.placeFilesAs(p.ids, merged, p.files); err != nil {
 		rs.fail(ctx, err)
 		return
 	}
@@ -668,7 +675,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		if p.meta.Cwd != "" {
 			if d, err := securejoin.SecureJoin(merged, p.meta.Cwd); err == nil {
 				if _, err := os.Stat(d); os.IsNotExist(err) {
-					_ = os.MkdirAll(d, 0o755)
+					_ = asSandboxRoot(p.ids, func() error { return os.MkdirAll(d, 0o755) })
 				}
 			}
 		}
@@ -709,7 +716,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		spec = runtime.Spec{
 			ID: cid, NetNS: netnsPath, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
 			UID: uint32(p.meta.UID), GID: uint32(p.meta.GID), Hostname: p.meta.Hostname,
-			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.maxLayer,
+			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.maxLayer, IDMap: p.ids,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
 			OnStart: func(pid int) {
 				stdinR.Close() // the runtime has its copy
