@@ -76,7 +76,7 @@ func sharedDaemon(t *testing.T) *daemon {
 func startDaemon(t *testing.T, cfg engine.Config, opts api.Options) *daemon {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	home := t.TempDir() // before the cleanup below, so it is removed after the engine closes
+	home := testutil.Home(t) // before the cleanup below, so it is removed after the engine closes
 	var cl []func()
 	t.Cleanup(func() {
 		for i := len(cl) - 1; i >= 0; i-- {

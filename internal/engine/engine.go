@@ -84,8 +84,8 @@ type Engine struct {
 	warm    warmPool
 	initBin string
 
-	allowed map[string]bool // runtimes runs may use
-	ids     *idAlloc        // host id ranges of runc and crun sandboxes
+	gate runtimeGate // who may use which runtime
+	ids  *idAlloc    // host id ranges of runc and crun sandboxes
 
 	events *eventHub
 	wg     sync.WaitGroup
@@ -141,6 +141,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	gate, err := newRuntimeGate(cfg)
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, filepath.Join(home, "arbor.db"))
 	if err != nil {
 		return nil, err
@@ -158,8 +162,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		events:    newEventHub(st),
 		nets:      netns.NewManager(netns.Tag(home)),
 		closed:    make(chan struct{}),
-		allowed:   allowedRuntimes(cfg),
 		ids:       newIDAlloc(),
+		gate:      gate,
 	}
 	for _, kind := range []string{"runsc", "runc", "crun"} {
 		rt, err := runtime.NewOCI(kind, cfg.RuntimePaths[kind], filepath.Join(home, "runtime", kind))
@@ -188,8 +192,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 			e.log.Info("warm sandboxes off: no static init binary (build arbor with CGO_ENABLED=0, or install arbor-init beside it)")
 		}
 	}
-	for r := range e.allowed {
-		if _, ok := e.runtimes[r]; ok && r != "runsc" {
+	for r := range e.runtimes {
+		if r != "runsc" && e.gate.any(r) {
 			if err := e.prepareSharedKernel(); err != nil {
 				st.Close()
 				return nil, err

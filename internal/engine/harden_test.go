@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,7 +36,9 @@ func gvisorEngine(t testing.TB, allow ...string) (*Engine, string) {
 	return e, busybox(t, e)
 }
 
-func withRuntime(rt string) runOpts { return func(r *apitypes.InstanceSpawnRequest) { r.Runtime = &rt } }
+func withRuntime(rt string) runOpts {
+	return func(r *apitypes.InstanceSpawnRequest) { r.Runtime = &rt }
+}
 
 var (
 	probeOnce sync.Once
@@ -94,6 +97,29 @@ func TestRuntimeGate(t *testing.T) {
 	e2, base2 := gvisorEngine(t, "runc")
 	if _, m := run(t, e2, base2, "echo ok", disposable, withRuntime("runc")); stdout(t, m) != "ok\n" {
 		t.Errorf("allowed runc run: %q", stdout(t, m))
+	}
+}
+
+// TestRuntimeGateAccounts: "ACCOUNT:runtime" allows one account only.
+func TestRuntimeGateAccounts(t *testing.T) {
+	g, err := newRuntimeGate(Config{Runtime: "runsc", AllowedRuntimes: []string{"alice:runc", "crun"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{gate: g}
+	for _, tc := range []struct {
+		account, rt string
+		ok          bool
+	}{
+		{"alice", "runc", true}, {"bob", "runc", false}, {"bob", "crun", true}, {"bob", "runsc", true}, {"alice", "runsc", true},
+	} {
+		err := e.checkRuntime(tc.account, tc.rt)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, errdefs.ErrForbidden)) {
+			t.Errorf("checkRuntime(%s, %s) = %v, want allowed=%v", tc.account, tc.rt, err, tc.ok)
+		}
+	}
+	if _, err := newRuntimeGate(Config{AllowedRuntimes: []string{"kata"}}); err == nil || !strings.Contains(err.Error(), "want runsc, runc or crun") {
+		t.Errorf("newRuntimeGate(kata) = %v, want an error naming the choices", err)
 	}
 }
 
@@ -230,4 +256,21 @@ func describeTree(t testing.TB, dir string) string {
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// TestRuncWarmInitUnreachable: in a warm runc sandbox the command (root,
+// same uid as arbor's init) may neither ptrace pid 1 nor open its fds,
+// which hold the daemon's pipes.
+func TestRuncWarmInitUnreachable(t *testing.T) {
+	e, base := newWarmEngine(t, "runc")
+	pr := probe(t, e)
+	run(t, e, base, "true", disposable)
+	waitIdle(t, e, base, 1)
+	_, m := run(t, e, base, "/probe ptrace 1; /probe fds", disposable, pr)
+	if e.WarmStats().Hits != 1 {
+		t.Fatalf("run not served warm: %+v", e.WarmStats())
+	}
+	if got := stdout(t, m); !regexp.MustCompile(`^ptrace: operation not permitted\nfds: open /proc/1/fd/\d+: permission denied\n$`).MatchString(got) {
+		t.Errorf("warm sandbox probes: %q, want both refused", got)
+	}
 }

@@ -312,7 +312,7 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	if !ok {
 		return nil, errdefs.InvalidArgument("runtime %q is not available on this server (available: %s)", rtName, strings.Join(e.Runtimes(), ", "))
 	}
-	if err := e.checkRuntime(rtName); err != nil {
+	if err := e.checkRuntime(account, rtName); err != nil {
 		return nil, err
 	}
 	p.rt = rt

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 
@@ -119,27 +118,58 @@ func (e *Engine) placeFilesAs(ids *runtime.IDMap, root string, files []placedFil
 	return asSandboxRoot(ids, func() error { return e.placeFiles(root, shifted) })
 }
 
-// allowedRuntimes returns the runtimes runs may ask for: runsc, the
-// default runtime (the operator chose it) and cfg.AllowedRuntimes.
-func allowedRuntimes(cfg Config) map[string]bool {
-	ok := map[string]bool{"runsc": true, cfg.Runtime: true}
-	for _, r := range cfg.AllowedRuntimes {
-		ok[r] = true
-	}
-	return ok
+// runtimeGate is who may use which runtime: runsc and the default
+// runtime everyone (the operator chose the default), the rest as
+// Config.AllowedRuntimes says: "runc" for every account, "ACCOUNT:runc"
+// for one.
+type runtimeGate struct {
+	all      map[string]bool
+	accounts map[string]map[string]bool
 }
 
-// checkRuntime refuses a runtime the operator has not allowed.
-func (e *Engine) checkRuntime(name string) error {
-	if e.allowed[name] {
+func newRuntimeGate(cfg Config) (runtimeGate, error) {
+	g := runtimeGate{all: map[string]bool{"runsc": true, cfg.Runtime: true}, accounts: map[string]map[string]bool{}}
+	for _, entry := range cfg.AllowedRuntimes {
+		account, rt := "", entry
+		if i := strings.LastIndexByte(entry, ':'); i >= 0 {
+			account, rt = entry[:i], entry[i+1:]
+		}
+		switch rt {
+		case "runsc", "runc", "crun":
+		default:
+			return g, fmt.Errorf("allowed runtime %q: want runsc, runc or crun, optionally after ACCOUNT: (as in alice:runc)", entry)
+		}
+		if account == "" {
+			g.all[rt] = true
+			continue
+		}
+		if g.accounts[account] == nil {
+			g.accounts[account] = map[string]bool{}
+		}
+		g.accounts[account][rt] = true
+	}
+	return g, nil
+}
+
+// any reports whether anyone may use rt.
+func (g runtimeGate) any(rt string) bool {
+	if g.all[rt] {
+		return true
+	}
+	for _, a := range g.accounts {
+		if a[rt] {
+			return true
+		}
+	}
+	return false
+}
+
+// checkRuntime refuses a runtime the operator has not allowed to account.
+func (e *Engine) checkRuntime(account, name string) error {
+	if e.gate.all[name] || e.gate.accounts[account][name] {
 		return nil
 	}
-	var list []string
-	for r := range e.allowed {
-		list = append(list, r)
-	}
-	sort.Strings(list)
-	return errdefs.Forbidden("runtime %q is not allowed on this server (allowed: %s): it shares the host kernel, so the operator must enable it with `arbor serve --allow-runtime %s` (engine.Config.AllowedRuntimes)", name, strings.Join(list, ", "), name)
+	return errdefs.Forbidden("runtime %q is not allowed for this account: it shares the host kernel, so the operator must enable it with `arbor serve --allow-runtime %s` (every account) or `--allow-runtime %s:%s` (this account only; engine.Config.AllowedRuntimes); runsc (gVisor) is always allowed", name, name, account, name)
 }
 
 // prepareSharedKernel readies the home for runc and crun sandboxes, whose

@@ -110,17 +110,39 @@ func (u *Userns) layerFDs(dirs []string) ([]int, func(), error) {
 func AsHostID(id uint32, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
-		// The thread's credentials are changed for good: it is never
-		// unlocked, so it ends with this goroutine.
 		goruntime.LockOSThread()
+		// The thread goes back to the pool only with its credentials
+		// restored. It must not end instead: a process it started earlier
+		// for another goroutine (a runtime, with Pdeathsig) would be killed.
+		restored := false
+		defer func() {
+			if restored {
+				goruntime.UnlockOSThread()
+			}
+		}()
 		// Keep capabilities across the fsuid change (SECBIT_NO_SETUID_FIXUP).
-		if err := unix.Prctl(unix.PR_SET_SECUREBITS, 1<<2, 0, 0, 0); err != nil {
+		if err := unix.Prctl(unix.PR_SET_SECUREBITS, secbitNoSetuidFixup, 0, 0, 0); err != nil {
+			restored = true
 			done <- fmt.Errorf("securebits: %w", err)
 			return
 		}
 		unix.Setfsuid(int(id))
 		unix.Setfsgid(int(id))
-		done <- fn()
+		err := fn()
+		unix.Setfsuid(0)
+		unix.Setfsgid(0)
+		restored = unix.Prctl(unix.PR_SET_SECUREBITS, 0, 0, 0, 0) == nil && fsids() == [2]int{0, 0}
+		done <- err
 	}()
 	return <-done
+}
+
+const secbitNoSetuidFixup = 1 << 2
+
+// fsids reports the calling thread's filesystem uid and gid (an invalid
+// id changes nothing, and the call returns the current one).
+func fsids() [2]int {
+	u, _ := unix.SetfsuidRetUid(-1)
+	g, _ := unix.SetfsgidRetGid(-1)
+	return [2]int{u, g}
 }

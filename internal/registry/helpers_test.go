@@ -46,7 +46,7 @@ const acct = "test"
 func newEngine(t *testing.T, opts Options) (*engine.Engine, *Importer) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	e, err := engine.New(context.Background(), engine.Config{Home: t.TempDir(), Runtime: "runc"})
+	e, err := engine.New(context.Background(), engine.Config{Home: testutil.Home(t), Runtime: "runc"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,5 +49,15 @@ func (o *OCI) harden(spec *specs.Spec, s Spec) {
 		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 		spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: m.HostID, Size: m.Size}}
 		spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: m.HostID, Size: m.Size}}
+		if s.NetNS != "" {
+			// sysfs may only be mounted by the owner of the network
+			// namespace, and a joined one belongs to the host: give an
+			// empty read-only /sys rather than bind the host's.
+			for i, mt := range spec.Mounts {
+				if mt.Destination == "/sys" {
+					spec.Mounts[i] = specs.Mount{Destination: "/sys", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "noexec", "nodev", "ro", "size=0"}}
+				}
+			}
+		}
 	}
 }

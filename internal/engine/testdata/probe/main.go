@@ -29,12 +29,24 @@ func main() {
 	case "ptrace": // ptrace PID: attach
 		pid, _ := strconv.Atoi(os.Args[2])
 		if err = unix.PtraceAttach(pid); err == nil {
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(pid, &ws, unix.WALL, nil) // stopped: it may be detached now
 			_ = unix.PtraceDetach(pid)
 		}
 	case "userns": // a new user namespace
 		err = unix.Unshare(unix.CLONE_NEWUSER)
-	case "fds": // list pid 1's open files
-		_, err = os.ReadDir("/proc/1/fd")
+	case "fds": // open pid 1's open files
+		var ents []os.DirEntry
+		if ents, err = os.ReadDir("/proc/1/fd"); err == nil {
+			err = fmt.Errorf("pid 1 has no open files")
+			for _, ent := range ents {
+				var f *os.File
+				if f, err = os.Open("/proc/1/fd/" + ent.Name()); err == nil {
+					f.Close()
+					break
+				}
+			}
+		}
 	default:
 		err = fmt.Errorf("unknown probe %q", os.Args[1])
 	}
