@@ -123,6 +123,24 @@ func TestRuntimeGateAccounts(t *testing.T) {
 	}
 }
 
+// TestRuncIDRange: ids beyond a runc sandbox's mapping are refused up front.
+func TestRuncIDRange(t *testing.T) {
+	e, base := gvisorEngine(t, "runc")
+	sh := true
+	req := apitypes.InstanceSpawnRequest{Command: "id -u", Image: base, Shell: &sh, Runtime: ptr("runc"), UID: ptr(70000)}
+	if _, _, err := e.Spawn(context.Background(), acct, req); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "below 65536") {
+		t.Errorf("Spawn(uid 70000, runc) = %v, want InvalidArgument naming the limit", err)
+	}
+	req.Runtime = nil
+	if _, m := run(t, e, base, "id -u", disposable, func(r *apitypes.InstanceSpawnRequest) { r.UID = ptr(70000) }); stdout(t, m) != "70000\n" {
+		t.Errorf("runsc uid 70000: %q", stdout(t, m))
+	}
+	_, m := run(t, e, base, "id -u; touch /tmp/x && stat -c %u /tmp/x", disposable, withRuntime("runc"), func(r *apitypes.InstanceSpawnRequest) { r.UID = ptr(1000) })
+	if got := stdout(t, m); got != "1000\n1000\n" {
+		t.Errorf("runc uid 1000: %q", got)
+	}
+}
+
 // TestRuncHardened checks what a root process in a runc sandbox can do.
 func TestRuncHardened(t *testing.T) {
 	e, base := gvisorEngine(t, "runc")

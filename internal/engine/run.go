@@ -330,6 +330,9 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 		p.files = append(p.files, placedFile{path: clean, sha: f.SHA256, mode: uint32(fs.Mode), uid: fs.UID, gid: fs.GID})
 	}
 	sort.Slice(p.files, func(i, j int) bool { return p.files[i].path < p.files[j].path })
+	if err := checkIDRange(rtName, m.UID, m.GID, p.files); err != nil {
+		return nil, err
+	}
 
 	if m.Shell {
 		p.args = append([]string{"/bin/sh", "-c", m.Command}, m.Args...)

@@ -101,6 +101,23 @@ func asSandboxRoot(ids *runtime.IDMap, fn func() error) error {
 	return overlay.AsHostID(ids.HostID, fn)
 }
 
+// checkIDRange refuses ids a runc or crun sandbox's user namespace cannot
+// hold (runsc has no such limit).
+func checkIDRange(rt string, uid, gid int, files []placedFile) error {
+	if rt == "runsc" {
+		return nil
+	}
+	if uid >= idRangeSize || gid >= idRangeSize {
+		return errdefs.InvalidArgument("uid and gid must be below %d under %s (its sandboxes map ids 0-%d to a host range): use a smaller id or runtime runsc", idRangeSize, rt, idRangeSize-1)
+	}
+	for _, f := range files {
+		if f.uid < 0 || f.gid < 0 || f.uid >= idRangeSize || f.gid >= idRangeSize {
+			return errdefs.InvalidArgument("file %s: uid and gid must be between 0 and %d under %s: use a smaller id or runtime runsc", f.path, idRangeSize-1, rt)
+		}
+	}
+	return nil
+}
+
 // placeFilesAs places files from the host into a sandbox's root with ids.
 func (e *Engine) placeFilesAs(ids *runtime.IDMap, root string, files []placedFile) error {
 	if ids == nil {
