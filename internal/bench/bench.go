@@ -257,6 +257,10 @@ func (b *bench) run(ctx context.Context) (err error) {
 		if b.home, err = os.MkdirTemp("", "arbor-bench-"); err != nil {
 			return err
 		}
+		// runc sandboxes run as unprivileged host users: they must traverse it.
+		if err := os.Chmod(b.home, 0o711); err != nil {
+			return err
+		}
 		defer func() {
 			if rerr := removeHome(b.home); rerr != nil && err == nil {
 				err = fmt.Errorf("remove %s: %w", b.home, rerr)

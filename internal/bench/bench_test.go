@@ -25,7 +25,7 @@ func TestQuick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	opts := bench.Options{Quick: true, Home: t.TempDir(), InitBinary: staticInit(t)}
+	opts := bench.Options{Quick: true, Home: testutil.Home(t), InitBinary: staticInit(t)}
 	if testing.Verbose() {
 		opts.Progress = os.Stderr
 	}

@@ -164,9 +164,10 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemo
 		return nil, err
 	}
 	ec := engine.Config{
-		Runtime:     b.o.Runtimes[0],
-		Slots:       b.rep.Setup.Slots,
-		SquashDepth: b.rep.Setup.SquashDepth,
+		Runtime:         b.o.Runtimes[0],
+		AllowedRuntimes: append([]string{b.chainRT}, b.o.Runtimes...), // the operator here is the benchmark
+		Slots:           b.rep.Setup.Slots,
+		SquashDepth:     b.rep.Setup.SquashDepth,
 		// Fan-out must not be refused by the per-account limit.
 		MaxConcurrentOps: 4096,
 		WarmPerImage:     -1,

@@ -21,7 +21,8 @@ func newServe(g *globals) *cobra.Command {
 It binds loopback by default and writes <home>/url and <home>/token (0600),
 which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
 		Example: `  sudo arbor serve
-  sudo arbor serve --home /srv/arbor --listen 127.0.0.1:8080 --runtime runc`,
+  sudo arbor serve --home /srv/arbor --listen 127.0.0.1:8080 --runtime runc
+  sudo arbor serve --allow-runtime runc   # gVisor by default; runs may ask for runc`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			level := slog.LevelInfo
 			if verbose {
@@ -44,7 +45,8 @@ which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
 	f.StringVar(&cfg.Home, "home", "", "state directory (default $ARBOR_HOME or "+daemon.DefaultHome+")")
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "address to listen on (keep it loopback unless you put TLS in front)")
 	f.StringVar(&cfg.Token, "token", "", "use this secret as the local token instead of a generated one")
-	f.StringVar(&cfg.Engine.Runtime, "runtime", "runsc", "default sandbox runtime: runsc (gVisor), runc or crun")
+	f.StringVar(&cfg.Engine.Runtime, "runtime", "runsc", "default sandbox runtime: runsc (gVisor), runc or crun (a default other than runsc is allowed for every account)")
+	f.StringSliceVar(&cfg.Engine.AllowedRuntimes, "allow-runtime", nil, "also allow runs to ask for these runtimes (runc, crun: shared kernel, hardened; see README \"Runtime security\"); runsc is always allowed")
 	f.IntVar(&cfg.Engine.Slots, "slots", 0, "concurrent runs (default 4 per CPU, at least 8)")
 	f.IntVar(&cfg.Engine.MaxTimeout, "max-timeout", 3600, "longest run timeout clients may ask for, in seconds")
 	f.Int64Var(&cfg.Engine.MaxStorageBytes, "max-storage-bytes", 0, "per-account storage quota in bytes (0: unlimited)")

@@ -39,8 +39,12 @@ import (
 
 // Config configures an Engine. Zero values take the defaults noted.
 type Config struct {
-	Home             string            // required
-	Runtime          string            // default runtime kind: "runsc" (default), "runc", "crun"
+	Home    string // required
+	Runtime string // default runtime kind: "runsc" (default), "runc", "crun"
+	// AllowedRuntimes lists the runtimes runs may ask for besides runsc and
+	// Runtime (both always allowed). runc and crun share the host kernel:
+	// allow them only for trusted work (see userns.go).
+	AllowedRuntimes  []string
 	RuntimePaths     map[string]string // kind → binary; empty: PATH
 	Slots            int               // concurrent runs; default 4 × CPUs, at least 8
 	MaxTimeout       int               // seconds; default 3600
@@ -100,6 +104,9 @@ type Engine struct {
 
 	warm    warmPool
 	initBin string
+
+	gate runtimeGate // who may use which runtime
+	ids  *idAlloc    // host id ranges of runc and crun sandboxes
 
 	events *eventHub
 	wg     sync.WaitGroup
@@ -172,6 +179,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	gate, err := newRuntimeGate(cfg)
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, filepath.Join(home, "arbor.db"))
 	if err != nil {
 		return nil, err
@@ -190,6 +201,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		events:    newEventHub(st),
 		nets:      netns.NewManager(netns.Tag(home), allow...),
 		closed:    make(chan struct{}),
+		ids:       newIDAlloc(),
+		gate:      gate,
 	}
 	for _, kind := range []string{"runsc", "runc", "crun"} {
 		rt, err := runtime.NewOCI(kind, cfg.RuntimePaths[kind], filepath.Join(home, "runtime", kind))
@@ -216,6 +229,15 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.WarmPerImage > 0 {
 		if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
 			e.log.Warn("warm sandboxes off: every run boots a cold sandbox", "reason", e.warmOffReason())
+		}
+	}
+	for r := range e.runtimes {
+		if r != "runsc" && e.gate.any(r) {
+			if err := e.prepareSharedKernel(); err != nil {
+				st.Close()
+				return nil, err
+			}
+			break
 		}
 	}
 	e.wg.Add(1)

@@ -26,7 +26,7 @@ const acct = "test"
 func newEngine(t testing.TB, rt string) (*Engine, string) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: rt})
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestParallelRuns(t *testing.T) {
 			defer wg.Done()
 			o, m := run(t, e, base, fmt.Sprintf("echo %d > /root/me; cat /root/me; ls /root | wc -l", i))
 			if got := stdout(t, m); got != fmt.Sprintf("%d\n1\n", i) {
-				errs <- fmt.Sprintf("run %d saw %q", i, got)
+				errs <- fmt.Sprintf("run %d saw %q (status %s %s, stderr %q, state %+v)", i, got, o.Status, o.Error, m.Result.Stderr.Value, m.Result.State)
 			}
 			if o.ResultImageUUID == base {
 				errs <- fmt.Sprintf("run %d made no image", i)

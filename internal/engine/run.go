@@ -88,9 +88,10 @@ type runPlan struct {
 	memory      int64
 	pids        int64
 	cpus        float64
-	network     bool     // outbound-only access
-	limit       int64    // what the run may write: maxLayer or what is left of the quota (set by watchGrowth)
-	warm        *warmBox // the pre-booted sandbox serving this run, if any
+	network     bool           // outbound-only access
+	limit       int64          // what the run may write: maxLayer or what is left of the quota (set by watchGrowth)
+	warm        *warmBox       // the pre-booted sandbox serving this run, if any
+	ids         *runtime.IDMap // the sandbox's user namespace (runc, crun)
 }
 
 // maxPids bounds resources_limits.pids: more processes than this in one
@@ -318,6 +319,9 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	if req.Runtime != nil && *req.Runtime != "" {
 		rtName = *req.Runtime
 	}
+	if err := e.checkRuntime(account, rtName); err != nil {
+		return nil, err
+	}
 	rt, ok := e.runtimes[rtName]
 	if !ok {
 		return nil, errdefs.InvalidArgument("runtime %q is not available on this server (available: %s)", rtName, strings.Join(e.Runtimes(), ", "))
@@ -337,6 +341,9 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 		p.files = append(p.files, placedFile{path: clean, sha: f.SHA256, mode: uint32(fs.Mode), uid: fs.UID, gid: fs.GID})
 	}
 	sort.Slice(p.files, func(i, j int) bool { return p.files[i].path < p.files[j].path })
+	if err := checkIDRange(rtName, m.UID, m.GID, p.files); err != nil {
+		return nil, err
+	}
 
 	if m.Shell {
 		// The args belong to the command line, not to sh -c (where they
@@ -456,7 +463,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 			wb.release()
 		}()
 		dir, upper, merged, bundle, mounted = wb.dir, wb.upper, wb.merged, wb.bundle, true
-		p.warm = wb
+		p.warm, p.ids = wb, wb.ids
 	} else {
 		lowers, release, err := e.pinChain(p.image.UUID)
 		if err != nil {
@@ -473,11 +480,14 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 				return
 			}
 		}
-		if err := overlay.Mount(lowers, upper, work, merged); err != nil {
+		ids, free, err := e.mountRoot(p.rt, lowers, upper, work, merged)
+		if err != nil {
 			os.RemoveAll(dir)
 			rs.fail(ctx, err)
 			return
 		}
+		defer free() // after unmount
+		p.ids = ids
 		mounted = true
 	}
 	defer os.RemoveAll(dir)
@@ -496,7 +506,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 
 	if wb == nil {
 		// A warm sandbox had this done before its boot.
-		if err := runtime.EnsureTmp(merged); err != nil {
+		if err := asSandboxRoot(p.ids, func() error { return runtime.EnsureTmp(merged) }); err != nil {
 			rs.fail(ctx, err)
 			return
 		}
@@ -506,7 +516,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 			rs.fail(ctx, err)
 			return
 		}
-	} else if err := e.placeFiles(merged, p.files); err != nil {
+	} else if err := e.placeFilesAs(p.ids, merged, p.files); err != nil {
 		rs.fail(ctx, err)
 		return
 	}
@@ -727,7 +737,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		if p.meta.Cwd != "" {
 			if d, err := securejoin.SecureJoin(merged, p.meta.Cwd); err == nil {
 				if _, err := os.Stat(d); os.IsNotExist(err) {
-					_ = os.MkdirAll(d, 0o755)
+					_ = asSandboxRoot(p.ids, func() error { return os.MkdirAll(d, 0o755) })
 				}
 			}
 		}
@@ -768,7 +778,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		spec = runtime.Spec{
 			ID: cid, NetNS: netnsPath, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
 			UID: uint32(p.meta.UID), GID: uint32(p.meta.GID), Hostname: p.meta.Hostname,
-			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.fileSize(),
+			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.fileSize(), IDMap: p.ids,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
 			OnStart: func(pid int) {
 				stdinR.Close() // the runtime has its copy

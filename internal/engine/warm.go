@@ -49,6 +49,7 @@ type warmBox struct {
 	born                            time.Time
 	agent                           *initproc.Agent // talks to the serving init
 	net                             *netns.Net      // its network, if key.network
+	ids                             *runtime.IDMap  // its user namespace (runc, crun)
 }
 
 type warmPool struct {
@@ -434,10 +435,22 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 			return fail(err)
 		}
 	}
-	if err := overlay.Mount(lowers, b.upper, work, b.merged); err != nil {
+	ids, free, err := e.mountRoot(rt, lowers, b.upper, work, b.merged)
+	if err != nil {
 		return fail(err)
 	}
-	if err := runtime.EnsureTmp(b.merged); err != nil { // as a cold run does
+	b.ids = ids
+	b.release = func() { free(); release() } // called after unmount
+	fail = func(err error) (*warmBox, error) {
+		_ = overlay.Unmount(b.merged)
+		_ = os.RemoveAll(b.dir)
+		if b.net != nil {
+			e.nets.Release(b.net)
+		}
+		b.release()
+		return nil, err
+	}
+	if err := asSandboxRoot(ids, func() error { return runtime.EnsureTmp(b.merged) }); err != nil { // as a cold run does
 		return fail(err)
 	}
 	netnsPath := ""
@@ -455,7 +468,7 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 		NetNS: netnsPath,
 		ID:    b.cid, Bundle: b.bundle, Rootfs: b.merged, Args: []string{runtime.InitPath, initproc.Arg, "serve"},
 		Env: []string{"PATH=" + defaultPath}, Cwd: "/", Hostname: k.hostname,
-		MemoryBytes: k.memory, Pids: k.pids, CPUs: k.cpus, InitBinary: e.initBin,
+		MemoryBytes: k.memory, Pids: k.pids, CPUs: k.cpus, InitBinary: e.initBin, IDMap: ids,
 		Stdin: pipes.Stdin, Stdout: pipes.Stdout,
 	})
 	pipes.Close() // the sandbox has its copies

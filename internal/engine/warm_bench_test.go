@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/internal/overlay"
+	"github.com/arborsh/arbor/internal/testutil"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -76,7 +77,7 @@ func BenchmarkTimeToResult(b *testing.B) {
 func rawBundle(b *testing.B) string {
 	dir := b.TempDir()
 	rootfs := filepath.Join(dir, "rootfs")
-	e, err := New(context.Background(), Config{Home: b.TempDir(), Runtime: "runc", WarmPerImage: -1})
+	e, err := New(context.Background(), Config{Home: testutil.Home(b), Runtime: "runc", WarmPerImage: -1})
 	if err != nil {
 		b.Fatal(err)
 	}

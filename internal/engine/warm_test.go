@@ -53,7 +53,7 @@ func staticInit(t testing.TB) string {
 func newWarmEngine(t testing.TB, rt string) (*Engine, string) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: 2})
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

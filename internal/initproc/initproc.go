@@ -21,6 +21,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Arg is the first argument that selects init mode in a binary that embeds it.
@@ -40,6 +42,10 @@ func Main(args []string) int {
 		pause()
 		return 0
 	case "serve":
+		// Not dumpable: the command (same uid) may neither ptrace the init
+		// nor open /proc/1/fd, where the daemon's pipes are. Its own
+		// children are dumpable again after their execve.
+		_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 		serve(os.Stdin, os.Stdout)
 		return 0
 	case "place":

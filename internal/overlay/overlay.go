@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +23,16 @@ const MaxLayers = 500
 // Mount mounts an overlay at target. lowers are ordered top first. With upper
 // and work empty the mount is read-only.
 func Mount(lowers []string, upper, work, target string) error {
+	return MountAs(lowers, upper, work, target, nil)
+}
+
+// MountAs is Mount with every layer seen through ns's id mapping (nil: as
+// Mount): the overlay is stacked on idmapped mounts of the layers, so a
+// file stored as uid 0 is owned by ns.HostID in it, and ns.HostID's writes
+// reach the upper dir as uid 0. upper and work must share their parent.
+// The layers are given by file descriptor, so mountinfo shows them by
+// their place in the clone ("/<layer id>", "/upper"), not by host path.
+func MountAs(lowers []string, upper, work, target string, ns *Userns) error {
 	if len(lowers) == 0 {
 		return errors.New("overlay: no lower layers")
 	}
@@ -39,17 +50,45 @@ func Mount(lowers []string, upper, work, target string) error {
 		}
 		return nil
 	}
-	for _, l := range lowers {
-		if err := set("lowerdir+", l); err != nil {
+	if ns != nil {
+		if upper != "" && filepath.Dir(upper) != filepath.Dir(work) {
+			return fmt.Errorf("overlay: upper %s and work %s must share a parent", upper, work)
+		}
+		dirs := lowers
+		if upper != "" {
+			dirs = append(append([]string(nil), lowers...), upper, work)
+		}
+		fds, closeFDs, err := ns.layerFDs(dirs)
+		if err != nil {
 			return err
 		}
-	}
-	if upper != "" {
-		if err := set("upperdir", upper); err != nil {
-			return err
+		defer closeFDs()
+		for i, l := range lowers {
+			if err := unix.FsconfigSetFd(fd, "lowerdir+", fds[i]); err != nil {
+				return fmt.Errorf("overlay option lowerdir+=%s: %w", l, err)
+			}
 		}
-		if err := set("workdir", work); err != nil {
-			return err
+		if upper != "" {
+			if err := unix.FsconfigSetFd(fd, "upperdir", fds[len(lowers)]); err != nil {
+				return fmt.Errorf("overlay option upperdir=%s: %w", upper, err)
+			}
+			if err := unix.FsconfigSetFd(fd, "workdir", fds[len(lowers)+1]); err != nil {
+				return fmt.Errorf("overlay option workdir=%s: %w", work, err)
+			}
+		}
+	} else {
+		for _, l := range lowers {
+			if err := set("lowerdir+", l); err != nil {
+				return err
+			}
+		}
+		if upper != "" {
+			if err := set("upperdir", upper); err != nil {
+				return err
+			}
+			if err := set("workdir", work); err != nil {
+				return err
+			}
 		}
 	}
 	// Layers must be self-contained: no redirects, metacopy or index entries
@@ -59,7 +98,13 @@ func Mount(lowers []string, upper, work, target string) error {
 			return err
 		}
 	}
-	if err := unix.FsconfigCreate(fd); err != nil {
+	create := func() error { return unix.FsconfigCreate(fd) }
+	if ns != nil {
+		// The overlay works in its upper dir with its creator's
+		// credentials, which must be in the mapping (see AsHostID).
+		create = func() error { return AsHostID(ns.HostID, func() error { return unix.FsconfigCreate(fd) }) }
+	}
+	if err := create(); err != nil {
 		return fmt.Errorf("create overlay (%d layers): %w", len(lowers), err)
 	}
 	var attr int

@@ -53,7 +53,7 @@ func loopback(opts Options) Options {
 func newEngine(t *testing.T, opts Options) (*engine.Engine, *Importer) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	e, err := engine.New(context.Background(), engine.Config{Home: t.TempDir(), Runtime: "runc"})
+	e, err := engine.New(context.Background(), engine.Config{Home: testutil.Home(t), Runtime: "runc"})
 	if err != nil {
 		t.Fatal(err)
 	}

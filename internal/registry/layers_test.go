@@ -55,7 +55,7 @@ func importAs(t *testing.T, im *Importer, e *engine.Engine, account, url string)
 // every layer.
 func TestImportSharedLayers(t *testing.T) {
 	// No warm sandboxes: they would pin b's layers after its run.
-	e, im := newEngineAt(t, t.TempDir(), engine.Config{WarmPerImage: -1})
+	e, im := newEngineAt(t, testutil.Home(t), engine.Config{WarmPerImage: -1})
 	reg := newRegistry(t)
 	base := layer(t, busyboxTar(t))
 	libs := layerOf(t, dir("lib"), file("lib/shared.txt", "shared by both\n"), dir("opq"), file("opq/old", "old"))
@@ -229,7 +229,7 @@ func readImageFileAs(t *testing.T, e *engine.Engine, account, image, path string
 // layers stores nothing and shows nothing; after a crash, recovery removes
 // a stored layer and hidden rows no image uses and keeps the shared ones.
 func TestImportSharedLayersFailureAndRecovery(t *testing.T) {
-	home := t.TempDir()
+	home := testutil.Home(t)
 	e, im := newEngineAt(t, home, engine.Config{})
 	reg := newRegistry(t)
 	base := layer(t, busyboxTar(t))

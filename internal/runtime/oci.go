@@ -28,6 +28,8 @@ type OCI struct {
 	flags []string // global flags
 	bg    sync.WaitGroup
 
+	seccomp *specs.LinuxSeccomp // runc and crun: see harden
+
 	mu    sync.Mutex
 	inits map[string][]int // booted sandboxes' host process pidfds (see watchInit)
 }
@@ -48,12 +50,16 @@ func NewOCI(kind, path, stateDir string) (*OCI, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, err
 	}
+	var err error
 	o := &OCI{name: kind, path: path, root: stateDir}
 	switch kind {
 	case "runsc":
 		// systrap needs no KVM; overlay2=none sends writes to our host upper dir.
 		o.flags = []string{"--platform=systrap", "--overlay2=none"}
 	case "runc", "crun":
+		if o.seccomp, err = o.defaultSeccomp(); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("unknown runtime %q: use runsc, runc or crun", kind)
 	}
@@ -491,7 +497,7 @@ func (o *OCI) config(s Spec) *specs.Spec {
 	if s.ResolvConf != "" {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf, Options: []string{"rbind", "ro"}})
 	}
-	return &specs.Spec{
+	spec := &specs.Spec{
 		// Debian 12's crun 1.8 rejects newer spec versions ("unknown version specified").
 		Version:  "1.0.2",
 		Root:     &specs.Root{Path: s.Rootfs},
@@ -507,6 +513,8 @@ func (o *OCI) config(s Spec) *specs.Spec {
 			ReadonlyPaths: []string{"/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
+	o.harden(spec, s)
+	return spec
 }
 
 // tmpMount keeps /tmp in the root filesystem under runsc, which otherwise

@@ -38,12 +38,21 @@ type Spec struct {
 	// InitBinary, if set, is bind-mounted read-only at InitPath (inside the
 	// sandbox's /dev tmpfs, so it never reaches the root filesystem).
 	InitBinary string
+	// IDMap, if set, runs a runc or crun sandbox in its own user namespace
+	// with ids 0..Size-1 mapped to host ids HostID..HostID+Size-1. The
+	// root filesystem must then be mounted with the same mapping (see
+	// overlay.Userns). Ignored by runsc, whose kernel is in user space.
+	IDMap *IDMap
 
 	Stdin          io.Reader // nil: empty
 	Stdout, Stderr io.Writer
 	// OnStart is called once the runtime process has started, with its pid.
 	OnStart func(pid int)
 }
+
+// IDMap maps a sandbox's ids 0..Size-1 to host ids HostID.. (uids and
+// gids alike).
+type IDMap struct{ HostID, Size uint32 }
 
 // InitPath is where Spec.InitBinary appears inside the sandbox.
 const InitPath = "/dev/.arbor-init"

@@ -19,3 +19,20 @@ func RequiresRoot(t testing.TB) {
 	}
 	t.Skip("requires root")
 }
+
+// Home returns a fresh temporary directory for a daemon's home that every
+// user may traverse (t.TempDir's parent is private): runc and crun
+// sandboxes run as unprivileged host users and must reach their root
+// filesystems inside it. It is removed when t ends.
+func Home(t testing.TB) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "arbor-home-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(d) })
+	return d
+}

@@ -81,7 +81,7 @@ func TestBrowser(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	home := t.TempDir()
+	home := testutil.Home(t)
 	apiURL, token := startDaemon(t, ctx, home)
 
 	c, err := client.New(apiURL, token)

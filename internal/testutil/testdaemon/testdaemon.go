@@ -72,7 +72,7 @@ const startTimeout = 2 * time.Minute
 func New(t testing.TB, o Options) *Daemon {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	home := t.TempDir() // before the cleanup below, so it is removed after the daemon stops
+	home := testutil.Home(t) // before the cleanup below, so it is removed after the daemon stops
 	d, stop, err := start(home, o)
 	t.Cleanup(stop)
 	if err != nil {
@@ -110,6 +110,11 @@ func Shared(t testing.TB, name string, o Options) *Daemon {
 	shared.Unlock()
 	s.once.Do(func() {
 		home, err := os.MkdirTemp("", "arbor-test-"+name+"-")
+		if err == nil {
+			// Traversable, as testutil.Home: runc and crun sandboxes run
+			// as unprivileged host users.
+			err = os.Chmod(home, 0o711)
+		}
 		if err != nil {
 			s.err = err
 			return

@@ -1,0 +1,58 @@
+// Command probe tries one privileged operation inside a sandbox and prints
+// "ok" or the error, for the runtime-hardening tests. Built static
+// (CGO_ENABLED=0) and placed into busybox images, which lack these tools.
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	var err error
+	switch os.Args[1] {
+	case "addkey": // addkey NAME VALUE: into the user keyring
+		_, err = unix.AddKey("user", os.Args[2], []byte(os.Args[3]), unix.KEY_SPEC_USER_KEYRING)
+	case "findkey": // findkey NAME: search the user keyring and print the payload
+		var id int
+		if id, err = unix.KeyctlSearch(unix.KEY_SPEC_USER_KEYRING, "user", os.Args[2], 0); err == nil {
+			buf := make([]byte, 256)
+			var n int
+			if n, err = unix.KeyctlBuffer(unix.KEYCTL_READ, id, buf, 0); err == nil {
+				fmt.Printf("found %s\n", buf[:n])
+				return
+			}
+		}
+	case "ptrace": // ptrace PID: attach
+		pid, _ := strconv.Atoi(os.Args[2])
+		if err = unix.PtraceAttach(pid); err == nil {
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(pid, &ws, unix.WALL, nil) // stopped: it may be detached now
+			_ = unix.PtraceDetach(pid)
+		}
+	case "userns": // a new user namespace
+		err = unix.Unshare(unix.CLONE_NEWUSER)
+	case "fds": // open pid 1's open files
+		var ents []os.DirEntry
+		if ents, err = os.ReadDir("/proc/1/fd"); err == nil {
+			err = fmt.Errorf("pid 1 has no open files")
+			for _, ent := range ents {
+				var f *os.File
+				if f, err = os.Open("/proc/1/fd/" + ent.Name()); err == nil {
+					f.Close()
+					break
+				}
+			}
+		}
+	default:
+		err = fmt.Errorf("unknown probe %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Printf("%s: %v\n", os.Args[1], err)
+		return
+	}
+	fmt.Printf("%s: ok\n", os.Args[1])
+}
