@@ -55,7 +55,7 @@ type Config struct {
 	WarmPerImage int
 	WarmMax      int           // idle + booting sandboxes overall; default 8
 	WarmIdle     time.Duration // idle sandboxes older than this are reaped; default 2m
-	InitBinary   string        // static init for warm sandboxes; default: found automatically
+	InitBinary   string        // static init of every sandbox; default: found automatically
 }
 
 // Engine is safe for concurrent use.
@@ -174,10 +174,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	e.warm.bootTime = map[string]time.Duration{}
 	e.warm.changed = make(chan struct{})
 	e.warm.want = map[warmKey]warmWant{}
-	if cfg.WarmPerImage > 0 {
-		if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
-			e.log.Info("warm sandboxes off: no static init binary (build arbor with CGO_ENABLED=0, or install arbor-init beside it)")
-		}
+	// The static init runs first in every sandbox, cold and warm.
+	if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
+		e.log.Warn("no static init binary (build arbor with CGO_ENABLED=0, or install arbor-init beside it): warm sandboxes off, and a cold run's command is its sandbox's PID 1")
 	}
 	e.wg.Add(1)
 	go e.reapWarm()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
@@ -83,8 +84,9 @@ type runPlan struct {
 	memory      int64
 	pids        int64
 	cpus        float64
-	network     bool     // outbound-only access
-	warm        *warmBox // the pre-booted sandbox serving this run, if any
+	network     bool            // outbound-only access
+	warm        *warmBox        // the pre-booted sandbox serving this run, if any
+	agent       *initproc.Agent // the init running the command, if any
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -492,8 +494,8 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		rs.status = ""
 		return
 	}
-	if wb != nil {
-		scrubInitMount(upper)
+	if p.agent != nil {
+		scrubInitMount(upper) // the init was mounted, cold or warm
 	}
 	// Commit: an unchanged filesystem keeps the input image (ConTree's rule).
 	empty, err := dirEmpty(upper)
@@ -719,17 +721,20 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 					a.mu.Lock()
 					a.sandbox = &sandboxRef{rt: p.rt, cid: spec.ID, p: p}
 					a.procs[1] = &proc{pid: pid, stdin: stdinW}
-					if p.warm != nil {
-						a.procs[1].signal = p.warm.agent.Signal // pid is the sandbox's own
+					if p.agent != nil {
+						a.procs[1].signal = p.agent.Signal // pid is the sandbox's own
 					}
 					a.mu.Unlock()
 					close(a.running)
 				}
 			},
 		}
-		if p.warm != nil {
+		switch {
+		case p.warm != nil:
 			res, err = e.execWarm(sizeCtx, p, spec)
-		} else {
+		case e.initBin != "":
+			res, err = e.execCold(sizeCtx, p, spec)
+		default: // no static init: the command is the sandbox's PID 1
 			res, err = p.rt.Run(sizeCtx, spec)
 		}
 		stopWatch()

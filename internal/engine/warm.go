@@ -593,32 +593,78 @@ func addBlob(tw *tar.Writer, path string, h *tar.Header) error {
 // serving init. Cancellation (timeout, cancel, growth cap) destroys the
 // whole sandbox, as a cold run's does.
 func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
+	p.agent = p.warm.agent
+	return execAgent(ctx, p.rt, p.warm.cid, p.warm.agent, spec)
+}
+
+// execAgent runs spec's command through the serving init of sandbox cid.
+// The init reports the command's own wait status: an exit code, or the
+// signal that killed it.
+func execAgent(ctx context.Context, rt runtime.Runtime, cid string, agent *initproc.Agent, spec runtime.Spec) (runtime.Result, error) {
 	done := make(chan struct{})
 	killed := make(chan bool, 1)
 	go func() {
 		select {
 		case <-ctx.Done():
-			p.rt.Destroy(p.warm.cid)
+			rt.Destroy(cid)
 			killed <- true
 		case <-done:
 			killed <- false
 		}
 	}()
 	res := runtime.Result{Signal: -1, Started: time.Now()}
-	x, dur, err := p.warm.agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
+	x, dur, err := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
 		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
 	close(done)
 	res.ExitCode, res.Rusage, res.Duration = x.Code, x.Rusage, dur
+	if x.Signal > 0 {
+		res.Signal = x.Signal
+	}
 	res.Killed = <-killed
 	if initproc.IsSandboxGone(err) {
 		// Killed by us, or the sandbox died (out of memory): the command
-		// was killed either way, as a cold run reports it.
-		res.ExitCode, err = 128+int(unix.SIGKILL), nil
+		// was killed either way.
+		res.ExitCode, res.Signal, err = -1, int(unix.SIGKILL), nil
 	}
 	// The init killed whatever the command left running before it
 	// reported the exit, as a cold sandbox ends with its main process. The
 	// sandbox itself ends at teardown: after a disposable result is
-	// reported, before a non-disposable one is committed.
+	// reported, before a non-disposable one is committed. A protocol error
+	// fails the run; teardown destroys the sandbox.
+	return res, err
+}
+
+// execCold boots the run's own sandbox with arbor's init first, as a warm
+// sandbox is booted, and runs the command through that init: the process
+// tree (init as PID 1, the command its child), signal delivery, orphan
+// reaping and exit reporting are the same cold and warm.
+func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
+	res := runtime.Result{Signal: -1, Started: time.Now()}
+	agent, pipes, err := initproc.NewAgentPipes()
+	if err != nil {
+		return res, err
+	}
+	defer agent.Close()
+	boot := spec
+	boot.Args, boot.Env, boot.Cwd = []string{runtime.InitPath, initproc.Arg, "serve"}, []string{"PATH=" + defaultPath}, "/"
+	boot.UID, boot.GID, boot.FileSizeLimit = 0, 0, 0 // the init applies the run's to the command
+	boot.InitBinary = e.initBin
+	boot.Stdin, boot.Stdout, boot.Stderr, boot.OnStart = pipes.Stdin, pipes.Stdout, nil, nil
+	err = p.rt.Boot(ctx, boot)
+	pipes.Close() // the sandbox has its copies
+	if err != nil {
+		if ctx.Err() != nil {
+			// Cancelled or timed out while booting: nothing ran.
+			res.Killed, res.ExitCode, res.Signal = true, -1, int(unix.SIGKILL)
+			return res, nil
+		}
+		return res, err
+	}
+	p.agent = agent
+	res, err = execAgent(ctx, p.rt, spec.ID, agent, spec)
+	if !res.Killed {
+		p.rt.Destroy(spec.ID) // the sandbox ends with its command
+	}
 	return res, err
 }
 

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // holderGrace is how long the command's output may take to reach its end
@@ -22,6 +24,11 @@ const holderGrace = 20 * time.Millisecond
 // serve runs one command for the engine (see proto.go), then reaps orphans
 // like pause until the sandbox is killed.
 func serve(in io.Reader, out io.Writer) {
+	// Not dumpable: /proc/<this pid>/fd, mem and environ need
+	// CAP_SYS_PTRACE, which no command gets, so the command, root or not,
+	// cannot open this init's pipes to the engine. (The command is
+	// dumpable again after its execve.)
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	fw := &frameWriter{w: out}
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, syscall.SIGCHLD)
@@ -46,10 +53,6 @@ func serve(in io.Reader, out io.Writer) {
 				continue
 			}
 			if p == cmdPid {
-				code := ws.ExitStatus()
-				if ws.Signaled() {
-					code = 128 + int(ws.Signal())
-				}
 				if os.Getpid() == 1 {
 					// A sandbox ends with its main process: kill what the
 					// command left behind (and exec'd processes) and reap
@@ -57,7 +60,7 @@ func serve(in io.Reader, out io.Writer) {
 					_ = syscall.Kill(-1, syscall.SIGKILL)
 					reapAll()
 				}
-				exited <- Exit{Code: code, Rusage: ru}
+				exited <- exitOf(ws, ru)
 			}
 		}
 	}
@@ -104,9 +107,6 @@ func serve(in io.Reader, out io.Writer) {
 					_ = fw.write(frameError, []byte(err.Error()))
 					return
 				}
-				var b [4]byte
-				binary.BigEndian.PutUint32(b[:], uint32(pid))
-				_ = fw.write(frameStarted, b[:])
 				go reap(pid)
 				go func() {
 					x := <-exited
@@ -197,6 +197,11 @@ func start(req Request, fw *frameWriter) (int, chan []byte, func(), error) {
 		errR.Close()
 		return 0, nil, nil, fmt.Errorf("%s: %w", req.Args[0], err)
 	}
+	// The pid goes out before any output: the engine takes nothing else
+	// first.
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(pid))
+	_ = fw.write(frameStarted, b[:])
 	q := make(chan []byte, 64)
 	go func() {
 		for b := range q {
@@ -216,7 +221,7 @@ func start(req Request, fw *frameWriter) (int, chan []byte, func(), error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 32<<10)
+			buf := make([]byte, outChunk)
 			for {
 				n, err := x.r.Read(buf)
 				if n > 0 {
