@@ -29,6 +29,10 @@ func serve(in io.Reader, out io.Writer) {
 	// cannot open this init's pipes to the engine. (The command is
 	// dumpable again after its execve.)
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	// PID 1 semantics, as the kernel gives any init: signals sent from
+	// inside the sandbox do not end it. Caught (not ignored, which the
+	// command would inherit), so the command gets default dispositions.
+	ignoreSignals()
 	fw := &frameWriter{w: out}
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, syscall.SIGCHLD)
@@ -134,6 +138,17 @@ func serve(in io.Reader, out io.Writer) {
 		go reap(-1)
 	}
 	select {}
+}
+
+// ignoreSignals catches every signal and drops it; SIGKILL and SIGSTOP
+// from inside the sandbox the kernel drops for PID 1 itself.
+func ignoreSignals() {
+	ch := make(chan os.Signal, 64)
+	signal.Notify(ch)
+	go func() {
+		for range ch {
+		}
+	}()
 }
 
 // reapAll waits for every child (orphans included) until none is left.
