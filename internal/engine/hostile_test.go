@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"encoding/json"
-	"strings"
 	"testing"
 	"time"
 
@@ -42,11 +41,15 @@ const hostileWrites = `for f in /proc/[0-9]*/fd/*; do
   head -c 4096 /dev/urandom 2>/dev/null >$f
 done
 cat /proc/1/environ >/dev/null 2>&1 && echo "read /proc/1/environ"
+for f in /proc/1/exe /proc/1/fd/3 /dev/.arbor-init; do head -c 1 $f >/dev/null 2>&1 && echo "read $f"; done
+ls -a /dev | grep -i arbor
+grep -l arbor /proc/mounts
 exit 0`
 
 // TestHostileSandboxCannotReachInit: a root command, cold and warm, under
-// each runtime, cannot open arbor's init's pipes (/proc/1/fd); bytes it
-// writes wherever it can leave the daemon up, and the next run works.
+// each runtime, cannot open arbor's init's pipes (/proc/1/fd) nor read the
+// init binary (the daemon's); bytes it writes wherever it can leave the
+// daemon up, and the next run works.
 func TestHostileSandboxCannotReachInit(t *testing.T) {
 	for _, rt := range runtimes {
 		for _, warm := range []bool{false, true} {
@@ -74,7 +77,7 @@ func TestHostileSandboxCannotReachInit(t *testing.T) {
 				if m.Result != nil {
 					out = stdout(t, m)
 				}
-				if strings.Contains(out, "/proc/1/") || o.Status != apitypes.StatusSuccess {
+				if out != "" || o.Status != apitypes.StatusSuccess {
 					t.Errorf("the command reached the init: status %s (%s), stdout %q", o.Status, o.Error, out)
 				}
 				if _, m := run(t, e, base, "echo ok", disposable); stdout(t, m) != "ok\n" {

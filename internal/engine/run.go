@@ -494,9 +494,6 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		rs.status = ""
 		return
 	}
-	if p.agent != nil {
-		scrubInitMount(upper) // the init was mounted, cold or warm
-	}
 	// Commit: an unchanged filesystem keeps the input image (ConTree's rule).
 	empty, err := dirEmpty(upper)
 	if err != nil {

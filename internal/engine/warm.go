@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -666,19 +665,4 @@ func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 		p.rt.Destroy(spec.ID) // the sandbox ends with its command
 	}
 	return res, err
-}
-
-// scrubInitMount removes the mount point some runtimes (runsc) create in the
-// root filesystem for the init's bind mount, and the /dev copy-up it caused,
-// so a warm run's upper dir holds exactly what a cold run's would.
-func scrubInitMount(upper string) {
-	dev := filepath.Join(upper, "dev")
-	p := filepath.Join(upper, strings.TrimPrefix(runtime.InitPath, "/"))
-	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
-		_ = os.Remove(p)
-	}
-	if opaque, _ := unix.Lgetxattr(dev, "trusted.overlay.opaque", make([]byte, 8)); opaque > 0 {
-		return
-	}
-	_ = os.Remove(dev) // only succeeds when empty
 }

@@ -1,6 +1,8 @@
-// Package initproc is the tiny init that runs as pid 1 of a pre-booted
-// ("warm") sandbox. It is bind-mounted read-only into the sandbox (under
-// /dev, a tmpfs, so it never lands in a snapshot) and has two modes:
+// Package initproc is the tiny init that runs as pid 1 of every sandbox,
+// cold and pre-booted ("warm"). The runtime starts it from a file
+// descriptor (see runtime.InitPath): no mount or file in the sandbox names
+// it, so it never lands in a snapshot and the command cannot read it. It
+// has three modes:
 //
 //	pause            block until killed, reaping orphans
 //	place            read a tar from stdin and write its files into the
@@ -21,6 +23,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Arg is the first argument that selects init mode in a binary that embeds it.
@@ -40,6 +44,7 @@ func Main(args []string) int {
 		pause()
 		return 0
 	case "serve":
+		closeSelf()
 		serve(os.Stdin, os.Stdout)
 		return 0
 	case "place":
@@ -51,6 +56,20 @@ func Main(args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "arbor init: unknown mode", args[0])
 	return 2
+}
+
+// closeSelf closes the descriptor of this binary that runc and crun
+// exec'd it from (fd 3, see runtime.InitPath), so the command inherits no
+// way to read the daemon's binary. It checks that fd 3 really is this
+// executable before closing it.
+func closeSelf() {
+	var fd, exe unix.Stat_t
+	if unix.Fstat(3, &fd) != nil || unix.Stat("/proc/self/exe", &exe) != nil {
+		return
+	}
+	if fd.Mode&unix.S_IFMT == unix.S_IFREG && fd.Dev == exe.Dev && fd.Ino == exe.Ino {
+		_ = unix.Close(3)
+	}
 }
 
 // pause waits forever as pid 1, reaping children re-parented to it.

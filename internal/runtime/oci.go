@@ -189,7 +189,27 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	}
 	defer errf.Close()
 	pidFile := filepath.Join(s.Bundle, "init.pid")
-	cmd := o.command(ctx, extra, "run", "--detach", "--pid-file", pidFile, "--bundle", s.Bundle, s.ID)
+	var initFile *os.File
+	args := []string{"run", "--detach", "--pid-file", pidFile, "--bundle", s.Bundle}
+	if s.InitBinary != "" {
+		// The init comes in as fd 3 (see InitPath), never as a file the
+		// command could read.
+		bin, err := os.Open(s.InitBinary)
+		if err != nil {
+			return fmt.Errorf("init binary: %w", err)
+		}
+		defer bin.Close()
+		if o.name == "runsc" {
+			args = append(args, "--exec-fd=3")
+		} else {
+			args = append(args, "--preserve-fds=1")
+		}
+		initFile = bin
+	}
+	cmd := o.command(ctx, extra, append(args, s.ID)...)
+	if initFile != nil {
+		cmd.ExtraFiles = []*os.File{initFile}
+	}
 	cmd.Stderr = errf
 	// Files given as stdio are handed to the sandbox's main process.
 	if f, ok := s.Stdin.(*os.File); ok {
@@ -475,9 +495,6 @@ func (o *OCI) config(s Spec) *specs.Spec {
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-	}
-	if s.InitBinary != "" {
-		mounts = append(mounts, specs.Mount{Destination: InitPath, Type: "bind", Source: s.InitBinary, Options: []string{"bind", "ro"}})
 	}
 	if s.ResolvConf != "" {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf, Options: []string{"rbind", "ro"}})

@@ -35,8 +35,9 @@ type Spec struct {
 	NetNS string
 	// ResolvConf, if set, is bind-mounted read-only at /etc/resolv.conf.
 	ResolvConf string
-	// InitBinary, if set, is bind-mounted read-only at InitPath (inside the
-	// sandbox's /dev tmpfs, so it never reaches the root filesystem).
+	// InitBinary, if set, is arbor's static init, for Boot: the runtime
+	// gets it as an open file and starts it as InitPath, so nothing in the
+	// sandbox names the binary (no mount, no file).
 	InitBinary string
 
 	Stdin          io.Reader // nil: empty
@@ -45,8 +46,10 @@ type Spec struct {
 	OnStart func(pid int)
 }
 
-// InitPath is where Spec.InitBinary appears inside the sandbox.
-const InitPath = "/dev/.arbor-init"
+// InitPath is args[0] of a sandbox booted with Spec.InitBinary: the file
+// descriptor the runtime hands it over (runc and crun exec it through
+// /proc; runsc loads it from the host descriptor, --exec-fd).
+const InitPath = "/proc/self/fd/3"
 
 // Result is how a sandboxed process ended.
 type Result struct {
