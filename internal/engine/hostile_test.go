@@ -3,8 +3,12 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/store"
@@ -86,4 +90,33 @@ func TestHostileSandboxCannotReachInit(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestInitEventLeaksNothing: the init event names the sandbox's hostname,
+// not the host's, and not the host's kernel version.
+func TestInitEventLeaksNothing(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	o, _ := run(t, e, base, "hostname", disposable, func(r *apitypes.InstanceSpawnRequest) { r.Hostname = ptr("box1") })
+	evs, err := e.st.Events(context.Background(), o.UUID, -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	release := unix.ByteSliceToString(uts.Release[:])
+	for _, ev := range evs {
+		if ev.Type != apitypes.EventInit {
+			continue
+		}
+		var d apitypes.EventDataInit
+		if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Hostname != "box1" || strings.Contains(ev.Data, release) || (host != "box1" && strings.Contains(ev.Data, `"`+host+`"`)) {
+			t.Fatalf("init event %s: want hostname box1, no host name %q or kernel %q", ev.Data, host, release)
+		}
+		return
+	}
+	t.Fatal("no init event")
 }

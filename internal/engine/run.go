@@ -463,12 +463,13 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		rs.fail(ctx, err)
 		return
 	}
-	hostname, _ := os.Hostname()
+	// What the sandbox is, not what the host is: its own hostname; the
+	// host's name and kernel version are not the client's business.
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	_ = e.events.append(ctx, p.op, 0, apitypes.EventInit, apitypes.EventDataInit{
 		StartedAt: apitypes.Timestamp(time.Now()), RuntimePath: p.rt.Name(), InitPid: 1,
-		Hostname: hostname, Kernel: unix.ByteSliceToString(uts.Release[:]), Machine: unix.ByteSliceToString(uts.Machine[:]),
+		Hostname: p.meta.Hostname, Machine: unix.ByteSliceToString(uts.Machine[:]),
 	})
 	if err := e.st.SetStatus(ctx, p.op, apitypes.StatusExecuting); err != nil {
 		rs.fail(ctx, err)
