@@ -2,7 +2,7 @@
 // cold and pre-booted ("warm"). The runtime starts it from a file
 // descriptor (see runtime.InitPath): no mount or file in the sandbox names
 // it, so it never lands in a snapshot and the command cannot read it. It
-// has three modes:
+// has these modes:
 //
 //	pause            block until killed, reaping orphans
 //	place            read a tar from stdin and write its files into the
@@ -11,6 +11,8 @@
 //	serve            place files and run one command for the engine, told
 //	                 over stdin and answered over stdout (see proto.go and
 //	                 [Agent]), then reap like pause
+//	exec             wrap a process exec'd into a running sandbox and
+//	                 report its exact wait status (see [ExecMode])
 //
 // It must be a static binary: images need not contain a libc.
 package initproc
@@ -47,6 +49,8 @@ func Main(args []string) int {
 		closeSelf()
 		serve(os.Stdin, os.Stdout)
 		return 0
+	case ExecMode:
+		return execWrap(args[1:])
 	case "place":
 		if err := place(os.Stdin); err != nil {
 			fmt.Fprintln(os.Stderr, "arbor init: place:", err)

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arborsh/arbor/internal/initproc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -374,7 +376,40 @@ func (o *OCI) WaitRunning(ctx context.Context, id string) error {
 
 // Exec implements Runtime.
 func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
-	proc := o.process(s.Args, s.Env, s.Cwd, s.UID, s.GID, s.FileSizeLimit)
+	args, flags := s.Args, []string{"exec"}
+	var extra []*os.File
+	var status *os.File
+	if s.InitBinary != "" {
+		// The wrapper comes in as fd 3 (see InitPath), its status pipe as
+		// fd 4 (runc, crun) or 3 (runsc, which loads the binary itself).
+		bin, err := os.Open(s.InitBinary)
+		if err != nil {
+			return Result{}, fmt.Errorf("init binary: %w", err)
+		}
+		defer bin.Close()
+		r, w, err := os.Pipe()
+		if err != nil {
+			return Result{}, err
+		}
+		defer r.Close()
+		defer w.Close()
+		statusFD := "4"
+		if o.name == "runsc" {
+			flags, statusFD = append(flags, "--exec-fd=3", "--pass-fd=4:3"), "3"
+		} else {
+			flags = append(flags, "--preserve-fds=2")
+		}
+		args = append([]string{InitPath, initproc.Arg, initproc.ExecMode, statusFD}, s.Args...)
+		extra, status = []*os.File{bin, w}, r
+		onStart := s.OnStart
+		s.OnStart = func(pid int) {
+			w.Close() // the runtime has its copy: EOF once the wrapper is gone
+			if onStart != nil {
+				onStart(pid)
+			}
+		}
+	}
+	proc := o.process(args, s.Env, s.Cwd, s.UID, s.GID, s.FileSizeLimit)
 	b, err := json.Marshal(proc)
 	if err != nil {
 		return Result{}, err
@@ -389,8 +424,31 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 		return Result{}, err
 	}
 	f.Close()
-	cmd := o.command(context.WithoutCancel(ctx), nil, "exec", "--process", f.Name(), id)
-	return o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
+	cmd := o.command(context.WithoutCancel(ctx), nil, append(flags, "--process", f.Name(), id)...)
+	cmd.ExtraFiles = extra
+	var got chan []byte
+	if status != nil {
+		got = make(chan []byte, 1)
+		go func() {
+			b, _ := io.ReadAll(io.LimitReader(status, 64<<10))
+			got <- b
+		}()
+	}
+	res, err := o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
+	if got != nil && err == nil {
+		var b []byte
+		select {
+		case b = <-got:
+		case <-time.After(time.Second): // something still holds the pipe
+		}
+		if x, ok := initproc.ReadExecStatus(bytes.NewReader(b)); ok {
+			res.ExitCode, res.Signal, res.Rusage, res.Exact = x.Code, -1, x.Rusage, true
+			if x.Signal > 0 {
+				res.Signal = x.Signal
+			}
+		}
+	}
+	return res, err
 }
 
 // kill ends the sandbox: first through the runtime (which kills every process

@@ -59,11 +59,18 @@ type Result struct {
 	Duration time.Duration
 	Rusage   syscall.Rusage
 	Killed   bool // the context ended the sandbox
+	// Exact: ExitCode and Signal come from the process's own wait status
+	// (exit code -1 when killed by a signal). Otherwise ExitCode is the
+	// runtime's, which reports a death by signal n as 128+n.
+	Exact bool
 }
 
 // ExecSpec describes a process started inside a running sandbox.
 type ExecSpec struct {
-	Args           []string
+	Args []string
+	// InitBinary, if set, wraps the process in arbor's init (handed over
+	// as for Spec.InitBinary), which reports its exact wait status.
+	InitBinary     string
 	FileSizeLimit  int64
 	Env            []string
 	Cwd            string
