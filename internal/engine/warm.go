@@ -593,13 +593,7 @@ func addBlob(tw *tar.Writer, path string, h *tar.Header) error {
 // whole sandbox, as a cold run's does.
 func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
 	p.agent = p.warm.agent
-	return execAgent(ctx, p.rt, p.warm.cid, p.warm.agent, spec)
-}
-
-// execAgent runs spec's command through the serving init of sandbox cid.
-// The init reports the command's own wait status: an exit code, or the
-// signal that killed it.
-func execAgent(ctx context.Context, rt runtime.Runtime, cid string, agent *initproc.Agent, spec runtime.Spec) (runtime.Result, error) {
+	rt, cid, agent := p.rt, p.warm.cid, p.warm.agent
 	done := make(chan struct{})
 	killed := make(chan bool, 1)
 	go func() {
@@ -615,15 +609,10 @@ func execAgent(ctx context.Context, rt runtime.Runtime, cid string, agent *initp
 	x, dur, err := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
 		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
 	close(done)
-	res.ExitCode, res.Rusage, res.Duration = x.Code, x.Rusage, dur
-	if x.Signal > 0 {
-		res.Signal = x.Signal
-	}
+	res = exitResult(res, x, dur, err)
 	res.Killed = <-killed
 	if initproc.IsSandboxGone(err) {
-		// Killed by us, or the sandbox died (out of memory): the command
-		// was killed either way.
-		res.ExitCode, res.Signal, err = -1, int(unix.SIGKILL), nil
+		err = nil
 	}
 	// The init killed whatever the command left running before it
 	// reported the exit, as a cold sandbox ends with its main process. The
@@ -633,10 +622,12 @@ func execAgent(ctx context.Context, rt runtime.Runtime, cid string, agent *initp
 	return res, err
 }
 
-// execCold boots the run's own sandbox with arbor's init first, as a warm
-// sandbox is booted, and runs the command through that init: the process
-// tree (init as PID 1, the command its child), signal delivery, orphan
-// reaping and exit reporting are the same cold and warm.
+// execCold runs the run's own sandbox with arbor's init first, as a warm
+// sandbox is booted, and the command through that init: the process tree
+// (init as PID 1, the command its child), signal delivery, orphan reaping
+// and exit reporting are the same cold and warm. The init exits once it
+// has reported the command's exit, so the runtime process ends the
+// sandbox and removes its state, as it does for a bare command.
 func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
 	res := runtime.Result{Signal: -1, Started: time.Now()}
 	agent, pipes, err := initproc.NewAgentPipes()
@@ -644,25 +635,64 @@ func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 		return res, err
 	}
 	defer agent.Close()
-	boot := spec
-	boot.Args, boot.Env, boot.Cwd = []string{runtime.InitPath, initproc.Arg, "serve"}, []string{"PATH=" + defaultPath}, "/"
-	boot.UID, boot.GID, boot.FileSizeLimit = 0, 0, 0 // the init applies the run's to the command
-	boot.InitBinary = e.initBin
-	boot.Stdin, boot.Stdout, boot.Stderr, boot.OnStart = pipes.Stdin, pipes.Stdout, nil, nil
-	err = p.rt.Boot(ctx, boot)
-	pipes.Close() // the sandbox has its copies
-	if err != nil {
-		if ctx.Err() != nil {
-			// Cancelled or timed out while booting: nothing ran.
-			res.Killed, res.ExitCode, res.Signal = true, -1, int(unix.SIGKILL)
-			return res, nil
-		}
-		return res, err
-	}
 	p.agent = agent
-	res, err = execAgent(ctx, p.rt, spec.ID, agent, spec)
-	if !res.Killed {
-		p.rt.Destroy(spec.ID) // the sandbox ends with its command
+	sbx := spec
+	sbx.Args = []string{runtime.InitPath, initproc.Arg, "serve", initproc.ExitAfterRun}
+	sbx.Env, sbx.Cwd = []string{"PATH=" + defaultPath}, "/"
+	sbx.UID, sbx.GID, sbx.FileSizeLimit = 0, 0, 0 // the init applies the run's to the command
+	sbx.InitBinary = e.initBin
+	sbx.Stdin, sbx.Stdout, sbx.Stderr = pipes.Stdin, pipes.Stdout, nil
+	started := make(chan struct{})
+	sbx.OnStart = func(int) { close(started) }
+	// A protocol error must end the sandbox too: runCtx's end kills it.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type ran struct {
+		res runtime.Result
+		err error
 	}
-	return res, err
+	done := make(chan ran, 1)
+	go func() {
+		r, err := p.rt.Run(runCtx, sbx)
+		done <- ran{r, err}
+	}()
+	select {
+	case <-started:
+	case r := <-done: // the runtime could not even start
+		pipes.Close()
+		if r.err == nil {
+			r.err = fmt.Errorf("%s exited before the sandbox started", p.rt.Name())
+		}
+		return res, r.err
+	}
+	pipes.Close() // the runtime has its copies
+	x, dur, aerr := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
+		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
+	if aerr != nil {
+		cancel()
+	}
+	r := <-done
+	res = exitResult(res, x, dur, aerr)
+	res.Killed = r.res.Killed && ctx.Err() != nil
+	if r.err != nil {
+		return res, r.err
+	}
+	if initproc.IsSandboxGone(aerr) {
+		aerr = nil
+	}
+	return res, aerr
+}
+
+// exitResult fills res from what the init reported.
+func exitResult(res runtime.Result, x initproc.Exit, dur time.Duration, err error) runtime.Result {
+	res.ExitCode, res.Rusage, res.Duration, res.Exact = x.Code, x.Rusage, dur, true
+	if x.Signal > 0 {
+		res.Signal = x.Signal
+	}
+	if initproc.IsSandboxGone(err) {
+		// Killed by us, or the sandbox died (out of memory): the command
+		// was killed either way.
+		res.ExitCode, res.Signal = -1, int(unix.SIGKILL)
+	}
+	return res
 }

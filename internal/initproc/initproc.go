@@ -32,6 +32,11 @@ import (
 // Arg is the first argument that selects init mode in a binary that embeds it.
 const Arg = "__arbor_init"
 
+// ExitAfterRun, after "serve", makes the init exit once it has reported the
+// command's exit (a cold sandbox, which ends with its command), instead of
+// waiting to be killed (a warm one).
+const ExitAfterRun = "--exit"
+
 // Main runs the init mode named by args[0] and returns the exit code.
 func Main(args []string) int {
 	if len(args) > 0 && args[0] == Arg {
@@ -47,7 +52,7 @@ func Main(args []string) int {
 		return 0
 	case "serve":
 		closeSelf()
-		serve(os.Stdin, os.Stdout)
+		serve(os.Stdin, os.Stdout, len(args) > 1 && args[1] == ExitAfterRun)
 		return 0
 	case ExecMode:
 		return execWrap(args[1:])

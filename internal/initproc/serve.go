@@ -21,9 +21,9 @@ import (
 // engine kills the sandbox next, as a sandbox ends with its main process).
 const holderGrace = 20 * time.Millisecond
 
-// serve runs one command for the engine (see proto.go), then reaps orphans
-// like pause until the sandbox is killed.
-func serve(in io.Reader, out io.Writer) {
+// serve runs one command for the engine (see proto.go), then exits if
+// exitAfterRun, else reaps orphans like pause until the sandbox is killed.
+func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 	// Not dumpable: /proc/<this pid>/fd, mem and environ need
 	// CAP_SYS_PTRACE, which no command gets, so the command, root or not,
 	// cannot open this init's pipes to the engine. (The command is
@@ -117,6 +117,9 @@ func serve(in io.Reader, out io.Writer) {
 					done()
 					js, _ := json.Marshal(x)
 					_ = fw.write(frameExit, js)
+					if exitAfterRun {
+						os.Exit(0) // everything else is dead already (see reap)
+					}
 				}()
 			})
 		case frameStdin:

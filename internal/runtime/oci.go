@@ -86,8 +86,35 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 	extra := o.networkFlags(s)
 	// The run command outlives ctx: cancellation goes through Cancel, which
 	// kills the sandbox via the runtime so every process in it dies.
-	cmd := o.command(context.WithoutCancel(ctx), extra, "run", "--bundle", s.Bundle, s.ID)
+	initFlags, initFile, err := o.initFD(s.InitBinary)
+	if err != nil {
+		return Result{}, err
+	}
+	if initFile != nil {
+		defer initFile.Close()
+	}
+	cmd := o.command(context.WithoutCancel(ctx), extra, append(append([]string{"run", "--bundle", s.Bundle}, initFlags...), s.ID)...)
+	if initFile != nil {
+		cmd.ExtraFiles = []*os.File{initFile}
+	}
 	return o.startWait(ctx, cmd, s.ID, s.Stdin, s.Stdout, s.Stderr, s.OnStart, true)
+}
+
+// initFD opens the init binary, if any, to hand it to the runtime as fd 3
+// (see InitPath), with the run flags that make it the sandbox's process:
+// never a file in the sandbox the command could read.
+func (o *OCI) initFD(bin string) ([]string, *os.File, error) {
+	if bin == "" {
+		return nil, nil, nil
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return nil, nil, fmt.Errorf("init binary: %w", err)
+	}
+	if o.name == "runsc" {
+		return []string{"--exec-fd=3"}, f, nil
+	}
+	return []string{"--preserve-fds=1"}, f, nil
 }
 
 // networkFlags returns runsc's flags for s's network: none, or the
@@ -191,24 +218,15 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	}
 	defer errf.Close()
 	pidFile := filepath.Join(s.Bundle, "init.pid")
-	var initFile *os.File
 	args := []string{"run", "--detach", "--pid-file", pidFile, "--bundle", s.Bundle}
-	if s.InitBinary != "" {
-		// The init comes in as fd 3 (see InitPath), never as a file the
-		// command could read.
-		bin, err := os.Open(s.InitBinary)
-		if err != nil {
-			return fmt.Errorf("init binary: %w", err)
-		}
-		defer bin.Close()
-		if o.name == "runsc" {
-			args = append(args, "--exec-fd=3")
-		} else {
-			args = append(args, "--preserve-fds=1")
-		}
-		initFile = bin
+	initFlags, initFile, err := o.initFD(s.InitBinary)
+	if err != nil {
+		return err
 	}
-	cmd := o.command(ctx, extra, append(args, s.ID)...)
+	if initFile != nil {
+		defer initFile.Close()
+	}
+	cmd := o.command(ctx, extra, append(append(args, initFlags...), s.ID)...)
 	if initFile != nil {
 		cmd.ExtraFiles = []*os.File{initFile}
 	}
