@@ -3,7 +3,10 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -119,4 +122,94 @@ func TestInitEventLeaksNothing(t *testing.T) {
 		return
 	}
 	t.Fatal("no init event")
+}
+
+// TestForgedFrameFailsRun forges what a sandbox could send if it reached
+// the init's pipe: from the host, a second 'started' frame is written
+// into a running init's output (cold and warm, runc, where the host sees
+// the init as a process). The run fails with the protocol error, the
+// sandbox is destroyed, the daemon stays up and the next run works. (A
+// forged frame used to make the daemon close a closed channel and crash.)
+func TestForgedFrameFailsRun(t *testing.T) {
+	for _, warm := range []bool{false, true} {
+		name := "cold"
+		if warm {
+			name = "warm"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var e *Engine
+			var base string
+			if warm {
+				e, base = newWarmEngine(t, "runc")
+				run(t, e, base, "true", disposable)
+				waitIdle(t, e, base, 1)
+			} else {
+				e, base = newEngine(t, "runc")
+			}
+			// A unique command line to find the command, whose parent is the init.
+			secs := fmt.Sprintf("%d.%d", 100+time.Now().UnixNano()%1000, os.Getpid()%10)
+			op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{secs}, Image: base, Disposable: ptr(true)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			initPid := 0
+			for i := 0; i < 400 && initPid == 0; i++ {
+				initPid = parentOf(t, "sleep\x00"+secs+"\x00")
+				if initPid == 0 {
+					time.Sleep(25 * time.Millisecond)
+				}
+			}
+			if initPid == 0 {
+				t.Fatal("the command never appeared")
+			}
+			pidfd, err := unix.PidfdOpen(initPid, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(pidfd)
+			f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/1", initPid), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = f.Write([]byte("s\x00\x00\x00\x04\x00\x00\x00\x07"))
+			f.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			o, err := e.WaitOperation(ctx, acct, op)
+			if err != nil || o.Status != apitypes.StatusFailed || !strings.Contains(o.Error, "broke arbor's init protocol") {
+				t.Fatalf("forged frame: %v, status %s (%s), want FAILED with the protocol error", err, o.Status, o.Error)
+			}
+			if n, err := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, 30_000); n != 1 || err != nil {
+				t.Fatalf("the sandbox's init is still running: %d %v", n, err)
+			}
+			if _, m := run(t, e, base, "echo ok", disposable); stdout(t, m) != "ok\n" {
+				t.Errorf("next run: stdout %q", stdout(t, m))
+			}
+		})
+	}
+}
+
+// parentOf returns the parent pid of the process whose command line is
+// cmdline, or 0.
+func parentOf(t *testing.T, cmdline string) int {
+	t.Helper()
+	m, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range m {
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != cmdline {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join(filepath.Dir(p), "status"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(st), "\n") {
+			if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+				n, _ := strconv.Atoi(strings.TrimSpace(v))
+				return n
+			}
+		}
+	}
+	return 0
 }
