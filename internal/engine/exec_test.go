@@ -193,6 +193,16 @@ func TestSubprocessExitStatus(t *testing.T) {
 						t.Errorf("%s: exit code %d signal %d, want %d %d", cmd, got.code, got.signal, want.code, want.signal)
 					}
 				}
+				// The wrapper runs as root and the command as the asked user.
+				spid, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "id -u; id -g", Shell: ptr(true), UID: ptr(1000), GID: ptr(1001)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := waitSub(t, e, op, spid); r.State.ExitCode != 0 {
+					t.Errorf("id as 1000: %+v", r.State)
+				} else if b, _ := r.Stdout.Bytes(); string(b) != "1000\n1001\n" {
+					t.Errorf("id as 1000:1001: %q", b)
+				}
 			})
 		}
 	}

@@ -14,7 +14,8 @@ import (
 
 // ExecMode is the mode that wraps a process exec'd into a running sandbox
 // (`runc exec`, `runsc exec`): args are the number of a descriptor for the
-// status, then the command. The runtime can only report a death by signal
+// status, the uid and gid to run the command as (the wrapper runs as
+// root, so it can be exec'd whatever the binary's mode), then the command. The runtime can only report a death by signal
 // n as exit code 128+n, like an exit with that code; the wrapper waits for
 // the command itself and writes its exact [Exit] as JSON to the status
 // descriptor, forwarding every signal it gets to the command meanwhile.
@@ -38,20 +39,23 @@ func ReadExecStatus(r io.Reader) (Exit, bool) {
 	return x, true
 }
 
-// execWrap runs args[1:] and reports its wait status on descriptor args[0];
-// it exits as the runtime would report the command.
+// execWrap runs args[3:] as uid args[1], gid args[2] and reports its wait
+// status on descriptor args[0]; it exits as the runtime would report the
+// command.
 func execWrap(args []string) int {
 	closeSelf()
 	// Not dumpable: the command cannot open the status descriptor through
 	// /proc/<wrapper>/fd.
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-	if len(args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: init exec STATUS-FD COMMAND [ARG...]")
+	if len(args) < 4 {
+		fmt.Fprintln(os.Stderr, "usage: init exec STATUS-FD UID GID COMMAND [ARG...]")
 		return 2
 	}
 	fd, err := strconv.Atoi(args[0])
-	if err != nil || fd < 3 {
-		fmt.Fprintln(os.Stderr, "arbor init: exec: bad status descriptor", args[0])
+	uid, uerr := strconv.ParseUint(args[1], 10, 32)
+	gid, gerr := strconv.ParseUint(args[2], 10, 32)
+	if err != nil || fd < 3 || uerr != nil || gerr != nil {
+		fmt.Fprintln(os.Stderr, "arbor init: exec: bad arguments", args[:3])
 		return 2
 	}
 	unix.CloseOnExec(fd)
@@ -65,7 +69,7 @@ func execWrap(args []string) int {
 		}
 		return x.Code
 	}
-	argv := args[1:]
+	argv := args[3:]
 	// Caught before the command starts, so none is lost; forwarded below.
 	sigs := make(chan os.Signal, 64)
 	signal.Notify(sigs)
@@ -74,7 +78,11 @@ func execWrap(args []string) int {
 		fmt.Fprintln(os.Stderr, "arbor:", err)
 		return report(Exit{Code: 127})
 	}
-	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{0, 1, 2}})
+	attr := &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{0, 1, 2}}
+	if uid != uint64(os.Getuid()) || gid != uint64(os.Getgid()) {
+		attr.Sys = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	}
+	pid, err := syscall.ForkExec(path, argv, attr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "arbor: %s: %v\n", argv[0], err)
 		return report(Exit{Code: 127})

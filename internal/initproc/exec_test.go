@@ -3,6 +3,7 @@ package initproc
 import (
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -24,7 +25,7 @@ func TestExecWrap(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(os.Args[0], Arg, ExecMode, "3", "/bin/sh", "-c", tc.script)
+		cmd := exec.Command(os.Args[0], Arg, ExecMode, "3", strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid()), "/bin/sh", "-c", tc.script)
 		cmd.ExtraFiles = []*os.File{w}
 		err = cmd.Run()
 		w.Close()

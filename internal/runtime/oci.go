@@ -394,7 +394,7 @@ func (o *OCI) WaitRunning(ctx context.Context, id string) error {
 
 // Exec implements Runtime.
 func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
-	args, flags := s.Args, []string{"exec"}
+	args, flags, uid, gid := s.Args, []string{"exec"}, s.UID, s.GID
 	var extra []*os.File
 	var status *os.File
 	if s.InitBinary != "" {
@@ -417,7 +417,10 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 		} else {
 			flags = append(flags, "--preserve-fds=2")
 		}
-		args = append([]string{InitPath, initproc.Arg, initproc.ExecMode, statusFD}, s.Args...)
+		// As root, which can exec the binary whatever its mode; the wrapper
+		// runs the command as the requested user.
+		args = append([]string{InitPath, initproc.Arg, initproc.ExecMode, statusFD, strconv.Itoa(int(s.UID)), strconv.Itoa(int(s.GID))}, s.Args...)
+		uid, gid = 0, 0
 		extra, status = []*os.File{bin, w}, r
 		onStart := s.OnStart
 		s.OnStart = func(pid int) {
@@ -427,7 +430,7 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 			}
 		}
 	}
-	proc := o.process(args, s.Env, s.Cwd, s.UID, s.GID, s.FileSizeLimit)
+	proc := o.process(args, s.Env, s.Cwd, uid, gid, s.FileSizeLimit)
 	b, err := json.Marshal(proc)
 	if err != nil {
 		return Result{}, err
