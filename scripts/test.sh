@@ -24,6 +24,12 @@ echo "==> go test -race"
 # ~150-300 s vs 6 s: pure Go decompression is where the race detector costs most).
 CGO_ENABLED=1 go test -race -count=1 -timeout 25m ./...
 
+echo "==> fuzz: the init protocol's decoder and state machine (${FUZZTIME:-15s} per target)"
+# Every byte from a sandbox is hostile; the seed corpora also run in go test above.
+for target in $(go test -list '^Fuzz' ./internal/initproc/ | grep '^Fuzz'); do
+	go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-15s}" ./internal/initproc/
+done
+
 echo "==> python tests (SDK, and the branching example over raw HTTP)"
 # Debian's python3 has python3-pytest; a pyenv python3 earlier in PATH may not.
 ARBOR_BIN="$PWD/bin/arbor" /usr/bin/python3 -m pytest -q python/tests tests

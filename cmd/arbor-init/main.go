@@ -1,4 +1,4 @@
-// Command arbor-init is the static init of warm sandboxes (see
+// Command arbor-init is the static init of every sandbox (see
 // internal/initproc). The daemon uses its own executable when that is static,
 // and this one, installed beside it, otherwise.
 package main

@@ -62,3 +62,30 @@ func fillBytes(dir string, n int64) error {
 	}
 	return nil
 }
+
+// BenchmarkColdRun compares a disposable cold run of `true` with arbor's
+// init first (booted, command run through the init) against the command
+// as the sandbox's PID 1 (no init):
+//
+//	go test -run '^$' -bench ColdRun -benchtime 20x ./internal/engine/
+func BenchmarkColdRun(b *testing.B) {
+	for _, rt := range runtimes {
+		for _, withInit := range []bool{true, false} {
+			name := rt + "/init"
+			if !withInit {
+				name = rt + "/no-init"
+			}
+			b.Run(name, func(b *testing.B) {
+				e, base := newEngine(b, rt)
+				if !withInit {
+					e.initBin = ""
+				}
+				run(b, e, base, "true", disposable)
+				b.ResetTimer()
+				for range b.N {
+					run(b, e, base, "true", disposable)
+				}
+			})
+		}
+	}
+}

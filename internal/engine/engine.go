@@ -78,7 +78,7 @@ type Config struct {
 	WarmPerImage int
 	WarmMax      int           // idle + booting sandboxes overall; default 8
 	WarmIdle     time.Duration // idle sandboxes older than this are reaped; default 2m
-	InitBinary   string        // static init for warm sandboxes; default: found automatically
+	InitBinary   string        // static init of every sandbox; default: found automatically
 }
 
 // Engine is safe for concurrent use.
@@ -226,10 +226,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	e.warm.bootTime = map[string]time.Duration{}
 	e.warm.changed = make(chan struct{})
 	e.warm.want = map[warmKey]warmWant{}
-	if cfg.WarmPerImage > 0 {
-		if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
-			e.log.Warn("warm sandboxes off: every run boots a cold sandbox", "reason", e.warmOffReason())
-		}
+	// The static init runs first in every sandbox, cold and warm.
+	if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
+		e.log.Warn("no static init: warm sandboxes off, and a cold run's command is its sandbox's PID 1", "reason", e.warmOffReason())
 	}
 	for r := range e.runtimes {
 		if r != "runsc" && e.gate.any(r) {

@@ -26,7 +26,8 @@ const acct = "test"
 func newEngine(t testing.TB, rt string) (*Engine, string) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt})
+	// Cold runs only (the pool is off), through the static init as in production.
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -157,7 +157,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 	go func() {
 		defer a.subs.Done()
 		res, err := sb.rt.Exec(context.Background(), sb.cid, runtime.ExecSpec{
-			Args: args, Env: envList(env), Cwd: cwd, UID: uint32(uid), GID: uint32(gid), FileSizeLimit: p.fileSize(),
+			Args: args, Env: envList(env), Cwd: cwd, UID: uint32(uid), GID: uint32(gid), FileSizeLimit: p.fileSize(), InitBinary: e.initBin,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
 			OnStart: func(pid int) {
 				stdinR.Close()
@@ -187,10 +187,15 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 			pr.stdin = nil
 		}
 		a.mu.Unlock()
-		code, sig := res.ExitCode, -1
-		if code > 128 && code <= 128+64 {
-			// The runtime reports a signal death as 128+n.
-			code, sig = -1, code-128
+		code, sig := res.ExitCode, res.Signal
+		if !res.Exact {
+			sig = -1
+			if code > 128 && code <= 128+64 {
+				// Only the runtime's word (no static init, or the wrapper
+				// was killed with the sandbox): it reports a signal death
+				// as 128+n.
+				code, sig = -1, code-128
+			}
 		}
 		e.releaseSub(a) // before the exit event: a client that saw it may start another
 		_ = e.events.append(context.Background(), op, spid, apitypes.EventExit, apitypes.EventDataExit{

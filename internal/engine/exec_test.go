@@ -99,12 +99,12 @@ func TestSubprocesses(t *testing.T) {
 				}
 				t.Fatal(err)
 			}
-			// A signal to the main process ends the run with 128+signal.
+			// A signal to the main process kills it: signal 15, exit code -1.
 			op = sleeper("100")
 			retry(func() error { return e.KillSubprocess(ctx, acct, op, 1, "TERM") })
 			r1 = waitSub(t, e, op, 1)
-			if r1.State.ExitCode != 128+15 {
-				t.Errorf("main process after TERM: %+v, want exit code 143", r1.State)
+			if r1.State.ExitCode != -1 || r1.State.Signal != 15 {
+				t.Errorf("main process after TERM: %+v, want signal 15, exit code -1", r1.State)
 			}
 			// Exec'd processes die with the main process.
 			op = sleeper("1")
@@ -142,4 +142,68 @@ func waitSub(t *testing.T, e *Engine, op string, spid int) apitypes.InstanceResu
 	}
 	t.Fatalf("process %d did not exit", spid)
 	return apitypes.InstanceResult{}
+}
+
+// TestSubprocessExitStatus: an exec'd process killed by a signal reports
+// the signal (exit code -1); one that exits with a code above 128 reports
+// that code, cold and warm, under each runtime.
+func TestSubprocessExitStatus(t *testing.T) {
+	type state struct{ code, signal int }
+	for _, rt := range runtimes {
+		for _, warm := range []bool{false, true} {
+			name := rt + "/cold"
+			if warm {
+				name = rt + "/warm"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				var e *Engine
+				var base string
+				if warm {
+					e, base = newWarmEngine(t, rt)
+					run(t, e, base, "true", disposable)
+					waitIdle(t, e, base, 1)
+				} else {
+					e, base = newEngine(t, rt)
+				}
+				ctx := context.Background()
+				op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{"60"}, Image: base, Disposable: ptr(true)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = e.Cancel(ctx, acct, op) }()
+				for cmd, want := range map[string]state{
+					"kill -9 $$":    {-1, 9},
+					"kill -TERM $$": {-1, 15},
+					"exit 137":      {137, -1},
+					"exit 3":        {3, -1},
+				} {
+					var spid int
+					for i := 0; ; i++ {
+						if spid, err = e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: cmd, Shell: ptr(true)}); err == nil || i == 200 {
+							break
+						}
+						time.Sleep(50 * time.Millisecond)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					r := waitSub(t, e, op, spid)
+					if got := (state{r.State.ExitCode, r.State.Signal}); got != want {
+						t.Errorf("%s: exit code %d signal %d, want %d %d", cmd, got.code, got.signal, want.code, want.signal)
+					}
+				}
+				// The wrapper runs as root and the command as the asked user.
+				spid, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "id -u; id -g", Shell: ptr(true), UID: ptr(1000), GID: ptr(1001)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := waitSub(t, e, op, spid); r.State.ExitCode != 0 {
+					t.Errorf("id as 1000: %+v", r.State)
+				} else if b, _ := r.Stdout.Bytes(); string(b) != "1000\n1001\n" {
+					t.Errorf("id as 1000:1001: %q", b)
+				}
+			})
+		}
+	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
@@ -88,10 +89,11 @@ type runPlan struct {
 	memory      int64
 	pids        int64
 	cpus        float64
-	network     bool           // outbound-only access
-	limit       int64          // what the run may write: maxLayer or what is left of the quota (set by watchGrowth)
-	warm        *warmBox       // the pre-booted sandbox serving this run, if any
-	ids         *runtime.IDMap // the sandbox's user namespace (runc, crun)
+	network     bool            // outbound-only access
+	limit       int64           // what the run may write: maxLayer or what is left of the quota (set by watchGrowth)
+	warm        *warmBox        // the pre-booted sandbox serving this run, if any
+	ids         *runtime.IDMap  // the sandbox's user namespace (runc, crun)
+	agent       *initproc.Agent // the init running the command, if any
 }
 
 // maxPids bounds resources_limits.pids: more processes than this in one
@@ -520,12 +522,13 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		rs.fail(ctx, err)
 		return
 	}
-	hostname, _ := os.Hostname()
+	// What the sandbox is, not what the host is: its own hostname; the
+	// host's name and kernel version are not the client's business.
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	_ = e.events.append(ctx, p.op, 0, apitypes.EventInit, apitypes.EventDataInit{
 		StartedAt: apitypes.Timestamp(time.Now()), RuntimePath: p.rt.Name(), InitPid: 1,
-		Hostname: hostname, Kernel: unix.ByteSliceToString(uts.Release[:]), Machine: unix.ByteSliceToString(uts.Machine[:]),
+		Hostname: p.meta.Hostname, Machine: unix.ByteSliceToString(uts.Machine[:]),
 	})
 	if err := e.st.SetStatus(ctx, p.op, apitypes.StatusExecuting); err != nil {
 		rs.fail(ctx, err)
@@ -538,9 +541,6 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	var grown treeUsage
 	if runErr == nil && ctx.Err() == nil {
-		if wb != nil && !p.meta.Disposable {
-			scrubInitMount(upper) // the init's mount point is not the run's
-		}
 		grown, runErr = e.checkGrowth(ctx, p, upper)
 	}
 	_ = e.events.append(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
@@ -557,9 +557,6 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		e.finishRun(p, rs)
 		rs.status = ""
 		return
-	}
-	if wb != nil {
-		scrubInitMount(upper)
 	}
 	// Commit: an unchanged filesystem keeps the input image (ConTree's
 	// rule), unless the run saves an environment the input does not give.
@@ -788,17 +785,20 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 					a.mu.Lock()
 					a.sandbox = &sandboxRef{rt: p.rt, cid: spec.ID, p: p}
 					a.procs[1] = &proc{pid: pid, stdin: stdinW}
-					if p.warm != nil {
-						a.procs[1].signal = p.warm.agent.Signal // pid is the sandbox's own
+					if p.agent != nil {
+						a.procs[1].signal = p.agent.Signal // pid is the sandbox's own
 					}
 					a.mu.Unlock()
 					close(a.running)
 				}
 			},
 		}
-		if p.warm != nil {
+		switch {
+		case p.warm != nil:
 			res, err = e.execWarm(sizeCtx, p, spec)
-		} else {
+		case e.initBin != "":
+			res, err = e.execCold(sizeCtx, p, spec)
+		default: // no static init: the command is the sandbox's PID 1
 			res, err = p.rt.Run(sizeCtx, spec)
 		}
 		stopWatch()

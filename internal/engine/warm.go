@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -609,46 +608,107 @@ func addBlob(tw *tar.Writer, path string, h *tar.Header) error {
 // serving init. Cancellation (timeout, cancel, growth cap) destroys the
 // whole sandbox, as a cold run's does.
 func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
+	p.agent = p.warm.agent
+	rt, cid, agent := p.rt, p.warm.cid, p.warm.agent
 	done := make(chan struct{})
 	killed := make(chan bool, 1)
 	go func() {
 		select {
 		case <-ctx.Done():
-			p.rt.Destroy(p.warm.cid)
+			rt.Destroy(cid)
 			killed <- true
 		case <-done:
 			killed <- false
 		}
 	}()
 	res := runtime.Result{Signal: -1, Started: time.Now()}
-	x, dur, err := p.warm.agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
+	x, dur, err := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
 		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
 	close(done)
-	res.ExitCode, res.Rusage, res.Duration = x.Code, x.Rusage, dur
+	res = exitResult(res, x, dur, err)
 	res.Killed = <-killed
 	if initproc.IsSandboxGone(err) {
-		// Killed by us, or the sandbox died (out of memory): the command
-		// was killed either way, as a cold run reports it.
-		res.ExitCode, err = 128+int(unix.SIGKILL), nil
+		err = nil
 	}
 	// The init killed whatever the command left running before it
 	// reported the exit, as a cold sandbox ends with its main process. The
 	// sandbox itself ends at teardown: after a disposable result is
-	// reported, before a non-disposable one is committed.
+	// reported, before a non-disposable one is committed. A protocol error
+	// fails the run; teardown destroys the sandbox.
 	return res, err
 }
 
-// scrubInitMount removes the mount point some runtimes (runsc) create in the
-// root filesystem for the init's bind mount, and the /dev copy-up it caused,
-// so a warm run's upper dir holds exactly what a cold run's would.
-func scrubInitMount(upper string) {
-	dev := filepath.Join(upper, "dev")
-	p := filepath.Join(upper, strings.TrimPrefix(runtime.InitPath, "/"))
-	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
-		_ = os.Remove(p)
+// execCold runs the run's own sandbox with arbor's init first, as a warm
+// sandbox is booted, and the command through that init: the process tree
+// (init as PID 1, the command its child), signal delivery, orphan reaping
+// and exit reporting are the same cold and warm. The init exits once it
+// has reported the command's exit, so the runtime process ends the
+// sandbox and removes its state, as it does for a bare command.
+func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
+	res := runtime.Result{Signal: -1, Started: time.Now()}
+	agent, pipes, err := initproc.NewAgentPipes()
+	if err != nil {
+		return res, err
 	}
-	if opaque, _ := unix.Lgetxattr(dev, "trusted.overlay.opaque", make([]byte, 8)); opaque > 0 {
-		return
+	defer agent.Close()
+	p.agent = agent
+	sbx := spec
+	sbx.Args = []string{runtime.InitPath, initproc.Arg, "serve", initproc.ExitAfterRun}
+	sbx.Env, sbx.Cwd = []string{"PATH=" + defaultPath}, "/"
+	sbx.UID, sbx.GID, sbx.FileSizeLimit = 0, 0, 0 // the init applies the run's to the command
+	sbx.InitBinary = e.initBin
+	sbx.Stdin, sbx.Stdout, sbx.Stderr = pipes.Stdin, pipes.Stdout, nil
+	started := make(chan struct{})
+	sbx.OnStart = func(int) { close(started) }
+	// A protocol error must end the sandbox too: runCtx's end kills it.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type ran struct {
+		res runtime.Result
+		err error
 	}
-	_ = os.Remove(dev) // only succeeds when empty
+	done := make(chan ran, 1)
+	go func() {
+		r, err := p.rt.Run(runCtx, sbx)
+		done <- ran{r, err}
+	}()
+	select {
+	case <-started:
+	case r := <-done: // the runtime could not even start
+		pipes.Close()
+		if r.err == nil {
+			r.err = fmt.Errorf("%s exited before the sandbox started", p.rt.Name())
+		}
+		return res, r.err
+	}
+	pipes.Close() // the runtime has its copies
+	x, dur, aerr := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
+		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
+	if aerr != nil {
+		cancel()
+	}
+	r := <-done
+	res = exitResult(res, x, dur, aerr)
+	res.Killed = r.res.Killed && ctx.Err() != nil
+	if r.err != nil {
+		return res, r.err
+	}
+	if initproc.IsSandboxGone(aerr) {
+		aerr = nil
+	}
+	return res, aerr
+}
+
+// exitResult fills res from what the init reported.
+func exitResult(res runtime.Result, x initproc.Exit, dur time.Duration, err error) runtime.Result {
+	res.ExitCode, res.Rusage, res.Duration, res.Exact = x.Code, x.Rusage, dur, true
+	if x.Signal > 0 {
+		res.Signal = x.Signal
+	}
+	if initproc.IsSandboxGone(err) {
+		// Killed by us, or the sandbox died (out of memory): the command
+		// was killed either way.
+		res.ExitCode, res.Signal = -1, int(unix.SIGKILL)
+	}
+	return res
 }

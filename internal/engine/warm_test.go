@@ -432,3 +432,53 @@ func TestWarmNoBootForStraightBack(t *testing.T) {
 	}
 	t.Fatalf("in all %d attempts the machine stalled the test past the quiet grace (%v): the behaviour went unchecked", attempts, quietGrace)
 }
+
+// TestProcessTreeMatchesCold: arbor's init is PID 1 cold and warm, so
+// signals, PID 1 semantics and orphan reaping are the same in both paths,
+// and a death by signal is reported as the signal (exit code -1) while an
+// exit code above 128 stays an exit code.
+func TestProcessTreeMatchesCold(t *testing.T) {
+	type outcome struct {
+		stdout       string
+		code, signal int
+	}
+	cases := []struct {
+		name, cmd string
+		want      outcome
+	}{
+		{"kill -9 self", "echo up; kill -9 $$; echo survived", outcome{"up\n", -1, 9}},
+		{"kill -TERM self is not ignored", "kill -TERM $$; echo survived", outcome{"", -1, 15}},
+		{"exit 137 is an exit", "exit 137", outcome{"", 137, -1}},
+		{"command is not pid 1", `[ $$ != 1 ] && echo not-pid-1`, outcome{"not-pid-1\n", 0, -1}},
+		{"pid 1 ignores signals from inside", "kill -TERM 1; kill -INT 1; sleep 0.2; echo alive", outcome{"alive\n", 0, -1}},
+		{"orphans are reaped", `sh -c 'sleep 0.1 & exit 0'; sleep 0.5; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l`, outcome{"0\n", 0, -1}},
+		{"trap runs", "trap 'echo trapped; exit 3' TERM; kill -TERM $$; sleep 1", outcome{"trapped\n", 3, -1}},
+	}
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			cold, cbase := newEngine(t, rt)
+			warm, wbase := newWarmEngine(t, rt)
+			run(t, warm, wbase, "true", disposable)
+			for _, tc := range cases {
+				waitIdle(t, warm, wbase, 1)
+				hits := warm.WarmStats().Hits
+				got := map[string]outcome{}
+				for path, e := range map[string]*Engine{"cold": cold, "warm": warm} {
+					base := cbase
+					if e == warm {
+						base = wbase
+					}
+					_, m := run(t, e, base, tc.cmd, disposable)
+					got[path] = outcome{stdout(t, m), m.Result.State.ExitCode, m.Result.State.Signal}
+				}
+				if warm.WarmStats().Hits != hits+1 {
+					t.Fatalf("%s: not served warm: %+v", tc.name, warm.WarmStats())
+				}
+				if got["cold"] != tc.want || got["warm"] != tc.want {
+					t.Errorf("%s: cold %+v warm %+v, want %+v", tc.name, got["cold"], got["warm"], tc.want)
+				}
+			}
+		})
+	}
+}

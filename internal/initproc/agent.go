@@ -18,10 +18,103 @@ import (
 // sandbox must be booted with Stdin and Stdout from [NewAgentPipes].
 // An Agent serves one run: Place (optional), then Run; Signal may be called
 // while Run runs. Close releases the pipes.
+//
+// Every byte from the sandbox is treated as hostile: each frame type is
+// legal only in the phase that expects it (see [Agent.next]); anything else
+// ends the conversation with a [ProtocolError], never a panic.
 type Agent struct {
 	toInit   *os.File
 	fromInit *os.File
+	r        io.Reader // fromInit, or a test's bytes
 	w        *frameWriter
+	phase    phase
+}
+
+// phase is where the conversation with the init stands.
+type phase uint8
+
+const (
+	phaseIdle     phase = iota // nothing asked: the init must be silent
+	phasePlacing               // files sent: only 'p'
+	phaseStarting              // command sent: 's' or 'e'
+	phaseRunning               // command started: 'O', 'E' or 'x'
+	phaseDone                  // answered, exited or broken: nothing more
+)
+
+// ProtocolError means the sandbox sent something arbor's init never
+// sends where it was sent: a forged or corrupt frame. The run fails and
+// the sandbox must be destroyed.
+type ProtocolError struct{ msg string }
+
+func (e *ProtocolError) Error() string {
+	return "the sandbox broke arbor's init protocol (" + e.msg + "); it was destroyed"
+}
+
+// IsProtocolError reports whether err is a [ProtocolError].
+func IsProtocolError(err error) bool {
+	var pe *ProtocolError
+	return errors.As(err, &pe)
+}
+
+func protoErr(format string, a ...any) error { return &ProtocolError{msg: fmt.Sprintf(format, a...)} }
+
+// frameRule says in which phase a frame type from the init is legal, how
+// large its payload may be, and the phase it leads to.
+type frameRule struct {
+	in       phase
+	min, max int
+	next     phase
+}
+
+var initFrames = map[byte]frameRule{
+	framePlaced:  {phasePlacing, 0, maxMessage, phaseIdle},
+	frameStarted: {phaseStarting, 4, 4, phaseRunning},
+	frameError:   {phaseStarting, 0, maxMessage, phaseDone},
+	frameStdout:  {phaseRunning, 1, outChunk, phaseRunning},
+	frameStderr:  {phaseRunning, 1, outChunk, phaseRunning},
+	frameExit:    {phaseRunning, 2, maxExitJSON, phaseDone},
+}
+
+// next reads the init's next frame and checks it against the current
+// phase before reading its payload; on any error the agent is broken.
+func (a *Agent) next() (byte, []byte, error) {
+	typ, p, err := a.readChecked()
+	if err != nil {
+		a.phase = phaseDone
+		return 0, nil, err
+	}
+	return typ, p, nil
+}
+
+func (a *Agent) readChecked() (byte, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(a.r, hdr[:]); err != nil {
+		return 0, nil, gone(err)
+	}
+	typ, n := hdr[0], binary.BigEndian.Uint32(hdr[1:])
+	rule, ok := initFrames[typ]
+	switch {
+	case !ok:
+		return 0, nil, protoErr("unknown frame type 0x%02x", typ)
+	case a.phase != rule.in:
+		return 0, nil, protoErr("frame %q out of order", typ)
+	case int64(n) < int64(rule.min) || int64(n) > int64(rule.max):
+		return 0, nil, protoErr("frame %q of %d bytes", typ, n)
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(a.r, p); err != nil {
+		return 0, nil, gone(err)
+	}
+	a.phase = rule.next
+	return typ, p, nil
+}
+
+// gone maps the end of the init's output to errSandboxGone.
+func gone(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrClosed) {
+		return errSandboxGone
+	}
+	return err
 }
 
 // AgentPipes are the sandbox's ends of an agent's pipes: pass them as the
@@ -46,7 +139,7 @@ func NewAgentPipes() (*Agent, AgentPipes, error) {
 		inW.Close()
 		return nil, AgentPipes{}, err
 	}
-	return &Agent{toInit: inW, fromInit: outR, w: &frameWriter{w: inW}}, AgentPipes{Stdin: inR, Stdout: outW}, nil
+	return &Agent{toInit: inW, fromInit: outR, r: outR, w: &frameWriter{w: inW}}, AgentPipes{Stdin: inR, Stdout: outW}, nil
 }
 
 // Close releases the engine's ends.
@@ -77,6 +170,9 @@ func IsSandboxGone(err error) bool { return errors.Is(err, errSandboxGone) }
 
 // Place streams a tar of files (as the place mode reads) into the sandbox.
 func (a *Agent) Place(tarball io.Reader) error {
+	if a.phase != phaseIdle {
+		return fmt.Errorf("placing files: the agent is not idle")
+	}
 	buf := make([]byte, 256<<10)
 	for {
 		n, rerr := io.ReadFull(tarball, buf)
@@ -95,12 +191,10 @@ func (a *Agent) Place(tarball io.Reader) error {
 	if err := a.w.write(framePlaceEnd, nil); err != nil {
 		return fmt.Errorf("placing files: %w", err)
 	}
-	typ, p, err := a.read()
+	a.phase = phasePlacing
+	_, p, err := a.next()
 	if err != nil {
 		return fmt.Errorf("placing files: %w", err)
-	}
-	if typ != framePlaced {
-		return fmt.Errorf("placing files: unexpected reply %q", typ)
 	}
 	if len(p) > 0 {
 		return fmt.Errorf("placing files: %s", p)
@@ -108,44 +202,40 @@ func (a *Agent) Place(tarball io.Reader) error {
 	return nil
 }
 
-// maxReply bounds what the sandbox may send in one frame; output frames
-// are at most 32 KiB, the rest far smaller.
-const maxReply = 1 << 20
-
-func (a *Agent) read() (byte, []byte, error) {
-	typ, p, err := readFrame(a.fromInit, maxReply)
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrClosed) {
-		return 0, nil, errSandboxGone
-	}
-	return typ, p, err
-}
-
 // Run starts req, streams stdin to it and its output to stdout and
 // stderr, and returns how it ended. onStart gets the command's pid inside
-// the sandbox. If the sandbox is killed meanwhile, Run returns an error
-// for which IsSandboxGone is true.
+// the sandbox, once. If the sandbox is killed meanwhile, Run returns an
+// error for which IsSandboxGone is true; if it sends anything out of
+// order, one for which IsProtocolError is true.
 func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onStart func(pid int)) (Exit, time.Duration, error) {
+	if a.phase != phaseIdle {
+		return Exit{}, 0, fmt.Errorf("starting the command: the agent is not idle")
+	}
 	js, err := json.Marshal(req)
 	if err != nil {
 		return Exit{}, 0, err
 	}
 	begin := time.Now()
 	if err := a.w.write(frameRun, js); err != nil {
+		a.phase = phaseDone
 		return Exit{}, 0, fmt.Errorf("starting the command: %w", errSandboxGone)
 	}
+	a.phase = phaseStarting
 	for {
-		typ, p, err := a.read()
+		typ, p, err := a.next()
 		if err != nil {
 			return Exit{}, time.Since(begin), err
 		}
 		switch typ {
 		case frameStarted:
-			if len(p) != 4 {
-				return Exit{}, 0, fmt.Errorf("bad start reply")
+			pid := binary.BigEndian.Uint32(p)
+			if pid == 0 || pid > 1<<22 { // PID_MAX_LIMIT
+				a.phase = phaseDone
+				return Exit{}, time.Since(begin), protoErr("pid %d", pid)
 			}
 			go a.feed(own(stdin))
 			if onStart != nil {
-				onStart(int(binary.BigEndian.Uint32(p)))
+				onStart(int(pid))
 			}
 		case frameError:
 			return Exit{}, 0, fmt.Errorf("%s", p)
@@ -159,8 +249,8 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 			}
 		case frameExit:
 			var x Exit
-			if err := json.Unmarshal(p, &x); err != nil {
-				return Exit{}, 0, fmt.Errorf("bad exit reply: %w", err)
+			if err := json.Unmarshal(p, &x); err != nil || !x.valid() {
+				return Exit{}, time.Since(begin), protoErr("bad exit report")
 			}
 			return x, time.Since(begin), nil
 		}

@@ -47,11 +47,12 @@ func TestAgentRun(t *testing.T) {
 	for _, tc := range []struct {
 		name, script, stdin string
 		wantOut, wantErr    string
-		wantCode            int
+		wantCode, wantSig   int
 		signal              syscall.Signal
 	}{
 		{name: "stdio and exit code", script: "cat; echo err >&2; exit 3", stdin: "hello\n", wantOut: "hello\n", wantErr: "err\n", wantCode: 3},
-		{name: "signal", script: "echo up; exec sleep 100", wantOut: "up\n", wantCode: 128 + 15, signal: syscall.SIGTERM},
+		{name: "signal", script: "echo up; exec sleep 100", wantOut: "up\n", wantCode: -1, wantSig: 15, signal: syscall.SIGTERM},
+		{name: "exit 143 is not a signal", script: "exit 143", wantCode: 143},
 		{name: "background holder", script: "sleep 3 & echo hi", wantOut: "hi\n"},
 		{name: "env and cwd", script: "echo $X; pwd", wantOut: "y\n/tmp\n"},
 	} {
@@ -85,8 +86,8 @@ func TestAgentRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if x.Code != tc.wantCode || out.String() != tc.wantOut || errb.String() != tc.wantErr {
-				t.Errorf("exit %d stdout %q stderr %q; want %d %q %q", x.Code, out.String(), errb.String(), tc.wantCode, tc.wantOut, tc.wantErr)
+			if x.Code != tc.wantCode || x.Signal != tc.wantSig || out.String() != tc.wantOut || errb.String() != tc.wantErr {
+				t.Errorf("exit %d signal %d stdout %q stderr %q; want %d %d %q %q", x.Code, x.Signal, out.String(), errb.String(), tc.wantCode, tc.wantSig, tc.wantOut, tc.wantErr)
 			}
 			if tc.name == "background holder" && time.Since(begin) > 2*time.Second {
 				t.Errorf("the run waited %v for a background process holding its output", time.Since(begin))
@@ -122,12 +123,12 @@ func TestAgentStartError(t *testing.T) {
 func TestReadFrameBounds(t *testing.T) {
 	var hdr [5]byte
 	hdr[0] = frameStdout
-	binary.BigEndian.PutUint32(hdr[1:], maxReply+1)
-	if _, _, err := readFrame(bytes.NewReader(hdr[:]), maxReply); err == nil {
+	binary.BigEndian.PutUint32(hdr[1:], maxFrame+1)
+	if _, _, err := readFrame(bytes.NewReader(hdr[:]), maxFrame); err == nil {
 		t.Fatal("oversized frame accepted")
 	}
 	binary.BigEndian.PutUint32(hdr[1:], 3)
-	typ, p, err := readFrame(bytes.NewReader(append(hdr[:], "abc"...)), maxReply)
+	typ, p, err := readFrame(bytes.NewReader(append(hdr[:], "abc"...)), maxFrame)
 	if err != nil || typ != frameStdout || string(p) != "abc" {
 		t.Fatalf("readFrame = %q %q %v", typ, p, err)
 	}

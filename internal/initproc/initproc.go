@@ -1,6 +1,8 @@
-// Package initproc is the tiny init that runs as pid 1 of a pre-booted
-// ("warm") sandbox. It is bind-mounted read-only into the sandbox (under
-// /dev, a tmpfs, so it never lands in a snapshot) and has two modes:
+// Package initproc is the tiny init that runs as pid 1 of every sandbox,
+// cold and pre-booted ("warm"). The runtime starts it from a file
+// descriptor (see runtime.InitPath): no mount or file in the sandbox names
+// it, so it never lands in a snapshot and the command cannot read it. It
+// has these modes:
 //
 //	pause            block until killed, reaping orphans
 //	place            read a tar from stdin and write its files into the
@@ -9,6 +11,8 @@
 //	serve            place files and run one command for the engine, told
 //	                 over stdin and answered over stdout (see proto.go and
 //	                 [Agent]), then reap like pause
+//	exec             wrap a process exec'd into a running sandbox and
+//	                 report its exact wait status (see [ExecMode])
 //
 // It must be a static binary: images need not contain a libc.
 package initproc
@@ -28,6 +32,11 @@ import (
 // Arg is the first argument that selects init mode in a binary that embeds it.
 const Arg = "__arbor_init"
 
+// ExitAfterRun, after "serve", makes the init exit once it has reported the
+// command's exit (a cold sandbox, which ends with its command), instead of
+// waiting to be killed (a warm one).
+const ExitAfterRun = "--exit"
+
 // Main runs the init mode named by args[0] and returns the exit code.
 func Main(args []string) int {
 	if len(args) > 0 && args[0] == Arg {
@@ -42,12 +51,11 @@ func Main(args []string) int {
 		pause()
 		return 0
 	case "serve":
-		// Not dumpable: the command (same uid) may neither ptrace the init
-		// nor open /proc/1/fd, where the daemon's pipes are. Its own
-		// children are dumpable again after their execve.
-		_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-		serve(os.Stdin, os.Stdout)
+		closeSelf()
+		serve(os.Stdin, os.Stdout, len(args) > 1 && args[1] == ExitAfterRun)
 		return 0
+	case ExecMode:
+		return execWrap(args[1:])
 	case "place":
 		if err := place(os.Stdin); err != nil {
 			fmt.Fprintln(os.Stderr, "arbor init: place:", err)
@@ -57,6 +65,20 @@ func Main(args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "arbor init: unknown mode", args[0])
 	return 2
+}
+
+// closeSelf closes the descriptor of this binary that runc and crun
+// exec'd it from (fd 3, see runtime.InitPath), so the command inherits no
+// way to read the daemon's binary. It checks that fd 3 really is this
+// executable before closing it.
+func closeSelf() {
+	var fd, exe unix.Stat_t
+	if unix.Fstat(3, &fd) != nil || unix.Stat("/proc/self/exe", &exe) != nil {
+		return
+	}
+	if fd.Mode&unix.S_IFMT == unix.S_IFREG && fd.Dev == exe.Dev && fd.Ino == exe.Ino {
+		_ = unix.Close(3)
+	}
 }
 
 // pause waits forever as pid 1, reaping children re-parented to it.

@@ -44,6 +44,15 @@ const (
 // maxFrame bounds a frame's payload in either direction.
 const maxFrame = 1 << 20
 
+// Bounds on what the init may send, per frame type: the engine reads every
+// byte from a sandbox as hostile. The init sends output in chunks of at
+// most outChunk bytes.
+const (
+	outChunk    = 32 << 10
+	maxMessage  = 64 << 10 // 'p' and 'e': an error text
+	maxExitJSON = 4 << 10
+)
+
 // Request is the command a served sandbox runs.
 type Request struct {
 	Args     []string `json:"args"`
@@ -54,10 +63,29 @@ type Request struct {
 	FileSize int64    `json:"fsize,omitempty"` // RLIMIT_FSIZE; 0: unlimited
 }
 
-// Exit is how the command ended, with its resource usage.
+// Exit is how the command ended, with its resource usage: Code is its
+// exit status (0-255) and Signal 0, or Code is -1 and Signal the signal
+// that killed it.
 type Exit struct {
-	Code   int            `json:"code"` // 128+n if killed by signal n, as runtimes report it
+	Code   int            `json:"code"`
+	Signal int            `json:"signal,omitempty"`
 	Rusage syscall.Rusage `json:"rusage"`
+}
+
+// exitOf converts a wait status.
+func exitOf(ws syscall.WaitStatus, ru syscall.Rusage) Exit {
+	if ws.Signaled() {
+		return Exit{Code: -1, Signal: int(ws.Signal()), Rusage: ru}
+	}
+	return Exit{Code: ws.ExitStatus(), Rusage: ru}
+}
+
+// valid reports whether x is an exit the kernel can produce.
+func (x Exit) valid() bool {
+	if x.Signal == 0 {
+		return x.Code >= 0 && x.Code <= 255
+	}
+	return x.Code == -1 && x.Signal > 0 && x.Signal <= 64
 }
 
 type frameWriter struct {
@@ -81,7 +109,8 @@ func (f *frameWriter) write(typ byte, payload []byte) error {
 	return err
 }
 
-// readFrame reads one frame, refusing payloads over limit.
+// readFrame reads one frame, refusing payloads over limit (a lying length
+// must not make the reader allocate or wait for more).
 func readFrame(r io.Reader, limit int) (byte, []byte, error) {
 	var hdr [5]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {

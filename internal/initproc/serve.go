@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // holderGrace is how long the command's output may take to reach its end
@@ -19,9 +21,18 @@ import (
 // engine kills the sandbox next, as a sandbox ends with its main process).
 const holderGrace = 20 * time.Millisecond
 
-// serve runs one command for the engine (see proto.go), then reaps orphans
-// like pause until the sandbox is killed.
-func serve(in io.Reader, out io.Writer) {
+// serve runs one command for the engine (see proto.go), then exits if
+// exitAfterRun, else reaps orphans like pause until the sandbox is killed.
+func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
+	// Not dumpable: /proc/<this pid>/fd, mem and environ need
+	// CAP_SYS_PTRACE, which no command gets, so the command, root or not,
+	// cannot open this init's pipes to the engine. (The command is
+	// dumpable again after its execve.)
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	// PID 1 semantics, as the kernel gives any init: signals sent from
+	// inside the sandbox do not end it. Caught (not ignored, which the
+	// command would inherit), so the command gets default dispositions.
+	ignoreSignals()
 	fw := &frameWriter{w: out}
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, syscall.SIGCHLD)
@@ -46,10 +57,6 @@ func serve(in io.Reader, out io.Writer) {
 				continue
 			}
 			if p == cmdPid {
-				code := ws.ExitStatus()
-				if ws.Signaled() {
-					code = 128 + int(ws.Signal())
-				}
 				if os.Getpid() == 1 {
 					// A sandbox ends with its main process: kill what the
 					// command left behind (and exec'd processes) and reap
@@ -57,7 +64,7 @@ func serve(in io.Reader, out io.Writer) {
 					_ = syscall.Kill(-1, syscall.SIGKILL)
 					reapAll()
 				}
-				exited <- Exit{Code: code, Rusage: ru}
+				exited <- exitOf(ws, ru)
 			}
 		}
 	}
@@ -104,15 +111,15 @@ func serve(in io.Reader, out io.Writer) {
 					_ = fw.write(frameError, []byte(err.Error()))
 					return
 				}
-				var b [4]byte
-				binary.BigEndian.PutUint32(b[:], uint32(pid))
-				_ = fw.write(frameStarted, b[:])
 				go reap(pid)
 				go func() {
 					x := <-exited
 					done()
 					js, _ := json.Marshal(x)
 					_ = fw.write(frameExit, js)
+					if exitAfterRun {
+						os.Exit(0) // everything else is dead already (see reap)
+					}
 				}()
 			})
 		case frameStdin:
@@ -134,6 +141,17 @@ func serve(in io.Reader, out io.Writer) {
 		go reap(-1)
 	}
 	select {}
+}
+
+// ignoreSignals catches every signal and drops it; SIGKILL and SIGSTOP
+// from inside the sandbox the kernel drops for PID 1 itself.
+func ignoreSignals() {
+	ch := make(chan os.Signal, 64)
+	signal.Notify(ch)
+	go func() {
+		for range ch {
+		}
+	}()
 }
 
 // reapAll waits for every child (orphans included) until none is left.
@@ -197,6 +215,11 @@ func start(req Request, fw *frameWriter) (int, chan []byte, func(), error) {
 		errR.Close()
 		return 0, nil, nil, fmt.Errorf("%s: %w", req.Args[0], err)
 	}
+	// The pid goes out before any output: the engine takes nothing else
+	// first.
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(pid))
+	_ = fw.write(frameStarted, b[:])
 	q := make(chan []byte, 64)
 	go func() {
 		for b := range q {
@@ -216,7 +239,7 @@ func start(req Request, fw *frameWriter) (int, chan []byte, func(), error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 32<<10)
+			buf := make([]byte, outChunk)
 			for {
 				n, err := x.r.Read(buf)
 				if n > 0 {

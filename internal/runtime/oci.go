@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arborsh/arbor/internal/initproc"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -91,8 +93,35 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 	extra := o.networkFlags(s)
 	// The run command outlives ctx: cancellation goes through Cancel, which
 	// kills the sandbox via the runtime so every process in it dies.
-	cmd := o.command(context.WithoutCancel(ctx), extra, "run", "--bundle", s.Bundle, s.ID)
+	initFlags, initFile, err := o.initFD(s.InitBinary)
+	if err != nil {
+		return Result{}, err
+	}
+	if initFile != nil {
+		defer initFile.Close()
+	}
+	cmd := o.command(context.WithoutCancel(ctx), extra, append(append([]string{"run", "--bundle", s.Bundle}, initFlags...), s.ID)...)
+	if initFile != nil {
+		cmd.ExtraFiles = []*os.File{initFile}
+	}
 	return o.startWait(ctx, cmd, s.ID, s.Stdin, s.Stdout, s.Stderr, s.OnStart, true)
+}
+
+// initFD opens the init binary, if any, to hand it to the runtime as fd 3
+// (see InitPath), with the run flags that make it the sandbox's process:
+// never a file in the sandbox the command could read.
+func (o *OCI) initFD(bin string) ([]string, *os.File, error) {
+	if bin == "" {
+		return nil, nil, nil
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return nil, nil, fmt.Errorf("init binary: %w", err)
+	}
+	if o.name == "runsc" {
+		return []string{"--exec-fd=3"}, f, nil
+	}
+	return []string{"--preserve-fds=1"}, f, nil
 }
 
 // networkFlags returns runsc's flags for s's network: none, or the
@@ -201,7 +230,18 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	}
 	defer errf.Close()
 	pidFile := filepath.Join(s.Bundle, "init.pid")
-	cmd := o.command(ctx, extra, "run", "--detach", "--pid-file", pidFile, "--bundle", s.Bundle, s.ID)
+	args := []string{"run", "--detach", "--pid-file", pidFile, "--bundle", s.Bundle}
+	initFlags, initFile, err := o.initFD(s.InitBinary)
+	if err != nil {
+		return err
+	}
+	if initFile != nil {
+		defer initFile.Close()
+	}
+	cmd := o.command(ctx, extra, append(append(args, initFlags...), s.ID)...)
+	if initFile != nil {
+		cmd.ExtraFiles = []*os.File{initFile}
+	}
 	cmd.Stderr = errf
 	// Files given as stdio are handed to the sandbox's main process.
 	if f, ok := s.Stdin.(*os.File); ok {
@@ -366,7 +406,43 @@ func (o *OCI) WaitRunning(ctx context.Context, id string) error {
 
 // Exec implements Runtime.
 func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
-	proc := o.process(s.Args, s.Env, s.Cwd, s.UID, s.GID, s.FileSizeLimit)
+	args, flags, uid, gid := s.Args, []string{"exec"}, s.UID, s.GID
+	var extra []*os.File
+	var status *os.File
+	if s.InitBinary != "" {
+		// The wrapper comes in as fd 3 (see InitPath), its status pipe as
+		// fd 4 (runc, crun) or 3 (runsc, which loads the binary itself).
+		bin, err := os.Open(s.InitBinary)
+		if err != nil {
+			return Result{}, fmt.Errorf("init binary: %w", err)
+		}
+		defer bin.Close()
+		r, w, err := os.Pipe()
+		if err != nil {
+			return Result{}, err
+		}
+		defer r.Close()
+		defer w.Close()
+		statusFD := "4"
+		if o.name == "runsc" {
+			flags, statusFD = append(flags, "--exec-fd=3", "--pass-fd=4:3"), "3"
+		} else {
+			flags = append(flags, "--preserve-fds=2")
+		}
+		// As root, which can exec the binary whatever its mode; the wrapper
+		// runs the command as the requested user.
+		args = append([]string{InitPath, initproc.Arg, initproc.ExecMode, statusFD, strconv.Itoa(int(s.UID)), strconv.Itoa(int(s.GID))}, s.Args...)
+		uid, gid = 0, 0
+		extra, status = []*os.File{bin, w}, r
+		onStart := s.OnStart
+		s.OnStart = func(pid int) {
+			w.Close() // the runtime has its copy: EOF once the wrapper is gone
+			if onStart != nil {
+				onStart(pid)
+			}
+		}
+	}
+	proc := o.process(args, s.Env, s.Cwd, uid, gid, s.FileSizeLimit)
 	b, err := json.Marshal(proc)
 	if err != nil {
 		return Result{}, err
@@ -381,8 +457,31 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 		return Result{}, err
 	}
 	f.Close()
-	cmd := o.command(context.WithoutCancel(ctx), nil, "exec", "--process", f.Name(), id)
-	return o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
+	cmd := o.command(context.WithoutCancel(ctx), nil, append(flags, "--process", f.Name(), id)...)
+	cmd.ExtraFiles = extra
+	var got chan []byte
+	if status != nil {
+		got = make(chan []byte, 1)
+		go func() {
+			b, _ := io.ReadAll(io.LimitReader(status, 64<<10))
+			got <- b
+		}()
+	}
+	res, err := o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
+	if got != nil && err == nil {
+		var b []byte
+		select {
+		case b = <-got:
+		case <-time.After(time.Second): // something still holds the pipe
+		}
+		if x, ok := initproc.ReadExecStatus(bytes.NewReader(b)); ok {
+			res.ExitCode, res.Signal, res.Rusage, res.Exact = x.Code, -1, x.Rusage, true
+			if x.Signal > 0 {
+				res.Signal = x.Signal
+			}
+		}
+	}
+	return res, err
 }
 
 // kill ends the sandbox: first through the runtime (which kills every process
@@ -490,9 +589,6 @@ func (o *OCI) config(s Spec) *specs.Spec {
 	}
 	if m, ok := o.tmpMount(s.Rootfs); ok {
 		mounts = append(mounts, m)
-	}
-	if s.InitBinary != "" {
-		mounts = append(mounts, specs.Mount{Destination: InitPath, Type: "bind", Source: s.InitBinary, Options: []string{"bind", "ro"}})
 	}
 	if s.ResolvConf != "" {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf, Options: []string{"rbind", "ro"}})

@@ -35,8 +35,9 @@ type Spec struct {
 	NetNS string
 	// ResolvConf, if set, is bind-mounted read-only at /etc/resolv.conf.
 	ResolvConf string
-	// InitBinary, if set, is bind-mounted read-only at InitPath (inside the
-	// sandbox's /dev tmpfs, so it never reaches the root filesystem).
+	// InitBinary, if set, is arbor's static init, for Boot: the runtime
+	// gets it as an open file and starts it as InitPath, so nothing in the
+	// sandbox names the binary (no mount, no file).
 	InitBinary string
 	// IDMap, if set, runs a runc or crun sandbox in its own user namespace
 	// with ids 0..Size-1 mapped to host ids HostID..HostID+Size-1. The
@@ -54,8 +55,10 @@ type Spec struct {
 // gids alike).
 type IDMap struct{ HostID, Size uint32 }
 
-// InitPath is where Spec.InitBinary appears inside the sandbox.
-const InitPath = "/dev/.arbor-init"
+// InitPath is args[0] of a sandbox booted with Spec.InitBinary: the file
+// descriptor the runtime hands it over (runc and crun exec it through
+// /proc; runsc loads it from the host descriptor, --exec-fd).
+const InitPath = "/proc/self/fd/3"
 
 // Result is how a sandboxed process ended.
 type Result struct {
@@ -65,11 +68,18 @@ type Result struct {
 	Duration time.Duration
 	Rusage   syscall.Rusage
 	Killed   bool // the context ended the sandbox
+	// Exact: ExitCode and Signal come from the process's own wait status
+	// (exit code -1 when killed by a signal). Otherwise ExitCode is the
+	// runtime's, which reports a death by signal n as 128+n.
+	Exact bool
 }
 
 // ExecSpec describes a process started inside a running sandbox.
 type ExecSpec struct {
-	Args           []string
+	Args []string
+	// InitBinary, if set, wraps the process in arbor's init (handed over
+	// as for Spec.InitBinary), which reports its exact wait status.
+	InitBinary     string
 	FileSizeLimit  int64
 	Env            []string
 	Cwd            string
