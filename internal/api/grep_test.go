@@ -53,8 +53,14 @@ func TestGrepMemoryIsBounded(t *testing.T) {
 	img := bigMatchImage(t, d)
 	n, alloc := grepBytes(t, d, img, "pattern=a&path=/big.txt&max_total=1000000")
 	t.Logf("answer %d bytes, %d MiB allocated", n, alloc>>20)
-	if alloc > 64<<20 {
-		t.Errorf("grep allocated %d MiB for a %d-byte answer, want under 64 MiB", alloc>>20, n)
+	// Before the fix: 1241 MiB. Under -race sync.Pool keeps nothing, so
+	// the bound is looser there (108 MiB measured).
+	bound := uint64(64 << 20)
+	if raceEnabled {
+		bound = 256 << 20
+	}
+	if alloc > bound {
+		t.Errorf("grep allocated %d MiB for a %d-byte answer, want under %d MiB", alloc>>20, n, bound>>20)
 	}
 	res, err := d.c.Grep(ctxT(t), img, client.GrepOptions{Patterns: []string{"a"}, Paths: []string{"/big.txt"}, MaxTotal: 1000000})
 	if err != nil {

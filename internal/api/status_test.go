@@ -29,7 +29,7 @@ func TestStatusReportsWarmPool(t *testing.T) {
 	t.Run("this test binary", func(t *testing.T) {
 		// A default `go test` build with cgo is dynamic, like a default
 		// `go build` of arbor: the pool must say it is off and why.
-		d := sharedDaemon(t)
+		d := startDaemon(t, engine.Config{WarmPerImage: 2}, api.Options{})
 		st, err := d.c.Status(ctxT(t))
 		if err != nil {
 			t.Fatal(err)

@@ -6,13 +6,18 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
 // TestWhoamiShowsWarmPool: whoami says whether the daemon's warm pool is
 // on, and when it is off, why and how to fix it.
 func TestWhoamiShowsWarmPool(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	// A daemon of its own, with the pool asked for and no init given, so
+	// the engine looks for one itself (this test binary, or none).
+	td := testdaemon.New(t, testdaemon.Options{Serve: serve, Engine: engine.Config{WarmPerImage: 2, WarmMax: 8}})
+	d := &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client}
 	out := d.ok(t, "whoami")
 	exe, _ := os.Executable()
 	if baseimage.IsStatic(exe) {

@@ -31,7 +31,9 @@ import (
 // Options configures a test daemon.
 type Options struct {
 	// Engine configures the engine; Home is set by the helper. Runtime
-	// defaults to runc (fast to start). The warm pool is off unless Warm.
+	// defaults to runc (fast to start). The warm pool is off unless Warm,
+	// or Engine.WarmPerImage > 0 with the init the engine finds by itself
+	// (for tests of what it says when it finds none).
 	Engine engine.Config
 	// Warm turns the warm pool on, with an arbor-init built without cgo.
 	// The test binary itself must never serve as the sandboxes' init: it is
@@ -168,7 +170,7 @@ func start(home string, o Options) (d *Daemon, stop func(), err error) {
 		if cfg.InitBinary, err = StaticInit(); err != nil {
 			return nil, stop, err
 		}
-	} else {
+	} else if cfg.WarmPerImage == 0 {
 		cfg.WarmPerImage = -1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
