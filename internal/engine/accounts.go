@@ -102,6 +102,6 @@ func (e *Engine) Usage(ctx context.Context, account string) (Usage, error) {
 	if err != nil {
 		return Usage{}, err
 	}
-	b, err := e.st.AccountBytes(ctx, account)
+	b, err := e.storedBytes(ctx, account)
 	return Usage{OperationsByStatus: by, CPUSeconds: cpu, StoredBytes: b}, err
 }

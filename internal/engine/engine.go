@@ -98,9 +98,10 @@ type Engine struct {
 
 	gcMu sync.Mutex // serialises garbage collection with layer commits
 
-	registryImport RegistryImporter
-	onDeleted      []func(ctx context.Context, account, id string) // OnImageDeleted; under mu
-	nets           *netns.Manager
+	registryImport  RegistryImporter
+	onDeleted       []func(ctx context.Context, account, id string) // OnImageDeleted; under mu
+	storedElsewhere []func(account string) int64                    // AddStoredBytes; under mu
+	nets            *netns.Manager
 
 	warm    warmPool
 	initBin string

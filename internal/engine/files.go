@@ -100,7 +100,7 @@ func (e *Engine) checkStorage(ctx context.Context, account string) error {
 	if e.cfg.MaxStorageBytes <= 0 {
 		return nil
 	}
-	n, err := e.st.AccountBytes(ctx, account)
+	n, err := e.storedBytes(ctx, account)
 	if err != nil {
 		return err
 	}

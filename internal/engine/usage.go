@@ -67,7 +67,7 @@ func (e *Engine) quotaLeft(ctx context.Context, account string, self *activeOp) 
 	if e.cfg.MaxStorageBytes <= 0 {
 		return 0, false, nil
 	}
-	stored, err := e.st.AccountBytes(ctx, account)
+	stored, err := e.storedBytes(ctx, account)
 	if err != nil {
 		return 0, true, err
 	}
@@ -248,4 +248,30 @@ func opOf(ctx context.Context) string {
 		return s.op
 	}
 	return ""
+}
+
+// AddStoredBytes registers fn, which reports the bytes an account stores
+// outside the engine's layers and files (the export registry's blobs), so
+// they count in its usage and its storage quota. fn must not call back into
+// the engine.
+func (e *Engine) AddStoredBytes(fn func(account string) int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.storedElsewhere = append(e.storedElsewhere, fn)
+}
+
+// storedBytes is everything account stores: layers (squashed copies
+// included), uploaded files and what AddStoredBytes sources report.
+func (e *Engine) storedBytes(ctx context.Context, account string) (int64, error) {
+	n, err := e.st.AccountBytes(ctx, account)
+	if err != nil {
+		return 0, err
+	}
+	e.mu.Lock()
+	fns := e.storedElsewhere
+	e.mu.Unlock()
+	for _, fn := range fns {
+		n += fn(account)
+	}
+	return n, nil
 }

@@ -171,7 +171,35 @@ func ExportHandler(e *engine.Engine, auth func(r *http.Request) (account string,
 	x := &Exporter{e: e, auth: auth, dir: filepath.Join(e.Home(), "registry"), log: slog.New(slog.DiscardHandler),
 		records: map[string]*exportRecord{}, byBlob: map[string]map[string]bool{}, locks: map[string]*sync.Mutex{}}
 	e.OnImageDeleted(x.imageDeleted)
+	e.AddStoredBytes(x.accountBytes)
 	return x
+}
+
+// accountBytes is what account's exports store: each blob once, at its
+// recorded size (the config, a few hundred bytes, is not recorded).
+func (x *Exporter) accountBytes(account string) int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.loadLocked()
+	seen := map[string]bool{}
+	var n int64
+	add := func(digest string, size int64) {
+		if digest != "" && !seen[digest] {
+			seen[digest] = true
+			n += size
+		}
+	}
+	for _, rec := range x.records {
+		if rec.Account != account {
+			continue
+		}
+		add(rec.Manifest, rec.ManifestSize)
+		add(rec.Layer, rec.LayerSize)
+		for _, l := range rec.Layers {
+			add(l.Digest, l.Size)
+		}
+	}
+	return n
 }
 
 // TokenAuth authenticates with arbor API tokens sent as a bearer token or

@@ -327,3 +327,65 @@ func TestExportBlobsGoWithTheirImage(t *testing.T) {
 		t.Errorf("export of the live image after the delete: %v", err)
 	}
 }
+
+// TestExportBlobsCountInUsage: an image's export blobs are charged to the
+// account that exported it (each blob once), so they count in its usage
+// and storage quota, and stop counting when the image is deleted.
+func TestExportBlobsCountInUsage(t *testing.T) {
+	e, im := newEngine(t, Options{})
+	ctx := context.Background()
+	tar := busyboxTar(t)
+	base, err := im.ImportArchive(ctx, e, acct, bytes.NewReader(tar), int64(len(tar)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := e.NewImage(ctx, acct, base, func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "child"), []byte("only in the child"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() int64 {
+		u, err := e.Usage(ctx, acct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.StoredBytes
+	}
+	before := stored()
+	x := ExportHandler(e, nil)
+	img, err := e.Image(ctx, acct, child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flat, err := x.export(ctx, acct, img, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layered, err := x.export(ctx, acct, img, variantLayers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := flat.ManifestSize + flat.LayerSize + layered.ManifestSize
+	for _, l := range layered.Layers {
+		want += l.Size
+	}
+	if flat.LayerSize < 1<<20 {
+		t.Fatalf("flattened busybox layer is %d bytes: too small for the test", flat.LayerSize)
+	}
+	if got := stored() - before; got != want {
+		t.Errorf("exports added %d bytes to the account's usage, want %d (manifests and layers)", got, want)
+	}
+	if other, err := e.Usage(ctx, "someone-else"); err != nil || other.StoredBytes != 0 {
+		t.Errorf("another account's usage = %+v, %v; want 0", other, err)
+	}
+	if err := e.DeleteImage(ctx, acct, child); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.DeleteImage(ctx, acct, base); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(); got != 0 {
+		t.Errorf("usage after deleting every image = %d, want 0", got)
+	}
+}
