@@ -17,9 +17,17 @@ import (
 )
 
 // holderGrace is how long the command's output may take to reach its end
-// after the command exits; descendants holding it longer are cut off (the
-// engine kills the sandbox next, as a sandbox ends with its main process).
+// after the command exits while descendants may still hold it (an init
+// that is not PID 1 cannot kill them); they are cut off then (the engine
+// kills the sandbox next, as a sandbox ends with its main process).
 const holderGrace = 20 * time.Millisecond
+
+// drainBound bounds the wait for the output as PID 1, where every holder
+// was killed and reaped before (see reap): what is left in the pipes only
+// needs the readers to be scheduled, which a loaded host may take far
+// longer than holderGrace to do (a deep chain under load lost a step's
+// whole output that way).
+const drainBound = 10 * time.Second
 
 // serve runs one command for the engine (see proto.go), then exits if
 // exitAfterRun, else reaps orphans like pause until the sandbox is killed.
@@ -254,9 +262,13 @@ func start(req Request, fw *frameWriter) (int, chan []byte, func(), error) {
 	done := func() {
 		ch := make(chan struct{})
 		go func() { wg.Wait(); close(ch) }()
+		bound := holderGrace
+		if os.Getpid() == 1 {
+			bound = drainBound
+		}
 		select {
 		case <-ch:
-		case <-time.After(holderGrace):
+		case <-time.After(bound):
 		}
 	}
 	return pid, q, done, nil
