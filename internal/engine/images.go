@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -292,7 +291,7 @@ func (e *Engine) ImageFS(ctx context.Context, account, id string) (*layerfs.FS, 
 // writes the image row with fn's transaction work (the operation's result)
 // in one transaction. A crash before the transaction leaves only an
 // unreferenced layer, which recovery collects.
-func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, fn func(tx *sql.Tx) error) error {
+func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, fn func(tx store.Tx) error) error {
 	if err := syncTree(upper); err != nil {
 		return fmt.Errorf("sync layer: %w", err)
 	}
@@ -308,8 +307,8 @@ func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, 
 	if testHookAfterRename != nil {
 		testHookAfterRename()
 	}
-	if err := e.st.Tx(ctx, func(tx *sql.Tx) error {
-		if err := store.InsertImage(ctx, tx, im); err != nil {
+	if err := e.st.Update(ctx, func(tx store.Tx) error {
+		if err := tx.InsertImage(ctx, im); err != nil {
 			return err
 		}
 		if fn != nil {
