@@ -23,13 +23,15 @@ import (
 // # Transactions
 //
 // Every method is atomic on its own. [Metadata.Update] groups the writes
-// of [Tx] into one transaction: fn runs at most once; the transaction
-// commits when fn returns nil and rolls back when it returns an error or
-// panics, and Update then returns fn's error. Update transactions are
-// serializable with respect to each other and to the single-method writes
-// (SQLite has one writer; another implementation must lock accordingly).
-// A write is visible to every read that starts after it committed, from
-// any goroutine; reads never see a transaction's writes before its commit.
+// of [Tx] into one transaction: it commits when fn returns nil, and rolls
+// back when fn returns an error (Update returns that error, wrapped or
+// joined but matching errors.Is) or panics (the panic goes on). fn runs
+// exactly once per call: callers keep in-memory state in step with it (the
+// engine's next event ID), so an implementation gets isolation from locks,
+// never by running fn again. Update transactions are serializable with
+// respect to each other: a value read in one (LastEventID) is still true
+// when it commits. A write is visible to every read that starts after its
+// commit, from any goroutine; no read sees a transaction's writes before.
 // A [Tx] must not be used after fn returns, nor from two goroutines.
 //
 // # Errors
@@ -38,7 +40,8 @@ import (
 // without knowing the implementation:
 //
 //   - a row that does not exist, or not for the given account, or is
-//     deleted or hidden where the method says so: [errdefs.ErrNotFound];
+//     deleted or hidden where the method says so, or the account a new
+//     token names: [errdefs.ErrNotFound];
 //   - a write that would duplicate a unique key (an image, operation or
 //     token UUID, a tag already on another image of the account in an
 //     insert, a hidden chain already in the account, an event ID already in
@@ -94,8 +97,8 @@ type Accounts interface {
 // Tokens are bearer tokens. Only the sha256 of a secret is stored
 // ([HashSecret]); a token is found by its secret, never listed with it.
 type Tokens interface {
-	// CreateToken stores t with the given secret. A zero t.CreatedAt means
-	// now. With t.Parent set, the token is stored only if the parent exists
+	// CreateToken stores t with the given secret. t.Account must exist
+	// (NotFound otherwise). A zero t.CreatedAt means now. With t.Parent set, the token is stored only if the parent exists
 	// and is neither revoked nor expired, checked atomically with the
 	// insert; otherwise nothing is stored and the error is Unauthorized. A
 	// duplicate UUID or secret is a Conflict.

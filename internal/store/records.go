@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Account owns images, tags, files and operations.
@@ -76,13 +78,13 @@ func (s *Store) CreateToken(ctx context.Context, t Token, secret string) error {
 	if t.Parent == "" {
 		_, err := s.w.ExecContext(ctx, `INSERT INTO tokens(uuid, account, secret_sha256, name, created_at, expires_at) VALUES(?,?,?,?,?,?)`,
 			t.UUID, t.Account, HashSecret(secret), t.Name, created, exp)
-		return conflict(err, "token %s, or one with the same secret, exists", t.UUID)
+		return tokenErr(err, t)
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO tokens(uuid, account, secret_sha256, name, created_at, expires_at, parent)
 		SELECT ?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM tokens WHERE uuid=? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?))`,
 		t.UUID, t.Account, HashSecret(secret), t.Name, created, exp, t.Parent, t.Parent, now())
 	if err != nil {
-		return conflict(err, "token %s, or one with the same secret, exists", t.UUID)
+		return tokenErr(err, t)
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return err
@@ -90,6 +92,14 @@ func (s *Store) CreateToken(ctx context.Context, t Token, secret string) error {
 		return errdefs.Unauthorized("token %s was revoked or has expired: it cannot create tokens", t.Parent)
 	}
 	return nil
+}
+
+func tokenErr(err error, t Token) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
+		return errdefs.NotFound("account %q of token %s not found", t.Account, t.UUID)
+	}
+	return conflict(err, "token %s, or one with the same secret, exists", t.UUID)
 }
 
 // TokenBySecret finds an active token by its secret.
