@@ -149,7 +149,7 @@ func Progress(ctx context.Context, p apitypes.EventDataProgress) {
 	}
 }
 
-func (e *Engine) importArchive(ctx context.Context, account string, f store.File) (string, error) {
+func (e *Engine) importArchive(ctx context.Context, account string, f File) (string, error) {
 	src, err := os.Open(e.blobPath(f.SHA256))
 	if err != nil {
 		return "", err

@@ -183,7 +183,7 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	if strings.ContainsRune(req.Command, 0) {
 		return nil, errdefs.InvalidArgument("command contains a NUL byte")
 	}
-	im, err := e.ResolveImage(ctx, account, req.Image)
+	im, err := e.resolveImage(ctx, account, req.Image)
 	if err != nil {
 		return nil, err
 	}

@@ -270,17 +270,16 @@ func (s *Store) ImageByTag(ctx context.Context, account, tag string) (Image, err
 
 // ImageFilter selects images to list.
 type ImageFilter struct {
-	Account       string
-	TagPrefix     string
-	Tagged        bool
-	UUID          string
-	UUIDPrefix    string // lower-case
-	Parent        string
-	Since         time.Time
-	Until         time.Time
-	Limit         int
-	Offset        int
-	ExactTagFirst bool
+	Account    string
+	TagPrefix  string
+	Tagged     bool
+	UUID       string
+	UUIDPrefix string // lower-case
+	Parent     string
+	Since      time.Time
+	Until      time.Time
+	Limit      int
+	Offset     int
 }
 
 // ListImages lists live images, newest first; an exact tag match comes first.
