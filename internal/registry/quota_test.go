@@ -17,12 +17,12 @@ import (
 func TestImportQuota(t *testing.T) {
 	testutil.RequiresRoot(t)
 	const quota = 16 << 20
-	e, err := engine.New(context.Background(), engine.Config{Home: t.TempDir(), Runtime: "runc", MaxStorageBytes: quota})
+	e, err := engine.New(context.Background(), engine.Config{Home: testutil.Home(t), Runtime: "runc", MaxStorageBytes: quota})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	if _, err := Install(e, Options{}); err != nil {
+	if _, err := Install(e, loopback(Options{})); err != nil {
 		t.Fatal(err)
 	}
 	reg := newRegistry(t)
