@@ -28,9 +28,9 @@ import (
 // joined but matching errors.Is) or panics (the panic goes on). fn runs
 // exactly once per call: callers keep in-memory state in step with it (the
 // engine's next event ID), so an implementation gets isolation from locks,
-// never by running fn again. Update transactions are serializable with
-// respect to each other: a value read in one (LastEventID) is still true
-// when it commits. A write is visible to every read that starts after its
+// never by running fn again. Update transactions are serializable as far as
+// a Tx can tell: its one read, LastEventID, still holds when it commits
+// (no other writer appends to that log in between). A write is visible to every read that starts after its
 // commit, from any goroutine; no read sees a transaction's writes before.
 // A [Tx] must not be used after fn returns, nor from two goroutines.
 //
@@ -53,6 +53,20 @@ import (
 //
 // Anything else (I/O, a closed store, a cancelled context) is returned
 // wrapped, unclassed.
+//
+// # A second implementation
+//
+// Notes for PostgreSQL (issue 17), from what SQLite gives for free: the
+// unique keys above are partial unique indexes there too (tags WHERE tag
+// IS NOT NULL, chains WHERE hidden); SQLSTATE 23505 maps to Conflict and
+// 23503 (a token's account) to NotFound. SQLite has one writer, so every
+// check-then-write is atomic; PostgreSQL must lock instead:
+// InsertOperationLimited per account (a row lock on the account, or
+// pg_advisory_xact_lock on its hash, taken before the count), SetTag's
+// untag-then-tag in one transaction, and LastEventID inside Update (an
+// advisory lock on the operation, taken by LastEventID and AppendEvent,
+// keeps its log to one writer; the suite's UpdatesSerialize checks it). Revocation's subtree is a WITH
+// RECURSIVE query there too. Times are timestamptz (microseconds).
 type Metadata interface {
 	// Tx's methods are also Metadata's: each runs in a transaction of its own.
 	Tx
@@ -66,7 +80,8 @@ type Metadata interface {
 
 	// Update runs fn in one write transaction (see Transactions above).
 	Update(ctx context.Context, fn func(tx Tx) error) error
-	// Close releases the store. Calls after Close fail.
+	// Close releases the store. Calls after Close fail; Close itself may
+	// be called again.
 	Close() error
 }
 

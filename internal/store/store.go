@@ -1,5 +1,7 @@
-// Package store keeps arbor's metadata in an embedded SQLite database
-// (modernc.org/sqlite, pure Go, WAL mode).
+// Package store defines the contract of arbor's metadata, [Metadata], and
+// implements it as [Store] on an embedded SQLite database
+// (modernc.org/sqlite, pure Go, WAL mode). storetest is the conformance
+// suite of the contract.
 //
 // Schema (see migrations below for the exact DDL):
 //

@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Metadata) {
 		{"Files", testFiles},
 		{"AccountBytes", testAccountBytes},
 		{"OperationStats", testOperationStats},
+		{"Close", testClose},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -933,4 +934,17 @@ func testOperationStats(t *testing.T, m store.Metadata) {
 	if by, cpu, err := m.OperationStats(ctx, "none"); err != nil || len(by) != 0 || cpu != 0 {
 		t.Errorf("OperationStats(no operations) = %v, %v, %v", by, cpu, err)
 	}
+}
+
+func testClose(t *testing.T, m store.Metadata) {
+	_, err := m.EnsureAccount(ctx, "a", "a")
+	must(t, err)
+	must(t, m.Close())
+	if _, err := m.AccountByName(ctx, "a"); err == nil {
+		t.Error("AccountByName after Close succeeded")
+	}
+	if err := m.InsertImage(ctx, img("i", "a", 0)); err == nil {
+		t.Error("InsertImage after Close succeeded")
+	}
+	must(t, m.Close())
 }
