@@ -10,7 +10,6 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
-	"github.com/arborsh/arbor/internal/store"
 )
 
 // permissions are the ConTree permission keys; every token holds them all
@@ -61,7 +60,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func tokenView(t store.Token) apitypes.Token {
+func tokenView(t engine.Token) apitypes.Token {
 	v := apitypes.Token{UUID: t.UUID, Account: t.Account, Name: t.Name, CreatedAt: apitypes.Timestamp(t.CreatedAt)}
 	if !t.ExpiresAt.IsZero() {
 		e := apitypes.Timestamp(t.ExpiresAt)

@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
-	"github.com/arborsh/arbor/internal/store"
 )
 
-func fileView(f store.File) apitypes.File {
+func fileView(f engine.File) apitypes.File {
 	return apitypes.File{UUID: f.UUID, SHA256: f.SHA256, Size: f.Size,
 		CreatedAt: apitypes.Timestamp(f.CreatedAt), UpdatedAt: apitypes.Timestamp(f.UpdatedAt)}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/layerfs"
-	"github.com/arborsh/arbor/internal/store"
 )
 
 // listImages answers GET /v1/images: {"images": [...]}, newest first, with
@@ -31,8 +30,8 @@ func (s *server) listImages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := store.ImageFilter{Account: accountOf(r), TagPrefix: q.Get("tag"), Tagged: tagged, Since: since, Until: until,
-		Limit: limit, Offset: offset, ExactTagFirst: true}
+	f := engine.ImageFilter{Account: accountOf(r), TagPrefix: q.Get("tag"), Tagged: tagged, Since: since, Until: until,
+		Limit: limit, Offset: offset}
 	if v := q.Get("uuid"); v != "" {
 		if f.UUID, err = uuidParam("image", v); err != nil {
 			return err
@@ -50,7 +49,7 @@ func (s *server) listImages(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := apitypes.ImageListResponse{Images: make([]apitypes.Image, 0, len(ims))}
 	for _, im := range ims {
-		out.Images = append(out.Images, engine.ImageView(im))
+		out.Images = append(out.Images, imageView(im))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -138,7 +137,7 @@ func (s *server) setTag(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, engine.ImageView(im))
+	writeJSON(w, http.StatusOK, imageView(im))
 	return nil
 }
 
@@ -153,7 +152,7 @@ func (s *server) removeTag(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, engine.ImageView(im))
+	writeJSON(w, http.StatusOK, imageView(im))
 	return nil
 }
 
@@ -182,11 +181,11 @@ func (s *server) lineage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	view := func(im store.Image) apitypes.LineageImage {
-		v := apitypes.LineageImage{Image: engine.ImageView(im), Deleted: im.Deleted}
+	view := func(im engine.Image) apitypes.LineageImage {
+		v := apitypes.LineageImage{Image: imageView(im), Deleted: im.Deleted}
 		if im.Operation != "" {
 			if o, err := s.e.Operation(r.Context(), account, im.Operation); err == nil {
-				sum := engine.SummaryView(o)
+				sum := summaryView(o)
 				v.Operation = &sum
 			}
 		}

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arborsh/arbor/client/apitypes"
-	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/layerfs"
 )
@@ -50,7 +49,7 @@ func (s *server) inspectImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, engine.ImageView(im))
+	writeJSON(w, http.StatusOK, imageView(im))
 	return nil
 }
 

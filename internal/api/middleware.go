@@ -14,8 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
-	"github.com/arborsh/arbor/internal/store"
 )
 
 type ctxKey int
@@ -133,8 +133,8 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 }
 
 // tokenOf returns the authenticated token of r.
-func tokenOf(r *http.Request) store.Token {
-	t, _ := r.Context().Value(tokenKey).(store.Token)
+func tokenOf(r *http.Request) engine.Token {
+	t, _ := r.Context().Value(tokenKey).(engine.Token)
 	return t
 }
 

@@ -13,7 +13,6 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
-	"github.com/arborsh/arbor/internal/store"
 )
 
 var allStatuses = []string{apitypes.StatusPending, apitypes.StatusAssigned, apitypes.StatusExecuting,
@@ -47,7 +46,7 @@ func (s *server) listOperations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := store.OperationFilter{Account: accountOf(r), Since: since, Until: until, Limit: limit, Offset: offset}
+	f := engine.OperationFilter{Account: accountOf(r), Since: since, Until: until, Limit: limit, Offset: offset}
 	for _, v := range q["status"] {
 		for st := range strings.SplitSeq(v, ",") {
 			st = strings.ToUpper(strings.TrimSpace(st))
@@ -73,7 +72,7 @@ func (s *server) listOperations(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]apitypes.OperationSummary, 0, len(ops))
 	for _, o := range ops {
-		out = append(out, engine.SummaryView(o))
+		out = append(out, summaryView(o))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -93,7 +92,7 @@ func (s *server) getOperation(w http.ResponseWriter, r *http.Request) error {
 	if !apitypes.IsTerminal(o.Status) {
 		w.Header().Set("Retry-After", "1") // a polling hint, as ConTree sends
 	}
-	writeJSON(w, http.StatusOK, engine.OperationView(o))
+	writeJSON(w, http.StatusOK, operationView(o))
 	return nil
 }
 

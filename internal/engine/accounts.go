@@ -15,19 +15,20 @@ import (
 const DefaultAccount = "default"
 
 // Authenticate maps a bearer token secret to its token record (and account).
-func (e *Engine) Authenticate(ctx context.Context, secret string) (store.Token, error) {
+func (e *Engine) Authenticate(ctx context.Context, secret string) (Token, error) {
 	secret = strings.TrimSpace(secret)
 	if secret == "" {
-		return store.Token{}, errdefs.Unauthorized("missing bearer token: send Authorization: Bearer <token> (the local token is in the daemon's token file)")
+		return Token{}, errdefs.Unauthorized("missing bearer token: send Authorization: Bearer <token> (the local token is in the daemon's token file)")
 	}
-	return e.st.TokenBySecret(ctx, secret)
+	t, err := e.st.TokenBySecret(ctx, secret)
+	return toToken(t), err
 }
 
 // CreateToken makes a new token for account (creating the account if needed)
 // and returns its record and secret. The secret is shown once. It is for the
 // daemon's own tokens; a token made through the API comes from DeriveToken.
-func (e *Engine) CreateToken(ctx context.Context, account, name string, ttl time.Duration) (store.Token, string, error) {
-	return e.mintToken(ctx, store.Token{}, account, name, ttl)
+func (e *Engine) CreateToken(ctx context.Context, account, name string, ttl time.Duration) (Token, string, error) {
+	return e.mintToken(ctx, Token{}, account, name, ttl)
 }
 
 // DeriveToken makes a token for account on behalf of parent, the token of
@@ -35,22 +36,22 @@ func (e *Engine) CreateToken(ctx context.Context, account, name string, ttl time
 // expiry is at most the parent's (a parent that expires cannot make a token
 // that never does), only a token of the default account may make tokens of
 // other accounts, and revoking the parent revokes it.
-func (e *Engine) DeriveToken(ctx context.Context, parent store.Token, account, name string, ttl time.Duration) (store.Token, string, error) {
+func (e *Engine) DeriveToken(ctx context.Context, parent Token, account, name string, ttl time.Duration) (Token, string, error) {
 	if parent.UUID == "" {
-		return store.Token{}, "", errdefs.Unauthorized("a derived token needs the token that makes it")
+		return Token{}, "", errdefs.Unauthorized("a derived token needs the token that makes it")
 	}
 	if account != parent.Account && parent.Account != DefaultAccount {
-		return store.Token{}, "", errdefs.Forbidden("only tokens of the %q account may make tokens of other accounts", DefaultAccount)
+		return Token{}, "", errdefs.Forbidden("only tokens of the %q account may make tokens of other accounts", DefaultAccount)
 	}
 	return e.mintToken(ctx, parent, account, name, ttl)
 }
 
-func (e *Engine) mintToken(ctx context.Context, parent store.Token, account, name string, ttl time.Duration) (store.Token, string, error) {
+func (e *Engine) mintToken(ctx context.Context, parent Token, account, name string, ttl time.Duration) (Token, string, error) {
 	if account == "" || len(account) > 64 || strings.ContainsAny(account, " /\x00") {
-		return store.Token{}, "", errdefs.InvalidArgument("account name %q is invalid: use 1-64 characters without spaces or slashes", account)
+		return Token{}, "", errdefs.InvalidArgument("account name %q is invalid: use 1-64 characters without spaces or slashes", account)
 	}
 	if _, err := e.st.EnsureAccount(ctx, account, account); err != nil {
-		return store.Token{}, "", err
+		return Token{}, "", err
 	}
 	var b [24]byte
 	_, _ = rand.Read(b[:])
@@ -63,9 +64,9 @@ func (e *Engine) mintToken(ctx context.Context, parent store.Token, account, nam
 		t.ExpiresAt = p
 	}
 	if err := e.st.CreateToken(ctx, t, secret); err != nil {
-		return store.Token{}, "", err
+		return Token{}, "", err
 	}
-	return t, secret, nil
+	return toToken(t), secret, nil
 }
 
 // AddToken registers a caller-chosen secret as a token of account.
@@ -80,8 +81,13 @@ func (e *Engine) AddToken(ctx context.Context, account, name, secret string) err
 }
 
 // ListTokens lists account's tokens.
-func (e *Engine) ListTokens(ctx context.Context, account string) ([]store.Token, error) {
-	return e.st.ListTokens(ctx, account)
+func (e *Engine) ListTokens(ctx context.Context, account string) ([]Token, error) {
+	rs, err := e.st.ListTokens(ctx, account)
+	out := make([]Token, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, toToken(r))
+	}
+	return out, err
 }
 
 // RevokeToken revokes one of account's tokens.

@@ -14,7 +14,6 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/netns"
-	"github.com/arborsh/arbor/internal/store"
 )
 
 // TestMain lets the test binary act as a daemon process that a test can
@@ -159,7 +158,7 @@ func TestKill9Recovery(t *testing.T) {
 			if got := listDir(t, filepath.Join(home, "layers")); strings.Join(got, ",") != strings.Join(layersBefore, ",") {
 				t.Errorf("layers after recovery %v, want %v (half-committed layer must be collected)", got, layersBefore)
 			}
-			ims, _ := e2.ListImages(context.Background(), store.ImageFilter{Account: acct})
+			ims, _ := e2.ListImages(context.Background(), ImageFilter{Account: acct})
 			if len(ims) != 1 {
 				t.Errorf("%d images visible, want only the base", len(ims))
 			}

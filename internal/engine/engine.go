@@ -79,13 +79,18 @@ type Config struct {
 	WarmMax      int           // idle + booting sandboxes overall; default 8
 	WarmIdle     time.Duration // idle sandboxes older than this are reaped; default 2m
 	InitBinary   string        // static init of every sandbox; default: found automatically
+
+	// Metadata is the metadata store; nil opens SQLite at Home/arbor.db.
+	// The engine owns it from New on: it closes it in Close, or when New
+	// fails.
+	Metadata store.Metadata
 }
 
 // Engine is safe for concurrent use.
 type Engine struct {
 	cfg      Config
 	log      *slog.Logger
-	st       *store.Store
+	st       store.Metadata
 	runtimes map[string]runtime.Runtime
 	slots    chan struct{}
 	memory   *semaphore.Weighted // MemoryBudget, taken by each executing run's memory limit
@@ -184,9 +189,11 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(ctx, filepath.Join(home, "arbor.db"))
-	if err != nil {
-		return nil, err
+	st := cfg.Metadata
+	if st == nil {
+		if st, err = store.Open(ctx, filepath.Join(home, "arbor.db")); err != nil {
+			return nil, err
+		}
 	}
 	e := &Engine{
 		cfg:       cfg,
@@ -246,7 +253,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 }
 
 // Store exposes the metadata store (for the composition root and tests).
-func (e *Engine) Store() *store.Store { return e.st }
+func (e *Engine) Store() store.Metadata { return e.st }
 
 // Home returns the engine's home directory.
 func (e *Engine) Home() string { return e.cfg.Home }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
-	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -61,7 +60,7 @@ type runOpts func(*apitypes.InstanceSpawnRequest)
 func disposable(r *apitypes.InstanceSpawnRequest) { t := true; r.Disposable = &t }
 
 // run spawns a shell command and waits for it.
-func run(t testing.TB, e *Engine, image, cmd string, opts ...runOpts) (store.Operation, apitypes.InstanceMetadata) {
+func run(t testing.TB, e *Engine, image, cmd string, opts ...runOpts) (Operation, apitypes.InstanceMetadata) {
 	t.Helper()
 	sh := true
 	req := apitypes.InstanceSpawnRequest{Command: cmd, Image: image, Shell: &sh}

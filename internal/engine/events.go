@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"sync"
 	"time"
@@ -15,7 +14,7 @@ import (
 // event is in the store before any follower sees it, so a replay after a
 // restart shows exactly what live followers saw.
 type eventHub struct {
-	st   *store.Store
+	st   store.Metadata
 	mu   sync.Mutex
 	logs map[string]*opLog
 }
@@ -26,7 +25,7 @@ type opLog struct {
 	ch   chan struct{} // closed and replaced on every append
 }
 
-func newEventHub(st *store.Store) *eventHub {
+func newEventHub(st store.Metadata) *eventHub {
 	return &eventHub{st: st, logs: map[string]*opLog{}}
 }
 
@@ -73,7 +72,7 @@ func (h *eventHub) append(ctx context.Context, op string, spid int, typ string, 
 }
 
 // appendWith stores the event inside a transaction together with fn's work.
-func (h *eventHub) appendWith(ctx context.Context, op string, spid int, typ string, data any, fn func(tx *sql.Tx) error) error {
+func (h *eventHub) appendWith(ctx context.Context, op string, spid int, typ string, data any, fn func(tx store.Tx) error) error {
 	l := h.log(op)
 	if l == nil {
 		return nil // operation not live (already finished)
@@ -90,11 +89,11 @@ func (h *eventHub) appendWith(ctx context.Context, op string, spid int, typ stri
 	if fn == nil {
 		err = h.st.AppendEvent(ctx, op, ev)
 	} else {
-		err = h.st.Tx(ctx, func(tx *sql.Tx) error {
+		err = h.st.Update(ctx, func(tx store.Tx) error {
 			if err := fn(tx); err != nil {
 				return err
 			}
-			return store.AppendEventTx(ctx, tx, op, ev)
+			return tx.AppendEvent(ctx, op, ev)
 		})
 	}
 	if err != nil {

@@ -29,16 +29,16 @@ func (e *Engine) blobPath(sha string) string {
 // PutFile stores r's content for account, content-addressed and deduplicated.
 // The body streams to disk while being hashed, so uploads larger than memory
 // work; maxBytes (0: unlimited) bounds it.
-func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBytes int64) (store.File, error) {
+func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBytes int64) (File, error) {
 	if err := checkAccount(account); err != nil {
-		return store.File{}, err
+		return File{}, err
 	}
 	if err := e.checkStorage(ctx, account); err != nil {
-		return store.File{}, err
+		return File{}, err
 	}
 	tmp, err := os.CreateTemp(filepath.Join(e.cfg.Home, "tmp"), "upload-*")
 	if err != nil {
-		return store.File{}, err
+		return File{}, err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
@@ -49,45 +49,55 @@ func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBy
 	}
 	n, err := io.Copy(io.MultiWriter(tmp, h), src)
 	if err != nil {
-		return store.File{}, fmt.Errorf("upload interrupted after %d bytes: %w", n, err)
+		return File{}, fmt.Errorf("upload interrupted after %d bytes: %w", n, err)
 	}
 	if maxBytes > 0 && n > maxBytes {
-		return store.File{}, errdefs.TooLarge("upload exceeds the %d-byte limit", maxBytes)
+		return File{}, errdefs.TooLarge("upload exceeds the %d-byte limit", maxBytes)
 	}
 	if err := tmp.Sync(); err != nil {
-		return store.File{}, err
+		return File{}, err
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	dst := e.blobPath(sum)
 	if _, err := os.Stat(dst); err != nil {
 		if err := os.Rename(tmp.Name(), dst); err != nil {
-			return store.File{}, err
+			return File{}, err
 		}
 		if err := syncDir(filepath.Dir(dst)); err != nil {
-			return store.File{}, err
+			return File{}, err
 		}
 	}
-	return e.st.PutFile(ctx, store.File{UUID: newID(), Account: account, SHA256: sum, Size: n})
+	f, err := e.st.PutFile(ctx, store.File{UUID: newID(), Account: account, SHA256: sum, Size: n})
+	return toFile(f), err
 }
 
 // File finds account's file by uuid or sha256.
-func (e *Engine) File(ctx context.Context, account, ref string) (store.File, error) {
+func (e *Engine) File(ctx context.Context, account, ref string) (File, error) {
+	var f store.File
+	var err error
 	switch {
 	case IsUUID(ref):
-		return e.st.FileByUUID(ctx, account, strings.ToLower(ref))
+		f, err = e.st.FileByUUID(ctx, account, strings.ToLower(ref))
 	case IsSHA256(ref):
-		return e.st.FileBySHA(ctx, account, ref)
+		f, err = e.st.FileBySHA(ctx, account, ref)
+	default:
+		return File{}, errdefs.InvalidArgument("%q is neither a file UUID nor a sha256 hex digest", ref)
 	}
-	return store.File{}, errdefs.InvalidArgument("%q is neither a file UUID nor a sha256 hex digest", ref)
+	return toFile(f), err
 }
 
 // ListFiles lists account's files.
-func (e *Engine) ListFiles(ctx context.Context, account string, since, until time.Time, limit, offset int) ([]store.File, error) {
-	return e.st.ListFiles(ctx, account, since, until, limit, offset)
+func (e *Engine) ListFiles(ctx context.Context, account string, since, until time.Time, limit, offset int) ([]File, error) {
+	rs, err := e.st.ListFiles(ctx, account, since, until, limit, offset)
+	out := make([]File, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, toFile(r))
+	}
+	return out, err
 }
 
 // OpenFile opens an uploaded file's content.
-func (e *Engine) OpenFile(ctx context.Context, account, ref string) (*os.File, store.File, error) {
+func (e *Engine) OpenFile(ctx context.Context, account, ref string) (*os.File, File, error) {
 	f, err := e.File(ctx, account, ref)
 	if err != nil {
 		return nil, f, err

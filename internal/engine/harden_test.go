@@ -216,7 +216,7 @@ chmod 4750 /w/f && rm /bin/ls && echo x >> /etc/passwd && mkdir /w/o && touch /w
 	for _, rt := range []string{"runsc", "runc"} {
 		o, m := run(t, e, base, cmd, withRuntime(rt))
 		outs[rt] = stdout(t, m)
-		im, err := e.Image(context.Background(), acct, o.ResultImageUUID)
+		im, err := e.st.Image(context.Background(), acct, o.ResultImageUUID)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,12 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arborsh/arbor/client/apitypes"
-	"github.com/arborsh/arbor/internal/store"
 )
 
 // spawnDisposable runs a shell command and returns its operation whatever its
 // status.
-func spawnDisposable(t testing.TB, e *Engine, image, cmd string) (store.Operation, apitypes.InstanceMetadata) {
+func spawnDisposable(t testing.TB, e *Engine, image, cmd string) (Operation, apitypes.InstanceMetadata) {
 	t.Helper()
 	sh, disp := true, true
 	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: cmd, Image: image, Shell: &sh, Disposable: &disp})

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -97,7 +96,12 @@ var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 func IsUUID(s string) bool { return uuidRE.MatchString(s) }
 
 // ResolveImage resolves a reference: an image UUID, "tag:NAME" or a bare tag.
-func (e *Engine) ResolveImage(ctx context.Context, account, ref string) (store.Image, error) {
+func (e *Engine) ResolveImage(ctx context.Context, account, ref string) (Image, error) {
+	im, err := e.resolveImage(ctx, account, ref)
+	return toImage(im), err
+}
+
+func (e *Engine) resolveImage(ctx context.Context, account, ref string) (store.Image, error) {
 	ref = strings.TrimSpace(ref)
 	if ref == "" {
 		return store.Image{}, errdefs.InvalidArgument("image reference is empty: pass an image UUID or tag:NAME")
@@ -114,16 +118,18 @@ func (e *Engine) ResolveImage(ctx context.Context, account, ref string) (store.I
 }
 
 // Image returns account's image by uuid.
-func (e *Engine) Image(ctx context.Context, account, id string) (store.Image, error) {
+func (e *Engine) Image(ctx context.Context, account, id string) (Image, error) {
 	if !IsUUID(id) {
-		return store.Image{}, errdefs.InvalidArgument("%q is not an image UUID", id)
+		return Image{}, errdefs.InvalidArgument("%q is not an image UUID", id)
 	}
-	return e.st.Image(ctx, account, strings.ToLower(id))
+	im, err := e.st.Image(ctx, account, strings.ToLower(id))
+	return toImage(im), err
 }
 
 // ListImages lists account's images.
-func (e *Engine) ListImages(ctx context.Context, f store.ImageFilter) ([]store.Image, error) {
-	return e.st.ListImages(ctx, f)
+func (e *Engine) ListImages(ctx context.Context, f ImageFilter) ([]Image, error) {
+	rs, err := e.st.ListImages(ctx, f.row())
+	return toImages(rs), err
 }
 
 var tagRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$`)
@@ -137,28 +143,28 @@ func ValidateTag(tag string) error {
 }
 
 // SetTag moves tag to image id.
-func (e *Engine) SetTag(ctx context.Context, account, id, tag string) (store.Image, error) {
+func (e *Engine) SetTag(ctx context.Context, account, id, tag string) (Image, error) {
 	if err := ValidateTag(tag); err != nil {
-		return store.Image{}, err
+		return Image{}, err
 	}
 	if _, err := e.Image(ctx, account, id); err != nil {
-		return store.Image{}, err
+		return Image{}, err
 	}
 	if err := e.st.SetTag(ctx, account, strings.ToLower(id), tag); err != nil {
-		return store.Image{}, err
+		return Image{}, err
 	}
-	return e.st.Image(ctx, account, strings.ToLower(id))
+	return e.Image(ctx, account, id)
 }
 
 // RemoveTag clears image id's tag (which must equal tag when tag is non-empty).
-func (e *Engine) RemoveTag(ctx context.Context, account, id, tag string) (store.Image, error) {
+func (e *Engine) RemoveTag(ctx context.Context, account, id, tag string) (Image, error) {
 	if _, err := e.Image(ctx, account, id); err != nil {
-		return store.Image{}, err
+		return Image{}, err
 	}
 	if err := e.st.RemoveTag(ctx, account, strings.ToLower(id), tag); err != nil {
-		return store.Image{}, err
+		return Image{}, err
 	}
-	return e.st.Image(ctx, account, strings.ToLower(id))
+	return e.Image(ctx, account, id)
 }
 
 // DeleteImage deletes an image. Layers that descendants still need stay;
@@ -292,7 +298,7 @@ func (e *Engine) ImageFS(ctx context.Context, account, id string) (*layerfs.FS, 
 // writes the image row with fn's transaction work (the operation's result)
 // in one transaction. A crash before the transaction leaves only an
 // unreferenced layer, which recovery collects.
-func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, fn func(tx *sql.Tx) error) error {
+func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, fn func(tx store.Tx) error) error {
 	if err := syncTree(upper); err != nil {
 		return fmt.Errorf("sync layer: %w", err)
 	}
@@ -308,8 +314,8 @@ func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, 
 	if testHookAfterRename != nil {
 		testHookAfterRename()
 	}
-	if err := e.st.Tx(ctx, func(tx *sql.Tx) error {
-		if err := store.InsertImage(ctx, tx, im); err != nil {
+	if err := e.st.Update(ctx, func(tx store.Tx) error {
+		if err := tx.InsertImage(ctx, im); err != nil {
 			return err
 		}
 		if fn != nil {

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -108,12 +107,12 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 			}
 		}
 		bg := context.WithoutCancel(ctx)
-		_ = e.st.Tx(bg, func(tx *sql.Tx) error {
+		_ = e.st.Update(bg, func(tx store.Tx) error {
 			done := store.Operation{UUID: o.UUID, Status: status, Error: msg, FinishedAt: time.Now(), ResultImageUUID: imID, Metadata: o.Metadata}
 			if imID != "" {
 				done.ResultTag = tag
 			}
-			if err := store.Finish(bg, tx, done); err != nil {
+			if err := tx.FinishOperation(bg, done); err != nil {
 				return err
 			}
 			return e.completionTx(bg, tx, o.UUID, status, imID, msg, time.Since(start))
@@ -150,7 +149,7 @@ func Progress(ctx context.Context, p apitypes.EventDataProgress) {
 	}
 }
 
-func (e *Engine) importArchive(ctx context.Context, account string, f store.File) (string, error) {
+func (e *Engine) importArchive(ctx context.Context, account string, f File) (string, error) {
 	src, err := os.Open(e.blobPath(f.SHA256))
 	if err != nil {
 		return "", err

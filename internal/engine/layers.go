@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"regexp"
@@ -276,9 +275,9 @@ func (e *Engine) commitChain(ctx context.Context, account string, layers []Impor
 			return "", err
 		}
 	}
-	if err := e.st.Tx(ctx, func(tx *sql.Tx) error {
+	if err := e.st.Update(ctx, func(tx store.Tx) error {
 		for _, r := range rows {
-			if err := store.InsertImage(ctx, tx, r); err != nil {
+			if err := tx.InsertImage(ctx, r); err != nil {
 				return err
 			}
 		}

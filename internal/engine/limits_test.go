@@ -17,12 +17,11 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
-	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // spawnWait spawns req (shell on) and waits for it, whatever its status.
-func spawnWait(t *testing.T, e *Engine, req apitypes.InstanceSpawnRequest) store.Operation {
+func spawnWait(t *testing.T, e *Engine, req apitypes.InstanceSpawnRequest) Operation {
 	t.Helper()
 	req.Shell = ptr(true)
 	op, _, err := e.Spawn(context.Background(), acct, req)
@@ -32,7 +31,7 @@ func spawnWait(t *testing.T, e *Engine, req apitypes.InstanceSpawnRequest) store
 	return waitOp(t, e, op)
 }
 
-func waitOp(t *testing.T, e *Engine, op string) store.Operation {
+func waitOp(t *testing.T, e *Engine, op string) Operation {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -143,7 +142,7 @@ func TestGrowthCapCountsInodes(t *testing.T) {
 // (size_cap with file_size, FAILED, nothing saved), not commit the cut file.
 func TestSizeCapOneBigFile(t *testing.T) {
 	const limit = 2 << 20
-	check := func(t *testing.T, e *Engine, o store.Operation) {
+	check := func(t *testing.T, e *Engine, o Operation) {
 		t.Helper()
 		if o.Status != apitypes.StatusFailed || o.ResultImageUUID != "" || !strings.Contains(o.Error, "growth cap") {
 			t.Fatalf("status %s result %q error %q, want FAILED with nothing saved", o.Status, o.ResultImageUUID, o.Error)
@@ -267,9 +266,9 @@ func TestQuotaWhileImporting(t *testing.T) {
 	}
 }
 
-func imagesOf(t *testing.T, e *Engine) []store.Image {
+func imagesOf(t *testing.T, e *Engine) []Image {
 	t.Helper()
-	ims, err := e.ListImages(context.Background(), store.ImageFilter{Account: acct})
+	ims, err := e.ListImages(context.Background(), ImageFilter{Account: acct})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,9 +12,9 @@ import (
 
 // Lineage is an image's place in its tree.
 type Lineage struct {
-	Image     store.Image
-	Ancestors []store.Image // parent first, up to the base image
-	Children  []store.Image // direct children, newest first
+	Image     Image
+	Ancestors []Image // parent first, up to the base image
+	Children  []Image // direct children, newest first
 }
 
 // Lineage returns image id's ancestors and children. Deleted ancestors are
@@ -31,14 +31,14 @@ func (e *Engine) Lineage(ctx context.Context, account, id string) (Lineage, erro
 		if err != nil || a.Account != account {
 			break
 		}
-		l.Ancestors = append(l.Ancestors, a)
+		l.Ancestors = append(l.Ancestors, toImage(a))
 		p = a.Parent
 	}
 	kids, err := e.st.ListImages(ctx, store.ImageFilter{Account: account, Parent: im.UUID, Limit: 1000})
 	if err != nil {
 		return l, err
 	}
-	l.Children = kids
+	l.Children = toImages(kids)
 	return l, nil
 }
 

@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -184,7 +183,7 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	if strings.ContainsRune(req.Command, 0) {
 		return nil, errdefs.InvalidArgument("command contains a NUL byte")
 	}
-	im, err := e.ResolveImage(ctx, account, req.Image)
+	im, err := e.resolveImage(ctx, account, req.Image)
 	if err != nil {
 		return nil, err
 	}
@@ -577,7 +576,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
 		Operation: p.op, Env: env, LayerBytes: grown.bytes, CreatedAt: time.Now()}
 	rs.resultIm = im.UUID
-	if err := e.commitLayer(ctx, upper, im, func(tx *sql.Tx) error {
+	if err := e.commitLayer(ctx, upper, im, func(tx store.Tx) error {
 		return e.finishTx(ctx, tx, p, rs)
 	}); err != nil {
 		rs.resultIm = ""
@@ -1061,14 +1060,14 @@ func (e *Engine) finishRun(p *runPlan, rs *runState) {
 		return
 	}
 	ctx := context.Background()
-	if err := e.st.Tx(ctx, func(tx *sql.Tx) error { return e.finishTx(ctx, tx, p, rs) }); err != nil {
+	if err := e.st.Update(ctx, func(tx store.Tx) error { return e.finishTx(ctx, tx, p, rs) }); err != nil {
 		e.log.Error("record operation result", "operation", p.op, "err", err)
 	}
 	e.events.wake(p.op) // the result is in: followers need not wait for teardown
 }
 
 // finishTx writes the operation's terminal row and its completion event in tx.
-func (e *Engine) finishTx(ctx context.Context, tx *sql.Tx, p *runPlan, rs *runState) error {
+func (e *Engine) finishTx(ctx context.Context, tx store.Tx, p *runPlan, rs *runState) error {
 	status := rs.status
 	if status == "" {
 		status = apitypes.StatusSuccess
@@ -1079,14 +1078,14 @@ func (e *Engine) finishTx(ctx context.Context, tx *sql.Tx, p *runPlan, rs *runSt
 	now := time.Now()
 	o := store.Operation{UUID: p.op, Status: status, Error: rs.errMsg, FinishedAt: now, ResultImageUUID: rs.resultIm,
 		Metadata: string(mb), CPUSeconds: rs.cpu, MaxRSSBytes: rs.rss}
-	if err := store.Finish(ctx, tx, o); err != nil {
+	if err := tx.FinishOperation(ctx, o); err != nil {
 		return err
 	}
 	return e.completionTx(ctx, tx, p.op, status, rs.resultIm, rs.errMsg, now.Sub(rs.started))
 }
 
 // completionTx appends the completion event inside tx.
-func (e *Engine) completionTx(ctx context.Context, tx *sql.Tx, op, status, result, errMsg string, d time.Duration) error {
+func (e *Engine) completionTx(ctx context.Context, tx store.Tx, op, status, result, errMsg string, d time.Duration) error {
 	c := apitypes.EventDataCompletion{Status: status, DurationMs: d.Milliseconds()}
 	if result != "" {
 		c.ResultImageUUID = &result
@@ -1097,38 +1096,27 @@ func (e *Engine) completionTx(ctx context.Context, tx *sql.Tx, op, status, resul
 	l := e.events.log(op)
 	b, _ := json.Marshal(c)
 	if l == nil {
-		id, err := lastEventIDTx(ctx, tx, op)
+		id, err := tx.LastEventID(ctx, op)
 		if err != nil {
 			return err
 		}
-		return store.AppendEventTx(ctx, tx, op, store.Event{ID: id + 1, TS: time.Now(), Spid: 0, Type: apitypes.EventCompletion, Data: string(b)})
+		return tx.AppendEvent(ctx, op, store.Event{ID: id + 1, TS: time.Now(), Spid: 0, Type: apitypes.EventCompletion, Data: string(b)})
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := store.AppendEventTx(ctx, tx, op, store.Event{ID: l.next, TS: time.Now(), Spid: 0, Type: apitypes.EventCompletion, Data: string(b)}); err != nil {
+	if err := tx.AppendEvent(ctx, op, store.Event{ID: l.next, TS: time.Now(), Spid: 0, Type: apitypes.EventCompletion, Data: string(b)}); err != nil {
 		return err
 	}
 	l.next++
 	return nil
 }
 
-func lastEventIDTx(ctx context.Context, tx *sql.Tx, op string) (int64, error) {
-	var id sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT MAX(id) FROM events WHERE operation=?`, op).Scan(&id); err != nil {
-		return 0, err
-	}
-	if !id.Valid {
-		return -1, nil
-	}
-	return id.Int64, nil
-}
-
 // finishInterrupted fails an operation found unfinished at start-up.
 func (e *Engine) finishInterrupted(ctx context.Context, o store.Operation) error {
 	msg := "daemon restarted while the operation was " + strings.ToLower(o.Status) + "; nothing was saved: run it again"
-	return e.st.Tx(ctx, func(tx *sql.Tx) error {
+	return e.st.Update(ctx, func(tx store.Tx) error {
 		o.Status, o.Error, o.FinishedAt = apitypes.StatusFailed, msg, time.Now()
-		if err := store.Finish(ctx, tx, o); err != nil {
+		if err := tx.FinishOperation(ctx, o); err != nil {
 			return err
 		}
 		return e.completionTx(ctx, tx, o.UUID, o.Status, "", msg, o.FinishedAt.Sub(o.CreatedAt))

@@ -17,7 +17,6 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/layerfs"
-	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -227,7 +226,7 @@ func TestWarmBackgroundProcess(t *testing.T) {
 	if a, b := stdout(t, coldM), stdout(t, warmM); a != "out\n" || b != a {
 		t.Errorf("stdout cold %q warm %q", a, b)
 	}
-	for _, op := range []store.Operation{coldOp, warmOp} {
+	for _, op := range []Operation{coldOp, warmOp} {
 		if _, err := readFile(t, e, op.ResultImageUUID, "/root/late"); err == nil {
 			t.Errorf("%s: the background process outlived the command (took %v)", op.UUID, took)
 		}

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/arborsh/arbor/internal/engine"
-	"github.com/arborsh/arbor/internal/store"
 )
 
 // Catalog page sizes: what a request without n gets, and the most it may
@@ -70,7 +69,7 @@ func (x *Exporter) repositories(ctx context.Context, account string) ([]string, 
 	set := map[string]bool{}
 	const batch = 1000
 	for off := 0; ; off += batch {
-		ims, err := x.e.ListImages(ctx, store.ImageFilter{Account: account, Limit: batch, Offset: off})
+		ims, err := x.e.ListImages(ctx, engine.ImageFilter{Account: account, Limit: batch, Offset: off})
 		if err != nil {
 			return nil, err
 		}

@@ -26,7 +26,6 @@ import (
 
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
-	"github.com/arborsh/arbor/internal/store"
 )
 
 // Exporter serves an engine's images read-only over the OCI distribution
@@ -288,7 +287,7 @@ func (x *Exporter) serveManifest(ctx context.Context, w http.ResponseWriter, r *
 		}
 		rec, err = x.recordFor(ctx, account, ref, func(rec *exportRecord) bool { return rec.Manifest == ref })
 	} else {
-		var im store.Image
+		var im engine.Image
 		var variant string
 		if im, variant, err = x.resolveName(ctx, account, repo, ref); err == nil {
 			rec, err = x.export(ctx, account, im, variant)
@@ -322,7 +321,7 @@ func (x *Exporter) serveFile(ctx context.Context, w http.ResponseWriter, r *http
 	f, err := os.Open(x.blobPath(digest))
 	if errors.Is(err, os.ErrNotExist) {
 		x.forget(rec.key())
-		var im store.Image
+		var im engine.Image
 		if im, err = x.e.Image(ctx, rec.Account, rec.Image); err == nil {
 			if _, err = x.export(ctx, rec.Account, im, rec.Variant); err == nil {
 				f, err = os.Open(x.blobPath(digest))
@@ -350,19 +349,19 @@ func repoName(repo string) (name, variant string, ok bool) {
 
 // resolveName maps a repository name and tag to an image of account and
 // the export variant.
-func (x *Exporter) resolveName(ctx context.Context, account, repo, ref string) (store.Image, string, error) {
+func (x *Exporter) resolveName(ctx context.Context, account, repo, ref string) (engine.Image, string, error) {
 	name, variant, ok := repoName(repo)
 	if !ok {
-		return store.Image{}, "", errdefs.NotFound("repository %q does not exist: arbor serves arbor/<image uuid> and arbor/<tag name>, flattened, and the same under arbor-layers/ with the layers kept", repo)
+		return engine.Image{}, "", errdefs.NotFound("repository %q does not exist: arbor serves arbor/<image uuid> and arbor/<tag name>, flattened, and the same under arbor-layers/ with the layers kept", repo)
 	}
 	im, err := x.resolveImage(ctx, account, name, ref)
 	return im, variant, err
 }
 
-func (x *Exporter) resolveImage(ctx context.Context, account, name, ref string) (store.Image, error) {
+func (x *Exporter) resolveImage(ctx context.Context, account, name, ref string) (engine.Image, error) {
 	if engine.IsUUID(name) {
 		if ref != "latest" {
-			return store.Image{}, errdefs.NotFound("%s has only the tag latest", name)
+			return engine.Image{}, errdefs.NotFound("%s has only the tag latest", name)
 		}
 		return x.e.Image(ctx, account, name)
 	}
@@ -376,10 +375,10 @@ func (x *Exporter) resolveImage(ctx context.Context, account, name, ref string) 
 			return im, nil
 		}
 		if !errdefs.IsNotFound(err) {
-			return store.Image{}, err
+			return engine.Image{}, err
 		}
 	}
-	return store.Image{}, errdefs.NotFound("no image is tagged %s", strings.Join(cands, " or "))
+	return engine.Image{}, errdefs.NotFound("no image is tagged %s", strings.Join(cands, " or "))
 }
 
 var dockerTagRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
@@ -394,7 +393,7 @@ func (x *Exporter) serveTags(ctx context.Context, w http.ResponseWriter, account
 			tags = []string{"latest"}
 		}
 	default:
-		ims, err := x.e.ListImages(ctx, store.ImageFilter{Account: account, TagPrefix: name, Limit: 1000})
+		ims, err := x.e.ListImages(ctx, engine.ImageFilter{Account: account, TagPrefix: name, Limit: 1000})
 		if err != nil {
 			x.writeError(w, err, "NAME_UNKNOWN")
 			return
@@ -443,7 +442,7 @@ func (x *Exporter) recordFor(ctx context.Context, account, digest string, ok fun
 }
 
 // export returns the export of im in variant, generating it on first use.
-func (x *Exporter) export(ctx context.Context, account string, im store.Image, variant string) (*exportRecord, error) {
+func (x *Exporter) export(ctx context.Context, account string, im engine.Image, variant string) (*exportRecord, error) {
 	key := recKey(im.UUID, variant)
 	lock := x.imageLock(key)
 	lock.Lock()
@@ -478,7 +477,7 @@ func (x *Exporter) export(ctx context.Context, account string, im store.Image, v
 }
 
 // generate writes the layer, config and manifest blobs of im.
-func (x *Exporter) generate(ctx context.Context, account string, im store.Image) (*exportRecord, error) {
+func (x *Exporter) generate(ctx context.Context, account string, im engine.Image) (*exportRecord, error) {
 	fsys, release, err := x.e.ImageFS(ctx, account, im.UUID)
 	if err != nil {
 		return nil, err

@@ -19,13 +19,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/layerfs"
-	"github.com/arborsh/arbor/internal/store"
 )
 
 // generateLayered writes the config and manifest of im with one layer per
 // layer directory of its chain, reusing cached layer blobs.
-func (x *Exporter) generateLayered(ctx context.Context, account string, im store.Image) (*exportRecord, error) {
+func (x *Exporter) generateLayered(ctx context.Context, account string, im engine.Image) (*exportRecord, error) {
 	paths, release, err := x.e.ImageLayers(ctx, account, im.UUID)
 	if err != nil {
 		return nil, err

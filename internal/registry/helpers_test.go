@@ -35,7 +35,6 @@ import (
 	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/layerfs"
-	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -228,7 +227,7 @@ var busyboxTar = func() func(t testing.TB) []byte {
 
 // importOp imports url through the engine's operation machinery and
 // returns the finished operation.
-func importOp(t *testing.T, e *engine.Engine, url string, creds *apitypes.Credentials, tag string) store.Operation {
+func importOp(t *testing.T, e *engine.Engine, url string, creds *apitypes.Credentials, tag string) engine.Operation {
 	t.Helper()
 	req := apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: url, Credentials: creds}}
 	if tag != "" {
@@ -302,7 +301,7 @@ func runShell(t *testing.T, e *engine.Engine, image, cmd string) string {
 // imageCount counts the account's images.
 func imageCount(t *testing.T, e *engine.Engine) int {
 	t.Helper()
-	ims, err := e.ListImages(context.Background(), store.ImageFilter{Account: acct, Limit: 1000})
+	ims, err := e.ListImages(context.Background(), engine.ImageFilter{Account: acct, Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

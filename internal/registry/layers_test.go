@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -271,7 +270,7 @@ func TestImportSharedLayersFailureAndRecovery(t *testing.T) {
 	shared := hiddenRows(t, e, acct)[0]
 	orphanRow := store.Image{UUID: "00000000-0000-4000-8000-000000000001", Account: acct, Base: shared.UUID, Layer: shared.Layer,
 		Depth: 2, CreatedAt: time.Now(), Hidden: true, Chain: "sha256:" + strings.Repeat("cd", 32)}
-	if err := e.Store().Tx(context.Background(), func(tx *sql.Tx) error { return store.InsertImage(context.Background(), tx, orphanRow) }); err != nil {
+	if err := e.Store().InsertImage(context.Background(), orphanRow); err != nil {
 		t.Fatal(err)
 	}
 	e.Close()

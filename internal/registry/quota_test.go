@@ -8,7 +8,6 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/engine"
-	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -43,7 +42,7 @@ func TestImportQuota(t *testing.T) {
 	if used, _ := e.Store().AccountBytes(context.Background(), acct); used > quota {
 		t.Errorf("account uses %d bytes after the failed import, over its %d-byte quota", used, quota)
 	}
-	ims, err := e.ListImages(context.Background(), store.ImageFilter{Account: acct})
+	ims, err := e.ListImages(context.Background(), engine.ImageFilter{Account: acct})
 	if err != nil || len(ims) != 0 {
 		t.Fatalf("images after the failed import: %d, %v; want none", len(ims), err)
 	}

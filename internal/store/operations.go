@@ -62,7 +62,7 @@ func (s *Store) InsertOperationLimited(ctx context.Context, o Operation, limit i
 			WHERE account=? AND status IN ('PENDING','ASSIGNED','EXECUTING')) < ?`,
 		o.UUID, o.Account, o.Kind, o.Status, o.CreatedAt.UnixNano(), nullStr(o.ImageUUID), o.Metadata, o.Account, limit)
 	if err != nil {
-		return err
+		return conflict(err, "operation %s exists", o.UUID)
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return err
@@ -78,9 +78,13 @@ func (s *Store) SetStatus(ctx context.Context, uuid, status string) error {
 	return err
 }
 
-// Finish records a terminal status and results inside tx.
-func Finish(ctx context.Context, tx *sql.Tx, o Operation) error {
-	_, err := tx.ExecContext(ctx, `UPDATE operations SET status=?, error=?, finished_at=?, result_image_uuid=?, result_tag=?, metadata=?, cpu_seconds=?, max_rss_bytes=?, image_size=? WHERE uuid=?`,
+// FinishOperation records a terminal status and results.
+func (s *Store) FinishOperation(ctx context.Context, o Operation) error {
+	return finishOperation(ctx, s.w, o)
+}
+
+func finishOperation(ctx context.Context, q querier, o Operation) error {
+	_, err := q.ExecContext(ctx, `UPDATE operations SET status=?, error=?, finished_at=?, result_image_uuid=?, result_tag=?, metadata=?, cpu_seconds=?, max_rss_bytes=?, image_size=? WHERE uuid=?`,
 		o.Status, nullStr(o.Error), o.FinishedAt.UnixNano(), nullStr(o.ResultImageUUID), nullStr(o.ResultTag), o.Metadata, o.CPUSeconds, o.MaxRSSBytes, o.ImageSize, o.UUID)
 	return err
 }
@@ -195,14 +199,12 @@ type Event struct {
 
 // AppendEvent stores ev for operation op.
 func (s *Store) AppendEvent(ctx context.Context, op string, ev Event) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO events(operation, id, ts, spid, type, data) VALUES(?,?,?,?,?,?)`, op, ev.ID, ev.TS.UnixNano(), ev.Spid, ev.Type, ev.Data)
-	return err
+	return appendEvent(ctx, s.w, op, ev)
 }
 
-// AppendEventTx stores ev inside tx.
-func AppendEventTx(ctx context.Context, tx *sql.Tx, op string, ev Event) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO events(operation, id, ts, spid, type, data) VALUES(?,?,?,?,?,?)`, op, ev.ID, ev.TS.UnixNano(), ev.Spid, ev.Type, ev.Data)
-	return err
+func appendEvent(ctx context.Context, q querier, op string, ev Event) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO events(operation, id, ts, spid, type, data) VALUES(?,?,?,?,?,?)`, op, ev.ID, ev.TS.UnixNano(), ev.Spid, ev.Type, ev.Data)
+	return conflict(err, "event %d of operation %s exists", ev.ID, op)
 }
 
 // Events returns op's events with id > after, in order, at most limit (0 = all).
@@ -233,10 +235,16 @@ func (s *Store) Events(ctx context.Context, op string, after int64, limit int) (
 
 // LastEventID returns the highest event id of op, or -1.
 func (s *Store) LastEventID(ctx context.Context, op string) (int64, error) {
+	return lastEventID(ctx, s.w, op)
+}
+
+func lastEventID(ctx context.Context, q querier, op string) (int64, error) {
 	var id sql.NullInt64
-	err := s.w.QueryRowContext(ctx, `SELECT MAX(id) FROM events WHERE operation=?`, op).Scan(&id)
-	if !id.Valid {
-		return -1, err
+	if err := q.QueryRowContext(ctx, `SELECT MAX(id) FROM events WHERE operation=?`, op).Scan(&id); err != nil {
+		return 0, err
 	}
-	return id.Int64, err
+	if !id.Valid {
+		return -1, nil
+	}
+	return id.Int64, nil
 }

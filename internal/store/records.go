@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Account owns images, tags, files and operations.
@@ -76,13 +78,13 @@ func (s *Store) CreateToken(ctx context.Context, t Token, secret string) error {
 	if t.Parent == "" {
 		_, err := s.w.ExecContext(ctx, `INSERT INTO tokens(uuid, account, secret_sha256, name, created_at, expires_at) VALUES(?,?,?,?,?,?)`,
 			t.UUID, t.Account, HashSecret(secret), t.Name, created, exp)
-		return err
+		return tokenErr(err, t)
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO tokens(uuid, account, secret_sha256, name, created_at, expires_at, parent)
 		SELECT ?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM tokens WHERE uuid=? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?))`,
 		t.UUID, t.Account, HashSecret(secret), t.Name, created, exp, t.Parent, t.Parent, now())
 	if err != nil {
-		return err
+		return tokenErr(err, t)
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return err
@@ -90,6 +92,14 @@ func (s *Store) CreateToken(ctx context.Context, t Token, secret string) error {
 		return errdefs.Unauthorized("token %s was revoked or has expired: it cannot create tokens", t.Parent)
 	}
 	return nil
+}
+
+func tokenErr(err error, t Token) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
+		return errdefs.NotFound("account %q of token %s not found", t.Account, t.UUID)
+	}
+	return conflict(err, "token %s, or one with the same secret, exists", t.UUID)
 }
 
 // TokenBySecret finds an active token by its secret.
@@ -128,7 +138,7 @@ func (s *Store) ListTokens(ctx context.Context, account string) ([]Token, error)
 // transaction, every token it created, directly or through others (in any
 // account: a default-account token may have made tokens of other accounts).
 func (s *Store) RevokeToken(ctx context.Context, account, uuid string) error {
-	return s.Tx(ctx, func(tx *sql.Tx) error {
+	return s.sqlTx(ctx, func(tx *sql.Tx) error {
 		at := now()
 		res, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at=? WHERE account=? AND uuid=? AND revoked_at IS NULL`, at, account, uuid)
 		if err != nil {
@@ -217,12 +227,17 @@ func scanImage(sc interface{ Scan(...any) error }) (Image, error) {
 	return im, err
 }
 
-// InsertImage writes a new image row inside tx.
-func InsertImage(ctx context.Context, tx *sql.Tx, im Image) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO images(uuid, account, parent, layer, flat, depth, tag, operation, env, layer_bytes, created_at, base, hidden, chain) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+// InsertImage writes a new image row.
+func (s *Store) InsertImage(ctx context.Context, im Image) error { return insertImage(ctx, s.w, im) }
+
+func insertImage(ctx context.Context, q querier, im Image) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO images(uuid, account, parent, layer, flat, depth, tag, operation, env, layer_bytes, created_at, base, hidden, chain) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		im.UUID, im.Account, nullStr(im.Parent), im.Layer, nullStr(im.Flat), im.Depth, nullStr(im.Tag), nullStr(im.Operation), nullStr(im.Env), im.LayerBytes, im.CreatedAt.UnixNano(),
 		nullStr(im.Base), im.Hidden, nullStr(im.Chain))
-	return err
+	if err != nil {
+		return conflict(err, "image %s, its tag %q or its chain %q exists in account %s", im.UUID, im.Tag, im.Chain, im.Account)
+	}
+	return nil
 }
 
 // ImageAny returns an image row by uuid regardless of account, deletion or
@@ -255,17 +270,16 @@ func (s *Store) ImageByTag(ctx context.Context, account, tag string) (Image, err
 
 // ImageFilter selects images to list.
 type ImageFilter struct {
-	Account       string
-	TagPrefix     string
-	Tagged        bool
-	UUID          string
-	UUIDPrefix    string // lower-case
-	Parent        string
-	Since         time.Time
-	Until         time.Time
-	Limit         int
-	Offset        int
-	ExactTagFirst bool
+	Account    string
+	TagPrefix  string
+	Tagged     bool
+	UUID       string
+	UUIDPrefix string // lower-case
+	Parent     string
+	Since      time.Time
+	Until      time.Time
+	Limit      int
+	Offset     int
 }
 
 // ListImages lists live images, newest first; an exact tag match comes first.
@@ -336,19 +350,21 @@ func (s *Store) AllImages(ctx context.Context) ([]Image, error) {
 
 // SetTag moves tag to image uuid of account (removing it from any other image).
 func (s *Store) SetTag(ctx context.Context, account, uuid, tag string) error {
-	return s.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE images SET tag=NULL WHERE account=? AND tag=?`, account, tag); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE images SET tag=? WHERE account=? AND uuid=? AND deleted_at IS NULL AND hidden=0`, tag, account, uuid)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return errdefs.NotFound("image %s not found", uuid)
-		}
-		return nil
-	})
+	return s.sqlTx(ctx, func(tx *sql.Tx) error { return setTag(ctx, tx, account, uuid, tag) })
+}
+
+func setTag(ctx context.Context, q querier, account, uuid, tag string) error {
+	if _, err := q.ExecContext(ctx, `UPDATE images SET tag=NULL WHERE account=? AND tag=?`, account, tag); err != nil {
+		return err
+	}
+	res, err := q.ExecContext(ctx, `UPDATE images SET tag=? WHERE account=? AND uuid=? AND deleted_at IS NULL AND hidden=0`, tag, account, uuid)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errdefs.NotFound("image %s not found", uuid)
+	}
+	return nil
 }
 
 // RemoveTag clears image uuid's tag; if tag is non-empty it must match.
@@ -386,7 +402,7 @@ func (s *Store) DeleteImage(ctx context.Context, account, uuid string) error {
 // PurgeImages removes rows of deleted images and hidden import layers that
 // no live image needs (their layers already collected).
 func (s *Store) PurgeImages(ctx context.Context, uuids []string) error {
-	return s.Tx(ctx, func(tx *sql.Tx) error {
+	return s.sqlTx(ctx, func(tx *sql.Tx) error {
 		for _, u := range uuids {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM images WHERE uuid=? AND (deleted_at IS NOT NULL OR hidden=1)`, u); err != nil {
 				return err

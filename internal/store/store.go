@@ -1,5 +1,7 @@
-// Package store keeps arbor's metadata in an embedded SQLite database
-// (modernc.org/sqlite, pure Go, WAL mode).
+// Package store defines the contract of arbor's metadata, [Metadata], and
+// implements it as [Store] on an embedded SQLite database
+// (modernc.org/sqlite, pure Go, WAL mode). storetest is the conformance
+// suite of the contract.
 //
 // Schema (see migrations below for the exact DDL):
 //
@@ -22,10 +24,12 @@ import (
 	"fmt"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"github.com/arborsh/arbor/internal/errdefs"
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// Store is the metadata database.
+// Store is the SQLite implementation of [Metadata].
 type Store struct {
 	w *db // single writer connection
 	r *db // reader pool
@@ -161,7 +165,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("database schema version %d is newer than this arbor (%d): upgrade arbor", version, len(migrations))
 	}
 	for i := version; i < len(migrations); i++ {
-		err := s.Tx(ctx, func(tx *sql.Tx) error {
+		err := s.sqlTx(ctx, func(tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
 				return err
 			}
@@ -175,17 +179,65 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-// Tx runs fn in a write transaction, committing if fn returns nil and
-// rolling back otherwise.
-func (s *Store) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+// Update runs fn in one write transaction (see [Metadata]).
+func (s *Store) Update(ctx context.Context, fn func(tx Tx) error) error {
+	return s.sqlTx(ctx, func(tx *sql.Tx) error { return fn(txn{tx}) })
+}
+
+// sqlTx runs fn in a write transaction on the writer connection,
+// committing if fn returns nil and rolling back otherwise (a panic in fn
+// rolls back too, so the single writer connection is never left inside a
+// transaction).
+func (s *Store) sqlTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback()
+			panic(p)
+		}
+	}()
 	if err := fn(tx); err != nil {
 		return errors.Join(err, tx.Rollback())
 	}
 	return tx.Commit()
+}
+
+// txn is the [Tx] of [Store.Update]: the same statements as the Store's
+// methods, on the transaction.
+type txn struct{ tx *sql.Tx }
+
+func (t txn) InsertImage(ctx context.Context, im Image) error { return insertImage(ctx, t.tx, im) }
+
+func (t txn) SetTag(ctx context.Context, account, uuid, tag string) error {
+	return setTag(ctx, t.tx, account, uuid, tag)
+}
+
+func (t txn) FinishOperation(ctx context.Context, o Operation) error {
+	return finishOperation(ctx, t.tx, o)
+}
+
+func (t txn) AppendEvent(ctx context.Context, op string, ev Event) error {
+	return appendEvent(ctx, t.tx, op, ev)
+}
+
+func (t txn) LastEventID(ctx context.Context, op string) (int64, error) {
+	return lastEventID(ctx, t.tx, op)
+}
+
+// conflict classes a unique-key violation as errdefs.ErrConflict, saying
+// what was duplicated; other errors are returned as they are.
+func conflict(err error, format string, args ...any) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return errdefs.Conflict(format, args...)
+		}
+	}
+	return err
 }
 
 // querier is satisfied by *sql.DB and *sql.Tx.

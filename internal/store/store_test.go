@@ -44,7 +44,7 @@ func TestTagsUniquePerAccount(t *testing.T) {
 	ctx := context.Background()
 	for _, im := range []Image{{UUID: "a", Account: "x"}, {UUID: "b", Account: "x"}, {UUID: "c", Account: "y"}} {
 		im.Layer, im.Depth, im.CreatedAt = "l"+im.UUID, 1, time.Now()
-		if err := s.Tx(ctx, func(tx *sql.Tx) error { return InsertImage(ctx, tx, im) }); err != nil {
+		if err := s.InsertImage(ctx, im); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,14 +120,12 @@ func TestMigrationFromV1(t *testing.T) {
 	}
 	hidden := Image{UUID: "h", Account: "x", Layer: "l1", Depth: 1, LayerBytes: 10, CreatedAt: time.Now(), Hidden: true, Chain: "sha256:c"}
 	top := Image{UUID: "top", Account: "x", Base: "h", Layer: "l2", Depth: 2, LayerBytes: 5, CreatedAt: time.Now()}
-	if err := s.Tx(ctx, func(tx *sql.Tx) error {
-		return errors.Join(InsertImage(ctx, tx, hidden), InsertImage(ctx, tx, top))
+	if err := s.Update(ctx, func(tx Tx) error {
+		return errors.Join(tx.InsertImage(ctx, hidden), tx.InsertImage(ctx, top))
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Tx(ctx, func(tx *sql.Tx) error {
-		return InsertImage(ctx, tx, Image{UUID: "h2", Account: "x", Layer: "l1", Depth: 1, CreatedAt: time.Now(), Hidden: true, Chain: "sha256:c"})
-	}); err == nil {
+	if err := s.InsertImage(ctx, Image{UUID: "h2", Account: "x", Layer: "l1", Depth: 1, CreatedAt: time.Now(), Hidden: true, Chain: "sha256:c"}); err == nil {
 		t.Error("a second hidden row with the same chain ID in one account was accepted")
 	}
 	ims, _ := s.ListImages(ctx, ImageFilter{Account: "x"})

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -23,7 +22,7 @@ func TestListImagesByUUIDPrefix(t *testing.T) {
 	}
 	for i, im := range ims {
 		im.Layer, im.Depth, im.CreatedAt = "l"+im.UUID, 1, time.Unix(int64(i), 0)
-		if err := s.Tx(ctx, func(tx *sql.Tx) error { return InsertImage(ctx, tx, im) }); err != nil {
+		if err := s.InsertImage(ctx, im); err != nil {
 			t.Fatal(err)
 		}
 	}
