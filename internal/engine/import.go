@@ -198,6 +198,13 @@ func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func
 			return "", err
 		}
 		depth = p.Depth + 1
+		// The new image's chain runs through parent: keep it until the
+		// image is recorded, even if parent is deleted meanwhile.
+		l, err := e.leaseImage(p.UUID, "", false)
+		if err != nil {
+			return "", err
+		}
+		defer l.Release()
 	}
 	im := store.Image{UUID: newID(), Account: account, Parent: parent, Layer: newLayerID(), Depth: depth, LayerBytes: dirBytes(dir), CreatedAt: time.Now()}
 	if err := e.checkImportQuota(ctx, account, im.LayerBytes); err != nil {
