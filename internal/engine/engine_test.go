@@ -16,6 +16,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
@@ -545,4 +546,111 @@ func TestSecretsRedactedInEcho(t *testing.T) {
 	if stdout(t, m) != "s3cret\n" {
 		t.Fatal("the process did not get the real value")
 	}
+}
+
+// TestDeleteImageWhileQueued: runs queued behind a full slot on an image
+// deleted meanwhile still run on it (their leases keep its chain from
+// Spawn on), one of them committing a child of it; once the leases end and
+// the child goes, the layers are collected.
+func TestDeleteImageWhileQueued(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	e, err := New(ctx, Config{Home: testutil.Home(t), Runtime: "runc", InitBinary: staticInit(t), WarmPerImage: -1, Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	base := busybox(t, e)
+	o, _ := run(t, e, base, "echo queued > /marker")
+	img, err := e.Image(ctx, acct, o.ResultImageUUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk := func(layer string) bool { _, err := os.Stat(e.layerPath(layer)); return err == nil }
+
+	// A holds the only slot until its stdin closes.
+	a, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "cat", Disposable: ptr(true),
+		Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.runningOp(ctx, acct, a); err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: img.UUID, Command: "cat /marker", Shell: ptr(true), Disposable: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: img.UUID, Command: "echo c > /c", Shell: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []string{b, c} {
+		if o, _ := e.Operation(ctx, acct, op); o.Status != apitypes.StatusPending {
+			t.Fatalf("%s is %s while A holds the only slot, want PENDING", op, o.Status)
+		}
+	}
+	if err := e.DeleteImage(ctx, acct, img.UUID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Image(ctx, acct, img.UUID); !errdefs.IsNotFound(err) {
+		t.Fatalf("deleted image still visible: %v", err)
+	}
+	if _, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: img.UUID, Command: "true"}); !errdefs.IsNotFound(err) {
+		t.Fatalf("Spawn on the deleted image = %v, want not found", err)
+	}
+	if !onDisk(img.Layer) {
+		t.Fatal("deleting the image removed the layer queued runs lease")
+	}
+	if err := e.WriteStdin(ctx, acct, a, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	ob := waitOp(t, e, b)
+	oc := waitOp(t, e, c)
+	for _, o := range []store.Operation{ob, oc} {
+		if o.Status != apitypes.StatusSuccess {
+			t.Fatalf("queued run on the deleted image: %s (%s), want SUCCESS", o.Status, o.Error)
+		}
+	}
+	var mb apitypes.InstanceMetadata
+	if err := json.Unmarshal([]byte(ob.Metadata), &mb); err != nil {
+		t.Fatal(err)
+	}
+	if got := stdout(t, mb); got != "queued\n" {
+		t.Errorf("run on the deleted image read %q, want its /marker", got)
+	}
+	for _, op := range []string{b, c} {
+		if l := e.leaseOf(op); l != nil {
+			<-l.done // released after the run's end, with its collection
+		}
+	}
+	// C's result is a child of the deleted image: it keeps the layer.
+	child, err := e.Image(ctx, acct, oc.ResultImageUUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := readFile(t, e, child.UUID, "/marker"); err != nil || s != "queued\n" {
+		t.Fatalf("child of the deleted image reads /marker = %q, %v", s, err)
+	}
+	if !onDisk(img.Layer) || !onDisk(child.Layer) {
+		t.Fatal("layers of a live child collected")
+	}
+	if err := e.DeleteImage(ctx, acct, child.UUID); err != nil {
+		t.Fatal(err)
+	}
+	if onDisk(img.Layer) || onDisk(child.Layer) {
+		t.Errorf("layers of the deleted image (%v) and its deleted child (%v) still on disk, want both collected", onDisk(img.Layer), onDisk(child.Layer))
+	}
+	if !onDisk(mustImage(t, e, base).Layer) {
+		t.Error("base layer collected")
+	}
+}
+
+func mustImage(t *testing.T, e *Engine, id string) store.Image {
+	t.Helper()
+	im, err := e.Image(context.Background(), acct, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
 }

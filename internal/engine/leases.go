@@ -62,20 +62,25 @@ func (l *imageLease) Release() {
 			n := e.images[l.image]
 			collect = n != nil && n.deleted
 		}
-		if l.holder != "" && e.leases[l.holder] == l {
-			delete(e.leases, l.holder)
-		}
 		e.mu.Unlock()
 		if collect {
 			if _, err := e.CollectGarbage(context.Background()); err != nil {
 				e.log.Warn("collect the layers of a deleted image after its last lease", "image", l.image, "err", err)
 			}
 		}
+		// Gone from leaseOf only now, so whoever finds it gone finds the
+		// collection done.
+		e.mu.Lock()
+		if l.holder != "" && e.leases[l.holder] == l {
+			delete(e.leases, l.holder)
+		}
+		e.mu.Unlock()
 		close(l.done)
 	})
 }
 
-// leaseOf returns the lease held by holder, nil if none (or released).
+// leaseOf returns the lease held by holder, nil if none (or released and
+// its collection done).
 func (e *Engine) leaseOf(holder string) *imageLease {
 	e.mu.Lock()
 	defer e.mu.Unlock()
