@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -653,4 +654,35 @@ func mustImage(t *testing.T, e *Engine, id string) store.Image {
 		t.Fatal(err)
 	}
 	return im
+}
+
+// TestNewImageOnParentDeletedMeanwhile: an image made on a parent that is
+// deleted while its layer is written still gets the parent's chain (the
+// parent's lease holds it), and the parent's layer goes with the child.
+func TestNewImageOnParentDeletedMeanwhile(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	parent, err := e.NewImage(ctx, acct, base, func(dir string) error { return os.WriteFile(filepath.Join(dir, "p"), []byte("p\n"), 0o644) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	player := mustImage(t, e, parent).Layer
+	child, err := e.NewImage(ctx, acct, parent, func(dir string) error {
+		if err := e.DeleteImage(ctx, acct, parent); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, "c"), []byte("c\n"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := readFile(t, e, child, "/p"); err != nil || s != "p\n" {
+		t.Fatalf("child of a parent deleted meanwhile reads /p = %q, %v", s, err)
+	}
+	if err := e.DeleteImage(ctx, acct, child); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(e.layerPath(player)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("deleted parent's layer still on disk after its child went: %v", err)
+	}
 }

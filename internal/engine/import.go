@@ -180,17 +180,6 @@ func (e *Engine) NewBaseImage(ctx context.Context, account string, fill func(dir
 // NewImage creates an image on top of parent ("" for a base image) with one
 // new layer written by fill.
 func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func(dir string) error) (string, error) {
-	dir, err := e.stagingDir(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return "", err
-	}
-	if err := fill(dir); err != nil {
-		return "", err
-	}
 	depth := 1
 	if parent != "" {
 		p, err := e.st.Image(ctx, account, parent)
@@ -205,6 +194,17 @@ func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func
 			return "", err
 		}
 		defer l.Release()
+	}
+	dir, err := e.stagingDir(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := fill(dir); err != nil {
+		return "", err
 	}
 	im := store.Image{UUID: newID(), Account: account, Parent: parent, Layer: newLayerID(), Depth: depth, LayerBytes: dirBytes(dir), CreatedAt: time.Now()}
 	if err := e.checkImportQuota(ctx, account, im.LayerBytes); err != nil {
