@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/arborsh/arbor/internal/errdefs"
 )
 
@@ -92,15 +94,12 @@ func (d *Dir) Put(ctx context.Context, id, dir string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	dst := d.Path(id)
-	if fi, err := os.Lstat(dst); err == nil && fi.IsDir() {
-		return errdefs.Conflict("layer %s is already stored", id)
-	}
-	if err := os.Rename(dir, dst); err != nil {
-		if fi, serr := os.Lstat(dst); serr == nil && fi.IsDir() {
+	// NOREPLACE: a plain rename would replace an empty directory.
+	if err := unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, d.Path(id), unix.RENAME_NOREPLACE); err != nil {
+		if err == unix.EEXIST {
 			return errdefs.Conflict("layer %s is already stored", id)
 		}
-		return fmt.Errorf("move layer into store: %w", err)
+		return fmt.Errorf("move layer into store: %w", &os.LinkError{Op: "rename", Old: dir, New: d.Path(id), Err: err})
 	}
 	return syncDir(d.root)
 }
