@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -684,5 +685,41 @@ func TestNewImageOnParentDeletedMeanwhile(t *testing.T) {
 	}
 	if _, err := os.Stat(e.layerPath(player)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("deleted parent's layer still on disk after its child went: %v", err)
+	}
+}
+
+// TestSquashImageDeletedMeanwhile: a squash reading the chain of an image
+// deleted meanwhile finishes on it (its lease holds the chain); then the
+// image's layers, the flattened one included, are collected.
+func TestSquashImageDeletedMeanwhile(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	var chain []string // base, a, b
+	img := base
+	for _, name := range []string{"a", "b"} {
+		chain = append(chain, img)
+		var err error
+		if img, err = e.NewImage(ctx, acct, img, func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := listDir(t, filepath.Join(e.Home(), "layers"))
+	testHookSquashChain = func(u string) {
+		if err := e.DeleteImage(ctx, acct, u); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { testHookSquashChain = nil })
+	if err := e.squash(ctx, img); err != nil {
+		t.Fatalf("squash of an image deleted while it ran: %v", err)
+	}
+	after := listDir(t, filepath.Join(e.Home(), "layers"))
+	// b and its flattened chain are gone; a (still an image) and base stay.
+	want := []string{mustImage(t, e, chain[0]).Layer, mustImage(t, e, chain[1]).Layer}
+	slices.Sort(want)
+	if !slices.Equal(after, want) {
+		t.Errorf("layers after the squash = %q (before %q), want only base's and a's %q", after, before, want)
 	}
 }

@@ -367,6 +367,9 @@ func (e *Engine) squash(ctx context.Context, u string) error {
 	if err != nil || len(ids) <= 1 {
 		return err
 	}
+	if testHookSquashChain != nil {
+		testHookSquashChain(u)
+	}
 	id := newLayerID()
 	start := time.Now()
 	if err := e.layers.Squash(ctx, ids, id, func(dir string) error {
@@ -385,3 +388,7 @@ func (e *Engine) squash(ctx context.Context, u string) error {
 	e.log.Info("squashed image chain", "image", u, "layers", len(ids), "took", time.Since(start))
 	return nil
 }
+
+// testHookSquashChain, when set by a test, runs once squash has leased image
+// u and read its chain, before the chain is flattened.
+var testHookSquashChain func(u string)
