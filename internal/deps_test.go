@@ -21,7 +21,7 @@ const module = "github.com/arborsh/arbor/"
 // leaves are the packages below the engine: they must not reach the engine
 // or anything built on it, even indirectly.
 var leaves = []string{
-	"internal/archive", "internal/baseimage", "internal/errdefs", "internal/initproc", "internal/layerfs",
+	"internal/archive", "internal/baseimage", "internal/errdefs", "internal/initproc", "internal/layerfs", "internal/layers/...",
 	"internal/netns", "internal/overlay", "internal/runtime", "internal/store", "internal/testutil", "internal/webui",
 	"client", "client/apitypes",
 }
@@ -50,6 +50,8 @@ var rules = []rule{
 		why: "the CLI talks to the daemon only through client (serve reaches the engine through daemon)"},
 	{from: []string{"internal/mcp"}, to: []string{"internal/engine", "internal/store", "internal/api", "internal/daemon"}, transitive: true,
 		why: "MCP tools talk to the daemon only through client"},
+	{from: []string{"internal/layers"}, to: []string{"internal/store", "internal/runtime", "internal/overlay"},
+		why: "layers knows layer ids and directories, not image rows, sandboxes or how a view is mounted"},
 	{from: []string{"internal/daemon"}, to: []string{"client"},
 		why: "the composition root must not call its own API over HTTP"},
 	{from: leaves, to: above, transitive: true,

@@ -6,7 +6,8 @@
 // Home layout:
 //
 //	arbor.db                 metadata (internal/store)
-//	layers/<id>/             immutable layer directories (overlayfs upper dirs)
+//	layers/<id>/             immutable layer directories (overlayfs upper dirs; internal/layers)
+//	trash/                   removed layers being deleted (emptied again at start)
 //	blobs/sha256/<hex>       uploaded files, content-addressed
 //	run/<operation>/         upper, work, merged, bundle of a live run (ephemeral)
 //	runtime/<name>/          OCI runtime state
@@ -24,11 +25,11 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
@@ -96,12 +97,14 @@ type Engine struct {
 	memory   *semaphore.Weighted // MemoryBudget, taken by each executing run's memory limit
 
 	mu        sync.Mutex
-	images    map[string]*imageNode // every image row, for chain walks
-	pinned    map[string]int        // layer id → in-use count (protects from GC)
-	active    map[string]*activeOp  // running operations
+	images    map[string]*imageNode  // every image row, for chain walks
+	leased    map[string]int         // image uuid → leases on it (GC roots, see leases.go)
+	leases    map[string]*imageLease // by holder: a run's lease on its image
+	active    map[string]*activeOp   // running operations
 	squashing map[string]bool
 
-	gcMu sync.Mutex // serialises garbage collection with layer commits
+	layers   *layers.Snapshotter // layer views, commits, leases and GC
+	layerDir *layers.Dir         // where layers are stored
 
 	registryImport  RegistryImporter
 	onDeleted       []func(ctx context.Context, account, id string) // OnImageDeleted; under mu
@@ -189,6 +192,12 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Opening the layer directory also removes what a crash left staged or
+	// half-deleted.
+	layerDir, err := layers.NewDir(filepath.Join(home, "layers"), filepath.Join(home, "trash"))
+	if err != nil {
+		return nil, fmt.Errorf("layer store: %w", err)
+	}
 	st := cfg.Metadata
 	if st == nil {
 		if st, err = store.Open(ctx, filepath.Join(home, "arbor.db")); err != nil {
@@ -203,7 +212,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		slots:     make(chan struct{}, cfg.Slots),
 		memory:    semaphore.NewWeighted(cfg.MemoryBudget),
 		images:    map[string]*imageNode{},
-		pinned:    map[string]int{},
+		leased:    map[string]int{},
+		leases:    map[string]*imageLease{},
+		layers:    layers.New(layerDir, filepath.Join(home, "tmp"), cfg.Logger),
+		layerDir:  layerDir,
 		active:    map[string]*activeOp{},
 		squashing: map[string]bool{},
 		events:    newEventHub(st),
@@ -343,13 +355,8 @@ func (e *Engine) recover(ctx context.Context) error {
 	if err := e.loadImages(ctx); err != nil {
 		return err
 	}
-	// Staging leftovers of interrupted commits and squashes.
-	lents, _ := os.ReadDir(filepath.Join(e.cfg.Home, "layers"))
-	for _, ent := range lents {
-		if strings.Contains(ent.Name(), ".tmp") {
-			_ = os.RemoveAll(filepath.Join(e.cfg.Home, "layers", ent.Name()))
-		}
-	}
+	// Staging leftovers of interrupted commits and squashes went when
+	// layers.NewDir opened the store.
 	_, err = e.CollectGarbage(ctx)
 	return err
 }
@@ -362,7 +369,7 @@ func newLayerID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func (e *Engine) layerPath(id string) string { return filepath.Join(e.cfg.Home, "layers", id) }
+func (e *Engine) layerPath(id string) string { return e.layerDir.Path(id) }
 
 // accountOf returns an error when a is empty: every call is account-scoped.
 func checkAccount(a string) error {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,8 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -543,5 +547,179 @@ func TestSecretsRedactedInEcho(t *testing.T) {
 	}
 	if stdout(t, m) != "s3cret\n" {
 		t.Fatal("the process did not get the real value")
+	}
+}
+
+// TestDeleteImageWhileQueued: runs queued behind a full slot on an image
+// deleted meanwhile still run on it (their leases keep its chain from
+// Spawn on), one of them committing a child of it; once the leases end and
+// the child goes, the layers are collected.
+func TestDeleteImageWhileQueued(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	e, err := New(ctx, Config{Home: testutil.Home(t), Runtime: "runc", InitBinary: staticInit(t), WarmPerImage: -1, Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	base := busybox(t, e)
+	o, _ := run(t, e, base, "echo queued > /marker")
+	img, err := e.resolveImage(ctx, acct, o.ResultImageUUID) // the row: the test checks its layer on disk
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk := func(layer string) bool { _, err := os.Stat(e.layerPath(layer)); return err == nil }
+
+	// A holds the only slot until its stdin closes.
+	a, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "cat", Disposable: ptr(true),
+		Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.runningOp(ctx, acct, a); err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: img.UUID, Command: "cat /marker", Shell: ptr(true), Disposable: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: img.UUID, Command: "echo c > /c", Shell: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []string{b, c} {
+		if o, _ := e.Operation(ctx, acct, op); o.Status != apitypes.StatusPending {
+			t.Fatalf("%s is %s while A holds the only slot, want PENDING", op, o.Status)
+		}
+	}
+	if err := e.DeleteImage(ctx, acct, img.UUID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Image(ctx, acct, img.UUID); !errdefs.IsNotFound(err) {
+		t.Fatalf("deleted image still visible: %v", err)
+	}
+	if _, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: img.UUID, Command: "true"}); !errdefs.IsNotFound(err) {
+		t.Fatalf("Spawn on the deleted image = %v, want not found", err)
+	}
+	if !onDisk(img.Layer) {
+		t.Fatal("deleting the image removed the layer queued runs lease")
+	}
+	if err := e.WriteStdin(ctx, acct, a, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	ob := waitOp(t, e, b)
+	oc := waitOp(t, e, c)
+	for _, o := range []Operation{ob, oc} {
+		if o.Status != apitypes.StatusSuccess {
+			t.Fatalf("queued run on the deleted image: %s (%s), want SUCCESS", o.Status, o.Error)
+		}
+	}
+	var mb apitypes.InstanceMetadata
+	if err := json.Unmarshal([]byte(ob.Metadata), &mb); err != nil {
+		t.Fatal(err)
+	}
+	if got := stdout(t, mb); got != "queued\n" {
+		t.Errorf("run on the deleted image read %q, want its /marker", got)
+	}
+	for _, op := range []string{b, c} {
+		if l := e.leaseOf(op); l != nil {
+			<-l.done // released after the run's end, with its collection
+		}
+	}
+	// C's result is a child of the deleted image: it keeps the layer.
+	child, err := e.resolveImage(ctx, acct, oc.ResultImageUUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := readFile(t, e, child.UUID, "/marker"); err != nil || s != "queued\n" {
+		t.Fatalf("child of the deleted image reads /marker = %q, %v", s, err)
+	}
+	if !onDisk(img.Layer) || !onDisk(child.Layer) {
+		t.Fatal("layers of a live child collected")
+	}
+	if err := e.DeleteImage(ctx, acct, child.UUID); err != nil {
+		t.Fatal(err)
+	}
+	if onDisk(img.Layer) || onDisk(child.Layer) {
+		t.Errorf("layers of the deleted image (%v) and its deleted child (%v) still on disk, want both collected", onDisk(img.Layer), onDisk(child.Layer))
+	}
+	if !onDisk(mustImage(t, e, base).Layer) {
+		t.Error("base layer collected")
+	}
+}
+
+func mustImage(t *testing.T, e *Engine, id string) store.Image {
+	t.Helper()
+	im, err := e.resolveImage(context.Background(), acct, id) // the row, with its layer
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
+}
+
+// TestNewImageOnParentDeletedMeanwhile: an image made on a parent that is
+// deleted while its layer is written still gets the parent's chain (the
+// parent's lease holds it), and the parent's layer goes with the child.
+func TestNewImageOnParentDeletedMeanwhile(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	parent, err := e.NewImage(ctx, acct, base, func(dir string) error { return os.WriteFile(filepath.Join(dir, "p"), []byte("p\n"), 0o644) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	player := mustImage(t, e, parent).Layer
+	child, err := e.NewImage(ctx, acct, parent, func(dir string) error {
+		if err := e.DeleteImage(ctx, acct, parent); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, "c"), []byte("c\n"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := readFile(t, e, child, "/p"); err != nil || s != "p\n" {
+		t.Fatalf("child of a parent deleted meanwhile reads /p = %q, %v", s, err)
+	}
+	if err := e.DeleteImage(ctx, acct, child); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(e.layerPath(player)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("deleted parent's layer still on disk after its child went: %v", err)
+	}
+}
+
+// TestSquashImageDeletedMeanwhile: a squash reading the chain of an image
+// deleted meanwhile finishes on it (its lease holds the chain); then the
+// image's layers, the flattened one included, are collected.
+func TestSquashImageDeletedMeanwhile(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	var chain []string // base, a, b
+	img := base
+	for _, name := range []string{"a", "b"} {
+		chain = append(chain, img)
+		var err error
+		if img, err = e.NewImage(ctx, acct, img, func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := listDir(t, filepath.Join(e.Home(), "layers"))
+	testHookSquashChain = func(u string) {
+		if err := e.DeleteImage(ctx, acct, u); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { testHookSquashChain = nil })
+	if err := e.squash(ctx, img); err != nil {
+		t.Fatalf("squash of an image deleted while it ran: %v", err)
+	}
+	after := listDir(t, filepath.Join(e.Home(), "layers"))
+	// b and its flattened chain are gone; a (still an image) and base stay.
+	want := []string{mustImage(t, e, chain[0]).Layer, mustImage(t, e, chain[1]).Layer}
+	slices.Sort(want)
+	if !slices.Equal(after, want) {
+		t.Errorf("layers after the squash = %q (before %q), want only base's and a's %q", after, before, want)
 	}
 }

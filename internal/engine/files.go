@@ -14,7 +14,6 @@ import (
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/store"
-	"golang.org/x/sys/unix"
 )
 
 var shaRE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
@@ -118,17 +117,6 @@ func (e *Engine) checkStorage(ctx context.Context, account string) error {
 		return errdefs.ResourceExhausted("account storage quota reached (%d of %d bytes): delete images (arbor rmi) or ask for a larger quota", n, e.cfg.MaxStorageBytes)
 	}
 	return nil
-}
-
-// syncTree makes everything under dir durable: one syncfs for the whole
-// filesystem is far cheaper than fsyncing each file of a large layer.
-func syncTree(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return unix.Syncfs(fd)
 }
 
 func syncDir(dir string) error {

@@ -3,8 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/layerfs"
+	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/store"
 )
 
@@ -21,6 +20,7 @@ import (
 type imageNode struct {
 	uuid, account, parent, layer, flat string
 	deleted                            bool
+	purging                            bool   // a collection is purging the row: no new leases
 	hidden                             bool   // one layer of an imported chain (store.Image.Hidden)
 	chain                              string // a hidden row's chain ID
 }
@@ -61,31 +61,42 @@ func (e *Engine) chainLocked(u string) ([]string, error) {
 	return out, nil
 }
 
-// pinChain returns image u's layer paths (top first) and pins them against
-// garbage collection until release is called.
+// pinChain leases image u (deleted or not, while its row is kept) and
+// returns its layer paths (top first), pinned until release is called.
 func (e *Engine) pinChain(u string) (paths []string, release func(), err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	ids, err := e.chainLocked(u)
+	l, err := e.leaseImage(u, "", true)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, id := range ids {
-		e.pinned[id]++
-		paths = append(paths, e.layerPath(id))
-	}
-	var once bool
-	return paths, func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if once {
-			return
+	e.mu.Lock()
+	ids, err := e.chainLocked(u)
+	e.mu.Unlock()
+	if err == nil {
+		var rel func()
+		if paths, rel, err = e.layers.View(context.Background(), ids); err == nil {
+			return paths, func() { rel(); l.Release() }, nil
 		}
-		once = true
-		for _, id := range ids {
-			if e.pinned[id]--; e.pinned[id] <= 0 {
-				delete(e.pinned, id)
-			}
+	}
+	l.Release()
+	return nil, nil, err
+}
+
+// prepare makes dir an active view on image u's chain for a run, whose
+// lease keeps the image; remove unpins it and deletes dir (after unmount).
+func (e *Engine) prepare(ctx context.Context, dir, u string) (*layers.Active, func(), error) {
+	e.mu.Lock()
+	ids, err := e.chainLocked(u)
+	e.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := e.layers.Prepare(ctx, dir, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, func() {
+		if err := e.layers.Remove(a); err != nil {
+			e.log.Warn("remove run dir", "dir", dir, "err", err)
 		}
 	}, nil
 }
@@ -201,67 +212,53 @@ func (e *Engine) OnImageDeleted(fn func(ctx context.Context, account, id string)
 // GCStats reports what a collection removed.
 type GCStats struct {
 	Layers    int
-	Bytes     int64
 	ImageRows int
 }
 
 // CollectGarbage removes layers that no live image's chain needs and that no
-// running operation has pinned, and purges rows of deleted images and hidden
-// import layers nothing depends on. A layer shared by several rows (a
-// content-addressed import layer) stays while any of them is needed.
+// lease pins (a run's image, a view, an import in progress), and purges rows
+// of deleted images and hidden import layers nothing depends on. A layer
+// shared by several rows (a content-addressed import layer) stays while any
+// of them is needed. Commits wait only while the collection decides and
+// unlinks, not while it deletes (see layers.Snapshotter.Collect).
 func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
-	e.gcMu.Lock()
-	defer e.gcMu.Unlock()
 	var st GCStats
-	e.mu.Lock()
-	needed := map[string]bool{}
-	neededImages := map[string]bool{}
-	for u, n := range e.images {
-		if n.deleted || n.hidden {
-			continue
-		}
-		// Every live image needs its own layer (so it can be squashed again
-		// or diffed) and the chain it mounts today.
-		for cur := u; cur != ""; {
-			m := e.images[cur]
-			if m == nil || neededImages[cur] {
-				break
-			}
-			neededImages[cur] = true
-			needed[m.layer] = true
-			if m.flat != "" {
-				needed[m.flat] = true
-			}
-			cur = m.parent
-		}
-	}
-	for id := range e.pinned {
-		needed[id] = true
-	}
 	var purge []string
-	for u, n := range e.images {
-		if (n.deleted || n.hidden) && !neededImages[u] {
-			purge = append(purge, u)
+	n, err := e.layers.Collect(ctx, func() map[string]bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		needed := map[string]bool{}
+		neededImages := map[string]bool{}
+		for u, n := range e.images {
+			if (n.deleted || n.hidden) && e.leased[u] == 0 {
+				continue
+			}
+			// Every live or leased image needs its own layer (so it can be
+			// squashed again or diffed) and the chain it mounts today.
+			for cur := u; cur != ""; {
+				m := e.images[cur]
+				if m == nil || neededImages[cur] {
+					break
+				}
+				neededImages[cur] = true
+				needed[m.layer] = true
+				if m.flat != "" {
+					needed[m.flat] = true
+				}
+				cur = m.parent
+			}
 		}
-	}
-	e.mu.Unlock()
-
-	ents, err := os.ReadDir(filepath.Join(e.cfg.Home, "layers"))
+		for u, n := range e.images {
+			if (n.deleted || n.hidden) && !neededImages[u] {
+				n.purging = true
+				purge = append(purge, u)
+			}
+		}
+		return needed
+	})
+	st.Layers = n
 	if err != nil {
 		return st, err
-	}
-	for _, ent := range ents {
-		id := ent.Name()
-		if needed[id] || strings.Contains(id, ".tmp") {
-			continue
-		}
-		p := e.layerPath(id)
-		st.Bytes += dirBytes(p)
-		if err := os.RemoveAll(p); err != nil {
-			e.log.Warn("gc: remove layer", "layer", id, "err", err)
-			continue
-		}
-		st.Layers++
 	}
 	if len(purge) > 0 {
 		if err := e.st.PurgeImages(ctx, purge); err != nil {
@@ -275,7 +272,7 @@ func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
 		st.ImageRows = len(purge)
 	}
 	if st.Layers > 0 {
-		e.log.Info("garbage collected", "layers", st.Layers, "bytes", st.Bytes, "image_rows", st.ImageRows)
+		e.log.Info("garbage collected", "layers", st.Layers, "image_rows", st.ImageRows)
 	}
 	return st, nil
 }
@@ -299,37 +296,26 @@ func (e *Engine) ImageFS(ctx context.Context, account, id string) (*layerfs.FS, 
 // in one transaction. A crash before the transaction leaves only an
 // unreferenced layer, which recovery collects.
 func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, fn func(tx store.Tx) error) error {
-	if err := syncTree(upper); err != nil {
-		return fmt.Errorf("sync layer: %w", err)
-	}
-	e.gcMu.Lock()
-	defer e.gcMu.Unlock()
-	dst := e.layerPath(im.Layer)
-	if err := os.Rename(upper, dst); err != nil {
-		return fmt.Errorf("move layer into store: %w", err)
-	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
-		return err
-	}
-	if testHookAfterRename != nil {
-		testHookAfterRename()
-	}
-	if err := e.st.Update(ctx, func(tx store.Tx) error {
-		if err := tx.InsertImage(ctx, im); err != nil {
+	return e.layers.Commit(ctx, upper, im.Layer, func() error {
+		if testHookAfterRename != nil {
+			testHookAfterRename()
+		}
+		if err := e.st.Update(ctx, func(tx store.Tx) error {
+			if err := tx.InsertImage(ctx, im); err != nil {
+				return err
+			}
+			if fn != nil {
+				return fn(tx)
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
-		if fn != nil {
-			return fn(tx)
-		}
+		e.mu.Lock()
+		e.images[im.UUID] = newImageNode(im)
+		e.mu.Unlock()
 		return nil
-	}); err != nil {
-		_ = os.RemoveAll(dst)
-		return err
-	}
-	e.mu.Lock()
-	e.images[im.UUID] = newImageNode(im)
-	e.mu.Unlock()
-	return nil
+	})
 }
 
 // testHookAfterRename, when set by a test, runs between the layer's rename
@@ -376,38 +362,39 @@ func (e *Engine) maybeSquash(u string) {
 // squash flattens image u synchronously. The image's identity and contents
 // are unchanged; only the layers it mounts become one.
 func (e *Engine) squash(ctx context.Context, u string) error {
-	paths, release, err := e.pinChain(u)
+	l, err := e.leaseImage(u, "", true)
 	if err != nil {
 		return err
 	}
-	defer release()
-	if len(paths) <= 1 {
-		return nil
+	defer l.Release()
+	e.mu.Lock()
+	ids, err := e.chainLocked(u)
+	e.mu.Unlock()
+	if err != nil || len(ids) <= 1 {
+		return err
+	}
+	if testHookSquashChain != nil {
+		testHookSquashChain(u)
 	}
 	id := newLayerID()
-	e.mu.Lock()
-	e.pinned[id]++
-	e.mu.Unlock()
-	defer func() {
+	start := time.Now()
+	if err := e.layers.Squash(ctx, ids, id, func(dir string) error {
+		if err := e.st.SetFlat(ctx, u, id, dirBytes(dir)); err != nil {
+			return err
+		}
 		e.mu.Lock()
-		if e.pinned[id]--; e.pinned[id] <= 0 {
-			delete(e.pinned, id)
+		if n := e.images[u]; n != nil {
+			n.flat = id
 		}
 		e.mu.Unlock()
-	}()
-	start := time.Now()
-	if err := layerfs.New(paths).Flatten(ctx, e.layerPath(id)); err != nil {
+		return nil
+	}); err != nil {
 		return err
 	}
-	if err := e.st.SetFlat(ctx, u, id, dirBytes(e.layerPath(id))); err != nil {
-		_ = os.RemoveAll(e.layerPath(id))
-		return err
-	}
-	e.mu.Lock()
-	if n := e.images[u]; n != nil {
-		n.flat = id
-	}
-	e.mu.Unlock()
-	e.log.Info("squashed image chain", "image", u, "layers", len(paths), "took", time.Since(start))
+	e.log.Info("squashed image chain", "image", u, "layers", len(ids), "took", time.Since(start))
 	return nil
 }
+
+// testHookSquashChain, when set by a test, runs once squash has leased image
+// u and read its chain, before the chain is flattened.
+var testHookSquashChain func(u string)

@@ -179,6 +179,21 @@ func (e *Engine) NewBaseImage(ctx context.Context, account string, fill func(dir
 // NewImage creates an image on top of parent ("" for a base image) with one
 // new layer written by fill.
 func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func(dir string) error) (string, error) {
+	depth := 1
+	if parent != "" {
+		p, err := e.st.Image(ctx, account, parent)
+		if err != nil {
+			return "", err
+		}
+		depth = p.Depth + 1
+		// The new image's chain runs through parent: keep it until the
+		// image is recorded, even if parent is deleted meanwhile.
+		l, err := e.leaseImage(p.UUID, "", false)
+		if err != nil {
+			return "", err
+		}
+		defer l.Release()
+	}
 	dir, err := e.stagingDir(ctx)
 	if err != nil {
 		return "", err
@@ -189,14 +204,6 @@ func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func
 	}
 	if err := fill(dir); err != nil {
 		return "", err
-	}
-	depth := 1
-	if parent != "" {
-		p, err := e.st.Image(ctx, account, parent)
-		if err != nil {
-			return "", err
-		}
-		depth = p.Depth + 1
 	}
 	im := store.Image{UUID: newID(), Account: account, Parent: parent, Layer: newLayerID(), Depth: depth, LayerBytes: dirBytes(dir), CreatedAt: time.Now()}
 	if err := e.checkImportQuota(ctx, account, im.LayerBytes); err != nil {

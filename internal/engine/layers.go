@@ -98,13 +98,11 @@ func (e *Engine) NewLayeredImage(ctx context.Context, account string, layers []I
 		seen[l.DiffID]++
 	}
 
-	// Pin every layer before looking at the store, under gcMu so that no
-	// collection is half-way through deciding what to remove.
-	e.gcMu.Lock()
+	// Lease every layer before looking at the store: a collection either
+	// finished deciding before (and what it removed is not stored now) or
+	// keeps them.
+	lease := e.layers.Lease(ids...)
 	e.mu.Lock()
-	for _, id := range ids {
-		e.pinned[id]++
-	}
 	owned := map[string]bool{}
 	for _, n := range e.images {
 		if n.account == account {
@@ -112,15 +110,8 @@ func (e *Engine) NewLayeredImage(ctx context.Context, account string, layers []I
 		}
 	}
 	e.mu.Unlock()
-	e.gcMu.Unlock()
 	defer func() {
-		e.mu.Lock()
-		for _, id := range ids {
-			if e.pinned[id]--; e.pinned[id] <= 0 {
-				delete(e.pinned, id)
-			}
-		}
-		e.mu.Unlock()
+		lease.Release()
 		if err != nil && st.Extracted > 0 {
 			// The layers this import stored belong to no image: remove
 			// them now rather than at the next collection.
@@ -179,10 +170,9 @@ func shortID(d string) string {
 }
 
 // storeLayer makes sure layer id is stored, extracting it unless it is,
-// and returns whether it was shared and its size. id is pinned.
+// and returns whether it was shared and its size. id is leased.
 func (e *Engine) storeLayer(ctx context.Context, id string, l ImportLayer, owned bool) (bool, int64, error) {
-	dst := e.layerPath(id)
-	if fi, err := os.Stat(dst); err == nil && fi.IsDir() {
+	if dst, err := e.layers.Get(ctx, id); err == nil {
 		if owned && l.Shared != nil {
 			l.Shared()
 		}
@@ -208,20 +198,15 @@ func (e *Engine) storeLayer(ctx context.Context, id string, l ImportLayer, owned
 	if err := l.Fill(tmp); err != nil {
 		return false, 0, err
 	}
-	if err := syncTree(tmp); err != nil {
-		return false, 0, fmt.Errorf("sync layer: %w", err)
-	}
 	n := dirBytes(tmp)
-	e.gcMu.Lock()
-	defer e.gcMu.Unlock()
-	if err := os.Rename(tmp, dst); err != nil {
-		if fi, serr := os.Stat(dst); serr == nil && fi.IsDir() {
+	if err := e.layers.Put(ctx, id, tmp); err != nil {
+		if errdefs.IsConflict(err) {
 			return true, n, nil // a concurrent import stored it first
 		}
-		return false, 0, fmt.Errorf("move layer into store: %w", err)
+		return false, 0, err
 	}
 	stagedLayer(ctx, n)
-	return false, n, syncDir(e.layerPath(""))
+	return false, n, nil
 }
 
 // fillScratch runs fill into a directory that is then removed: the check of
@@ -237,18 +222,23 @@ func (e *Engine) fillScratch(ctx context.Context, fill func(dir string) error) e
 
 // commitChain writes the hidden rows the account lacks and the visible
 // image in one transaction. Existing hidden rows with the same chain IDs
-// are reused; gcMu keeps the collector from purging them meanwhile.
+// are reused, leased so that no collection purges them meanwhile; the new
+// rows' layers are leased by the caller.
 func (e *Engine) commitChain(ctx context.Context, account string, layers []ImportLayer, ids []string, sizes []int64) (string, error) {
-	e.gcMu.Lock()
-	defer e.gcMu.Unlock()
 	now := time.Now()
 	var rows []store.Image
 	base := ""
+	var leases []*imageLease
+	defer func() {
+		for _, l := range leases {
+			l.Release()
+		}
+	}()
 	e.mu.Lock()
 	for i := range len(layers) - 1 {
 		var found *imageNode
 		for _, n := range e.images {
-			if n.hidden && n.account == account && n.chain == layers[i].ChainID {
+			if n.hidden && !n.purging && n.account == account && n.chain == layers[i].ChainID {
 				found = n
 				break
 			}
@@ -258,6 +248,7 @@ func (e *Engine) commitChain(ctx context.Context, account string, layers []Impor
 				e.mu.Unlock()
 				return "", fmt.Errorf("stored chain %s of account %s does not match the image's layers", layers[i].ChainID, account)
 			}
+			leases = append(leases, e.leaseLocked(found.uuid))
 			base = found.uuid
 			continue
 		}
@@ -300,14 +291,15 @@ var testHookBeforeChainCommit func() error
 
 // LayerStats counts the layer directories in the store and their bytes.
 func (e *Engine) LayerStats() (layers int, bytes int64, err error) {
-	ents, err := os.ReadDir(e.layerPath(""))
+	ctx := context.Background()
+	ids, err := e.layers.Storage().List(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, en := range ents {
-		if en.IsDir() && !strings.Contains(en.Name(), ".tmp") {
+	for _, id := range ids {
+		if p, err := e.layers.Get(ctx, id); err == nil {
 			layers++
-			bytes += dirBytes(e.layerPath(en.Name()))
+			bytes += dirBytes(p)
 		}
 	}
 	return layers, bytes, nil

@@ -118,7 +118,13 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
 		CreatedAt: time.Now(), ImageUUID: p.image.UUID, Metadata: string(meta)}
 	p.op = o.UUID
-	if err := e.startOp(ctx, o, func(ctx context.Context) { e.execute(ctx, p) }); err != nil {
+	// From here to the run's end its image stays, deleted or not.
+	lease, err := e.leaseImage(p.image.UUID, o.UUID, false)
+	if err != nil {
+		return "", apitypes.InstanceMetadata{}, err
+	}
+	if err := e.startOp(ctx, o, func(ctx context.Context) { defer lease.Release(); e.execute(ctx, p) }); err != nil {
+		lease.Release()
 		return "", apitypes.InstanceMetadata{}, err
 	}
 	return o.UUID, redactMeta(p.meta), nil
@@ -466,22 +472,19 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 		dir, upper, merged, bundle, mounted = wb.dir, wb.upper, wb.merged, wb.bundle, true
 		p.warm, p.ids = wb, wb.ids
 	} else {
-		lowers, release, err := e.pinChain(p.image.UUID)
+		dir = filepath.Join(e.cfg.Home, "run", p.op)
+		view, remove, err := e.prepare(ctx, dir, p.image.UUID)
 		if err != nil {
 			rs.fail(ctx, err)
 			return
 		}
-		defer release()
-		dir = filepath.Join(e.cfg.Home, "run", p.op)
-		var work string
-		upper, work, merged, bundle = filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged"), filepath.Join(dir, "bundle")
-		for _, d := range []string{upper, work, merged, bundle} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				rs.fail(ctx, err)
-				return
-			}
+		defer remove()
+		upper, merged, bundle = view.Upper, view.Merged, filepath.Join(dir, "bundle")
+		if err := os.MkdirAll(bundle, 0o755); err != nil {
+			rs.fail(ctx, err)
+			return
 		}
-		ids, free, err := e.mountRoot(p.rt, lowers, upper, work, merged)
+		ids, free, err := e.mountRoot(p.rt, view.Lowers, view.Upper, view.Work, view.Merged)
 		if err != nil {
 			os.RemoveAll(dir)
 			rs.fail(ctx, err)

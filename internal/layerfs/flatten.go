@@ -21,7 +21,9 @@ import (
 // xattrs (except overlayfs' own) preserved. Files hard linked to each other in
 // the image stay hard linked. The layer is built in a temporary sibling of
 // dst, synced, and renamed into place, so a crash or an error never leaves a
-// partial dst.
+// partial dst: every file and directory it writes is fsynced before the
+// rename (a power loss must not leave a complete-looking layer of empty
+// files), and dst's parent after it.
 func (f *FS) Flatten(ctx context.Context, dst string) (err error) {
 	dst = filepath.Clean(dst)
 	if _, err := os.Lstat(dst); err == nil {
@@ -133,7 +135,7 @@ func (fl *flattener) copyFile(n *node, target string) error {
 		err = fl.setMetadata(n, target)
 	}
 	if err == nil {
-		err = dst.Sync()
+		err = syncFile(dst)
 	}
 	return errors.Join(err, dst.Close())
 }
@@ -204,10 +206,14 @@ func (fl *flattener) setMetadata(n *node, target string) error {
 	return nil
 }
 
+// syncFile makes f durable. Every file Flatten writes and every directory
+// it fills or renames into goes through it (a test records them).
+var syncFile = (*os.File).Sync
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	return errors.Join(d.Sync(), d.Close())
+	return errors.Join(syncFile(d), d.Close())
 }

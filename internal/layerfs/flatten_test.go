@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -157,5 +159,70 @@ func TestFlattenKeepsHoles(t *testing.T) {
 		if !bytes.Equal(got, bytes.Repeat([]byte{c.want}, 4096)) {
 			t.Errorf("4 KiB at %d are not all %d", c.off, c.want)
 		}
+	}
+}
+
+// TestFlattenSyncsWhatItWrote: every regular file and directory of the
+// flattened layer is fsynced while it is still in the staging directory,
+// before the rename makes the layer visible, and dst's parent after it.
+func TestFlattenSyncsWhatItWrote(t *testing.T) {
+	img := newImage(t)
+	parent := tempDir(t)
+	dst := filepath.Join(parent, "flat")
+	var synced []string
+	renamed := false
+	saved := syncFile
+	t.Cleanup(func() { syncFile = saved })
+	syncFile = func(f *os.File) error {
+		if _, err := os.Lstat(dst); err == nil && !renamed {
+			renamed = true
+			synced = append(synced, "RENAMED")
+		}
+		synced = append(synced, f.Name())
+		return saved(f)
+	}
+	if err := New(img.layers).Flatten(context.Background(), dst); err != nil {
+		t.Fatal(err)
+	}
+	at := slices.Index(synced, "RENAMED")
+	if at < 0 || !slices.Equal(synced[at+1:], []string{parent}) {
+		t.Fatalf("after the rename, synced %q; want only the parent %s", synced[max(at, 0):], parent)
+	}
+	// Before the rename, paths are in the staging sibling dst.tmp-*. A file
+	// counts as synced when its inode was (hard links share one).
+	syncedInodes := map[uint64]bool{}
+	for _, p := range synced[:at] {
+		if !strings.HasPrefix(p, dst+".tmp-") {
+			t.Fatalf("synced %s before the rename, outside the staging directory", p)
+		}
+		rel := "."
+		if _, r, ok := strings.Cut(strings.TrimPrefix(p, dst), "/"); ok {
+			rel = r
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dst, rel), &st); err != nil {
+			t.Fatal(err)
+		}
+		syncedInodes[st.Ino] = true
+	}
+	n := 0
+	err := filepath.Walk(dst, func(p string, fi fs.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() && !fi.IsDir() {
+			return nil // symlinks and devices: their entries are in a synced directory
+		}
+		if !syncedInodes[fi.Sys().(*syscall.Stat_t).Ino] {
+			t.Errorf("%s was not synced before the rename", p)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 10 {
+		t.Fatalf("checked %d files and directories, want the whole image", n)
 	}
 }
