@@ -85,9 +85,6 @@ func TestConformance(t *testing.T) {
 	testutil.RequiresRoot(t)
 	for _, kind := range []string{"runsc", "runc"} {
 		t.Run(kind, func(t *testing.T) {
-			if _, err := exec.LookPath(kind); err != nil {
-				t.Skipf("%s not installed (scripts/setup.sh installs it)", kind)
-			}
 			runtimetest.Run(t, newOCI(kind), runtimetest.Options{NewRoot: busyboxRoot, ExecInit: staticInit(t), HostPids: true, EnforcesIDs: true,
 				// runsc exec does not forward a SIGTERM: it exits 143 itself
 				// and leaves the process running in the sandbox.
