@@ -80,10 +80,10 @@ var _ runtime.Runtime = (*Runtime)(nil)
 
 // sandbox is one created sandbox.
 type sandbox struct {
-	spec    runtime.Spec
-	kill    context.CancelFunc // ends every process of the sandbox
-	ctx     context.Context    // done once stopped or being deleted
-	procs   sync.WaitGroup     // running handlers, main and exec'd
+	spec  runtime.Spec
+	kill  context.CancelFunc // ends every process of the sandbox
+	ctx   context.Context    // done once stopped or being deleted
+	procs sync.WaitGroup     // running handlers, main and exec'd
 }
 
 // New returns a fake that plays every process with h.
