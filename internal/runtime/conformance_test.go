@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/arborsh/arbor/internal/archive"
@@ -88,7 +89,9 @@ func TestConformance(t *testing.T) {
 			runtimetest.Run(t, newOCI(kind), runtimetest.Options{NewRoot: busyboxRoot, ExecInit: staticInit(t), HostPids: true, EnforcesIDs: true,
 				// runsc exec does not forward a SIGTERM: it exits 143 itself
 				// and leaves the process running in the sandbox.
-				ExecSignals: kind != "runsc"})
+				ExecSignals: kind != "runsc",
+				Crash:       func(_ string, pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) },
+			})
 		})
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,6 +85,7 @@ type sandbox struct {
 	kill  context.CancelFunc // ends every process of the sandbox
 	ctx   context.Context    // done once stopped or being deleted
 	procs sync.WaitGroup     // running handlers, main and exec'd
+	crash atomic.Bool        // see Crash
 }
 
 // New returns a fake that plays every process with h.
@@ -223,7 +225,22 @@ func (f *Runtime) Run(ctx context.Context, spec runtime.Spec) (runtime.Result, e
 	f.end(sb) // the sandbox ends with its main process
 	sb.procs.Wait()
 	f.remove(sb)
+	if sb.crash.Load() && !res.Killed {
+		return res, fmt.Errorf("fake runtime crashed under sandbox %s", spec.ID)
+	}
 	return res, nil
+}
+
+// Crash plays the runtime process of sandbox id dying under it: every
+// process of the sandbox is killed and a Run in progress returns an error,
+// as the contract says of a crashed runtime.
+func (f *Runtime) Crash(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sb := f.sandboxes[id]; sb != nil {
+		sb.crash.Store(true)
+		sb.kill()
+	}
 }
 
 // Boot implements runtime.Runtime.

@@ -69,7 +69,10 @@ func shell(ctx context.Context, p *fakeruntime.Process) fakeruntime.Exit {
 }
 
 func TestConformance(t *testing.T) {
-	runtimetest.Run(t, func(t *testing.T) runtime.Runtime { return fakeruntime.New(shell) }, runtimetest.Options{})
+	var f *fakeruntime.Runtime
+	runtimetest.Run(t, func(t *testing.T) runtime.Runtime { f = fakeruntime.New(shell); return f }, runtimetest.Options{
+		Crash: func(id string, _ int) { f.Crash(id) },
+	})
 }
 
 // TestCalls: the fake records every call in order, and no sandbox is left

@@ -67,6 +67,9 @@ type Options struct {
 	// ExecSignals: a signal sent to the pid an Exec's OnStart got reaches
 	// the exec'd process.
 	ExecSignals bool
+	// Crash, if set, makes the runtime die under sandbox id, whose Run got
+	// pid in OnStart (a real runtime's process is killed with SIGKILL).
+	Crash func(id string, pid int)
 	// EnforcesIDs: the process really runs as Spec.UID and GID, so files it
 	// writes are owned by them. A fake only reports ids to its handler.
 	EnforcesIDs bool
@@ -88,6 +91,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) runtime.Runtime, opts Optio
 		{"Identity", s.identity},
 		{"WritesRoot", s.writesRoot},
 		{"CancelKills", s.cancelKills},
+		{"RuntimeCrash", s.runtimeCrash},
 		{"BadSpecs", s.badSpecs},
 		{"BootExecDestroy", s.bootExecDestroy},
 		{"ExecSignal", s.execSignal},
@@ -331,6 +335,35 @@ func (s *suite) cancelKills(t *testing.T, rt runtime.Runtime) {
 	cancelDone()
 	if res, err = rt.Run(done, sp); err != nil || !res.Killed {
 		t.Errorf("Run with an ended ctx = Killed %v, %v, want Killed and no error", res.Killed, err)
+	}
+}
+
+func (s *suite) runtimeCrash(t *testing.T, rt runtime.Runtime) {
+	if s.opts.Crash == nil {
+		t.Skip("no way to crash this runtime (Options.Crash)")
+	}
+	ctx := ctxFor(t)
+	sp := s.spec(t, ScriptSleep)
+	var pid atomic.Int64
+	sp.OnStart = func(p int) { pid.Store(int64(p)) }
+	go func() {
+		if err := rt.WaitRunning(ctx, sp.ID); err != nil {
+			t.Errorf("WaitRunning: %v", err)
+		}
+		s.opts.Crash(sp.ID, int(pid.Load()))
+	}()
+	if res, err := rt.Run(ctx, sp); err == nil {
+		t.Errorf("Run under a crashed runtime = exit %d signal %d, want an error", res.ExitCode, res.Signal)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Run returned only at the suite's timeout")
+	}
+	// Nothing of the sandbox is left.
+	if _, err := rt.Exec(ctx, sp.ID, runtime.ExecSpec{Args: sh(ScriptEcho), InitBinary: s.opts.ExecInit}); !errdefs.IsNotFound(err) {
+		t.Errorf("Exec in the crashed sandbox = %v, want a not-found error", err)
+	}
+	if err := rt.Destroy(ctx, sp.ID); err != nil {
+		t.Errorf("Destroy after the crash: %v", err)
 	}
 }
 
