@@ -456,6 +456,10 @@ func (o *OCI) killInit(ctx context.Context, id string) (bool, error) {
 			return true, fmt.Errorf("kill sandbox %s: %w", id, err)
 		}
 	}
+	// SIGKILL ends a process unless it is stuck in the kernel: bound the
+	// wait, then the runtime gets its turn.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	for _, fd := range fds {
 		if err := waitPidfd(ctx, fd); err != nil {
 			return true, fmt.Errorf("wait for sandbox %s to die: %w", id, err)
@@ -522,9 +526,9 @@ func (o *OCI) Destroy(ctx context.Context, id string) error {
 	}
 	// `delete --force` kills a running sandbox and waits for it: one runtime
 	// process instead of two; kill first only if that failed.
-	if err := o.forceDelete(id); err != nil && o.exists(id) {
+	if err := o.forceDelete(ctx, id); err != nil && o.exists(id) {
 		o.kill(id, 0)
-		if err := o.forceDelete(id); err != nil && o.exists(id) {
+		if err := o.forceDelete(ctx, id); err != nil && o.exists(id) {
 			return fmt.Errorf("%s delete %s: %w", o.name, id, err)
 		}
 	}
@@ -666,10 +670,10 @@ func (o *OCI) hasState(id string) bool {
 	return len(m) > 0
 }
 
-func (o *OCI) delete(id string) { _ = o.forceDelete(id) }
+func (o *OCI) delete(id string) { _ = o.forceDelete(context.Background(), id) }
 
-func (o *OCI) forceDelete(id string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (o *OCI) forceDelete(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return o.command(ctx, nil, "delete", "--force", id).Run()
 }
@@ -687,7 +691,7 @@ func (o *OCI) Cleanup(ctx context.Context) error {
 	var errs []error
 	for _, id := range strings.Fields(string(out)) {
 		o.kill(id, 0)
-		if err := o.forceDelete(id); err != nil && o.hasState(id) {
+		if err := o.forceDelete(ctx, id); err != nil && o.hasState(id) {
 			errs = append(errs, fmt.Errorf("%s delete %s: %w", o.name, id, err))
 		}
 	}

@@ -165,18 +165,24 @@ type ExecSpec struct {
 //     before anything starts, with an error of class
 //     errdefs.ErrInvalidArgument (see [Spec.Validate]);
 //   - an id already in use is refused with errdefs.ErrConflict;
-//   - Exec on an absent or stopped sandbox fails with errdefs.ErrNotFound
-//     or errdefs.ErrFailedPrecondition;
-//   - a runtime that could not start the sandbox, or that died under it
-//     (a crashed runtime process), is an error naming the runtime; the
-//     sandbox is killed and deleted before the call returns.
+//   - Exec on an absent sandbox fails with errdefs.ErrNotFound; on a
+//     stopped one with errdefs.ErrFailedPrecondition where that is cheap to
+//     tell (the fake; runc and crun booted sandboxes, through a pidfd on
+//     their init), else the runtime's refusal is a non-zero exit code;
+//   - for Run and Boot, a runtime that could not create the sandbox, or
+//     that died under it (a crashed runtime process), is an error naming
+//     the runtime; the sandbox is killed and deleted before the call
+//     returns. (A command
+//     that cannot be executed in a created sandbox is a non-zero exit,
+//     127 through arbor's init.)
 //
 // A death by signal is reported as precisely as the implementation knows
 // it. With Result.Exact, ExitCode and Signal are the process's own wait
 // status: an exit has Signal -1, a death by signal n has Signal n and
 // ExitCode -1. Without it, only the runtime's word is known: ExitCode is
 // 128+n for a death by signal n (indistinguishable from exit(128+n)) and
-// Signal is -1. Exec with ExecSpec.InitBinary is always Exact.
+// Signal is -1. Exec with ExecSpec.InitBinary is Exact unless the
+// wrapper died too (its sandbox destroyed under it).
 //
 // # Cancellation
 //
@@ -214,7 +220,9 @@ type Runtime interface {
 	WaitRunning(ctx context.Context, id string) error
 	// Exec runs a further process in running sandbox id and blocks until it
 	// exits. The process dies with the sandbox. Signals sent to the pid
-	// passed to OnStart (if not 0) are forwarded to the process.
+	// passed to OnStart (if not 0) are forwarded to the process, except
+	// under runsc, whose exec exits 143 on SIGTERM and leaves the process
+	// running (see runtimetest.Options.ExecSignals).
 	Exec(ctx context.Context, id string, spec ExecSpec) (Result, error)
 	// Destroy kills every process of sandbox id and deletes it.
 	Destroy(ctx context.Context, id string) error
