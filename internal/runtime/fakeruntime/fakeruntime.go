@@ -194,18 +194,60 @@ func (f *Runtime) play(ctx context.Context, sb *sandbox, p *Process) runtime.Res
 	return res
 }
 
-// stdio returns r, w, e with nil replaced by empty input and discarded output.
-func stdio(r io.Reader, w, e io.Writer) (io.Reader, io.Writer, io.Writer) {
-	if r == nil {
-		r = strings.NewReader("")
+// stdio sets p's stdio from r, w and e as a runtime would: nil is empty
+// input or discarded output, and a file is duplicated (a real runtime's
+// process gets its own descriptor, so the caller may close its copy once
+// the process has started, as the engine does). close releases the
+// duplicates, when the process has ended.
+func stdio(p *Process, r io.Reader, w, e io.Writer) (close func(), err error) {
+	var dups []*os.File
+	close = func() {
+		for _, f := range dups {
+			f.Close()
+		}
 	}
-	if w == nil {
-		w = io.Discard
+	dup := func(v any) (*os.File, error) {
+		f, ok := v.(*os.File)
+		if !ok || f == nil {
+			return nil, nil
+		}
+		fd, err := syscall.Dup(int(f.Fd()))
+		if err != nil {
+			return nil, fmt.Errorf("fake: duplicate %s: %w", f.Name(), err)
+		}
+		syscall.CloseOnExec(fd)
+		d := os.NewFile(uintptr(fd), f.Name())
+		dups = append(dups, d)
+		return d, nil
 	}
-	if e == nil {
-		e = io.Discard
+	p.Stdin, p.Stdout, p.Stderr = strings.NewReader(""), io.Discard, io.Discard
+	if r != nil {
+		p.Stdin = r
 	}
-	return r, w, e
+	if w != nil {
+		p.Stdout = w
+	}
+	if e != nil {
+		p.Stderr = e
+	}
+	for _, s := range []struct {
+		v   any
+		set func(*os.File)
+	}{
+		{r, func(f *os.File) { p.Stdin = f }},
+		{w, func(f *os.File) { p.Stdout = f }},
+		{e, func(f *os.File) { p.Stderr = f }},
+	} {
+		f, err := dup(s.v)
+		if err != nil {
+			close()
+			return nil, err
+		}
+		if f != nil {
+			s.set(f)
+		}
+	}
+	return close, nil
 }
 
 // Run implements runtime.Runtime.
@@ -214,13 +256,19 @@ func (f *Runtime) Run(ctx context.Context, spec runtime.Spec) (runtime.Result, e
 	if err != nil {
 		return runtime.Result{Signal: -1}, err
 	}
+	p := &Process{ID: spec.ID, Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, Rootfs: spec.Rootfs}
+	closeStdio, err := stdio(p, spec.Stdin, spec.Stdout, spec.Stderr)
+	if err != nil {
+		f.end(sb)
+		f.remove(sb)
+		return runtime.Result{Signal: -1}, err
+	}
 	sb.procs.Add(1)
 	if spec.OnStart != nil {
 		spec.OnStart(0) // no host process to signal
 	}
-	p := &Process{ID: spec.ID, Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, Rootfs: spec.Rootfs}
-	p.Stdin, p.Stdout, p.Stderr = stdio(spec.Stdin, spec.Stdout, spec.Stderr)
 	res := f.play(ctx, sb, p)
+	closeStdio()
 	sb.procs.Done()
 	f.end(sb) // the sandbox ends with its main process
 	sb.procs.Wait()
@@ -263,11 +311,17 @@ func (f *Runtime) Boot(ctx context.Context, spec runtime.Spec) error {
 	if fo, ok := spec.Stdout.(*os.File); ok {
 		out = fo
 	}
-	p.Stdin, p.Stdout, p.Stderr = stdio(in, out, nil)
+	closeStdio, err := stdio(p, in, out, nil)
+	if err != nil {
+		f.end(sb)
+		f.remove(sb)
+		return err
+	}
 	sb.procs.Add(1)
 	go func() {
 		defer sb.procs.Done()
 		f.play(context.Background(), sb, p)
+		closeStdio()
 		f.end(sb) // exec'd processes die with the main one
 	}()
 	return nil
@@ -313,11 +367,15 @@ func (f *Runtime) Exec(ctx context.Context, id string, spec runtime.ExecSpec) (r
 		return runtime.Result{Signal: -1}, err
 	}
 	defer sb.procs.Done()
+	p := &Process{ID: id, Exec: true, Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, Rootfs: sb.spec.Rootfs}
+	closeStdio, err := stdio(p, spec.Stdin, spec.Stdout, spec.Stderr)
+	if err != nil {
+		return runtime.Result{Signal: -1}, err
+	}
+	defer closeStdio()
 	if spec.OnStart != nil {
 		spec.OnStart(0)
 	}
-	p := &Process{ID: id, Exec: true, Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, Rootfs: sb.spec.Rootfs}
-	p.Stdin, p.Stdout, p.Stderr = stdio(spec.Stdin, spec.Stdout, spec.Stderr)
 	return f.play(ctx, sb, p), nil
 }
 

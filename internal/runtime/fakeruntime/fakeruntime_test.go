@@ -125,3 +125,30 @@ func TestHandlerStdioNeverNil(t *testing.T) {
 		t.Errorf("Run = exit %d, %v, want 0 (stdio given to the handler)", res.ExitCode, err)
 	}
 }
+
+// TestStdioFilesDuplicated: a file given as stdio is the process's own
+// copy, as under a real runtime: the engine closes its read end of the
+// stdin pipe in OnStart, and the process still reads what is written to
+// the pipe, then EOF once the writer closes.
+func TestStdioFilesDuplicated(t *testing.T) {
+	dir := t.TempDir()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	f := fakeruntime.New(shell)
+	var out strings.Builder
+	sp := runtime.Spec{ID: "x", Bundle: dir, Rootfs: dir, Args: []string{"/bin/sh", "-c", runtimetest.ScriptStdio}, Stdin: r, Stdout: &out,
+		OnStart: func(int) {
+			r.Close() // the runtime has its copy
+			go func() { fmt.Fprint(w, "through the pipe\n"); w.Close() }()
+		}}
+	res, err := f.Run(context.Background(), sp)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("Run = exit %d, %v", res.ExitCode, err)
+	}
+	if out.String() != "through the pipe\n" {
+		t.Errorf("stdout = %q, want what was written to the closed-by-caller pipe", out.String())
+	}
+}
