@@ -80,7 +80,7 @@ func newOCI(kind string) func(t *testing.T) runtime.Runtime {
 }
 
 // TestConformance runs the runtime contract's suite against runsc and runc,
-// with the exec wrapper (exact exec results). crun is left out: on a host
+// with the exec wrapper (exact exec results), and runc without it. crun is left out: on a host
 // with hybrid cgroups (as the CI machine's) it refuses every sandbox.
 func TestConformance(t *testing.T) {
 	testutil.RequiresRoot(t)
@@ -94,4 +94,10 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+	// Without the exec wrapper only the runtime's word is known: a death
+	// by signal n is exit code 128+n, not Exact.
+	t.Run("runc-without-exec-init", func(t *testing.T) {
+		runtimetest.Run(t, newOCI("runc"), runtimetest.Options{NewRoot: busyboxRoot, HostPids: true, EnforcesIDs: true, ExecSignals: true,
+			Crash: func(_ string, pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) }})
+	})
 }

@@ -186,10 +186,14 @@ type ExecSpec struct {
 //
 // # Cancellation
 //
-// Cancelling ctx of Run or Exec kills the process (for Run, every process
-// of the sandbox), waits for it, and returns a Result with Killed set and a
-// nil error: a killed process is an outcome the caller asked for. Run still
-// deletes the sandbox before it returns. Cancelling ctx of Boot before it
+// Cancelling ctx of Run kills every process of the sandbox, waits for
+// them, deletes the sandbox and returns a Result with Killed set and a nil
+// error: a killed process is an outcome the caller asked for. Cancelling
+// ctx of Exec returns likewise, with Killed set, and leaves the sandbox
+// running; NOTE: the OCI driver then kills only the runtime's exec
+// process, and the process in the sandbox lives on until the sandbox ends
+// (none of runc, crun and runsc can kill one exec'd process tree; the
+// engine never cancels an Exec, it destroys the sandbox). Cancelling ctx of Boot before it
 // returns kills and deletes the half-booted sandbox and returns an error.
 // Cancelling ctx of WaitRunning, Destroy, Cleanup or Close stops the wait
 // and returns ctx's error; what was started finishes in the background and
