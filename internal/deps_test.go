@@ -22,7 +22,8 @@ const module = "github.com/arborsh/arbor/"
 // or anything built on it, even indirectly.
 var leaves = []string{
 	"internal/archive", "internal/baseimage", "internal/errdefs", "internal/initproc", "internal/layerfs", "internal/layers/...",
-	"internal/netns", "internal/overlay", "internal/runtime", "internal/store", "internal/testutil", "internal/webui",
+	"internal/netns", "internal/overlay", "internal/runtime", "internal/runtime/fakeruntime", "internal/runtime/runtimetest",
+	"internal/store", "internal/testutil", "internal/webui",
 	"client", "client/apitypes",
 }
 

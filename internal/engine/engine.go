@@ -313,10 +313,11 @@ func (e *Engine) Close() error {
 	e.mu.Unlock()
 	e.wg.Wait()
 	for _, rt := range e.runtimes {
-		rt.Close()
+		// Also unmounts runsc's network-namespace mount in its state dir.
+		if err := rt.Close(context.Background()); err != nil {
+			e.log.Warn("close runtime", "runtime", rt.Name(), "err", err)
+		}
 	}
-	// runsc keeps a network-namespace mount in its state directory.
-	_ = overlay.UnmountUnder(filepath.Join(e.cfg.Home, "runtime"))
 	e.nets.Close()
 	return e.st.Close()
 }
@@ -328,7 +329,10 @@ var errShutdown = errors.New("daemon shutting down")
 // and layers no image references are collected.
 func (e *Engine) recover(ctx context.Context) error {
 	for _, rt := range e.runtimes {
-		_ = rt.Cleanup(ctx)
+		// Also unmounts runsc's network-namespace mount left by a crash.
+		if err := rt.Cleanup(ctx); err != nil {
+			e.log.Warn("clean up stale sandboxes", "runtime", rt.Name(), "err", err)
+		}
 	}
 	e.nets.Cleanup(ctx)
 	runDir := filepath.Join(e.cfg.Home, "run")

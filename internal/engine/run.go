@@ -498,7 +498,10 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	unmount := func() {
 		if mounted {
 			if wb != nil {
-				p.rt.Destroy(wb.cid) // the sandbox outlives its command until now
+				// The sandbox outlives its command until now.
+				if err := p.rt.Destroy(context.WithoutCancel(ctx), wb.cid); err != nil {
+					e.log.Warn("destroy sandbox", "sandbox", wb.cid, "err", err)
+				}
 			}
 			if err := overlay.Unmount(merged); err != nil {
 				e.log.Warn("unmount", "dir", merged, "err", err)

@@ -482,7 +482,9 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 // destroyWarm kills an idle (or used) sandbox and frees its directories.
 func (e *Engine) destroyWarm(b *warmBox) {
 	if rt, ok := e.runtimes[b.key.runtime]; ok {
-		rt.Destroy(b.cid)
+		if err := rt.Destroy(context.Background(), b.cid); err != nil {
+			e.log.Warn("destroy warm sandbox", "sandbox", b.cid, "err", err)
+		}
 	}
 	b.agent.Close()
 	if b.net != nil {
@@ -615,7 +617,9 @@ func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 	go func() {
 		select {
 		case <-ctx.Done():
-			rt.Destroy(cid)
+			if err := rt.Destroy(context.WithoutCancel(ctx), cid); err != nil {
+				e.log.Warn("destroy sandbox", "sandbox", cid, "err", err)
+			}
 			killed <- true
 		case <-done:
 			killed <- false

@@ -373,7 +373,9 @@ func TestWarmDeadSandboxSkipped(t *testing.T) {
 		}
 	}
 	e.warm.mu.Unlock()
-	e.runtimes["runsc"].Destroy(victim.cid) // dies behind the pool's back
+	if err := e.runtimes["runsc"].Destroy(context.Background(), victim.cid); err != nil { // dies behind the pool's back
+		t.Fatal(err)
+	}
 	hits := e.WarmStats().Hits
 	_, m := run(t, e, base, "echo alive", disposable)
 	if got := stdout(t, m); got != "alive\n" || m.Result.State.ExitCode != 0 {

@@ -16,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
+	"github.com/arborsh/arbor/internal/overlay"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -36,8 +38,32 @@ type OCI struct {
 	inits map[string][]int // booted sandboxes' host process pidfds (see watchInit)
 }
 
-// Close implements Runtime.
-func (o *OCI) Close() { o.bg.Wait() }
+var _ Runtime = (*OCI)(nil)
+
+// Close implements Runtime: it waits for background deletes, then unmounts
+// what runsc keeps in its state directory (the null-netns mount).
+func (o *OCI) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { o.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("%s: background deletes still running: %w", o.name, ctx.Err())
+	}
+	return o.unmountState()
+}
+
+// unmountState detaches every mount in the runtime's state directory:
+// runsc bind-mounts a network namespace at null-netns there when it first
+// starts a sandbox without a network, and keeps it for the next ones.
+// Nothing else removes it: after a crash it would stay mounted (and the
+// home could not be removed) until a clean shutdown.
+func (o *OCI) unmountState() error {
+	if err := overlay.UnmountUnder(o.root); err != nil {
+		return fmt.Errorf("%s: unmount in state dir: %w", o.name, err)
+	}
+	return nil
+}
 
 // NewOCI returns a runtime for kind ("runsc", "runc" or "crun"), using binary
 // path (looked up in PATH when empty) and keeping its state under stateDir.
@@ -52,7 +78,11 @@ func NewOCI(kind, path, stateDir string) (*OCI, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, err
 	}
-	var err error
+	// Mounts in it (see unmountState) are found by their resolved path.
+	stateDir, err := filepath.EvalSymlinks(stateDir)
+	if err != nil {
+		return nil, err
+	}
 	o := &OCI{name: kind, path: path, root: stateDir}
 	switch kind {
 	case "runsc":
@@ -82,6 +112,9 @@ func (o *OCI) command(ctx context.Context, extra []string, args ...string) *exec
 
 // Run implements Runtime.
 func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
+	if err := o.checkNew(s); err != nil {
+		return Result{Signal: -1}, err
+	}
 	cfg := o.config(s)
 	b, err := json.Marshal(cfg)
 	if err != nil {
@@ -100,11 +133,83 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 	if initFile != nil {
 		defer initFile.Close()
 	}
-	cmd := o.command(context.WithoutCancel(ctx), extra, append(append([]string{"run", "--bundle", s.Bundle}, initFlags...), s.ID)...)
+	// The runtime writes the pid file once it has created the sandbox: if
+	// it fails without one, the failure is the runtime's, not the process's.
+	pidFile := filepath.Join(s.Bundle, "run.pid")
+	_ = os.Remove(pidFile)
+	cmd := o.command(context.WithoutCancel(ctx), extra, append(append([]string{"run", "--pid-file", pidFile, "--bundle", s.Bundle}, initFlags...), s.ID)...)
 	if initFile != nil {
 		cmd.ExtraFiles = []*os.File{initFile}
 	}
-	return o.startWait(ctx, cmd, s.ID, s.Stdin, s.Stdout, s.Stderr, s.OnStart, true)
+	// The runtime's own messages share the process's stderr: keep the tail
+	// for the error if the runtime failed.
+	tail := &tailBuffer{max: 4 << 10}
+	stderr := io.Writer(tail)
+	if s.Stderr != nil {
+		stderr = io.MultiWriter(s.Stderr, tail)
+	}
+	res, err := o.startWait(ctx, cmd, s.ID, s.Stdin, s.Stdout, stderr, s.OnStart, true)
+	if err != nil || res.Killed {
+		return res, err
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		// runc, crun and runsc report the process's death by signal n as
+		// exit code 128+n; dying of a signal themselves is a crash, and
+		// the sandbox may still run: make it absent, as promised.
+		o.kill(s.ID, 0)
+		o.delete(s.ID)
+		return res, fmt.Errorf("%s died of %v running sandbox %s", o.name, ws.Signal(), s.ID)
+	}
+	if _, perr := os.Stat(pidFile); res.ExitCode != 0 && errors.Is(perr, os.ErrNotExist) {
+		o.delete(s.ID)
+		return res, fmt.Errorf("%s could not start sandbox %s (exit %d): %s", o.name, s.ID, res.ExitCode, tail.String())
+	}
+	return res, nil
+}
+
+// checkNew checks s before a sandbox is created for it.
+func (o *OCI) checkNew(s Spec) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if o.exists(s.ID) {
+		return errdefs.Conflict("sandbox %s exists already in %s: destroy it or pick another id", s.ID, o.name)
+	}
+	return nil
+}
+
+// exists reports whether the runtime keeps a sandbox named id: runc and
+// crun a directory, runsc a state file for the sandbox's root container.
+func (o *OCI) exists(id string) bool {
+	for _, p := range []string{filepath.Join(o.root, id), filepath.Join(o.root, id+"_sandbox:"+id+".state")} {
+		if _, err := os.Lstat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.b))
 }
 
 // initFD opens the init binary, if any, to hand it to the runtime as fd 3
@@ -214,6 +319,9 @@ func (o *OCI) startWait(ctx context.Context, cmd *exec.Cmd, id string, stdin io.
 
 // Boot implements Runtime.
 func (o *OCI) Boot(ctx context.Context, s Spec) error {
+	if err := o.checkNew(s); err != nil {
+		return err
+	}
 	b, err := json.Marshal(o.config(s))
 	if err != nil {
 		return err
@@ -251,9 +359,12 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 		cmd.Stdout = f
 	}
 	if err := cmd.Run(); err != nil {
-		o.Destroy(s.ID)
+		derr := o.Destroy(context.WithoutCancel(ctx), s.ID)
 		msg, _ := os.ReadFile(errf.Name())
-		return fmt.Errorf("%s run --detach: %v: %s", o.name, err, strings.TrimSpace(string(msg)))
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		return errors.Join(fmt.Errorf("%s run --detach: %w: %s", o.name, err, strings.TrimSpace(string(msg))), derr)
 	}
 	o.watchInit(s.ID, pidFile)
 	return nil
@@ -325,14 +436,15 @@ func (o *OCI) runscPids(id string) []int {
 
 // killInit kills id's watched processes through their pidfds and waits
 // until they have exited (their namespaces, mounts included, are gone by
-// then). It reports false if id is not watched or a wait failed.
-func (o *OCI) killInit(id string) bool {
+// then). It reports false if id is not watched, or, with an error, if a
+// kill or a wait failed.
+func (o *OCI) killInit(ctx context.Context, id string) (bool, error) {
 	o.mu.Lock()
 	fds, ok := o.inits[id]
 	delete(o.inits, id)
 	o.mu.Unlock()
 	if !ok {
-		return false
+		return false, nil
 	}
 	defer func() {
 		for _, fd := range fds {
@@ -341,42 +453,86 @@ func (o *OCI) killInit(id string) bool {
 	}()
 	for _, fd := range fds {
 		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && err != unix.ESRCH {
-			return false
+			return true, fmt.Errorf("kill sandbox %s: %w", id, err)
 		}
+	}
+	// SIGKILL ends a process unless it is stuck in the kernel: bound the
+	// wait, then the runtime gets its turn.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, fd := range fds {
+		if err := waitPidfd(ctx, fd); err != nil {
+			return true, fmt.Errorf("wait for sandbox %s to die: %w", id, err)
+		}
+	}
+	return true, nil
+}
+
+// waitPidfd waits until the process of pidfd fd has exited or ctx ends.
+func waitPidfd(ctx context.Context, fd int) error {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd, 100)
+		switch {
+		case err == unix.EINTR:
+		case err != nil:
+			return err
+		case n == 1:
+			return nil
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// alive reports whether id is a booted sandbox whose main process runs
+// (true also when not known: only the runtime can tell then).
+func (o *OCI) alive(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	fds, ok := o.inits[id]
+	if !ok {
+		return true
 	}
 	for _, fd := range fds {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			n, err := unix.Poll(pfd, 10_000)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || n != 1 {
-				return false
-			}
-			break
+		if n, err := unix.Poll(pfd, 0); err == nil && n == 1 {
+			return false
 		}
 	}
 	return true
 }
 
 // Destroy implements Runtime.
-func (o *OCI) Destroy(id string) {
-	if o.killInit(id) {
+func (o *OCI) Destroy(ctx context.Context, id string) error {
+	if watched, err := o.killInit(ctx, id); watched {
+		if err != nil {
+			// The pidfds are closed: let the runtime finish the job.
+			o.kill(id, 0)
+			o.delete(id)
+			return err
+		}
 		// Dead already: deleting its state and cgroup can wait.
 		o.bg.Add(1)
 		go func() {
 			defer o.bg.Done()
 			o.delete(id)
 		}()
-		return
+		return nil
+	}
+	if !o.exists(id) {
+		return nil // absent: destroyed already, or never created
 	}
 	// `delete --force` kills a running sandbox and waits for it: one runtime
 	// process instead of two; kill first only if that failed.
-	if o.forceDelete(id) != nil && o.hasState(id) {
+	if err := o.forceDelete(ctx, id); err != nil && o.exists(id) {
 		o.kill(id, 0)
-		o.delete(id)
+		if err := o.forceDelete(ctx, id); err != nil && o.exists(id) {
+			return fmt.Errorf("%s delete %s: %w", o.name, id, err)
+		}
 	}
+	return nil
 }
 
 // WaitRunning implements Runtime by polling the runtime's state command.
@@ -406,6 +562,15 @@ func (o *OCI) WaitRunning(ctx context.Context, id string) error {
 
 // Exec implements Runtime.
 func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
+	if err := ValidateExec(id, s); err != nil {
+		return Result{Signal: -1}, err
+	}
+	if !o.exists(id) {
+		return Result{Signal: -1}, errdefs.NotFound("exec: no sandbox %s in %s", id, o.name)
+	}
+	if !o.alive(id) {
+		return Result{Signal: -1}, errdefs.FailedPrecondition("exec: sandbox %s has stopped", id)
+	}
 	args, flags, uid, gid := s.Args, []string{"exec"}, s.UID, s.GID
 	var extra []*os.File
 	var status *os.File
@@ -505,25 +670,33 @@ func (o *OCI) hasState(id string) bool {
 	return len(m) > 0
 }
 
-func (o *OCI) delete(id string) { _ = o.forceDelete(id) }
+func (o *OCI) delete(id string) { _ = o.forceDelete(context.Background(), id) }
 
-func (o *OCI) forceDelete(id string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (o *OCI) forceDelete(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return o.command(ctx, nil, "delete", "--force", id).Run()
 }
 
-// Cleanup implements Runtime: it kills and deletes every container in the state dir.
+// Cleanup implements Runtime: it kills and deletes every container in the
+// state dir, then unmounts what runsc left there (see unmountState).
 func (o *OCI) Cleanup(ctx context.Context) error {
-	out, err := o.command(ctx, nil, "list", "--quiet").Output()
+	var stderr bytes.Buffer
+	cmd := o.command(ctx, nil, "list", "--quiet")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return nil // an empty or fresh state dir
+		return fmt.Errorf("%s list: %w: %s", o.name, err, strings.TrimSpace(stderr.String()))
 	}
+	var errs []error
 	for _, id := range strings.Fields(string(out)) {
 		o.kill(id, 0)
-		o.delete(id)
+		if err := o.forceDelete(ctx, id); err != nil && o.hasState(id) {
+			errs = append(errs, fmt.Errorf("%s delete %s: %w", o.name, id, err))
+		}
 	}
-	return nil
+	errs = append(errs, o.unmountState())
+	return errors.Join(errs...)
 }
 
 // process builds the OCI process of a sandbox's main or exec'd process.

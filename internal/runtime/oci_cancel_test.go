@@ -38,7 +38,7 @@ func TestRunCancelledIsKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer o.Close()
+	defer o.Close(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const id = "cancel-runc"

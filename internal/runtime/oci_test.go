@@ -67,14 +67,18 @@ func TestDestroyBooted(t *testing.T) {
 			if len(pids) != want {
 				t.Fatalf("pids of the watched processes: %v", pids)
 			}
-			o.Destroy(id)
+			if err := o.Destroy(context.Background(), id); err != nil {
+				t.Fatal(err)
+			}
 			for _, pid := range pids {
 				// Gone, or a zombie its parent has not reaped yet.
 				if b, err := os.ReadFile("/proc/" + itoa(pid) + "/stat"); err == nil && !strings.Contains(string(b), ") Z ") {
 					t.Errorf("process %d alive after Destroy: %s", pid, b)
 				}
 			}
-			o.Close() // waits for the background delete
+			if err := o.Close(context.Background()); err != nil { // waits for the background delete
+				t.Error(err)
+			}
 			out, _ := exec.Command(o.Path(), "--root="+filepath.Join(dir, "state"), "list", "--quiet").Output()
 			if strings.TrimSpace(string(out)) != "" {
 				t.Errorf("state left: %s", out)

@@ -10,8 +10,12 @@ package runtime
 import (
 	"context"
 	"io"
+	"os"
+	"regexp"
 	"syscall"
 	"time"
+
+	"github.com/arborsh/arbor/internal/errdefs"
 )
 
 // Spec describes one sandboxed process.
@@ -49,6 +53,40 @@ type Spec struct {
 	Stdout, Stderr io.Writer
 	// OnStart is called once the runtime process has started, with its pid.
 	OnStart func(pid int)
+}
+
+// validID is the id charset every OCI runtime accepts.
+var validID = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
+
+// Validate reports what in s no runtime can run, as an error of class
+// errdefs.ErrInvalidArgument that names the field to fix.
+func (s Spec) Validate() error {
+	if !validID.MatchString(s.ID) {
+		return errdefs.InvalidArgument("sandbox id %q: use 1 to 128 characters of [a-zA-Z0-9_-]", s.ID)
+	}
+	if len(s.Args) == 0 || s.Args[0] == "" {
+		return errdefs.InvalidArgument("sandbox %s: no command (Spec.Args is empty)", s.ID)
+	}
+	for _, d := range []struct{ name, path string }{{"Bundle", s.Bundle}, {"Rootfs", s.Rootfs}} {
+		if d.path == "" {
+			return errdefs.InvalidArgument("sandbox %s: Spec.%s is empty: give an existing directory", s.ID, d.name)
+		}
+		if fi, err := os.Stat(d.path); err != nil || !fi.IsDir() {
+			return errdefs.InvalidArgument("sandbox %s: Spec.%s %s is not a directory: create it first", s.ID, d.name, d.path)
+		}
+	}
+	return nil
+}
+
+// ValidateExec is [Spec.Validate] for a process exec'd into sandbox id.
+func ValidateExec(id string, s ExecSpec) error {
+	if !validID.MatchString(id) {
+		return errdefs.InvalidArgument("sandbox id %q: use 1 to 128 characters of [a-zA-Z0-9_-]", id)
+	}
+	if len(s.Args) == 0 || s.Args[0] == "" {
+		return errdefs.InvalidArgument("exec in sandbox %s: no command (ExecSpec.Args is empty)", id)
+	}
+	return nil
 }
 
 // IDMap maps a sandbox's ids 0..Size-1 to host ids HostID.. (uids and
@@ -89,28 +127,115 @@ type ExecSpec struct {
 	OnStart        func(pid int)
 }
 
-// Runtime runs sandboxes. Implementations must be safe for concurrent use.
+// Runtime runs sandboxes: it is the seam between the engine, which
+// decides what runs where, and whatever isolates the process (runsc, runc
+// and crun through [OCI]; an in-memory fake in tests, see
+// runtime/fakeruntime). Every implementation must pass the conformance
+// suite in runtime/runtimetest. Implementations are safe for concurrent
+// use; calls on different ids never wait for each other.
 //
-// Run blocks until the sandbox has exited and been deleted, even when ctx is
-// cancelled: cancellation kills the sandbox, then Run returns with
-// Result.Killed set. An error means the sandbox could not be run at all.
-// Cleanup removes every sandbox this runtime left behind (after a crash).
+// # Lifecycle
+//
+// A sandbox is named by its Spec.ID, unique within the Runtime. It is in
+// one of three states:
+//
+//	absent   never created, or deleted
+//	running  created by Run (until Run returns) or by Boot; its main
+//	         process has been started
+//	stopped  booted, and its main process has exited by itself; it stays
+//	         until Destroy
+//
+// Run takes an absent id to running and back to absent: it returns only
+// once the main process has exited and the sandbox is deleted. Boot takes
+// an absent id to running and returns once the main process runs; the
+// sandbox then stays until Destroy, whatever its main process does. Exec
+// starts a further process in a running sandbox (booted, or one whose Run
+// is in progress and WaitRunning has returned for). Destroy takes any state
+// to absent.
+//
+// # Results and errors
+//
+// Run and Exec return a [Result] and a nil error whenever the process was
+// started, however it ended: an exit code or a death by signal is a result,
+// not an error. An error means the process could not be run, and then
+// nothing of the sandbox is left behind:
+//
+//   - a Spec the runtime cannot run (no ID, an ID with characters outside
+//     [a-zA-Z0-9_-], no Args, no Bundle or Rootfs directory) is refused
+//     before anything starts, with an error of class
+//     errdefs.ErrInvalidArgument (see [Spec.Validate]);
+//   - an id already in use is refused with errdefs.ErrConflict;
+//   - Exec on an absent sandbox fails with errdefs.ErrNotFound; on a
+//     stopped one with errdefs.ErrFailedPrecondition where that is cheap to
+//     tell (the fake; runc and crun booted sandboxes, through a pidfd on
+//     their init), else the runtime's refusal is a non-zero exit code;
+//   - for Run and Boot, a runtime that could not create the sandbox, or
+//     that died under it (a crashed runtime process), is an error naming
+//     the runtime; the sandbox is killed and deleted before the call
+//     returns. (A command
+//     that cannot be executed in a created sandbox is a non-zero exit,
+//     127 through arbor's init.)
+//
+// A death by signal is reported as precisely as the implementation knows
+// it. With Result.Exact, ExitCode and Signal are the process's own wait
+// status: an exit has Signal -1, a death by signal n has Signal n and
+// ExitCode -1. Without it, only the runtime's word is known: ExitCode is
+// 128+n for a death by signal n (indistinguishable from exit(128+n)) and
+// Signal is -1. Exec with ExecSpec.InitBinary is Exact unless the
+// wrapper died too (its sandbox destroyed under it).
+//
+// # Cancellation
+//
+// Cancelling ctx of Run kills every process of the sandbox, waits for
+// them, deletes the sandbox and returns a Result with Killed set and a nil
+// error: a killed process is an outcome the caller asked for. Cancelling
+// ctx of Exec returns likewise, with Killed set, and leaves the sandbox
+// running; NOTE: the OCI driver then kills only the runtime's exec
+// process, and the process in the sandbox lives on until the sandbox ends
+// (none of runc, crun and runsc can kill one exec'd process tree; the
+// engine never cancels an Exec, it destroys the sandbox). Cancelling ctx of Boot before it
+// returns kills and deletes the half-booted sandbox and returns an error.
+// Cancelling ctx of WaitRunning, Destroy, Cleanup or Close stops the wait
+// and returns ctx's error; what was started finishes in the background and
+// Close waits for it.
+//
+// Destroy is idempotent: destroying an absent id, or destroying twice,
+// returns nil. It returns once every process of the sandbox is dead (so
+// its root filesystem may be unmounted); deleting the runtime's state for
+// it may finish in the background. An error means a process may still be
+// alive.
 type Runtime interface {
+	// Name reports the runtime's kind ("runsc", "runc", "crun", "fake").
+	// It is a constant, so it alone takes no ctx and returns no error.
 	Name() string
+	// Run runs spec's process in a new sandbox and blocks until it has
+	// exited and the sandbox is deleted. OnStart, if set, is called once
+	// the process is being started, before Run can return, with the pid of
+	// a host process that forwards signals to it, or 0 if there is none.
 	Run(ctx context.Context, spec Spec) (Result, error)
-	// Exec runs a further process in the running sandbox id and blocks until
-	// it exits. The process dies with the sandbox. Signals sent to the pid
-	// passed to OnStart are forwarded to the process.
-	Exec(ctx context.Context, id string, spec ExecSpec) (Result, error)
-	// WaitRunning blocks until sandbox id has started its main process.
-	WaitRunning(ctx context.Context, id string) error
-	// Boot starts sandbox spec in the background and returns once its main
-	// process runs (a warm sandbox). Spec.Stdin and Spec.Stdout, if files,
-	// become the main process's; other stdio is discarded.
+	// Boot starts spec's sandbox in the background and returns once its
+	// main process runs (a warm sandbox). Spec.Stdin and Spec.Stdout, if
+	// files, become the main process's; other stdio is discarded.
+	// Spec.OnStart is not called.
 	Boot(ctx context.Context, spec Spec) error
+	// WaitRunning blocks until sandbox id, whose Run may be in progress
+	// in another goroutine, has started its main process. It fails if the
+	// sandbox has stopped, or does not appear before ctx ends.
+	WaitRunning(ctx context.Context, id string) error
+	// Exec runs a further process in running sandbox id and blocks until it
+	// exits. The process dies with the sandbox. Signals sent to the pid
+	// passed to OnStart (if not 0) are forwarded to the process, except
+	// under runsc, whose exec exits 143 on SIGTERM and leaves the process
+	// running (see runtimetest.Options.ExecSignals).
+	Exec(ctx context.Context, id string, spec ExecSpec) (Result, error)
 	// Destroy kills every process of sandbox id and deletes it.
-	Destroy(id string)
-	// Close waits for background cleanup to finish.
-	Close()
+	Destroy(ctx context.Context, id string) error
+	// Cleanup kills and deletes every sandbox this runtime's state holds
+	// and frees what the runtime keeps on the host (runsc's null-netns
+	// mount), after a crash: it must be called before the first sandbox
+	// starts, never alongside sandboxes in use.
 	Cleanup(ctx context.Context) error
+	// Close waits for background deletes to finish and frees what the
+	// runtime keeps on the host. Every sandbox must have been destroyed.
+	Close(ctx context.Context) error
 }
