@@ -64,21 +64,11 @@ func newWarmEngine(t testing.TB, rt string) (*Engine, string) {
 // waitIdle waits until the pool holds n idle sandboxes on image.
 func waitIdle(t testing.TB, e *Engine, image string, n int) {
 	t.Helper()
-	for i := 0; i < 600; i++ {
-		e.warm.mu.Lock()
-		have := 0
-		for k, bs := range e.warm.idle {
-			if k.image == image {
-				have += len(bs)
-			}
-		}
-		e.warm.mu.Unlock()
-		if have >= n {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.warm.WaitIdle(ctx, func(k warmKey) bool { return k.image == image }, n); err != nil {
+		t.Fatalf("pool has %+v, want %d idle on %s: %v", e.WarmStats(), n, image, err)
 	}
-	t.Fatalf("pool has %+v, want %d idle on %s", e.WarmStats(), n, image)
 }
 
 // TestWarmMatchesCold runs the same work cold and warm and requires the
@@ -264,11 +254,7 @@ func TestWarmBootsWaitForQuiet(t *testing.T) {
 		}
 		ops = append(ops, op)
 	}
-	busy := func() int {
-		e.warm.mu.Lock()
-		defer e.warm.mu.Unlock()
-		return e.warm.active
-	}
+	busy := func() int { return e.WarmStats().Active }
 	for i := 0; busy() < budget; i++ {
 		if i > 600 {
 			t.Fatalf("%d runs active, want %d", busy(), budget)
@@ -277,10 +263,7 @@ func TestWarmBootsWaitForQuiet(t *testing.T) {
 	}
 	run(t, e, base, "true", disposable) // ends while the sleepers run: asks for a replacement
 	for i := 0; ; i++ {
-		e.warm.mu.Lock()
-		n := len(e.warm.want)
-		e.warm.mu.Unlock()
-		if n > 0 {
+		if e.WarmStats().Wanted > 0 {
 			break
 		}
 		if i > 600 {
@@ -333,17 +316,7 @@ func TestWarmWaitsForBootInFlight(t *testing.T) {
 	o, _ := run(t, e, base, "echo 1 > /root/step")
 	// Wait until a boot for the new image has run long enough to be worth
 	// waiting for (see ripeLocked); a fresher one would be left to finish.
-	ripe := func() int {
-		e.warm.mu.Lock()
-		defer e.warm.mu.Unlock()
-		n := 0
-		for k := range e.warm.bootStarts {
-			if k.image == o.ResultImageUUID {
-				n += e.warm.ripeLocked(k)
-			}
-		}
-		return n
-	}
+	ripe := func() int { return e.warm.Ripe(func(k warmKey) bool { return k.image == o.ResultImageUUID }) }
 	for i := 0; ripe() == 0; i++ {
 		if i > 600 {
 			t.Fatalf("no boot in flight for the new image: %+v", e.WarmStats())
@@ -366,14 +339,7 @@ func TestWarmDeadSandboxSkipped(t *testing.T) {
 	e, base := newWarmEngine(t, "runsc")
 	run(t, e, base, "true", disposable)
 	waitIdle(t, e, base, 1)
-	e.warm.mu.Lock()
-	var victim *warmBox
-	for k, bs := range e.warm.idle {
-		if k.image == base && len(bs) > 0 {
-			victim = bs[0]
-		}
-	}
-	e.warm.mu.Unlock()
+	victim := e.warm.Idle(func(k warmKey) bool { return k.image == base })[0]
 	e.runtimes["runsc"].Destroy(victim.cid) // dies behind the pool's back
 	hits := e.WarmStats().Hits
 	_, m := run(t, e, base, "echo alive", disposable)
