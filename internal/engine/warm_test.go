@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/md5"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -446,5 +448,73 @@ func TestProcessTreeMatchesCold(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCloseCancelsWarmBoot: Close cancels a warm boot in progress (it runs
+// under the engine's lifetime context) instead of waiting for it. The boot
+// goes through a runc wrapper that announces itself on a FIFO and then
+// blocks for a minute: without the cancellation Close would wait that
+// minute.
+func TestCloseCancelsWarmBoot(t *testing.T) {
+	testutil.RequiresRoot(t)
+	real, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "booting")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(dir, "runc")
+	script := fmt.Sprintf(`#!/bin/sh
+for a in "$@"; do
+	if [ "$a" = --detach ]; then
+		echo booting > %s
+		exec sleep 60
+	fi
+done
+exec %s "$@"
+`, fifo, real)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runc", RuntimePaths: map[string]string{"runc": wrapper},
+		InitBinary: staticInit(t), WarmPerImage: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	base := busybox(t, e)
+	run(t, e, base, "true", disposable) // cold; asks for a warm sandbox on base
+	announced := make(chan error, 1)
+	go func() {
+		f, err := os.Open(fifo) // blocks until the wrapper opens it to write
+		if err == nil {
+			_, err = io.ReadAll(f)
+			f.Close()
+		}
+		announced <- err
+	}()
+	select {
+	case err := <-announced:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("no warm boot started: %+v", e.WarmStats())
+	}
+	if s := e.WarmStats(); s.Booting != 1 {
+		t.Fatalf("pool %+v, want the one boot in flight", s)
+	}
+	home := e.Home()
+	start := time.Now()
+	e.Close()
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Close took %v with a warm boot in flight: it waited for the boot instead of cancelling it", d)
+	}
+	if n := mountsUnder(home + "/run"); n != 0 {
+		t.Errorf("%d mounts left under run/ by the cancelled boot", n)
 	}
 }

@@ -34,22 +34,25 @@ type bootCall struct {
 type fakeBooter struct {
 	calls     chan bootCall
 	destroyed chan *box
-	ignoreCtx bool // Boot waits for its answer even after ctx is done
+	ignoreCtx bool            // Boot waits for its answer even after ctx is done
+	testDone  <-chan struct{} // ends every Boot once the test is over, so a failed test does not hang in Close
 	n         atomic.Int32
 }
 
 func (f *fakeBooter) Boot(ctx context.Context, k string) (*box, error) {
 	c := bootCall{key: k, ctx: ctx, done: make(chan error, 1)}
 	f.calls <- c
-	var err error
+	done := ctx.Done()
 	if f.ignoreCtx {
-		err = <-c.done
-	} else {
-		select {
-		case err = <-c.done:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
+		done = nil
+	}
+	var err error
+	select {
+	case err = <-c.done:
+	case <-done:
+		err = ctx.Err()
+	case <-f.testDone:
+		err = errors.New("test over")
 	}
 	if err != nil {
 		return nil, err
@@ -68,7 +71,7 @@ type env struct {
 
 func newEnv(t *testing.T, cfg Config[string]) *env {
 	t.Helper()
-	e := &env{f: &fakeBooter{calls: make(chan bootCall, 64), destroyed: make(chan *box, 64)}, clock: clockwork.NewFakeClock()}
+	e := &env{f: &fakeBooter{calls: make(chan bootCall, 64), destroyed: make(chan *box, 64), testDone: t.Context().Done()}, clock: clockwork.NewFakeClock()}
 	if cfg.PerKey == 0 {
 		cfg.PerKey = 2
 	}
@@ -83,7 +86,10 @@ func newEnv(t *testing.T, cfg Config[string]) *env {
 	}
 	cfg.Clock = e.clock
 	e.p = New(context.Background(), e.f, cfg)
-	t.Cleanup(e.p.Close)
+	t.Cleanup(func() {
+		e.clock.Advance(time.Hour) // fire what a failed test left pending, so Close cannot hang
+		e.p.Close()
+	})
 	return e
 }
 
@@ -154,6 +160,13 @@ func TestQuietDelaysBoots(t *testing.T) {
 	e.clock.Advance(e.p.cfg.Quiet - time.Millisecond)
 	if s := e.p.Stats(); s.Booting != 0 || s.Wanted != 1 {
 		t.Fatalf("booted before the quiet time was over: %+v", s)
+	}
+	// The quiet timer still waits beside the reaper's ticker (a cancelled
+	// context makes BlockUntilContext a check, not a wait).
+	over, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.clock.BlockUntilContext(over, 2); err != nil {
+		t.Fatal("the quiet timer fired before the quiet time was over")
 	}
 	e.noCalls(t)
 	e.clock.Advance(time.Millisecond)
