@@ -73,8 +73,8 @@ type Config struct {
 	// reach although netns.DefaultDeny covers them (private, link-local...).
 	NetAllow []string
 
-	// Warm sandboxes (see warm.go). WarmPerImage 0 takes the default 2; a
-	// negative value disables the pool.
+	// Warm sandboxes (see warm.go, internal/warmpool). WarmPerImage 0
+	// takes the default 2; a negative value disables the pool.
 	WarmPerImage int
 	WarmMax      int           // idle + booting sandboxes overall; default 8
 	WarmIdle     time.Duration // idle sandboxes older than this are reaped; default 2m
