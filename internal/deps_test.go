@@ -23,7 +23,7 @@ const module = "github.com/arborsh/arbor/"
 var leaves = []string{
 	"internal/archive", "internal/baseimage", "internal/errdefs", "internal/initproc", "internal/layerfs", "internal/layers/...",
 	"internal/netns", "internal/overlay", "internal/runtime", "internal/runtime/fakeruntime", "internal/runtime/runtimetest",
-	"internal/store", "internal/testutil", "internal/webui",
+	"internal/store", "internal/testutil", "internal/warmpool", "internal/webui",
 	"client", "client/apitypes",
 }
 
@@ -59,6 +59,8 @@ var rules = []rule{
 		why: "leaf packages sit below the engine"},
 	{from: []string{"client", "client/apitypes"}, to: []string{"internal/..."}, transitive: true,
 		why: "the public SDK must build outside this module"},
+	{from: []string{"internal/warmpool"}, to: []string{"internal/..."}, transitive: true,
+		why: "the warm pool is policy only: sandboxes reach it through its Booter, so it is tested without root"},
 	{from: []string{"..."}, to: []string{"internal/testutil/..."},
 		why: "test helpers are for tests only"},
 }

@@ -74,8 +74,8 @@ type Config struct {
 	// reach although netns.DefaultDeny covers them (private, link-local...).
 	NetAllow []string
 
-	// Warm sandboxes (see warm.go). WarmPerImage 0 takes the default 2; a
-	// negative value disables the pool.
+	// Warm sandboxes (see warm.go, internal/warmpool). WarmPerImage 0
+	// takes the default 2; a negative value disables the pool.
 	WarmPerImage int
 	WarmMax      int           // idle + booting sandboxes overall; default 8
 	WarmIdle     time.Duration // idle sandboxes older than this are reaped; default 2m
@@ -111,13 +111,18 @@ type Engine struct {
 	storedElsewhere []func(account string) int64                    // AddStoredBytes; under mu
 	nets            *netns.Manager
 
-	warm    warmPool
+	warm    *warmPool
 	initBin string
 
 	gate runtimeGate // who may use which runtime
 	ids  *idAlloc    // host id ranges of runc and crun sandboxes
 
 	events *eventHub
+	// ctx is the engine's lifetime: background work (warm boots, squashes,
+	// exec'd processes) runs under it, and Close cancels it first, so
+	// Close waits only for work that is winding down.
+	ctx    context.Context
+	stop   context.CancelFunc
 	wg     sync.WaitGroup
 	closed chan struct{}
 }
@@ -204,7 +209,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 			return nil, err
 		}
 	}
+	life, stop := context.WithCancel(context.Background())
 	e := &Engine{
+		ctx:       life,
+		stop:      stop,
 		cfg:       cfg,
 		log:       cfg.Logger,
 		st:        st,
@@ -239,13 +247,6 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		st.Close()
 		return nil, fmt.Errorf("recovery: %w", err)
 	}
-	e.warm.idle = map[warmKey][]*warmBox{}
-	e.warm.booting = map[warmKey]int{}
-	e.warm.waiting = map[warmKey]int{}
-	e.warm.bootStarts = map[warmKey][]time.Time{}
-	e.warm.bootTime = map[string]time.Duration{}
-	e.warm.changed = make(chan struct{})
-	e.warm.want = map[warmKey]warmWant{}
 	// The static init runs first in every sandbox, cold and warm.
 	if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
 		e.log.Warn("no static init: warm sandboxes off, and a cold run's command is its sandbox's PID 1", "reason", e.warmOffReason())
@@ -259,8 +260,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 			break
 		}
 	}
-	e.wg.Add(1)
-	go e.reapWarm()
+	e.warm = e.newWarmPool()
 	return e, nil
 }
 
@@ -298,7 +298,9 @@ func (e *Engine) Limits() map[string]int64 {
 	}
 }
 
-// Close cancels running operations, waits for them to finish, and closes the store.
+// Close cancels the engine's lifetime context and running operations,
+// waits for its goroutines and the warm pool (which destroys its idle
+// sandboxes), and closes the store.
 func (e *Engine) Close() error {
 	select {
 	case <-e.closed:
@@ -306,12 +308,14 @@ func (e *Engine) Close() error {
 	default:
 	}
 	close(e.closed)
+	e.stop()
 	e.mu.Lock()
 	for _, a := range e.active {
 		a.cancel(errShutdown)
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+	e.warm.Close()
 	for _, rt := range e.runtimes {
 		// Also unmounts runsc's network-namespace mount in its state dir.
 		if err := rt.Close(context.Background()); err != nil {

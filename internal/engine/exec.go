@@ -156,7 +156,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 	started := make(chan struct{})
 	go func() {
 		defer a.subs.Done()
-		res, err := sb.rt.Exec(context.Background(), sb.cid, runtime.ExecSpec{
+		res, err := sb.rt.Exec(e.ctx, sb.cid, runtime.ExecSpec{
 			Args: args, Env: envList(env), Cwd: cwd, UID: uint32(uid), GID: uint32(gid), FileSizeLimit: p.fileSize(), InitBinary: e.initBin,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
 			OnStart: func(pid int) {

@@ -353,7 +353,7 @@ func (e *Engine) maybeSquash(u string) {
 			delete(e.squashing, u)
 			e.mu.Unlock()
 		}()
-		if err := e.squash(context.Background(), u); err != nil {
+		if err := e.squash(e.ctx, u); err != nil {
 			e.log.Warn("squash failed", "image", u, "err", err)
 		}
 	}()

@@ -189,21 +189,11 @@ func TestWarmNetworking(t *testing.T) {
 	}
 	waitNet := func(network bool) {
 		t.Helper()
-		for i := 0; i < 600; i++ {
-			e.warm.mu.Lock()
-			n := 0
-			for k, bs := range e.warm.idle {
-				if k.image == base && k.network == network {
-					n += len(bs)
-				}
-			}
-			e.warm.mu.Unlock()
-			if n > 0 {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.warm.WaitIdle(ctx, func(k warmKey) bool { return k.image == base && k.network == network }, 1); err != nil {
+			t.Fatalf("no idle sandbox with network=%v: %+v: %v", network, e.WarmStats(), err)
 		}
-		t.Fatalf("no idle sandbox with network=%v: %+v", network, e.WarmStats())
 	}
 	run(t, e, base, "true", netOn, disposable) // cold; asks for a networked sandbox
 	waitNet(true)

@@ -5,11 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/arborsh/arbor/internal/baseimage"
@@ -17,6 +16,7 @@ import (
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
+	"github.com/arborsh/arbor/internal/warmpool"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +36,11 @@ type warmKey struct {
 	network                  bool // the sandbox joins its own outbound-only netns at boot
 }
 
+// LogValue names the key in the pool's log lines.
+func (k warmKey) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("image", k.image), slog.String("runtime", k.runtime))
+}
+
 func keyOf(p *runPlan, image string) warmKey {
 	return warmKey{image: image, runtime: p.rt.Name(), hostname: p.meta.Hostname, memory: p.memory, pids: p.pids, cpus: p.cpus, network: p.network}
 }
@@ -44,62 +49,42 @@ func keyOf(p *runPlan, image string) warmKey {
 type warmBox struct {
 	key                             warmKey
 	cid, dir, upper, merged, bundle string
-	release                         func() // unpins the image's layers
-	born                            time.Time
+	release                         func()          // unpins the image's layers
 	agent                           *initproc.Agent // talks to the serving init
 	net                             *netns.Net      // its network, if key.network
 	ids                             *runtime.IDMap  // its user namespace (runc, crun)
 }
 
-type warmPool struct {
-	mu      sync.Mutex
-	idle    map[warmKey][]*warmBox
-	booting map[warmKey]int
-	waiting map[warmKey]int // runs waiting for one of booting[key]
-	// bootStarts holds when each boot in flight started; bootTime a running
-	// estimate of a boot's duration per runtime.
-	bootStarts map[warmKey][]time.Time
-	bootTime   map[string]time.Duration
-	changed    chan struct{} // closed and replaced when a boot ends
-	// want is the demand not yet met: sandboxes to boot per key, with the
-	// time it was last asked for (older demand is dropped first).
-	want   map[warmKey]warmWant
-	active int // runs between admission and teardown: boots wait for quiet
-	hits   int // runs served warm (for tests and stats)
-	misses int
+// warmPool is the engine's pool: its policy (quiet time, boot waits,
+// bounds, reaping) is internal/warmpool's, the mechanics of a sandbox
+// (overlay mount, runtime boot, serving init) warmBooter's.
+type warmPool = warmpool.Pool[warmKey, *warmBox]
+
+// warmBooter boots and destroys the pool's sandboxes.
+type warmBooter struct{ e *Engine }
+
+func (w warmBooter) Boot(ctx context.Context, k warmKey) (*warmBox, error) {
+	return w.e.newWarm(ctx, k)
+}
+func (warmBooter) Alive(b *warmBox) bool { return b.agent.Alive() }
+func (w warmBooter) Destroy(b *warmBox)  { w.e.destroyWarm(b) }
+
+// newWarmPool starts the engine's pool under its lifetime context.
+func (e *Engine) newWarmPool() *warmPool {
+	return warmpool.New(e.ctx, warmBooter{e}, warmpool.Config[warmKey]{
+		PerKey: max(e.cfg.WarmPerImage, 1), Max: e.cfg.WarmMax, Idle: e.cfg.WarmIdle, Quiet: quietGrace,
+		Class: func(k warmKey) string { return k.runtime }, Logger: e.log,
+	})
 }
 
-type warmWant struct {
-	n  int
-	at time.Time
-}
+// quietGrace is how long the pool waits after a run before it boots.
+const quietGrace = warmpool.DefaultQuiet
 
 // WarmStats reports the pool's state.
-type WarmStats struct {
-	Idle, Booting int
-	Wanted        int // sandboxes asked for and not booting yet (they wait for quiet)
-	Active        int // runs in flight
-	Hits, Misses  int
-}
-
-// Settled reports whether the pool has nothing left to do: no run in
-// flight, no boot running or waiting.
-func (s WarmStats) Settled() bool { return s.Active == 0 && s.Booting == 0 && s.Wanted == 0 }
+type WarmStats = warmpool.Stats
 
 // WarmStats returns the pool's counters.
-func (e *Engine) WarmStats() WarmStats {
-	e.warm.mu.Lock()
-	defer e.warm.mu.Unlock()
-	n := 0
-	for _, bs := range e.warm.idle {
-		n += len(bs)
-	}
-	wanted := 0
-	for k, w := range e.warm.want {
-		wanted += max(0, w.n-len(e.warm.idle[k])-e.warm.booting[k])
-	}
-	return WarmStats{Idle: n, Booting: e.warm.bootingLocked(), Wanted: wanted, Active: e.warm.active, Hits: e.warm.hits, Misses: e.warm.misses}
-}
+func (e *Engine) WarmStats() WarmStats { return e.warm.Stats() }
 
 // findInit picks the static init binary warm sandboxes need: the configured
 // one, else this executable if it is static, else arbor-init beside it.
@@ -118,294 +103,27 @@ func findInit(configured string) string {
 
 func (e *Engine) warmEnabled() bool { return e.initBin != "" && e.cfg.WarmPerImage > 0 }
 
-// takeWarm pops an idle sandbox for k, or returns nil. If none is idle but
-// a boot for k has been running for a while (the image was just made or
-// just used), the run waits for that boot rather than booting its own: the
-// rest of that boot plus a warm run is shorter than a cold run. At most
-// one run waits per boot.
+// takeWarm returns an idle sandbox for k, or nil; it may wait for a boot in
+// flight (see warmpool.Pool.Take).
 func (e *Engine) takeWarm(ctx context.Context, k warmKey) *warmBox {
 	if !e.warmEnabled() {
 		return nil
 	}
-	e.warm.mu.Lock()
-	defer e.warm.mu.Unlock()
-	waiting := false
-	defer func() {
-		if waiting {
-			e.warm.waiting[k]--
-		}
-	}()
-	for {
-		if bs := e.warm.idle[k]; len(bs) > 0 {
-			b := bs[0]
-			e.warm.idle[k] = bs[1:]
-			if len(e.warm.idle[k]) == 0 {
-				delete(e.warm.idle, k)
-			}
-			if !b.agent.Alive() {
-				// It died while idle (killed, out of memory): clean up
-				// behind the run's back and look again.
-				e.log.Warn("warm sandbox died while idle", "image", k.image, "runtime", k.runtime)
-				e.wg.Add(1)
-				go func() { defer e.wg.Done(); e.destroyWarm(b) }()
-				continue
-			}
-			e.warm.hits++
-			return b
-		}
-		if !waiting && e.warm.waiting[k] < e.warm.ripeLocked(k) {
-			waiting = true
-			e.warm.waiting[k]++
-		}
-		if !waiting || e.warm.booting[k] == 0 {
-			e.warm.misses++
-			return nil
-		}
-		changed := e.warm.changed
-		e.warm.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-		case <-e.closed:
-		}
-		e.warm.mu.Lock()
-		if ctx.Err() != nil {
-			e.warm.misses++
-			return nil
-		}
-		select {
-		case <-e.closed:
-			e.warm.misses++
-			return nil
-		default:
-		}
-	}
+	b, _ := e.warm.Take(ctx, k)
+	return b
 }
 
-// ripeLocked counts k's boots in flight worth waiting for: started at least
-// a quarter of a typical boot ago, so at most three quarters remain, and a
-// warm run's own cost (exec, and destroying the sandbox after it: a sixth
-// of a boot under runsc) still leaves it ahead of a cold run.
-func (p *warmPool) ripeLocked(k warmKey) int {
-	est, ok := p.bootTime[k.runtime]
-	if !ok {
-		est = 300 * time.Millisecond
-	}
-	n := 0
-	for _, t := range p.bootStarts[k] {
-		if time.Since(t) >= est/4 {
-			n++
-		}
-	}
-	return n
-}
-
-// changedLocked wakes runs waiting for a boot: one ended.
-func (p *warmPool) changedLocked() {
-	close(p.changed)
-	p.changed = make(chan struct{})
-}
-
-// warmUp asks for n sandboxes for k. They boot in the background when the
-// machine is quiet (see pumpWarm), so a burst of runs is not slowed down by
-// boots for its own replacements.
+// warmUp asks for n sandboxes for k, booted when the machine is quiet.
 func (e *Engine) warmUp(k warmKey, n int) {
-	if !e.warmEnabled() {
-		return
+	if e.warmEnabled() {
+		e.warm.Want(k, n)
 	}
-	n = min(n, e.cfg.WarmPerImage)
-	e.warm.mu.Lock()
-	if w := e.warm.want[k]; w.n < n {
-		e.warm.want[k] = warmWant{n: n, at: time.Now()}
-	} else {
-		e.warm.want[k] = warmWant{n: w.n, at: time.Now()}
-	}
-	// Demand beyond the pool's bound is stale: keep the newest.
-	for total := e.warm.wantedLocked(); total > e.cfg.WarmMax; total = e.warm.wantedLocked() {
-		var oldest warmKey
-		first := true
-		for key, w := range e.warm.want {
-			if first || w.at.Before(e.warm.want[oldest].at) {
-				oldest, first = key, false
-			}
-		}
-		delete(e.warm.want, oldest)
-	}
-	e.warm.mu.Unlock()
-	e.pumpWarm()
-}
-
-func (p *warmPool) wantedLocked() int {
-	n := 0
-	for _, w := range p.want {
-		n += w.n
-	}
-	return n
-}
-
-func (p *warmPool) bootingLocked() int {
-	n := 0
-	for _, b := range p.booting {
-		n += b
-	}
-	return n
 }
 
 // runBegins and runEnds bracket a run's use of the machine; a run ending
 // may make room for the boots waiting for quiet.
-func (e *Engine) runBegins() {
-	e.warm.mu.Lock()
-	e.warm.active++
-	e.warm.mu.Unlock()
-}
-
-func (e *Engine) runEnds() {
-	e.warm.mu.Lock()
-	e.warm.active--
-	e.warm.mu.Unlock()
-	// Boot only once the machine has stayed quiet a moment: an agent that
-	// comes straight back with its next run (a few ms later) then gets a
-	// cold run with the cores to itself instead of sharing them with a boot
-	// it would not use; one that pauses finds its sandbox ready.
-	e.wg.Add(1)
-	time.AfterFunc(quietGrace, func() {
-		defer e.wg.Done()
-		e.pumpWarm()
-	})
-}
-
-// quietGrace is how long the pool waits after a run before it boots.
-const quietGrace = 100 * time.Millisecond
-
-// pumpWarm starts boots for unmet demand while the machine is quiet: a boot
-// costs a core for a few hundred milliseconds, so at most one per two cores
-// runs alongside runs or other boots. The pool's global bound is kept by
-// evicting the oldest idle sandboxes of keys nobody asked for recently.
-func (e *Engine) pumpWarm() {
-	select {
-	case <-e.closed:
-		return
-	default:
-	}
-	budget := max(1, goruntime.NumCPU()/2)
-	var evict []*warmBox
-	e.warm.mu.Lock()
-	for {
-		if e.warm.active+e.warm.bootingLocked() >= budget {
-			break
-		}
-		k, ok := e.warm.nextWantLocked()
-		if !ok {
-			break
-		}
-		total := e.warm.bootingLocked()
-		for _, bs := range e.warm.idle {
-			total += len(bs)
-		}
-		if total >= e.cfg.WarmMax {
-			b := e.oldestIdleLocked(k)
-			if b == nil {
-				break
-			}
-			evict = append(evict, b)
-		}
-		e.warm.booting[k]++
-		started := time.Now()
-		e.warm.bootStarts[k] = append(e.warm.bootStarts[k], started)
-		if w := e.warm.want[k]; w.n <= len(e.warm.idle[k])+e.warm.booting[k] {
-			delete(e.warm.want, k)
-		}
-		e.wg.Add(1)
-		go e.bootWarm(k, started)
-	}
-	e.warm.mu.Unlock()
-	for _, b := range evict {
-		e.destroyWarm(b)
-	}
-}
-
-// nextWantLocked returns the most recently wanted key whose demand is not
-// met by idle and booting sandboxes; met demand is forgotten.
-func (p *warmPool) nextWantLocked() (warmKey, bool) {
-	var best warmKey
-	found := false
-	for k, w := range p.want {
-		if w.n <= len(p.idle[k])+p.booting[k] {
-			delete(p.want, k)
-			continue
-		}
-		if !found || w.at.After(p.want[best].at) {
-			best, found = k, true
-		}
-	}
-	return best, found
-}
-
-// oldestIdleLocked removes and returns the oldest idle box not of key k.
-func (e *Engine) oldestIdleLocked(k warmKey) *warmBox {
-	var oldest *warmBox
-	for key, bs := range e.warm.idle {
-		if key != k && len(bs) > 0 && (oldest == nil || bs[0].born.Before(oldest.born)) {
-			oldest = bs[0]
-		}
-	}
-	if oldest != nil {
-		bs := e.warm.idle[oldest.key]
-		e.warm.idle[oldest.key] = bs[1:]
-		if len(bs) == 1 {
-			delete(e.warm.idle, oldest.key)
-		}
-	}
-	return oldest
-}
-
-func (e *Engine) bootWarm(k warmKey, started time.Time) {
-	defer e.wg.Done()
-	b, err := e.newWarm(context.Background(), k)
-	e.warm.mu.Lock()
-	if e.warm.booting[k]--; e.warm.booting[k] <= 0 {
-		delete(e.warm.booting, k)
-	}
-	starts := e.warm.bootStarts[k]
-	for i, t := range starts {
-		if t.Equal(started) {
-			starts = append(starts[:i], starts[i+1:]...)
-			break
-		}
-	}
-	if len(starts) == 0 {
-		delete(e.warm.bootStarts, k)
-	} else {
-		e.warm.bootStarts[k] = starts
-	}
-	if err == nil {
-		// A running estimate of how long a boot takes, per runtime.
-		d := time.Since(started)
-		if old, ok := e.warm.bootTime[k.runtime]; ok {
-			d = (3*old + d) / 4
-		}
-		e.warm.bootTime[k.runtime] = d
-	}
-	closed := false
-	select {
-	case <-e.closed:
-		closed = true
-	default:
-	}
-	if err == nil && !closed {
-		e.warm.idle[k] = append(e.warm.idle[k], b)
-	} else if err != nil {
-		delete(e.warm.want, k) // no retry loop on an image that cannot boot
-	}
-	e.warm.changedLocked()
-	e.warm.mu.Unlock()
-	if err != nil {
-		e.log.Warn("warm sandbox", "image", k.image, "runtime", k.runtime, "err", err)
-	} else if closed {
-		e.destroyWarm(b)
-	}
-	e.pumpWarm()
-}
+func (e *Engine) runBegins() { e.warm.RunBegins() }
+func (e *Engine) runEnds()   { e.warm.RunEnds() }
 
 func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 	rt, ok := e.runtimes[k.runtime]
@@ -417,7 +135,7 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 		return nil, err
 	}
 	id := "warm-" + newLayerID()[:16]
-	b := &warmBox{key: k, cid: "arbor-" + id, dir: filepath.Join(e.cfg.Home, "run", id), release: release, born: time.Now()}
+	b := &warmBox{key: k, cid: "arbor-" + id, dir: filepath.Join(e.cfg.Home, "run", id), release: release}
 	b.upper, b.merged, b.bundle = filepath.Join(b.dir, "upper"), filepath.Join(b.dir, "merged"), filepath.Join(b.dir, "bundle")
 	work := filepath.Join(b.dir, "work")
 	fail := func(err error) (*warmBox, error) {
@@ -493,55 +211,6 @@ func (e *Engine) destroyWarm(b *warmBox) {
 	_ = overlay.Unmount(b.merged)
 	_ = os.RemoveAll(b.dir)
 	b.release()
-}
-
-// reapWarm destroys sandboxes idle longer than WarmIdle until the engine closes.
-func (e *Engine) reapWarm() {
-	defer e.wg.Done()
-	t := time.NewTicker(max(e.cfg.WarmIdle/4, time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-e.closed:
-			e.drainWarm()
-			return
-		case <-t.C:
-		}
-		var old []*warmBox
-		e.warm.mu.Lock()
-		for k, bs := range e.warm.idle {
-			keep := bs[:0]
-			for _, b := range bs {
-				if time.Since(b.born) > e.cfg.WarmIdle {
-					old = append(old, b)
-				} else {
-					keep = append(keep, b)
-				}
-			}
-			if len(keep) == 0 {
-				delete(e.warm.idle, k)
-			} else {
-				e.warm.idle[k] = keep
-			}
-		}
-		e.warm.mu.Unlock()
-		for _, b := range old {
-			e.destroyWarm(b)
-		}
-	}
-}
-
-func (e *Engine) drainWarm() {
-	e.warm.mu.Lock()
-	var all []*warmBox
-	for _, bs := range e.warm.idle {
-		all = append(all, bs...)
-	}
-	e.warm.idle = map[warmKey][]*warmBox{}
-	e.warm.mu.Unlock()
-	for _, b := range all {
-		e.destroyWarm(b)
-	}
 }
 
 // cwdToMake returns cwd if the image lacks it (so it must be created), else "".

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/md5"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,21 +65,11 @@ func newWarmEngine(t testing.TB, rt string) (*Engine, string) {
 // waitIdle waits until the pool holds n idle sandboxes on image.
 func waitIdle(t testing.TB, e *Engine, image string, n int) {
 	t.Helper()
-	for i := 0; i < 600; i++ {
-		e.warm.mu.Lock()
-		have := 0
-		for k, bs := range e.warm.idle {
-			if k.image == image {
-				have += len(bs)
-			}
-		}
-		e.warm.mu.Unlock()
-		if have >= n {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.warm.WaitIdle(ctx, func(k warmKey) bool { return k.image == image }, n); err != nil {
+		t.Fatalf("pool has %+v, want %d idle on %s: %v", e.WarmStats(), n, image, err)
 	}
-	t.Fatalf("pool has %+v, want %d idle on %s", e.WarmStats(), n, image)
 }
 
 // TestWarmMatchesCold runs the same work cold and warm and requires the
@@ -263,11 +255,7 @@ func TestWarmBootsWaitForQuiet(t *testing.T) {
 		}
 		ops = append(ops, op)
 	}
-	busy := func() int {
-		e.warm.mu.Lock()
-		defer e.warm.mu.Unlock()
-		return e.warm.active
-	}
+	busy := func() int { return e.WarmStats().Active }
 	for i := 0; busy() < budget; i++ {
 		if i > 600 {
 			t.Fatalf("%d runs active, want %d", busy(), budget)
@@ -276,10 +264,7 @@ func TestWarmBootsWaitForQuiet(t *testing.T) {
 	}
 	run(t, e, base, "true", disposable) // ends while the sleepers run: asks for a replacement
 	for i := 0; ; i++ {
-		e.warm.mu.Lock()
-		n := len(e.warm.want)
-		e.warm.mu.Unlock()
-		if n > 0 {
+		if e.WarmStats().Wanted > 0 {
 			break
 		}
 		if i > 600 {
@@ -332,17 +317,7 @@ func TestWarmWaitsForBootInFlight(t *testing.T) {
 	o, _ := run(t, e, base, "echo 1 > /root/step")
 	// Wait until a boot for the new image has run long enough to be worth
 	// waiting for (see ripeLocked); a fresher one would be left to finish.
-	ripe := func() int {
-		e.warm.mu.Lock()
-		defer e.warm.mu.Unlock()
-		n := 0
-		for k := range e.warm.bootStarts {
-			if k.image == o.ResultImageUUID {
-				n += e.warm.ripeLocked(k)
-			}
-		}
-		return n
-	}
+	ripe := func() int { return e.warm.Ripe(func(k warmKey) bool { return k.image == o.ResultImageUUID }) }
 	for i := 0; ripe() == 0; i++ {
 		if i > 600 {
 			t.Fatalf("no boot in flight for the new image: %+v", e.WarmStats())
@@ -365,14 +340,7 @@ func TestWarmDeadSandboxSkipped(t *testing.T) {
 	e, base := newWarmEngine(t, "runsc")
 	run(t, e, base, "true", disposable)
 	waitIdle(t, e, base, 1)
-	e.warm.mu.Lock()
-	var victim *warmBox
-	for k, bs := range e.warm.idle {
-		if k.image == base && len(bs) > 0 {
-			victim = bs[0]
-		}
-	}
-	e.warm.mu.Unlock()
+	victim := e.warm.Idle(func(k warmKey) bool { return k.image == base })[0]
 	if err := e.runtimes["runsc"].Destroy(context.Background(), victim.cid); err != nil { // dies behind the pool's back
 		t.Fatal(err)
 	}
@@ -481,5 +449,73 @@ func TestProcessTreeMatchesCold(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCloseCancelsWarmBoot: Close cancels a warm boot in progress (it runs
+// under the engine's lifetime context) instead of waiting for it. The boot
+// goes through a runc wrapper that announces itself on a FIFO and then
+// blocks for a minute: without the cancellation Close would wait that
+// minute.
+func TestCloseCancelsWarmBoot(t *testing.T) {
+	testutil.RequiresRoot(t)
+	real, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "booting")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(dir, "runc")
+	script := fmt.Sprintf(`#!/bin/sh
+for a in "$@"; do
+	if [ "$a" = --detach ]; then
+		echo booting > %s
+		exec sleep 60
+	fi
+done
+exec %s "$@"
+`, fifo, real)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runc", RuntimePaths: map[string]string{"runc": wrapper},
+		InitBinary: staticInit(t), WarmPerImage: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	base := busybox(t, e)
+	run(t, e, base, "true", disposable) // cold; asks for a warm sandbox on base
+	announced := make(chan error, 1)
+	go func() {
+		f, err := os.Open(fifo) // blocks until the wrapper opens it to write
+		if err == nil {
+			_, err = io.ReadAll(f)
+			f.Close()
+		}
+		announced <- err
+	}()
+	select {
+	case err := <-announced:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("no warm boot started: %+v", e.WarmStats())
+	}
+	if s := e.WarmStats(); s.Booting != 1 {
+		t.Fatalf("pool %+v, want the one boot in flight", s)
+	}
+	home := e.Home()
+	start := time.Now()
+	e.Close()
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Close took %v with a warm boot in flight: it waited for the boot instead of cancelling it", d)
+	}
+	if n := mountsUnder(home + "/run"); n != 0 {
+		t.Errorf("%d mounts left under run/ by the cancelled boot", n)
 	}
 }

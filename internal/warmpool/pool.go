@@ -1,0 +1,586 @@
+// Package warmpool keeps pre-booted sandboxes ready for the runs that will
+// want them: it decides when to boot, which sandbox serves a run, and what
+// to drop. Booting and destroying a sandbox are a Booter's; time is a
+// clock's, so the policy is tested with a fake booter and a fake clock.
+//
+// # Lifecycle
+//
+// New starts a pool and its reaper. A sandbox of key K goes
+//
+//	wanted (Want) → booting (Booter.Boot, in the background) → idle
+//	idle → taken (Take: the run owns it from then on and ends it itself)
+//	idle → destroyed (reaped, evicted, found dead by Take, or at Close)
+//
+// Close cancels the boots in flight (their context is done), stops the
+// timers, waits for the pool's goroutines and destroys every idle sandbox.
+// After Close, Take misses and Want does nothing.
+//
+// # Policy
+//
+//   - Demand: Want(k, n) asks for up to n (at most PerKey) sandboxes of k.
+//     Demand met by idle and booting sandboxes is forgotten; demand above
+//     Max overall is stale and the least recently asked for is dropped; a
+//     key whose boot failed is forgotten (no retry loop on an image that
+//     cannot boot).
+//   - Quiet: a boot costs a core for a few hundred milliseconds, so boots
+//     start only while runs in flight (RunBegins to RunEnds) and boots in
+//     flight together are fewer than Budget, and a run's end looks for work
+//     only after Quiet: an agent that comes straight back with its next
+//     run gets the cores to itself instead of sharing them with a boot it
+//     would not use; one that pauses finds its sandbox ready.
+//   - Order: the most recently wanted key boots first.
+//   - Bound: idle plus booting sandboxes never exceed Max; at the bound a
+//     boot evicts the oldest idle sandbox of another key, or waits.
+//   - Boot waits: Take on a key with nothing idle waits for a boot of that
+//     key in flight if it is at least a quarter through (a running estimate
+//     of boot time per Class), one run per such boot: the rest of that boot
+//     plus a warm run beats a cold run. Otherwise it is a miss.
+//   - Reaping: an idle sandbox older than Idle (counted from its boot's
+//     start) is destroyed; the reaper looks every Idle/4, at least 1 s.
+package warmpool
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	goruntime "runtime"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// Booter does the work the pool decides on.
+type Booter[K comparable, B any] interface {
+	// Boot starts a sandbox for k and returns it ready to serve a run. It
+	// returns early with an error when ctx is done (the pool is closing).
+	Boot(ctx context.Context, k K) (B, error)
+	// Alive reports, without blocking, whether idle sandbox b still runs.
+	Alive(b B) bool
+	// Destroy ends b and frees what it holds.
+	Destroy(b B)
+}
+
+// DefaultQuiet is how long after a run's end the pool waits before it boots.
+const DefaultQuiet = 100 * time.Millisecond
+
+// defaultBootEstimate is a boot's duration before one has been measured.
+const defaultBootEstimate = 300 * time.Millisecond
+
+// Config sets the pool's policy. Zero values of the optional fields take
+// the defaults noted.
+type Config[K comparable] struct {
+	PerKey int           // sandboxes wanted at most per key; > 0
+	Max    int           // idle and booting sandboxes overall; > 0
+	Idle   time.Duration // idle sandboxes older than this are destroyed; > 0
+	Quiet  time.Duration // wait after a run's end before booting; default DefaultQuiet
+	Budget int           // runs and boots at once under which boots start; default max(1, CPUs/2)
+	// Class groups keys whose boots take alike long (the runtime) for the
+	// boot-time estimate; nil: one group.
+	Class  func(K) string
+	Clock  clockwork.Clock // default the real clock
+	Logger *slog.Logger    // default discards
+}
+
+// Stats reports the pool's state.
+type Stats struct {
+	Idle, Booting int
+	Wanted        int // sandboxes asked for and not booting yet (they wait for quiet)
+	Active        int // runs in flight
+	Hits, Misses  int
+}
+
+// Settled reports whether the pool has nothing left to do: no run in
+// flight, no boot running or waiting.
+func (s Stats) Settled() bool { return s.Active == 0 && s.Booting == 0 && s.Wanted == 0 }
+
+// Pool is safe for concurrent use.
+type Pool[K comparable, B any] struct {
+	cfg    Config[K]
+	booter Booter[K, B]
+	clock  clockwork.Clock
+	log    *slog.Logger
+
+	ctx    context.Context // done once the pool closes; boots run under it
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // boots, quiet timers, destroys, the reaper
+	quiet  sync.WaitGroup // quiet timers not yet run to the end (tests wait on it)
+
+	mu      sync.Mutex
+	idle    map[K][]idleBox[B]
+	booting map[K]int
+	waiting map[K]int // runs waiting for one of booting[key]
+	// bootStarts holds when each boot in flight started; bootTime a running
+	// estimate of a boot's duration per class.
+	bootStarts map[K][]time.Time
+	bootTime   map[string]time.Duration
+	changed    chan struct{} // closed and replaced when a boot ends
+	// want is the demand not yet met: sandboxes to boot per key, with the
+	// time it was last asked for (older demand is dropped first).
+	want   map[K]want
+	timers map[clockwork.Timer]struct{} // quiet timers pending
+	active int                          // runs between RunBegins and RunEnds
+	hits   int                          // runs served warm
+	misses int
+}
+
+type idleBox[B any] struct {
+	box  B
+	born time.Time // its boot's start
+}
+
+type want struct {
+	n  int
+	at time.Time
+}
+
+// New returns a running pool; ctx bounds its life as Close does.
+func New[K comparable, B any](ctx context.Context, booter Booter[K, B], cfg Config[K]) *Pool[K, B] {
+	if cfg.Quiet <= 0 {
+		cfg.Quiet = DefaultQuiet
+	}
+	if cfg.Budget <= 0 {
+		cfg.Budget = max(1, goruntime.NumCPU()/2)
+	}
+	if cfg.Class == nil {
+		cfg.Class = func(K) string { return "" }
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool[K, B]{
+		cfg: cfg, booter: booter, clock: cfg.Clock, log: cfg.Logger,
+		idle:       map[K][]idleBox[B]{},
+		booting:    map[K]int{},
+		waiting:    map[K]int{},
+		bootStarts: map[K][]time.Time{},
+		bootTime:   map[string]time.Duration{},
+		changed:    make(chan struct{}),
+		want:       map[K]want{},
+		timers:     map[clockwork.Timer]struct{}{},
+	}
+	p.ctx, p.cancel = context.WithCancel(ctx)
+	// The ticker exists before New returns, so a fake clock advanced
+	// right after reaches it.
+	t := p.clock.NewTicker(max(cfg.Idle/4, time.Second))
+	p.wg.Add(1)
+	go p.reap(t)
+	return p
+}
+
+// Close cancels boots in flight, waits for the pool's goroutines and
+// destroys every idle sandbox. Sandboxes taken by runs are theirs.
+func (p *Pool[K, B]) Close() {
+	p.cancel()
+	// Under mu, after cancel: whoever schedules work checks p.ctx under mu
+	// first, so nothing is added to wg once Wait starts.
+	p.mu.Lock()
+	for t := range p.timers {
+		if t.Stop() {
+			p.quiet.Done()
+			p.wg.Done()
+		}
+	}
+	clear(p.timers)
+	p.mu.Unlock()
+	p.wg.Wait()
+	p.mu.Lock()
+	var all []B
+	for _, bs := range p.idle {
+		for _, b := range bs {
+			all = append(all, b.box)
+		}
+	}
+	clear(p.idle)
+	p.mu.Unlock()
+	for _, b := range all {
+		p.booter.Destroy(b)
+	}
+}
+
+// Stats returns the pool's counters.
+func (p *Pool[K, B]) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, bs := range p.idle {
+		n += len(bs)
+	}
+	wanted := 0
+	for k, w := range p.want {
+		wanted += max(0, w.n-len(p.idle[k])-p.booting[k])
+	}
+	return Stats{Idle: n, Booting: p.bootingLocked(), Wanted: wanted, Active: p.active, Hits: p.hits, Misses: p.misses}
+}
+
+// Idle returns the idle sandboxes whose key matches (for tests and
+// diagnostics: they stay in the pool).
+func (p *Pool[K, B]) Idle(match func(K) bool) []B {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []B
+	for k, bs := range p.idle {
+		if match(k) {
+			for _, b := range bs {
+				out = append(out, b.box)
+			}
+		}
+	}
+	return out
+}
+
+// WaitIdle waits until at least n idle sandboxes match (for tests and
+// tools that want a settled pool), or ctx ends or the pool closes.
+func (p *Pool[K, B]) WaitIdle(ctx context.Context, match func(K) bool, n int) error {
+	for {
+		p.mu.Lock()
+		have := 0
+		for k, bs := range p.idle {
+			if match(k) {
+				have += len(bs)
+			}
+		}
+		changed := p.changed // closed when a boot ends: the only way idle grows
+		p.mu.Unlock()
+		if have >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.ctx.Done():
+			return errors.New("warm pool closed")
+		}
+	}
+}
+
+// Ripe counts the boots in flight whose key matches that a Take would wait
+// for now (for tests and diagnostics).
+func (p *Pool[K, B]) Ripe(match func(K) bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for k := range p.bootStarts {
+		if match(k) {
+			n += p.ripeLocked(k)
+		}
+	}
+	return n
+}
+
+// Take hands an idle sandbox of k to the caller, which owns it from then
+// on, and counts a hit; or, with none to be had, counts a miss. If none is
+// idle but a boot of k is far enough along (see the package comment), it
+// waits for that boot unless ctx ends first.
+func (p *Pool[K, B]) Take(ctx context.Context, k K) (B, bool) {
+	var zero B
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	waiting := false
+	defer func() {
+		if waiting {
+			if p.waiting[k]--; p.waiting[k] <= 0 {
+				delete(p.waiting, k)
+			}
+		}
+	}()
+	for {
+		if p.ctx.Err() != nil {
+			p.misses++
+			return zero, false
+		}
+		if bs := p.idle[k]; len(bs) > 0 {
+			b := bs[0].box
+			p.idle[k] = bs[1:]
+			if len(p.idle[k]) == 0 {
+				delete(p.idle, k)
+			}
+			if !p.booter.Alive(b) {
+				// It died while idle (killed, out of memory): clean up
+				// behind the run's back and look again.
+				p.log.Warn("warm sandbox died while idle", "key", k)
+				p.wg.Add(1)
+				go func() { defer p.wg.Done(); p.booter.Destroy(b) }()
+				continue
+			}
+			p.hits++
+			return b, true
+		}
+		if !waiting && p.waiting[k] < p.ripeLocked(k) {
+			waiting = true
+			p.waiting[k]++
+		}
+		if !waiting || p.booting[k] == 0 {
+			p.misses++
+			return zero, false
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+		case <-p.ctx.Done():
+		}
+		p.mu.Lock()
+		if ctx.Err() != nil {
+			p.misses++
+			return zero, false
+		}
+	}
+}
+
+// ripeLocked counts k's boots in flight worth waiting for: started at least
+// a quarter of a typical boot ago, so at most three quarters remain, and a
+// warm run's own cost (exec, and destroying the sandbox after it: a sixth
+// of a boot under runsc) still leaves it ahead of a cold run.
+func (p *Pool[K, B]) ripeLocked(k K) int {
+	est, ok := p.bootTime[p.cfg.Class(k)]
+	if !ok {
+		est = defaultBootEstimate
+	}
+	n := 0
+	for _, t := range p.bootStarts[k] {
+		if p.clock.Since(t) >= est/4 {
+			n++
+		}
+	}
+	return n
+}
+
+// Want asks for n sandboxes of k (at most PerKey). They boot in the
+// background when the machine is quiet, so a burst of runs is not slowed
+// down by boots for its own replacements.
+func (p *Pool[K, B]) Want(k K, n int) {
+	n = min(n, p.cfg.PerKey)
+	p.mu.Lock()
+	now := p.clock.Now()
+	if w := p.want[k]; w.n < n {
+		p.want[k] = want{n: n, at: now}
+	} else {
+		p.want[k] = want{n: w.n, at: now}
+	}
+	// Demand beyond the pool's bound is stale: keep the newest.
+	for total := p.wantedLocked(); total > p.cfg.Max; total = p.wantedLocked() {
+		var oldest K
+		first := true
+		for key, w := range p.want {
+			if first || w.at.Before(p.want[oldest].at) {
+				oldest, first = key, false
+			}
+		}
+		delete(p.want, oldest)
+	}
+	p.mu.Unlock()
+	p.pump()
+}
+
+// RunBegins and RunEnds bracket a run's use of the machine; a run ending
+// may make room, after Quiet, for the boots waiting for quiet.
+func (p *Pool[K, B]) RunBegins() {
+	p.mu.Lock()
+	p.active++
+	p.mu.Unlock()
+}
+
+// RunEnds: see RunBegins.
+func (p *Pool[K, B]) RunEnds() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.active--
+	if p.ctx.Err() != nil {
+		return
+	}
+	p.wg.Add(1)
+	p.quiet.Add(1)
+	var t clockwork.Timer
+	t = p.clock.AfterFunc(p.cfg.Quiet, func() {
+		defer p.wg.Done()
+		defer p.quiet.Done()
+		p.mu.Lock() // after RunEnds set t and let go of mu
+		delete(p.timers, t)
+		p.mu.Unlock()
+		p.pump()
+	})
+	p.timers[t] = struct{}{}
+}
+
+func (p *Pool[K, B]) wantedLocked() int {
+	n := 0
+	for _, w := range p.want {
+		n += w.n
+	}
+	return n
+}
+
+func (p *Pool[K, B]) bootingLocked() int {
+	n := 0
+	for _, b := range p.booting {
+		n += b
+	}
+	return n
+}
+
+// pump starts boots for unmet demand while the machine is quiet (fewer
+// runs and boots than Budget), most recently wanted key first, keeping the
+// pool's bound by evicting the oldest idle sandboxes of other keys.
+func (p *Pool[K, B]) pump() {
+	var evict []B
+	p.mu.Lock()
+	for p.ctx.Err() == nil {
+		if p.active+p.bootingLocked() >= p.cfg.Budget {
+			break
+		}
+		k, ok := p.nextWantLocked()
+		if !ok {
+			break
+		}
+		total := p.bootingLocked()
+		for _, bs := range p.idle {
+			total += len(bs)
+		}
+		if total >= p.cfg.Max {
+			b, ok := p.oldestIdleLocked(k)
+			if !ok {
+				break
+			}
+			evict = append(evict, b)
+		}
+		p.booting[k]++
+		started := p.clock.Now()
+		p.bootStarts[k] = append(p.bootStarts[k], started)
+		if w := p.want[k]; w.n <= len(p.idle[k])+p.booting[k] {
+			delete(p.want, k)
+		}
+		p.wg.Add(1)
+		go p.boot(k, started)
+	}
+	p.mu.Unlock()
+	for _, b := range evict {
+		p.booter.Destroy(b)
+	}
+}
+
+// nextWantLocked returns the most recently wanted key whose demand is not
+// met by idle and booting sandboxes; met demand is forgotten.
+func (p *Pool[K, B]) nextWantLocked() (K, bool) {
+	var best K
+	found := false
+	for k, w := range p.want {
+		if w.n <= len(p.idle[k])+p.booting[k] {
+			delete(p.want, k)
+			continue
+		}
+		if !found || w.at.After(p.want[best].at) {
+			best, found = k, true
+		}
+	}
+	return best, found
+}
+
+// oldestIdleLocked removes and returns the oldest idle sandbox not of key k.
+func (p *Pool[K, B]) oldestIdleLocked(k K) (B, bool) {
+	var oldest K
+	found := false
+	for key, bs := range p.idle {
+		if key != k && len(bs) > 0 && (!found || bs[0].born.Before(p.idle[oldest][0].born)) {
+			oldest, found = key, true
+		}
+	}
+	if !found {
+		var zero B
+		return zero, false
+	}
+	bs := p.idle[oldest]
+	p.idle[oldest] = bs[1:]
+	if len(bs) == 1 {
+		delete(p.idle, oldest)
+	}
+	return bs[0].box, true
+}
+
+// boot boots a sandbox for k and puts it in the pool (or destroys it if the
+// pool closed meanwhile), then looks for more work.
+func (p *Pool[K, B]) boot(k K, started time.Time) {
+	defer p.wg.Done()
+	b, err := p.booter.Boot(p.ctx, k)
+	p.mu.Lock()
+	if p.booting[k]--; p.booting[k] <= 0 {
+		delete(p.booting, k)
+	}
+	starts := p.bootStarts[k]
+	for i, t := range starts {
+		if t.Equal(started) {
+			starts = append(starts[:i], starts[i+1:]...)
+			break
+		}
+	}
+	if len(starts) == 0 {
+		delete(p.bootStarts, k)
+	} else {
+		p.bootStarts[k] = starts
+	}
+	if err == nil {
+		// A running estimate of how long a boot takes, per class.
+		d := p.clock.Since(started)
+		if old, ok := p.bootTime[p.cfg.Class(k)]; ok {
+			d = (3*old + d) / 4
+		}
+		p.bootTime[p.cfg.Class(k)] = d
+	}
+	closed := p.ctx.Err() != nil
+	if err == nil && !closed {
+		p.idle[k] = append(p.idle[k], idleBox[B]{box: b, born: started})
+	} else if err != nil {
+		delete(p.want, k) // no retry loop on a key that cannot boot
+	}
+	// Wake runs waiting for a boot: one ended.
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+	switch {
+	case err != nil && !closed:
+		p.log.Warn("warm sandbox", "key", k, "err", err)
+	case err == nil && closed:
+		p.booter.Destroy(b)
+	}
+	p.pump()
+}
+
+// reap destroys sandboxes idle longer than Idle until the pool closes.
+func (p *Pool[K, B]) reap(t clockwork.Ticker) {
+	defer p.wg.Done()
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.Chan():
+		}
+		var old []B
+		p.mu.Lock()
+		now := p.clock.Now()
+		for k, bs := range p.idle {
+			keep := bs[:0]
+			for _, b := range bs {
+				if now.Sub(b.born) > p.cfg.Idle {
+					old = append(old, b.box)
+				} else {
+					keep = append(keep, b)
+				}
+			}
+			if len(keep) == 0 {
+				delete(p.idle, k)
+			} else {
+				p.idle[k] = keep
+			}
+		}
+		p.mu.Unlock()
+		for _, b := range old {
+			p.booter.Destroy(b)
+		}
+	}
+}
