@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -292,7 +291,7 @@ func (e *Engine) ImageFS(ctx context.Context, account, id string) (*layerfs.FS, 
 // writes the image row with fn's transaction work (the operation's result)
 // in one transaction. A crash before the transaction leaves only an
 // unreferenced layer, which recovery collects.
-func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, fn func(tx *sql.Tx) error) error {
+func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image) error {
 	if err := syncTree(upper); err != nil {
 		return fmt.Errorf("sync layer: %w", err)
 	}
@@ -308,21 +307,12 @@ func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, 
 	if testHookAfterRename != nil {
 		testHookAfterRename()
 	}
-	if err := e.st.Tx(ctx, func(tx *sql.Tx) error {
-		if err := store.InsertImage(ctx, tx, im); err != nil {
-			return err
+	if err := e.recordImages(ctx, im); err != nil {
+		if rerr := os.RemoveAll(dst); rerr != nil {
+			e.log.Warn("remove the layer of a failed commit", "layer", im.Layer, "err", rerr)
 		}
-		if fn != nil {
-			return fn(tx)
-		}
-		return nil
-	}); err != nil {
-		_ = os.RemoveAll(dst)
 		return err
 	}
-	e.mu.Lock()
-	e.images[im.UUID] = newImageNode(im)
-	e.mu.Unlock()
 	return nil
 }
 

@@ -6,7 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
-
+	"fmt"
 	"strings"
 	"time"
 
@@ -225,6 +225,18 @@ func InsertImage(ctx context.Context, tx *sql.Tx, im Image) error {
 	return err
 }
 
+// InsertImages writes new image rows in one transaction: all or none.
+func (s *Store) InsertImages(ctx context.Context, ims ...Image) error {
+	return s.Tx(ctx, func(tx *sql.Tx) error {
+		for _, im := range ims {
+			if err := InsertImage(ctx, tx, im); err != nil {
+				return fmt.Errorf("record image %s: %w", im.UUID, err)
+			}
+		}
+		return nil
+	})
+}
+
 // ImageAny returns an image row by uuid regardless of account, deletion or
 // hiding (internal use: chains cross deleted ancestors).
 func (s *Store) ImageAny(ctx context.Context, uuid string) (Image, error) {
@@ -336,19 +348,21 @@ func (s *Store) AllImages(ctx context.Context) ([]Image, error) {
 
 // SetTag moves tag to image uuid of account (removing it from any other image).
 func (s *Store) SetTag(ctx context.Context, account, uuid, tag string) error {
-	return s.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE images SET tag=NULL WHERE account=? AND tag=?`, account, tag); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE images SET tag=? WHERE account=? AND uuid=? AND deleted_at IS NULL AND hidden=0`, tag, account, uuid)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return errdefs.NotFound("image %s not found", uuid)
-		}
-		return nil
-	})
+	return s.Tx(ctx, func(tx *sql.Tx) error { return setTagTx(ctx, tx, account, uuid, tag) })
+}
+
+func setTagTx(ctx context.Context, tx *sql.Tx, account, uuid, tag string) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE images SET tag=NULL WHERE account=? AND tag=?`, account, tag); err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE images SET tag=? WHERE account=? AND uuid=? AND deleted_at IS NULL AND hidden=0`, tag, account, uuid)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errdefs.NotFound("image %s not found", uuid)
+	}
+	return nil
 }
 
 // RemoveTag clears image uuid's tag; if tag is non-empty it must match.
