@@ -328,7 +328,12 @@ func (e *Engine) newOp(row store.Operation) *op {
 func (e *Engine) recordImages(ctx context.Context, rows ...store.Image) error {
 	if o := opFrom(ctx); o != nil {
 		if f := o.result(); f != nil {
-			return o.finish(ctx, f(rows[len(rows)-1].UUID), rows...)
+			err := o.finish(ctx, f(rows[len(rows)-1].UUID), rows...)
+			if err != nil {
+				// The operation fails with this error; the images stay invisible.
+				e.log.Warn("commit an operation's result", "operation", o.id, "image", rows[len(rows)-1].UUID, "err", err)
+			}
+			return err
 		}
 	}
 	if err := e.st.InsertImages(ctx, rows...); err != nil {

@@ -372,7 +372,6 @@ func envList(env map[string]string) []string {
 
 // runState carries a run's progress for finishing the operation.
 type runState struct {
-	started  time.Time
 	result   *apitypes.InstanceResult
 	cpu      float64
 	rss      int64
@@ -386,7 +385,7 @@ type runState struct {
 // one as soon as its result is known; the outcome returned is then
 // refused as a repeat.
 func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
-	rs := &runState{started: time.Now(), status: apitypes.StatusSuccess}
+	rs := &runState{status: apitypes.StatusSuccess}
 	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
 
 	// Wait for a slot; cancellation while queued ends the operation.
