@@ -136,7 +136,8 @@ func withProgress(ctx context.Context, e *Engine, op string) context.Context {
 }
 
 // Progress appends a progress event to the operation carried by ctx, if
-// any. Events after the operation's result is committed are dropped.
+// any. An import's result commit writes its completion event, after which
+// followers stop reading: progress belongs before it.
 func Progress(ctx context.Context, p apitypes.EventDataProgress) {
 	if s, ok := ctx.Value(progressKey{}).(*progressSink); ok {
 		s.e.events.emit(ctx, s.op, 0, apitypes.EventProgress, p)

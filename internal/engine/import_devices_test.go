@@ -18,7 +18,7 @@ import (
 // nodes left out and an event that says so.
 func TestImportUploadDropsDeviceNodes(t *testing.T) {
 	testutil.RequiresRoot(t)
-	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: "runc"})
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runc"})
 	if err != nil {
 		t.Fatal(err)
 	}
