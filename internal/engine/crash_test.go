@@ -119,7 +119,7 @@ func TestKill9Recovery(t *testing.T) {
 		{"run", "runsc", "executing"},
 		{"commit", "runc", "committing"},
 		{"import", "runc", "committing"}, // an import's image and SUCCESS land together or not at all
-		{"warm", "runsc", "executing"}, // in a warm run, with idle warm sandboxes (one networked)
+		{"warm", "runsc", "executing"},   // in a warm run, with idle warm sandboxes (one networked)
 	} {
 		t.Run(tc.mode+"-"+tc.rt, func(t *testing.T) {
 			e, base := newEngine(t, tc.rt)

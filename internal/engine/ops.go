@@ -133,7 +133,10 @@ type op struct {
 	// finish returns (the engine adds them to its image graph).
 	recorded func([]store.Image)
 
-	mu    sync.Mutex // held across a finish, so finishes are serialised
+	// mu is held across a finish, so finishes are serialised. Lock order:
+	// Engine.gcMu (a commit) → mu → the event log's lock → the store's
+	// writer → Engine.mu (recorded).
+	mu    sync.Mutex
 	state opState
 	// resultOf, when set, is the outcome the operation ends with if its work
 	// commits an image (the top one given): the commit and the finish are
@@ -249,7 +252,7 @@ func (o *op) end(out outcome) {
 		}
 		return
 	}
-	o.log.Error("record operation outcome", "operation", o.id, "status", out.state, "err", err)
+	o.log.Error("record operation outcome", "operation", o.id, "kind", o.kind, "status", out.state, "err", err)
 	msg := fmt.Sprintf("recording the outcome (%s) failed: %v", out.state, err)
 	if out.err != "" {
 		msg = out.err + "; " + msg
