@@ -281,7 +281,7 @@ func imagesOf(t *testing.T, e *Engine) []store.Image {
 // together wait for each other instead of over-committing the host.
 func TestMemoryBudget(t *testing.T) {
 	testutil.RequiresRoot(t)
-	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: "runc", MemoryBudget: 256 << 20, Slots: 8})
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runc", MemoryBudget: 256 << 20, Slots: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func TestMemoryBudget(t *testing.T) {
 // place.
 func TestSubprocessLimits(t *testing.T) {
 	testutil.RequiresRoot(t)
-	e, err := New(context.Background(), Config{Home: t.TempDir(), Runtime: "runc", MaxSubprocesses: 2, MaxAccountSubprocesses: 3})
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runc", MaxSubprocesses: 2, MaxAccountSubprocesses: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // serverNetns creates a network namespace playing an outside server at a
@@ -273,7 +274,7 @@ func TestEgressDenied(t *testing.T) {
 				}
 			}
 			// Allowed by the operator: each range given, in both forms.
-			home := t.TempDir()
+			home := testutil.Home(t)
 			allow := []string{targets["link-local"], "10.89.0.0/16", "172.29.0.0/16", "192.168.0.0/16", "100.64.0.0/10"}
 			ea, err := New(context.Background(), Config{Home: home, Runtime: rt, NetAllow: allow})
 			if err != nil {

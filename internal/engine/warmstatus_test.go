@@ -48,7 +48,7 @@ func TestWarmPoolOffIsLoud(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &warnings{}
-			tc.cfg.Home, tc.cfg.Runtime, tc.cfg.Logger = t.TempDir(), "runc", slog.New(w)
+			tc.cfg.Home, tc.cfg.Runtime, tc.cfg.Logger = testutil.Home(t), "runc", slog.New(w)
 			e, err := New(context.Background(), tc.cfg)
 			if err != nil {
 				t.Fatal(err)
