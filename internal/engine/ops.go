@@ -122,8 +122,8 @@ func failed(msg string) outcome { return outcome{state: opFailed, err: msg} }
 // refused as a repeat.
 type op struct {
 	id, account, kind string
-	created, begun    time.Time
-	metadata          string // request echo, written back unless the outcome replaces it
+	begun             time.Time // for the completion's duration
+	metadata          string    // request echo, written back unless the outcome replaces it
 
 	st     *store.Store
 	events *eventHub
@@ -320,7 +320,7 @@ func (e *Engine) newOp(row store.Operation) *op {
 		// A row this arbor did not write: treat it as in flight.
 		e.log.Warn("operation with an unknown status", "operation", row.UUID, "status", row.Status)
 	}
-	return &op{id: row.UUID, account: row.Account, kind: row.Kind, created: row.CreatedAt, begun: row.CreatedAt,
+	return &op{id: row.UUID, account: row.Account, kind: row.Kind, begun: row.CreatedAt,
 		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, cancel: func(error) {},
 		recorded: e.addImages, state: state}
 }

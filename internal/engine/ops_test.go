@@ -35,7 +35,7 @@ func testOp(t *testing.T, kind string) (*op, *store.Store, string) {
 	log := slog.New(slog.DiscardHandler)
 	h := newEventHub(st, log)
 	h.open(row.UUID, 0)
-	return &op{id: row.UUID, account: acct, kind: kind, created: row.CreatedAt, begun: time.Now(), metadata: row.Metadata,
+	return &op{id: row.UUID, account: acct, kind: kind, begun: time.Now(), metadata: row.Metadata,
 		st: st, events: h, log: log, cancel: func(error) {}}, st, path
 }
 
