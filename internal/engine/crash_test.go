@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/netns"
 )
 
@@ -57,6 +59,34 @@ func crashHelper(mode string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	if mode == "import" {
+		// An import dies as it commits: its layer is in place, its image
+		// and SUCCESS (one transaction) not yet written.
+		var buf bytes.Buffer
+		if err := baseimage.WriteBusyboxTar(&buf); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		f, err := e.PutFile(ctx, acct, &buf, 0)
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		printed := make(chan struct{})
+		testHookAfterRename = func() {
+			<-printed
+			fmt.Println("committing")
+			select {}
+		}
+		op, err := e.Import(ctx, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: UploadScheme + f.UUID}})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println("op", op)
+		close(printed)
+		select {}
+	}
 	cmd := "sleep 1000"
 	if mode == "commit" {
 		cmd = "echo data > /root/committed"
@@ -87,7 +117,8 @@ func TestKill9Recovery(t *testing.T) {
 		{"run", "runc", "executing"},
 		{"run", "runsc", "executing"},
 		{"commit", "runc", "committing"},
-		{"warm", "runsc", "executing"}, // in a warm run, with idle warm sandboxes (one networked)
+		{"import", "runc", "committing"}, // an import's image and SUCCESS land together or not at all
+		{"warm", "runsc", "executing"},   // in a warm run, with idle warm sandboxes (one networked)
 	} {
 		t.Run(tc.mode+"-"+tc.rt, func(t *testing.T) {
 			e, base := newEngine(t, tc.rt)

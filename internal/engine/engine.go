@@ -226,7 +226,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		layerDir:  layerDir,
 		active:    map[string]*activeOp{},
 		squashing: map[string]bool{},
-		events:    newEventHub(st),
+		events:    newEventHub(st, cfg.Logger),
 		nets:      netns.NewManager(netns.Tag(home), allow...),
 		closed:    make(chan struct{}),
 		ids:       newIDAlloc(),
@@ -325,8 +325,6 @@ func (e *Engine) Close() error {
 	e.nets.Close()
 	return e.st.Close()
 }
-
-var errShutdown = errors.New("daemon shutting down")
 
 // recover brings the home back to a consistent state after a crash: stale
 // sandboxes and mounts are removed, unfinished operations fail with a reason,

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 // restart shows exactly what live followers saw.
 type eventHub struct {
 	st   store.Metadata
+	log  *slog.Logger
 	mu   sync.Mutex
 	logs map[string]*opLog
 }
@@ -25,8 +28,8 @@ type opLog struct {
 	ch   chan struct{} // closed and replaced on every append
 }
 
-func newEventHub(st store.Metadata) *eventHub {
-	return &eventHub{st: st, logs: map[string]*opLog{}}
+func newEventHub(st store.Metadata, log *slog.Logger) *eventHub {
+	return &eventHub{st: st, log: log, logs: map[string]*opLog{}}
 }
 
 // open starts a live log for op whose next event id is next.
@@ -49,21 +52,40 @@ func (h *eventHub) close(op string) {
 	}
 }
 
-// wake wakes op's followers without an append: for events written inside
-// another transaction (completion), once that transaction has committed.
-func (h *eventHub) wake(op string) {
-	if l := h.log(op); l != nil {
-		l.mu.Lock()
-		close(l.ch)
-		l.ch = make(chan struct{})
-		l.mu.Unlock()
+// complete stores op's completion event through write, which is given the
+// event's id (-1 when op has no live log: the next one stored) and writes
+// it in the transaction that finishes op. The log's lock is held across
+// write, so the completion's id is the next one and no append can take it;
+// no transaction waits for that lock while it holds the store's writer.
+func (h *eventHub) complete(op string, write func(id int64) error) error {
+	l := h.opLog(op)
+	if l == nil {
+		return write(-1)
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := write(l.next); err != nil {
+		return err
+	}
+	l.next++
+	close(l.ch)
+	l.ch = make(chan struct{})
+	return nil
 }
 
-func (h *eventHub) log(op string) *opLog {
+func (h *eventHub) opLog(op string) *opLog {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.logs[op]
+}
+
+// emit appends an event for op; a failure to store it is logged with the
+// operation's id (the operation goes on: its outcome matters more than one
+// event of its log).
+func (h *eventHub) emit(ctx context.Context, op string, spid int, typ string, data any) {
+	if err := h.append(ctx, op, spid, typ, data); err != nil {
+		h.log.Warn("append event", "operation", op, "type", typ, "spid", spid, "err", err)
+	}
 }
 
 // append stores one event for op and wakes followers.
@@ -73,13 +95,13 @@ func (h *eventHub) append(ctx context.Context, op string, spid int, typ string, 
 
 // appendWith stores the event inside a transaction together with fn's work.
 func (h *eventHub) appendWith(ctx context.Context, op string, spid int, typ string, data any, fn func(tx store.Tx) error) error {
-	l := h.log(op)
+	l := h.opLog(op)
 	if l == nil {
 		return nil // operation not live (already finished)
 	}
 	b, err := json.Marshal(data)
 	if err != nil {
-		return err
+		return fmt.Errorf("event %s: %w", typ, err)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -97,7 +119,7 @@ func (h *eventHub) appendWith(ctx context.Context, op string, spid int, typ stri
 		})
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("store event %d (%s) of operation %s: %w", ev.ID, typ, op, err)
 	}
 	l.next++
 	close(l.ch)
@@ -107,7 +129,7 @@ func (h *eventHub) appendWith(ctx context.Context, op string, spid int, typ stri
 
 // wakeup returns a channel closed at op's next event, or nil if op is not live.
 func (h *eventHub) wakeup(op string) <-chan struct{} {
-	l := h.log(op)
+	l := h.opLog(op)
 	if l == nil {
 		return nil
 	}

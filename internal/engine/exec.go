@@ -165,7 +165,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 				pr.pid = pid
 				a.mu.Unlock()
 				ev.Pid = pid
-				_ = e.events.append(context.Background(), op, spid, apitypes.EventSpawn, ev)
+				e.events.emit(context.Background(), op, spid, apitypes.EventSpawn, ev)
 				close(started)
 			},
 		})
@@ -198,7 +198,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 			}
 		}
 		e.releaseSub(a) // before the exit event: a client that saw it may start another
-		_ = e.events.append(context.Background(), op, spid, apitypes.EventExit, apitypes.EventDataExit{
+		e.events.emit(context.Background(), op, spid, apitypes.EventExit, apitypes.EventDataExit{
 			Pid: ev.Pid, Code: code, Signal: sig, DurationMs: res.Duration.Milliseconds(), Resources: resources(res.Rusage)})
 	}()
 	<-started
@@ -237,7 +237,7 @@ func (e *Engine) writeStdin(ctx context.Context, account, op string, spid int, d
 		return errdefs.Conflict("stdin of process %d is closed (spawn it with stdin.close=false to keep it open)", spid)
 	}
 	if len(data) > 0 {
-		_ = e.events.append(ctx, op, spid, apitypes.EventStdin, apitypes.NewStreamRepr(data, false))
+		e.events.emit(ctx, op, spid, apitypes.EventStdin, apitypes.NewStreamRepr(data, false))
 		if _, err := w.Write(data); err != nil {
 			return errdefs.Conflict("process %d no longer reads stdin: %v", spid, err)
 		}

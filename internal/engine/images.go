@@ -292,29 +292,15 @@ func (e *Engine) ImageFS(ctx context.Context, account, id string) (*layerfs.FS, 
 }
 
 // commitLayer makes upper durable and moves it into the layer store, then
-// writes the image row with fn's transaction work (the operation's result)
-// in one transaction. A crash before the transaction leaves only an
+// records the image row (with the outcome of the operation it is the result
+// of, in one transaction: see recordImages). A crash before the transaction leaves only an
 // unreferenced layer, which recovery collects.
-func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image, fn func(tx store.Tx) error) error {
+func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image) error {
 	return e.layers.Commit(ctx, upper, im.Layer, func() error {
 		if testHookAfterRename != nil {
 			testHookAfterRename()
 		}
-		if err := e.st.Update(ctx, func(tx store.Tx) error {
-			if err := tx.InsertImage(ctx, im); err != nil {
-				return err
-			}
-			if fn != nil {
-				return fn(tx)
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		e.mu.Lock()
-		e.images[im.UUID] = newImageNode(im)
-		e.mu.Unlock()
-		return nil
+		return e.recordImages(ctx, im)
 	})
 }
 

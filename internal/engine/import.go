@@ -79,44 +79,37 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 	mb, _ := json.Marshal(echo)
 	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindImageImport, Status: apitypes.StatusPending,
 		CreatedAt: time.Now(), Metadata: string(mb)}
-	err := e.startOp(ctx, o, func(ctx context.Context) {
-		start := time.Now()
+	err := e.startOp(ctx, o, func(ctx context.Context, op *op) outcome {
 		ctx, cancel := context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
 		defer cancel()
-		_ = e.st.SetStatus(ctx, o.UUID, apitypes.StatusExecuting)
+		if err := op.to(ctx, opExecuting); err != nil {
+			if out, ok := causeOutcome(ctx, "import"); ok {
+				return out
+			}
+			return failed(err.Error())
+		}
+		// The image the import commits is its result: the image and the
+		// SUCCESS (with the tag) are one transaction.
+		op.setResult(func(image string) outcome { return outcome{state: opSuccess, result: image, tag: tag} })
 		wctx, stopWatch := e.watchImport(withProgress(ctx, e, o.UUID), e.activeOf(o.UUID))
 		imID, err := work(wctx)
 		var quota quotaExceeded
 		quotaHit := errors.As(context.Cause(wctx), &quota)
 		stopWatch()
-		status, msg := apitypes.StatusSuccess, ""
+		if out, ok := causeOutcome(ctx, "import"); ok {
+			return out
+		}
 		switch {
-		case context.Cause(ctx) == errCancelled:
-			status, msg, imID = apitypes.StatusCancelled, "cancelled by request", ""
 		case quotaHit:
-			status, msg, imID = apitypes.StatusFailed, quota.Error(), ""
+			return failed(quota.Error())
+		case err != nil && ctx.Err() == context.DeadlineExceeded:
+			return failed(fmt.Sprintf("import timed out after %d s: raise timeout or check the registry", timeout))
 		case err != nil:
-			status, msg, imID = apitypes.StatusFailed, err.Error(), ""
-			if ctx.Err() == context.DeadlineExceeded {
-				msg = fmt.Sprintf("import timed out after %d s: raise timeout or check the registry", timeout)
-			}
+			return failed(err.Error())
 		}
-		if imID != "" && tag != "" {
-			if err := e.st.SetTag(context.WithoutCancel(ctx), account, imID, tag); err != nil {
-				status, msg = apitypes.StatusFailed, "tag result: "+err.Error()
-			}
-		}
-		bg := context.WithoutCancel(ctx)
-		_ = e.st.Update(bg, func(tx store.Tx) error {
-			done := store.Operation{UUID: o.UUID, Status: status, Error: msg, FinishedAt: time.Now(), ResultImageUUID: imID, Metadata: o.Metadata}
-			if imID != "" {
-				done.ResultTag = tag
-			}
-			if err := tx.FinishOperation(bg, done); err != nil {
-				return err
-			}
-			return e.completionTx(bg, tx, o.UUID, status, imID, msg, time.Since(start))
-		})
+		// An image imported before (the registry's cache): this import
+		// committed none, so it finishes here, tagging that image.
+		return outcome{state: opSuccess, result: imID, tag: tag}
 	})
 	if err != nil {
 		return "", err
@@ -142,10 +135,12 @@ func withProgress(ctx context.Context, e *Engine, op string) context.Context {
 	return context.WithValue(ctx, progressKey{}, &progressSink{e: e, op: op})
 }
 
-// Progress appends a progress event to the operation carried by ctx, if any.
+// Progress appends a progress event to the operation carried by ctx, if
+// any. An import's result commit writes its completion event, after which
+// followers stop reading: progress belongs before it.
 func Progress(ctx context.Context, p apitypes.EventDataProgress) {
 	if s, ok := ctx.Value(progressKey{}).(*progressSink); ok {
-		_ = s.e.events.append(ctx, s.op, 0, apitypes.EventProgress, p)
+		s.e.events.emit(ctx, s.op, 0, apitypes.EventProgress, p)
 	}
 }
 
@@ -209,7 +204,7 @@ func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func
 	if err := e.checkImportQuota(ctx, account, im.LayerBytes); err != nil {
 		return "", err
 	}
-	if err := e.commitLayer(ctx, dir, im, nil); err != nil {
+	if err := e.commitLayer(ctx, dir, im); err != nil {
 		return "", err
 	}
 	return im.UUID, nil

@@ -151,12 +151,13 @@ func (e *Engine) NewLayeredImage(ctx context.Context, account string, layers []I
 	if err := e.checkImportQuota(ctx, account, need); err != nil {
 		return "", st, err
 	}
+	// Before the commit: an import's commit is its completion, the last event.
+	Progress(ctx, apitypes.EventDataProgress{Phase: "stored", Done: int64(st.Extracted), Total: int64(st.Layers), Unit: "layers",
+		Message: fmt.Sprintf("%d of %d layers extracted, %d shared with stored images (%d bytes not written again)", st.Extracted, st.Layers, st.Shared, st.SharedBytes)})
 	id, err := e.commitChain(ctx, account, layers, ids, sizes)
 	if err != nil {
 		return "", st, err
 	}
-	Progress(ctx, apitypes.EventDataProgress{Phase: "stored", Done: int64(st.Extracted), Total: int64(st.Layers), Unit: "layers",
-		Message: fmt.Sprintf("%d of %d layers extracted, %d shared with stored images (%d bytes not written again)", st.Extracted, st.Layers, st.Shared, st.SharedBytes)})
 	e.log.Info("imported layered image", "image", id, "layers", st.Layers, "extracted", st.Extracted, "shared", st.Shared, "shared_bytes", st.SharedBytes)
 	e.maybeSquash(id)
 	return id, st, nil
@@ -266,21 +267,9 @@ func (e *Engine) commitChain(ctx context.Context, account string, layers []Impor
 			return "", err
 		}
 	}
-	if err := e.st.Update(ctx, func(tx store.Tx) error {
-		for _, r := range rows {
-			if err := tx.InsertImage(ctx, r); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := e.recordImages(ctx, rows...); err != nil {
 		return "", fmt.Errorf("record image: %w", err)
 	}
-	e.mu.Lock()
-	for _, r := range rows {
-		e.images[r.UUID] = newImageNode(r)
-	}
-	e.mu.Unlock()
 	return im.UUID, nil
 }
 

@@ -32,8 +32,7 @@ import (
 
 // activeOp is an operation that has not finished yet.
 type activeOp struct {
-	id, account string
-	cancel      context.CancelCauseFunc
+	*op // its lifecycle: id, account, cancel...
 
 	mu       sync.Mutex
 	running  chan struct{} // closed once the main process has started
@@ -59,10 +58,6 @@ type proc struct {
 	signal func(syscall.Signal) error // if set, signals go here instead of to pid
 	stdin  *os.File
 }
-
-var (
-	errCancelled = errors.New("cancelled by request")
-)
 
 type placedFile struct {
 	path     string
@@ -123,7 +118,7 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 	if err != nil {
 		return "", apitypes.InstanceMetadata{}, err
 	}
-	if err := e.startOp(ctx, o, func(ctx context.Context) { defer lease.Release(); e.execute(ctx, p) }); err != nil {
+	if err := e.startOp(ctx, o, func(ctx context.Context, o *op) outcome { defer lease.Release(); return e.execute(ctx, o, p) }); err != nil {
 		lease.Release()
 		return "", apitypes.InstanceMetadata{}, err
 	}
@@ -134,36 +129,6 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 // enforced when startOp inserts the operation, atomically with the count.
 func (e *Engine) admit(ctx context.Context, account string) error {
 	return e.checkStorage(ctx, account)
-}
-
-// startOp persists o and runs work in the background with a cancellable context.
-func (e *Engine) startOp(ctx context.Context, o store.Operation, work func(ctx context.Context)) error {
-	select {
-	case <-e.closed:
-		return errdefs.Unavailable("daemon is shutting down")
-	default:
-	}
-	if err := e.st.InsertOperationLimited(ctx, o, e.cfg.MaxConcurrentOps); err != nil {
-		return err
-	}
-	opCtx, cancel := context.WithCancelCause(context.Background())
-	e.mu.Lock()
-	e.active[o.UUID] = &activeOp{id: o.UUID, account: o.Account, cancel: cancel, running: make(chan struct{}), procs: map[int]*proc{}, nextSpid: 2}
-	e.mu.Unlock()
-	e.events.open(o.UUID, 0)
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		defer func() {
-			e.mu.Lock()
-			delete(e.active, o.UUID)
-			e.mu.Unlock()
-			e.events.close(o.UUID)
-			cancel(nil)
-		}()
-		work(opCtx)
-	}()
-	return nil
 }
 
 // Cancel cancels an active operation. A finished one is a conflict.
@@ -413,7 +378,6 @@ func envList(env map[string]string) []string {
 
 // runState carries a run's progress for finishing the operation.
 type runState struct {
-	started  time.Time
 	result   *apitypes.InstanceResult
 	cpu      float64
 	rss      int64
@@ -422,9 +386,13 @@ type runState struct {
 	status   string
 }
 
-func (e *Engine) execute(ctx context.Context, p *runPlan) {
-	rs := &runState{started: time.Now(), status: apitypes.StatusSuccess}
-	defer func() { e.finishRun(p, rs) }()
+// execute runs the plan and returns its outcome, once torn down. A run
+// that commits an image finishes in the commit's transaction, a disposable
+// one as soon as its result is known; the outcome returned is then
+// refused as a repeat.
+func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
+	rs := &runState{status: apitypes.StatusSuccess}
+	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
 
 	// Wait for a slot; cancellation while queued ends the operation.
 	select {
@@ -442,7 +410,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	defer e.memory.Release(p.memory)
 	e.runBegins()
 	defer e.runEnds() // after teardown: then the pool may boot replacements
-	if err := e.st.SetStatus(ctx, p.op, apitypes.StatusAssigned); err != nil {
+	if err := o.to(ctx, opAssigned); err != nil {
 		rs.fail(ctx, err)
 		return
 	}
@@ -531,11 +499,11 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	// host's name and kernel version are not the client's business.
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
-	_ = e.events.append(ctx, p.op, 0, apitypes.EventInit, apitypes.EventDataInit{
+	e.events.emit(ctx, p.op, 0, apitypes.EventInit, apitypes.EventDataInit{
 		StartedAt: apitypes.Timestamp(time.Now()), RuntimePath: p.rt.Name(), InitPid: 1,
 		Hostname: p.meta.Hostname, Machine: unix.ByteSliceToString(uts.Machine[:]),
 	})
-	if err := e.st.SetStatus(ctx, p.op, apitypes.StatusExecuting); err != nil {
+	if err := o.to(ctx, opExecuting); err != nil {
 		rs.fail(ctx, err)
 		return
 	}
@@ -548,7 +516,7 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	if runErr == nil && ctx.Err() == nil {
 		grown, runErr = e.checkGrowth(ctx, p, upper)
 	}
-	_ = e.events.append(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
+	e.events.emit(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
 	if runErr != nil {
 		rs.fail(ctx, runErr)
 		return
@@ -559,8 +527,10 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	if p.meta.Disposable {
 		// Nothing to commit: report the result now and tear down after.
-		e.finishRun(p, rs)
-		rs.status = ""
+		// Should that fail, the outcome returned is recorded at the end.
+		if err := o.finish(context.WithoutCancel(ctx), rs.outcome(p)); err != nil {
+			e.log.Warn("record a disposable run's outcome", "operation", p.op, "err", err)
+		}
 		return
 	}
 	// Commit: an unchanged filesystem keeps the input image (ConTree's
@@ -581,22 +551,24 @@ func (e *Engine) execute(ctx context.Context, p *runPlan) {
 	}
 	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
 		Operation: p.op, Env: env, LayerBytes: grown.bytes, CreatedAt: time.Now()}
-	rs.resultIm = im.UUID
-	if err := e.commitLayer(ctx, upper, im, func(tx store.Tx) error {
-		return e.finishTx(ctx, tx, p, rs)
-	}); err != nil {
-		rs.resultIm = ""
+	// The image and the run's SUCCESS are one transaction.
+	o.setResult(func(image string) outcome {
+		r := *rs
+		r.resultIm = image
+		return r.outcome(p)
+	})
+	if err := e.commitLayer(ctx, upper, im); err != nil {
 		rs.fail(ctx, fmt.Errorf("commit: %w", err))
 		return
 	}
-	rs.status = "" // already finished inside the commit transaction
+	rs.resultIm = im.UUID
 	if a := e.activeOf(p.op); a != nil {
 		a.growth.Store(0) // counted as stored now
 	}
-	e.events.wake(p.op)
 	e.maybeSquash(im.UUID)
 	// Agents branch from the image they just made: have sandboxes ready.
 	e.warmUp(keyOf(p, im.UUID), e.cfg.WarmPerImage)
+	return
 }
 
 func shutdownReason(ctx context.Context, res runtime.Result) string {
@@ -615,17 +587,26 @@ func shutdownReason(ctx context.Context, res runtime.Result) string {
 // fail records why the run did not succeed. ctx's cause wins: a cancelled
 // run is CANCELLED whatever error its teardown produced.
 func (rs *runState) fail(ctx context.Context, err error) {
-	switch cause := context.Cause(ctx); cause {
-	case errCancelled:
-		rs.status, rs.errMsg = apitypes.StatusCancelled, "cancelled by request"
-		return
-	case errShutdown:
-		rs.status, rs.errMsg = apitypes.StatusFailed, "daemon shut down during the run; run it again"
+	if out, ok := causeOutcome(ctx, "run"); ok {
+		rs.status, rs.errMsg = out.state.String(), out.err
 		return
 	}
 	if err != nil {
 		rs.status, rs.errMsg = apitypes.StatusFailed, err.Error()
 	}
+}
+
+// outcome is the run's outcome as far as it got, with the request echo and
+// the result as the operation's metadata.
+func (rs *runState) outcome(p *runPlan) outcome {
+	state, err := parseOpState(rs.status)
+	if err != nil || !state.terminal() {
+		state = opSuccess
+	}
+	m := redactMeta(p.meta)
+	m.Result = rs.result
+	mb, _ := json.Marshal(m)
+	return outcome{state: state, err: rs.errMsg, result: rs.resultIm, metadata: string(mb), cpu: rs.cpu, rss: rs.rss}
 }
 
 func dirEmpty(dir string) (bool, error) {
@@ -731,7 +712,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 	var timedOut, sizeCapped bool
 	var capErr capHit
 	if !findExecutable(merged, p.args[0], p.env["PATH"]) {
-		_ = e.events.append(ctx, p.op, 1, apitypes.EventSpawn, spawn)
+		e.events.emit(ctx, p.op, 1, apitypes.EventSpawn, spawn)
 		fmt.Fprintf(stderr, "arbor: %q not found in the image (or not executable); PATH=%s. Install it in an earlier run, use an absolute path, or run it through shell=true.\n", p.args[0], p.env["PATH"])
 		res.ExitCode = 127
 		res.Started = time.Now()
@@ -767,7 +748,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			}
 			netnsPath = n.Path
 			ip, gw := n.IP, n.Gateway
-			_ = e.events.append(ctx, p.op, 0, apitypes.EventNetwork, apitypes.EventDataNetwork{
+			e.events.emit(ctx, p.op, 0, apitypes.EventNetwork, apitypes.EventDataNetwork{
 				Interfaces: []apitypes.NetworkInterface{{Name: "eth0"}},
 				Configured: &apitypes.NetworkConfigured{IP4: ip + "/30", IP4Gw: gw},
 			})
@@ -785,7 +766,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			OnStart: func(pid int) {
 				stdinR.Close() // the runtime has its copy
 				spawn.Pid = pid
-				_ = e.events.append(ctx, p.op, 1, apitypes.EventSpawn, spawn)
+				e.events.emit(ctx, p.op, 1, apitypes.EventSpawn, spawn)
 				if a != nil {
 					a.mu.Lock()
 					a.sandbox = &sandboxRef{rt: p.rt, cid: spec.ID, p: p}
@@ -842,7 +823,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 	dur := res.Duration
 	exit := apitypes.EventDataExit{Pid: spawn.Pid, Code: res.ExitCode, Signal: res.Signal, TimedOut: timedOut, DurationMs: dur.Milliseconds(),
 		Resources: resources(ru)}
-	_ = e.events.append(ctx, p.op, 1, apitypes.EventExit, exit)
+	e.events.emit(ctx, p.op, 1, apitypes.EventExit, exit)
 	user := float64(exit.Resources.UserTimeUs) / 1e6
 	sys := float64(exit.Resources.SysTimeUs) / 1e6
 	rs.cpu = user + sys
@@ -889,7 +870,7 @@ func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc
 				a.growth.Store(n) // on its way to the account's storage
 			}
 			if limit, quota := e.growthLimit(ctx, p); n > limit {
-				_ = e.events.append(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: n})
+				e.events.emit(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: n})
 				cancel(capHit{e.sizeCapError(limit, quota)})
 				return
 			}
@@ -903,6 +884,8 @@ func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc
 type capHit struct{ err error }
 
 func (c capHit) Error() string { return c.err.Error() }
+
+func (c capHit) Unwrap() error { return c.err }
 
 // fileSize is the run's RLIMIT_FSIZE: one byte over its limit, so that a
 // file cut short by it is bigger than the limit and checkGrowth tells it
@@ -1004,7 +987,7 @@ func (c *capture) emit(chunk []byte) {
 	for len(chunk) > 0 {
 		n := min(len(chunk), maxEventBytes)
 		r := apitypes.NewStreamRepr(chunk[:n], false)
-		_ = c.e.events.append(context.Background(), c.op, c.spid, c.stream, apitypes.EventDataStream{Value: r.Value, Encoding: r.Encoding})
+		c.e.events.emit(context.Background(), c.op, c.spid, c.stream, apitypes.EventDataStream{Value: r.Value, Encoding: r.Encoding})
 		chunk = chunk[n:]
 	}
 }
@@ -1032,7 +1015,7 @@ func (c *capture) finish() {
 	c.mu.Unlock()
 	c.emit(chunk)
 	if dropped > 0 {
-		_ = c.e.events.append(context.Background(), c.op, c.spid, apitypes.EventTruncated, apitypes.EventDataTruncated{
+		c.e.events.emit(context.Background(), c.op, c.spid, apitypes.EventTruncated, apitypes.EventDataTruncated{
 			Stream: c.stream, BytesEmitted: emitted, BytesDropped: dropped})
 	}
 }
@@ -1058,73 +1041,4 @@ func redactEnv(env map[string]string) map[string]string {
 func redactMeta(m apitypes.InstanceMetadata) apitypes.InstanceMetadata {
 	m.Env = redactEnv(m.Env)
 	return m
-}
-
-// finishRun records the terminal state unless the commit transaction already did.
-func (e *Engine) finishRun(p *runPlan, rs *runState) {
-	if rs.status == "" {
-		return
-	}
-	ctx := context.Background()
-	if err := e.st.Update(ctx, func(tx store.Tx) error { return e.finishTx(ctx, tx, p, rs) }); err != nil {
-		e.log.Error("record operation result", "operation", p.op, "err", err)
-	}
-	e.events.wake(p.op) // the result is in: followers need not wait for teardown
-}
-
-// finishTx writes the operation's terminal row and its completion event in tx.
-func (e *Engine) finishTx(ctx context.Context, tx store.Tx, p *runPlan, rs *runState) error {
-	status := rs.status
-	if status == "" {
-		status = apitypes.StatusSuccess
-	}
-	m := redactMeta(p.meta)
-	m.Result = rs.result
-	mb, _ := json.Marshal(m)
-	now := time.Now()
-	o := store.Operation{UUID: p.op, Status: status, Error: rs.errMsg, FinishedAt: now, ResultImageUUID: rs.resultIm,
-		Metadata: string(mb), CPUSeconds: rs.cpu, MaxRSSBytes: rs.rss}
-	if err := tx.FinishOperation(ctx, o); err != nil {
-		return err
-	}
-	return e.completionTx(ctx, tx, p.op, status, rs.resultIm, rs.errMsg, now.Sub(rs.started))
-}
-
-// completionTx appends the completion event inside tx.
-func (e *Engine) completionTx(ctx context.Context, tx store.Tx, op, status, result, errMsg string, d time.Duration) error {
-	c := apitypes.EventDataCompletion{Status: status, DurationMs: d.Milliseconds()}
-	if result != "" {
-		c.ResultImageUUID = &result
-	}
-	if errMsg != "" {
-		c.Error = &errMsg
-	}
-	l := e.events.log(op)
-	b, _ := json.Marshal(c)
-	if l == nil {
-		id, err := tx.LastEventID(ctx, op)
-		if err != nil {
-			return err
-		}
-		return tx.AppendEvent(ctx, op, store.Event{ID: id + 1, TS: time.Now(), Spid: 0, Type: apitypes.EventCompletion, Data: string(b)})
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := tx.AppendEvent(ctx, op, store.Event{ID: l.next, TS: time.Now(), Spid: 0, Type: apitypes.EventCompletion, Data: string(b)}); err != nil {
-		return err
-	}
-	l.next++
-	return nil
-}
-
-// finishInterrupted fails an operation found unfinished at start-up.
-func (e *Engine) finishInterrupted(ctx context.Context, o store.Operation) error {
-	msg := "daemon restarted while the operation was " + strings.ToLower(o.Status) + "; nothing was saved: run it again"
-	return e.st.Update(ctx, func(tx store.Tx) error {
-		o.Status, o.Error, o.FinishedAt = apitypes.StatusFailed, msg, time.Now()
-		if err := tx.FinishOperation(ctx, o); err != nil {
-			return err
-		}
-		return e.completionTx(ctx, tx, o.UUID, o.Status, "", msg, o.FinishedAt.Sub(o.CreatedAt))
-	})
 }

@@ -124,7 +124,7 @@ func (e *Engine) checkGrowth(ctx context.Context, p *runPlan, upper string) (tre
 	if u.biggest > limit {
 		over = u.biggest // the file cut short at the limit
 	}
-	_ = e.events.append(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: over})
+	e.events.emit(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: over})
 	return u, e.sizeCapError(limit, quota)
 }
 
@@ -182,6 +182,8 @@ type quotaExceeded struct{ err error }
 
 func (q quotaExceeded) Error() string { return q.err.Error() }
 
+func (q quotaExceeded) Unwrap() error { return q.err }
+
 // watchImport returns ctx carrying a stagingWatch for import operation a,
 // cancelled with a quotaExceeded cause (after a size_cap event) when what
 // the import has written would take the account past its quota. stop ends
@@ -210,7 +212,7 @@ func (e *Engine) watchImport(ctx context.Context, a *activeOp) (context.Context,
 			a.growth.Store(n)
 			left, _, err := e.quotaLeft(ctx, a.account, a)
 			if err == nil && n > left {
-				_ = e.events.append(ctx, a.id, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: max(left, 0), FileSize: n})
+				e.events.emit(ctx, a.id, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: max(left, 0), FileSize: n})
 				cancel(quotaExceeded{errdefs.ResourceExhausted("the import wrote %d bytes, more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images (arbor rmi) or import a smaller image", n, max(left, 0), e.cfg.MaxStorageBytes)})
 				return
 			}

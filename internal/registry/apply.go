@@ -58,6 +58,13 @@ func (im *Importer) newImage(ctx context.Context, e *engine.Engine, account stri
 		where := func(err error) error {
 			return fmt.Errorf("%s: layer %d of %d (%s): %w", p.source, i+1, len(p.layers), shortDigest(l), err)
 		}
+		// After the last layer, report them all done: before the commit,
+		// which for an import operation is its completion, its last event.
+		done := func() {
+			if i == len(p.layers)-1 {
+				pr.layer(len(p.layers))
+			}
+		}
 		layers[i] = engine.ImportLayer{
 			DiffID:  l.diffID.String(),
 			ChainID: chain.String(),
@@ -70,6 +77,7 @@ func (im *Importer) newImage(ctx context.Context, e *engine.Engine, account stri
 				}
 				devs.report(ctx, fmt.Sprintf("layer %d of %d (%s)", i+1, len(p.layers), shortDigest(l)))
 				budget -= used
+				done()
 				return nil
 			},
 			Verify: func() error {
@@ -77,16 +85,16 @@ func (im *Importer) newImage(ctx context.Context, e *engine.Engine, account stri
 				if err := im.verifyLayer(ctx, l, pr); err != nil {
 					return where(err)
 				}
+				done()
 				return nil
 			},
-			Shared: func() { pr.skip(l.size) },
+			Shared: func() { pr.skip(l.size); done() },
 		}
 	}
 	id, _, err := e.NewLayeredImage(ctx, account, layers)
 	if err != nil {
 		return "", err
 	}
-	pr.layer(len(p.layers))
 	return id, nil
 }
 

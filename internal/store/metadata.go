@@ -85,6 +85,15 @@ type Metadata interface {
 	Close() error
 }
 
+// FinishOperation (in Tx) records an operation's outcome all or nothing:
+// its images (out.Images, in order), its tag (moved to the result image),
+// its terminal row (Status, Error, FinishedAt, ResultImageUUID, ResultTag,
+// Metadata replaced, CPUSeconds, MaxRSSBytes, ImageSize) and its
+// completion event, if out.Completion has a Type (an ID below 0 takes the
+// next one). An operation no longer in flight, or unknown, is left
+// untouched and the error is FailedPrecondition: an operation finishes
+// once.
+//
 // Tx is the set of writes that may be grouped in one transaction by
 // [Metadata.Update]: an image together with the operation that produced
 // it, its tag and the operation's completion event. Each method has the
@@ -92,7 +101,7 @@ type Metadata interface {
 type Tx interface {
 	InsertImage(ctx context.Context, im Image) error
 	SetTag(ctx context.Context, account, uuid, tag string) error
-	FinishOperation(ctx context.Context, o Operation) error
+	FinishOperation(ctx context.Context, out Outcome) error
 	AppendEvent(ctx context.Context, op string, ev Event) error
 	// LastEventID reads inside the transaction, so an event appended
 	// after it by the same transaction gets the next ID.
@@ -141,6 +150,8 @@ type Images interface {
 	// on a live image of the account, or a second hidden row with the same
 	// Chain in the account is a Conflict.
 	InsertImage(ctx context.Context, im Image) error
+	// InsertImages writes new image rows in one transaction: all or none.
+	InsertImages(ctx context.Context, ims ...Image) error
 	// Image returns account's live image uuid, or NotFound.
 	Image(ctx context.Context, account, uuid string) (Image, error)
 	// ImageAny returns the row uuid whatever its account, deletion or
@@ -206,11 +217,11 @@ type Operations interface {
 	// sets StartedAt the first time; a terminal or unknown operation is
 	// left alone without error.
 	SetStatus(ctx context.Context, uuid, status string) error
-	// FinishOperation writes o's outcome onto operation o.UUID: Status,
-	// Error, FinishedAt, ResultImageUUID, ResultTag, Metadata (replaced:
-	// pass the request echo to keep it), CPUSeconds, MaxRSSBytes and
-	// ImageSize. It does not check the current status.
-	FinishOperation(ctx context.Context, o Operation) error
+	// MoveOperation moves operation uuid from status from to status to
+	// (both in flight), recording StartedAt the first time. It is a
+	// compare-and-set: a row not in from is left alone and the error is
+	// FailedPrecondition.
+	MoveOperation(ctx context.Context, uuid, from, to string) error
 	// Operation returns account's operation uuid with its Metadata, or
 	// NotFound.
 	Operation(ctx context.Context, account, uuid string) (Operation, error)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -78,15 +79,88 @@ func (s *Store) SetStatus(ctx context.Context, uuid, status string) error {
 	return err
 }
 
-// FinishOperation records a terminal status and results.
-func (s *Store) FinishOperation(ctx context.Context, o Operation) error {
-	return finishOperation(ctx, s.w, o)
+// MoveOperation moves operation uuid from status from to status to (both
+// in flight), recording when it started. It is a compare-and-set: when the
+// row is not in from (finished, or moved by someone else), it writes
+// nothing and returns an error of class ErrFailedPrecondition.
+func (s *Store) MoveOperation(ctx context.Context, uuid, from, to string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE operations SET status=?, started_at=COALESCE(started_at, ?) WHERE uuid=? AND status=?`, to, now(), uuid, from)
+	if err != nil {
+		return fmt.Errorf("operation %s: %s → %s: %w", uuid, from, to, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return errdefs.FailedPrecondition("operation %s is not %s: cannot move it to %s", uuid, from, to)
+	}
+	return nil
 }
 
-func finishOperation(ctx context.Context, q querier, o Operation) error {
-	_, err := q.ExecContext(ctx, `UPDATE operations SET status=?, error=?, finished_at=?, result_image_uuid=?, result_tag=?, metadata=?, cpu_seconds=?, max_rss_bytes=?, image_size=? WHERE uuid=?`,
+// Outcome is everything an operation leaves when it ends, written by
+// FinishOperation in one transaction.
+type Outcome struct {
+	// Operation is the terminal row: UUID, Status (SUCCESS, FAILED or
+	// CANCELLED), Error, FinishedAt, ResultImageUUID, ResultTag (moved to
+	// the result image), Metadata, CPUSeconds, MaxRSSBytes, ImageSize.
+	Operation Operation
+	// Images are the rows the operation makes visible (an import's chain,
+	// a run's snapshot), inserted in order before the row is finished.
+	Images []Image
+	// Completion is the last event of the operation's log. An ID below 0
+	// takes the next id after the stored events.
+	Completion Event
+}
+
+// FinishOperation records an operation's outcome: its images, its tag, its
+// terminal row and its completion event, all or nothing, so a crash never
+// leaves an image visible whose operation did not succeed, nor a SUCCESS
+// whose image is missing. An operation that has already finished is left
+// untouched and the call fails with ErrFailedPrecondition.
+func (s *Store) FinishOperation(ctx context.Context, out Outcome) error {
+	return s.sqlTx(ctx, func(tx *sql.Tx) error { return finishOperation(ctx, tx, out) })
+}
+
+func finishOperation(ctx context.Context, tx *sql.Tx, out Outcome) error {
+	o := out.Operation
+	for _, im := range out.Images {
+		if err := insertImage(ctx, tx, im); err != nil {
+			return fmt.Errorf("record image %s: %w", im.UUID, err)
+		}
+	}
+	if o.ResultTag != "" && o.ResultImageUUID != "" {
+		if err := setTag(ctx, tx, o.Account, o.ResultImageUUID, o.ResultTag); err != nil {
+			return fmt.Errorf("tag result: %w", err)
+		}
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE operations SET status=?, error=?, finished_at=?, result_image_uuid=?, result_tag=?, metadata=?, cpu_seconds=?, max_rss_bytes=?, image_size=?
+		WHERE uuid=? AND status IN ('PENDING','ASSIGNED','EXECUTING')`,
 		o.Status, nullStr(o.Error), o.FinishedAt.UnixNano(), nullStr(o.ResultImageUUID), nullStr(o.ResultTag), o.Metadata, o.CPUSeconds, o.MaxRSSBytes, o.ImageSize, o.UUID)
-	return err
+	if err != nil {
+		return fmt.Errorf("record outcome: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return errdefs.FailedPrecondition("operation %s has already finished (or does not exist)", o.UUID)
+	}
+	ev := out.Completion
+	if ev.Type == "" {
+		return nil // no completion event (a test's bare outcome)
+	}
+	if ev.ID < 0 {
+		var last sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT MAX(id) FROM events WHERE operation=?`, o.UUID).Scan(&last); err != nil {
+			return err
+		}
+		ev.ID = 0
+		if last.Valid {
+			ev.ID = last.Int64 + 1
+		}
+	}
+	if err := appendEvent(ctx, tx, o.UUID, ev); err != nil {
+		return fmt.Errorf("record completion event: %w", err)
+	}
+	return nil
 }
 
 // Operation returns account's operation.

@@ -6,7 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
-
+	"fmt"
 	"strings"
 	"time"
 
@@ -238,6 +238,18 @@ func insertImage(ctx context.Context, q querier, im Image) error {
 		return conflict(err, "image %s, its tag %q or its chain %q exists in account %s", im.UUID, im.Tag, im.Chain, im.Account)
 	}
 	return nil
+}
+
+// InsertImages writes new image rows in one transaction: all or none.
+func (s *Store) InsertImages(ctx context.Context, ims ...Image) error {
+	return s.sqlTx(ctx, func(tx *sql.Tx) error {
+		for _, im := range ims {
+			if err := insertImage(ctx, tx, im); err != nil {
+				return fmt.Errorf("record image %s: %w", im.UUID, err)
+			}
+		}
+		return nil
+	})
 }
 
 // ImageAny returns an image row by uuid regardless of account, deletion or

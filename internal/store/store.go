@@ -215,8 +215,8 @@ func (t txn) SetTag(ctx context.Context, account, uuid, tag string) error {
 	return setTag(ctx, t.tx, account, uuid, tag)
 }
 
-func (t txn) FinishOperation(ctx context.Context, o Operation) error {
-	return finishOperation(ctx, t.tx, o)
+func (t txn) FinishOperation(ctx context.Context, out Outcome) error {
+	return finishOperation(ctx, t.tx, out)
 }
 
 func (t txn) AppendEvent(ctx context.Context, op string, ev Event) error {

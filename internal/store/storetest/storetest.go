@@ -400,7 +400,7 @@ func testInsertOperationLimited(t *testing.T, m store.Metadata) {
 	// A finished operation frees its slot.
 	done := un[1]
 	done.Status, done.FinishedAt = "SUCCESS", at(60)
-	must(t, m.FinishOperation(ctx, done))
+	must(t, m.FinishOperation(ctx, store.Outcome{Operation: done}))
 	must(t, m.InsertOperationLimited(ctx, op("a-next", "a", 61), limit))
 	err = m.InsertOperationLimited(ctx, op("a-next", "c", 62), limit)
 	wantClass(t, "InsertOperationLimited(duplicate uuid)", err, errdefs.ErrConflict)
@@ -432,10 +432,17 @@ func testOperationTransitions(t *testing.T, m store.Metadata) {
 	if got, _ := m.Operation(ctx, "a", "o1"); got.Status != "EXECUTING" || !got.StartedAt.Equal(assigned.StartedAt) {
 		t.Errorf("after SetStatus(EXECUTING): status %s, started %v; want EXECUTING, started unchanged at %v", got.Status, got.StartedAt, assigned.StartedAt)
 	}
-	fin := store.Operation{UUID: "o1", Status: "SUCCESS", Error: "", FinishedAt: at(10), ResultImageUUID: "res", ResultTag: "t",
+	must(t, m.InsertImage(ctx, img("res", "a", 1)))
+	fin := store.Operation{UUID: "o1", Account: "a", Status: "SUCCESS", Error: "", FinishedAt: at(10), ResultImageUUID: "res", ResultTag: "t",
 		Metadata: `{"result":1}`, CPUSeconds: 1.5, MaxRSSBytes: 1 << 20, ImageSize: 99}
-	must(t, m.FinishOperation(ctx, fin))
-	// A terminal operation stays terminal.
+	must(t, m.FinishOperation(ctx, store.Outcome{Operation: fin}))
+	// A terminal operation stays terminal, and finishes once.
+	again := fin
+	again.Status, again.Error = "FAILED", "late"
+	wantClass(t, "second FinishOperation", m.FinishOperation(ctx, store.Outcome{Operation: again}), errdefs.ErrFailedPrecondition)
+	if im, err := m.Image(ctx, "a", "res"); err != nil || im.Tag != "t" {
+		t.Errorf("result image after finish = %+v, %v; want it tagged t", im, err)
+	}
 	must(t, m.SetStatus(ctx, "o1", "EXECUTING"))
 	must(t, m.SetStatus(ctx, "unknown", "EXECUTING"))
 	got, err = m.Operation(ctx, "a", "o1")
@@ -446,7 +453,7 @@ func testOperationTransitions(t *testing.T, m store.Metadata) {
 	}
 	failed := op("o2", "a", 1)
 	must(t, m.InsertOperationLimited(ctx, failed, 10))
-	must(t, m.FinishOperation(ctx, store.Operation{UUID: "o2", Status: "FAILED", Error: "boom", FinishedAt: at(11), Metadata: failed.Metadata}))
+	must(t, m.FinishOperation(ctx, store.Outcome{Operation: store.Operation{UUID: "o2", Status: "FAILED", Error: "boom", FinishedAt: at(11), Metadata: failed.Metadata}}))
 	if got, _ := m.Operation(ctx, "a", "o2"); got.Status != "FAILED" || got.Error != "boom" || got.ResultImageUUID != "" || got.Metadata != failed.Metadata {
 		t.Errorf("failed operation = %+v", got)
 	}
@@ -491,8 +498,8 @@ func testListOperations(t *testing.T, m store.Metadata) {
 	must(t, m.InsertOperationLimited(ctx, op("t6a", "a", 6), 100))
 	must(t, m.InsertOperationLimited(ctx, op("other", "b", 7), 100))
 	must(t, m.SetStatus(ctx, "o2", "EXECUTING"))
-	must(t, m.FinishOperation(ctx, store.Operation{UUID: "o3", Status: "SUCCESS", FinishedAt: at(20), Metadata: "{}"}))
-	must(t, m.FinishOperation(ctx, store.Operation{UUID: "o4", Status: "FAILED", FinishedAt: at(20), Metadata: "{}"}))
+	must(t, m.FinishOperation(ctx, store.Outcome{Operation: store.Operation{UUID: "o3", Status: "SUCCESS", FinishedAt: at(20), Metadata: "{}"}}))
+	must(t, m.FinishOperation(ctx, store.Outcome{Operation: store.Operation{UUID: "o4", Status: "FAILED", FinishedAt: at(20), Metadata: "{}"}}))
 	for _, tc := range []struct {
 		f    store.OperationFilter
 		want []string
@@ -593,7 +600,7 @@ func testUpdateCommits(t *testing.T, m store.Metadata) {
 		if err := tx.SetTag(ctx, "a", "new", "latest"); err != nil {
 			return err
 		}
-		if err := tx.FinishOperation(ctx, store.Operation{UUID: "o", Status: "SUCCESS", FinishedAt: at(2), ResultImageUUID: "new", ResultTag: "latest", Metadata: "{}"}); err != nil {
+		if err := tx.FinishOperation(ctx, store.Outcome{Operation: store.Operation{UUID: "o", Account: "a", Status: "SUCCESS", FinishedAt: at(2), ResultImageUUID: "new", ResultTag: "latest", Metadata: "{}"}}); err != nil {
 			return err
 		}
 		id, err := tx.LastEventID(ctx, "o")
@@ -642,7 +649,7 @@ func testUpdateRollsBack(t *testing.T, m store.Metadata) {
 	}
 	writes := func(tx store.Tx) error {
 		return errors.Join(tx.InsertImage(ctx, img("new", "a", 1)), tx.SetTag(ctx, "a", "new", "latest"),
-			tx.FinishOperation(ctx, store.Operation{UUID: "o", Status: "SUCCESS", FinishedAt: at(2), Metadata: "{}"}),
+			tx.FinishOperation(ctx, store.Outcome{Operation: store.Operation{UUID: "o", Status: "SUCCESS", FinishedAt: at(2), Metadata: "{}"}}),
 			tx.AppendEvent(ctx, "o", ev(0, "completion")))
 	}
 	errStop := errors.New("stop")
@@ -922,7 +929,7 @@ func testOperationStats(t *testing.T, m store.Metadata) {
 		id := fmt.Sprint("o", i)
 		must(t, m.InsertOperationLimited(ctx, op(id, "a", i), 10))
 		if st != "" {
-			must(t, m.FinishOperation(ctx, store.Operation{UUID: id, Status: st, FinishedAt: at(10), CPUSeconds: float64(i + 1), Metadata: "{}"}))
+			must(t, m.FinishOperation(ctx, store.Outcome{Operation: store.Operation{UUID: id, Status: st, FinishedAt: at(10), CPUSeconds: float64(i + 1), Metadata: "{}"}}))
 		}
 	}
 	must(t, m.InsertOperationLimited(ctx, op("b", "b", 0), 10))

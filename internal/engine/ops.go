@@ -1,0 +1,362 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/store"
+)
+
+// opState is where an operation is in its lifecycle:
+//
+//	PENDING ──► ASSIGNED ──► EXECUTING ──► SUCCESS | FAILED | CANCELLED
+//	   │           │                          ▲
+//	   └───────────┴──────────────────────────┘
+//
+// Every kind passes through PENDING and ends in one terminal state; ASSIGNED
+// (a run holding its slot) is optional, and any in-flight state may end at
+// once (a run cancelled while queued, an import that fails to start). Only
+// forward moves are legal, and a terminal state is final.
+type opState uint8
+
+const (
+	opPending opState = iota
+	opAssigned
+	opExecuting
+	opSuccess
+	opFailed
+	opCancelled
+)
+
+var opStateNames = [...]string{
+	opPending:   apitypes.StatusPending,
+	opAssigned:  apitypes.StatusAssigned,
+	opExecuting: apitypes.StatusExecuting,
+	opSuccess:   apitypes.StatusSuccess,
+	opFailed:    apitypes.StatusFailed,
+	opCancelled: apitypes.StatusCancelled,
+}
+
+// String returns the state's wire name (PENDING...).
+func (s opState) String() string {
+	if int(s) < len(opStateNames) {
+		return opStateNames[s]
+	}
+	return fmt.Sprintf("opState(%d)", s)
+}
+
+func (s opState) terminal() bool { return s >= opSuccess }
+
+// parseOpState maps a stored status to its state.
+func parseOpState(s string) (opState, error) {
+	for i, n := range opStateNames {
+		if n == s {
+			return opState(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown operation status %q", s)
+}
+
+// legal reports whether an operation may move from s to next.
+func (s opState) legal(next opState) bool {
+	return !s.terminal() && next > s
+}
+
+// transitionError is an illegal move between states.
+type transitionError struct {
+	op       string
+	from, to opState
+}
+
+func (e *transitionError) Error() string {
+	return fmt.Sprintf("operation %s cannot move from %s to %s", e.op, e.from, e.to)
+}
+
+func (e *transitionError) Unwrap() error { return errdefs.ErrFailedPrecondition }
+
+// errOpFinished is returned by a finish after the first one has succeeded.
+var errOpFinished = errdefs.FailedPrecondition("operation already finished")
+
+// Cancellation causes of an operation's context (context.Cause).
+var (
+	errCancelled = errors.New("cancelled by request")
+	errShutdown  = errors.New("daemon shutting down")
+)
+
+// outcome is how an operation ended: what finish records.
+type outcome struct {
+	state    opState // terminal
+	err      string  // why it did not succeed
+	result   string  // result image uuid
+	tag      string  // moved to the result image
+	metadata string  // the final metadata JSON; "" keeps the request echo
+	cpu      float64
+	rss      int64
+}
+
+func failed(msg string) outcome { return outcome{state: opFailed, err: msg} }
+
+// op is one operation's lifecycle, shared by every kind (runs, imports):
+//
+//   - start (Engine.startOp) admits it: the insert counts the account's
+//     operations in flight in the same statement (store.InsertOperationLimited),
+//     opens its event log and runs its work with a context cancelled with a
+//     cause (errCancelled, errShutdown, or a kind's own such as quotaExceeded);
+//   - to moves it between in-flight states (refusing illegal moves, without a
+//     write);
+//   - finish ends it exactly once: the images it makes visible, its tag, its
+//     terminal row (result included) and its completion event are one
+//     transaction (store.FinishOperation), so they land together or not at
+//     all. A finish after a successful one is refused without a write.
+//
+// An operation whose work commits an image finishes inside that commit when
+// it has set resultOf (see Engine.recordImages); its final finish is then
+// refused as a repeat.
+type op struct {
+	id, account, kind string
+	begun             time.Time // for the completion's duration
+	metadata          string    // request echo, written back unless the outcome replaces it
+
+	st     store.Metadata
+	events *eventHub
+	log    *slog.Logger
+	cancel context.CancelCauseFunc
+	// recorded is told about the images a finish made visible, before the
+	// finish returns (the engine adds them to its image graph).
+	recorded func([]store.Image)
+
+	// mu is held across a finish, so finishes are serialised. Lock order:
+	// Engine.gcMu (a commit) → mu → the event log's lock → the store's
+	// writer → Engine.mu (recorded).
+	mu    sync.Mutex
+	state opState
+	// resultOf, when set, is the outcome the operation ends with if its work
+	// commits an image (the top one given): the commit and the finish are
+	// then one transaction.
+	resultOf func(image string) outcome
+}
+
+type opKey struct{}
+
+// opFrom returns the operation whose work ctx belongs to, or nil.
+func opFrom(ctx context.Context) *op {
+	o, _ := ctx.Value(opKey{}).(*op)
+	return o
+}
+
+// current returns the operation's state.
+func (o *op) current() opState {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.state
+}
+
+// to moves the operation to the in-flight state next. An illegal move (back,
+// or out of a terminal state) is refused without a write.
+func (o *op) to(ctx context.Context, next opState) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if next.terminal() || !o.state.legal(next) {
+		return &transitionError{op: o.id, from: o.state, to: next}
+	}
+	if err := o.st.MoveOperation(ctx, o.id, o.state.String(), next.String()); err != nil {
+		return err
+	}
+	o.state = next
+	return nil
+}
+
+// setResult makes the operation finish with f's outcome inside the
+// transaction that commits its result image.
+func (o *op) setResult(f func(image string) outcome) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.resultOf = f
+}
+
+func (o *op) result() func(string) outcome {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.resultOf
+}
+
+// finish records out, with images made visible in the same transaction,
+// exactly once. The first finish that commits wins; later ones return
+// errOpFinished and write nothing. A failed finish leaves the operation in
+// flight, so the caller can record another outcome.
+func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) error {
+	if !out.state.terminal() {
+		return fmt.Errorf("operation %s: finish with %s: %w", o.id, out.state, errdefs.ErrFailedPrecondition)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.state.terminal() {
+		return fmt.Errorf("operation %s (%s): %w", o.id, o.state, errOpFinished)
+	}
+	now := time.Now()
+	c := apitypes.EventDataCompletion{Status: out.state.String(), DurationMs: now.Sub(o.begun).Milliseconds()}
+	if out.result != "" {
+		c.ResultImageUUID = &out.result
+	}
+	if out.err != "" {
+		c.Error = &out.err
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	meta := out.metadata
+	if meta == "" {
+		meta = o.metadata
+	}
+	row := store.Operation{UUID: o.id, Account: o.account, Status: out.state.String(), Error: out.err, FinishedAt: now,
+		ResultImageUUID: out.result, Metadata: meta, CPUSeconds: out.cpu, MaxRSSBytes: out.rss}
+	if out.result != "" {
+		row.ResultTag = out.tag
+	}
+	err = o.events.complete(o.id, func(id int64) error {
+		return o.st.FinishOperation(ctx, store.Outcome{Operation: row, Images: images,
+			Completion: store.Event{ID: id, TS: now, Type: apitypes.EventCompletion, Data: string(data)}})
+	})
+	if err != nil {
+		return fmt.Errorf("operation %s: record %s: %w", o.id, out.state, err)
+	}
+	o.state = out.state
+	if len(images) > 0 && o.recorded != nil {
+		o.recorded(images)
+	}
+	return nil
+}
+
+// end finishes the operation with out when its work returns, unless it has
+// finished already (inside a commit). If out cannot be recorded, the
+// operation still ends, FAILED with the reason; if even that fails (the
+// store is gone), it stays in flight until the next start's recovery fails it.
+func (o *op) end(out outcome) {
+	ctx := context.Background()
+	err := o.finish(ctx, out)
+	switch {
+	case err == nil:
+		return
+	case errors.Is(err, errOpFinished):
+		if out.state != o.current() {
+			o.log.Debug("operation finished before its work ended", "operation", o.id, "status", o.current(), "later", out.state)
+		}
+		return
+	}
+	o.log.Error("record operation outcome", "operation", o.id, "kind", o.kind, "status", out.state, "err", err)
+	msg := fmt.Sprintf("recording the outcome (%s) failed: %v", out.state, err)
+	if out.err != "" {
+		msg = out.err + "; " + msg
+	}
+	if err := o.finish(ctx, failed(msg)); err != nil && !errors.Is(err, errOpFinished) {
+		o.log.Error("operation left unfinished until restart", "operation", o.id, "err", err)
+	}
+}
+
+// causeOutcome is the outcome a cancellation cause of ctx dictates, if any:
+// a cancelled operation is CANCELLED whatever error its teardown produced.
+// what names the kind ("run", "import") in messages.
+func causeOutcome(ctx context.Context, what string) (outcome, bool) {
+	switch context.Cause(ctx) {
+	case errCancelled:
+		return outcome{state: opCancelled, err: "cancelled by request"}, true
+	case errShutdown:
+		return failed("daemon shut down during the " + what + "; run it again"), true
+	}
+	return outcome{}, false
+}
+
+// startOp admits the operation row (PENDING) and runs work in the
+// background with a context cancellable with a cause. The outcome work
+// returns finishes the operation unless it finished already.
+func (e *Engine) startOp(ctx context.Context, row store.Operation, work func(ctx context.Context, o *op) outcome) error {
+	select {
+	case <-e.closed:
+		return errdefs.Unavailable("daemon is shutting down")
+	default:
+	}
+	if row.Status != apitypes.StatusPending {
+		return fmt.Errorf("operation %s starts as %s: %w", row.UUID, row.Status, errdefs.ErrFailedPrecondition)
+	}
+	if err := e.st.InsertOperationLimited(ctx, row, e.cfg.MaxConcurrentOps); err != nil {
+		return err
+	}
+	o := e.newOp(row)
+	opCtx, cancel := context.WithCancelCause(context.WithValue(context.Background(), opKey{}, o))
+	o.cancel = cancel
+	o.begun = time.Now()
+	e.mu.Lock()
+	e.active[o.id] = &activeOp{op: o, running: make(chan struct{}), procs: map[int]*proc{}, nextSpid: 2}
+	e.mu.Unlock()
+	e.events.open(o.id, 0)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer func() {
+			e.mu.Lock()
+			delete(e.active, o.id)
+			e.mu.Unlock()
+			e.events.close(o.id)
+			cancel(nil)
+		}()
+		o.end(work(opCtx, o))
+	}()
+	return nil
+}
+
+// newOp returns the lifecycle of a stored operation row.
+func (e *Engine) newOp(row store.Operation) *op {
+	state, err := parseOpState(row.Status)
+	if err != nil {
+		// A row this arbor did not write: treat it as in flight.
+		e.log.Warn("operation with an unknown status", "operation", row.UUID, "status", row.Status)
+	}
+	return &op{id: row.UUID, account: row.Account, kind: row.Kind, begun: row.CreatedAt,
+		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, cancel: func(error) {},
+		recorded: e.addImages, state: state}
+}
+
+// recordImages makes image rows visible: with the outcome of the operation
+// ctx belongs to, when that operation wants to finish with its result
+// image (the last row), else on their own. Either way in one transaction.
+func (e *Engine) recordImages(ctx context.Context, rows ...store.Image) error {
+	if o := opFrom(ctx); o != nil {
+		if f := o.result(); f != nil {
+			err := o.finish(ctx, f(rows[len(rows)-1].UUID), rows...)
+			if err != nil {
+				// The operation fails with this error; the images stay invisible.
+				e.log.Warn("commit an operation's result", "operation", o.id, "image", rows[len(rows)-1].UUID, "err", err)
+			}
+			return err
+		}
+	}
+	if err := e.st.InsertImages(ctx, rows...); err != nil {
+		return err
+	}
+	e.addImages(rows)
+	return nil
+}
+
+// addImages adds recorded image rows to the image graph.
+func (e *Engine) addImages(rows []store.Image) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, r := range rows {
+		e.images[r.UUID] = newImageNode(r)
+	}
+}
+
+// finishInterrupted fails an operation found unfinished at start-up.
+func (e *Engine) finishInterrupted(ctx context.Context, row store.Operation) error {
+	msg := "daemon restarted while the operation was " + strings.ToLower(row.Status) + "; nothing was saved: run it again"
+	return e.newOp(row).finish(ctx, failed(msg))
+}
