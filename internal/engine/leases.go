@@ -26,6 +26,7 @@ type imageLease struct {
 // set and its row is still kept (an ancestor of a live image, or leased).
 // holder, if not "", names the lease for leaseOf.
 func (e *Engine) leaseImage(u, holder string, deleted bool) (*imageLease, error) {
+	e.loadImageNode(u)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := e.images[u]
@@ -85,4 +86,26 @@ func (e *Engine) leaseOf(holder string) *imageLease {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.leases[holder]
+}
+
+// loadImageNode adds image u's row to the image graph if the graph does not
+// have it yet. The graph is a cache of the store: an operation's finish
+// commits its images and then adds them, so a client that saw the SUCCESS
+// may ask for the image in between.
+func (e *Engine) loadImageNode(u string) {
+	e.mu.Lock()
+	_, ok := e.images[u]
+	e.mu.Unlock()
+	if ok {
+		return
+	}
+	im, err := e.st.ImageAny(context.Background(), u)
+	if err != nil {
+		return // not there: the caller reports it
+	}
+	e.mu.Lock()
+	if _, ok := e.images[u]; !ok {
+		e.images[u] = newImageNode(im)
+	}
+	e.mu.Unlock()
 }
