@@ -32,9 +32,6 @@ type Config struct {
 	Logger *slog.Logger
 	// Ready, if set, receives the base URL once the daemon serves.
 	Ready func(url string)
-	// OnEngine, if set, receives the engine once it is open (the benchmark
-	// reads its warm pool's state through it).
-	OnEngine func(*engine.Engine)
 	// AllowRegistries lists the loopback and private registries imports
 	// may reach (registry.Options.AllowRegistries); by default only public
 	// addresses.
@@ -73,9 +70,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer e.Close()
-	if cfg.OnEngine != nil {
-		cfg.OnEngine(e)
-	}
 	if _, err := registry.Install(e, registry.Options{Logger: log, AllowRegistries: cfg.AllowRegistries}); err != nil {
 		return err
 	}
