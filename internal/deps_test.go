@@ -74,7 +74,6 @@ var rules = []rule{
 var knownViolations = map[string]string{
 	"internal/engine -> client/apitypes":    "Spawn takes wire DTOs, Event = apitypes.OperationEvent",
 	"internal/engine -> internal/baseimage": "warm.go uses baseimage.IsStatic to pick the init binary",
-	"internal/daemon -> client":             "/mcp calls the daemon's own listener over HTTP",
 }
 
 type pkg struct {

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/internal/api"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/mcp"
@@ -85,7 +84,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := writeFile(filepath.Join(cfg.Home, "url"), url+"\n", 0o644); err != nil {
 		return err
 	}
-	srv := newHTTPServer(ctx, routes(e, url, log), log, defaultTimeouts)
+	srv := newHTTPServer(ctx, routes(e, log), log, defaultTimeouts)
 	warm := "on"
 	if ws := e.WarmStatus(); !ws.Enabled {
 		warm = "off: " + ws.Reason
@@ -171,17 +170,19 @@ func writeFile(path, content string, mode os.FileMode) error {
 // under /v1, MCP over streamable HTTP at /mcp, a read-only OCI registry of
 // every image at /v2/, and the web UI at /.
 // Each authenticates with the same bearer tokens.
-func routes(e *engine.Engine, selfURL string, log *slog.Logger) http.Handler {
+func routes(e *engine.Engine, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	apiH := api.New(e, api.Options{Logger: log})
 	mux.Handle("/v1/", apiH)
 	mux.Handle("/v1", apiH)
+	// /mcp acts as the caller through the API handler, in this process.
+	asCaller := mcp.InProcess(apiH)
 	mux.Handle("/mcp", mcp.HTTPHandler(func(r *http.Request) (mcp.Backend, error) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if _, err := e.Authenticate(r.Context(), tok); err != nil {
 			return nil, err
 		}
-		return client.New(selfURL, tok, client.WithUserAgent("arbor-mcp-http"))
+		return asCaller(tok)
 	}))
 	exp := registry.ExportHandler(e, nil) // drops a deleted image's blobs from now on
 	// and here what earlier runs left behind (a crash between a delete and

@@ -16,7 +16,6 @@ import (
 
 	mcpsdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/arborsh/arbor/client"
 )
 
 // TestResourcesAndPrompts reads every resource template and renders every
@@ -220,15 +219,20 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // TestHTTP serves HTTPHandler with per-request authentication, as the
-// daemon mounts it at /mcp, and drives it with the SDK's streamable client.
+// daemon mounts it at /mcp (acting on the API handler in process), and
+// drives it with the SDK's streamable client.
 func TestHTTP(t *testing.T) {
 	e := daemonEnv(t)
+	if e.api == nil {
+		t.Fatal("the test daemon has no in-process API handler")
+	}
+	asCaller := InProcess(e.api)
 	newBackend := func(r *http.Request) (Backend, error) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || tok != e.token {
 			return nil, errors.New("missing or unknown bearer token")
 		}
-		return client.New(e.url, tok)
+		return asCaller(tok)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", HTTPHandler(newBackend))
