@@ -130,4 +130,3 @@ func (b cancelBody) Close() error {
 	b.cancel()
 	return b.PipeReader.Close()
 }
-

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	mcpsdk "github.com/modelcontextprotocol/go-sdk/mcp"
-
 )
 
 // TestResourcesAndPrompts reads every resource template and renders every
