@@ -193,7 +193,7 @@ func TestServeIO(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- ServeIO(ctx, e.c, inR, io.Discard) }()
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // deliberate: cancel while it serves
 	cancel()
 	select {
 	case err := <-served:
