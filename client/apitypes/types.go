@@ -68,9 +68,17 @@ type WarmPoolStatus struct {
 	Max      int    `json:"max"`       // idle and booting sandboxes overall
 	Idle     int    `json:"idle"`
 	Booting  int    `json:"booting"`
-	Hits     int    `json:"hits"`   // runs served by a warm sandbox
-	Misses   int    `json:"misses"` // runs that booted their own
+	// Wanted counts sandboxes asked for that wait for a quiet moment
+	// before they boot; Active the runs in flight.
+	Wanted int `json:"wanted"`
+	Active int `json:"active"`
+	Hits   int `json:"hits"`   // runs served by a warm sandbox
+	Misses int `json:"misses"` // runs that booted their own
 }
+
+// Settled reports whether the pool has nothing left to do: no run in
+// flight, no boot running or waiting.
+func (w WarmPoolStatus) Settled() bool { return w.Active == 0 && w.Booting == 0 && w.Wanted == 0 }
 
 // Image is one immutable filesystem snapshot.
 type Image struct {

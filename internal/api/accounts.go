@@ -55,7 +55,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, apitypes.StatusResponse{
 		DefaultRuntime: s.e.DefaultRuntime(), Runtimes: s.e.Runtimes(),
 		WarmPool: apitypes.WarmPoolStatus{Enabled: ws.Enabled, Reason: ws.Reason, PerImage: ws.PerImage, Max: ws.Max,
-			Idle: ws.Idle, Booting: ws.Booting, Hits: ws.Hits, Misses: ws.Misses},
+			Idle: ws.Idle, Booting: ws.Booting, Wanted: ws.Wanted, Active: ws.Active, Hits: ws.Hits, Misses: ws.Misses},
 	})
 	return nil
 }

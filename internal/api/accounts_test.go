@@ -194,7 +194,7 @@ func TestUsageAndLimits(t *testing.T) {
 	}
 	// The Go client retries a 429 and succeeds once the slot frees up.
 	go func() {
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond) // deliberate: the client must meet the 429 first
 		_ = d.c.Cancel(context.Background(), sp.UUID)
 	}()
 	op, err := d.c.Run(ctx, apitypes.InstanceSpawnRequest{Command: "true", Image: d.base, Disposable: ptr(true)})

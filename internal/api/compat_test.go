@@ -323,7 +323,7 @@ func TestQueuedOperation(t *testing.T) {
 		}
 		got <- types
 	}()
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // deliberate: let the follower attach while PENDING (it would also pass replaying)
 	if err := d.c.Cancel(ctxT(t), blocker); err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func waitStatus(t *testing.T, c *client.Client, id, status string) {
 		if apitypes.IsTerminal(op.Status) || time.Now().After(deadline) {
 			t.Fatalf("operation %s is %s, want %s", id, op.Status, status)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // status changes are not events: poll
 	}
 }
 

@@ -236,7 +236,7 @@ func TestFiles(t *testing.T) {
 		}
 		deadline := time.Now().Add(10 * time.Second)
 		for len(d.tmpUploads(t)) > 0 && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // no event for the staging file removal: poll
 		}
 		if left := d.tmpUploads(t); len(left) > 0 {
 			t.Errorf("interrupted uploads left staging files %v", left)

@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -313,21 +315,28 @@ func TestSubprocesses(t *testing.T) {
 	wantError(t, d.get(t, base+"/0"), http.StatusBadRequest, "spid")
 }
 
-// waitProcess polls a process until it has exited or was killed.
+// waitProcess follows a process's events until it has exited or was
+// killed, and returns its result.
 func waitProcess(t *testing.T, c *client.Client, op string, spid int) *apitypes.InstanceResult {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := c.Subprocess(ctxT(t), op, spid)
-		if err != nil {
-			t.Fatalf("Subprocess(%d): %v", spid, err)
+	ctx, cancel := context.WithTimeout(ctxT(t), 30*time.Second)
+	defer cancel()
+	exited := errors.New("exited")
+	err := c.StreamEvents(ctx, op, client.EventsOptions{After: -1, Follow: true, Spid: &spid}, func(ev apitypes.OperationEvent) error {
+		if ev.Type == apitypes.EventExit {
+			return exited
 		}
-		if res.State.ExitCode != -1 || res.State.Signal != -1 {
-			return res
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d did not exit", spid)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	if err != nil && !errors.Is(err, exited) {
+		t.Fatalf("follow process %d: %v", spid, err)
 	}
+	res, err := c.Subprocess(ctxT(t), op, spid)
+	if err != nil {
+		t.Fatalf("Subprocess(%d): %v", spid, err)
+	}
+	if res.State.ExitCode == -1 && res.State.Signal == -1 {
+		t.Fatalf("process %d did not exit: %+v", spid, res.State)
+	}
+	return res
 }

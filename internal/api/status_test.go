@@ -1,11 +1,13 @@
 package api_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/api"
@@ -53,6 +55,28 @@ func TestStatusReportsWarmPool(t *testing.T) {
 		w := st.WarmPool
 		if !w.Enabled || w.Reason != "" || w.PerImage != 2 || w.Max != 8 || w.Hits+w.Misses != 1 {
 			t.Errorf("warm pool = %+v, want on, 2 per image, at most 8, one run counted", w)
+		}
+		// The run makes the pool boot one for its image: the status must
+		// show it settling (what arbor bench waits for) and then idle.
+		raw, err := json.Marshal(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{`"wanted":`, `"active":`} {
+			if !strings.Contains(string(raw), k) {
+				t.Errorf("warm pool JSON %s lacks %s", raw, k)
+			}
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for !(w.Settled() && w.Idle >= 1) {
+			if time.Now().After(deadline) {
+				t.Fatalf("warm pool = %+v, want settled with an idle sandbox within 30 s", w)
+			}
+			time.Sleep(20 * time.Millisecond) // no event for the pool's state over the API: poll it
+			if st, err = d.c.Status(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			w = st.WarmPool
 		}
 	})
 }

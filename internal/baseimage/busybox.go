@@ -5,7 +5,6 @@ package baseimage
 
 import (
 	"archive/tar"
-	"debug/elf"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/arborsh/arbor/internal/initproc"
 )
 
 // BusyboxPath is where Debian's busybox-static installs the binary.
@@ -33,20 +34,8 @@ func FindBusybox() (string, error) {
 }
 
 // IsStatic reports whether p is an ELF executable without an interpreter,
-// i.e. one that runs inside an image with no libc.
-func IsStatic(p string) bool {
-	f, err := elf.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
-}
+// i.e. one that runs inside an image with no libc (see initproc.IsStatic).
+func IsStatic(p string) bool { return initproc.IsStatic(p) }
 
 // WriteBusyboxTar writes a minimal busybox root filesystem as a tar stream:
 // the binary, a link for every applet in /bin, and a small /etc.

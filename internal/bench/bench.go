@@ -72,6 +72,11 @@ type Options struct {
 	// NoWarm skips the warm-pool daemon and its figures.
 	NoWarm bool
 
+	// Serve runs one private daemon with c until ctx ends, as `arbor
+	// serve` does (the CLI passes internal/daemon.Run); the benchmark
+	// reaches it only through its API and its home. Required.
+	Serve func(ctx context.Context, c DaemonConfig) error
+
 	// Progress, if set, receives a line per step of the run.
 	Progress io.Writer
 	// Logger, if set, receives the private daemons' logs (attribute
@@ -83,6 +88,9 @@ type Options struct {
 var knownRuntimes = []string{"runsc", "runc", "crun"}
 
 func (o Options) withDefaults() (Options, error) {
+	if o.Serve == nil {
+		return o, errors.New("bench: Options.Serve is required: it starts the private daemons")
+	}
 	if len(o.Runtimes) == 0 {
 		for _, rt := range []string{"runsc", "runc"} {
 			if _, err := exec.LookPath(rt); err == nil {
@@ -295,7 +303,11 @@ func (b *bench) run(ctx context.Context) (err error) {
 				err = serr
 			}
 		}()
-		if ws := b.warm.eng.WarmStatus(); !ws.Enabled {
+		ws, err := b.warm.warmStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if !ws.Enabled {
 			b.rep.Setup.WarmPool = "off: " + ws.Reason
 			b.note("warm pool off, warm figures not measured: %s (or pass Options.InitBinary)", ws.Reason)
 			_ = b.warm.stop()

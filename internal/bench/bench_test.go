@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/internal/bench"
+	"github.com/arborsh/arbor/internal/cli"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -25,7 +26,7 @@ func TestQuick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	opts := bench.Options{Quick: true, Home: testutil.Home(t), InitBinary: staticInit(t)}
+	opts := bench.Options{Serve: cli.BenchServe, Quick: true, Home: testutil.Home(t), InitBinary: staticInit(t)}
 	if testing.Verbose() {
 		opts.Progress = os.Stderr
 	}
@@ -233,7 +234,7 @@ func TestFull(t *testing.T) {
 		t.Skip("set ARBOR_BENCH_FULL=1 to run the full benchmark")
 	}
 	testutil.RequiresRoot(t)
-	opts := bench.Options{Progress: os.Stderr, Quick: os.Getenv("ARBOR_BENCH_QUICK") == "1", InitBinary: staticInit(t)}
+	opts := bench.Options{Serve: cli.BenchServe, Progress: os.Stderr, Quick: os.Getenv("ARBOR_BENCH_QUICK") == "1", InitBinary: staticInit(t)}
 	if s := os.Getenv("ARBOR_BENCH_SECTIONS"); s != "" {
 		opts.Sections = strings.Split(s, ",")
 	}

@@ -2,11 +2,13 @@
 // side by side in one run, with the raw OCI runtimes it drives. It backs
 // `arbor bench` and the numbers in BENCHMARKS.md.
 //
-// [Run] starts two private daemons in-process (internal/daemon on loopback
-// ports, each with its own home): "cold", with the warm pool off, so every
-// run boots a sandbox, and "warm", with the engine's default pool of
-// pre-booted sandboxes. It imports a busybox base image into each through
-// the Go client, prepares raw OCI bundles of the same root filesystem, and
+// [Run] starts two private daemons through [Options.Serve] (the CLI passes
+// internal/daemon.Run; each on a loopback port with its own home): "cold",
+// with the warm pool off, so every run boots a sandbox, and "warm", with the
+// engine's default pool of pre-booted sandboxes. It reaches them only
+// through the Go client, and the raw runtimes only through their binaries,
+// so it links nothing of the engine. It imports a busybox base image into
+// each, prepares raw OCI bundles of the same root filesystem, and
 // then measures:
 //
 //  1. time to result: spawn → completion through the HTTP API, per runtime,
@@ -26,10 +28,9 @@
 // Sections 3 to 6 use the cold daemon. Run needs root (the daemons mount
 // overlays and start sandboxes).
 //
-// Two things are not in the API, so the benchmark reads them from the
-// daemons' homes: whether the warm pool has settled (`<runtime> list` on
-// the daemon's runtime state directory) and the config.json arbor writes
-// for a run (copied from run/<operation>/bundle for the raw comparison).
-// Squashes, and so how many layers a deep image mounts, come from the
-// daemon's log.
+// Whether the warm pool has settled comes from GET /v1/status. One thing is
+// not in the API, so the benchmark reads it from the daemon's home: the
+// config.json arbor writes for a run (copied from run/<operation>/bundle for
+// the raw comparison). Squashes, and so how many layers a deep image mounts,
+// come from the daemon's log.
 package bench

@@ -23,8 +23,6 @@ import (
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
-	"github.com/arborsh/arbor/internal/daemon"
-	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/overlay"
 )
 
@@ -140,6 +138,27 @@ func fsType(dir string) string {
 	return typ + " on " + src
 }
 
+// DaemonConfig is how [Run] wants one of its private daemons started: the
+// settings of `arbor serve` the benchmark states in its report.
+type DaemonConfig struct {
+	Home            string
+	Listen          string // a loopback address with port 0
+	Runtime         string // the default runtime
+	AllowedRuntimes []string
+	Slots           int
+	SquashDepth     int
+	// MaxConcurrentOps is the per-account bound; high, so fan-out is not
+	// refused by it.
+	MaxConcurrentOps int
+	// WarmPerImage < 0 turns the warm pool off; otherwise WarmPerImage,
+	// WarmMax and InitBinary size it and boot its sandboxes.
+	WarmPerImage, WarmMax int
+	InitBinary            string
+	Logger                *slog.Logger
+	// Ready must be called with the daemon's base URL once it serves.
+	Ready func(url string)
+}
+
 // daemonConn is one private daemon and a client connected to it.
 type daemonConn struct {
 	name string // "cold" (warm pool off) or "warm" (the engine's default pool)
@@ -148,13 +167,15 @@ type daemonConn struct {
 	logs *logRecorder
 	base string // the busybox image
 	stop func() error
-	eng  *engine.Engine // the daemon's engine, for the warm pool's state
+	// pollCPU is the CPU one GET /v1/status costs this process (client
+	// and in-process daemon), measured on the idle daemon.
+	pollCPU time.Duration
 }
 
-// startDaemon runs the real daemon in-process on a loopback port, with its
-// own home below the benchmark's, and connects a client to it. With warm
-// false the warm pool is off, so every run boots a sandbox; with warm true
-// the pool has the engine's defaults.
+// startDaemon runs a daemon through Options.Serve on a loopback port, with
+// its own home below the benchmark's, and connects a client to it. With
+// warm false the warm pool is off, so every run boots a sandbox; with warm
+// true the pool has the engine's defaults.
 func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemonConn, error) {
 	d := &daemonConn{name: name, home: filepath.Join(b.home, name), logs: &logRecorder{next: slog.DiscardHandler}}
 	if b.o.Logger != nil {
@@ -163,30 +184,25 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemo
 	if err := os.MkdirAll(d.home, 0o700); err != nil {
 		return nil, err
 	}
-	ec := engine.Config{
-		Runtime:         b.o.Runtimes[0],
-		AllowedRuntimes: append([]string{b.chainRT}, b.o.Runtimes...), // the operator here is the benchmark
-		Slots:           b.rep.Setup.Slots,
-		SquashDepth:     b.rep.Setup.SquashDepth,
-		// Fan-out must not be refused by the per-account limit.
+	dc := DaemonConfig{
+		Home: d.home, Listen: "127.0.0.1:0",
+		Runtime:          b.o.Runtimes[0],
+		AllowedRuntimes:  append([]string{b.chainRT}, b.o.Runtimes...), // the operator here is the benchmark
+		Slots:            b.rep.Setup.Slots,
+		SquashDepth:      b.rep.Setup.SquashDepth,
 		MaxConcurrentOps: 4096,
 		WarmPerImage:     -1,
+		Logger:           slog.New(d.logs),
 	}
 	if warm {
 		// The engine's defaults, stated so the report says what ran.
-		ec.WarmPerImage, ec.WarmMax, ec.InitBinary = defaultWarmPerImage, defaultWarmMax, b.o.InitBinary
+		dc.WarmPerImage, dc.WarmMax, dc.InitBinary = defaultWarmPerImage, defaultWarmMax, b.o.InitBinary
 	}
 	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(dctx, daemon.Config{
-			Home: d.home, Listen: "127.0.0.1:0", Engine: ec,
-			Logger:   slog.New(d.logs),
-			Ready:    func(url string) { ready <- url },
-			OnEngine: func(e *engine.Engine) { d.eng = e },
-		})
-	}()
+	dc.Ready = func(url string) { ready <- url }
+	go func() { done <- b.o.Serve(dctx, dc) }()
 	stopped := false
 	d.stop = func() error {
 		if stopped {
@@ -224,6 +240,9 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemo
 	tr.MaxIdleConnsPerHost = 1024
 	tr.MaxIdleConns = 1024
 	d.c, err = client.New(url, strings.TrimSpace(string(tok)), client.WithHTTPClient(&http.Client{Transport: tr}), client.WithUserAgent("arbor-bench"))
+	if err == nil {
+		d.pollCPU, err = d.measurePoll(ctx)
+	}
 	if err != nil {
 		_ = d.stop()
 		return nil, err
@@ -231,23 +250,60 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemo
 	return d, nil
 }
 
+// measurePoll returns the CPU one GET /v1/status costs this process: the
+// least per call over a few batches, so background work of the fresh
+// daemon does not count.
+func (d *daemonConn) measurePoll(ctx context.Context) (time.Duration, error) {
+	const batches, calls = 3, 10
+	best := time.Duration(-1)
+	for range batches {
+		self0, _ := cpuNow()
+		for range calls {
+			if _, err := d.c.Status(ctx); err != nil {
+				return 0, fmt.Errorf("the %s daemon's status: %w", d.name, err)
+			}
+		}
+		self1, _ := cpuNow()
+		if per := (self1 - self0) / calls; best < 0 || per < best {
+			best = per
+		}
+	}
+	return best, nil
+}
+
+// warmStatus reads the warm pool's state through GET /v1/status.
+func (d *daemonConn) warmStatus(ctx context.Context) (apitypes.WarmPoolStatus, error) {
+	st, err := d.c.Status(ctx)
+	if err != nil {
+		return apitypes.WarmPoolStatus{}, fmt.Errorf("the %s daemon's status: %w", d.name, err)
+	}
+	return st.WarmPool, nil
+}
+
 // waitPoolSettled waits until the daemon's warm pool has nothing left to
 // do (no run in flight, no boot running or waiting for quiet) and holds at
-// least minIdle idle sandboxes. It reads the engine's state directly, so it
-// costs no CPU worth counting (it returns 0 for the CPU it used).
+// least minIdle idle sandboxes, polling GET /v1/status (no event says so).
+// It returns the CPU its polling cost this process, to be taken off the
+// self CPU of a sample it ends.
 func (d *daemonConn) waitPoolSettled(ctx context.Context, rt string, minIdle int) (time.Duration, error) {
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if s := d.eng.WarmStats(); s.Settled() && s.Idle >= minIdle {
-			return 0, nil
+	for polls := 1; ; polls++ {
+		w, err := d.warmStatus(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if w.Settled() && w.Idle >= minIdle {
+			return time.Duration(polls) * d.pollCPU, nil
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the %s warm pool did not settle within 60 s: %+v", rt, d.eng.WarmStats())
+			return 0, fmt.Errorf("the %s warm pool did not settle within 60 s: %+v", rt, w)
 		}
+		// Settling is outside every measured wall time, so poll seldom:
+		// each poll's CPU falls inside a sample's.
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

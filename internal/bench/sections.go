@@ -118,7 +118,7 @@ func (b *bench) warmTimeToResult(ctx context.Context, rt string, rawP50, shellP5
 			return out, err
 		}
 		self1, child1 := cpuNow()
-		out.selfCPU, out.childCPU = self1-self0, child1-child0-poll
+		out.selfCPU, out.childCPU = self1-self0-poll, child1-child0
 		if record {
 			err = b.add(ctx, d, sr, out, true)
 		}
@@ -296,8 +296,8 @@ func (b *bench) fanOutWidth(ctx context.Context, d *daemonConn, rt string, n int
 		}
 		self1, child1 := cpuNow()
 		*walls = append(*walls, ms(wall))
-		cpu.selfCPU = append(cpu.selfCPU, (self1-self0)/time.Duration(n))
-		cpu.childCPU = append(cpu.childCPU, (child1-child0-poll)/time.Duration(n))
+		cpu.selfCPU = append(cpu.selfCPU, (self1-self0-poll)/time.Duration(n))
+		cpu.childCPU = append(cpu.childCPU, (child1-child0)/time.Duration(n))
 		return nil
 	}
 	arbor := func() error {

@@ -1,14 +1,16 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/arborsh/arbor/internal/bench"
+	"github.com/arborsh/arbor/internal/daemon"
 	"github.com/spf13/cobra"
 )
 
 func newBench(g *globals) *cobra.Command {
-	var opts bench.Options
+	opts := bench.Options{Serve: BenchServe}
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -43,4 +45,15 @@ BENCHMARKS.md for recorded results and targets.`,
 	f.StringSliceVar(&opts.Sections, "section", nil, "only these sections")
 	f.BoolVarP(&verbose, "verbose", "v", false, "print progress to stderr")
 	return cmd
+}
+
+// BenchServe runs one of arbor bench's private daemons: the daemon of
+// `arbor serve`, in this process, so the benchmark counts its CPU. The
+// benchmark itself sees only the daemon's API.
+func BenchServe(ctx context.Context, c bench.DaemonConfig) error {
+	cfg := daemon.Config{Home: c.Home, Listen: c.Listen, Logger: c.Logger, Ready: c.Ready}
+	cfg.Engine.Runtime, cfg.Engine.AllowedRuntimes = c.Runtime, c.AllowedRuntimes
+	cfg.Engine.Slots, cfg.Engine.SquashDepth, cfg.Engine.MaxConcurrentOps = c.Slots, c.SquashDepth, c.MaxConcurrentOps
+	cfg.Engine.WarmPerImage, cfg.Engine.WarmMax, cfg.Engine.InitBinary = c.WarmPerImage, c.WarmMax, c.InitBinary
+	return daemon.Run(ctx, cfg)
 }

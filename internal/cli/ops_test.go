@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -34,7 +35,7 @@ func (d *testDaemon) waitStatus(t *testing.T, op string, want ...string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("operation %s: %v, %v; want status %v", op, res, err, want)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // status changes are not events: poll
 	}
 }
 
@@ -57,25 +58,29 @@ func TestPsWaitCancelLogs(t *testing.T) {
 	wantContains(t, "ps -q", d.ok(t, "ps", "-q"), long+"\n")
 
 	// logs replays what it printed so far: stdout to stdout, stderr to stderr.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r := d.arbor(t, "logs", long[:8])
-		if r.code != 0 {
-			t.Fatalf("logs: %v", r)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	printed := errors.New("printed")
+	var out, errOut bool
+	err := d.c.StreamEvents(ctx, long, client.EventsOptions{After: -1, Follow: true}, func(ev apitypes.OperationEvent) error {
+		out = out || ev.Type == apitypes.EventStdout
+		errOut = errOut || ev.Type == apitypes.EventStderr
+		if out && errOut {
+			return printed
 		}
-		if r.stdout == "started\n" && r.stderr == "to-stderr\n" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("logs = %v, want started / to-stderr", r)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if !errors.Is(err, printed) {
+		t.Fatalf("waiting for the run's output: %v (stdout seen %v, stderr seen %v)", err, out, errOut)
+	}
+	if r := d.arbor(t, "logs", long[:8]); r.code != 0 || r.stdout != "started\n" || r.stderr != "to-stderr\n" {
+		t.Fatalf("logs = %v, want started / to-stderr", r)
 	}
 
 	// logs -f follows until the end; cancel ends it.
 	followed := make(chan result, 1)
 	go func() { followed <- d.arbor(t, "logs", "-f", long) }()
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // deliberate: let logs -f attach before the cancel (it would also pass replaying)
 	cancelled := okJSON[[]struct {
 		Operation string `json:"operation"`
 		Cancelled bool   `json:"cancelled"`
@@ -172,7 +177,7 @@ func TestInterruptedCommandExits130(t *testing.T) {
 				op = o.UUID
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // status changes are not events: poll
 	}
 	if op == "" {
 		cancel()

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/internal/api"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/mcp"
@@ -32,9 +31,6 @@ type Config struct {
 	Logger *slog.Logger
 	// Ready, if set, receives the base URL once the daemon serves.
 	Ready func(url string)
-	// OnEngine, if set, receives the engine once it is open (the benchmark
-	// reads its warm pool's state through it).
-	OnEngine func(*engine.Engine)
 	// AllowRegistries lists the loopback and private registries imports
 	// may reach (registry.Options.AllowRegistries); by default only public
 	// addresses.
@@ -73,9 +69,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer e.Close()
-	if cfg.OnEngine != nil {
-		cfg.OnEngine(e)
-	}
 	if _, err := registry.Install(e, registry.Options{Logger: log, AllowRegistries: cfg.AllowRegistries}); err != nil {
 		return err
 	}
@@ -91,7 +84,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := writeFile(filepath.Join(cfg.Home, "url"), url+"\n", 0o644); err != nil {
 		return err
 	}
-	srv := newHTTPServer(ctx, routes(e, url, log), log, defaultTimeouts)
+	srv := newHTTPServer(ctx, routes(e, log), log, defaultTimeouts)
 	warm := "on"
 	if ws := e.WarmStatus(); !ws.Enabled {
 		warm = "off: " + ws.Reason
@@ -177,17 +170,19 @@ func writeFile(path, content string, mode os.FileMode) error {
 // under /v1, MCP over streamable HTTP at /mcp, a read-only OCI registry of
 // every image at /v2/, and the web UI at /.
 // Each authenticates with the same bearer tokens.
-func routes(e *engine.Engine, selfURL string, log *slog.Logger) http.Handler {
+func routes(e *engine.Engine, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	apiH := api.New(e, api.Options{Logger: log})
 	mux.Handle("/v1/", apiH)
 	mux.Handle("/v1", apiH)
+	// /mcp acts as the caller through the API handler, in this process.
+	asCaller := mcp.InProcess(apiH)
 	mux.Handle("/mcp", mcp.HTTPHandler(func(r *http.Request) (mcp.Backend, error) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if _, err := e.Authenticate(r.Context(), tok); err != nil {
 			return nil, err
 		}
-		return client.New(selfURL, tok, client.WithUserAgent("arbor-mcp-http"))
+		return asCaller(tok)
 	}))
 	exp := registry.ExportHandler(e, nil) // drops a deleted image's blobs from now on
 	// and here what earlier runs left behind (a crash between a delete and

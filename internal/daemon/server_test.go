@@ -93,7 +93,7 @@ func TestServerKeepsLongStreams(t *testing.T) {
 		for i := range chunks {
 			fmt.Fprintf(w, "data: %d\n\n", i)
 			rc.Flush()
-			time.Sleep(gap)
+			time.Sleep(gap) // deliberate: a slow stream
 		}
 	}))
 	resp, err := http.Get("http://" + addr + "/events")
@@ -110,7 +110,7 @@ func TestServerKeepsLongStreams(t *testing.T) {
 	go func() {
 		for range chunks {
 			pw.Write([]byte("0123456789"))
-			time.Sleep(gap)
+			time.Sleep(gap) // deliberate: a slow stream
 		}
 		pw.Close()
 	}()

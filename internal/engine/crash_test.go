@@ -55,8 +55,9 @@ func crashHelper(mode string) {
 				os.Exit(1)
 			}
 		}
-		for e.WarmStats().Idle < 2 {
-			time.Sleep(20 * time.Millisecond)
+		if err := e.warm.WaitIdle(ctx, func(warmKey) bool { return true }, 2); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
 		}
 	}
 	if mode == "import" {
@@ -101,14 +102,12 @@ func crashHelper(mode string) {
 		os.Exit(1)
 	}
 	fmt.Println("op", op)
-	for {
-		o, _ := e.Operation(ctx, acct, op)
-		if o.Status == apitypes.StatusExecuting {
-			fmt.Println("executing")
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	// Its main process has started (so the operation is EXECUTING).
+	if _, err := e.runningOp(ctx, acct, op); err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
 	}
+	fmt.Println("executing")
 	select {}
 }
 

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
@@ -248,7 +249,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("recovery: %w", err)
 	}
 	// The static init runs first in every sandbox, cold and warm.
-	if e.initBin = findInit(cfg.InitBinary); e.initBin == "" {
+	if e.initBin = initproc.FindBinary(cfg.InitBinary); e.initBin == "" {
 		e.log.Warn("no static init: warm sandboxes off, and a cold run's command is its sandbox's PID 1", "reason", e.warmOffReason())
 	}
 	for r := range e.runtimes {

@@ -518,7 +518,7 @@ func TestDeleteImageKeepsDescendants(t *testing.T) {
 	// A run's own pin on its layers ends just after its result is visible;
 	// layers still pinned then are collected by the next collection.
 	for i := 0; i < 50 && layers() != before-2; i++ {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // no event says the pin has ended: poll
 		e.CollectGarbage(ctx)
 	}
 	if after := layers(); after != before-2 {

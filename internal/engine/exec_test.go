@@ -2,7 +2,7 @@ package engine
 
 import (
 	"context"
-	"strings"
+	"errors"
 	"testing"
 	"time"
 
@@ -55,7 +55,7 @@ func TestSubprocesses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(300 * time.Millisecond) // deliberate: let the shell reach sleep, so TERM kills a running command
 			if err := e.KillSubprocess(ctx, acct, op, spid3, "TERM"); err != nil {
 				t.Fatal(err)
 			}
@@ -87,17 +87,13 @@ func TestSubprocesses(t *testing.T) {
 				}
 				return op
 			}
-			// retry calls fn until it succeeds (the process has started).
+			// retry calls fn once (Signal and Exec wait for the main
+			// process to start), failing the test on an error.
 			retry := func(fn func() error) {
 				t.Helper()
-				var err error
-				for i := 0; i < 200; i++ {
-					if err = fn(); err == nil {
-						return
-					}
-					time.Sleep(50 * time.Millisecond)
+				if err := fn(); err != nil {
+					t.Fatal(err)
 				}
-				t.Fatal(err)
 			}
 			// A signal to the main process kills it: signal 15, exit code -1.
 			op = sleeper("100")
@@ -129,19 +125,26 @@ func TestSubprocesses(t *testing.T) {
 
 func waitSub(t *testing.T, e *Engine, op string, spid int) apitypes.InstanceResult {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		r, err := e.SubprocessResult(context.Background(), acct, op, spid)
-		if err == nil && (r.State.ExitCode != -1 || r.State.Signal != -1) {
-			return r
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	exited := errors.New("exited")
+	err := e.FollowEvents(ctx, acct, op, FollowOptions{After: -1, Follow: true, Spid: &spid}, func(ev Event) error {
+		if ev.Type == apitypes.EventExit {
+			return exited
 		}
-		if err != nil && !strings.Contains(err.Error(), "not started") {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if err != nil && !errors.Is(err, exited) {
+		t.Fatalf("follow process %d: %v", spid, err)
 	}
-	t.Fatalf("process %d did not exit", spid)
-	return apitypes.InstanceResult{}
+	r, err := e.SubprocessResult(ctx, acct, op, spid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State.ExitCode == -1 && r.State.Signal == -1 {
+		t.Fatalf("process %d did not exit: %+v", spid, r.State)
+	}
+	return r
 }
 
 // TestSubprocessExitStatus: an exec'd process killed by a signal reports
@@ -178,13 +181,7 @@ func TestSubprocessExitStatus(t *testing.T) {
 					"exit 137":      {137, -1},
 					"exit 3":        {3, -1},
 				} {
-					var spid int
-					for i := 0; ; i++ {
-						if spid, err = e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: cmd, Shell: ptr(true)}); err == nil || i == 200 {
-							break
-						}
-						time.Sleep(50 * time.Millisecond)
-					}
+					spid, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: cmd, Shell: ptr(true)}) // waits for the main process
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -156,7 +156,7 @@ func TestForgedFrameFailsRun(t *testing.T) {
 			for i := 0; i < 400 && initPid == 0; i++ {
 				initPid = parentOf(t, "sleep\x00"+secs+"\x00")
 				if initPid == 0 {
-					time.Sleep(25 * time.Millisecond)
+					time.Sleep(25 * time.Millisecond) // the command's exec on the host has no event: poll /proc
 				}
 			}
 			if initPid == 0 {

@@ -322,7 +322,7 @@ func TestMemoryBudget(t *testing.T) {
 		if o, _ := e.Operation(ctx, acct, b); o.Status != apitypes.StatusPending {
 			t.Fatalf("B is %s while A holds the memory budget, want PENDING", o.Status)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // deliberate: nothing must happen for 2 s
 	}
 	if err := e.WriteStdin(ctx, acct, a, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
 		t.Fatal(err)

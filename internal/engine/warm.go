@@ -11,7 +11,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
@@ -85,21 +84,6 @@ type WarmStats = warmpool.Stats
 
 // WarmStats returns the pool's counters.
 func (e *Engine) WarmStats() WarmStats { return e.warm.Stats() }
-
-// findInit picks the static init binary warm sandboxes need: the configured
-// one, else this executable if it is static, else arbor-init beside it.
-func findInit(configured string) string {
-	cands := []string{configured}
-	if exe, err := os.Executable(); err == nil {
-		cands = append(cands, exe, filepath.Join(filepath.Dir(exe), "arbor-init"))
-	}
-	for _, c := range cands {
-		if c != "" && baseimage.IsStatic(c) {
-			return c
-		}
-	}
-	return ""
-}
 
 func (e *Engine) warmEnabled() bool { return e.initBin != "" && e.cfg.WarmPerImage > 0 }
 

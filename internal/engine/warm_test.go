@@ -256,21 +256,17 @@ func TestWarmBootsWaitForQuiet(t *testing.T) {
 		ops = append(ops, op)
 	}
 	busy := func() int { return e.WarmStats().Active }
-	for i := 0; busy() < budget; i++ {
-		if i > 600 {
-			t.Fatalf("%d runs active, want %d", busy(), budget)
+	for _, op := range ops {
+		if _, err := e.runningOp(ctx, acct, op); err != nil { // a run counts as active before its process starts
+			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+	}
+	if busy() < budget {
+		t.Fatalf("%d runs active, want %d", busy(), budget)
 	}
 	run(t, e, base, "true", disposable) // ends while the sleepers run: asks for a replacement
-	for i := 0; ; i++ {
-		if e.WarmStats().Wanted > 0 {
-			break
-		}
-		if i > 600 {
-			t.Fatal("the finished run asked for no warm sandbox")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if e.WarmStats().Wanted == 0 {      // asked for as the run began (warmUp), before it reported
+		t.Fatal("the finished run asked for no warm sandbox")
 	}
 	if s := e.WarmStats(); s.Booting != 0 || s.Idle != 0 {
 		t.Errorf("pool booted while %d runs were active: %+v", busy(), s)
@@ -322,7 +318,7 @@ func TestWarmWaitsForBootInFlight(t *testing.T) {
 		if i > 600 {
 			t.Fatalf("no boot in flight for the new image: %+v", e.WarmStats())
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // ripeness is a time, not an event: poll it
 	}
 	hits := e.WarmStats().Hits
 	_, m := run(t, e, o.ResultImageUUID, "cat /root/step")
@@ -380,7 +376,7 @@ func TestWarmNoBootForStraightBack(t *testing.T) {
 				if s := e.WarmStats(); s.Booting > 0 || s.Idle > 0 {
 					booted++
 				}
-				time.Sleep(25 * time.Millisecond)
+				time.Sleep(25 * time.Millisecond) // deliberate: sample that nothing boots for a while
 			}
 			if booted > 0 {
 				t.Errorf("the pool booted while the straight-back run ran: %+v", e.WarmStats())

@@ -100,7 +100,7 @@ func TestAgentRun(t *testing.T) {
 func TestAgentSandboxGone(t *testing.T) {
 	a, cmd := startServer(t)
 	go func() {
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond) // deliberate: kill the init mid-run
 		_ = cmd.Process.Kill()
 	}()
 	_, _, err := a.Run(Request{Args: []string{"/bin/sleep", "2"}, Cwd: "/", UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}, nil, nil, nil, nil)

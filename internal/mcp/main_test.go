@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"os"
 	"reflect"
 	"strings"
@@ -26,6 +27,7 @@ type env struct {
 	url, token, home string
 	c                *client.Client
 	base             string
+	api              http.Handler // the daemon's /v1 handler, in this process
 }
 
 func TestMain(m *testing.M) { os.Exit(testdaemon.Main(m)) }
@@ -40,7 +42,11 @@ func daemonEnv(t *testing.T) *env {
 		API:     api.Options{Logger: slog.New(slog.DiscardHandler)},
 		Busybox: "busybox:latest",
 	})
-	return &env{url: d.URL, token: d.Token, home: d.Home, c: d.Client, base: d.Busybox}
+	e := &env{url: d.URL, token: d.Token, home: d.Home, c: d.Client, base: d.Busybox}
+	if d.Server != nil {
+		e.api = d.Server.Config.Handler
+	}
+	return e
 }
 
 // session is an MCP client session connected to a server, with the

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	mcpsdk "github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/arborsh/arbor/client"
 )
 
 // TestResourcesAndPrompts reads every resource template and renders every
@@ -195,7 +193,7 @@ func TestServeIO(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- ServeIO(ctx, e.c, inR, io.Discard) }()
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // deliberate: cancel while it serves
 	cancel()
 	select {
 	case err := <-served:
@@ -220,15 +218,20 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // TestHTTP serves HTTPHandler with per-request authentication, as the
-// daemon mounts it at /mcp, and drives it with the SDK's streamable client.
+// daemon mounts it at /mcp (acting on the API handler in process), and
+// drives it with the SDK's streamable client.
 func TestHTTP(t *testing.T) {
 	e := daemonEnv(t)
+	if e.api == nil {
+		t.Fatal("the test daemon has no in-process API handler")
+	}
+	asCaller := InProcess(e.api)
 	newBackend := func(r *http.Request) (Backend, error) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || tok != e.token {
 			return nil, errors.New("missing or unknown bearer token")
 		}
-		return client.New(e.url, tok)
+		return asCaller(tok)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", HTTPHandler(newBackend))

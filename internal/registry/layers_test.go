@@ -191,7 +191,7 @@ func TestImportSharedLayers(t *testing.T) {
 		if n, _ := layerDirs(t, e); n == 0 {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // no event says the pin has ended: poll
 		if _, err := e.CollectGarbage(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -266,7 +266,7 @@ func buildTree(t *testing.T, ctx context.Context, c *client.Client) tree {
 		if time.Now().After(deadline) {
 			t.Fatalf("running operation printed nothing in 30s (last error: %v)", err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // the page renders no event to wait on: poll
 	}
 	return tr
 }

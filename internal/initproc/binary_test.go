@@ -1,0 +1,42 @@
+package initproc
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestFindBinary: only a static ELF is taken as the init; a configured
+// dynamic one falls through to this executable if it is static, else to
+// nothing (there is no arbor-init beside a test binary).
+func TestFindBinary(t *testing.T) {
+	static, dynamic := "/bin/busybox", "/bin/ls" // busybox-static (scripts/setup.sh), coreutils
+	for _, p := range []string{static, dynamic} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s: %v (run scripts/setup.sh)", p, err)
+		}
+	}
+	text := filepath.Join(t.TempDir(), "script")
+	if err := os.WriteFile(text, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{static: true, dynamic: false, text: false, "/nonexistent": false} {
+		if got := IsStatic(p); got != want {
+			t.Errorf("IsStatic(%s) = %v, want %v", p, got, want)
+		}
+	}
+	if got := FindBinary(static); got != static {
+		t.Errorf("FindBinary(%s) = %q, want it", static, got)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ""
+	if IsStatic(exe) {
+		want = exe
+	}
+	if got := FindBinary(dynamic); got != want {
+		t.Errorf("FindBinary(%s) = %q, want %q (this test binary, if static)", dynamic, got, want)
+	}
+}
