@@ -128,6 +128,7 @@ type op struct {
 	st     store.Metadata
 	events *eventHub
 	log    *slog.Logger
+	obs    Observer
 	cancel context.CancelCauseFunc
 	// recorded is told about the images a finish made visible, before the
 	// finish returns (the engine adds them to its image graph).
@@ -136,8 +137,9 @@ type op struct {
 	// mu is held across a finish, so finishes are serialised. Lock order:
 	// Engine.gcMu (a commit) → mu → the event log's lock → the store's
 	// writer → Engine.mu (recorded).
-	mu    sync.Mutex
-	state opState
+	mu      sync.Mutex
+	state   opState
+	runtime string // the run's sandbox runtime, for metrics
 	// resultOf, when set, is the outcome the operation ends with if its work
 	// commits an image (the top one given): the commit and the finish are
 	// then one transaction.
@@ -171,7 +173,17 @@ func (o *op) to(ctx context.Context, next opState) error {
 		return err
 	}
 	o.state = next
+	if next == opExecuting {
+		o.obs.OperationExecuting(o.kind, time.Since(o.begun))
+	}
 	return nil
+}
+
+// setRuntime notes the sandbox runtime the operation runs on.
+func (o *op) setRuntime(name string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.runtime = name
 }
 
 // setResult makes the operation finish with f's outcome inside the
@@ -230,6 +242,7 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 		return fmt.Errorf("operation %s: record %s: %w", o.id, out.state, err)
 	}
 	o.state = out.state
+	o.obs.OperationFinished(o.kind, out.state.String(), o.runtime, now.Sub(o.begun))
 	if len(images) > 0 && o.recorded != nil {
 		o.recorded(images)
 	}
@@ -321,7 +334,7 @@ func (e *Engine) newOp(row store.Operation) *op {
 		e.log.Warn("operation with an unknown status", "operation", row.UUID, "status", row.Status)
 	}
 	return &op{id: row.UUID, account: row.Account, kind: row.Kind, begun: row.CreatedAt,
-		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, cancel: func(error) {},
+		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, obs: e.cfg.Observer, cancel: func(error) {},
 		recorded: e.addImages, state: state}
 }
 

@@ -393,6 +393,7 @@ type runState struct {
 func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	rs := &runState{status: apitypes.StatusSuccess}
 	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
+	o.setRuntime(p.rt.Name())
 
 	// Wait for a slot; cancellation while queued ends the operation.
 	select {
