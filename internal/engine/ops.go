@@ -154,6 +154,15 @@ func opFrom(ctx context.Context) *op {
 	return o
 }
 
+// opID returns the id of the operation ctx belongs to, or "": the
+// "operation" attribute of log records on an operation's path.
+func opID(ctx context.Context) string {
+	if o := opFrom(ctx); o != nil {
+		return o.id
+	}
+	return ""
+}
+
 // current returns the operation's state.
 func (o *op) current() opState {
 	o.mu.Lock()
