@@ -297,16 +297,12 @@ func (e *Engine) ImageFS(ctx context.Context, account, id string) (*layerfs.FS, 
 // of, in one transaction: see recordImages). A crash before the transaction leaves only an
 // unreferenced layer, which recovery collects.
 func (e *Engine) commitLayer(ctx context.Context, upper string, im store.Image) error {
-	err := e.layers.Commit(ctx, upper, im.Layer, func() error {
+	return e.layers.Commit(ctx, upper, im.Layer, func() error {
 		if testHookAfterRename != nil {
 			testHookAfterRename()
 		}
 		return e.recordImages(ctx, im)
 	})
-	if err == nil {
-		e.cfg.Observer.Committed(im.LayerBytes)
-	}
-	return err
 }
 
 // testHookAfterRename, when set by a test, runs between the layer's rename

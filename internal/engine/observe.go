@@ -15,8 +15,9 @@ type Observer interface {
 	// OperationExecuting: an operation started executing after waiting
 	// this long since it was accepted (PENDING → EXECUTING).
 	OperationExecuting(kind string, waited time.Duration)
-	// Committed: a layer of bytes was committed into the layer store and
-	// its image recorded.
+	// Committed: an image with a layer of its own was recorded (a run's
+	// result, an imported archive, each layer of a registry import); bytes
+	// is its layer's size.
 	Committed(bytes int64)
 	// GarbageCollected: a collection ran and removed layers; err is its
 	// error, if any.

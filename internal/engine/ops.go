@@ -244,14 +244,22 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 		row.ResultTag = out.tag
 	}
 	err = o.events.complete(o.id, func(id int64) error {
-		return o.st.FinishOperation(ctx, store.Outcome{Operation: row, Images: images,
+		err := o.st.FinishOperation(ctx, store.Outcome{Operation: row, Images: images,
 			Completion: store.Event{ID: id, TS: now, Type: apitypes.EventCompletion, Data: string(data)}})
+		if err == nil {
+			// Before followers are woken, so a client that saw the
+			// completion finds it counted.
+			o.obs.OperationFinished(o.kind, out.state.String(), o.runtime, now.Sub(o.begun))
+			for _, im := range images {
+				o.obs.Committed(im.LayerBytes)
+			}
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("operation %s: record %s: %w", o.id, out.state, err)
 	}
 	o.state = out.state
-	o.obs.OperationFinished(o.kind, out.state.String(), o.runtime, now.Sub(o.begun))
 	if len(images) > 0 && o.recorded != nil {
 		o.recorded(images)
 	}
@@ -363,6 +371,9 @@ func (e *Engine) recordImages(ctx context.Context, rows ...store.Image) error {
 	}
 	if err := e.st.InsertImages(ctx, rows...); err != nil {
 		return err
+	}
+	for _, im := range rows {
+		e.cfg.Observer.Committed(im.LayerBytes)
 	}
 	e.addImages(rows)
 	return nil

@@ -67,11 +67,11 @@ func New() *Metrics {
 		}, []string{"kind"}),
 		commits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "arbor_commits_total",
-			Help: "Layers committed into the layer store with a new image (runs that changed something, built images).",
+			Help: "Images recorded with a layer of their own: a run's result, an imported archive, each layer of a registry import.",
 		}),
 		commitBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "arbor_committed_bytes_total",
-			Help: "Bytes of the layers committed (disk blocks plus 4 KiB per inode, as quotas count them).",
+			Help: "Bytes of the layers of the images committed (disk blocks plus 4 KiB per inode, as quotas count them).",
 		}),
 		gcRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arbor_gc_runs_total",
