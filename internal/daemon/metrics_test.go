@@ -119,8 +119,8 @@ func TestMetricsAfterRuns(t *testing.T) {
 		ops[labels(m)] = m.GetCounter().GetValue()
 	}
 	want := map[string]float64{
-		"kind=image_import,runtime=,status=SUCCESS":  1,
-		"kind=instance,runtime=runc,status=SUCCESS":  4,
+		"kind=image_import,runtime=,status=SUCCESS":   1,
+		"kind=instance,runtime=runc,status=SUCCESS":   4,
 		"kind=instance,runtime=runc,status=CANCELLED": 1,
 	}
 	if fmt.Sprint(ops) != fmt.Sprint(want) {
