@@ -34,6 +34,8 @@ type Metrics struct {
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
 
+	engine *engineCollector
+
 	mu     sync.Mutex
 	source Source
 }
@@ -91,8 +93,9 @@ func New() *Metrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route"}),
 	}
+	m.engine = &engineCollector{m: m}
 	m.reg.MustRegister(m.opsFinished, m.opDuration, m.queueWait, m.commits, m.commitBytes, m.gcRuns, m.gcLayers,
-		m.httpRequests, m.httpDuration, &engineCollector{m: m},
+		m.httpRequests, m.httpDuration, m.engine,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Present from the first scrape, so a dashboard sees 0, not "no data".
 	for _, r := range []string{"ok", "error"} {
@@ -167,12 +170,11 @@ var _ engine.Observer = (*Metrics)(nil)
 type engineCollector struct {
 	m *Metrics
 
-	mu       sync.Mutex
-	sizedAt  time.Time
-	layers   int
-	bytes    int64
-	sizeErr  error
-	sizeNext time.Duration
+	mu      sync.Mutex
+	sizedAt time.Time // of the last count
+	layers  int
+	bytes   int64
+	sizeErr error
 }
 
 var (
