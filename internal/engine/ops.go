@@ -183,9 +183,18 @@ func (o *op) to(ctx context.Context, next opState) error {
 	}
 	o.state = next
 	if next == opExecuting {
-		o.obs.OperationExecuting(o.kind, time.Since(o.begun))
+		o.observer().OperationExecuting(o.kind, time.Since(o.begun))
 	}
 	return nil
+}
+
+// observer returns the operation's observer (none for an op built
+// without one).
+func (o *op) observer() Observer {
+	if o.obs == nil {
+		return nopObserver{}
+	}
+	return o.obs
 }
 
 // setRuntime notes the sandbox runtime the operation runs on.
@@ -249,9 +258,9 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 		if err == nil {
 			// Before followers are woken, so a client that saw the
 			// completion finds it counted.
-			o.obs.OperationFinished(o.kind, out.state.String(), o.runtime, now.Sub(o.begun))
+			o.observer().OperationFinished(o.kind, out.state.String(), o.runtime, now.Sub(o.begun))
 			for _, im := range images {
-				o.obs.Committed(im.LayerBytes)
+				o.observer().Committed(im.LayerBytes)
 			}
 		}
 		return err
