@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/metrics"
 )
 
 // Options configures the API handler. Zero values take the defaults noted.
@@ -29,6 +30,9 @@ type Options struct {
 	// BodyIdleTimeout abandons a request whose body stalls this long, so a
 	// stuck client cannot hold an upload open forever; default 2 min.
 	BodyIdleTimeout time.Duration
+	// Metrics, if set, counts every request by route and code, and is
+	// served at GET /metrics to tokens of the default (operator) account.
+	Metrics *metrics.Metrics
 }
 
 func (o *Options) setDefaults() {
@@ -70,6 +74,11 @@ func New(e *engine.Engine, opts Options) http.Handler {
 			h = s.authenticate(h)
 		}
 		s.mux.Handle(rt.pattern, h)
+	}
+	if opts.Metrics != nil {
+		// Not in routes(): it is no part of API v1 (nor of its OpenAPI
+		// document), and the daemon mounts it at the root.
+		s.mux.Handle("GET /metrics", s.authenticate(s.handle(s.operatorOnly(opts.Metrics.Handler()))))
 	}
 	return http.HandlerFunc(s.serveHTTP)
 }

@@ -33,7 +33,11 @@ func (s *server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-ID", id)
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
 	rec := &recorder{ResponseWriter: w}
+	var route string
 	defer func() {
+		if s.opts.Metrics != nil {
+			s.opts.Metrics.Request(route, rec.status, time.Since(start))
+		}
 		s.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", rec.status),
 			slog.Duration("duration", time.Since(start)), slog.Int64("bytes", rec.bytes), slog.String("request_id", id))
@@ -61,7 +65,8 @@ func (s *server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		gz = &gzipWriter{ResponseWriter: rec}
 		out = gz
 	}
-	if _, pattern := s.mux.Handler(r); pattern == "" {
+	if _, route = s.mux.Handler(r); route == "" {
+		route = "unmatched" // the raw path would make a series per path
 		s.noRoute(out, r)
 	} else {
 		s.mux.ServeHTTP(out, r)
@@ -130,6 +135,20 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenKey, tok)))
 	})
+}
+
+// operatorOnly lets only tokens of the default account through: the
+// operator's, whose token the daemon writes to <home>/token. Other
+// accounts get 403, since what next serves spans every account.
+func (s *server) operatorOnly(next http.Handler) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if a := accountOf(r); a != engine.DefaultAccount {
+			return errdefs.Forbidden("%s is for the operator: use a token of the %q account (the daemon's token file, <home>/token); account %q may not read it",
+				r.URL.Path, engine.DefaultAccount, a)
+		}
+		next.ServeHTTP(w, r)
+		return nil
+	}
 }
 
 // tokenOf returns the authenticated token of r.

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/arborsh/arbor/client/apitypes"
@@ -39,4 +41,31 @@ func TestWarmLine(t *testing.T) {
 			t.Errorf("warmLine(%+v) = %q, want %q", tc.w, got, tc.want)
 		}
 	}
+}
+
+// TestStatus: `arbor status` shows the daemon, its runtimes, the warm
+// pool's state and the account's usage; --json parses and names the
+// pool's state.
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	d := sharedDaemon(t) // the shared daemon runs without a warm pool
+	var st statusOutput
+	if err := json.Unmarshal([]byte(d.ok(t, "--json", "status")), &st); err != nil {
+		t.Fatalf("status --json: %v", err)
+	}
+	if !st.Healthy || st.Daemon != d.url || st.DefaultRuntime != "runc" || len(st.Runtimes) == 0 {
+		t.Errorf("status --json: %+v", st)
+	}
+	if st.WarmPoolState != "off" || st.WarmPool.Enabled || !strings.Contains(st.WarmPool.Reason, "configuration") {
+		t.Errorf("warm pool: state %q, %+v; want off, with the reason", st.WarmPoolState, st.WarmPool)
+	}
+	// The busybox import at least, and the stored bytes it costs.
+	if st.Account != "default" || st.Usage.Operations[apitypes.StatusSuccess] < 1 || st.Usage.StoredBytes <= 0 {
+		t.Errorf("usage: account %q, %+v", st.Account, st.Usage)
+	}
+	if _, ok := st.Usage.Operations["cpu_seconds"]; ok {
+		t.Errorf("cpu_seconds counted as a status: %+v", st.Usage.Operations)
+	}
+	out := d.ok(t, "status")
+	wantContains(t, "status", out, "daemon:   "+d.url+": up", "runc (default)", "warm:     OFF", "account:  default: ", "ops:      ", "SUCCESS=")
 }

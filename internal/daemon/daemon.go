@@ -18,6 +18,7 @@ import (
 	"github.com/arborsh/arbor/internal/api"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/mcp"
+	"github.com/arborsh/arbor/internal/metrics"
 	"github.com/arborsh/arbor/internal/registry"
 	"github.com/arborsh/arbor/internal/webui"
 )
@@ -64,11 +65,14 @@ func Run(ctx context.Context, cfg Config) error {
 	ec := cfg.Engine
 	ec.Home = cfg.Home
 	ec.Logger = log
+	m := metrics.New()
+	ec.Observer = m
 	e, err := engine.New(ctx, ec)
 	if err != nil {
 		return err
 	}
 	defer e.Close()
+	m.Watch(e)
 	if _, err := registry.Install(e, registry.Options{Logger: log, AllowRegistries: cfg.AllowRegistries}); err != nil {
 		return err
 	}
@@ -84,7 +88,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := writeFile(filepath.Join(cfg.Home, "url"), url+"\n", 0o644); err != nil {
 		return err
 	}
-	srv := newHTTPServer(ctx, routes(e, log), log, defaultTimeouts)
+	srv := newHTTPServer(ctx, routes(e, log, m), log, defaultTimeouts)
 	warm := "on"
 	if ws := e.WarmStatus(); !ws.Enabled {
 		warm = "off: " + ws.Reason
@@ -168,29 +172,32 @@ func writeFile(path, content string, mode os.FileMode) error {
 
 // routes mounts every surface of the daemon on one listener: the REST API
 // under /v1, MCP over streamable HTTP at /mcp, a read-only OCI registry of
-// every image at /v2/, and the web UI at /.
-// Each authenticates with the same bearer tokens.
-func routes(e *engine.Engine, log *slog.Logger) http.Handler {
+// every image at /v2/, the web UI at /, and Prometheus metrics at /metrics
+// (for the default account's tokens only).
+// Each authenticates with the same bearer tokens. m counts the requests of
+// every surface: the API's by route pattern, the others by surface.
+func routes(e *engine.Engine, log *slog.Logger, m *metrics.Metrics) http.Handler {
 	mux := http.NewServeMux()
-	apiH := api.New(e, api.Options{Logger: log})
+	apiH := api.New(e, api.Options{Logger: log, Metrics: m})
 	mux.Handle("/v1/", apiH)
 	mux.Handle("/v1", apiH)
+	mux.Handle("/metrics", apiH)
 	// /mcp acts as the caller through the API handler, in this process.
 	asCaller := mcp.InProcess(apiH)
-	mux.Handle("/mcp", mcp.HTTPHandler(func(r *http.Request) (mcp.Backend, error) {
+	mux.Handle("/mcp", m.Instrument("/mcp", mcp.HTTPHandler(func(r *http.Request) (mcp.Backend, error) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if _, err := e.Authenticate(r.Context(), tok); err != nil {
 			return nil, err
 		}
 		return asCaller(tok)
-	}))
+	})))
 	exp := registry.ExportHandler(e, nil) // drops a deleted image's blobs from now on
 	// and here what earlier runs left behind (a crash between a delete and
 	// its cleanup).
 	if err := exp.Prune(context.Background()); err != nil {
 		log.Warn("registry export: prune", "err", err)
 	}
-	mux.Handle("/v2/", exp)
-	mux.Handle("/", webui.Handler())
+	mux.Handle("/v2/", m.Instrument("/v2/", exp))
+	mux.Handle("/", m.Instrument("/", webui.Handler()))
 	return mux
 }

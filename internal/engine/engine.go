@@ -56,6 +56,7 @@ type Config struct {
 	MaxConcurrentOps int               // per account; default 64
 	MaxStorageBytes  int64             // per account; 0: unlimited
 	Logger           *slog.Logger
+	Observer         Observer // told about operations, commits and collections (metrics); nil: none
 
 	// MemoryBudget bounds the memory limits of the runs executing at once:
 	// a run waits (PENDING) until its memory_bytes fits, so the limits
@@ -170,6 +171,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	if cfg.WarmPerImage == 0 {
 		cfg.WarmPerImage = 2

@@ -96,7 +96,7 @@ func (e *Engine) prepare(ctx context.Context, dir, u string) (*layers.Active, fu
 	}
 	return a, func() {
 		if err := e.layers.Remove(a); err != nil {
-			e.log.Warn("remove run dir", "dir", dir, "err", err)
+			e.log.Warn("remove run dir", "operation", opID(ctx), "dir", dir, "err", err)
 		}
 	}, nil
 }
@@ -257,6 +257,7 @@ func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
 		return needed
 	})
 	st.Layers = n
+	e.cfg.Observer.GarbageCollected(n, err)
 	if err != nil {
 		return st, err
 	}

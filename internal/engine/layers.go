@@ -116,7 +116,7 @@ func (e *Engine) NewLayeredImage(ctx context.Context, account string, layers []I
 			// The layers this import stored belong to no image: remove
 			// them now rather than at the next collection.
 			if _, gerr := e.CollectGarbage(context.WithoutCancel(ctx)); gerr != nil {
-				e.log.Warn("collect the layers of a failed import", "err", gerr)
+				e.log.Warn("collect the layers of a failed import", "operation", opID(ctx), "err", gerr)
 			}
 		}
 	}()
@@ -158,7 +158,7 @@ func (e *Engine) NewLayeredImage(ctx context.Context, account string, layers []I
 	if err != nil {
 		return "", st, err
 	}
-	e.log.Info("imported layered image", "image", id, "layers", st.Layers, "extracted", st.Extracted, "shared", st.Shared, "shared_bytes", st.SharedBytes)
+	e.log.Info("imported layered image", "operation", opID(ctx), "image", id, "layers", st.Layers, "extracted", st.Extracted, "shared", st.Shared, "shared_bytes", st.SharedBytes)
 	e.maybeSquash(id)
 	return id, st, nil
 }

@@ -66,7 +66,8 @@ func (l *imageLease) Release() {
 		e.mu.Unlock()
 		if collect {
 			if _, err := e.CollectGarbage(context.Background()); err != nil {
-				e.log.Warn("collect the layers of a deleted image after its last lease", "image", l.image, "err", err)
+				// holder is the operation whose end released the lease, if any.
+				e.log.Warn("collect the layers of a deleted image after its last lease", "operation", l.holder, "image", l.image, "err", err)
 			}
 		}
 		// Gone from leaseOf only now, so whoever finds it gone finds the

@@ -128,6 +128,7 @@ type op struct {
 	st     store.Metadata
 	events *eventHub
 	log    *slog.Logger
+	obs    Observer
 	cancel context.CancelCauseFunc
 	// recorded is told about the images a finish made visible, before the
 	// finish returns (the engine adds them to its image graph).
@@ -136,8 +137,9 @@ type op struct {
 	// mu is held across a finish, so finishes are serialised. Lock order:
 	// Engine.gcMu (a commit) → mu → the event log's lock → the store's
 	// writer → Engine.mu (recorded).
-	mu    sync.Mutex
-	state opState
+	mu      sync.Mutex
+	state   opState
+	runtime string // the run's sandbox runtime, for metrics
 	// resultOf, when set, is the outcome the operation ends with if its work
 	// commits an image (the top one given): the commit and the finish are
 	// then one transaction.
@@ -150,6 +152,15 @@ type opKey struct{}
 func opFrom(ctx context.Context) *op {
 	o, _ := ctx.Value(opKey{}).(*op)
 	return o
+}
+
+// opID returns the id of the operation ctx belongs to, or "": the
+// "operation" attribute of log records on an operation's path.
+func opID(ctx context.Context) string {
+	if o := opFrom(ctx); o != nil {
+		return o.id
+	}
+	return ""
 }
 
 // current returns the operation's state.
@@ -171,7 +182,26 @@ func (o *op) to(ctx context.Context, next opState) error {
 		return err
 	}
 	o.state = next
+	if next == opExecuting {
+		o.observer().OperationExecuting(o.kind, time.Since(o.begun))
+	}
 	return nil
+}
+
+// observer returns the operation's observer (none for an op built
+// without one).
+func (o *op) observer() Observer {
+	if o.obs == nil {
+		return nopObserver{}
+	}
+	return o.obs
+}
+
+// setRuntime notes the sandbox runtime the operation runs on.
+func (o *op) setRuntime(name string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.runtime = name
 }
 
 // setResult makes the operation finish with f's outcome inside the
@@ -223,8 +253,17 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 		row.ResultTag = out.tag
 	}
 	err = o.events.complete(o.id, func(id int64) error {
-		return o.st.FinishOperation(ctx, store.Outcome{Operation: row, Images: images,
+		err := o.st.FinishOperation(ctx, store.Outcome{Operation: row, Images: images,
 			Completion: store.Event{ID: id, TS: now, Type: apitypes.EventCompletion, Data: string(data)}})
+		if err == nil {
+			// Before followers are woken, so a client that saw the
+			// completion finds it counted.
+			o.observer().OperationFinished(o.kind, out.state.String(), o.runtime, now.Sub(o.begun))
+			for _, im := range images {
+				o.observer().Committed(im.LayerBytes)
+			}
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("operation %s: record %s: %w", o.id, out.state, err)
@@ -321,7 +360,7 @@ func (e *Engine) newOp(row store.Operation) *op {
 		e.log.Warn("operation with an unknown status", "operation", row.UUID, "status", row.Status)
 	}
 	return &op{id: row.UUID, account: row.Account, kind: row.Kind, begun: row.CreatedAt,
-		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, cancel: func(error) {},
+		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, obs: e.cfg.Observer, cancel: func(error) {},
 		recorded: e.addImages, state: state}
 }
 
@@ -341,6 +380,9 @@ func (e *Engine) recordImages(ctx context.Context, rows ...store.Image) error {
 	}
 	if err := e.st.InsertImages(ctx, rows...); err != nil {
 		return err
+	}
+	for _, im := range rows {
+		e.cfg.Observer.Committed(im.LayerBytes)
 	}
 	e.addImages(rows)
 	return nil

@@ -393,6 +393,7 @@ type runState struct {
 func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	rs := &runState{status: apitypes.StatusSuccess}
 	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
+	o.setRuntime(p.rt.Name())
 
 	// Wait for a slot; cancellation while queued ends the operation.
 	select {
@@ -468,11 +469,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 			if wb != nil {
 				// The sandbox outlives its command until now.
 				if err := p.rt.Destroy(context.WithoutCancel(ctx), wb.cid); err != nil {
-					e.log.Warn("destroy sandbox", "sandbox", wb.cid, "err", err)
+					e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", wb.cid, "err", err)
 				}
 			}
 			if err := overlay.Unmount(merged); err != nil {
-				e.log.Warn("unmount", "dir", merged, "err", err)
+				e.log.Warn("unmount", "operation", p.op, "dir", merged, "err", err)
 			}
 			mounted = false
 		}

@@ -92,7 +92,7 @@ func (e *Engine) growthLimit(ctx context.Context, p *runPlan) (limit int64, quot
 	}
 	left, limited, err := e.quotaLeft(ctx, p.account, e.activeOf(p.op))
 	if err != nil {
-		e.log.Warn("read account usage", "account", p.account, "err", err)
+		e.log.Warn("read account usage", "operation", p.op, "account", p.account, "err", err)
 		return limit, false
 	}
 	if limited && left < limit {

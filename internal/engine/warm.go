@@ -271,7 +271,7 @@ func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 		select {
 		case <-ctx.Done():
 			if err := rt.Destroy(context.WithoutCancel(ctx), cid); err != nil {
-				e.log.Warn("destroy sandbox", "sandbox", cid, "err", err)
+				e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", cid, "err", err)
 			}
 			killed <- true
 		case <-done:

@@ -88,6 +88,8 @@ type Stats struct {
 	Wanted        int // sandboxes asked for and not booting yet (they wait for quiet)
 	Active        int // runs in flight
 	Hits, Misses  int
+	// Boots counts sandboxes booted, BootFailures boots that failed.
+	Boots, BootFailures int
 }
 
 // Settled reports whether the pool has nothing left to do: no run in
@@ -117,11 +119,12 @@ type Pool[K comparable, B any] struct {
 	changed    chan struct{} // closed and replaced when a boot ends
 	// want is the demand not yet met: sandboxes to boot per key, with the
 	// time it was last asked for (older demand is dropped first).
-	want   map[K]want
-	timers map[clockwork.Timer]struct{} // quiet timers pending
-	active int                          // runs between RunBegins and RunEnds
-	hits   int                          // runs served warm
-	misses int
+	want                map[K]want
+	timers              map[clockwork.Timer]struct{} // quiet timers pending
+	active              int                          // runs between RunBegins and RunEnds
+	hits                int                          // runs served warm
+	misses              int
+	boots, bootFailures int // boots ended, by result
 }
 
 type idleBox[B any] struct {
@@ -213,7 +216,8 @@ func (p *Pool[K, B]) Stats() Stats {
 	for k, w := range p.want {
 		wanted += max(0, w.n-len(p.idle[k])-p.booting[k])
 	}
-	return Stats{Idle: n, Booting: p.bootingLocked(), Wanted: wanted, Active: p.active, Hits: p.hits, Misses: p.misses}
+	return Stats{Idle: n, Booting: p.bootingLocked(), Wanted: wanted, Active: p.active, Hits: p.hits, Misses: p.misses,
+		Boots: p.boots, BootFailures: p.bootFailures}
 }
 
 // Idle returns the idle sandboxes whose key matches (for tests and
@@ -523,7 +527,10 @@ func (p *Pool[K, B]) boot(k K, started time.Time) {
 	} else {
 		p.bootStarts[k] = starts
 	}
-	if err == nil {
+	if err != nil {
+		p.bootFailures++
+	} else {
+		p.boots++
 		// A running estimate of how long a boot takes, per class.
 		d := p.clock.Since(started)
 		if old, ok := p.bootTime[p.cfg.Class(k)]; ok {

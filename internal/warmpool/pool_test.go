@@ -296,8 +296,8 @@ func TestTakeHitAndMiss(t *testing.T) {
 	if _, ok := e.p.Take(ctx, "a"); ok {
 		t.Fatal("the same sandbox handed out twice")
 	}
-	if s := e.p.Stats(); s.Hits != 1 || s.Misses != 2 || s.Idle != 0 {
-		t.Fatalf("stats %+v, want 1 hit, 2 misses", s)
+	if s := e.p.Stats(); s.Hits != 1 || s.Misses != 2 || s.Idle != 0 || s.Boots != 1 || s.BootFailures != 0 {
+		t.Fatalf("stats %+v, want 1 hit, 2 misses, 1 boot", s)
 	}
 }
 
@@ -412,8 +412,8 @@ func TestFailedBootForgotten(t *testing.T) {
 	e := newEnv(t, Config[string]{})
 	e.p.Want("bad", 2)
 	e.answer(t, e.boot(t, "bad"), errors.New("cannot boot"))
-	if s := e.p.Stats(); s.Wanted != 0 || s.Booting != 0 || s.Idle != 0 {
-		t.Fatalf("after a failed boot: %+v", s)
+	if s := e.p.Stats(); s.Wanted != 0 || s.Booting != 0 || s.Idle != 0 || s.Boots != 0 || s.BootFailures != 1 {
+		t.Fatalf("after a failed boot: %+v (want 1 boot failure)", s)
 	}
 	e.noCalls(t)
 }
