@@ -39,7 +39,19 @@ type Config struct {
 	// may reach (registry.Options.AllowRegistries); by default only public
 	// addresses.
 	AllowRegistries []string
+	// ShutdownTimeout is how long running operations may go on after ctx
+	// ends (new ones are refused) before they are failed; default
+	// DefaultShutdownTimeout, negative: fail them at once.
+	ShutdownTimeout time.Duration
+	// RateLimit and RateBurst limit each token's API requests
+	// (api.Options); 0: unlimited.
+	RateLimit float64
+	RateBurst int
 }
+
+// DefaultShutdownTimeout is Config.ShutdownTimeout's default. The systemd
+// unit's TimeoutStopSec leaves it room (deploy/arbor.service).
+const DefaultShutdownTimeout = 60 * time.Second
 
 // DefaultHome is where the daemon keeps its state unless told otherwise.
 const DefaultHome = "/var/lib/arbor"
@@ -47,7 +59,10 @@ const DefaultHome = "/var/lib/arbor"
 // DefaultListen is the loopback address the daemon binds by default.
 const DefaultListen = "127.0.0.1:7777"
 
-// Run serves until ctx ends, then shuts down gracefully.
+// Run serves until ctx ends, then shuts down gracefully: it stops
+// admitting operations, keeps serving (polls, event streams, files) while
+// running operations finish, up to ShutdownTimeout, then fails the rest
+// ("daemon shut down during the run") and stops.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Home == "" {
 		cfg.Home = DefaultHome
@@ -57,6 +72,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	log := cfg.Logger
 	if os.Geteuid() != 0 {
@@ -68,6 +86,9 @@ func Run(ctx context.Context, cfg Config) error {
 	ec := cfg.Engine
 	ec.Home = cfg.Home
 	ec.Logger = log
+	// The engine and the server outlive ctx until the drain is over.
+	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer endLife()
 	e, err := engine.New(ctx, ec)
 	if err != nil {
 		return err
@@ -91,7 +112,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := writeFile(filepath.Join(cfg.Home, "url"), url+"\n", 0o644); err != nil {
 		return err
 	}
-	srv := newHTTPServer(ctx, routes(e, url, log), log, defaultTimeouts)
+	srv := newHTTPServer(life, routes(e, url, log, api.Options{Logger: log, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst}), log, defaultTimeouts)
 	warm := "on"
 	if ws := e.WarmStatus(); !ws.Enabled {
 		warm = "off: " + ws.Reason
@@ -107,12 +128,27 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	drain(e, cfg.ShutdownTimeout, log)
+	endLife() // ends event streams, whose requests would hold Shutdown
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	_ = os.Remove(filepath.Join(cfg.Home, "url"))
 	return nil
+}
+
+// drain refuses new operations and waits up to timeout for the running
+// ones; the deferred engine Close fails those still running then.
+func drain(e *engine.Engine, timeout time.Duration, log *slog.Logger) {
+	log.Info("shutting down: no new operations; waiting for running ones", "timeout", timeout)
+	dctx, cancel := context.WithTimeout(context.Background(), max(timeout, 0))
+	defer cancel()
+	start := time.Now()
+	if err := e.Drain(dctx, "SIGTERM or interrupt; shutdown timeout "+timeout.String()); err != nil {
+		log.Warn("shutdown timeout reached: failing the operations still running", "timeout", timeout)
+		return
+	}
+	log.Info("running operations finished", "after", time.Since(start).Round(time.Millisecond))
 }
 
 // serverTimeouts bound how long a connection may sit without a request.
@@ -177,9 +213,9 @@ func writeFile(path, content string, mode os.FileMode) error {
 // under /v1, MCP over streamable HTTP at /mcp, a read-only OCI registry of
 // every image at /v2/, and the web UI at /.
 // Each authenticates with the same bearer tokens.
-func routes(e *engine.Engine, selfURL string, log *slog.Logger) http.Handler {
+func routes(e *engine.Engine, selfURL string, log *slog.Logger, opts api.Options) http.Handler {
 	mux := http.NewServeMux()
-	apiH := api.New(e, api.Options{Logger: log})
+	apiH := api.New(e, opts)
 	mux.Handle("/v1/", apiH)
 	mux.Handle("/v1", apiH)
 	mux.Handle("/mcp", mcp.HTTPHandler(func(r *http.Request) (mcp.Backend, error) {
