@@ -40,8 +40,9 @@ type Config struct {
 	// addresses.
 	AllowRegistries []string
 	// ShutdownTimeout is how long running operations may go on after ctx
-	// ends (new ones are refused) before they are failed; default
-	// DefaultShutdownTimeout, negative: fail them at once.
+	// ends (new ones are refused) before they are failed; 0 fails them at
+	// once (embedders and tests; arbor serve's default is
+	// DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
 	// RateLimit and RateBurst limit each token's API requests
 	// (api.Options); 0: unlimited.
@@ -49,7 +50,7 @@ type Config struct {
 	RateBurst int
 }
 
-// DefaultShutdownTimeout is Config.ShutdownTimeout's default. The systemd
+// DefaultShutdownTimeout is arbor serve's --shutdown-timeout. The systemd
 // unit's TimeoutStopSec leaves it room (deploy/arbor.service).
 const DefaultShutdownTimeout = 60 * time.Second
 
@@ -72,9 +73,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if cfg.ShutdownTimeout == 0 {
-		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	log := cfg.Logger
 	if os.Geteuid() != 0 {

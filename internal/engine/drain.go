@@ -28,6 +28,11 @@ func (e *Engine) Drain(ctx context.Context, reason string) error {
 	case <-d.idle:
 		return nil
 	case <-ctx.Done():
+		select {
+		case <-d.idle: // idle all along: a zero timeout cuts nothing
+			return nil
+		default:
+		}
 		return ctx.Err()
 	}
 }
