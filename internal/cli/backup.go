@@ -31,7 +31,7 @@ tokens, images and tags, operations and their event logs, uploaded-file
 records) to FILE, while the daemon runs. Runs and commits go on meanwhile: the
 copy is the database as of one commit (SQLite VACUUM INTO).
 
-The layers (<home>/layers) and uploaded file contents are not in it: they are
+The layers (<home>/layers) and uploaded file contents (<home>/blobs) are not in it: they are
 immutable, content-named directories and files that stay in the home (copy
 them with any file-level tool). Restore with arbor restore.`,
 		Example: `  sudo arbor backup /srv/backup/arbor-$(date +%F).db`,
