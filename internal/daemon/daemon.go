@@ -138,15 +138,23 @@ func Run(ctx context.Context, cfg Config) error {
 // drain refuses new operations and waits up to timeout for the running
 // ones; the deferred engine Close fails those still running then.
 func drain(e *engine.Engine, timeout time.Duration, log *slog.Logger) {
+	idle := e.Drain("SIGTERM or interrupt; shutdown timeout " + timeout.String())
 	log.Info("shutting down: no new operations; waiting for running ones", "timeout", timeout)
-	dctx, cancel := context.WithTimeout(context.Background(), max(timeout, 0))
-	defer cancel()
 	start := time.Now()
-	if err := e.Drain(dctx, "SIGTERM or interrupt; shutdown timeout "+timeout.String()); err != nil {
-		log.Warn("shutdown timeout reached: failing the operations still running", "timeout", timeout)
+	select {
+	case <-idle:
+		log.Info("running operations finished", "after", time.Since(start).Round(time.Millisecond))
 		return
+	default:
 	}
-	log.Info("running operations finished", "after", time.Since(start).Round(time.Millisecond))
+	t := time.NewTimer(max(timeout, 0))
+	defer t.Stop()
+	select {
+	case <-idle:
+		log.Info("running operations finished", "after", time.Since(start).Round(time.Millisecond))
+	case <-t.C:
+		log.Warn("shutdown timeout reached: failing the operations still running", "timeout", timeout)
+	}
 }
 
 // serverTimeouts bound how long a connection may sit without a request.

@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"context"
-
 	"github.com/arborsh/arbor/internal/errdefs"
 )
 
@@ -13,28 +11,18 @@ type drainState struct {
 	closed bool
 }
 
-// Drain stops admitting operations (new ones fail with ErrUnavailable
-// naming reason) and waits until none is in flight or ctx ends, whichever
-// comes first. Operations still running then are failed by Close.
-func (e *Engine) Drain(ctx context.Context, reason string) error {
+// Drain stops admitting operations at once (new ones fail with
+// ErrUnavailable naming reason) and returns a channel closed when no
+// operation is in flight. Operations still running when the caller stops
+// waiting are failed by Close.
+func (e *Engine) Drain(reason string) <-chan struct{} {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.drain == nil {
 		e.drain = &drainState{reason: reason, idle: make(chan struct{})}
 	}
-	d := e.drain
 	e.drainedLocked()
-	e.mu.Unlock()
-	select {
-	case <-d.idle:
-		return nil
-	case <-ctx.Done():
-		select {
-		case <-d.idle: // idle all along: a zero timeout cuts nothing
-			return nil
-		default:
-		}
-		return ctx.Err()
-	}
+	return e.drain.idle
 }
 
 // drainedLocked signals Drain when the last operation has left. Under e.mu.
