@@ -33,6 +33,11 @@ type Options struct {
 	// Metrics, if set, counts every request by route and code, and is
 	// served at GET /metrics to tokens of the default (operator) account.
 	Metrics *metrics.Metrics
+	// RateLimit is the requests per second each token may make on
+	// average, RateBurst how many at once above it (default 2 × RateLimit);
+	// over it a request gets 429 with Retry-After. 0: unlimited.
+	RateLimit float64
+	RateBurst int
 }
 
 func (o *Options) setDefaults() {
@@ -62,16 +67,18 @@ type server struct {
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// limits is nil without Options.RateLimit.
+	limits *rateLimits
 }
 
 // New returns the HTTP handler of API v1 backed by e.
 func New(e *engine.Engine, opts Options) http.Handler {
 	opts.setDefaults()
-	s := &server{e: e, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	s := &server{e: e, opts: opts, log: opts.Logger, mux: http.NewServeMux(), limits: newRateLimits(opts.RateLimit, opts.RateBurst)}
 	for _, rt := range s.routes() {
 		h := s.handle(rt.h)
 		if !rt.public {
-			h = s.authenticate(h)
+			h = s.authenticate(s.rateLimit(h))
 		}
 		s.mux.Handle(rt.pattern, h)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"strconv"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
@@ -63,7 +64,11 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	switch status {
 	case http.StatusTooEarly, http.StatusTooManyRequests, http.StatusServiceUnavailable:
-		w.Header().Set("Retry-After", "1")
+		after := 1
+		if ra := (*retryAfterError)(nil); errors.As(err, &ra) {
+			after = ra.after
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(after))
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="arbor"`)
 	}

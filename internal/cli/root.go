@@ -63,5 +63,6 @@ reference, and read any image's files without starting anything.`,
 	root.AddCommand(newServe(g))
 	root.AddCommand(clientCommands(g)...)
 	root.AddCommand(newMCP(g), newBench(g))
+	root.AddCommand(newBackup(g), newRestore(g), newInstallService(g))
 	return root
 }

@@ -12,28 +12,47 @@ import (
 
 func newServe(g *globals) *cobra.Command {
 	var cfg daemon.Config
-	var verbose bool
+	var verbose, printConfig bool
+	var configFile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the arbor daemon",
 		Long: `Run the arbor daemon with its embedded store (SQLite) under --home.
 
 It binds loopback by default and writes <home>/url and <home>/token (0600),
-which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
+which local tools (the arbor CLI, the Python SDK) read, so they need no flags.
+
+Every flag is also a key of a TOML config file (--config, $ARBOR_CONFIG, or
+/etc/arbor/arbor.toml if it exists) and a variable ARBOR_<FLAG NAME>
+(ARBOR_MAX_TIMEOUT; lists comma-separated; the token has no variable, as
+ARBOR_TOKEN is the clients'). A flag wins over the variable, the variable
+over the file, the file over the default; --print-config shows the result.
+
+On SIGTERM or interrupt the daemon refuses new operations (503), lets the
+running ones finish for up to --shutdown-timeout, then fails the rest.`,
 		Example: `  sudo arbor serve
+  sudo arbor serve --config /etc/arbor/arbor.toml --print-config
   sudo arbor serve --home /srv/arbor --listen 127.0.0.1:8080 --runtime runc
   sudo arbor serve --allow-runtime runc   # gVisor by default; runs may ask for runc`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := configPath(configFile, os.Getenv)
+			if err != nil {
+				return err
+			}
+			src, err := resolveSettings(cmd.LocalFlags(), os.Getenv, path)
+			if err != nil {
+				return err
+			}
+			if printConfig {
+				return printSettings(g.stdout, cmd.LocalFlags(), src, path)
+			}
 			level := slog.LevelInfo
 			if verbose {
 				level = slog.LevelDebug
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
 			if cfg.Home == "" {
-				cfg.Home = g.home
-			}
-			if cfg.Home == "" {
-				cfg.Home = envOr("ARBOR_HOME", daemon.DefaultHome)
+				cfg.Home = daemon.DefaultHome
 			}
 			cfg.Ready = func(url string) {
 				fmt.Fprintf(g.stdout, "arbor listening on %s\ntoken file: %s\n", url, filepath.Join(cfg.Home, "token"))
@@ -42,7 +61,9 @@ which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Home, "home", "", "state directory (default $ARBOR_HOME or "+daemon.DefaultHome+")")
+	f.StringVar(&configFile, "config", "", "TOML config file whose keys are these flags' names (default $ARBOR_CONFIG, else "+DefaultConfigFile+" if it exists); precedence: flag > $ARBOR_<NAME> > config file > default")
+	f.BoolVar(&printConfig, "print-config", false, "print the resolved settings as a config file, each with where it came from, and exit")
+	f.StringVar(&cfg.Home, "home", daemon.DefaultHome, "state directory")
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "address to listen on (keep it loopback unless you put TLS in front)")
 	f.StringVar(&cfg.Token, "token", "", "use this secret as the local token instead of a generated one")
 	f.StringVar(&cfg.Engine.Runtime, "runtime", "runsc", "default sandbox runtime: runsc (gVisor), runc or crun (a default other than runsc is allowed for every account)")
@@ -58,6 +79,9 @@ which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
 	f.IntVar(&cfg.Engine.MaxSubprocesses, "max-subprocesses", 16, "subprocesses running at once in one run")
 	f.IntVar(&cfg.Engine.MaxAccountSubprocesses, "max-account-subprocesses", 64, "subprocesses running at once over all of an account's runs")
 	f.StringSliceVar(&cfg.Engine.NetAllow, "net-allow", nil, "let networked sandboxes reach this range although it is denied by default (private, link-local, CGNAT, ...): a CIDR or an address, repeatable, e.g. --net-allow 10.1.2.0/24")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", daemon.DefaultShutdownTimeout, "on SIGTERM, how long running operations may go on finishing (new ones are refused) before they are failed")
+	f.Float64Var(&cfg.RateLimit, "rate-limit", 0, "API requests per second each token may make on average (0: unlimited); beyond it requests get 429 with Retry-After")
+	f.IntVar(&cfg.RateBurst, "rate-burst", 0, "API requests a token may make at once above --rate-limit (default 2 × the rate, at least 1)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

@@ -36,7 +36,20 @@ type Config struct {
 	// may reach (registry.Options.AllowRegistries); by default only public
 	// addresses.
 	AllowRegistries []string
+	// ShutdownTimeout is how long running operations may go on after ctx
+	// ends (new ones are refused) before they are failed; 0 fails them at
+	// once (embedders and tests; arbor serve's default is
+	// DefaultShutdownTimeout).
+	ShutdownTimeout time.Duration
+	// RateLimit and RateBurst limit each token's API requests
+	// (api.Options); 0: unlimited.
+	RateLimit float64
+	RateBurst int
 }
+
+// DefaultShutdownTimeout is arbor serve's --shutdown-timeout. The systemd
+// unit's TimeoutStopSec leaves it room (deploy/arbor.service).
+const DefaultShutdownTimeout = 60 * time.Second
 
 // DefaultHome is where the daemon keeps its state unless told otherwise.
 const DefaultHome = "/var/lib/arbor"
@@ -44,7 +57,10 @@ const DefaultHome = "/var/lib/arbor"
 // DefaultListen is the loopback address the daemon binds by default.
 const DefaultListen = "127.0.0.1:7777"
 
-// Run serves until ctx ends, then shuts down gracefully.
+// Run serves until ctx ends, then shuts down gracefully: it stops
+// admitting operations, keeps serving (polls, event streams, files) while
+// running operations finish, up to ShutdownTimeout, then fails the rest
+// ("daemon shut down during the run") and stops.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Home == "" {
 		cfg.Home = DefaultHome
@@ -67,6 +83,9 @@ func Run(ctx context.Context, cfg Config) error {
 	ec.Logger = log
 	m := metrics.New()
 	ec.Observer = m
+	// The engine and the server outlive ctx until the drain is over.
+	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer endLife()
 	e, err := engine.New(ctx, ec)
 	if err != nil {
 		return err
@@ -88,7 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := writeFile(filepath.Join(cfg.Home, "url"), url+"\n", 0o644); err != nil {
 		return err
 	}
-	srv := newHTTPServer(ctx, routes(e, log, m), log, defaultTimeouts)
+	srv := newHTTPServer(life, routes(e, log, api.Options{Logger: log, Metrics: m, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst}), log, defaultTimeouts)
 	warm := "on"
 	if ws := e.WarmStatus(); !ws.Enabled {
 		warm = "off: " + ws.Reason
@@ -104,12 +123,35 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	drain(e, cfg.ShutdownTimeout, log)
+	endLife() // ends event streams, whose requests would hold Shutdown
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	_ = os.Remove(filepath.Join(cfg.Home, "url"))
 	return nil
+}
+
+// drain refuses new operations and waits up to timeout for the running
+// ones; the deferred engine Close fails those still running then.
+func drain(e *engine.Engine, timeout time.Duration, log *slog.Logger) {
+	idle := e.Drain("SIGTERM or interrupt; shutdown timeout " + timeout.String())
+	log.Info("shutting down: no new operations; waiting for running ones", "timeout", timeout)
+	start := time.Now()
+	select {
+	case <-idle:
+		log.Info("running operations finished", "after", time.Since(start).Round(time.Millisecond))
+		return
+	default:
+	}
+	t := time.NewTimer(max(timeout, 0))
+	defer t.Stop()
+	select {
+	case <-idle:
+		log.Info("running operations finished", "after", time.Since(start).Round(time.Millisecond))
+	case <-t.C:
+		log.Warn("shutdown timeout reached: failing the operations still running", "timeout", timeout)
+	}
 }
 
 // serverTimeouts bound how long a connection may sit without a request.
@@ -174,11 +216,13 @@ func writeFile(path, content string, mode os.FileMode) error {
 // under /v1, MCP over streamable HTTP at /mcp, a read-only OCI registry of
 // every image at /v2/, the web UI at /, and Prometheus metrics at /metrics
 // (for the default account's tokens only).
-// Each authenticates with the same bearer tokens. m counts the requests of
-// every surface: the API's by route pattern, the others by surface.
-func routes(e *engine.Engine, log *slog.Logger, m *metrics.Metrics) http.Handler {
+// Each authenticates with the same bearer tokens. opts.Metrics counts the
+// requests of every surface: the API's by route pattern, the others by
+// surface.
+func routes(e *engine.Engine, log *slog.Logger, opts api.Options) http.Handler {
+	m := opts.Metrics
 	mux := http.NewServeMux()
-	apiH := api.New(e, api.Options{Logger: log, Metrics: m})
+	apiH := api.New(e, opts)
 	mux.Handle("/v1/", apiH)
 	mux.Handle("/v1", apiH)
 	mux.Handle("/metrics", apiH)

@@ -104,6 +104,7 @@ type Engine struct {
 	leases    map[string]*imageLease // by holder: a run's lease on its image
 	active    map[string]*activeOp   // running operations
 	squashing map[string]bool
+	drain     *drainState // set by Drain: no new operations
 
 	layers   *layers.Snapshotter // layer views, commits, leases and GC
 	layerDir *layers.Dir         // where layers are stored

@@ -323,6 +323,9 @@ func (e *Engine) startOp(ctx context.Context, row store.Operation, work func(ctx
 		return errdefs.Unavailable("daemon is shutting down")
 	default:
 	}
+	if err := e.admitting(); err != nil {
+		return err
+	}
 	if row.Status != apitypes.StatusPending {
 		return fmt.Errorf("operation %s starts as %s: %w", row.UUID, row.Status, errdefs.ErrFailedPrecondition)
 	}
@@ -343,6 +346,7 @@ func (e *Engine) startOp(ctx context.Context, row store.Operation, work func(ctx
 		defer func() {
 			e.mu.Lock()
 			delete(e.active, o.id)
+			e.drainedLocked()
 			e.mu.Unlock()
 			e.events.close(o.id)
 			cancel(nil)
