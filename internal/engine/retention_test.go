@@ -12,6 +12,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 	"github.com/jonboulle/clockwork"
 )
@@ -367,4 +368,70 @@ func TestRetentionRunsInBackground(t *testing.T) {
 	if _, err := os.Stat(e.layerPath(mustImage(t, e, base).Layer)); err != nil {
 		t.Errorf("base layer: %v", err)
 	}
+}
+
+// TestDiskUsage: an account's disk is its images' layers, each once; a
+// layer two accounts import is shared and split between them, so the
+// accounts' attributed bytes add up to the store's.
+func TestDiskUsage(t *testing.T) {
+	ctx := context.Background()
+	fc := clockwork.NewFakeClockAt(time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC))
+	e := retentionEngine(t, fc, Retention{}, -1)
+	d := "sha256:" + fmt.Sprintf("%064x", 7)
+	layer := ImportLayer{DiffID: d, ChainID: d, Fill: func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "shared"), make([]byte, 64<<10), 0o644)
+	}}
+	var imported []string
+	for _, a := range []string{"alice", "bob"} {
+		id, _, err := e.NewLayeredImage(ctx, a, []ImportLayer{layer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		imported = append(imported, id)
+	}
+	own, err := e.NewImage(ctx, "alice", imported[0], func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "own"), make([]byte, 16<<10), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.SetTag(ctx, "alice", own, "mine"); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := e.DiskUsage(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharedB := mustRow(t, e, imported[0]).LayerBytes
+	ownB := mustRow(t, e, own).LayerBytes
+	if rep.Layers != 2 || rep.Bytes != sharedB+ownB {
+		t.Errorf("store: %d layers, %d bytes; want 2 layers, %d bytes", rep.Layers, rep.Bytes, sharedB+ownB)
+	}
+	if len(rep.Accounts) != 2 {
+		t.Fatalf("accounts: %+v", rep.Accounts)
+	}
+	alice, bob := rep.Accounts[0], rep.Accounts[1]
+	if alice.Images != 2 || alice.TaggedImages != 1 || alice.Layers != 2 || alice.DiskBytes != sharedB+ownB || alice.SharedBytes != sharedB ||
+		alice.AttributedBytes != sharedB/2+ownB || alice.QuotaBytes != sharedB+ownB {
+		t.Errorf("alice: %+v (shared layer %d, own %d)", alice, sharedB, ownB)
+	}
+	if bob.Images != 1 || bob.DiskBytes != sharedB || bob.AttributedBytes != sharedB/2 {
+		t.Errorf("bob: %+v", bob)
+	}
+	if got := alice.AttributedBytes + bob.AttributedBytes; got != rep.Bytes {
+		t.Errorf("attributed bytes add up to %d, the store holds %d", got, rep.Bytes)
+	}
+	one, err := e.DiskUsage(ctx, "bob")
+	if err != nil || len(one.Accounts) != 1 || one.Accounts[0] != bob {
+		t.Errorf("DiskUsage(bob) = %+v, %v", one.Accounts, err)
+	}
+}
+
+func mustRow(t *testing.T, e *Engine, u string) store.Image {
+	t.Helper()
+	im, err := e.st.ImageAny(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
 }
