@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/arborsh/arbor/internal/daemon"
 	"github.com/spf13/cobra"
@@ -58,6 +59,9 @@ which local tools (the arbor CLI, the Python SDK) read, so they need no flags.`,
 	f.IntVar(&cfg.Engine.MaxSubprocesses, "max-subprocesses", 16, "subprocesses running at once in one run")
 	f.IntVar(&cfg.Engine.MaxAccountSubprocesses, "max-account-subprocesses", 64, "subprocesses running at once over all of an account's runs")
 	f.StringSliceVar(&cfg.Engine.NetAllow, "net-allow", nil, "let networked sandboxes reach this range although it is denied by default (private, link-local, CGNAT, ...): a CIDR or an address, repeatable, e.g. --net-allow 10.1.2.0/24")
+	f.StringSliceVar(&cfg.ImageTTL, "image-ttl", nil, "delete untagged images older than this that no tagged, younger or in-use image descends from: TTL (72h, 30d, 2w) or ACCOUNT:TTL, repeatable; default off (see README \"Retention and disk\")")
+	f.StringSliceVar(&cfg.OperationTTL, "operation-ttl", nil, "delete finished operations and their logs this long after they finished: TTL or ACCOUNT:TTL, repeatable; default 30d, off keeps them")
+	f.DurationVar(&cfg.Engine.GCInterval, "gc-interval", time.Hour, "how often retention and garbage collection run in the background (negative: never; arbor gc runs them now)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

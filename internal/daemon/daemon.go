@@ -39,6 +39,10 @@ type Config struct {
 	// may reach (registry.Options.AllowRegistries); by default only public
 	// addresses.
 	AllowRegistries []string
+	// ImageTTL and OperationTTL are the retention flags, parsed by
+	// engine.ParseRetention into Engine.Retention and AccountRetention
+	// (when given, they replace those).
+	ImageTTL, OperationTTL []string
 }
 
 // DefaultHome is where the daemon keeps its state unless told otherwise.
@@ -66,6 +70,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	ec := cfg.Engine
+	if len(cfg.ImageTTL)+len(cfg.OperationTTL) > 0 {
+		var err error
+		if ec.Retention, ec.AccountRetention, err = engine.ParseRetention(cfg.ImageTTL, cfg.OperationTTL); err != nil {
+			return err
+		}
+	}
 	ec.Home = cfg.Home
 	ec.Logger = log
 	e, err := engine.New(ctx, ec)

@@ -2,8 +2,11 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
@@ -367,4 +370,68 @@ func (e *Engine) startRetention() {
 			}
 		}
 	}()
+}
+
+// ParseRetention reads the --image-ttl and --operation-ttl flags: each
+// value is a TTL for the daemon's default or ACCOUNT:TTL for one account.
+// A TTL is a Go duration or a number of days or weeks ("30d", "2w");
+// "0", "off" or "never" keeps forever.
+func ParseRetention(imageTTL, operationTTL []string) (Retention, map[string]Retention, error) {
+	var def Retention
+	per := map[string]Retention{}
+	for _, f := range []struct {
+		name string
+		vals []string
+		set  func(r *Retention, d time.Duration)
+	}{
+		{"image-ttl", imageTTL, func(r *Retention, d time.Duration) { r.ImageTTL = d }},
+		{"operation-ttl", operationTTL, func(r *Retention, d time.Duration) { r.OperationTTL = d }},
+	} {
+		for _, v := range f.vals {
+			account, ttl := "", strings.TrimSpace(v)
+			if i := strings.LastIndex(ttl, ":"); i >= 0 {
+				account, ttl = ttl[:i], ttl[i+1:]
+				if account == "" {
+					return def, nil, errdefs.InvalidArgument("--%s %q: the account before ':' is empty: use ACCOUNT:TTL or TTL", f.name, v)
+				}
+			}
+			d, err := parseTTL(ttl)
+			if err != nil {
+				return def, nil, errdefs.InvalidArgument("--%s %q: %v: use a duration such as 72h, 30d or 2w, or off", f.name, v, err)
+			}
+			if account == "" {
+				f.set(&def, d)
+				continue
+			}
+			r := per[account]
+			f.set(&r, d)
+			per[account] = r
+		}
+	}
+	return def, per, nil
+}
+
+// parseTTL parses a TTL; off is -1 (Config's "never").
+func parseTTL(s string) (time.Duration, error) {
+	switch strings.ToLower(s) {
+	case "0", "off", "never":
+		return -1, nil
+	}
+	for suffix, unit := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
+		if n, ok := strings.CutSuffix(s, suffix); ok {
+			f, err := strconv.ParseFloat(n, 64)
+			if err != nil || f <= 0 {
+				return 0, fmt.Errorf("bad number of %s", map[string]string{"d": "days", "w": "weeks"}[suffix])
+			}
+			return time.Duration(f * float64(unit)), nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return -1, nil
+	}
+	return d, nil
 }

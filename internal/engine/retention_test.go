@@ -435,3 +435,29 @@ func mustRow(t *testing.T, e *Engine, u string) store.Image {
 	}
 	return im
 }
+
+func TestParseRetention(t *testing.T) {
+	def, per, err := ParseRetention([]string{"7d", "alice:12h", "bob:off"}, []string{"2w", "alice:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def != (Retention{ImageTTL: 7 * 24 * time.Hour, OperationTTL: 14 * 24 * time.Hour}) {
+		t.Errorf("default = %+v", def)
+	}
+	if per["alice"] != (Retention{ImageTTL: 12 * time.Hour, OperationTTL: -1}) || per["bob"] != (Retention{ImageTTL: -1}) {
+		t.Errorf("per account = %+v", per)
+	}
+	for _, bad := range [][]string{{"soon"}, {":3h"}, {"alice:-2d"}} {
+		if _, _, err := ParseRetention(bad, nil); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("ParseRetention(%q) = %v, want invalid argument", bad, err)
+		}
+	}
+	// An account's off beats the default; a zero field takes it.
+	e := &Engine{cfg: Config{Retention: def, AccountRetention: per}}
+	if r := e.RetentionOf("alice"); r.ImageTTL != 12*time.Hour || r.OperationTTL != -1 {
+		t.Errorf("RetentionOf(alice) = %+v", r)
+	}
+	if r := e.RetentionOf("bob"); r.ImageTTL != -1 || r.OperationTTL != 14*24*time.Hour {
+		t.Errorf("RetentionOf(bob) = %+v", r)
+	}
+}
