@@ -60,11 +60,12 @@ func (e *Engine) DiskUsage(ctx context.Context, account string) (DiskReport, err
 	type acc struct {
 		images, tagged int
 		layers         map[string]bool
+		seen           map[string]bool // rows whose chain is counted
 	}
 	by := map[string]*acc{}
 	get := func(a string) *acc {
 		if by[a] == nil {
-			by[a] = &acc{layers: map[string]bool{}}
+			by[a] = &acc{layers: map[string]bool{}, seen: map[string]bool{}}
 		}
 		return by[a]
 	}
@@ -88,7 +89,8 @@ func (e *Engine) DiskUsage(ctx context.Context, account string) (DiskReport, err
 				a.tagged++
 			}
 		}
-		for cur := u; cur != ""; {
+		for cur := u; cur != "" && !a.seen[cur]; {
+			a.seen[cur] = true
 			m := e.images[cur]
 			if m == nil {
 				break

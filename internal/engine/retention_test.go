@@ -178,7 +178,7 @@ func TestRetentionWeek(t *testing.T) {
 				pending.run = ""
 			}
 		}
-		checkRetained(t, e, fc.Now(), ttl+6*time.Hour, tagged, files)
+		checkRetained(t, e, fc.Now(), ttl, ttl+6*time.Hour, tagged, files)
 		n := len(listDir(t, filepath.Join(e.Home(), "layers")))
 		if hour > 48 {
 			maxLayers = max(maxLayers, n)
@@ -208,9 +208,11 @@ func isAncestorOfAny(t *testing.T, e *Engine, im string, of []string) bool {
 }
 
 // checkRetained checks that every tagged image and its ancestors still
-// read their files, and that every layer on disk is one a kept image
-// needs: tagged, younger than maxAge, or an ancestor of one.
-func checkRetained(t *testing.T, e *Engine, now time.Time, maxAge time.Duration, tagged []string, files map[string]string) {
+// read their files; that every image tagged, younger than ttl or leased,
+// and every ancestor of one, is still live; and that every image kept is
+// one a kept image needs: tagged, younger than maxAge, or an ancestor of
+// one.
+func checkRetained(t *testing.T, e *Engine, now time.Time, ttl, maxAge time.Duration, tagged []string, files map[string]string) {
 	t.Helper()
 	ctx := context.Background()
 	for _, u := range tagged {
@@ -242,6 +244,13 @@ func checkRetained(t *testing.T, e *Engine, now time.Time, maxAge time.Duration,
 		im, err := e.st.Image(ctx, acct, u)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if im.Tag != "" || now.Sub(im.CreatedAt) < ttl || e.leased[u] > 0 {
+			for cur := n.parent; cur != ""; cur = e.images[cur].parent {
+				if m := e.images[cur]; m.deleted && !m.hidden {
+					t.Fatalf("image %s was deleted although %s (tagged %q, %v old) descends from it", cur, u, im.Tag, now.Sub(im.CreatedAt))
+				}
+			}
 		}
 		if im.Tag != "" || now.Sub(im.CreatedAt) < maxAge || e.leased[u] > 0 {
 			for cur := u; cur != ""; cur = e.images[cur].parent {
