@@ -110,6 +110,8 @@ func (s *server) routes() []route {
 		{pattern: "GET /v1/openapi.json", h: s.openAPI, public: true},
 		{pattern: "GET /v1/whoami", h: s.whoami},
 		{pattern: "GET /v1/status", h: s.status},
+		{pattern: "POST /v1/gc", h: s.gc},
+		{pattern: "GET /v1/df", h: s.df},
 
 		{pattern: "GET /v1/images", h: s.listImages},
 		{pattern: "POST /v1/images/import", h: s.importImage},

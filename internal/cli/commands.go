@@ -22,7 +22,7 @@ func clientCommands(g *globals) []*cobra.Command {
 		newImages(g), newImport(g), newTag(g), newRmi(g),
 		newLs(g), newCat(g), newCp(g), newGrep(g), newDiff(g), newLog(g),
 		newPs(g), newWait(g), newCancel(g), newLogs(g),
-		newToken(g), newWhoami(g), newStatus(g),
+		newToken(g), newWhoami(g), newStatus(g), newDF(g), newGC(g),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/arborsh/arbor/internal/daemon"
 	"github.com/spf13/cobra"
@@ -82,6 +83,9 @@ running ones finish for up to --shutdown-timeout, then fails the rest.`,
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", daemon.DefaultShutdownTimeout, "on SIGTERM, how long running operations may go on finishing (new ones are refused) before they are failed")
 	f.Float64Var(&cfg.RateLimit, "rate-limit", 0, "API requests per second each token may make on average (0: unlimited); beyond it requests get 429 with Retry-After")
 	f.IntVar(&cfg.RateBurst, "rate-burst", 0, "API requests a token may make at once above --rate-limit (default 2 × the rate, at least 1)")
+	f.StringSliceVar(&cfg.ImageTTL, "image-ttl", nil, "delete untagged images older than this that no tagged, younger or in-use image descends from: TTL (72h, 30d, 2w) or ACCOUNT:TTL, repeatable; default off (see README \"Retention and disk\")")
+	f.StringSliceVar(&cfg.OperationTTL, "operation-ttl", nil, "delete finished operations and their logs this long after they finished: TTL or ACCOUNT:TTL, repeatable; default 30d, off keeps them")
+	f.DurationVar(&cfg.Engine.GCInterval, "gc-interval", time.Hour, "how often retention and garbage collection run in the background (negative: never; arbor gc runs them now)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

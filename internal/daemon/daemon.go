@@ -45,6 +45,10 @@ type Config struct {
 	// (api.Options); 0: unlimited.
 	RateLimit float64
 	RateBurst int
+	// ImageTTL and OperationTTL are the retention flags, parsed by
+	// engine.ParseRetention into Engine.Retention and AccountRetention
+	// (when given, they replace those).
+	ImageTTL, OperationTTL []string
 }
 
 // DefaultShutdownTimeout is arbor serve's --shutdown-timeout. The systemd
@@ -79,6 +83,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	ec := cfg.Engine
+	if len(cfg.ImageTTL)+len(cfg.OperationTTL) > 0 {
+		var err error
+		if ec.Retention, ec.AccountRetention, err = engine.ParseRetention(cfg.ImageTTL, cfg.OperationTTL); err != nil {
+			return err
+		}
+	}
 	ec.Home = cfg.Home
 	ec.Logger = log
 	m := metrics.New()

@@ -36,6 +36,7 @@ import (
 	"github.com/arborsh/arbor/internal/runtime"
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -83,6 +84,20 @@ type Config struct {
 	WarmIdle     time.Duration // idle sandboxes older than this are reaped; default 2m
 	InitBinary   string        // static init of every sandbox; default: found automatically
 
+	// Retention is the daemon's default retention policy (see retention.go):
+	// ImageTTL 0 keeps images (off by default), OperationTTL 0 takes
+	// DefaultOperationTTL, a negative TTL keeps forever.
+	Retention Retention
+	// AccountRetention overrides Retention per account name; a zero field
+	// takes the default's, a negative one turns that part off.
+	AccountRetention map[string]Retention
+	// GCInterval is how often retention runs in the background; default
+	// DefaultGCInterval, negative: never (arbor gc still runs it).
+	GCInterval time.Duration
+	// Clock stamps image and operation rows and is retention's now;
+	// default the real clock (tests pass a fake one).
+	Clock clockwork.Clock
+
 	// Metadata is the metadata store; nil opens SQLite at Home/arbor.db.
 	// The engine owns it from New on: it closes it in Close, or when New
 	// fails.
@@ -105,6 +120,8 @@ type Engine struct {
 	active    map[string]*activeOp   // running operations
 	squashing map[string]bool
 	drain     *drainState // set by Drain: no new operations
+
+	gcMu sync.Mutex // one retention pass (GC) at a time
 
 	layers   *layers.Snapshotter // layer views, commits, leases and GC
 	layerDir *layers.Dir         // where layers are stored
@@ -184,6 +201,15 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	if cfg.WarmIdle <= 0 {
 		cfg.WarmIdle = 2 * time.Minute
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.Retention.OperationTTL == 0 {
+		cfg.Retention.OperationTTL = DefaultOperationTTL
+	}
+	if cfg.GCInterval == 0 {
+		cfg.GCInterval = DefaultGCInterval
 	}
 	allow, err := netns.ParseAllow(cfg.NetAllow)
 	if err != nil {
@@ -267,6 +293,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 	}
 	e.warm = e.newWarmPool()
+	e.startRetention()
 	return e, nil
 }
 

@@ -20,14 +20,17 @@ import (
 type imageNode struct {
 	uuid, account, parent, layer, flat string
 	deleted                            bool
+	expiring                           bool   // retention is deleting it: no new leases, layers kept
 	purging                            bool   // a collection is purging the row: no new leases
 	hidden                             bool   // one layer of an imported chain (store.Image.Hidden)
 	chain                              string // a hidden row's chain ID
+	bytes, flatBytes                   int64  // disk of layer and flat, as recorded
 }
 
 func newImageNode(im store.Image) *imageNode {
 	return &imageNode{uuid: im.UUID, account: im.Account, parent: im.MountParent(), layer: im.Layer, flat: im.Flat,
-		deleted: im.Deleted, hidden: im.Hidden, chain: im.Chain}
+		deleted: im.Deleted, hidden: im.Hidden, chain: im.Chain,
+		bytes: im.LayerBytes, flatBytes: im.FlatBytes}
 }
 
 func (e *Engine) loadImages(ctx context.Context) error {
@@ -212,7 +215,39 @@ func (e *Engine) OnImageDeleted(fn func(ctx context.Context, account, id string)
 // GCStats reports what a collection removed.
 type GCStats struct {
 	Layers    int
+	Bytes     int64 // the removed layers' recorded sizes
 	ImageRows int
+}
+
+// gcRootsLocked returns the layers and image rows that live or leased
+// images need, treating the images in expire as deleted too, and the
+// recorded size of every layer a row names. e.mu must be held.
+func (e *Engine) gcRootsLocked(expire map[string]bool) (needed, neededImages map[string]bool, sizes map[string]int64) {
+	needed, neededImages, sizes = map[string]bool{}, map[string]bool{}, map[string]int64{}
+	for u, n := range e.images {
+		sizes[n.layer] = max(sizes[n.layer], n.bytes)
+		if n.flat != "" {
+			sizes[n.flat] = max(sizes[n.flat], n.flatBytes)
+		}
+		if (n.deleted || n.hidden || expire[u]) && e.leased[u] == 0 {
+			continue
+		}
+		// Every live or leased image needs its own layer (so it can be
+		// squashed again or diffed) and the chain it mounts today.
+		for cur := u; cur != ""; {
+			m := e.images[cur]
+			if m == nil || neededImages[cur] {
+				break
+			}
+			neededImages[cur] = true
+			needed[m.layer] = true
+			if m.flat != "" {
+				needed[m.flat] = true
+			}
+			cur = m.parent
+		}
+	}
+	return needed, neededImages, sizes
 }
 
 // CollectGarbage removes layers that no live image's chain needs and that no
@@ -224,30 +259,12 @@ type GCStats struct {
 func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
 	var st GCStats
 	var purge []string
-	n, err := e.layers.Collect(ctx, func() map[string]bool {
+	var sizes map[string]int64
+	ids, err := e.layers.CollectIDs(ctx, func() map[string]bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		needed := map[string]bool{}
-		neededImages := map[string]bool{}
-		for u, n := range e.images {
-			if (n.deleted || n.hidden) && e.leased[u] == 0 {
-				continue
-			}
-			// Every live or leased image needs its own layer (so it can be
-			// squashed again or diffed) and the chain it mounts today.
-			for cur := u; cur != ""; {
-				m := e.images[cur]
-				if m == nil || neededImages[cur] {
-					break
-				}
-				neededImages[cur] = true
-				needed[m.layer] = true
-				if m.flat != "" {
-					needed[m.flat] = true
-				}
-				cur = m.parent
-			}
-		}
+		needed, neededImages, sz := e.gcRootsLocked(nil)
+		sizes = sz
 		for u, n := range e.images {
 			if (n.deleted || n.hidden) && !neededImages[u] {
 				n.purging = true
@@ -256,8 +273,11 @@ func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
 		}
 		return needed
 	})
-	st.Layers = n
-	e.cfg.Observer.GarbageCollected(n, err)
+	st.Layers = len(ids)
+	for _, id := range ids {
+		st.Bytes += sizes[id]
+	}
+	e.cfg.Observer.GarbageCollected(len(ids), err)
 	if err != nil {
 		return st, err
 	}
@@ -273,7 +293,7 @@ func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
 		st.ImageRows = len(purge)
 	}
 	if st.Layers > 0 {
-		e.log.Info("garbage collected", "layers", st.Layers, "image_rows", st.ImageRows)
+		e.log.Info("garbage collected", "layers", st.Layers, "bytes", st.Bytes, "image_rows", st.ImageRows)
 	}
 	return st, nil
 }
@@ -366,12 +386,13 @@ func (e *Engine) squash(ctx context.Context, u string) error {
 	id := newLayerID()
 	start := time.Now()
 	if err := e.layers.Squash(ctx, ids, id, func(dir string) error {
-		if err := e.st.SetFlat(ctx, u, id, dirBytes(dir)); err != nil {
+		fb := dirBytes(dir)
+		if err := e.st.SetFlat(ctx, u, id, fb); err != nil {
 			return err
 		}
 		e.mu.Lock()
 		if n := e.images[u]; n != nil {
-			n.flat = id
+			n.flat, n.flatBytes = id, fb
 		}
 		e.mu.Unlock()
 		return nil

@@ -78,7 +78,7 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 	}
 	mb, _ := json.Marshal(echo)
 	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindImageImport, Status: apitypes.StatusPending,
-		CreatedAt: time.Now(), Metadata: string(mb)}
+		CreatedAt: e.now(), Metadata: string(mb)}
 	err := e.startOp(ctx, o, func(ctx context.Context, op *op) outcome {
 		ctx, cancel := context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
 		defer cancel()
@@ -200,7 +200,7 @@ func (e *Engine) NewImage(ctx context.Context, account, parent string, fill func
 	if err := fill(dir); err != nil {
 		return "", err
 	}
-	im := store.Image{UUID: newID(), Account: account, Parent: parent, Layer: newLayerID(), Depth: depth, LayerBytes: dirBytes(dir), CreatedAt: time.Now()}
+	im := store.Image{UUID: newID(), Account: account, Parent: parent, Layer: newLayerID(), Depth: depth, LayerBytes: dirBytes(dir), CreatedAt: e.now()}
 	if err := e.checkImportQuota(ctx, account, im.LayerBytes); err != nil {
 		return "", err
 	}

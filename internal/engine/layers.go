@@ -6,7 +6,6 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
@@ -226,7 +225,7 @@ func (e *Engine) fillScratch(ctx context.Context, fill func(dir string) error) e
 // are reused, leased so that no collection purges them meanwhile; the new
 // rows' layers are leased by the caller.
 func (e *Engine) commitChain(ctx context.Context, account string, layers []ImportLayer, ids []string, sizes []int64) (string, error) {
-	now := time.Now()
+	now := e.now()
 	var rows []store.Image
 	base := ""
 	var leases []*imageLease

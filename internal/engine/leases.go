@@ -30,7 +30,7 @@ func (e *Engine) leaseImage(u, holder string, deleted bool) (*imageLease, error)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := e.images[u]
-	if n == nil || n.purging || (n.deleted && !deleted) {
+	if n == nil || n.purging || ((n.deleted || n.expiring) && !deleted) {
 		return nil, errdefs.NotFound("image %s not found: it was deleted", u)
 	}
 	l := e.leaseLocked(u)

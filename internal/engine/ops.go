@@ -129,6 +129,7 @@ type op struct {
 	events *eventHub
 	log    *slog.Logger
 	obs    Observer
+	now    func() time.Time // stamps FinishedAt (the engine's clock)
 	cancel context.CancelCauseFunc
 	// recorded is told about the images a finish made visible, before the
 	// finish returns (the engine adds them to its image graph).
@@ -247,7 +248,7 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 	if meta == "" {
 		meta = o.metadata
 	}
-	row := store.Operation{UUID: o.id, Account: o.account, Status: out.state.String(), Error: out.err, FinishedAt: now,
+	row := store.Operation{UUID: o.id, Account: o.account, Status: out.state.String(), Error: out.err, FinishedAt: o.finishedAt(now),
 		ResultImageUUID: out.result, Metadata: meta, CPUSeconds: out.cpu, MaxRSSBytes: out.rss}
 	if out.result != "" {
 		row.ResultTag = out.tag
@@ -273,6 +274,15 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 		o.recorded(images)
 	}
 	return nil
+}
+
+// finishedAt is when the operation finishes on the engine's clock (now,
+// the real time, without one).
+func (o *op) finishedAt(now time.Time) time.Time {
+	if o.now == nil {
+		return now
+	}
+	return o.now()
 }
 
 // end finishes the operation with out when its work returns, unless it has
@@ -364,7 +374,7 @@ func (e *Engine) newOp(row store.Operation) *op {
 		e.log.Warn("operation with an unknown status", "operation", row.UUID, "status", row.Status)
 	}
 	return &op{id: row.UUID, account: row.Account, kind: row.Kind, begun: row.CreatedAt,
-		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, obs: e.cfg.Observer, cancel: func(error) {},
+		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, obs: e.cfg.Observer, cancel: func(error) {}, now: e.now,
 		recorded: e.addImages, state: state}
 }
 

@@ -111,7 +111,7 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 	}
 	meta, _ := json.Marshal(redactMeta(p.meta))
 	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
-		CreatedAt: time.Now(), ImageUUID: p.image.UUID, Metadata: string(meta)}
+		CreatedAt: e.now(), ImageUUID: p.image.UUID, Metadata: string(meta)}
 	p.op = o.UUID
 	// From here to the run's end its image stays, deleted or not.
 	lease, err := e.leaseImage(p.image.UUID, o.UUID, false)
@@ -551,7 +551,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 		return
 	}
 	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
-		Operation: p.op, Env: env, LayerBytes: grown.bytes, CreatedAt: time.Now()}
+		Operation: p.op, Env: env, LayerBytes: grown.bytes, CreatedAt: e.now()}
 	// The image and the run's SUCCESS are one transaction.
 	o.setResult(func(image string) outcome {
 		r := *rs

@@ -233,26 +233,51 @@ func (s *Snapshotter) Squash(ctx context.Context, chain []string, id string, rec
 // can gain one meanwhile; it must not call back into the Snapshotter. The
 // removed layers' contents are deleted after the lock is released.
 func (s *Snapshotter) Collect(ctx context.Context, roots func() map[string]bool) (removed int, err error) {
+	ids, err := s.CollectIDs(ctx, roots)
+	return len(ids), err
+}
+
+// CollectIDs is Collect, returning the ids of the layers it removed.
+func (s *Snapshotter) CollectIDs(ctx context.Context, roots func() map[string]bool) (removed []string, err error) {
 	s.mu.Lock()
-	needed := roots()
-	ids, err := s.st.List(ctx)
+	ids, err := s.unneededLocked(ctx, roots)
 	if err != nil {
 		s.mu.Unlock()
-		return 0, err
+		return nil, err
 	}
 	for _, id := range ids {
-		if needed[id] || s.pinned[id] > 0 {
-			continue
-		}
 		if err := s.st.Remove(ctx, id); err != nil {
 			s.log.Warn("gc: remove layer", "layer", id, "err", err)
 			continue
 		}
-		removed++
+		removed = append(removed, id)
 	}
 	s.mu.Unlock()
 	s.cleanup(ctx)
 	return removed, nil
+}
+
+// Unneeded returns the layers a Collect with roots would remove now,
+// removing nothing (a dry run).
+func (s *Snapshotter) Unneeded(ctx context.Context, roots func() map[string]bool) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unneededLocked(ctx, roots)
+}
+
+func (s *Snapshotter) unneededLocked(ctx context.Context, roots func() map[string]bool) ([]string, error) {
+	needed := roots()
+	ids, err := s.st.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, id := range ids {
+		if !needed[id] && s.pinned[id] <= 0 {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // cleanup deletes the contents of removed layers, without s.mu.

@@ -181,6 +181,11 @@ type Images interface {
 	// tag; the row stays for the chains of its descendants (see
 	// PurgeImages). An image that is not live is NotFound.
 	DeleteImage(ctx context.Context, account, uuid string) error
+	// ExpireImages marks the live images uuids deleted (retention), all or
+	// none: if any of them is tagged or no longer live when the
+	// transaction runs, nothing changes and the error is a Conflict. Unlike
+	// DeleteImage it never drops a tag.
+	ExpireImages(ctx context.Context, uuids []string) error
 	// PurgeImages removes the rows among uuids that are deleted or hidden,
 	// in one transaction; live visible images among them are kept.
 	PurgeImages(ctx context.Context, uuids []string) error
@@ -229,6 +234,13 @@ type Operations interface {
 	// by UUID, ascending), f.Limit at most (default 100) after skipping
 	// f.Offset, without their Metadata (it holds a run's output).
 	ListOperations(ctx context.Context, f OperationFilter) ([]Operation, error)
+	// ExpiredOperations counts the finished operations f selects (never
+	// one in flight) and the events of their logs.
+	ExpiredOperations(ctx context.Context, f OperationExpiry) (ops, events int64, err error)
+	// DeleteExpiredOperations deletes at most f.Limit (default 500) of the
+	// operations f selects, with their event logs, in one transaction, and
+	// returns the rows deleted; callers repeat it until it deletes none.
+	DeleteExpiredOperations(ctx context.Context, f OperationExpiry) (ops, events int64, err error)
 	// UnfinishedOperations returns every in-flight operation of every
 	// account, oldest first, with Metadata (recovery after a restart).
 	UnfinishedOperations(ctx context.Context) ([]Operation, error)

@@ -322,3 +322,88 @@ func lastEventID(ctx context.Context, q querier, op string) (int64, error) {
 	}
 	return id.Int64, nil
 }
+
+// OperationExpiry selects finished operations whose logs retention deletes.
+type OperationExpiry struct {
+	// Account limits the selection to one account; "" selects every
+	// account but those in Except.
+	Account string
+	Except  []string
+	// FinishedBefore: operations that finished before this time.
+	FinishedBefore time.Time
+	// Limit bounds the operations one DeleteExpiredOperations call deletes
+	// (default 500), so one transaction stays short.
+	Limit int
+}
+
+func (f OperationExpiry) where() (string, []any) {
+	// created_at <= finished_at, so the bound on created_at lets the
+	// account's created index narrow the scan.
+	q := ` FROM operations WHERE status NOT IN ('PENDING','ASSIGNED','EXECUTING') AND finished_at IS NOT NULL AND finished_at < ? AND created_at < ?`
+	at := f.FinishedBefore.UnixNano()
+	args := []any{at, at}
+	if f.Account != "" {
+		q += ` AND account=?`
+		args = append(args, f.Account)
+	} else if len(f.Except) > 0 {
+		q += ` AND account NOT IN (?` + strings.Repeat(",?", len(f.Except)-1) + `)`
+		for _, a := range f.Except {
+			args = append(args, a)
+		}
+	}
+	return q, args
+}
+
+// ExpiredOperations counts the operations f selects and their events.
+func (s *Store) ExpiredOperations(ctx context.Context, f OperationExpiry) (ops, events int64, err error) {
+	q, args := f.where()
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*)`+q, args...).Scan(&ops); err != nil {
+		return 0, 0, err
+	}
+	err = s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM events WHERE operation IN (SELECT uuid`+q+`)`, args...).Scan(&events)
+	return ops, events, err
+}
+
+// DeleteExpiredOperations deletes up to f.Limit of the operations f
+// selects with their event logs, in one transaction, and returns how many
+// rows went. Call it until it deletes no operation.
+func (s *Store) DeleteExpiredOperations(ctx context.Context, f OperationExpiry) (ops, events int64, err error) {
+	if f.Limit <= 0 {
+		f.Limit = 500
+	}
+	q, args := f.where()
+	err = s.sqlTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT uuid`+q+` LIMIT ?`, append(args, f.Limit)...)
+		if err != nil {
+			return err
+		}
+		var ids []any
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, u)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(ids) == 0 {
+			return err
+		}
+		in := `(?` + strings.Repeat(",?", len(ids)-1) + `)`
+		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE operation IN `+in, ids...)
+		if err != nil {
+			return err
+		}
+		events, _ = res.RowsAffected()
+		if res, err = tx.ExecContext(ctx, `DELETE FROM operations WHERE uuid IN `+in, ids...); err != nil {
+			return err
+		}
+		ops, _ = res.RowsAffected()
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return ops, events, nil
+}

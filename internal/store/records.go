@@ -189,6 +189,7 @@ type Image struct {
 	Operation  string // operation that produced it
 	Env        string // JSON object of preserved env, "" if none
 	LayerBytes int64
+	FlatBytes  int64 // the disk Flat uses (SetFlat); read-only here
 	CreatedAt  time.Time
 	Deleted    bool
 	// Base is the hidden image the layer lies on when Parent is "": the
@@ -212,14 +213,14 @@ func (im Image) MountParent() string {
 	return im.Base
 }
 
-const imageCols = `uuid, account, parent, layer, flat, depth, tag, operation, env, layer_bytes, created_at, deleted_at, base, hidden, chain`
+const imageCols = `uuid, account, parent, layer, flat, depth, tag, operation, env, layer_bytes, created_at, deleted_at, base, hidden, chain, flat_bytes`
 
 func scanImage(sc interface{ Scan(...any) error }) (Image, error) {
 	var im Image
 	var parent, flat, tag, op, env, base, chain sql.NullString
 	var created int64
 	var deleted sql.NullInt64
-	err := sc.Scan(&im.UUID, &im.Account, &parent, &im.Layer, &flat, &im.Depth, &tag, &op, &env, &im.LayerBytes, &created, &deleted, &base, &im.Hidden, &chain)
+	err := sc.Scan(&im.UUID, &im.Account, &parent, &im.Layer, &flat, &im.Depth, &tag, &op, &env, &im.LayerBytes, &created, &deleted, &base, &im.Hidden, &chain, &im.FlatBytes)
 	im.Parent, im.Flat, im.Tag, im.Operation, im.Env = parent.String, flat.String, tag.String, op.String, env.String
 	im.Base, im.Chain = base.String, chain.String
 	im.CreatedAt = time.Unix(0, created)
@@ -409,6 +410,27 @@ func (s *Store) DeleteImage(ctx context.Context, account, uuid string) error {
 		return errdefs.NotFound("image %s not found", uuid)
 	}
 	return nil
+}
+
+// ExpireImages marks the live images uuids deleted, all or none: when any
+// of them is tagged or no longer live (a tag put on it, or a deletion,
+// since the caller decided), nothing changes and the error is a Conflict.
+func (s *Store) ExpireImages(ctx context.Context, uuids []string) error {
+	return s.sqlTx(ctx, func(tx *sql.Tx) error {
+		at := now()
+		for _, u := range uuids {
+			res, err := tx.ExecContext(ctx, `UPDATE images SET deleted_at=? WHERE uuid=? AND tag IS NULL AND deleted_at IS NULL AND hidden=0`, at, u)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				return errdefs.Conflict("image %s is tagged or no longer live: not expired", u)
+			}
+		}
+		return nil
+	})
 }
 
 // PurgeImages removes rows of deleted images and hidden import layers that

@@ -39,6 +39,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Metadata) {
 		{"Lineage", testLineage},
 		{"ListImages", testListImages},
 		{"PurgeImages", testPurgeImages},
+		{"ExpireImages", testExpireImages},
+		{"ExpireOperations", testExpireOperations},
 		{"InsertOperationLimited", testInsertOperationLimited},
 		{"OperationTransitions", testOperationTransitions},
 		{"ListOperations", testListOperations},
@@ -954,4 +956,83 @@ func testClose(t *testing.T, m store.Metadata) {
 		t.Error("InsertImage after Close succeeded")
 	}
 	must(t, m.Close())
+}
+
+// testExpireImages: retention's deletion is all or none and never takes a
+// tagged image (a tag put on since the caller decided wins).
+func testExpireImages(t *testing.T, m store.Metadata) {
+	insert(t, m, img("a", "x", 0), img("b", "x", 1), img("c", "x", 2))
+	must(t, m.SetTag(ctx, "x", "c", "keep"))
+	wantClass(t, "ExpireImages(with a tagged image)", m.ExpireImages(ctx, []string{"a", "c"}), errdefs.ErrConflict)
+	if _, err := m.Image(ctx, "x", "a"); err != nil {
+		t.Errorf("a failed ExpireImages deleted a: %v", err)
+	}
+	must(t, m.ExpireImages(ctx, []string{"a", "b"}))
+	for _, u := range []string{"a", "b"} {
+		if im, err := m.ImageAny(ctx, u); err != nil || !im.Deleted {
+			t.Errorf("ImageAny(%s) after ExpireImages = %+v, %v; want deleted", u, im, err)
+		}
+	}
+	wantClass(t, "ExpireImages(deleted)", m.ExpireImages(ctx, []string{"a"}), errdefs.ErrConflict)
+	if tagOf(t, m, "x", "c") != "keep" {
+		t.Error("the tagged image lost its tag")
+	}
+}
+
+// testExpireOperations: finished operations older than the bound go with
+// their events, in batches; in-flight and recent ones, and excepted
+// accounts', stay.
+func testExpireOperations(t *testing.T, m store.Metadata) {
+	finish := func(id, account string, created, finished int) {
+		t.Helper()
+		must(t, m.InsertOperationLimited(ctx, op(id, account, created), 100))
+		must(t, m.AppendEvent(ctx, id, ev(0, "progress")))
+		if finished >= 0 {
+			must(t, m.FinishOperation(ctx, store.Outcome{Operation: store.Operation{UUID: id, Status: "SUCCESS", FinishedAt: at(finished), Metadata: "{}"},
+				Completion: ev(-1, "completion")}))
+		}
+	}
+	finish("old1", "a", 0, 10)
+	finish("old2", "a", 1, 11)
+	finish("old3", "b", 2, 12)
+	finish("new", "a", 50, 60)
+	finish("flying", "a", 3, -1) // in flight: never expired
+	bound := store.OperationExpiry{FinishedBefore: at(30)}
+	if ops, evs, err := m.ExpiredOperations(ctx, bound); err != nil || ops != 3 || evs != 6 {
+		t.Errorf("ExpiredOperations = %d, %d, %v; want 3 operations, 6 events", ops, evs, err)
+	}
+	except := bound
+	except.Except = []string{"b"}
+	if ops, _, err := m.ExpiredOperations(ctx, except); err != nil || ops != 2 {
+		t.Errorf("ExpiredOperations(except b) = %d, %v; want 2", ops, err)
+	}
+	one := bound
+	one.Account, one.Limit = "a", 1
+	var total int64
+	for range 5 {
+		ops, evs, err := m.DeleteExpiredOperations(ctx, one)
+		must(t, err)
+		if ops > 1 || evs != 2*ops {
+			t.Fatalf("DeleteExpiredOperations(limit 1) = %d operations, %d events", ops, evs)
+		}
+		total += ops
+	}
+	if total != 2 {
+		t.Errorf("deleted %d of account a's expired operations, want 2", total)
+	}
+	for _, id := range []string{"old1", "old2"} {
+		_, err := m.Operation(ctx, "a", id)
+		wantClass(t, "Operation(expired "+id+")", err, errdefs.ErrNotFound)
+		if evs, _ := m.Events(ctx, id, -1, 0); len(evs) != 0 {
+			t.Errorf("events of expired %s left: %d", id, len(evs))
+		}
+	}
+	for _, id := range []string{"new", "flying"} {
+		if _, err := m.Operation(ctx, "a", id); err != nil {
+			t.Errorf("Operation(%s) after expiry: %v", id, err)
+		}
+	}
+	if _, err := m.Operation(ctx, "b", "old3"); err != nil {
+		t.Errorf("another account's operation expired with account a's: %v", err)
+	}
 }
