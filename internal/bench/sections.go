@@ -201,6 +201,20 @@ func (b *bench) arborSpecRunner(ctx context.Context, d *daemonConn, raw *rawRunn
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	// Mounts of the live run's own root (runsc's bind of its /tmp) point
+	// into the raw root instead, or go when the raw root has no such path:
+	// the live run's root is gone by the time the runner runs.
+	mounts := spec.Mounts[:0]
+	for _, m := range spec.Mounts {
+		if rel, err := filepath.Rel(spec.Root.Path, m.Source); err == nil && filepath.IsLocal(rel) {
+			m.Source = filepath.Join(b.raw.rootfs, rel)
+			if _, err := os.Stat(m.Source); err != nil {
+				continue
+			}
+		}
+		mounts = append(mounts, m)
+	}
+	spec.Mounts = mounts
 	spec.Root = &specs.Root{Path: b.raw.rootfs, Readonly: spec.Root.Readonly}
 	spec.Process.Args = []string{"/bin/true"}
 	if spec.Linux != nil && spec.Linux.CgroupsPath != "" {
