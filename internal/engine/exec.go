@@ -21,8 +21,8 @@ func (e *Engine) activeOf(op string) *activeOp {
 	return e.active[op]
 }
 
-// stdinPipe returns the read end to hand to a process and, when keepOpen,
-// the write end for later writes. The initial bytes are written in the
+// stdinPipe returns the read end to hand to a process and, unless
+// closeAfter, the write end for later writes. The initial bytes are written in the
 // background so a process that never reads cannot block the engine.
 func stdinPipe(initial []byte, closeAfter bool) (*os.File, *os.File, error) {
 	r, w, err := os.Pipe()
