@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arborsh/arbor/internal/bearer"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
 )
@@ -123,8 +124,8 @@ func requestIDOf(ctx context.Context) string {
 // The Project header of IAM-style clients is ignored.
 func (s *server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scheme, secret, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
-		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(secret) == "" {
+		secret, ok := bearer.FromRequest(r)
+		if !ok {
 			s.writeError(w, r, errdefs.Unauthorized("missing bearer token: send Authorization: Bearer <token> (the local token is in the daemon's token file, <home>/token)"))
 			return
 		}

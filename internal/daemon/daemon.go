@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/internal/api"
+	"github.com/arborsh/arbor/internal/bearer"
 	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/mcp"
 	"github.com/arborsh/arbor/internal/metrics"
 	"github.com/arborsh/arbor/internal/registry"
@@ -239,7 +241,10 @@ func routes(e *engine.Engine, log *slog.Logger, opts api.Options) http.Handler {
 	// /mcp acts as the caller through the API handler, in this process.
 	asCaller := mcp.InProcess(apiH)
 	mux.Handle("/mcp", m.Instrument("/mcp", mcp.HTTPHandler(func(r *http.Request) (mcp.Backend, error) {
-		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		tok, ok := bearer.FromRequest(r)
+		if !ok {
+			return nil, errdefs.Unauthorized("missing bearer token: send Authorization: Bearer <token> (the local token is in the daemon's token file, <home>/token)")
+		}
 		if _, err := e.Authenticate(r.Context(), tok); err != nil {
 			return nil, err
 		}

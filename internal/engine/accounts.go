@@ -54,7 +54,7 @@ func (e *Engine) mintToken(ctx context.Context, parent Token, account, name stri
 		return Token{}, "", err
 	}
 	var b [24]byte
-	_, _ = rand.Read(b[:])
+	_, _ = rand.Read(b[:]) // never fails: crypto/rand crashes the program instead (Go 1.24+)
 	secret := "arb_" + base64.RawURLEncoding.EncodeToString(b[:])
 	t := store.Token{UUID: newID(), Account: account, Name: name, CreatedAt: time.Now(), Parent: parent.UUID}
 	if ttl > 0 {

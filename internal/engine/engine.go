@@ -371,16 +371,26 @@ func (e *Engine) recover(ctx context.Context) error {
 	}
 	e.nets.Cleanup(ctx)
 	runDir := filepath.Join(e.cfg.Home, "run")
-	ents, _ := os.ReadDir(runDir)
+	ents, err := os.ReadDir(runDir)
+	if err != nil {
+		e.log.Warn("list stale run dirs", "dir", runDir, "err", err)
+	}
 	for _, ent := range ents {
 		d := filepath.Join(runDir, ent.Name())
-		_ = overlay.Unmount(filepath.Join(d, "merged"))
+		if err := overlay.Unmount(filepath.Join(d, "merged")); err != nil {
+			e.log.Warn("unmount stale run root", "dir", d, "err", err)
+		}
 		if err := os.RemoveAll(d); err != nil {
 			e.log.Warn("remove stale run dir", "dir", d, "err", err)
 		}
 	}
-	_ = os.RemoveAll(filepath.Join(e.cfg.Home, "tmp"))
-	_ = os.MkdirAll(filepath.Join(e.cfg.Home, "tmp"), 0o700)
+	tmp := filepath.Join(e.cfg.Home, "tmp")
+	if err := os.RemoveAll(tmp); err != nil {
+		e.log.Warn("remove stale uploads", "dir", tmp, "err", err)
+	}
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
 	ops, err := e.st.UnfinishedOperations(ctx)
 	if err != nil {
 		return err
@@ -404,7 +414,7 @@ func newID() string { return uuid.NewString() }
 
 func newLayerID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	_, _ = rand.Read(b[:]) // never fails: crypto/rand crashes the program instead (Go 1.24+)
 	return hex.EncodeToString(b[:])
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/runtime"
+	"github.com/arborsh/arbor/internal/store"
 )
 
 func (e *Engine) activeOf(op string) *activeOp {
@@ -20,8 +21,8 @@ func (e *Engine) activeOf(op string) *activeOp {
 	return e.active[op]
 }
 
-// stdinPipe returns the read end to hand to a process and, when keepOpen,
-// the write end for later writes. The initial bytes are written in the
+// stdinPipe returns the read end to hand to a process and, unless
+// closeAfter, the write end for later writes. The initial bytes are written in the
 // background so a process that never reads cannot block the engine.
 func stdinPipe(initial []byte, closeAfter bool) (*os.File, *os.File, error) {
 	r, w, err := os.Pipe()
@@ -30,13 +31,15 @@ func stdinPipe(initial []byte, closeAfter bool) (*os.File, *os.File, error) {
 	}
 	if closeAfter {
 		go func() {
+			// A process that exits or closes stdin before reading it all
+			// makes the write fail (EPIPE): nothing is left to deliver to.
 			_, _ = w.Write(initial)
 			w.Close()
 		}()
 		return r, nil, nil
 	}
 	if len(initial) > 0 {
-		go func() { _, _ = w.Write(initial) }()
+		go func() { _, _ = w.Write(initial) }() // fails only once the reader is gone, as above
 	}
 	return r, w, nil
 }
@@ -177,7 +180,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 				close(started)
 			}
 			res.ExitCode = 127
-			_, _ = stderr.Write([]byte("arbor: exec failed: " + err.Error() + "\n"))
+			_, _ = stderr.Write([]byte("arbor: exec failed: " + err.Error() + "\n")) // a capture never fails
 		}
 		stdout.finish()
 		stderr.finish()
@@ -320,6 +323,16 @@ func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid 
 	r.State.ExitCode, r.State.Signal = -1, -1
 	var out, errb []byte
 	var outTrunc, errTrunc, spawned bool
+	// The engine wrote these events; one that does not decode (a damaged
+	// store) is logged and folds as empty rather than hiding the others.
+	bad := func(ev store.Event, err error) {
+		e.log.Warn("decode event", "operation", o.UUID, "event", ev.ID, "type", ev.Type, "err", err)
+	}
+	decode := func(ev store.Event, v any) {
+		if err := json.Unmarshal([]byte(ev.Data), v); err != nil {
+			bad(ev, err)
+		}
+	}
 	for _, ev := range evs {
 		if ev.Spid != spid {
 			continue
@@ -327,13 +340,16 @@ func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid 
 		switch ev.Type {
 		case apitypes.EventSpawn:
 			var d apitypes.EventDataSpawn
-			_ = json.Unmarshal([]byte(ev.Data), &d)
+			decode(ev, &d)
 			r.State.Pid = d.Pid
 			spawned = true
 		case apitypes.EventStdout, apitypes.EventStderr:
 			var d apitypes.EventDataStream
-			_ = json.Unmarshal([]byte(ev.Data), &d)
-			b, _ := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			decode(ev, &d)
+			b, err := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			if err != nil {
+				bad(ev, err)
+			}
 			if ev.Type == apitypes.EventStdout {
 				out = append(out, b...)
 			} else {
@@ -341,7 +357,7 @@ func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid 
 			}
 		case apitypes.EventTruncated:
 			var d apitypes.EventDataTruncated
-			_ = json.Unmarshal([]byte(ev.Data), &d)
+			decode(ev, &d)
 			if d.Stream == apitypes.EventStdout {
 				outTrunc = true
 			} else {
@@ -349,7 +365,7 @@ func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid 
 			}
 		case apitypes.EventExit:
 			var d apitypes.EventDataExit
-			_ = json.Unmarshal([]byte(ev.Data), &d)
+			decode(ev, &d)
 			r.State.ExitCode, r.State.Signal, r.State.TimedOut = d.Code, d.Signal, d.TimedOut
 			res := d.Resources
 			r.Resources = apitypes.InstanceResultResources{

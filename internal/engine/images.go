@@ -333,7 +333,7 @@ var testHookAfterRename func()
 func (e *Engine) chainDepth(u string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ids, _ := e.chainLocked(u)
+	ids, _ := e.chainLocked(u) // a broken chain counts 0: nothing to squash
 	return len(ids)
 }
 

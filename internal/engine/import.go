@@ -76,7 +76,7 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 			echo.Registry.Credentials.Password = "<MASKED>"
 		}
 	}
-	mb, _ := json.Marshal(echo)
+	mb, _ := json.Marshal(echo) // plain data: cannot fail
 	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindImageImport, Status: apitypes.StatusPending,
 		CreatedAt: e.now(), Metadata: string(mb)}
 	err := e.startOp(ctx, o, func(ctx context.Context, op *op) outcome {

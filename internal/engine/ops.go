@@ -136,8 +136,9 @@ type op struct {
 	recorded func([]store.Image)
 
 	// mu is held across a finish, so finishes are serialised. Lock order:
-	// Engine.gcMu (a commit) → mu → the event log's lock → the store's
-	// writer → Engine.mu (recorded).
+	// mu → the event log's lock → the store's writer; recorded takes
+	// Engine.mu under mu alone. A commit finishes in its record step, under
+	// no lock of the engine's or the layers' (a lease pins the new layer).
 	mu      sync.Mutex
 	state   opState
 	runtime string // the run's sandbox runtime, for metrics

@@ -499,7 +499,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	// What the sandbox is, not what the host is: its own hostname; the
 	// host's name and kernel version are not the client's business.
 	var uts unix.Utsname
-	_ = unix.Uname(&uts)
+	_ = unix.Uname(&uts) // cannot fail: its only error is a bad buffer address
 	e.events.emit(ctx, p.op, 0, apitypes.EventInit, apitypes.EventDataInit{
 		StartedAt: apitypes.Timestamp(time.Now()), RuntimePath: p.rt.Name(), InitPid: 1,
 		Hostname: p.meta.Hostname, Machine: unix.ByteSliceToString(uts.Machine[:]),
@@ -543,7 +543,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	}
 	env := p.image.Env
 	if p.meta.PreserveEnv {
-		b, _ := json.Marshal(p.env)
+		b, _ := json.Marshal(p.env) // a string map: cannot fail
 		env = string(b)
 	}
 	if empty && (!p.meta.PreserveEnv || maps.Equal(p.env, p.inherited)) {
@@ -606,7 +606,7 @@ func (rs *runState) outcome(p *runPlan) outcome {
 	}
 	m := redactMeta(p.meta)
 	m.Result = rs.result
-	mb, _ := json.Marshal(m)
+	mb, _ := json.Marshal(m) // plain data: cannot fail
 	return outcome{state: state, err: rs.errMsg, result: rs.resultIm, metadata: string(mb), cpu: rs.cpu, rss: rs.rss}
 }
 
@@ -638,6 +638,8 @@ func (e *Engine) placeFiles(root string, files []placedFile) error {
 		if fi, err := os.Lstat(dst); err == nil && fi.IsDir() {
 			return errdefs.InvalidArgument("file destination %s is a directory in the image", f.path)
 		}
+		// A file the image has there is replaced; if it cannot be removed,
+		// the O_EXCL open below fails and says so.
 		_ = os.Remove(dst)
 		src, err := os.Open(e.blobPath(f.sha))
 		if err != nil {
@@ -721,7 +723,10 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		if p.meta.Cwd != "" {
 			if d, err := securejoin.SecureJoin(merged, p.meta.Cwd); err == nil {
 				if _, err := os.Stat(d); os.IsNotExist(err) {
-					_ = asSandboxRoot(p.ids, func() error { return os.MkdirAll(d, 0o755) })
+					if err := asSandboxRoot(p.ids, func() error { return os.MkdirAll(d, 0o755) }); err != nil {
+						// The runtime then fails to enter it and the run says so.
+						e.log.Warn("create working directory", "operation", p.op, "cwd", p.meta.Cwd, "err", err)
+					}
 				}
 			}
 		}
@@ -850,7 +855,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 // measured in disk blocks and inodes. One file is bounded at once by
 // RLIMIT_FSIZE (p.fileSize); checkGrowth catches what the watcher missed.
 func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc, p *runPlan, upper string) (stop func()) {
-	p.limit, _ = e.growthLimit(ctx, p)
+	p.limit, _ = e.growthLimit(ctx, p) // for fileSize; the checks ask again, for which limit it is
 	a := e.activeOf(p.op)
 	done := make(chan struct{})
 	var wg sync.WaitGroup

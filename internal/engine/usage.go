@@ -32,6 +32,7 @@ type treeUsage struct {
 func scanTree(p string) treeUsage {
 	var u treeUsage
 	seen := map[uint64]bool{} // inodes with several links, counted once
+	// The callback never fails, so neither does the walk.
 	_ = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || path == p {
 			return nil // vanished or unreadable: what is left is what is counted

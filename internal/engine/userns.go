@@ -43,7 +43,7 @@ type idAlloc struct {
 
 func newIDAlloc() *idAlloc {
 	var b [4]byte
-	_, _ = rand.Read(b[:])
+	_, _ = rand.Read(b[:]) // never fails (Go 1.24+)
 	// A random start: two daemons on one host rarely pick the same ranges.
 	return &idAlloc{used: map[uint32]bool{}, next: binary.LittleEndian.Uint32(b[:]) % idRanges}
 }

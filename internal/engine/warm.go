@@ -123,8 +123,7 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 	b.upper, b.merged, b.bundle = filepath.Join(b.dir, "upper"), filepath.Join(b.dir, "merged"), filepath.Join(b.dir, "bundle")
 	work := filepath.Join(b.dir, "work")
 	fail := func(err error) (*warmBox, error) {
-		_ = overlay.Unmount(b.merged)
-		_ = os.RemoveAll(b.dir)
+		e.removeBoxDir(b)
 		if b.net != nil {
 			e.nets.Release(b.net)
 		}
@@ -143,8 +142,7 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 	b.ids = ids
 	b.release = func() { free(); release() } // called after unmount
 	fail = func(err error) (*warmBox, error) {
-		_ = overlay.Unmount(b.merged)
-		_ = os.RemoveAll(b.dir)
+		e.removeBoxDir(b)
 		if b.net != nil {
 			e.nets.Release(b.net)
 		}
@@ -192,9 +190,19 @@ func (e *Engine) destroyWarm(b *warmBox) {
 	if b.net != nil {
 		e.nets.Release(b.net)
 	}
-	_ = overlay.Unmount(b.merged)
-	_ = os.RemoveAll(b.dir)
+	e.removeBoxDir(b)
 	b.release()
+}
+
+// removeBoxDir unmounts b's root and removes its directory. A failure is
+// logged; recover removes what is left under run/ at the next start.
+func (e *Engine) removeBoxDir(b *warmBox) {
+	if err := overlay.Unmount(b.merged); err != nil {
+		e.log.Warn("unmount warm sandbox root", "sandbox", b.cid, "err", err)
+	}
+	if err := os.RemoveAll(b.dir); err != nil {
+		e.log.Warn("remove warm sandbox dir", "sandbox", b.cid, "dir", b.dir, "err", err)
+	}
 }
 
 // cwdToMake returns cwd if the image lacks it (so it must be created), else "".

@@ -33,7 +33,7 @@ func (e *Engine) warmOffReason() string {
 	if e.cfg.InitBinary != "" {
 		return fmt.Sprintf("the configured init binary %s is not a static executable: build it with CGO_ENABLED=0", e.cfg.InitBinary)
 	}
-	exe, _ := os.Executable()
+	exe, _ := os.Executable() // only named in the message
 	return fmt.Sprintf("no static init binary: this arbor (%s) is dynamically linked, as a default `go build` with cgo makes it; "+
 		"rebuild with CGO_ENABLED=0 (scripts/setup.sh does) or install a static arbor-init beside it", exe)
 }

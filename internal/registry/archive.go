@@ -27,7 +27,8 @@ import (
 	"github.com/arborsh/arbor/internal/errdefs"
 )
 
-// ArchiveKind is what [DetectArchive] found in a tarball.
+// ArchiveKind is the format an uploaded tarball's entries show (see
+// tarIndex.kind).
 type ArchiveKind string
 
 const (

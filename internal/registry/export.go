@@ -24,6 +24,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/arborsh/arbor/internal/bearer"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
 )
@@ -205,8 +206,8 @@ func (x *Exporter) accountBytes(account string) int64 {
 // as the password of Basic auth.
 func TokenAuth(e *engine.Engine) func(r *http.Request) (string, error) {
 	return func(r *http.Request) (string, error) {
-		scheme, secret, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
-		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(secret) == "" {
+		secret, ok := bearer.FromRequest(r)
+		if !ok {
 			return "", errdefs.Unauthorized("missing token: log in with an arbor API token as the password")
 		}
 		tok, err := e.Authenticate(r.Context(), secret)
