@@ -75,6 +75,7 @@ running ones finish for up to --shutdown-timeout, then fails the rest.`,
 	f.IntVar(&cfg.Engine.MaxConcurrentOps, "max-concurrent", 64, "per-account operations in flight")
 	f.StringSliceVar(&cfg.AllowRegistries, "allow-registry", nil, "let imports reach registries on loopback or private addresses: CIDR ranges, addresses or HOST[:PORT] names, repeatable or comma-separated (default: public addresses only)")
 	f.Int64Var(&cfg.Engine.MaxLayerBytes, "max-layer-bytes", 10<<30, "most a run may write (disk blocks plus 4 KiB per inode); runs may ask for less")
+	f.Int64Var(&cfg.Engine.DiskReserveBytes, "disk-reserve", 0, "bytes kept free on the home's filesystem: below it, runs that save an image and imports get 507 (default 5% of the filesystem, at least 1 GiB, at most a quarter of it; negative: no check)")
 	f.Int64Var(&cfg.Engine.MemoryBudget, "memory-budget", 0, "bytes the memory limits of executing runs may add up to, and the largest memory_bytes a run may ask for (default 3/4 of the host's RAM)")
 	f.Int64Var(&cfg.Engine.DefaultMemoryBytes, "default-memory-bytes", 0, "memory limit of a run that asks for none (default memory budget / slots, at most 4 GiB)")
 	f.IntVar(&cfg.Engine.MaxSubprocesses, "max-subprocesses", 16, "subprocesses running at once in one run")

@@ -56,6 +56,10 @@ type Config struct {
 	MaxLayerBytes    int64             // default growth cap per run; default 10 GiB
 	MaxConcurrentOps int               // per account; default 64
 	MaxStorageBytes  int64             // per account; 0: unlimited
+	// DiskReserveBytes is the free space kept on the engine home's
+	// filesystem (see disk.go): under it, runs that save an image and
+	// imports are refused. 0: DefaultDiskReserve; negative: no check.
+	DiskReserveBytes int64
 	Logger           *slog.Logger
 	Observer         Observer // told about operations, commits and collections (metrics); nil: none
 

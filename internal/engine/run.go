@@ -109,6 +109,11 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 	if err := e.admit(ctx, account); err != nil {
 		return "", apitypes.InstanceMetadata{}, err
 	}
+	if !p.meta.Disposable {
+		if err := e.checkDisk(); err != nil {
+			return "", apitypes.InstanceMetadata{}, err
+		}
+	}
 	meta, _ := json.Marshal(redactMeta(p.meta))
 	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
 		CreatedAt: e.now(), ImageUUID: p.image.UUID, Metadata: string(meta)}
@@ -517,6 +522,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	if runErr == nil && ctx.Err() == nil {
 		grown, runErr = e.checkGrowth(ctx, p, upper)
 	}
+	if runErr == nil && ctx.Err() == nil && !p.meta.Disposable {
+		// The disk filled between two looks of the watcher: the run's
+		// writes may have been cut short, and the commit has no room.
+		runErr = e.diskExhausted()
+	}
 	e.events.emit(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
 	if runErr != nil {
 		rs.fail(ctx, runErr)
@@ -873,6 +883,10 @@ func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc
 			if limit, quota := e.growthLimit(ctx, p); n > limit {
 				e.events.emit(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: n})
 				cancel(capHit{e.sizeCapError(limit, quota)})
+				return
+			}
+			if err := e.diskExhausted(); err != nil && n > 0 {
+				cancel(capHit{err}) // a run that writes nothing is not the one filling the disk
 				return
 			}
 			wait = nextTick(time.Since(start))
