@@ -37,7 +37,6 @@ import (
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
-	"golang.org/x/sync/semaphore"
 )
 
 // Config configures an Engine. Zero values take the defaults noted.
@@ -114,8 +113,7 @@ type Engine struct {
 	log      *slog.Logger
 	st       store.Metadata
 	runtimes map[string]runtime.Runtime
-	slots    chan struct{}
-	memory   *semaphore.Weighted // MemoryBudget, taken by each executing run's memory limit
+	queue    *admission // Slots and MemoryBudget, taken by each executing run
 
 	mu        sync.Mutex
 	images    map[string]*imageNode  // every image row, for chain walks
@@ -253,8 +251,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		log:       cfg.Logger,
 		st:        st,
 		runtimes:  map[string]runtime.Runtime{},
-		slots:     make(chan struct{}, cfg.Slots),
-		memory:    semaphore.NewWeighted(cfg.MemoryBudget),
+		queue:     newAdmission(cfg.Slots, cfg.MemoryBudget),
 		images:    map[string]*imageNode{},
 		leased:    map[string]int{},
 		leases:    map[string]*imageLease{},

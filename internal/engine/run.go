@@ -88,6 +88,7 @@ type runPlan struct {
 	warm        *warmBox        // the pre-booted sandbox serving this run, if any
 	ids         *runtime.IDMap  // the sandbox's user namespace (runc, crun)
 	agent       *initproc.Agent // the init running the command, if any
+	ticket      *admitWaiter    // its place in the admission queue (Spawn)
 }
 
 // maxPids bounds resources_limits.pids: more processes than this in one
@@ -123,7 +124,10 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 	if err != nil {
 		return "", apitypes.InstanceMetadata{}, err
 	}
+	// Queued now, so runs are admitted in the order they were spawned.
+	p.ticket = e.queue.enqueue(o.UUID, p.memory)
 	if err := e.startOp(ctx, o, func(ctx context.Context, o *op) outcome { defer lease.Release(); return e.execute(ctx, o, p) }); err != nil {
+		e.queue.cancel(p.ticket)
 		lease.Release()
 		return "", apitypes.InstanceMetadata{}, err
 	}
@@ -400,20 +404,13 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
 	o.setRuntime(p.rt.Name())
 
-	// Wait for a slot; cancellation while queued ends the operation.
-	select {
-	case e.slots <- struct{}{}:
-		defer func() { <-e.slots }()
-	case <-ctx.Done():
+	// Wait, in order, for a slot and for the run's memory limit to fit the
+	// host's budget; cancellation while queued ends the operation.
+	if err := e.queue.wait(ctx, p.ticket); err != nil {
 		rs.fail(ctx, nil)
 		return
 	}
-	// The memory limits of executing runs stay within the host's budget.
-	if err := e.memory.Acquire(ctx, p.memory); err != nil {
-		rs.fail(ctx, nil)
-		return
-	}
-	defer e.memory.Release(p.memory)
+	defer e.queue.release(p.memory)
 	e.runBegins()
 	defer e.runEnds() // after teardown: then the pool may boot replacements
 	if err := o.to(ctx, opAssigned); err != nil {
