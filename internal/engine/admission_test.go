@@ -2,6 +2,10 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,4 +154,75 @@ func TestQueuePosition(t *testing.T) {
 	if !th.StartedAt.After(s.StartedAt) {
 		t.Fatalf("third started at %v, not after second at %v", th.StartedAt, s.StartedAt)
 	}
+}
+
+// TestCPUWeights: a sandbox's cgroup gets cpu.shares in proportion to the
+// CPUs its run asks (1024 per CPU, one CPU's worth when it asks none), so
+// contended CPU is shared by weight; cpus stays its ceiling (quota).
+func TestCPUWeights(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	e, err := New(ctx, Config{Home: testutil.Home(t), Runtime: "runc", WarmPerImage: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	base := busybox(t, e)
+	for _, tc := range []struct {
+		cpus          *float64
+		shares, quota string
+	}{
+		{cpus: nil, shares: "1024", quota: "-1"},
+		{cpus: ptr(0.5), shares: "512", quota: "50000"},
+		{cpus: ptr(2.0), shares: "2048", quota: "200000"},
+	} {
+		op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "echo up; cat", Shell: ptr(true), Disposable: ptr(true),
+			Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}, ResourcesLimits: &apitypes.ResourcesLimits{CPUs: tc.cpus}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The command runs, so its cgroup is in place.
+		up := errors.New("up")
+		if err := e.FollowEvents(ctx, acct, op, FollowOptions{After: -1, Follow: true}, func(ev Event) error {
+			if ev.Type == apitypes.EventStdout {
+				return up
+			}
+			return nil
+		}); !errors.Is(err, up) {
+			t.Fatalf("no output from the run: %v", err)
+		}
+		a := e.activeOf(op)
+		a.mu.Lock()
+		cid := a.sandbox.cid
+		a.mu.Unlock()
+		// cgroup v1 (these hosts are hybrid: the cpu controller is v1).
+		dir := filepath.Join("/sys/fs/cgroup/cpu/arbor", cid)
+		shares, err := os.ReadFile(filepath.Join(dir, "cpu.shares"))
+		if err != nil {
+			t.Fatalf("read the sandbox's cpu cgroup: %v", err)
+		}
+		quota, err := os.ReadFile(filepath.Join(dir, "cpu.cfs_quota_us"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(shares)); got != tc.shares {
+			t.Errorf("cpus %v: cpu.shares %s, want %s", deref(tc.cpus), got, tc.shares)
+		}
+		if got := strings.TrimSpace(string(quota)); got != tc.quota {
+			t.Errorf("cpus %v: cpu.cfs_quota_us %s, want %s", deref(tc.cpus), got, tc.quota)
+		}
+		if err := e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+			t.Fatal(err)
+		}
+		if o := waitOp(t, e, op); o.Status != apitypes.StatusSuccess {
+			t.Fatalf("%s %s", o.Status, o.Error)
+		}
+	}
+}
+
+func deref(f *float64) float64 {
+	if f == nil {
+		return 0
+	}
+	return *f
 }
