@@ -69,7 +69,7 @@ running ones finish for up to --shutdown-timeout, then fails the rest.`,
 	f.StringVar(&cfg.Token, "token", "", "use this secret as the local token instead of a generated one")
 	f.StringVar(&cfg.Engine.Runtime, "runtime", "runsc", "default sandbox runtime: runsc (gVisor), runc or crun (a default other than runsc is allowed for every account)")
 	f.StringSliceVar(&cfg.Engine.AllowedRuntimes, "allow-runtime", nil, "also allow runs to ask for these runtimes (runc, crun: shared kernel, hardened; see README \"Runtime security\"); runsc is always allowed")
-	f.IntVar(&cfg.Engine.Slots, "slots", 0, "concurrent runs (default 4 per CPU, at least 8)")
+	f.IntVar(&cfg.Engine.Slots, "slots", 0, "runs executing at once (default max(8, 4 per CPU, memory budget / 128 MiB)); beyond them, and beyond the memory budget, runs wait in order")
 	f.IntVar(&cfg.Engine.MaxTimeout, "max-timeout", 3600, "longest run timeout clients may ask for, in seconds")
 	f.Int64Var(&cfg.Engine.MaxStorageBytes, "max-storage-bytes", 0, "per-account storage quota in bytes (0: unlimited)")
 	f.IntVar(&cfg.Engine.MaxConcurrentOps, "max-concurrent", 64, "per-account operations in flight")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -225,4 +226,27 @@ func deref(f *float64) float64 {
 		return 0
 	}
 	return *f
+}
+
+// TestAdmissionDefaults: the slots follow the memory budget (128 MiB of
+// it each), not only the CPU count, while the default memory limit still
+// lets max(8, 4 × CPUs) runs at the default fill the budget.
+func TestAdmissionDefaults(t *testing.T) {
+	testutil.RequiresRoot(t)
+	const budget = 18 << 30
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runc", MemoryBudget: budget, WarmPerImage: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	cpuSlots := max(8, 4*goruntime.NumCPU())
+	if want := max(cpuSlots, budget/(128<<20)); e.cfg.Slots != want {
+		t.Errorf("default slots %d with an 18 GiB budget, want %d", e.cfg.Slots, want)
+	}
+	if want := min(4<<30, int64(budget/cpuSlots)); e.cfg.DefaultMemoryBytes != want {
+		t.Errorf("default memory %d, want %d (the budget over %d)", e.cfg.DefaultMemoryBytes, want, cpuSlots)
+	}
+	if e.queue.slots != e.cfg.Slots || e.queue.memory != budget {
+		t.Errorf("admission holds %d slots and %d bytes, want %d and %d", e.queue.slots, e.queue.memory, e.cfg.Slots, budget)
+	}
 }
