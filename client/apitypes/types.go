@@ -399,6 +399,10 @@ type OperationSummary struct {
 	ConsumedMemory  int64   `json:"consumed_memory"`
 	ImageUUID       *string `json:"image_uuid"`
 	ResultImageUUID *string `json:"result_image_uuid"`
+	// QueuePosition (arbor extension) is a PENDING run's place in the queue
+	// of runs waiting for a slot or for memory, 1 for the next to execute;
+	// absent when it is not waiting.
+	QueuePosition int `json:"queue_position,omitempty"`
 }
 
 // OperationResponse answers GET /v1/operations/{id}. Metadata is an

@@ -44,6 +44,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusTooManyRequests, err.Error()
 	case errors.Is(err, errdefs.ErrUnavailable):
 		return http.StatusServiceUnavailable, err.Error()
+	case errors.Is(err, errdefs.ErrInsufficientStorage):
+		return http.StatusInsufficientStorage, err.Error()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "request cancelled before it completed: retry it"
 	}

@@ -51,7 +51,7 @@ func summaryView(o engine.Operation) apitypes.OperationSummary {
 	return apitypes.OperationSummary{
 		UUID: o.UUID, Kind: o.Kind, Status: o.Status, Error: strPtr(o.Error), CreatedAt: apitypes.Timestamp(o.CreatedAt),
 		Duration: max(d, 0), ImageSize: o.ImageSize, ConsumedCPU: o.CPUSeconds, ConsumedMemory: o.MaxRSSBytes,
-		ImageUUID: strPtr(o.ImageUUID), ResultImageUUID: strPtr(o.ResultImageUUID),
+		ImageUUID: strPtr(o.ImageUUID), ResultImageUUID: strPtr(o.ResultImageUUID), QueuePosition: o.QueuePosition,
 	}
 }
 

@@ -36,9 +36,12 @@ func newPs(g *globals) *cobra.Command {
 --all includes finished ones, --status picks statuses (PENDING, ASSIGNED,
 EXECUTING, SUCCESS, FAILED, CANCELLED; repeat or separate with commas).
 
+A run waiting for a slot or for memory shows its place in the queue,
+"PENDING (queued #1)" for the next to execute; runs start in that order.
+
 --json prints an array of operation summaries (uuid, kind, status, error,
-created_at, duration, image_uuid, result_image_uuid, ...) with command and
-exit_code.`,
+created_at, duration, image_uuid, result_image_uuid, queue_position, ...)
+with command and exit_code.`,
 		Example: `  arbor ps
   arbor ps --all --limit 20
   arbor ps --status failed,cancelled --json`,
@@ -95,7 +98,11 @@ exit_code.`,
 				if r.ResultImageUUID != nil {
 					res = shortID(*r.ResultImageUUID)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(r.UUID), r.Kind, r.Status, exit, age(r.CreatedAt),
+				status := r.Status
+				if r.QueuePosition > 0 {
+					status = fmt.Sprintf("%s (queued #%d)", status, r.QueuePosition)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(r.UUID), r.Kind, status, exit, age(r.CreatedAt),
 					seconds(r.Duration), im, res, oneLine(r.Command, 50))
 			}
 			return tw.Flush()

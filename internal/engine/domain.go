@@ -78,6 +78,7 @@ type Operation struct {
 	CPUSeconds      float64
 	MaxRSSBytes     int64
 	ImageSize       int64
+	QueuePosition   int // while PENDING behind other runs: 1 for the next to execute
 }
 
 func toOperation(r store.Operation) Operation {

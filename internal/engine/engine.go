@@ -37,7 +37,6 @@ import (
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
-	"golang.org/x/sync/semaphore"
 )
 
 // Config configures an Engine. Zero values take the defaults noted.
@@ -49,13 +48,17 @@ type Config struct {
 	// allow them only for trusted work (see userns.go).
 	AllowedRuntimes  []string
 	RuntimePaths     map[string]string // kind → binary; empty: PATH
-	Slots            int               // concurrent runs; default 4 × CPUs, at least 8
+	Slots            int               // concurrent runs; default max(8, 4 × CPUs, MemoryBudget / slotMemory)
 	MaxTimeout       int               // seconds; default 3600
 	DefaultTimeout   int               // seconds; default 60
 	SquashDepth      int               // chains longer than this get squashed in the background; default 64
 	MaxLayerBytes    int64             // default growth cap per run; default 10 GiB
 	MaxConcurrentOps int               // per account; default 64
 	MaxStorageBytes  int64             // per account; 0: unlimited
+	// DiskReserveBytes is the free space kept on the engine home's
+	// filesystem (see disk.go): under it, runs that save an image and
+	// imports are refused. 0: DefaultDiskReserve; negative: no check.
+	DiskReserveBytes int64
 	Logger           *slog.Logger
 	Observer         Observer // told about operations, commits and collections (metrics); nil: none
 
@@ -65,8 +68,9 @@ type Config struct {
 	// memory_bytes a run may ask for. Default 3/4 of the host's RAM.
 	MemoryBudget int64
 	// DefaultMemoryBytes is a run's memory limit when it asks for none.
-	// Default MemoryBudget / Slots (at most 4 GiB, at least 64 MiB), so a
-	// full set of slots at the default fits the budget.
+	// Default MemoryBudget / min(Slots, max(8, 4 × CPUs)) (at most 4 GiB,
+	// at least 64 MiB): that many runs at the default fit the budget; runs
+	// asking for less leave room for more, up to Slots.
 	DefaultMemoryBytes int64
 	// MaxSubprocesses bounds the subprocesses running at once in one run,
 	// MaxAccountSubprocesses those of one account over all its runs: each
@@ -104,14 +108,22 @@ type Config struct {
 	Metadata store.Metadata
 }
 
+// slotMemory is the memory budget per default slot: the 64 MiB least
+// default limit plus as much again for what a run costs outside its
+// sandbox's cgroup, which the budget does not see: the waiting runsc
+// parent (measured 6.5 MiB PSS, 3.6 MiB private; the sandbox and its
+// gofer are in the cgroup) and the daemon's output buffers (2 MiB at the
+// default truncate_output_at). The budget is 3/4 of the host, so even
+// at a full set of slots the uncharged part stays within the last 1/4.
+const slotMemory = 128 << 20
+
 // Engine is safe for concurrent use.
 type Engine struct {
 	cfg      Config
 	log      *slog.Logger
 	st       store.Metadata
 	runtimes map[string]runtime.Runtime
-	slots    chan struct{}
-	memory   *semaphore.Weighted // MemoryBudget, taken by each executing run's memory limit
+	queue    *admission // Slots and MemoryBudget, taken by each executing run
 
 	mu        sync.Mutex
 	images    map[string]*imageNode  // every image row, for chain walks
@@ -156,9 +168,6 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Runtime == "" {
 		cfg.Runtime = "runsc"
 	}
-	if cfg.Slots <= 0 {
-		cfg.Slots = max(8, 4*goruntime.NumCPU())
-	}
 	if cfg.MaxTimeout <= 0 {
 		cfg.MaxTimeout = 3600
 	}
@@ -177,8 +186,18 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.MemoryBudget <= 0 {
 		cfg.MemoryBudget = hostMemory() / 4 * 3
 	}
+	// Memory, not the CPU count, bounds how many runs execute at once: the
+	// budget admits them by their limits, and CPU is shared by weight. The
+	// slots only bound what a run costs beyond its limit (the runsc parent
+	// process outside the sandbox's cgroup; the sandbox and its gofer are
+	// charged to the limit), at slotMemory each.
+	cpuSlots := max(8, 4*goruntime.NumCPU())
+	if cfg.Slots <= 0 {
+		cfg.Slots = max(cpuSlots, int(cfg.MemoryBudget/slotMemory))
+	}
 	if cfg.DefaultMemoryBytes <= 0 {
-		cfg.DefaultMemoryBytes = min(4<<30, cfg.MemoryBudget/int64(cfg.Slots))
+		// As many runs at the default as the old CPU-based count fit.
+		cfg.DefaultMemoryBytes = min(4<<30, cfg.MemoryBudget/int64(min(cfg.Slots, cpuSlots)))
 	}
 	cfg.DefaultMemoryBytes = min(max(cfg.DefaultMemoryBytes, 64<<20), cfg.MemoryBudget)
 	if cfg.MaxSubprocesses <= 0 {
@@ -249,8 +268,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		log:       cfg.Logger,
 		st:        st,
 		runtimes:  map[string]runtime.Runtime{},
-		slots:     make(chan struct{}, cfg.Slots),
-		memory:    semaphore.NewWeighted(cfg.MemoryBudget),
+		queue:     newAdmission(cfg.Slots, cfg.MemoryBudget),
 		images:    map[string]*imageNode{},
 		leased:    map[string]int{},
 		leases:    map[string]*imageLease{},

@@ -69,6 +69,9 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 	if err := e.admit(ctx, account); err != nil {
 		return "", err
 	}
+	if err := e.checkDisk(); err != nil {
+		return "", err
+	}
 	echo := apitypes.ImageImportMetadata{Registry: apitypes.ImageImportRegistry{URL: url}, Tag: req.Tag, Timeout: timeout}
 	if c := req.Registry.Credentials; c != nil {
 		echo.Registry.Credentials = &apitypes.Credentials{Username: c.Username}

@@ -88,6 +88,7 @@ type runPlan struct {
 	warm        *warmBox        // the pre-booted sandbox serving this run, if any
 	ids         *runtime.IDMap  // the sandbox's user namespace (runc, crun)
 	agent       *initproc.Agent // the init running the command, if any
+	ticket      *admitWaiter    // its place in the admission queue (Spawn)
 }
 
 // maxPids bounds resources_limits.pids: more processes than this in one
@@ -109,6 +110,11 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 	if err := e.admit(ctx, account); err != nil {
 		return "", apitypes.InstanceMetadata{}, err
 	}
+	if !p.meta.Disposable {
+		if err := e.checkDisk(); err != nil {
+			return "", apitypes.InstanceMetadata{}, err
+		}
+	}
 	meta, _ := json.Marshal(redactMeta(p.meta))
 	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
 		CreatedAt: e.now(), ImageUUID: p.image.UUID, Metadata: string(meta)}
@@ -118,7 +124,10 @@ func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.Instanc
 	if err != nil {
 		return "", apitypes.InstanceMetadata{}, err
 	}
+	// Queued now, so runs are admitted in the order they were spawned.
+	p.ticket = e.queue.enqueue(o.UUID, p.memory)
 	if err := e.startOp(ctx, o, func(ctx context.Context, o *op) outcome { defer lease.Release(); return e.execute(ctx, o, p) }); err != nil {
+		e.queue.cancel(p.ticket)
 		lease.Release()
 		return "", apitypes.InstanceMetadata{}, err
 	}
@@ -395,20 +404,13 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
 	o.setRuntime(p.rt.Name())
 
-	// Wait for a slot; cancellation while queued ends the operation.
-	select {
-	case e.slots <- struct{}{}:
-		defer func() { <-e.slots }()
-	case <-ctx.Done():
+	// Wait, in order, for a slot and for the run's memory limit to fit the
+	// host's budget; cancellation while queued ends the operation.
+	if err := e.queue.wait(ctx, p.ticket); err != nil {
 		rs.fail(ctx, nil)
 		return
 	}
-	// The memory limits of executing runs stay within the host's budget.
-	if err := e.memory.Acquire(ctx, p.memory); err != nil {
-		rs.fail(ctx, nil)
-		return
-	}
-	defer e.memory.Release(p.memory)
+	defer e.queue.release(p.memory)
 	e.runBegins()
 	defer e.runEnds() // after teardown: then the pool may boot replacements
 	if err := o.to(ctx, opAssigned); err != nil {
@@ -516,6 +518,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	var grown treeUsage
 	if runErr == nil && ctx.Err() == nil {
 		grown, runErr = e.checkGrowth(ctx, p, upper)
+	}
+	if runErr == nil && ctx.Err() == nil && !p.meta.Disposable {
+		// The disk filled between two looks of the watcher: the run's
+		// writes may have been cut short, and the commit has no room.
+		runErr = e.diskExhausted()
 	}
 	e.events.emit(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
 	if runErr != nil {
@@ -878,6 +885,10 @@ func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc
 			if limit, quota := e.growthLimit(ctx, p); n > limit {
 				e.events.emit(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: n})
 				cancel(capHit{e.sizeCapError(limit, quota)})
+				return
+			}
+			if err := e.diskExhausted(); err != nil && n > 0 {
+				cancel(capHit{err}) // a run that writes nothing is not the one filling the disk
 				return
 			}
 			wait = nextTick(time.Since(start))

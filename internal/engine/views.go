@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 
+	"github.com/arborsh/arbor/client/apitypes"
+
 	"github.com/arborsh/arbor/internal/errdefs"
 )
 
@@ -13,7 +15,7 @@ func (e *Engine) Operation(ctx context.Context, account, id string) (Operation, 
 		return Operation{}, errdefs.InvalidArgument("%q is not an operation UUID", id)
 	}
 	o, err := e.st.Operation(ctx, account, strings.ToLower(id))
-	return toOperation(o), err
+	return e.withPosition(toOperation(o)), err
 }
 
 // ListOperations lists account's operations.
@@ -21,7 +23,7 @@ func (e *Engine) ListOperations(ctx context.Context, f OperationFilter) ([]Opera
 	rs, err := e.st.ListOperations(ctx, f.row())
 	out := make([]Operation, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, toOperation(r))
+		out = append(out, e.withPosition(toOperation(r)))
 	}
 	return out, err
 }
@@ -33,4 +35,12 @@ func (e *Engine) WaitOperation(ctx context.Context, account, op string) (Operati
 		return Operation{}, err
 	}
 	return e.Operation(ctx, account, op)
+}
+
+// withPosition adds a pending run's place in the admission queue.
+func (e *Engine) withPosition(o Operation) Operation {
+	if o.Status == apitypes.StatusPending {
+		o.QueuePosition = e.queue.position(o.UUID)
+	}
+	return o
 }

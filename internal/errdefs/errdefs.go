@@ -22,6 +22,10 @@ var (
 	ErrTooLarge           = errors.New("too large")           // 413
 	ErrResourceExhausted  = errors.New("resource exhausted")  // 429
 	ErrUnavailable        = errors.New("unavailable")         // 503
+	// ErrInsufficientStorage: the host's disk, not the caller's quota, is
+	// (nearly) full; retrying soon does not help until an operator frees
+	// space, so it is not 429 or 503 (which clients replay).
+	ErrInsufficientStorage = errors.New("insufficient storage") // 507
 )
 
 // classError carries a user-facing message and a class. Its Error() is the
@@ -73,6 +77,11 @@ func Forbidden(format string, args ...any) error { return newf(ErrForbidden, for
 
 // Unavailable returns an error of class ErrUnavailable.
 func Unavailable(format string, args ...any) error { return newf(ErrUnavailable, format, args...) }
+
+// InsufficientStorage returns an error of class ErrInsufficientStorage.
+func InsufficientStorage(format string, args ...any) error {
+	return newf(ErrInsufficientStorage, format, args...)
+}
 
 // IsNotFound reports whether err is of class ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

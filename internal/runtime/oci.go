@@ -746,10 +746,16 @@ func (o *OCI) config(s Spec) *specs.Spec {
 		pids := s.Pids
 		res.Pids = &specs.LinuxPids{Limit: &pids}
 	}
+	// CPU is shared by weight, in proportion to what a run asks: cpu.shares
+	// 1024 per CPU (one CPU's worth, the kernel's default, when it asks
+	// none; runc and crun map shares to cgroup v2's cpu.weight), so under
+	// contention a run asking 2 CPUs gets twice what a run asking 1 gets.
+	// What a run asks is also its ceiling (quota).
+	res.CPU = &specs.LinuxCPU{Shares: ptrTo(CPUShares(s.CPUs))}
 	if s.CPUs > 0 {
 		period := uint64(100000)
 		quota := int64(s.CPUs * float64(period))
-		res.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
+		res.CPU.Period, res.CPU.Quota = &period, &quota
 	}
 	ns := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace}, {Type: specs.MountNamespace}, {Type: specs.NetworkNamespace, Path: s.NetNS}}
 	mounts := []specs.Mount{
@@ -785,6 +791,16 @@ func (o *OCI) config(s Spec) *specs.Spec {
 	o.harden(spec, s)
 	return spec
 }
+
+// CPUShares is the cpu.shares of a sandbox asking cpus CPUs (0: one).
+func CPUShares(cpus float64) uint64 {
+	if cpus <= 0 {
+		cpus = 1
+	}
+	return max(2, uint64(cpus*1024)) // 2 is the kernel's least
+}
+
+func ptrTo[T any](v T) *T { return &v }
 
 // tmpMount keeps /tmp in the root filesystem under runsc, which otherwise
 // mounts its own tmpfs over an empty /tmp (or over the directory a /tmp
