@@ -26,10 +26,15 @@ type imageLease struct {
 // set and its row is still kept (an ancestor of a live image, or leased).
 // holder, if not "", names the lease for leaseOf.
 func (e *Engine) leaseImage(u, holder string, deleted bool) (*imageLease, error) {
-	e.loadImageNode(u)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := e.images[u]
+	if n == nil {
+		e.mu.Unlock()
+		e.loadImageNode(u)
+		e.mu.Lock()
+		n = e.images[u]
+	}
 	if n == nil || n.purging || ((n.deleted || n.expiring) && !deleted) {
 		return nil, errdefs.NotFound("image %s not found: it was deleted", u)
 	}
@@ -94,12 +99,6 @@ func (e *Engine) leaseOf(holder string) *imageLease {
 // commits its images and then adds them, so a client that saw the SUCCESS
 // may ask for the image in between.
 func (e *Engine) loadImageNode(u string) {
-	e.mu.Lock()
-	_, ok := e.images[u]
-	e.mu.Unlock()
-	if ok {
-		return
-	}
 	im, err := e.st.ImageAny(context.Background(), u)
 	if err != nil {
 		return // not there: the caller reports it

@@ -864,37 +864,22 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc, p *runPlan, upper string) (stop func()) {
 	p.limit, _ = e.growthLimit(ctx, p) // for fileSize; the checks ask again, for which limit it is
 	a := e.activeOf(p.op)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for wait := growthTick; ; {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			start := time.Now()
-			n := dirBytes(upper)
-			if a != nil && !p.meta.Disposable {
-				a.growth.Store(n) // on its way to the account's storage
-			}
-			if limit, quota := e.growthLimit(ctx, p); n > limit {
-				e.events.emit(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: n})
-				cancel(capHit{e.sizeCapError(limit, quota)})
-				return
-			}
-			if err := e.diskExhausted(); err != nil && n > 0 {
-				cancel(capHit{err}) // a run that writes nothing is not the one filling the disk
-				return
-			}
-			wait = nextTick(time.Since(start))
+	return pollGrowth(ctx, func() bool {
+		n := dirBytes(upper)
+		if a != nil && !p.meta.Disposable {
+			a.growth.Store(n) // on its way to the account's storage
 		}
-	}()
-	return func() { close(done); wg.Wait() }
+		if limit, quota := e.growthLimit(ctx, p); n > limit {
+			e.events.emit(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: n})
+			cancel(capHit{e.sizeCapError(limit, quota)})
+			return true
+		}
+		if err := e.diskExhausted(); err != nil && n > 0 {
+			cancel(capHit{err}) // a run that writes nothing is not the one filling the disk
+			return true
+		}
+		return false
+	})
 }
 
 // capHit is the cause a run is killed with when it outgrows its limit.

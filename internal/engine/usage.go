@@ -195,6 +195,28 @@ func (e *Engine) watchImport(ctx context.Context, a *activeOp) (context.Context,
 	}
 	w := &stagingWatch{}
 	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, stagingKey{}, w))
+	stop := pollGrowth(ctx, func() bool {
+		n := w.bytes()
+		a.growth.Store(n)
+		left, _, err := e.quotaLeft(ctx, a.account, a)
+		if err == nil && n > left {
+			e.events.emit(ctx, a.id, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: max(left, 0), FileSize: n})
+			cancel(quotaExceeded{errdefs.ResourceExhausted("the import wrote %d bytes, more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images (arbor rmi) or import a smaller image", n, max(left, 0), e.cfg.MaxStorageBytes)})
+			return true
+		}
+		return false
+	})
+	return ctx, func() {
+		stop()
+		cancel(nil)
+		a.growth.Store(0) // stored now, or removed: no longer in flight
+	}
+}
+
+// pollGrowth calls check every growthTick (less often when a measure is
+// slow, see nextTick) until check returns true, ctx ends or stop is called;
+// stop returns once the loop has ended.
+func pollGrowth(ctx context.Context, check func() (done bool)) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -209,23 +231,13 @@ func (e *Engine) watchImport(ctx context.Context, a *activeOp) (context.Context,
 			case <-time.After(wait):
 			}
 			start := time.Now()
-			n := w.bytes()
-			a.growth.Store(n)
-			left, _, err := e.quotaLeft(ctx, a.account, a)
-			if err == nil && n > left {
-				e.events.emit(ctx, a.id, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: max(left, 0), FileSize: n})
-				cancel(quotaExceeded{errdefs.ResourceExhausted("the import wrote %d bytes, more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images (arbor rmi) or import a smaller image", n, max(left, 0), e.cfg.MaxStorageBytes)})
+			if check() {
 				return
 			}
 			wait = nextTick(time.Since(start))
 		}
 	}()
-	return ctx, func() {
-		close(done)
-		wg.Wait()
-		cancel(nil)
-		a.growth.Store(0) // stored now, or removed: no longer in flight
-	}
+	return func() { close(done); wg.Wait() }
 }
 
 // growthTick is how often a run's or an import's disk use is measured, at
