@@ -1,16 +1,10 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/arborsh/arbor/internal/archive"
-	"github.com/arborsh/arbor/internal/baseimage"
-	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -19,25 +13,7 @@ import (
 // hands Killed back without a data race.
 func TestRunCancelledIsKilled(t *testing.T) {
 	testutil.RequiresRoot(t)
-	dir := t.TempDir()
-	rootfs, bundle := filepath.Join(dir, "rootfs"), filepath.Join(dir, "bundle")
-	for _, d := range []string{rootfs, bundle} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var tarball bytes.Buffer
-	if err := baseimage.WriteBusyboxTar(&tarball); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := archive.ApplyTar(context.Background(), &tarball, rootfs, archive.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { overlay.UnmountUnder(filepath.Join(dir, "state")) })
-	o, err := NewOCI("runc", "", filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, rootfs, bundle := busyboxOCI(t, "runc")
 	defer o.Close(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -23,26 +23,7 @@ func TestDestroyBooted(t *testing.T) {
 	testutil.RequiresRoot(t)
 	for _, kind := range []string{"runsc", "runc"} {
 		t.Run(kind, func(t *testing.T) {
-			dir := t.TempDir()
-			rootfs, bundle := filepath.Join(dir, "rootfs"), filepath.Join(dir, "bundle")
-			for _, d := range []string{rootfs, bundle} {
-				if err := os.MkdirAll(d, 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			var tarball bytes.Buffer
-			if err := baseimage.WriteBusyboxTar(&tarball); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := archive.ApplyTar(context.Background(), &tarball, rootfs, archive.Options{}); err != nil {
-				t.Fatal(err)
-			}
-			// runsc keeps a network-namespace mount in its state directory.
-			t.Cleanup(func() { overlay.UnmountUnder(filepath.Join(dir, "state")) })
-			o, err := NewOCI(kind, "", filepath.Join(dir, "state"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			o, rootfs, bundle := busyboxOCI(t, kind)
 			id := "destroy-" + kind
 			if err := o.Boot(context.Background(), Spec{ID: id, Bundle: bundle, Rootfs: rootfs, Args: []string{"/bin/sleep", "1000"},
 				Env: []string{"PATH=/bin"}, Cwd: "/", Hostname: "t"}); err != nil {
@@ -79,7 +60,7 @@ func TestDestroyBooted(t *testing.T) {
 			if err := o.Close(context.Background()); err != nil { // waits for the background delete
 				t.Error(err)
 			}
-			out, _ := exec.Command(o.Path(), "--root="+filepath.Join(dir, "state"), "list", "--quiet").Output()
+			out, _ := exec.Command(o.Path(), "--root="+o.root, "list", "--quiet").Output()
 			if strings.TrimSpace(string(out)) != "" {
 				t.Errorf("state left: %s", out)
 			}
@@ -90,3 +71,30 @@ func TestDestroyBooted(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// busyboxOCI returns a driver for kind with its state in a temporary
+// directory, a busybox root filesystem and an empty bundle directory.
+func busyboxOCI(t *testing.T, kind string) (o *OCI, rootfs, bundle string) {
+	t.Helper()
+	dir := t.TempDir()
+	rootfs, bundle = filepath.Join(dir, "rootfs"), filepath.Join(dir, "bundle")
+	for _, d := range []string{rootfs, bundle} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tarball bytes.Buffer
+	if err := baseimage.WriteBusyboxTar(&tarball); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := archive.ApplyTar(context.Background(), &tarball, rootfs, archive.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// runsc keeps a network-namespace mount in its state directory.
+	t.Cleanup(func() { overlay.UnmountUnder(filepath.Join(dir, "state")) })
+	o, err := NewOCI(kind, "", filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, rootfs, bundle
+}
