@@ -29,12 +29,6 @@ func (e *Engine) leaseImage(u, holder string, deleted bool) (*imageLease, error)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := e.images[u]
-	if n == nil {
-		e.mu.Unlock()
-		e.loadImageNode(u)
-		e.mu.Lock()
-		n = e.images[u]
-	}
 	if n == nil || n.purging || ((n.deleted || n.expiring) && !deleted) {
 		return nil, errdefs.NotFound("image %s not found: it was deleted", u)
 	}
@@ -92,20 +86,4 @@ func (e *Engine) leaseOf(holder string) *imageLease {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.leases[holder]
-}
-
-// loadImageNode adds image u's row to the image graph if the graph does not
-// have it yet. The graph is a cache of the store: an operation's finish
-// commits its images and then adds them, so a client that saw the SUCCESS
-// may ask for the image in between.
-func (e *Engine) loadImageNode(u string) {
-	im, err := e.st.ImageAny(context.Background(), u)
-	if err != nil {
-		return // not there: the caller reports it
-	}
-	e.mu.Lock()
-	if _, ok := e.images[u]; !ok {
-		e.images[u] = newImageNode(im)
-	}
-	e.mu.Unlock()
 }

@@ -131,9 +131,11 @@ type op struct {
 	obs    Observer
 	now    func() time.Time // stamps FinishedAt (the engine's clock)
 	cancel context.CancelCauseFunc
-	// recorded is told about the images a finish made visible, before the
-	// finish returns (the engine adds them to its image graph).
-	recorded func([]store.Image)
+	// recorded is told about the images a finish is about to make visible,
+	// before its transaction commits (the engine adds them to its image
+	// graph, so a client that saw the SUCCESS finds them and their whole
+	// chain), and forget about them again if the transaction fails.
+	recorded, forget func([]store.Image)
 
 	// mu is held across a finish, so finishes are serialised. Lock order:
 	// mu → the event log's lock → the store's writer; recorded takes
@@ -254,6 +256,9 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 	if out.result != "" {
 		row.ResultTag = out.tag
 	}
+	if len(images) > 0 && o.recorded != nil {
+		o.recorded(images) // until the commit they only keep their ancestors from collection
+	}
 	err = o.events.complete(o.id, func(id int64) error {
 		err := o.st.FinishOperation(ctx, store.Outcome{Operation: row, Images: images,
 			Completion: store.Event{ID: id, TS: now, Type: apitypes.EventCompletion, Data: string(data)}})
@@ -268,12 +273,12 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 		return err
 	})
 	if err != nil {
+		if len(images) > 0 && o.forget != nil {
+			o.forget(images)
+		}
 		return fmt.Errorf("operation %s: record %s: %w", o.id, out.state, err)
 	}
 	o.state = out.state
-	if len(images) > 0 && o.recorded != nil {
-		o.recorded(images)
-	}
 	return nil
 }
 
@@ -376,7 +381,7 @@ func (e *Engine) newOp(row store.Operation) *op {
 	}
 	return &op{id: row.UUID, account: row.Account, kind: row.Kind, begun: row.CreatedAt,
 		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, obs: e.cfg.Observer, cancel: func(error) {}, now: e.now,
-		recorded: e.addImages, state: state}
+		recorded: e.addImages, forget: e.forgetImages, state: state}
 }
 
 // recordImages makes image rows visible: with the outcome of the operation
@@ -409,6 +414,15 @@ func (e *Engine) addImages(rows []store.Image) {
 	defer e.mu.Unlock()
 	for _, r := range rows {
 		e.images[r.UUID] = newImageNode(r)
+	}
+}
+
+// forgetImages takes image rows that were never committed out of the graph.
+func (e *Engine) forgetImages(rows []store.Image) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, r := range rows {
+		delete(e.images, r.UUID)
 	}
 }
 
