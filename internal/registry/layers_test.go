@@ -188,7 +188,8 @@ func TestImportSharedLayers(t *testing.T) {
 	// The run on b releases its lease on b (its rows and layers) just
 	// after it reports.
 	for i := 0; i < 50; i++ {
-		if n, _ := layerDirs(t, e); n == 0 {
+		// Layers go first, then the rows: wait for both.
+		if n, _ := layerDirs(t, e); n == 0 && len(hiddenRows(t, e, acct)) == 0 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // no event says the pin has ended: poll
