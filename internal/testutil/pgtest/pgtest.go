@@ -1,0 +1,220 @@
+// Package pgtest gives tests a fresh, empty PostgreSQL database each.
+//
+// A test binary shares one throwaway cluster: initdb into a temporary
+// directory (as the postgres user when run as root, since initdb refuses
+// root), started by pg_ctl on a Unix socket in that directory with no TCP
+// listener, so parallel test binaries never fight over a port. With
+// ARBOR_TEST_PG set to a DSN, that server is used instead, and must allow
+// CREATE DATABASE. The package's TestMain must call [Main], which stops
+// the cluster when the tests end:
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+//
+// Without PostgreSQL the tests skip, except under CI (CI=true), where they
+// fail: scripts/setup.sh installs postgresql-15.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// EnvDSN names the variable that points the tests at an existing server.
+const EnvDSN = "ARBOR_TEST_PG"
+
+var (
+	once    sync.Once
+	admin   string // DSN of a database to run CREATE DATABASE in
+	cluster *localCluster
+	setErr  error
+	missing bool // no PostgreSQL binaries and no ARBOR_TEST_PG
+)
+
+// Main runs the tests of m and then stops the cluster if one was started.
+// It does not return.
+func Main(m *testing.M) {
+	code := m.Run()
+	if cluster != nil {
+		if err := cluster.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
+		}
+	}
+	os.Exit(code)
+}
+
+// DSN creates a new empty database for t, dropped when t ends, and
+// returns its connection string.
+func DSN(t testing.TB) string {
+	t.Helper()
+	once.Do(setUp)
+	if missing {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is needed and CI must run these tests: install postgresql-15 (scripts/setup.sh) or set %s", EnvDSN)
+		}
+		t.Skipf("no PostgreSQL: install postgresql-15 or set %s to a DSN", EnvDSN)
+	}
+	if setErr != nil {
+		t.Fatalf("pgtest: %v", setErr)
+	}
+	ctx := context.Background()
+	name := "arbor_test_" + randomHex(8)
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("pgtest: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("pgtest: create database: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			t.Errorf("pgtest: drop database %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("pgtest: drop database %s: %v", name, err)
+		}
+	})
+	return withDatabase(admin, name)
+}
+
+func setUp() {
+	if dsn := os.Getenv(EnvDSN); dsn != "" {
+		admin = dsn
+		return
+	}
+	bin := binDir()
+	if bin == "" {
+		missing = true
+		return
+	}
+	cluster, setErr = startCluster(bin)
+	if setErr == nil {
+		admin = cluster.dsn("postgres")
+	}
+}
+
+// binDir finds the directory of initdb and pg_ctl: on PATH, else Debian's
+// /usr/lib/postgresql/<version>/bin (newest version first).
+func binDir() string {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p)
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d
+		}
+	}
+	return ""
+}
+
+func version(dir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+	return n
+}
+
+type localCluster struct {
+	bin, dir string
+	cred     *syscall.Credential // nil: run as ourselves
+}
+
+func (c *localCluster) dsn(db string) string {
+	return fmt.Sprintf("host=%s user=arbor dbname=%s sslmode=disable", c.dir, db)
+}
+
+func (c *localCluster) run(name string, args ...string) error {
+	cmd := exec.Command(filepath.Join(c.bin, name), args...)
+	if c.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	}
+	cmd.Dir = c.dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// startCluster initialises and starts a cluster tuned for tests: no
+// fsync (a test cluster is thrown away; durability tests need their own
+// with the defaults), a socket in its own directory, no TCP.
+func startCluster(bin string) (*localCluster, error) {
+	dir, err := os.MkdirTemp("", "arbor-pg-")
+	if err != nil {
+		return nil, err
+	}
+	c := &localCluster{bin: bin, dir: dir}
+	if os.Getuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("initdb refuses root and there is no postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	start := time.Now()
+	err = c.run("initdb", "-D", filepath.Join(dir, "data"), "-U", "arbor", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
+	if err == nil {
+		err = c.run("pg_ctl", "-D", filepath.Join(dir, "data"), "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start", "-o",
+			"-c listen_addresses='' -k "+dir+" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+	}
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "log"))
+		os.RemoveAll(dir)
+		return nil, errors.Join(err, fmt.Errorf("server log:\n%s", log))
+	}
+	if testing.Verbose() {
+		fmt.Fprintf(os.Stderr, "pgtest: cluster in %s ready in %v\n", dir, time.Since(start).Round(time.Millisecond))
+	}
+	return c, nil
+}
+
+func (c *localCluster) stop() error {
+	err := c.run("pg_ctl", "-D", filepath.Join(c.dir, "data"), "-m", "immediate", "-w", "stop")
+	return errors.Join(err, os.RemoveAll(c.dir))
+}
+
+// withDatabase returns dsn (a URL or key=value pairs) naming database db.
+func withDatabase(dsn, db string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err == nil {
+			u.Path = "/" + db
+			return u.String()
+		}
+	}
+	return dsn + " dbname=" + db // a later keyword wins
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
