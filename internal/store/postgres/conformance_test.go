@@ -10,8 +10,6 @@ import (
 	"github.com/arborsh/arbor/internal/testutil/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
-
 // open returns a store on a fresh database, closed when t ends.
 func open(t *testing.T) *postgres.Store {
 	t.Helper()

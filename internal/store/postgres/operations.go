@@ -13,7 +13,7 @@ import (
 
 const opCols = `uuid, account, kind, status, error, created_at, started_at, finished_at, image_uuid, result_image_uuid, result_tag, metadata, cpu_seconds, max_rss_bytes, image_size`
 
-// opListCols are the columns of operations_list (metadata read as ''),
+// opListCols are the columns of operations_list (metadata read as an empty string),
 // so a list is an index-only scan.
 const opListCols = `uuid, account, kind, status, error, created_at, started_at, finished_at, image_uuid, result_image_uuid, result_tag, '', cpu_seconds, max_rss_bytes, image_size`
 

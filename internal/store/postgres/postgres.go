@@ -42,12 +42,20 @@ type Store struct {
 
 var _ store.Metadata = (*Store)(nil)
 
+// defaultMaxConns is the pool size unless the DSN sets pool_max_conns.
+const defaultMaxConns = 20
+
 // Open connects to the database dsn (a postgres:// URL or key=value
 // pairs, as libpq takes them) and applies the migrations it lacks.
 func Open(ctx context.Context, dsn string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, errdefs.InvalidArgument("PostgreSQL DSN: %v (want postgres://user@host/db or host=... dbname=...)", err)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// pgxpool's default (the CPU count, at least 4) would queue an API
+		// node's concurrent requests behind a few connections.
+		cfg.MaxConns = defaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

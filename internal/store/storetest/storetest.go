@@ -56,6 +56,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Metadata) {
 		{"AccountBytes", testAccountBytes},
 		{"OperationStats", testOperationStats},
 		{"Close", testClose},
+		{"FinishOnceConcurrently", testFinishOnceConcurrently},
+		{"FinishAllOrNothing", testFinishAllOrNothing},
+		{"MoveOperationConcurrently", testMoveOperationConcurrently},
+		{"RetagConcurrently", testRetagConcurrently},
+		{"RevokeWhileCreating", testRevokeWhileCreating},
+		{"UUIDPrefix", testUUIDPrefix},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -1034,5 +1040,211 @@ func testExpireOperations(t *testing.T, m store.Metadata) {
 	}
 	if _, err := m.Operation(ctx, "b", "old3"); err != nil {
 		t.Errorf("another account's operation expired with account a's: %v", err)
+	}
+}
+
+// race runs fn(i) for i in [0, n) at once and returns their errors.
+func race(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			errs[i] = fn(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}
+
+// testFinishOnceConcurrently: of concurrent finishers of one operation,
+// each with its own result image, exactly one wins; the others fail with
+// FailedPrecondition and leave nothing (no image, no event).
+func testFinishOnceConcurrently(t *testing.T, m store.Metadata) {
+	const n = 12
+	must(t, m.InsertOperationLimited(ctx, op("o", "a", 0), 10))
+	errs := race(n, func(i int) error {
+		res := img(fmt.Sprint("res", i), "a", i)
+		return m.FinishOperation(ctx, store.Outcome{
+			Operation:  store.Operation{UUID: "o", Account: "a", Status: "SUCCESS", FinishedAt: at(i), ResultImageUUID: res.UUID, ResultTag: "out", Metadata: "{}"},
+			Images:     []store.Image{res},
+			Completion: ev(-1, "completion"),
+		})
+	})
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner < 0:
+			winner = i
+		case err == nil:
+			t.Errorf("finishers %d and %d both succeeded", winner, i)
+		default:
+			wantClass(t, fmt.Sprintf("finisher %d", i), err, errdefs.ErrFailedPrecondition)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no finisher succeeded")
+	}
+	o, err := m.Operation(ctx, "a", "o")
+	if err != nil || o.ResultImageUUID != fmt.Sprint("res", winner) {
+		t.Errorf("Operation = %+v, %v; want the winner's result res%d", o, err, winner)
+	}
+	ims, _ := m.ListImages(ctx, store.ImageFilter{Account: "a"})
+	if !slices.Equal(uuids(ims), []string{fmt.Sprint("res", winner)}) {
+		t.Errorf("images after the race = %v, want only the winner's", uuids(ims))
+	}
+	if evs, _ := m.Events(ctx, "o", -1, 0); len(evs) != 1 {
+		t.Errorf("%d completion events, want 1", len(evs))
+	}
+}
+
+// testFinishAllOrNothing fails each write of a finish in turn and checks
+// that nothing of the outcome stays; then the whole outcome commits.
+func testFinishAllOrNothing(t *testing.T, m store.Metadata) {
+	insert(t, m, img("existing", "a", 0))
+	must(t, m.InsertOperationLimited(ctx, op("o", "a", 0), 10))
+	must(t, m.MoveOperation(ctx, "o", "PENDING", "EXECUTING"))
+	must(t, m.AppendEvent(ctx, "o", ev(0, "progress")))
+	hidden := store.Image{UUID: "hidden", Account: "a", Layer: "l1", Depth: 1, Hidden: true, Chain: "sha256:c1", CreatedAt: at(1)}
+	top := store.Image{UUID: "top", Account: "a", Layer: "l2", Base: "hidden", Depth: 2, CreatedAt: at(2)}
+	outcome := func() store.Outcome {
+		return store.Outcome{
+			Operation:  store.Operation{UUID: "o", Account: "a", Status: "SUCCESS", FinishedAt: at(3), ResultImageUUID: "top", ResultTag: "v1", Metadata: "{}"},
+			Images:     []store.Image{hidden, top},
+			Completion: ev(-1, "completion"),
+		}
+	}
+	for name, spoil := range map[string]func(*store.Outcome){
+		"second image": func(o *store.Outcome) { o.Images[1].UUID = "existing" },
+		"tag":          func(o *store.Outcome) { o.Operation.ResultImageUUID = "missing" },
+		"completion":   func(o *store.Outcome) { o.Completion.ID = 0 },
+	} {
+		out := outcome()
+		spoil(&out)
+		if err := m.FinishOperation(ctx, out); err == nil {
+			t.Fatalf("%s: FinishOperation succeeded, want the injected failure", name)
+		}
+		for _, u := range []string{"hidden", "top"} {
+			if _, err := m.ImageAny(ctx, u); !errdefs.IsNotFound(err) {
+				t.Errorf("%s failed: image %s was written (%v)", name, u, err)
+			}
+		}
+		if o, _ := m.Operation(ctx, "a", "o"); o.Status != "EXECUTING" || o.ResultImageUUID != "" {
+			t.Errorf("%s failed: operation %s with result %q, want EXECUTING and none", name, o.Status, o.ResultImageUUID)
+		}
+		if evs, _ := m.Events(ctx, "o", -1, 0); len(evs) != 1 {
+			t.Errorf("%s failed: %d events, want the 1 before", name, len(evs))
+		}
+	}
+	must(t, m.FinishOperation(ctx, outcome()))
+	if im, err := m.ImageByTag(ctx, "a", "v1"); err != nil || im.UUID != "top" {
+		t.Errorf("after finishing: tag v1 on %q, %v; want top", im.UUID, err)
+	}
+	if evs, _ := m.Events(ctx, "o", -1, 0); len(evs) != 2 || evs[1].ID != 1 || evs[1].Type != "completion" {
+		t.Errorf("events %v, want the completion as id 1", eventIDs(evs))
+	}
+}
+
+// testMoveOperationConcurrently: a move is a compare-and-set, so of
+// concurrent PENDING → ASSIGNED moves exactly one applies.
+func testMoveOperationConcurrently(t *testing.T, m store.Metadata) {
+	must(t, m.InsertOperationLimited(ctx, op("o", "a", 0), 10))
+	ok := 0
+	for _, err := range race(12, func(int) error { return m.MoveOperation(ctx, "o", "PENDING", "ASSIGNED") }) {
+		if err == nil {
+			ok++
+		} else {
+			wantClass(t, "a losing MoveOperation", err, errdefs.ErrFailedPrecondition)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d concurrent moves from PENDING applied, want 1", ok)
+	}
+	if o, _ := m.Operation(ctx, "a", "o"); o.Status != "ASSIGNED" || o.StartedAt.IsZero() {
+		t.Errorf("after the moves: %s, started %v", o.Status, o.StartedAt)
+	}
+}
+
+// testRetagConcurrently: concurrent retags of one tag to different
+// images all succeed (each takes the tag from whoever had it), and the tag
+// ends on exactly one image.
+func testRetagConcurrently(t *testing.T, m store.Metadata) {
+	const n = 12
+	for i := range n {
+		insert(t, m, img(fmt.Sprint("i", i), "a", i))
+	}
+	for i, err := range race(n, func(i int) error { return m.SetTag(ctx, "a", fmt.Sprint("i", i), "latest") }) {
+		if err != nil {
+			t.Errorf("SetTag(i%d) = %v, want it to move the tag", i, err)
+		}
+	}
+	ims, err := m.ListImages(ctx, store.ImageFilter{Account: "a", Tagged: true})
+	if err != nil || len(ims) != 1 || ims[0].Tag != "latest" {
+		t.Errorf("tagged images after the race = %v, %v; want exactly one", uuids(ims), err)
+	}
+}
+
+// testRevokeWhileCreating: tokens created under a subtree while it is
+// being revoked are either refused or revoked with it, never left active.
+func testRevokeWhileCreating(t *testing.T, m store.Metadata) {
+	_, err := m.EnsureAccount(ctx, "a", "a")
+	must(t, err)
+	for _, tk := range [][2]string{{"root", ""}, {"mid", "root"}, {"leaf", "mid"}} {
+		must(t, m.CreateToken(ctx, store.Token{UUID: tk[0], Account: "a", Parent: tk[1], CreatedAt: at(0)}, "s-"+tk[0]))
+	}
+	const n = 16
+	errs := race(n+1, func(i int) error {
+		if i == n {
+			return m.RevokeToken(ctx, "a", "mid")
+		}
+		return m.CreateToken(ctx, store.Token{UUID: fmt.Sprint("c", i), Account: "a", Parent: "leaf", CreatedAt: at(1)}, fmt.Sprint("s-c", i))
+	})
+	must(t, errs[n])
+	for i := range n {
+		if errs[i] != nil {
+			wantClass(t, fmt.Sprintf("CreateToken(c%d) during the revocation", i), errs[i], errdefs.ErrUnauthorized)
+			continue
+		}
+		_, err := m.TokenBySecret(ctx, fmt.Sprint("s-c", i))
+		wantClass(t, fmt.Sprintf("token c%d, created under a revoked subtree", i), err, errdefs.ErrUnauthorized)
+	}
+}
+
+// testUUIDPrefix: the uuid prefix filter keeps exactly the account's live
+// images whose UUID starts with the prefix, on real UUIDs.
+func testUUIDPrefix(t *testing.T, m store.Metadata) {
+	ids := []string{
+		"abcd0000-0000-4000-8000-000000000001", "abcd0000-0000-4000-8000-000000000002", "abce0000-0000-4000-8000-000000000003",
+		"abcd0000-0000-4000-8000-000000000004", "abcd0000-0000-4000-8000-000000000005", "abcd0000-0000-4000-8000-000000000006",
+	}
+	for i, id := range ids {
+		im := img(id, "x", i)
+		switch i {
+		case 3:
+			im.Account = "y"
+		case 4:
+			im.Hidden, im.Chain = true, "sha256:c"
+		}
+		insert(t, m, im)
+	}
+	must(t, m.DeleteImage(ctx, "x", ids[5]))
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"abcd", []string{ids[1], ids[0]}},
+		{"abc", []string{ids[2], ids[1], ids[0]}},
+		{"abce", []string{ids[2]}},
+		{ids[0], []string{ids[0]}},
+		{"abcf", nil},
+		{"abcd%", nil}, // a prefix is text, not a pattern
+		{"abcd_", nil},
+	} {
+		got, err := m.ListImages(ctx, store.ImageFilter{Account: "x", UUIDPrefix: tc.prefix})
+		if err != nil || !slices.Equal(uuids(got), tc.want) {
+			t.Errorf("ListImages(uuid prefix %q) = %v, %v; want %v", tc.prefix, uuids(got), err, tc.want)
+		}
 	}
 }
