@@ -23,7 +23,7 @@ const module = "github.com/arborsh/arbor/"
 var leaves = []string{
 	"internal/archive", "internal/baseimage", "internal/bearer", "internal/errdefs", "internal/initproc", "internal/layerfs", "internal/layers/...",
 	"internal/netns", "internal/overlay", "internal/runtime", "internal/runtime/fakeruntime", "internal/runtime/runtimetest",
-	"internal/store", "internal/testutil", "internal/warmpool", "internal/webui",
+	"internal/store", "internal/store/postgres", "internal/testutil", "internal/warmpool", "internal/webui",
 	"client", "client/apitypes",
 }
 
