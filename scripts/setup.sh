@@ -10,7 +10,8 @@ RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 CACHE=${ARBOR_CACHE:-/var/cache/arbor}
 PKGS=(busybox-static runc crun iproute2 nftables debootstrap python3-pytest ca-certificates
 	gcc libc6-dev # go test -race needs cgo
-	chromium)
+	chromium
+	postgresql-15) # the PostgreSQL store's tests start throwaway clusters (internal/testutil/pgtest)
 
 if [ "$(id -u)" != 0 ]; then
 	echo "setup.sh: run as root (sandboxes need it): sudo $0" >&2

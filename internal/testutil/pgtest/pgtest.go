@@ -160,7 +160,9 @@ func (c *localCluster) run(name string, args ...string) error {
 // fsync (a test cluster is thrown away; durability tests need their own
 // with the defaults), a socket in its own directory, no TCP.
 func startCluster(bin string) (*localCluster, error) {
-	dir, err := os.MkdirTemp("", "arbor-pg-")
+	// Under /tmp whatever TMPDIR says: the postgres user must reach it, and
+	// the socket's path must stay within the 107 bytes a Unix address holds.
+	dir, err := os.MkdirTemp("/tmp", "arbor-pg-")
 	if err != nil {
 		return nil, err
 	}
