@@ -67,6 +67,7 @@ running ones finish for up to --shutdown-timeout, then fails the rest.`,
 	f.StringVar(&cfg.Home, "home", daemon.DefaultHome, "state directory")
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "address to listen on (keep it loopback unless you put TLS in front)")
 	f.StringVar(&cfg.Token, "token", "", "use this secret as the local token instead of a generated one")
+	f.StringVar(&cfg.DB, "db", "", "keep the metadata in this PostgreSQL database (postgres://user:password@host/db) instead of <home>/arbor.db; one node per database for now (README \"Scale-out (preview)\")")
 	f.StringVar(&cfg.Engine.Runtime, "runtime", "runsc", "default sandbox runtime: runsc (gVisor), runc or crun (a default other than runsc is allowed for every account)")
 	f.StringSliceVar(&cfg.Engine.AllowedRuntimes, "allow-runtime", nil, "also allow runs to ask for these runtimes (runc, crun: shared kernel, hardened; see README \"Runtime security\"); runsc is always allowed")
 	f.IntVar(&cfg.Engine.Slots, "slots", 0, "runs executing at once (default max(8, 4 per CPU, memory budget / 128 MiB)); beyond them, and beyond the memory budget, runs wait in order")

@@ -51,6 +51,10 @@ type Config struct {
 	// engine.ParseRetention into Engine.Retention and AccountRetention
 	// (when given, they replace those).
 	ImageTTL, OperationTTL []string
+	// DB, if set, is a postgres:// URL: the metadata goes to that
+	// PostgreSQL database instead of <home>/arbor.db (scale-out preview:
+	// one node per database, see README "Scale-out (preview)").
+	DB string
 }
 
 // DefaultShutdownTimeout is arbor serve's --shutdown-timeout. The systemd
@@ -93,6 +97,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ec.Home = cfg.Home
 	ec.Logger = log
+	if cfg.DB != "" {
+		st, err := openDB(ctx, cfg.DB)
+		if err != nil {
+			return err
+		}
+		ec.Metadata = st // the engine closes it
+	}
 	m := metrics.New()
 	ec.Observer = m
 	// The engine and the server outlive ctx until the drain is over.

@@ -38,6 +38,7 @@ var migrationFiles embed.FS
 // Store is the PostgreSQL implementation of [store.Metadata].
 type Store struct {
 	pool *pgxpool.Pool
+	node *pgx.Conn // holds the single-node lock (SingleNode), if taken
 }
 
 var _ store.Metadata = (*Store)(nil)
@@ -71,7 +72,37 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 
 // Close closes the pool; it may be called again.
 func (s *Store) Close() error {
+	if s.node != nil {
+		s.node.Close(context.Background())
+	}
 	s.pool.Close()
+	return nil
+}
+
+// SingleNode makes this store the only one serving the database until it
+// is closed: a session advisory lock on a connection of its own, so it
+// goes with the process (or the connection) that holds it. Until workers
+// claim operations through [Queue], an arbor node runs every operation
+// itself and fails, when it starts, every operation it finds in flight:
+// two nodes on one database would fail each other's runs.
+func (s *Store) SingleNode(ctx context.Context) error {
+	if s.node != nil {
+		return nil
+	}
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, 0)`, lockNode).Scan(&got); err != nil {
+		conn.Close(ctx)
+		return fmt.Errorf("take the node lock: %w", err)
+	}
+	if !got {
+		conn.Close(ctx)
+		return errdefs.FailedPrecondition("another arbor node serves this database: one node per database for now (scale-out preview); stop it or give this one its own database")
+	}
+	s.node = conn
 	return nil
 }
 
@@ -147,6 +178,7 @@ const (
 	lockTag      = 3 // an account's tag (untag-then-tag)
 	lockEvents   = 4 // an operation's event log (LastEventID, AppendEvent)
 	lockTokens   = 5 // the token tree (creation under a parent, revocation)
+	lockNode     = 6 // the single serving node (a session lock: SingleNode)
 )
 
 func lock(ctx context.Context, q querier, class int, key string) error {

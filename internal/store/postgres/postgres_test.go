@@ -2,12 +2,14 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil/pgtest"
 	"github.com/jackc/pgx/v5"
@@ -128,5 +130,35 @@ func TestListOperationsIndexOnly(t *testing.T) {
 				t.Errorf("listed %s of %s with %d bytes of metadata, want a1 and none", o.UUID, o.Account, len(o.Metadata))
 			}
 		}
+	}
+}
+
+// TestSingleNode: one store at a time holds a database's node lock; it
+// goes with the store's Close.
+func TestSingleNode(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	a, b := openDSN(t, dsn), openDSN(t, dsn)
+	if err := a.SingleNode(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SingleNode(ctx); err != nil {
+		t.Fatalf("SingleNode again on the holder: %v", err)
+	}
+	if err := b.SingleNode(ctx); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "another arbor node") {
+		t.Fatalf("SingleNode on a second store = %v, want it refused", err)
+	}
+	a.Close()
+	// The server ends the holder's session asynchronously after Close.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := b.SingleNode(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SingleNode after the holder closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

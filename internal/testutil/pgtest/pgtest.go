@@ -5,8 +5,8 @@
 // root), started by pg_ctl on a Unix socket in that directory with no TCP
 // listener, so parallel test binaries never fight over a port. With
 // ARBOR_TEST_PG set to a DSN, that server is used instead, and must allow
-// CREATE DATABASE. The package's TestMain must call [Main], which stops
-// the cluster when the tests end:
+// CREATE DATABASE. The package's TestMain must call [Main] (or [Stop]
+// after running the tests), which stops the cluster:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
@@ -47,16 +47,22 @@ var (
 	missing bool // no PostgreSQL binaries and no ARBOR_TEST_PG
 )
 
-// Main runs the tests of m and then stops the cluster if one was started.
-// It does not return.
+// Main runs the tests of m, stops the cluster if one was started and
+// exits. A TestMain that runs m otherwise calls [Stop] after it.
 func Main(m *testing.M) {
 	code := m.Run()
+	Stop()
+	os.Exit(code)
+}
+
+// Stop stops the cluster if one was started.
+func Stop() {
 	if cluster != nil {
 		if err := cluster.stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
 		}
+		cluster = nil
 	}
-	os.Exit(code)
 }
 
 // DSN creates a new empty database for t, dropped when t ends, and
@@ -140,7 +146,7 @@ type localCluster struct {
 }
 
 func (c *localCluster) dsn(db string) string {
-	return fmt.Sprintf("host=%s user=arbor dbname=%s sslmode=disable", c.dir, db)
+	return fmt.Sprintf("postgres://arbor@/%s?host=%s&sslmode=disable", db, url.QueryEscape(c.dir))
 }
 
 func (c *localCluster) run(name string, args ...string) error {
