@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"slices"
 	"sort"
@@ -192,6 +193,9 @@ func printSettings(w io.Writer, fs *pflag.FlagSet, src map[string]source, path s
 		line := name + " = " + tomlValue(f)
 		if name == "token" && f.Value.String() != "" {
 			line = "# token = (set, not shown)"
+		}
+		if u, err := url.Parse(f.Value.String()); name == "db" && err == nil {
+			line = name + " = " + strconv.Quote(u.Redacted()) // a DSN's password is not shown
 		}
 		fmt.Fprintf(w, "%-44s # %s\n", line, src[name])
 	}

@@ -124,7 +124,7 @@ func TestServeConfigErrorsNameTheFix(t *testing.T) {
 // each with its source, without starting the daemon.
 func TestServePrintConfig(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "arbor.toml")
-	os.WriteFile(p, []byte("slots = 3\ntoken = \"s3cret\"\n"), 0o600)
+	os.WriteFile(p, []byte("slots = 3\ntoken = \"s3cret\"\ndb = \"postgres://arbor:pw-s3cret@db.internal/arbor\"\n"), 0o600)
 	t.Setenv("ARBOR_MAX_TIMEOUT", "60")
 	var out, errb bytes.Buffer
 	code := Main(context.Background(), []string{"serve", "--config", p, "--listen", "127.0.0.1:1", "--print-config"}, nil, &out, &errb)
@@ -137,13 +137,14 @@ func TestServePrintConfig(t *testing.T) {
 		"max-timeout = 60", "# env ARBOR_MAX_TIMEOUT",
 		`shutdown-timeout = "1m0s"`, "# default",
 		"# token = (set, not shown)",
+		`db = "postgres://arbor:xxxxx@db.internal/arbor"`,
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--print-config output lacks %q:\n%s", want, out.String())
 		}
 	}
 	if strings.Contains(out.String(), "s3cret") {
-		t.Error("--print-config printed the token")
+		t.Error("--print-config printed the token or the database password")
 	}
 	// The output is itself a valid config file.
 	again := filepath.Join(t.TempDir(), "again.toml")
