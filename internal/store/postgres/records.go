@@ -93,17 +93,7 @@ func (s *Store) TokenBySecret(ctx context.Context, secret string) (store.Token, 
 	if err != nil {
 		return store.Token{}, err
 	}
-	if len(ts) == 0 {
-		return store.Token{}, errdefs.Unauthorized("unknown token: pass a valid token (arbor token create, or the daemon's token file)")
-	}
-	t := ts[0]
-	if !t.RevokedAt.IsZero() {
-		return t, errdefs.Unauthorized("token %s was revoked", t.UUID)
-	}
-	if !t.ExpiresAt.IsZero() && time.Now().After(t.ExpiresAt) {
-		return t, errdefs.Unauthorized("token %s expired at %s", t.UUID, t.ExpiresAt.Format(time.RFC3339))
-	}
-	return t, nil
+	return store.ActiveToken(ts, time.Now())
 }
 
 // ListTokens lists an account's tokens, oldest first.

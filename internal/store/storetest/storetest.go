@@ -1100,8 +1100,9 @@ func testFinishOnceConcurrently(t *testing.T, m store.Metadata) {
 	}
 }
 
-// testFinishAllOrNothing fails each write of a finish in turn and checks
-// that nothing of the outcome stays; then the whole outcome commits.
+// testFinishAllOrNothing fails each write of a finish in turn (a
+// constraint violation in the real database) and checks that nothing of
+// the outcome stays; then the whole outcome commits, once.
 func testFinishAllOrNothing(t *testing.T, m store.Metadata) {
 	insert(t, m, img("existing", "a", 0))
 	must(t, m.InsertOperationLimited(ctx, op("o", "a", 0), 10))
@@ -1144,6 +1145,20 @@ func testFinishAllOrNothing(t *testing.T, m store.Metadata) {
 	}
 	if evs, _ := m.Events(ctx, "o", -1, 0); len(evs) != 2 || evs[1].ID != 1 || evs[1].Type != "completion" {
 		t.Errorf("events %v, want the completion as id 1", eventIDs(evs))
+	}
+	// Finished is final: a second outcome writes nothing.
+	again := outcome()
+	again.Operation.Status, again.Operation.ResultImageUUID, again.Operation.ResultTag = "FAILED", "", ""
+	again.Images = []store.Image{img("late", "a", 4)}
+	wantClass(t, "second FinishOperation", m.FinishOperation(ctx, again), errdefs.ErrFailedPrecondition)
+	if _, err := m.ImageAny(ctx, "late"); !errdefs.IsNotFound(err) {
+		t.Errorf("the refused outcome's image was written: %v", err)
+	}
+	if o, _ := m.Operation(ctx, "a", "o"); o.Status != "SUCCESS" {
+		t.Errorf("status %s after a refused second outcome, want SUCCESS", o.Status)
+	}
+	if evs, _ := m.Events(ctx, "o", -1, 0); len(evs) != 2 {
+		t.Errorf("%d events after a refused second outcome, want 2", len(evs))
 	}
 }
 
