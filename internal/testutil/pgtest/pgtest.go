@@ -113,6 +113,7 @@ func setUp() {
 		missing = true
 		return
 	}
+	reapStale(bin)
 	cluster, setErr = startCluster(bin)
 	if setErr == nil {
 		admin = cluster.dsn("postgres")
@@ -198,10 +199,55 @@ func startCluster(bin string) (*localCluster, error) {
 		os.RemoveAll(dir)
 		return nil, errors.Join(err, fmt.Errorf("server log:\n%s", log))
 	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		_ = c.stop()
+		return nil, err
+	}
 	if testing.Verbose() {
 		fmt.Fprintf(os.Stderr, "pgtest: cluster in %s ready in %v\n", dir, time.Since(start).Round(time.Millisecond))
 	}
 	return c, nil
+}
+
+// ownerFile, in a cluster's directory, holds the pid of the test binary
+// that started it.
+const ownerFile = "owner.pid"
+
+// reapStale stops and removes the clusters of test binaries that died
+// without stopping them (killed by a test timeout, say): a server outlives
+// the process that started it.
+func reapStale(bin string) {
+	dirs, _ := filepath.Glob("/tmp/arbor-pg-*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue // starting, or not ours
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || alive(pid) {
+			continue
+		}
+		c := &localCluster{bin: bin, dir: d}
+		if fi, err := os.Stat(d); err == nil && os.Getuid() == 0 {
+			st := fi.Sys().(*syscall.Stat_t)
+			c.cred = &syscall.Credential{Uid: st.Uid, Gid: st.Gid}
+		}
+		_ = c.stop()
+	}
+}
+
+// alive reports whether process pid runs (a zombie does not).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) == syscall.ESRCH {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	rest := stat[strings.LastIndexByte(string(stat), ')')+1:]
+	return !strings.HasPrefix(strings.TrimSpace(string(rest)), "Z")
 }
 
 func (c *localCluster) stop() error {
