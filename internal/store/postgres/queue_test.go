@@ -380,3 +380,101 @@ func TestQueueLocality(t *testing.T) {
 		t.Errorf("with the maker dead, other claimed %+v, %v; want step3 at once", l, ok)
 	}
 }
+
+// TestQueueReapersRace: reapers on several nodes at once end each expired
+// lease once: every operation is requeued or failed by exactly one of
+// them, and a failed one gets exactly one completion event.
+func TestQueueReapersRace(t *testing.T) {
+	ctx := context.Background()
+	const n, reapers = 24, 6
+	s, q := newQueue(t, store.QueueConfig{LeaseTTL: 500 * time.Millisecond})
+	for i := range n {
+		pending(t, s, fmt.Sprintf("op%02d", i), "")
+	}
+	register(t, q, "dead", n)
+	var latest time.Time
+	for i := range n {
+		l, ok := claim(t, q, "dead")
+		if !ok {
+			t.Fatal("claim failed")
+		}
+		if i%2 == 0 {
+			if err := q.Start(ctx, l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if l.Expires.After(latest) {
+			latest = l.Expires
+		}
+	}
+	dbPast(t, s, latest)
+	completion := func(o store.Operation) store.Event {
+		return store.Event{TS: time.Now(), Type: "completion", Data: "{}"}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	errs := make([]error, reapers)
+	start := make(chan struct{})
+	for r := range reapers {
+		wg.Go(func() {
+			<-start
+			rq, fl, err := q.Reap(ctx, completion)
+			errs[r] = err
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range append(rq, fl...) {
+				seen[id]++
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n {
+		t.Errorf("%d operations reaped, want %d", len(seen), n)
+	}
+	for id, k := range seen {
+		if k != 1 {
+			t.Errorf("%s reaped %d times", id, k)
+		}
+	}
+	stats, _, _ := s.OperationStats(ctx, "a")
+	if stats["PENDING"] != n/2 || stats["FAILED"] != n/2 {
+		t.Errorf("OperationStats = %v, want %d PENDING and %d FAILED", stats, n/2, n/2)
+	}
+	for i := 0; i < n; i += 2 {
+		if evs, _ := s.Events(ctx, fmt.Sprintf("op%02d", i), -1, 0); len(evs) != 1 {
+			t.Errorf("op%02d has %d completion events, want 1", i, len(evs))
+		}
+	}
+}
+
+// TestQueueGivesUp: an operation whose claims keep expiring before it
+// starts is requeued MaxAttempts-1 times, then failed with the reason.
+func TestQueueGivesUp(t *testing.T) {
+	ctx := context.Background()
+	s, q := newQueue(t, store.QueueConfig{LeaseTTL: 300 * time.Millisecond, MaxAttempts: 2})
+	pending(t, s, "op", "")
+	for attempt := 1; attempt <= 2; attempt++ {
+		register(t, q, "flaky", 1) // a restart under the same ID: a heartbeat, no leases
+		l, ok := claim(t, q, "flaky")
+		if !ok || l.Attempt != attempt {
+			t.Fatalf("claim %d = %+v, %v", attempt, l, ok)
+		}
+		dbPast(t, s, l.Expires)
+		rq, fl, err := q.Reap(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"op"}; attempt == 1 && !slices.Equal(rq, want) || attempt == 2 && !slices.Equal(fl, want) {
+			t.Fatalf("Reap after claim %d = requeued %v, failed %v", attempt, rq, fl)
+		}
+	}
+	o, _ := s.Operation(ctx, "a", "op")
+	if o.Status != "FAILED" || !strings.Contains(o.Error, "claimed 2 times") {
+		t.Errorf("after 2 lost claims: %s %q, want FAILED saying why", o.Status, o.Error)
+	}
+}
