@@ -67,8 +67,11 @@ func (l *Lease) Add(ids ...string) {
 	if l.done {
 		return
 	}
+	pin, _ := l.s.st.(Pinner)
 	for _, id := range ids {
-		l.s.pinned[id]++
+		if l.s.pinned[id]++; l.s.pinned[id] == 1 && pin != nil {
+			pin.Pin(id)
+		}
 	}
 	l.ids = append(l.ids, ids...)
 }
@@ -84,9 +87,13 @@ func (l *Lease) Release() {
 		return
 	}
 	l.done = true
+	pin, _ := l.s.st.(Pinner)
 	for _, id := range l.ids {
 		if l.s.pinned[id]--; l.s.pinned[id] <= 0 {
 			delete(l.s.pinned, id)
+			if pin != nil {
+				pin.Unpin(id)
+			}
 		}
 	}
 }

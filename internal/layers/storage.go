@@ -40,6 +40,23 @@ type Cleaner interface {
 	Cleanup(ctx context.Context) error
 }
 
+// Pinner is implemented by a [Storage] whose Get results can go away on
+// their own, such as a bounded cache of a remote store. [Snapshotter] calls
+// Pin when a lease first holds id and Unpin when the last lease holding it
+// is released, both under its lock, so they must be quick and must not call
+// back into it. A directory Get returned stays while its id is pinned.
+type Pinner interface {
+	Pin(id string)
+	Unpin(id string)
+}
+
+// Sizer is implemented by a [Storage] whose Get is expensive (it fetches):
+// StoredBytes counts the stored layers and their bytes as kept, without
+// fetching any.
+type Sizer interface {
+	StoredBytes(ctx context.Context) (layers int, bytes int64, err error)
+}
+
 // Dir is a [Storage] of plain directories: layer id is root/id. Removed
 // layers are first renamed into a trash directory on the same filesystem
 // (one quick rename under the collection's lock) and deleted by Cleanup.
