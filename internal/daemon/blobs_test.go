@@ -1,0 +1,110 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/testutil"
+	"github.com/arborsh/arbor/internal/testutil/s3server"
+	"github.com/arborsh/arbor/internal/testutil/testdaemon"
+)
+
+// TestBlobsSharedBetweenDaemons: a daemon with --blobs keeps its layers in
+// the bucket (none under its home's layers/), and a second daemon with the
+// first one's metadata but an empty layer cache reads the images' files
+// and runs on them, fetching their layers from the bucket.
+func TestBlobsSharedBetweenDaemons(t *testing.T) {
+	testutil.RequiresRoot(t)
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	bucket := srv.Bucket(t)
+	blobs := func(c *Config) { c.Blobs, c.BlobsEndpoint = "s3://"+bucket+"/arbor", srv.Endpoint }
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	home1 := testutil.Home(t)
+	c, stop := runDaemonWith(t, home1, blobs)
+	img, err := testdaemon.ImportBusybox(ctx, c, "busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A chain of saved runs; the third deletes what the first wrote (a
+	// whiteout in its layer).
+	for i, cmd := range []string{"echo 1 > /n1; echo 1 > /log", "echo 2 > /n2; echo 2 >> /log", "rm /n1; echo 3 >> /log",
+		"mkdir -p /d/e; echo 4 > /d/e/f; echo 4 >> /log", "echo 5 >> /log"} {
+		op, err := c.Run(ctx, apitypes.InstanceSpawnRequest{Command: cmd, Image: img, Shell: ptr(true)})
+		if err != nil || op.Status != apitypes.StatusSuccess || op.Result.Image == nil {
+			t.Fatalf("run %d (%s): %v %+v", i, cmd, err, op)
+		}
+		img = *op.Result.Image
+	}
+	if ents, _ := os.ReadDir(filepath.Join(home1, "layers")); len(ents) != 0 {
+		t.Errorf("home/layers holds %d entries with --blobs; layers belong in the bucket", len(ents))
+	}
+	objs, err := srv.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("arbor/layers/")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(objs.Contents); n < 6 {
+		t.Errorf("the bucket holds %d layers, want busybox's and one per run (6)", n)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The second daemon: the same metadata, nothing of the layers.
+	home2 := testutil.Home(t)
+	for _, f := range []string{"arbor.db", "arbor.db-wal", "arbor.db-shm", "token"} {
+		if err := copyFile(filepath.Join(home1, f), filepath.Join(home2, f)); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	c, _ = runDaemonWith(t, home2, blobs)
+	for path, want := range map[string]string{"/n2": "2\n", "/d/e/f": "4\n", "/log": "1\n2\n3\n4\n5\n"} {
+		if got, err := c.ReadFile(ctx, img, path); err != nil || string(got) != want {
+			t.Errorf("second daemon reads %s = %q, %v; want %q", path, got, err, want)
+		}
+	}
+	if ok, err := c.FileExistsIn(ctx, img, "/n1"); err != nil || ok {
+		t.Errorf("/n1, deleted by the third run, exists = %v, %v", ok, err)
+	}
+	op, err := c.Run(ctx, apitypes.InstanceSpawnRequest{Command: `test "$(cat /log /n2 /d/e/f)" = "$(printf '1\n2\n3\n4\n5\n2\n4')" && ! test -e /n1 && echo 6 >> /log`,
+		Image: img, Shell: ptr(true)})
+	if err != nil || op.Status != apitypes.StatusSuccess {
+		t.Fatalf("run on the second daemon: %v %+v", err, op)
+	}
+	if got, err := c.ReadFile(ctx, *op.Result.Image, "/log"); err != nil || !strings.HasSuffix(string(got), "5\n6\n") {
+		t.Errorf("the second daemon's run saved /log = %q, %v", got, err)
+	}
+	cached, _ := os.ReadDir(filepath.Join(home2, "layer-cache"))
+	if len(cached) < 6 { // the chain's 6 layers (fetched) and the new run's (.trash aside)
+		t.Errorf("the second daemon's layer cache holds %d entries, want the fetched chain and the new layer", len(cached))
+	}
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	return out.Close()
+}
