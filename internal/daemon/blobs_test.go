@@ -6,12 +6,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/testutil"
@@ -57,6 +59,10 @@ func TestBlobsSharedBetweenDaemons(t *testing.T) {
 	}
 	if n := len(objs.Contents); n < 6 {
 		t.Errorf("the bucket holds %d layers, want busybox's and one per run (6)", n)
+	}
+	slices.SortFunc(objs.Contents, func(a, b types.Object) int { return a.LastModified.Compare(*b.LastModified) })
+	for _, o := range objs.Contents {
+		t.Logf("layer object %s: %d bytes", strings.TrimPrefix(*o.Key, "arbor/layers/"), *o.Size) // BENCHMARKS.md: bytes per step
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/arborsh/arbor/internal/layerfs"
@@ -101,15 +102,24 @@ func (l *Lease) Release() {
 // Get returns layer id's directory (see [Storage.Get]).
 func (s *Snapshotter) Get(ctx context.Context, id string) (string, error) { return s.st.Get(ctx, id) }
 
+// getParallel bounds the Gets paths runs at once: a storage that fetches
+// (an object store) then downloads a cold chain's layers side by side.
+const getParallel = 8
+
 // paths returns the directories of chain, top first.
 func (s *Snapshotter) paths(ctx context.Context, chain []string) ([]string, error) {
 	out := make([]string, len(chain))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(getParallel)
 	for i, id := range chain {
-		p, err := s.st.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = p
+		g.Go(func() error {
+			p, err := s.st.Get(gctx, id)
+			out[i] = p
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

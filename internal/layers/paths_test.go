@@ -1,0 +1,67 @@
+package layers
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// slowStorage is a Dir whose Gets announce themselves and wait for release:
+// a remote store fetching.
+type slowStorage struct {
+	*Dir
+	started chan string
+	release chan struct{}
+}
+
+func (s *slowStorage) Get(ctx context.Context, id string) (string, error) {
+	s.started <- id
+	<-s.release
+	return s.Dir.Get(ctx, id)
+}
+
+// TestViewFetchesSideBySide: a view of a chain asks the storage for its
+// layers concurrently (up to getParallel), so a cold chain's downloads
+// overlap instead of adding up, and still returns them in chain order.
+func TestViewFetchesSideBySide(t *testing.T) {
+	s0, d := newTestSnapshotter(t)
+	var chain []string
+	for i := range 20 {
+		id := fmt.Sprintf("l%02d", i)
+		put(t, s0, id)
+		chain = append(chain, id)
+	}
+	st := &slowStorage{Dir: d, started: make(chan string, len(chain)), release: make(chan struct{})}
+	s := New(st, s0.staging, nil)
+	type result struct {
+		paths []string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		paths, release, err := s.View(context.Background(), chain)
+		if err == nil {
+			release()
+		}
+		done <- result{paths, err}
+	}()
+	for n := range getParallel {
+		select {
+		case <-st.started:
+		case <-time.After(30 * time.Second):
+			close(st.release)
+			t.Fatalf("only %d Gets in flight at once, want %d", n, getParallel)
+		}
+	}
+	close(st.release)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	for i, id := range chain {
+		if r.paths[i] != d.Path(id) {
+			t.Errorf("paths[%d] = %s, want %s", i, r.paths[i], d.Path(id))
+		}
+	}
+}
