@@ -3,6 +3,7 @@ package layers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -63,5 +64,62 @@ func TestViewFetchesSideBySide(t *testing.T) {
 		if r.paths[i] != d.Path(id) {
 			t.Errorf("paths[%d] = %s, want %s", i, r.paths[i], d.Path(id))
 		}
+	}
+}
+
+// blockedPut is a Dir whose Put waits for release: an upload in progress.
+type blockedPut struct {
+	*Dir
+	putting chan string
+	release chan struct{}
+}
+
+func (b *blockedPut) Put(ctx context.Context, id, dir string) error {
+	b.putting <- id
+	<-b.release
+	return b.Dir.Put(ctx, id, dir)
+}
+
+// TestSlowPutHoldsNothingUp: while a commit's layer is being stored (an
+// upload to an object store), leases, views, collections and other
+// commits go on.
+func TestSlowPutHoldsNothingUp(t *testing.T) {
+	s0, d := newTestSnapshotter(t)
+	put(t, s0, "base")
+	put(t, s0, "old")
+	st := &blockedPut{Dir: d, putting: make(chan string, 2), release: make(chan struct{})}
+	s := New(st, s0.staging, nil)
+	ctx := context.Background()
+	committed := make(chan error, 1)
+	go func() { committed <- s.Commit(ctx, layerDir(t, s, "slow"), "slow", func() error { return nil }) }()
+	<-st.putting
+	others := make(chan error, 1)
+	go func() {
+		l := s.Lease("x")
+		defer l.Release()
+		_, release, err := s.View(ctx, []string{"base"})
+		if err != nil {
+			others <- err
+			return
+		}
+		release()
+		_, err = s.Collect(ctx, func() map[string]bool { return map[string]bool{"base": true} })
+		others <- err
+	}()
+	select {
+	case err := <-others:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		close(st.release)
+		t.Fatal("a lease, a view or a collection waited for a Put")
+	}
+	close(st.release)
+	if err := <-committed; err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(t, s); !slices.Equal(got, []string{"base", "slow"}) {
+		t.Errorf("stored = %q, want base and the committed slow (old collected)", got)
 	}
 }

@@ -22,10 +22,10 @@ type Snapshotter struct {
 	staging string // scratch space on the storage's filesystem (squash)
 	log     *slog.Logger
 
-	// mu serialises a collection's decision and unlinking with Put, Commit
-	// and leases: a layer is either pinned or stored-and-referenced before
-	// a collection looks, or it is not collected by it. Nothing slow runs
-	// under it.
+	// mu serialises a collection's decision and unlinking with leases: a
+	// layer being put is pinned, and a stored one is pinned or referenced
+	// before a collection looks, or it is not collected by it. Nothing
+	// slow runs under it (Put, which may upload, runs outside).
 	mu     sync.Mutex
 	pinned map[string]int // layer id → leases holding it
 
@@ -183,9 +183,11 @@ func (s *Snapshotter) Put(ctx context.Context, id, dir string) error {
 	return s.put(ctx, id, dir)
 }
 
+// put stores dir as layer id without s.mu: storing can be slow (an upload)
+// and must not hold up leases, views and other commits. The caller's lease
+// on id keeps a concurrent collection from removing it whether or not its
+// listing sees it.
 func (s *Snapshotter) put(ctx context.Context, id, dir string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.st.Put(ctx, id, dir)
 }
 

@@ -16,8 +16,8 @@ import (
 )
 
 // Storage holds the contents of layers by id. Implementations must be safe
-// for concurrent use; [Snapshotter] serialises Put and Remove with its
-// collections.
+// for concurrent use; [Snapshotter] serialises Remove with its collections
+// and leases, and puts only ids a lease pins, outside that lock.
 type Storage interface {
 	// Put moves the complete, durable directory dir into storage as layer
 	// id. dir is consumed on success. If id is already stored, Put fails
