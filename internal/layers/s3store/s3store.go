@@ -46,10 +46,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/singleflight"
@@ -63,6 +65,10 @@ import (
 
 // DefaultCacheBytes bounds the local cache when Config.CacheBytes is 0.
 const DefaultCacheBytes int64 = 20 << 30
+
+// defaultPartSize is the part size of multipart uploads, and the largest
+// object put in one request.
+const defaultPartSize = 64 << 20
 
 // Metadata keys of a layer object (x-amz-meta-*).
 const (
@@ -100,6 +106,7 @@ type Store struct {
 	trash          string
 	staging        string
 	limit          int64
+	partSize       int64 // uploads above it go in parts of this size
 	log            *slog.Logger
 
 	group singleflight.Group // fetches by id
@@ -178,11 +185,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if s.limit <= 0 {
 		s.limit = DefaultCacheBytes
 	}
+	s.partSize = defaultPartSize
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		return nil, s.s3Error(err, "open bucket "+bucket, "check the bucket exists, --blobs-endpoint and the AWS credentials")
+		return nil, s.s3Error(err, "open bucket "+bucket, "check --blobs-endpoint and that the S3 server is up")
 	}
 	if err := s.openCache(); err != nil {
 		return nil, fmt.Errorf("layer cache %s: %w", cfg.CacheDir, err)
@@ -233,18 +241,20 @@ func checkID(id string) error {
 
 func (s *Store) key(id string) string { return s.prefix + id }
 
-// s3Error classifies an S3 failure: a server that cannot be reached is
-// errdefs.ErrUnavailable, with fix as the hint.
-func (s *Store) s3Error(err error, what, fix string) error {
+// s3Error adds what failed and how to fix it to an S3 error. A server that
+// cannot be reached or fails (5xx) is errdefs.ErrUnavailable, with
+// unavailableFix as the hint; other refusals (missing bucket, credentials,
+// permissions) get a hint of their own.
+func (s *Store) s3Error(err error, what, unavailableFix string) error {
 	var re *smithyhttp.ResponseError
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("layer storage %s: %s: %w", s.url, what, err)
-	}
 	// The SDK reports a failed connection as a response of status 0.
-	if !errors.As(err, &re) || re.HTTPStatusCode() == 0 || re.HTTPStatusCode() >= 500 {
-		return errdefs.Unavailable("layer storage %s: %s: S3 is unavailable (%v); %s", s.url, what, err, fix)
+	case !errors.As(err, &re) || re.HTTPStatusCode() == 0 || re.HTTPStatusCode() >= 500:
+		return errdefs.Unavailable("layer storage %s: %s: S3 is unavailable (%v); %s", s.url, what, err, unavailableFix)
 	}
-	return fmt.Errorf("layer storage %s: %s: %w", s.url, what, err)
+	return fmt.Errorf("layer storage %s: %s: %w; check the bucket exists and that the AWS credentials may read, write and list it", s.url, what, err)
 }
 
 func httpStatus(err error) int {
@@ -285,13 +295,7 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket: aws.String(s.bucket), Key: aws.String(s.key(id)), Body: blob, ContentLength: aws.Int64(size),
-		ContentType: aws.String("application/vnd.oci.image.layer.v1.tar+zstd"),
-		Metadata:    map[string]string{metaDigest: digest, metaSize: strconv.FormatInt(tarSize, 10)},
-		// Write-once where the server supports it; a lost race is a conflict.
-		IfNoneMatch: aws.String("*"),
-	})
+	err = s.upload(ctx, id, blob, size, map[string]string{metaDigest: digest, metaSize: strconv.FormatInt(tarSize, 10)})
 	if httpStatus(err) == http.StatusPreconditionFailed {
 		return errdefs.Conflict("layer %s is already stored", id)
 	}
@@ -305,6 +309,50 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 		return os.RemoveAll(dir)
 	}
 	return nil
+}
+
+const mediaType = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+// upload stores the size bytes of f as layer id's object, in one PUT or,
+// above partSize, in parts (a single PUT stops at 5 GiB, and a part that
+// fails is retried alone). It is write-once where the server supports it:
+// a lost race is 412 Precondition Failed.
+func (s *Store) upload(ctx context.Context, id string, f *os.File, size int64, meta map[string]string) error {
+	key := aws.String(s.key(id))
+	if size <= s.partSize {
+		_, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.bucket), Key: key, Body: f, ContentLength: aws.Int64(size),
+			ContentType: aws.String(mediaType), Metadata: meta, IfNoneMatch: aws.String("*")})
+		return err
+	}
+	mp, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(s.bucket), Key: key,
+		ContentType: aws.String(mediaType), Metadata: meta})
+	if err != nil {
+		return err
+	}
+	var parts []types.CompletedPart
+	for n, off := int32(1), int64(0); off < size; n, off = n+1, off+s.partSize {
+		l := min(s.partSize, size-off)
+		var out *s3.UploadPartOutput
+		out, err = s.client.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(s.bucket), Key: key, UploadId: mp.UploadId,
+			PartNumber: aws.Int32(n), Body: io.NewSectionReader(f, off, l), ContentLength: aws.Int64(l)})
+		if err != nil {
+			break
+		}
+		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(n)})
+	}
+	if err == nil {
+		_, err = s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(s.bucket), Key: key,
+			UploadId: mp.UploadId, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}, IfNoneMatch: aws.String("*")})
+	}
+	if err != nil {
+		// Best effort: a bucket lifecycle rule catches what this misses.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, aerr := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(s.bucket), Key: key, UploadId: mp.UploadId}); aerr != nil {
+			s.log.Warn("abort multipart upload", "layer", id, "err", aerr)
+		}
+	}
+	return err
 }
 
 // pack writes dir as a zstd-compressed tar to w and returns the sha256 of

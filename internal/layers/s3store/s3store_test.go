@@ -1,6 +1,7 @@
 package s3store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -286,5 +287,71 @@ func TestParseURL(t *testing.T) {
 		if err != nil || bucket != want[0] || prefix != want[1] {
 			t.Errorf("ParseURL(%q) = %q, %q, %v; want %q", raw, bucket, prefix, err, want)
 		}
+	}
+}
+
+// TestMultipartUpload: a layer above the part size goes up in parts and
+// reads back whole on another node.
+func TestMultipartUpload(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	url := "s3://" + srv.Bucket(t)
+	var mu sync.Mutex
+	var parts []string
+	record := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		if r.Method == http.MethodPut {
+			mu.Lock()
+			parts = append(parts, r.URL.Query().Get("partNumber"))
+			mu.Unlock()
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	a := newNode(t, srv, url, func(c *Config) { c.HTTPClient = record })
+	a.st.partSize = 5 << 20 // S3's smallest
+	dir, err := os.MkdirTemp(a.staging, "big-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "random"), randomBytes(12<<20, 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.st.Put(context.Background(), "big", dir); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(parts, []string{"1", "2", "3"}) {
+		t.Errorf("PUTs by part number: %q, want parts 1-3", parts)
+	}
+	b := newNode(t, srv, url, nil)
+	p, err := b.st.Get(context.Background(), "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(p, "random")); err != nil || !bytes.Equal(got, randomBytes(12<<20, 1)) {
+		t.Errorf("the multipart layer reads back %d bytes (%v), not what was put", len(got), err)
+	}
+	// Write-once holds for multipart too.
+	if err := a.st.Put(context.Background(), "big", layer(t, a.staging, 1)); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("second Put of big = %v, want a conflict", err)
+	}
+}
+
+// TestNewErrors: a bucket that does not exist or an endpoint that does not
+// answer fails New with a message that names the fix.
+func TestNewErrors(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	home := t.TempDir()
+	cfg := Config{URL: "s3://no-such-bucket/x", Endpoint: srv.Endpoint, CacheDir: filepath.Join(home, "c"), Staging: filepath.Join(home, "tmp")}
+	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "check the bucket exists") {
+		t.Errorf("New on a missing bucket = %v, want an error naming the fix", err)
+	}
+	srv.Stop()
+	cfg.URL = "s3://any"
+	if _, err := New(context.Background(), cfg); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "--blobs-endpoint") {
+		t.Errorf("New with S3 down = %v, want unavailable naming --blobs-endpoint", err)
+	}
+	cfg.URL = "https://bucket"
+	if _, err := New(context.Background(), cfg); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "fix --blobs") {
+		t.Errorf("New with a non-s3 URL = %v, want invalid argument", err)
 	}
 }
