@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/testutil"
 	"github.com/arborsh/arbor/internal/testutil/s3server"
@@ -113,4 +114,88 @@ func copyFile(src, dst string) error {
 		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	return out.Close()
+}
+
+// TestMeasureStepLatency compares a saved step's latency (spawn to result
+// image, runc) with layers in local directories and in S3 (versitygw on
+// loopback), alternating so that both see the same machine load.
+//
+//	ARBOR_MEASURE=1 go test -count=1 -v -run TestMeasureStepLatency ./internal/daemon/
+func TestMeasureStepLatency(t *testing.T) {
+	if os.Getenv("ARBOR_MEASURE") == "" {
+		t.Skip("a measurement: set ARBOR_MEASURE=1")
+	}
+	testutil.RequiresRoot(t)
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	bucket := srv.Bucket(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	local, _ := runDaemonWith(t, testutil.Home(t), nil)
+	remote, _ := runDaemonWith(t, testutil.Home(t), func(c *Config) { c.Blobs, c.BlobsEndpoint = "s3://"+bucket, srv.Endpoint })
+	imgs := make([]string, 2)
+	var err error
+	for i, c := range []*client.Client{local, remote} {
+		if imgs[i], err = testdaemon.ImportBusybox(ctx, c, "busybox"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const steps = 30
+	times := [2][]time.Duration{}
+	for i := range steps {
+		for j, c := range []*client.Client{local, remote} {
+			start := time.Now()
+			op, err := c.Run(ctx, apitypes.InstanceSpawnRequest{Command: fmt.Sprintf("echo %d >> /log", i), Image: imgs[j], Shell: ptr(true)})
+			if err != nil || op.Status != apitypes.StatusSuccess || op.Result.Image == nil {
+				t.Fatalf("step %d: %v %+v", i, err, op)
+			}
+			times[j] = append(times[j], time.Since(start))
+			imgs[j] = *op.Result.Image
+		}
+	}
+	for j, name := range []string{"local directories", "S3 (versitygw, loopback)"} {
+		slices.Sort(times[j])
+		t.Logf("%s: %d saved steps, median %v, p90 %v", name, steps, times[j][steps/2].Round(100*time.Microsecond), times[j][steps*9/10].Round(100*time.Microsecond))
+	}
+}
+
+// TestBlobsUnavailable: with S3 down, a saved run fails clearly and makes
+// no image; once S3 is back, runs save again.
+func TestBlobsUnavailable(t *testing.T) {
+	testutil.RequiresRoot(t)
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	bucket := srv.Bucket(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	home := testutil.Home(t)
+	c, _ := runDaemonWith(t, home, func(c *Config) { c.Blobs, c.BlobsEndpoint = "s3://"+bucket, srv.Endpoint })
+	base, err := testdaemon.ImportBusybox(ctx, c, "busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	op, err := c.Run(ctx, apitypes.InstanceSpawnRequest{Command: "echo x > /x", Image: base, Shell: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Status != apitypes.StatusFailed || op.Error == nil || !strings.Contains(*op.Error, "S3 is unavailable") || op.Result.Image != nil {
+		t.Fatalf("run with S3 down: %s, error %v, image %v; want FAILED naming S3 and no image", op.Status, derefOr(op.Error), op.Result.Image)
+	}
+	t.Logf("the failed run says: %s", *op.Error)
+	srv.Restart(t)
+	op, err = c.Run(ctx, apitypes.InstanceSpawnRequest{Command: "echo y > /y", Image: base, Shell: ptr(true)})
+	if err != nil || op.Status != apitypes.StatusSuccess || op.Result.Image == nil {
+		t.Fatalf("run after S3 is back: %v %+v", err, op)
+	}
+	if got, err := c.ReadFile(ctx, *op.Result.Image, "/y"); err != nil || string(got) != "y\n" {
+		t.Errorf("/y = %q, %v", got, err)
+	}
+}
+
+func derefOr(p *string) string {
+	if p == nil {
+		return "<nil>"
+	}
+	return *p
 }
