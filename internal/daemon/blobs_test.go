@@ -22,16 +22,24 @@ import (
 	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
+// s3Bucket starts versitygw with a fresh bucket, points the AWS
+// environment at it, and returns a Config change that keeps layers there
+// under prefix.
+func s3Bucket(t *testing.T, prefix string) (srv *s3server.Server, bucket string, blobs func(*Config)) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	srv = s3server.Start(t)
+	srv.SetEnv(t)
+	bucket = srv.Bucket(t)
+	return srv, bucket, func(c *Config) { c.Blobs, c.BlobsEndpoint = "s3://"+bucket+"/"+prefix, srv.Endpoint }
+}
+
 // TestBlobsSharedBetweenDaemons: a daemon with --blobs keeps its layers in
 // the bucket (none under its home's layers/), and a second daemon with the
 // first one's metadata but an empty layer cache reads the images' files
 // and runs on them, fetching their layers from the bucket.
 func TestBlobsSharedBetweenDaemons(t *testing.T) {
-	testutil.RequiresRoot(t)
-	srv := s3server.Start(t)
-	srv.SetEnv(t)
-	bucket := srv.Bucket(t)
-	blobs := func(c *Config) { c.Blobs, c.BlobsEndpoint = "s3://"+bucket+"/arbor", srv.Endpoint }
+	srv, bucket, blobs := s3Bucket(t, "arbor")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -125,14 +133,11 @@ func TestMeasureStepLatency(t *testing.T) {
 	if os.Getenv("ARBOR_MEASURE") == "" {
 		t.Skip("a measurement: set ARBOR_MEASURE=1")
 	}
-	testutil.RequiresRoot(t)
-	srv := s3server.Start(t)
-	srv.SetEnv(t)
-	bucket := srv.Bucket(t)
+	_, _, blobs := s3Bucket(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	local, _ := runDaemonWith(t, testutil.Home(t), nil)
-	remote, _ := runDaemonWith(t, testutil.Home(t), func(c *Config) { c.Blobs, c.BlobsEndpoint = "s3://"+bucket, srv.Endpoint })
+	remote, _ := runDaemonWith(t, testutil.Home(t), blobs)
 	imgs := make([]string, 2)
 	var err error
 	for i, c := range []*client.Client{local, remote} {
@@ -162,14 +167,10 @@ func TestMeasureStepLatency(t *testing.T) {
 // TestBlobsUnavailable: with S3 down, a saved run fails clearly and makes
 // no image; once S3 is back, runs save again.
 func TestBlobsUnavailable(t *testing.T) {
-	testutil.RequiresRoot(t)
-	srv := s3server.Start(t)
-	srv.SetEnv(t)
-	bucket := srv.Bucket(t)
+	srv, _, blobs := s3Bucket(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	home := testutil.Home(t)
-	c, _ := runDaemonWith(t, home, func(c *Config) { c.Blobs, c.BlobsEndpoint = "s3://"+bucket, srv.Endpoint })
+	c, _ := runDaemonWith(t, testutil.Home(t), blobs)
 	base, err := testdaemon.ImportBusybox(ctx, c, "busybox")
 	if err != nil {
 		t.Fatal(err)

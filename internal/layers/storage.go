@@ -165,8 +165,14 @@ func (d *Dir) List(ctx context.Context) ([]string, error) {
 }
 
 // Cleanup deletes what is in the trash.
-func (d *Dir) Cleanup(ctx context.Context) error {
-	ents, err := os.ReadDir(d.trash)
+func (d *Dir) Cleanup(ctx context.Context) error { return emptyDir(ctx, d.trash, d.removeAll) }
+
+// EmptyDir deletes everything in dir (a storage's trash), stopping early
+// when ctx ends.
+func EmptyDir(ctx context.Context, dir string) error { return emptyDir(ctx, dir, os.RemoveAll) }
+
+func emptyDir(ctx context.Context, dir string, removeAll func(string) error) error {
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
@@ -175,7 +181,7 @@ func (d *Dir) Cleanup(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := d.removeAll(filepath.Join(d.trash, ent.Name())); err != nil {
+		if err := removeAll(filepath.Join(dir, ent.Name())); err != nil {
 			errs = append(errs, err)
 		}
 	}

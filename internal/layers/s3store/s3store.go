@@ -655,23 +655,8 @@ func (s *Store) walk(ctx context.Context, fn func(id string, size int64)) error 
 	return nil
 }
 
-// Cleanup deletes evicted and removed cached copies, and staging leftovers.
-func (s *Store) Cleanup(ctx context.Context) error {
-	ents, err := os.ReadDir(s.trash)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, ent := range ents {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := os.RemoveAll(filepath.Join(s.trash, ent.Name())); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
+// Cleanup deletes evicted and removed cached copies.
+func (s *Store) Cleanup(ctx context.Context) error { return layers.EmptyDir(ctx, s.trash) }
 
 // CachedBytes returns the bytes of the cached layers.
 func (s *Store) CachedBytes() int64 {
