@@ -271,21 +271,28 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
-	switch {
-	case err == nil:
-		return errdefs.Conflict("layer %s is already stored", id)
-	case httpStatus(err) != http.StatusNotFound:
-		return s.s3Error(err, "look up layer "+id, "retry when S3 is back")
-	}
+	// Is it stored already? Not every server refuses a conditional PUT
+	// over an existing key, so ask, while the layer is packed.
+	headed := make(chan error, 1)
+	go func() {
+		_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
+		headed <- err
+	}()
 	blob, err := os.CreateTemp(s.staging, "blob-*.tar.zst")
 	if err != nil {
+		<-headed
 		return err
 	}
 	defer os.Remove(blob.Name())
 	defer blob.Close()
 	digest, tarSize, err := pack(ctx, blob, dir)
-	if err != nil {
+	herr := <-headed
+	switch {
+	case herr == nil:
+		return errdefs.Conflict("layer %s is already stored", id)
+	case httpStatus(herr) != http.StatusNotFound:
+		return s.s3Error(herr, "look up layer "+id, "retry when S3 is back")
+	case err != nil:
 		return fmt.Errorf("pack layer %s: %w", id, err)
 	}
 	size, err := blob.Seek(0, io.SeekEnd)
