@@ -362,14 +362,33 @@ func (s *Store) upload(ctx context.Context, id string, f *os.File, size int64, m
 	return err
 }
 
+// encoders are reused: a new one costs more than packing a small layer.
+var encoders = sync.Pool{New: func() any {
+	zw, err := zstd.NewWriter(nil)
+	if err != nil {
+		panic(err) // only for invalid options
+	}
+	return zw
+}}
+
+// decoders decode synchronously, so nothing else reads a fetch's body
+// when it is drained. The digest is checked after unpacking, so the window
+// an object may ask for is bounded (the encoder's default is 8 MiB).
+var decoders = sync.Pool{New: func() any {
+	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
+	if err != nil {
+		panic(err) // only for invalid options
+	}
+	return zr
+}}
+
 // pack writes dir as a zstd-compressed tar to w and returns the sha256 of
 // the compressed bytes and the tar's size.
 func pack(ctx context.Context, w io.Writer, dir string) (digest string, tarSize int64, err error) {
 	h := sha256.New()
-	zw, err := zstd.NewWriter(io.MultiWriter(w, h))
-	if err != nil {
-		return "", 0, err
-	}
+	zw := encoders.Get().(*zstd.Encoder)
+	defer encoders.Put(zw)
+	zw.Reset(io.MultiWriter(w, h))
 	cw := &countWriter{w: zw}
 	root, err := rootHeader(dir)
 	if err == nil {
@@ -492,9 +511,9 @@ func (s *Store) fetch(ctx context.Context, id string) (string, error) {
 	}
 	h := sha256.New()
 	body := io.TeeReader(out.Body, h)
-	// Synchronous decoding: nothing else reads body when it is drained.
-	zr, err := zstd.NewReader(body, zstd.WithDecoderConcurrency(1))
-	if err != nil {
+	zr := decoders.Get().(*zstd.Decoder)
+	defer decoders.Put(zr)
+	if err := zr.Reset(body); err != nil {
 		return "", err
 	}
 	cr := &countReader{r: zr}
@@ -502,7 +521,7 @@ func (s *Store) fetch(ctx context.Context, id string) (string, error) {
 	if err == nil {
 		_, err = io.Copy(io.Discard, cr) // the tar reader stops at its trailer
 	}
-	zr.Close()
+	_ = zr.Reset(nil) // let go of body
 	// The digest covers every byte, whatever the unpacking made of them.
 	_, derr := io.Copy(io.Discard, body)
 	if got := hex.EncodeToString(h.Sum(nil)); derr == nil && got != want {
