@@ -178,7 +178,7 @@ func TestColdChainFetch(t *testing.T) {
 	t.Logf("chain: %d layers, %d content bytes, %d bytes in the bucket", depth, stored, objBytes)
 	// Alternately, so both see the same load: one Get after the other,
 	// and Snapshotter.View (its Gets side by side).
-	for run := range 3 {
+	for run := range 5 {
 		b := newNode(t, srv, url, nil)
 		start := time.Now()
 		for _, id := range chain {
