@@ -60,19 +60,25 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := Binary(t)
 	s := &Server{AccessKey: "k" + rand.Text()[:15], SecretKey: rand.Text(), Dir: t.TempDir()}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = ln.Addr().String()
-	ln.Close()
-	s.Endpoint = "http://" + s.addr
-	s.start(t, bin)
 	t.Cleanup(s.Stop)
-	return s
+	var err error
+	for range 3 { // another process may take the port between its pick and versitygw's bind
+		ln, lerr := net.Listen("tcp", "127.0.0.1:0")
+		if lerr != nil {
+			t.Fatal(lerr)
+		}
+		s.addr = ln.Addr().String()
+		ln.Close()
+		s.Endpoint = "http://" + s.addr
+		if err = s.start(t, bin); err == nil {
+			return s
+		}
+	}
+	t.Fatal(err)
+	return nil
 }
 
-func (s *Server) start(t testing.TB, bin string) {
+func (s *Server) start(t testing.TB, bin string) error {
 	t.Helper()
 	s.cmd = exec.Command(bin, "--port", s.addr, "posix", s.Dir)
 	s.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
@@ -85,19 +91,20 @@ func (s *Server) start(t testing.TB, bin string) {
 		t.Fatal(err)
 	}
 	s.exited = make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(s.exited) }()
+	go func() { _ = s.cmd.Wait(); log.Close(); close(s.exited) }()
 	// Ready when it accepts connections (about 0.2 s), or failed when it exits.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", s.addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
 		select {
 		case <-s.exited:
+			s.cmd = nil
 			b, _ := os.ReadFile(log.Name())
-			t.Fatalf("versitygw exited at start: %s", b)
+			return fmt.Errorf("versitygw exited at start: %s", b)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -118,7 +125,12 @@ func (s *Server) Stop() {
 }
 
 // Restart starts a stopped server again.
-func (s *Server) Restart(t testing.TB) { s.start(t, Binary(t)) }
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if err := s.start(t, Binary(t)); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // Client returns an S3 client for the server with its root credentials.
 func (s *Server) Client() *s3.Client {
