@@ -221,6 +221,9 @@ func TestCacheBound(t *testing.T) {
 	if n.st.Fetches() != 0 {
 		t.Errorf("%d fetches; Put keeps its directory as the cached copy", n.st.Fetches())
 	}
+	if ents, _ := os.ReadDir(n.st.trash); len(ents) != 0 {
+		t.Errorf("evicted layers left on disk: %d in the trash", len(ents))
+	}
 	p, err := n.st.Get(ctx, "l1")
 	if err != nil {
 		t.Fatal(err)
