@@ -41,6 +41,22 @@ if ! cmp -s "$runsc_bin" /usr/local/bin/runsc 2>/dev/null; then
 	install -m 0755 "$runsc_bin" /usr/local/bin/runsc
 fi
 
+# versitygw: the real S3 server the layer-storage tests run on loopback
+# (internal/layers/s3store; ../shared/scaleout-notes.md §2.2).
+VERSITYGW_VERSION=v1.8.0
+versitygw_bin="$CACHE/versitygw-$VERSITYGW_VERSION/versitygw"
+if [ ! -x "$versitygw_bin" ]; then
+	echo "==> building versitygw $VERSITYGW_VERSION (about 5 minutes, once)"
+	mkdir -p "$(dirname "$versitygw_bin")"
+	tmp=$(mktemp -d)
+	CGO_ENABLED=0 GOBIN="$tmp" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+	mv "$tmp/versitygw" "$versitygw_bin"
+	rmdir "$tmp"
+fi
+if ! cmp -s "$versitygw_bin" /usr/local/bin/versitygw 2>/dev/null; then
+	install -m 0755 "$versitygw_bin" /usr/local/bin/versitygw
+fi
+
 # The web UI's browser test drives Debian's chromium with playwright-core.
 if [ ! -d internal/webui/e2e/node_modules ]; then
 	echo "==> npm ci (web UI test driver)"

@@ -22,15 +22,23 @@ import (
 // Run's error.
 func runDaemon(t *testing.T, home string) (c *client.Client, stop func() error) {
 	t.Helper()
+	return runDaemonWith(t, home, nil)
+}
+
+// runDaemonWith is runDaemon with mod applied to the daemon's Config.
+func runDaemonWith(t *testing.T, home string, mod func(*Config)) (c *client.Client, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{Home: home, Listen: "127.0.0.1:0", ShutdownTimeout: 0,
-			Engine: engine.Config{Runtime: "runc", WarmPerImage: -1},
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			Ready:  func(url string) { ready <- url }})
-	}()
+	cfg := Config{Home: home, Listen: "127.0.0.1:0", ShutdownTimeout: 0,
+		Engine: engine.Config{Runtime: "runc", WarmPerImage: -1},
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Ready:  func(url string) { ready <- url }}
+	if mod != nil {
+		mod(&cfg)
+	}
+	go func() { done <- Run(ctx, cfg) }()
 	stopped := false
 	stop = func() error {
 		if stopped {

@@ -19,6 +19,7 @@ import (
 	"github.com/arborsh/arbor/internal/bearer"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/layers/s3store"
 	"github.com/arborsh/arbor/internal/mcp"
 	"github.com/arborsh/arbor/internal/metrics"
 	"github.com/arborsh/arbor/internal/registry"
@@ -55,6 +56,12 @@ type Config struct {
 	// PostgreSQL database instead of <home>/arbor.db (scale-out preview:
 	// one node per database, see README "Scale-out (preview)").
 	DB string
+	// Blobs, when set (s3://bucket/prefix), keeps the layers in that
+	// bucket with a local cache under Home/layer-cache (layers/s3store);
+	// BlobsEndpoint and BlobsRegion override the AWS environment's, and
+	// BlobsCacheBytes bounds the cache (0: s3store.DefaultCacheBytes).
+	Blobs, BlobsEndpoint, BlobsRegion string
+	BlobsCacheBytes                   int64
 }
 
 // DefaultShutdownTimeout is arbor serve's --shutdown-timeout. The systemd
@@ -109,6 +116,15 @@ func Run(ctx context.Context, cfg Config) error {
 	// The engine and the server outlive ctx until the drain is over.
 	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer endLife()
+	if cfg.Blobs != "" {
+		st, err := s3store.New(ctx, s3store.Config{URL: cfg.Blobs, Endpoint: cfg.BlobsEndpoint, Region: cfg.BlobsRegion,
+			CacheDir: filepath.Join(cfg.Home, "layer-cache"), Staging: filepath.Join(cfg.Home, "tmp"), CacheBytes: cfg.BlobsCacheBytes, Logger: log})
+		if err != nil {
+			return err
+		}
+		ec.LayerStorage = st
+		log.Info("layers in object storage", "blobs", cfg.Blobs, "cache", filepath.Join(cfg.Home, "layer-cache"))
+	}
 	e, err := engine.New(ctx, ec)
 	if err != nil {
 		return err

@@ -102,6 +102,11 @@ type Config struct {
 	// default the real clock (tests pass a fake one).
 	Clock clockwork.Clock
 
+	// LayerStorage keeps the layers' contents; nil keeps them as plain
+	// directories under Home/layers (layers.Dir). It must take directories
+	// from Home/tmp by rename (its cache on Home's filesystem).
+	LayerStorage layers.Storage
+
 	// Metadata is the metadata store; nil opens SQLite at Home/arbor.db.
 	// The engine owns it from New on: it closes it in Close, or when New
 	// fails.
@@ -136,7 +141,7 @@ type Engine struct {
 	gcMu sync.Mutex // one retention pass (GC) at a time
 
 	layers   *layers.Snapshotter // layer views, commits, leases and GC
-	layerDir *layers.Dir         // where layers are stored
+	layerDir *layers.Dir         // where layers are stored, unless Config.LayerStorage is set
 
 	registryImport  RegistryImporter
 	onDeleted       []func(ctx context.Context, account, id string) // OnImageDeleted; under mu
@@ -250,9 +255,13 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	// Opening the layer directory also removes what a crash left staged or
 	// half-deleted.
-	layerDir, err := layers.NewDir(filepath.Join(home, "layers"), filepath.Join(home, "trash"))
-	if err != nil {
-		return nil, fmt.Errorf("layer store: %w", err)
+	var layerDir *layers.Dir
+	layerStorage := cfg.LayerStorage
+	if layerStorage == nil {
+		if layerDir, err = layers.NewDir(filepath.Join(home, "layers"), filepath.Join(home, "trash")); err != nil {
+			return nil, fmt.Errorf("layer store: %w", err)
+		}
+		layerStorage = layerDir
 	}
 	st := cfg.Metadata
 	if st == nil {
@@ -272,7 +281,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		images:    map[string]*imageNode{},
 		leased:    map[string]int{},
 		leases:    map[string]*imageLease{},
-		layers:    layers.New(layerDir, filepath.Join(home, "tmp"), cfg.Logger),
+		layers:    layers.New(layerStorage, filepath.Join(home, "tmp"), cfg.Logger),
 		layerDir:  layerDir,
 		active:    map[string]*activeOp{},
 		squashing: map[string]bool{},

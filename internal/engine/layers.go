@@ -9,6 +9,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/store"
 )
 
@@ -277,20 +278,24 @@ func (e *Engine) commitChain(ctx context.Context, account string, layers []Impor
 // error fails the import there.
 var testHookBeforeChainCommit func() error
 
-// LayerStats counts the layer directories in the store and their bytes.
-func (e *Engine) LayerStats() (layers int, bytes int64, err error) {
+// LayerStats counts the layers in the store and their bytes (as stored:
+// compressed in an object store).
+func (e *Engine) LayerStats() (n int, bytes int64, err error) {
 	ctx := context.Background()
+	if sz, ok := e.layers.Storage().(layers.Sizer); ok {
+		return sz.StoredBytes(ctx) // without fetching every layer
+	}
 	ids, err := e.layers.Storage().List(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
 	for _, id := range ids {
 		if p, err := e.layers.Get(ctx, id); err == nil {
-			layers++
+			n++
 			bytes += dirBytes(p)
 		}
 	}
-	return layers, bytes, nil
+	return n, bytes, nil
 }
 
 // ImageLayers returns the layer directories image id mounts, top first

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/arborsh/arbor/internal/layerfs"
@@ -21,10 +22,10 @@ type Snapshotter struct {
 	staging string // scratch space on the storage's filesystem (squash)
 	log     *slog.Logger
 
-	// mu serialises a collection's decision and unlinking with Put, Commit
-	// and leases: a layer is either pinned or stored-and-referenced before
-	// a collection looks, or it is not collected by it. Nothing slow runs
-	// under it.
+	// mu serialises a collection's decision and unlinking with leases: a
+	// layer being put is pinned, and a stored one is pinned or referenced
+	// before a collection looks, or it is not collected by it. Nothing
+	// slow runs under it (Put, which may upload, runs outside).
 	mu     sync.Mutex
 	pinned map[string]int // layer id → leases holding it
 
@@ -67,8 +68,11 @@ func (l *Lease) Add(ids ...string) {
 	if l.done {
 		return
 	}
+	pin, _ := l.s.st.(Pinner)
 	for _, id := range ids {
-		l.s.pinned[id]++
+		if l.s.pinned[id]++; l.s.pinned[id] == 1 && pin != nil {
+			pin.Pin(id)
+		}
 	}
 	l.ids = append(l.ids, ids...)
 }
@@ -84,9 +88,13 @@ func (l *Lease) Release() {
 		return
 	}
 	l.done = true
+	pin, _ := l.s.st.(Pinner)
 	for _, id := range l.ids {
 		if l.s.pinned[id]--; l.s.pinned[id] <= 0 {
 			delete(l.s.pinned, id)
+			if pin != nil {
+				pin.Unpin(id)
+			}
 		}
 	}
 }
@@ -94,15 +102,24 @@ func (l *Lease) Release() {
 // Get returns layer id's directory (see [Storage.Get]).
 func (s *Snapshotter) Get(ctx context.Context, id string) (string, error) { return s.st.Get(ctx, id) }
 
+// getParallel bounds the Gets paths runs at once: a storage that fetches
+// (an object store) then downloads a cold chain's layers side by side.
+const getParallel = 8
+
 // paths returns the directories of chain, top first.
 func (s *Snapshotter) paths(ctx context.Context, chain []string) ([]string, error) {
 	out := make([]string, len(chain))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(getParallel)
 	for i, id := range chain {
-		p, err := s.st.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = p
+		g.Go(func() error {
+			p, err := s.st.Get(gctx, id)
+			out[i] = p
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -166,9 +183,11 @@ func (s *Snapshotter) Put(ctx context.Context, id, dir string) error {
 	return s.put(ctx, id, dir)
 }
 
+// put stores dir as layer id without s.mu: storing can be slow (an upload)
+// and must not hold up leases, views and other commits. The caller's lease
+// on id keeps a concurrent collection from removing it whether or not its
+// listing sees it.
 func (s *Snapshotter) put(ctx context.Context, id, dir string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.st.Put(ctx, id, dir)
 }
 

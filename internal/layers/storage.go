@@ -16,8 +16,8 @@ import (
 )
 
 // Storage holds the contents of layers by id. Implementations must be safe
-// for concurrent use; [Snapshotter] serialises Put and Remove with its
-// collections.
+// for concurrent use; [Snapshotter] serialises Remove with its collections
+// and leases, and puts only ids a lease pins, outside that lock.
 type Storage interface {
 	// Put moves the complete, durable directory dir into storage as layer
 	// id. dir is consumed on success. If id is already stored, Put fails
@@ -38,6 +38,23 @@ type Storage interface {
 // deletion; it runs without the collection's lock.
 type Cleaner interface {
 	Cleanup(ctx context.Context) error
+}
+
+// Pinner is implemented by a [Storage] whose Get results can go away on
+// their own, such as a bounded cache of a remote store. [Snapshotter] calls
+// Pin when a lease first holds id and Unpin when the last lease holding it
+// is released, both under its lock, so they must be quick and must not call
+// back into it. A directory Get returned stays while its id is pinned.
+type Pinner interface {
+	Pin(id string)
+	Unpin(id string)
+}
+
+// Sizer is implemented by a [Storage] whose Get is expensive (it fetches):
+// StoredBytes counts the stored layers and their bytes as kept, without
+// fetching any.
+type Sizer interface {
+	StoredBytes(ctx context.Context) (layers int, bytes int64, err error)
 }
 
 // Dir is a [Storage] of plain directories: layer id is root/id. Removed
@@ -148,8 +165,14 @@ func (d *Dir) List(ctx context.Context) ([]string, error) {
 }
 
 // Cleanup deletes what is in the trash.
-func (d *Dir) Cleanup(ctx context.Context) error {
-	ents, err := os.ReadDir(d.trash)
+func (d *Dir) Cleanup(ctx context.Context) error { return emptyDir(ctx, d.trash, d.removeAll) }
+
+// EmptyDir deletes everything in dir (a storage's trash), stopping early
+// when ctx ends.
+func EmptyDir(ctx context.Context, dir string) error { return emptyDir(ctx, dir, os.RemoveAll) }
+
+func emptyDir(ctx context.Context, dir string, removeAll func(string) error) error {
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
@@ -158,7 +181,7 @@ func (d *Dir) Cleanup(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := d.removeAll(filepath.Join(d.trash, ent.Name())); err != nil {
+		if err := removeAll(filepath.Join(dir, ent.Name())); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -19,6 +19,20 @@ import (
 // builds layers to put (on the filesystem Put expects them on).
 type Factory func(t *testing.T) (st layers.Storage, staging string)
 
+// Reopen returns a second storage over the same layers as st with nothing
+// of them at hand locally: another node's view of a shared store.
+type Reopen func(t *testing.T, st layers.Storage) layers.Storage
+
+// RunShared runs the suite, and then checks that a layer put into one
+// storage reads back the same from the one reopen returns.
+func RunShared(t *testing.T, factory Factory, reopen Reopen) {
+	Run(t, factory)
+	t.Run("ContentsElsewhere", func(t *testing.T) {
+		st, staging := factory(t)
+		testContentsElsewhere(t, st, reopen(t, st), staging)
+	})
+}
+
 // Run runs the suite against the storages factory returns.
 func Run(t *testing.T, factory Factory) {
 	for _, tc := range []struct {
@@ -29,6 +43,8 @@ func Run(t *testing.T, factory Factory) {
 		{"PutConflict", testPutConflict},
 		{"RemoveList", testRemoveList},
 		{"InvalidIDs", testInvalidIDs},
+		{"Contents", testContents},
+		{"ConcurrentGets", testConcurrentGets},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, staging := factory(t)

@@ -1,0 +1,360 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/layers"
+	"github.com/arborsh/arbor/internal/layers/storagetest"
+	"github.com/arborsh/arbor/internal/testutil/s3server"
+)
+
+// node is one machine's view of a bucket: its own home (cache and staging).
+type node struct {
+	st      *Store
+	staging string
+}
+
+func newNode(t *testing.T, srv *s3server.Server, url string, mod func(*Config)) node {
+	t.Helper()
+	home := t.TempDir()
+	cfg := Config{URL: url, Endpoint: srv.Endpoint, CacheDir: filepath.Join(home, "layer-cache"), Staging: filepath.Join(home, "tmp")}
+	if mod != nil {
+		mod(&cfg)
+	}
+	st, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node{st, cfg.Staging}
+}
+
+// layer makes a directory with files of the given sizes, ready to be put.
+func layer(t *testing.T, staging string, sizes ...int) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(staging, "layer-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range sizes {
+		b := make([]byte, n)
+		for j := range b {
+			b[j] = byte(j*7 + i) // little to compress away
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestConformance(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	storagetest.RunShared(t, func(t *testing.T) (layers.Storage, string) {
+		n := newNode(t, srv, "s3://"+srv.Bucket(t)+"/some/prefix", nil)
+		return n.st, n.staging
+	}, func(t *testing.T, st layers.Storage) layers.Storage {
+		return newNode(t, srv, st.(*Store).url, nil).st
+	})
+}
+
+// TestFreshNodeReadsLayers: a layer put by one node is read by another
+// with an empty cache, fetched from the bucket.
+func TestFreshNodeReadsLayers(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	url := "s3://" + srv.Bucket(t)
+	a := newNode(t, srv, url, nil)
+	if err := a.st.Put(context.Background(), "l1", layer(t, a.staging, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	b := newNode(t, srv, url, nil)
+	p, err := b.st.Get(context.Background(), "l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(p, "f0")); err != nil || fi.Size() != 1000 {
+		t.Fatalf("fetched layer's f0: %v, %v", fi, err)
+	}
+	if b.st.Fetches() != 1 || a.st.Fetches() != 0 {
+		t.Errorf("fetches: putter %d, reader %d; want 0 and 1", a.st.Fetches(), b.st.Fetches())
+	}
+}
+
+// TestDigestMismatch: an object whose bytes do not match its digest fails
+// the Get clearly, and nothing of it is cached.
+func TestDigestMismatch(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	bucket := srv.Bucket(t)
+	url := "s3://" + bucket + "/p"
+	a := newNode(t, srv, url, nil)
+	ctx := context.Background()
+	if err := a.st.Put(ctx, "bad", layer(t, a.staging, 100_000)); err != nil {
+		t.Fatal(err)
+	}
+	// versitygw keeps the object as a plain file: flip one byte of it.
+	obj := filepath.Join(srv.Dir, bucket, "p", "layers", "bad")
+	f, err := os.OpenFile(obj, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	n := newNode(t, srv, url, nil)
+	for range 2 { // and again: no half-fetched copy answers the second time
+		_, err := n.st.Get(ctx, "bad")
+		if err == nil || !strings.Contains(err.Error(), "is corrupt") || !strings.Contains(err.Error(), "sha256") {
+			t.Fatalf("Get of a corrupted layer = %v, want a digest error", err)
+		}
+	}
+	if n.st.Fetches() != 2 || n.st.CachedBytes() != 0 {
+		t.Errorf("after two failed Gets: %d fetches, %d cached bytes; want 2 and 0", n.st.Fetches(), n.st.CachedBytes())
+	}
+	for _, d := range []string{n.st.cacheDir, n.staging} {
+		ents, _ := os.ReadDir(d)
+		for _, e := range ents {
+			if e.Name() != ".trash" {
+				t.Errorf("%s holds %s after a failed fetch", d, e.Name())
+			}
+		}
+	}
+}
+
+// TestPutWhileS3Down: when S3 goes away during the upload, Put fails
+// with an unavailable error naming the fix, its directory stays, and no
+// layer is visible once S3 is back.
+func TestPutWhileS3Down(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	url := "s3://" + srv.Bucket(t)
+	var once sync.Once
+	killOnPut := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		if r.Method == http.MethodPut {
+			once.Do(srv.Stop)
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	n := newNode(t, srv, url, func(c *Config) { c.HTTPClient = killOnPut })
+	dir := layer(t, n.staging, 5000)
+	err := n.st.Put(context.Background(), "x", dir)
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "upload layer x") {
+		t.Fatalf("Put with S3 down = %v, want unavailable", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "f0")); err != nil || fi.Size() != 5000 {
+		t.Errorf("failed Put consumed its directory: %v", err)
+	}
+	srv.Restart(t)
+	if ids, err := n.st.List(context.Background()); err != nil || len(ids) != 0 {
+		t.Errorf("List after the failed Put = %q, %v; want nothing", ids, err)
+	}
+	if _, err := n.st.Get(context.Background(), "x"); !errdefs.IsNotFound(err) {
+		t.Errorf("Get after the failed Put = %v, want not found", err)
+	}
+	// The directory can still be put once S3 is back.
+	if err := n.st.Put(context.Background(), "x", dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestCacheBound: the cache stays within its bound by evicting the least
+// recently used layers, but never a pinned one; an evicted layer is
+// fetched again.
+func TestCacheBound(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	url := "s3://" + srv.Bucket(t)
+	const layerSize = 100 << 10
+	limit := int64(3*layerSize + 3*4096) // three layers with their tar overhead
+	n := newNode(t, srv, url, func(c *Config) { c.CacheBytes = limit })
+	ctx := context.Background()
+	ids := []string{"l0", "l1", "l2", "l3", "l4", "l5"}
+	n.st.Pin("l0")
+	for _, id := range ids {
+		if err := n.st.Put(ctx, id, layer(t, n.staging, layerSize)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.st.Get(ctx, "l0"); err != nil {
+			t.Fatal(err)
+		}
+		if got := n.st.CachedBytes(); got > limit {
+			t.Fatalf("after putting %s the cache holds %d bytes, over its bound %d", id, got, limit)
+		}
+	}
+	cached := func() []string {
+		ents, _ := os.ReadDir(n.st.cacheDir)
+		var out []string
+		for _, e := range ents {
+			if e.Name() != ".trash" {
+				out = append(out, e.Name())
+			}
+		}
+		return out
+	}
+	if got := cached(); !slices.Equal(got, []string{"l0", "l4", "l5"}) {
+		t.Errorf("cached layers = %q, want the pinned l0 and the two newest", got)
+	}
+	if n.st.Fetches() != 0 {
+		t.Errorf("%d fetches; Put keeps its directory as the cached copy", n.st.Fetches())
+	}
+	if ents, _ := os.ReadDir(n.st.trash); len(ents) != 0 {
+		t.Errorf("evicted layers left on disk: %d in the trash", len(ents))
+	}
+	p, err := n.st.Get(ctx, "l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(p, "f0")); err != nil || fi.Size() != layerSize || n.st.Fetches() != 1 {
+		t.Errorf("evicted l1 read back: %v %v after %d fetches", fi, err, n.st.Fetches())
+	}
+	if got := cached(); !slices.Contains(got, "l0") || len(got) != 3 {
+		t.Errorf("cached layers after fetching l1 = %q", got)
+	}
+	n.st.Unpin("l0")
+}
+
+// TestConcurrentGetsFetchOnce: Gets of one missing layer at once download
+// it once.
+func TestConcurrentGetsFetchOnce(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	url := "s3://" + srv.Bucket(t)
+	a := newNode(t, srv, url, nil)
+	if err := a.st.Put(context.Background(), "c", layer(t, a.staging, 1<<20, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	b := newNode(t, srv, url, nil)
+	var wg sync.WaitGroup
+	paths := make([]string, 16)
+	for i := range paths {
+		wg.Go(func() {
+			p, err := b.st.Get(context.Background(), "c")
+			if err != nil {
+				t.Error(err)
+			}
+			paths[i] = p
+		})
+	}
+	wg.Wait()
+	if b.st.Fetches() != 1 {
+		t.Errorf("16 concurrent Gets fetched %d times, want once", b.st.Fetches())
+	}
+	for _, p := range paths {
+		if p != paths[0] {
+			t.Errorf("Gets returned %q and %q", paths[0], p)
+		}
+	}
+}
+
+func TestParseURL(t *testing.T) {
+	for raw, want := range map[string][2]string{
+		"s3://b":           {"b", ""},
+		"s3://b/":          {"b", ""},
+		"s3://b/x/y/":      {"b", "x/y/"},
+		"s3://b/x":         {"b", "x/"},
+		"https://b/x":      {},
+		"s3:///x":          {},
+		"s3://b/x?region=": {},
+	} {
+		bucket, prefix, err := ParseURL(raw)
+		if want == ([2]string{}) {
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("ParseURL(%q) = %v, want invalid argument", raw, err)
+			}
+			continue
+		}
+		if err != nil || bucket != want[0] || prefix != want[1] {
+			t.Errorf("ParseURL(%q) = %q, %q, %v; want %q", raw, bucket, prefix, err, want)
+		}
+	}
+}
+
+// TestMultipartUpload: a layer above the part size goes up in parts and
+// reads back whole on another node.
+func TestMultipartUpload(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	url := "s3://" + srv.Bucket(t)
+	var mu sync.Mutex
+	var parts []string
+	record := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		if r.Method == http.MethodPut {
+			mu.Lock()
+			parts = append(parts, r.URL.Query().Get("partNumber"))
+			mu.Unlock()
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	a := newNode(t, srv, url, func(c *Config) { c.HTTPClient = record })
+	a.st.partSize = 5 << 20 // S3's smallest
+	dir, err := os.MkdirTemp(a.staging, "big-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "random"), randomBytes(12<<20, 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.st.Put(context.Background(), "big", dir); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(parts, []string{"1", "2", "3"}) {
+		t.Errorf("PUTs by part number: %q, want parts 1-3", parts)
+	}
+	b := newNode(t, srv, url, nil)
+	p, err := b.st.Get(context.Background(), "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(p, "random")); err != nil || !bytes.Equal(got, randomBytes(12<<20, 1)) {
+		t.Errorf("the multipart layer reads back %d bytes (%v), not what was put", len(got), err)
+	}
+	// Write-once holds for multipart too.
+	if err := a.st.Put(context.Background(), "big", layer(t, a.staging, 1)); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("second Put of big = %v, want a conflict", err)
+	}
+}
+
+// TestNewErrors: a bucket that does not exist or an endpoint that does not
+// answer fails New with a message that names the fix.
+func TestNewErrors(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	home := t.TempDir()
+	cfg := Config{URL: "s3://no-such-bucket/x", Endpoint: srv.Endpoint, CacheDir: filepath.Join(home, "c"), Staging: filepath.Join(home, "tmp")}
+	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "check the bucket exists") {
+		t.Errorf("New on a missing bucket = %v, want an error naming the fix", err)
+	}
+	srv.Stop()
+	cfg.URL = "s3://any"
+	if _, err := New(context.Background(), cfg); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "--blobs-endpoint") {
+		t.Errorf("New with S3 down = %v, want unavailable naming --blobs-endpoint", err)
+	}
+	cfg.URL = "https://bucket"
+	if _, err := New(context.Background(), cfg); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "fix --blobs") {
+		t.Errorf("New with a non-s3 URL = %v, want invalid argument", err)
+	}
+}
