@@ -28,7 +28,8 @@ func (s *server) gc(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := apitypes.GCResponse{DryRun: rep.DryRun, Images: make([]apitypes.GCImage, 0, len(rep.Images)), Layers: rep.Layers, Bytes: rep.Bytes,
+	out := apitypes.GCResponse{DryRun: rep.DryRun, Images: make([]apitypes.GCImage, 0, len(rep.Images)), Layers: rep.Layers,
+		Bytes: rep.Bytes + rep.ExportBytes, LayerBytes: rep.Bytes, ExportBlobs: rep.ExportBlobs, ExportBytes: rep.ExportBytes,
 		ImageRows: rep.ImageRows, Operations: rep.Operations, Events: rep.Events}
 	for _, im := range rep.Images {
 		out.Images = append(out.Images, apitypes.GCImage{UUID: im.UUID, Account: im.Account, CreatedAt: apitypes.Timestamp(im.CreatedAt)})

@@ -53,8 +53,8 @@ nothing. A token of the "default" account collects every account (or the one
 				}
 				t.Flush()
 			}
-			fmt.Fprintf(g.stdout, "%s %d image(s) and %d operation log(s) (%d events); %s %s in %d layer(s)\n",
-				verb, len(r.Images), r.Operations, r.Events, freed, humanBytes(r.Bytes), r.Layers)
+			fmt.Fprintf(g.stdout, "%s %d image(s) and %d operation log(s) (%d events); %s %s: %s in %d layer(s), %s in %d export blob(s)\n",
+				verb, len(r.Images), r.Operations, r.Events, freed, humanBytes(r.Bytes), humanBytes(r.LayerBytes), r.Layers, humanBytes(r.ExportBytes), r.ExportBlobs)
 			return nil
 		}),
 	}

@@ -141,6 +141,7 @@ type Engine struct {
 	registryImport  RegistryImporter
 	onDeleted       []func(ctx context.Context, account, id string) // OnImageDeleted; under mu
 	storedElsewhere []func(account string) int64                    // AddStoredBytes; under mu
+	freedElsewhere  []func(gone map[string]bool) (int, int64)       // AddFreedBytes; under mu
 	nets            *netns.Manager
 
 	warm    *warmPool

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -70,10 +71,15 @@ type GCReport struct {
 	// Images expired by retention, oldest first.
 	Images []GCImage
 	// Layers are the layer directories removed and Bytes their recorded
-	// sizes: what comes back on disk (export blobs of the images aside).
-	Layers    int
-	Bytes     int64
-	ImageRows int // rows of deleted images and import layers purged
+	// sizes: what comes back on disk in the layer store.
+	Layers int
+	Bytes  int64
+	// ExportBlobs are the export registry's blobs that only the expired
+	// images used, removed with them, and ExportBytes their sizes (see
+	// AddFreedBytes).
+	ExportBlobs int
+	ExportBytes int64
+	ImageRows   int // rows of deleted images and import layers purged
 	// Operations and Events: finished operations and their event logs
 	// deleted by retention.
 	Operations, Events int64
@@ -203,6 +209,7 @@ func (e *Engine) dryCollect(ctx context.Context, expire map[string]store.Image, 
 		rep.Bytes += sizes[id]
 	}
 	rep.Images = gcImages(expire)
+	e.freedOutside(slices.Collect(maps.Keys(expire)), rep)
 	return nil
 }
 
@@ -258,6 +265,10 @@ func (e *Engine) expireImages(ctx context.Context, expire map[string]store.Image
 			}
 		}
 		e.mu.Unlock()
+		// What the batch frees outside the layers, counted before the
+		// hooks below remove it (earlier batches' removals are seen).
+		var freed GCReport
+		e.freedOutside(ids, &freed)
 		err := e.st.ExpireImages(ctx, ids)
 		e.mu.Lock()
 		for _, u := range ids {
@@ -276,6 +287,8 @@ func (e *Engine) expireImages(ctx context.Context, expire map[string]store.Image
 			}
 			return err
 		}
+		rep.ExportBlobs += freed.ExportBlobs
+		rep.ExportBytes += freed.ExportBytes
 		for _, u := range ids {
 			for _, fn := range hooks {
 				fn(ctx, expire[u].Account, u)
