@@ -18,7 +18,7 @@ type admission struct {
 	// overhead is charged to the budget with each run's memory limit:
 	// what a run costs outside its sandbox's memory cgroup (runOverhead).
 	overhead int64
-	queue  []*admitWaiter
+	queue    []*admitWaiter
 	// changed is closed, and replaced, whenever the queue changes: a
 	// watcher of positions waits on it instead of polling.
 	changed chan struct{}
