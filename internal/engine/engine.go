@@ -142,6 +142,9 @@ type Engine struct {
 	drain     *drainState // set by Drain: no new operations
 
 	gcMu sync.Mutex // one retention pass (GC) at a time
+	// filesMu orders an upload's record and blob against retention's
+	// removal of blobs no record names (uploadretention.go).
+	filesMu sync.Mutex
 
 	layers   *layers.Snapshotter // layer views, commits, leases and GC
 	layerDir *layers.Dir         // where layers are stored
@@ -235,6 +238,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	if cfg.Retention.OperationTTL == 0 {
 		cfg.Retention.OperationTTL = DefaultOperationTTL
+	}
+	if cfg.Retention.UploadTTL == 0 {
+		cfg.Retention.UploadTTL = DefaultUploadTTL
 	}
 	if cfg.GCInterval == 0 {
 		cfg.GCInterval = DefaultGCInterval

@@ -58,6 +58,8 @@ func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBy
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	dst := e.blobPath(sum)
+	e.filesMu.Lock() // against retention removing this content meanwhile
+	defer e.filesMu.Unlock()
 	if _, err := os.Stat(dst); err != nil {
 		if err := os.Rename(tmp.Name(), dst); err != nil {
 			return File{}, err
@@ -66,7 +68,7 @@ func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBy
 			return File{}, err
 		}
 	}
-	f, err := e.st.PutFile(ctx, store.File{UUID: newID(), Account: account, SHA256: sum, Size: n})
+	f, err := e.st.PutFile(ctx, store.File{UUID: newID(), Account: account, SHA256: sum, Size: n, UpdatedAt: e.now()})
 	return toFile(f), err
 }
 

@@ -25,6 +25,10 @@ type Retention struct {
 	// OperationTTL: a finished operation, its output and its event log go
 	// this long after it finished. Images it made stay.
 	OperationTTL time.Duration
+	// UploadTTL: an uploaded file goes this long after its last use (its
+	// upload, a re-upload of the same content, or a run that named it;
+	// see uploadretention.go).
+	UploadTTL time.Duration
 }
 
 // DefaultOperationTTL keeps operation logs (which hold each run's output,
@@ -48,6 +52,9 @@ func (e *Engine) RetentionOf(account string) Retention {
 		}
 		if a.OperationTTL != 0 {
 			r.OperationTTL = a.OperationTTL
+		}
+		if a.UploadTTL != 0 {
+			r.UploadTTL = a.UploadTTL
 		}
 	}
 	return r
@@ -83,6 +90,11 @@ type GCReport struct {
 	// Operations and Events: finished operations and their event logs
 	// deleted by retention.
 	Operations, Events int64
+	// Uploads are the uploaded files retention deleted and UploadBytes
+	// the sizes of the contents that went with them (no other record
+	// named them).
+	Uploads     int
+	UploadBytes int64
 }
 
 // GC applies the retention policies now and collects what no longer needs
@@ -119,8 +131,12 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if err := e.expireOperations(ctx, now, opts, &rep); err != nil {
 		return rep, err
 	}
-	if !opts.DryRun && (len(rep.Images) > 0 || rep.Operations > 0) {
-		e.log.Info("retention", "images", len(rep.Images), "layers", rep.Layers, "bytes", rep.Bytes, "operations", rep.Operations, "events", rep.Events)
+	if err := e.expireUploads(ctx, now, opts, &rep); err != nil {
+		return rep, err
+	}
+	if !opts.DryRun && (len(rep.Images) > 0 || rep.Operations > 0 || rep.Uploads > 0) {
+		e.log.Info("retention", "images", len(rep.Images), "layers", rep.Layers, "bytes", rep.Bytes, "operations", rep.Operations, "events", rep.Events,
+			"uploads", rep.Uploads, "upload_bytes", rep.UploadBytes)
 	}
 	return rep, nil
 }
@@ -385,11 +401,11 @@ func (e *Engine) startRetention() {
 	}()
 }
 
-// ParseRetention reads the --image-ttl and --operation-ttl flags: each
-// value is a TTL for the daemon's default or ACCOUNT:TTL for one account.
+// ParseRetention reads the --image-ttl, --operation-ttl and --upload-ttl
+// flags: each value is a TTL for the daemon's default or ACCOUNT:TTL for one account.
 // A TTL is a Go duration or a number of days or weeks ("30d", "2w");
 // "0", "off" or "never" keeps forever.
-func ParseRetention(imageTTL, operationTTL []string) (Retention, map[string]Retention, error) {
+func ParseRetention(imageTTL, operationTTL, uploadTTL []string) (Retention, map[string]Retention, error) {
 	var def Retention
 	per := map[string]Retention{}
 	for _, f := range []struct {
@@ -399,6 +415,7 @@ func ParseRetention(imageTTL, operationTTL []string) (Retention, map[string]Rete
 	}{
 		{"image-ttl", imageTTL, func(r *Retention, d time.Duration) { r.ImageTTL = d }},
 		{"operation-ttl", operationTTL, func(r *Retention, d time.Duration) { r.OperationTTL = d }},
+		{"upload-ttl", uploadTTL, func(r *Retention, d time.Duration) { r.UploadTTL = d }},
 	} {
 		for _, v := range f.vals {
 			account, ttl := "", strings.TrimSpace(v)
