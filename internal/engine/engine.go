@@ -109,12 +109,13 @@ type Config struct {
 }
 
 // runOverhead is what a run costs outside its sandbox's memory cgroup,
-// which the kernel does not charge to its limit: the waiting runsc parent
-// (measured 6.5 MiB PSS, 3.6 MiB private; the sandbox and its gofer are
-// in the cgroup) and the daemon's output buffers (2 MiB at the default
-// truncate_output_at), with room to spare. Admission charges it to the
-// memory budget with the run's limit, so the budget bounds what runs
-// really cost the host, however many there are.
+// which the kernel does not charge to its limit: the daemon's output
+// buffers (2 MiB at the default truncate_output_at) and goroutines, and,
+// without the static init, the foreground `runsc run` waiting beside the
+// sandbox (3.7 MiB PSS measured; with the init a cold sandbox is booted
+// detached, see detached.go), with room to spare. Admission charges it
+// to the memory budget with the run's limit, so the budget bounds what
+// runs really cost the host, however many there are.
 const runOverhead = 16 << 20
 
 // slotMemory is the memory budget per default slot: the least a useful
