@@ -224,6 +224,10 @@ func TestMemoryBudgetQueues(t *testing.T) {
 			case apitypes.StatusAssigned, apitypes.StatusExecuting:
 				admitted++
 			case apitypes.StatusPending:
+				if o.QueuePosition == 0 {
+					admitted++ // out of the queue, its status not yet ASSIGNED
+					continue
+				}
 				pending = append(pending, o)
 			default:
 				finished++
