@@ -320,26 +320,45 @@ func (e *Engine) expireImages(ctx context.Context, expire map[string]store.Image
 	return nil
 }
 
+// expiryScope is one selection of a retention pass: one account, or
+// every account but except, with what it selects aged before before.
+type expiryScope struct {
+	account string
+	except  []string
+	before  time.Time
+}
+
+// expiryScopes returns the selections that apply the TTL ttl picks from
+// each policy (account's only, if not ""): one per account with a policy
+// of its own and one for all others, each with a TTL on.
+func (e *Engine) expiryScopes(now time.Time, account string, ttl func(Retention) time.Duration) []expiryScope {
+	if account != "" {
+		if d := ttl(e.RetentionOf(account)); d > 0 {
+			return []expiryScope{{account: account, before: now.Add(-d)}}
+		}
+		return nil
+	}
+	var out []expiryScope
+	var except []string
+	for a := range e.cfg.AccountRetention {
+		except = append(except, a)
+		if d := ttl(e.RetentionOf(a)); d > 0 {
+			out = append(out, expiryScope{account: a, before: now.Add(-d)})
+		}
+	}
+	if d := ttl(e.cfg.Retention); d > 0 {
+		sort.Strings(except)
+		out = append(out, expiryScope{except: except, before: now.Add(-d)})
+	}
+	return out
+}
+
 // expireOperations deletes (or counts) finished operations past their
 // account's OperationTTL, with their event logs.
 func (e *Engine) expireOperations(ctx context.Context, now time.Time, opts GCOptions, rep *GCReport) error {
 	var sel []store.OperationExpiry
-	if opts.Account != "" {
-		if ttl := e.RetentionOf(opts.Account).OperationTTL; ttl > 0 {
-			sel = append(sel, store.OperationExpiry{Account: opts.Account, FinishedBefore: now.Add(-ttl)})
-		}
-	} else {
-		var except []string
-		for a := range e.cfg.AccountRetention {
-			except = append(except, a)
-			if ttl := e.RetentionOf(a).OperationTTL; ttl > 0 {
-				sel = append(sel, store.OperationExpiry{Account: a, FinishedBefore: now.Add(-ttl)})
-			}
-		}
-		if ttl := e.cfg.Retention.OperationTTL; ttl > 0 {
-			sort.Strings(except)
-			sel = append(sel, store.OperationExpiry{Except: except, FinishedBefore: now.Add(-ttl)})
-		}
+	for _, s := range e.expiryScopes(now, opts.Account, func(r Retention) time.Duration { return r.OperationTTL }) {
+		sel = append(sel, store.OperationExpiry{Account: s.account, Except: s.except, FinishedBefore: s.before})
 	}
 	for _, f := range sel {
 		if opts.DryRun {

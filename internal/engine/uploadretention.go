@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"sort"
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
@@ -48,29 +47,14 @@ func (e *Engine) touchFiles(ctx context.Context, account string, uuids []string)
 // UploadTTL, and the contents no record names any more.
 func (e *Engine) expireUploads(ctx context.Context, now time.Time, opts GCOptions, rep *GCReport) error {
 	var sel []store.FileExpiry
-	if opts.Account != "" {
-		if ttl := e.RetentionOf(opts.Account).UploadTTL; ttl > 0 {
-			sel = append(sel, store.FileExpiry{Account: opts.Account, UsedBefore: now.Add(-ttl)})
-		}
-	} else {
-		var except []string
-		for a := range e.cfg.AccountRetention {
-			except = append(except, a)
-			if ttl := e.RetentionOf(a).UploadTTL; ttl > 0 {
-				sel = append(sel, store.FileExpiry{Account: a, UsedBefore: now.Add(-ttl)})
-			}
-		}
-		if ttl := e.cfg.Retention.UploadTTL; ttl > 0 {
-			sort.Strings(except)
-			sel = append(sel, store.FileExpiry{Except: except, UsedBefore: now.Add(-ttl)})
-		}
+	for _, s := range e.expiryScopes(now, opts.Account, func(r Retention) time.Duration { return r.UploadTTL }) {
+		sel = append(sel, store.FileExpiry{Account: s.account, Except: s.except, UsedBefore: s.before, DryRun: opts.DryRun})
 	}
 	// Held from the records' deletion to the blobs' removal: an upload of
 	// the same content meanwhile records it only once its blob is back.
 	e.filesMu.Lock()
 	defer e.filesMu.Unlock()
 	for _, f := range sel {
-		f.DryRun = opts.DryRun
 		gone, orphans, err := e.st.ExpireFiles(ctx, f)
 		if err != nil {
 			return err

@@ -16,33 +16,8 @@ import (
 // TestExportBlobsGoWithExpiredImage: an image that retention expires
 // loses its exports and the blobs no other export uses, as with a delete.
 func TestExportBlobsGoWithExpiredImage(t *testing.T) {
-	testutil.RequiresRoot(t)
 	ctx := context.Background()
-	fc := clockwork.NewFakeClock()
-	e, err := engine.New(ctx, engine.Config{Home: testutil.Home(t), Runtime: "runc", Clock: fc, GCInterval: -1,
-		Retention: engine.Retention{ImageTTL: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	im, err := Install(e, loopback(Options{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := im.ImportArchive(ctx, e, acct, bytes.NewReader(busyboxTar(t)), int64(len(busyboxTar(t))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.SetTag(ctx, acct, base, "base"); err != nil {
-		t.Fatal(err)
-	}
-	child, err := e.NewImage(ctx, acct, base, func(dir string) error {
-		return os.WriteFile(filepath.Join(dir, "child"), []byte("only in the child"), 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := ExportHandler(e, nil)
+	e, fc, x, _, child := expiringChild(t)
 	img, err := e.Image(ctx, acct, child)
 	if err != nil {
 		t.Fatal(err)
@@ -72,33 +47,8 @@ func TestExportBlobsGoWithExpiredImage(t *testing.T) {
 // its expired images used in what comes back, dry or not, and not the
 // blobs an image that stays shares with them.
 func TestGCCountsExportBlobs(t *testing.T) {
-	testutil.RequiresRoot(t)
 	ctx := context.Background()
-	fc := clockwork.NewFakeClock()
-	e, err := engine.New(ctx, engine.Config{Home: testutil.Home(t), Runtime: "runc", Clock: fc, GCInterval: -1,
-		Retention: engine.Retention{ImageTTL: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	im, err := Install(e, loopback(Options{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := im.ImportArchive(ctx, e, acct, bytes.NewReader(busyboxTar(t)), int64(len(busyboxTar(t))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.SetTag(ctx, acct, base, "base"); err != nil {
-		t.Fatal(err)
-	}
-	child, err := e.NewImage(ctx, acct, base, func(dir string) error {
-		return os.WriteFile(filepath.Join(dir, "child"), []byte("only in the child"), 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := ExportHandler(e, nil)
+	e, fc, x, base, child := expiringChild(t)
 	// Both forms of both images: the child's layered export shares the
 	// base's layer blob, which must not count.
 	kept := map[string]bool{}
@@ -167,4 +117,38 @@ func TestGCCountsExportBlobs(t *testing.T) {
 			t.Errorf("blob %s of the kept base: %v", d, err)
 		}
 	}
+}
+
+// expiringChild starts an engine on a fake clock with a one-hour image
+// TTL, the export registry, a tagged busybox base and an untagged child
+// of it.
+func expiringChild(t *testing.T) (e *engine.Engine, fc *clockwork.FakeClock, x *Exporter, base, child string) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	fc = clockwork.NewFakeClock()
+	e, err := engine.New(ctx, engine.Config{Home: testutil.Home(t), Runtime: "runc", Clock: fc, GCInterval: -1,
+		Retention: engine.Retention{ImageTTL: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	im, err := Install(e, loopback(Options{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err = im.ImportArchive(ctx, e, acct, bytes.NewReader(busyboxTar(t)), int64(len(busyboxTar(t))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.SetTag(ctx, acct, base, "base"); err != nil {
+		t.Fatal(err)
+	}
+	child, err = e.NewImage(ctx, acct, base, func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "child"), []byte("only in the child"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, fc, ExportHandler(e, nil), base, child
 }

@@ -22,18 +22,24 @@ type FileExpiry struct {
 }
 
 func (f FileExpiry) where() (string, []any) {
-	q := ` FROM files WHERE updated_at < ?`
-	args := []any{f.UsedBefore.UnixNano()}
-	if f.Account != "" {
-		q += ` AND account=?`
-		args = append(args, f.Account)
-	} else if len(f.Except) > 0 {
-		q += ` AND account NOT IN (?` + strings.Repeat(",?", len(f.Except)-1) + `)`
-		for _, a := range f.Except {
+	cond, args := accountFilter(f.Account, f.Except)
+	return ` FROM files WHERE updated_at < ?` + cond, append([]any{f.UsedBefore.UnixNano()}, args...)
+}
+
+// accountFilter is the condition (to follow others with AND) that
+// selects account, or every account but except when account is "".
+func accountFilter(account string, except []string) (string, []any) {
+	switch {
+	case account != "":
+		return ` AND account=?`, []any{account}
+	case len(except) > 0:
+		args := make([]any, 0, len(except))
+		for _, a := range except {
 			args = append(args, a)
 		}
+		return ` AND account NOT IN (?` + strings.Repeat(",?", len(except)-1) + `)`, args
 	}
-	return q, args
+	return "", nil
 }
 
 // ExpireFiles deletes the file records f selects, in one transaction, and
@@ -72,7 +78,8 @@ func (s *Store) ExpireFiles(ctx context.Context, f FileExpiry) (gone []File, orp
 			}
 			seen[r.SHA256] = true
 			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM files WHERE sha256=? AND NOT (updated_at < ?`+accountCond(f)+`)`,
+			// Not in the selection: NOT (its condition), args in order.
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM files WHERE sha256=? AND NOT (`+strings.TrimPrefix(q, ` FROM files WHERE `)+`)`,
 				append([]any{r.SHA256}, args...)...).Scan(&n); err != nil {
 				return err
 			}
@@ -92,17 +99,6 @@ func (s *Store) ExpireFiles(ctx context.Context, f FileExpiry) (gone []File, orp
 		return nil, nil, err
 	}
 	return gone, orphans, nil
-}
-
-// accountCond is f's account condition, to follow "updated_at < ?".
-func accountCond(f FileExpiry) string {
-	switch {
-	case f.Account != "":
-		return ` AND account=?`
-	case len(f.Except) > 0:
-		return ` AND account NOT IN (?` + strings.Repeat(",?", len(f.Except)-1) + `)`
-	}
-	return ""
 }
 
 // TouchFiles sets UpdatedAt of account's files uuids to at: a run named
