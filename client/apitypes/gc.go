@@ -7,10 +7,17 @@ type GCResponse struct {
 	DryRun bool `json:"dry_run"`
 	// Images are the untagged images retention deleted, oldest first.
 	Images []GCImage `json:"images"`
-	// Layers are the layer directories removed and Bytes the disk they
-	// used: what comes back.
-	Layers int   `json:"layers"`
-	Bytes  int64 `json:"bytes"`
+	// Bytes is the disk that comes back: LayerBytes, the layer
+	// directories removed (Layers), ExportBytes, the export registry's
+	// blobs that only the deleted images used (ExportBlobs), and
+	// UploadBytes, the contents of the expired uploads (Uploads).
+	Bytes       int64 `json:"bytes"`
+	Layers      int   `json:"layers"`
+	LayerBytes  int64 `json:"layer_bytes"`
+	ExportBlobs int   `json:"export_blobs"`
+	ExportBytes int64 `json:"export_bytes"`
+	Uploads     int   `json:"uploads"`
+	UploadBytes int64 `json:"upload_bytes"`
 	// ImageRows are rows of deleted images and import layers purged.
 	ImageRows int `json:"image_rows"`
 	// Operations and Events: finished operations and their log events
@@ -57,4 +64,5 @@ type AccountDiskUsage struct {
 	// The account's retention, in seconds; 0: kept forever.
 	ImageTTLSeconds     int64 `json:"image_ttl_seconds"`
 	OperationTTLSeconds int64 `json:"operation_ttl_seconds"`
+	UploadTTLSeconds    int64 `json:"upload_ttl_seconds"`
 }

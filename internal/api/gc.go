@@ -28,7 +28,9 @@ func (s *server) gc(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := apitypes.GCResponse{DryRun: rep.DryRun, Images: make([]apitypes.GCImage, 0, len(rep.Images)), Layers: rep.Layers, Bytes: rep.Bytes,
+	out := apitypes.GCResponse{DryRun: rep.DryRun, Images: make([]apitypes.GCImage, 0, len(rep.Images)), Layers: rep.Layers,
+		Bytes: rep.Bytes + rep.ExportBytes + rep.UploadBytes, LayerBytes: rep.Bytes, ExportBlobs: rep.ExportBlobs, ExportBytes: rep.ExportBytes,
+		Uploads: rep.Uploads, UploadBytes: rep.UploadBytes,
 		ImageRows: rep.ImageRows, Operations: rep.Operations, Events: rep.Events}
 	for _, im := range rep.Images {
 		out.Images = append(out.Images, apitypes.GCImage{UUID: im.UUID, Account: im.Account, CreatedAt: apitypes.Timestamp(im.CreatedAt)})
@@ -62,7 +64,8 @@ func (s *server) df(w http.ResponseWriter, r *http.Request) error {
 		out.Accounts = append(out.Accounts, apitypes.AccountDiskUsage{Account: a.Account, Images: a.Images, TaggedImages: a.TaggedImages,
 			Layers: a.Layers, DiskBytes: a.DiskBytes, SharedBytes: a.SharedBytes, AttributedBytes: a.AttributedBytes, QuotaBytes: a.QuotaBytes,
 			Pending: a.Pending, Running: a.Running,
-			ImageTTLSeconds: ttlSeconds(a.Retention.ImageTTL.Seconds()), OperationTTLSeconds: ttlSeconds(a.Retention.OperationTTL.Seconds())})
+			ImageTTLSeconds: ttlSeconds(a.Retention.ImageTTL.Seconds()), OperationTTLSeconds: ttlSeconds(a.Retention.OperationTTL.Seconds()),
+			UploadTTLSeconds: ttlSeconds(a.Retention.UploadTTL.Seconds())})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

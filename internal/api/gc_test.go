@@ -33,7 +33,7 @@ func TestGCAndDiskUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !dry.DryRun || len(dry.Images) != 1 || dry.Images[0].UUID != child || dry.Layers != 1 || dry.Bytes <= 0 {
+	if !dry.DryRun || len(dry.Images) != 1 || dry.Images[0].UUID != child || dry.Layers != 1 || dry.LayerBytes <= 0 || dry.Bytes != dry.LayerBytes+dry.ExportBytes {
 		t.Fatalf("dry run = %+v, want the run's untagged image %s, its layer and bytes", dry, child)
 	}
 	if _, err := d.c.Image(ctx, child); err != nil {

@@ -53,8 +53,9 @@ nothing. A token of the "default" account collects every account (or the one
 				}
 				t.Flush()
 			}
-			fmt.Fprintf(g.stdout, "%s %d image(s) and %d operation log(s) (%d events); %s %s in %d layer(s)\n",
-				verb, len(r.Images), r.Operations, r.Events, freed, humanBytes(r.Bytes), r.Layers)
+			fmt.Fprintf(g.stdout, "%s %d image(s), %d operation log(s) (%d events) and %d upload(s); %s %s: %s in %d layer(s), %s in %d export blob(s), %s of uploads\n",
+				verb, len(r.Images), r.Operations, r.Events, r.Uploads, freed, humanBytes(r.Bytes), humanBytes(r.LayerBytes), r.Layers, humanBytes(r.ExportBytes), r.ExportBlobs,
+				humanBytes(r.UploadBytes))
 			return nil
 		}),
 	}
@@ -87,11 +88,11 @@ and holding one. --all (default account only) shows every account.`,
 				return g.printJSON(r)
 			}
 			t := newTable(g.stdout)
-			fmt.Fprintln(t, "ACCOUNT\tIMAGES\tTAGGED\tLAYERS\tDISK\tSHARED\tATTRIBUTED\tQUOTA\tPENDING\tRUNNING\tIMAGE TTL\tLOG TTL")
+			fmt.Fprintln(t, "ACCOUNT\tIMAGES\tTAGGED\tLAYERS\tDISK\tSHARED\tATTRIBUTED\tQUOTA\tPENDING\tRUNNING\tIMAGE TTL\tLOG TTL\tUPLOAD TTL")
 			for _, a := range r.Accounts {
-				fmt.Fprintf(t, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", a.Account, a.Images, a.TaggedImages, a.Layers,
+				fmt.Fprintf(t, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Account, a.Images, a.TaggedImages, a.Layers,
 					humanBytes(a.DiskBytes), humanBytes(a.SharedBytes), humanBytes(a.AttributedBytes), humanBytes(a.QuotaBytes),
-					a.Pending, a.Running, ttl(a.ImageTTLSeconds), ttl(a.OperationTTLSeconds))
+					a.Pending, a.Running, ttl(a.ImageTTLSeconds), ttl(a.OperationTTLSeconds), ttl(a.UploadTTLSeconds))
 			}
 			t.Flush()
 			quota := "unlimited"

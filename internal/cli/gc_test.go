@@ -15,7 +15,7 @@ func TestGCAndDF(t *testing.T) {
 	t.Parallel()
 	td := testdaemon.New(t, testdaemon.Options{Serve: serve, Busybox: "busybox:latest", Engine: engine.Config{GCInterval: -1}})
 	d := &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client}
-	wantContains(t, "gc --dry-run", d.ok(t, "gc", "--dry-run"), "would delete 0 image(s)", "would free 0 B in 0 layer(s)")
+	wantContains(t, "gc --dry-run", d.ok(t, "gc", "--dry-run"), "would delete 0 image(s)", "would free 0 B: 0 B in 0 layer(s), 0 B in 0 export blob(s), 0 B of uploads")
 	var r apitypes.GCResponse
 	if err := json.Unmarshal([]byte(d.ok(t, "gc", "--dry-run", "--json")), &r); err != nil || !r.DryRun {
 		t.Fatalf("gc --dry-run --json: %+v, %v", r, err)

@@ -48,10 +48,10 @@ type Config struct {
 	// (api.Options); 0: unlimited.
 	RateLimit float64
 	RateBurst int
-	// ImageTTL and OperationTTL are the retention flags, parsed by
+	// ImageTTL, OperationTTL and UploadTTL are the retention flags, parsed by
 	// engine.ParseRetention into Engine.Retention and AccountRetention
 	// (when given, they replace those).
-	ImageTTL, OperationTTL []string
+	ImageTTL, OperationTTL, UploadTTL []string
 	// DB, if set, is a postgres:// URL: the metadata goes to that
 	// PostgreSQL database instead of <home>/arbor.db (scale-out preview:
 	// one node per database, see README "Scale-out (preview)").
@@ -96,9 +96,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	ec := cfg.Engine
-	if len(cfg.ImageTTL)+len(cfg.OperationTTL) > 0 {
+	if len(cfg.ImageTTL)+len(cfg.OperationTTL)+len(cfg.UploadTTL) > 0 {
 		var err error
-		if ec.Retention, ec.AccountRetention, err = engine.ParseRetention(cfg.ImageTTL, cfg.OperationTTL); err != nil {
+		if ec.Retention, ec.AccountRetention, err = engine.ParseRetention(cfg.ImageTTL, cfg.OperationTTL, cfg.UploadTTL); err != nil {
 			return err
 		}
 	}

@@ -6,7 +6,7 @@ import (
 )
 
 // admission admits runs to execute: each takes a slot and its memory
-// limit out of the memory budget. Runs that do not fit wait in one queue,
+// limit (plus its overhead, see charge) out of the memory budget. Runs that do not fit wait in one queue,
 // strictly in arrival order: the head waits for what it needs even when a
 // smaller run behind it would fit, so a large run is never starved by a
 // stream of small ones. A waiting run's place is its queue position.
@@ -14,7 +14,11 @@ type admission struct {
 	mu     sync.Mutex
 	slots  int   // free slots
 	memory int64 // free bytes of the memory budget
-	queue  []*admitWaiter
+	total  int64 // the whole budget
+	// overhead is charged to the budget with each run's memory limit:
+	// what a run costs outside its sandbox's memory cgroup (runOverhead).
+	overhead int64
+	queue    []*admitWaiter
 	// changed is closed, and replaced, whenever the queue changes: a
 	// watcher of positions waits on it instead of polling.
 	changed chan struct{}
@@ -27,8 +31,19 @@ type admitWaiter struct {
 }
 
 func newAdmission(slots int, memory int64) *admission {
-	return &admission{slots: slots, memory: memory, changed: make(chan struct{})}
+	return &admission{slots: slots, memory: memory, total: memory, changed: make(chan struct{})}
 }
+
+// withOverhead sets what each run costs beside its memory limit.
+func (a *admission) withOverhead(n int64) *admission {
+	a.overhead = n
+	return a
+}
+
+// charge is what a run with a memory limit of memory bytes takes out of
+// the budget: the limit and the overhead, but never more than the whole
+// budget, so a run asking for all of it still runs (alone).
+func (a *admission) charge(memory int64) int64 { return min(memory+a.overhead, a.total) }
 
 // queueChanged tells watchers; under mu.
 func (a *admission) queueChanged() {
@@ -48,7 +63,7 @@ func (a *admission) watch() <-chan struct{} {
 // the order they were enqueued. The ticket's wait blocks until admitted;
 // whoever enqueued must then release, or cancel the ticket instead.
 func (a *admission) enqueue(op string, memory int64) *admitWaiter {
-	w := &admitWaiter{op: op, memory: memory, ready: make(chan struct{})}
+	w := &admitWaiter{op: op, memory: a.charge(memory), ready: make(chan struct{})}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.queue = append(a.queue, w)
@@ -89,11 +104,13 @@ func (a *admission) cancel(w *admitWaiter) {
 	a.admitLocked() // the head may have gone, or what it held is back
 }
 
+// release gives back what a run with a memory limit of memory bytes was
+// admitted with.
 func (a *admission) release(memory int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.slots++
-	a.memory += memory
+	a.memory += a.charge(memory)
 	a.admitLocked()
 }
 

@@ -228,9 +228,10 @@ func deref(f *float64) float64 {
 	return *f
 }
 
-// TestAdmissionDefaults: the slots follow the memory budget (128 MiB of
+// TestAdmissionDefaults: the slots follow the memory budget (64 MiB of
 // it each), not only the CPU count, while the default memory limit still
-// lets max(8, 4 × CPUs) runs at the default fill the budget.
+// lets max(8, 4 × CPUs) runs at the default, overheads included, fill the
+// budget.
 func TestAdmissionDefaults(t *testing.T) {
 	testutil.RequiresRoot(t)
 	const budget = 18 << 30
@@ -240,13 +241,50 @@ func TestAdmissionDefaults(t *testing.T) {
 	}
 	t.Cleanup(func() { e.Close() })
 	cpuSlots := max(8, 4*goruntime.NumCPU())
-	if want := max(cpuSlots, budget/(128<<20)); e.cfg.Slots != want {
+	if want := max(cpuSlots, budget/(64<<20)); e.cfg.Slots != want {
 		t.Errorf("default slots %d with an 18 GiB budget, want %d", e.cfg.Slots, want)
 	}
-	if want := min(4<<30, int64(budget/cpuSlots)); e.cfg.DefaultMemoryBytes != want {
-		t.Errorf("default memory %d, want %d (the budget over %d)", e.cfg.DefaultMemoryBytes, want, cpuSlots)
+	if want := min(4<<30, int64(budget/cpuSlots)-runOverhead); e.cfg.DefaultMemoryBytes != want {
+		t.Errorf("default memory %d, want %d (the budget over %d, less the overhead)", e.cfg.DefaultMemoryBytes, want, cpuSlots)
 	}
-	if e.queue.slots != e.cfg.Slots || e.queue.memory != budget {
-		t.Errorf("admission holds %d slots and %d bytes, want %d and %d", e.queue.slots, e.queue.memory, e.cfg.Slots, budget)
+	if n := int64(cpuSlots) * e.queue.charge(e.cfg.DefaultMemoryBytes); n > budget {
+		t.Errorf("%d runs at the default memory take %d bytes of the %d-byte budget", cpuSlots, n, budget)
+	}
+	if e.queue.slots != e.cfg.Slots || e.queue.memory != budget || e.queue.overhead != runOverhead {
+		t.Errorf("admission holds %d slots, %d bytes and a %d-byte overhead, want %d, %d and %d", e.queue.slots, e.queue.memory, e.queue.overhead, e.cfg.Slots, budget, runOverhead)
+	}
+}
+
+// TestAdmissionOverhead: each run takes its limit plus the overhead out of
+// the budget, and gives back as much; a run asking for the whole budget is
+// charged the budget, so it runs alone instead of never.
+func TestAdmissionOverhead(t *testing.T) {
+	a := newAdmission(10, 100).withOverhead(10)
+	ctx := context.Background()
+	if err := <-acquireAsync(ctx, a, "a", 45); err != nil {
+		t.Fatal(err)
+	}
+	if a.memory != 45 {
+		t.Fatalf("after a 45-byte run: %d bytes free, want 45 (limit and overhead taken)", a.memory)
+	}
+	b := acquireAsync(ctx, a, "b", 45)
+	waitQueue(t, a, "b waits: 55 more do not fit in 45", func() bool { return a.position("b") == 1 })
+	a.release(45)
+	if err := <-b; err != nil {
+		t.Fatal(err)
+	}
+	a.release(45)
+	if a.memory != 100 || a.slots != 10 {
+		t.Fatalf("after every release: %d bytes and %d slots free, want 100 and 10", a.memory, a.slots)
+	}
+	if err := <-acquireAsync(ctx, a, "all", 100); err != nil {
+		t.Fatal(err)
+	}
+	if a.memory != 0 {
+		t.Fatalf("a run asking for the whole budget left %d bytes, want 0", a.memory)
+	}
+	a.release(100)
+	if a.memory != 100 {
+		t.Fatalf("after it: %d bytes free, want 100", a.memory)
 	}
 }

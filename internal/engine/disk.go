@@ -57,7 +57,7 @@ func (e *Engine) checkDisk() error {
 		return err
 	}
 	if reserve := e.diskReserve(size); avail < reserve {
-		return errdefs.InsufficientStorage("the layer store's filesystem (%s) has %s free, under its reserve of %s (--disk-reserve): runs that save an image and imports are refused until space is freed (disposable runs still run): delete images (arbor rmi), collect them (arbor gc), grow the filesystem, or lower --disk-reserve",
+		return errdefs.InsufficientStorage("the layer store's filesystem (%s) has %s free, under its reserve of %s (--disk-reserve): runs that save an image, imports and uploads are refused until space is freed (disposable runs still run): delete images (arbor rmi), collect them (arbor gc), grow the filesystem, or lower --disk-reserve",
 			e.cfg.Home, humanize.IBytes(uint64(avail)), humanize.IBytes(uint64(reserve)))
 	}
 	return nil

@@ -68,9 +68,9 @@ type Config struct {
 	// memory_bytes a run may ask for. Default 3/4 of the host's RAM.
 	MemoryBudget int64
 	// DefaultMemoryBytes is a run's memory limit when it asks for none.
-	// Default MemoryBudget / min(Slots, max(8, 4 × CPUs)) (at most 4 GiB,
-	// at least 64 MiB): that many runs at the default fit the budget; runs
-	// asking for less leave room for more, up to Slots.
+	// Default MemoryBudget / min(Slots, max(8, 4 × CPUs)) less runOverhead
+	// (at most 4 GiB, at least 64 MiB): that many runs at the default fit
+	// the budget; runs asking for less leave room for more, up to Slots.
 	DefaultMemoryBytes int64
 	// MaxSubprocesses bounds the subprocesses running at once in one run,
 	// MaxAccountSubprocesses those of one account over all its runs: each
@@ -113,14 +113,23 @@ type Config struct {
 	Metadata store.Metadata
 }
 
-// slotMemory is the memory budget per default slot: the 64 MiB least
-// default limit plus as much again for what a run costs outside its
-// sandbox's cgroup, which the budget does not see: the waiting runsc
-// parent (measured 6.5 MiB PSS, 3.6 MiB private; the sandbox and its
-// gofer are in the cgroup) and the daemon's output buffers (2 MiB at the
-// default truncate_output_at). The budget is 3/4 of the host, so even
-// at a full set of slots the uncharged part stays within the last 1/4.
-const slotMemory = 128 << 20
+// runOverhead is what a run costs outside its sandbox's memory cgroup,
+// which the kernel does not charge to its limit: the daemon's output
+// buffers (2 MiB at the default truncate_output_at) and goroutines, and,
+// without the static init, the foreground `runsc run` waiting beside the
+// sandbox (3.7 MiB PSS measured; with the init a cold sandbox is booted
+// detached, see detached.go), with room to spare. Admission charges it
+// to the memory budget with the run's limit, so the budget bounds what
+// runs really cost the host, however many there are.
+const runOverhead = 16 << 20
+
+// slotMemory is the memory budget per default slot: the least a useful
+// runsc sandbox needs (an idle one takes ~18 MiB of its limit, see
+// BENCHMARKS.md) rounded up to 48 MiB, plus runOverhead. The slots only
+// bound how many host processes runs make when they ask for little; the
+// budget, charged with each run's limit and overhead, is what bounds
+// their memory.
+const slotMemory = 64 << 20
 
 // Engine is safe for concurrent use.
 type Engine struct {
@@ -139,6 +148,9 @@ type Engine struct {
 	drain     *drainState // set by Drain: no new operations
 
 	gcMu sync.Mutex // one retention pass (GC) at a time
+	// filesMu orders an upload's record and blob against retention's
+	// removal of blobs no record names (uploadretention.go).
+	filesMu sync.Mutex
 
 	layers   *layers.Snapshotter // layer views, commits, leases and GC
 	layerDir *layers.Dir         // where layers are stored, unless Config.LayerStorage is set
@@ -146,6 +158,7 @@ type Engine struct {
 	registryImport  RegistryImporter
 	onDeleted       []func(ctx context.Context, account, id string) // OnImageDeleted; under mu
 	storedElsewhere []func(account string) int64                    // AddStoredBytes; under mu
+	freedElsewhere  []func(gone map[string]bool) (int, int64)       // AddFreedBytes; under mu
 	nets            *netns.Manager
 
 	warm    *warmPool
@@ -192,17 +205,17 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		cfg.MemoryBudget = hostMemory() / 4 * 3
 	}
 	// Memory, not the CPU count, bounds how many runs execute at once: the
-	// budget admits them by their limits, and CPU is shared by weight. The
-	// slots only bound what a run costs beyond its limit (the runsc parent
-	// process outside the sandbox's cgroup; the sandbox and its gofer are
-	// charged to the limit), at slotMemory each.
+	// budget admits them by their limits and overheads, and CPU is shared
+	// by weight. The slots only bound the host processes of many small
+	// runs, at slotMemory each.
 	cpuSlots := max(8, 4*goruntime.NumCPU())
 	if cfg.Slots <= 0 {
 		cfg.Slots = max(cpuSlots, int(cfg.MemoryBudget/slotMemory))
 	}
 	if cfg.DefaultMemoryBytes <= 0 {
-		// As many runs at the default as the old CPU-based count fit.
-		cfg.DefaultMemoryBytes = min(4<<30, cfg.MemoryBudget/int64(min(cfg.Slots, cpuSlots)))
+		// As many runs at the default as the old CPU-based count fit,
+		// overheads included.
+		cfg.DefaultMemoryBytes = min(4<<30, cfg.MemoryBudget/int64(min(cfg.Slots, cpuSlots))-runOverhead)
 	}
 	cfg.DefaultMemoryBytes = min(max(cfg.DefaultMemoryBytes, 64<<20), cfg.MemoryBudget)
 	if cfg.MaxSubprocesses <= 0 {
@@ -231,6 +244,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	if cfg.Retention.OperationTTL == 0 {
 		cfg.Retention.OperationTTL = DefaultOperationTTL
+	}
+	if cfg.Retention.UploadTTL == 0 {
+		cfg.Retention.UploadTTL = DefaultUploadTTL
 	}
 	if cfg.GCInterval == 0 {
 		cfg.GCInterval = DefaultGCInterval
@@ -277,7 +293,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		log:       cfg.Logger,
 		st:        st,
 		runtimes:  map[string]runtime.Runtime{},
-		queue:     newAdmission(cfg.Slots, cfg.MemoryBudget),
+		queue:     newAdmission(cfg.Slots, cfg.MemoryBudget).withOverhead(runOverhead),
 		images:    map[string]*imageNode{},
 		leased:    map[string]int{},
 		leases:    map[string]*imageLease{},

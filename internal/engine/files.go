@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -32,7 +31,8 @@ func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBy
 	if err := checkAccount(account); err != nil {
 		return File{}, err
 	}
-	if err := e.checkStorage(ctx, account); err != nil {
+	room, err := e.newUploadRoom(ctx, account) // disk reserve and quota (upload.go)
+	if err != nil {
 		return File{}, err
 	}
 	tmp, err := os.CreateTemp(filepath.Join(e.cfg.Home, "tmp"), "upload-*")
@@ -46,9 +46,9 @@ func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBy
 	if maxBytes > 0 {
 		src = io.LimitReader(r, maxBytes+1)
 	}
-	n, err := io.Copy(io.MultiWriter(tmp, h), src)
+	n, err := io.Copy(io.MultiWriter(room, tmp, h), src)
 	if err != nil {
-		return File{}, fmt.Errorf("upload interrupted after %d bytes: %w", n, err)
+		return File{}, room.failed(n, err)
 	}
 	if maxBytes > 0 && n > maxBytes {
 		return File{}, errdefs.TooLarge("upload exceeds the %d-byte limit", maxBytes)
@@ -58,6 +58,8 @@ func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBy
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	dst := e.blobPath(sum)
+	e.filesMu.Lock() // against retention removing this content meanwhile
+	defer e.filesMu.Unlock()
 	if _, err := os.Stat(dst); err != nil {
 		if err := os.Rename(tmp.Name(), dst); err != nil {
 			return File{}, err
@@ -66,7 +68,7 @@ func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBy
 			return File{}, err
 		}
 	}
-	f, err := e.st.PutFile(ctx, store.File{UUID: newID(), Account: account, SHA256: sum, Size: n})
+	f, err := e.st.PutFile(ctx, store.File{UUID: newID(), Account: account, SHA256: sum, Size: n, UpdatedAt: e.now()})
 	return toFile(f), err
 }
 

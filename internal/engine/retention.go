@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -24,6 +25,10 @@ type Retention struct {
 	// OperationTTL: a finished operation, its output and its event log go
 	// this long after it finished. Images it made stay.
 	OperationTTL time.Duration
+	// UploadTTL: an uploaded file goes this long after its last use (its
+	// upload, a re-upload of the same content, or a run that named it;
+	// see uploadretention.go).
+	UploadTTL time.Duration
 }
 
 // DefaultOperationTTL keeps operation logs (which hold each run's output,
@@ -48,6 +53,9 @@ func (e *Engine) RetentionOf(account string) Retention {
 		if a.OperationTTL != 0 {
 			r.OperationTTL = a.OperationTTL
 		}
+		if a.UploadTTL != 0 {
+			r.UploadTTL = a.UploadTTL
+		}
 	}
 	return r
 }
@@ -70,13 +78,23 @@ type GCReport struct {
 	// Images expired by retention, oldest first.
 	Images []GCImage
 	// Layers are the layer directories removed and Bytes their recorded
-	// sizes: what comes back on disk (export blobs of the images aside).
-	Layers    int
-	Bytes     int64
-	ImageRows int // rows of deleted images and import layers purged
+	// sizes: what comes back on disk in the layer store.
+	Layers int
+	Bytes  int64
+	// ExportBlobs are the export registry's blobs that only the expired
+	// images used, removed with them, and ExportBytes their sizes (see
+	// AddFreedBytes).
+	ExportBlobs int
+	ExportBytes int64
+	ImageRows   int // rows of deleted images and import layers purged
 	// Operations and Events: finished operations and their event logs
 	// deleted by retention.
 	Operations, Events int64
+	// Uploads are the uploaded files retention deleted and UploadBytes
+	// the sizes of the contents that went with them (no other record
+	// named them).
+	Uploads     int
+	UploadBytes int64
 }
 
 // GC applies the retention policies now and collects what no longer needs
@@ -113,8 +131,12 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if err := e.expireOperations(ctx, now, opts, &rep); err != nil {
 		return rep, err
 	}
-	if !opts.DryRun && (len(rep.Images) > 0 || rep.Operations > 0) {
-		e.log.Info("retention", "images", len(rep.Images), "layers", rep.Layers, "bytes", rep.Bytes, "operations", rep.Operations, "events", rep.Events)
+	if err := e.expireUploads(ctx, now, opts, &rep); err != nil {
+		return rep, err
+	}
+	if !opts.DryRun && (len(rep.Images) > 0 || rep.Operations > 0 || rep.Uploads > 0) {
+		e.log.Info("retention", "images", len(rep.Images), "layers", rep.Layers, "bytes", rep.Bytes, "operations", rep.Operations, "events", rep.Events,
+			"uploads", rep.Uploads, "upload_bytes", rep.UploadBytes)
 	}
 	return rep, nil
 }
@@ -203,6 +225,7 @@ func (e *Engine) dryCollect(ctx context.Context, expire map[string]store.Image, 
 		rep.Bytes += sizes[id]
 	}
 	rep.Images = gcImages(expire)
+	e.freedOutside(slices.Collect(maps.Keys(expire)), rep)
 	return nil
 }
 
@@ -258,6 +281,10 @@ func (e *Engine) expireImages(ctx context.Context, expire map[string]store.Image
 			}
 		}
 		e.mu.Unlock()
+		// What the batch frees outside the layers, counted before the
+		// hooks below remove it (earlier batches' removals are seen).
+		var freed GCReport
+		e.freedOutside(ids, &freed)
 		err := e.st.ExpireImages(ctx, ids)
 		e.mu.Lock()
 		for _, u := range ids {
@@ -276,6 +303,8 @@ func (e *Engine) expireImages(ctx context.Context, expire map[string]store.Image
 			}
 			return err
 		}
+		rep.ExportBlobs += freed.ExportBlobs
+		rep.ExportBytes += freed.ExportBytes
 		for _, u := range ids {
 			for _, fn := range hooks {
 				fn(ctx, expire[u].Account, u)
@@ -291,26 +320,45 @@ func (e *Engine) expireImages(ctx context.Context, expire map[string]store.Image
 	return nil
 }
 
+// expiryScope is one selection of a retention pass: one account, or
+// every account but except, with what it selects aged before before.
+type expiryScope struct {
+	account string
+	except  []string
+	before  time.Time
+}
+
+// expiryScopes returns the selections that apply the TTL ttl picks from
+// each policy (account's only, if not ""): one per account with a policy
+// of its own and one for all others, each with a TTL on.
+func (e *Engine) expiryScopes(now time.Time, account string, ttl func(Retention) time.Duration) []expiryScope {
+	if account != "" {
+		if d := ttl(e.RetentionOf(account)); d > 0 {
+			return []expiryScope{{account: account, before: now.Add(-d)}}
+		}
+		return nil
+	}
+	var out []expiryScope
+	var except []string
+	for a := range e.cfg.AccountRetention {
+		except = append(except, a)
+		if d := ttl(e.RetentionOf(a)); d > 0 {
+			out = append(out, expiryScope{account: a, before: now.Add(-d)})
+		}
+	}
+	if d := ttl(e.cfg.Retention); d > 0 {
+		sort.Strings(except)
+		out = append(out, expiryScope{except: except, before: now.Add(-d)})
+	}
+	return out
+}
+
 // expireOperations deletes (or counts) finished operations past their
 // account's OperationTTL, with their event logs.
 func (e *Engine) expireOperations(ctx context.Context, now time.Time, opts GCOptions, rep *GCReport) error {
 	var sel []store.OperationExpiry
-	if opts.Account != "" {
-		if ttl := e.RetentionOf(opts.Account).OperationTTL; ttl > 0 {
-			sel = append(sel, store.OperationExpiry{Account: opts.Account, FinishedBefore: now.Add(-ttl)})
-		}
-	} else {
-		var except []string
-		for a := range e.cfg.AccountRetention {
-			except = append(except, a)
-			if ttl := e.RetentionOf(a).OperationTTL; ttl > 0 {
-				sel = append(sel, store.OperationExpiry{Account: a, FinishedBefore: now.Add(-ttl)})
-			}
-		}
-		if ttl := e.cfg.Retention.OperationTTL; ttl > 0 {
-			sort.Strings(except)
-			sel = append(sel, store.OperationExpiry{Except: except, FinishedBefore: now.Add(-ttl)})
-		}
+	for _, s := range e.expiryScopes(now, opts.Account, func(r Retention) time.Duration { return r.OperationTTL }) {
+		sel = append(sel, store.OperationExpiry{Account: s.account, Except: s.except, FinishedBefore: s.before})
 	}
 	for _, f := range sel {
 		if opts.DryRun {
@@ -372,11 +420,11 @@ func (e *Engine) startRetention() {
 	}()
 }
 
-// ParseRetention reads the --image-ttl and --operation-ttl flags: each
-// value is a TTL for the daemon's default or ACCOUNT:TTL for one account.
+// ParseRetention reads the --image-ttl, --operation-ttl and --upload-ttl
+// flags: each value is a TTL for the daemon's default or ACCOUNT:TTL for one account.
 // A TTL is a Go duration or a number of days or weeks ("30d", "2w");
 // "0", "off" or "never" keeps forever.
-func ParseRetention(imageTTL, operationTTL []string) (Retention, map[string]Retention, error) {
+func ParseRetention(imageTTL, operationTTL, uploadTTL []string) (Retention, map[string]Retention, error) {
 	var def Retention
 	per := map[string]Retention{}
 	for _, f := range []struct {
@@ -386,6 +434,7 @@ func ParseRetention(imageTTL, operationTTL []string) (Retention, map[string]Rete
 	}{
 		{"image-ttl", imageTTL, func(r *Retention, d time.Duration) { r.ImageTTL = d }},
 		{"operation-ttl", operationTTL, func(r *Retention, d time.Duration) { r.OperationTTL = d }},
+		{"upload-ttl", uploadTTL, func(r *Retention, d time.Duration) { r.UploadTTL = d }},
 	} {
 		for _, v := range f.vals {
 			account, ttl := "", strings.TrimSpace(v)

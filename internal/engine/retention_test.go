@@ -446,7 +446,7 @@ func mustRow(t *testing.T, e *Engine, u string) store.Image {
 }
 
 func TestParseRetention(t *testing.T) {
-	def, per, err := ParseRetention([]string{"7d", "alice:12h", "bob:off"}, []string{"2w", "alice:0"})
+	def, per, err := ParseRetention([]string{"7d", "alice:12h", "bob:off"}, []string{"2w", "alice:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +457,7 @@ func TestParseRetention(t *testing.T) {
 		t.Errorf("per account = %+v", per)
 	}
 	for _, bad := range [][]string{{"soon"}, {":3h"}, {"alice:-2d"}} {
-		if _, _, err := ParseRetention(bad, nil); !errdefs.IsInvalidArgument(err) {
+		if _, _, err := ParseRetention(bad, nil, nil); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("ParseRetention(%q) = %v, want invalid argument", bad, err)
 		}
 	}

@@ -325,6 +325,9 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 	if err := checkIDRange(rtName, m.UID, m.GID, p.files); err != nil {
 		return nil, err
 	}
+	if err := e.touchFiles(ctx, account, fileUUIDs(m.Files)); err != nil { // used now (uploadretention.go)
+		return nil, err
+	}
 
 	if m.Shell {
 		// The args belong to the command line, not to sh -c (where they

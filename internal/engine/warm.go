@@ -307,8 +307,7 @@ func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 // sandbox is booted, and the command through that init: the process tree
 // (init as PID 1, the command its child), signal delivery, orphan reaping
 // and exit reporting are the same cold and warm. The init exits once it
-// has reported the command's exit, so the runtime process ends the
-// sandbox and removes its state, as it does for a bare command.
+// has reported the command's exit; the sandbox is then destroyed.
 func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
 	res := runtime.Result{Signal: -1, Started: time.Now()}
 	agent, pipes, err := initproc.NewAgentPipes()
@@ -333,8 +332,9 @@ func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 		err error
 	}
 	done := make(chan ran, 1)
+	over := make(chan struct{}) // closed once the init has reported (or is gone)
 	go func() {
-		r, err := p.rt.Run(runCtx, sbx)
+		r, err := e.runDetached(runCtx, p.rt, sbx, over) // no runtime process waits beside it (detached.go)
 		done <- ran{r, err}
 	}()
 	select {
@@ -349,6 +349,7 @@ func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 	pipes.Close() // the runtime has its copies
 	x, dur, aerr := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
 		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
+	close(over)
 	if aerr != nil {
 		cancel()
 	}

@@ -172,6 +172,7 @@ func ExportHandler(e *engine.Engine, auth func(r *http.Request) (account string,
 		records: map[string]*exportRecord{}, byBlob: map[string]map[string]bool{}, locks: map[string]*sync.Mutex{}}
 	e.OnImageDeleted(x.imageDeleted)
 	e.AddStoredBytes(x.accountBytes)
+	e.AddFreedBytes(x.freedBytes)
 	return x
 }
 

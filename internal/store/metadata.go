@@ -196,8 +196,16 @@ type Images interface {
 type Files interface {
 	// PutFile records f and returns the account's record for f.SHA256: f
 	// itself if new, else the existing record (same UUID as before) with
-	// UpdatedAt refreshed.
+	// UpdatedAt refreshed. A non-zero f.UpdatedAt is the time recorded
+	// (created and updated); zero takes the current time.
 	PutFile(ctx context.Context, f File) (File, error)
+	// TouchFiles sets UpdatedAt of account's files uuids to at unless it
+	// is later already (a run named them), returning how many it found.
+	TouchFiles(ctx context.Context, account string, uuids []string, at time.Time) (int, error)
+	// ExpireFiles deletes the records f selects in one transaction and
+	// returns them and the contents (sha256) no record names any more;
+	// with f.DryRun it only reports them.
+	ExpireFiles(ctx context.Context, f FileExpiry) (gone []File, orphans []string, err error)
 	// FileBySHA returns account's file with content hash sha (any case),
 	// or NotFound.
 	FileBySHA(ctx context.Context, account, sha string) (File, error)

@@ -339,19 +339,10 @@ type OperationExpiry struct {
 func (f OperationExpiry) where() (string, []any) {
 	// created_at <= finished_at, so the bound on created_at lets the
 	// account's created index narrow the scan.
-	q := ` FROM operations WHERE status NOT IN ('PENDING','ASSIGNED','EXECUTING') AND finished_at IS NOT NULL AND finished_at < ? AND created_at < ?`
 	at := f.FinishedBefore.UnixNano()
-	args := []any{at, at}
-	if f.Account != "" {
-		q += ` AND account=?`
-		args = append(args, f.Account)
-	} else if len(f.Except) > 0 {
-		q += ` AND account NOT IN (?` + strings.Repeat(",?", len(f.Except)-1) + `)`
-		for _, a := range f.Except {
-			args = append(args, a)
-		}
-	}
-	return q, args
+	cond, args := accountFilter(f.Account, f.Except)
+	return ` FROM operations WHERE status NOT IN ('PENDING','ASSIGNED','EXECUTING') AND finished_at IS NOT NULL AND finished_at < ? AND created_at < ?` + cond,
+		append([]any{at, at}, args...)
 }
 
 // ExpiredOperations counts the operations f selects and their events.

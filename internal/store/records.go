@@ -459,6 +459,9 @@ func scanFile(sc interface{ Scan(...any) error }) (File, error) {
 // PutFile records an upload, returning the existing record for the same content.
 func (s *Store) PutFile(ctx context.Context, f File) (File, error) {
 	t := now()
+	if !f.UpdatedAt.IsZero() {
+		t = f.UpdatedAt.UnixNano() // the engine's clock
+	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO files(uuid, account, sha256, size, created_at, updated_at) VALUES(?,?,?,?,?,?)
 		ON CONFLICT(account, sha256) DO UPDATE SET updated_at=excluded.updated_at`, f.UUID, f.Account, f.SHA256, f.Size, t, t)
 	if err != nil {

@@ -354,10 +354,15 @@ func scanFile(row pgx.Row) (store.File, error) {
 
 // PutFile records an upload and returns the account's record of its content.
 func (s *Store) PutFile(ctx context.Context, f store.File) (store.File, error) {
+	// A zero f.UpdatedAt is the database's clock (NULL → clock_timestamp()).
+	var at *time.Time
+	if !f.UpdatedAt.IsZero() {
+		at = &f.UpdatedAt
+	}
 	return scanFile(s.pool.QueryRow(ctx, `INSERT INTO files(uuid, account, sha256, size, created_at, updated_at)
-		VALUES($1,$2,$3,$4,clock_timestamp(),clock_timestamp())
+		VALUES($1,$2,$3,$4,COALESCE($5::timestamptz, clock_timestamp()),COALESCE($5::timestamptz, clock_timestamp()))
 		ON CONFLICT (account, sha256) DO UPDATE SET updated_at=excluded.updated_at
-		RETURNING `+fileCols, f.UUID, f.Account, strings.ToLower(f.SHA256), f.Size))
+		RETURNING `+fileCols, f.UUID, f.Account, strings.ToLower(f.SHA256), f.Size, at))
 }
 
 func (s *Store) oneFile(ctx context.Context, notFound error, q string, args ...any) (store.File, error) {

@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Metadata) {
 		{"Tokens", testTokens},
 		{"TokenRevokeCascades", testTokenRevokeCascades},
 		{"Files", testFiles},
+		{"ExpireFiles", testExpireFiles},
 		{"AccountBytes", testAccountBytes},
 		{"OperationStats", testOperationStats},
 		{"Close", testClose},

@@ -1,0 +1,92 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/store"
+)
+
+// Uploaded files are staging for runs, not storage: a run copies them into
+// its sandbox, and the image it makes keeps them. ConTree's clients look
+// a file up by its sha256 before each use and upload it again when it is
+// gone (GET /v1/files/{sha256}, then POST), so an upload may expire; until
+// now none ever did, and an agent's uploads grew its account for ever.
+//
+// Rule: an upload goes UploadTTL (default 7 days) after its last use,
+// where use is its upload, a re-upload of the same content, or a run that
+// names it (Spawn touches it). A run queued behind others therefore finds
+// its files: it touched them when it was spawned, far less than a TTL
+// ago. The content on disk goes with the last record naming it (records
+// of other accounts may share it).
+
+// DefaultUploadTTL keeps uploads a week after their last use.
+const DefaultUploadTTL = 7 * 24 * time.Hour
+
+// touchFiles marks account's files uuids as used now: a run named them. A
+// file that expired between its lookup and now is not found.
+func (e *Engine) touchFiles(ctx context.Context, account string, uuids []string) error {
+	if len(uuids) == 0 {
+		return nil
+	}
+	n, err := e.st.TouchFiles(ctx, account, uuids, e.now())
+	if err != nil {
+		return err
+	}
+	if n < len(uuids) {
+		return errdefs.NotFound("a file of this run expired just now (uploads go %v after their last use): upload it again (POST /v1/files)", e.RetentionOf(account).UploadTTL)
+	}
+	return nil
+}
+
+// expireUploads deletes (or counts) uploads past their account's
+// UploadTTL, and the contents no record names any more.
+func (e *Engine) expireUploads(ctx context.Context, now time.Time, opts GCOptions, rep *GCReport) error {
+	var sel []store.FileExpiry
+	for _, s := range e.expiryScopes(now, opts.Account, func(r Retention) time.Duration { return r.UploadTTL }) {
+		sel = append(sel, store.FileExpiry{Account: s.account, Except: s.except, UsedBefore: s.before, DryRun: opts.DryRun})
+	}
+	// Held from the records' deletion to the blobs' removal: an upload of
+	// the same content meanwhile records it only once its blob is back.
+	e.filesMu.Lock()
+	defer e.filesMu.Unlock()
+	for _, f := range sel {
+		gone, orphans, err := e.st.ExpireFiles(ctx, f)
+		if err != nil {
+			return err
+		}
+		rep.Uploads += len(gone)
+		for _, sha := range orphans {
+			p := e.blobPath(sha)
+			fi, err := os.Stat(p)
+			if err != nil {
+				continue
+			}
+			if !opts.DryRun {
+				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+					e.log.Warn("retention: remove an uploaded file's content", "sha256", sha, "err", err)
+					continue
+				}
+			}
+			rep.UploadBytes += fi.Size()
+		}
+	}
+	return nil
+}
+
+// fileUUIDs lists the distinct file uuids of a run's files.
+func fileUUIDs(files map[string]apitypes.FileSpec) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range files {
+		if !seen[f.UUID] {
+			seen[f.UUID] = true
+			out = append(out, f.UUID)
+		}
+	}
+	return out
+}
