@@ -1,7 +1,8 @@
 // Package apitypes holds the JSON wire types of arbor's REST API v1, which is
 // wire-compatible with ConTree's API v1. It is shared by the server
-// (internal/api), the engine (event payloads, operation metadata) and the Go
-// client. It contains no logic beyond encoding helpers.
+// (internal/api, which converts the engine's requests and records to and
+// from these) and the Go client. It contains no logic beyond encoding
+// helpers.
 package apitypes
 
 import (
