@@ -40,7 +40,7 @@ func fill(v reflect.Value, n *int) {
 	case reflect.Int, reflect.Int64:
 		v.SetInt(int64(*n))
 	case reflect.Uint32:
-		v.SetUint(uint64(*n % 0o7777))
+		v.SetUint(uint64(0o4000 + *n%0o1000)) // a setuid mode: 4 digits without a leading zero
 	case reflect.Float64:
 		v.SetFloat(float64(*n) + 0.5)
 	default:
