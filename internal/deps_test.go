@@ -21,7 +21,7 @@ const module = "github.com/arborsh/arbor/"
 // leaves are the packages below the engine: they must not reach the engine
 // or anything built on it, even indirectly.
 var leaves = []string{
-	"internal/archive", "internal/baseimage", "internal/bearer", "internal/errdefs", "internal/initproc", "internal/layerfs", "internal/layers/...",
+	"internal/archive", "internal/baseimage", "internal/bearer", "internal/copyroot", "internal/errdefs", "internal/initproc", "internal/layerfs", "internal/layers/...",
 	"internal/netns", "internal/oplog", "internal/overlay", "internal/runtime", "internal/runtime/fakeruntime", "internal/runtime/runtimetest",
 	"internal/store", "internal/testutil", "internal/warmpool", "internal/webui",
 	"client", "client/apitypes", "imageref",

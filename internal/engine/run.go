@@ -474,7 +474,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 					e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", wb.cid, "err", err)
 				}
 			}
-			if err := overlay.Unmount(merged); err != nil {
+			if err := e.rootfs.Unmount(merged); err != nil {
 				e.log.Warn("unmount", "operation", p.op, "dir", merged, "err", err)
 			}
 			mounted = false
