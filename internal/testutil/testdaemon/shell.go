@@ -17,21 +17,25 @@ import (
 )
 
 // Shell is a fakeruntime.Handler that plays simple shell lines in Go, for
-// tests of the API rather than of sandboxes: commands separated by ";" or
-// newlines, words in plain, single or double quotes (no expansion), and the
-// redirections "> FILE", ">> FILE" and ">&2". It knows true, false,
-// exit N, echo, cat [FILE...], sleep N, rm [-f] [-r] FILE..., mkdir [-p]
-// DIR... and sha256sum FILE...; any other command is "not found" (127).
+// tests of the API rather than of sandboxes: commands separated by ";",
+// "&&" or newlines, words in plain, single or double quotes (no
+// expansion), and the redirections "> FILE", ">> FILE" and ">&2". It knows
+// true, false, exit N, echo, cat [FILE...], sleep N, touch FILE...,
+// rm [-f] [-r] FILE..., mkdir [-p] DIR... and sha256sum FILE...; any other
+// command is "not found" (127).
 // Files are resolved inside the sandbox's root, relative ones from its
 // working directory.
 func Shell(ctx context.Context, p *fakeruntime.Process) fakeruntime.Exit {
 	line := strings.Join(p.Args, " ")
-	if len(p.Args) == 3 && p.Args[0] == "/bin/sh" && p.Args[1] == "-c" {
+	if len(p.Args) == 3 && (p.Args[0] == "/bin/sh" || p.Args[0] == "sh") && p.Args[1] == "-c" {
 		line = p.Args[2]
 	}
 	sh := &shell{p: p}
 	status := 0
 	for _, cmd := range parseShell(line) {
+		if cmd.and && status != 0 {
+			continue
+		}
 		var exit bool
 		if status, exit = sh.run(ctx, cmd); exit || ctx.Err() != nil {
 			break
@@ -41,6 +45,7 @@ func Shell(ctx context.Context, p *fakeruntime.Process) fakeruntime.Exit {
 }
 
 type shellCmd struct {
+	and    bool // after "&&": runs only if the one before succeeded
 	words  []string
 	out    string // "" stdout, "&2" stderr, else a file
 	append bool
@@ -81,6 +86,15 @@ func parseShell(line string) []shellCmd {
 		switch c := line[i]; c {
 		case ';', '\n':
 			endCmd()
+		case '&':
+			if !strings.HasPrefix(line[i:], "&&") {
+				inWord = true
+				word.WriteByte(c)
+				continue
+			}
+			endCmd()
+			cur.and = true
+			i++
 		case ' ', '\t':
 			endWord()
 		case '\'', '"':
@@ -177,6 +191,20 @@ func (s *shell) run(ctx context.Context, c shellCmd) (int, bool) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Duration(secs * float64(time.Second))):
+		}
+		return 0, false
+	case "touch":
+		for _, a := range args {
+			p, err := s.file(a)
+			if err == nil {
+				var f *os.File
+				if f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644); err == nil {
+					err = f.Close()
+				}
+			}
+			if err != nil {
+				return s.fail(err), false
+			}
 		}
 		return 0, false
 	case "rm", "mkdir":
