@@ -35,6 +35,7 @@ func serverNetns(t *testing.T) string {
 // knows the server was there.
 func serverAt(t *testing.T, hostIP, srvIP string) string {
 	t.Helper()
+	testutil.RequiresRoot(t) // it makes network namespaces
 	r := rand.IntN(90000) + 10000
 	ns, hostIf := fmt.Sprintf("arbt-srv-%d", r), fmt.Sprintf("arbts%d", r)
 	sh := func(args ...string) {
