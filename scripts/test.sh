@@ -24,6 +24,9 @@ echo "==> go test -race"
 # ~150-300 s vs 6 s: pure Go decompression is where the race detector costs most).
 CGO_ENABLED=1 go test -race -count=1 -timeout 25m ./...
 
+echo "==> go test as an unprivileged user (tests over the fake runtime must not need root)"
+./scripts/test-rootless.sh nobody
+
 echo "==> fuzz: the init protocol's decoder and state machine (${FUZZTIME:-15s} per target)"
 # Every byte from a sandbox is hostile; the seed corpora also run in go test above.
 for target in $(go test -list '^Fuzz' ./internal/initproc/ | grep '^Fuzz'); do

@@ -1,7 +1,8 @@
 // Package apitypes holds the JSON wire types of arbor's REST API v1, which is
 // wire-compatible with ConTree's API v1. It is shared by the server
-// (internal/api), the engine (event payloads, operation metadata) and the Go
-// client. It contains no logic beyond encoding helpers.
+// (internal/api, which converts the engine's requests and records to and
+// from these) and the Go client. It contains no logic beyond encoding
+// helpers.
 package apitypes
 
 import (
@@ -146,8 +147,11 @@ func (m *FileMode) UnmarshalJSON(b []byte) error {
 		*m = 0o644
 		return nil
 	}
+	// A JSON number only: json.Number also takes a quoted number, which
+	// would read the string "4755" (how MarshalJSON writes setuid 0755)
+	// as decimal.
 	var n json.Number
-	if err := json.Unmarshal(b, &n); err == nil {
+	if err := json.Unmarshal(b, &n); err == nil && len(b) > 0 && b[0] != '"' {
 		v, err := strconv.ParseUint(n.String(), 10, 32)
 		if err != nil {
 			return fmt.Errorf("file mode %s: want an octal string like \"0644\"", b)

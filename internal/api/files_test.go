@@ -47,7 +47,7 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func TestFiles(t *testing.T) {
-	d := sharedDaemon(t)
+	d := realDaemon(t) // places files owned by root
 	ctx := ctxT(t)
 	content := "content-addressed " + t.Name()
 	sum := sha256.Sum256([]byte(content))

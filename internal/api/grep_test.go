@@ -49,7 +49,7 @@ func grepBytes(t *testing.T, d *daemon, img, query string) (n int64, allocated u
 // file, with no match limit to speak of. Before streaming and the cap on
 // submatches, three such requests took the daemon from 26 MiB to 1.5 GiB.
 func TestGrepMemoryIsBounded(t *testing.T) {
-	d := sharedDaemon(t)
+	d := realDaemon(t) // awk makes the file
 	img := bigMatchImage(t, d)
 	n, alloc := grepBytes(t, d, img, "pattern=a&path=/big.txt&max_total=1000000")
 	t.Logf("answer %d bytes, %d MiB allocated", n, alloc>>20)
@@ -81,7 +81,7 @@ func TestGrepMemoryIsBounded(t *testing.T) {
 // short of it, as valid JSON with truncated: true.
 func TestGrepAnswerIsBounded(t *testing.T) {
 	const limit = 256 << 10
-	d := startDaemon(t, engine.Config{}, api.Options{MaxGrepBytes: limit})
+	d := startRealDaemon(t, engine.Config{}, api.Options{MaxGrepBytes: limit}) // awk makes the file
 	img := bigMatchImage(t, d)
 	r := d.get(t, "/v1/inspect/"+img+"/grep?pattern=a&path=/big.txt&max_total=1000000")
 	wantStatus(t, r, http.StatusOK)

@@ -96,7 +96,7 @@ func (s *server) importImage(w http.ResponseWriter, r *http.Request) error {
 	if req.Registry.Credentials != nil && *req.Registry.Credentials == (apitypes.Credentials{}) {
 		req.Registry.Credentials = nil // empty strings mean anonymous (contree-mcp)
 	}
-	op, err := s.e.Import(r.Context(), accountOf(r), req)
+	op, err := s.e.Import(r.Context(), accountOf(r), importRequest(req))
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 func TestImagesAndTags(t *testing.T) {
 	d := sharedDaemon(t)
 	c, secret, _ := d.account(t, "images-test")
-	base, err := importBusybox(ctxT(t), c, "team/base:1")
+	base, err := d.importBusybox(ctxT(t), c, "team/base:1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestImagesAndTags(t *testing.T) {
 
 // TestInspect reads an image without starting a sandbox.
 func TestInspect(t *testing.T) {
-	d := sharedDaemon(t)
+	d := realDaemon(t) // the image's files belong to root
 	ctx := ctxT(t)
 	img := d.base
 	root, err := d.c.ListDir(ctx, img, "/")
@@ -267,7 +267,7 @@ func TestLineageDiffDelete(t *testing.T) {
 	d := sharedDaemon(t)
 	ctx := ctxT(t)
 	c := d.otherClient(t, "lineage-test")
-	base, err := importBusybox(ctx, c, "")
+	base, err := d.importBusybox(ctx, c, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,30 +31,51 @@ type daemon struct {
 	token string
 	c     *client.Client
 	base  string // busybox image uuid
+	td    *testdaemon.Daemon
 }
 
 func TestMain(m *testing.M) { os.Exit(testdaemon.Main(m)) }
 
-// sharedDaemon returns the daemon most tests share (runtime runc, for
-// speed; runsc is chosen per request where a test needs it). Tests that
-// need their own limits start their own with startDaemon.
+// sharedDaemon returns the daemon most tests share: over the fake runtime
+// (testdaemon.Shell plays the commands) with copied roots, so the tests of
+// API behaviour run without root. Tests that need their own limits start
+// their own with startDaemon.
 func sharedDaemon(t *testing.T) *daemon {
+	t.Helper()
+	return wrap(testdaemon.Shared(t, "api-fake", testdaemon.Options{Busybox: "busybox:latest", Fake: testdaemon.Shell}))
+}
+
+// realDaemon returns the shared daemon with real sandboxes (runtime runc,
+// for speed; runsc is chosen per request where a test needs it), for the
+// tests of what only a sandbox does. It needs root.
+func realDaemon(t *testing.T) *daemon {
 	t.Helper()
 	return wrap(testdaemon.Shared(t, "api", testdaemon.Options{Busybox: "busybox:latest"}))
 }
 
-// startDaemon starts a daemon of the test's own, closed when t ends.
+// startDaemon starts a daemon of the test's own over the fake runtime,
+// closed when t ends.
 func startDaemon(t *testing.T, cfg engine.Config, opts api.Options) *daemon {
+	t.Helper()
+	return wrap(testdaemon.New(t, testdaemon.Options{Engine: cfg, API: opts, Busybox: "busybox:latest", Fake: testdaemon.Shell}))
+}
+
+// startRealDaemon starts a daemon of the test's own with real sandboxes;
+// it needs root.
+func startRealDaemon(t *testing.T, cfg engine.Config, opts api.Options) *daemon {
 	t.Helper()
 	return wrap(testdaemon.New(t, testdaemon.Options{Engine: cfg, API: opts, Busybox: "busybox:latest"}))
 }
 
 func wrap(d *testdaemon.Daemon) *daemon {
-	return &daemon{e: d.Engine, home: d.Home, srv: d.Server, token: d.Token, c: d.Client, base: d.Busybox}
+	return &daemon{e: d.Engine, home: d.Home, srv: d.Server, token: d.Token, c: d.Client, base: d.Busybox, td: d}
 }
 
-// importBusybox uploads a busybox rootfs tar and imports it as tag.
-var importBusybox = testdaemon.ImportBusybox
+// importBusybox uploads a busybox rootfs tar and imports it through c as
+// tag, as the daemon's own was.
+func (d *daemon) importBusybox(ctx context.Context, c *client.Client, tag string) (string, error) {
+	return d.td.ImportBusybox(ctx, c, tag)
+}
 
 // otherClient returns a client of a new account named after prefix.
 func (d *daemon) otherClient(t *testing.T, prefix string) *client.Client {

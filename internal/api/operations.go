@@ -25,12 +25,16 @@ func (s *server) spawn(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
-	op, meta, err := s.e.Spawn(r.Context(), accountOf(r), req)
+	op, meta, err := s.e.Spawn(r.Context(), accountOf(r), spawnRequest(req))
+	if err != nil {
+		return err
+	}
+	echo, err := rewire[apitypes.InstanceMetadata](meta)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Location", apiPath(r, "/v1/operations/"+op))
-	writeJSON(w, http.StatusCreated, apitypes.InstanceSpawnResponse{UUID: op, InstanceMetadata: meta})
+	writeJSON(w, http.StatusCreated, apitypes.InstanceSpawnResponse{UUID: op, InstanceMetadata: echo})
 	return nil
 }
 
@@ -226,7 +230,7 @@ func (s *sseWriter) event(ev engine.Event) error {
 			return err
 		}
 	}
-	b, err := json.Marshal(ev)
+	b, err := json.Marshal(wireEvent(ev))
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,11 @@ func TestSpawnEcho(t *testing.T) {
 	}
 
 	t.Run("contree-mcp full dump with unknown fields", func(t *testing.T) {
+		d := realDaemon(t) // places a file owned by root
+		f, err := d.c.UploadFile(ctxT(t), strings.NewReader("#!/bin/sh\necho script\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		body := fmt.Sprintf(`{"command":"cat /root/s.sh; cat","image":%q,"hostname":"linuxkit","args":[],"shell":true,"env":{},
 			"cwd":"/root","disposable":true,"stdin":{"value":"from stdin","encoding":"ascii","truncated":false},"timeout":30,
 			"truncate_output_at":8000,"files":{"/root/s.sh":{"uuid":%q,"mode":"0o644","uid":0,"gid":0}},"result":null,
@@ -138,6 +143,7 @@ func TestRuns(t *testing.T) {
 	})
 	t.Run("runsc", func(t *testing.T) {
 		t.Parallel()
+		d := realDaemon(t)
 		op := d.run(t, d.c, d.base, "echo gvisor; echo x > /root/g", func(r *apitypes.InstanceSpawnRequest) { r.Runtime = ptr("runsc") })
 		if got := stdoutOf(t, op); got != "gvisor\n" {
 			t.Errorf("runsc stdout = %q", got)
@@ -155,7 +161,7 @@ func TestRuns(t *testing.T) {
 func TestOperations(t *testing.T) {
 	d := sharedDaemon(t)
 	c := d.otherClient(t, "ops-test") // an account of its own, so counts are exact
-	if _, err := importBusybox(ctxT(t), c, "busybox:latest"); err != nil {
+	if _, err := d.importBusybox(ctxT(t), c, "busybox:latest"); err != nil {
 		t.Fatal(err)
 	}
 	done := d.run(t, c, "busybox:latest", "true")
@@ -230,7 +236,7 @@ func TestOperations(t *testing.T) {
 // process with stdin kept open, an exec'd process fed through stdin, one
 // killed by signal name, and their events in the parent's log.
 func TestSubprocesses(t *testing.T) {
-	d := sharedDaemon(t)
+	d := realDaemon(t) // signals a sandboxed process
 	ctx := ctxT(t)
 	body := fmt.Sprintf(`{"command":"cat; echo main-done","image":%q,"shell":true,"disposable":true,
 		"stdin":{"value":"first\n","encoding":"ascii","close":false}}`, d.base)

@@ -19,7 +19,7 @@ import (
 // on, why not, its size and its hits and misses.
 func TestStatusReportsWarmPool(t *testing.T) {
 	t.Run("off by configuration", func(t *testing.T) {
-		d := startDaemon(t, engine.Config{WarmPerImage: -1}, api.Options{})
+		d := startRealDaemon(t, engine.Config{WarmPerImage: -1}, api.Options{})
 		st, err := d.c.Status(ctxT(t))
 		if err != nil {
 			t.Fatal(err)
@@ -31,7 +31,7 @@ func TestStatusReportsWarmPool(t *testing.T) {
 	t.Run("this test binary", func(t *testing.T) {
 		// A default `go test` build with cgo is dynamic, like a default
 		// `go build` of arbor: the pool must say it is off and why.
-		d := startDaemon(t, engine.Config{WarmPerImage: 2}, api.Options{})
+		d := startRealDaemon(t, engine.Config{WarmPerImage: 2}, api.Options{})
 		st, err := d.c.Status(ctxT(t))
 		if err != nil {
 			t.Fatal(err)
@@ -46,7 +46,7 @@ func TestStatusReportsWarmPool(t *testing.T) {
 		}
 	})
 	t.Run("on with a static init", func(t *testing.T) {
-		d := startDaemon(t, engine.Config{InitBinary: staticInit(t), WarmPerImage: 2, WarmMax: 8}, api.Options{})
+		d := startRealDaemon(t, engine.Config{InitBinary: staticInit(t), WarmPerImage: 2, WarmMax: 8}, api.Options{})
 		d.run(t, d.c, d.base, "true", func(r *apitypes.InstanceSpawnRequest) { r.Disposable = ptr(true) })
 		st, err := d.c.Status(ctxT(t))
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
 )
 
@@ -22,7 +23,7 @@ func (s *server) createSubprocess(w http.ResponseWriter, r *http.Request) error 
 	if err := s.decode(w, r, &spec); err != nil {
 		return err
 	}
-	spid, err := s.e.Exec(r.Context(), accountOf(r), id, spec)
+	spid, err := s.e.Exec(r.Context(), accountOf(r), id, execRequest(spec))
 	if err != nil {
 		return err
 	}
@@ -51,7 +52,11 @@ func (s *server) getSubprocess(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.e.SubprocessResult(r.Context(), accountOf(r), id, spid)
+	rec, err := s.e.SubprocessResult(r.Context(), accountOf(r), id, spid)
+	if err != nil {
+		return err
+	}
+	res, err := rewire[apitypes.InstanceResult](rec)
 	if err != nil {
 		return err
 	}
@@ -94,7 +99,7 @@ func (s *server) writeStdin(w http.ResponseWriter, r *http.Request) error {
 	if b.Value == nil {
 		return errdefs.InvalidArgument(`value is required: {"value": "text", "encoding": "ascii", "close": false}`)
 	}
-	in := apitypes.ClosableStreamRepr{Value: *b.Value, Encoding: b.Encoding, Close: b.Close}
+	in := engine.Stdin{Value: *b.Value, Encoding: b.Encoding, Close: b.Close}
 	if err := s.e.WriteStdin(r.Context(), accountOf(r), id, spid, in); err != nil {
 		return err
 	}

@@ -15,7 +15,7 @@ import (
 func TestListImagesByUUIDPrefix(t *testing.T) {
 	d := sharedDaemon(t)
 	c, _, _ := d.account(t, "uuid-prefix")
-	base, err := importBusybox(ctxT(t), c, "p")
+	base, err := d.importBusybox(ctxT(t), c, "p")
 	if err != nil {
 		t.Fatal(err)
 	}

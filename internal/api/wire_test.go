@@ -160,7 +160,7 @@ func frameEvents(t *testing.T, frames []sseFrame) []map[string]any {
 }
 
 func TestWireShapes(t *testing.T) {
-	d := sharedDaemon(t)
+	d := realDaemon(t) // places a file owned by root
 	file, err := d.c.UploadFile(ctxT(t), strings.NewReader("data for appendix A\n"))
 	if err != nil {
 		t.Fatal(err)

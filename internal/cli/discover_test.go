@@ -21,7 +21,7 @@ func mainCLI(t *testing.T, args ...string) result {
 
 // TestDiscovery is not parallel: it clears ARBOR_* variables.
 func TestDiscovery(t *testing.T) {
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	for _, k := range []string{"ARBOR_URL", "ARBOR_TOKEN", "ARBOR_HOME"} {
 		t.Setenv(k, "")
 	}

@@ -14,7 +14,7 @@ import (
 
 func TestImagesListsAndFilters(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	untagged := d.runImage(t, "busybox", "echo 1 > /one")
 	d.runImage(t, "busybox", "echo 2 > /two", "--tag", "imgs-two")
 
@@ -50,7 +50,7 @@ func TestImagesListsAndFilters(t *testing.T) {
 
 func TestTagAndRmi(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	id := d.runImage(t, "busybox", "echo t > /t")
 	im := okJSON[apitypes.Image](t, d, "tag", id[:8], "tagrm-a")
 	if im.UUID != id || deref(im.Tag) != "tagrm-a" {
@@ -151,7 +151,7 @@ func TestImportDirectoryAndArchive(t *testing.T) {
 
 func TestImportMistakes(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	for _, tc := range []struct {
 		name string
 		args []string

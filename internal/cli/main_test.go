@@ -70,6 +70,16 @@ var (
 	sharedErr  error
 )
 
+// fakeDaemon returns the shared daemon (daemon.Run, as sharedDaemon's)
+// over the fake runtime: testdaemon.Shell plays the commands and roots are
+// copies, so the tests of what the CLI does with the API's answers run
+// without root. Its busybox, tagged "busybox", comes through the API.
+func fakeDaemon(t *testing.T) *testDaemon {
+	t.Helper()
+	td := testdaemon.Shared(t, "cli-fake", testdaemon.Options{Serve: serve, Fake: testdaemon.Shell, Busybox: "busybox"})
+	return &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client, busybox: td.Busybox}
+}
+
 // serve runs the product's daemon (daemon.Run) on a loopback port.
 func serve(ctx context.Context, home string, cfg engine.Config, ready func(string)) error {
 	return daemon.Run(ctx, daemon.Config{Home: home, Listen: "127.0.0.1:0", Engine: cfg,

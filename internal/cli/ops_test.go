@@ -41,7 +41,7 @@ func (d *testDaemon) waitStatus(t *testing.T, op string, want ...string) {
 
 func TestPsWaitCancelLogs(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	long := d.spawn(t, "echo started; echo to-stderr >&2; sleep 60")
 	d.waitStatus(t, long, apitypes.StatusExecuting)
 
@@ -118,7 +118,7 @@ func TestPsWaitCancelLogs(t *testing.T) {
 
 func TestWaitExitCodes(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	ok := d.spawn(t, "echo fine")
 	bad := d.spawn(t, "exit 5")
 	r := d.arbor(t, "wait", bad)

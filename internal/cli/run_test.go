@@ -12,7 +12,7 @@ import (
 
 func TestRunStreamsOutputAndPropagatesExitCode(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	r := d.arbor(t, "run", "--image", "busybox", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
 	if r.code != 3 {
 		t.Fatalf("exit code = %d, want 3\n%v", r.code, r)
@@ -48,7 +48,7 @@ func TestRunJSONTagsResultImage(t *testing.T) {
 
 func TestRunCommandForms(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := sharedDaemon(t) // shell word splitting and expansion, ls
 	for _, tc := range []struct {
 		name string
 		args []string // after --image busybox
@@ -96,7 +96,7 @@ func TestRunEnvWorkdirFilesStdin(t *testing.T) {
 
 func TestRunTimeoutExits124(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	r := d.arbor(t, "run", "--image", "busybox", "--disposable", "--timeout", "1s", "--", "sleep", "30")
 	if r.code != 124 {
 		t.Fatalf("exit code = %d, want 124\n%v", r.code, r)
@@ -112,7 +112,7 @@ func TestRunTimeoutExits124(t *testing.T) {
 
 func TestRunDisposableSavesNothing(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	res := okJSON[runResult](t, d, "run", "--disposable", "--image", "busybox", "--", "touch", "/x")
 	if res.Image != nil || res.Status != apitypes.StatusSuccess {
 		t.Errorf("disposable run = %+v, want SUCCESS without an image", res)
@@ -121,7 +121,7 @@ func TestRunDisposableSavesNothing(t *testing.T) {
 
 func TestRunMissingProgramExits127(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	r := d.arbor(t, "run", "--disposable", "--image", "busybox", "--", "no-such-program")
 	if r.code != 127 {
 		t.Errorf("missing program: exit %d, want 127\n%v", r.code, r)
@@ -131,7 +131,7 @@ func TestRunMissingProgramExits127(t *testing.T) {
 
 func TestRunImageReferences(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	for _, ref := range []string{d.busybox, strings.ToUpper(d.busybox), d.busybox[:8], d.busybox[:6], "tag:busybox", "busybox"} {
 		if got := d.ok(t, "run", "-q", "--disposable", "--image", ref, "--", "cat", "/etc/hostname"); got != "linuxkit\n" {
 			t.Errorf("run --image %s = %q, want linuxkit", ref, got)
@@ -141,7 +141,7 @@ func TestRunImageReferences(t *testing.T) {
 
 // TestRunMistakes is not parallel: it sets $ARBOR_IMAGE.
 func TestRunMistakes(t *testing.T) {
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	t.Setenv("ARBOR_IMAGE", "busybox")
 	if got := d.ok(t, "run", "-q", "--disposable", "--", "echo", "env"); got != "env\n" {
 		t.Errorf("run with $ARBOR_IMAGE set = %q, want env", got)

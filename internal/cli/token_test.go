@@ -10,7 +10,7 @@ import (
 
 func TestTokenLifecycleAndWhoami(t *testing.T) {
 	t.Parallel()
-	d := sharedDaemon(t)
+	d := fakeDaemon(t)
 	me := okJSON[apitypes.WhoAmIResponse](t, d, "whoami")
 	if me.Account != "default" || me.TokenUUID == "" || !me.Permissions["spawn"] {
 		t.Errorf("whoami --json = %+v", me)

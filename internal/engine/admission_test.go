@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -93,9 +94,9 @@ func TestQueuePosition(t *testing.T) {
 	}
 	t.Cleanup(func() { e.Close() })
 	base := busybox(t, e)
-	open := &apitypes.ClosableStreamRepr{Close: ptr(false)}
-	spawn := func(cmd string, stdin *apitypes.ClosableStreamRepr) string {
-		op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: cmd, Shell: ptr(true), Disposable: ptr(true), Stdin: stdin})
+	open := &Stdin{Close: ptr(false)}
+	spawn := func(cmd string, stdin *Stdin) string {
+		op, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: cmd, Shell: ptr(true), Disposable: ptr(true), Stdin: stdin})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +133,7 @@ func TestQueuePosition(t *testing.T) {
 	}
 
 	closeStdin := func(op string) {
-		if err := e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+		if err := e.WriteStdin(ctx, acct, op, 1, Stdin{Close: ptr(true)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -177,8 +178,8 @@ func TestCPUWeights(t *testing.T) {
 		{cpus: ptr(0.5), shares: "512", quota: "50000"},
 		{cpus: ptr(2.0), shares: "2048", quota: "200000"},
 	} {
-		op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "echo up; cat", Shell: ptr(true), Disposable: ptr(true),
-			Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}, ResourcesLimits: &apitypes.ResourcesLimits{CPUs: tc.cpus}})
+		op, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: "echo up; cat", Shell: ptr(true), Disposable: ptr(true),
+			Stdin: &Stdin{Close: ptr(false)}, ResourcesLimits: &oplog.ResourcesLimits{CPUs: tc.cpus}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +213,7 @@ func TestCPUWeights(t *testing.T) {
 		if got := strings.TrimSpace(string(quota)); got != tc.quota {
 			t.Errorf("cpus %v: cpu.cfs_quota_us %s, want %s", deref(tc.cpus), got, tc.quota)
 		}
-		if err := e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+		if err := e.WriteStdin(ctx, acct, op, 1, Stdin{Close: ptr(true)}); err != nil {
 			t.Fatal(err)
 		}
 		if o := waitOp(t, e, op); o.Status != apitypes.StatusSuccess {

@@ -16,6 +16,7 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/netns"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // TestMain lets the test binary act as a daemon process that a test can
@@ -45,8 +46,8 @@ func crashHelper(mode string) {
 		// Leave idle warm sandboxes, one of them networked, besides the
 		// warm run the daemon dies in.
 		for _, network := range []bool{false, true} {
-			op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "true", Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true),
-				Disposable: ptr(true), Networking: &apitypes.Networking{Enabled: ptr(network)}})
+			op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "true", Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true),
+				Disposable: ptr(true), Networking: &Networking{Enabled: ptr(network)}})
 			if err == nil {
 				_, err = e.WaitOperation(ctx, acct, op)
 			}
@@ -79,7 +80,7 @@ func crashHelper(mode string) {
 			fmt.Println("committing")
 			select {}
 		}
-		op, err := e.Import(ctx, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: UploadScheme + f.UUID}})
+		op, err := e.Import(ctx, acct, ImportRequest{Registry: oplog.ImportSource{URL: UploadScheme + f.UUID}})
 		if err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
@@ -96,7 +97,7 @@ func crashHelper(mode string) {
 			select {}
 		}
 	}
-	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: cmd, Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true)})
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: cmd, Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true)})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"sort"
 
-	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // AccountDisk is what one account holds (arbor df).
@@ -140,8 +140,8 @@ func (e *Engine) DiskUsage(ctx context.Context, account string) (DiskReport, err
 		if err != nil {
 			return rep, err
 		}
-		d.Pending = st[apitypes.StatusPending]
-		d.Running = st[apitypes.StatusAssigned] + st[apitypes.StatusExecuting]
+		d.Pending = st[oplog.StatusPending]
+		d.Running = st[oplog.StatusAssigned] + st[oplog.StatusExecuting]
 		rep.Accounts = append(rep.Accounts, d)
 	}
 	sort.Slice(rep.Accounts, func(i, j int) bool { return rep.Accounts[i].Account < rep.Accounts[j].Account })

@@ -12,6 +12,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -66,7 +67,7 @@ func TestDiskReserve(t *testing.T) {
 		kept := o.ResultImageUUID
 
 		// A run that writes until the disk is full.
-		o = spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: kept, Command: "dd if=/dev/zero of=/big bs=1M count=100; sync; echo done"})
+		o = spawnWait(t, e, SpawnRequest{Image: kept, Command: "dd if=/dev/zero of=/big bs=1M count=100; sync; echo done"})
 		if o.Status != apitypes.StatusFailed || !strings.Contains(o.Error, "filled up") || !strings.Contains(o.Error, "nothing was saved") {
 			t.Fatalf("disk-filling run: %s %q, want FAILED saying the filesystem filled up and nothing was saved", o.Status, o.Error)
 		}
@@ -90,7 +91,7 @@ func TestDiskReserve(t *testing.T) {
 			t.Fatal(err)
 		}
 		sh := true
-		_, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: kept, Command: "true", Shell: &sh})
+		_, _, err = e.Spawn(ctx, acct, SpawnRequest{Image: kept, Command: "true", Shell: &sh})
 		if !errors.Is(err, errdefs.ErrInsufficientStorage) || !strings.Contains(err.Error(), "--disk-reserve") || !strings.Contains(err.Error(), "arbor gc") {
 			t.Fatalf("run on a nearly full disk: %v, want an insufficient-storage error naming --disk-reserve and the fix", err)
 		}
@@ -98,7 +99,7 @@ func TestDiskReserve(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.Import(ctx, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: UploadScheme + f.UUID}}); !errors.Is(err, errdefs.ErrInsufficientStorage) {
+		if _, err := e.Import(ctx, acct, ImportRequest{Registry: oplog.ImportSource{URL: UploadScheme + f.UUID}}); !errors.Is(err, errdefs.ErrInsufficientStorage) {
 			t.Fatalf("import on a nearly full disk: %v, want insufficient storage", err)
 		}
 		if o, _ := run(t, e, kept, "cat /kept", disposable); o.Status != apitypes.StatusSuccess {

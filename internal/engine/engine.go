@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -32,7 +33,6 @@ import (
 	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/netns"
-	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/google/uuid"
@@ -106,6 +106,15 @@ type Config struct {
 	// directories under Home/layers (layers.Dir). It must take directories
 	// from Home/tmp by rename (its cache on Home's filesystem).
 	LayerStorage layers.Storage
+	// Runtimes, if set, are the runtimes by kind instead of the runsc,
+	// runc and crun found on the host (tests pass a fakeruntime); Runtime
+	// must name one. They play their commands themselves: no init is
+	// handed to them, and the warm pool stays off.
+	Runtimes map[string]runtime.Runtime
+	// RootFS assembles sandboxes' root filesystems; nil: overlayfs mounts.
+	// A RootFS other than the default serves every runtime without id
+	// maps (see mountRoot).
+	RootFS RootFS
 
 	// Metadata is the metadata store; nil opens SQLite at Home/arbor.db.
 	// The engine owns it from New on: it closes it in Close, or when New
@@ -152,6 +161,7 @@ type Engine struct {
 	// removal of blobs no record names (uploadretention.go).
 	filesMu sync.Mutex
 
+	rootfs   RootFS              // how a view becomes a sandbox's root
 	layers   *layers.Snapshotter // layer views, commits, leases and GC
 	layerDir *layers.Dir         // where layers are stored, unless Config.LayerStorage is set
 
@@ -307,7 +317,20 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		ids:       newIDAlloc(),
 		gate:      gate,
 	}
+	if e.rootfs = cfg.RootFS; e.rootfs == nil {
+		e.rootfs = overlayRoot{}
+	}
+	if cfg.Runtimes != nil {
+		if cfg.Runtimes[cfg.Runtime] == nil {
+			st.Close()
+			return nil, fmt.Errorf("engine: runtime %q is not among Config.Runtimes", cfg.Runtime)
+		}
+		maps.Copy(e.runtimes, cfg.Runtimes)
+	}
 	for _, kind := range []string{"runsc", "runc", "crun"} {
+		if cfg.Runtimes != nil {
+			break
+		}
 		rt, err := runtime.NewOCI(kind, cfg.RuntimePaths[kind], filepath.Join(home, "runtime", kind))
 		if err != nil {
 			if kind == cfg.Runtime {
@@ -323,7 +346,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("recovery: %w", err)
 	}
 	// The static init runs first in every sandbox, cold and warm.
-	if e.initBin = initproc.FindBinary(cfg.InitBinary); e.initBin == "" {
+	if cfg.Runtimes != nil {
+		e.cfg.WarmPerImage = -1 // the pool boots through the init
+	} else if e.initBin = initproc.FindBinary(cfg.InitBinary); e.initBin == "" {
 		e.log.Warn("no static init: warm sandboxes off, and a cold run's command is its sandbox's PID 1", "reason", e.warmOffReason())
 	}
 	for r := range e.runtimes {
@@ -420,7 +445,7 @@ func (e *Engine) recover(ctx context.Context) error {
 	}
 	for _, ent := range ents {
 		d := filepath.Join(runDir, ent.Name())
-		if err := overlay.Unmount(filepath.Join(d, "merged")); err != nil {
+		if err := e.rootfs.Unmount(filepath.Join(d, "merged")); err != nil {
 			e.log.Warn("unmount stale run root", "dir", d, "err", err)
 		}
 		if err := os.RemoveAll(d); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
@@ -59,15 +60,15 @@ func busybox(t testing.TB, e *Engine) string {
 	return id
 }
 
-type runOpts func(*apitypes.InstanceSpawnRequest)
+type runOpts func(*SpawnRequest)
 
-func disposable(r *apitypes.InstanceSpawnRequest) { t := true; r.Disposable = &t }
+func disposable(r *SpawnRequest) { t := true; r.Disposable = &t }
 
 // run spawns a shell command and waits for it.
 func run(t testing.TB, e *Engine, image, cmd string, opts ...runOpts) (Operation, apitypes.InstanceMetadata) {
 	t.Helper()
 	sh := true
-	req := apitypes.InstanceSpawnRequest{Command: cmd, Image: image, Shell: &sh}
+	req := SpawnRequest{Command: cmd, Image: image, Shell: &sh}
 	for _, o := range opts {
 		o(&req)
 	}
@@ -137,15 +138,15 @@ func TestRunBasics(t *testing.T) {
 			}{
 				{name: "echo", cmd: "echo hello", wantOut: "hello\n", wantSame: true},
 				{name: "exit code", cmd: "exit 3", wantCode: 3, wantSame: true},
-				{name: "env and cwd", cmd: "echo $FOO $(pwd)", opts: []runOpts{func(r *apitypes.InstanceSpawnRequest) {
+				{name: "env and cwd", cmd: "echo $FOO $(pwd)", opts: []runOpts{func(r *SpawnRequest) {
 					r.Env = map[string]string{"FOO": "bar"}
 					c := "/tmp"
 					r.Cwd = &c
 				}}, wantOut: "bar /tmp\n", wantSame: true},
-				{name: "stdin", cmd: "cat", opts: []runOpts{func(r *apitypes.InstanceSpawnRequest) {
-					r.Stdin = &apitypes.ClosableStreamRepr{Value: "aGkK", Encoding: "base64"}
+				{name: "stdin", cmd: "cat", opts: []runOpts{func(r *SpawnRequest) {
+					r.Stdin = &Stdin{Value: "aGkK", Encoding: "base64"}
 				}}, wantOut: "hi\n", wantSame: true},
-				{name: "uid gid", cmd: "id -u; id -g", opts: []runOpts{func(r *apitypes.InstanceSpawnRequest) {
+				{name: "uid gid", cmd: "id -u; id -g", opts: []runOpts{func(r *SpawnRequest) {
 					u, g := 1000, 1001
 					r.UID, r.GID = &u, &g
 					c := "/"
@@ -179,7 +180,7 @@ func TestRunBasics(t *testing.T) {
 func TestNonShellMissingExecutable(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	sh := false
-	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "/usr/bin/python3", Image: base, Shell: &sh})
+	op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "/usr/bin/python3", Image: base, Shell: &sh})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +258,7 @@ func TestTimeoutKillsSandbox(t *testing.T) {
 			t.Parallel()
 			e, base := newEngine(t, rt)
 			start := time.Now()
-			_, m := run(t, e, base, "sleep 1000 & sleep 1000", func(r *apitypes.InstanceSpawnRequest) { to := 1.0; r.Timeout = &to })
+			_, m := run(t, e, base, "sleep 1000 & sleep 1000", func(r *SpawnRequest) { to := 1.0; r.Timeout = &to })
 			if !m.Result.State.TimedOut {
 				t.Error("timed_out = false, want true")
 			}
@@ -270,7 +271,7 @@ func TestTimeoutKillsSandbox(t *testing.T) {
 
 func TestOutputCap(t *testing.T) {
 	e, base := newEngine(t, "runc")
-	_, m := run(t, e, base, "yes | head -c 10000000", func(r *apitypes.InstanceSpawnRequest) { n := int64(1000); r.TruncateOutputAt = &n })
+	_, m := run(t, e, base, "yes | head -c 10000000", func(r *SpawnRequest) { n := int64(1000); r.TruncateOutputAt = &n })
 	if got := len(stdout(t, m)); got != 1000 || !m.Result.Stdout.Truncated {
 		t.Fatalf("captured %d bytes truncated=%v, want 1000 true", got, m.Result.Stdout.Truncated)
 	}
@@ -310,8 +311,8 @@ func TestFilesPlaced(t *testing.T) {
 	if f2.UUID != f.UUID {
 		t.Errorf("identical upload got uuid %s, want %s", f2.UUID, f.UUID)
 	}
-	o, m := run(t, e, base, "/opt/tool/run.sh && stat -c '%a %u %g' /opt/tool/run.sh", func(r *apitypes.InstanceSpawnRequest) {
-		r.Files = map[string]apitypes.FileSpec{"/opt/tool/run.sh": {UUID: f.UUID, Mode: 0o750, UID: 5, GID: 6}}
+	o, m := run(t, e, base, "/opt/tool/run.sh && stat -c '%a %u %g' /opt/tool/run.sh", func(r *SpawnRequest) {
+		r.Files = map[string]oplog.FileSpec{"/opt/tool/run.sh": {UUID: f.UUID, Mode: 0o750, UID: 5, GID: 6}}
 	})
 	if got := stdout(t, m); got != "from-file\n750 5 6\n" {
 		t.Fatalf("stdout = %q", got)
@@ -323,8 +324,8 @@ func TestFilesPlaced(t *testing.T) {
 
 func TestSizeCap(t *testing.T) {
 	e, base := newEngine(t, "runc")
-	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "for i in $(seq 1 100); do head -c 1000000 /dev/zero > /root/f$i; done; sleep 5", Image: base,
-		Shell: ptr(true), ResourcesLimits: &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(5 << 20))}})
+	op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "for i in $(seq 1 100); do head -c 1000000 /dev/zero > /root/f$i; done; sleep 5", Image: base,
+		Shell: ptr(true), ResourcesLimits: &oplog.ResourcesLimits{MaxLayerBytes: ptr(int64(5 << 20))}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +347,7 @@ func ptr[T any](v T) *T { return &v }
 
 func TestCancelRunning(t *testing.T) {
 	e, base := newEngine(t, "runc")
-	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "echo ready; sleep 100", Image: base, Shell: ptr(true)})
+	op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "echo ready; sleep 100", Image: base, Shell: ptr(true)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,19 +415,19 @@ func TestInvalidSpawns(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	tests := []struct {
 		name string
-		req  apitypes.InstanceSpawnRequest
+		req  SpawnRequest
 		want string
 	}{
-		{"no command", apitypes.InstanceSpawnRequest{Image: base}, "command is required"},
-		{"unknown image", apitypes.InstanceSpawnRequest{Command: "true", Image: "tag:nope"}, "not found"},
-		{"unknown uuid", apitypes.InstanceSpawnRequest{Command: "true", Image: "00000000-0000-0000-0000-000000000000"}, "not found"},
-		{"zero timeout", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Timeout: ptr(0.0)}, "positive"},
-		{"negative timeout", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Timeout: ptr(-5.0)}, "positive"},
-		{"huge timeout", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Timeout: ptr(1e9)}, "limit"},
-		{"relative file", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Files: map[string]apitypes.FileSpec{"x/y": {UUID: "00000000-0000-0000-0000-000000000000"}}}, "absolute"},
-		{"unknown file", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Files: map[string]apitypes.FileSpec{"/x": {UUID: "00000000-0000-0000-0000-000000000000"}}}, "not found"},
-		{"relative cwd", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Cwd: ptr("tmp")}, "absolute"},
-		{"unknown runtime", apitypes.InstanceSpawnRequest{Command: "true", Image: base, Runtime: ptr("kvm")}, "not available"},
+		{"no command", SpawnRequest{Image: base}, "command is required"},
+		{"unknown image", SpawnRequest{Command: "true", Image: "tag:nope"}, "not found"},
+		{"unknown uuid", SpawnRequest{Command: "true", Image: "00000000-0000-0000-0000-000000000000"}, "not found"},
+		{"zero timeout", SpawnRequest{Command: "true", Image: base, Timeout: ptr(0.0)}, "positive"},
+		{"negative timeout", SpawnRequest{Command: "true", Image: base, Timeout: ptr(-5.0)}, "positive"},
+		{"huge timeout", SpawnRequest{Command: "true", Image: base, Timeout: ptr(1e9)}, "limit"},
+		{"relative file", SpawnRequest{Command: "true", Image: base, Files: map[string]oplog.FileSpec{"x/y": {UUID: "00000000-0000-0000-0000-000000000000"}}}, "absolute"},
+		{"unknown file", SpawnRequest{Command: "true", Image: base, Files: map[string]oplog.FileSpec{"/x": {UUID: "00000000-0000-0000-0000-000000000000"}}}, "not found"},
+		{"relative cwd", SpawnRequest{Command: "true", Image: base, Cwd: ptr("tmp")}, "absolute"},
+		{"unknown runtime", SpawnRequest{Command: "true", Image: base, Runtime: ptr("kvm")}, "not available"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -447,11 +448,11 @@ func TestResourceBombs(t *testing.T) {
 				name, cmd string
 				opts      []runOpts
 			}{
-				{"memory", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived", []runOpts{func(r *apitypes.InstanceSpawnRequest) {
-					r.ResourcesLimits = &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(64 << 20))}
+				{"memory", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived", []runOpts{func(r *SpawnRequest) {
+					r.ResourcesLimits = &oplog.ResourcesLimits{MemoryBytes: ptr(int64(64 << 20))}
 				}}},
-				{"fork", "bomb() { bomb | bomb & }; bomb; sleep 3", []runOpts{func(r *apitypes.InstanceSpawnRequest) {
-					r.ResourcesLimits = &apitypes.ResourcesLimits{Pids: ptr(int64(64))}
+				{"fork", "bomb() { bomb | bomb & }; bomb; sleep 3", []runOpts{func(r *SpawnRequest) {
+					r.ResourcesLimits = &oplog.ResourcesLimits{Pids: ptr(int64(64))}
 					r.Timeout = ptr(10.0)
 				}}},
 			}
@@ -531,7 +532,7 @@ func TestDeleteImageKeepsDescendants(t *testing.T) {
 
 func TestSecretsRedactedInEcho(t *testing.T) {
 	e, base := newEngine(t, "runc")
-	op, meta, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "echo $API_TOKEN", Image: base, Shell: ptr(true),
+	op, meta, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "echo $API_TOKEN", Image: base, Shell: ptr(true),
 		Env: map[string]string{"API_TOKEN": "s3cret", "PLAIN": "visible"}})
 	if err != nil {
 		t.Fatal(err)
@@ -571,19 +572,19 @@ func TestDeleteImageWhileQueued(t *testing.T) {
 	onDisk := func(layer string) bool { _, err := os.Stat(e.layerPath(layer)); return err == nil }
 
 	// A holds the only slot until its stdin closes.
-	a, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "cat", Disposable: ptr(true),
-		Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}})
+	a, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: "cat", Disposable: ptr(true),
+		Stdin: &Stdin{Close: ptr(false)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.runningOp(ctx, acct, a); err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: img.UUID, Command: "cat /marker", Shell: ptr(true), Disposable: ptr(true)})
+	b, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: img.UUID, Command: "cat /marker", Shell: ptr(true), Disposable: ptr(true)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: img.UUID, Command: "echo c > /c", Shell: ptr(true)})
+	c, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: img.UUID, Command: "echo c > /c", Shell: ptr(true)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,13 +599,13 @@ func TestDeleteImageWhileQueued(t *testing.T) {
 	if _, err := e.Image(ctx, acct, img.UUID); !errdefs.IsNotFound(err) {
 		t.Fatalf("deleted image still visible: %v", err)
 	}
-	if _, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: img.UUID, Command: "true"}); !errdefs.IsNotFound(err) {
+	if _, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: img.UUID, Command: "true"}); !errdefs.IsNotFound(err) {
 		t.Fatalf("Spawn on the deleted image = %v, want not found", err)
 	}
 	if !onDisk(img.Layer) {
 		t.Fatal("deleting the image removed the layer queued runs lease")
 	}
-	if err := e.WriteStdin(ctx, acct, a, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+	if err := e.WriteStdin(ctx, acct, a, 1, Stdin{Close: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
 	ob := waitOp(t, e, b)

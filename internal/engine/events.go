@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/store"
 )
 
@@ -138,11 +138,18 @@ func (h *eventHub) wakeup(op string) <-chan struct{} {
 	return l.ch
 }
 
-// Event is one event of an operation's log, in wire form.
-type Event = apitypes.OperationEvent
+// Event is one event of an operation's log. Data is the JSON of the
+// payload of its Type (oplog.EventData*).
+type Event struct {
+	ID   int64
+	TS   time.Time
+	Spid int
+	Type string
+	Data json.RawMessage
+}
 
-func toWire(ev store.Event) Event {
-	return Event{ID: ev.ID, TS: apitypes.Timestamp(ev.TS), Spid: ev.Spid, Type: ev.Type, Data: json.RawMessage(ev.Data)}
+func toEvent(ev store.Event) Event {
+	return Event{ID: ev.ID, TS: ev.TS, Spid: ev.Spid, Type: ev.Type, Data: json.RawMessage(ev.Data)}
 }
 
 // FollowOptions controls FollowEvents.
@@ -171,13 +178,13 @@ func (e *Engine) FollowEvents(ctx context.Context, account, op string, o FollowO
 		}
 		for _, ev := range evs {
 			after = ev.ID
-			if o.Spid != nil && ev.Spid != *o.Spid && ev.Type != apitypes.EventCompletion {
+			if o.Spid != nil && ev.Spid != *o.Spid && ev.Type != oplog.EventCompletion {
 				continue
 			}
-			if err := fn(toWire(ev)); err != nil {
+			if err := fn(toEvent(ev)); err != nil {
 				return err
 			}
-			if ev.Type == apitypes.EventCompletion {
+			if ev.Type == oplog.EventCompletion {
 				return nil
 			}
 		}
@@ -194,7 +201,7 @@ func (e *Engine) FollowEvents(ctx context.Context, account, op string, o FollowO
 			if err != nil {
 				return err
 			}
-			if apitypes.IsTerminal(st.Status) {
+			if oplog.IsTerminal(st.Status) {
 				more, err := e.st.Events(ctx, op, after, 1)
 				if err != nil || len(more) == 0 {
 					return err

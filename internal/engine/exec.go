@@ -9,8 +9,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/runtime"
 	"github.com/arborsh/arbor/internal/store"
 )
@@ -52,10 +52,10 @@ func (e *Engine) runningOp(ctx context.Context, account, op string) (*activeOp, 
 		return nil, err
 	}
 	a := e.activeOf(o.UUID)
-	if a == nil || apitypes.IsTerminal(o.Status) {
+	if a == nil || oplog.IsTerminal(o.Status) {
 		return nil, errdefs.Conflict("operation %s is not running (status %s): subprocesses need a running instance", o.UUID, o.Status)
 	}
-	if o.Kind != apitypes.KindInstance {
+	if o.Kind != oplog.KindInstance {
 		return nil, errdefs.Conflict("operation %s is an %s, not an instance", o.UUID, o.Kind)
 	}
 	select {
@@ -70,7 +70,7 @@ func (e *Engine) runningOp(ctx context.Context, account, op string) (*activeOp, 
 
 // Exec starts a further process in a running instance and returns its spid
 // (2, 3, ...). Its spawn, output and exit events go to the parent's log.
-func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.ExecSpec) (int, error) {
+func (e *Engine) Exec(ctx context.Context, account, op string, spec ExecRequest) (int, error) {
 	if strings.TrimSpace(spec.Command) == "" {
 		return 0, errdefs.InvalidArgument("command is required")
 	}
@@ -152,9 +152,9 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 	a.procs[spid] = pr
 	a.subs.Add(1)
 	a.mu.Unlock()
-	stdout := &capture{e: e, op: op, spid: spid, stream: apitypes.EventStdout, limit: limit}
-	stderr := &capture{e: e, op: op, spid: spid, stream: apitypes.EventStderr, limit: limit}
-	ev := apitypes.EventDataSpawn{Command: args[0], Args: args[1:], Shell: shell, Cwd: cwd, UID: uid, GID: gid,
+	stdout := &capture{e: e, op: op, spid: spid, stream: oplog.EventStdout, limit: limit}
+	stderr := &capture{e: e, op: op, spid: spid, stream: oplog.EventStderr, limit: limit}
+	ev := oplog.EventDataSpawn{Command: args[0], Args: args[1:], Shell: shell, Cwd: cwd, UID: uid, GID: gid,
 		Timeout: p.meta.Timeout, TruncateAt: limit, Env: redactEnv(env)}
 	started := make(chan struct{})
 	go func() {
@@ -168,7 +168,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 				pr.pid = pid
 				a.mu.Unlock()
 				ev.Pid = pid
-				e.events.emit(context.Background(), op, spid, apitypes.EventSpawn, ev)
+				e.events.emit(context.Background(), op, spid, oplog.EventSpawn, ev)
 				close(started)
 			},
 		})
@@ -201,7 +201,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 			}
 		}
 		e.releaseSub(a) // before the exit event: a client that saw it may start another
-		e.events.emit(context.Background(), op, spid, apitypes.EventExit, apitypes.EventDataExit{
+		e.events.emit(context.Background(), op, spid, oplog.EventExit, oplog.EventDataExit{
 			Pid: ev.Pid, Code: code, Signal: sig, DurationMs: res.Duration.Milliseconds(), Resources: resources(res.Rusage)})
 	}()
 	<-started
@@ -210,7 +210,7 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec apitypes.Exe
 
 // WriteStdin writes in's bytes to process spid's stdin and closes it when
 // in.Close is true.
-func (e *Engine) WriteStdin(ctx context.Context, account, op string, spid int, in apitypes.ClosableStreamRepr) error {
+func (e *Engine) WriteStdin(ctx context.Context, account, op string, spid int, in Stdin) error {
 	data, err := in.Bytes()
 	if err != nil {
 		return errdefs.InvalidArgument("stdin: %v", err)
@@ -240,7 +240,7 @@ func (e *Engine) writeStdin(ctx context.Context, account, op string, spid int, d
 		return errdefs.Conflict("stdin of process %d is closed (spawn it with stdin.close=false to keep it open)", spid)
 	}
 	if len(data) > 0 {
-		e.events.emit(ctx, op, spid, apitypes.EventStdin, apitypes.NewStreamRepr(data, false))
+		e.events.emit(ctx, op, spid, oplog.EventStdin, oplog.NewStreamRepr(data, false))
 		if _, err := w.Write(data); err != nil {
 			return errdefs.Conflict("process %d no longer reads stdin: %v", spid, err)
 		}
@@ -310,16 +310,16 @@ func (e *Engine) KillSubprocess(ctx context.Context, account, op string, spid in
 
 // SubprocessResult folds the events of one process into an InstanceResult.
 // While it runs, exit_code and signal are -1.
-func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid int) (apitypes.InstanceResult, error) {
+func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid int) (oplog.InstanceResult, error) {
 	o, err := e.Operation(ctx, account, op)
 	if err != nil {
-		return apitypes.InstanceResult{}, err
+		return oplog.InstanceResult{}, err
 	}
 	evs, err := e.st.Events(ctx, o.UUID, -1, 0)
 	if err != nil {
-		return apitypes.InstanceResult{}, err
+		return oplog.InstanceResult{}, err
 	}
-	var r apitypes.InstanceResult
+	var r oplog.InstanceResult
 	r.State.ExitCode, r.State.Signal = -1, -1
 	var out, errb []byte
 	var outTrunc, errTrunc, spawned bool
@@ -338,37 +338,37 @@ func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid 
 			continue
 		}
 		switch ev.Type {
-		case apitypes.EventSpawn:
-			var d apitypes.EventDataSpawn
+		case oplog.EventSpawn:
+			var d oplog.EventDataSpawn
 			decode(ev, &d)
 			r.State.Pid = d.Pid
 			spawned = true
-		case apitypes.EventStdout, apitypes.EventStderr:
-			var d apitypes.EventDataStream
+		case oplog.EventStdout, oplog.EventStderr:
+			var d oplog.EventDataStream
 			decode(ev, &d)
-			b, err := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			b, err := oplog.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
 			if err != nil {
 				bad(ev, err)
 			}
-			if ev.Type == apitypes.EventStdout {
+			if ev.Type == oplog.EventStdout {
 				out = append(out, b...)
 			} else {
 				errb = append(errb, b...)
 			}
-		case apitypes.EventTruncated:
-			var d apitypes.EventDataTruncated
+		case oplog.EventTruncated:
+			var d oplog.EventDataTruncated
 			decode(ev, &d)
-			if d.Stream == apitypes.EventStdout {
+			if d.Stream == oplog.EventStdout {
 				outTrunc = true
 			} else {
 				errTrunc = true
 			}
-		case apitypes.EventExit:
-			var d apitypes.EventDataExit
+		case oplog.EventExit:
+			var d oplog.EventDataExit
 			decode(ev, &d)
 			r.State.ExitCode, r.State.Signal, r.State.TimedOut = d.Code, d.Signal, d.TimedOut
 			res := d.Resources
-			r.Resources = apitypes.InstanceResultResources{
+			r.Resources = oplog.InstanceResultResources{
 				BlockInput: res.BlockInputOps, BlockOutput: res.BlockOutputOps, ElapsedTime: float64(d.DurationMs) / 1000,
 				InvoluntarySwitches: res.InvoluntaryCtxSwitches, MaxRSS: res.MaxRSSKB, MonotonicTime: float64(d.DurationMs) / 1000,
 				PageFaults: res.MinorFaults, PageFaultsIO: res.MajorFaults, SharedMemory: res.SharedMemory, Signals: res.SignalsReceived,
@@ -378,13 +378,13 @@ func (e *Engine) SubprocessResult(ctx context.Context, account, op string, spid 
 		}
 	}
 	if !spawned {
-		if apitypes.IsTerminal(o.Status) || o.Kind != apitypes.KindInstance || !e.spidAllocated(o.UUID, spid) {
+		if oplog.IsTerminal(o.Status) || o.Kind != oplog.KindInstance || !e.spidAllocated(o.UUID, spid) {
 			return r, errdefs.NotFound("operation %s has no process %d", o.UUID, spid)
 		}
 		return r, errdefs.TooEarly("process %d of operation %s has not started yet", spid, o.UUID)
 	}
-	r.Stdout = apitypes.NewStreamRepr(out, outTrunc)
-	r.Stderr = apitypes.NewStreamRepr(errb, errTrunc)
+	r.Stdout = oplog.NewStreamRepr(out, outTrunc)
+	r.Stderr = oplog.NewStreamRepr(errb, errTrunc)
 	return r, nil
 }
 
@@ -406,8 +406,8 @@ func (e *Engine) spidAllocated(op string, spid int) bool {
 }
 
 // resources converts rusage to the exit event's resource block.
-func resources(ru syscall.Rusage) apitypes.EventResources {
-	return apitypes.EventResources{
+func resources(ru syscall.Rusage) oplog.EventResources {
+	return oplog.EventResources{
 		UserTimeUs: ru.Utime.Usec + ru.Utime.Sec*1e6, SysTimeUs: ru.Stime.Usec + ru.Stime.Sec*1e6, MaxRSSKB: ru.Maxrss,
 		SharedMemory: ru.Ixrss, UnsharedMemory: ru.Idrss, Swaps: ru.Nswap, MinorFaults: ru.Minflt, MajorFaults: ru.Majflt,
 		VoluntaryCtxSwitches: ru.Nvcsw, InvoluntaryCtxSwitches: ru.Nivcsw, BlockInputOps: ru.Inblock, BlockOutputOps: ru.Oublock,

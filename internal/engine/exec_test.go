@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // TestSubprocesses covers stdin kept open, exec'd processes, their stdin
@@ -35,23 +36,23 @@ func TestSubprocesses(t *testing.T) {
 				waitIdle(t, e, base, 1)
 			}
 			// The main process reads stdin until it is closed.
-			op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "cat; echo main-done", Image: base, Shell: ptr(true),
-				Stdin: &apitypes.ClosableStreamRepr{Value: "first\n", Close: ptr(false)}})
+			op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "cat; echo main-done", Image: base, Shell: ptr(true),
+				Stdin: &Stdin{Value: "first\n", Close: ptr(false)}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			spid, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "cat", Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: ptr(false)}})
+			spid, err := e.Exec(ctx, acct, op, ExecRequest{Command: "cat", Stdin: &Stdin{Value: "", Close: ptr(false)}})
 			if err != nil || spid != 2 {
 				t.Fatalf("Exec = %d, %v; want spid 2", spid, err)
 			}
-			if err := e.WriteStdin(ctx, acct, op, spid, apitypes.ClosableStreamRepr{Value: "hello\n", Close: ptr(true)}); err != nil {
+			if err := e.WriteStdin(ctx, acct, op, spid, Stdin{Value: "hello\n", Close: ptr(true)}); err != nil {
 				t.Fatal(err)
 			}
 			r := waitSub(t, e, op, spid)
 			if b, _ := r.Stdout.Bytes(); string(b) != "hello\n" || r.State.ExitCode != 0 {
 				t.Fatalf("subprocess stdout %q exit %d, want hello and 0", b, r.State.ExitCode)
 			}
-			spid3, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "sleep 100", Shell: ptr(true)})
+			spid3, err := e.Exec(ctx, acct, op, ExecRequest{Command: "sleep 100", Shell: ptr(true)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -64,7 +65,7 @@ func TestSubprocesses(t *testing.T) {
 				t.Fatalf("killed subprocess exit %+v", r3.State)
 			}
 			// The parent is still running; closing its stdin ends it.
-			if err := e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Value: "second\n", Close: ptr(true)}); err != nil {
+			if err := e.WriteStdin(ctx, acct, op, 1, Stdin{Value: "second\n", Close: ptr(true)}); err != nil {
 				t.Fatal(err)
 			}
 			o, _ := e.WaitOperation(ctx, acct, op)
@@ -72,7 +73,7 @@ func TestSubprocesses(t *testing.T) {
 			if b, _ := r1.Stdout.Bytes(); string(b) != "first\nsecond\nmain-done\n" || o.Status != apitypes.StatusSuccess {
 				t.Fatalf("main stdout %q status %s", b, o.Status)
 			}
-			if _, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "true"}); err == nil {
+			if _, err := e.Exec(ctx, acct, op, ExecRequest{Command: "true"}); err == nil {
 				t.Fatal("exec into a finished instance succeeded")
 			}
 			// sleeper starts a disposable `sleep secs` (warm if the pool is on).
@@ -81,7 +82,7 @@ func TestSubprocesses(t *testing.T) {
 				if tc.warm {
 					waitIdle(t, e, base, 1)
 				}
-				op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{secs}, Image: base, Disposable: ptr(true)})
+				op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "sleep", Args: []string{secs}, Image: base, Disposable: ptr(true)})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -105,7 +106,7 @@ func TestSubprocesses(t *testing.T) {
 			// Exec'd processes die with the main process.
 			op = sleeper("1")
 			retry(func() (err error) {
-				spid, err = e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "sleep", Args: []string{"100"}})
+				spid, err = e.Exec(ctx, acct, op, ExecRequest{Command: "sleep", Args: []string{"100"}})
 				return err
 			})
 			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -123,7 +124,7 @@ func TestSubprocesses(t *testing.T) {
 	}
 }
 
-func waitSub(t *testing.T, e *Engine, op string, spid int) apitypes.InstanceResult {
+func waitSub(t *testing.T, e *Engine, op string, spid int) oplog.InstanceResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -170,7 +171,7 @@ func TestSubprocessExitStatus(t *testing.T) {
 					e, base = newEngine(t, rt)
 				}
 				ctx := context.Background()
-				op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{"60"}, Image: base, Disposable: ptr(true)})
+				op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "sleep", Args: []string{"60"}, Image: base, Disposable: ptr(true)})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -181,7 +182,7 @@ func TestSubprocessExitStatus(t *testing.T) {
 					"exit 137":      {137, -1},
 					"exit 3":        {3, -1},
 				} {
-					spid, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: cmd, Shell: ptr(true)}) // waits for the main process
+					spid, err := e.Exec(ctx, acct, op, ExecRequest{Command: cmd, Shell: ptr(true)}) // waits for the main process
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -191,7 +192,7 @@ func TestSubprocessExitStatus(t *testing.T) {
 					}
 				}
 				// The wrapper runs as root and the command as the asked user.
-				spid, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "id -u; id -g", Shell: ptr(true), UID: ptr(1000), GID: ptr(1001)})
+				spid, err := e.Exec(ctx, acct, op, ExecRequest{Command: "id -u; id -g", Shell: ptr(true), UID: ptr(1000), GID: ptr(1001)})
 				if err != nil {
 					t.Fatal(err)
 				}

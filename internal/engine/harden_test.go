@@ -18,8 +18,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -37,7 +37,7 @@ func gvisorEngine(t testing.TB, allow ...string) (*Engine, string) {
 }
 
 func withRuntime(rt string) runOpts {
-	return func(r *apitypes.InstanceSpawnRequest) { r.Runtime = &rt }
+	return func(r *SpawnRequest) { r.Runtime = &rt }
 }
 
 var (
@@ -75,18 +75,18 @@ func probe(t testing.TB, e *Engine) runOpts {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(r *apitypes.InstanceSpawnRequest) {
+	return func(r *SpawnRequest) {
 		if r.Files == nil {
-			r.Files = map[string]apitypes.FileSpec{}
+			r.Files = map[string]oplog.FileSpec{}
 		}
-		r.Files["/probe"] = apitypes.FileSpec{UUID: up.UUID, Mode: 0o755}
+		r.Files["/probe"] = oplog.FileSpec{UUID: up.UUID, Mode: 0o755}
 	}
 }
 
 func TestRuntimeGate(t *testing.T) {
 	e, base := gvisorEngine(t)
 	sh := true
-	_, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "true", Image: base, Shell: &sh, Runtime: ptr("runc")})
+	_, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "true", Image: base, Shell: &sh, Runtime: ptr("runc")})
 	if !errors.Is(err, errdefs.ErrForbidden) || !strings.Contains(err.Error(), "--allow-runtime runc") {
 		t.Fatalf("Spawn(runtime runc) on a runsc-only server = %v, want Forbidden naming --allow-runtime runc", err)
 	}
@@ -127,15 +127,15 @@ func TestRuntimeGateAccounts(t *testing.T) {
 func TestRuncIDRange(t *testing.T) {
 	e, base := gvisorEngine(t, "runc")
 	sh := true
-	req := apitypes.InstanceSpawnRequest{Command: "id -u", Image: base, Shell: &sh, Runtime: ptr("runc"), UID: ptr(70000)}
+	req := SpawnRequest{Command: "id -u", Image: base, Shell: &sh, Runtime: ptr("runc"), UID: ptr(70000)}
 	if _, _, err := e.Spawn(context.Background(), acct, req); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "below 65536") {
 		t.Errorf("Spawn(uid 70000, runc) = %v, want InvalidArgument naming the limit", err)
 	}
 	req.Runtime = nil
-	if _, m := run(t, e, base, "id -u", disposable, func(r *apitypes.InstanceSpawnRequest) { r.UID = ptr(70000) }); stdout(t, m) != "70000\n" {
+	if _, m := run(t, e, base, "id -u", disposable, func(r *SpawnRequest) { r.UID = ptr(70000) }); stdout(t, m) != "70000\n" {
 		t.Errorf("runsc uid 70000: %q", stdout(t, m))
 	}
-	_, m := run(t, e, base, "id -u; touch /tmp/x && stat -c %u /tmp/x", disposable, withRuntime("runc"), func(r *apitypes.InstanceSpawnRequest) { r.UID = ptr(1000) })
+	_, m := run(t, e, base, "id -u; touch /tmp/x && stat -c %u /tmp/x", disposable, withRuntime("runc"), func(r *SpawnRequest) { r.UID = ptr(1000) })
 	if got := stdout(t, m); got != "1000\n1000\n" {
 		t.Errorf("runc uid 1000: %q", got)
 	}

@@ -21,7 +21,7 @@ import (
 func spawnDisposable(t testing.TB, e *Engine, image, cmd string) (Operation, apitypes.InstanceMetadata) {
 	t.Helper()
 	sh, disp := true, true
-	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: cmd, Image: image, Shell: &sh, Disposable: &disp})
+	op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: cmd, Image: image, Shell: &sh, Disposable: &disp})
 	if err != nil {
 		t.Fatalf("Spawn(%q): %v", cmd, err)
 	}
@@ -98,7 +98,7 @@ func TestHostileSandboxCannotReachInit(t *testing.T) {
 // not the host's, and not the host's kernel version.
 func TestInitEventLeaksNothing(t *testing.T) {
 	e, base := newEngine(t, "runc")
-	o, _ := run(t, e, base, "hostname", disposable, func(r *apitypes.InstanceSpawnRequest) { r.Hostname = ptr("box1") })
+	o, _ := run(t, e, base, "hostname", disposable, func(r *SpawnRequest) { r.Hostname = ptr("box1") })
 	evs, err := e.st.Events(context.Background(), o.UUID, -1, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestForgedFrameFailsRun(t *testing.T) {
 			}
 			// A unique command line to find the command, whose parent is the init.
 			secs := fmt.Sprintf("%d.%d", 100+time.Now().UnixNano()%1000, os.Getpid()%10)
-			op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "sleep", Args: []string{secs}, Image: base, Disposable: ptr(true)})
+			op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "sleep", Args: []string{secs}, Image: base, Disposable: ptr(true)})
 			if err != nil {
 				t.Fatal(err)
 			}

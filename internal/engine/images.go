@@ -3,11 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/arborsh/arbor/imageref"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/layerfs"
 	"github.com/arborsh/arbor/internal/layers"
@@ -104,10 +104,8 @@ func (e *Engine) prepare(ctx context.Context, dir, u string) (*layers.Active, fu
 	}, nil
 }
 
-var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
-// IsUUID reports whether s is a canonical UUID.
-func IsUUID(s string) bool { return uuidRE.MatchString(s) }
+// IsUUID reports whether s is a canonical UUID (see imageref.IsUUID).
+func IsUUID(s string) bool { return imageref.IsUUID(s) }
 
 // ResolveImage resolves a reference: an image UUID, "tag:NAME" or a bare tag.
 func (e *Engine) ResolveImage(ctx context.Context, account, ref string) (Image, error) {
@@ -146,12 +144,10 @@ func (e *Engine) ListImages(ctx context.Context, f ImageFilter) ([]Image, error)
 	return toImages(rs), err
 }
 
-var tagRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$`)
-
-// ValidateTag checks a tag name.
+// ValidateTag checks a tag name (see imageref.ValidTag).
 func ValidateTag(tag string) error {
-	if !tagRE.MatchString(tag) || strings.HasPrefix(tag, "tag:") {
-		return errdefs.InvalidArgument("invalid tag %q: use 1-255 characters from letters, digits and . _ : / @ + -, starting with a letter or digit", tag)
+	if err := imageref.ValidTag(tag); err != nil {
+		return errdefs.InvalidArgument("%v", err)
 	}
 	return nil
 }

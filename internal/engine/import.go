@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/archive"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/store"
 )
 
@@ -21,7 +21,7 @@ import (
 const UploadScheme = "upload://"
 
 // Import starts an image import operation and returns its id.
-func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageImportRequest) (string, error) {
+func (e *Engine) Import(ctx context.Context, account string, req ImportRequest) (string, error) {
 	if err := checkAccount(account); err != nil {
 		return "", err
 	}
@@ -72,15 +72,15 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 	if err := e.checkDisk(); err != nil {
 		return "", err
 	}
-	echo := apitypes.ImageImportMetadata{Registry: apitypes.ImageImportRegistry{URL: url}, Tag: req.Tag, Timeout: timeout}
+	echo := oplog.ImageImportMetadata{Registry: oplog.ImportSource{URL: url}, Tag: req.Tag, Timeout: timeout}
 	if c := req.Registry.Credentials; c != nil {
-		echo.Registry.Credentials = &apitypes.Credentials{Username: c.Username}
+		echo.Registry.Credentials = &oplog.Credentials{Username: c.Username}
 		if c.Password != "" {
 			echo.Registry.Credentials.Password = "<MASKED>"
 		}
 	}
 	mb, _ := json.Marshal(echo) // plain data: cannot fail
-	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindImageImport, Status: apitypes.StatusPending,
+	o := store.Operation{UUID: newID(), Account: account, Kind: oplog.KindImageImport, Status: oplog.StatusPending,
 		CreatedAt: e.now(), Metadata: string(mb)}
 	err := e.startOp(ctx, o, func(ctx context.Context, op *op) outcome {
 		ctx, cancel := context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
@@ -122,7 +122,7 @@ func (e *Engine) Import(ctx context.Context, account string, req apitypes.ImageI
 
 // RegistryImporter imports from a registry for an account and returns the
 // new image uuid. It is installed by the composition root.
-type RegistryImporter func(ctx context.Context, e *Engine, account string, req apitypes.ImageImportRequest) (string, error)
+type RegistryImporter func(ctx context.Context, e *Engine, account string, req ImportRequest) (string, error)
 
 // SetRegistryImporter installs the registry importer.
 func (e *Engine) SetRegistryImporter(ri RegistryImporter) { e.registryImport = ri }
@@ -141,9 +141,9 @@ func withProgress(ctx context.Context, e *Engine, op string) context.Context {
 // Progress appends a progress event to the operation carried by ctx, if
 // any. An import's result commit writes its completion event, after which
 // followers stop reading: progress belongs before it.
-func Progress(ctx context.Context, p apitypes.EventDataProgress) {
+func Progress(ctx context.Context, p oplog.EventDataProgress) {
 	if s, ok := ctx.Value(progressKey{}).(*progressSink); ok {
-		s.e.events.emit(ctx, s.op, 0, apitypes.EventProgress, p)
+		s.e.events.emit(ctx, s.op, 0, oplog.EventProgress, p)
 	}
 }
 
@@ -154,13 +154,13 @@ func (e *Engine) importArchive(ctx context.Context, account string, f File) (str
 	}
 	defer src.Close()
 	return e.NewBaseImage(ctx, account, func(dir string) error {
-		Progress(ctx, apitypes.EventDataProgress{Phase: "extract", Total: f.Size, Unit: "bytes"})
+		Progress(ctx, oplog.EventDataProgress{Phase: "extract", Total: f.Size, Unit: "bytes"})
 		// Images carry no device nodes: the sandbox provides /dev.
 		st, err := archive.ApplyTar(ctx, src, dir, archive.Options{DropDevices: true})
 		if err == nil {
-			Progress(ctx, apitypes.EventDataProgress{Phase: "extract", Done: f.Size, Total: f.Size, Unit: "bytes"})
+			Progress(ctx, oplog.EventDataProgress{Phase: "extract", Done: f.Size, Total: f.Size, Unit: "bytes"})
 			if st.Devices > 0 {
-				Progress(ctx, apitypes.EventDataProgress{Phase: "devices", Done: int64(st.Devices), Total: int64(st.Devices), Unit: "device nodes",
+				Progress(ctx, oplog.EventDataProgress{Phase: "devices", Done: int64(st.Devices), Total: int64(st.Devices), Unit: "device nodes",
 					Message: fmt.Sprintf("dropped %d device node(s) from the root filesystem (device nodes are never created in images; the sandbox provides /dev)", st.Devices)})
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -41,7 +42,7 @@ func TestImportUploadDropsDeviceNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := e.Import(ctx, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: UploadScheme + f.UUID}})
+	op, err := e.Import(ctx, acct, ImportRequest{Registry: oplog.ImportSource{URL: UploadScheme + f.UUID}})
 	if err != nil {
 		t.Fatal(err)
 	}

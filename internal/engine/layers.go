@@ -7,9 +7,9 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/layers"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/store"
 )
 
@@ -131,7 +131,7 @@ func (e *Engine) NewLayeredImage(ctx context.Context, account string, layers []I
 		if shared {
 			st.Shared++
 			st.SharedBytes += n
-			Progress(ctx, apitypes.EventDataProgress{Phase: "shared", Done: int64(i + 1), Total: int64(len(layers)), Unit: "layers",
+			Progress(ctx, oplog.EventDataProgress{Phase: "shared", Done: int64(i + 1), Total: int64(len(layers)), Unit: "layers",
 				Message: fmt.Sprintf("layer %d of %d (%s) is already stored: not extracted again", i+1, len(layers), shortID(l.DiffID))})
 		} else {
 			st.Extracted++
@@ -152,7 +152,7 @@ func (e *Engine) NewLayeredImage(ctx context.Context, account string, layers []I
 		return "", st, err
 	}
 	// Before the commit: an import's commit is its completion, the last event.
-	Progress(ctx, apitypes.EventDataProgress{Phase: "stored", Done: int64(st.Extracted), Total: int64(st.Layers), Unit: "layers",
+	Progress(ctx, oplog.EventDataProgress{Phase: "stored", Done: int64(st.Extracted), Total: int64(st.Layers), Unit: "layers",
 		Message: fmt.Sprintf("%d of %d layers extracted, %d shared with stored images (%d bytes not written again)", st.Extracted, st.Layers, st.Shared, st.SharedBytes)})
 	id, err := e.commitChain(ctx, account, layers, ids, sizes)
 	if err != nil {

@@ -17,11 +17,12 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // spawnWait spawns req (shell on) and waits for it, whatever its status.
-func spawnWait(t *testing.T, e *Engine, req apitypes.InstanceSpawnRequest) Operation {
+func spawnWait(t *testing.T, e *Engine, req SpawnRequest) Operation {
 	t.Helper()
 	req.Shell = ptr(true)
 	op, _, err := e.Spawn(context.Background(), acct, req)
@@ -117,9 +118,9 @@ func TestScanTreeCountsDisk(t *testing.T) {
 // of them under a 1 MiB cap used to be committed with layer_bytes 0.
 func TestGrowthCapCountsInodes(t *testing.T) {
 	e, base := newEngine(t, "runc")
-	o := spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base,
+	o := spawnWait(t, e, SpawnRequest{Image: base,
 		Command:         "cd /root && for i in $(seq 1 2500); do mkdir d$i; ln -s /x l$i; done",
-		ResourcesLimits: &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(1 << 20))}})
+		ResourcesLimits: &oplog.ResourcesLimits{MaxLayerBytes: ptr(int64(1 << 20))}})
 	if o.Status != apitypes.StatusFailed || o.ResultImageUUID != "" || !strings.Contains(o.Error, "growth cap") {
 		t.Fatalf("status %s result %q error %q, want FAILED with nothing saved", o.Status, o.ResultImageUUID, o.Error)
 	}
@@ -127,7 +128,7 @@ func TestGrowthCapCountsInodes(t *testing.T) {
 		t.Errorf("size_cap %+v, want limit 1 MiB and a larger size", d)
 	}
 	// Under the cap, the layer's recorded size is its disk use, not 0.
-	o2 := spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base, Command: "mkdir -p /root/a/b/c && ln -s /x /root/l"})
+	o2 := spawnWait(t, e, SpawnRequest{Image: base, Command: "mkdir -p /root/a/b/c && ln -s /x /root/l"})
 	im, err := e.Image(context.Background(), acct, o2.ResultImageUUID)
 	if err != nil {
 		t.Fatal(err)
@@ -151,9 +152,9 @@ func TestSizeCapOneBigFile(t *testing.T) {
 			t.Errorf("size_cap %+v, want limit_bytes %d and file_size over it", d, limit)
 		}
 	}
-	req := func(base string) apitypes.InstanceSpawnRequest {
-		return apitypes.InstanceSpawnRequest{Image: base, Command: "head -c 3000000 /dev/zero > /root/big; echo done",
-			ResourcesLimits: &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(limit))}}
+	req := func(base string) SpawnRequest {
+		return SpawnRequest{Image: base, Command: "head -c 3000000 /dev/zero > /root/big; echo done",
+			ResourcesLimits: &oplog.ResourcesLimits{MaxLayerBytes: ptr(int64(limit))}}
 	}
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {
@@ -161,8 +162,8 @@ func TestSizeCapOneBigFile(t *testing.T) {
 			e, base := newEngine(t, rt)
 			check(t, e, spawnWait(t, e, req(base)))
 			// A file that fits is kept.
-			o := spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base, Command: "head -c 1000000 /dev/zero > /root/ok",
-				ResourcesLimits: &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(limit))}})
+			o := spawnWait(t, e, SpawnRequest{Image: base, Command: "head -c 1000000 /dev/zero > /root/ok",
+				ResourcesLimits: &oplog.ResourcesLimits{MaxLayerBytes: ptr(int64(limit))}})
 			if o.Status != apitypes.StatusSuccess || o.ResultImageUUID == "" {
 				t.Fatalf("1 MB under a 2 MiB cap: status %s error %q", o.Status, o.Error)
 			}
@@ -171,8 +172,8 @@ func TestSizeCapOneBigFile(t *testing.T) {
 	t.Run("warm", func(t *testing.T) {
 		t.Parallel()
 		e, base := newWarmEngine(t, "runsc")
-		run(t, e, base, "true", func(r *apitypes.InstanceSpawnRequest) {
-			r.ResourcesLimits = &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(limit))}
+		run(t, e, base, "true", func(r *SpawnRequest) {
+			r.ResourcesLimits = &oplog.ResourcesLimits{MaxLayerBytes: ptr(int64(limit))}
 		})
 		waitIdle(t, e, base, 1)
 		check(t, e, spawnWait(t, e, req(base)))
@@ -197,7 +198,7 @@ func usedBytes(t *testing.T, e *Engine) int64 {
 func TestQuotaWhileRunning(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	e.cfg.MaxStorageBytes = usedBytes(t, e) + 8<<20
-	o := spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base,
+	o := spawnWait(t, e, SpawnRequest{Image: base,
 		Command: "for i in $(seq 1 30); do head -c 1000000 /dev/zero > /root/f$i; done; sleep 2"})
 	if o.Status != apitypes.StatusFailed || o.ResultImageUUID != "" || !strings.Contains(o.Error, "quota") {
 		t.Fatalf("status %s result %q error %q, want FAILED naming the quota", o.Status, o.ResultImageUUID, o.Error)
@@ -206,13 +207,13 @@ func TestQuotaWhileRunning(t *testing.T) {
 		t.Errorf("size_cap %+v, want the quota's 8 MiB left as the limit", d)
 	}
 	// A disposable run stores nothing: only its cap bounds it.
-	o = spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base, Disposable: ptr(true),
+	o = spawnWait(t, e, SpawnRequest{Image: base, Disposable: ptr(true),
 		Command: "for i in $(seq 1 30); do head -c 1000000 /dev/zero > /root/f$i; done"})
 	if o.Status != apitypes.StatusSuccess {
 		t.Fatalf("disposable 30 MB: status %s error %q, want SUCCESS", o.Status, o.Error)
 	}
 	// What fits is committed.
-	o = spawnWait(t, e, apitypes.InstanceSpawnRequest{Image: base, Command: "head -c 1000000 /dev/zero > /root/f"})
+	o = spawnWait(t, e, SpawnRequest{Image: base, Command: "head -c 1000000 /dev/zero > /root/f"})
 	if o.Status != apitypes.StatusSuccess || o.ResultImageUUID == "" {
 		t.Fatalf("1 MB under the quota: status %s error %q", o.Status, o.Error)
 	}
@@ -248,7 +249,7 @@ func TestQuotaWhileImporting(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := len(imagesOf(t, e))
-	op, err := e.Import(context.Background(), acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: UploadScheme + f.UUID}})
+	op, err := e.Import(context.Background(), acct, ImportRequest{Registry: oplog.ImportSource{URL: UploadScheme + f.UUID}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,16 +291,16 @@ func TestMemoryBudget(t *testing.T) {
 	t.Cleanup(func() { e.Close() })
 	base := busybox(t, e)
 	ctx := context.Background()
-	_, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "true",
-		ResourcesLimits: &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(1 << 40))}})
+	_, _, err = e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: "true",
+		ResourcesLimits: &oplog.ResourcesLimits{MemoryBytes: ptr(int64(1 << 40))}})
 	if err == nil || !strings.Contains(err.Error(), "max_memory_bytes") {
 		t.Fatalf("1 TiB memory_bytes: err %v, want an invalid argument naming the limit", err)
 	}
-	for name, rl := range map[string]*apitypes.ResourcesLimits{
+	for name, rl := range map[string]*oplog.ResourcesLimits{
 		"cpus":             {CPUs: ptr(float64(goruntime.NumCPU() + 1))},
 		"pids must be bet": {Pids: ptr(int64(1 << 20))},
 	} {
-		if _, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "true", ResourcesLimits: rl}); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), name) {
+		if _, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: "true", ResourcesLimits: rl}); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), name) {
 			t.Errorf("%+v: err %v, want an invalid argument naming %s", rl, err, name)
 		}
 	}
@@ -307,16 +308,16 @@ func TestMemoryBudget(t *testing.T) {
 		t.Errorf("default memory %d × 8 slots over-commits a 256 MiB budget", got)
 	}
 	// A holds 200 MiB of the 256 until its stdin closes; B (100 MiB) must wait.
-	a, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "cat", Disposable: ptr(true),
-		Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}, ResourcesLimits: &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(200 << 20))}})
+	a, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: "cat", Disposable: ptr(true),
+		Stdin: &Stdin{Close: ptr(false)}, ResourcesLimits: &oplog.ResourcesLimits{MemoryBytes: ptr(int64(200 << 20))}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.runningOp(ctx, acct, a); err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "true", Disposable: ptr(true),
-		ResourcesLimits: &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(100 << 20))}})
+	b, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: "true", Disposable: ptr(true),
+		ResourcesLimits: &oplog.ResourcesLimits{MemoryBytes: ptr(int64(100 << 20))}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +328,7 @@ func TestMemoryBudget(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // deliberate: nothing must happen for 2 s
 	}
-	if err := e.WriteStdin(ctx, acct, a, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+	if err := e.WriteStdin(ctx, acct, a, 1, Stdin{Close: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
 	if o := waitOp(t, e, a); o.Status != apitypes.StatusSuccess {
@@ -350,16 +351,16 @@ func TestSubprocessLimits(t *testing.T) {
 	t.Cleanup(func() { e.Close() })
 	base := busybox(t, e)
 	ctx := context.Background()
-	open := &apitypes.ClosableStreamRepr{Close: ptr(false)}
+	open := &Stdin{Close: ptr(false)}
 	start := func() string {
-		op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "cat", Disposable: ptr(true), Stdin: open})
+		op, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: "cat", Disposable: ptr(true), Stdin: open})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return op
 	}
 	sub := func(op string) (int, error) {
-		return e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "cat", Stdin: open})
+		return e.Exec(ctx, acct, op, ExecRequest{Command: "cat", Stdin: open})
 	}
 	a, b := start(), start()
 	var aSubs []int
@@ -380,7 +381,7 @@ func TestSubprocessLimits(t *testing.T) {
 		t.Fatalf("fourth subprocess of the account: %v, want 429 naming max_account_subprocesses", err)
 	}
 	// One exits: its place is free again.
-	if err := e.WriteStdin(ctx, acct, a, aSubs[0], apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+	if err := e.WriteStdin(ctx, acct, a, aSubs[0], Stdin{Close: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
 	waitSub(t, e, a, aSubs[0])
@@ -388,7 +389,7 @@ func TestSubprocessLimits(t *testing.T) {
 		t.Fatalf("subprocess after one exited: %v", err)
 	}
 	for _, op := range []string{a, b} {
-		if err := e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+		if err := e.WriteStdin(ctx, acct, op, 1, Stdin{Close: ptr(true)}); err != nil {
 			t.Fatal(err)
 		}
 		if o := waitOp(t, e, op); o.Status != apitypes.StatusSuccess {

@@ -35,6 +35,7 @@ func serverNetns(t *testing.T) string {
 // knows the server was there.
 func serverAt(t *testing.T, hostIP, srvIP string) string {
 	t.Helper()
+	testutil.RequiresRoot(t) // it makes network namespaces
 	r := rand.IntN(90000) + 10000
 	ns, hostIf := fmt.Sprintf("arbt-srv-%d", r), fmt.Sprintf("arbts%d", r)
 	sh := func(args ...string) {
@@ -87,8 +88,8 @@ func TestNetworking(t *testing.T) {
 			srv := serverNetns(t)
 			// busybox's wget segfaults resolving without NSS modules; nc takes IPs.
 			fetch := "printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 5 " + srv + " 18080"
-			net := func(r *apitypes.InstanceSpawnRequest) {
-				r.Networking = &apitypes.Networking{Enabled: ptr(true)}
+			net := func(r *SpawnRequest) {
+				r.Networking = &Networking{Enabled: ptr(true)}
 				r.Timeout = ptr(20.0)
 			}
 
@@ -128,10 +129,10 @@ for i in $(seq 100); do nc -w 1 127.0.0.1 9000 2>/dev/null | grep -q inside && e
 printf 'GET /hello.txt HTTP/1.0\r\n\r\n' | nc -w 5 %s 18080 | grep -q 'hello from outside' && echo outbound-ok
 printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $(ip route | awk '/default/ {print $3}') %d | grep -q host && echo host-reached || echo host-blocked
 read done`, srv, port)
-	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{
+	op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{
 		Command: cmd, Image: base, Shell: ptr(true), Disposable: ptr(true), Timeout: ptr(30.0),
-		Stdin:      &apitypes.ClosableStreamRepr{Close: ptr(false)},
-		Networking: &apitypes.Networking{Enabled: ptr(true)},
+		Stdin:      &Stdin{Close: ptr(false)},
+		Networking: &Networking{Enabled: ptr(true)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +160,7 @@ read done`, srv, port)
 				c.Close()
 				t.Errorf("host connected into the sandbox at %s:9000", ip)
 			}
-			return e.WriteStdin(context.Background(), acct, op, 1, apitypes.ClosableStreamRepr{Value: "\n", Close: ptr(true)})
+			return e.WriteStdin(context.Background(), acct, op, 1, Stdin{Value: "\n", Close: ptr(true)})
 		}
 		return nil
 	})
@@ -183,8 +184,8 @@ func TestWarmNetworking(t *testing.T) {
 	e, base := newWarmEngine(t, "runsc")
 	srv := serverNetns(t)
 	fetch := "printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 5 " + srv + " 18080"
-	netOn := func(r *apitypes.InstanceSpawnRequest) {
-		r.Networking = &apitypes.Networking{Enabled: ptr(true)}
+	netOn := func(r *SpawnRequest) {
+		r.Networking = &Networking{Enabled: ptr(true)}
 		r.Timeout = ptr(20.0)
 	}
 	waitNet := func(network bool) {
@@ -238,8 +239,8 @@ func TestEgressDenied(t *testing.T) {
 	probe += "wait"
 	reach := func(t *testing.T, e *Engine, base string) map[string]bool {
 		t.Helper()
-		_, m := run(t, e, base, probe, disposable, func(r *apitypes.InstanceSpawnRequest) {
-			r.Networking = &apitypes.Networking{Enabled: ptr(true)}
+		_, m := run(t, e, base, probe, disposable, func(r *SpawnRequest) {
+			r.Networking = &Networking{Enabled: ptr(true)}
 			r.Timeout = ptr(30.0)
 		})
 		got := map[string]bool{}

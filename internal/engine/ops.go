@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/store"
 )
 
@@ -37,12 +37,12 @@ const (
 )
 
 var opStateNames = [...]string{
-	opPending:   apitypes.StatusPending,
-	opAssigned:  apitypes.StatusAssigned,
-	opExecuting: apitypes.StatusExecuting,
-	opSuccess:   apitypes.StatusSuccess,
-	opFailed:    apitypes.StatusFailed,
-	opCancelled: apitypes.StatusCancelled,
+	opPending:   oplog.StatusPending,
+	opAssigned:  oplog.StatusAssigned,
+	opExecuting: oplog.StatusExecuting,
+	opSuccess:   oplog.StatusSuccess,
+	opFailed:    oplog.StatusFailed,
+	opCancelled: oplog.StatusCancelled,
 }
 
 // String returns the state's wire name (PENDING...).
@@ -236,7 +236,7 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 		return fmt.Errorf("operation %s (%s): %w", o.id, o.state, errOpFinished)
 	}
 	now := time.Now()
-	c := apitypes.EventDataCompletion{Status: out.state.String(), DurationMs: now.Sub(o.begun).Milliseconds()}
+	c := oplog.EventDataCompletion{Status: out.state.String(), DurationMs: now.Sub(o.begun).Milliseconds()}
 	if out.result != "" {
 		c.ResultImageUUID = &out.result
 	}
@@ -261,7 +261,7 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 	}
 	err = o.events.complete(o.id, func(id int64) error {
 		err := o.st.FinishOperation(ctx, store.Outcome{Operation: row, Images: images,
-			Completion: store.Event{ID: id, TS: now, Type: apitypes.EventCompletion, Data: string(data)}})
+			Completion: store.Event{ID: id, TS: now, Type: oplog.EventCompletion, Data: string(data)}})
 		if err == nil {
 			// Before followers are woken, so a client that saw the
 			// completion finds it counted.
@@ -342,7 +342,7 @@ func (e *Engine) startOp(ctx context.Context, row store.Operation, work func(ctx
 	if err := e.admitting(); err != nil {
 		return err
 	}
-	if row.Status != apitypes.StatusPending {
+	if row.Status != oplog.StatusPending {
 		return fmt.Errorf("operation %s starts as %s: %w", row.UUID, row.Status, errdefs.ErrFailedPrecondition)
 	}
 	if err := e.st.InsertOperationLimited(ctx, row, e.cfg.MaxConcurrentOps); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -66,7 +67,7 @@ func TestImportFinishFailureEndsFailed(t *testing.T) {
 	execSQL(t, filepath.Join(e.Home(), "arbor.db"), `CREATE TRIGGER refuse_import BEFORE UPDATE OF status ON operations
 		WHEN NEW.status = 'SUCCESS' AND NEW.kind = 'image_import' BEGIN SELECT RAISE(ABORT, 'injected: no SUCCESS'); END`)
 	tag := "refused"
-	op, err := e.Import(ctx, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: UploadScheme + file}, Tag: &tag})
+	op, err := e.Import(ctx, acct, ImportRequest{Registry: oplog.ImportSource{URL: UploadScheme + file}, Tag: &tag})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestImportFinishFailureEndsFailed(t *testing.T) {
 	// Without the injected failure the same import succeeds, image, tag
 	// and SUCCESS together.
 	execSQL(t, filepath.Join(e.Home(), "arbor.db"), `DROP TRIGGER refuse_import`)
-	op, err = e.Import(ctx, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: UploadScheme + file}, Tag: &tag})
+	op, err = e.Import(ctx, acct, ImportRequest{Registry: oplog.ImportSource{URL: UploadScheme + file}, Tag: &tag})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func TestImportStoreLostAtCommitRecovered(t *testing.T) {
 		<-release
 	}
 	t.Cleanup(func() { testHookAfterRename = nil })
-	op, err := e.Import(ctx, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: UploadScheme + file}})
+	op, err := e.Import(ctx, acct, ImportRequest{Registry: oplog.ImportSource{URL: UploadScheme + file}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,14 +141,14 @@ func TestRetentionWeek(t *testing.T) {
 				t.Fatal("no old untagged image to queue a run on")
 			}
 			var err error
-			if pending.blocker, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "cat", Disposable: ptr(true),
-				Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}}); err != nil {
+			if pending.blocker, _, err = e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: "cat", Disposable: ptr(true),
+				Stdin: &Stdin{Close: ptr(false)}}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := e.runningOp(ctx, acct, pending.blocker); err != nil {
 				t.Fatal(err)
 			}
-			if pending.run, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: pending.image, Command: "cat /" + files[pending.image] + " > /seen",
+			if pending.run, _, err = e.Spawn(ctx, acct, SpawnRequest{Image: pending.image, Command: "cat /" + files[pending.image] + " > /seen",
 				Shell: ptr(true)}); err != nil {
 				t.Fatal(err)
 			}
@@ -165,7 +165,7 @@ func TestRetentionWeek(t *testing.T) {
 				t.Fatalf("hour %d: the image a queued run needs lost its file: %q, %v", hour, s, err)
 			}
 			if hour == 60 { // long past the TTL: the run gets its slot
-				if err := e.WriteStdin(ctx, acct, pending.blocker, 1, apitypes.ClosableStreamRepr{Close: ptr(true)}); err != nil {
+				if err := e.WriteStdin(ctx, acct, pending.blocker, 1, Stdin{Close: ptr(true)}); err != nil {
 					t.Fatal(err)
 				}
 				o := waitOp(t, e, pending.run)

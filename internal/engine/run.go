@@ -19,10 +19,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/netns"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
 	"github.com/arborsh/arbor/internal/store"
@@ -70,7 +70,7 @@ type placedFile struct {
 type runPlan struct {
 	op, account string
 	image       store.Image
-	meta        apitypes.InstanceMetadata
+	meta        oplog.InstanceMetadata
 	args        []string
 	env         map[string]string
 	inherited   map[string]string // env before the request's own variables
@@ -99,37 +99,37 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // Spawn validates req, records a PENDING operation and starts the run in the
 // background. It returns the operation id and the defaulted request echo.
-func (e *Engine) Spawn(ctx context.Context, account string, req apitypes.InstanceSpawnRequest) (string, apitypes.InstanceMetadata, error) {
+func (e *Engine) Spawn(ctx context.Context, account string, req SpawnRequest) (string, oplog.InstanceMetadata, error) {
 	if err := checkAccount(account); err != nil {
-		return "", apitypes.InstanceMetadata{}, err
+		return "", oplog.InstanceMetadata{}, err
 	}
 	p, err := e.plan(ctx, account, req)
 	if err != nil {
-		return "", apitypes.InstanceMetadata{}, err
+		return "", oplog.InstanceMetadata{}, err
 	}
 	if err := e.admit(ctx, account); err != nil {
-		return "", apitypes.InstanceMetadata{}, err
+		return "", oplog.InstanceMetadata{}, err
 	}
 	if !p.meta.Disposable {
 		if err := e.checkDisk(); err != nil {
-			return "", apitypes.InstanceMetadata{}, err
+			return "", oplog.InstanceMetadata{}, err
 		}
 	}
 	meta, _ := json.Marshal(redactMeta(p.meta))
-	o := store.Operation{UUID: newID(), Account: account, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
+	o := store.Operation{UUID: newID(), Account: account, Kind: oplog.KindInstance, Status: oplog.StatusPending,
 		CreatedAt: e.now(), ImageUUID: p.image.UUID, Metadata: string(meta)}
 	p.op = o.UUID
 	// From here to the run's end its image stays, deleted or not.
 	lease, err := e.leaseImage(p.image.UUID, o.UUID, false)
 	if err != nil {
-		return "", apitypes.InstanceMetadata{}, err
+		return "", oplog.InstanceMetadata{}, err
 	}
 	// Queued now, so runs are admitted in the order they were spawned.
 	p.ticket = e.queue.enqueue(o.UUID, p.memory)
 	if err := e.startOp(ctx, o, func(ctx context.Context, o *op) outcome { defer lease.Release(); return e.execute(ctx, o, p) }); err != nil {
 		e.queue.cancel(p.ticket)
 		lease.Release()
-		return "", apitypes.InstanceMetadata{}, err
+		return "", oplog.InstanceMetadata{}, err
 	}
 	return o.UUID, redactMeta(p.meta), nil
 }
@@ -149,14 +149,14 @@ func (e *Engine) Cancel(ctx context.Context, account, op string) error {
 	e.mu.Lock()
 	a := e.active[o.UUID]
 	e.mu.Unlock()
-	if a == nil || apitypes.IsTerminal(o.Status) {
+	if a == nil || oplog.IsTerminal(o.Status) {
 		return errdefs.Conflict("operation is not cancellable: it already finished with status %s", o.Status)
 	}
 	a.cancel(errCancelled)
 	return nil
 }
 
-func (e *Engine) plan(ctx context.Context, account string, req apitypes.InstanceSpawnRequest) (*runPlan, error) {
+func (e *Engine) plan(ctx context.Context, account string, req SpawnRequest) (*runPlan, error) {
 	if strings.TrimSpace(req.Command) == "" {
 		return nil, errdefs.InvalidArgument("command is required")
 	}
@@ -168,10 +168,10 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 		return nil, err
 	}
 	p := &runPlan{account: account, image: im}
-	m := apitypes.InstanceMetadata{
+	m := oplog.InstanceMetadata{
 		Command: req.Command, Image: im.UUID, Hostname: "linuxkit", Args: []string{}, Env: map[string]string{},
-		Cwd: "/root", Timeout: e.cfg.DefaultTimeout, TruncateOutputAt: 1 << 20, Files: map[string]apitypes.FileSpec{},
-		Stdin: apitypes.StdinEcho{Encoding: "ascii", Close: true},
+		Cwd: "/root", Timeout: e.cfg.DefaultTimeout, TruncateOutputAt: 1 << 20, Files: map[string]oplog.FileSpec{},
+		Stdin: oplog.StdinEcho{Encoding: "ascii", Close: true},
 	}
 	if req.Disposable != nil {
 		m.Disposable = *req.Disposable
@@ -291,7 +291,7 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 			return nil, errdefs.InvalidArgument("stdin: %v", err)
 		}
 		p.stdin = b
-		m.Stdin = apitypes.StdinEcho{Value: req.Stdin.Value, Encoding: req.Stdin.Encoding, Close: req.Stdin.Close == nil || *req.Stdin.Close}
+		m.Stdin = oplog.StdinEcho{Value: req.Stdin.Value, Encoding: req.Stdin.Encoding, Close: req.Stdin.Close == nil || *req.Stdin.Close}
 		if m.Stdin.Encoding == "" {
 			m.Stdin.Encoding = "ascii"
 		}
@@ -318,7 +318,7 @@ func (e *Engine) plan(ctx context.Context, account string, req apitypes.Instance
 		if err != nil {
 			return nil, err
 		}
-		m.Files[dst] = apitypes.FileSpec{UUID: f.UUID, Mode: fs.Mode, UID: fs.UID, GID: fs.GID}
+		m.Files[dst] = oplog.FileSpec{UUID: f.UUID, Mode: fs.Mode, UID: fs.UID, GID: fs.GID}
 		p.files = append(p.files, placedFile{path: clean, sha: f.SHA256, mode: uint32(fs.Mode), uid: fs.UID, gid: fs.GID})
 	}
 	sort.Slice(p.files, func(i, j int) bool { return p.files[i].path < p.files[j].path })
@@ -390,7 +390,7 @@ func envList(env map[string]string) []string {
 
 // runState carries a run's progress for finishing the operation.
 type runState struct {
-	result   *apitypes.InstanceResult
+	result   *oplog.InstanceResult
 	cpu      float64
 	rss      int64
 	resultIm string
@@ -403,7 +403,7 @@ type runState struct {
 // one as soon as its result is known; the outcome returned is then
 // refused as a repeat.
 func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
-	rs := &runState{status: apitypes.StatusSuccess}
+	rs := &runState{status: oplog.StatusSuccess}
 	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
 	o.setRuntime(p.rt.Name())
 
@@ -477,7 +477,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 					e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", wb.cid, "err", err)
 				}
 			}
-			if err := overlay.Unmount(merged); err != nil {
+			if err := e.rootfs.Unmount(merged); err != nil {
 				e.log.Warn("unmount", "operation", p.op, "dir", merged, "err", err)
 			}
 			mounted = false
@@ -505,8 +505,8 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	// host's name and kernel version are not the client's business.
 	var uts unix.Utsname
 	_ = unix.Uname(&uts) // cannot fail: its only error is a bad buffer address
-	e.events.emit(ctx, p.op, 0, apitypes.EventInit, apitypes.EventDataInit{
-		StartedAt: apitypes.Timestamp(time.Now()), RuntimePath: p.rt.Name(), InitPid: 1,
+	e.events.emit(ctx, p.op, 0, oplog.EventInit, oplog.EventDataInit{
+		StartedAt: oplog.Timestamp(time.Now()), RuntimePath: p.rt.Name(), InitPid: 1,
 		Hostname: p.meta.Hostname, Machine: unix.ByteSliceToString(uts.Machine[:]),
 	})
 	if err := o.to(ctx, opExecuting); err != nil {
@@ -527,7 +527,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 		// writes may have been cut short, and the commit has no room.
 		runErr = e.diskExhausted()
 	}
-	e.events.emit(ctx, p.op, 0, apitypes.EventShutdown, apitypes.EventDataShutdown{StoppedAt: apitypes.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
+	e.events.emit(ctx, p.op, 0, oplog.EventShutdown, oplog.EventDataShutdown{StoppedAt: oplog.Timestamp(time.Now()), Reason: shutdownReason(ctx, res)})
 	if runErr != nil {
 		rs.fail(ctx, runErr)
 		return
@@ -603,7 +603,7 @@ func (rs *runState) fail(ctx context.Context, err error) {
 		return
 	}
 	if err != nil {
-		rs.status, rs.errMsg = apitypes.StatusFailed, err.Error()
+		rs.status, rs.errMsg = oplog.StatusFailed, err.Error()
 	}
 }
 
@@ -715,9 +715,9 @@ func findExecutable(root, cmd, pathEnv string) bool {
 }
 
 func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upper string, rs *runState) (runtime.Result, error) {
-	stdout := &capture{e: e, op: p.op, spid: 1, stream: apitypes.EventStdout, limit: p.truncate}
-	stderr := &capture{e: e, op: p.op, spid: 1, stream: apitypes.EventStderr, limit: p.truncate}
-	spawn := apitypes.EventDataSpawn{Command: p.args[0], Args: p.args[1:], Shell: p.meta.Shell, Cwd: p.meta.Cwd, UID: p.meta.UID,
+	stdout := &capture{e: e, op: p.op, spid: 1, stream: oplog.EventStdout, limit: p.truncate}
+	stderr := &capture{e: e, op: p.op, spid: 1, stream: oplog.EventStderr, limit: p.truncate}
+	spawn := oplog.EventDataSpawn{Command: p.args[0], Args: p.args[1:], Shell: p.meta.Shell, Cwd: p.meta.Cwd, UID: p.meta.UID,
 		GID: p.meta.GID, Timeout: p.meta.Timeout, TruncateAt: p.truncate, Env: redactEnv(p.env)}
 
 	res := runtime.Result{Signal: -1}
@@ -725,7 +725,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 	var timedOut, sizeCapped bool
 	var capErr capHit
 	if !findExecutable(merged, p.args[0], p.env["PATH"]) {
-		e.events.emit(ctx, p.op, 1, apitypes.EventSpawn, spawn)
+		e.events.emit(ctx, p.op, 1, oplog.EventSpawn, spawn)
 		fmt.Fprintf(stderr, "arbor: %q not found in the image (or not executable); PATH=%s. Install it in an earlier run, use an absolute path, or run it through shell=true.\n", p.args[0], p.env["PATH"])
 		res.ExitCode = 127
 		res.Started = time.Now()
@@ -764,9 +764,9 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			}
 			netnsPath = n.Path
 			ip, gw := n.IP, n.Gateway
-			e.events.emit(ctx, p.op, 0, apitypes.EventNetwork, apitypes.EventDataNetwork{
-				Interfaces: []apitypes.NetworkInterface{{Name: "eth0"}},
-				Configured: &apitypes.NetworkConfigured{IP4: ip + "/30", IP4Gw: gw},
+			e.events.emit(ctx, p.op, 0, oplog.EventNetwork, oplog.EventDataNetwork{
+				Interfaces: []oplog.NetworkInterface{{Name: "eth0"}},
+				Configured: &oplog.NetworkConfigured{IP4: ip + "/30", IP4Gw: gw},
 			})
 		}
 		cid := "arbor-" + p.op
@@ -782,7 +782,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			OnStart: func(pid int) {
 				stdinR.Close() // the runtime has its copy
 				spawn.Pid = pid
-				e.events.emit(ctx, p.op, 1, apitypes.EventSpawn, spawn)
+				e.events.emit(ctx, p.op, 1, oplog.EventSpawn, spawn)
 				if a != nil {
 					a.mu.Lock()
 					a.sandbox = &sandboxRef{rt: p.rt, cid: spec.ID, p: p}
@@ -837,22 +837,22 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 	stderr.finish()
 	ru := res.Rusage
 	dur := res.Duration
-	exit := apitypes.EventDataExit{Pid: spawn.Pid, Code: res.ExitCode, Signal: res.Signal, TimedOut: timedOut, DurationMs: dur.Milliseconds(),
+	exit := oplog.EventDataExit{Pid: spawn.Pid, Code: res.ExitCode, Signal: res.Signal, TimedOut: timedOut, DurationMs: dur.Milliseconds(),
 		Resources: resources(ru)}
-	e.events.emit(ctx, p.op, 1, apitypes.EventExit, exit)
+	e.events.emit(ctx, p.op, 1, oplog.EventExit, exit)
 	user := float64(exit.Resources.UserTimeUs) / 1e6
 	sys := float64(exit.Resources.SysTimeUs) / 1e6
 	rs.cpu = user + sys
 	rs.rss = ru.Maxrss * 1024
-	rs.result = &apitypes.InstanceResult{
-		Resources: apitypes.InstanceResultResources{
+	rs.result = &oplog.InstanceResult{
+		Resources: oplog.InstanceResultResources{
 			BlockInput: ru.Inblock, BlockOutput: ru.Oublock, ElapsedTime: dur.Seconds(), InvoluntarySwitches: ru.Nivcsw,
 			MaxRSS: ru.Maxrss, MonotonicTime: dur.Seconds(), PageFaults: ru.Minflt, PageFaultsIO: ru.Majflt, SharedMemory: ru.Ixrss,
 			Signals: ru.Nsignals, Swaps: ru.Nswap, SystemCPUTime: sys, UnsharedMemory: ru.Idrss, UserCPUTime: user, VoluntarySwitches: ru.Nvcsw,
 		},
-		State:  apitypes.InstanceResultState{ExitCode: res.ExitCode, Signal: res.Signal, TimedOut: timedOut, Pid: spawn.Pid},
-		Stdout: apitypes.NewStreamRepr(stdout.buf.Bytes(), stdout.dropped > 0),
-		Stderr: apitypes.NewStreamRepr(stderr.buf.Bytes(), stderr.dropped > 0),
+		State:  oplog.InstanceResultState{ExitCode: res.ExitCode, Signal: res.Signal, TimedOut: timedOut, Pid: spawn.Pid},
+		Stdout: oplog.NewStreamRepr(stdout.buf.Bytes(), stdout.dropped > 0),
+		Stderr: oplog.NewStreamRepr(stderr.buf.Bytes(), stderr.dropped > 0),
 	}
 	if sizeCapped {
 		return res, capErr.err
@@ -873,7 +873,7 @@ func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc
 			a.growth.Store(n) // on its way to the account's storage
 		}
 		if limit, quota := e.growthLimit(ctx, p); n > limit {
-			e.events.emit(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: n})
+			e.events.emit(ctx, p.op, 0, oplog.EventSizeCap, oplog.EventDataSizeCap{LimitBytes: limit, FileSize: n})
 			cancel(capHit{e.sizeCapError(limit, quota)})
 			return true
 		}
@@ -991,8 +991,8 @@ func (c *capture) flushLoop(kick <-chan struct{}, done chan<- struct{}) {
 func (c *capture) emit(chunk []byte) {
 	for len(chunk) > 0 {
 		n := min(len(chunk), maxEventBytes)
-		r := apitypes.NewStreamRepr(chunk[:n], false)
-		c.e.events.emit(context.Background(), c.op, c.spid, c.stream, apitypes.EventDataStream{Value: r.Value, Encoding: r.Encoding})
+		r := oplog.NewStreamRepr(chunk[:n], false)
+		c.e.events.emit(context.Background(), c.op, c.spid, c.stream, oplog.EventDataStream{Value: r.Value, Encoding: r.Encoding})
 		chunk = chunk[n:]
 	}
 }
@@ -1020,7 +1020,7 @@ func (c *capture) finish() {
 	c.mu.Unlock()
 	c.emit(chunk)
 	if dropped > 0 {
-		c.e.events.emit(context.Background(), c.op, c.spid, apitypes.EventTruncated, apitypes.EventDataTruncated{
+		c.e.events.emit(context.Background(), c.op, c.spid, oplog.EventTruncated, oplog.EventDataTruncated{
 			Stream: c.stream, BytesEmitted: emitted, BytesDropped: dropped})
 	}
 }
@@ -1043,7 +1043,7 @@ func redactEnv(env map[string]string) map[string]string {
 	return out
 }
 
-func redactMeta(m apitypes.InstanceMetadata) apitypes.InstanceMetadata {
+func redactMeta(m oplog.InstanceMetadata) oplog.InstanceMetadata {
 	m.Env = redactEnv(m.Env)
 	return m
 }

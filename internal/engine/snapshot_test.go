@@ -27,9 +27,9 @@ func TestShellArgs(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	args := []string{"-s", "--", "a1", "b 2", "it's", "$HOME", "", "*"}
 	script := `printf '[%s]' "$#" "$1" "$2" "$3" "$4" "$5" "$6"`
-	o, m := run(t, e, base, "/bin/sh", func(r *apitypes.InstanceSpawnRequest) {
+	o, m := run(t, e, base, "/bin/sh", func(r *SpawnRequest) {
 		r.Args = args
-		r.Stdin = &apitypes.ClosableStreamRepr{Value: script}
+		r.Stdin = &Stdin{Value: script}
 	})
 	if got, want := stdout(t, m), "[6][a1][b 2][it's][$HOME][][*]"; got != want {
 		t.Errorf("script saw %q, want %q", got, want)
@@ -61,7 +61,7 @@ func TestShellArgs(t *testing.T) {
 func TestPreserveEnvWithoutFileChanges(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	preserve := func(env map[string]string) runOpts {
-		return func(r *apitypes.InstanceSpawnRequest) { r.PreserveEnv = ptr(true); r.Env = env }
+		return func(r *SpawnRequest) { r.PreserveEnv = ptr(true); r.Env = env }
 	}
 	o, _ := run(t, e, base, "true", preserve(map[string]string{"FOO": "bar"}))
 	if o.ResultImageUUID == base || o.ResultImageUUID == "" {
@@ -86,7 +86,7 @@ func TestPreserveEnvWithoutFileChanges(t *testing.T) {
 		t.Errorf("next run sees FOO=%q, want baz", stdout(t, m))
 	}
 	// Without preserve_env the variables are not saved.
-	if o, _ := run(t, e, base, "true", func(r *apitypes.InstanceSpawnRequest) { r.Env = map[string]string{"FOO": "x"} }); o.ResultImageUUID != base {
+	if o, _ := run(t, e, base, "true", func(r *SpawnRequest) { r.Env = map[string]string{"FOO": "x"} }); o.ResultImageUUID != base {
 		t.Errorf("run without preserve_env made image %s, want its input", o.ResultImageUUID)
 	}
 }
@@ -335,7 +335,7 @@ func TestOutputCoalesced(t *testing.T) {
 	t.Logf("%d stdout, %d stderr events", n["stdout"], n["stderr"])
 
 	// Live: the first line arrives while the command still sleeps.
-	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: "echo first; sleep 3; echo second", Image: base, Shell: ptr(true), Disposable: ptr(true)})
+	op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "echo first; sleep 3; echo second", Image: base, Shell: ptr(true), Disposable: ptr(true)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,14 +363,14 @@ func TestOutputCoalesced(t *testing.T) {
 func TestExecShellArgs(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	ctx := context.Background()
-	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "cat", Image: base, Shell: ptr(true), Disposable: ptr(true),
-		Stdin: &apitypes.ClosableStreamRepr{Close: ptr(false)}})
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "cat", Image: base, Shell: ptr(true), Disposable: ptr(true),
+		Stdin: &Stdin{Close: ptr(false)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Close: ptr(true)})
-	spid, err := e.Exec(ctx, acct, op, apitypes.ExecSpec{Command: "/bin/sh", Shell: ptr(true), Args: []string{"-s", "--", "a1", "b 2"},
-		Stdin: &apitypes.ClosableStreamRepr{Value: `printf '[%s]' "$#" "$1" "$2"`}})
+	defer e.WriteStdin(ctx, acct, op, 1, Stdin{Close: ptr(true)})
+	spid, err := e.Exec(ctx, acct, op, ExecRequest{Command: "/bin/sh", Shell: ptr(true), Args: []string{"-s", "--", "a1", "b 2"},
+		Stdin: &Stdin{Value: `printf '[%s]' "$#" "$1" "$2"`}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/store"
 )
 
@@ -79,7 +79,7 @@ func (e *Engine) expireUploads(ctx context.Context, now time.Time, opts GCOption
 }
 
 // fileUUIDs lists the distinct file uuids of a run's files.
-func fileUUIDs(files map[string]apitypes.FileSpec) []string {
+func fileUUIDs(files map[string]oplog.FileSpec) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, f := range files {

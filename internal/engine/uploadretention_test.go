@@ -9,6 +9,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/jonboulle/clockwork"
 )
 
@@ -33,8 +34,8 @@ func TestUploadRetention(t *testing.T) {
 	used := put(acct, "named by a run")
 	shared := put(acct, "uploaded by two accounts")
 	fc.Advance(12 * time.Hour)
-	o, m := run(t, e, base, "cat /in", func(r *apitypes.InstanceSpawnRequest) {
-		r.Files = map[string]apitypes.FileSpec{"/in": {UUID: used.UUID}}
+	o, m := run(t, e, base, "cat /in", func(r *SpawnRequest) {
+		r.Files = map[string]oplog.FileSpec{"/in": {UUID: used.UUID}}
 	})
 	if o.Status != apitypes.StatusSuccess || stdout(t, m) != "named by a run" {
 		t.Fatalf("run naming the upload: %s %s %q", o.Status, o.Error, stdout(t, m))
@@ -80,14 +81,14 @@ func TestUploadRetention(t *testing.T) {
 	}
 	// A run naming the expired file is refused; the client uploads it
 	// again (its lookup by sha256 said 404) and runs.
-	_, _, err = e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Image: base, Command: "cat /in", Shell: ptr(true),
-		Files: map[string]apitypes.FileSpec{"/in": {UUID: idle.UUID}}})
+	_, _, err = e.Spawn(ctx, acct, SpawnRequest{Image: base, Command: "cat /in", Shell: ptr(true),
+		Files: map[string]oplog.FileSpec{"/in": {UUID: idle.UUID}}})
 	if !errdefs.IsNotFound(err) {
 		t.Fatalf("run naming an expired upload: %v, want not found", err)
 	}
 	again := put(acct, "never used again")
-	o, m = run(t, e, base, "cat /in", func(r *apitypes.InstanceSpawnRequest) {
-		r.Files = map[string]apitypes.FileSpec{"/in": {UUID: again.UUID}}
+	o, m = run(t, e, base, "cat /in", func(r *SpawnRequest) {
+		r.Files = map[string]oplog.FileSpec{"/in": {UUID: again.UUID}}
 	})
 	if o.Status != apitypes.StatusSuccess || stdout(t, m) != "never used again" {
 		t.Fatalf("run on the re-uploaded file: %s %s %q", o.Status, o.Error, stdout(t, m))

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"golang.org/x/sys/unix"
 )
 
@@ -125,7 +125,7 @@ func (e *Engine) checkGrowth(ctx context.Context, p *runPlan, upper string) (tre
 	if u.biggest > limit {
 		over = u.biggest // the file cut short at the limit
 	}
-	e.events.emit(ctx, p.op, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: limit, FileSize: over})
+	e.events.emit(ctx, p.op, 0, oplog.EventSizeCap, oplog.EventDataSizeCap{LimitBytes: limit, FileSize: over})
 	return u, e.sizeCapError(limit, quota)
 }
 
@@ -200,7 +200,7 @@ func (e *Engine) watchImport(ctx context.Context, a *activeOp) (context.Context,
 		a.growth.Store(n)
 		left, _, err := e.quotaLeft(ctx, a.account, a)
 		if err == nil && n > left {
-			e.events.emit(ctx, a.id, 0, apitypes.EventSizeCap, apitypes.EventDataSizeCap{LimitBytes: max(left, 0), FileSize: n})
+			e.events.emit(ctx, a.id, 0, oplog.EventSizeCap, oplog.EventDataSizeCap{LimitBytes: max(left, 0), FileSize: n})
 			cancel(quotaExceeded{errdefs.ResourceExhausted("the import wrote %d bytes, more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images (arbor rmi) or import a smaller image", n, max(left, 0), e.cfg.MaxStorageBytes)})
 			return true
 		}

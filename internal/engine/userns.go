@@ -72,8 +72,8 @@ func (a *idAlloc) free(base uint32) {
 // for runc and crun through a fresh id range, returned with the function
 // that frees it (call it after unmounting).
 func (e *Engine) mountRoot(rt runtime.Runtime, lowers []string, upper, work, merged string) (*runtime.IDMap, func(), error) {
-	if rt.Name() == "runsc" {
-		return nil, func() {}, overlay.Mount(lowers, upper, work, merged)
+	if _, kernel := e.rootfs.(overlayRoot); rt.Name() == "runsc" || !kernel {
+		return nil, func() {}, e.rootfs.Mount(lowers, upper, work, merged)
 	}
 	base, err := e.ids.alloc()
 	if err != nil {

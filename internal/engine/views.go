@@ -4,7 +4,7 @@ import (
 	"context"
 	"strings"
 
-	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/oplog"
 
 	"github.com/arborsh/arbor/internal/errdefs"
 )
@@ -39,7 +39,7 @@ func (e *Engine) WaitOperation(ctx context.Context, account, op string) (Operati
 
 // withPosition adds a pending run's place in the admission queue.
 func (e *Engine) withPosition(o Operation) Operation {
-	if o.Status == apitypes.StatusPending {
+	if o.Status == oplog.StatusPending {
 		o.QueuePosition = e.queue.position(o.UUID)
 	}
 	return o

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/layerfs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -85,10 +85,10 @@ func TestWarmMatchesCold(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := "cat /opt/in.txt; echo $X; pwd; id -u; echo new > /root/new; rm /etc/hostname; mkdir -p /w/d; exit 7"
-			opts := func(r *apitypes.InstanceSpawnRequest) {
+			opts := func(r *SpawnRequest) {
 				r.Env = map[string]string{"X": "y"}
 				r.Cwd = ptr("/work/here")
-				r.Files = map[string]apitypes.FileSpec{"/opt/in.txt": {UUID: f.UUID, Mode: 0o640, UID: 3, GID: 4}}
+				r.Files = map[string]oplog.FileSpec{"/opt/in.txt": {UUID: f.UUID, Mode: 0o640, UID: 3, GID: 4}}
 			}
 			// Cold: the pool starts empty, so the first run boots normally.
 			coldOp, coldM := run(t, e, base, cmd, opts)
@@ -132,12 +132,12 @@ func TestWarmTimeoutAndCap(t *testing.T) {
 	run(t, e, base, "true", disposable) // warms base
 	waitIdle(t, e, base, 1)
 	start := time.Now()
-	_, m := run(t, e, base, "sleep 100", func(r *apitypes.InstanceSpawnRequest) { r.Timeout = ptr(1.0) })
+	_, m := run(t, e, base, "sleep 100", func(r *SpawnRequest) { r.Timeout = ptr(1.0) })
 	if !m.Result.State.TimedOut || time.Since(start) > 20*time.Second {
 		t.Errorf("warm timeout: timed_out=%v after %v", m.Result.State.TimedOut, time.Since(start))
 	}
 	waitIdle(t, e, base, 1)
-	_, m = run(t, e, base, "yes | head -c 100000", func(r *apitypes.InstanceSpawnRequest) { r.TruncateOutputAt = ptr(int64(100)) })
+	_, m = run(t, e, base, "yes | head -c 100000", func(r *SpawnRequest) { r.TruncateOutputAt = ptr(int64(100)) })
 	if len(stdout(t, m)) != 100 || !m.Result.Stdout.Truncated {
 		t.Errorf("warm output cap: %d bytes truncated=%v", len(stdout(t, m)), m.Result.Stdout.Truncated)
 	}
@@ -230,7 +230,7 @@ func TestWarmBackgroundProcess(t *testing.T) {
 	// would time out) nor loses the output written before the exit.
 	waitIdle(t, e, base, 1)
 	hits := e.WarmStats().Hits
-	_, m := run(t, e, base, "sleep 60 & echo out", disposable, func(r *apitypes.InstanceSpawnRequest) { r.Timeout = ptr(20.0) })
+	_, m := run(t, e, base, "sleep 60 & echo out", disposable, func(r *SpawnRequest) { r.Timeout = ptr(20.0) })
 	if e.WarmStats().Hits != hits+1 {
 		t.Fatalf("disposable run not served warm: %+v", e.WarmStats())
 	}
@@ -249,7 +249,7 @@ func TestWarmBootsWaitForQuiet(t *testing.T) {
 	sh := true
 	var ops []string
 	for range budget {
-		op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep 3", Image: base, Shell: &sh})
+		op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "sleep 3", Image: base, Shell: &sh})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,8 +293,8 @@ func TestWarmPlacesLargeFiles(t *testing.T) {
 	}
 	run(t, e, base, "true", disposable)
 	waitIdle(t, e, base, 1)
-	_, m := run(t, e, base, "wc -c < /data/big.bin; md5sum /data/big.bin | cut -d' ' -f1", disposable, func(r *apitypes.InstanceSpawnRequest) {
-		r.Files = map[string]apitypes.FileSpec{"/data/big.bin": {UUID: f.UUID, Mode: 0o644}}
+	_, m := run(t, e, base, "wc -c < /data/big.bin; md5sum /data/big.bin | cut -d' ' -f1", disposable, func(r *SpawnRequest) {
+		r.Files = map[string]oplog.FileSpec{"/data/big.bin": {UUID: f.UUID, Mode: 0o644}}
 	})
 	if e.WarmStats().Hits != 1 {
 		t.Fatalf("not served warm: %+v", e.WarmStats())
@@ -364,7 +364,7 @@ func TestWarmNoBootForStraightBack(t *testing.T) {
 		o, _ := run(t, e, base, "echo 1 > /root/step")
 		back := time.Now()
 		time.Sleep(20 * time.Millisecond) // a client's round trip, well inside quietGrace
-		op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "sleep 1", Image: o.ResultImageUUID, Shell: ptr(true), Disposable: ptr(true)})
+		op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "sleep 1", Image: o.ResultImageUUID, Shell: ptr(true), Disposable: ptr(true)})
 		if err != nil {
 			t.Fatal(err)
 		}

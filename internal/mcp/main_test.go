@@ -18,11 +18,12 @@ import (
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/internal/api"
 	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/runtime/fakeruntime"
 	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
-// env is a real daemon (runc runtime) on a temporary home, a client of its
-// default account, and a busybox base image tagged "busybox:latest".
+// env is a daemon on a temporary home, a client of its default account,
+// and a busybox base image tagged "busybox:latest".
 type env struct {
 	url, token, home string
 	c                *client.Client
@@ -32,15 +33,25 @@ type env struct {
 
 func TestMain(m *testing.M) { os.Exit(testdaemon.Main(m)) }
 
-// daemonEnv returns the daemon the package's tests share, starting it on
-// first use. It is wired in process rather than through internal/daemon,
+// daemonEnv returns the daemon with real sandboxes (runc) the package's
+// tests share, starting it on first use: the tools' flows run real shell
+// scripts, place files owned by root and import root's busybox, so it
+// needs root. It is wired in process rather than through internal/daemon,
 // which imports this package (an import cycle in tests).
-func daemonEnv(t *testing.T) *env {
+func daemonEnv(t *testing.T) *env { return sharedEnv(t, "mcp", nil) }
+
+// fakeEnv returns the shared daemon over the fake runtime (testdaemon.Shell
+// plays the commands) with copied roots, for tests of the transports
+// rather than of the tools' runs; it runs without root.
+func fakeEnv(t *testing.T) *env { return sharedEnv(t, "mcp-fake", testdaemon.Shell) }
+
+func sharedEnv(t *testing.T, name string, fake fakeruntime.Handler) *env {
 	t.Helper()
-	d := testdaemon.Shared(t, "mcp", testdaemon.Options{
+	d := testdaemon.Shared(t, name, testdaemon.Options{
 		Engine:  engine.Config{Logger: slog.New(slog.DiscardHandler)},
 		API:     api.Options{Logger: slog.New(slog.DiscardHandler)},
 		Busybox: "busybox:latest",
+		Fake:    fake,
 	})
 	e := &env{url: d.URL, token: d.Token, home: d.Home, c: d.Client, base: d.Busybox}
 	if d.Server != nil {

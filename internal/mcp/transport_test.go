@@ -139,7 +139,7 @@ func TestResourcesAndPrompts(t *testing.T) {
 // TestStdio serves ServeStdio on pipes standing in for the process's
 // stdin and stdout, and drives a run through the SDK's IOTransport.
 func TestStdio(t *testing.T) {
-	e := daemonEnv(t)
+	e := fakeEnv(t)
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +187,7 @@ func TestStdio(t *testing.T) {
 
 // TestServeIO checks the CLI's entry point ends cleanly when its context does.
 func TestServeIO(t *testing.T) {
-	e := daemonEnv(t)
+	e := fakeEnv(t)
 	inR, inW := io.Pipe()
 	defer inW.Close()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -19,10 +19,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/archive"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // plan is an image ready to be applied: its config and its layers, bottom
@@ -417,7 +417,7 @@ func (d *droppedDevices) report(ctx context.Context, where string) {
 	if d.n > len(d.paths) {
 		list += fmt.Sprintf(" and %d more", d.n-len(d.paths))
 	}
-	engine.Progress(ctx, apitypes.EventDataProgress{Phase: "devices", Done: int64(d.n), Total: int64(d.n), Unit: "device nodes",
+	engine.Progress(ctx, oplog.EventDataProgress{Phase: "devices", Done: int64(d.n), Total: int64(d.n), Unit: "device nodes",
 		Message: fmt.Sprintf("dropped %d device node(s) from %s: %s (device nodes are never created in images; the sandbox provides /dev)", d.n, where, list)})
 }
 
@@ -449,7 +449,7 @@ func (p *progress) layer(i int) {
 	if i < p.layers {
 		msg = fmt.Sprintf("layer %d of %d", i+1, p.layers)
 	}
-	engine.Progress(p.ctx, apitypes.EventDataProgress{Phase: "layers", Done: int64(i), Total: int64(p.layers), Unit: "layers", Message: msg})
+	engine.Progress(p.ctx, oplog.EventDataProgress{Phase: "layers", Done: int64(i), Total: int64(p.layers), Unit: "layers", Message: msg})
 	p.emit()
 }
 
@@ -469,5 +469,5 @@ func (p *progress) add(n int) {
 
 func (p *progress) emit() {
 	p.last = time.Now()
-	engine.Progress(p.ctx, apitypes.EventDataProgress{Phase: p.phase, Done: p.done, Total: max(p.total, p.done), Unit: "bytes"})
+	engine.Progress(p.ctx, oplog.EventDataProgress{Phase: p.phase, Done: p.done, Total: max(p.total, p.done), Unit: "bytes"})
 }

@@ -21,10 +21,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/archive"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // ArchiveKind is the format an uploaded tarball's entries show (see
@@ -68,7 +68,7 @@ func (im *Importer) importArchive(ctx context.Context, e *engine.Engine, account
 		return "", err
 	}
 	kind := idx.kind()
-	engine.Progress(ctx, apitypes.EventDataProgress{Phase: "resolve", Message: "archive: " + string(kind)})
+	engine.Progress(ctx, oplog.EventDataProgress{Phase: "resolve", Message: "archive: " + string(kind)})
 	switch kind {
 	case KindOCILayout:
 		return im.importLayout(ctx, e, account, idx, "OCI layout archive", tag)

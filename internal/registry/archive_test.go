@@ -18,9 +18,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // tarDir archives a directory tree (regular files and directories).
@@ -103,7 +103,7 @@ func TestImportArchives(t *testing.T) {
 	eRef, imRef := newEngine(t, Options{})
 	reg := newRegistry(t)
 	reg.push(t, "test/img:v1", img)
-	refID, err := imRef.ImportRegistry(context.Background(), eRef, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: reg.host + "/test/img:v1"}})
+	refID, err := imRef.ImportRegistry(context.Background(), eRef, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: reg.host + "/test/img:v1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestImportArchives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id, err := im.ImportRegistry(context.Background(), e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: "upload://" + up.UUID}}); err != nil || id != saveID {
+	if id, err := im.ImportRegistry(context.Background(), e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: "upload://" + up.UUID}}); err != nil || id != saveID {
 		t.Errorf("upload://%s = %q, %v, want the earlier image %s", up.UUID, id, err, saveID)
 	}
 

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 func TestIsPublic(t *testing.T) {
@@ -58,7 +59,7 @@ func TestImportRegistryAddressPolicy(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return im.ImportRegistry(ctx, e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: url}})
+		return im.ImportRegistry(ctx, e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: url}})
 	}
 	for _, url := range []string{host + "/test/p:v1", "localhost:" + port + "/test/p:v1", "[::ffff:127.0.0.1]:" + port + "/test/p:v1"} {
 		_, err := imp(Options{}, url)
@@ -124,7 +125,7 @@ func TestImportErrorsHideWhatListens(t *testing.T) {
 	var first string
 	for what, host := range hosts {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := im.ImportRegistry(ctx, e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: host + "/x/y:v1"}})
+		_, err := im.ImportRegistry(ctx, e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: host + "/x/y:v1"}})
 		cancel()
 		if err == nil || !errors.Is(err, errdefs.ErrUnavailable) {
 			t.Errorf("%s: %v, want an unavailable error", what, err)

@@ -22,8 +22,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"golang.org/x/sys/unix"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // rawLayers describes each layer directory of image, bottom first, as it
@@ -188,8 +188,8 @@ func TestExportLayersKept(t *testing.T) {
 
 	// Import it back: the same layers, whiteouts and opaque dirs, and the
 	// same merged tree.
-	creds := &apitypes.Credentials{Username: "anyone", Password: secret}
-	back, err := im.ImportRegistry(ctx, e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: host + "/arbor-layers/roundtrip:v1", Credentials: creds}})
+	creds := &oplog.Credentials{Username: "anyone", Password: secret}
+	back, err := im.ImportRegistry(ctx, e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: host + "/arbor-layers/roundtrip:v1", Credentials: creds}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestExportLayersKept(t *testing.T) {
 
 	// The sibling's import shares the base layer it stored for back.
 	before, _ := layerDirs(t, e)
-	if _, err := im.ImportRegistry(ctx, e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: host + "/arbor-layers/" + sibling, Credentials: creds}}); err != nil {
+	if _, err := im.ImportRegistry(ctx, e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: host + "/arbor-layers/" + sibling, Credentials: creds}}); err != nil {
 		t.Fatal(err)
 	}
 	if after, _ := layerDirs(t, e); after != before+1 {

@@ -20,8 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"golang.org/x/sys/unix"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // sourceImage builds a two-layer arbor image: a busybox base and a child
@@ -178,8 +178,8 @@ func TestExportRoundTrip(t *testing.T) {
 	}
 
 	// Pull it back into arbor: the same files.
-	creds := &apitypes.Credentials{Username: "anyone", Password: secret}
-	back, err := im.ImportRegistry(ctx, e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: host + "/arbor/" + src, Credentials: creds}})
+	creds := &oplog.Credentials{Username: "anyone", Password: secret}
+	back, err := im.ImportRegistry(ctx, e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: host + "/arbor/" + src, Credentials: creds}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestExportRoundTrip(t *testing.T) {
 	if out := runShell(t, e, back, "cat /data/file; ls /etc; test -e /bin/ls || echo no-ls"); out != "round trip\npasswd\nno-ls\n" {
 		t.Errorf("run on the re-imported image = %q", out)
 	}
-	if byTag, err := im.ImportRegistry(ctx, e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: "docker://" + host + "/arbor/roundtrip:v1", Credentials: creds}}); err != nil || byTag != back {
+	if byTag, err := im.ImportRegistry(ctx, e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: "docker://" + host + "/arbor/roundtrip:v1", Credentials: creds}}); err != nil || byTag != back {
 		t.Errorf("import by tag = %q, %v, want the same image %s (same manifest)", byTag, err, back)
 	}
 

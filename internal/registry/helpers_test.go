@@ -35,6 +35,7 @@ import (
 	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/layerfs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -227,9 +228,9 @@ var busyboxTar = func() func(t testing.TB) []byte {
 
 // importOp imports url through the engine's operation machinery and
 // returns the finished operation.
-func importOp(t *testing.T, e *engine.Engine, url string, creds *apitypes.Credentials, tag string) engine.Operation {
+func importOp(t *testing.T, e *engine.Engine, url string, creds *oplog.Credentials, tag string) engine.Operation {
 	t.Helper()
-	req := apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: url, Credentials: creds}}
+	req := engine.ImportRequest{Registry: oplog.ImportSource{URL: url, Credentials: creds}}
 	if tag != "" {
 		req.Tag = &tag
 	}
@@ -270,7 +271,7 @@ func progressEvents(t *testing.T, e *engine.Engine, op string) []apitypes.EventD
 func runShell(t *testing.T, e *engine.Engine, image, cmd string) string {
 	t.Helper()
 	sh, disposable := true, true
-	op, _, err := e.Spawn(context.Background(), acct, apitypes.InstanceSpawnRequest{Command: cmd, Image: image, Shell: &sh, Disposable: &disposable})
+	op, _, err := e.Spawn(context.Background(), acct, engine.SpawnRequest{Command: cmd, Image: image, Shell: &sh, Disposable: &disposable})
 	if err != nil {
 		t.Fatalf("Spawn(%q): %v", cmd, err)
 	}

@@ -20,7 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // testImage is a four-layer image: busybox (gzip), files (zstd), more files
@@ -56,7 +58,7 @@ func TestImportRegistry(t *testing.T) {
 	reg.pushIndex(t, "test/multi:v1", idx)
 	reg.pushIndex(t, "test/multi:latest", idx)
 
-	o := importOp(t, e, "docker://"+reg.host+"/test/multi:v1", &apitypes.Credentials{}, "multi:v1")
+	o := importOp(t, e, "docker://"+reg.host+"/test/multi:v1", &oplog.Credentials{}, "multi:v1")
 	if o.Status != apitypes.StatusSuccess {
 		t.Fatalf("import: %s: %s", o.Status, o.Error)
 	}
@@ -160,7 +162,7 @@ func TestImportRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	armID, err := imArm.ImportRegistry(context.Background(), e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: reg.host + "/test/multi:v1"}})
+	armID, err := imArm.ImportRegistry(context.Background(), e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: reg.host + "/test/multi:v1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +235,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 	tests := []struct {
 		name  string
 		url   string
-		creds *apitypes.Credentials
+		creds *oplog.Credentials
 		opts  *Options
 		class error
 		msg   string
@@ -242,8 +244,8 @@ func TestImportRegistryBadInput(t *testing.T) {
 		{name: "missing repository", url: reg.host + "/no/such:v1", class: errdefs.ErrNotFound, msg: "not found"},
 		{name: "missing digest", url: reg.host + "/test/good@sha256:" + strings.Repeat("0", 64), class: errdefs.ErrNotFound, msg: "not found"},
 		{name: "unreachable registry", url: "docker://" + closedPort(t) + "/test/good:v1", class: errdefs.ErrUnavailable, msg: "no registry answered"},
-		{name: "wrong credentials", url: authHost + "/test/good:v1", creds: &apitypes.Credentials{Username: "user", Password: "wrong"}, class: errdefs.ErrUnauthorized, msg: "rejected the credentials"},
-		{name: "anonymous pull of a private image", url: authHost + "/test/good:v1", creds: &apitypes.Credentials{}, class: errdefs.ErrUnauthorized, msg: "anonymous"},
+		{name: "wrong credentials", url: authHost + "/test/good:v1", creds: &oplog.Credentials{Username: "user", Password: "wrong"}, class: errdefs.ErrUnauthorized, msg: "rejected the credentials"},
+		{name: "anonymous pull of a private image", url: authHost + "/test/good:v1", creds: &oplog.Credentials{}, class: errdefs.ErrUnauthorized, msg: "anonymous"},
 		{name: "corrupt layer", url: corruptHost + "/test/good:v1", class: errdefs.ErrInvalidArgument, msg: "does not match its digest"},
 		{name: "bad reference", url: "docker://Registry/UPPER/case:v1", class: errdefs.ErrInvalidArgument, msg: "not a valid image reference"},
 		{name: "unsupported scheme", url: "https://" + reg.host + "/test/good:v1", class: errdefs.ErrInvalidArgument, msg: "scheme"},
@@ -261,7 +263,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 		struct {
 			name  string
 			url   string
-			creds *apitypes.Credentials
+			creds *oplog.Credentials
 			opts  *Options
 			class error
 			msg   string
@@ -269,7 +271,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 		struct {
 			name  string
 			url   string
-			creds *apitypes.Credentials
+			creds *oplog.Credentials
 			opts  *Options
 			class error
 			msg   string
@@ -288,7 +290,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_, err := imp.ImportRegistry(ctx, e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: tc.url, Credentials: tc.creds}})
+			_, err := imp.ImportRegistry(ctx, e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: tc.url, Credentials: tc.creds}})
 			t.Logf("error: %v", err)
 			wantErr(t, err, tc.class, tc.msg)
 			if n := imageCount(t, e); n != before {
@@ -305,7 +307,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 	// a lower layer is never followed: a later layer's path through it
 	// makes a directory that shadows the symlink, as with docker's and
 	// containerd's overlay snapshotters, and nothing reaches the host.
-	cross, err := im.ImportRegistry(context.Background(), e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{
+	cross, err := im.ImportRegistry(context.Background(), e, acct, engine.ImportRequest{Registry: oplog.ImportSource{
 		URL: pushed("bad/symlink-layers:v1", layerOf(t, symlink("esc", hostDir)), layerOf(t, file("esc/pwned", "x")))}})
 	if err != nil {
 		t.Fatalf("symlink in one layer, a path through it in the next: %v", err)
@@ -326,7 +328,7 @@ func TestImportRegistryBadInput(t *testing.T) {
 		t.Errorf("corrupt import operation = %s %q, want FAILED naming the layer and the digest", o.Status, o.Error)
 	}
 	// The right credentials work.
-	if _, err := im.ImportRegistry(context.Background(), e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: authHost + "/test/good:v1", Credentials: &apitypes.Credentials{Username: "user", Password: "secret"}}}); err != nil {
+	if _, err := im.ImportRegistry(context.Background(), e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: authHost + "/test/good:v1", Credentials: &oplog.Credentials{Username: "user", Password: "secret"}}}); err != nil {
 		t.Errorf("import with the right credentials: %v", err)
 	}
 }
@@ -450,7 +452,7 @@ func TestConcurrentImportsPullOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ids[i], errs[i] = im.ImportRegistry(context.Background(), e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: host + "/test/once:v1"}})
+			ids[i], errs[i] = im.ImportRegistry(context.Background(), e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: host + "/test/once:v1"}})
 		}()
 	}
 	wg.Wait()
@@ -470,11 +472,11 @@ func TestConcurrentImportsPullOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id, err := im2.ImportRegistry(context.Background(), e, acct, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: host + "/test/once:v1"}}); err != nil || id != ids[0] || blobGets != 2 {
+	if id, err := im2.ImportRegistry(context.Background(), e, acct, engine.ImportRequest{Registry: oplog.ImportSource{URL: host + "/test/once:v1"}}); err != nil || id != ids[0] || blobGets != 2 {
 		t.Errorf("import by a new Importer = %q, %v after %d blob downloads; want %q from the index without downloads", id, err, blobGets, ids[0])
 	}
 	// Another account gets its own image.
-	other, err := im.ImportRegistry(context.Background(), e, "other", apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: host + "/test/once:v1"}})
+	other, err := im.ImportRegistry(context.Background(), e, "other", engine.ImportRequest{Registry: oplog.ImportSource{URL: host + "/test/once:v1"}})
 	if err != nil || other == ids[0] {
 		t.Errorf("import by another account = %q, %v, want a separate image", other, err)
 	}

@@ -19,10 +19,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/archive"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // Options configures an [Importer]. Zero values take the defaults noted.
@@ -126,7 +126,7 @@ func Install(e *engine.Engine, opts Options) (*Importer, error) {
 // "upload://<file uuid or sha256>" URLs import an uploaded archive with
 // [Importer.ImportArchive], again returning the earlier image for content
 // already imported.
-func (im *Importer) ImportRegistry(ctx context.Context, e *engine.Engine, account string, req apitypes.ImageImportRequest) (string, error) {
+func (im *Importer) ImportRegistry(ctx context.Context, e *engine.Engine, account string, req engine.ImportRequest) (string, error) {
 	url := strings.TrimSpace(req.Registry.URL)
 	if ref, ok := strings.CutPrefix(url, engine.UploadScheme); ok {
 		return im.importUpload(ctx, e, account, ref, requestTag(req))
@@ -136,7 +136,7 @@ func (im *Importer) ImportRegistry(ctx context.Context, e *engine.Engine, accoun
 		return "", err
 	}
 	auth, withCreds := authenticator(req.Registry.Credentials)
-	engine.Progress(ctx, apitypes.EventDataProgress{Phase: "resolve", Message: ref.String()})
+	engine.Progress(ctx, oplog.EventDataProgress{Phase: "resolve", Message: ref.String()})
 	puller, err := remote.NewPuller(
 		remote.WithAuth(auth),
 		remote.WithTransport(tlsPolicy{im.opts.Transport}),
@@ -165,7 +165,7 @@ func (im *Importer) ImportRegistry(ctx context.Context, e *engine.Engine, accoun
 // authenticator maps API credentials to go-containerregistry's: empty
 // strings mean anonymous; a password without a user name is sent as a
 // bearer token (an identity token such as a registry access token).
-func authenticator(c *apitypes.Credentials) (authn.Authenticator, bool) {
+func authenticator(c *oplog.Credentials) (authn.Authenticator, bool) {
 	switch {
 	case c == nil || c.Username == "" && c.Password == "":
 		return authn.Anonymous, false
@@ -176,7 +176,7 @@ func authenticator(c *apitypes.Credentials) (authn.Authenticator, bool) {
 }
 
 // requestTag is the tag an import request asks for, or "".
-func requestTag(req apitypes.ImageImportRequest) string {
+func requestTag(req engine.ImportRequest) string {
 	if req.Tag == nil {
 		return ""
 	}
@@ -228,7 +228,7 @@ func (im *Importer) cached(ctx context.Context, e *engine.Engine, account, key, 
 		default:
 			continue
 		}
-		engine.Progress(ctx, apitypes.EventDataProgress{Phase: "cached", Done: 1, Total: 1, Unit: "images",
+		engine.Progress(ctx, oplog.EventDataProgress{Phase: "cached", Done: 1, Total: 1, Unit: "images",
 			Message: fmt.Sprintf("%s is unchanged since its import as image %s", source, en.Image)})
 		return en.Image, nil
 	}

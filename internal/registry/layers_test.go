@@ -11,6 +11,7 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
@@ -45,7 +46,7 @@ func importAs(t *testing.T, im *Importer, e *engine.Engine, account, url string)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return im.ImportRegistry(ctx, e, account, apitypes.ImageImportRequest{Registry: apitypes.ImageImportRegistry{URL: url}})
+	return im.ImportRegistry(ctx, e, account, engine.ImportRequest{Registry: oplog.ImportSource{URL: url}})
 }
 
 // TestImportSharedLayers: two images with the same two base layers store

@@ -7,10 +7,12 @@
 package testdaemon
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -24,7 +26,10 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/api"
 	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/copyroot"
 	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/runtime"
+	"github.com/arborsh/arbor/internal/runtime/fakeruntime"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -45,6 +50,13 @@ type Options struct {
 	// API (as a user without registry access gets one); Daemon.Busybox is
 	// its UUID.
 	Busybox string
+	// Fake, if set, runs the daemon without root: the engine's only runtime
+	// is a fakeruntime whose processes Fake plays (Shell plays simple shell
+	// lines), and sandbox roots are copies (internal/copyroot), not
+	// overlayfs mounts. Busybox is then imported with its files owned by
+	// the caller (and its directories writable by them), as a user without
+	// root can store it. Warm is ignored: the pool boots through the init.
+	Fake fakeruntime.Handler
 	// Serve, if set, runs the daemon instead of the in-process engine and
 	// API, until ctx ends: the CLI's tests pass daemon.Run, so they use the
 	// product's own composition root and discovery files. It must call
@@ -65,15 +77,29 @@ type Daemon struct {
 	Server *httptest.Server
 	// Busybox is the UUID of the image Options.Busybox asked for.
 	Busybox string
+
+	ownFiles bool // fake, without root: images are imported owned by the caller
+}
+
+// ImportBusybox imports busybox through c as tag, as Options.Busybox did:
+// owned by the caller on a fake daemon without root.
+func (d *Daemon) ImportBusybox(ctx context.Context, c *client.Client, tag string) (string, error) {
+	if d.ownFiles {
+		return importOwnBusybox(ctx, c, tag)
+	}
+	return ImportBusybox(ctx, c, tag)
 }
 
 // startTimeout bounds starting a daemon, busybox import included.
 const startTimeout = 2 * time.Minute
 
 // New starts a daemon of the test's own, stopped and removed when t ends.
+// It needs root unless o.Fake is set.
 func New(t testing.TB, o Options) *Daemon {
 	t.Helper()
-	testutil.RequiresRoot(t)
+	if o.Fake == nil {
+		testutil.RequiresRoot(t)
+	}
 	home := testutil.Home(t) // before the cleanup below, so it is removed after the daemon stops
 	d, stop, err := start(home, o)
 	t.Cleanup(stop)
@@ -99,7 +125,9 @@ type sharedDaemon struct {
 // the same name share, starting it with o on first use. Main stops it.
 func Shared(t testing.TB, name string, o Options) *Daemon {
 	t.Helper()
-	testutil.RequiresRoot(t)
+	if o.Fake == nil {
+		testutil.RequiresRoot(t)
+	}
 	shared.Lock()
 	if shared.daemons == nil {
 		shared.daemons = map[string]*sharedDaemon{}
@@ -163,10 +191,16 @@ func start(home string, o Options) (d *Daemon, stop func(), err error) {
 	}
 	cfg := o.Engine
 	cfg.Home = home
-	if cfg.Runtime == "" {
+	if o.Fake != nil {
+		cfg.Runtime = "fake"
+		cfg.Runtimes = map[string]runtime.Runtime{"fake": fakeruntime.New(o.Fake)}
+		cfg.RootFS = copyroot.New()
+	} else if cfg.Runtime == "" {
 		cfg.Runtime = "runc"
 	}
-	if o.Warm {
+	if o.Fake != nil {
+		cfg.WarmPerImage = -1
+	} else if o.Warm {
 		if cfg.InitBinary, err = StaticInit(); err != nil {
 			return nil, stop, err
 		}
@@ -175,7 +209,7 @@ func start(home string, o Options) (d *Daemon, stop func(), err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	d = &Daemon{Home: home}
+	d = &Daemon{Home: home, ownFiles: o.Fake != nil && os.Geteuid() != 0}
 	if o.Serve != nil {
 		err = d.serve(o, cfg, &stops)
 	} else {
@@ -188,7 +222,7 @@ func start(home string, o Options) (d *Daemon, stop func(), err error) {
 		return nil, stop, err
 	}
 	if o.Busybox != "" {
-		if d.Busybox, err = ImportBusybox(ctx, d.Client, o.Busybox); err != nil {
+		if d.Busybox, err = d.ImportBusybox(ctx, d.Client, o.Busybox); err != nil {
 			return nil, stop, fmt.Errorf("import busybox: %w", err)
 		}
 	}
@@ -248,7 +282,47 @@ func ImportBusybox(ctx context.Context, c *client.Client, tag string) (string, e
 	if err := baseimage.WriteBusyboxTar(&buf); err != nil {
 		return "", err
 	}
-	f, err := c.UploadFile(ctx, &buf)
+	return importTar(ctx, c, &buf, tag)
+}
+
+// importOwnBusybox imports busybox as ImportBusybox does, with every file
+// owned by the caller and every directory writable by them: without root,
+// the import could not give files to root, and a fake run could not write
+// into its copy of the image, nor a test remove it.
+func importOwnBusybox(ctx context.Context, c *client.Client, tag string) (string, error) {
+	var in, out bytes.Buffer
+	if err := baseimage.WriteBusyboxTar(&in); err != nil {
+		return "", err
+	}
+	tr, tw := tar.NewReader(&in), tar.NewWriter(&out)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = os.Getuid(), os.Getgid(), "", ""
+		if hdr.Typeflag == tar.TypeDir {
+			hdr.Mode |= 0o700
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return "", err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return "", err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return "", err
+	}
+	return importTar(ctx, c, &out, tag)
+}
+
+// importTar uploads a rootfs tar and imports it as tag.
+func importTar(ctx context.Context, c *client.Client, r io.Reader, tag string) (string, error) {
+	f, err := c.UploadFile(ctx, r)
 	if err != nil {
 		return "", err
 	}

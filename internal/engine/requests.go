@@ -1,0 +1,68 @@
+package engine
+
+import "github.com/arborsh/arbor/internal/oplog"
+
+// The requests the engine takes. api decodes and checks the wire shape
+// (JSON, field types) and converts to these; the engine applies its rules
+// (defaults, limits, what an image or a file must be). A nil pointer takes
+// the engine's default.
+
+// SpawnRequest asks for a run of Command on Image.
+type SpawnRequest struct {
+	Command          string
+	Image            string // an image UUID, "tag:NAME" or a bare tag
+	Disposable       *bool
+	Hostname         *string
+	Args             []string
+	Shell            *bool
+	Env              map[string]string
+	PreserveEnv      *bool
+	Cwd              *string
+	UID              *int
+	GID              *int
+	ResourcesLimits  *oplog.ResourcesLimits
+	Networking       *Networking
+	Stdin            *Stdin
+	Timeout          *float64 // seconds
+	TruncateOutputAt *int64
+	Files            map[string]oplog.FileSpec // destination path → file
+	Runtime          *string                   // "runsc", "runc", "crun"; nil or "": the daemon's default
+}
+
+// Networking asks for outbound network access.
+type Networking struct {
+	Enabled *bool
+}
+
+// Stdin is a process's input: Value in Encoding ("ascii" or "base64"),
+// closed after it unless Close is false (nil: closed).
+type Stdin struct {
+	Value    string
+	Encoding string
+	Close    *bool
+}
+
+// Bytes decodes the input.
+func (s Stdin) Bytes() ([]byte, error) { return oplog.Decode(s.Value, s.Encoding) }
+
+// ExecRequest asks for a further process in a running instance; nil and
+// empty fields take the main process's settings.
+type ExecRequest struct {
+	Command          string
+	Args             []string
+	Shell            *bool
+	Env              map[string]string
+	Cwd              *string
+	UID              *int
+	GID              *int
+	Stdin            *Stdin
+	TruncateOutputAt *int64
+}
+
+// ImportRequest asks for an image import from Registry (a registry
+// reference or upload://<file>), tagged Tag.
+type ImportRequest struct {
+	Registry oplog.ImportSource
+	Tag      *string
+	Timeout  *float64 // seconds
+}
