@@ -1,0 +1,139 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/arborsh/arbor/internal/errdefs"
+)
+
+// CheckpointOptions says where and how [Runtime.Checkpoint] saves a sandbox.
+type CheckpointOptions struct {
+	// Image is the directory the image goes to. It must not exist yet (its
+	// parent must): an image is never written over another.
+	Image string
+	// Quiet, if set, is called once the image is written, while every
+	// process of the sandbox is still stopped and its writes have reached
+	// the root filesystem: what the root holds then is what the image
+	// expects at Restore, so this is the moment to copy or freeze it. The
+	// sandbox resumes after Quiet returns; an error from it fails the
+	// Checkpoint (the image is removed).
+	Quiet func() error
+}
+
+// NotCheckpointable is the error of a runtime that cannot checkpoint.
+func NotCheckpointable(name string) error {
+	return errdefs.FailedPrecondition("runtime %s cannot checkpoint or restore a running sandbox: live forks and memory checkpoints need runsc (spawn the instance with runtime runsc)", name)
+}
+
+// Checkpoint implements Runtime: under runsc, pause (when opt.Quiet needs
+// the sandbox stopped), checkpoint --leave-running, Quiet, resume.
+func (o *OCI) Checkpoint(ctx context.Context, id string, opt CheckpointOptions) (err error) {
+	if o.name != "runsc" {
+		return NotCheckpointable(o.name)
+	}
+	if !validID.MatchString(id) {
+		return errdefs.InvalidArgument("sandbox id %q: use 1 to 128 characters of [a-zA-Z0-9_-]", id)
+	}
+	if opt.Image == "" {
+		return errdefs.InvalidArgument("checkpoint of sandbox %s: no image directory given", id)
+	}
+	if _, err := os.Lstat(opt.Image); !errors.Is(err, os.ErrNotExist) {
+		return errdefs.Conflict("checkpoint of sandbox %s: image directory %s exists already: give a new one", id, opt.Image)
+	}
+	if !o.exists(id) {
+		return errdefs.NotFound("checkpoint: no sandbox %s in %s", id, o.name)
+	}
+	if !o.alive(id) {
+		return errdefs.FailedPrecondition("checkpoint: sandbox %s has stopped", id)
+	}
+	if opt.Quiet != nil {
+		// checkpoint --leave-running resumes the sandbox once saved; a
+		// paused one stays paused, so its root stays as the image has it.
+		if err := o.runsc(ctx, nil, "pause", id); err != nil {
+			return err
+		}
+		defer func() {
+			if rerr := o.runsc(context.WithoutCancel(ctx), nil, "resume", id); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}()
+	}
+	if err := o.runsc(ctx, nil, "checkpoint", "--leave-running", "--image-path", opt.Image, id); err != nil {
+		_ = os.RemoveAll(opt.Image)
+		return err
+	}
+	if opt.Quiet != nil {
+		if err := opt.Quiet(); err != nil {
+			_ = os.RemoveAll(opt.Image)
+			return err
+		}
+	}
+	return nil
+}
+
+// runsc runs one runsc command to completion, its stderr in the error.
+func (o *OCI) runsc(ctx context.Context, extra []string, args ...string) error {
+	var stderr strings.Builder
+	cmd := o.command(ctx, extra, args...)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		return fmt.Errorf("%s %s: %w: %s", o.name, args[0], err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// Restore implements Runtime: runsc restore --detach into a new sandbox
+// made from s, as Boot makes one with run --detach.
+func (o *OCI) Restore(ctx context.Context, s Spec, image string) error {
+	if o.name != "runsc" {
+		return NotCheckpointable(o.name)
+	}
+	if err := o.checkNew(s); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(image, "checkpoint.img")); err != nil {
+		return errdefs.NotFound("restore of sandbox %s: no checkpoint image in %s", s.ID, image)
+	}
+	b, err := json.Marshal(o.config(s))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(s.Bundle, "config.json"), b, 0o600); err != nil {
+		return err
+	}
+	// As in Boot: the sandbox outlives the runtime and keeps its stderr.
+	errf, err := os.CreateTemp(s.Bundle, "restore-stderr-*")
+	if err != nil {
+		return err
+	}
+	defer errf.Close()
+	pidFile := filepath.Join(s.Bundle, "init.pid")
+	cmd := o.command(ctx, o.networkFlags(s), "restore", "--detach", "--image-path", image, "--pid-file", pidFile, "--bundle", s.Bundle, s.ID)
+	cmd.Stderr = errf
+	// Host pipes: a restored file keeps the saved offset, a pipe has none.
+	if f, ok := s.Stdin.(*os.File); ok {
+		cmd.Stdin = f
+	}
+	if f, ok := s.Stdout.(*os.File); ok {
+		cmd.Stdout = f
+	}
+	if err := cmd.Run(); err != nil {
+		derr := o.Destroy(context.WithoutCancel(ctx), s.ID)
+		msg, _ := os.ReadFile(errf.Name())
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		return errors.Join(fmt.Errorf("%s restore: %w: %s", o.name, err, strings.TrimSpace(string(msg))), derr)
+	}
+	o.watchInit(s.ID, pidFile)
+	return nil
+}
