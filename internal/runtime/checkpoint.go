@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/arborsh/arbor/internal/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // CheckpointOptions says where and how [Runtime.Checkpoint] saves a sandbox.
@@ -68,6 +69,12 @@ func (o *OCI) Checkpoint(ctx context.Context, id string, opt CheckpointOptions) 
 		_ = os.RemoveAll(opt.Image)
 		return err
 	}
+	// The copies must be configured as the sandbox was (runsc refuses
+	// other arguments, mounts or limits): its config goes with the image.
+	if err := o.saveConfig(ctx, id, opt.Image); err != nil {
+		_ = os.RemoveAll(opt.Image)
+		return err
+	}
 	if opt.Quiet != nil {
 		if err := opt.Quiet(); err != nil {
 			_ = os.RemoveAll(opt.Image)
@@ -97,13 +104,15 @@ func (o *OCI) Restore(ctx context.Context, s Spec, image string) error {
 	if o.name != "runsc" {
 		return NotCheckpointable(o.name)
 	}
+	cfg, err := o.restoreConfig(s, image)
+	if err != nil {
+		return err
+	}
+	s.Args = cfg.Process.Args // for checkNew: the image's process runs
 	if err := o.checkNew(s); err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(image, "checkpoint.img")); err != nil {
-		return errdefs.NotFound("restore of sandbox %s: no checkpoint image in %s", s.ID, image)
-	}
-	b, err := json.Marshal(o.config(s))
+	b, err := json.Marshal(cfg)
 	if err != nil {
 		return err
 	}
@@ -136,4 +145,57 @@ func (o *OCI) Restore(ctx context.Context, s Spec, image string) error {
 	}
 	o.watchInit(s.ID, pidFile)
 	return nil
+}
+
+// configFile is the sandbox's OCI config as Checkpoint saves it in the image.
+const configFile = "arbor-config.json"
+
+// saveConfig copies sandbox id's config.json from its bundle into image.
+func (o *OCI) saveConfig(ctx context.Context, id, image string) error {
+	out, err := o.command(ctx, nil, "state", id).Output()
+	if err != nil {
+		return fmt.Errorf("%s state %s: %w", o.name, id, err)
+	}
+	var st struct {
+		Bundle string `json:"bundle"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil || st.Bundle == "" {
+		return fmt.Errorf("%s state %s: no bundle in %q", o.name, id, out)
+	}
+	b, err := os.ReadFile(filepath.Join(st.Bundle, "config.json"))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(image, configFile), b, 0o600)
+}
+
+// restoreConfig is the config image was checkpointed with, moved to s's
+// root, hostname, network namespace and cgroup: what may differ per copy.
+func (o *OCI) restoreConfig(s Spec, image string) (*specs.Spec, error) {
+	b, err := os.ReadFile(filepath.Join(image, configFile))
+	if err != nil {
+		return nil, errdefs.NotFound("restore of sandbox %s: no checkpoint image in %s", s.ID, image)
+	}
+	var cfg specs.Spec
+	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Process == nil || cfg.Root == nil || cfg.Linux == nil {
+		return nil, fmt.Errorf("restore of sandbox %s: bad config in image %s: %v", s.ID, image, err)
+	}
+	cfg.Root.Path = s.Rootfs
+	if s.Hostname != "" {
+		cfg.Hostname = s.Hostname
+	}
+	cfg.Linux.CgroupsPath = "/arbor/" + s.ID
+	for i, ns := range cfg.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			cfg.Linux.Namespaces[i].Path = s.NetNS
+		}
+	}
+	if tmp, ok := o.tmpMount(s.Rootfs); ok {
+		for i, m := range cfg.Mounts {
+			if m.Destination == tmp.Destination && m.Type == tmp.Type {
+				cfg.Mounts[i].Source = tmp.Source
+			}
+		}
+	}
+	return &cfg, nil
 }

@@ -206,9 +206,9 @@ type ExecSpec struct {
 // from that image, any number of times: every copy continues from the
 // checkpointed memory, then diverges. The restored main process reads and
 // writes the stdio files given to Restore. What runs in the copy is the
-// checkpointed sandbox: Restore's Spec must be the checkpointed one's with
-// only ID, Bundle, Rootfs, Hostname and NetNS changed, and Rootfs must
-// hold exactly the files the sandbox's root held when the image was
+// checkpointed sandbox, whose configuration the image keeps: of Restore's
+// Spec only ID, Bundle, Rootfs, Hostname (if set), NetNS, Stdin and Stdout
+// are used. Rootfs must hold exactly the files the sandbox's root held when the image was
 // written (files are reopened by path, and a root that changed since is
 // not detected: data is silently corrupted). [CheckpointOptions].Quiet is
 // the moment to copy it. Processes started with Exec are killed in the

@@ -111,8 +111,8 @@ func (s *suite) checkpointRestore(t *testing.T, rt runtime.Runtime) {
 	}
 	var forks [2]*piped
 	for i := range forks {
-		sp := parent
-		sp.ID, sp.Bundle, sp.Rootfs, sp.Hostname = fmt.Sprintf("%s-f%d", parent.ID, i), t.TempDir(), roots[i], fmt.Sprintf("fork%d", i)
+		// The rest of the configuration comes from the image.
+		sp := runtime.Spec{ID: fmt.Sprintf("%s-f%d", parent.ID, i), Bundle: t.TempDir(), Rootfs: roots[i], Hostname: fmt.Sprintf("fork%d", i)}
 		sp, forks[i] = pipes(t, sp)
 		if err := rt.Restore(ctx, sp, image); err != nil {
 			t.Fatalf("Restore %d: %v", i, err)
