@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/initproc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -198,4 +199,12 @@ func (o *OCI) restoreConfig(s Spec, image string) (*specs.Spec, error) {
 		}
 	}
 	return &cfg, nil
+}
+
+// forkable makes a runsc sandbox booted with arbor's init checkpointable:
+// the init moves itself into sandbox memory (see initproc.EnvInMemory).
+func (o *OCI) forkable(spec *specs.Spec, s Spec) {
+	if o.name == "runsc" && s.InitBinary != "" {
+		spec.Process.Env = append(spec.Process.Env, initproc.EnvInMemory+"=1")
+	}
 }

@@ -789,6 +789,7 @@ func (o *OCI) config(s Spec) *specs.Spec {
 		},
 	}
 	o.harden(spec, s)
+	o.forkable(spec, s)
 	return spec
 }
 
