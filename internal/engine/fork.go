@@ -66,6 +66,9 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 	if p.agent == nil {
 		return apitypes.ForkResponse{}, errdefs.FailedPrecondition("operation %s runs without arbor's init (no static arbor-init found at startup): it cannot be forked", a.id)
 	}
+	if p.warm == nil && p.restore == nil && !forkable(p) {
+		return apitypes.ForkResponse{}, errdefs.FailedPrecondition("operation %s was spawned with its stdin closed, so its sandbox was not made forkable: spawn long-running instances with stdin.close=false", a.id)
+	}
 	if err := e.admit(ctx, account); err != nil {
 		return apitypes.ForkResponse{}, err
 	}
@@ -141,6 +144,11 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 	}
 	return res, nil
 }
+
+// forkable says whether a cold run's sandbox is booted checkpointable (see
+// runtime.Spec.Checkpointable): a long-running instance, one whose stdin
+// stays open for commands. Batch runs do not pay for it.
+func forkable(p *runPlan) bool { return !p.meta.Stdin.Close }
 
 // copyUpper copies the upper dir src to dst, as it is: overlayfs's
 // whiteouts (0:0 devices), opaque and other xattrs, hard links, holes.

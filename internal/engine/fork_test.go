@@ -164,3 +164,22 @@ func TestForkNeedsRunsc(t *testing.T) {
 	say(t, e, op, "", true)
 	waitOp(t, e, op)
 }
+
+// TestForkNeedsOpenStdin: a cold batch run (stdin closed) is not booted
+// forkable, and a fork says how to spawn one that is.
+func TestForkNeedsOpenStdin(t *testing.T) {
+	e, base := newEngine(t, "runsc")
+	ctx := context.Background()
+	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "echo up; exec sleep 60", Shell: ptr(true), Image: base, Disposable: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStdout(t, e, op, "up\n")
+	if _, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{}); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "stdin.close=false") {
+		t.Errorf("Fork of a batch run = %v, want a failed precondition naming stdin.close=false", err)
+	}
+	if err := e.Cancel(ctx, acct, op); err != nil {
+		t.Fatal(err)
+	}
+	waitOp(t, e, op)
+}

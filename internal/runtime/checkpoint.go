@@ -201,10 +201,11 @@ func (o *OCI) restoreConfig(s Spec, image string) (*specs.Spec, error) {
 	return &cfg, nil
 }
 
-// forkable makes a runsc sandbox booted with arbor's init checkpointable:
+// forkable makes a Checkpointable runsc sandbox booted with arbor's init
+// checkpointable:
 // the init moves itself into sandbox memory (see initproc.EnvInMemory).
 func (o *OCI) forkable(spec *specs.Spec, s Spec) {
-	if o.name == "runsc" && s.InitBinary != "" {
+	if o.name == "runsc" && s.InitBinary != "" && s.Checkpointable {
 		spec.Process.Env = append(spec.Process.Env, initproc.EnvInMemory+"=1")
 	}
 }

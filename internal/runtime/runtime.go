@@ -48,6 +48,11 @@ type Spec struct {
 	// root filesystem must then be mounted with the same mapping (see
 	// overlay.Userns). Ignored by runsc, whose kernel is in user space.
 	IDMap *IDMap
+	// Checkpointable asks for a sandbox that Checkpoint can save. Under
+	// runsc an InitBinary is then copied into sandbox memory at boot (a
+	// host file's mapping cannot be saved): it costs the binary's size in
+	// memory and in every checkpoint. Other runtimes ignore it.
+	Checkpointable bool
 
 	Stdin          io.Reader // nil: empty
 	Stdout, Stderr io.Writer
