@@ -37,8 +37,13 @@ func TestMain(m *testing.M) { os.Exit(testdaemon.Main(m)) }
 // which imports this package (an import cycle in tests).
 func daemonEnv(t *testing.T) *env {
 	t.Helper()
+	// With the static init, as in production (fork_instance needs it).
+	init, err := testdaemon.StaticInit()
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := testdaemon.Shared(t, "mcp", testdaemon.Options{
-		Engine:  engine.Config{Logger: slog.New(slog.DiscardHandler)},
+		Engine:  engine.Config{Logger: slog.New(slog.DiscardHandler), InitBinary: init},
 		API:     api.Options{Logger: slog.New(slog.DiscardHandler)},
 		Busybox: "busybox:latest",
 	})

@@ -1,0 +1,49 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/arborsh/arbor/client"
+	"github.com/spf13/cobra"
+)
+
+func newFork(g *globals) *cobra.Command {
+	var count int
+	cmd := &cobra.Command{
+		Use:   "fork [-n N] OP",
+		Short: "Fork a running instance, memory and all, into N running copies",
+		Long: `Fork a running instance into N new running instances that continue from
+its memory, open files and filesystem at this moment, then diverge; the
+instance itself goes on. The filesystem at the fork point is saved as an
+image, and each copy's snapshot descends from it. ` + opRefHelp + `
+
+Needs the runsc runtime and an instance that keeps its stdin open (spawned
+with stdin close=false, e.g. a REPL or a server). Processes started with
+exec in the instance are not carried into the copies. Prints the copies'
+operation ids, one a line; --json prints {"image", "operations"}.`,
+		Example: `  arbor fork 7c1d
+  arbor fork -n 4 --json 7c1d0a2b`,
+		Args: cobra.ExactArgs(1),
+		RunE: g.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			id, err := resolveOp(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			res, err := c.Fork(ctx, id, count)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(res)
+			}
+			fmt.Fprintf(g.stderr, "fork point: image %s\n", res.Image)
+			for _, op := range res.Operations {
+				fmt.Fprintln(g.stdout, op)
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().IntVarP(&count, "count", "n", 1, "how many copies to start (1 to 16)")
+	return cmd
+}
