@@ -14,7 +14,7 @@ import (
 
 // waitStdout follows the main process's stdout until it holds want and
 // returns what it holds then.
-func waitStdout(t *testing.T, e *Engine, op, want string) string {
+func waitStdout(t testing.TB, e *Engine, op, want string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
