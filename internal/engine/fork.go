@@ -35,6 +35,10 @@ type restorePlan struct {
 	done  func() // the run has restored (or will not): the image may go
 }
 
+// testHookForkQuiet, when set by a test, runs while a forked sandbox is
+// paused with its checkpoint written and its upper copied.
+var testHookForkQuiet func()
+
 // forking serializes forks of one instance: op id → *sync.Mutex.
 var forking sync.Map
 
@@ -103,7 +107,11 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 		return fail(errdefs.Conflict("operation %s: %v", a.id, err))
 	}
 	err = sb.rt.Checkpoint(ctx, sb.cid, runtime.CheckpointOptions{Image: image, Quiet: func() error {
-		return copyUpper(sb.upper, upper)
+		err := copyUpper(sb.upper, upper)
+		if testHookForkQuiet != nil {
+			testHookForkQuiet()
+		}
+		return err
 	}})
 	release()
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +184,27 @@ func TestForkNeedsOpenStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOp(t, e, op)
+}
+
+// crashInFork is TestKill9Recovery's helper for a daemon killed mid-fork:
+// it starts a forkable instance, prints its id, then forks it and prints
+// "forking" while the parent is paused with its checkpoint written and
+// its upper copied, and blocks there.
+func crashInFork(ctx context.Context, e *Engine) {
+	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "echo data > /root/forked; cat", Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true),
+		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: ptr(false)}})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println("op", op)
+	testHookForkQuiet = func() {
+		fmt.Println("forking")
+		select {}
+	}
+	if _, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{Count: 2}); err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	select {}
 }
