@@ -2,7 +2,6 @@ package initproc
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -57,21 +56,8 @@ func (a *Agent) Attach(stdin io.Reader, stdout, stderr io.Writer, onStart func()
 		if err != nil {
 			return Exit{}, time.Since(begin), err
 		}
-		switch typ { // phaseRunning admits only these
-		case frameStdout, frameStderr:
-			w := stdout
-			if typ == frameStderr {
-				w = stderr
-			}
-			if w != nil {
-				_, _ = w.Write(p)
-			}
-		case frameExit:
-			var x Exit
-			if err := json.Unmarshal(p, &x); err != nil || !x.valid() {
-				return Exit{}, time.Since(begin), protoErr("bad exit report")
-			}
-			return x, time.Since(begin), nil
+		if x, done, err := output(typ, p, stdout, stderr); done { // phaseRunning admits only output and exit
+			return x, time.Since(begin), err
 		}
 	}
 }

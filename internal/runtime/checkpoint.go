@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -128,8 +129,17 @@ func (o *OCI) Restore(ctx context.Context, s Spec, image string) error {
 	defer errf.Close()
 	pidFile := filepath.Join(s.Bundle, "init.pid")
 	cmd := o.command(ctx, o.networkFlags(s), "restore", "--detach", "--image-path", image, "--pid-file", pidFile, "--bundle", s.Bundle, s.ID)
+	// Host pipes as stdio: a restored file keeps the saved offset, a pipe has none.
+	return o.launchDetached(ctx, cmd, s, errf, pidFile, "restore")
+}
+
+// launchDetached runs cmd, a runtime command that creates sandbox s and
+// returns leaving it running (run --detach, restore --detach). Files
+// given as s's stdin and stdout are handed to the sandbox's main process;
+// the runtime's stderr goes to errf, whose content a failure reports,
+// after destroying what was made.
+func (o *OCI) launchDetached(ctx context.Context, cmd *exec.Cmd, s Spec, errf *os.File, pidFile, what string) error {
 	cmd.Stderr = errf
-	// Host pipes: a restored file keeps the saved offset, a pipe has none.
 	if f, ok := s.Stdin.(*os.File); ok {
 		cmd.Stdin = f
 	}
@@ -142,7 +152,7 @@ func (o *OCI) Restore(ctx context.Context, s Spec, image string) error {
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
 		}
-		return errors.Join(fmt.Errorf("%s restore: %w: %s", o.name, err, strings.TrimSpace(string(msg))), derr)
+		return errors.Join(fmt.Errorf("%s %s: %w: %s", o.name, what, err, strings.TrimSpace(string(msg))), derr)
 	}
 	o.watchInit(s.ID, pidFile)
 	return nil
