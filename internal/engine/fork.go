@@ -39,9 +39,6 @@ type restorePlan struct {
 // paused with its checkpoint written and its upper copied.
 var testHookForkQuiet func()
 
-// forking serializes forks of one instance: op id → *sync.Mutex.
-var forking sync.Map
-
 // Fork checkpoints running instance op and starts req.Count new instances
 // from the checkpoint; the parent goes on. It returns once the fork
 // point's image is committed and the copies' operations are started.
@@ -79,10 +76,6 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 	if err := e.checkDisk(); err != nil {
 		return apitypes.ForkResponse{}, err
 	}
-	mu, _ := forking.LoadOrStore(a.id, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
-	defer forking.Delete(a.id)
 
 	dir := filepath.Join(e.cfg.Home, "run", "fork-"+newLayerID()[:16])
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -101,7 +94,8 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 		return apitypes.ForkResponse{}, err
 	}
 	begin := time.Now()
-	// No frame may be half-sent to the init at the checkpoint.
+	// No frame may be half-sent to the init at the checkpoint. Holding its
+	// input also takes forks of one instance one at a time.
 	release, err := p.agent.Quiesce(ctx)
 	if err != nil {
 		return fail(errdefs.Conflict("operation %s: %v", a.id, err))
@@ -115,6 +109,12 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 	}})
 	release()
 	if err != nil {
+		a.mu.Lock()
+		exited := a.exited
+		a.mu.Unlock()
+		if exited {
+			return fail(errdefs.Conflict("operation %s: the instance's main process exited during the fork", a.id))
+		}
 		return fail(fmt.Errorf("checkpoint operation %s: %w", a.id, err))
 	}
 	paused := time.Since(begin)

@@ -208,3 +208,39 @@ func crashInFork(ctx context.Context, e *Engine) {
 	}
 	select {}
 }
+
+// TestForkConcurrent: forks of one instance asked at once are taken one
+// after the other (a sandbox cannot be paused twice), and all succeed.
+func TestForkConcurrent(t *testing.T) {
+	e, base := newEngine(t, "runsc")
+	ctx := context.Background()
+	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "echo up; cat", Shell: ptr(true), Image: base, Disposable: ptr(true),
+		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: ptr(false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStdout(t, e, op, "up\n")
+	errs := make(chan error, 3)
+	ops := make(chan string, 3)
+	for range 3 {
+		go func() {
+			res, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{})
+			for _, f := range res.Operations {
+				ops <- f
+			}
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent Fork: %v", err)
+		}
+	}
+	close(ops)
+	for f := range ops {
+		say(t, e, f, "", true)
+		waitOp(t, e, f)
+	}
+	say(t, e, op, "", true)
+	waitOp(t, e, op)
+}

@@ -30,6 +30,7 @@ func toMemory() {
 		return
 	}
 	_ = os.Unsetenv(EnvInMemory)
+	closeSelf() // the copy could not tell the host file's descriptor
 	if err := reexecFromMemory(); err != nil {
 		fmt.Fprintln(os.Stderr, "arbor init: run from memory:", err)
 	}
