@@ -6,6 +6,10 @@ package apitypes
 type ForkRequest struct {
 	// Count is how many copies to start: 1 to MaxForks (default 1).
 	Count int `json:"count,omitempty"`
+	// PauseParent leaves the forked instance stopped at the fork point
+	// (nothing in it runs, its timeout still counts) until a CONT signal
+	// to its main process (spid 1) resumes it.
+	PauseParent bool `json:"pause_parent,omitempty"`
 }
 
 // MaxForks bounds ForkRequest.Count.

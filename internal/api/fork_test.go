@@ -39,7 +39,7 @@ func TestForkEndpoint(t *testing.T) {
 	if err := json.Unmarshal(r.body, &res); err != nil || len(res.Operations) != 1 || res.Image == "" {
 		t.Fatalf("fork answer %s (%v), want one operation and an image", r.body, err)
 	}
-	two, err := d.c.Fork(ctx, op, 2)
+	two, err := d.c.Fork(ctx, op, apitypes.ForkRequest{Count: 2})
 	if err != nil || len(two.Operations) != 2 {
 		t.Fatalf("client Fork = %+v, %v; want 2 operations", two, err)
 	}

@@ -5,11 +5,12 @@ import (
 	"fmt"
 
 	"github.com/arborsh/arbor/client"
+	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/spf13/cobra"
 )
 
 func newFork(g *globals) *cobra.Command {
-	var count int
+	var req apitypes.ForkRequest
 	cmd := &cobra.Command{
 		Use:   "fork [-n N] OP",
 		Short: "Fork a running instance, memory and all, into N running copies",
@@ -20,8 +21,9 @@ image, and each copy's snapshot descends from it. ` + opRefHelp + `
 
 Needs the runsc runtime and an instance that keeps its stdin open (spawned
 with stdin close=false, e.g. a REPL or a server). Processes started with
-exec in the instance are not carried into the copies. Prints the copies'
-operation ids, one a line; --json prints {"image", "operations"}.`,
+exec in the instance are not carried into the copies. --pause-parent leaves
+the instance stopped at the fork point until it gets a CONT signal. Prints the
+copies' operation ids, one a line; --json prints {"image", "operations"}.`,
 		Example: `  arbor fork 7c1d
   arbor fork -n 4 --json 7c1d0a2b`,
 		Args: cobra.ExactArgs(1),
@@ -30,7 +32,7 @@ operation ids, one a line; --json prints {"image", "operations"}.`,
 			if err != nil {
 				return err
 			}
-			res, err := c.Fork(ctx, id, count)
+			res, err := c.Fork(ctx, id, req)
 			if err != nil {
 				return err
 			}
@@ -44,6 +46,7 @@ operation ids, one a line; --json prints {"image", "operations"}.`,
 			return nil
 		}),
 	}
-	cmd.Flags().IntVarP(&count, "count", "n", 1, "how many copies to start (1 to 16)")
+	cmd.Flags().IntVarP(&req.Count, "count", "n", 1, "how many copies to start (1 to 16)")
+	cmd.Flags().BoolVar(&req.PauseParent, "pause-parent", false, "leave the instance stopped at the fork point until a CONT signal to its process 1 (DELETE /v1/operations/OP/subprocesses/1?signal=CONT)")
 	return cmd
 }

@@ -100,7 +100,7 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 	if err != nil {
 		return fail(errdefs.Conflict("operation %s: %v", a.id, err))
 	}
-	err = sb.rt.Checkpoint(ctx, sb.cid, runtime.CheckpointOptions{Image: image, Quiet: func() error {
+	err = sb.rt.Checkpoint(ctx, sb.cid, runtime.CheckpointOptions{Image: image, KeepPaused: req.PauseParent, Quiet: func() error {
 		err := copyUpper(sb.upper, upper)
 		if testHookForkQuiet != nil {
 			testHookForkQuiet()
@@ -118,6 +118,9 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 		return fail(fmt.Errorf("checkpoint operation %s: %w", a.id, err))
 	}
 	paused := time.Since(begin)
+	if req.PauseParent {
+		pausedParents.Store(a.id, sb)
+	}
 	point, err := e.commitForkPoint(ctx, p, upper)
 	if err != nil {
 		return fail(err)
@@ -157,6 +160,21 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 // runtime.Spec.Checkpointable): a long-running instance, one whose stdin
 // stays open for commands. Batch runs do not pay for it.
 func forkable(p *runPlan) bool { return !p.meta.Stdin.Close }
+
+// pausedParents holds the sandboxes that forks left paused: op id →
+// *sandboxRef, until a CONT signal to the main process (see resumeParent).
+var pausedParents sync.Map
+
+// resumeParent resumes op's sandbox if a fork left it paused, and reports
+// whether it was.
+func resumeParent(ctx context.Context, op string) (bool, error) {
+	v, ok := pausedParents.LoadAndDelete(op)
+	if !ok {
+		return false, nil
+	}
+	sb := v.(*sandboxRef)
+	return true, sb.rt.Resume(ctx, sb.cid)
+}
 
 // copyUpper copies the upper dir src to dst, as it is: overlayfs's
 // whiteouts (0:0 devices), opaque and other xattrs, hard links, holes.

@@ -244,3 +244,39 @@ func TestForkConcurrent(t *testing.T) {
 	say(t, e, op, "", true)
 	waitOp(t, e, op)
 }
+
+// TestForkPauseParent: with PauseParent the parent stays stopped at the
+// fork point (its copy runs) until a CONT signal to its main process.
+func TestForkPauseParent(t *testing.T) {
+	e, base := newEngine(t, "runsc")
+	ctx := context.Background()
+	parent, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: forkScript, Image: base, Shell: ptr(true),
+		Stdin: &apitypes.ClosableStreamRepr{Value: "a\n", Close: ptr(false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStdout(t, e, parent, "a 1\n")
+	res, err := e.Fork(ctx, acct, parent, apitypes.ForkRequest{PauseParent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	say(t, e, parent, "b", false)
+	f := res.Operations[0]
+	say(t, e, f, "x", true)
+	waitStdout(t, e, f, "x 2\n")
+	// The copy has answered and ended; the parent, paused, has not.
+	if o := waitOp(t, e, f); o.Status != apitypes.StatusSuccess {
+		t.Fatalf("copy: %s %s", o.Status, o.Error)
+	}
+	if r, err := e.SubprocessResult(ctx, acct, parent, 1); err != nil || strings.Contains(r.Stdout.Value, "b 2") {
+		t.Fatalf("paused parent answered: %+v %v", r.Stdout, err)
+	}
+	if err := e.KillSubprocess(ctx, acct, parent, 1, "CONT"); err != nil {
+		t.Fatal(err)
+	}
+	waitStdout(t, e, parent, "b 2\n")
+	say(t, e, parent, "", true)
+	if o := waitOp(t, e, parent); o.Status != apitypes.StatusSuccess {
+		t.Fatalf("parent: %s %s", o.Status, o.Error)
+	}
+}

@@ -51,7 +51,7 @@ type Backend interface {
 	ListOperations(ctx context.Context, o client.OperationListOptions) ([]apitypes.OperationSummary, error)
 	Wait(ctx context.Context, id string) (*apitypes.OperationResponse, error)
 	Cancel(ctx context.Context, id string) error
-	Fork(ctx context.Context, id string, count int) (*apitypes.ForkResponse, error)
+	Fork(ctx context.Context, id string, req apitypes.ForkRequest) (*apitypes.ForkResponse, error)
 }
 
 var _ Backend = (*client.Client)(nil)

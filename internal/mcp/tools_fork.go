@@ -3,6 +3,8 @@ package mcp
 import (
 	"context"
 
+	"github.com/arborsh/arbor/client/apitypes"
+
 	mcpsdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -10,6 +12,7 @@ import (
 type ForkIn struct {
 	OperationID string `json:"operation_id" jsonschema:"a running instance (spawned with its stdin kept open, runtime runsc)"`
 	Count       int    `json:"count,omitempty" jsonschema:"copies to start, 1 to 16"`
+	PauseParent bool   `json:"pause_parent,omitempty" jsonschema:"leave the original stopped at the fork point (resume it by sending CONT to its process 1)"`
 }
 
 // ForkOut is the output of fork_instance.
@@ -33,7 +36,7 @@ func (s *server) fork(ctx context.Context, _ *mcpsdk.CallToolRequest, in ForkIn)
 	if err != nil {
 		return nil, ForkOut{}, err
 	}
-	res, err := s.b.Fork(ctx, op.UUID, in.Count)
+	res, err := s.b.Fork(ctx, op.UUID, apitypes.ForkRequest{Count: in.Count, PauseParent: in.PauseParent})
 	if err != nil {
 		return nil, ForkOut{}, explain(err)
 	}

@@ -27,6 +27,9 @@ type CheckpointOptions struct {
 	// sandbox resumes after Quiet returns; an error from it fails the
 	// Checkpoint (the image is removed).
 	Quiet func() error
+	// KeepPaused leaves the sandbox stopped after a successful checkpoint,
+	// until Resume.
+	KeepPaused bool
 }
 
 // NotCheckpointable is the error of a runtime that cannot checkpoint.
@@ -55,15 +58,17 @@ func (o *OCI) Checkpoint(ctx context.Context, id string, opt CheckpointOptions) 
 	if !o.alive(id) {
 		return errdefs.FailedPrecondition("checkpoint: sandbox %s has stopped", id)
 	}
-	if opt.Quiet != nil {
+	if opt.Quiet != nil || opt.KeepPaused {
 		// checkpoint --leave-running resumes the sandbox once saved; a
 		// paused one stays paused, so its root stays as the image has it.
 		if err := o.runsc(ctx, nil, "pause", id); err != nil {
 			return err
 		}
 		defer func() {
-			if rerr := o.runsc(context.WithoutCancel(ctx), nil, "resume", id); rerr != nil {
-				err = errors.Join(err, rerr)
+			if err != nil || !opt.KeepPaused {
+				if rerr := o.Resume(context.WithoutCancel(ctx), id); rerr != nil {
+					err = errors.Join(err, rerr)
+				}
 			}
 		}()
 	}
@@ -84,6 +89,24 @@ func (o *OCI) Checkpoint(ctx context.Context, id string, opt CheckpointOptions) 
 		}
 	}
 	return nil
+}
+
+// Resume implements Runtime.
+func (o *OCI) Resume(ctx context.Context, id string) error {
+	if o.name != "runsc" {
+		return NotCheckpointable(o.name)
+	}
+	if !o.exists(id) {
+		return errdefs.NotFound("resume: no sandbox %s in %s", id, o.name)
+	}
+	out, err := o.command(ctx, nil, "state", id).Output()
+	var st struct {
+		Status string `json:"status"`
+	}
+	if err == nil && json.Unmarshal(out, &st) == nil && st.Status != "paused" {
+		return nil // running (or stopped): nothing to resume
+	}
+	return o.runsc(ctx, nil, "resume", id)
 }
 
 // runsc runs one runsc command to completion, its stderr in the error.

@@ -222,6 +222,8 @@ type ExecSpec struct {
 // Checkpoint on an absent id fails with errdefs.ErrNotFound, on a stopped
 // sandbox with errdefs.ErrFailedPrecondition. A failed Checkpoint leaves
 // the sandbox running and no image; a failed Restore leaves nothing.
+// NOTE: runsc resolves an id by prefix for these commands, so no id may
+// be a prefix of another (the engine's ids have one length).
 //
 // Destroy is idempotent: destroying an absent id, or destroying twice,
 // returns nil. It returns once every process of the sandbox is dead (so
@@ -269,4 +271,7 @@ type Runtime interface {
 	// Restore takes absent spec.ID to running from an image Checkpoint
 	// wrote, and returns once it runs, like Boot (stdio files included).
 	Restore(ctx context.Context, spec Spec, image string) error
+	// Resume lets sandbox id run again after a Checkpoint with
+	// CheckpointOptions.KeepPaused; on a running sandbox it is a no-op.
+	Resume(ctx context.Context, id string) error
 }

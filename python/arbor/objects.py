@@ -647,15 +647,23 @@ class Operation:
         body["close"] = close
         self._c._t.request("POST", f"/v1/operations/{_q(self.id)}/subprocesses/1/stdin", json=body)
 
-    def fork(self, count: int = 1) -> "Fork":
+    def fork(self, count: int = 1, *, pause_parent: bool = False) -> "Fork":
         """Fork this running instance, memory and all, into ``count`` running
         copies (an arbor extension; runtime ``runsc``, started with
         ``keep_stdin=True``). Each copy continues from this moment, then
         diverges; this instance goes on. Processes started with exec are not
-        carried into the copies. Raises :class:`~arbor.Conflict` (409) with
-        the reason when the instance cannot be forked."""
-        d = self._c._t.request("POST", f"/v1/operations/{_q(self.id)}/fork", json={"count": count}).json() or {}
+        carried into the copies. ``pause_parent=True`` leaves this instance
+        stopped at the fork point until :meth:`resume`. Raises
+        :class:`~arbor.Conflict` (409) with the reason when the instance
+        cannot be forked."""
+        body = {"count": count, "pause_parent": pause_parent}
+        d = self._c._t.request("POST", f"/v1/operations/{_q(self.id)}/fork", json=body).json() or {}
         return Fork(Image(self._c, d["image"]), [Operation(self._c, u, kind="instance") for u in d.get("operations") or []])
+
+    def resume(self) -> None:
+        """Resume an instance a fork left paused (``pause_parent=True``):
+        a CONT signal to its main process."""
+        self._c._t.request("DELETE", f"/v1/operations/{_q(self.id)}/subprocesses/1", params={"signal": "CONT"})
 
     # -- events ----------------------------------------------------------
 

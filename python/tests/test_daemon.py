@@ -449,8 +449,15 @@ def test_fork(base: Image) -> None:
     for i, f in enumerate(fork.operations):
         f.write_stdin(f"f{i}\n", close=True)
         assert f.wait(60).stdout == f"f{i} 2\n"
-    op.write_stdin("b\n", close=True)
-    assert op.wait(60).stdout == "a 1\nb 2\n"
+    op.write_stdin("b\n", close=False)
+    _wait_stdout(op, "b 2\n")
+    # pause_parent: the parent stays at the fork point until resumed.
+    fork = op.fork(pause_parent=True)
+    op.write_stdin("c\n", close=True)
+    fork.operations[0].write_stdin("y\n", close=True)
+    assert fork.operations[0].wait(60).stdout == "y 3\n"
+    op.resume()
+    assert op.wait(60).stdout == "a 1\nb 2\nc 3\n"
     other = base.run(shell="cat", runtime="runc", keep_stdin=True)
     with pytest.raises(arbor.Conflict, match="runsc"):
         other.fork()

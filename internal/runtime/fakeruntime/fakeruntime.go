@@ -62,7 +62,7 @@ type Handler func(ctx context.Context, p *Process) Exit
 
 // Call records one call made to the fake.
 type Call struct {
-	Op   string // "Run", "Boot", "WaitRunning", "Exec", "Destroy", "Cleanup", "Close", "Checkpoint", "Restore"
+	Op   string // "Run", "Boot", "WaitRunning", "Exec", "Destroy", "Cleanup", "Close", "Checkpoint", "Restore", "Resume"
 	ID   string
 	Args []string
 }
@@ -427,5 +427,11 @@ func (f *Runtime) Checkpoint(ctx context.Context, id string, opt runtime.Checkpo
 // Restore implements runtime.Runtime: see Checkpoint.
 func (f *Runtime) Restore(ctx context.Context, spec runtime.Spec, image string) error {
 	f.record(Call{Op: "Restore", ID: spec.ID}, nil)
+	return runtime.NotCheckpointable(f.Name())
+}
+
+// Resume implements runtime.Runtime: see Checkpoint.
+func (f *Runtime) Resume(ctx context.Context, id string) error {
+	f.record(Call{Op: "Resume", ID: id}, nil)
 	return runtime.NotCheckpointable(f.Name())
 }

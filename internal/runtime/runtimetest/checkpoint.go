@@ -85,6 +85,9 @@ func (s *suite) checkpointRestore(t *testing.T, rt runtime.Runtime) {
 		if err := rt.Restore(ctx, sp, image); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 			t.Errorf("Restore = %v, want a failed-precondition error (the runtime cannot restore)", err)
 		}
+		if err := rt.Resume(ctx, parent.ID); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			t.Errorf("Resume = %v, want a failed-precondition error (the runtime cannot pause)", err)
+		}
 		if got := pp.ask(t, "parent", "b"); got != "b 2" {
 			t.Errorf("parent after the refused checkpoint answered %q, want %q", got, "b 2")
 		}
@@ -112,7 +115,8 @@ func (s *suite) checkpointRestore(t *testing.T, rt runtime.Runtime) {
 	var forks [2]*piped
 	for i := range forks {
 		// The rest of the configuration comes from the image.
-		sp := runtime.Spec{ID: fmt.Sprintf("%s-f%d", parent.ID, i), Bundle: t.TempDir(), Rootfs: roots[i], Hostname: fmt.Sprintf("fork%d", i)}
+		// runsc resolves an id by prefix: a copy's id must not extend the parent's.
+		sp := runtime.Spec{ID: fmt.Sprintf("rtf-%d-%s", i, parent.ID), Bundle: t.TempDir(), Rootfs: roots[i], Hostname: fmt.Sprintf("fork%d", i)}
 		sp, forks[i] = pipes(t, sp)
 		if err := rt.Restore(ctx, sp, image); err != nil {
 			t.Fatalf("Restore %d: %v", i, err)
@@ -138,5 +142,26 @@ func (s *suite) checkpointRestore(t *testing.T, rt runtime.Runtime) {
 	}
 	if got := pp.ask(t, "parent", "b"); got != "b 2" {
 		t.Errorf("parent after the checkpoint answered %q, want %q", got, "b 2")
+	}
+	if err := rt.Resume(ctx, parent.ID); err != nil {
+		t.Errorf("Resume of a running sandbox: %v, want nil", err)
+	}
+	// KeepPaused: the sandbox stays stopped (its answer waits) until Resume.
+	if err := rt.Checkpoint(ctx, parent.ID, runtime.CheckpointOptions{Image: filepath.Join(images, "paused"), KeepPaused: true}); err != nil {
+		t.Fatalf("Checkpoint KeepPaused: %v", err)
+	}
+	if _, err := fmt.Fprintln(pp.in, "c"); err != nil {
+		t.Fatal(err)
+	}
+	_ = pp.f.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if got, err := pp.out.ReadString('\n'); err == nil {
+		t.Errorf("paused sandbox answered %q", got)
+	}
+	if err := rt.Resume(ctx, parent.ID); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	_ = pp.f.SetReadDeadline(time.Now().Add(timeout))
+	if got, err := pp.out.ReadString('\n'); err != nil || got != "c 3\n" {
+		t.Errorf("resumed sandbox answered %q (%v), want %q", got, err, "c 3\n")
 	}
 }
