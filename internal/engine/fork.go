@@ -120,6 +120,10 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 	paused := time.Since(begin)
 	if req.PauseParent {
 		pausedParents.Store(a.id, sb)
+		go func() { // forget it when it ends paused (cancelled, timed out)
+			_, _ = e.WaitOperation(e.ctx, account, a.id)
+			pausedParents.Delete(a.id)
+		}()
 	}
 	point, err := e.commitForkPoint(ctx, p, upper)
 	if err != nil {

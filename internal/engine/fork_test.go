@@ -275,8 +275,26 @@ func TestForkPauseParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStdout(t, e, parent, "b 2\n")
-	say(t, e, parent, "", true)
-	if o := waitOp(t, e, parent); o.Status != apitypes.StatusSuccess {
-		t.Fatalf("parent: %s %s", o.Status, o.Error)
+	// A paused parent can still be cancelled (or time out).
+	res, err = e.Fork(ctx, acct, parent, apitypes.ForkRequest{PauseParent: true})
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := e.Cancel(ctx, acct, parent); err != nil {
+		t.Fatal(err)
+	}
+	if o := waitOp(t, e, parent); o.Status != apitypes.StatusCancelled {
+		t.Fatalf("cancelled paused parent: %s %s", o.Status, o.Error)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; { // forgotten once its end is seen
+		if _, paused := pausedParents.Load(parent); !paused {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a cancelled parent is still listed as paused")
+		}
+		time.Sleep(10 * time.Millisecond) // the watcher's wake-up is not observable
+	}
+	say(t, e, res.Operations[0], "", true)
+	waitOp(t, e, res.Operations[0])
 }
