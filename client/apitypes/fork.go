@@ -22,4 +22,8 @@ const MaxForks = 16
 type ForkResponse struct {
 	Image      string   `json:"image"`
 	Operations []string `json:"operations"`
+	// CheckpointBytes is the size of the memory checkpoint the copies were
+	// restored from (the instance's memory in use, plus a little kernel
+	// state); each copy holds that much memory of its own.
+	CheckpointBytes int64 `json:"checkpoint_bytes"`
 }

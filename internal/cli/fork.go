@@ -23,7 +23,7 @@ Needs the runsc runtime and an instance that keeps its stdin open (spawned
 with stdin close=false, e.g. a REPL or a server). Processes started with
 exec in the instance are not carried into the copies. --pause-parent leaves
 the instance stopped at the fork point until it gets a CONT signal. Prints the
-copies' operation ids, one a line; --json prints {"image", "operations"}.`,
+copies' operation ids, one a line; --json prints {"image", "operations", "checkpoint_bytes"}.`,
 		Example: `  arbor fork 7c1d
   arbor fork -n 4 --json 7c1d0a2b`,
 		Args: cobra.ExactArgs(1),
@@ -39,7 +39,7 @@ copies' operation ids, one a line; --json prints {"image", "operations"}.`,
 			if g.json {
 				return g.printJSON(res)
 			}
-			fmt.Fprintf(g.stderr, "fork point: image %s\n", res.Image)
+			fmt.Fprintf(g.stderr, "fork point: image %s, memory checkpoint %d bytes (held again by each copy)\n", res.Image, res.CheckpointBytes)
 			for _, op := range res.Operations {
 				fmt.Fprintln(g.stdout, op)
 			}

@@ -131,7 +131,7 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 	}
 	st := dirBytes(image)
 	e.log.Info("fork point", "operation", a.id, "image", point.UUID, "copies", n, "checkpoint_bytes", st, "paused", paused)
-	res := apitypes.ForkResponse{Image: point.UUID}
+	res := apitypes.ForkResponse{Image: point.UUID, CheckpointBytes: st}
 	for range n {
 		var once sync.Once
 		done := func() {

@@ -90,9 +90,10 @@ func TestForkLive(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Fork: %v", err)
 			}
-			if len(res.Operations) != 2 || res.Image == "" || res.Image == base {
-				t.Fatalf("Fork = %+v, want 2 operations and a new fork-point image", res)
+			if len(res.Operations) != 2 || res.Image == "" || res.Image == base || res.CheckpointBytes <= 0 {
+				t.Fatalf("Fork = %+v, want 2 operations, a new fork-point image and the checkpoint's size", res)
 			}
+			t.Logf("checkpoint of the shell: %d bytes", res.CheckpointBytes)
 			f0, f1 := res.Operations[0], res.Operations[1]
 			say(t, e, f0, "x", false)
 			waitStdout(t, e, f0, "x 2\n")

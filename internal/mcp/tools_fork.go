@@ -17,8 +17,9 @@ type ForkIn struct {
 
 // ForkOut is the output of fork_instance.
 type ForkOut struct {
-	Image      string   `json:"image" jsonschema:"the filesystem at the fork point, as an image"`
-	Operations []string `json:"operations" jsonschema:"the copies: running instances that continue from the fork point"`
+	Image           string   `json:"image" jsonschema:"the filesystem at the fork point, as an image"`
+	Operations      []string `json:"operations" jsonschema:"the copies: running instances that continue from the fork point"`
+	CheckpointBytes int64    `json:"checkpoint_bytes" jsonschema:"memory each copy holds of its own"`
 }
 
 func (s *server) addForkTools(ms *mcpsdk.Server) {
@@ -40,5 +41,5 @@ func (s *server) fork(ctx context.Context, _ *mcpsdk.CallToolRequest, in ForkIn)
 	if err != nil {
 		return nil, ForkOut{}, explain(err)
 	}
-	return nil, ForkOut{Image: res.Image, Operations: res.Operations}, nil
+	return nil, ForkOut{Image: res.Image, Operations: res.Operations, CheckpointBytes: res.CheckpointBytes}, nil
 }

@@ -542,6 +542,7 @@ class Fork(NamedTuple):
 
     image: "Image"
     operations: List["Operation"]
+    checkpoint_bytes: int = 0  # the memory each copy holds of its own
 
 
 class Operation:
@@ -658,7 +659,8 @@ class Operation:
         cannot be forked."""
         body = {"count": count, "pause_parent": pause_parent}
         d = self._c._t.request("POST", f"/v1/operations/{_q(self.id)}/fork", json=body).json() or {}
-        return Fork(Image(self._c, d["image"]), [Operation(self._c, u, kind="instance") for u in d.get("operations") or []])
+        ops = [Operation(self._c, u, kind="instance") for u in d.get("operations") or []]
+        return Fork(Image(self._c, d["image"]), ops, int(d.get("checkpoint_bytes") or 0))
 
     def resume(self) -> None:
         """Resume an instance a fork left paused (``pause_parent=True``):
