@@ -299,3 +299,32 @@ func TestForkPauseParent(t *testing.T) {
 	say(t, e, res.Operations[0], "", true)
 	waitOp(t, e, res.Operations[0])
 }
+
+// TestForkNetworked: a copy of a networked instance gets a network of its
+// own and reaches the outside through it.
+func TestForkNetworked(t *testing.T) {
+	e, base := newEngine(t, "runsc")
+	srv := serverNetns(t)
+	ctx := context.Background()
+	script := `i=0; while read l; do i=$((i+1)); printf 'GET /hello.txt HTTP/1.0\r\n\r\n' | nc -w 5 ` + srv + ` 18080 | tail -n 1; echo "$l $i"; done`
+	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: script, Shell: ptr(true), Image: base, Disposable: ptr(true),
+		Networking: &apitypes.Networking{Enabled: ptr(true)}, Stdin: &apitypes.ClosableStreamRepr{Value: "a\n", Close: ptr(false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStdout(t, e, op, "hello from outside\na 1\n")
+	res, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := res.Operations[0]
+	say(t, e, f, "x", true)
+	waitStdout(t, e, f, "hello from outside\nx 2\n")
+	say(t, e, op, "b", true)
+	waitStdout(t, e, op, "hello from outside\nb 2\n")
+	for _, o := range []string{op, f} {
+		if got := waitOp(t, e, o); got.Status != apitypes.StatusSuccess {
+			t.Errorf("operation %s: %s %s", o, got.Status, got.Error)
+		}
+	}
+}
