@@ -127,6 +127,9 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 	}
 	point, err := e.commitForkPoint(ctx, p, upper)
 	if err != nil {
+		if req.PauseParent { // no fork: the parent goes on
+			_, _ = resumeParent(context.WithoutCancel(ctx), a.id)
+		}
 		return fail(err)
 	}
 	st := dirBytes(image)
