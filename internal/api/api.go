@@ -136,6 +136,7 @@ func (s *server) routes() []route {
 		{pattern: "GET /v1/operations/{id}/subprocesses/{spid}", h: s.getSubprocess},
 		{pattern: "DELETE /v1/operations/{id}/subprocesses/{spid}", h: s.killSubprocess},
 		{pattern: "POST /v1/operations/{id}/subprocesses/{spid}/stdin", h: s.writeStdin},
+		{pattern: "POST /v1/operations/{id}/fork", h: s.fork},
 
 		{pattern: "GET /v1/inspect/{$}", h: s.findByTag},
 		{pattern: "GET /v1/inspect", h: s.findByTag},

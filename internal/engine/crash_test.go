@@ -37,6 +37,9 @@ func crashHelper(mode string) {
 	if mode == "warm" {
 		cfg.InitBinary, cfg.WarmPerImage = os.Getenv("ARBOR_CRASH_INIT"), 2
 	}
+	if mode == "fork" {
+		cfg.InitBinary = os.Getenv("ARBOR_CRASH_INIT")
+	}
 	e, err := New(ctx, cfg)
 	if err != nil {
 		fmt.Println("error", err)
@@ -89,6 +92,9 @@ func crashHelper(mode string) {
 		close(printed)
 		select {}
 	}
+	if mode == "fork" {
+		crashInFork(ctx, e)
+	}
 	cmd := "sleep 1000"
 	if mode == "commit" {
 		cmd = "echo data > /root/committed"
@@ -119,6 +125,7 @@ func TestKill9Recovery(t *testing.T) {
 		{"commit", "runc", "committing"},
 		{"import", "runc", "committing"}, // an import's image and SUCCESS land together or not at all
 		{"warm", "runsc", "executing"},   // in a warm run, with idle warm sandboxes (one networked)
+		{"fork", "runsc", "forking"},     // mid-fork: parent paused, checkpoint written, upper copied
 	} {
 		t.Run(tc.mode+"-"+tc.rt, func(t *testing.T) {
 			e, base := newEngine(t, tc.rt)
@@ -128,7 +135,7 @@ func TestKill9Recovery(t *testing.T) {
 
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), "ARBOR_CRASH_HELPER="+tc.mode, "ARBOR_CRASH_HOME="+home, "ARBOR_CRASH_IMAGE="+base, "ARBOR_CRASH_RUNTIME="+tc.rt)
-			if tc.mode == "warm" {
+			if tc.mode == "warm" || tc.mode == "fork" {
 				cmd.Env = append(cmd.Env, "ARBOR_CRASH_INIT="+staticInit(t))
 			}
 			out, _ := cmd.StdoutPipe()

@@ -280,6 +280,11 @@ func (e *Engine) Signal(ctx context.Context, account, op string, spid int, sig s
 	if err != nil {
 		return err
 	}
+	if spid == 1 && sig == syscall.SIGCONT {
+		if paused, err := resumeParent(ctx, a.id); paused { // see Fork
+			return err
+		}
+	}
 	a.mu.Lock()
 	pr := a.procs[spid]
 	a.mu.Unlock()

@@ -47,9 +47,10 @@ type activeOp struct {
 
 // sandboxRef is what exec needs of a running sandbox.
 type sandboxRef struct {
-	rt  runtime.Runtime
-	cid string
-	p   *runPlan
+	rt    runtime.Runtime
+	cid   string
+	p     *runPlan
+	upper string // its root's upper dir (see Fork)
 }
 
 // proc is a process in a sandbox: the main one (spid 1) or an exec'd one.
@@ -89,6 +90,7 @@ type runPlan struct {
 	ids         *runtime.IDMap  // the sandbox's user namespace (runc, crun)
 	agent       *initproc.Agent // the init running the command, if any
 	ticket      *admitWaiter    // its place in the admission queue (Spawn)
+	restore     *restorePlan    // a fork: the sandbox comes from a checkpoint (see fork.go)
 }
 
 // maxPids bounds resources_limits.pids: more processes than this in one
@@ -429,7 +431,10 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	}
 	// A warm sandbox, if one waits for this image and shape, replaces the
 	// mount and boot below; everything after is the same.
-	wb := e.takeWarm(ctx, keyOf(p, p.image.UUID))
+	var wb *warmBox
+	if p.restore == nil { // a fork's sandbox is restored, not booted
+		wb = e.takeWarm(ctx, keyOf(p, p.image.UUID))
+	}
 	// The image is in use: keep one ready for its next run. Asked for now,
 	// booted once the machine is quiet, after the image this run makes.
 	e.warmUp(keyOf(p, p.image.UUID), 1)
@@ -785,7 +790,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 				e.events.emit(ctx, p.op, 1, oplog.EventSpawn, spawn)
 				if a != nil {
 					a.mu.Lock()
-					a.sandbox = &sandboxRef{rt: p.rt, cid: spec.ID, p: p}
+					a.sandbox = &sandboxRef{rt: p.rt, cid: spec.ID, p: p, upper: upper}
 					a.procs[1] = &proc{pid: pid, stdin: stdinW}
 					if p.agent != nil {
 						a.procs[1].signal = p.agent.Signal // pid is the sandbox's own
@@ -796,6 +801,8 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			},
 		}
 		switch {
+		case p.restore != nil:
+			res, err = e.execRestored(sizeCtx, p, spec)
 		case p.warm != nil:
 			res, err = e.execWarm(sizeCtx, p, spec)
 		case e.initBin != "":

@@ -168,7 +168,7 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 		ID:    b.cid, Bundle: b.bundle, Rootfs: b.merged, Args: []string{runtime.InitPath, initproc.Arg, "serve"},
 		Env: []string{"PATH=" + defaultPath}, Cwd: "/", Hostname: k.hostname,
 		MemoryBytes: k.memory, Pids: k.pids, CPUs: k.cpus, InitBinary: e.initBin, IDMap: ids,
-		Stdin: pipes.Stdin, Stdout: pipes.Stdout,
+		Stdin: pipes.Stdin, Stdout: pipes.Stdout, Checkpointable: true, // booted off the critical path: any run may fork
 	})
 	pipes.Close() // the sandbox has its copies
 	if err != nil {
@@ -321,6 +321,7 @@ func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 	sbx.Env, sbx.Cwd = []string{"PATH=" + defaultPath}, "/"
 	sbx.UID, sbx.GID, sbx.FileSizeLimit = 0, 0, 0 // the init applies the run's to the command
 	sbx.InitBinary = e.initBin
+	sbx.Checkpointable = forkable(p)
 	sbx.Stdin, sbx.Stdout, sbx.Stderr = pipes.Stdin, pipes.Stdout, nil
 	started := make(chan struct{})
 	sbx.OnStart = func(int) { close(started) }

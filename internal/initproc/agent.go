@@ -239,22 +239,33 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 			}
 		case frameError:
 			return Exit{}, 0, fmt.Errorf("%s", p)
-		case frameStdout, frameStderr:
-			w := stdout
-			if typ == frameStderr {
-				w = stderr
+		default:
+			if x, done, err := output(typ, p, stdout, stderr); done {
+				return x, time.Since(begin), err
 			}
-			if w != nil {
-				_, _ = w.Write(p)
-			}
-		case frameExit:
-			var x Exit
-			if err := json.Unmarshal(p, &x); err != nil || !x.valid() {
-				return Exit{}, time.Since(begin), protoErr("bad exit report")
-			}
-			return x, time.Since(begin), nil
 		}
 	}
+}
+
+// output handles a frame of a running command: its output goes to stdout
+// or stderr; its exit report ends the run (done).
+func output(typ byte, p []byte, stdout, stderr io.Writer) (x Exit, done bool, err error) {
+	switch typ {
+	case frameStdout, frameStderr:
+		w := stdout
+		if typ == frameStderr {
+			w = stderr
+		}
+		if w != nil {
+			_, _ = w.Write(p)
+		}
+	case frameExit:
+		if err := json.Unmarshal(p, &x); err != nil || !x.valid() {
+			return Exit{}, true, protoErr("bad exit report")
+		}
+		return x, true, nil
+	}
+	return Exit{}, false, nil
 }
 
 // own returns a reader of stdin that stays open when the caller closes

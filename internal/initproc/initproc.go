@@ -51,6 +51,7 @@ func Main(args []string) int {
 		pause()
 		return 0
 	case "serve":
+		toMemory()
 		closeSelf()
 		serve(os.Stdin, os.Stdout, len(args) > 1 && args[1] == ExitAfterRun)
 		return 0

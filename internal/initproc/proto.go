@@ -97,15 +97,15 @@ func (f *frameWriter) write(typ byte, payload []byte) error {
 	if len(payload) > maxFrame {
 		return fmt.Errorf("frame of %d bytes is too large", len(payload))
 	}
-	var hdr [5]byte
-	hdr[0] = typ
-	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	// One write per frame: a sandbox checkpointed between a header and
+	// its payload would start its copies' streams mid-frame.
+	b := make([]byte, 5+len(payload))
+	b[0] = typ
+	binary.BigEndian.PutUint32(b[1:], uint32(len(payload)))
+	copy(b[5:], payload)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, err := f.w.Write(hdr[:]); err != nil {
-		return err
-	}
-	_, err := f.w.Write(payload)
+	_, err := f.w.Write(b)
 	return err
 }
 

@@ -47,8 +47,18 @@ func fakeEnv(t *testing.T) *env { return sharedEnv(t, "mcp-fake", testdaemon.She
 
 func sharedEnv(t *testing.T, name string, fake fakeruntime.Handler) *env {
 	t.Helper()
+	cfg := engine.Config{Logger: slog.New(slog.DiscardHandler)}
+	if fake == nil {
+		// Real sandboxes run the static init, as in production
+		// (fork_instance needs it).
+		init, err := testdaemon.StaticInit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.InitBinary = init
+	}
 	d := testdaemon.Shared(t, name, testdaemon.Options{
-		Engine:  engine.Config{Logger: slog.New(slog.DiscardHandler)},
+		Engine:  cfg,
 		API:     api.Options{Logger: slog.New(slog.DiscardHandler)},
 		Busybox: "busybox:latest",
 		Fake:    fake,

@@ -51,6 +51,7 @@ type Backend interface {
 	ListOperations(ctx context.Context, o client.OperationListOptions) ([]apitypes.OperationSummary, error)
 	Wait(ctx context.Context, id string) (*apitypes.OperationResponse, error)
 	Cancel(ctx context.Context, id string) error
+	Fork(ctx context.Context, id string, req apitypes.ForkRequest) (*apitypes.ForkResponse, error)
 }
 
 var _ Backend = (*client.Client)(nil)
@@ -120,6 +121,7 @@ func NewServer(b Backend, opts Options) *mcpsdk.Server {
 	s.addImageTools(ms)
 	s.addInspectTools(ms)
 	s.addRunTools(ms)
+	s.addForkTools(ms)
 	s.addFileTools(ms)
 	s.addGuide(ms)
 	s.addResources(ms)

@@ -90,6 +90,7 @@ func TestConformance(t *testing.T) {
 				// runsc exec does not forward a SIGTERM: it exits 143 itself
 				// and leaves the process running in the sandbox.
 				ExecSignals: kind != "runsc",
+				Checkpoints: kind == "runsc",
 				Crash:       func(_ string, pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) },
 			})
 		})

@@ -350,24 +350,7 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	if initFile != nil {
 		cmd.ExtraFiles = []*os.File{initFile}
 	}
-	cmd.Stderr = errf
-	// Files given as stdio are handed to the sandbox's main process.
-	if f, ok := s.Stdin.(*os.File); ok {
-		cmd.Stdin = f
-	}
-	if f, ok := s.Stdout.(*os.File); ok {
-		cmd.Stdout = f
-	}
-	if err := cmd.Run(); err != nil {
-		derr := o.Destroy(context.WithoutCancel(ctx), s.ID)
-		msg, _ := os.ReadFile(errf.Name())
-		if ctx.Err() != nil {
-			err = context.Cause(ctx)
-		}
-		return errors.Join(fmt.Errorf("%s run --detach: %w: %s", o.name, err, strings.TrimSpace(string(msg))), derr)
-	}
-	o.watchInit(s.ID, pidFile)
-	return nil
+	return o.launchDetached(ctx, cmd, s, errf, pidFile, "run --detach")
 }
 
 // watchInit keeps pidfds on the host processes that make up a booted
@@ -789,6 +772,7 @@ func (o *OCI) config(s Spec) *specs.Spec {
 		},
 	}
 	o.harden(spec, s)
+	o.forkable(spec, s)
 	return spec
 }
 

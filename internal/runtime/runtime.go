@@ -48,6 +48,11 @@ type Spec struct {
 	// root filesystem must then be mounted with the same mapping (see
 	// overlay.Userns). Ignored by runsc, whose kernel is in user space.
 	IDMap *IDMap
+	// Checkpointable asks for a sandbox that Checkpoint can save. Under
+	// runsc an InitBinary is then copied into sandbox memory at boot (a
+	// host file's mapping cannot be saved): it costs the binary's size in
+	// memory and in every checkpoint. Other runtimes ignore it.
+	Checkpointable bool
 
 	Stdin          io.Reader // nil: empty
 	Stdout, Stderr io.Writer
@@ -199,6 +204,27 @@ type ExecSpec struct {
 // and returns ctx's error; what was started finishes in the background and
 // Close waits for it.
 //
+// # Checkpoint and restore
+//
+// Checkpoint takes a running sandbox's state into an image directory and
+// leaves it running; Restore starts a new sandbox (an absent id, like Boot)
+// from that image, any number of times: every copy continues from the
+// checkpointed memory, then diverges. The restored main process reads and
+// writes the stdio files given to Restore. What runs in the copy is the
+// checkpointed sandbox, whose configuration the image keeps: of Restore's
+// Spec only ID, Bundle, Rootfs, Hostname (if set), NetNS, Stdin and Stdout
+// are used. Rootfs must hold exactly the files the sandbox's root held when the image was
+// written (files are reopened by path, and a root that changed since is
+// not detected: data is silently corrupted). [CheckpointOptions].Quiet is
+// the moment to copy it. Processes started with Exec are killed in the
+// copies (runsc cannot restore them). A runtime that cannot checkpoint
+// (runc, crun, the fake) fails both with errdefs.ErrFailedPrecondition;
+// Checkpoint on an absent id fails with errdefs.ErrNotFound, on a stopped
+// sandbox with errdefs.ErrFailedPrecondition. A failed Checkpoint leaves
+// the sandbox running and no image; a failed Restore leaves nothing.
+// NOTE: runsc resolves an id by prefix for these commands, so no id may
+// be a prefix of another (the engine's ids have one length).
+//
 // Destroy is idempotent: destroying an absent id, or destroying twice,
 // returns nil. It returns once every process of the sandbox is dead (so
 // its root filesystem may be unmounted); deleting the runtime's state for
@@ -238,4 +264,14 @@ type Runtime interface {
 	// Close waits for background deletes to finish and frees what the
 	// runtime keeps on the host. Every sandbox must have been destroyed.
 	Close(ctx context.Context) error
+	// Checkpoint saves running sandbox id (memory, processes, open files)
+	// into a new image directory and leaves it running; see
+	// [CheckpointOptions] and "Checkpoint and restore" above.
+	Checkpoint(ctx context.Context, id string, opt CheckpointOptions) error
+	// Restore takes absent spec.ID to running from an image Checkpoint
+	// wrote, and returns once it runs, like Boot (stdio files included).
+	Restore(ctx context.Context, spec Spec, image string) error
+	// Resume lets sandbox id run again after a Checkpoint with
+	// CheckpointOptions.KeepPaused; on a running sandbox it is a no-op.
+	Resume(ctx context.Context, id string) error
 }

@@ -52,7 +52,7 @@ from .models import (
     OutputChunk,
     UploadedFile,
 )
-from .objects import Image, Lineage, Operation, Result, as_completed, branch
+from .objects import Fork, Image, Lineage, Operation, Result, as_completed, branch
 
 __all__ = [
     "__version__",
@@ -64,6 +64,7 @@ __all__ = [
     "RetryPolicy",
     "Image",
     "Operation",
+    "Fork",
     "Result",
     "Lineage",
     "branch",

@@ -216,6 +216,17 @@ class AsyncOperation:
     async def cancel(self) -> bool:
         return await self._run(self.sync.cancel)
 
+    async def write_stdin(self, data: Union[str, bytes], *, close: bool = False) -> None:
+        await self._run(self.sync.write_stdin, data, close=close)
+
+    async def fork(self, count: int = 1, *, pause_parent: bool = False) -> Any:
+        """Fork the running instance; see :meth:`arbor.Operation.fork` (its
+        copies are returned as synchronous operations)."""
+        return await self._run(self.sync.fork, count, pause_parent=pause_parent)
+
+    async def resume(self) -> None:
+        await self._run(self.sync.resume)
+
     async def events(self, **kwargs: Any) -> AsyncIterator[Event]:
         """Follow the event log; see :meth:`arbor.Operation.events`."""
         async for ev in self._run.iterate(self.sync.events(**kwargs)):

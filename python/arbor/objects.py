@@ -25,6 +25,7 @@ from typing import (
     Iterator,
     List,
     Mapping,
+    NamedTuple,
     Optional,
     Sequence,
     Union,
@@ -209,6 +210,7 @@ class Image:
         cpus: Optional[float] = None,
         pids: Optional[int] = None,
         max_layer_bytes: Optional[int] = None,
+        keep_stdin: bool = False,
     ) -> "Operation":
         """Start a command in a fresh sandbox on this image and return at once.
 
@@ -238,7 +240,10 @@ class Image:
 
         arbor extensions: ``runtime`` (``"runsc"``, ``"runc"``, ``"crun"``),
         ``network`` (outbound network on/off), ``memory_bytes``, ``cpus``,
-        ``pids``, ``max_layer_bytes`` (filesystem growth cap).
+        ``pids``, ``max_layer_bytes`` (filesystem growth cap), ``keep_stdin``
+        (leave the command's stdin open after ``stdin``: a long-running
+        instance, a REPL or a server, fed with :meth:`Operation.write_stdin`
+        and forkable with :meth:`Operation.fork`).
         """
         if isinstance(shell, str):
             if command is not None:
@@ -272,9 +277,11 @@ class Image:
             body["cwd"] = cwd
         if timeout is not None:
             body["timeout"] = _ceil_seconds(timeout)
-        if stdin is not None:
-            data = stdin.encode("utf-8") if isinstance(stdin, str) else bytes(stdin)
+        if stdin is not None or keep_stdin:
+            data = stdin.encode("utf-8") if isinstance(stdin, str) else bytes(stdin or b"")
             body["stdin"] = encode_stream(data)
+            if keep_stdin:
+                body["stdin"]["close"] = False
         if files:
             body["files"] = self._c.files.specs(files, cwd)
         for k, v in (("hostname", hostname), ("truncate_output_at", truncate_output_at),
@@ -529,6 +536,15 @@ class _Reconnect(Exception):
     pass
 
 
+class Fork(NamedTuple):
+    """What :meth:`Operation.fork` made: the fork point's filesystem as an
+    image, and the copies, each a running instance."""
+
+    image: "Image"
+    operations: List["Operation"]
+    checkpoint_bytes: int = 0  # the memory each copy holds of its own
+
+
 class Operation:
     """A started run or image import.
 
@@ -623,6 +639,33 @@ class Operation:
             return True
         except Conflict:
             return False
+
+    def write_stdin(self, data: Union[str, bytes], *, close: bool = False) -> None:
+        """Write to the main process's stdin (a run started with
+        ``keep_stdin=True``); ``close=True`` closes it afterwards."""
+        b = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        body: Dict[str, Any] = dict(encode_stream(b))
+        body["close"] = close
+        self._c._t.request("POST", f"/v1/operations/{_q(self.id)}/subprocesses/1/stdin", json=body)
+
+    def fork(self, count: int = 1, *, pause_parent: bool = False) -> "Fork":
+        """Fork this running instance, memory and all, into ``count`` running
+        copies (an arbor extension; runtime ``runsc``, started with
+        ``keep_stdin=True``). Each copy continues from this moment, then
+        diverges; this instance goes on. Processes started with exec are not
+        carried into the copies. ``pause_parent=True`` leaves this instance
+        stopped at the fork point until :meth:`resume`. Raises
+        :class:`~arbor.Conflict` (409) with the reason when the instance
+        cannot be forked."""
+        body = {"count": count, "pause_parent": pause_parent}
+        d = self._c._t.request("POST", f"/v1/operations/{_q(self.id)}/fork", json=body).json() or {}
+        ops = [Operation(self._c, u, kind="instance") for u in d.get("operations") or []]
+        return Fork(Image(self._c, d["image"]), ops, int(d.get("checkpoint_bytes") or 0))
+
+    def resume(self) -> None:
+        """Resume an instance a fork left paused (``pause_parent=True``):
+        a CONT signal to its main process."""
+        self._c._t.request("DELETE", f"/v1/operations/{_q(self.id)}/subprocesses/1", params={"signal": "CONT"})
 
     # -- events ----------------------------------------------------------
 

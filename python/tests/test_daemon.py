@@ -426,3 +426,39 @@ def test_async_client(daemon: Any, base: Image) -> None:
             return [r.stdout for r in results]
 
     assert asyncio.run(main()) == ["a\n0\n", "a\n1\n", "a\n2\n"]
+
+
+def _wait_stdout(op: arbor.Operation, want: str) -> str:
+    out = ""
+    for ch in op.output(timeout=60):
+        if ch.stream == "stdout" and ch.spid == 1:
+            out += ch.text
+            if want in out:
+                return out
+    raise AssertionError(f"stdout {out!r} never held {want!r}")
+
+
+def test_fork(base: Image) -> None:
+    # A shell counting the lines it reads: its count lives only in memory.
+    script = 'i=0; while read l; do i=$((i+1)); echo "$l $i"; done'
+    op = base.run(shell=script, runtime="runsc", keep_stdin=True, stdin="a\n")
+    _wait_stdout(op, "a 1\n")
+    fork = op.fork(2)
+    assert len(fork.operations) == 2
+    assert base.uuid in (fork.image.uuid, fork.image.parent_uuid)
+    for i, f in enumerate(fork.operations):
+        f.write_stdin(f"f{i}\n", close=True)
+        assert f.wait(60).stdout == f"f{i} 2\n"
+    op.write_stdin("b\n", close=False)
+    _wait_stdout(op, "b 2\n")
+    # pause_parent: the parent stays at the fork point until resumed.
+    fork = op.fork(pause_parent=True)
+    op.write_stdin("c\n", close=True)
+    fork.operations[0].write_stdin("y\n", close=True)
+    assert fork.operations[0].wait(60).stdout == "y 3\n"
+    op.resume()
+    assert op.wait(60).stdout == "a 1\nb 2\nc 3\n"
+    other = base.run(shell="cat", runtime="runc", keep_stdin=True)
+    with pytest.raises(arbor.Conflict, match="runsc"):
+        other.fork()
+    other.cancel()

@@ -62,7 +62,7 @@ type Handler func(ctx context.Context, p *Process) Exit
 
 // Call records one call made to the fake.
 type Call struct {
-	Op   string // "Run", "Boot", "WaitRunning", "Exec", "Destroy", "Cleanup", "Close"
+	Op   string // "Run", "Boot", "WaitRunning", "Exec", "Destroy", "Cleanup", "Close", "Checkpoint", "Restore", "Resume"
 	ID   string
 	Args []string
 }
@@ -416,4 +416,22 @@ func (f *Runtime) Cleanup(ctx context.Context) error {
 func (f *Runtime) Close(ctx context.Context) error {
 	f.record(Call{Op: "Close"}, nil)
 	return nil
+}
+
+// Checkpoint implements runtime.Runtime: the fake holds no memory to save.
+func (f *Runtime) Checkpoint(ctx context.Context, id string, opt runtime.CheckpointOptions) error {
+	f.record(Call{Op: "Checkpoint", ID: id}, nil)
+	return runtime.NotCheckpointable(f.Name())
+}
+
+// Restore implements runtime.Runtime: see Checkpoint.
+func (f *Runtime) Restore(ctx context.Context, spec runtime.Spec, image string) error {
+	f.record(Call{Op: "Restore", ID: spec.ID}, nil)
+	return runtime.NotCheckpointable(f.Name())
+}
+
+// Resume implements runtime.Runtime: see Checkpoint.
+func (f *Runtime) Resume(ctx context.Context, id string) error {
+	f.record(Call{Op: "Resume", ID: id}, nil)
+	return runtime.NotCheckpointable(f.Name())
 }

@@ -1,6 +1,7 @@
 package fakeruntime_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -57,6 +58,15 @@ func shell(ctx context.Context, p *fakeruntime.Process) fakeruntime.Exit {
 			return fakeruntime.Exited(0) // a sandbox's pid 1 ignores it
 		}
 		return fakeruntime.Signaled(syscall.SIGTERM)
+	case runtimetest.ScriptCounter:
+		go func() { // stdin may never end: the handler ends with ctx
+			sc := bufio.NewScanner(p.Stdin)
+			for i := 1; sc.Scan(); i++ {
+				fmt.Fprintf(p.Stdout, "%s %d\n", sc.Text(), i)
+			}
+		}()
+		<-ctx.Done()
+		return fakeruntime.Exited(0) // ignored: killed
 	case runtimetest.ScriptSleep, runtimetest.ScriptUpSleep:
 		if script == runtimetest.ScriptUpSleep {
 			fmt.Fprint(p.Stdout, "up\n")

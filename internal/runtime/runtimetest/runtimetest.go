@@ -73,6 +73,9 @@ type Options struct {
 	// EnforcesIDs: the process really runs as Spec.UID and GID, so files it
 	// writes are owned by them. A fake only reports ids to its handler.
 	EnforcesIDs bool
+	// Checkpoints: Checkpoint and Restore work (runsc). Without it both
+	// must fail with errdefs.ErrFailedPrecondition.
+	Checkpoints bool
 }
 
 // timeout bounds each call of the suite: a hang is a failure, not a stall.
@@ -98,6 +101,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) runtime.Runtime, opts Optio
 		{"ExecCancel", s.execCancel},
 		{"ExecDiesWithSandbox", s.execDiesWithSandbox},
 		{"WaitRunningTimesOut", s.waitRunningTimesOut},
+		{"CheckpointRestore", s.checkpointRestore},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rt := newRuntime(t)

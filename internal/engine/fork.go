@@ -1,0 +1,292 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/initproc"
+	"github.com/arborsh/arbor/internal/runtime"
+	"github.com/arborsh/arbor/internal/store"
+)
+
+// Live forks: a running instance's sandbox is checkpointed (runsc) and
+// restored N times, each copy a new instance whose main process continues
+// from the parent's memory. Memory and files must match exactly: the
+// checkpoint is taken with the parent paused, and while it is paused its
+// upper dir is copied once; that copy becomes the fork point's image,
+// committed like a run's result, and every copy mounts that image as its
+// lower layers with a fresh upper of its own (as a run of the image
+// would), so no copy of the upper is made per fork and each copy's
+// snapshot descends from the fork point.
+
+// restorePlan is what a fork's run restores its sandbox from.
+type restorePlan struct {
+	image string // checkpoint image directory
+	pid   int    // the main process's pid in the sandbox
+	done  func() // the run has restored (or will not): the image may go
+}
+
+// testHookForkQuiet, when set by a test, runs while a forked sandbox is
+// paused with its checkpoint written and its upper copied.
+var testHookForkQuiet func()
+
+// Fork checkpoints running instance op and starts req.Count new instances
+// from the checkpoint; the parent goes on. It returns once the fork
+// point's image is committed and the copies' operations are started.
+func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.ForkRequest) (apitypes.ForkResponse, error) {
+	n := req.Count
+	if n == 0 {
+		n = 1
+	}
+	if n < 1 || n > apitypes.MaxForks {
+		return apitypes.ForkResponse{}, errdefs.InvalidArgument("count %d: fork into 1 to %d copies", req.Count, apitypes.MaxForks)
+	}
+	a, err := e.runningOp(ctx, account, op)
+	if err != nil {
+		return apitypes.ForkResponse{}, err
+	}
+	a.mu.Lock()
+	sb, main := a.sandbox, a.procs[1]
+	a.mu.Unlock()
+	if sb == nil || main == nil {
+		return apitypes.ForkResponse{}, errdefs.Conflict("operation %s: the instance's main process has exited: nothing to fork", a.id)
+	}
+	p := sb.p
+	if p.rt.Name() != "runsc" {
+		return apitypes.ForkResponse{}, runtime.NotCheckpointable(p.rt.Name())
+	}
+	if p.agent == nil {
+		return apitypes.ForkResponse{}, errdefs.FailedPrecondition("operation %s runs without arbor's init (no static arbor-init found at startup): it cannot be forked", a.id)
+	}
+	if p.warm == nil && p.restore == nil && !forkable(p) {
+		return apitypes.ForkResponse{}, errdefs.FailedPrecondition("operation %s was spawned with its stdin closed, so its sandbox was not made forkable: spawn long-running instances with stdin.close=false", a.id)
+	}
+	if err := e.admit(ctx, account); err != nil {
+		return apitypes.ForkResponse{}, err
+	}
+	if err := e.checkDisk(); err != nil {
+		return apitypes.ForkResponse{}, err
+	}
+
+	dir := filepath.Join(e.cfg.Home, "run", "fork-"+newLayerID()[:16])
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return apitypes.ForkResponse{}, err
+	}
+	image, upper := filepath.Join(dir, "checkpoint"), filepath.Join(dir, "upper")
+	var pending atomic.Int64 // copies yet to restore; the last removes dir
+	pending.Store(int64(n))
+	removeDir := func() {
+		if err := os.RemoveAll(dir); err != nil {
+			e.log.Warn("remove fork checkpoint", "dir", dir, "err", err)
+		}
+	}
+	fail := func(err error) (apitypes.ForkResponse, error) {
+		removeDir()
+		return apitypes.ForkResponse{}, err
+	}
+	begin := time.Now()
+	// No frame may be half-sent to the init at the checkpoint. Holding its
+	// input also takes forks of one instance one at a time.
+	release, err := p.agent.Quiesce(ctx)
+	if err != nil {
+		return fail(errdefs.Conflict("operation %s: %v", a.id, err))
+	}
+	err = sb.rt.Checkpoint(ctx, sb.cid, runtime.CheckpointOptions{Image: image, KeepPaused: req.PauseParent, Quiet: func() error {
+		err := copyUpper(sb.upper, upper)
+		if testHookForkQuiet != nil {
+			testHookForkQuiet()
+		}
+		return err
+	}})
+	release()
+	if err != nil {
+		a.mu.Lock()
+		exited := a.exited
+		a.mu.Unlock()
+		if exited {
+			return fail(errdefs.Conflict("operation %s: the instance's main process exited during the fork", a.id))
+		}
+		return fail(fmt.Errorf("checkpoint operation %s: %w", a.id, err))
+	}
+	paused := time.Since(begin)
+	if req.PauseParent {
+		pausedParents.Store(a.id, sb)
+		go func() { // forget it when it ends paused (cancelled, timed out)
+			_, _ = e.WaitOperation(e.ctx, account, a.id)
+			pausedParents.Delete(a.id)
+		}()
+	}
+	point, err := e.commitForkPoint(ctx, p, upper)
+	if err != nil {
+		if req.PauseParent { // no fork: the parent goes on
+			_, _ = resumeParent(context.WithoutCancel(ctx), a.id)
+		}
+		return fail(err)
+	}
+	st := dirBytes(image)
+	e.log.Info("fork point", "operation", a.id, "image", point.UUID, "copies", n, "checkpoint_bytes", st, "paused", paused)
+	res := apitypes.ForkResponse{Image: point.UUID, CheckpointBytes: st}
+	for range n {
+		var once sync.Once
+		done := func() {
+			once.Do(func() {
+				if pending.Add(-1) == 0 {
+					removeDir()
+				}
+			})
+		}
+		id, err := e.startFork(ctx, p, point, &restorePlan{image: image, pid: main.pid, done: done})
+		if err != nil {
+			done()
+			for range n - 1 - len(res.Operations) { // the copies never started
+				if pending.Add(-1) == 0 {
+					removeDir()
+				}
+			}
+			if len(res.Operations) == 0 {
+				return apitypes.ForkResponse{}, err
+			}
+			e.log.Warn("fork: start a copy", "operation", a.id, "err", err)
+			break
+		}
+		res.Operations = append(res.Operations, id)
+	}
+	return res, nil
+}
+
+// forkable says whether a cold run's sandbox is booted checkpointable (see
+// runtime.Spec.Checkpointable): a long-running instance, one whose stdin
+// stays open for commands. Batch runs do not pay for it.
+func forkable(p *runPlan) bool { return !p.meta.Stdin.Close }
+
+// pausedParents holds the sandboxes that forks left paused: op id →
+// *sandboxRef, until a CONT signal to the main process (see resumeParent).
+var pausedParents sync.Map
+
+// resumeParent resumes op's sandbox if a fork left it paused, and reports
+// whether it was.
+func resumeParent(ctx context.Context, op string) (bool, error) {
+	v, ok := pausedParents.LoadAndDelete(op)
+	if !ok {
+		return false, nil
+	}
+	sb := v.(*sandboxRef)
+	return true, sb.rt.Resume(ctx, sb.cid)
+}
+
+// copyUpper copies the upper dir src to dst, as it is: overlayfs's
+// whiteouts (0:0 devices), opaque and other xattrs, hard links, holes.
+func copyUpper(src, dst string) error {
+	out, err := exec.Command("cp", "-a", "--reflink=auto", src, dst).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("copy upper dir: %v: %s", err, out)
+	}
+	return nil
+}
+
+// commitForkPoint commits the parent's copied upper as a child image of
+// its input, or returns the input itself when the run has changed nothing.
+func (e *Engine) commitForkPoint(ctx context.Context, p *runPlan, upper string) (store.Image, error) {
+	empty, err := dirEmpty(upper)
+	if err != nil {
+		return store.Image{}, err
+	}
+	if empty {
+		return p.image, nil
+	}
+	env := p.image.Env
+	if p.meta.PreserveEnv {
+		b, _ := json.Marshal(p.env) // a string map: cannot fail
+		env = string(b)
+	}
+	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
+		Operation: p.op, Env: env, LayerBytes: dirBytes(upper), CreatedAt: e.now()}
+	if err := e.commitLayer(ctx, upper, im); err != nil {
+		return store.Image{}, fmt.Errorf("commit the fork point: %w", err)
+	}
+	return im, nil
+}
+
+// startFork records and starts one copy: a run of the parent's plan on
+// the fork point's image whose sandbox is restored from the checkpoint.
+func (e *Engine) startFork(ctx context.Context, p *runPlan, point store.Image, rp *restorePlan) (string, error) {
+	q := *p
+	q.image, q.restore = point, rp
+	q.files, q.stdin, q.warm, q.agent, q.ids, q.ticket = nil, nil, nil, nil, nil, nil
+	q.meta.Image = point.UUID
+	q.meta.Files = map[string]apitypes.FileSpec{} // in the image already
+	meta, _ := json.Marshal(redactMeta(q.meta))
+	o := store.Operation{UUID: newID(), Account: p.account, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
+		CreatedAt: e.now(), ImageUUID: point.UUID, Metadata: string(meta)}
+	q.op = o.UUID
+	lease, err := e.leaseImage(point.UUID, o.UUID, false)
+	if err != nil {
+		return "", err
+	}
+	q.ticket = e.queue.enqueue(o.UUID, q.memory)
+	err = e.startOp(ctx, o, func(ctx context.Context, o *op) outcome {
+		defer lease.Release()
+		defer rp.done()
+		return e.execute(ctx, o, &q)
+	})
+	if err != nil {
+		e.queue.cancel(q.ticket)
+		lease.Release()
+		return "", err
+	}
+	return o.UUID, nil
+}
+
+// execRestored is execWarm for a fork: the sandbox is restored from the
+// checkpoint onto spec's root, and the engine attaches to the command
+// its init was running. The sandbox is destroyed when the command ends.
+func (e *Engine) execRestored(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
+	res := runtime.Result{Signal: -1, Started: time.Now()}
+	agent, pipes, err := initproc.NewAgentPipes()
+	if err != nil {
+		return res, err
+	}
+	defer agent.Close()
+	p.agent = agent
+	err = p.rt.Restore(ctx, runtime.Spec{ID: spec.ID, Bundle: spec.Bundle, Rootfs: spec.Rootfs, Hostname: spec.Hostname, NetNS: spec.NetNS,
+		Stdin: pipes.Stdin, Stdout: pipes.Stdout}, p.restore.image)
+	pipes.Close() // the sandbox has its copies
+	p.restore.done()
+	if err != nil {
+		return res, fmt.Errorf("restore the fork: %w", err)
+	}
+	destroy := func() {
+		if err := p.rt.Destroy(context.WithoutCancel(ctx), spec.ID); err != nil {
+			e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", spec.ID, "err", err)
+		}
+	}
+	defer destroy() // its init may outlive the command (a warm parent's does)
+	done := make(chan struct{})
+	killed := make(chan bool, 1)
+	go func() {
+		select {
+		case <-ctx.Done():
+			destroy()
+			killed <- true
+		case <-done:
+			killed <- false
+		}
+	}()
+	x, dur, err := agent.Attach(spec.Stdin, spec.Stdout, spec.Stderr, func() { spec.OnStart(p.restore.pid) })
+	close(done)
+	res = exitResult(res, x, dur, err)
+	res.Killed = <-killed
+	if initproc.IsSandboxGone(err) {
+		err = nil
+	}
+	return res, err
+}

@@ -1,0 +1,34 @@
+package mcp
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/arborsh/arbor/client/apitypes"
+)
+
+// testForkInstance forks a running runsc instance into two copies through
+// the tool, and checks the errors that say what to do.
+func testForkInstance(t *testing.T, e *env, s *session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rt, keep := "runsc", false
+	sp, err := e.c.Spawn(ctx, apitypes.InstanceSpawnRequest{Command: "cat", Image: e.base, Runtime: &rt, Disposable: &keep,
+		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: &keep}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out ForkOut
+	s.call(t, "fork_instance", map[string]any{"operation_id": sp.UUID, "count": 2}, &out)
+	if len(out.Operations) != 2 || out.Image == "" {
+		t.Errorf("fork_instance = %+v, want 2 operations and an image", out)
+	}
+	for _, op := range append(out.Operations, sp.UUID) {
+		if err := e.c.Cancel(ctx, op); err != nil {
+			t.Errorf("cancel %s: %v", op, err)
+		}
+	}
+	s.callErr(t, "fork_instance", map[string]any{"operation_id": sp.UUID, "count": 99}, "1 to 16")
+	s.callErr(t, "fork_instance", map[string]any{"operation_id": "00000000-0000-0000-0000-000000000000"}, "not found")
+}
