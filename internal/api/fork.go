@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/engine"
 )
 
 // fork answers POST /v1/operations/{id}/fork (an arbor extension) with 201
@@ -19,10 +20,10 @@ func (s *server) fork(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &req); err != nil && !errors.Is(err, errEmptyBody) {
 		return err
 	}
-	res, err := s.e.Fork(r.Context(), accountOf(r), id, req)
+	res, err := s.e.Fork(r.Context(), accountOf(r), id, engine.ForkRequest{Count: req.Count, PauseParent: req.PauseParent})
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, res)
+	writeJSON(w, http.StatusCreated, apitypes.ForkResponse{Image: res.Image, Operations: res.Operations, CheckpointBytes: res.CheckpointBytes})
 	return nil
 }

@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/runtime"
 	"github.com/arborsh/arbor/internal/store"
 )
@@ -42,44 +42,44 @@ var testHookForkQuiet func()
 // Fork checkpoints running instance op and starts req.Count new instances
 // from the checkpoint; the parent goes on. It returns once the fork
 // point's image is committed and the copies' operations are started.
-func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.ForkRequest) (apitypes.ForkResponse, error) {
+func (e *Engine) Fork(ctx context.Context, account, op string, req ForkRequest) (ForkResult, error) {
 	n := req.Count
 	if n == 0 {
 		n = 1
 	}
-	if n < 1 || n > apitypes.MaxForks {
-		return apitypes.ForkResponse{}, errdefs.InvalidArgument("count %d: fork into 1 to %d copies", req.Count, apitypes.MaxForks)
+	if n < 1 || n > MaxForks {
+		return ForkResult{}, errdefs.InvalidArgument("count %d: fork into 1 to %d copies", req.Count, MaxForks)
 	}
 	a, err := e.runningOp(ctx, account, op)
 	if err != nil {
-		return apitypes.ForkResponse{}, err
+		return ForkResult{}, err
 	}
 	a.mu.Lock()
 	sb, main := a.sandbox, a.procs[1]
 	a.mu.Unlock()
 	if sb == nil || main == nil {
-		return apitypes.ForkResponse{}, errdefs.Conflict("operation %s: the instance's main process has exited: nothing to fork", a.id)
+		return ForkResult{}, errdefs.Conflict("operation %s: the instance's main process has exited: nothing to fork", a.id)
 	}
 	p := sb.p
 	if p.rt.Name() != "runsc" {
-		return apitypes.ForkResponse{}, runtime.NotCheckpointable(p.rt.Name())
+		return ForkResult{}, runtime.NotCheckpointable(p.rt.Name())
 	}
 	if p.agent == nil {
-		return apitypes.ForkResponse{}, errdefs.FailedPrecondition("operation %s runs without arbor's init (no static arbor-init found at startup): it cannot be forked", a.id)
+		return ForkResult{}, errdefs.FailedPrecondition("operation %s runs without arbor's init (no static arbor-init found at startup): it cannot be forked", a.id)
 	}
 	if p.warm == nil && p.restore == nil && !forkable(p) {
-		return apitypes.ForkResponse{}, errdefs.FailedPrecondition("operation %s was spawned with its stdin closed, so its sandbox was not made forkable: spawn long-running instances with stdin.close=false", a.id)
+		return ForkResult{}, errdefs.FailedPrecondition("operation %s was spawned with its stdin closed, so its sandbox was not made forkable: spawn long-running instances with stdin.close=false", a.id)
 	}
 	if err := e.admit(ctx, account); err != nil {
-		return apitypes.ForkResponse{}, err
+		return ForkResult{}, err
 	}
 	if err := e.checkDisk(); err != nil {
-		return apitypes.ForkResponse{}, err
+		return ForkResult{}, err
 	}
 
 	dir := filepath.Join(e.cfg.Home, "run", "fork-"+newLayerID()[:16])
 	if err := os.Mkdir(dir, 0o700); err != nil {
-		return apitypes.ForkResponse{}, err
+		return ForkResult{}, err
 	}
 	image, upper := filepath.Join(dir, "checkpoint"), filepath.Join(dir, "upper")
 	var pending atomic.Int64 // copies yet to restore; the last removes dir
@@ -89,9 +89,9 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 			e.log.Warn("remove fork checkpoint", "dir", dir, "err", err)
 		}
 	}
-	fail := func(err error) (apitypes.ForkResponse, error) {
+	fail := func(err error) (ForkResult, error) {
 		removeDir()
-		return apitypes.ForkResponse{}, err
+		return ForkResult{}, err
 	}
 	begin := time.Now()
 	// No frame may be half-sent to the init at the checkpoint. Holding its
@@ -134,7 +134,7 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 	}
 	st := dirBytes(image)
 	e.log.Info("fork point", "operation", a.id, "image", point.UUID, "copies", n, "checkpoint_bytes", st, "paused", paused)
-	res := apitypes.ForkResponse{Image: point.UUID, CheckpointBytes: st}
+	res := ForkResult{Image: point.UUID, CheckpointBytes: st}
 	for range n {
 		var once sync.Once
 		done := func() {
@@ -153,7 +153,7 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req apitypes.Fork
 				}
 			}
 			if len(res.Operations) == 0 {
-				return apitypes.ForkResponse{}, err
+				return ForkResult{}, err
 			}
 			e.log.Warn("fork: start a copy", "operation", a.id, "err", err)
 			break
@@ -223,9 +223,9 @@ func (e *Engine) startFork(ctx context.Context, p *runPlan, point store.Image, r
 	q.image, q.restore = point, rp
 	q.files, q.stdin, q.warm, q.agent, q.ids, q.ticket = nil, nil, nil, nil, nil, nil
 	q.meta.Image = point.UUID
-	q.meta.Files = map[string]apitypes.FileSpec{} // in the image already
+	q.meta.Files = map[string]oplog.FileSpec{} // in the image already
 	meta, _ := json.Marshal(redactMeta(q.meta))
-	o := store.Operation{UUID: newID(), Account: p.account, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
+	o := store.Operation{UUID: newID(), Account: p.account, Kind: oplog.KindInstance, Status: oplog.StatusPending,
 		CreatedAt: e.now(), ImageUUID: point.UUID, Metadata: string(meta)}
 	q.op = o.UUID
 	lease, err := e.leaseImage(point.UUID, o.UUID, false)

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -32,15 +32,15 @@ func BenchmarkFork(b *testing.B) {
 	// cache (about 0.7 s in busybox sh under gVisor here).
 	const setup = `n=0; while [ $n -lt 300000 ]; do n=$((n+1)); done; `
 	spawnCounter := func() string {
-		op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: setup + `i=0; while read l; do i=$((i+1)); echo "$l $i"; done`,
-			Image: base, Shell: ptr(true), Disposable: ptr(true), ResourcesLimits: &apitypes.ResourcesLimits{MemoryBytes: ptr(int64(256 << 20))}, Stdin: &apitypes.ClosableStreamRepr{Value: "a\n", Close: ptr(false)}})
+		op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: setup + `i=0; while read l; do i=$((i+1)); echo "$l $i"; done`,
+			Image: base, Shell: ptr(true), Disposable: ptr(true), ResourcesLimits: &oplog.ResourcesLimits{MemoryBytes: ptr(int64(256 << 20))}, Stdin: &Stdin{Value: "a\n", Close: ptr(false)}})
 		if err != nil {
 			b.Fatal(err)
 		}
 		return op
 	}
 	answer := func(op, line, want string) {
-		if err := e.WriteStdin(ctx, acct, op, 1, apitypes.ClosableStreamRepr{Value: line + "\n", Close: ptr(false)}); err != nil {
+		if err := e.WriteStdin(ctx, acct, op, 1, Stdin{Value: line + "\n", Close: ptr(false)}); err != nil {
 			b.Fatal(err)
 		}
 		waitStdout(b, e, op, want)
@@ -66,7 +66,7 @@ func BenchmarkFork(b *testing.B) {
 			waitStdout(b, e, parent, "a 1\n")
 			b.ResetTimer()
 			for range b.N {
-				res, err := e.Fork(ctx, acct, parent, apitypes.ForkRequest{Count: n})
+				res, err := e.Fork(ctx, acct, parent, ForkRequest{Count: n})
 				if err != nil {
 					b.Fatal(err)
 				}

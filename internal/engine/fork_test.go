@@ -50,7 +50,7 @@ func waitStdout(t testing.TB, e *Engine, op, want string) string {
 // say writes line to the main process's stdin, closing it if last.
 func say(t *testing.T, e *Engine, op, line string, last bool) {
 	t.Helper()
-	if err := e.WriteStdin(context.Background(), acct, op, 1, apitypes.ClosableStreamRepr{Value: line + "\n", Close: ptr(last)}); err != nil {
+	if err := e.WriteStdin(context.Background(), acct, op, 1, Stdin{Value: line + "\n", Close: ptr(last)}); err != nil {
 		t.Fatalf("stdin of %s: %v", op, err)
 	}
 }
@@ -80,13 +80,13 @@ func TestForkLive(t *testing.T) {
 				e, base = newEngine(t, "runsc")
 			}
 			ctx := context.Background()
-			parent, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: forkScript, Image: base, Shell: ptr(true),
-				Stdin: &apitypes.ClosableStreamRepr{Value: "a\n", Close: ptr(false)}})
+			parent, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: forkScript, Image: base, Shell: ptr(true),
+				Stdin: &Stdin{Value: "a\n", Close: ptr(false)}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			waitStdout(t, e, parent, "a 1\n")
-			res, err := e.Fork(ctx, acct, parent, apitypes.ForkRequest{Count: 2})
+			res, err := e.Fork(ctx, acct, parent, ForkRequest{Count: 2})
 			if err != nil {
 				t.Fatalf("Fork: %v", err)
 			}
@@ -104,7 +104,7 @@ func TestForkLive(t *testing.T) {
 			waitStdout(t, e, parent, "b 2\n")
 
 			// A copy forks again, from where it stands.
-			res2, err := e.Fork(ctx, acct, f0, apitypes.ForkRequest{})
+			res2, err := e.Fork(ctx, acct, f0, ForkRequest{})
 			if err != nil {
 				t.Fatalf("fork of a fork: %v", err)
 			}
@@ -153,15 +153,15 @@ func TestForkLive(t *testing.T) {
 func TestForkNeedsRunsc(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	ctx := context.Background()
-	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "cat", Image: base,
-		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: ptr(false)}})
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "cat", Image: base,
+		Stdin: &Stdin{Value: "", Close: ptr(false)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{Count: 2}); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "runsc") {
+	if _, err := e.Fork(ctx, acct, op, ForkRequest{Count: 2}); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "runsc") {
 		t.Errorf("Fork of a runc instance = %v, want a failed precondition naming runsc", err)
 	}
-	if _, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{Count: 99}); !errdefs.IsInvalidArgument(err) {
+	if _, err := e.Fork(ctx, acct, op, ForkRequest{Count: 99}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("Fork into 99 = %v, want an invalid argument", err)
 	}
 	say(t, e, op, "", true)
@@ -173,12 +173,12 @@ func TestForkNeedsRunsc(t *testing.T) {
 func TestForkNeedsOpenStdin(t *testing.T) {
 	e, base := newEngine(t, "runsc")
 	ctx := context.Background()
-	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "echo up; exec sleep 60", Shell: ptr(true), Image: base, Disposable: ptr(true)})
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "echo up; exec sleep 60", Shell: ptr(true), Image: base, Disposable: ptr(true)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitStdout(t, e, op, "up\n")
-	if _, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{}); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "stdin.close=false") {
+	if _, err := e.Fork(ctx, acct, op, ForkRequest{}); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "stdin.close=false") {
 		t.Errorf("Fork of a batch run = %v, want a failed precondition naming stdin.close=false", err)
 	}
 	if err := e.Cancel(ctx, acct, op); err != nil {
@@ -192,8 +192,8 @@ func TestForkNeedsOpenStdin(t *testing.T) {
 // "forking" while the parent is paused with its checkpoint written and
 // its upper copied, and blocks there.
 func crashInFork(ctx context.Context, e *Engine) {
-	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "echo data > /root/forked; cat", Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true),
-		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: ptr(false)}})
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "echo data > /root/forked; cat", Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true),
+		Stdin: &Stdin{Value: "", Close: ptr(false)}})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -203,7 +203,7 @@ func crashInFork(ctx context.Context, e *Engine) {
 		fmt.Println("forking")
 		select {}
 	}
-	if _, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{Count: 2}); err != nil {
+	if _, err := e.Fork(ctx, acct, op, ForkRequest{Count: 2}); err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
@@ -215,8 +215,8 @@ func crashInFork(ctx context.Context, e *Engine) {
 func TestForkConcurrent(t *testing.T) {
 	e, base := newEngine(t, "runsc")
 	ctx := context.Background()
-	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: "echo up; cat", Shell: ptr(true), Image: base, Disposable: ptr(true),
-		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: ptr(false)}})
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "echo up; cat", Shell: ptr(true), Image: base, Disposable: ptr(true),
+		Stdin: &Stdin{Value: "", Close: ptr(false)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestForkConcurrent(t *testing.T) {
 	ops := make(chan string, 3)
 	for range 3 {
 		go func() {
-			res, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{})
+			res, err := e.Fork(ctx, acct, op, ForkRequest{})
 			for _, f := range res.Operations {
 				ops <- f
 			}
@@ -251,13 +251,13 @@ func TestForkConcurrent(t *testing.T) {
 func TestForkPauseParent(t *testing.T) {
 	e, base := newEngine(t, "runsc")
 	ctx := context.Background()
-	parent, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: forkScript, Image: base, Shell: ptr(true),
-		Stdin: &apitypes.ClosableStreamRepr{Value: "a\n", Close: ptr(false)}})
+	parent, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: forkScript, Image: base, Shell: ptr(true),
+		Stdin: &Stdin{Value: "a\n", Close: ptr(false)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitStdout(t, e, parent, "a 1\n")
-	res, err := e.Fork(ctx, acct, parent, apitypes.ForkRequest{PauseParent: true})
+	res, err := e.Fork(ctx, acct, parent, ForkRequest{PauseParent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestForkPauseParent(t *testing.T) {
 	}
 	waitStdout(t, e, parent, "b 2\n")
 	// A paused parent can still be cancelled (or time out).
-	res, err = e.Fork(ctx, acct, parent, apitypes.ForkRequest{PauseParent: true})
+	res, err = e.Fork(ctx, acct, parent, ForkRequest{PauseParent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,13 +307,13 @@ func TestForkNetworked(t *testing.T) {
 	srv := serverNetns(t)
 	ctx := context.Background()
 	script := `i=0; while read l; do i=$((i+1)); printf 'GET /hello.txt HTTP/1.0\r\n\r\n' | nc -w 5 ` + srv + ` 18080 | tail -n 1; echo "$l $i"; done`
-	op, _, err := e.Spawn(ctx, acct, apitypes.InstanceSpawnRequest{Command: script, Shell: ptr(true), Image: base, Disposable: ptr(true),
-		Networking: &apitypes.Networking{Enabled: ptr(true)}, Stdin: &apitypes.ClosableStreamRepr{Value: "a\n", Close: ptr(false)}})
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: script, Shell: ptr(true), Image: base, Disposable: ptr(true),
+		Networking: &Networking{Enabled: ptr(true)}, Stdin: &Stdin{Value: "a\n", Close: ptr(false)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitStdout(t, e, op, "hello from outside\na 1\n")
-	res, err := e.Fork(ctx, acct, op, apitypes.ForkRequest{})
+	res, err := e.Fork(ctx, acct, op, ForkRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,3 +66,23 @@ type ImportRequest struct {
 	Tag      *string
 	Timeout  *float64 // seconds
 }
+
+// ForkRequest asks to branch a running instance, memory and all, into
+// Count running copies (1 to MaxForks; 0 is 1). PauseParent leaves the
+// instance stopped at the fork point until a CONT to its main process.
+type ForkRequest struct {
+	Count       int
+	PauseParent bool
+}
+
+// MaxForks bounds ForkRequest.Count.
+const MaxForks = 16
+
+// ForkResult is a fork's outcome: the fork point's image (the copies'
+// later snapshots descend from it), the copies' operations, and the size
+// of the memory checkpoint they were restored from.
+type ForkResult struct {
+	Image           string
+	Operations      []string
+	CheckpointBytes int64
+}
