@@ -72,6 +72,12 @@ func targets(r *Report) []Target {
 		}
 	}
 	for _, rt := range r.Setup.Runtimes {
+		for _, x := range r.Burst {
+			if x.Runtime == rt {
+				out = append(out, check(Target{Name: fmt.Sprintf("fan-out burst of %d: wall / %d raw runs at once", x.Branches, x.Branches), Runtime: rt,
+					Op: "<=", Limit: 0.4, Value: x.Ratio, Note: fmt.Sprintf("pool settled, bursts after the first (first: %.2f×)", x.FirstRatio)}))
+			}
+		}
 		for _, pool := range []string{"off", "on"} {
 			f, ok := at[rt+"/"+pool]
 			if !ok {
@@ -83,10 +89,6 @@ func targets(r *Report) []Target {
 			}
 			out = append(out, check(t))
 		}
-	}
-	for _, x := range r.Burst {
-		out = append(out, check(Target{Name: fmt.Sprintf("fan-out burst of %d: wall ÷ %d raw runs at once", x.Branches, x.Branches), Runtime: x.Runtime,
-			Op: "<=", Limit: 0.4, Value: x.Ratio, Note: fmt.Sprintf("pool settled, bursts after the first (first: %.2f×)", x.FirstRatio)}))
 	}
 	return out
 }
