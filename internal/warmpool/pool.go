@@ -26,9 +26,9 @@
 //     with PerKey warm runs and N-PerKey cold ones, and replacements cannot
 //     boot in time to help. So the pool counts the Takes of each key within
 //     one boot's duration (the running estimate below); the most it has
-//     seen, the key's burst, raises what Want(k, n) asks for to that many
-//     (at most Max), and the next burst finds them ready. A burst is
-//     forgotten after Idle without one as large.
+//     seen, the key's burst, raises what Want(k, n) asks for during a burst
+//     to that many (at most Max), and the next burst finds them ready. A
+//     burst is forgotten after Idle without one as large.
 //   - Quiet: a boot costs a core for a few hundred milliseconds, so boots
 //     start only while runs in flight (RunBegins to RunEnds) and boots in
 //     flight together are fewer than Budget, and a run's end looks for work
@@ -401,8 +401,11 @@ func (p *Pool[K, B]) ripeLocked(k K) int {
 func (p *Pool[K, B]) Want(k K, n int) {
 	n = min(n, p.cfg.PerKey)
 	p.mu.Lock()
-	if b := p.bursts[k].peak; b > n {
-		n = min(b, p.cfg.Max)
+	// Only during a burst (the last Take had company): a lone run on an
+	// image that once fanned out replaces its own sandbox, and does not
+	// claim the whole pool back from the images made since.
+	if b := p.bursts[k]; b.peak > n && len(b.takes) > 1 {
+		n = min(b.peak, p.cfg.Max)
 	}
 	now := p.clock.Now()
 	if w := p.want[k]; w.n < n {

@@ -522,6 +522,22 @@ func TestBurstRaisesDemand(t *testing.T) {
 		if _, ok := e.p.Take(ctx, "img"); !ok {
 			t.Fatalf("second fan-out: branch %d missed", i)
 		}
+		e.p.Want("img", 1)
+	}
+	e.p.RunEnds()
+	e.clock.Advance(e.p.cfg.Quiet)
+	for range 8 {
+		e.answer(t, e.boot(t, "img"), nil)
+	}
+	// A lone run on the image later asks for its own replacement only, and
+	// a new image gets its guess.
+	e.clock.Advance(time.Second)
+	e.p.RunBegins()
+	e.p.Take(ctx, "img")
+	e.p.Want("img", 1)
+	e.p.Want("next", 2)
+	if s := e.p.Stats(); s.Wanted != 2 {
+		t.Fatalf("a lone run after the fan-outs: %+v, want the new image's 2 wanted (its own image has 7 idle)", s)
 	}
 	e.p.RunEnds()
 
