@@ -97,6 +97,11 @@ func (b *bench) burst(ctx context.Context, rt string) error {
 		out.ArborWallsMs = append(out.ArborWallsMs, wall)
 		out.Hits = append(out.Hits, hits)
 	}
+	// The branches' teardowns and the boots they cause end before the
+	// next section (or the daemon's stop, which would fail them).
+	if _, err := d.waitPoolSettled(ctx, rt, 0); err != nil {
+		return err
+	}
 	out.ArborWallMs, out.RawWallMs = medianMs(out.ArborWallsMs), medianMs(out.RawWallsMs)
 	out.Ratio, out.FirstRatio = ratio(out.ArborWallMs, out.RawWallMs), ratio(out.FirstMs, out.RawWallMs)
 	b.rep.Burst = append(b.rep.Burst, out)
