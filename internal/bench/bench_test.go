@@ -149,6 +149,18 @@ func checkReport(t *testing.T, r bench.Report, warm bool) {
 		pos("fan-out raw runs/s", f.RawPerSec)
 		pos("fan-out ratio", f.Ratio)
 	}
+	if warm && len(r.Burst) != len(rts) {
+		t.Errorf("Burst has %d runtimes, want %d", len(r.Burst), len(rts))
+	}
+	for _, x := range r.Burst {
+		pos(x.Runtime+" first burst", x.FirstMs)
+		pos(x.Runtime+" burst arbor wall", x.ArborWallMs)
+		pos(x.Runtime+" burst raw wall", x.RawWallMs)
+		pos(x.Runtime+" burst ratio", x.Ratio)
+		if len(x.Hits) != x.Reps || len(x.ArborWallsMs) != x.Reps {
+			t.Errorf("%s burst: %d walls and %d hit counts for %d repetitions", x.Runtime, len(x.ArborWallsMs), len(x.Hits), x.Reps)
+		}
+	}
 
 	if c := r.Commit; c == nil {
 		t.Error("Commit section missing")

@@ -17,6 +17,7 @@ type Report struct {
 
 	TimeToResult []TimeToResult  `json:"time_to_result"`
 	FanOut       []FanOut        `json:"fan_out"`
+	Burst        []Burst         `json:"burst,omitempty"`
 	Commit       *CommitSection  `json:"commit,omitempty"`
 	DeepChain    *ChainSection   `json:"deep_chain,omitempty"`
 	Inspect      *InspectSection `json:"inspect,omitempty"`

@@ -248,7 +248,8 @@ func parallel(n int, fn func(i int) error) (time.Duration, error) {
 
 // fanOut is section 2: n non-disposable branches of the base image started
 // at once, against n raw runs of the same shell command started at once; on
-// the cold daemon at every width, and on the warm daemon at the target width.
+// the cold daemon at every width, and on the warm daemon at the target width
+// and as repeated bursts (see Burst).
 func (b *bench) fanOut(ctx context.Context) error {
 	warmWidth := 0 // 16, the target's width, or the widest below it
 	for _, n := range b.o.FanOut {
@@ -264,6 +265,11 @@ func (b *bench) fanOut(ctx context.Context) error {
 		}
 		if b.warm != nil && warmWidth > 0 {
 			if err := b.fanOutWidth(ctx, b.warm, rt, warmWidth); err != nil {
+				return err
+			}
+		}
+		if b.warm != nil {
+			if err := b.burst(ctx, rt); err != nil {
 				return err
 			}
 		}

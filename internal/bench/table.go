@@ -72,6 +72,12 @@ func targets(r *Report) []Target {
 		}
 	}
 	for _, rt := range r.Setup.Runtimes {
+		for _, x := range r.Burst {
+			if x.Runtime == rt {
+				out = append(out, check(Target{Name: fmt.Sprintf("fan-out burst of %d: wall / %d raw runs at once", x.Branches, x.Branches), Runtime: rt,
+					Op: "<=", Limit: 0.4, Value: x.Ratio, Note: fmt.Sprintf("pool settled, bursts after the first (first: %.2f×)", x.FirstRatio)}))
+			}
+		}
 		for _, pool := range []string{"off", "on"} {
 			f, ok := at[rt+"/"+pool]
 			if !ok {
@@ -199,6 +205,15 @@ func WriteTable(w io.Writer, r Report) error {
 		for _, f := range r.FanOut {
 			rows = append(rows, []string{f.Runtime, f.Pool, fmt.Sprint(f.Branches), fmtMs(f.ArborWallMs), fmt.Sprintf("%.2f", f.ArborPerSec),
 				fmtMs(f.RawWallMs), fmt.Sprintf("%.2f", f.RawPerSec), fmtRatio(f.Ratio), fmtCPU(f.ArborCPU), fmtCPU(f.RawCPU)})
+		}
+		table(rows)
+	}
+	if len(r.Burst) > 0 {
+		p("\n   Fan-out burst (warm pool on, settled before each burst; %d branches of a fresh image at once vs as many raw runs at once; wall to every result)", r.Burst[0].Branches)
+		rows := [][]string{{"runtime", "first burst", "warm", "÷ raw", "later bursts (median)", "warm", "÷ raw", "raw wall"}}
+		for _, x := range r.Burst {
+			rows = append(rows, []string{x.Runtime, fmtMs(x.FirstMs), fmt.Sprintf("%d/%d", x.FirstHits, x.Branches), fmtRatio(x.FirstRatio),
+				fmtMs(x.ArborWallMs), fmt.Sprint(x.Hits), fmtRatio(x.Ratio), fmtMs(x.RawWallMs)})
 		}
 		table(rows)
 	}

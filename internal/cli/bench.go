@@ -43,6 +43,7 @@ BENCHMARKS.md for recorded results and targets.`,
 	f.IntVar(&opts.Iterations, "iterations", 0, "samples per latency point (default 20, quick 3)")
 	f.StringVar(&opts.Home, "bench-home", "", "state directory for the private daemon (default: a temporary one)")
 	f.StringSliceVar(&opts.Sections, "section", nil, "only these sections")
+	f.IntSliceVar(&opts.FanOut, "fan-out", nil, "fan-out widths, pool off (default 1,4,16,64; quick 1,4); the widest up to 16 also with the pool on")
 	f.BoolVarP(&verbose, "verbose", "v", false, "print progress to stderr")
 	return cmd
 }

@@ -424,6 +424,7 @@ func (e *Engine) Close() error {
 		}
 	}
 	e.nets.Close()
+	e.ids.close()
 	return e.st.Close()
 }
 

@@ -34,23 +34,64 @@ const (
 	idRanges    = 4096 // up to 1<<30 + 1<<28
 )
 
-// idAlloc hands out one host id range per live runc or crun sandbox.
+// idAlloc hands out one host id range per live runc or crun sandbox,
+// with the user namespace that maps it (for the idmapped mounts).
+//
+// Making a namespace forks the daemon (no vfork with a user namespace, so
+// the kernel copies the page tables of the whole heap): 1-4 ms for a small
+// process, 12-20 ms with a few hundred MB of heap, on every runc start. So
+// a freed range keeps its namespace as a spare for the next sandbox. A
+// spare range stays marked used, so no live sandbox ever shares a range:
+// a range is handed out again only once every process of the sandbox that
+// had it is dead (it is freed after the unmount, which follows Destroy),
+// which is all isolation between host ids needs.
 type idAlloc struct {
-	mu   sync.Mutex
-	used map[uint32]bool
-	next uint32
+	mu    sync.Mutex
+	used  map[uint32]bool
+	next  uint32
+	spare []*overlay.Userns // newest last; their ranges are in used
+	// newNS makes a namespace (overlay.NewUserns; a counter in tests).
+	newNS func(hostID, size uint32) (*overlay.Userns, error)
 }
+
+// maxSpareNS bounds the namespaces kept for reuse: more than a burst of
+// sandboxes on a small machine, each one open descriptor.
+const maxSpareNS = 32
 
 func newIDAlloc() *idAlloc {
 	var b [4]byte
 	_, _ = rand.Read(b[:]) // never fails (Go 1.24+)
 	// A random start: two daemons on one host rarely pick the same ranges.
-	return &idAlloc{used: map[uint32]bool{}, next: binary.LittleEndian.Uint32(b[:]) % idRanges}
+	return &idAlloc{used: map[uint32]bool{}, next: binary.LittleEndian.Uint32(b[:]) % idRanges, newNS: overlay.NewUserns}
 }
 
-func (a *idAlloc) alloc() (uint32, error) {
+// get returns a range for a new sandbox, with its namespace: the range
+// freed last, or a fresh one.
+func (a *idAlloc) get() (*overlay.Userns, error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	if n := len(a.spare); n > 0 {
+		ns := a.spare[n-1]
+		a.spare = a.spare[:n-1]
+		a.mu.Unlock()
+		return ns, nil
+	}
+	base, err := a.alloc()
+	a.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	ns, err := a.newNS(base, idRangeSize)
+	if err != nil {
+		a.mu.Lock()
+		delete(a.used, (base-idRangeBase)/idRangeSize)
+		a.mu.Unlock()
+		return nil, err
+	}
+	return ns, nil
+}
+
+// alloc reserves a fresh range; a.mu is held.
+func (a *idAlloc) alloc() (uint32, error) {
 	for i := 0; i < idRanges; i++ {
 		n := (a.next + uint32(i)) % idRanges
 		if !a.used[n] {
@@ -62,34 +103,45 @@ func (a *idAlloc) alloc() (uint32, error) {
 	return 0, errdefs.ResourceExhausted("all %d sandbox id ranges are in use", idRanges)
 }
 
-func (a *idAlloc) free(base uint32) {
+// put frees ns's range once its sandbox is gone, keeping ns as a spare.
+func (a *idAlloc) put(ns *overlay.Userns) {
 	a.mu.Lock()
-	delete(a.used, (base-idRangeBase)/idRangeSize)
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	if len(a.spare) < maxSpareNS {
+		a.spare = append(a.spare, ns)
+		return
+	}
+	delete(a.used, (ns.HostID-idRangeBase)/idRangeSize)
+	ns.Close()
+}
+
+// close releases the spare namespaces.
+func (a *idAlloc) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ns := range a.spare {
+		delete(a.used, (ns.HostID-idRangeBase)/idRangeSize)
+		ns.Close()
+	}
+	a.spare = nil
 }
 
 // mountRoot mounts a sandbox's root filesystem for rt: plainly for runsc;
-// for runc and crun through a fresh id range, returned with the function
-// that frees it (call it after unmounting).
+// for runc and crun through an id range of its own, returned with the
+// function that frees it (call it after unmounting).
 func (e *Engine) mountRoot(rt runtime.Runtime, lowers []string, upper, work, merged string) (*runtime.IDMap, func(), error) {
 	if _, kernel := e.rootfs.(overlayRoot); rt.Name() == "runsc" || !kernel {
 		return nil, func() {}, e.rootfs.Mount(lowers, upper, work, merged)
 	}
-	base, err := e.ids.alloc()
+	ns, err := e.ids.get()
 	if err != nil {
 		return nil, nil, err
 	}
-	ns, err := overlay.NewUserns(base, idRangeSize)
-	if err != nil {
-		e.ids.free(base)
-		return nil, nil, err
-	}
-	defer ns.Close()
 	if err := overlay.MountAs(lowers, upper, work, merged, ns); err != nil {
-		e.ids.free(base)
+		e.ids.put(ns)
 		return nil, nil, err
 	}
-	return &runtime.IDMap{HostID: base, Size: idRangeSize}, func() { e.ids.free(base) }, nil
+	return &runtime.IDMap{HostID: ns.HostID, Size: idRangeSize}, func() { e.ids.put(ns) }, nil
 }
 
 // asSandboxRoot runs fn, which writes into a sandbox's root from the host,

@@ -313,12 +313,13 @@ func (s *Snapshotter) cleanup(ctx context.Context) {
 }
 
 // syncTree makes everything under dir durable: one syncfs for the whole
-// filesystem is far cheaper than fsyncing each file of a large layer.
+// filesystem is far cheaper than fsyncing each file of a large layer, and
+// concurrent commits share it (see groupsync.go).
 func syncTree(dir string) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	return unix.Syncfs(fd)
+	return syncShared(fd)
 }

@@ -19,9 +19,16 @@
 //
 //   - Demand: Want(k, n) asks for up to n (at most PerKey) sandboxes of k.
 //     Demand met by idle and booting sandboxes is forgotten; demand above
-//     Max overall is stale and the least recently asked for is dropped; a
-//     key whose boot failed is forgotten (no retry loop on an image that
-//     cannot boot).
+//     Max overall is stale and the least recently asked for is dropped,
+//     guessed demand before measured bursts; a key whose boot failed is
+//     forgotten (no retry loop on an image that cannot boot).
+//   - Bursts: a pool of PerKey serves a fan-out of N branches of one image
+//     with PerKey warm runs and N-PerKey cold ones, and replacements cannot
+//     boot in time to help. So the pool counts the Takes of each key within
+//     one boot's duration (the running estimate below); the most it has
+//     seen, the key's burst, raises what Want(k, n) asks for during a burst
+//     to that many (at most Max), and the next burst finds them ready. A
+//     burst is forgotten after Idle without one as large.
 //   - Quiet: a boot costs a core for a few hundred milliseconds, so boots
 //     start only while runs in flight (RunBegins to RunEnds) and boots in
 //     flight together are fewer than Budget, and a run's end looks for work
@@ -120,6 +127,7 @@ type Pool[K comparable, B any] struct {
 	// want is the demand not yet met: sandboxes to boot per key, with the
 	// time it was last asked for (older demand is dropped first).
 	want                map[K]want
+	bursts              map[K]burst                  // Takes per key, see the package comment
 	timers              map[clockwork.Timer]struct{} // quiet timers pending
 	active              int                          // runs between RunBegins and RunEnds
 	hits                int                          // runs served warm
@@ -135,6 +143,13 @@ type idleBox[B any] struct {
 type want struct {
 	n  int
 	at time.Time
+}
+
+// burst is what the pool saw of a key's Takes.
+type burst struct {
+	takes []time.Time // within the last boot estimate
+	peak  int         // the most Takes seen within one boot estimate
+	at    time.Time   // when peak was last reached
 }
 
 // New returns a running pool; ctx bounds its life as Close does.
@@ -163,6 +178,7 @@ func New[K comparable, B any](ctx context.Context, booter Booter[K, B], cfg Conf
 		bootTime:   map[string]time.Duration{},
 		changed:    make(chan struct{}),
 		want:       map[K]want{},
+		bursts:     map[K]burst{},
 		timers:     map[clockwork.Timer]struct{}{},
 	}
 	p.ctx, p.cancel = context.WithCancel(ctx)
@@ -292,6 +308,7 @@ func (p *Pool[K, B]) Take(ctx context.Context, k K) (B, bool) {
 			}
 		}
 	}()
+	p.noteTakeLocked(k)
 	for {
 		if p.ctx.Err() != nil {
 			p.misses++
@@ -337,15 +354,38 @@ func (p *Pool[K, B]) Take(ctx context.Context, k K) (B, bool) {
 	}
 }
 
+// noteTakeLocked counts a Take of k into its burst.
+func (p *Pool[K, B]) noteTakeLocked(k K) {
+	// Takes "at once" are at least those within the quiet time.
+	now, est := p.clock.Now(), max(p.bootEstimateLocked(k), p.cfg.Quiet)
+	b := p.bursts[k]
+	recent := b.takes[:0]
+	for _, t := range b.takes {
+		if now.Sub(t) < est {
+			recent = append(recent, t)
+		}
+	}
+	b.takes = append(recent, now)
+	if len(b.takes) >= b.peak {
+		b.peak, b.at = len(b.takes), now
+	}
+	p.bursts[k] = b
+}
+
+// bootEstimateLocked is how long a boot of k typically takes.
+func (p *Pool[K, B]) bootEstimateLocked(k K) time.Duration {
+	if est, ok := p.bootTime[p.cfg.Class(k)]; ok {
+		return est
+	}
+	return defaultBootEstimate
+}
+
 // ripeLocked counts k's boots in flight worth waiting for: started at least
 // a quarter of a typical boot ago, so at most three quarters remain, and a
 // warm run's own cost (exec, and destroying the sandbox after it: a sixth
 // of a boot under runsc) still leaves it ahead of a cold run.
 func (p *Pool[K, B]) ripeLocked(k K) int {
-	est, ok := p.bootTime[p.cfg.Class(k)]
-	if !ok {
-		est = defaultBootEstimate
-	}
+	est := p.bootEstimateLocked(k)
 	n := 0
 	for _, t := range p.bootStarts[k] {
 		if p.clock.Since(t) >= est/4 {
@@ -355,25 +395,33 @@ func (p *Pool[K, B]) ripeLocked(k K) int {
 	return n
 }
 
-// Want asks for n sandboxes of k (at most PerKey). They boot in the
-// background when the machine is quiet, so a burst of runs is not slowed
-// down by boots for its own replacements.
+// Want asks for n sandboxes of k (at most PerKey, or k's burst, at most
+// Max). They boot in the background when the machine is quiet, so a burst
+// of runs is not slowed down by boots for its own replacements.
 func (p *Pool[K, B]) Want(k K, n int) {
 	n = min(n, p.cfg.PerKey)
 	p.mu.Lock()
+	// Only during a burst (the last Take had company): a lone run on an
+	// image that once fanned out replaces its own sandbox, and does not
+	// claim the whole pool back from the images made since.
+	if b := p.bursts[k]; b.peak > n && len(b.takes) > 1 {
+		n = min(b.peak, p.cfg.Max)
+	}
 	now := p.clock.Now()
 	if w := p.want[k]; w.n < n {
 		p.want[k] = want{n: n, at: now}
 	} else {
 		p.want[k] = want{n: w.n, at: now}
 	}
-	// Demand beyond the pool's bound is stale: keep the newest.
+	// Demand beyond the pool's bound is stale: keep the newest, and a
+	// measured burst before the guess of PerKey.
 	for total := p.wantedLocked(); total > p.cfg.Max; total = p.wantedLocked() {
 		var oldest K
-		first := true
+		first, guessed := true, false
 		for key, w := range p.want {
-			if first || w.at.Before(p.want[oldest].at) {
-				oldest, first = key, false
+			g := p.bursts[key].peak <= p.cfg.PerKey
+			if first || (g && !guessed) || (g == guessed && w.at.Before(p.want[oldest].at)) {
+				oldest, first, guessed = key, false, g
 			}
 		}
 		delete(p.want, oldest)
@@ -570,6 +618,11 @@ func (p *Pool[K, B]) reap(t clockwork.Ticker) {
 		var old []B
 		p.mu.Lock()
 		now := p.clock.Now()
+		for k, b := range p.bursts {
+			if now.Sub(b.at) > p.cfg.Idle {
+				delete(p.bursts, k)
+			}
+		}
 		for k, bs := range p.idle {
 			keep := bs[:0]
 			for _, b := range bs {

@@ -3,6 +3,8 @@ package warmpool
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -474,4 +476,100 @@ func TestBootEndingAfterCloseDestroyed(t *testing.T) {
 	if s := e.p.Stats(); s.Idle != 0 {
 		t.Errorf("after Close: %+v", s)
 	}
+}
+
+// TestBurstRaisesDemand: a fan-out of 8 Takes of one key within a boot's
+// duration finds PerKey sandboxes and misses the rest; the pool then keeps
+// 8 of that key (at most Max), ahead of the guessed demand of the images
+// the branches made, so the next fan-out is served warm. Takes spread over
+// more than a boot are no burst, and a burst is forgotten after Idle.
+func TestBurstRaisesDemand(t *testing.T) {
+	e := newEnv(t, Config[string]{PerKey: 2, Max: 8, Budget: 1})
+	e.p.Want("img", 2)
+	for range 2 {
+		c := e.boot(t, "img")
+		e.clock.Advance(200 * time.Millisecond) // a boot's duration
+		e.answer(t, c, nil)
+	}
+	ctx := context.Background()
+	e.p.RunBegins() // the branches run: boots wait for quiet
+	hits := 0
+	for range 8 {
+		if _, ok := e.p.Take(ctx, "img"); ok {
+			hits++
+		}
+		e.p.Want("img", 1) // as the engine does after each Take
+		e.clock.Advance(5 * time.Millisecond)
+	}
+	if hits != 2 {
+		t.Fatalf("first fan-out: %d warm, want the 2 of PerKey", hits)
+	}
+	for i := range 8 { // each branch made an image, which wants PerKey
+		e.p.Want(fmt.Sprint("branch", i), 2)
+		e.clock.Advance(time.Millisecond)
+	}
+	if s := e.p.Stats(); s.Wanted != 8 {
+		t.Fatalf("after the fan-out: %+v, want 8 wanted", s)
+	}
+	e.p.RunEnds()
+	e.clock.Advance(e.p.cfg.Quiet)
+	for range 8 {
+		e.answer(t, e.boot(t, "img"), nil)
+	}
+	e.noCalls(t)
+	e.p.RunBegins()
+	for i := range 8 {
+		if _, ok := e.p.Take(ctx, "img"); !ok {
+			t.Fatalf("second fan-out: branch %d missed", i)
+		}
+		e.p.Want("img", 1)
+	}
+	e.p.RunEnds()
+	e.clock.Advance(e.p.cfg.Quiet)
+	for range 8 {
+		e.answer(t, e.boot(t, "img"), nil)
+	}
+	// A lone run on the image later asks for its own replacement only, and
+	// a new image gets its guess.
+	e.clock.Advance(time.Second)
+	e.p.RunBegins()
+	e.p.Take(ctx, "img")
+	e.p.Want("img", 1)
+	e.p.Want("next", 2)
+	if s := e.p.Stats(); s.Wanted != 2 {
+		t.Fatalf("a lone run after the fan-outs: %+v, want the new image's 2 wanted (its own image has 7 idle)", s)
+	}
+	e.p.RunEnds()
+
+	// Takes a boot's duration apart are no burst: the run's 1 holds.
+	e2 := newEnv(t, Config[string]{PerKey: 2, Max: 8, Budget: 1})
+	e2.p.RunBegins()
+	for range 4 {
+		e2.p.Take(ctx, "seq")
+		e2.clock.Advance(defaultBootEstimate)
+	}
+	e2.p.Want("seq", 1)
+	if s := e2.p.Stats(); s.Wanted != 1 {
+		t.Fatalf("sequential takes: %+v, want 1 wanted", s)
+	}
+	for range 5 {
+		e2.p.Take(ctx, "seq")
+	}
+	e2.p.Want("seq", 1)
+	if s := e2.p.Stats(); s.Wanted != 5 {
+		t.Fatalf("5 takes at once: %+v, want 5 wanted", s)
+	}
+	// A burst is forgotten after Idle (the reaper drops it).
+	forgotten := func() bool {
+		e2.p.mu.Lock()
+		defer e2.p.mu.Unlock()
+		_, ok := e2.p.bursts["seq"]
+		return !ok
+	}
+	e2.clock.Advance(2 * time.Minute)
+	for !forgotten() {
+		e2.clock.Advance(time.Minute) // the reaper runs on its ticker
+		runtime.Gosched()
+	}
+
 }
