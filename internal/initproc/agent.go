@@ -28,6 +28,8 @@ type Agent struct {
 	r        io.Reader // fromInit, or a test's bytes
 	w        *frameWriter
 	phase    phase
+	exited   bool          // the last command's exit was reported
+	fed      chan struct{} // closed when the last command's stdin feed ended
 }
 
 // phase is where the conversation with the init stands.
@@ -216,6 +218,7 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 		return Exit{}, 0, err
 	}
 	begin := time.Now()
+	a.exited = false
 	if err := a.w.write(frameRun, js); err != nil {
 		a.phase = phaseDone
 		return Exit{}, 0, fmt.Errorf("starting the command: %w", errSandboxGone)
@@ -233,7 +236,8 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 				a.phase = phaseDone
 				return Exit{}, time.Since(begin), protoErr("pid %d", pid)
 			}
-			go a.feed(own(stdin))
+			a.fed = make(chan struct{})
+			go a.feed(own(stdin), a.fed)
 			if onStart != nil {
 				onStart(int(pid))
 			}
@@ -252,6 +256,7 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 			if err := json.Unmarshal(p, &x); err != nil || !x.valid() {
 				return Exit{}, time.Since(begin), protoErr("bad exit report")
 			}
+			a.exited = true
 			return x, time.Since(begin), nil
 		}
 	}
@@ -271,7 +276,8 @@ func own(stdin io.Reader) io.Reader {
 }
 
 // feed copies stdin to the command until it ends or the sandbox goes.
-func (a *Agent) feed(stdin io.Reader) {
+func (a *Agent) feed(stdin io.Reader, fed chan<- struct{}) {
+	defer close(fed)
 	if f, ok := stdin.(*os.File); ok {
 		defer f.Close()
 	}

@@ -70,6 +70,10 @@ type Exit struct {
 	Code   int            `json:"code"`
 	Signal int            `json:"signal,omitempty"`
 	Rusage syscall.Rusage `json:"rusage"`
+	// Stale, from an init that may run another command, says what of the
+	// sandbox's state outside its image it could not make fresh again
+	// (see continue.go); "" when it did.
+	Stale string `json:"stale,omitempty"`
 }
 
 // exitOf converts a wait status.
