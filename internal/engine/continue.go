@@ -36,6 +36,10 @@ import (
 //     gets the lower of its own limit and the one the init already has
 //     (which a chain's steps normally share).
 
+// maxContinuedUpper bounds the upper directory of a sandbox kept to
+// continue in.
+const maxContinuedUpper = 1 << 30
+
 // continueWait bounds the wait for a finished run's stdin feed to end.
 const continueWait = time.Second
 
@@ -51,6 +55,27 @@ func (e *Engine) continuable(ctx context.Context, p *runPlan, res runtime.Result
 		return false
 	}
 	return wb.agent.Continue(continueWait)
+}
+
+// bootToContinue boots, for a non-disposable run that found no warm
+// sandbox, one of its own (as the pool would) instead of a cold sandbox
+// that ends with the command: it costs about what a cold start costs, and
+// the sandbox can then continue into the run's next step, so an agent that
+// comes straight back is served warm from its second step on. nil when
+// the pool is off, the run is disposable, or the boot failed (the run then
+// starts cold).
+func (e *Engine) bootToContinue(ctx context.Context, p *runPlan) *warmBox {
+	if !e.warmEnabled() || p.meta.Disposable {
+		return nil
+	}
+	wb, err := e.newWarm(ctx, keyOf(p, p.image.UUID))
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Warn("boot a sandbox to continue in; running cold", "operation", p.op, "err", err)
+		}
+		return nil
+	}
+	return wb
 }
 
 // stepLayer writes the layer of the step wb just ran (what changed in its
@@ -75,9 +100,10 @@ func (e *Engine) stepLayer(wb *warmBox) (string, layers.Manifest, int, error) {
 // (the caller destroys it then).
 func (e *Engine) keepBox(p *runPlan, wb *warmBox, image string, now layers.Manifest) bool {
 	wb.committed, wb.base, wb.steps = now, now.Bytes(inodeCharge), wb.steps+1
-	// The upper directory grows with every step; a sandbox whose upper
-	// outgrew what one run may write starts afresh.
-	if wb.base > p.maxLayer || now.Linked() {
+	// The upper directory grows with every step and doubles on disk what
+	// the chain's layers hold: a sandbox whose upper outgrew
+	// maxContinuedUpper (or what one run may write) is not kept.
+	if wb.base > min(p.maxLayer, maxContinuedUpper) || now.Linked() {
 		return false
 	}
 	wb.key = keyOf(p, image)

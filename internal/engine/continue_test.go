@@ -11,6 +11,19 @@ import (
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
+// newColdEngine returns an engine with arbor's init and the pool off, so
+// every run boots its own sandbox that ends with the command.
+func newColdEngine(t testing.TB, rt string) (*Engine, string) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e, busybox(t, e)
+}
+
 // continuedOn returns the idle sandboxes on image that already served a
 // step (continued ones, as opposed to freshly booted ones).
 func continuedOn(e *Engine, image string) int {
@@ -62,13 +75,7 @@ func TestContinueMatchesCold(t *testing.T) {
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {
 			t.Parallel()
-			testutil.RequiresRoot(t)
-			cold, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cold.Close() })
-			coldBase := busybox(t, cold)
+			cold, coldBase := newColdEngine(t, rt)
 			e, base := newWarmEngine(t, rt)
 			ctx := context.Background()
 			secret := func(r *apitypes.InstanceSpawnRequest) { r.Env = map[string]string{"SECRET": "s1"} }
@@ -125,6 +132,27 @@ func TestContinueMatchesCold(t *testing.T) {
 				t.Errorf("step 2's layer: d/sub/n = %q", s)
 			}
 		})
+	}
+}
+
+// TestContinueStartsCold: a chain whose first step finds no warm sandbox
+// boots one for it, so an agent that comes straight back is served warm
+// from the second step on.
+func TestContinueStartsCold(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	img := base
+	for i := range 4 {
+		o, m := run(t, e, img, "cat /root/n 2>/dev/null; echo "+string(rune('0'+i))+" > /root/n")
+		if want := map[bool]string{true: "", false: string(rune('0'+i-1)) + "\n"}[i == 0]; stdout(t, m) != want {
+			t.Errorf("step %d saw %q, want %q", i, stdout(t, m), want)
+		}
+		img = o.ResultImageUUID
+		if n := continuedOn(e, img); n != 1 {
+			t.Fatalf("step %d: %d continued sandboxes on its image, want 1", i, n)
+		}
+	}
+	if st := e.WarmStats(); st.Hits != 3 {
+		t.Errorf("steps 2 to 4 not served by the sandbox they continue: %+v", st)
 	}
 }
 

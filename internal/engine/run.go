@@ -428,6 +428,9 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	// A warm sandbox, if one waits for this image and shape, replaces the
 	// mount and boot below; everything after is the same.
 	wb := e.takeWarm(ctx, keyOf(p, p.image.UUID))
+	if wb == nil {
+		wb = e.bootToContinue(ctx, p) // a chain that starts cold goes on warm
+	}
 	// The image is in use: keep one ready for its next run. Asked for now,
 	// booted once the machine is quiet, after the image this run makes.
 	e.warmUp(keyOf(p, p.image.UUID), 1)
