@@ -2,6 +2,10 @@ package engine
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +26,38 @@ func newColdEngine(t testing.TB, rt string) (*Engine, string) {
 	}
 	t.Cleanup(func() { e.Close() })
 	return e, busybox(t, e)
+}
+
+var (
+	ipcxOnce sync.Once
+	ipcxPath string
+	ipcxErr  error
+)
+
+// putIPCX uploads testdata/ipcx (built static once) and returns its file id.
+func putIPCX(t *testing.T, e *Engine) string {
+	t.Helper()
+	ipcxOnce.Do(func() {
+		ipcxPath = filepath.Join(t.TempDir(), "ipcx")
+		cmd := exec.Command("go", "build", "-o", ipcxPath, "./testdata/ipcx")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			ipcxErr = fmt.Errorf("build ipcx: %v: %s", err, out)
+		}
+	})
+	if ipcxErr != nil {
+		t.Fatal(ipcxErr)
+	}
+	f, err := os.Open(ipcxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	up, err := e.PutFile(context.Background(), acct, f, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return up.UUID
 }
 
 // continuedOn returns the idle sandboxes on image that already served a
@@ -60,9 +96,9 @@ func eventTypes(t *testing.T, e *Engine, op string) []string {
 const (
 	step1 = "mkdir -p /d/sub; echo a > /d/sub/a; echo b > /d/b; echo keep > /k; echo gone > /g; " +
 		"mkdir /dir2file; echo x > /dir2file/x; echo y > /file2dir; ln -s /k /lnk; ln /d/b /d/b-link; rm /d/b-link; " +
-		"sleep 1000 & echo $SECRET > /root/env1; echo leak > /dev/shm/leak; ipcmk -M 4096 >/dev/null 2>&1; echo step1"
+		"sleep 1000 & echo $SECRET > /root/env1; echo leak > /dev/shm/leak; /ipcx make; echo step1"
 	step2 = "echo procs:$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'slee[p] 1000'); " +
-		"echo env:$SECRET; echo shm:$(ls /dev/shm); echo ipc:$(ipcs -m 2>/dev/null | grep -c '^0x'); " +
+		"echo env:$SECRET; echo shm:$(ls /dev/shm); echo ipc:$(/ipcx check); " +
 		"rm /g; mv /d/b /d/b2; chmod 700 /k; rm -rf /d/sub; mkdir /d/sub; echo new > /d/sub/n; " +
 		"rm -r /dir2file; echo f > /dir2file; rm /file2dir; mkdir /file2dir; echo z > /file2dir/z; " +
 		"echo more >> /k; rm /etc/hostname; rm /lnk; ln -s /d /lnk; touch -d '2001-02-03 04:05' /d/b2; echo step2"
@@ -78,14 +114,20 @@ func TestContinueMatchesCold(t *testing.T) {
 			cold, coldBase := newColdEngine(t, rt)
 			e, base := newWarmEngine(t, rt)
 			ctx := context.Background()
-			secret := func(r *apitypes.InstanceSpawnRequest) { r.Env = map[string]string{"SECRET": "s1"} }
+			first := func(e *Engine) runOpts {
+				f := putIPCX(t, e)
+				return func(r *apitypes.InstanceSpawnRequest) {
+					r.Env = map[string]string{"SECRET": "s1"}
+					r.Files = map[string]apitypes.FileSpec{"/ipcx": {UUID: f, Mode: 0o755}}
+				}
+			}
 
-			c1, _ := run(t, cold, coldBase, step1, secret)
+			c1, _ := run(t, cold, coldBase, step1, first(cold))
 			c2, cm := run(t, cold, c1.ResultImageUUID, step2)
 
 			run(t, e, base, "true", disposable)
 			waitIdle(t, e, base, 1)
-			w1, _ := run(t, e, base, step1, secret)
+			w1, _ := run(t, e, base, step1, first(e))
 			if n := continuedOn(e, w1.ResultImageUUID); n != 1 {
 				t.Fatalf("%d continued sandboxes on the step's image, want 1 (pool %+v)", n, e.WarmStats())
 			}
