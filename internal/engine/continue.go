@@ -32,9 +32,10 @@ import (
 //     from its own request. A sandbox the init reports otherwise, a run that
 //     was killed, failed or timed out, and one whose stdin did not drain are
 //     destroyed as before.
-//   - RLIMIT_FSIZE can only be lowered inside the sandbox: a continued run
-//     gets the lower of its own limit and the one the init already has
-//     (which a chain's steps normally share).
+//   - RLIMIT_FSIZE can only be lowered inside the sandbox: a run whose
+//     limit is higher than a continued sandbox's gets another sandbox
+//     (fits); should the limit grow between that check and the start, the
+//     run gets the sandbox's (warmFileSize).
 
 // maxContinuedUpper bounds the upper directory of a sandbox kept to
 // continue in.
@@ -76,6 +77,18 @@ func (e *Engine) bootToContinue(ctx context.Context, p *runPlan) *warmBox {
 		return nil
 	}
 	return wb
+}
+
+// fits reports whether continued sandbox wb can give p its file-size
+// limit: the init can lower its RLIMIT_FSIZE but not raise it (no
+// CAP_SYS_RESOURCE), so a run whose limit is higher than the one the
+// sandbox's last run had (its account's quota grew) gets another sandbox.
+func (e *Engine) fits(ctx context.Context, p *runPlan, wb *warmBox) bool {
+	if wb.fsize <= 0 {
+		return true
+	}
+	limit, _ := e.growthLimit(ctx, p)
+	return (&runPlan{limit: limit}).fileSize() <= wb.fsize
 }
 
 // stepLayer writes the layer of the step wb just ran (what changed in its

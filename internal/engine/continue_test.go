@@ -264,3 +264,21 @@ func readLayerFile(e *Engine, layer, rel string) (string, error) {
 	b.Write(buf[:n])
 	return b.String(), nil
 }
+
+// TestContinueFileSizeLimit: a sandbox whose last run had a lower
+// file-size limit cannot raise it, so a run with a higher one gets another
+// sandbox and may write what its own limit allows.
+func TestContinueFileSizeLimit(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	small := func(r *apitypes.InstanceSpawnRequest) {
+		r.ResourcesLimits = &apitypes.ResourcesLimits{MaxLayerBytes: ptr(int64(1 << 20))}
+	}
+	o, _ := run(t, e, base, "echo a > /a", small)
+	if continuedOn(e, o.ResultImageUUID) != 1 {
+		t.Fatal("step 1 not continued")
+	}
+	o, m := run(t, e, o.ResultImageUUID, "head -c 3000000 /dev/zero > /big; wc -c < /big")
+	if got := strings.TrimSpace(stdout(t, m)); got != "3000000" {
+		t.Errorf("a 3 MB write after a step limited to 1 MiB: wc says %s", got)
+	}
+}

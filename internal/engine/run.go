@@ -428,6 +428,10 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	// A warm sandbox, if one waits for this image and shape, replaces the
 	// mount and boot below; everything after is the same.
 	wb := e.takeWarm(ctx, keyOf(p, p.image.UUID))
+	if wb != nil && !e.fits(ctx, p, wb) {
+		e.destroyWarm(wb)
+		wb = nil
+	}
 	if wb == nil {
 		wb = e.bootToContinue(ctx, p) // a chain that starts cold goes on warm
 	}
