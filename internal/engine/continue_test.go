@@ -2,10 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,36 +24,13 @@ func newColdEngine(t testing.TB, rt string) (*Engine, string) {
 	return e, busybox(t, e)
 }
 
-var (
-	ipcxOnce sync.Once
-	ipcxPath string
-	ipcxErr  error
-)
-
-// putIPCX uploads testdata/ipcx (built static once) and returns its file id.
-func putIPCX(t *testing.T, e *Engine) string {
+// warmedEngine is newWarmEngine with a sandbox booted for the base image.
+func warmedEngine(t *testing.T, rt string) (*Engine, string) {
 	t.Helper()
-	ipcxOnce.Do(func() {
-		ipcxPath = filepath.Join(t.TempDir(), "ipcx")
-		cmd := exec.Command("go", "build", "-o", ipcxPath, "./testdata/ipcx")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			ipcxErr = fmt.Errorf("build ipcx: %v: %s", err, out)
-		}
-	})
-	if ipcxErr != nil {
-		t.Fatal(ipcxErr)
-	}
-	f, err := os.Open(ipcxPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	up, err := e.PutFile(context.Background(), acct, f, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return up.UUID
+	e, base := newWarmEngine(t, rt)
+	run(t, e, base, "true", disposable)
+	waitIdle(t, e, base, 1)
+	return e, base
 }
 
 // continuedOn returns the idle sandboxes on image that already served a
@@ -96,9 +69,9 @@ func eventTypes(t *testing.T, e *Engine, op string) []string {
 const (
 	step1 = "mkdir -p /d/sub; echo a > /d/sub/a; echo b > /d/b; echo keep > /k; echo gone > /g; " +
 		"mkdir /dir2file; echo x > /dir2file/x; echo y > /file2dir; ln -s /k /lnk; ln /d/b /d/b-link; rm /d/b-link; " +
-		"sleep 1000 & echo $SECRET > /root/env1; echo leak > /dev/shm/leak; /ipcx make; echo step1"
+		"sleep 1000 & echo $SECRET > /root/env1; echo leak > /dev/shm/leak; /probe ipcmake; echo step1"
 	step2 = "echo procs:$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'slee[p] 1000'); " +
-		"echo env:$SECRET; echo shm:$(ls /dev/shm); echo ipc:$(/ipcx check); " +
+		"echo env:$SECRET; echo shm:$(ls /dev/shm); echo ipc:$(/probe ipccount); " +
 		"rm /g; mv /d/b /d/b2; chmod 700 /k; rm -rf /d/sub; mkdir /d/sub; echo new > /d/sub/n; " +
 		"rm -r /dir2file; echo f > /dir2file; rm /file2dir; mkdir /file2dir; echo z > /file2dir/z; " +
 		"echo more >> /k; rm /etc/hostname; rm /lnk; ln -s /d /lnk; touch -d '2001-02-03 04:05' /d/b2; echo step2"
@@ -112,22 +85,14 @@ func TestContinueMatchesCold(t *testing.T) {
 		t.Run(rt, func(t *testing.T) {
 			t.Parallel()
 			cold, coldBase := newColdEngine(t, rt)
-			e, base := newWarmEngine(t, rt)
+			e, base := warmedEngine(t, rt)
 			ctx := context.Background()
-			first := func(e *Engine) runOpts {
-				f := putIPCX(t, e)
-				return func(r *apitypes.InstanceSpawnRequest) {
-					r.Env = map[string]string{"SECRET": "s1"}
-					r.Files = map[string]apitypes.FileSpec{"/ipcx": {UUID: f, Mode: 0o755}}
-				}
-			}
+			secret := func(r *apitypes.InstanceSpawnRequest) { r.Env = map[string]string{"SECRET": "s1"} }
 
-			c1, _ := run(t, cold, coldBase, step1, first(cold))
+			c1, _ := run(t, cold, coldBase, step1, secret, probe(t, cold))
 			c2, cm := run(t, cold, c1.ResultImageUUID, step2)
 
-			run(t, e, base, "true", disposable)
-			waitIdle(t, e, base, 1)
-			w1, _ := run(t, e, base, step1, first(e))
+			w1, _ := run(t, e, base, step1, secret, probe(t, e))
 			if n := continuedOn(e, w1.ResultImageUUID); n != 1 {
 				t.Fatalf("%d continued sandboxes on the step's image, want 1 (pool %+v)", n, e.WarmStats())
 			}
@@ -201,9 +166,7 @@ func TestContinueStartsCold(t *testing.T) {
 // TestContinueNotWithLinks: a step that leaves a file with two names does
 // not continue (see layers.Manifest.Linked).
 func TestContinueNotWithLinks(t *testing.T) {
-	e, base := newWarmEngine(t, "runsc")
-	run(t, e, base, "true", disposable)
-	waitIdle(t, e, base, 1)
+	e, base := warmedEngine(t, "runsc")
 	o, _ := run(t, e, base, "echo a > /k; ln /k /k2")
 	if n := continuedOn(e, o.ResultImageUUID); n != 0 {
 		t.Fatalf("%d continued sandboxes after a step that made a hard link", n)
@@ -217,9 +180,7 @@ func TestContinueNotWithLinks(t *testing.T) {
 // TestContinueBranch: two runs on one image get one continued and one
 // fresh sandbox, and each sees the image and only its own changes.
 func TestContinueBranch(t *testing.T) {
-	e, base := newWarmEngine(t, "runsc")
-	run(t, e, base, "true", disposable)
-	waitIdle(t, e, base, 1)
+	e, base := warmedEngine(t, "runsc")
 	o, _ := run(t, e, base, "echo env > /root/env; echo shared > /dev/shm/s")
 	img := o.ResultImageUUID
 	if continuedOn(e, img) != 1 {

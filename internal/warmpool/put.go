@@ -4,7 +4,8 @@ package warmpool
 // key k (the engine continues a sandbox in the image its run made), to the
 // idle sandboxes: the next Take of k gets it, and it is bounded, reaped
 // (Idle counted from now) and destroyed at Close like one the pool booted.
-// At the bound it evicts the oldest idle sandbox of another key; when
+// At the bound it evicts (destroys in the background) the oldest idle
+// sandbox of another key; when
 // there is none to evict, or the pool is closed, it reports false and the
 // caller keeps b (to destroy it).
 func (p *Pool[K, B]) Put(k K, b B) bool {
@@ -29,10 +30,12 @@ func (p *Pool[K, B]) Put(k K, b B) bool {
 	// Wake runs waiting for k: one is idle now.
 	close(p.changed)
 	p.changed = make(chan struct{})
-	p.mu.Unlock()
 	if evicted {
-		p.booter.Destroy(evict)
+		// Not on the caller's time: it is a run about to report its result.
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.booter.Destroy(evict) }()
 	}
+	p.mu.Unlock()
 	return true
 }
 
