@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,6 +30,7 @@ type Agent struct {
 	w        *frameWriter
 	phase    phase
 	exited   bool          // the last command's exit was reported
+	pid      atomic.Int32  // the running command's pid in the sandbox, for Signal; 0: none
 	fed      chan struct{} // closed when the last command's stdin feed ended
 }
 
@@ -236,6 +238,7 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 				a.phase = phaseDone
 				return Exit{}, time.Since(begin), protoErr("pid %d", pid)
 			}
+			a.pid.Store(int32(pid))
 			a.fed = make(chan struct{})
 			go a.feed(own(stdin), a.fed)
 			if onStart != nil {
@@ -303,5 +306,10 @@ func (a *Agent) Signal(sig syscall.Signal) error {
 	if sig <= 0 || sig > 64 {
 		return fmt.Errorf("signal %d out of range", sig)
 	}
-	return a.w.write(frameSignal, []byte{byte(sig)})
+	// The frame names the command it is for: a signal that arrives after
+	// its command exited and the sandbox went on to the next one (see
+	// Continue) is dropped by the init, not delivered to that next command.
+	b := []byte{byte(sig), 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[1:], uint32(a.pid.Load()))
+	return a.w.write(frameSignal, b)
 }

@@ -22,5 +22,6 @@ func (a *Agent) Continue(wait time.Duration) bool {
 		}
 	}
 	a.phase, a.exited, a.fed = phaseIdle, false, nil
+	a.pid.Store(0)
 	return true
 }

@@ -2,6 +2,7 @@ package initproc
 
 import (
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -50,5 +51,38 @@ func TestServeOneCommandUnlessPID1(t *testing.T) {
 	_, _, err := a.Run(Request{Args: []string{"/bin/sh", "-c", "true"}}, strings.NewReader(""), nil, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "cannot run another command") {
 		t.Fatalf("second command in a non-PID-1 init: %v", err)
+	}
+}
+
+// TestSignalNamesItsCommand: the init drops a signal frame that names
+// another command's pid (one that exited before the sandbox went on), so a
+// late signal never reaches the next command.
+func TestSignalNamesItsCommand(t *testing.T) {
+	a, _ := startServer(t)
+	started := make(chan struct{})
+	type ran struct {
+		x   Exit
+		err error
+	}
+	done := make(chan ran, 1)
+	go func() {
+		x, _, err := a.Run(Request{Args: []string{"/bin/sh", "-c", "exec sleep 100"}}, strings.NewReader(""), nil, nil, func(int) { close(started) })
+		done <- ran{x, err}
+	}()
+	<-started
+	// A SIGKILL for a pid that is not the command's, then a SIGTERM for it:
+	// frames are handled in order, so a delivered SIGKILL would win.
+	if err := a.w.write(frameSignal, []byte{byte(syscall.SIGKILL), 0, 0, 0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.x.Signal != int(syscall.SIGTERM) {
+		t.Fatalf("command ended %+v (%v), want killed by SIGTERM alone", r.x, r.err)
+	}
+	if !a.Continue(5*time.Second) || a.pid.Load() != 0 {
+		t.Fatal("after Continue the agent still names the old command")
 	}
 }

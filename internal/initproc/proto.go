@@ -20,7 +20,8 @@ import (
 //	'Q' its end                                     → 'p' reply
 //	'R' JSON Request: start the command             → 's' pid or 'e' error
 //	'I' stdin bytes, 'i' end of stdin
-//	'S' one byte: a signal for the command
+//	'S' a signal for the command: its number (one byte), then the
+//	    command's pid (big-endian uint32), so it reaches no later command
 //
 // Init → engine: 'p' place result (empty: done, else the error), 's' the
 // command's pid (4 bytes), 'e' why it could not start, 'O'/'E' stdout and

@@ -164,7 +164,9 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 				stdinQ = nil
 			}
 		case frameSignal:
-			if pid > 0 && len(p) == 1 {
+			// Only for the command it names: a late one for an earlier
+			// command must not reach the next.
+			if pid > 0 && len(p) == 5 && int(binary.BigEndian.Uint32(p[1:])) == pid {
 				_ = syscall.Kill(pid, syscall.Signal(p[0]))
 			}
 		}
