@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -86,7 +88,7 @@ func (m Manifest) Bytes(perInode int64) int64 {
 // gone. A nil prev means nothing of upper was committed yet: the layer is
 // a copy of upper. It returns upper's manifest now and how many entries
 // the layer holds (0: nothing changed). Nothing may write to upper
-// meanwhile.
+// meanwhile. A change is seen by its ctime (see settle).
 func DiffUpper(upper string, prev Manifest, dst string) (Manifest, int, error) {
 	d := &differ{upper: upper, dst: dst, prev: prev, now: Manifest{}, made: map[string]bool{"": true}, links: map[uint64]string{}}
 	err := filepath.WalkDir(upper, func(p string, _ fs.DirEntry, err error) error {
@@ -157,7 +159,68 @@ func DiffUpper(upper string, prev Manifest, dst string) (Manifest, int, error) {
 			return nil, 0, &os.PathError{Op: "utimensat", Path: rel, Err: err}
 		}
 	}
+	settle(filepath.Dir(dst), d.now)
 	return d.now, d.n, nil
+}
+
+// settle makes sure that any later change to an entry of m changes its
+// ctime, which the next DiffUpper compares. Where a filesystem stamps
+// changes with the kernel's coarse clock (before Linux 6.13's multigrain
+// timestamps, as on Debian 12's 6.1), a change in the same clock tick as
+// the last one would keep the ctime the manifest holds; so there it waits
+// until the coarse clock has passed the newest ctime in m, at most a tick.
+// dir is a directory on the upper directory's filesystem to probe it in.
+func settle(dir string, m Manifest) {
+	if fineCtimes(dir) {
+		return // a change after a stat always gets a later ctime
+	}
+	var newest int64
+	for _, s := range m {
+		newest = max(newest, s.ctime.Nano())
+	}
+	for {
+		var now unix.Timespec
+		if unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &now) != nil || now.Nano() > newest {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+var (
+	fineOnce sync.Once
+	fine     bool
+)
+
+// fineCtimes is probeFineCtimes; a test replaces it.
+var fineCtimes = probeFineCtimes
+
+// probeFineCtimes reports whether the filesystem of dir gives a change made
+// right after a stat a later ctime than the stat saw (multigrain
+// timestamps). Probed once, on a scratch file in dir.
+func probeFineCtimes(dir string) bool {
+	fineOnce.Do(func() {
+		f, err := os.CreateTemp(dir, "ctime-probe-*")
+		if err != nil {
+			return
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		for range 5 { // on a coarse clock, all five straddling a tick is unlikely
+			var a, b unix.Stat_t
+			if _, err := f.Write([]byte{1}); err != nil || unix.Fstat(int(f.Fd()), &a) != nil {
+				return
+			}
+			if _, err := f.Write([]byte{2}); err != nil || unix.Fstat(int(f.Fd()), &b) != nil {
+				return
+			}
+			if a.Ctim == b.Ctim {
+				return
+			}
+		}
+		fine = true
+	})
+	return fine
 }
 
 type differ struct {

@@ -120,3 +120,23 @@ func rand8(t *testing.T) string {
 	os.Remove(d)
 	return filepath.Base(d)
 }
+
+// TestSettleCoarseClock: where ctimes come from the coarse clock, DiffUpper
+// returns only once that clock has passed every ctime it recorded, so a
+// change right after it cannot carry a ctime the manifest already holds.
+func TestSettleCoarseClock(t *testing.T) {
+	defer func(f func(string) bool) { fineCtimes = f }(fineCtimes)
+	fineCtimes = func(string) bool { return false }
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &now); err != nil {
+		t.Fatal(err)
+	}
+	settle(t.TempDir(), Manifest{"f": {ctime: now}})
+	var after unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME_COARSE, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.Nano() <= now.Nano() {
+		t.Fatalf("settle returned in the tick of the newest ctime (%d ≤ %d)", after.Nano(), now.Nano())
+	}
+}
