@@ -28,10 +28,11 @@ import (
 //   - nothing else survives a step: the init kills and reaps every process,
 //     empties /dev/shm and /dev/mqueue, removes System V IPC objects, and
 //     checks that it is alone and /dev is as at boot (initproc's
-//     continue.go); each command gets its environment, cwd, user and limits
-//     from its own request. A sandbox the init reports otherwise, a run that
-//     was killed, failed or timed out, and one whose stdin did not drain are
-//     destroyed as before.
+//     continue.go; after the exit is reported, so the result does not wait);
+//     each command gets its environment, cwd, user and limits from its own
+//     request. A sandbox the init reports otherwise, a run that was killed,
+//     failed or timed out, and one whose stdin did not drain are destroyed
+//     as before.
 //   - RLIMIT_FSIZE can only be lowered inside the sandbox: a run whose
 //     limit is higher than a continued sandbox's gets another sandbox
 //     (fits); should the limit grow between that check and the start, the
@@ -41,7 +42,8 @@ import (
 // continue in.
 const maxContinuedUpper = 1 << 30
 
-// continueWait bounds the wait for a finished run's stdin feed to end.
+// continueWait bounds the wait for a finished run's stdin feed to end and
+// for its init to report the sandbox fresh.
 const continueWait = time.Second
 
 // continuable reports whether p's warm sandbox may serve another run after
@@ -51,11 +53,11 @@ func (e *Engine) continuable(ctx context.Context, p *runPlan, res runtime.Result
 	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact {
 		return false
 	}
-	if wb.stale != "" {
-		e.log.Info("warm sandbox not continued", "operation", p.op, "why", wb.stale)
+	if err := wb.agent.Continue(continueWait); err != nil {
+		e.log.Info("warm sandbox not continued", "operation", p.op, "why", err)
 		return false
 	}
-	return wb.agent.Continue(continueWait)
+	return true
 }
 
 // bootToContinue boots, for a non-disposable run that found no warm

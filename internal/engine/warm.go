@@ -55,13 +55,12 @@ type warmBox struct {
 	ids                             *runtime.IDMap  // its user namespace (runc, crun)
 
 	// Continuing (continue.go): upper's state as last committed (nil: not
-	// yet), what it held then, how many steps it served, the RLIMIT_FSIZE
-	// its init holds (0: none yet) and why its init says it cannot go on.
+	// yet), what it held then, how many steps it served and the
+	// RLIMIT_FSIZE its init holds (0: none yet).
 	committed layers.Manifest
 	base      int64
 	steps     int
 	fsize     int64
-	stale     string
 }
 
 // warmPool is the engine's pool: its policy (quiet time, boot waits,
@@ -299,7 +298,6 @@ func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 	res := runtime.Result{Signal: -1, Started: time.Now()}
 	x, dur, err := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: p.warmFileSize(spec.FileSizeLimit)},
 		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
-	p.warm.stale = x.Stale
 	close(done)
 	res = exitResult(res, x, dur, err)
 	res.Killed = <-killed

@@ -38,11 +38,12 @@ type Agent struct {
 type phase uint8
 
 const (
-	phaseIdle     phase = iota // nothing asked: the init must be silent
-	phasePlacing               // files sent: only 'p'
-	phaseStarting              // command sent: 's' or 'e'
-	phaseRunning               // command started: 'O', 'E' or 'x'
-	phaseDone                  // answered, exited or broken: nothing more
+	phaseIdle       phase = iota // nothing asked: the init must be silent
+	phasePlacing                 // files sent: only 'p'
+	phaseStarting                // command sent: 's' or 'e'
+	phaseRunning                 // command started: 'O', 'E' or 'x'
+	phaseDone                    // answered, exited or broken: nothing more
+	phaseFreshening              // exited, and Continue waits: only 'f'
 )
 
 // ProtocolError means the sandbox sent something arbor's init never
@@ -77,6 +78,7 @@ var initFrames = map[byte]frameRule{
 	frameStdout:  {phaseRunning, 1, outChunk, phaseRunning},
 	frameStderr:  {phaseRunning, 1, outChunk, phaseRunning},
 	frameExit:    {phaseRunning, 2, maxExitJSON, phaseDone},
+	frameFresh:   {phaseFreshening, 0, maxMessage, phaseIdle},
 }
 
 // next reads the init's next frame and checks it against the current

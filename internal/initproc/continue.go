@@ -17,9 +17,10 @@ import (
 // command as for the first: after each command exits and everything it
 // left is killed and reaped, the init empties /dev/shm and /dev/mqueue,
 // removes System V IPC objects, and checks that no process but itself is
-// left and that /dev is as it was at boot. What it cannot put back it
-// reports in [Exit.Stale], and the engine then destroys the sandbox
-// instead of continuing in it.
+// left and that /dev is as it was at boot. It does this after it has
+// reported the exit (the result does not wait for it) and then says what
+// it could not put back, if anything (frame 'f'); the engine then destroys
+// the sandbox instead of continuing in it.
 
 // devState is /dev's top level at boot: name → mode and device number.
 type devState map[string][2]uint64

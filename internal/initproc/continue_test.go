@@ -7,50 +7,66 @@ import (
 	"time"
 )
 
-// TestAgentContinue: after a reported exit, Continue readies the agent for
-// the next command; after anything else (a start error, a protocol error)
-// it refuses, and so does an agent not yet used.
+// TestAgentContinue: after a reported exit and the init's word that the
+// sandbox is fresh, Continue readies the agent for the next command; after
+// anything else (a start error, a protocol error, an init that could not
+// make the sandbox fresh) it refuses, and so does an agent not yet used.
 func TestAgentContinue(t *testing.T) {
-	if fakeAgent("").Continue(time.Second) {
+	if fakeAgent("").Continue(time.Second) == nil {
 		t.Fatal("an unused agent continued")
 	}
-	a := fakeAgent(frame(frameStarted, pid7) + frame(frameExit, `{"code":0}`) + frame(frameStarted, pid7) + frame(frameExit, `{"code":0,"stale":"/dev changed"}`))
+	exit0, fresh := frame(frameExit, `{"code":0}`), frame(frameFresh, "")
+	a := fakeAgent(frame(frameStarted, pid7) + exit0 + fresh + frame(frameStarted, pid7) + exit0 + frame(frameFresh, "/dev changed"))
 	for i := range 2 {
-		x, _, err := a.Run(Request{Args: []string{"x"}}, nil, nil, nil, nil)
-		if err != nil {
+		if _, _, err := a.Run(Request{Args: []string{"x"}}, nil, nil, nil, nil); err != nil {
 			t.Fatalf("run %d: %v", i, err)
 		}
-		if i == 1 && x.Stale != "/dev changed" {
-			t.Errorf("stale report lost: %+v", x)
-		}
-		if !a.Continue(time.Second) {
-			t.Fatalf("run %d: no continuing after a reported exit", i)
+		err := a.Continue(time.Second)
+		switch {
+		case i == 0 && err != nil:
+			t.Fatalf("no continuing after a reported exit and a fresh sandbox: %v", err)
+		case i == 0 && a.pid.Load() != 0:
+			t.Fatal("after Continue the agent still names the old command")
+		case i == 1 && (err == nil || !strings.Contains(err.Error(), "/dev changed")):
+			t.Fatalf("continued after the init said the sandbox is not fresh: %v", err)
 		}
 	}
-	for _, script := range []string{frame(frameError, "nope"), frame(frameStarted, pid7) + frame(frameStarted, pid7)} {
+	for _, script := range []string{
+		frame(frameError, "nope"),
+		frame(frameStarted, pid7) + frame(frameStarted, pid7),
+		frame(frameStarted, pid7) + frame(frameFresh, ""), // 'f' before the exit
+	} {
 		a := fakeAgent(script)
 		if _, _, err := a.Run(Request{Args: []string{"x"}}, nil, nil, nil, nil); err == nil {
 			t.Fatal("bad script accepted")
 		}
-		if a.Continue(time.Second) {
+		if a.Continue(time.Second) == nil {
 			t.Errorf("continued after %q", script)
 		}
+	}
+	// A forged second 'f', or output after it, is a protocol error.
+	a = fakeAgent(frame(frameStarted, pid7) + exit0 + fresh + fresh)
+	if _, _, err := a.Run(Request{Args: []string{"x"}}, nil, nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Continue(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Run(Request{Args: []string{"x"}}, nil, nil, nil, nil); !IsProtocolError(err) {
+		t.Fatalf("'f' while starting: %v, want a protocol error", err)
 	}
 }
 
 // TestServeOneCommandUnlessPID1: an init that is not PID 1 cannot kill
-// what a command leaves behind, so it refuses a second command.
+// what a command leaves behind, so it says the sandbox is not fresh and
+// refuses a second command.
 func TestServeOneCommandUnlessPID1(t *testing.T) {
 	a, _ := startServer(t)
 	if _, _, err := a.Run(Request{Args: []string{"/bin/sh", "-c", "true"}}, strings.NewReader(""), nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if !a.Continue(5 * time.Second) {
-		t.Fatal("agent not ready after a clean exit")
-	}
-	_, _, err := a.Run(Request{Args: []string{"/bin/sh", "-c", "true"}}, strings.NewReader(""), nil, nil, nil)
-	if err == nil || !strings.Contains(err.Error(), "cannot run another command") {
-		t.Fatalf("second command in a non-PID-1 init: %v", err)
+	if err := a.Continue(5 * time.Second); err == nil || !strings.Contains(err.Error(), "not PID 1") {
+		t.Fatalf("Continue with an init that is not PID 1: %v", err)
 	}
 }
 
@@ -81,8 +97,5 @@ func TestSignalNamesItsCommand(t *testing.T) {
 	r := <-done
 	if r.err != nil || r.x.Signal != int(syscall.SIGTERM) {
 		t.Fatalf("command ended %+v (%v), want killed by SIGTERM alone", r.x, r.err)
-	}
-	if !a.Continue(5*time.Second) || a.pid.Load() != 0 {
-		t.Fatal("after Continue the agent still names the old command")
 	}
 }

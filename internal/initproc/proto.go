@@ -25,7 +25,9 @@ import (
 //
 // Init → engine: 'p' place result (empty: done, else the error), 's' the
 // command's pid (4 bytes), 'e' why it could not start, 'O'/'E' stdout and
-// stderr bytes, 'x' JSON Exit once the command has exited.
+// stderr bytes, 'x' JSON Exit once the command has exited, then (unless
+// the init exits after its command) 'f' once the sandbox is fresh for the
+// next command: empty, or what could not be made fresh (continue.go).
 const (
 	framePlace    = 'P'
 	framePlaceEnd = 'Q'
@@ -40,6 +42,7 @@ const (
 	frameStdout  = 'O'
 	frameStderr  = 'E'
 	frameExit    = 'x'
+	frameFresh   = 'f'
 )
 
 // maxFrame bounds a frame's payload in either direction.
@@ -71,10 +74,6 @@ type Exit struct {
 	Code   int            `json:"code"`
 	Signal int            `json:"signal,omitempty"`
 	Rusage syscall.Rusage `json:"rusage"`
-	// Stale, from an init that may run another command, says what of the
-	// sandbox's state outside its image it could not make fresh again
-	// (see continue.go); "" when it did.
-	Stale string `json:"stale,omitempty"`
 }
 
 // exitOf converts a wait status.

@@ -83,9 +83,6 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 					// it all, so nothing writes after the exit is reported.
 					_ = syscall.Kill(-1, syscall.SIGKILL)
 					reapAll()
-					if !exitAfterRun {
-						x.Stale = freshen(boot)
-					}
 					exited <- x
 					return
 				}
@@ -148,11 +145,19 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 				x := <-exited
 				done()
 				js, _ := json.Marshal(x)
-				busy.Store(false) // before the report: the next request may follow it at once
 				_ = fw.write(frameExit, js)
 				if exitAfterRun {
 					os.Exit(0) // everything else is dead already (see reap)
 				}
+				// After the exit report, so the result does not wait for
+				// it: make the sandbox fresh for a next command (see
+				// continue.go), or say why it is not.
+				stale := "the init is not PID 1: it cannot clean up after a command"
+				if pid1 {
+					stale = freshen(boot)
+				}
+				busy.Store(false) // before the report: the next request may follow it at once
+				_ = fw.write(frameFresh, []byte(stale))
 			}()
 		case frameStdin:
 			if stdinQ != nil {
