@@ -23,10 +23,11 @@ const (
 	SectionChain        = "chain"
 	SectionInspect      = "inspect"
 	SectionStorage      = "storage"
+	SectionContinue     = "continue"
 )
 
 // AllSections lists every section, in report order.
-var AllSections = []string{SectionTimeToResult, SectionFanOut, SectionCommit, SectionChain, SectionInspect, SectionStorage}
+var AllSections = []string{SectionTimeToResult, SectionFanOut, SectionCommit, SectionChain, SectionInspect, SectionStorage, SectionContinue}
 
 // Options configures [Run]. Zero values take the defaults noted; Quick
 // changes several of them into a smoke that takes one to two minutes.
@@ -293,7 +294,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 			err = serr
 		}
 	}()
-	needWarm := b.o.has(SectionTimeToResult) || b.o.has(SectionFanOut)
+	needWarm := b.o.has(SectionTimeToResult) || b.o.has(SectionFanOut) || b.o.has(SectionContinue)
 	if needWarm && !b.o.NoWarm {
 		if b.warm, err = b.startDaemon(ctx, "warm", true); err != nil {
 			return err
@@ -349,6 +350,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	}{
 		{SectionTimeToResult, b.timeToResult},
 		{SectionFanOut, b.fanOut},
+		{SectionContinue, b.continueChain},
 		{SectionStorage, b.storage},
 		{SectionCommit, b.commit},
 		{SectionChain, b.deepChain},

@@ -38,7 +38,7 @@ func TestQuick(t *testing.T) {
 	t.Logf("quick bench took %v\n%s", time.Since(start).Round(time.Second), out.String())
 
 	checkReport(t, r, true)
-	for _, want := range []string{"1. Time to result", "2. Fan-out", "3. Commit", "4. Deep chains", "5. Inspect", "6. Storage", "Targets"} {
+	for _, want := range []string{"1. Time to result", "2. Fan-out", "3. Commit", "4. Deep chains", "5. Inspect", "6. Storage", "7. Agent loop", "Targets"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}
@@ -133,6 +133,17 @@ func checkReport(t *testing.T, r bench.Report, warm bool) {
 			pos(x.Runtime+" warm ratio", x.Warm.DisposableRatio)
 			pos(x.Runtime+" warm CPU", x.Warm.DisposableCPU.ChildrenMs)
 		}
+	}
+
+	if warm && len(r.Continue) != len(rts) {
+		t.Errorf("Continue has %d runtimes, want %d", len(r.Continue), len(rts))
+	}
+	for _, c := range r.Continue {
+		dist(c.Runtime+" continue raw", c.RawShell)
+		dist(c.Runtime+" continue paused", c.Paused)
+		dist(c.Runtime+" continue straight", c.Straight)
+		pos(c.Runtime+" continue paused ratio", c.PausedRatio)
+		pos(c.Runtime+" continue straight ratio", c.StraightRatio)
 	}
 
 	widths := 2 // quick: 1 and 4 with the pool off

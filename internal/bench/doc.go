@@ -19,7 +19,9 @@
 //  3. commit cost: a one-file change on a small and on a 1 GiB image;
 //  4. deep chains: step latency at growing chain depths;
 //  5. inspect: list, read and grep latency on a deep image;
-//  6. storage: bytes stored per snapshot of a k-byte change.
+//  6. storage: bytes stored per snapshot of a k-byte change;
+//  7. agent loop ("continue"): chained non-disposable steps on the warm
+//     daemon, with a 1 s pause and straight back, against a raw run.
 //
 // Every comparison is a ratio within the same run, so a busy or slow machine
 // moves both sides. The targets of the benchmark issue are printed next to

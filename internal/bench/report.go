@@ -22,6 +22,7 @@ type Report struct {
 	DeepChain    *ChainSection   `json:"deep_chain,omitempty"`
 	Inspect      *InspectSection `json:"inspect,omitempty"`
 	Storage      []Storage       `json:"storage"`
+	Continue     []ContinueChain `json:"continue,omitempty"`
 
 	// Targets compares the ratios above with the goals of the benchmark
 	// issue. Missing a target is a finding, not a failure.

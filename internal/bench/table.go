@@ -90,6 +90,9 @@ func targets(r *Report) []Target {
 			out = append(out, check(t))
 		}
 	}
+	for _, t := range continueTargets(r) {
+		out = append(out, check(t))
+	}
 	return out
 }
 
@@ -254,6 +257,7 @@ func WriteTable(w io.Writer, r Report) error {
 		}
 		table(rows)
 	}
+	writeContinue(p, table, r)
 	if len(r.Targets) > 0 {
 		p("\nTargets (goals of the benchmark issue; not pass/fail)")
 		rows := [][]string{{"target", "runtime", "measured", "goal", "status", "note"}}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
+	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/overlay"
@@ -434,14 +435,25 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	var wb *warmBox
 	if p.restore == nil { // a fork's sandbox is restored, not booted
 		wb = e.takeWarm(ctx, keyOf(p, p.image.UUID))
+		if wb != nil && !e.fits(ctx, p, wb) {
+			e.destroyWarm(wb)
+			wb = nil
+		}
+		if wb == nil {
+			wb = e.bootToContinue(ctx, p) // a chain that starts cold goes on warm
+		}
 	}
 	// The image is in use: keep one ready for its next run. Asked for now,
 	// booted once the machine is quiet, after the image this run makes.
 	e.warmUp(keyOf(p, p.image.UUID), 1)
 	var dir, upper, merged, bundle string
 	var mounted bool
+	kept := false // wb went back to the pool to continue (continue.go)
 	if wb != nil {
 		defer func() {
+			if kept {
+				return
+			}
 			wb.agent.Close()
 			if wb.net != nil {
 				e.nets.Release(wb.net)
@@ -473,7 +485,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 		p.ids = ids
 		mounted = true
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if !kept {
+			os.RemoveAll(dir)
+		}
+	}()
 	unmount := func() {
 		if mounted {
 			if wb != nil {
@@ -488,7 +504,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 			mounted = false
 		}
 	}
-	defer unmount()
+	defer func() {
+		if !kept {
+			unmount()
+		}
+	}()
 
 	if wb == nil {
 		// A warm sandbox had this done before its boot.
@@ -520,12 +540,27 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	}
 
 	res, runErr := e.runProcess(ctx, p, merged, bundle, upper, rs)
-	if !p.meta.Disposable {
+	// A warm sandbox may go on into the next step (continue.go): its
+	// processes are gone, so its upper dir is quiet while it stays up, and
+	// the step's layer is what changed in it since its last commit.
+	cont := e.continuable(ctx, p, res, runErr)
+	layerDir, entries := upper, 0
+	var now layers.Manifest
+	if cont {
+		var err error
+		if layerDir, now, entries, err = e.stepLayer(wb); err != nil {
+			e.log.Warn("diff a continued sandbox's upper dir", "operation", p.op, "err", err)
+			cont, layerDir = false, upper
+		} else {
+			defer os.RemoveAll(layerDir) // committed: moved into the store
+		}
+	}
+	if !p.meta.Disposable && !cont {
 		unmount() // the upper dir must be quiet before it is committed
 	}
 	var grown treeUsage
 	if runErr == nil && ctx.Err() == nil {
-		grown, runErr = e.checkGrowth(ctx, p, upper)
+		grown, runErr = e.checkGrowth(ctx, p, layerDir)
 	}
 	if runErr == nil && ctx.Err() == nil && !p.meta.Disposable {
 		// The disk filled between two looks of the watcher: the run's
@@ -552,6 +587,9 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	// Commit: an unchanged filesystem keeps the input image (ConTree's
 	// rule), unless the run saves an environment the input does not give.
 	empty, err := dirEmpty(upper)
+	if cont {
+		empty, err = entries == 0, nil
+	}
 	if err != nil {
 		rs.fail(ctx, err)
 		return
@@ -563,6 +601,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	}
 	if empty && (!p.meta.PreserveEnv || maps.Equal(p.env, p.inherited)) {
 		rs.resultIm = p.image.UUID
+		kept = cont && e.keepBox(p, wb, p.image.UUID, now)
 		return
 	}
 	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
@@ -573,7 +612,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 		r.resultIm = image
 		return r.outcome(p)
 	})
-	if err := e.commitLayer(ctx, upper, im); err != nil {
+	// A continued sandbox is in the pool before the commit makes the image
+	// visible: a client that comes straight back finds it there.
+	kept = cont && e.keepBox(p, wb, im.UUID, now)
+	if err := e.commitLayer(ctx, layerDir, im); err != nil {
+		kept = kept && !e.withdrawBox(wb)
 		rs.fail(ctx, fmt.Errorf("commit: %w", err))
 		return
 	}
@@ -875,7 +918,7 @@ func (e *Engine) watchGrowth(ctx context.Context, cancel context.CancelCauseFunc
 	p.limit, _ = e.growthLimit(ctx, p) // for fileSize; the checks ask again, for which limit it is
 	a := e.activeOf(p.op)
 	return pollGrowth(ctx, func() bool {
-		n := dirBytes(upper)
+		n := max(0, dirBytes(upper)-p.growthBase())
 		if a != nil && !p.meta.Disposable {
 			a.growth.Store(n) // on its way to the account's storage
 		}

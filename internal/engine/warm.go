@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/internal/initproc"
+	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/runtime"
@@ -52,6 +53,14 @@ type warmBox struct {
 	agent                           *initproc.Agent // talks to the serving init
 	net                             *netns.Net      // its network, if key.network
 	ids                             *runtime.IDMap  // its user namespace (runc, crun)
+
+	// Continuing (continue.go): upper's state as last committed (nil: not
+	// yet), what it held then, how many steps it served and the
+	// RLIMIT_FSIZE its init holds (0: none yet).
+	committed layers.Manifest
+	base      int64
+	steps     int
+	fsize     int64
 }
 
 // warmPool is the engine's pool: its policy (quiet time, boot waits,
@@ -287,7 +296,7 @@ func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 		}
 	}()
 	res := runtime.Result{Signal: -1, Started: time.Now()}
-	x, dur, err := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: spec.FileSizeLimit},
+	x, dur, err := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: p.warmFileSize(spec.FileSizeLimit)},
 		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
 	close(done)
 	res = exitResult(res, x, dur, err)

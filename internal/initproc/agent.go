@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,17 +29,21 @@ type Agent struct {
 	r        io.Reader // fromInit, or a test's bytes
 	w        *frameWriter
 	phase    phase
+	exited   bool          // the last command's exit was reported
+	pid      atomic.Int32  // the running command's pid in the sandbox, for Signal; 0: none
+	fed      chan struct{} // closed when the last command's stdin feed ended
 }
 
 // phase is where the conversation with the init stands.
 type phase uint8
 
 const (
-	phaseIdle     phase = iota // nothing asked: the init must be silent
-	phasePlacing               // files sent: only 'p'
-	phaseStarting              // command sent: 's' or 'e'
-	phaseRunning               // command started: 'O', 'E' or 'x'
-	phaseDone                  // answered, exited or broken: nothing more
+	phaseIdle       phase = iota // nothing asked: the init must be silent
+	phasePlacing                 // files sent: only 'p'
+	phaseStarting                // command sent: 's' or 'e'
+	phaseRunning                 // command started: 'O', 'E' or 'x'
+	phaseDone                    // answered, exited or broken: nothing more
+	phaseFreshening              // exited, and Continue waits: only 'f'
 )
 
 // ProtocolError means the sandbox sent something arbor's init never
@@ -73,6 +78,7 @@ var initFrames = map[byte]frameRule{
 	frameStdout:  {phaseRunning, 1, outChunk, phaseRunning},
 	frameStderr:  {phaseRunning, 1, outChunk, phaseRunning},
 	frameExit:    {phaseRunning, 2, maxExitJSON, phaseDone},
+	frameFresh:   {phaseFreshening, 0, maxMessage, phaseIdle},
 }
 
 // next reads the init's next frame and checks it against the current
@@ -216,6 +222,7 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 		return Exit{}, 0, err
 	}
 	begin := time.Now()
+	a.exited = false
 	if err := a.w.write(frameRun, js); err != nil {
 		a.phase = phaseDone
 		return Exit{}, 0, fmt.Errorf("starting the command: %w", errSandboxGone)
@@ -233,7 +240,9 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 				a.phase = phaseDone
 				return Exit{}, time.Since(begin), protoErr("pid %d", pid)
 			}
-			go a.feed(own(stdin))
+			a.pid.Store(int32(pid))
+			a.fed = make(chan struct{})
+			go a.feed(own(stdin), a.fed)
 			if onStart != nil {
 				onStart(int(pid))
 			}
@@ -241,6 +250,7 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 			return Exit{}, 0, fmt.Errorf("%s", p)
 		default:
 			if x, done, err := output(typ, p, stdout, stderr); done {
+				a.exited = err == nil
 				return x, time.Since(begin), err
 			}
 		}
@@ -282,7 +292,8 @@ func own(stdin io.Reader) io.Reader {
 }
 
 // feed copies stdin to the command until it ends or the sandbox goes.
-func (a *Agent) feed(stdin io.Reader) {
+func (a *Agent) feed(stdin io.Reader, fed chan<- struct{}) {
+	defer close(fed)
 	if f, ok := stdin.(*os.File); ok {
 		defer f.Close()
 	}
@@ -308,5 +319,10 @@ func (a *Agent) Signal(sig syscall.Signal) error {
 	if sig <= 0 || sig > 64 {
 		return fmt.Errorf("signal %d out of range", sig)
 	}
-	return a.w.write(frameSignal, []byte{byte(sig)})
+	// The frame names the command it is for: a signal that arrives after
+	// its command exited and the sandbox went on to the next one (see
+	// Continue) is dropped by the init, not delivered to that next command.
+	b := []byte{byte(sig), 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[1:], uint32(a.pid.Load()))
+	return a.w.write(frameSignal, b)
 }

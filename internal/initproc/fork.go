@@ -47,7 +47,8 @@ func (a *Agent) Attach(stdin io.Reader, stdout, stderr io.Writer, onStart func()
 	}
 	begin := time.Now()
 	a.phase = phaseRunning
-	go a.feed(own(stdin))
+	a.fed = make(chan struct{})
+	go a.feed(own(stdin), a.fed)
 	if onStart != nil {
 		onStart()
 	}
@@ -57,6 +58,7 @@ func (a *Agent) Attach(stdin io.Reader, stdout, stderr io.Writer, onStart func()
 			return Exit{}, time.Since(begin), err
 		}
 		if x, done, err := output(typ, p, stdout, stderr); done { // phaseRunning admits only output and exit
+			a.exited = err == nil
 			return x, time.Since(begin), err
 		}
 	}

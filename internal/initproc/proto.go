@@ -20,11 +20,14 @@ import (
 //	'Q' its end                                     → 'p' reply
 //	'R' JSON Request: start the command             → 's' pid or 'e' error
 //	'I' stdin bytes, 'i' end of stdin
-//	'S' one byte: a signal for the command
+//	'S' a signal for the command: its number (one byte), then the
+//	    command's pid (big-endian uint32), so it reaches no later command
 //
 // Init → engine: 'p' place result (empty: done, else the error), 's' the
 // command's pid (4 bytes), 'e' why it could not start, 'O'/'E' stdout and
-// stderr bytes, 'x' JSON Exit once the command has exited.
+// stderr bytes, 'x' JSON Exit once the command has exited, then (unless
+// the init exits after its command) 'f' once the sandbox is fresh for the
+// next command: empty, or what could not be made fresh (continue.go).
 const (
 	framePlace    = 'P'
 	framePlaceEnd = 'Q'
@@ -39,6 +42,7 @@ const (
 	frameStdout  = 'O'
 	frameStderr  = 'E'
 	frameExit    = 'x'
+	frameFresh   = 'f'
 )
 
 // maxFrame bounds a frame's payload in either direction.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,8 +30,9 @@ const holderGrace = 20 * time.Millisecond
 // whole output that way).
 const drainBound = 10 * time.Second
 
-// serve runs one command for the engine (see proto.go), then exits if
-// exitAfterRun, else reaps orphans like pause until the sandbox is killed.
+// serve runs a command for the engine (see proto.go), then exits if
+// exitAfterRun, else reaps orphans like pause until the sandbox is killed
+// or, as PID 1, runs the next command it is sent (see continue.go).
 func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 	// Not dumpable: /proc/<this pid>/fd, mem and environ need
 	// CAP_SYS_PTRACE, which no command gets, so the command, root or not,
@@ -50,8 +52,17 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 		pid     int
 		stdinQ  chan []byte // to the command's stdin; closed at its end
 		exited  = make(chan Exit, 1)
-		once    sync.Once
+		busy    atomic.Bool // a command runs
+		runs    int
 	)
+	pid1 := os.Getpid() == 1
+	var boot devState // /dev at boot, for freshen
+	if pid1 && !exitAfterRun {
+		boot = readDev()
+	}
+	// reap reaps until cmdPid has exited. As PID 1 it then kills and reaps
+	// everything else and returns, the sandbox empty for the next command;
+	// otherwise it reaps orphans for good.
 	reap := func(cmdPid int) {
 		for {
 			var ws syscall.WaitStatus
@@ -65,14 +76,17 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 				continue
 			}
 			if p == cmdPid {
-				if os.Getpid() == 1 {
+				x := exitOf(ws, ru)
+				if pid1 {
 					// A sandbox ends with its main process: kill what the
 					// command left behind (and exec'd processes) and reap
 					// it all, so nothing writes after the exit is reported.
 					_ = syscall.Kill(-1, syscall.SIGKILL)
 					reapAll()
+					exited <- x
+					return
 				}
-				exited <- exitOf(ws, ru)
+				exited <- x
 			}
 		}
 	}
@@ -112,24 +126,39 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 				_ = fw.write(frameError, []byte("bad request: "+err.Error()))
 				continue
 			}
-			once.Do(func() {
-				var done func()
-				pid, stdinQ, done, err = start(req, fw)
-				if err != nil {
-					_ = fw.write(frameError, []byte(err.Error()))
-					return
+			// One command at a time; a second one only where the first's
+			// leftovers were all killed (PID 1, see reap).
+			if busy.Load() || (runs > 0 && (!pid1 || exitAfterRun)) {
+				_ = fw.write(frameError, []byte("this sandbox cannot run another command now"))
+				continue
+			}
+			var done func()
+			pid, stdinQ, done, err = start(req, fw)
+			if err != nil {
+				_ = fw.write(frameError, []byte(err.Error()))
+				continue
+			}
+			runs++
+			busy.Store(true)
+			go reap(pid)
+			go func() {
+				x := <-exited
+				done()
+				js, _ := json.Marshal(x)
+				_ = fw.write(frameExit, js)
+				if exitAfterRun {
+					os.Exit(0) // everything else is dead already (see reap)
 				}
-				go reap(pid)
-				go func() {
-					x := <-exited
-					done()
-					js, _ := json.Marshal(x)
-					_ = fw.write(frameExit, js)
-					if exitAfterRun {
-						os.Exit(0) // everything else is dead already (see reap)
-					}
-				}()
-			})
+				// After the exit report, so the result does not wait for
+				// it: make the sandbox fresh for a next command (see
+				// continue.go), or say why it is not.
+				stale := "the init is not PID 1: it cannot clean up after a command"
+				if pid1 {
+					stale = freshen(boot)
+				}
+				busy.Store(false) // before the report: the next request may follow it at once
+				_ = fw.write(frameFresh, []byte(stale))
+			}()
 		case frameStdin:
 			if stdinQ != nil {
 				stdinQ <- p
@@ -140,12 +169,14 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 				stdinQ = nil
 			}
 		case frameSignal:
-			if pid > 0 && len(p) == 1 {
+			// Only for the command it names: a late one for an earlier
+			// command must not reach the next.
+			if pid > 0 && len(p) == 5 && int(binary.BigEndian.Uint32(p[1:])) == pid {
 				_ = syscall.Kill(pid, syscall.Signal(p[0]))
 			}
 		}
 	}
-	if pid == 0 {
+	if !busy.Load() {
 		go reap(-1)
 	}
 	select {}

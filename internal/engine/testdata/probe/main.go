@@ -47,6 +47,14 @@ func main() {
 				}
 			}
 		}
+	case "ipcmake": // a System V shared memory segment, semaphore set and message queue
+		err = ipcMake()
+	case "ipccount": // print how many System V IPC objects exist
+		n, err := ipcCount()
+		if err == nil {
+			fmt.Println(n)
+			return
+		}
 	default:
 		err = fmt.Errorf("unknown probe %q", os.Args[1])
 	}

@@ -1,0 +1,152 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/arborsh/arbor/internal/layers"
+	"github.com/arborsh/arbor/internal/runtime"
+)
+
+// Continued sandboxes: when a non-disposable run in a warm sandbox ends,
+// the sandbox holds exactly the image the run made. Instead of destroying
+// it, the engine commits the step as a layer while the sandbox stays up
+// and puts the sandbox back into the pool under the new image, so the next
+// run on that image (the agent's next step) continues in it at exec cost,
+// with no boot and no teardown. It goes to exactly one run; a branch of the
+// same image gets a pooled or cold sandbox.
+//
+// What makes a continued run the same as a cold one:
+//   - the filesystem is the image: the live upper directory is coherent
+//     with what the sandbox wrote once its processes are gone (measured
+//     under runsc with the flags in design.md: contents, modes, times,
+//     renames and MAP_SHARED writes are all there at once, and the upper
+//     directory is byte for byte the same before and after a destroy), and
+//     the step's layer is what changed in it since the last commit
+//     (layers.DiffUpper), so the image chain is as a cold run's would be;
+//   - nothing else survives a step: the init kills and reaps every process,
+//     empties /dev/shm and /dev/mqueue, removes System V IPC objects, and
+//     checks that it is alone and /dev is as at boot (initproc's
+//     continue.go; after the exit is reported, so the result does not wait);
+//     each command gets its environment, cwd, user and limits from its own
+//     request. A sandbox the init reports otherwise, a run that was killed,
+//     failed or timed out, and one whose stdin did not drain are destroyed
+//     as before.
+//   - RLIMIT_FSIZE can only be lowered inside the sandbox: a run whose
+//     limit is higher than a continued sandbox's gets another sandbox
+//     (fits); should the limit grow between that check and the start, the
+//     run gets the sandbox's (warmFileSize).
+
+// maxContinuedUpper bounds the upper directory of a sandbox kept to
+// continue in.
+const maxContinuedUpper = 1 << 30
+
+// continueWait bounds the wait for a finished run's stdin feed to end and
+// for its init to report the sandbox fresh.
+const continueWait = time.Second
+
+// continuable reports whether p's warm sandbox may serve another run after
+// this one, which ended with res and err.
+func (e *Engine) continuable(ctx context.Context, p *runPlan, res runtime.Result, err error) bool {
+	wb := p.warm
+	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact {
+		return false
+	}
+	if err := wb.agent.Continue(continueWait); err != nil {
+		e.log.Info("warm sandbox not continued", "operation", p.op, "why", err)
+		return false
+	}
+	return true
+}
+
+// bootToContinue boots, for a non-disposable run that found no warm
+// sandbox, one of its own (as the pool would) instead of a cold sandbox
+// that ends with the command: it costs about what a cold start costs, and
+// the sandbox can then continue into the run's next step, so an agent that
+// comes straight back is served warm from its second step on. nil when
+// the pool is off, the run is disposable, or the boot failed (the run then
+// starts cold).
+func (e *Engine) bootToContinue(ctx context.Context, p *runPlan) *warmBox {
+	if !e.warmEnabled() || p.meta.Disposable {
+		return nil
+	}
+	wb, err := e.newWarm(ctx, keyOf(p, p.image.UUID))
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Warn("boot a sandbox to continue in; running cold", "operation", p.op, "err", err)
+		}
+		return nil
+	}
+	return wb
+}
+
+// fits reports whether continued sandbox wb can give p its file-size
+// limit: the init can lower its RLIMIT_FSIZE but not raise it (no
+// CAP_SYS_RESOURCE), so a run whose limit is higher than the one the
+// sandbox's last run had (its account's quota grew) gets another sandbox.
+func (e *Engine) fits(ctx context.Context, p *runPlan, wb *warmBox) bool {
+	if wb.fsize <= 0 {
+		return true
+	}
+	limit, _ := e.growthLimit(ctx, p)
+	return (&runPlan{limit: limit}).fileSize() <= wb.fsize
+}
+
+// stepLayer writes the layer of the step wb just ran (what changed in its
+// upper directory since its last commit) into a fresh staging directory.
+// It returns the directory, upper's manifest now and the number of entries
+// in the layer.
+func (e *Engine) stepLayer(wb *warmBox) (string, layers.Manifest, int, error) {
+	dir, err := os.MkdirTemp(e.layersTmp(), "step-*")
+	if err != nil {
+		return "", nil, 0, err
+	}
+	now, n, err := layers.DiffUpper(wb.upper, wb.committed, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, 0, err
+	}
+	return dir, now, n, nil
+}
+
+// keepBox puts wb, whose step was committed as image, back into the pool
+// for image's next run; it reports false if the pool would not take it
+// (the caller destroys it then).
+func (e *Engine) keepBox(p *runPlan, wb *warmBox, image string, now layers.Manifest) bool {
+	wb.committed, wb.base, wb.steps = now, now.Bytes(inodeCharge), wb.steps+1
+	// The upper directory grows with every step and doubles on disk what
+	// the chain's layers hold: a sandbox whose upper outgrew
+	// maxContinuedUpper (or what one run may write) is not kept.
+	if wb.base > min(p.maxLayer, maxContinuedUpper) || now.Linked() {
+		return false
+	}
+	wb.key = keyOf(p, image)
+	return e.warm.Put(wb.key, wb)
+}
+
+// withdrawBox takes wb back out of the pool after its image failed to
+// commit; false if a run took it meanwhile (it cannot have: nobody knows
+// the image before the commit).
+func (e *Engine) withdrawBox(wb *warmBox) bool {
+	_, ok := e.warm.Withdraw(wb.key, func(b *warmBox) bool { return b == wb })
+	return ok
+}
+
+// growthBase is what p's upper directory held before its run: a continued
+// sandbox's earlier steps, which its growth does not count.
+func (p *runPlan) growthBase() int64 {
+	if p.warm == nil {
+		return 0
+	}
+	return p.warm.base
+}
+
+// warmFileSize is the RLIMIT_FSIZE a warm run gets (see above).
+func (p *runPlan) warmFileSize(want int64) int64 {
+	if f := p.warm.fsize; f > 0 && (want <= 0 || want > f) {
+		want = f
+	}
+	p.warm.fsize = want
+	return want
+}

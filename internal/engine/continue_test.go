@@ -1,0 +1,246 @@
+package engine
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/layerfs"
+	"github.com/arborsh/arbor/internal/oplog"
+	"github.com/arborsh/arbor/internal/testutil"
+)
+
+// newColdEngine returns an engine with arbor's init and the pool off, so
+// every run boots its own sandbox that ends with the command.
+func newColdEngine(t testing.TB, rt string) (*Engine, string) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e, busybox(t, e)
+}
+
+// warmedEngine is newWarmEngine with a sandbox booted for the base image.
+func warmedEngine(t *testing.T, rt string) (*Engine, string) {
+	t.Helper()
+	e, base := newWarmEngine(t, rt)
+	run(t, e, base, "true", disposable)
+	waitIdle(t, e, base, 1)
+	return e, base
+}
+
+// continuedOn returns the idle sandboxes on image that already served a
+// step (continued ones, as opposed to freshly booted ones).
+func continuedOn(e *Engine, image string) int {
+	n := 0
+	for _, b := range e.warm.Idle(func(k warmKey) bool { return k.image == image }) {
+		if b.steps > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// eventTypes lists an operation's event types in order, a run of output
+// events as one (how output is cut into events depends on timing).
+func eventTypes(t *testing.T, e *Engine, op string) []string {
+	t.Helper()
+	var out []string
+	err := e.FollowEvents(context.Background(), acct, op, FollowOptions{After: -1}, func(ev Event) error {
+		if len(out) > 0 && out[len(out)-1] == ev.Type && (ev.Type == apitypes.EventStdout || ev.Type == apitypes.EventStderr) {
+			return nil
+		}
+		out = append(out, ev.Type)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// The steps of a chain: the second one checks what the first left behind
+// (a background process, an environment variable, a file outside the
+// image, IPC) and changes every kind of thing a layer can record.
+const (
+	step1 = "mkdir -p /d/sub; echo a > /d/sub/a; echo b > /d/b; echo keep > /k; echo gone > /g; " +
+		"mkdir /dir2file; echo x > /dir2file/x; echo y > /file2dir; ln -s /k /lnk; ln /d/b /d/b-link; rm /d/b-link; " +
+		"sleep 1000 & echo $SECRET > /root/env1; echo leak > /dev/shm/leak; /probe ipcmake; echo step1"
+	step2 = "echo procs:$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'slee[p] 1000'); " +
+		"echo env:$SECRET; echo shm:$(ls /dev/shm); echo ipc:$(/probe ipccount); " +
+		"rm /g; mv /d/b /d/b2; chmod 700 /k; rm -rf /d/sub; mkdir /d/sub; echo new > /d/sub/n; " +
+		"rm -r /dir2file; echo f > /dir2file; rm /file2dir; mkdir /file2dir; echo z > /file2dir/z; " +
+		"echo more >> /k; rm /etc/hostname; rm /lnk; ln -s /d /lnk; touch -d '2001-02-03 04:05' /d/b2; echo step2"
+)
+
+// TestContinueMatchesCold runs a two-step chain cold and in a continued
+// sandbox and requires the same output, events and result images, and no
+// process, environment variable or file outside the image carried over.
+func TestContinueMatchesCold(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			cold, coldBase := newColdEngine(t, rt)
+			e, base := warmedEngine(t, rt)
+			ctx := context.Background()
+			secret := func(r *SpawnRequest) { r.Env = map[string]string{"SECRET": "s1"} }
+
+			c1, _ := run(t, cold, coldBase, step1, secret, probe(t, cold))
+			c2, cm := run(t, cold, c1.ResultImageUUID, step2)
+
+			w1, _ := run(t, e, base, step1, secret, probe(t, e))
+			if n := continuedOn(e, w1.ResultImageUUID); n != 1 {
+				t.Fatalf("%d continued sandboxes on the step's image, want 1 (pool %+v)", n, e.WarmStats())
+			}
+			w2, wm := run(t, e, w1.ResultImageUUID, step2)
+			if n := continuedOn(e, w2.ResultImageUUID); n != 1 {
+				t.Errorf("step 2 did not continue the sandbox: %d continued on its image", n)
+			}
+
+			want := "procs:0\nenv:\nshm:\nipc:0\nstep2\n"
+			if a, b := stdout(t, cm), stdout(t, wm); a != want || b != want {
+				t.Errorf("step 2 stdout cold %q continued %q, want %q", a, b, want)
+			}
+			if a, b := eventTypes(t, cold, c2.UUID), eventTypes(t, e, w2.UUID); strings.Join(a, ",") != strings.Join(b, ",") {
+				t.Errorf("events cold %v continued %v", a, b)
+			}
+			for _, pair := range [][2]string{{c1.ResultImageUUID, w1.ResultImageUUID}, {c2.ResultImageUUID, w2.ResultImageUUID}} {
+				a, ra, err := cold.ImageFS(ctx, acct, pair[0])
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, rb, err := e.ImageFS(ctx, acct, pair[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				changes, err := layerfs.Diff(ctx, a, b, layerfs.DiffOptions{})
+				ra()
+				rb()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(changes) != 0 {
+					t.Errorf("continued image differs from cold: %+v", changes)
+				}
+			}
+			// The second step's layer holds what it changed, not the first's.
+			im, err := e.st.Image(ctx, acct, w2.ResultImageUUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := readLayerFile(e, im.Layer, "d/sub/a"); err == nil {
+				t.Error("step 2's layer holds a file of step 1")
+			}
+			if s, _ := readLayerFile(e, im.Layer, "d/sub/n"); s != "new\n" {
+				t.Errorf("step 2's layer: d/sub/n = %q", s)
+			}
+		})
+	}
+}
+
+// TestContinueStartsCold: a chain whose first step finds no warm sandbox
+// boots one for it, so an agent that comes straight back is served warm
+// from the second step on.
+func TestContinueStartsCold(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	img := base
+	for i := range 4 {
+		o, m := run(t, e, img, "cat /root/n 2>/dev/null; echo "+string(rune('0'+i))+" > /root/n")
+		if want := map[bool]string{true: "", false: string(rune('0'+i-1)) + "\n"}[i == 0]; stdout(t, m) != want {
+			t.Errorf("step %d saw %q, want %q", i, stdout(t, m), want)
+		}
+		img = o.ResultImageUUID
+		if n := continuedOn(e, img); n != 1 {
+			t.Fatalf("step %d: %d continued sandboxes on its image, want 1", i, n)
+		}
+	}
+	if st := e.WarmStats(); st.Hits != 3 {
+		t.Errorf("steps 2 to 4 not served by the sandbox they continue: %+v", st)
+	}
+}
+
+// TestContinueNotWithLinks: a step that leaves a file with two names does
+// not continue (see layers.Manifest.Linked).
+func TestContinueNotWithLinks(t *testing.T) {
+	e, base := warmedEngine(t, "runsc")
+	o, _ := run(t, e, base, "echo a > /k; ln /k /k2")
+	if n := continuedOn(e, o.ResultImageUUID); n != 0 {
+		t.Fatalf("%d continued sandboxes after a step that made a hard link", n)
+	}
+	o, _ = run(t, e, o.ResultImageUUID, "echo b >> /k2")
+	if s, _ := readFile(t, e, o.ResultImageUUID, "/k"); s != "a\n" {
+		t.Errorf("/k = %q: a write to /k2 changed it (not as a cold run's overlay does)", s)
+	}
+}
+
+// TestContinueBranch: two runs on one image get one continued and one
+// fresh sandbox, and each sees the image and only its own changes.
+func TestContinueBranch(t *testing.T) {
+	e, base := warmedEngine(t, "runsc")
+	o, _ := run(t, e, base, "echo env > /root/env; echo shared > /dev/shm/s")
+	img := o.ResultImageUUID
+	if continuedOn(e, img) != 1 {
+		t.Fatalf("no continued sandbox on %s", img)
+	}
+	var wg sync.WaitGroup
+	outs := make([]string, 2)
+	ops := make([]Operation, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := string(rune('a' + i))
+			ops[i], _ = run(t, e, img, "echo "+name+" > /root/"+name)
+			_, m := run(t, e, ops[i].ResultImageUUID, "ls /root /dev/shm")
+			outs[i] = stdout(t, m)
+		}()
+	}
+	wg.Wait()
+	for i, out := range outs {
+		name := string(rune('a' + i))
+		if want := "/dev/shm:\n\n/root:\n" + name + "\nenv\n"; out != want {
+			t.Errorf("branch %s sees %q, want %q", name, out, want)
+		}
+	}
+}
+
+func readLayerFile(e *Engine, layer, rel string) (string, error) {
+	dir, err := e.layers.Get(context.Background(), layer)
+	if err != nil {
+		return "", err
+	}
+	fs := layerfs.New([]string{dir})
+	f, _, err := fs.Open("/" + rel)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	n, _ := f.Read(buf)
+	b.Write(buf[:n])
+	return b.String(), nil
+}
+
+// TestContinueFileSizeLimit: a sandbox whose last run had a lower
+// file-size limit cannot raise it, so a run with a higher one gets another
+// sandbox and may write what its own limit allows.
+func TestContinueFileSizeLimit(t *testing.T) {
+	e, base := newWarmEngine(t, "runsc")
+	small := func(r *SpawnRequest) {
+		r.ResourcesLimits = &oplog.ResourcesLimits{MaxLayerBytes: ptr(int64(1 << 20))}
+	}
+	o, _ := run(t, e, base, "echo a > /a", small)
+	if continuedOn(e, o.ResultImageUUID) != 1 {
+		t.Fatal("step 1 not continued")
+	}
+	o, m := run(t, e, o.ResultImageUUID, "head -c 3000000 /dev/zero > /big; wc -c < /big")
+	if got := strings.TrimSpace(stdout(t, m)); got != "3000000" {
+		t.Errorf("a 3 MB write after a step limited to 1 MiB: wc says %s", got)
+	}
+}
