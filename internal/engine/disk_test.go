@@ -81,6 +81,12 @@ func TestDiskReserve(t *testing.T) {
 			t.Fatalf("run after the disk filled and was freed: %s %s", o.Status, o.Error)
 		}
 
+		// Uploaded before the disk fills: uploads are refused under the
+		// reserve too (TestUploadDiskReserve).
+		f, err := e.PutFile(ctx, acct, strings.NewReader("x"), 1<<10)
+		if err != nil {
+			t.Fatal(err)
+		}
 		// Fill the disk from outside to under the reserve: admission refuses.
 		avail, _, err := e.diskSpace()
 		if err != nil {
@@ -94,10 +100,6 @@ func TestDiskReserve(t *testing.T) {
 		_, _, err = e.Spawn(ctx, acct, SpawnRequest{Image: kept, Command: "true", Shell: &sh})
 		if !errors.Is(err, errdefs.ErrInsufficientStorage) || !strings.Contains(err.Error(), "--disk-reserve") || !strings.Contains(err.Error(), "arbor gc") {
 			t.Fatalf("run on a nearly full disk: %v, want an insufficient-storage error naming --disk-reserve and the fix", err)
-		}
-		f, err := e.PutFile(ctx, acct, strings.NewReader("x"), 1<<10)
-		if err != nil {
-			t.Fatal(err)
 		}
 		if _, err := e.Import(ctx, acct, ImportRequest{Registry: oplog.ImportSource{URL: UploadScheme + f.UUID}}); !errors.Is(err, errdefs.ErrInsufficientStorage) {
 			t.Fatalf("import on a nearly full disk: %v, want insufficient storage", err)

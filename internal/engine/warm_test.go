@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/layerfs"
 	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/testutil"
@@ -469,15 +470,21 @@ func TestCloseCancelsWarmBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrapper := filepath.Join(dir, "runc")
+	// Cold sandboxes boot detached too: a warm boot is the detached one
+	// whose init does not exit after its run (no initproc.ExitAfterRun).
 	script := fmt.Sprintf(`#!/bin/sh
+prev= bundle= detach=
 for a in "$@"; do
-	if [ "$a" = --detach ]; then
-		echo booting > %s
-		exec sleep 60
-	fi
+	[ "$a" = --detach ] && detach=1
+	[ "$prev" = --bundle ] && bundle=$a
+	prev=$a
 done
+if [ -n "$detach" ] && ! grep -q -- '"%s"' "$bundle/config.json"; then
+	echo booting > %s
+	exec sleep 60
+fi
 exec %s "$@"
-`, fifo, real)
+`, initproc.ExitAfterRun, fifo, real)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
