@@ -105,7 +105,7 @@ func TestManyIdleInstances(t *testing.T) {
 	}
 	// The production settings but the per-account cap on operations in
 	// flight (64 by default), which one account's 200 runs need raised.
-	d := startDaemon(t, engine.Config{Runtime: "runsc", InitBinary: init, MaxConcurrentOps: n}, api.Options{})
+	d := startRealDaemon(t, engine.Config{Runtime: "runsc", InitBinary: init, MaxConcurrentOps: n}, api.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	mem := int64(64 << 20)
@@ -197,7 +197,7 @@ func TestMemoryBudgetQueues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, engine.Config{Runtime: "runsc", InitBinary: init, MemoryBudget: budget}, api.Options{})
+	d := startRealDaemon(t, engine.Config{Runtime: "runsc", InitBinary: init, MemoryBudget: budget}, api.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	ops := make([]string, n)
