@@ -95,6 +95,10 @@ type GCReport struct {
 	// named them).
 	Uploads     int
 	UploadBytes int64
+	// Checkpoints are the memory checkpoints older than CheckpointTTL
+	// removed (their images stay), and CheckpointBytes their sizes.
+	Checkpoints     int
+	CheckpointBytes int64
 }
 
 // GC applies the retention policies now and collects what no longer needs
@@ -133,6 +137,9 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	}
 	if err := e.expireUploads(ctx, now, opts, &rep); err != nil {
 		return rep, err
+	}
+	if opts.Account == "" {
+		rep.Checkpoints, rep.CheckpointBytes = e.expireCheckpoints(now, opts.DryRun)
 	}
 	if !opts.DryRun && (len(rep.Images) > 0 || rep.Operations > 0 || rep.Uploads > 0) {
 		e.log.Info("retention", "images", len(rep.Images), "layers", rep.Layers, "bytes", rep.Bytes, "operations", rep.Operations, "events", rep.Events,
