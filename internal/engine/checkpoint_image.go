@@ -373,3 +373,13 @@ func (e *Engine) expireCheckpoints(now time.Time, dry bool) (n int, bytes int64)
 	}
 	return n, bytes
 }
+
+// ParseCheckpointTTL reads --checkpoint-ttl, a TTL as ParseRetention takes
+// one; "off" is 0: checkpoints live as long as their images.
+func ParseCheckpointTTL(s string) (time.Duration, error) {
+	d, err := parseTTL(s)
+	if err != nil {
+		return 0, fmt.Errorf("--checkpoint-ttl %q: %w", s, err)
+	}
+	return max(d, 0), nil
+}

@@ -8,9 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/testutil"
+	"github.com/jonboulle/clockwork"
 )
 
 // diskOf is account acct's line of arbor df.
@@ -200,4 +203,69 @@ func crashInCheckpoint(ctx context.Context, e *Engine, mode string) {
 		os.Exit(1)
 	}
 	select {}
+}
+
+// TestCheckpointRetention: with a checkpoint TTL, a pass after it removes
+// the checkpoint and keeps the image; an image that retention expires
+// takes its checkpoint with it.
+func TestCheckpointRetention(t *testing.T) {
+	testutil.RequiresRoot(t)
+	for _, mode := range []string{"checkpoint-ttl", "image-ttl"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			fc := clockwork.NewFakeClockAt(time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC))
+			cfg := Config{Home: testutil.Home(t), Runtime: "runsc", InitBinary: staticInit(t), WarmPerImage: -1, Clock: fc, GCInterval: -1}
+			if mode == "checkpoint-ttl" {
+				cfg.CheckpointTTL = time.Hour
+			} else {
+				cfg.Retention.ImageTTL = time.Hour
+			}
+			e, err := New(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { e.Close() })
+			base := busybox(t, e)
+			op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "echo up; cat", Shell: ptr(true), Image: base, Disposable: ptr(true),
+				Stdin: &Stdin{Value: "", Close: ptr(false)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitStdout(t, e, op, "up\n")
+			res, err := e.CheckpointImage(ctx, acct, op)
+			if err != nil {
+				t.Fatal(err)
+			}
+			say(t, e, op, "", true)
+			waitOp(t, e, op)
+			if rep, err := e.GC(ctx, GCOptions{}); err != nil || rep.Checkpoints != 0 || len(rep.Images) != 0 {
+				t.Fatalf("GC before the TTL: %+v %v, want nothing removed", rep, err)
+			}
+			fc.Advance(2 * time.Hour)
+			rep, err := e.GC(ctx, GCOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(e.checkpointDir(res.Image)); !os.IsNotExist(err) {
+				t.Errorf("checkpoint directory after the pass: %v", err)
+			}
+			if d := diskOf(t, e); d.CheckpointBytes != 0 {
+				t.Errorf("df after the pass: %+v, want no checkpoint bytes", d)
+			}
+			im, err := e.Image(ctx, acct, res.Image)
+			if mode == "checkpoint-ttl" {
+				if rep.Checkpoints != 1 || rep.CheckpointBytes != res.CheckpointBytes {
+					t.Errorf("GC after the TTL: %+v, want the checkpoint's %d bytes", rep, res.CheckpointBytes)
+				}
+				if err != nil || im.CheckpointBytes != 0 {
+					t.Errorf("image after its checkpoint expired: %+v %v, want it kept without a checkpoint", im, err)
+				}
+				if _, err := e.RestoreImage(ctx, acct, res.Image, 1); !errdefs.IsConflict(err) {
+					t.Errorf("restore after the checkpoint expired: %v, want a conflict", err)
+				}
+			} else if !errdefs.IsNotFound(err) {
+				t.Errorf("image after the image TTL: %+v %v, want it expired", im, err)
+			}
+		})
+	}
 }
