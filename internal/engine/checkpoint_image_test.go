@@ -41,6 +41,7 @@ func TestCheckpointImage(t *testing.T) {
 	}
 	waitStdout(t, e, parent, "a 1\n")
 	before := diskOf(t, e)
+	begin := time.Now()
 	res, err := e.CheckpointImage(ctx, acct, parent)
 	if err != nil {
 		t.Fatalf("CheckpointImage: %v", err)
@@ -48,7 +49,7 @@ func TestCheckpointImage(t *testing.T) {
 	if res.Image == "" || res.Image == base || res.CheckpointBytes <= 0 {
 		t.Fatalf("CheckpointImage = %+v, want a new image and the checkpoint's size", res)
 	}
-	t.Logf("checkpoint of the shell: %d bytes", res.CheckpointBytes)
+	t.Logf("checkpoint of the shell: %d bytes in %v", res.CheckpointBytes, time.Since(begin))
 	im, err := e.Image(ctx, acct, res.Image)
 	if err != nil || im.CheckpointBytes != res.CheckpointBytes || im.Parent != base {
 		t.Fatalf("image %+v (%v), want checkpoint_bytes %d and parent %s", im, err, res.CheckpointBytes, base)
@@ -86,6 +87,7 @@ func TestCheckpointImage(t *testing.T) {
 	// Restored twice, one after the other: both go on from "a 1".
 	want := map[string][]string{"x": {"log:\na 1\nx 2\n"}, "y": {"y", "log:\na 1\ny 2\ny 3\n"}}
 	for _, word := range []string{"x", "y"} {
+		begin := time.Now()
 		ops, err := e.RestoreImage(ctx, acct, res.Image, 0)
 		if err != nil || len(ops) != 1 {
 			t.Fatalf("RestoreImage: %v %v", ops, err)
@@ -96,6 +98,7 @@ func TestCheckpointImage(t *testing.T) {
 		}
 		say(t, e, op, word, true)
 		waitStdout(t, e, op, want[word][len(want[word])-1])
+		t.Logf("restore %s: answered after %v", word, time.Since(begin))
 		o := waitOp(t, e, op)
 		if o.Status != apitypes.StatusSuccess {
 			t.Fatalf("restored copy %s: %s %s", op, o.Status, o.Error)
