@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -11,6 +12,21 @@ import (
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
+
+// spawnHeld starts cat under runtime rt with its stdin held open (a
+// long-running instance), cancelled when the test ends.
+func spawnHeld(t *testing.T, d *daemon, rt string) string {
+	t.Helper()
+	ctx := ctxT(t)
+	keep := false
+	sp, err := d.c.Spawn(ctx, apitypes.InstanceSpawnRequest{Command: "cat", Image: d.base, Runtime: &rt,
+		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: &keep}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.c.Cancel(context.Background(), sp.UUID) })
+	return sp.UUID
+}
 
 // TestCheckpointEndpoints: POST /v1/operations/{id}/checkpoint keeps a
 // running runsc instance's checkpoint with a new image (its size on the
@@ -24,16 +40,7 @@ func TestCheckpointEndpoints(t *testing.T) {
 	}
 	d := startRealDaemon(t, engine.Config{Runtime: "runsc", InitBinary: init, AllowedRuntimes: []string{"runc"}}, api.Options{})
 	ctx := ctxT(t)
-	spawn := func(rt string) string {
-		keep := false
-		sp, err := d.c.Spawn(ctx, apitypes.InstanceSpawnRequest{Command: "cat", Image: d.base, Runtime: &rt,
-			Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: &keep}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = d.c.Cancel(ctx, sp.UUID) })
-		return sp.UUID
-	}
+	spawn := func(rt string) string { return spawnHeld(t, d, rt) }
 	op := spawn("runsc")
 	r := d.send(t, http.MethodPost, "/v1/operations/"+op+"/checkpoint", "")
 	wantStatus(t, r, http.StatusCreated)

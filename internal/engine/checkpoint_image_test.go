@@ -16,6 +16,19 @@ import (
 	"github.com/jonboulle/clockwork"
 )
 
+// startCat starts a long-running disposable instance (cat, stdin open)
+// on base and returns once it runs.
+func startCat(t *testing.T, e *Engine, base string) string {
+	t.Helper()
+	op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "echo up; cat", Shell: ptr(true), Image: base, Disposable: ptr(true),
+		Stdin: &Stdin{Value: "", Close: ptr(false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStdout(t, e, op, "up\n")
+	return op
+}
+
 // diskOf is account acct's line of arbor df.
 func diskOf(t *testing.T, e *Engine) AccountDisk {
 	t.Helper()
@@ -137,12 +150,7 @@ func TestRestoreNeedsCheckpoint(t *testing.T) {
 	if _, err := e.RestoreImage(ctx, acct, base, MaxForks+1); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("restore into %d copies: %v, want invalid argument", MaxForks+1, err)
 	}
-	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "echo up; cat", Shell: ptr(true), Image: base, Disposable: ptr(true),
-		Stdin: &Stdin{Value: "", Close: ptr(false)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitStdout(t, e, op, "up\n")
+	op := startCat(t, e, base)
 	_, err = e.CheckpointImage(ctx, acct, op)
 	if !errdefs.IsConflict(err) || !strings.Contains(err.Error(), "runsc") {
 		t.Errorf("checkpoint of a runc instance: %v, want a conflict naming runsc", err)
@@ -156,12 +164,7 @@ func TestRestoreNeedsCheckpoint(t *testing.T) {
 func TestCheckpointQuota(t *testing.T) {
 	e, base := newEngine(t, "runsc")
 	ctx := context.Background()
-	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "echo up; cat", Shell: ptr(true), Image: base, Disposable: ptr(true),
-		Stdin: &Stdin{Value: "", Close: ptr(false)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitStdout(t, e, op, "up\n")
+	op := startCat(t, e, base)
 	stored, err := e.storedBytes(ctx, acct)
 	if err != nil {
 		t.Fatal(err)
@@ -229,12 +232,7 @@ func TestCheckpointRetention(t *testing.T) {
 			}
 			t.Cleanup(func() { e.Close() })
 			base := busybox(t, e)
-			op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "echo up; cat", Shell: ptr(true), Image: base, Disposable: ptr(true),
-				Stdin: &Stdin{Value: "", Close: ptr(false)}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitStdout(t, e, op, "up\n")
+			op := startCat(t, e, base)
 			res, err := e.CheckpointImage(ctx, acct, op)
 			if err != nil {
 				t.Fatal(err)

@@ -8,17 +8,25 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 )
 
-// testForkInstance forks a running runsc instance into two copies through
-// the tool, and checks the errors that say what to do.
-func testForkInstance(t *testing.T, e *env, s *session) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// spawnHeld starts cat under runsc with its stdin held open (a
+// long-running instance).
+func spawnHeld(ctx context.Context, t *testing.T, e *env) *apitypes.InstanceSpawnResponse {
+	t.Helper()
 	rt, keep := "runsc", false
 	sp, err := e.c.Spawn(ctx, apitypes.InstanceSpawnRequest{Command: "cat", Image: e.base, Runtime: &rt, Disposable: &keep,
 		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: &keep}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sp
+}
+
+// testForkInstance forks a running runsc instance into two copies through
+// the tool, and checks the errors that say what to do.
+func testForkInstance(t *testing.T, e *env, s *session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sp := spawnHeld(ctx, t, e)
 	var out ForkOut
 	s.call(t, "fork_instance", map[string]any{"operation_id": sp.UUID, "count": 2}, &out)
 	if len(out.Operations) != 2 || out.Image == "" {
@@ -38,12 +46,7 @@ func testForkInstance(t *testing.T, e *env, s *session) {
 func testSaveInstance(t *testing.T, e *env, s *session) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rt, keep := "runsc", false
-	sp, err := e.c.Spawn(ctx, apitypes.InstanceSpawnRequest{Command: "cat", Image: e.base, Runtime: &rt, Disposable: &keep,
-		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: &keep}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sp := spawnHeld(ctx, t, e)
 	var saved SaveInstanceOut
 	s.call(t, "save_instance", map[string]any{"operation_id": sp.UUID}, &saved)
 	if saved.Image == "" || saved.CheckpointBytes <= 0 {
