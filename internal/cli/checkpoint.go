@@ -3,11 +3,9 @@ package cli
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/client/apitypes"
-	"github.com/arborsh/arbor/internal/engine"
 	"github.com/spf13/cobra"
 )
 
@@ -89,22 +87,3 @@ line; --json prints {"operations"}.`,
 	cmd.Flags().IntVarP(&req.Count, "count", "n", 1, "how many instances to start (1 to 16)")
 	return cmd
 }
-
-// ttlFlag is a pflag.Value for --checkpoint-ttl.
-type ttlFlag struct {
-	d *time.Duration
-	s string
-}
-
-func (f *ttlFlag) Set(s string) error {
-	d, err := engine.ParseCheckpointTTL(s)
-	if err != nil {
-		return err
-	}
-	*f.d, f.s = d, s
-	return nil
-}
-
-func (f *ttlFlag) String() string { return f.s }
-
-func (f *ttlFlag) Type() string { return "ttl" }
