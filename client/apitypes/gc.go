@@ -18,9 +18,9 @@ type GCResponse struct {
 	ExportBytes int64 `json:"export_bytes"`
 	Uploads     int   `json:"uploads"`
 	UploadBytes int64 `json:"upload_bytes"`
-	// Checkpoints: memory checkpoints older than the daemon's
-	// --checkpoint-ttl removed (their images stay), CheckpointBytes their
-	// sizes (in Bytes too).
+	// Checkpoints: memory checkpoints removed, with the deleted images or
+	// older than the daemon's --checkpoint-ttl (their images stay);
+	// CheckpointBytes their sizes (in Bytes too).
 	Checkpoints     int   `json:"checkpoints"`
 	CheckpointBytes int64 `json:"checkpoint_bytes"`
 	// ImageRows are rows of deleted images and import layers purged.

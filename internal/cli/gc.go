@@ -57,7 +57,7 @@ nothing. A token of the "default" account collects every account (or the one
 				verb, len(r.Images), r.Operations, r.Events, r.Uploads, freed, humanBytes(r.Bytes), humanBytes(r.LayerBytes), r.Layers, humanBytes(r.ExportBytes), r.ExportBlobs,
 				humanBytes(r.UploadBytes))
 			if r.Checkpoints > 0 {
-				fmt.Fprintf(g.stdout, "%d memory checkpoint(s) older than --checkpoint-ttl, %s (their images stay)\n", r.Checkpoints, humanBytes(r.CheckpointBytes))
+				fmt.Fprintf(g.stdout, "and %d memory checkpoint(s), %s: with those images, or older than --checkpoint-ttl\n", r.Checkpoints, humanBytes(r.CheckpointBytes))
 			}
 			return nil
 		}),

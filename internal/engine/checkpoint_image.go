@@ -13,6 +13,7 @@ import (
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/runtime"
+	"github.com/arborsh/arbor/internal/store"
 )
 
 // Checkpoints kept with images: a running instance's memory checkpoint
@@ -125,6 +126,19 @@ func (s *checkpointSet) accountBytes(account string) int64 {
 		}
 	}
 	return n
+}
+
+// of counts the checkpoints of the images in ids and their bytes.
+func (s *checkpointSet) of(ids map[string]bool) (n int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, c := range s.m {
+		if ids[id] {
+			n++
+			bytes += c.bytes
+		}
+	}
+	return n, bytes
 }
 
 // bytesOf is image's checkpoint size, 0 if it has none.
@@ -347,8 +361,9 @@ func (e *Engine) RestoreImage(ctx context.Context, account, image string, count 
 }
 
 // expireCheckpoints removes the checkpoints older than CheckpointTTL (their
-// images stay, as plain images) and reports how many and their bytes.
-func (e *Engine) expireCheckpoints(now time.Time, dry bool) (n int, bytes int64) {
+// images stay, as plain images) and reports how many and their bytes;
+// those of the images in expiring (counted with them) are left out.
+func (e *Engine) expireCheckpoints(now time.Time, dry bool, expiring map[string]store.Image) (n int, bytes int64) {
 	ttl := e.cfg.CheckpointTTL
 	if ttl <= 0 {
 		return 0, 0
@@ -356,7 +371,7 @@ func (e *Engine) expireCheckpoints(now time.Time, dry bool) (n int, bytes int64)
 	var old []string
 	e.ckpts.mu.Lock()
 	for id, c := range e.ckpts.m {
-		if now.Sub(c.created) > ttl {
+		if _, ok := expiring[id]; !ok && now.Sub(c.created) > ttl {
 			old = append(old, id)
 			n++
 			bytes += c.bytes

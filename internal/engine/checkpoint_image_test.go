@@ -243,6 +243,9 @@ func TestCheckpointRetention(t *testing.T) {
 				t.Fatalf("GC before the TTL: %+v %v, want nothing removed", rep, err)
 			}
 			fc.Advance(2 * time.Hour)
+			if dry, err := e.GC(ctx, GCOptions{DryRun: true}); err != nil || dry.Checkpoints != 1 || dry.CheckpointBytes != res.CheckpointBytes {
+				t.Errorf("dry run after the TTL: %+v %v, want the checkpoint's %d bytes once", dry, err, res.CheckpointBytes)
+			}
 			rep, err := e.GC(ctx, GCOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -253,11 +256,11 @@ func TestCheckpointRetention(t *testing.T) {
 			if d := diskOf(t, e); d.CheckpointBytes != 0 {
 				t.Errorf("df after the pass: %+v, want no checkpoint bytes", d)
 			}
+			if rep.Checkpoints != 1 || rep.CheckpointBytes != res.CheckpointBytes {
+				t.Errorf("GC after the TTL: %+v, want the checkpoint's %d bytes", rep, res.CheckpointBytes)
+			}
 			im, err := e.Image(ctx, acct, res.Image)
 			if mode == "checkpoint-ttl" {
-				if rep.Checkpoints != 1 || rep.CheckpointBytes != res.CheckpointBytes {
-					t.Errorf("GC after the TTL: %+v, want the checkpoint's %d bytes", rep, res.CheckpointBytes)
-				}
 				if err != nil || im.CheckpointBytes != 0 {
 					t.Errorf("image after its checkpoint expired: %+v %v, want it kept without a checkpoint", im, err)
 				}

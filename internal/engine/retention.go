@@ -95,8 +95,9 @@ type GCReport struct {
 	// named them).
 	Uploads     int
 	UploadBytes int64
-	// Checkpoints are the memory checkpoints older than CheckpointTTL
-	// removed (their images stay), and CheckpointBytes their sizes.
+	// Checkpoints are the memory checkpoints removed: with the expired
+	// images, or older than CheckpointTTL (their images stay); and
+	// CheckpointBytes their sizes.
 	Checkpoints     int
 	CheckpointBytes int64
 }
@@ -139,7 +140,9 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		return rep, err
 	}
 	if opts.Account == "" {
-		rep.Checkpoints, rep.CheckpointBytes = e.expireCheckpoints(now, opts.DryRun)
+		n, b := e.expireCheckpoints(now, opts.DryRun, expire)
+		rep.Checkpoints += n
+		rep.CheckpointBytes += b
 	}
 	if !opts.DryRun && (len(rep.Images) > 0 || rep.Operations > 0 || rep.Uploads > 0) {
 		e.log.Info("retention", "images", len(rep.Images), "layers", rep.Layers, "bytes", rep.Bytes, "operations", rep.Operations, "events", rep.Events,
@@ -312,6 +315,8 @@ func (e *Engine) expireImages(ctx context.Context, expire map[string]store.Image
 		}
 		rep.ExportBlobs += freed.ExportBlobs
 		rep.ExportBytes += freed.ExportBytes
+		rep.Checkpoints += freed.Checkpoints
+		rep.CheckpointBytes += freed.CheckpointBytes
 		for _, u := range ids {
 			for _, fn := range hooks {
 				fn(ctx, expire[u].Account, u)
