@@ -18,6 +18,11 @@ type GCResponse struct {
 	ExportBytes int64 `json:"export_bytes"`
 	Uploads     int   `json:"uploads"`
 	UploadBytes int64 `json:"upload_bytes"`
+	// Checkpoints: memory checkpoints removed, with the deleted images or
+	// older than the daemon's --checkpoint-ttl (their images stay);
+	// CheckpointBytes their sizes (in Bytes too).
+	Checkpoints     int   `json:"checkpoints"`
+	CheckpointBytes int64 `json:"checkpoint_bytes"`
 	// ImageRows are rows of deleted images and import layers purged.
 	ImageRows int `json:"image_rows"`
 	// Operations and Events: finished operations and their log events
@@ -59,8 +64,11 @@ type AccountDiskUsage struct {
 	AttributedBytes int64 `json:"attributed_bytes"`
 	// QuotaBytes is what the storage quota counts (also uploads and exports).
 	QuotaBytes int64 `json:"quota_bytes"`
-	Pending    int64 `json:"pending"`
-	Running    int64 `json:"running"`
+	// CheckpointBytes: memory checkpoints kept with its images (part of
+	// QuotaBytes; arbor extension).
+	CheckpointBytes int64 `json:"checkpoint_bytes"`
+	Pending         int64 `json:"pending"`
+	Running         int64 `json:"running"`
 	// The account's retention, in seconds; 0: kept forever.
 	ImageTTLSeconds     int64 `json:"image_ttl_seconds"`
 	OperationTTLSeconds int64 `json:"operation_ttl_seconds"`

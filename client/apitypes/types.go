@@ -91,6 +91,9 @@ type Image struct {
 	ParentUUID *string `json:"parent_uuid,omitempty"`
 	Depth      int     `json:"depth,omitempty"`
 	LayerBytes int64   `json:"layer_bytes,omitempty"`
+	// CheckpointBytes: the memory checkpoint kept with the image (POST
+	// /v1/images/{uuid}/restore), absent if none.
+	CheckpointBytes int64 `json:"checkpoint_bytes,omitempty"`
 }
 
 // ImageListResponse answers GET /v1/images.

@@ -120,6 +120,7 @@ func (s *server) routes() []route {
 		{pattern: "DELETE /v1/images/{uuid}", h: s.deleteImage},
 		{pattern: "GET /v1/images/{uuid}/lineage", h: s.lineage},
 		{pattern: "GET /v1/images/{uuid}/diff", h: s.diff},
+		{pattern: "POST /v1/images/{uuid}/restore", h: s.restore},
 
 		{pattern: "POST /v1/files", h: s.uploadFile},
 		{pattern: "GET /v1/files", h: s.listFiles},
@@ -137,6 +138,7 @@ func (s *server) routes() []route {
 		{pattern: "DELETE /v1/operations/{id}/subprocesses/{spid}", h: s.killSubprocess},
 		{pattern: "POST /v1/operations/{id}/subprocesses/{spid}/stdin", h: s.writeStdin},
 		{pattern: "POST /v1/operations/{id}/fork", h: s.fork},
+		{pattern: "POST /v1/operations/{id}/checkpoint", h: s.checkpoint},
 
 		{pattern: "GET /v1/inspect/{$}", h: s.findByTag},
 		{pattern: "GET /v1/inspect", h: s.findByTag},

@@ -22,16 +22,7 @@ func TestForkEndpoint(t *testing.T) {
 	}
 	d := startRealDaemon(t, engine.Config{Runtime: "runsc", InitBinary: init, AllowedRuntimes: []string{"runc"}}, api.Options{})
 	ctx := ctxT(t)
-	spawn := func(rt string) string {
-		keep := false
-		sp, err := d.c.Spawn(ctx, apitypes.InstanceSpawnRequest{Command: "cat", Image: d.base, Runtime: &rt,
-			Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: &keep}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = d.c.Cancel(ctx, sp.UUID) })
-		return sp.UUID
-	}
+	spawn := func(rt string) string { return spawnHeld(t, d, rt) }
 	op := spawn("runsc")
 	r := d.send(t, http.MethodPost, "/v1/operations/"+op+"/fork", "")
 	wantStatus(t, r, http.StatusCreated)

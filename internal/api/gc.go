@@ -29,7 +29,7 @@ func (s *server) gc(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := apitypes.GCResponse{DryRun: rep.DryRun, Images: make([]apitypes.GCImage, 0, len(rep.Images)), Layers: rep.Layers,
-		Bytes: rep.Bytes + rep.ExportBytes + rep.UploadBytes, LayerBytes: rep.Bytes, ExportBlobs: rep.ExportBlobs, ExportBytes: rep.ExportBytes,
+		Bytes: rep.Bytes + rep.ExportBytes + rep.UploadBytes + rep.CheckpointBytes, Checkpoints: rep.Checkpoints, CheckpointBytes: rep.CheckpointBytes, LayerBytes: rep.Bytes, ExportBlobs: rep.ExportBlobs, ExportBytes: rep.ExportBytes,
 		Uploads: rep.Uploads, UploadBytes: rep.UploadBytes,
 		ImageRows: rep.ImageRows, Operations: rep.Operations, Events: rep.Events}
 	for _, im := range rep.Images {
@@ -62,7 +62,7 @@ func (s *server) df(w http.ResponseWriter, r *http.Request) error {
 		MaxStorageBytes: rep.MaxStorageBytes, MaxConcurrent: rep.MaxConcurrent}
 	for _, a := range rep.Accounts {
 		out.Accounts = append(out.Accounts, apitypes.AccountDiskUsage{Account: a.Account, Images: a.Images, TaggedImages: a.TaggedImages,
-			Layers: a.Layers, DiskBytes: a.DiskBytes, SharedBytes: a.SharedBytes, AttributedBytes: a.AttributedBytes, QuotaBytes: a.QuotaBytes,
+			Layers: a.Layers, DiskBytes: a.DiskBytes, SharedBytes: a.SharedBytes, AttributedBytes: a.AttributedBytes, QuotaBytes: a.QuotaBytes, CheckpointBytes: a.CheckpointBytes,
 			Pending: a.Pending, Running: a.Running,
 			ImageTTLSeconds: ttlSeconds(a.Retention.ImageTTL.Seconds()), OperationTTLSeconds: ttlSeconds(a.Retention.OperationTTL.Seconds()),
 			UploadTTLSeconds: ttlSeconds(a.Retention.UploadTTL.Seconds())})

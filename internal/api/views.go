@@ -12,7 +12,7 @@ import (
 
 // imageView renders an image in wire form.
 func imageView(im engine.Image) apitypes.Image {
-	v := apitypes.Image{UUID: im.UUID, CreatedAt: apitypes.Timestamp(im.CreatedAt), Depth: im.Depth, LayerBytes: im.LayerBytes}
+	v := apitypes.Image{UUID: im.UUID, CreatedAt: apitypes.Timestamp(im.CreatedAt), Depth: im.Depth, LayerBytes: im.LayerBytes, CheckpointBytes: im.CheckpointBytes}
 	if im.Tag != "" {
 		t := im.Tag
 		v.Tag = &t

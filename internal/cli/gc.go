@@ -56,6 +56,9 @@ nothing. A token of the "default" account collects every account (or the one
 			fmt.Fprintf(g.stdout, "%s %d image(s), %d operation log(s) (%d events) and %d upload(s); %s %s: %s in %d layer(s), %s in %d export blob(s), %s of uploads\n",
 				verb, len(r.Images), r.Operations, r.Events, r.Uploads, freed, humanBytes(r.Bytes), humanBytes(r.LayerBytes), r.Layers, humanBytes(r.ExportBytes), r.ExportBlobs,
 				humanBytes(r.UploadBytes))
+			if r.Checkpoints > 0 {
+				fmt.Fprintf(g.stdout, "and %d memory checkpoint(s), %s: with those images, or older than --checkpoint-ttl\n", r.Checkpoints, humanBytes(r.CheckpointBytes))
+			}
 			return nil
 		}),
 	}
@@ -73,8 +76,9 @@ func newDF(g *globals) *cobra.Command {
 chains need and the disk those use, each layer once. A layer several accounts
 use (a base image each imported) is shared: SHARED is that part, and
 ATTRIBUTED splits it evenly among them, so the accounts' ATTRIBUTED add up to
-the store's total. QUOTA is what --max-storage-bytes counts (uploads and
-registry exports too). PENDING and RUNNING are operations waiting for a slot
+the store's total. CHECKPOINTS are the memory checkpoints kept with images
+(arbor checkpoint), outside the layers. QUOTA is what --max-storage-bytes
+counts (checkpoints, uploads and registry exports too). PENDING and RUNNING are operations waiting for a slot
 and holding one. --all (default account only) shows every account.`,
 		Example: `  arbor df
   sudo arbor df --all --json`,
@@ -88,10 +92,10 @@ and holding one. --all (default account only) shows every account.`,
 				return g.printJSON(r)
 			}
 			t := newTable(g.stdout)
-			fmt.Fprintln(t, "ACCOUNT\tIMAGES\tTAGGED\tLAYERS\tDISK\tSHARED\tATTRIBUTED\tQUOTA\tPENDING\tRUNNING\tIMAGE TTL\tLOG TTL\tUPLOAD TTL")
+			fmt.Fprintln(t, "ACCOUNT\tIMAGES\tTAGGED\tLAYERS\tDISK\tSHARED\tATTRIBUTED\tCHECKPOINTS\tQUOTA\tPENDING\tRUNNING\tIMAGE TTL\tLOG TTL\tUPLOAD TTL")
 			for _, a := range r.Accounts {
-				fmt.Fprintf(t, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Account, a.Images, a.TaggedImages, a.Layers,
-					humanBytes(a.DiskBytes), humanBytes(a.SharedBytes), humanBytes(a.AttributedBytes), humanBytes(a.QuotaBytes),
+				fmt.Fprintf(t, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Account, a.Images, a.TaggedImages, a.Layers,
+					humanBytes(a.DiskBytes), humanBytes(a.SharedBytes), humanBytes(a.AttributedBytes), humanBytes(a.CheckpointBytes), humanBytes(a.QuotaBytes),
 					a.Pending, a.Running, ttl(a.ImageTTLSeconds), ttl(a.OperationTTLSeconds), ttl(a.UploadTTLSeconds))
 			}
 			t.Flush()

@@ -26,7 +26,8 @@ with P (an exact match first); --since keeps images created within a
 duration (15m, 2h, 3d, 1w) or after an RFC 3339 time.
 
 --json prints the array of images (uuid, tag, created_at, operation_uuid,
-parent_uuid, depth, layer_bytes); -q prints UUIDs only.`,
+parent_uuid, depth, layer_bytes, checkpoint_bytes); -q prints UUIDs only.
+CHECKPOINT is the memory checkpoint kept with an image (arbor checkpoint).`,
 		Example: `  arbor images
   arbor images --all --since 1h
   arbor images --prefix attempt- -q | xargs arbor rmi`,
@@ -60,7 +61,7 @@ parent_uuid, depth, layer_bytes); -q prints UUIDs only.`,
 				return nil
 			}
 			tw := newTable(g.stdout)
-			fmt.Fprintln(tw, "IMAGE\tTAG\tCREATED\tPARENT\tDEPTH\tLAYER")
+			fmt.Fprintln(tw, "IMAGE\tTAG\tCREATED\tPARENT\tDEPTH\tLAYER\tCHECKPOINT")
 			for _, im := range ims {
 				parent := "-"
 				if im.ParentUUID != nil {
@@ -70,7 +71,11 @@ parent_uuid, depth, layer_bytes); -q prints UUIDs only.`,
 				if tag == "" {
 					tag = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", shortID(im.UUID), tag, age(im.CreatedAt), parent, im.Depth, humanBytes(im.LayerBytes))
+				ckpt := "-"
+				if im.CheckpointBytes > 0 {
+					ckpt = humanBytes(im.CheckpointBytes)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", shortID(im.UUID), tag, age(im.CreatedAt), parent, im.Depth, humanBytes(im.LayerBytes), ckpt)
 			}
 			return tw.Flush()
 		}),

@@ -88,6 +88,7 @@ running ones finish for up to --shutdown-timeout, then fails the rest.`,
 	f.StringSliceVar(&cfg.ImageTTL, "image-ttl", nil, "delete untagged images older than this that no tagged, younger or in-use image descends from: TTL (72h, 30d, 2w) or ACCOUNT:TTL, repeatable; default off (see README \"Retention and disk\")")
 	f.StringSliceVar(&cfg.OperationTTL, "operation-ttl", nil, "delete finished operations and their logs this long after they finished: TTL or ACCOUNT:TTL, repeatable; default 30d, off keeps them")
 	f.StringSliceVar(&cfg.UploadTTL, "upload-ttl", nil, "delete uploaded files this long after their last use (upload, re-upload, or a run naming them): TTL or ACCOUNT:TTL, repeatable; default 7d, off keeps them")
+	f.StringVar(&cfg.CheckpointTTL, "checkpoint-ttl", "", "remove memory checkpoints kept with images (arbor checkpoint) this long after they were made, keeping the images: TTL (72h, 30d, 2w); default off: a checkpoint lives as long as its image")
 	f.DurationVar(&cfg.Engine.GCInterval, "gc-interval", time.Hour, "how often retention and garbage collection run in the background (negative: never; arbor gc runs them now)")
 	f.StringVar(&cfg.Blobs, "blobs", "", "keep layers in S3 (s3://bucket/prefix), uploaded before their image is visible, with a local cache under the home; credentials from the AWS environment and files (default: plain directories under the home)")
 	f.StringVar(&cfg.BlobsEndpoint, "blobs-endpoint", "", "S3 endpoint URL for --blobs, e.g. http://127.0.0.1:7070 (default: AWS, or $AWS_ENDPOINT_URL_S3)")

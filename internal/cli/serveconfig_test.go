@@ -127,12 +127,13 @@ func TestServePrintConfig(t *testing.T) {
 	os.WriteFile(p, []byte("slots = 3\ntoken = \"s3cret\"\ndb = \"postgres://arbor:pw-s3cret@db.internal/arbor\"\n"), 0o600)
 	t.Setenv("ARBOR_MAX_TIMEOUT", "60")
 	var out, errb bytes.Buffer
-	code := Main(context.Background(), []string{"serve", "--config", p, "--listen", "127.0.0.1:1", "--print-config"}, nil, &out, &errb)
+	code := Main(context.Background(), []string{"serve", "--config", p, "--listen", "127.0.0.1:1", "--checkpoint-ttl", "3d", "--print-config"}, nil, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	for _, want := range []string{
 		`listen = "127.0.0.1:1"`, "# flag",
+		`checkpoint-ttl = "3d"`,
 		"slots = 3", "# config " + p,
 		"max-timeout = 60", "# env ARBOR_MAX_TIMEOUT",
 		`shutdown-timeout = "1m0s"`, "# default",

@@ -52,6 +52,9 @@ type Config struct {
 	// engine.ParseRetention into Engine.Retention and AccountRetention
 	// (when given, they replace those).
 	ImageTTL, OperationTTL, UploadTTL []string
+	// CheckpointTTL is --checkpoint-ttl, parsed by engine.ParseCheckpointTTL
+	// into Engine.CheckpointTTL (when given).
+	CheckpointTTL string
 	// DB, if set, is a postgres:// URL: the metadata goes to that
 	// PostgreSQL database instead of <home>/arbor.db (scale-out preview:
 	// one node per database, see README "Scale-out (preview)").
@@ -101,6 +104,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(cfg.ImageTTL)+len(cfg.OperationTTL)+len(cfg.UploadTTL) > 0 {
 		var err error
 		if ec.Retention, ec.AccountRetention, err = engine.ParseRetention(cfg.ImageTTL, cfg.OperationTTL, cfg.UploadTTL); err != nil {
+			return err
+		}
+	}
+	if cfg.CheckpointTTL != "" {
+		var err error
+		if ec.CheckpointTTL, err = engine.ParseCheckpointTTL(cfg.CheckpointTTL); err != nil {
 			return err
 		}
 	}

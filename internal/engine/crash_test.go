@@ -37,7 +37,7 @@ func crashHelper(mode string) {
 	if mode == "warm" {
 		cfg.InitBinary, cfg.WarmPerImage = os.Getenv("ARBOR_CRASH_INIT"), 2
 	}
-	if mode == "fork" {
+	if mode == "fork" || strings.HasPrefix(mode, "checkpoint") {
 		cfg.InitBinary = os.Getenv("ARBOR_CRASH_INIT")
 	}
 	e, err := New(ctx, cfg)
@@ -95,6 +95,9 @@ func crashHelper(mode string) {
 	if mode == "fork" {
 		crashInFork(ctx, e)
 	}
+	if strings.HasPrefix(mode, "checkpoint") {
+		crashInCheckpoint(ctx, e, mode)
+	}
 	cmd := "sleep 1000"
 	if mode == "commit" {
 		cmd = "echo data > /root/committed"
@@ -123,9 +126,11 @@ func TestKill9Recovery(t *testing.T) {
 		{"run", "runc", "executing"},
 		{"run", "runsc", "executing"},
 		{"commit", "runc", "committing"},
-		{"import", "runc", "committing"}, // an import's image and SUCCESS land together or not at all
-		{"warm", "runsc", "executing"},   // in a warm run, with idle warm sandboxes (one networked)
-		{"fork", "runsc", "forking"},     // mid-fork: parent paused, checkpoint written, upper copied
+		{"import", "runc", "committing"},                // an import's image and SUCCESS land together or not at all
+		{"warm", "runsc", "executing"},                  // in a warm run, with idle warm sandboxes (one networked)
+		{"fork", "runsc", "forking"},                    // mid-fork: parent paused, checkpoint written, upper copied
+		{"checkpoint", "runsc", "checkpointing"},        // a kept checkpoint written, not yet in place
+		{"checkpoint-commit", "runsc", "checkpointing"}, // in place, its image's layer renamed, the row not written
 	} {
 		t.Run(tc.mode+"-"+tc.rt, func(t *testing.T) {
 			e, base := newEngine(t, tc.rt)
@@ -135,7 +140,7 @@ func TestKill9Recovery(t *testing.T) {
 
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), "ARBOR_CRASH_HELPER="+tc.mode, "ARBOR_CRASH_HOME="+home, "ARBOR_CRASH_IMAGE="+base, "ARBOR_CRASH_RUNTIME="+tc.rt)
-			if tc.mode == "warm" || tc.mode == "fork" {
+			if tc.mode == "warm" || tc.mode == "fork" || strings.HasPrefix(tc.mode, "checkpoint") {
 				cmd.Env = append(cmd.Env, "ARBOR_CRASH_INIT="+staticInit(t))
 			}
 			out, _ := cmd.StdoutPipe()
@@ -189,6 +194,9 @@ func TestKill9Recovery(t *testing.T) {
 			}
 			if runs := listDir(t, filepath.Join(home, "run")); len(runs) != 0 {
 				t.Errorf("stale run dirs: %v", runs)
+			}
+			if ckpts := listDir(t, filepath.Join(home, "checkpoints")); len(ckpts) != 0 {
+				t.Errorf("checkpoints left without their image: %v", ckpts)
 			}
 			if m := mountsUnder(home + "/run"); m > 0 {
 				t.Errorf("%d stale mounts under run/", m)

@@ -27,6 +27,9 @@ type AccountDisk struct {
 	// layers of its undeleted rows, squashed copies, uploaded files and
 	// export blobs.
 	QuotaBytes int64
+	// CheckpointBytes: the memory checkpoints kept with its images (part
+	// of QuotaBytes, not of DiskBytes).
+	CheckpointBytes int64
 	// Pending are operations waiting for a slot, Running those holding
 	// one (ASSIGNED or EXECUTING).
 	Pending, Running int64
@@ -133,6 +136,7 @@ func (e *Engine) DiskUsage(ctx context.Context, account string) (DiskReport, err
 				d.AttributedBytes += sizes[l]
 			}
 		}
+		d.CheckpointBytes = e.ckpts.accountBytes(name)
 		if d.QuotaBytes, err = e.storedBytes(ctx, name); err != nil {
 			return rep, err
 		}

@@ -21,7 +21,9 @@ type Image struct {
 	Env        string // JSON object of the environment it keeps, "" if none
 	Depth      int    // layers in its chain
 	LayerBytes int64  // bytes its own layer uses
-	CreatedAt  time.Time
+	// CheckpointBytes: the memory checkpoint kept with it (RestoreImage), 0 if none.
+	CheckpointBytes int64
+	CreatedAt       time.Time
 	// Deleted is set only on a Lineage's ancestors: a deleted image whose
 	// layers its descendants still use.
 	Deleted bool

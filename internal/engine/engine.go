@@ -55,6 +55,10 @@ type Config struct {
 	MaxLayerBytes    int64             // default growth cap per run; default 10 GiB
 	MaxConcurrentOps int               // per account; default 64
 	MaxStorageBytes  int64             // per account; 0: unlimited
+	// CheckpointTTL: a memory checkpoint kept with an image (see
+	// checkpoint_image.go) goes this long after it was made; its image
+	// stays. 0: it lives as long as its image.
+	CheckpointTTL time.Duration
 	// DiskReserveBytes is the free space kept on the engine home's
 	// filesystem (see disk.go): under it, runs that save an image and
 	// imports are refused. 0: DefaultDiskReserve; negative: no check.
@@ -168,6 +172,7 @@ type Engine struct {
 	registryImport  RegistryImporter
 	onDeleted       []func(ctx context.Context, account, id string) // OnImageDeleted; under mu
 	storedElsewhere []func(account string) int64                    // AddStoredBytes; under mu
+	ckpts           checkpointSet                                   // checkpoint_image.go
 	freedElsewhere  []func(gone map[string]bool) (int, int64)       // AddFreedBytes; under mu
 	nets            *netns.Manager
 
@@ -344,6 +349,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := e.recover(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("recovery: %w", err)
+	}
+	if err := e.loadCheckpoints(); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("checkpoints: %w", err)
 	}
 	// The static init runs first in every sandbox, cold and warm.
 	if cfg.Runtimes != nil {

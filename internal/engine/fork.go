@@ -50,26 +50,11 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req ForkRequest) 
 	if n < 1 || n > MaxForks {
 		return ForkResult{}, errdefs.InvalidArgument("count %d: fork into 1 to %d copies", req.Count, MaxForks)
 	}
-	a, err := e.runningOp(ctx, account, op)
+	f, err := e.checkpointable(ctx, account, op)
 	if err != nil {
 		return ForkResult{}, err
 	}
-	a.mu.Lock()
-	sb, main := a.sandbox, a.procs[1]
-	a.mu.Unlock()
-	if sb == nil || main == nil {
-		return ForkResult{}, errdefs.Conflict("operation %s: the instance's main process has exited: nothing to fork", a.id)
-	}
-	p := sb.p
-	if p.rt.Name() != "runsc" {
-		return ForkResult{}, runtime.NotCheckpointable(p.rt.Name())
-	}
-	if p.agent == nil {
-		return ForkResult{}, errdefs.FailedPrecondition("operation %s runs without arbor's init (no static arbor-init found at startup): it cannot be forked", a.id)
-	}
-	if p.warm == nil && p.restore == nil && !forkable(p) {
-		return ForkResult{}, errdefs.FailedPrecondition("operation %s was spawned with its stdin closed, so its sandbox was not made forkable: spawn long-running instances with stdin.close=false", a.id)
-	}
+	a, sb, p := f.a, f.sb, f.p
 	if err := e.admit(ctx, account); err != nil {
 		return ForkResult{}, err
 	}
@@ -94,28 +79,8 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req ForkRequest) 
 		return ForkResult{}, err
 	}
 	begin := time.Now()
-	// No frame may be half-sent to the init at the checkpoint. Holding its
-	// input also takes forks of one instance one at a time.
-	release, err := p.agent.Quiesce(ctx)
-	if err != nil {
-		return fail(errdefs.Conflict("operation %s: %v", a.id, err))
-	}
-	err = sb.rt.Checkpoint(ctx, sb.cid, runtime.CheckpointOptions{Image: image, KeepPaused: req.PauseParent, Quiet: func() error {
-		err := copyUpper(sb.upper, upper)
-		if testHookForkQuiet != nil {
-			testHookForkQuiet()
-		}
-		return err
-	}})
-	release()
-	if err != nil {
-		a.mu.Lock()
-		exited := a.exited
-		a.mu.Unlock()
-		if exited {
-			return fail(errdefs.Conflict("operation %s: the instance's main process exited during the fork", a.id))
-		}
-		return fail(fmt.Errorf("checkpoint operation %s: %w", a.id, err))
+	if err := e.saveRunning(ctx, f, image, upper, req.PauseParent); err != nil {
+		return fail(err)
 	}
 	paused := time.Since(begin)
 	if req.PauseParent {
@@ -144,7 +109,7 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req ForkRequest) 
 				}
 			})
 		}
-		id, err := e.startFork(ctx, p, point, &restorePlan{image: image, pid: main.pid, done: done})
+		id, err := e.startFork(ctx, p, point, &restorePlan{image: image, pid: f.pid, done: done})
 		if err != nil {
 			done()
 			for range n - 1 - len(res.Operations) { // the copies never started
@@ -161,6 +126,70 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req ForkRequest) 
 		res.Operations = append(res.Operations, id)
 	}
 	return res, nil
+}
+
+// running is a running instance that can be checkpointed (checkpointable).
+type running struct {
+	a   *activeOp
+	sb  *sandboxRef
+	p   *runPlan
+	pid int // its main process's, in the sandbox
+}
+
+// checkpointable finds account's running instance op and checks that its
+// sandbox can be checkpointed: runsc, arbor's init, booted forkable.
+func (e *Engine) checkpointable(ctx context.Context, account, op string) (running, error) {
+	a, err := e.runningOp(ctx, account, op)
+	if err != nil {
+		return running{}, err
+	}
+	a.mu.Lock()
+	sb, main := a.sandbox, a.procs[1]
+	a.mu.Unlock()
+	if sb == nil || main == nil {
+		return running{}, errdefs.Conflict("operation %s: the instance's main process has exited: nothing to checkpoint", a.id)
+	}
+	p := sb.p
+	if p.rt.Name() != "runsc" {
+		return running{}, runtime.NotCheckpointable(p.rt.Name())
+	}
+	if p.agent == nil {
+		return running{}, errdefs.FailedPrecondition("operation %s runs without arbor's init (no static arbor-init found at startup): it cannot be checkpointed", a.id)
+	}
+	if p.warm == nil && p.restore == nil && !forkable(p) {
+		return running{}, errdefs.FailedPrecondition("operation %s was spawned with its stdin closed, so its sandbox was not made checkpointable: spawn long-running instances with stdin.close=false", a.id)
+	}
+	return running{a: a, sb: sb, p: p, pid: main.pid}, nil
+}
+
+// saveRunning checkpoints r's sandbox into the new directory image and,
+// while it is stopped, copies its upper dir to upper: memory and files
+// match. keepPaused leaves it stopped (see CheckpointOptions).
+func (e *Engine) saveRunning(ctx context.Context, r running, image, upper string, keepPaused bool) error {
+	// No frame may be half-sent to the init at the checkpoint. Holding its
+	// input also takes checkpoints of one instance one at a time.
+	release, err := r.p.agent.Quiesce(ctx)
+	if err != nil {
+		return errdefs.Conflict("operation %s: %v", r.a.id, err)
+	}
+	err = r.sb.rt.Checkpoint(ctx, r.sb.cid, runtime.CheckpointOptions{Image: image, KeepPaused: keepPaused, Quiet: func() error {
+		err := copyUpper(r.sb.upper, upper)
+		if testHookForkQuiet != nil {
+			testHookForkQuiet()
+		}
+		return err
+	}})
+	release()
+	if err != nil {
+		r.a.mu.Lock()
+		exited := r.a.exited
+		r.a.mu.Unlock()
+		if exited {
+			return errdefs.Conflict("operation %s: the instance's main process exited during the checkpoint", r.a.id)
+		}
+		return fmt.Errorf("checkpoint operation %s: %w", r.a.id, err)
+	}
+	return nil
 }
 
 // forkable says whether a cold run's sandbox is booted checkpointable (see
@@ -203,12 +232,18 @@ func (e *Engine) commitForkPoint(ctx context.Context, p *runPlan, upper string) 
 	if empty {
 		return p.image, nil
 	}
+	return e.commitPoint(ctx, p, upper, newID())
+}
+
+// commitPoint commits the upper dir copied from run p as image id, a
+// child of p's input image.
+func (e *Engine) commitPoint(ctx context.Context, p *runPlan, upper, id string) (store.Image, error) {
 	env := p.image.Env
 	if p.meta.PreserveEnv {
 		b, _ := json.Marshal(p.env) // a string map: cannot fail
 		env = string(b)
 	}
-	im := store.Image{UUID: newID(), Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
+	im := store.Image{UUID: id, Account: p.account, Parent: p.image.UUID, Layer: newLayerID(), Depth: p.image.Depth + 1,
 		Operation: p.op, Env: env, LayerBytes: dirBytes(upper), CreatedAt: e.now()}
 	if err := e.commitLayer(ctx, upper, im); err != nil {
 		return store.Image{}, fmt.Errorf("commit the fork point: %w", err)

@@ -215,12 +215,7 @@ func crashInFork(ctx context.Context, e *Engine) {
 func TestForkConcurrent(t *testing.T) {
 	e, base := newEngine(t, "runsc")
 	ctx := context.Background()
-	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "echo up; cat", Shell: ptr(true), Image: base, Disposable: ptr(true),
-		Stdin: &Stdin{Value: "", Close: ptr(false)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitStdout(t, e, op, "up\n")
+	op := startCat(t, e, base)
 	errs := make(chan error, 3)
 	ops := make(chan string, 3)
 	for range 3 {

@@ -31,4 +31,7 @@ func (e *Engine) freedOutside(ids []string, rep *GCReport) {
 		rep.ExportBlobs += n
 		rep.ExportBytes += b
 	}
+	n, b := e.ckpts.of(gone)
+	rep.Checkpoints += n
+	rep.CheckpointBytes += b
 }

@@ -135,13 +135,13 @@ func (e *Engine) Image(ctx context.Context, account, id string) (Image, error) {
 		return Image{}, errdefs.InvalidArgument("%q is not an image UUID", id)
 	}
 	im, err := e.st.Image(ctx, account, strings.ToLower(id))
-	return toImage(im), err
+	return e.withCheckpoints([]Image{toImage(im)})[0], err
 }
 
 // ListImages lists account's images.
 func (e *Engine) ListImages(ctx context.Context, f ImageFilter) ([]Image, error) {
 	rs, err := e.st.ListImages(ctx, f.row())
-	return toImages(rs), err
+	return e.withCheckpoints(toImages(rs)), err
 }
 
 // ValidateTag checks a tag name (see imageref.ValidTag).

@@ -95,6 +95,11 @@ type GCReport struct {
 	// named them).
 	Uploads     int
 	UploadBytes int64
+	// Checkpoints are the memory checkpoints removed: with the expired
+	// images, or older than CheckpointTTL (their images stay); and
+	// CheckpointBytes their sizes.
+	Checkpoints     int
+	CheckpointBytes int64
 }
 
 // GC applies the retention policies now and collects what no longer needs
@@ -133,6 +138,11 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	}
 	if err := e.expireUploads(ctx, now, opts, &rep); err != nil {
 		return rep, err
+	}
+	if opts.Account == "" {
+		n, b := e.expireCheckpoints(now, opts.DryRun, expire)
+		rep.Checkpoints += n
+		rep.CheckpointBytes += b
 	}
 	if !opts.DryRun && (len(rep.Images) > 0 || rep.Operations > 0 || rep.Uploads > 0) {
 		e.log.Info("retention", "images", len(rep.Images), "layers", rep.Layers, "bytes", rep.Bytes, "operations", rep.Operations, "events", rep.Events,
@@ -305,6 +315,8 @@ func (e *Engine) expireImages(ctx context.Context, expire map[string]store.Image
 		}
 		rep.ExportBlobs += freed.ExportBlobs
 		rep.ExportBytes += freed.ExportBytes
+		rep.Checkpoints += freed.Checkpoints
+		rep.CheckpointBytes += freed.CheckpointBytes
 		for _, u := range ids {
 			for _, fn := range hooks {
 				fn(ctx, expire[u].Account, u)

@@ -52,6 +52,8 @@ type Backend interface {
 	Wait(ctx context.Context, id string) (*apitypes.OperationResponse, error)
 	Cancel(ctx context.Context, id string) error
 	Fork(ctx context.Context, id string, req apitypes.ForkRequest) (*apitypes.ForkResponse, error)
+	Checkpoint(ctx context.Context, id string) (*apitypes.CheckpointResponse, error)
+	Restore(ctx context.Context, image string, req apitypes.RestoreRequest) (*apitypes.RestoreResponse, error)
 }
 
 var _ Backend = (*client.Client)(nil)
@@ -122,6 +124,7 @@ func NewServer(b Backend, opts Options) *mcpsdk.Server {
 	s.addInspectTools(ms)
 	s.addRunTools(ms)
 	s.addForkTools(ms)
+	s.addCheckpointTools(ms)
 	s.addFileTools(ms)
 	s.addGuide(ms)
 	s.addResources(ms)

@@ -36,6 +36,8 @@ type OCI struct {
 
 	mu    sync.Mutex
 	inits map[string][]int // booted sandboxes' host process pidfds (see watchInit)
+
+	formatCache // CheckpointFormat
 }
 
 var _ Runtime = (*OCI)(nil)

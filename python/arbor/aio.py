@@ -140,6 +140,10 @@ class AsyncImage:
     async def delete(self) -> None:
         await self._run(self.sync.delete)
 
+    async def restore(self, count: int = 1) -> List["AsyncOperation"]:
+        """Start instances from the kept checkpoint; see :meth:`arbor.Image.restore`."""
+        return [AsyncOperation(op, self._run) for op in await self._run(self.sync.restore, count)]
+
 
 def _as_kwargs(c: Any, base: Dict[str, Any]) -> Dict[str, Any]:
     kw = dict(base)
@@ -226,6 +230,10 @@ class AsyncOperation:
 
     async def resume(self) -> None:
         await self._run(self.sync.resume)
+
+    async def checkpoint(self) -> AsyncImage:
+        """Save the running instance; see :meth:`arbor.Operation.checkpoint`."""
+        return AsyncImage(await self._run(self.sync.checkpoint), self._run)
 
     async def events(self, **kwargs: Any) -> AsyncIterator[Event]:
         """Follow the event log; see :meth:`arbor.Operation.events`."""

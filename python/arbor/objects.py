@@ -173,6 +173,13 @@ class Image:
         """Size of this image's own layer in bytes."""
         return int(self.raw.get("layer_bytes") or 0)
 
+    @property
+    def checkpoint_bytes(self) -> int:
+        """Size of the memory checkpoint kept with this image (made by
+        :meth:`Operation.checkpoint`; restore it with :meth:`restore`), 0
+        if it has none."""
+        return int(self.raw.get("checkpoint_bytes") or 0)
+
     def __repr__(self) -> str:
         tag = self._data.get("tag") if self._data else None
         return f"Image({self.uuid!r}" + (f", tag={tag!r}" if tag else "") + ")"
@@ -457,6 +464,16 @@ class Image:
         """Delete this image (arbor extension). Its descendants stay usable."""
         self._c._t.request("DELETE", f"/v1/images/{_q(self.uuid)}")
 
+    def restore(self, count: int = 1) -> List["Operation"]:
+        """Start ``count`` running instances from the memory checkpoint kept
+        with this image (an arbor extension; see :meth:`Operation.checkpoint`).
+        Each continues the checkpointed instance's main process on a fresh
+        copy of this image's files, then diverges. Raises
+        :class:`~arbor.Conflict` (409) with the reason when the image has no
+        checkpoint or the server's runsc differs from the one that made it."""
+        d = self._c._t.request("POST", f"/v1/images/{_q(self.uuid)}/restore", json={"count": count}).json() or {}
+        return [Operation(self._c, u, kind="instance") for u in d.get("operations") or []]
+
 
 class _ReadAdapter(io.RawIOBase):
     """File-like view of a streamed response, for tarfile."""
@@ -661,6 +678,16 @@ class Operation:
         d = self._c._t.request("POST", f"/v1/operations/{_q(self.id)}/fork", json=body).json() or {}
         ops = [Operation(self._c, u, kind="instance") for u in d.get("operations") or []]
         return Fork(Image(self._c, d["image"]), ops, int(d.get("checkpoint_bytes") or 0))
+
+    def checkpoint(self) -> "Image":
+        """Save this running instance, memory and all, as a new image that
+        keeps its memory checkpoint for :meth:`Image.restore`, any number of
+        times and after this instance has ended (an arbor extension; runtime
+        ``runsc``, started with ``keep_stdin=True``). This instance goes on.
+        The checkpoint counts in the account's storage until the image is
+        deleted; its size is ``image.checkpoint_bytes``."""
+        d = self._c._t.request("POST", f"/v1/operations/{_q(self.id)}/checkpoint").json() or {}
+        return Image(self._c, d["image"])
 
     def resume(self) -> None:
         """Resume an instance a fork left paused (``pause_parent=True``):

@@ -462,3 +462,21 @@ def test_fork(base: Image) -> None:
     with pytest.raises(arbor.Conflict, match="runsc"):
         other.fork()
     other.cancel()
+
+
+def test_checkpoint_restore(base: Image) -> None:
+    script = 'i=0; while read l; do i=$((i+1)); echo "$l $i"; done'
+    op = base.run(shell=script, runtime="runsc", keep_stdin=True, stdin="a\n")
+    _wait_stdout(op, "a 1\n")
+    saved = op.checkpoint()
+    assert saved.checkpoint_bytes > 0
+    op.write_stdin("b\n", close=True)
+    assert op.wait(60).stdout == "a 1\nb 2\n"
+    # Restored later, twice, after the instance ended: both go on from "a 1".
+    for word in ("x", "y"):
+        (copy,) = saved.restore()
+        copy.write_stdin(f"{word}\n", close=True)
+        assert copy.wait(60).stdout == f"{word} 2\n"
+    with pytest.raises(arbor.Conflict, match="no memory checkpoint"):
+        base.restore()
+    saved.delete()
