@@ -75,7 +75,7 @@ type server struct {
 func New(e *engine.Engine, opts Options) http.Handler {
 	opts.setDefaults()
 	s := &server{e: e, opts: opts, log: opts.Logger, mux: http.NewServeMux(), limits: newRateLimits(opts.RateLimit, opts.RateBurst)}
-	for _, rt := range s.routes() {
+	for _, rt := range append(s.routes(), s.previewRoutes()...) {
 		h := s.handle(rt.h)
 		if !rt.public {
 			h = s.authenticate(s.rateLimit(h))

@@ -286,6 +286,7 @@ func routes(e *engine.Engine, log *slog.Logger, opts api.Options) http.Handler {
 		log.Warn("registry export: prune", "err", err)
 	}
 	mux.Handle("/v2/", m.Instrument("/v2/", exp))
+	mux.Handle("/preview/", m.Instrument("/preview/", api.PreviewHandler(e, opts)))
 	mux.Handle("/", m.Instrument("/", webui.Handler()))
 	return mux
 }
