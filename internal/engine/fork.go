@@ -94,6 +94,7 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req ForkRequest) 
 		return ForkResult{}, err
 	}
 	begin := time.Now()
+	defer e.holdRelay(ctx, a.id)() // no preview relay in the checkpoint (preview.go)
 	// No frame may be half-sent to the init at the checkpoint. Holding its
 	// input also takes forks of one instance one at a time.
 	release, err := p.agent.Quiesce(ctx)

@@ -73,7 +73,8 @@ type opPreviews struct {
 	account string
 	ports   map[int]*exposure
 	sess    *yamux.Session // the relay's session, once started
-	start   chan struct{}  // closed when a relay start in progress ends
+	gone    chan struct{}  // closed when sess's relay has exited
+	start   chan struct{}  // closed when a relay start in progress, or a hold, ends
 }
 
 type exposure struct {
@@ -381,7 +382,7 @@ func (e *Engine) relay(ctx context.Context, op string, ps *opPreviews) (*yamux.S
 		done := make(chan struct{})
 		ps.start = done
 		h.mu.Unlock()
-		s, err := e.startRelay(ctx, op)
+		s, gone, err := e.startRelay(ctx, op)
 		h.mu.Lock()
 		ps.start = nil
 		close(done)
@@ -390,7 +391,7 @@ func (e *Engine) relay(ctx context.Context, op string, ps *opPreviews) (*yamux.S
 				s.Close()
 				err = errdefs.Forbidden("the previews of operation %s were removed", op)
 			} else {
-				ps.sess = s
+				ps.sess, ps.gone = s, gone
 			}
 		}
 		h.mu.Unlock()
@@ -398,34 +399,87 @@ func (e *Engine) relay(ctx context.Context, op string, ps *opPreviews) (*yamux.S
 	}
 }
 
-// startRelay execs the relay into op's sandbox and opens its session.
-func (e *Engine) startRelay(ctx context.Context, op string) (*yamux.Session, error) {
+// holdRelay stops op's relay, if one runs, and keeps another from
+// starting until the returned function is called: Fork's checkpoint
+// cannot save a process mapped from a host file, as the relay is (it runs
+// from the daemon's binary, handed over as a descriptor). Connections
+// through op's previews are cut; later ones start a new relay.
+func (e *Engine) holdRelay(ctx context.Context, op string) func() {
+	h := &e.previews
+	for {
+		h.mu.Lock()
+		if h.ops == nil {
+			h.ops = map[string]*opPreviews{}
+		}
+		ps := h.ops[op]
+		if ps == nil { // none yet: an expose during the hold waits too
+			ps = &opPreviews{ports: map[int]*exposure{}}
+			if a := e.activeOf(op); a != nil {
+				ps.account = a.account
+			}
+			h.ops[op] = ps
+		}
+		if wait := ps.start; wait != nil {
+			h.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return func() {}
+			}
+		}
+		done := make(chan struct{})
+		ps.start = done
+		sess, gone := ps.sess, ps.gone
+		ps.sess, ps.gone = nil, nil
+		h.mu.Unlock()
+		if sess != nil {
+			sess.Close()
+			select {
+			case <-gone:
+			case <-ctx.Done():
+			}
+		}
+		return func() {
+			h.mu.Lock()
+			ps.start = nil
+			close(done)
+			h.mu.Unlock()
+		}
+	}
+}
+
+// startRelay execs the relay into op's sandbox and opens its session;
+// gone is closed once the relay has exited.
+func (e *Engine) startRelay(ctx context.Context, op string) (sess *yamux.Session, gone chan struct{}, err error) {
 	a := e.activeOf(op)
 	if a == nil {
-		return nil, errdefs.Conflict("operation %s has ended", op)
+		return nil, nil, errdefs.Conflict("operation %s has ended", op)
 	}
 	a.mu.Lock()
 	sb := a.sandbox
 	a.mu.Unlock()
 	if sb == nil {
-		return nil, errdefs.Conflict("operation %s: the instance's main process has exited", op)
+		return nil, nil, errdefs.Conflict("operation %s: the instance's main process has exited", op)
 	}
 	if err := sb.rt.WaitRunning(ctx, sb.cid); err != nil {
-		return nil, errdefs.Conflict("operation %s: %v", op, err)
+		return nil, nil, errdefs.Conflict("operation %s: %v", op, err)
 	}
 	inR, inW, err := os.Pipe()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		inR.Close()
 		inW.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	started := make(chan error, 1)
+	gone = make(chan struct{})
 	stderr := &tailWriter{max: 4 << 10}
 	go func() {
+		defer close(gone)
 		res, err := sb.rt.Exec(e.ctx, sb.cid, runtime.ExecSpec{
 			Args: []string{"arbor-relay"}, InitBinary: e.initBin, InitMode: []string{initproc.RelayMode},
 			Stdin: inR, Stdout: outW, Stderr: stderr,
@@ -446,15 +500,15 @@ func (e *Engine) startRelay(ctx context.Context, op string) (*yamux.Session, err
 		started <- err
 	}()
 	if err := <-started; err != nil {
-		return nil, errdefs.Unavailable("operation %s: the preview relay did not start: %v", op, err)
+		return nil, nil, errdefs.Unavailable("operation %s: the preview relay did not start: %v", op, err)
 	}
-	sess, err := yamux.Client(pipeConn{outR, inW}, initproc.RelayConfig())
+	sess, err = yamux.Client(pipeConn{outR, inW}, initproc.RelayConfig())
 	if err != nil {
 		inW.Close()
 		outR.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return sess, nil
+	return sess, gone, nil
 }
 
 // pipeConn is the engine's end of the relay's stdio.
