@@ -12,7 +12,8 @@
 // lineage, diff, list_files, read_file, grep, get_operation,
 // list_operations, wait_operations, get_guide. Naming: checkpoint,
 // rollback, set_tag. Sandboxes: run (one), branch (one per command),
-// fork_instance (copies of a running instance, memory and all).
+// fork_instance (copies of a running instance, memory and all), expose_port
+// (a signed URL to a port inside a running instance).
 // Files: upload, and, when [Options.LocalFiles] is set, sync and download,
 // which touch the filesystem of the machine the server runs on. Images:
 // import_image. Operations: cancel_operation.

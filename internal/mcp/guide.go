@@ -54,6 +54,7 @@ Sandboxes:
 - run: one command; returns exit_code, timed_out, stdout/stderr, result_image.
 - branch: N commands from one image in parallel; returns a PASS/FAIL table.
 - fork_instance: N copies of a running instance (a REPL, a server), memory and all.
+- expose_port: a signed URL (HTTP, WebSocket) to a server listening inside a running instance.
 
 Network: import_image pulls from registries.`},
 	{"state", `# State, images and checkpoints
