@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
 )
@@ -75,4 +76,69 @@ func TestPreviewWarmForkContinue(t *testing.T) {
 		t.Errorf("the sandbox was not continued past a step with a preview: %d continued on step 2's image", n)
 	}
 	waitOp(t, e, cp)
+}
+
+// BenchmarkPreview measures a preview of a Go HTTP server (keep-alive)
+// under each runtime: the first request, which starts the relay (logged),
+// then requests over a kept connection (kept) and each on a new connection
+// (conn: a new relay stream and a dial inside the sandbox).
+func BenchmarkPreview(b *testing.B) {
+	for _, rt := range []string{"runsc", "runc"} {
+		b.Run(rt, func(b *testing.B) {
+			e, base := newEngine(b, rt)
+			ctx := context.Background()
+			req := SpawnRequest{Image: base, Shell: ptr(true), Stdin: &Stdin{Close: ptr(false)},
+				Command: "/probe httpserve 127.0.0.1:8080 & echo up; cat"}
+			probe(b, e)(&req)
+			op, _, err := e.Spawn(ctx, acct, req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			waitStdout(b, e, op, "up")
+			if _, err := e.Expose(ctx, acct, op, 8080, 0); err != nil {
+				b.Fatal(err)
+			}
+			get := func(c *http.Client) {
+				resp, err := c.Get("http://preview/")
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			dial := func(ctx context.Context, _, _ string) (net.Conn, error) { return e.DialPreview(ctx, op, 8080) }
+			kept := &http.Client{Transport: &http.Transport{DialContext: dial}}
+			begin := time.Now()
+			if c, err := e.DialPreview(ctx, op, 8080); err == nil { // starts the relay
+				c.Close()
+			}
+			b.Logf("%s: first dial (starts the relay) %v", rt, time.Since(begin))
+			for deadline := time.Now().Add(30 * time.Second); ; { // the server may still be starting
+				resp, err := kept.Get("http://preview/")
+				if err == nil {
+					resp.Body.Close()
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatal(err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			b.Run("kept", func(b *testing.B) {
+				for b.Loop() {
+					get(kept)
+				}
+			})
+			b.Run("conn", func(b *testing.B) {
+				fresh := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+				for b.Loop() {
+					get(fresh)
+				}
+			})
+			_ = e.Cancel(ctx, acct, op)
+		})
+	}
 }
