@@ -255,7 +255,8 @@ func writeFile(path, content string, mode os.FileMode) error {
 
 // routes mounts every surface of the daemon on one listener: the REST API
 // under /v1, MCP over streamable HTTP at /mcp, a read-only OCI registry of
-// every image at /v2/, the web UI at /, and Prometheus metrics at /metrics
+// every image at /v2/, port previews at /preview/ (their own links, see
+// api.PreviewHandler), the web UI at /, and Prometheus metrics at /metrics
 // (for the default account's tokens only).
 // Each authenticates with the same bearer tokens. opts.Metrics counts the
 // requests of every surface: the API's by route pattern, the others by
