@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -150,7 +151,9 @@ func PreviewHandler(e *engine.Engine, opts Options) http.Handler {
 }
 
 func (s *server) preview(w http.ResponseWriter, r *http.Request, proxy *httputil.ReverseProxy) error {
-	rest, ok := strings.CutPrefix(r.URL.Path, "/preview/")
+	// The escaped path, so the server gets the path as the client sent it
+	// (an escaped slash stays one).
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/preview/")
 	parts := strings.SplitN(rest, "/", 4)
 	if !ok || len(parts) < 3 {
 		return errdefs.NotFound("a preview path is /preview/{operation}/{port}/{token}/...: expose a port (POST /v1/operations/{id}/previews) for one")
@@ -189,7 +192,10 @@ func (s *server) preview(w http.ResponseWriter, r *http.Request, proxy *httputil
 	out.Header.Del("Authorization") // the account's token is not the app's business
 	out.Header.Set("X-Forwarded-Prefix", prefix)
 	out.URL.Scheme, out.URL.Host = "http", op+"."+strconv.Itoa(port)
-	out.URL.Path, out.URL.RawPath = "/"+parts[3], ""
+	out.URL.RawPath = "/" + parts[3]
+	if out.URL.Path, err = url.PathUnescape(out.URL.RawPath); err != nil {
+		return errdefs.InvalidArgument("path %q: %v", r.URL.EscapedPath(), err)
+	}
 	proxy.ServeHTTP(w, out)
 	return nil
 }

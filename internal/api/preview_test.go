@@ -172,6 +172,12 @@ func TestPreview(t *testing.T) {
 				}
 			}
 			c.Close(websocket.StatusNormalClosure, "")
+			// What the server gets: the path as sent, without the prefix,
+			// and not the caller's token.
+			want := fmt.Sprintf("path=/a%%2Fb/c query=q=1 prefix=/preview/%s/8081/_ auth=", op)
+			if code, body = get(fmt.Sprintf("%s/preview/%s/8081/_/a%%2Fb/c?q=1", srv.URL, op), "Authorization", "Bearer "+d.token); code != http.StatusOK || body != want {
+				t.Errorf("plain request to the echo server = %d %q, want %q", code, body, want)
+			}
 			// The list names the ports, without links.
 			ps, err := d.c.Previews(ctx, op)
 			if err != nil || len(ps) != 3 || ps[0].Port != 9 || ps[0].Token != "" {

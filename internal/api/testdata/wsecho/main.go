@@ -1,6 +1,7 @@
-// Command wsecho serves a WebSocket echo at / on the address it is given,
-// for the port preview tests: built static and placed into busybox
-// sandboxes, which have no WebSocket server.
+// Command wsecho serves a WebSocket echo on the address it is given, for
+// the port preview tests: built static and placed into busybox sandboxes,
+// which have no WebSocket server. A plain request gets back what arrived:
+// its path, query, X-Forwarded-Prefix and Authorization.
 package main
 
 import (
@@ -14,6 +15,10 @@ import (
 
 func main() {
 	err := http.ListenAndServe(os.Args[1], http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "" {
+			fmt.Fprintf(w, "path=%s query=%s prefix=%s auth=%s", r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("X-Forwarded-Prefix"), r.Header.Get("Authorization"))
+			return
+		}
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 		if err != nil {
 			return
