@@ -38,6 +38,10 @@ type Options struct {
 	// over it a request gets 429 with Retry-After. 0: unlimited.
 	RateLimit float64
 	RateBurst int
+	// PreviewBase, if set (http://host:port), is where port previews are
+	// served, on a listener of their own; the links expose answers point
+	// there. Empty: under /preview/ of the request's own host.
+	PreviewBase string
 }
 
 func (o *Options) setDefaults() {

@@ -27,16 +27,24 @@ func (s *server) previewRoutes() []route {
 	}
 }
 
-func previewOf(r *http.Request, p engine.Preview) apitypes.Preview {
+func previewOf(base string, p engine.Preview) apitypes.Preview {
 	out := apitypes.Preview{Operation: p.Operation, Port: p.Port, ExpiresAt: p.ExpiresAt.UTC().Format(time.RFC3339), Path: p.Path, Token: p.Token}
 	if p.Path != "" {
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		out.URL = scheme + "://" + r.Host + p.Path
+		out.URL = base + p.Path
 	}
 	return out
+}
+
+// previewBase is the scheme and host of preview links: Options.PreviewBase,
+// else the request's own.
+func (s *server) previewBase(r *http.Request) string {
+	if s.opts.PreviewBase != "" {
+		return strings.TrimSuffix(s.opts.PreviewBase, "/")
+	}
+	if r.TLS != nil {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
 }
 
 // expose answers POST /v1/operations/{id}/previews with 201 and a signed
@@ -54,7 +62,7 @@ func (s *server) expose(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, previewOf(r, p))
+	writeJSON(w, http.StatusCreated, previewOf(s.previewBase(r), p))
 	return nil
 }
 
@@ -69,7 +77,7 @@ func (s *server) listPreviews(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := apitypes.PreviewList{Previews: []apitypes.Preview{}}
 	for _, p := range ps {
-		out.Previews = append(out.Previews, previewOf(r, p))
+		out.Previews = append(out.Previews, previewOf("", p))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
