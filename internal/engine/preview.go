@@ -372,12 +372,10 @@ func (e *Engine) relay(ctx context.Context, op string, ps *opPreviews) (*yamux.S
 		}
 		if wait := ps.start; wait != nil {
 			h.mu.Unlock()
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return nil, ctx.Err()
+			if err := waitOrDone(ctx, wait); err != nil {
+				return nil, err
 			}
+			continue
 		}
 		done := make(chan struct{})
 		ps.start = done
@@ -421,12 +419,10 @@ func (e *Engine) holdRelay(ctx context.Context, op string) func() {
 		}
 		if wait := ps.start; wait != nil {
 			h.mu.Unlock()
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
+			if waitOrDone(ctx, wait) != nil {
 				return func() {}
 			}
+			continue
 		}
 		done := make(chan struct{})
 		ps.start = done
@@ -435,10 +431,7 @@ func (e *Engine) holdRelay(ctx context.Context, op string) func() {
 		h.mu.Unlock()
 		if sess != nil {
 			sess.Close()
-			select {
-			case <-gone:
-			case <-ctx.Done():
-			}
+			_ = waitOrDone(ctx, gone)
 		}
 		return func() {
 			h.mu.Lock()
@@ -446,6 +439,16 @@ func (e *Engine) holdRelay(ctx context.Context, op string) func() {
 			close(done)
 			h.mu.Unlock()
 		}
+	}
+}
+
+// waitOrDone waits until ch is closed or ctx ends.
+func waitOrDone(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
