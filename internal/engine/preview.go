@@ -133,7 +133,7 @@ func (e *Engine) Expose(ctx context.Context, account, op string, port int, ttl t
 		return Preview{}, errdefs.InvalidArgument("ttl %v: give 1 s to %v", ttl, MaxPreviewTTL)
 	}
 	if e.initBin == "" {
-		return Preview{}, errdefs.FailedPrecondition("port previews need arbor's static init binary (see --init-binary)")
+		return Preview{}, errdefs.FailedPrecondition("port previews need arbor's static init binary, which this daemon lacks: build arbor with CGO_ENABLED=0 (scripts/setup.sh does) or install a static arbor-init beside it")
 	}
 	a, err := e.runningOp(ctx, account, op)
 	if err != nil {
@@ -411,10 +411,12 @@ func (e *Engine) holdRelay(ctx context.Context, op string) func() {
 		}
 		ps := h.ops[op]
 		if ps == nil { // none yet: an expose during the hold waits too
-			ps = &opPreviews{ports: map[int]*exposure{}}
-			if a := e.activeOf(op); a != nil {
-				ps.account = a.account
+			a := e.activeOf(op)
+			if a == nil { // ended: nothing to hold
+				h.mu.Unlock()
+				return func() {}
 			}
+			ps = &opPreviews{account: a.account, ports: map[int]*exposure{}}
 			h.ops[op] = ps
 		}
 		if wait := ps.start; wait != nil {
