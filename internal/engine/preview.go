@@ -72,9 +72,26 @@ type previewHub struct {
 type opPreviews struct {
 	account string
 	ports   map[int]*exposure
-	sess    *yamux.Session // the relay's session, once started
-	gone    chan struct{}  // closed when sess's relay has exited
-	start   chan struct{}  // closed when a relay start in progress, or a hold, ends
+	relay   *relayProc    // the run's relay, once started
+	start   chan struct{} // closed when a relay start in progress, or a hold, ends
+}
+
+// relayProc is a relay running in a sandbox and the engine's session to it.
+type relayProc struct {
+	sess *yamux.Session
+	gone chan struct{} // closed once the relay has exited; then why says how
+	why  string
+}
+
+// ended says why the relay ended, if it has (waiting briefly: a session
+// breaks a moment before the runtime reports the exit).
+func (r *relayProc) ended() string {
+	select {
+	case <-r.gone:
+		return r.why
+	case <-time.After(time.Second):
+		return "it is still running"
+	}
 }
 
 type exposure struct {
@@ -138,6 +155,15 @@ func (e *Engine) Expose(ctx context.Context, account, op string, port int, ttl t
 	a, err := e.runningOp(ctx, account, op)
 	if err != nil {
 		return Preview{}, err
+	}
+	a.mu.Lock()
+	sb := a.sandbox
+	a.mu.Unlock()
+	if sb != nil && sb.p.network && sb.p.ids != nil {
+		// runc joins the sandbox's user namespace before its network
+		// namespace, which that user namespace does not own: EPERM.
+		return Preview{}, errdefs.FailedPrecondition("operation %s runs under %s with networking, whose network namespace the relay cannot join (the runtime's exec is refused there): "+
+			"preview a sandbox without networking, or under runsc", a.id, sb.rt.Name())
 	}
 	h := &e.previews
 	h.mu.Lock()
@@ -224,8 +250,8 @@ func (e *Engine) endPreviews(op string) {
 func (e *Engine) dropPreviewsLocked(op string) {
 	h := &e.previews
 	if ps := h.ops[op]; ps != nil {
-		if ps.sess != nil {
-			ps.sess.Close() // the relay reads EOF and exits
+		if ps.relay != nil {
+			ps.relay.sess.Close() // the relay reads EOF and exits
 		}
 		delete(h.ops, op)
 	}
@@ -318,13 +344,13 @@ func (c *previewConn) Close() error {
 func (c *previewConn) CloseWrite() error { return c.Conn.Close() }
 
 func (e *Engine) dialRelay(ctx context.Context, op string, ps *opPreviews, port int) (net.Conn, error) {
-	sess, err := e.relay(ctx, op, ps)
+	r, err := e.relay(ctx, op, ps)
 	if err != nil {
 		return nil, err
 	}
-	st, err := sess.OpenStream()
+	st, err := r.sess.OpenStream()
 	if err != nil {
-		return nil, errdefs.Unavailable("preview of operation %s: the relay in the sandbox is gone: %v", op, err)
+		return nil, errdefs.Unavailable("preview of operation %s: the relay in the sandbox is gone (%s): %v", op, r.ended(), err)
 	}
 	var hdr [2]byte
 	binary.BigEndian.PutUint16(hdr[:], uint16(port))
@@ -339,7 +365,7 @@ func (e *Engine) dialRelay(ctx context.Context, op string, ps *opPreviews, port 
 	}
 	if err != nil {
 		st.Close()
-		return nil, errdefs.Unavailable("preview of operation %s: the relay did not answer: %v", op, err)
+		return nil, errdefs.Unavailable("preview of operation %s: the relay did not answer (%s): %v", op, r.ended(), err)
 	}
 	if status[0] != initproc.RelayConnected {
 		msg := "it did not say why"
@@ -356,8 +382,8 @@ func (e *Engine) dialRelay(ctx context.Context, op string, ps *opPreviews, port 
 	return st, nil
 }
 
-// relay returns the run's relay session, starting the relay if none runs.
-func (e *Engine) relay(ctx context.Context, op string, ps *opPreviews) (*yamux.Session, error) {
+// relay returns the run's relay, starting one if none runs.
+func (e *Engine) relay(ctx context.Context, op string, ps *opPreviews) (*relayProc, error) {
 	h := &e.previews
 	for {
 		h.mu.Lock()
@@ -365,10 +391,9 @@ func (e *Engine) relay(ctx context.Context, op string, ps *opPreviews) (*yamux.S
 			h.mu.Unlock()
 			return nil, errdefs.Forbidden("the previews of operation %s were removed", op)
 		}
-		if ps.sess != nil && !ps.sess.IsClosed() {
-			s := ps.sess
+		if r := ps.relay; r != nil && !r.sess.IsClosed() {
 			h.mu.Unlock()
-			return s, nil
+			return r, nil
 		}
 		if wait := ps.start; wait != nil {
 			h.mu.Unlock()
@@ -380,20 +405,20 @@ func (e *Engine) relay(ctx context.Context, op string, ps *opPreviews) (*yamux.S
 		done := make(chan struct{})
 		ps.start = done
 		h.mu.Unlock()
-		s, gone, err := e.startRelay(ctx, op)
+		r, err := e.startRelay(ctx, op)
 		h.mu.Lock()
 		ps.start = nil
 		close(done)
 		if err == nil {
 			if h.ops[op] != ps { // removed meanwhile
-				s.Close()
-				err = errdefs.Forbidden("the previews of operation %s were removed", op)
+				r.sess.Close()
+				r, err = nil, errdefs.Forbidden("the previews of operation %s were removed", op)
 			} else {
-				ps.sess, ps.gone = s, gone
+				ps.relay = r
 			}
 		}
 		h.mu.Unlock()
-		return s, err
+		return r, err
 	}
 }
 
@@ -428,12 +453,12 @@ func (e *Engine) holdRelay(ctx context.Context, op string) func() {
 		}
 		done := make(chan struct{})
 		ps.start = done
-		sess, gone := ps.sess, ps.gone
-		ps.sess, ps.gone = nil, nil
+		r := ps.relay
+		ps.relay = nil
 		h.mu.Unlock()
-		if sess != nil {
-			sess.Close()
-			_ = waitOrDone(ctx, gone)
+		if r != nil {
+			r.sess.Close()
+			_ = waitOrDone(ctx, r.gone)
 		}
 		return func() {
 			h.mu.Lock()
@@ -454,37 +479,36 @@ func waitOrDone(ctx context.Context, ch <-chan struct{}) error {
 	}
 }
 
-// startRelay execs the relay into op's sandbox and opens its session;
-// gone is closed once the relay has exited.
-func (e *Engine) startRelay(ctx context.Context, op string) (sess *yamux.Session, gone chan struct{}, err error) {
+// startRelay execs the relay into op's sandbox and opens its session.
+func (e *Engine) startRelay(ctx context.Context, op string) (*relayProc, error) {
 	a := e.activeOf(op)
 	if a == nil {
-		return nil, nil, errdefs.Conflict("operation %s has ended", op)
+		return nil, errdefs.Conflict("operation %s has ended", op)
 	}
 	a.mu.Lock()
 	sb := a.sandbox
 	a.mu.Unlock()
 	if sb == nil {
-		return nil, nil, errdefs.Conflict("operation %s: the instance's main process has exited", op)
+		return nil, errdefs.Conflict("operation %s: the instance's main process has exited", op)
 	}
 	if err := sb.rt.WaitRunning(ctx, sb.cid); err != nil {
-		return nil, nil, errdefs.Conflict("operation %s: %v", op, err)
+		return nil, errdefs.Conflict("operation %s: %v", op, err)
 	}
 	inR, inW, err := os.Pipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		inR.Close()
 		inW.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	started := make(chan error, 1)
-	gone = make(chan struct{})
+	r := &relayProc{gone: make(chan struct{})}
 	stderr := &tailWriter{max: 4 << 10}
 	go func() {
-		defer close(gone)
+		defer close(r.gone)
 		res, err := sb.rt.Exec(e.ctx, sb.cid, runtime.ExecSpec{
 			Args: []string{"arbor-relay"}, InitBinary: e.initBin, InitMode: []string{initproc.RelayMode},
 			Stdin: inR, Stdout: outW, Stderr: stderr,
@@ -495,7 +519,9 @@ func (e *Engine) startRelay(ctx context.Context, op string) (sess *yamux.Session
 		if err == nil && res.ExitCode != 0 {
 			err = fmt.Errorf("exit %d: %s", res.ExitCode, stderr.String())
 		}
+		r.why = "it exited"
 		if err != nil {
+			r.why = err.Error()
 			e.log.Debug("preview relay ended", "operation", op, "err", err)
 		}
 		// The relay is gone (or never started): end the session, so the
@@ -505,15 +531,14 @@ func (e *Engine) startRelay(ctx context.Context, op string) (sess *yamux.Session
 		started <- err
 	}()
 	if err := <-started; err != nil {
-		return nil, nil, errdefs.Unavailable("operation %s: the preview relay did not start: %v", op, err)
+		return nil, errdefs.Unavailable("operation %s: the preview relay did not start: %v", op, err)
 	}
-	sess, err = yamux.Client(pipeConn{outR, inW}, initproc.RelayConfig())
-	if err != nil {
+	if r.sess, err = yamux.Client(pipeConn{outR, inW}, initproc.RelayConfig()); err != nil {
 		inW.Close()
 		outR.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return sess, gone, nil
+	return r, nil
 }
 
 // pipeConn is the engine's end of the relay's stdio.

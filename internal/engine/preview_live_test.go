@@ -2,13 +2,18 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/errdefs"
 )
 
 // fetchPreview exposes port of op and GETs /index.html through the relay.
@@ -141,4 +146,67 @@ func BenchmarkPreview(b *testing.B) {
 			_ = e.Cancel(ctx, acct, op)
 		})
 	}
+}
+
+// TestPreviewOpensNoNetwork: exposing a port of a networked sandbox
+// (runsc, its server on 0.0.0.0) leaves the sandbox closed to the host and
+// to another networked sandbox, which still reaches the outside; the
+// preview reaches the server all the same, through the relay.
+func TestPreviewOpensNoNetwork(t *testing.T) {
+	e, base := newEngine(t, "runsc")
+	outside := serverNetns(t)
+	ctx := context.Background()
+	netOn := &Networking{Enabled: ptr(true)}
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Shell: ptr(true), Stdin: &Stdin{Close: ptr(false)}, Networking: netOn,
+		Command: "mkdir -p /www; echo one > /www/index.html; httpd -p 0.0.0.0:8080 -h /www; echo up; cat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStdout(t, e, op, "up")
+	if got := fetchPreview(t, e, op, 8080); got != "200 OK one\n" {
+		t.Fatalf("preview of a networked sandbox: %q", got)
+	}
+	evs, err := e.st.Events(ctx, op, -1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := ""
+	for _, ev := range evs {
+		if ev.Type == apitypes.EventNetwork {
+			var d apitypes.EventDataNetwork
+			if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
+				t.Fatal(err)
+			}
+			ip = strings.Split(d.Configured.IP4, "/")[0]
+		}
+	}
+	if ip == "" {
+		t.Fatal("no network event with the sandbox's address")
+	}
+	if c, err := net.DialTimeout("tcp", ip+":8080", 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("the host connected to the exposed port at %s:8080", ip)
+	}
+	// busybox's wget needs NSS modules it lacks; nc takes addresses.
+	_, m := run(t, e, base, fmt.Sprintf("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 %s 8080; "+
+		"printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 5 %s 18080", ip, outside), disposable, func(r *SpawnRequest) { r.Networking = netOn })
+	if out := stdout(t, m); strings.Contains(out, "one") || !strings.Contains(out, "hello from outside") {
+		t.Errorf("another networked sandbox: %q, want no answer from %s:8080 and the outside server's", out, ip)
+	}
+	say(t, e, op, "", true)
+	waitOp(t, e, op)
+
+	// runc cannot exec the relay into a networked sandbox: a clear refusal.
+	rc, rbase := newEngine(t, "runc")
+	op, _, err = rc.Spawn(ctx, acct, SpawnRequest{Image: rbase, Shell: ptr(true), Stdin: &Stdin{Close: ptr(false)}, Networking: netOn,
+		Command: "echo up; cat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStdout(t, rc, op, "up")
+	if _, err := rc.Expose(ctx, acct, op, 8080, 0); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "runsc") {
+		t.Errorf("expose of a networked runc sandbox: %v, want a refusal naming runsc", err)
+	}
+	say(t, rc, op, "", true)
+	waitOp(t, rc, op)
 }
