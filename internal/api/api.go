@@ -38,6 +38,10 @@ type Options struct {
 	// over it a request gets 429 with Retry-After. 0: unlimited.
 	RateLimit float64
 	RateBurst int
+	// PreviewBase, if set (http://host:port), is where port previews are
+	// served, on a listener of their own; the links expose answers point
+	// there. Empty: under /preview/ of the request's own host.
+	PreviewBase string
 }
 
 func (o *Options) setDefaults() {
@@ -75,7 +79,7 @@ type server struct {
 func New(e *engine.Engine, opts Options) http.Handler {
 	opts.setDefaults()
 	s := &server{e: e, opts: opts, log: opts.Logger, mux: http.NewServeMux(), limits: newRateLimits(opts.RateLimit, opts.RateBurst)}
-	for _, rt := range s.routes() {
+	for _, rt := range append(s.routes(), s.previewRoutes()...) {
 		h := s.handle(rt.h)
 		if !rt.public {
 			h = s.authenticate(s.rateLimit(h))

@@ -20,7 +20,7 @@ func TestOpenAPIListsEveryRoute(t *testing.T) {
 		t.Errorf("openapi = %q, want 3.x", doc.OpenAPI)
 	}
 	registered := map[string]bool{}
-	for _, rt := range (&server{}).routes() {
+	for _, rt := range append((&server{}).routes(), (&server{}).previewRoutes()...) {
 		method, pattern, _ := strings.Cut(rt.pattern, " ")
 		path := strings.ReplaceAll(pattern, "{$}", "")
 		key := strings.ToLower(method) + " " + path

@@ -65,6 +65,10 @@ type Config struct {
 	// BlobsCacheBytes bounds the cache (0: s3store.DefaultCacheBytes).
 	Blobs, BlobsEndpoint, BlobsRegion string
 	BlobsCacheBytes                   int64
+	// PreviewListen, if set, serves port previews (/preview/) on this
+	// address instead of Listen: another origin, so a page a sandbox
+	// serves cannot script the web UI's (see preview.go).
+	PreviewListen string
 }
 
 // DefaultShutdownTimeout is arbor serve's --shutdown-timeout. The systemd
@@ -157,7 +161,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := writeFile(filepath.Join(cfg.Home, "url"), url+"\n", 0o644); err != nil {
 		return err
 	}
-	srv := newHTTPServer(life, routes(e, log, api.Options{Logger: log, Metrics: m, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst}), log, defaultTimeouts)
+	opts := api.Options{Logger: log, Metrics: m, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst}
+	stopPreviews, err := servePreviews(life, e, cfg, log, &opts)
+	if err != nil {
+		return err
+	}
+	defer stopPreviews()
+	srv := newHTTPServer(life, routes(e, log, opts), log, defaultTimeouts)
 	warm := "on"
 	if ws := e.WarmStatus(); !ws.Enabled {
 		warm = "off: " + ws.Reason
@@ -264,7 +274,8 @@ func writeFile(path, content string, mode os.FileMode) error {
 
 // routes mounts every surface of the daemon on one listener: the REST API
 // under /v1, MCP over streamable HTTP at /mcp, a read-only OCI registry of
-// every image at /v2/, the web UI at /, and Prometheus metrics at /metrics
+// every image at /v2/, port previews at /preview/ (their own links, see
+// api.PreviewHandler), the web UI at /, and Prometheus metrics at /metrics
 // (for the default account's tokens only).
 // Each authenticates with the same bearer tokens. opts.Metrics counts the
 // requests of every surface: the API's by route pattern, the others by
@@ -295,6 +306,9 @@ func routes(e *engine.Engine, log *slog.Logger, opts api.Options) http.Handler {
 		log.Warn("registry export: prune", "err", err)
 	}
 	mux.Handle("/v2/", m.Instrument("/v2/", exp))
+	if opts.PreviewBase == "" { // else on a listener of their own (servePreviews)
+		mux.Handle("/preview/", m.Instrument("/preview/", api.PreviewHandler(e, opts)))
+	}
 	mux.Handle("/", m.Instrument("/", webui.Handler()))
 	return mux
 }

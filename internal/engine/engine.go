@@ -179,6 +179,8 @@ type Engine struct {
 	warm    *warmPool
 	initBin string
 
+	previews previewHub // exposed ports of running instances (preview.go)
+
 	gate runtimeGate // who may use which runtime
 	ids  *idAlloc    // host id ranges of runc and crun sandboxes
 

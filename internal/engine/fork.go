@@ -166,6 +166,7 @@ func (e *Engine) checkpointable(ctx context.Context, account, op string) (runnin
 // while it is stopped, copies its upper dir to upper: memory and files
 // match. keepPaused leaves it stopped (see CheckpointOptions).
 func (e *Engine) saveRunning(ctx context.Context, r running, image, upper string, keepPaused bool) error {
+	defer e.holdRelay(ctx, r.a.id)() // no preview relay in the checkpoint (preview.go)
 	// No frame may be half-sent to the init at the checkpoint. Holding its
 	// input also takes checkpoints of one instance one at a time.
 	release, err := r.p.agent.Quiesce(ctx)

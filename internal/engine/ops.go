@@ -364,6 +364,7 @@ func (e *Engine) startOp(ctx context.Context, row store.Operation, work func(ctx
 			delete(e.active, o.id)
 			e.drainedLocked()
 			e.mu.Unlock()
+			e.endPreviews(o.id)
 			e.events.close(o.id)
 			cancel(nil)
 		}()

@@ -13,6 +13,8 @@
 //	                 [Agent]), then reap like pause
 //	exec             wrap a process exec'd into a running sandbox and
 //	                 report its exact wait status (see [ExecMode])
+//	relay            carry connections to the sandbox's ports for port
+//	                 previews (see [RelayMode])
 //
 // It must be a static binary: images need not contain a libc.
 package initproc
@@ -57,6 +59,8 @@ func Main(args []string) int {
 		return 0
 	case ExecMode:
 		return execWrap(args[1:])
+	case RelayMode:
+		return relay()
 	case "place":
 		if err := place(os.Stdin); err != nil {
 			fmt.Fprintln(os.Stderr, "arbor init: place:", err)

@@ -13,7 +13,8 @@
 // list_operations, wait_operations, get_guide. Naming: checkpoint,
 // rollback, set_tag. Sandboxes: run (one), branch (one per command),
 // fork_instance (copies of a running instance, memory and all),
-// save_instance and restore_instance (the same, kept for later).
+// save_instance and restore_instance (the same, kept for later),
+// expose_port (a signed URL to a port inside a running instance).
 // Files: upload, and, when [Options.LocalFiles] is set, sync and download,
 // which touch the filesystem of the machine the server runs on. Images:
 // import_image. Operations: cancel_operation.

@@ -55,6 +55,7 @@ Sandboxes:
 - branch: N commands from one image in parallel; returns a PASS/FAIL table.
 - fork_instance: N copies of a running instance (a REPL, a server), memory and all.
 - save_instance, restore_instance: keep a running instance, memory and all, as an image; start copies of it later.
+- expose_port: a signed URL (HTTP, WebSocket) to a server listening inside a running instance.
 
 Network: import_image pulls from registries.`},
 	{"state", `# State, images and checkpoints

@@ -51,6 +51,7 @@ type Backend interface {
 	ListOperations(ctx context.Context, o client.OperationListOptions) ([]apitypes.OperationSummary, error)
 	Wait(ctx context.Context, id string) (*apitypes.OperationResponse, error)
 	Cancel(ctx context.Context, id string) error
+	Expose(ctx context.Context, id string, port, ttlSeconds int) (*apitypes.Preview, error) // port previews
 	Fork(ctx context.Context, id string, req apitypes.ForkRequest) (*apitypes.ForkResponse, error)
 	Checkpoint(ctx context.Context, id string) (*apitypes.CheckpointResponse, error)
 	Restore(ctx context.Context, image string, req apitypes.RestoreRequest) (*apitypes.RestoreResponse, error)
@@ -125,6 +126,7 @@ func NewServer(b Backend, opts Options) *mcpsdk.Server {
 	s.addRunTools(ms)
 	s.addForkTools(ms)
 	s.addCheckpointTools(ms)
+	s.addPreviewTools(ms)
 	s.addFileTools(ms)
 	s.addGuide(ms)
 	s.addResources(ms)

@@ -559,7 +559,19 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 	args, flags, uid, gid := s.Args, []string{"exec"}, s.UID, s.GID
 	var extra []*os.File
 	var status *os.File
-	if s.InitBinary != "" {
+	if s.InitBinary != "" && len(s.InitMode) > 0 {
+		// The init runs a mode of its own, from fd 3 as at boot.
+		bin, err := os.Open(s.InitBinary)
+		if err != nil {
+			return Result{}, fmt.Errorf("init binary: %w", err)
+		}
+		defer bin.Close()
+		flags = append(flags, "--preserve-fds=1")
+		if o.name == "runsc" {
+			flags = []string{"exec", "--exec-fd=3"}
+		}
+		args, uid, gid, extra = append([]string{InitPath, initproc.Arg}, s.InitMode...), 0, 0, []*os.File{bin}
+	} else if s.InitBinary != "" {
 		// The wrapper comes in as fd 3 (see InitPath), its status pipe as
 		// fd 4 (runc, crun) or 3 (runsc, which loads the binary itself).
 		bin, err := os.Open(s.InitBinary)

@@ -122,7 +122,11 @@ type ExecSpec struct {
 	Args []string
 	// InitBinary, if set, wraps the process in arbor's init (handed over
 	// as for Spec.InitBinary), which reports its exact wait status.
-	InitBinary     string
+	InitBinary string
+	// InitMode, if set with InitBinary, runs that init mode itself (as
+	// root, Args unused) instead of wrapping a command: a helper of the
+	// daemon's, such as the port previews' relay.
+	InitMode       []string
 	FileSizeLimit  int64
 	Env            []string
 	Cwd            string

@@ -23,6 +23,7 @@ import (
 	"github.com/arborsh/arbor/internal/daemon"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/testutil"
+	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 	"github.com/arborsh/arbor/internal/webui"
 )
 
@@ -161,7 +162,7 @@ func startDaemon(t *testing.T, ctx context.Context, home string) (string, string
 	done := make(chan error, 1)
 	go func() {
 		done <- daemon.Run(dctx, daemon.Config{
-			Home: home, Listen: "127.0.0.1:0", Engine: engine.Config{Runtime: "runc"},
+			Home: home, Listen: "127.0.0.1:0", Engine: engine.Config{Runtime: "runc", InitBinary: initBin(t)},
 			Ready: func(u string) { ready <- u },
 		})
 	}()
@@ -297,3 +298,13 @@ func deref[T any](p *T) T {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// initBin is arbor's static init, which port previews need in the daemon.
+func initBin(t *testing.T) string {
+	t.Helper()
+	p, err := testdaemon.StaticInit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

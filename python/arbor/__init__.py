@@ -52,7 +52,7 @@ from .models import (
     OutputChunk,
     UploadedFile,
 )
-from .objects import Fork, Image, Lineage, Operation, Result, as_completed, branch
+from .objects import Fork, Image, Lineage, Operation, Preview, Result, as_completed, branch
 
 __all__ = [
     "__version__",
@@ -65,6 +65,7 @@ __all__ = [
     "Image",
     "Operation",
     "Fork",
+    "Preview",
     "Result",
     "Lineage",
     "branch",

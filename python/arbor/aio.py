@@ -235,6 +235,16 @@ class AsyncOperation:
         """Save the running instance; see :meth:`arbor.Operation.checkpoint`."""
         return AsyncImage(await self._run(self.sync.checkpoint), self._run)
 
+    async def expose(self, port: int, ttl: int = 3600) -> Any:
+        """Expose a port; see :meth:`arbor.Operation.expose`."""
+        return await self._run(self.sync.expose, port, ttl)
+
+    async def previews(self) -> Any:
+        return await self._run(self.sync.previews)
+
+    async def unexpose(self, port: int) -> None:
+        await self._run(self.sync.unexpose, port)
+
     async def events(self, **kwargs: Any) -> AsyncIterator[Event]:
         """Follow the event log; see :meth:`arbor.Operation.events`."""
         async for ev in self._run.iterate(self.sync.events(**kwargs)):

@@ -562,6 +562,21 @@ class Fork(NamedTuple):
     checkpoint_bytes: int = 0  # the memory each copy holds of its own
 
 
+class Preview(NamedTuple):
+    """An exposed port of a running instance (:meth:`Operation.expose`).
+    ``url`` (a signed link that needs no other credential) and ``path``
+    are set only by ``expose``; ``expires_at`` is RFC 3339."""
+
+    port: int
+    expires_at: str
+    url: str = ""
+    path: str = ""
+
+    @classmethod
+    def _of(cls, d: Dict[str, Any]) -> "Preview":
+        return cls(int(d["port"]), d.get("expires_at", ""), d.get("url", ""), d.get("path", ""))
+
+
 class Operation:
     """A started run or image import.
 
@@ -693,6 +708,23 @@ class Operation:
         """Resume an instance a fork left paused (``pause_parent=True``):
         a CONT signal to its main process."""
         self._c._t.request("DELETE", f"/v1/operations/{_q(self.id)}/subprocesses/1", params={"signal": "CONT"})
+
+    def expose(self, port: int, ttl: int = 3600) -> Preview:
+        """Expose TCP ``port`` inside this running instance through the
+        daemon (an arbor extension): HTTP and WebSocket requests to the
+        returned ``url``, a signed link, reach the port for ``ttl`` seconds
+        or until :meth:`unexpose` or the instance ends."""
+        body = {"port": port, "ttl_seconds": ttl}
+        return Preview._of(self._c._t.request("POST", f"/v1/operations/{_q(self.id)}/previews", json=body).json())
+
+    def previews(self) -> List[Preview]:
+        """The exposed ports of this instance (without links)."""
+        d = self._c._t.request("GET", f"/v1/operations/{_q(self.id)}/previews").json() or {}
+        return [Preview._of(p) for p in d.get("previews") or []]
+
+    def unexpose(self, port: int) -> None:
+        """Stop exposing ``port``: every link to it stops working."""
+        self._c._t.request("DELETE", f"/v1/operations/{_q(self.id)}/previews/{int(port)}")
 
     # -- events ----------------------------------------------------------
 

@@ -265,6 +265,11 @@ try {
     await waitFor(() => document.querySelector('#out-stdout')?.textContent.includes('live-start'), null, 'live stdout');
     assert.ok(await page.locator('.stream .badge:text-is("live")').count() > 0, 'marked live');
     assert.equal(await page.locator('#cancel-op').count(), 1, 'a cancel button');
+    // A port preview: the form makes a signed link to the port.
+    await page.fill('#preview-port', '8080');
+    await page.click('#preview-open');
+    await waitFor((op) => (document.querySelector('#preview-link')?.getAttribute('href') || '').startsWith(`/preview/${op}/8080/`),
+      tree.running, 'a preview link');
     await checkContrast('with a live log');
     await shot('live-log');
   });

@@ -6,6 +6,7 @@
 
 import { call, download, followEvents, streamText } from './api.js';
 import { data, detail, loadImages, loadOps, producerOf } from './data.js';
+import { previewForm } from './preview.js';
 import {
   h, $, shortId, duration, bytes, when, isTerminal, badge, toast, decodeText, saveBlob,
 } from './util.js';
@@ -166,6 +167,7 @@ function renderHead() {
   if (op && !isTerminal(op.status)) {
     children.push(h('div', {},
       h('button', { type: 'button', class: 'danger', id: 'cancel-op', onclick: () => cancel(op.uuid) }, 'Cancel operation')));
+    if (op.kind === 'instance' && op.status === 'EXECUTING') children.push(previewForm(op));
   }
   // Keep focus inside the header across re-renders.
   const activeId = head.contains(document.activeElement) ? document.activeElement.id : '';

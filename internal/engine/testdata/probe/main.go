@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 
@@ -49,6 +50,8 @@ func main() {
 		}
 	case "ipcmake": // a System V shared memory segment, semaphore set and message queue
 		err = ipcMake()
+	case "httpserve": // httpserve ADDR: answer every request with "hi", keeping connections
+		err = http.ListenAndServe(os.Args[2], http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("hi\n")) }))
 	case "ipccount": // print how many System V IPC objects exist
 		n, err := ipcCount()
 		if err == nil {
