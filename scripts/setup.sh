@@ -63,8 +63,10 @@ if [ ! -d internal/webui/e2e/node_modules ]; then
 	npm ci --prefix internal/webui/e2e --no-audit --no-fund >/dev/null
 fi
 
-echo "==> building bin/arbor"
+echo "==> building bin/arbor and bin/arbor-init"
 mkdir -p bin
-# Static (no cgo): the binary doubles as the init of warm sandboxes, which
-# must run inside images that have no libc.
+# Static (no cgo): the init runs inside images that have no libc. The daemon
+# uses bin/arbor-init beside it (small: sandboxes copy it into their memory to be
+# forkable) and falls back to serving as its own init.
 CGO_ENABLED=0 go build -o bin/arbor ./cmd/arbor
+CGO_ENABLED=0 go build -o bin/arbor-init ./cmd/arbor-init # the sandboxes' init, found beside bin/arbor

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/arborsh/arbor/deploy"
+	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/spf13/cobra"
 )
 
@@ -49,6 +50,13 @@ Running it again upgrades the binary and the unit; the config file is kept.`,
 			dst := filepath.Join(root, binary)
 			if err := installFile(self, dst, 0o755); err != nil {
 				return err
+			}
+			// The sandboxes' init, if built beside this binary (scripts/setup.sh
+			// does): the daemon prefers it to serving as its own init.
+			if init := filepath.Join(filepath.Dir(self), "arbor-init"); initproc.IsStatic(init) {
+				if err := installFile(init, filepath.Join(filepath.Dir(dst), "arbor-init"), 0o755); err != nil {
+					return err
+				}
 			}
 			unit := strings.Replace(deploy.SystemdUnit, "ExecStart=/usr/local/bin/arbor serve", "ExecStart="+binary+" serve", 1)
 			unitPath := filepath.Join(root, "etc/systemd/system/arbor.service")

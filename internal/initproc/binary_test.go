@@ -40,3 +40,31 @@ func TestFindBinary(t *testing.T) {
 		t.Errorf("FindBinary(%s) = %q, want %q (this test binary, if static)", dynamic, got, want)
 	}
 }
+
+// TestFindBinaryPrefersArborInit: a static arbor-init beside the executable
+// comes before the executable itself, even a static one (the daemon's size
+// made every command in a forkable gVisor sandbox ten times slower).
+func TestFindBinaryPrefersArborInit(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	beside := filepath.Join(filepath.Dir(exe), "arbor-init")
+	if _, err := os.Lstat(beside); err == nil {
+		t.Fatalf("%s exists already: this test places its own", beside)
+	}
+	b, err := os.ReadFile("/bin/busybox") // static (scripts/setup.sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(beside, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(beside) })
+	if got := FindBinary(""); got != beside {
+		t.Errorf("FindBinary(\"\") = %q, want the arbor-init beside the executable, %s", got, beside)
+	}
+	if got := FindBinary("/bin/busybox"); got != "/bin/busybox" {
+		t.Errorf("FindBinary(/bin/busybox) = %q: a configured init still comes first", got)
+	}
+}
