@@ -39,6 +39,7 @@ table inet arbor {
 	}
 	chain input {
 		type filter hook input priority filter; policy accept;
+		iifname "arbh*" meta mark 0x0a7b0053 accept
 		iifname "arbh*" ct state new drop
 	}
 	chain output {
@@ -55,6 +56,11 @@ table ip arbor_nat {
 	}
 }
 `
+
+// DNSMark marks what an egress policy (package egress) redirects from a
+// sandbox to arbor's resolver on the host: the one new connection from a
+// sandbox to the host the firewall lets through. Only host rules set it.
+const DNSMark = 0x0a7b0053
 
 // DefaultDeny lists the destinations a sandbox may not reach unless the
 // operator allows them: addresses that are not the public internet, where
