@@ -34,39 +34,39 @@ func tableRules(table, hostIf string, dns netip.AddrPort, dnsTCP uint16, r *Rule
 	w("\tset dns4 { type ipv4_addr; flags timeout; size 65536; }")
 	w("\tset denied { type ipv4_addr . inet_proto . inet_service; flags dynamic; size %d; }", deniedMax)
 	w("\tcounter dropped { }")
-	w("\tchain pre {\n\t\ttype nat hook prerouting priority dstnat; policy accept;")
+	w("\tchain prerouting_dns {\n\t\ttype nat hook prerouting priority dstnat; policy accept;")
 	w("\t\tiifname %q udp dport 53 meta mark set 0x%x dnat ip to %s", hostIf, netns.DNSMark, dns)
 	w("\t\tiifname %q tcp dport 53 meta mark set 0x%x dnat ip to %s:%d", hostIf, netns.DNSMark, dns.Addr(), dnsTCP)
 	w("\t}")
-	w("\tchain fwd {\n\t\ttype filter hook forward priority filter; policy accept;")
+	w("\tchain forward_policy {\n\t\ttype filter hook forward priority filter; policy accept;")
 	w("\t\tiifname != %q return", hostIf)
 	w("\t\tct state established,related return")
-	w("\t\tmeta nfproto != ipv4 goto deny")
+	w("\t\tmeta nfproto != ipv4 goto policy_deny")
 	if len(r.deny.prefixes) > 0 {
-		w("\t\tip daddr { %s } goto deny", joinPrefixes(r.deny.prefixes))
+		w("\t\tip daddr { %s } goto policy_deny", joinPrefixes(r.deny.prefixes))
 	}
 	for _, p := range r.deny.ports {
-		w("\t\t%s goto deny", p.nft())
+		w("\t\t%s goto policy_deny", p.nft())
 	}
 	if r.Restricted() {
-		w("\t\tip daddr @dns4 goto ports")
+		w("\t\tip daddr @dns4 goto policy_ports")
 		if len(r.allow.prefixes) > 0 {
-			w("\t\tip daddr { %s } goto ports", joinPrefixes(r.allow.prefixes))
+			w("\t\tip daddr { %s } goto policy_ports", joinPrefixes(r.allow.prefixes))
 		}
-		w("\t\tgoto deny")
+		w("\t\tgoto policy_deny")
 	} else {
-		w("\t\tgoto ports")
+		w("\t\tgoto policy_ports")
 	}
 	w("\t}")
-	w("\tchain ports {")
+	w("\tchain policy_ports {")
 	if len(r.allow.ports) > 0 {
 		for _, p := range r.allow.ports {
 			w("\t\t%s return", p.nft())
 		}
-		w("\t\tgoto deny")
+		w("\t\tgoto policy_deny")
 	}
 	w("\t}")
-	w("\tchain deny {")
+	w("\tchain policy_deny {")
 	w("\t\tmeta nfproto ipv4 meta l4proto { tcp, udp } add @denied { ip daddr . meta l4proto . th dport }")
 	w("\t\tcounter name dropped drop")
 	w("\t}\n}")
