@@ -221,3 +221,26 @@ func TestRunNetworkAndLimits(t *testing.T) {
 		t.Errorf("--memory 1M: %v", r)
 	}
 }
+
+// TestRunEgressFlags: --allow and --deny reach the daemon as the run's
+// egress policy (echoed in its metadata) and turn networking on; a bad
+// entry is refused naming the forms an entry takes.
+func TestRunEgressFlags(t *testing.T) {
+	t.Parallel()
+	d := sharedDaemon(t)
+	res := okJSON[runResult](t, d, "run", "--disposable", "--image", "busybox", "--allow", "pypi.org", "--allow", "*.pythonhosted.org", "--deny", "tcp:25", "--", "true")
+	op, err := d.c.Operation(t.Context(), res.Operation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m apitypes.InstanceMetadata
+	if err := json.Unmarshal(op.Metadata, &m); err != nil {
+		t.Fatal(err)
+	}
+	if e := m.Networking.Egress; !m.Networking.Enabled || e == nil || strings.Join(e.Allow, " ") != "pypi.org *.pythonhosted.org" || strings.Join(e.Deny, " ") != "tcp:25" {
+		t.Errorf("--allow/--deny reached the daemon as %+v (egress %+v)", m.Networking, m.Networking.Egress)
+	}
+	if r := d.arbor(t, "run", "--disposable", "--image", "busybox", "--allow", "http://pypi.org", "--", "true"); r.code != 1 || !strings.Contains(r.stderr, "http://pypi.org") || !strings.Contains(r.stderr, "domain name") {
+		t.Errorf("--allow http://pypi.org: %v", r)
+	}
+}

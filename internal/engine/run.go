@@ -19,10 +19,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arborsh/arbor/internal/egress"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/layers"
-	"github.com/arborsh/arbor/internal/egress"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/overlay"
