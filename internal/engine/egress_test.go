@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -257,5 +258,28 @@ func TestEgressWarm(t *testing.T) {
 	out, _ = egressRun(t, e, base, egressProbe("allowed.test", "other.test"), nil)
 	if !reached(out, "allowed.test") || reached(out, "other.test") {
 		t.Errorf("daemon default policy:\n%s", out)
+	}
+}
+
+// TestEgressInvalid: a bad policy is refused with an error naming the
+// entry (or the missing networking), at spawn and in the daemon's flags.
+func TestEgressInvalid(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	for _, tc := range []struct {
+		n    *Networking
+		want string
+	}{
+		{&Networking{Egress: &Egress{Allow: []string{"pypi.org"}}}, "networking.enabled"},
+		{&Networking{Enabled: ptr(true), Egress: &Egress{Allow: []string{"pypi.org", "tcp:70000"}}}, "tcp:70000"},
+		{&Networking{Enabled: ptr(true), Egress: &Egress{Deny: []string{"fd00::/8"}}}, "IPv4 only"},
+	} {
+		_, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "true", Image: base, Networking: tc.n})
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("spawn with %+v: %v, want an invalid-argument error naming %q", tc.n.Egress, err, tc.want)
+		}
+	}
+	_, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runc", EgressAllow: []string{"acct1=exa mple"}})
+	if err == nil || !strings.Contains(err.Error(), "--egress-allow") || !strings.Contains(err.Error(), "exa mple") {
+		t.Errorf("New with a bad --egress-allow: %v", err)
 	}
 }
