@@ -20,6 +20,7 @@ type Config struct {
 	Table    string // nftables table name, unique to the run's network
 	HostIf   string // host end of the sandbox's veth
 	Gateway  string // its address: the resolver listens there
+	Sandbox  string // the sandbox's address: the only one answered
 	Upstream string // the resolver the allowed queries go to, host:port
 	Rules    *Rules
 	Log      *slog.Logger
@@ -93,6 +94,10 @@ func (g *Guard) stopServers() {
 // admitted for their TTL before the sandbox sees them.
 func (g *Guard) serve(w dns.ResponseWriter, req *dns.Msg) {
 	defer w.Close()
+	// The listener is on a host address: answer the sandbox only.
+	if host, _, err := net.SplitHostPort(w.RemoteAddr().String()); err != nil || host != g.cfg.Sandbox {
+		return
+	}
 	reply := func(m *dns.Msg) { _ = w.WriteMsg(m) }
 	if len(req.Question) != 1 {
 		m := new(dns.Msg)
