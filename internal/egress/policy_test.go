@@ -73,3 +73,22 @@ func TestTableRules(t *testing.T) {
 		t.Errorf("readDenied = %d %v %v, want nothing", n, dropped, err)
 	}
 }
+
+// TestCleanup: a killed daemon's run tables (its prefix) go; others stay.
+func TestCleanup(t *testing.T) {
+	testutil.RequiresRoot(t)
+	r, _ := Parse(Policy{Allow: []string{"allowed.test"}})
+	for _, table := range []string{"arbor_testdead_1", "arbor_testlive_1"} {
+		if err := nft(context.Background(), tableRules(table, "arbhtestc", netip.MustParseAddrPort("10.88.255.253:5353"), 5354, r)); err != nil {
+			t.Fatal(err)
+		}
+		defer exec.Command("nft", "delete", "table", "inet", table).Run()
+	}
+	Cleanup(context.Background(), "arbor_testdead_")
+	if exec.Command("nft", "list", "table", "inet", "arbor_testdead_1").Run() == nil {
+		t.Error("Cleanup left the dead daemon's table")
+	}
+	if err := exec.Command("nft", "list", "table", "inet", "arbor_testlive_1").Run(); err != nil {
+		t.Error("Cleanup removed another daemon's table")
+	}
+}

@@ -283,3 +283,29 @@ func TestEgressInvalid(t *testing.T) {
 		t.Errorf("New with a bad --egress-allow: %v", err)
 	}
 }
+
+// TestEgressDefaults: --egress-allow/--egress-deny entries with ACCOUNT=
+// make that account's default; the others everyone's; the upstream
+// resolver comes from resolv.conf unless given.
+func TestEgressDefaults(t *testing.T) {
+	d, err := parseEgressDefaults([]string{"pypi.org", "team=*.internal.test", "team=tcp:443"}, []string{"tcp:25"}, "192.0.2.53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(d.all.Allow, " ") != "pypi.org" || strings.Join(d.all.Deny, " ") != "tcp:25" ||
+		strings.Join(d.accounts["team"].Allow, " ") != "*.internal.test tcp:443" || len(d.accounts["team"].Deny) != 0 {
+		t.Errorf("defaults = %+v", d)
+	}
+	if d.upstream != "192.0.2.53:53" {
+		t.Errorf("upstream = %q, want the port added", d.upstream)
+	}
+	conf := t.TempDir() + "/resolv.conf"
+	os.WriteFile(conf, []byte("# comment\nsearch x\nnameserver 192.0.2.1\nnameserver 192.0.2.2\n"), 0o644)
+	if got, err := hostResolver(conf); err != nil || got != "192.0.2.1:53" {
+		t.Errorf("hostResolver = %q, %v", got, err)
+	}
+	os.WriteFile(conf, []byte("search x\n"), 0o644)
+	if _, err := hostResolver(conf); err == nil || !strings.Contains(err.Error(), "--egress-dns") {
+		t.Errorf("hostResolver without a nameserver: %v, want an error naming --egress-dns", err)
+	}
+}
