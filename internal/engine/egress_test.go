@@ -133,10 +133,17 @@ func newEgressFixture(t *testing.T) egressFixture {
 // egress_denied event's data (nil if none).
 func egressRun(t *testing.T, e *Engine, base, cmd string, pol *Egress) (string, *apitypes.EventDataEgressDenied) {
 	t.Helper()
-	op, m := run(t, e, base, cmd, disposable, func(r *SpawnRequest) {
+	_, out, denied := egressStep(t, e, base, cmd, pol, disposable)
+	return out, denied
+}
+
+// egressStep is egressRun with further options, returning the operation.
+func egressStep(t *testing.T, e *Engine, base, cmd string, pol *Egress, opts ...runOpts) (Operation, string, *apitypes.EventDataEgressDenied) {
+	t.Helper()
+	op, m := run(t, e, base, cmd, append(opts, func(r *SpawnRequest) {
 		r.Networking = &Networking{Enabled: ptr(true), Egress: pol}
 		r.Timeout = ptr(60.0)
-	})
+	})...)
 	if pol != nil && (m.Networking.Egress == nil || !slices.Equal(m.Networking.Egress.Allow, pol.Allow)) {
 		t.Errorf("metadata echoes egress %+v, want %+v", m.Networking.Egress, pol)
 	}
@@ -157,7 +164,7 @@ func egressRun(t *testing.T, e *Engine, base, cmd string, pol *Egress) (string, 
 		t.Errorf("egress_denied after the exit event: %v", order)
 	}
 	t.Logf("%s\n%s\ndenied %+v", cmd, stdout(t, m), denied)
-	return stdout(t, m), denied
+	return op, stdout(t, m), denied
 }
 
 // egressProbe prints "NAME reached" or "NAME blocked" for each HTTP target
@@ -307,5 +314,46 @@ func TestEgressDefaults(t *testing.T) {
 	os.WriteFile(conf, []byte("search x\n"), 0o644)
 	if _, err := hostResolver(conf); err == nil || !strings.Contains(err.Error(), "--egress-dns") {
 		t.Errorf("hostResolver without a nameserver: %v, want an error naming --egress-dns", err)
+	}
+}
+
+// TestEgressContinue: steps of an agent loop continue in one sandbox,
+// each under its own policy (or none): a policy is the run's, not the
+// sandbox's.
+func TestEgressContinue(t *testing.T) {
+	f := newEgressFixture(t)
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runsc", InitBinary: staticInit(t), WarmPerImage: 2, EgressDNS: f.upstream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	img := busybox(t, e)
+	steps := []struct {
+		pol           *Egress
+		reach, refuse []string
+	}{
+		{&Egress{Allow: []string{"allowed.test"}}, []string{"allowed.test"}, []string{f.other}},
+		{&Egress{Allow: []string{f.other}}, []string{f.other}, []string{"allowed.test", f.allowed}},
+		{nil, []string{f.allowed, f.other}, nil},
+	}
+	for i, st := range steps {
+		op, out, _ := egressStep(t, e, img, egressProbe(append(st.reach, st.refuse...)...), st.pol)
+		for _, tg := range st.reach {
+			if !reached(out, tg) {
+				t.Errorf("step %d: %s not reached:\n%s", i, tg, out)
+			}
+		}
+		for _, tg := range st.refuse {
+			if reached(out, tg) {
+				t.Errorf("step %d: %s reached:\n%s", i, tg, out)
+			}
+		}
+		img = op.ResultImageUUID
+		if n := continuedOn(e, img); n != 1 {
+			t.Fatalf("step %d: %d continued sandboxes on its image, want 1", i, n)
+		}
+	}
+	if st := e.WarmStats(); st.Hits != 2 {
+		t.Errorf("steps 2 and 3 not served by the sandbox they continue: %+v", st)
 	}
 }
