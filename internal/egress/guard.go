@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -35,6 +36,11 @@ type Guard struct {
 	mu      sync.Mutex
 	refused map[string]int // name → refused queries
 	queries int
+	// admitMu serialises admits (each forks nft); admitted holds when
+	// each address's set entry expires, so repeated answers renew an
+	// entry only once half of it has run out, not on every query.
+	admitMu  sync.Mutex
+	admitted map[netip.Addr]time.Time
 }
 
 // maxRefusedNames bounds the names a report lists.
@@ -50,7 +56,7 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	g := &Guard{cfg: cfg, refused: map[string]int{}, client: &dns.Client{Timeout: 5 * time.Second}}
+	g := &Guard{cfg: cfg, refused: map[string]int{}, admitted: map[netip.Addr]time.Time{}, client: &dns.Client{Timeout: 5 * time.Second}}
 	// Ports of arbor's choosing: port 53 on the host may be a local resolver's.
 	pc, err := net.ListenPacket("udp4", net.JoinHostPort(gw.String(), "0"))
 	if err != nil {
@@ -143,7 +149,7 @@ func (g *Guard) serve(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}
 	if len(addrs) > 0 {
-		if err := admit(ctx, g.cfg.Table, addrs, ttl); err != nil {
+		if err := g.admit(ctx, addrs, ttl); err != nil {
 			g.cfg.Log.Warn("egress admit", "table", g.cfg.Table, "name", name, "err", err)
 			m := new(dns.Msg)
 			m.SetRcode(req, dns.RcodeServerFailure)
@@ -153,6 +159,25 @@ func (g *Guard) serve(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	resp.Id = req.Id
 	reply(resp)
+}
+
+// admit lets addrs through for ttl unless their entries already last for
+// at least half of it.
+func (g *Guard) admit(ctx context.Context, addrs []netip.Addr, ttl time.Duration) error {
+	g.admitMu.Lock()
+	defer g.admitMu.Unlock()
+	ttl = min(max(ttl, minTTL), maxTTL)
+	now := time.Now()
+	if !slices.ContainsFunc(addrs, func(a netip.Addr) bool { return g.admitted[a].Before(now.Add(ttl / 2)) }) {
+		return nil
+	}
+	if err := admit(ctx, g.cfg.Table, addrs, ttl); err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		g.admitted[a] = now.Add(ttl)
+	}
+	return nil
 }
 
 // forward asks the upstream resolver, over TCP when the UDP answer was cut.

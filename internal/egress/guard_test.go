@@ -3,9 +3,11 @@ package egress
 import (
 	"context"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -68,6 +70,22 @@ func TestGuardResolver(t *testing.T) {
 	out, _ := exec.Command("nft", "list", "set", "inet", table, "dns4").CombinedOutput()
 	if !strings.Contains(string(out), "198.51.100.77 timeout 30s") {
 		t.Errorf("answered address not admitted (TTL 5 s raised to 30 s):\n%s", out)
+	}
+	// Answers again within half the entry's time do not run nft again (a
+	// sandbox repeating a query must not fork nft on every answer): an
+	// entry removed behind the guard's back stays gone until then.
+	exec.Command("nft", "delete", "element", "inet", table, "dns4", "{ 198.51.100.77 }").Run()
+	if err := g.admit(context.Background(), []netip.Addr{netip.MustParseAddr("198.51.100.77")}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("nft", "list", "set", "inet", table, "dns4").CombinedOutput(); strings.Contains(string(out), "198.51.100.77") {
+		t.Errorf("a repeated answer ran nft again:\n%s", out)
+	}
+	if err := g.admit(context.Background(), []netip.Addr{netip.MustParseAddr("198.51.100.77")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("nft", "list", "set", "inet", table, "dns4").CombinedOutput(); !strings.Contains(string(out), "198.51.100.77 timeout 1h") {
+		t.Errorf("an answer with a longer TTL did not renew the entry:\n%s", out)
 	}
 	rep, err := g.Close(context.Background())
 	if err != nil || strings.Join(rep.RefusedNames, ",") != "other.test" || rep.RefusedQueries != 2 {
