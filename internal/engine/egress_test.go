@@ -19,6 +19,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -232,6 +233,9 @@ func TestEgressPolicy(t *testing.T) {
 			if !reached(out, f.allowed) || !reached(out, f.other) || denied != nil {
 				t.Errorf("no policy: %s, denied %+v", out, denied)
 			}
+			if tables := egressTables(t, e); len(tables) != 0 {
+				t.Errorf("policy tables left after the runs: %v", tables)
+			}
 		})
 	}
 }
@@ -352,8 +356,29 @@ func TestEgressContinue(t *testing.T) {
 		if n := continuedOn(e, img); n != 1 {
 			t.Fatalf("step %d: %d continued sandboxes on its image, want 1", i, n)
 		}
+		// The step's policy stays on the idle sandbox (its leftovers are
+		// killed after the exit is reported), until the next step's.
+		if n := len(egressTables(t, e)); n != map[bool]int{true: 1, false: 0}[st.pol != nil] {
+			t.Errorf("step %d: %d policy tables while its sandbox waits", i, n)
+		}
 	}
 	if st := e.WarmStats(); st.Hits != 2 {
 		t.Errorf("steps 2 and 3 not served by the sandbox they continue: %+v", st)
 	}
+}
+
+// egressTables lists the nftables tables of e's run policies.
+func egressTables(t *testing.T, e *Engine) []string {
+	t.Helper()
+	out, err := exec.Command("nft", "list", "tables", "inet").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && strings.HasPrefix(f[2], egressTablePrefix(netns.Tag(e.cfg.Home))) {
+			tables = append(tables, f[2])
+		}
+	}
+	return tables
 }

@@ -178,6 +178,8 @@ type Engine struct {
 	freedElsewhere  []func(gone map[string]bool) (int, int64)       // AddFreedBytes; under mu
 	nets            *netns.Manager
 	egressDef       egressDefaults
+	egressMu        sync.Mutex
+	egressOn        map[string]*egress.Guard // network name → the policy its last run left on it
 
 	warm    *warmPool
 	initBin string
@@ -326,10 +328,12 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		events:    newEventHub(st, cfg.Logger),
 		nets:      netns.NewManager(netns.Tag(home), allow...),
 		egressDef: egressDef,
+		egressOn:  map[string]*egress.Guard{},
 		closed:    make(chan struct{}),
 		ids:       newIDAlloc(),
 		gate:      gate,
 	}
+	e.nets.OnRelease(e.dropEgress)
 	if e.rootfs = cfg.RootFS; e.rootfs == nil {
 		e.rootfs = overlayRoot{}
 	}

@@ -121,7 +121,14 @@ type Manager struct {
 	mu    sync.Mutex
 	used  map[int]bool
 	ready bool
+	// onRelease runs before a network is removed (see OnRelease).
+	onRelease []func(*Net)
 }
+
+// OnRelease registers f to run, before its removal, for every network
+// released: state kept per network (an egress policy) goes with it.
+// Register before the first Create.
+func (m *Manager) OnRelease(f func(*Net)) { m.onRelease = append(m.onRelease, f) }
 
 // NewManager returns a Manager for the daemon tagged tag (a short string
 // unique to its home, see Tag) whose sandboxes may reach the allow ranges
@@ -285,6 +292,9 @@ func (m *Manager) create(ctx context.Context, idx int) (*Net, error) {
 
 // Release deletes n's namespace (which removes the veth pair) and frees its addresses.
 func (m *Manager) Release(n *Net) {
+	for _, f := range m.onRelease {
+		f(n)
+	}
 	m.remove(n)
 	m.mu.Lock()
 	delete(m.used, n.idx)
