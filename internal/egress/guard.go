@@ -29,13 +29,13 @@ type Config struct {
 
 // Guard enforces a policy on one sandbox network until Close.
 type Guard struct {
-	cfg     Config
-	udp     *dns.Server
-	tcp     *dns.Server
-	client  *dns.Client
-	mu      sync.Mutex
-	refused map[string]int // name → refused queries
-	queries int
+	cfg      Config
+	udp      *dns.Server
+	tcp      *dns.Server
+	client   *dns.Client
+	mu       sync.Mutex
+	refused  map[string]bool // names refused (up to maxRefusedNames)
+	nRefused int             // queries refused
 	// admitMu serialises admits (each forks nft); admitted holds when
 	// each address's set entry expires, so repeated answers renew an
 	// entry only once half of it has run out, not on every query.
@@ -56,7 +56,7 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	g := &Guard{cfg: cfg, refused: map[string]int{}, admitted: map[netip.Addr]time.Time{}, client: &dns.Client{Timeout: 5 * time.Second}}
+	g := &Guard{cfg: cfg, refused: map[string]bool{}, admitted: map[netip.Addr]time.Time{}, client: &dns.Client{Timeout: 5 * time.Second}}
 	// Ports of arbor's choosing: port 53 on the host may be a local resolver's.
 	pc, err := net.ListenPacket("udp4", net.JoinHostPort(gw.String(), "0"))
 	if err != nil {
@@ -113,11 +113,11 @@ func (g *Guard) serve(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	name := strings.TrimSuffix(strings.ToLower(req.Question[0].Name), ".")
 	g.mu.Lock()
-	g.queries++
 	allowed := g.cfg.Rules.NameAllowed(name)
 	if !allowed {
-		if _, ok := g.refused[name]; ok || len(g.refused) < maxRefusedNames {
-			g.refused[name]++
+		g.nRefused++
+		if len(g.refused) < maxRefusedNames {
+			g.refused[name] = true
 		}
 	}
 	g.mu.Unlock()
@@ -205,10 +205,10 @@ func (r Report) Empty() bool { return r.RefusedQueries == 0 && r.DroppedPackets 
 func (g *Guard) Report(ctx context.Context) (Report, error) {
 	var r Report
 	g.mu.Lock()
-	for n, c := range g.refused {
+	for n := range g.refused {
 		r.RefusedNames = append(r.RefusedNames, n)
-		r.RefusedQueries += c
 	}
+	r.RefusedQueries = g.nRefused
 	g.mu.Unlock()
 	sort.Strings(r.RefusedNames)
 	var err error
