@@ -87,6 +87,12 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 		g.stopServers()
 		return nil, fmt.Errorf("egress rules (is nftables installed? run scripts/setup.sh): %w", err)
 	}
+	// After the rules: whatever the address did before now meets them.
+	if err := forgetConnections(cfg.Sandbox); err != nil {
+		g.stopServers()
+		_ = nft(ctx, fmt.Sprintf("delete table inet %s\n", cfg.Table))
+		return nil, err
+	}
 	return g, nil
 }
 
@@ -226,5 +232,7 @@ func (g *Guard) Close(ctx context.Context) (Report, error) {
 	r, rerr := g.Report(ctx)
 	g.stopServers()
 	derr := nft(ctx, fmt.Sprintf("delete table inet %s\n", g.cfg.Table))
-	return r, errors.Join(rerr, derr)
+	// Connections the policy redirected must not outlive it.
+	cerr := forgetConnections(g.cfg.Sandbox)
+	return r, errors.Join(rerr, derr, cerr)
 }

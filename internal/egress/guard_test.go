@@ -35,19 +35,22 @@ func TestGuardResolver(t *testing.T) {
 	defer up.Shutdown()
 	rules, _ := Parse(Policy{Allow: []string{"*.allowed.test"}})
 	table := "arbor_test_guard"
-	g, err := Start(context.Background(), Config{Table: table, HostIf: "arbhtestg", Gateway: "127.0.0.1", Sandbox: "127.0.0.1", Upstream: pc.LocalAddr().String(), Rules: rules})
+	g, err := Start(context.Background(), Config{Table: table, HostIf: "arbhtestg", Gateway: "127.0.0.1", Sandbox: "127.0.0.2", Upstream: pc.LocalAddr().String(), Rules: rules})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer exec.Command("nft", "delete", "table", "inet", table).Run()
 	for _, s := range []*dns.Server{g.udp, g.tcp} {
+		// The "sandbox" asks from 127.0.0.2: the guard forgets its
+		// connections, and this test's are the only ones from there.
+		c := &dns.Client{Net: "udp", Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}}}
 		network, target := "udp", ""
 		if s.Listener != nil {
 			network, target = "tcp", s.Listener.Addr().String()
+			c = &dns.Client{Net: "tcp", Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}}
 		} else {
 			target = s.PacketConn.LocalAddr().String()
 		}
-		c := &dns.Client{Net: network}
 		q := new(dns.Msg)
 		q.SetQuestion("www.allowed.test.", dns.TypeA)
 		r, _, err := c.Exchange(q, target)
