@@ -22,7 +22,7 @@ const module = "github.com/arborsh/arbor/"
 // or anything built on it, even indirectly.
 var leaves = []string{
 	"internal/archive", "internal/baseimage", "internal/bearer", "internal/copyroot", "internal/errdefs", "internal/initproc", "internal/layerfs", "internal/layers/...",
-	"internal/netns", "internal/oplog", "internal/overlay", "internal/runtime", "internal/runtime/fakeruntime", "internal/runtime/runtimetest",
+	"internal/egress", "internal/netns", "internal/oplog", "internal/overlay", "internal/runtime", "internal/runtime/fakeruntime", "internal/runtime/runtimetest",
 	"internal/store", "internal/store/postgres", "internal/testutil", "internal/warmpool", "internal/webui",
 	"client", "client/apitypes", "imageref",
 }

@@ -254,6 +254,8 @@ type ResourcesLimits struct {
 // Networking configures a run's network.
 type Networking struct {
 	Enabled *bool `json:"enabled,omitempty"`
+	// arbor extension: narrow outbound access (needs Enabled).
+	Egress *Egress `json:"egress,omitempty"`
 }
 
 // InstanceSpawnRequest is the body of POST /v1/instances. Optional fields are
@@ -306,7 +308,8 @@ type InstanceMetadata struct {
 
 // NetworkingEcho is the defaulted networking echo.
 type NetworkingEcho struct {
-	Enabled bool `json:"enabled"`
+	Enabled bool    `json:"enabled"`
+	Egress  *Egress `json:"egress,omitempty"` // arbor extension: the policy that applied
 }
 
 // StdinEcho is the defaulted stdin echo.

@@ -22,6 +22,9 @@ func spawnRequest(w apitypes.InstanceSpawnRequest) engine.SpawnRequest {
 	}
 	if w.Networking != nil {
 		r.Networking = &engine.Networking{Enabled: w.Networking.Enabled}
+		if eg := w.Networking.Egress; eg != nil {
+			r.Networking.Egress = &engine.Egress{Allow: eg.Allow, Deny: eg.Deny}
+		}
 	}
 	if w.Files != nil {
 		r.Files = make(map[string]oplog.FileSpec, len(w.Files))

@@ -23,6 +23,7 @@ type spawnFlags struct {
 	files   []string
 	runtime string
 	network bool
+	egress  egressFlags
 	memory  string
 	cpus    float64
 }
@@ -35,6 +36,7 @@ func (f *spawnFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVarP(&f.files, "file", "f", nil, "copy a local file in, LOCAL:/PATH[:MODE] (mode in octal, default the local file's); repeatable")
 	fl.StringVar(&f.runtime, "runtime", "", "sandbox runtime: runsc (gVisor), runc or crun (default: the daemon's)")
 	fl.BoolVar(&f.network, "network", false, "allow outbound network access (inbound is never possible)")
+	f.egress.register(fl)
 	fl.StringVar(&f.memory, "memory", "", "memory limit: bytes or 512M, 2G (default: the server's)")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit in cores, e.g. 1.5 (default: none)")
 }
@@ -74,8 +76,8 @@ func (f *spawnFlags) request(ctx context.Context, c *client.Client, image string
 	if f.runtime != "" {
 		req.Runtime = &f.runtime
 	}
-	if f.network {
-		req.Networking = &apitypes.Networking{Enabled: ptr(true)}
+	if f.network || f.egress.set() {
+		req.Networking = &apitypes.Networking{Enabled: ptr(true), Egress: f.egress.policy()}
 	}
 	if f.memory != "" || f.cpus != 0 {
 		req.ResourcesLimits = &apitypes.ResourcesLimits{}

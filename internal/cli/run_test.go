@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,15 +200,7 @@ func TestRunNetworkAndLimits(t *testing.T) {
 	d := sharedDaemon(t)
 	// What the sandbox's network looks like is the engine's business (and
 	// tested there); here: the flags reach the daemon.
-	res := okJSON[runResult](t, d, "run", "--disposable", "--image", "busybox", "--network", "--memory", "64M", "--cpus", "0.5", "--", "true")
-	op, err := d.c.Operation(t.Context(), res.Operation)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m apitypes.InstanceMetadata
-	if err := json.Unmarshal(op.Metadata, &m); err != nil {
-		t.Fatal(err)
-	}
+	m := runMetadata(t, d, "run", "--disposable", "--image", "busybox", "--network", "--memory", "64M", "--cpus", "0.5", "--", "true")
 	if !m.Networking.Enabled || m.ResourcesLimits.MemoryBytes == nil || *m.ResourcesLimits.MemoryBytes != 64<<20 ||
 		m.ResourcesLimits.CPUs == nil || *m.ResourcesLimits.CPUs != 0.5 {
 		t.Errorf("--network --memory 64M --cpus 0.5 reached the daemon as %+v, %+v", m.Networking, m.ResourcesLimits)

@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arborsh/arbor/internal/egress"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/layers"
@@ -84,6 +85,12 @@ type Config struct {
 	// NetAllow lists ranges (CIDRs or addresses) networked sandboxes may
 	// reach although netns.DefaultDeny covers them (private, link-local...).
 	NetAllow []string
+	// EgressAllow and EgressDeny are the default egress policy of networked
+	// runs that give none (see egress.go); "ACCOUNT=ENTRY" entries make
+	// that account's own default. EgressDNS is the resolver allowed names
+	// are forwarded to (host:port; default the host's resolv.conf's first).
+	EgressAllow, EgressDeny []string
+	EgressDNS               string
 
 	// Warm sandboxes (see warm.go, internal/warmpool). WarmPerImage 0
 	// takes the default 2; a negative value disables the pool.
@@ -175,6 +182,9 @@ type Engine struct {
 	ckpts           checkpointSet                                   // checkpoint_image.go
 	freedElsewhere  []func(gone map[string]bool) (int, int64)       // AddFreedBytes; under mu
 	nets            *netns.Manager
+	egressDef       egressDefaults
+	egressMu        sync.Mutex
+	egressOn        map[string]*egress.Guard // network name → the policy its last run left on it
 
 	warm    *warmPool
 	initBin string
@@ -272,6 +282,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: fix --net-allow", err)
 	}
+	egressDef, err := parseEgressDefaults(cfg.EgressAllow, cfg.EgressDeny, cfg.EgressDNS)
+	if err != nil {
+		return nil, err
+	}
 	home, err := filepath.Abs(cfg.Home)
 	if err != nil {
 		return nil, err
@@ -320,10 +334,13 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		squashing: map[string]bool{},
 		events:    newEventHub(st, cfg.Logger),
 		nets:      netns.NewManager(netns.Tag(home), allow...),
+		egressDef: egressDef,
+		egressOn:  map[string]*egress.Guard{},
 		closed:    make(chan struct{}),
 		ids:       newIDAlloc(),
 		gate:      gate,
 	}
+	e.nets.OnRelease(e.dropEgress)
 	if e.rootfs = cfg.RootFS; e.rootfs == nil {
 		e.rootfs = overlayRoot{}
 	}
@@ -450,6 +467,7 @@ func (e *Engine) recover(ctx context.Context) error {
 		}
 	}
 	e.nets.Cleanup(ctx)
+	egress.Cleanup(ctx, egressTablePrefix(netns.Tag(e.cfg.Home)))
 	runDir := filepath.Join(e.cfg.Home, "run")
 	ents, err := os.ReadDir(runDir)
 	if err != nil {

@@ -29,9 +29,11 @@ type SpawnRequest struct {
 	Runtime          *string                   // "runsc", "runc", "crun"; nil or "": the daemon's default
 }
 
-// Networking asks for outbound network access.
+// Networking asks for outbound network access, narrowed by Egress (nil:
+// the account's or daemon's default policy, if any).
 type Networking struct {
 	Enabled *bool
+	Egress  *Egress
 }
 
 // Stdin is a process's input: Value in Encoding ("ascii" or "base64"),

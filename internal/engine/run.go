@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arborsh/arbor/internal/egress"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/layers"
@@ -86,6 +87,7 @@ type runPlan struct {
 	pids        int64
 	cpus        float64
 	network     bool            // outbound-only access
+	egress      *egress.Rules   // its policy, if any (see egress.go)
 	limit       int64           // what the run may write: maxLayer or what is left of the quota (set by watchGrowth)
 	warm        *warmBox        // the pre-booted sandbox serving this run, if any
 	ids         *runtime.IDMap  // the sandbox's user namespace (runc, crun)
@@ -287,6 +289,9 @@ func (e *Engine) plan(ctx context.Context, account string, req SpawnRequest) (*r
 	if req.Networking != nil && req.Networking.Enabled != nil && *req.Networking.Enabled {
 		p.network = true
 		m.Networking.Enabled = true
+	}
+	if err := e.planEgress(p, &m, req.Networking); err != nil {
+		return nil, err
 	}
 	if req.Stdin != nil {
 		b, err := req.Stdin.Bytes()
@@ -799,6 +804,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			return res, perr
 		}
 		netnsPath := ""
+		stopEgress := func() {}
 		if p.network {
 			n := (*netns.Net)(nil)
 			if p.warm != nil {
@@ -811,6 +817,12 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 				defer e.nets.Release(n)
 			}
 			netnsPath = n.Path
+			stop, err := e.startEgress(ctx, p, n)
+			if err != nil {
+				return res, fmt.Errorf("sandbox egress policy: %w", err)
+			}
+			defer stop()
+			stopEgress = stop
 			ip, gw := n.IP, n.Gateway
 			e.events.emit(ctx, p.op, 0, oplog.EventNetwork, oplog.EventDataNetwork{
 				Interfaces: []oplog.NetworkInterface{{Name: "eth0"}},
@@ -854,6 +866,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			res, err = p.rt.Run(sizeCtx, spec)
 		}
 		stopWatch()
+		stopEgress() // its report comes before the exit event
 		if a != nil {
 			a.mu.Lock()
 			a.exited, a.sandbox = true, nil

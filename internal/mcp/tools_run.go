@@ -30,6 +30,8 @@ type RunIn struct {
 	Files      map[string]string `json:"files,omitempty" jsonschema:"files to place before the command: absolute sandbox path -> file uuid from upload"`
 	Syncs      []string          `json:"syncs,omitempty" jsonschema:"sync_id values from sync: place those directories' files before the command"`
 	Network    bool              `json:"network,omitempty" jsonschema:"allow outbound network access (if the server permits it)"`
+	Allow      []string          `json:"allow,omitempty" jsonschema:"network access to these only (implies network): domain names (pypi.org, *.pythonhosted.org), CIDRs, ports (tcp:443); names resolve only through arbor's resolver"`
+	Deny       []string          `json:"deny,omitempty" jsonschema:"no network access to these (implies network): names, CIDRs or ports as for allow; wins over allow"`
 	Wait       bool              `json:"wait" jsonschema:"wait for the command to finish; false returns an operation_id for wait_operations"`
 	MaxOutput  int               `json:"max_output,omitempty" jsonschema:"bytes of stdout and of stderr to show (head and tail); default 8000"`
 	Checkpoint string            `json:"checkpoint,omitempty" jsonschema:"name the result image with this checkpoint name if the command exits 0"`
@@ -54,6 +56,8 @@ type BranchIn struct {
 	Files      map[string]string `json:"files,omitempty" jsonschema:"files placed in every branch: sandbox path -> file uuid"`
 	Syncs      []string          `json:"syncs,omitempty" jsonschema:"sync_id values from sync, placed in every branch"`
 	Network    bool              `json:"network,omitempty"`
+	Allow      []string          `json:"allow,omitempty" jsonschema:"egress allow list of every branch, as for run"`
+	Deny       []string          `json:"deny,omitempty" jsonschema:"egress deny list of every branch, as for run"`
 	MaxOutput  int               `json:"max_output" jsonschema:"bytes of stdout and of stderr to show per branch"`
 }
 
@@ -205,6 +209,7 @@ type spawnSpec struct {
 	files      map[string]string
 	syncs      []string
 	network    bool
+	egress     *apitypes.Egress
 }
 
 // request builds the spawn request for command.
@@ -226,8 +231,8 @@ func (s *server) request(sp spawnSpec, command string) (apitypes.InstanceSpawnRe
 		Timeout:          ptr(float64(sp.timeout)),
 		TruncateOutputAt: ptr(int64(captureBytes)),
 	}
-	if sp.network {
-		req.Networking = &apitypes.Networking{Enabled: ptr(true)}
+	if sp.network || sp.egress != nil {
+		req.Networking = &apitypes.Networking{Enabled: ptr(true), Egress: sp.egress}
 	}
 	if sp.stdin != "" {
 		r := apitypes.NewStreamRepr([]byte(sp.stdin), false)
@@ -284,7 +289,7 @@ func (s *server) run(ctx context.Context, _ *mcpsdk.CallToolRequest, in RunIn) (
 		return nil, RunOut{}, err
 	}
 	req, err := s.request(spawnSpec{image: im.UUID, shell: in.Shell, args: in.Args, env: in.Env, cwd: in.Cwd, timeout: in.Timeout,
-		disposable: in.Disposable, stdin: in.Stdin, files: in.Files, syncs: in.Syncs, network: in.Network}, in.Command)
+		disposable: in.Disposable, stdin: in.Stdin, files: in.Files, syncs: in.Syncs, network: in.Network, egress: egressOf(in.Allow, in.Deny)}, in.Command)
 	if err != nil {
 		return nil, RunOut{}, err
 	}
@@ -369,7 +374,7 @@ func (s *server) branch(ctx context.Context, req *mcpsdk.CallToolRequest, in Bra
 		return nil, BranchOut{}, err
 	}
 	spec := spawnSpec{image: im.UUID, shell: in.Shell, env: in.Env, cwd: in.Cwd, timeout: in.Timeout, disposable: in.Disposable,
-		files: in.Files, syncs: in.Syncs, network: in.Network}
+		files: in.Files, syncs: in.Syncs, network: in.Network, egress: egressOf(in.Allow, in.Deny)}
 	reqs := make([]apitypes.InstanceSpawnRequest, n)
 	for i, c := range in.Commands {
 		if reqs[i], err = s.request(spec, c); err != nil {

@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -74,5 +75,15 @@ func TestEgressRulesPerDaemon(t *testing.T) {
 	NewManager(b.tag).Cleanup(ctx)
 	if err := exec.Command("nft", "list", "table", "inet", b.egressTable()).Run(); err == nil {
 		t.Error("Cleanup left a dead daemon's egress table")
+	}
+}
+
+// TestFirewallLetsPolicyDNSThrough: the one new connection from a sandbox
+// to the host the firewall admits is the DNS an egress policy marked.
+func TestFirewallLetsPolicyDNSThrough(t *testing.T) {
+	accept := fmt.Sprintf("iifname \"arbh*\" meta mark 0x%08x accept", DNSMark)
+	i, j := strings.Index(firewall, accept), strings.Index(firewall, `iifname "arbh*" ct state new drop`)
+	if i < 0 || j < 0 || i > j {
+		t.Errorf("the input chain lacks %q before its drop:\n%s", accept, firewall)
 	}
 }

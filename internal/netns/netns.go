@@ -39,6 +39,7 @@ table inet arbor {
 	}
 	chain input {
 		type filter hook input priority filter; policy accept;
+		iifname "arbh*" meta mark 0x0a7b0053 accept
 		iifname "arbh*" ct state new drop
 	}
 	chain output {
@@ -55,6 +56,11 @@ table ip arbor_nat {
 	}
 }
 `
+
+// DNSMark marks what an egress policy (package egress) redirects from a
+// sandbox to arbor's resolver on the host: the one new connection from a
+// sandbox to the host the firewall lets through. Only host rules set it.
+const DNSMark = 0x0a7b0053
 
 // DefaultDeny lists the destinations a sandbox may not reach unless the
 // operator allows them: addresses that are not the public internet, where
@@ -115,7 +121,14 @@ type Manager struct {
 	mu    sync.Mutex
 	used  map[int]bool
 	ready bool
+	// onRelease runs before a network is removed (see OnRelease).
+	onRelease []func(*Net)
 }
+
+// OnRelease registers f to run, before its removal, for every network
+// released: state kept per network (an egress policy) goes with it.
+// Register before the first Create.
+func (m *Manager) OnRelease(f func(*Net)) { m.onRelease = append(m.onRelease, f) }
 
 // NewManager returns a Manager for the daemon tagged tag (a short string
 // unique to its home, see Tag) whose sandboxes may reach the allow ranges
@@ -279,6 +292,9 @@ func (m *Manager) create(ctx context.Context, idx int) (*Net, error) {
 
 // Release deletes n's namespace (which removes the veth pair) and frees its addresses.
 func (m *Manager) Release(n *Net) {
+	for _, f := range m.onRelease {
+		f(n)
+	}
 	m.remove(n)
 	m.mu.Lock()
 	delete(m.used, n.idx)

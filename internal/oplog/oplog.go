@@ -289,7 +289,8 @@ type InstanceMetadata struct {
 
 // NetworkingEcho is a run's network setting.
 type NetworkingEcho struct {
-	Enabled bool `json:"enabled"`
+	Enabled bool        `json:"enabled"`
+	Egress  *EgressEcho `json:"egress,omitempty"` // arbor extension
 }
 
 // StdinEcho is a run's stdin as it was given.

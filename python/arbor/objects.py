@@ -213,6 +213,8 @@ class Image:
         gid: Optional[int] = None,
         runtime: Optional[str] = None,
         network: Optional[bool] = None,
+        allow: Optional[Sequence[str]] = None,
+        deny: Optional[Sequence[str]] = None,
         memory_bytes: Optional[int] = None,
         cpus: Optional[float] = None,
         pids: Optional[int] = None,
@@ -246,7 +248,11 @@ class Image:
         :class:`~arbor.CommandFailed` on a non-zero exit or timeout).
 
         arbor extensions: ``runtime`` (``"runsc"``, ``"runc"``, ``"crun"``),
-        ``network`` (outbound network on/off), ``memory_bytes``, ``cpus``,
+        ``network`` (outbound network on/off), ``allow`` / ``deny`` (an
+        egress policy; either turns the network on: domain names such as
+        ``"pypi.org"`` or ``"*.pythonhosted.org"``, CIDRs, ports such as
+        ``"tcp:443"``; ``deny`` wins; what it blocked arrives as an
+        ``egress_denied`` event), ``memory_bytes``, ``cpus``,
         ``pids``, ``max_layer_bytes`` (filesystem growth cap), ``keep_stdin``
         (leave the command's stdin open after ``stdin``: a long-running
         instance, a REPL or a server, fed with :meth:`Operation.write_stdin`
@@ -300,6 +306,10 @@ class Image:
             body["runtime"] = rt
         if network is not None:
             body["networking"] = {"enabled": bool(network)}
+        if allow or deny:
+            if isinstance(allow, str) or isinstance(deny, str):
+                raise TypeError("allow and deny are lists of entries, e.g. allow=['pypi.org']")
+            body["networking"] = {"enabled": True, "egress": {"allow": list(allow or []), "deny": list(deny or [])}}
         limits = {k: v for k, v in (("memory_bytes", memory_bytes), ("cpus", cpus), ("pids", pids),
                                     ("max_layer_bytes", max_layer_bytes)) if v is not None}
         if limits:

@@ -373,6 +373,10 @@ def test_run_argument_forms(fake: Any) -> None:
     assert b["resources_limits"] == {"memory_bytes": 1 << 20}
     with pytest.raises(TypeError):
         im.run()
+    im.run("true", allow=["pypi.org", "tcp:443"], deny=["*.evil.test"])
+    assert last()["networking"] == {"enabled": True, "egress": {"allow": ["pypi.org", "tcp:443"], "deny": ["*.evil.test"]}}
+    with pytest.raises(TypeError):
+        im.run("true", allow="pypi.org")
 
 
 def _sse(events: List[Dict[str, Any]]) -> bytes:

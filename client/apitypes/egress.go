@@ -1,0 +1,33 @@
+package apitypes
+
+// Egress is an arbor extension of Networking: a run's egress policy. Each
+// entry of Allow and Deny is a domain name ("pypi.org", or
+// "*.pythonhosted.org" for the names below it), an IPv4 CIDR or address
+// ("203.0.113.0/24"), or a port ("443" for TCP and UDP, "tcp:443",
+// "udp:8000-8100"). When Allow names destinations, the sandbox resolves
+// only those names (through arbor's resolver) and reaches only the
+// addresses their answers gave and the CIDRs listed; Allow's ports, if
+// any, are the only ports it reaches. Deny wins over Allow.
+type Egress struct {
+	Allow []string `json:"allow,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
+}
+
+// EventEgressDenied is an arbor extension event: at the end of a run with
+// an egress policy, what the policy blocked.
+const EventEgressDenied = "egress_denied"
+
+// EventDataEgressDenied is the data of an egress_denied event.
+type EventDataEgressDenied struct {
+	RefusedNames   []string            `json:"refused_names,omitempty"`
+	RefusedQueries int                 `json:"refused_queries"`
+	DroppedPackets int64               `json:"dropped_packets"`
+	Dropped        []EgressDestination `json:"dropped,omitempty"`
+}
+
+// EgressDestination is a TCP or UDP destination packets were dropped to.
+type EgressDestination struct {
+	Addr  string `json:"addr"`
+	Proto string `json:"proto"`
+	Port  int    `json:"port"`
+}

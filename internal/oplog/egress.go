@@ -1,0 +1,27 @@
+package oplog
+
+// EventEgressDenied reports, at the end of a run with an egress policy,
+// what the policy blocked (only when it blocked something).
+const EventEgressDenied = "egress_denied"
+
+// EgressEcho is a run's egress policy as it applies: the run's own, or
+// its account's or the daemon's default.
+type EgressEcho struct {
+	Allow []string `json:"allow"`
+	Deny  []string `json:"deny"`
+}
+
+// EventDataEgressDenied is what an egress policy blocked in a run.
+type EventDataEgressDenied struct {
+	RefusedNames   []string            `json:"refused_names,omitempty"`
+	RefusedQueries int                 `json:"refused_queries"`
+	DroppedPackets int64               `json:"dropped_packets"`
+	Dropped        []EgressDestination `json:"dropped,omitempty"`
+}
+
+// EgressDestination is a TCP or UDP destination packets were dropped to.
+type EgressDestination struct {
+	Addr  string `json:"addr"`
+	Proto string `json:"proto"`
+	Port  int    `json:"port"`
+}
