@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,9 +25,15 @@ import (
 // which networked sandboxes may reach by default. It returns its address.
 func serverNetns(t *testing.T) string {
 	t.Helper()
-	r := 4 * (rand.IntN(62) + 1)
+	// Each server its own /30: tests run in parallel, and two namespaces on
+	// one address (a random pick collided often with ten servers among 62
+	// slots) route one test's probes into another's server.
+	r := 4 * (int(serverSlot.Add(1))%62 + 1)
 	return serverAt(t, fmt.Sprintf("198.51.100.%d", r+1), fmt.Sprintf("198.51.100.%d", r+2))
 }
+
+// serverSlot numbers the servers of this test process (serverNetns).
+var serverSlot atomic.Int32
 
 // serverAt creates a network namespace joined to the host by its own veth
 // pair (host end hostIP/30, namespace end srvIP/30), with busybox httpd
