@@ -481,15 +481,17 @@ func waitOrDone(ctx context.Context, ch <-chan struct{}) error {
 
 // startRelay execs the relay into op's sandbox and opens its session.
 func (e *Engine) startRelay(ctx context.Context, op string) (*relayProc, error) {
+	// An instance that has ended (its previews are being dropped: the
+	// result can be out before the clean-up) answers as a dead link does.
 	a := e.activeOf(op)
 	if a == nil {
-		return nil, errdefs.Conflict("operation %s has ended", op)
+		return nil, errdefs.Forbidden("operation %s has ended: its previews ended with it (expose a port of a running instance)", op)
 	}
 	a.mu.Lock()
 	sb := a.sandbox
 	a.mu.Unlock()
 	if sb == nil {
-		return nil, errdefs.Conflict("operation %s: the instance's main process has exited", op)
+		return nil, errdefs.Forbidden("operation %s: the instance's main process has exited, and its previews with it", op)
 	}
 	if err := sb.rt.WaitRunning(ctx, sb.cid); err != nil {
 		return nil, errdefs.Conflict("operation %s: %v", op, err)
