@@ -73,12 +73,12 @@ type cluster struct {
 	store store.Cluster
 
 	mu      sync.Mutex
-	held    map[string]store.Lease     // operations this worker runs
-	dirty   map[string]bool            // operations whose log grew since the last flush
-	watches map[string]chan struct{}   // operations followed here, closed at their next notification
-	kick    chan struct{}              // wakes the notifier
-	work    chan struct{}              // wakes the claim loop
-	listen  atomic.Bool                // the listening connection is up
+	held    map[string]store.Lease   // operations this worker runs
+	dirty   map[string]bool          // operations whose log grew since the last flush
+	watches map[string]chan struct{} // operations followed here, closed at their next notification
+	kick    chan struct{}            // wakes the notifier
+	work    chan struct{}            // wakes the claim loop
+	listen  atomic.Bool              // the listening connection is up
 	stopped chan struct{}
 }
 
@@ -397,7 +397,9 @@ type queuedKey struct{}
 
 // withQueued marks ctx as planning a queued run: its image is resolved by
 // UUID even if deleted since (the run was admitted while it was live).
-func withQueued(ctx context.Context) context.Context { return context.WithValue(ctx, queuedKey{}, true) }
+func withQueued(ctx context.Context) context.Context {
+	return context.WithValue(ctx, queuedKey{}, true)
+}
 
 func isQueued(ctx context.Context) bool { v, _ := ctx.Value(queuedKey{}).(bool); return v }
 

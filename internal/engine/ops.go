@@ -318,13 +318,13 @@ func (o *op) end(out outcome) {
 	switch {
 	case err == nil:
 		return
-	case o.lease != nil && errors.Is(err, errdefs.ErrFailedPrecondition):
-		o.log.Warn("lease lost: the operation's outcome is not published", "operation", o.id, "status", out.state, "err", err)
-		return
 	case errors.Is(err, errOpFinished):
 		if out.state != o.current() {
 			o.log.Debug("operation finished before its work ended", "operation", o.id, "status", o.current(), "later", out.state)
 		}
+		return
+	case o.lease != nil && errors.Is(err, errdefs.ErrFailedPrecondition):
+		o.log.Warn("lease lost: the operation's outcome is not published", "operation", o.id, "status", out.state, "err", err)
 		return
 	}
 	o.log.Error("record operation outcome", "operation", o.id, "kind", o.kind, "status", out.state, "err", err)
