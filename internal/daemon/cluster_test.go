@@ -305,6 +305,11 @@ func TestClusterTwoAPINodesTwoWorkers(t *testing.T) {
 			t.Errorf("subprocess through %s: %q exit %d", c.BaseURL(), got, res.State.ExitCode)
 		}
 	}
+	// Its worker's heartbeats keep its lease past several lease periods.
+	time.Sleep(2 * testLease) // the span is the point: nothing to wait for
+	if op, err := c1.Operation(ctx, long.UUID); err != nil || op.Status != apitypes.StatusExecuting {
+		t.Fatalf("a run past two leases: %v %+v", err, op)
+	}
 	if err := c2.Cancel(ctx, long.UUID); err != nil {
 		t.Fatal(err)
 	}
@@ -451,4 +456,44 @@ func TestClusterNodeKilled(t *testing.T) {
 	if got.String() != want.String() {
 		t.Errorf("output followed across the API node's death:\n%q\nwant\n%q", got.String(), want.String())
 	}
+}
+
+// TestClusterAllNodes: several nodes of role all on one database and
+// bucket (no single-node lock once work goes through the queue) share the
+// runs spawned on either, each run once, its events followed from the
+// other node.
+func TestClusterAllNodes(t *testing.T) {
+	cn := newClusterNet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n1 := cn.start("n1", RoleAll, "")
+	n2 := cn.start("n2", RoleAll, "")
+	c1, c2 := n1.client(t, n1.token), n2.client(t, n1.token)
+	sh := true
+	img, err := testdaemon.ImportBusybox(ctx, c2, "busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 6 {
+		sp, err := []*client.Client{c1, c2}[i%2].Spawn(ctx, apitypes.InstanceSpawnRequest{Image: img, Shell: &sh, Disposable: &sh,
+			Command: fmt.Sprintf("sleep 0.5; echo run%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sp.UUID)
+	}
+	owners := map[string]int{}
+	for i, id := range ids {
+		op, err := []*client.Client{c2, c1}[i%2].Wait(ctx, id)
+		if err != nil || op.Status != apitypes.StatusSuccess {
+			t.Fatalf("run %d: %v %+v", i, err, op)
+		}
+		if out, err := stdout(ctx, c1, id); err != nil || out != fmt.Sprintf("run%d\n", i) {
+			t.Errorf("run %d printed %q (%v)", i, out, err)
+		}
+		_, owner, _ := placement(ctx, cn.dsn, id)
+		owners[owner]++
+	}
+	t.Logf("runs per node: %v", owners)
 }
