@@ -72,8 +72,26 @@ type node struct {
 	name, role, home string
 	cmd              *exec.Cmd
 	url, token       string
-	log              *bytes.Buffer
+	log              *syncBuffer
 	done             chan struct{}
+}
+
+// syncBuffer is a log the process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func newClusterNet(t *testing.T) *clusterNet {
@@ -91,7 +109,7 @@ func (cn *clusterNet) start(name, role string, home string) *node {
 	if home == "" {
 		home = testutil.Home(t)
 	}
-	n := &node{name: name, role: role, home: home, log: &bytes.Buffer{}, done: make(chan struct{})}
+	n := &node{name: name, role: role, home: home, log: &syncBuffer{}, done: make(chan struct{})}
 	_ = os.Remove(filepath.Join(home, "url"))
 	n.cmd = exec.Command(cn.bin, "serve", "--home", home, "--listen", "127.0.0.1:0", "--db", cn.dsn, "--blobs", cn.blobs,
 		"--blobs-endpoint", cn.s3.Endpoint, "--role", role, "--worker-id", name, "--lease-ttl", testLease.String(),
@@ -497,3 +515,64 @@ func TestClusterAllNodes(t *testing.T) {
 	}
 	t.Logf("runs per node: %v", owners)
 }
+
+// TestClusterWorkerPaused: a worker stopped (SIGSTOP) for longer than its
+// lease is presumed dead: the reaper fails its run with the reason. When
+// it resumes, its heartbeat finds the lease gone: it kills the sandbox and
+// publishes nothing (no image, no second outcome, no more events).
+func TestClusterWorkerPaused(t *testing.T) {
+	cn := newClusterNet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	w := cn.start("w", RoleWorker, "")
+	a := cn.start("a", RoleAPI, "")
+	c := a.client(t, a.token)
+	sh := true
+	img, err := testdaemon.ImportBusybox(ctx, c, "busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := c.Spawn(ctx, apitypes.InstanceSpawnRequest{Image: img, Shell: &sh, Command: "echo x > /f; sleep 30; echo late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(ctx, t, c, sp.UUID, apitypes.StatusExecuting)
+	if err := w.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	op, err := c.Wait(ctx, sp.UUID)
+	_ = w.cmd.Process.Signal(syscall.SIGCONT)
+	if err != nil || op.Status != apitypes.StatusFailed || op.Error == nil || !strings.Contains(*op.Error, "stopped renewing its lease") {
+		t.Fatalf("run of the paused worker: %v %+v", err, op)
+	}
+	logs := func() int {
+		n := 0
+		_ = c.StreamEvents(ctx, sp.UUID, client.EventsOptions{After: -1}, func(apitypes.OperationEvent) error { n++; return nil })
+		return n
+	}
+	before := logs()
+	// Resumed, the worker finds its lease lost and tears the run down.
+	// Well before its command's sleep would end.
+	run := filepath.Join(w.home, "run", sp.UUID)
+	deadline := time.After(15 * time.Second)
+	for !strings.Contains(w.log.String(), "lease lost: stopping the run") || exists(run) {
+		select {
+		case <-deadline:
+			t.Fatalf("the resumed worker did not stop its run within 15 s: %s", w.log.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	again, err := c.Operation(ctx, sp.UUID)
+	if err != nil || again.Status != apitypes.StatusFailed || again.ResultImageUUID != nil || *again.Error != *op.Error {
+		t.Errorf("after the worker resumed: %v %+v", err, again)
+	}
+	if after := logs(); after != before {
+		t.Errorf("the resumed worker added %d events after the reaper's completion", after-before)
+	}
+	// And it takes new work.
+	if next, err := c.Run(ctx, apitypes.InstanceSpawnRequest{Image: img, Shell: &sh, Command: "true"}); err != nil || next.Status != apitypes.StatusSuccess {
+		t.Errorf("a run after the pause: %v %+v", err, next)
+	}
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -638,11 +638,15 @@ func (e *Engine) Placement(ctx context.Context, account, op string) (string, err
 		return "", nil
 	}
 	p, err := e.cl.store.Placement(ctx, op)
-	if err != nil || p.Worker == "" || p.Worker == e.cl.cfg.Node {
+	owner := p.Worker
+	if p.Node != "" && !oplog.IsTerminal(p.Status) {
+		owner = p.Node // a fork runs on its parent's worker
+	}
+	if err != nil || owner == "" || owner == e.cl.cfg.Node {
 		return "", err
 	}
 	if p.Address == "" {
-		return "", errdefs.Unavailable("operation %s runs on worker %s, which advertises no address: start it with --advertise", op, p.Worker)
+		return "", errdefs.Unavailable("operation %s runs on node %s, which advertises no address: start it with --advertise", op, owner)
 	}
 	return p.Address, nil
 }

@@ -30,7 +30,8 @@ type Cluster interface {
 	// UnfinishedLocal returns node's own operations in flight (recovery).
 	UnfinishedLocal(ctx context.Context, node string) ([]Operation, error)
 	// Placement says where op is: its status, the worker holding its
-	// lease (if in flight and claimed) and that worker's address.
+	// lease (if in flight and claimed) or the node running it itself, and
+	// that worker's or node's address (if it is a worker).
 	Placement(ctx context.Context, op string) (Placement, error)
 	// CancelPending finishes out's operation as FinishOperation does, but
 	// only while it is PENDING and unclaimed; false, and nothing written,
@@ -57,7 +58,7 @@ type Cluster interface {
 type Placement struct {
 	Status  string
 	Worker  string // the lease's holder, "" if none
-	Address string // the holder's advertised address
+	Address string // the holder's (or Node's) advertised address
 	Node    string // the node running it itself (InsertLocal), if any
 	Expires time.Time
 }

@@ -77,7 +77,7 @@ func (q *Queue) Placement(ctx context.Context, op string) (store.Placement, erro
 	var owner, addr, node *string
 	var exp *time.Time
 	err := q.s.pool.QueryRow(ctx, `SELECT o.status, CASE WHEN o.status IN `+leased+` THEN o.lease_owner END, w.address, o.node, o.lease_expires
-		FROM operations o LEFT JOIN workers w ON w.id = o.lease_owner AND o.status IN `+leased+` WHERE o.uuid=$1`, op).
+		FROM operations o LEFT JOIN workers w ON o.status IN `+inFlight+` AND w.id = COALESCE(o.node, o.lease_owner) WHERE o.uuid=$1`, op).
 		Scan(&p.Status, &owner, &addr, &node, &exp)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, errdefs.NotFound("operation %s not found", op)
