@@ -57,8 +57,9 @@ type Config struct {
 	// into Engine.CheckpointTTL (when given).
 	CheckpointTTL string
 	// DB, if set, is a postgres:// URL: the metadata goes to that
-	// PostgreSQL database instead of <home>/arbor.db (scale-out preview:
-	// one node per database, see README "Scale-out (preview)").
+	// PostgreSQL database instead of <home>/arbor.db: one node per
+	// database, unless Blobs is set too (a cluster, see cluster.go and
+	// README "Scale-out").
 	DB string
 	// Blobs, when set (s3://bucket/prefix), keeps the layers in that
 	// bucket with a local cache under Home/layer-cache (layers/s3store);
