@@ -61,12 +61,11 @@ func arborBinary(t *testing.T) string {
 
 // clusterNet is one PostgreSQL database and one bucket that nodes share.
 type clusterNet struct {
-	t      *testing.T
-	bin    string
-	dsn    string
-	blobs  string
-	s3     *s3server.Server
-	logDir string
+	t     *testing.T
+	bin   string
+	dsn   string
+	blobs string
+	s3    *s3server.Server
 }
 
 // node is one `arbor serve` process of a cluster.
@@ -181,18 +180,22 @@ func (n *node) client(t *testing.T, token string) *client.Client {
 func stdout(ctx context.Context, c *client.Client, id string) (string, error) {
 	var b strings.Builder
 	err := c.StreamEvents(ctx, id, client.EventsOptions{After: -1}, func(ev apitypes.OperationEvent) error {
-		if ev.Type == apitypes.EventStdout && ev.Spid == 1 {
-			var s apitypes.StreamRepr
-			if err := json.Unmarshal(ev.Data, &s); err != nil {
-				return err
-			}
-			v, err := s.Bytes()
-			b.Write(v)
-			return err
+		if ev.Spid == 1 {
+			b.WriteString(outputOf(ev))
 		}
 		return nil
 	})
 	return b.String(), err
+}
+
+// outputOf is the text of an output event ("" for other events).
+func outputOf(ev apitypes.OperationEvent) string {
+	var s apitypes.StreamRepr
+	if ev.Type != apitypes.EventStdout || json.Unmarshal(ev.Data, &s) != nil {
+		return ""
+	}
+	v, _ := s.Bytes()
+	return string(v)
 }
 
 // placement reads where the database says op runs.
@@ -283,11 +286,7 @@ func TestClusterTwoAPINodesTwoWorkers(t *testing.T) {
 	}
 	var lines strings.Builder
 	if err := c2.FollowEvents(ctx, sp.UUID, -1, func(ev apitypes.OperationEvent) error {
-		if ev.Type == apitypes.EventStdout {
-			var s apitypes.StreamRepr
-			_ = json.Unmarshal(ev.Data, &s)
-			lines.WriteString(s.Value)
-		}
+		lines.WriteString(outputOf(ev))
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -444,10 +443,8 @@ func TestClusterNodeKilled(t *testing.T) {
 	fctx, stopFollow := context.WithCancel(ctx)
 	err = c2.FollowEvents(fctx, sp.UUID, -1, func(ev apitypes.OperationEvent) error {
 		last = ev.ID
-		if ev.Type == apitypes.EventStdout {
-			var s apitypes.StreamRepr
-			_ = json.Unmarshal(ev.Data, &s)
-			got.WriteString(s.Value)
+		if out := outputOf(ev); out != "" {
+			got.WriteString(out)
 			if n++; n == 3 {
 				a2.kill()
 				stopFollow() // the client's own retries would go to the dead node
@@ -460,11 +457,7 @@ func TestClusterNodeKilled(t *testing.T) {
 		t.Fatalf("followed %d output events before the API node died (%v)", n, err)
 	}
 	if err := c1.FollowEvents(ctx, sp.UUID, last, func(ev apitypes.OperationEvent) error {
-		if ev.Type == apitypes.EventStdout {
-			var s apitypes.StreamRepr
-			_ = json.Unmarshal(ev.Data, &s)
-			got.WriteString(s.Value)
-		}
+		got.WriteString(outputOf(ev))
 		return nil
 	}); err != nil {
 		t.Fatal(err)
