@@ -104,7 +104,7 @@ func newClusterNet(t *testing.T) *clusterNet {
 }
 
 // start starts a node of role name, waiting until it serves.
-func (cn *clusterNet) start(name, role string, home string) *node {
+func (cn *clusterNet) start(name, role string, home string, extra ...string) *node {
 	t := cn.t
 	t.Helper()
 	if home == "" {
@@ -115,6 +115,7 @@ func (cn *clusterNet) start(name, role string, home string) *node {
 	n.cmd = exec.Command(cn.bin, "serve", "--home", home, "--listen", "127.0.0.1:0", "--db", cn.dsn, "--blobs", cn.blobs,
 		"--blobs-endpoint", cn.s3.Endpoint, "--role", role, "--worker-id", name, "--lease-ttl", testLease.String(),
 		"--runtime", "runsc", "--gc-interval", "-1s", "--shutdown-timeout", "0s")
+	n.cmd.Args = append(n.cmd.Args, extra...)
 	n.cmd.Env = append(os.Environ(), cn.s3.Env()...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
@@ -571,3 +572,53 @@ func TestClusterWorkerPaused(t *testing.T) {
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestClusterWorkersShareHost: two workers on one host (one slot each, so
+// each takes one) run networked sandboxes at the same time: their
+// networks, container IDs, cgroups and runtime state do not collide (a
+// network is claimed by creating its host interface, so the second daemon
+// takes the next free one).
+func TestClusterWorkersShareHost(t *testing.T) {
+	cn := newClusterNet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cn.start("w1", RoleWorker, "", "--slots", "1")
+	cn.start("w2", RoleWorker, "", "--slots", "1")
+	a := cn.start("a", RoleAPI, "")
+	c := a.client(t, a.token)
+	sh := true
+	img, err := testdaemon.ImportBusybox(ctx, c, "busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 2 {
+		sp, err := c.Spawn(ctx, apitypes.InstanceSpawnRequest{Image: img, Shell: &sh, Disposable: &sh,
+			Networking: &apitypes.Networking{Enabled: &sh}, Command: "sleep 3; cat /proc/net/route | wc -l"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sp.UUID)
+	}
+	owners, nets := map[string]bool{}, map[string]bool{}
+	for _, id := range ids {
+		op, err := c.Wait(ctx, id)
+		if err != nil || op.Status != apitypes.StatusSuccess {
+			t.Fatalf("networked run %s: %v %+v", id, err, op)
+		}
+		_, owner, _ := placement(ctx, cn.dsn, id)
+		owners[owner] = true
+		_ = c.StreamEvents(ctx, id, client.EventsOptions{After: -1}, func(ev apitypes.OperationEvent) error {
+			if ev.Type == apitypes.EventNetwork {
+				nets[string(ev.Data)] = true
+			}
+			return nil
+		})
+	}
+	if len(owners) != 2 {
+		t.Errorf("the runs ran on %v, want one on each worker", owners)
+	}
+	if len(nets) != 2 {
+		t.Errorf("the two sandboxes' networks: %v, want two different ones", nets)
+	}
+}
