@@ -100,30 +100,52 @@ func advertised(addr string) string {
 // checkpoint of its sandbox.
 var forwarded = regexp.MustCompile(`^/v1/operations/([^/]+)/(subprocesses|fork|checkpoint)(/|$)`)
 
-// clusterHandler wraps a node's handler: a worker serves only requests
-// other nodes forward (carrying the cluster's secret); an API node
-// forwards the requests of forwarded to the worker running the instance.
-func clusterHandler(ctx context.Context, e *engine.Engine, role string, h http.Handler, log *slog.Logger) (http.Handler, error) {
+// clusterHTTP is a cluster node's part of the HTTP surface: a worker
+// serves only requests other nodes forward (carrying the cluster's
+// secret); an API node forwards the requests of forwarded to the worker
+// running the instance.
+type clusterHTTP struct {
+	e         *engine.Engine
+	role      string
+	secret    string
+	transport *http.Transport
+	log       *slog.Logger
+}
+
+func newClusterHTTP(ctx context.Context, e *engine.Engine, role string, log *slog.Logger) (*clusterHTTP, error) {
 	secret, err := e.ClusterSecret(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read the cluster secret: %w", err)
 	}
-	fromNode := func(r *http.Request) bool {
-		got := r.Header.Get(clusterHeader)
-		return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(secret)) == 1
+	return &clusterHTTP{e: e, role: role, secret: secret, transport: http.DefaultTransport.(*http.Transport).Clone(), log: log}, nil
+}
+
+// fromNode reports whether r was forwarded by another node of the cluster.
+func (c *clusterHTTP) fromNode(r *http.Request) bool {
+	got := r.Header.Get(clusterHeader)
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(c.secret)) == 1
+}
+
+// gate wraps the whole surface: a worker answers clients only for metrics.
+func (c *clusterHTTP) gate(h http.Handler) http.Handler {
+	if c.role != RoleWorker {
+		return h
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if fromNode(r) {
-			h.ServeHTTP(w, r)
-			return
-		}
-		if role == RoleWorker && r.URL.Path != "/metrics" {
+		if !c.fromNode(r) && r.URL.Path != "/metrics" {
 			http.Error(w, "this arbor node is a worker: send API requests to an API node (--role api or all)", http.StatusMisdirectedRequest)
 			return
 		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// forward wraps the API handler (also under /mcp): a request about an
+// instance another worker runs goes there.
+func (c *clusterHTTP) forward(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := forwarded.FindStringSubmatch(r.URL.Path)
-		if m == nil {
+		if m == nil || c.fromNode(r) {
 			h.ServeHTTP(w, r)
 			return
 		}
@@ -132,12 +154,12 @@ func clusterHandler(ctx context.Context, e *engine.Engine, role string, h http.H
 			h.ServeHTTP(w, r) // refused there, as everywhere
 			return
 		}
-		t, err := e.Authenticate(r.Context(), tok)
+		t, err := c.e.Authenticate(r.Context(), tok)
 		if err != nil {
 			h.ServeHTTP(w, r)
 			return
 		}
-		addr, err := e.Placement(r.Context(), t.Account, strings.ToLower(m[1]))
+		addr, err := c.e.Placement(r.Context(), t.Account, strings.ToLower(m[1]))
 		if err != nil || addr == "" {
 			h.ServeHTTP(w, r) // here, finished, unknown: this node answers
 			return
@@ -151,15 +173,15 @@ func clusterHandler(ctx context.Context, e *engine.Engine, role string, h http.H
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(target)
 				pr.Out.Host = r.Host
-				pr.Out.Header.Set(clusterHeader, secret)
+				pr.Out.Header.Set(clusterHeader, c.secret)
 			},
-			Transport:     transport,
+			Transport:     c.transport,
 			FlushInterval: -1, // streams stay live
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-				log.Warn("forward to worker", "worker", addr, "path", r.URL.Path, "err", err)
+				c.log.Warn("forward to worker", "worker", addr, "path", r.URL.Path, "err", err)
 				http.Error(w, fmt.Sprintf("the worker running this instance (%s) is unreachable: %v; retry, or wait for the operation to end", addr, err), http.StatusBadGateway)
 			},
 		}
 		p.ServeHTTP(w, r)
-	}), nil
+	})
 }

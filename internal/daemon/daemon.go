@@ -188,11 +188,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer stopPreviews()
-	handler := routes(e, log, opts)
+	var handler http.Handler
 	if clustered {
-		if handler, err = clusterHandler(ctx, e, cfg.Role, handler, log); err != nil {
+		ch, err := newClusterHTTP(ctx, e, cfg.Role, log)
+		if err != nil {
 			return err
 		}
+		handler = ch.gate(routes(e, log, opts, ch.forward))
+	} else {
+		handler = routes(e, log, opts, nil)
 	}
 	srv := newHTTPServer(life, handler, log, defaultTimeouts)
 	warm := "on"
@@ -304,13 +308,17 @@ func writeFile(path, content string, mode os.FileMode) error {
 // every image at /v2/, port previews at /preview/ (their own links, see
 // api.PreviewHandler), the web UI at /, and Prometheus metrics at /metrics
 // (for the default account's tokens only).
-// Each authenticates with the same bearer tokens. opts.Metrics counts the
+// Each authenticates with the same bearer tokens. wrapAPI, if set, wraps
+// the API handler wherever it is used. opts.Metrics counts the
 // requests of every surface: the API's by route pattern, the others by
 // surface.
-func routes(e *engine.Engine, log *slog.Logger, opts api.Options) http.Handler {
+func routes(e *engine.Engine, log *slog.Logger, opts api.Options, wrapAPI func(http.Handler) http.Handler) http.Handler {
 	m := opts.Metrics
 	mux := http.NewServeMux()
 	apiH := api.New(e, opts)
+	if wrapAPI != nil {
+		apiH = wrapAPI(apiH) // a cluster node forwards some requests (cluster.go)
+	}
 	mux.Handle("/v1/", apiH)
 	mux.Handle("/v1", apiH)
 	mux.Handle("/metrics", apiH)
