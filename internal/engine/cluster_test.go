@@ -2,11 +2,14 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/store"
 )
 
@@ -82,5 +85,30 @@ func TestClusterNotifyCoalesced(t *testing.T) {
 	}
 	if len(rec.calls) != 2 || count["op1"] != 2 || count["op2"] != 1 {
 		t.Errorf("notifications %v (per operation %v), want 2 flushes: op1, then op1 and op2 once", rec.calls, count)
+	}
+}
+
+// TestSpawnRequestQueuedRoundTrip: a run's request survives the queue (its
+// JSON in the operation's row) field by field, so a worker runs exactly
+// what the API node validated.
+func TestSpawnRequestQueuedRoundTrip(t *testing.T) {
+	b, i64, f, s, i := true, int64(7), 2.5, "x", 3
+	req := SpawnRequest{Command: "c", Image: "u", Disposable: &b, Hostname: &s, Args: []string{"a", ""}, Shell: &b,
+		Env: map[string]string{"K": "v"}, PreserveEnv: &b, Cwd: &s, UID: &i, GID: &i,
+		ResourcesLimits: &oplog.ResourcesLimits{MaxLayerBytes: &i64, MemoryBytes: &i64, Pids: &i64, CPUs: &f},
+		Networking:      &Networking{Enabled: &b, Egress: &Egress{Allow: []string{"pypi.org"}, Deny: []string{"tcp:25"}}},
+		Stdin:           &Stdin{Value: "aGk=", Encoding: "base64", Close: &b}, Timeout: &f, TruncateOutputAt: &i64,
+		Files:   map[string]oplog.FileSpec{"/f": {UUID: "id", Mode: 0o755, UID: 1, GID: 2}},
+		Runtime: &s}
+	raw, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back SpawnRequest
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(req, back) {
+		t.Errorf("request changed through the queue:\n got %+v\nwant %+v", back, req)
 	}
 }
