@@ -24,6 +24,8 @@ const (
 	SectionInspect      = "inspect"
 	SectionStorage      = "storage"
 	SectionContinue     = "continue"
+	// SectionCluster is measured only when asked for, with Options.Cluster.
+	SectionCluster = "cluster"
 )
 
 // AllSections lists every section, in report order.
@@ -78,6 +80,9 @@ type Options struct {
 	// reaches it only through its API and its home. Required.
 	Serve func(ctx context.Context, c DaemonConfig) error
 
+	// Cluster is the shared state of the cluster section's nodes.
+	Cluster ClusterOptions
+
 	// Progress, if set, receives a line per step of the run.
 	Progress io.Writer
 	// Logger, if set, receives the private daemons' logs (attribute
@@ -128,7 +133,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.Sections = AllSections
 	}
 	for _, s := range o.Sections {
-		if !slices.Contains(AllSections, s) {
+		if !slices.Contains(AllSections, s) && s != SectionCluster {
 			return o, fmt.Errorf("bench: unknown section %q (sections: %v)", s, AllSections)
 		}
 	}
@@ -231,6 +236,10 @@ type bench struct {
 	chain      []string        // chain[i] is the chain image at depth i+1 (cold daemon); chain[0] is its base
 	chainSteps []time.Duration // time of each step that built the chain
 	chainMs    float64
+
+	// tweak, if set, adjusts a private daemon's configuration by name
+	// before it starts (the cluster section's nodes).
+	tweak func(name string, dc *DaemonConfig)
 }
 
 func (b *bench) progress(format string, args ...any) {
@@ -355,6 +364,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		{SectionCommit, b.commit},
 		{SectionChain, b.deepChain},
 		{SectionInspect, b.inspect},
+		{SectionCluster, b.cluster},
 	}
 	for _, s := range steps {
 		if !b.o.has(s.name) {

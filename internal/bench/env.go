@@ -157,6 +157,9 @@ type DaemonConfig struct {
 	Logger                *slog.Logger
 	// Ready must be called with the daemon's base URL once it serves.
 	Ready func(url string)
+	// Cluster, if its DB is set, makes the daemon a node of the cluster
+	// section's cluster (cluster.go).
+	Cluster ClusterNode
 }
 
 // daemonConn is one private daemon and a client connected to it.
@@ -197,6 +200,9 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemo
 	if warm {
 		// The engine's defaults, stated so the report says what ran.
 		dc.WarmPerImage, dc.WarmMax, dc.InitBinary = defaultWarmPerImage, defaultWarmMax, b.o.InitBinary
+	}
+	if b.tweak != nil {
+		b.tweak(name, &dc)
 	}
 	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ready := make(chan string, 1)
@@ -240,7 +246,7 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemo
 	tr.MaxIdleConnsPerHost = 1024
 	tr.MaxIdleConns = 1024
 	d.c, err = client.New(url, strings.TrimSpace(string(tok)), client.WithHTTPClient(&http.Client{Transport: tr}), client.WithUserAgent("arbor-bench"))
-	if err == nil {
+	if err == nil && dc.Cluster.Role != "worker" { // a worker answers only its peers
 		d.pollCPU, err = d.measurePoll(ctx)
 	}
 	if err != nil {

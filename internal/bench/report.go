@@ -23,6 +23,7 @@ type Report struct {
 	Inspect      *InspectSection `json:"inspect,omitempty"`
 	Storage      []Storage       `json:"storage"`
 	Continue     []ContinueChain `json:"continue,omitempty"`
+	Cluster      *ClusterSection `json:"cluster,omitempty"`
 
 	// Targets compares the ratios above with the goals of the benchmark
 	// issue. Missing a target is a finding, not a failure.

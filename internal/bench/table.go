@@ -258,6 +258,7 @@ func WriteTable(w io.Writer, r Report) error {
 		table(rows)
 	}
 	writeContinue(p, table, r)
+	writeCluster(p, table, r)
 	if len(r.Targets) > 0 {
 		p("\nTargets (goals of the benchmark issue; not pass/fail)")
 		rows := [][]string{{"target", "runtime", "measured", "goal", "status", "note"}}

@@ -44,6 +44,10 @@ BENCHMARKS.md for recorded results and targets.`,
 	f.StringVar(&opts.Home, "bench-home", "", "state directory for the private daemon (default: a temporary one)")
 	f.StringSliceVar(&opts.Sections, "section", nil, "only these sections")
 	f.IntSliceVar(&opts.FanOut, "fan-out", nil, "fan-out widths, pool off (default 1,4,16,64; quick 1,4); the widest up to 16 also with the pool on")
+	f.StringVar(&opts.Cluster.DB, "cluster-db", "", "section cluster: the PostgreSQL database its nodes share (postgres://...)")
+	f.StringVar(&opts.Cluster.Blobs, "cluster-blobs", "", "section cluster: the bucket its nodes share (s3://bucket/prefix; a fresh prefix below it is used)")
+	f.StringVar(&opts.Cluster.BlobsEndpoint, "cluster-blobs-endpoint", "", "section cluster: the S3 endpoint URL (default: the AWS environment's)")
+	f.IntSliceVar(&opts.Cluster.Workers, "cluster-workers", nil, "section cluster: worker counts measured (default 1,2,4)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "print progress to stderr")
 	return cmd
 }
@@ -56,5 +60,8 @@ func BenchServe(ctx context.Context, c bench.DaemonConfig) error {
 	cfg.Engine.Runtime, cfg.Engine.AllowedRuntimes = c.Runtime, c.AllowedRuntimes
 	cfg.Engine.Slots, cfg.Engine.SquashDepth, cfg.Engine.MaxConcurrentOps = c.Slots, c.SquashDepth, c.MaxConcurrentOps
 	cfg.Engine.WarmPerImage, cfg.Engine.WarmMax, cfg.Engine.InitBinary = c.WarmPerImage, c.WarmMax, c.InitBinary
+	if cl := c.Cluster; cl.DB != "" {
+		cfg.Role, cfg.DB, cfg.Blobs, cfg.BlobsEndpoint, cfg.WorkerID = cl.Role, cl.DB, cl.Blobs, cl.BlobsEndpoint, cl.WorkerID
+	}
 	return daemon.Run(ctx, cfg)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/arborsh/arbor/internal/mcp"
 	"github.com/arborsh/arbor/internal/metrics"
 	"github.com/arborsh/arbor/internal/registry"
+	"github.com/arborsh/arbor/internal/store/postgres"
 	"github.com/arborsh/arbor/internal/webui"
 )
 
@@ -56,8 +57,9 @@ type Config struct {
 	// into Engine.CheckpointTTL (when given).
 	CheckpointTTL string
 	// DB, if set, is a postgres:// URL: the metadata goes to that
-	// PostgreSQL database instead of <home>/arbor.db (scale-out preview:
-	// one node per database, see README "Scale-out (preview)").
+	// PostgreSQL database instead of <home>/arbor.db: one node per
+	// database, unless Blobs is set too (a cluster, see cluster.go and
+	// README "Scale-out").
 	DB string
 	// Blobs, when set (s3://bucket/prefix), keeps the layers in that
 	// bucket with a local cache under Home/layer-cache (layers/s3store);
@@ -69,6 +71,15 @@ type Config struct {
 	// address instead of Listen: another origin, so a page a sandbox
 	// serves cannot script the web UI's (see preview.go).
 	PreviewListen string
+	// Role is this node's part in a cluster (with DB and Blobs both set):
+	// RoleAll (default), RoleAPI or RoleWorker; see cluster.go.
+	Role string
+	// WorkerID names the node in the cluster (default: host name and a
+	// hash of Home); Advertise is the URL other nodes reach Listen at
+	// (default derived from the listener's address).
+	WorkerID, Advertise string
+	// LeaseTTL is the queue's lease (default store.DefaultLeaseTTL).
+	LeaseTTL time.Duration
 }
 
 // DefaultShutdownTimeout is arbor serve's --shutdown-timeout. The systemd
@@ -119,12 +130,22 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ec.Home = cfg.Home
 	ec.Logger = log
+	clustered, err := checkRole(&cfg)
+	if err != nil {
+		return err
+	}
+	// Listening before the engine starts: a worker registers its address.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another arbor already running? stop it or pass --listen)", cfg.Listen, err)
+	}
+	defer ln.Close()
+	var pg *postgres.Store
 	if cfg.DB != "" {
-		st, err := openDB(ctx, cfg.DB)
-		if err != nil {
+		if pg, err = openDB(ctx, cfg.DB, !clustered); err != nil {
 			return err
 		}
-		ec.Metadata = st // the engine closes it
+		ec.Metadata = pg // the engine closes it
 	}
 	m := metrics.New()
 	ec.Observer = m
@@ -139,6 +160,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		ec.LayerStorage = st
 		log.Info("layers in object storage", "blobs", cfg.Blobs, "cache", filepath.Join(cfg.Home, "layer-cache"))
+		if clustered {
+			ec.Cluster = clusterConfig(cfg, pg, st, ln)
+			log.Info("cluster node", "role", cfg.Role, "node", ec.Cluster.Node, "advertise", ec.Cluster.Address)
+		}
 	}
 	e, err := engine.New(ctx, ec)
 	if err != nil {
@@ -153,10 +178,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := ensureToken(ctx, e, tokenPath, cfg.Token); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w (is another arbor already running? stop it or pass --listen)", cfg.Listen, err)
-	}
 	url := "http://" + ln.Addr().String()
 	if err := writeFile(filepath.Join(cfg.Home, "url"), url+"\n", 0o644); err != nil {
 		return err
@@ -167,7 +188,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer stopPreviews()
-	srv := newHTTPServer(life, routes(e, log, opts), log, defaultTimeouts)
+	var handler http.Handler
+	if clustered {
+		ch, err := newClusterHTTP(ctx, e, cfg.Role, log)
+		if err != nil {
+			return err
+		}
+		handler = ch.gate(routes(e, log, opts, ch.forward))
+	} else {
+		handler = routes(e, log, opts, nil)
+	}
+	srv := newHTTPServer(life, handler, log, defaultTimeouts)
 	warm := "on"
 	if ws := e.WarmStatus(); !ws.Enabled {
 		warm = "off: " + ws.Reason
@@ -277,13 +308,17 @@ func writeFile(path, content string, mode os.FileMode) error {
 // every image at /v2/, port previews at /preview/ (their own links, see
 // api.PreviewHandler), the web UI at /, and Prometheus metrics at /metrics
 // (for the default account's tokens only).
-// Each authenticates with the same bearer tokens. opts.Metrics counts the
+// Each authenticates with the same bearer tokens. wrapAPI, if set, wraps
+// the API handler wherever it is used. opts.Metrics counts the
 // requests of every surface: the API's by route pattern, the others by
 // surface.
-func routes(e *engine.Engine, log *slog.Logger, opts api.Options) http.Handler {
+func routes(e *engine.Engine, log *slog.Logger, opts api.Options, wrapAPI func(http.Handler) http.Handler) http.Handler {
 	m := opts.Metrics
 	mux := http.NewServeMux()
 	apiH := api.New(e, opts)
+	if wrapAPI != nil {
+		apiH = wrapAPI(apiH) // a cluster node forwards some requests (cluster.go)
+	}
 	mux.Handle("/v1/", apiH)
 	mux.Handle("/v1", apiH)
 	mux.Handle("/metrics", apiH)

@@ -127,6 +127,10 @@ type Config struct {
 	// maps (see mountRoot).
 	RootFS RootFS
 
+	// Cluster, if set, makes the engine one node of a cluster (cluster.go):
+	// Metadata must then be the cluster's store and LayerStorage its bucket.
+	Cluster *ClusterConfig
+
 	// Metadata is the metadata store; nil opens SQLite at Home/arbor.db.
 	// The engine owns it from New on: it closes it in Close, or when New
 	// fails.
@@ -195,6 +199,7 @@ type Engine struct {
 	ids  *idAlloc    // host id ranges of runc and crun sandboxes
 
 	events *eventHub
+	cl     *cluster // nil on a single node
 	// ctx is the engine's lifetime: background work (warm boots, squashes,
 	// exec'd processes) runs under it, and Close cancels it first, so
 	// Close waits only for work that is winding down.
@@ -341,6 +346,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		gate:      gate,
 	}
 	e.nets.OnRelease(e.dropEgress)
+	if cfg.Cluster != nil {
+		e.cl = newCluster(e, *cfg.Cluster)
+	}
 	if e.rootfs = cfg.RootFS; e.rootfs == nil {
 		e.rootfs = overlayRoot{}
 	}
@@ -390,6 +398,12 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e.warm = e.newWarmPool()
 	e.startRetention()
+	if e.cl != nil {
+		if err := e.cl.start(); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
@@ -489,7 +503,13 @@ func (e *Engine) recover(ctx context.Context) error {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", tmp, err)
 	}
-	ops, err := e.st.UnfinishedOperations(ctx)
+	var ops []store.Operation
+	if e.cl != nil {
+		// Only this node's own: workers' runs are the queue's (the reaper).
+		ops, err = e.cl.store.UnfinishedLocal(ctx, e.cl.cfg.Node)
+	} else {
+		ops, err = e.st.UnfinishedOperations(ctx)
+	}
 	if err != nil {
 		return err
 	}

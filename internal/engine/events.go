@@ -20,6 +20,9 @@ type eventHub struct {
 	log  *slog.Logger
 	mu   sync.Mutex
 	logs map[string]*opLog
+	// notify, if set, is told after every event stored (cluster.go wakes
+	// other nodes' followers with it).
+	notify func(op string)
 }
 
 type opLog struct {
@@ -60,7 +63,11 @@ func (h *eventHub) close(op string) {
 func (h *eventHub) complete(op string, write func(id int64) error) error {
 	l := h.opLog(op)
 	if l == nil {
-		return write(-1)
+		err := write(-1)
+		if err == nil {
+			h.told(op)
+		}
+		return err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -70,7 +77,15 @@ func (h *eventHub) complete(op string, write func(id int64) error) error {
 	l.next++
 	close(l.ch)
 	l.ch = make(chan struct{})
+	h.told(op)
 	return nil
+}
+
+// told passes an event of op stored to notify.
+func (h *eventHub) told(op string) {
+	if h.notify != nil {
+		h.notify(op)
+	}
 }
 
 func (h *eventHub) opLog(op string) *opLog {
@@ -124,6 +139,7 @@ func (h *eventHub) appendWith(ctx context.Context, op string, spid int, typ stri
 	l.next++
 	close(l.ch)
 	l.ch = make(chan struct{})
+	h.told(op)
 	return nil
 }
 
@@ -172,6 +188,10 @@ func (e *Engine) FollowEvents(ctx context.Context, account, op string, o FollowO
 	after := o.After
 	for {
 		wake := e.events.wakeup(op) // taken before reading, so no append is missed
+		var remote <-chan struct{}
+		if wake == nil && e.cl != nil {
+			remote = e.cl.watch(op) // its log grows on another node
+		}
 		evs, err := e.st.Events(ctx, op, after, 1000)
 		if err != nil {
 			return err
@@ -204,6 +224,12 @@ func (e *Engine) FollowEvents(ctx context.Context, account, op string, o FollowO
 			if oplog.IsTerminal(st.Status) {
 				more, err := e.st.Events(ctx, op, after, 1)
 				if err != nil || len(more) == 0 {
+					return err
+				}
+				continue
+			}
+			if remote != nil {
+				if err := e.cl.await(ctx, remote, o); err != nil {
 					return err
 				}
 				continue

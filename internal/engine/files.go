@@ -68,6 +68,9 @@ func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBy
 			return File{}, err
 		}
 	}
+	if err := e.shareBlob(ctx, sum); err != nil {
+		return File{}, err
+	}
 	f, err := e.st.PutFile(ctx, store.File{UUID: newID(), Account: account, SHA256: sum, Size: n, UpdatedAt: e.now()})
 	return toFile(f), err
 }
@@ -101,6 +104,9 @@ func (e *Engine) ListFiles(ctx context.Context, account string, since, until tim
 func (e *Engine) OpenFile(ctx context.Context, account, ref string) (*os.File, File, error) {
 	f, err := e.File(ctx, account, ref)
 	if err != nil {
+		return nil, f, err
+	}
+	if err := e.ensureBlob(ctx, f.SHA256); err != nil {
 		return nil, f, err
 	}
 	fh, err := os.Open(e.blobPath(f.SHA256))

@@ -67,6 +67,9 @@ func (e *Engine) chainLocked(u string) ([]string, error) {
 // pinChain leases image u (deleted or not, while its row is kept) and
 // returns its layer paths (top first), pinned until release is called.
 func (e *Engine) pinChain(u string) (paths []string, release func(), err error) {
+	if err := e.syncImage(context.Background(), u); err != nil { // made on another node
+		return nil, nil, err
+	}
 	l, err := e.leaseImage(u, "", true)
 	if err != nil {
 		return nil, nil, err
@@ -119,6 +122,13 @@ func (e *Engine) resolveImage(ctx context.Context, account, ref string) (store.I
 		return store.Image{}, errdefs.InvalidArgument("image reference is empty: pass an image UUID or tag:NAME")
 	}
 	if IsUUID(ref) {
+		if isQueued(ctx) { // a queued run keeps its image (cluster.go)
+			im, err := e.st.ImageAny(ctx, strings.ToLower(ref))
+			if err == nil && im.Account != account {
+				err = errdefs.NotFound("image %s not found", ref)
+			}
+			return im, err
+		}
 		return e.st.Image(ctx, account, strings.ToLower(ref))
 	}
 	tag := strings.TrimPrefix(ref, "tag:")
@@ -253,6 +263,12 @@ func (e *Engine) gcRootsLocked(expire map[string]bool) (needed, neededImages map
 // of them is needed. Commits wait only while the collection decides and
 // unlinks, not while it deletes (see layers.Snapshotter.Collect).
 func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
+	if e.cl != nil {
+		// A node sees only the images it knows of, and other nodes commit
+		// layers into the shared bucket at any time: collecting the bucket
+		// needs the cluster-wide roots (not done here yet).
+		return GCStats{}, nil
+	}
 	var st GCStats
 	var purge []string
 	var sizes map[string]int64

@@ -148,6 +148,10 @@ type op struct {
 	// commits an image (the top one given): the commit and the finish are
 	// then one transaction.
 	resultOf func(image string) outcome
+	// lease, set on a worker of a cluster (cluster.go), is the claim the
+	// operation runs under: its start and its finish are fenced by it.
+	lease *store.Lease
+	queue store.Queue
 }
 
 type opKey struct{}
@@ -179,10 +183,17 @@ func (o *op) current() opState {
 func (o *op) to(ctx context.Context, next opState) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.lease != nil && next == opAssigned && o.state == opAssigned {
+		return nil // the claim assigned it
+	}
 	if next.terminal() || !o.state.legal(next) {
 		return &transitionError{op: o.id, from: o.state, to: next}
 	}
-	if err := o.st.MoveOperation(ctx, o.id, o.state.String(), next.String()); err != nil {
+	if o.lease != nil && next == opExecuting {
+		if err := o.queue.Start(ctx, *o.lease); err != nil {
+			return err
+		}
+	} else if err := o.st.MoveOperation(ctx, o.id, o.state.String(), next.String()); err != nil {
 		return err
 	}
 	o.state = next
@@ -260,8 +271,14 @@ func (o *op) finish(ctx context.Context, out outcome, images ...store.Image) err
 		o.recorded(images) // until the commit they only keep their ancestors from collection
 	}
 	err = o.events.complete(o.id, func(id int64) error {
-		err := o.st.FinishOperation(ctx, store.Outcome{Operation: row, Images: images,
-			Completion: store.Event{ID: id, TS: now, Type: oplog.EventCompletion, Data: string(data)}})
+		rec := store.Outcome{Operation: row, Images: images,
+			Completion: store.Event{ID: id, TS: now, Type: oplog.EventCompletion, Data: string(data)}}
+		var err error
+		if o.lease != nil {
+			err = o.queue.Complete(ctx, *o.lease, rec) // fenced: a lost lease publishes nothing
+		} else {
+			err = o.st.FinishOperation(ctx, rec)
+		}
 		if err == nil {
 			// Before followers are woken, so a client that saw the
 			// completion finds it counted.
@@ -306,6 +323,9 @@ func (o *op) end(out outcome) {
 			o.log.Debug("operation finished before its work ended", "operation", o.id, "status", o.current(), "later", out.state)
 		}
 		return
+	case o.lease != nil && errors.Is(err, errdefs.ErrFailedPrecondition):
+		o.log.Warn("lease lost: the operation's outcome is not published", "operation", o.id, "status", out.state, "err", err)
+		return
 	}
 	o.log.Error("record operation outcome", "operation", o.id, "kind", o.kind, "status", out.state, "err", err)
 	msg := fmt.Sprintf("recording the outcome (%s) failed: %v", out.state, err)
@@ -345,17 +365,28 @@ func (e *Engine) startOp(ctx context.Context, row store.Operation, work func(ctx
 	if row.Status != oplog.StatusPending {
 		return fmt.Errorf("operation %s starts as %s: %w", row.UUID, row.Status, errdefs.ErrFailedPrecondition)
 	}
-	if err := e.st.InsertOperationLimited(ctx, row, e.cfg.MaxConcurrentOps); err != nil {
+	if e.cl != nil {
+		// Run here: no worker claims it, and only this node's restart fails it.
+		if err := e.cl.store.InsertLocal(ctx, row, e.cfg.MaxConcurrentOps, e.cl.cfg.Node); err != nil {
+			return err
+		}
+	} else if err := e.st.InsertOperationLimited(ctx, row, e.cfg.MaxConcurrentOps); err != nil {
 		return err
 	}
-	o := e.newOp(row)
+	e.launch(e.newOp(row), 0, work)
+	return nil
+}
+
+// launch runs an admitted operation's work in the background, its event
+// log's next ID being next.
+func (e *Engine) launch(o *op, next int64, work func(ctx context.Context, o *op) outcome) {
 	opCtx, cancel := context.WithCancelCause(context.WithValue(context.Background(), opKey{}, o))
 	o.cancel = cancel
 	o.begun = time.Now()
 	e.mu.Lock()
 	e.active[o.id] = &activeOp{op: o, running: make(chan struct{}), procs: map[int]*proc{}, nextSpid: 2}
 	e.mu.Unlock()
-	e.events.open(o.id, 0)
+	e.events.open(o.id, next)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -367,10 +398,12 @@ func (e *Engine) startOp(ctx context.Context, row store.Operation, work func(ctx
 			e.endPreviews(o.id)
 			e.events.close(o.id)
 			cancel(nil)
+			if e.cl != nil {
+				e.cl.released(o.id)
+			}
 		}()
 		o.end(work(opCtx, o))
 	}()
-	return nil
 }
 
 // newOp returns the lifecycle of a stored operation row.

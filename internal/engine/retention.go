@@ -111,6 +111,12 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	e.gcMu.Lock()
 	defer e.gcMu.Unlock()
 	rep := GCReport{DryRun: opts.DryRun}
+	if e.cl != nil {
+		// Images made on other nodes count as descendants too.
+		if err := e.loadImages(ctx); err != nil {
+			return rep, err
+		}
+	}
 	now := e.now()
 	expire, err := e.expirable(ctx, now, opts.Account)
 	if err != nil {

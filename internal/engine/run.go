@@ -115,6 +115,9 @@ func (e *Engine) Spawn(ctx context.Context, account string, req SpawnRequest) (s
 	if err := e.admit(ctx, account); err != nil {
 		return "", oplog.InstanceMetadata{}, err
 	}
+	if e.cl != nil {
+		return e.cl.spawn(ctx, account, req, p) // a worker runs it
+	}
 	if !p.meta.Disposable {
 		if err := e.checkDisk(); err != nil {
 			return "", oplog.InstanceMetadata{}, err
@@ -154,6 +157,9 @@ func (e *Engine) Cancel(ctx context.Context, account, op string) error {
 	e.mu.Lock()
 	a := e.active[o.UUID]
 	e.mu.Unlock()
+	if a == nil && e.cl != nil && !oplog.IsTerminal(o.Status) {
+		return e.cl.cancel(ctx, o) // it runs, or waits, elsewhere
+	}
 	if a == nil || oplog.IsTerminal(o.Status) {
 		return errdefs.Conflict("operation is not cancellable: it already finished with status %s", o.Status)
 	}

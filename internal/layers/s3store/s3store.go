@@ -325,7 +325,12 @@ const mediaType = "application/vnd.oci.image.layer.v1.tar+zstd"
 // fails is retried alone). It is write-once where the server supports it:
 // a lost race is 412 Precondition Failed.
 func (s *Store) upload(ctx context.Context, id string, f *os.File, size int64, meta map[string]string) error {
-	key := aws.String(s.key(id))
+	return s.uploadKey(ctx, s.key(id), f, size, meta)
+}
+
+// uploadKey uploads f (size bytes) as object k, write-once.
+func (s *Store) uploadKey(ctx context.Context, k string, f *os.File, size int64, meta map[string]string) error {
+	key := aws.String(k)
 	if size <= s.partSize {
 		_, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.bucket), Key: key, Body: f, ContentLength: aws.Int64(size),
 			ContentType: aws.String(mediaType), Metadata: meta, IfNoneMatch: aws.String("*")})
@@ -356,7 +361,7 @@ func (s *Store) upload(ctx context.Context, id string, f *os.File, size int64, m
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if _, aerr := s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(s.bucket), Key: key, UploadId: mp.UploadId}); aerr != nil {
-			s.log.Warn("abort multipart upload", "layer", id, "err", aerr)
+			s.log.Warn("abort multipart upload", "key", k, "err", aerr)
 		}
 	}
 	return err

@@ -100,7 +100,7 @@ func (s *Store) SingleNode(ctx context.Context) error {
 	}
 	if !got {
 		conn.Close(ctx)
-		return errdefs.FailedPrecondition("another arbor node serves this database: one node per database for now (scale-out preview); stop it or give this one its own database")
+		return errdefs.FailedPrecondition("another arbor node serves this database: one node per database without shared layers; stop it, give this one its own database, or run every node with --blobs s3://... (README \"Scale-out\")")
 	}
 	s.node = conn
 	return nil

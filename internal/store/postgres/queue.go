@@ -117,7 +117,7 @@ func (q *Queue) Claim(ctx context.Context, worker string) (store.Lease, bool, er
 		rows, err := tx.Query(ctx, `WITH cand AS (
 				SELECT o.uuid, o.queued_at,
 					(SELECT p.lease_owner FROM images i JOIN operations p ON p.uuid = i.operation WHERE i.uuid = o.image_uuid) AS maker
-				FROM operations o WHERE o.status = 'PENDING' ORDER BY o.queued_at, o.uuid LIMIT 64),
+				FROM operations o WHERE o.status = 'PENDING' AND o.node IS NULL ORDER BY o.queued_at, o.uuid LIMIT 64),
 			pick AS (
 				SELECT o.uuid FROM operations o JOIN cand c ON c.uuid = o.uuid LEFT JOIN workers mw ON mw.id = c.maker
 				WHERE o.status = 'PENDING' AND (c.maker IS NULL OR c.maker = $1
