@@ -37,7 +37,7 @@ func crashHelper(mode string) {
 	if mode == "warm" {
 		cfg.InitBinary, cfg.WarmPerImage = os.Getenv("ARBOR_CRASH_INIT"), 2
 	}
-	if mode == "fork" || strings.HasPrefix(mode, "checkpoint") {
+	if strings.HasPrefix(mode, "fork") || strings.HasPrefix(mode, "checkpoint") {
 		cfg.InitBinary = os.Getenv("ARBOR_CRASH_INIT")
 	}
 	e, err := New(ctx, cfg)
@@ -93,7 +93,10 @@ func crashHelper(mode string) {
 		select {}
 	}
 	if mode == "fork" {
-		crashInFork(ctx, e)
+		crashInFork(ctx, e, SpawnRequest{Command: "echo data > /root/forked; echo ready; cat", Shell: ptr(true)}, "ready\n")
+	}
+	if mode == "fork-python" {
+		crashInFork(ctx, e, SpawnRequest{Command: "python3", Args: []string{"-u", "-c", pyApp}}, "ready\n")
 	}
 	if strings.HasPrefix(mode, "checkpoint") {
 		crashInCheckpoint(ctx, e, mode)
@@ -129,18 +132,23 @@ func TestKill9Recovery(t *testing.T) {
 		{"import", "runc", "committing"},                // an import's image and SUCCESS land together or not at all
 		{"warm", "runsc", "executing"},                  // in a warm run, with idle warm sandboxes (one networked)
 		{"fork", "runsc", "forking"},                    // mid-fork: parent paused, checkpoint written, upper copied
+		{"fork-python", "runsc", "forking"},             // the same with python3 holding state and a loopback server
 		{"checkpoint", "runsc", "checkpointing"},        // a kept checkpoint written, not yet in place
 		{"checkpoint-commit", "runsc", "checkpointing"}, // in place, its image's layer renamed, the row not written
 	} {
 		t.Run(tc.mode+"-"+tc.rt, func(t *testing.T) {
 			e, base := newEngine(t, tc.rt)
+			if tc.mode == "fork-python" {
+				base = pythonImage(t, e)
+			}
 			home := e.Home()
 			layersBefore := listDir(t, filepath.Join(home, "layers"))
+			imsBefore, _ := e.ListImages(context.Background(), ImageFilter{Account: acct})
 			e.Close()
 
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), "ARBOR_CRASH_HELPER="+tc.mode, "ARBOR_CRASH_HOME="+home, "ARBOR_CRASH_IMAGE="+base, "ARBOR_CRASH_RUNTIME="+tc.rt)
-			if tc.mode == "warm" || tc.mode == "fork" || strings.HasPrefix(tc.mode, "checkpoint") {
+			if tc.mode == "warm" || strings.HasPrefix(tc.mode, "fork") || strings.HasPrefix(tc.mode, "checkpoint") {
 				cmd.Env = append(cmd.Env, "ARBOR_CRASH_INIT="+staticInit(t))
 			}
 			out, _ := cmd.StdoutPipe()
@@ -169,6 +177,13 @@ func TestKill9Recovery(t *testing.T) {
 				if ns, _ := exec.Command("ip", "netns", "list").Output(); !strings.Contains(string(ns), "arbor-"+netns.Tag(home)+"-") {
 					t.Fatalf("no network namespace of the warm pool before the crash: %s", ns)
 				}
+			}
+			if strings.HasPrefix(tc.mode, "fork") { // a half-made fork: its checkpoint and upper copy
+				dirs, _ := filepath.Glob(filepath.Join(home, "run", "fork-*"))
+				if len(dirs) != 1 || dirBytes(dirs[0]) < 1<<20 {
+					t.Fatalf("mid-fork: %v under run/, want one fork dir holding the checkpoint's megabytes", dirs)
+				}
+				t.Logf("mid-fork: %d bytes in %s", dirBytes(dirs[0]), dirs[0])
 			}
 			// kill -9 the daemon at this moment.
 			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -205,8 +220,8 @@ func TestKill9Recovery(t *testing.T) {
 				t.Errorf("layers after recovery %v, want %v (half-committed layer must be collected)", got, layersBefore)
 			}
 			ims, _ := e2.ListImages(context.Background(), ImageFilter{Account: acct})
-			if len(ims) != 1 {
-				t.Errorf("%d images visible, want only the base", len(ims))
+			if len(ims) != len(imsBefore) {
+				t.Errorf("%d images visible, want only the %d from before", len(ims), len(imsBefore))
 			}
 			nsList, _ := exec.Command("ip", "netns", "list").Output() // ...and is gone after recovery
 			if tag := "arbor-" + netns.Tag(home) + "-"; strings.Contains(string(nsList), tag) {
