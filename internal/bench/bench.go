@@ -24,10 +24,11 @@ const (
 	SectionInspect      = "inspect"
 	SectionStorage      = "storage"
 	SectionContinue     = "continue"
+	SectionFork         = "fork"
 )
 
 // AllSections lists every section, in report order.
-var AllSections = []string{SectionTimeToResult, SectionFanOut, SectionCommit, SectionChain, SectionInspect, SectionStorage, SectionContinue}
+var AllSections = []string{SectionTimeToResult, SectionFanOut, SectionCommit, SectionChain, SectionInspect, SectionStorage, SectionContinue, SectionFork}
 
 // Options configures [Run]. Zero values take the defaults noted; Quick
 // changes several of them into a smoke that takes one to two minutes.
@@ -351,6 +352,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		{SectionTimeToResult, b.timeToResult},
 		{SectionFanOut, b.fanOut},
 		{SectionContinue, b.continueChain},
+		{SectionFork, b.fork},
 		{SectionStorage, b.storage},
 		{SectionCommit, b.commit},
 		{SectionChain, b.deepChain},
@@ -360,7 +362,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		if !b.o.has(s.name) {
 			continue
 		}
-		if s.name == SectionStorage && b.warm != nil {
+		if (s.name == SectionFork || s.name == SectionStorage) && b.warm != nil {
 			// The warm daemon's work is done; its idle sandboxes must not
 			// share the machine with the rest.
 			if err := b.warm.stop(); err != nil {

@@ -23,6 +23,7 @@ type Report struct {
 	Inspect      *InspectSection `json:"inspect,omitempty"`
 	Storage      []Storage       `json:"storage"`
 	Continue     []ContinueChain `json:"continue,omitempty"`
+	Fork         *ForkSection    `json:"fork,omitempty"`
 
 	// Targets compares the ratios above with the goals of the benchmark
 	// issue. Missing a target is a finding, not a failure.
