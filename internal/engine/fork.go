@@ -306,6 +306,22 @@ func (e *Engine) execRestored(ctx context.Context, p *runPlan, spec runtime.Spec
 		}
 	}
 	defer destroy() // its init may outlive the command (a warm parent's does)
+	ended := destroyOnCancel(ctx, destroy)
+	x, dur, err := agent.Attach(spec.Stdin, spec.Stdout, spec.Stderr, func() { spec.OnStart(p.restore.pid) })
+	killed := ended()
+	res = exitResult(res, x, dur, err)
+	res.Killed = killed
+	if initproc.IsSandboxGone(err) {
+		err = nil
+	}
+	return res, err
+}
+
+// destroyOnCancel calls destroy if ctx ends while a sandbox's command
+// runs (execWarm, execRestored). Call the function it returns once the
+// command has ended: it reports whether destroy was called (the run was
+// killed).
+func destroyOnCancel(ctx context.Context, destroy func()) (ended func() bool) {
 	done := make(chan struct{})
 	killed := make(chan bool, 1)
 	go func() {
@@ -317,12 +333,8 @@ func (e *Engine) execRestored(ctx context.Context, p *runPlan, spec runtime.Spec
 			killed <- false
 		}
 	}()
-	x, dur, err := agent.Attach(spec.Stdin, spec.Stdout, spec.Stderr, func() { spec.OnStart(p.restore.pid) })
-	close(done)
-	res = exitResult(res, x, dur, err)
-	res.Killed = <-killed
-	if initproc.IsSandboxGone(err) {
-		err = nil
+	return func() bool {
+		close(done)
+		return <-killed
 	}
-	return res, err
 }

@@ -222,3 +222,21 @@ func TestForkPython(t *testing.T) {
 		t.Error("fork point holds a file written after the fork")
 	}
 }
+
+// TestDestroyOnCancel: the watcher of execWarm and execRestored destroys
+// the sandbox when the run's context ends first, and only then.
+func TestDestroyOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	destroyed := make(chan struct{})
+	ended := destroyOnCancel(ctx, func() { close(destroyed) })
+	cancel()
+	<-destroyed
+	if !ended() {
+		t.Error("a cancelled run's watcher says it did not destroy the sandbox")
+	}
+	calls := 0
+	ended = destroyOnCancel(context.Background(), func() { calls++ })
+	if ended() || calls != 0 {
+		t.Errorf("a run that ended by itself: killed, %d destroy calls; want neither", calls)
+	}
+}
