@@ -235,6 +235,7 @@ func checkReport(t *testing.T, r bench.Report, warm bool) {
 		dist("fork cold run", f.ColdRun)
 		dist("fork fresh warm", f.FreshWarm)
 		pos("fork set-up", f.SetupMs)
+		pos("fork set-up in the cold run", f.ColdSetupMs)
 		pos("fork checkpoint bytes", float64(f.CheckpointBytes))
 		if len(f.Forks) != 3 {
 			t.Errorf("Fork has %d widths, want 1, 4 and 8", len(f.Forks))

@@ -32,8 +32,9 @@ type ForkSection struct {
 	Slots     int    `json:"slots"`      // of the fork daemon
 	MemoryMiB int    `json:"memory_mib"` // each instance's memory limit
 	// SetupMs is the program's set-up as it times itself, in a fresh warm
-	// sandbox (p50).
+	// sandbox (p50); ColdSetupMs the same in the cold runsc run.
 	SetupMs         float64     `json:"setup_ms"`
+	ColdSetupMs     float64     `json:"cold_setup_ms"`
 	CheckpointBytes int64       `json:"checkpoint_bytes"` // of the idle parent
 	ColdRun         Dist        `json:"cold_run"`         // raw runsc run until the answer
 	FreshWarm       Dist        `json:"fresh_warm"`       // spawn on a settled pool until the answer
@@ -120,11 +121,11 @@ func (b *bench) fork(ctx context.Context) error {
 	sec := &ForkSection{Runtime: "runsc", Program: forkProgramDesc, Reps: reps, Slots: slots, MemoryMiB: forkMemory >> 20}
 	f := &forker{d: d, image: img}
 	var coldS, freshS []time.Duration
-	var setups []float64
+	var setups, coldSetups []float64
 	walls := make([][]time.Duration, len(forkWidths))
 	coldRun := func() error {
-		wall, err := coldUntilAnswer(ctx, cold)
-		coldS = append(coldS, wall)
+		wall, line, err := coldUntilAnswer(ctx, cold)
+		coldS, coldSetups = append(coldS, wall), append(coldSetups, setupOf(line))
 		return err
 	}
 	// Fresh starts first: the pool refills only while no run is in flight,
@@ -170,7 +171,8 @@ func (b *bench) fork(ctx context.Context) error {
 			sec.CheckpointBytes = size
 		}
 	}
-	sec.ColdRun, sec.FreshWarm, sec.SetupMs = dist(coldS), dist(freshS), round3(medianMs(setups))
+	sec.ColdRun, sec.FreshWarm = dist(coldS), dist(freshS)
+	sec.SetupMs, sec.ColdSetupMs = round3(medianMs(setups)), round3(medianMs(coldSetups))
 	for j, n := range forkWidths {
 		w := ForkWidth{Copies: n, Wall: dist(walls[j])}
 		w.FreshRatio = ratio(w.Wall.P50Ms, sec.FreshWarm.P50Ms)
@@ -217,9 +219,18 @@ func (f *forker) fresh(ctx context.Context, tag string) (time.Duration, float64,
 	if err != nil {
 		return 0, 0, err
 	}
-	fs := strings.Fields(line) // answer TAG ENTRIES SETUP
-	setup, _ := strconv.ParseFloat(fs[len(fs)-1], 64)
-	return wall, setup, nil
+	return wall, setupOf(line), nil
+}
+
+// setupOf is the set-up time in forkProgram's answer line "answer TAG
+// ENTRIES SETUP".
+func setupOf(line string) float64 {
+	fs := strings.Fields(line)
+	if len(fs) < 4 {
+		return 0
+	}
+	setup, _ := strconv.ParseFloat(fs[3], 64)
+	return setup
 }
 
 // forkAndAsk forks parent into n copies and times it until each has
@@ -296,30 +307,32 @@ func (f *forker) end(ctx context.Context, ops ...string) {
 }
 
 // coldUntilAnswer times one `runsc run` of r's bundle from its start until
-// the program's answer line, then waits for it to exit.
-func coldUntilAnswer(ctx context.Context, r *rawRunner) (time.Duration, error) {
+// the program's answer line, then waits for it to exit; it returns the
+// time and the line.
+func coldUntilAnswer(ctx context.Context, r *rawRunner) (time.Duration, string, error) {
 	cmd := r.command(ctx)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	var wall time.Duration
+	var line string
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "answer ") && wall == 0 {
-			wall = time.Since(start)
+			wall, line = time.Since(start), sc.Text()
 		}
 	}
 	if err := cmd.Wait(); err != nil || wall == 0 {
-		return 0, fmt.Errorf("raw runsc run of python3: %v: %s", err, strings.TrimSpace(errb.String()))
+		return 0, "", fmt.Errorf("raw runsc run of python3: %v: %s", err, strings.TrimSpace(errb.String()))
 	}
-	return wall, nil
+	return wall, line, nil
 }
 
 // forkTargets is issue 19's goal: a fork into 4 copies answers sooner than
@@ -343,8 +356,8 @@ func writeFork(p func(string, ...any), table func([][]string), r Report) {
 	if f == nil {
 		return
 	}
-	p("\n8. Live forks (%s; %s; set-up %s in a warm sandbox; checkpoint %s; %d MiB limit; %d samples)",
-		f.Runtime, f.Program, fmtMs(f.SetupMs), sizeName(f.CheckpointBytes), f.MemoryMiB, f.Reps)
+	p("\n8. Live forks (%s; %s; set-up %s in a warm sandbox, %s in the cold run; checkpoint %s; %d MiB limit; %d samples)",
+		f.Runtime, f.Program, fmtMs(f.SetupMs), fmtMs(f.ColdSetupMs), sizeName(f.CheckpointBytes), f.MemoryMiB, f.Reps)
 	rows := [][]string{{"series", "until every copy answered: p50", "p95", "× fresh on warm pool", "× cold runsc run"}}
 	rows = append(rows,
 		[]string{"cold `runsc run`, set-up included", fmtMs(f.ColdRun.P50Ms), fmtMs(f.ColdRun.P95Ms), fmtRatio(ratio(f.ColdRun.P50Ms, f.FreshWarm.P50Ms)), "1.00×"},
