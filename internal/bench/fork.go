@@ -118,6 +118,9 @@ func (b *bench) fork(ctx context.Context) error {
 	}
 
 	reps := max(2, b.o.Iterations/4)
+	if b.o.Quick {
+		reps = 1 // a smoke: the section works
+	}
 	sec := &ForkSection{Runtime: "runsc", Program: forkProgramDesc, Reps: reps, Slots: slots, MemoryMiB: forkMemory >> 20}
 	f := &forker{d: d, image: img}
 	var coldS, freshS []time.Duration
