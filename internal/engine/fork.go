@@ -36,8 +36,10 @@ type restorePlan struct {
 }
 
 // testHookForkQuiet, when set by a test, runs while a forked sandbox is
-// paused with its checkpoint written and its upper copied.
-var testHookForkQuiet func()
+// paused with its checkpoint written and its upper copied;
+// testHookForkRestored once a copy's sandbox is restored, before the
+// engine attaches to it.
+var testHookForkQuiet, testHookForkRestored func()
 
 // Fork checkpoints running instance op and starts req.Count new instances
 // from the checkpoint; the parent goes on. It returns once the fork
@@ -299,6 +301,9 @@ func (e *Engine) execRestored(ctx context.Context, p *runPlan, spec runtime.Spec
 	p.restore.done()
 	if err != nil {
 		return res, fmt.Errorf("restore the fork: %w", err)
+	}
+	if testHookForkRestored != nil {
+		testHookForkRestored()
 	}
 	destroy := func() {
 		if err := p.rt.Destroy(context.WithoutCancel(ctx), spec.ID); err != nil {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/oplog"
 )
 
 // hostPython is the tarball of baseimage.WriteHostPythonTar, built once
@@ -239,4 +241,43 @@ func TestDestroyOnCancel(t *testing.T) {
 	if ended() || calls != 0 {
 		t.Errorf("a run that ended by itself: killed, %d destroy calls; want neither", calls)
 	}
+}
+
+// forkPointKept checks, after TestKill9Recovery's crash once a fork's
+// copies were restored, that the one image added (the fork point,
+// committed whole before the crash) is readable, and that the parent and
+// the copies all ended as failed by the restart; it returns the fork
+// point's layer.
+func forkPointKept(t *testing.T, e *Engine, before, after []Image) string {
+	t.Helper()
+	ctx := context.Background()
+	var point []Image
+	for _, im := range after {
+		if !slices.ContainsFunc(before, func(b Image) bool { return b.UUID == im.UUID }) {
+			point = append(point, im)
+		}
+	}
+	if len(point) != 1 {
+		t.Fatalf("images added by the fork: %+v, want the fork point alone", point)
+	}
+	if s, err := readFile(t, e, point[0].UUID, "/root/started.txt"); err != nil || !strings.HasPrefix(s, "pid=") {
+		t.Errorf("fork point's /root/started.txt = %q (%v)", s, err)
+	}
+	ops, err := e.ListOperations(ctx, OperationFilter{Account: acct, Kind: oplog.KindInstance})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 3 {
+		t.Errorf("%d instance operations after the crash, want the parent and 2 copies", len(ops))
+	}
+	for _, o := range ops {
+		if o.Status != apitypes.StatusFailed || !strings.Contains(o.Error, "daemon restarted") || o.ResultImageUUID != "" {
+			t.Errorf("operation %s after restart: %s %q result %q, want FAILED/daemon restarted/none", o.UUID, o.Status, o.Error, o.ResultImageUUID)
+		}
+	}
+	row, err := e.st.Image(ctx, acct, point[0].UUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return row.Layer
 }

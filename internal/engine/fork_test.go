@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -199,9 +200,10 @@ func TestForkNeedsOpenStdin(t *testing.T) {
 // crashInFork is TestKill9Recovery's helper for a daemon killed mid-fork:
 // it starts req as a forkable instance, prints its id, waits until its
 // stdout holds ready, then forks it and prints "forking" while the parent
-// is paused with its checkpoint written and its upper copied, and blocks
-// there.
-func crashInFork(ctx context.Context, e *Engine, req SpawnRequest, ready string) {
+// is paused with its checkpoint written and its upper copied (or, with
+// restored, once the copies' sandboxes are restored, the fork point
+// committed), and blocks there.
+func crashInFork(ctx context.Context, e *Engine, req SpawnRequest, ready string, restored bool) {
 	req.Image, req.Stdin = os.Getenv("ARBOR_CRASH_IMAGE"), &Stdin{Value: "", Close: ptr(false)}
 	op, _, err := e.Spawn(ctx, acct, req)
 	if err == nil {
@@ -212,9 +214,15 @@ func crashInFork(ctx context.Context, e *Engine, req SpawnRequest, ready string)
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
-	testHookForkQuiet = func() {
-		fmt.Println("forking")
+	var once sync.Once
+	hook := func() {
+		once.Do(func() { fmt.Println("forking") })
 		select {}
+	}
+	if restored {
+		testHookForkRestored = hook
+	} else {
+		testHookForkQuiet = hook
 	}
 	if _, err := e.Fork(ctx, acct, op, ForkRequest{Count: 2}); err != nil {
 		fmt.Println("error", err)
