@@ -130,7 +130,10 @@ func WriteHostPythonTar(w io.Writer) error {
 			return err
 		}
 		defer f.Close()
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(st.Mode().Perm()), Size: st.Size(), ModTime: mtime}); err != nil {
+		// The host's times: a .pyc is valid only while its source keeps
+		// the mtime recorded in it, or python compiles the module again
+		// at every start (and writes it into the sandbox's upper).
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(st.Mode().Perm()), Size: st.Size(), ModTime: st.ModTime()}); err != nil {
 			return err
 		}
 		_, err = io.Copy(tw, f)
