@@ -305,28 +305,28 @@ func (e *Engine) execRestored(ctx context.Context, p *runPlan, spec runtime.Spec
 	if testHookForkRestored != nil {
 		testHookForkRestored()
 	}
-	destroy := func() {
-		if err := p.rt.Destroy(context.WithoutCancel(ctx), spec.ID); err != nil {
-			e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", spec.ID, "err", err)
-		}
-	}
+	destroy := e.destroyer(ctx, p, spec.ID)
 	defer destroy() // its init may outlive the command (a warm parent's does)
-	ended := destroyOnCancel(ctx, destroy)
-	x, dur, err := agent.Attach(spec.Stdin, spec.Stdout, spec.Stderr, func() { spec.OnStart(p.restore.pid) })
-	killed := ended()
-	res = exitResult(res, x, dur, err)
-	res.Killed = killed
-	if initproc.IsSandboxGone(err) {
-		err = nil
-	}
-	return res, err
+	return runWatched(ctx, res, destroy, func() (initproc.Exit, time.Duration, error) {
+		return agent.Attach(spec.Stdin, spec.Stdout, spec.Stderr, func() { spec.OnStart(p.restore.pid) })
+	})
 }
 
-// destroyOnCancel calls destroy if ctx ends while a sandbox's command
-// runs (execWarm, execRestored). Call the function it returns once the
-// command has ended: it reports whether destroy was called (the run was
-// killed).
-func destroyOnCancel(ctx context.Context, destroy func()) (ended func() bool) {
+// destroyer returns a function that destroys run p's sandbox id, also
+// after ctx has ended, and logs a failure.
+func (e *Engine) destroyer(ctx context.Context, p *runPlan, id string) func() {
+	return func() {
+		if err := p.rt.Destroy(context.WithoutCancel(ctx), id); err != nil {
+			e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", id, "err", err)
+		}
+	}
+}
+
+// runWatched runs a sandbox's command through its init (run: the agent's
+// Run or Attach; execWarm, execRestored) and folds its exit into res. If
+// ctx ends first, destroy ends the sandbox and res says the run was
+// killed. The sandbox going away with the command is no error.
+func runWatched(ctx context.Context, res runtime.Result, destroy func(), run func() (initproc.Exit, time.Duration, error)) (runtime.Result, error) {
 	done := make(chan struct{})
 	killed := make(chan bool, 1)
 	go func() {
@@ -338,8 +338,12 @@ func destroyOnCancel(ctx context.Context, destroy func()) (ended func() bool) {
 			killed <- false
 		}
 	}()
-	return func() bool {
-		close(done)
-		return <-killed
+	x, dur, err := run()
+	close(done)
+	res = exitResult(res, x, dur, err)
+	res.Killed = <-killed
+	if initproc.IsSandboxGone(err) {
+		err = nil
 	}
+	return res, err
 }

@@ -8,10 +8,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/baseimage"
+	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/oplog"
+	"github.com/arborsh/arbor/internal/runtime"
 )
 
 // hostPython is the tarball of baseimage.WriteHostPythonTar, built once
@@ -225,21 +228,26 @@ func TestForkPython(t *testing.T) {
 	}
 }
 
-// TestDestroyOnCancel: the watcher of execWarm and execRestored destroys
-// the sandbox when the run's context ends first, and only then.
-func TestDestroyOnCancel(t *testing.T) {
+// TestRunWatched: the watcher of execWarm and execRestored destroys the
+// sandbox when the run's context ends first, and only then, and folds the
+// command's exit into the result.
+func TestRunWatched(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	destroyed := make(chan struct{})
-	ended := destroyOnCancel(ctx, func() { close(destroyed) })
-	cancel()
-	<-destroyed
-	if !ended() {
-		t.Error("a cancelled run's watcher says it did not destroy the sandbox")
+	res, err := runWatched(ctx, runtime.Result{Signal: -1}, func() { close(destroyed) }, func() (initproc.Exit, time.Duration, error) {
+		cancel()
+		<-destroyed // the command ends because its sandbox did
+		return initproc.Exit{Signal: 9}, time.Second, nil
+	})
+	if err != nil || !res.Killed || res.Signal != 9 || !res.Exact {
+		t.Errorf("cancelled run: %+v %v, want killed by signal 9", res, err)
 	}
 	calls := 0
-	ended = destroyOnCancel(context.Background(), func() { calls++ })
-	if ended() || calls != 0 {
-		t.Errorf("a run that ended by itself: killed, %d destroy calls; want neither", calls)
+	res, err = runWatched(context.Background(), runtime.Result{Signal: -1}, func() { calls++ }, func() (initproc.Exit, time.Duration, error) {
+		return initproc.Exit{Code: 3}, time.Second, nil
+	})
+	if err != nil || res.Killed || calls != 0 || res.ExitCode != 3 || res.Duration != time.Second {
+		t.Errorf("a run that ended by itself: %+v %v, %d destroy calls; want exit 3, not killed, no destroy", res, err, calls)
 	}
 }
 
