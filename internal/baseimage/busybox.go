@@ -37,9 +37,25 @@ func FindBusybox() (string, error) {
 // i.e. one that runs inside an image with no libc (see initproc.IsStatic).
 func IsStatic(p string) bool { return initproc.IsStatic(p) }
 
+// busyboxDirs are the directories of the busybox root filesystem.
+var busyboxDirs = []struct {
+	name string
+	mode int64
+}{{"bin", 0o755}, {"sbin", 0o755}, {"usr", 0o755}, {"usr/bin", 0o755}, {"usr/sbin", 0o755}, {"etc", 0o755},
+	{"root", 0o700}, {"tmp", 0o1777}, {"proc", 0o555}, {"sys", 0o555}, {"dev", 0o755}, {"home", 0o755}, {"var", 0o755}, {"var/tmp", 0o1777}}
+
 // WriteBusyboxTar writes a minimal busybox root filesystem as a tar stream:
 // the binary, a link for every applet in /bin, and a small /etc.
 func WriteBusyboxTar(w io.Writer) error {
+	tw := tar.NewWriter(w)
+	if err := writeBusybox(tw); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// writeBusybox writes WriteBusyboxTar's entries to tw, leaving it open.
+func writeBusybox(tw *tar.Writer) error {
 	bin, err := FindBusybox()
 	if err != nil {
 		return err
@@ -50,7 +66,6 @@ func WriteBusyboxTar(w io.Writer) error {
 	}
 	applets := strings.Fields(string(out))
 	sort.Strings(applets)
-	tw := tar.NewWriter(w)
 	mtime := time.Unix(1700000000, 0)
 	dir := func(name string, mode int64) error {
 		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode, ModTime: mtime})
@@ -62,11 +77,7 @@ func WriteBusyboxTar(w io.Writer) error {
 		_, err := tw.Write(body)
 		return err
 	}
-	for _, d := range []struct {
-		name string
-		mode int64
-	}{{"bin", 0o755}, {"sbin", 0o755}, {"usr", 0o755}, {"usr/bin", 0o755}, {"usr/sbin", 0o755}, {"etc", 0o755},
-		{"root", 0o700}, {"tmp", 0o1777}, {"proc", 0o555}, {"sys", 0o555}, {"dev", 0o755}, {"home", 0o755}, {"var", 0o755}, {"var/tmp", 0o1777}} {
+	for _, d := range busyboxDirs {
 		if err := dir(d.name, d.mode); err != nil {
 			return err
 		}
@@ -103,5 +114,5 @@ func WriteBusyboxTar(w io.Writer) error {
 			return err
 		}
 	}
-	return tw.Close()
+	return nil
 }

@@ -26,10 +26,11 @@ const (
 	SectionContinue     = "continue"
 	// SectionCluster is measured only when asked for, with Options.Cluster.
 	SectionCluster = "cluster"
+	SectionFork    = "fork"
 )
 
 // AllSections lists every section, in report order.
-var AllSections = []string{SectionTimeToResult, SectionFanOut, SectionCommit, SectionChain, SectionInspect, SectionStorage, SectionContinue}
+var AllSections = []string{SectionTimeToResult, SectionFanOut, SectionCommit, SectionChain, SectionInspect, SectionStorage, SectionContinue, SectionFork}
 
 // Options configures [Run]. Zero values take the defaults noted; Quick
 // changes several of them into a smoke that takes one to two minutes.
@@ -360,6 +361,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		{SectionTimeToResult, b.timeToResult},
 		{SectionFanOut, b.fanOut},
 		{SectionContinue, b.continueChain},
+		{SectionFork, b.fork},
 		{SectionStorage, b.storage},
 		{SectionCommit, b.commit},
 		{SectionChain, b.deepChain},
@@ -370,7 +372,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		if !b.o.has(s.name) {
 			continue
 		}
-		if s.name == SectionStorage && b.warm != nil {
+		if (s.name == SectionFork || s.name == SectionStorage) && b.warm != nil {
 			// The warm daemon's work is done; its idle sandboxes must not
 			// share the machine with the rest.
 			if err := b.warm.stop(); err != nil {

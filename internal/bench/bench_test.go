@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -38,7 +39,7 @@ func TestQuick(t *testing.T) {
 	t.Logf("quick bench took %v\n%s", time.Since(start).Round(time.Second), out.String())
 
 	checkReport(t, r, true)
-	for _, want := range []string{"1. Time to result", "2. Fan-out", "3. Commit", "4. Deep chains", "5. Inspect", "6. Storage", "7. Agent loop", "Targets"} {
+	for _, want := range []string{"1. Time to result", "2. Fan-out", "3. Commit", "4. Deep chains", "5. Inspect", "6. Storage", "7. Agent loop", "8. Live forks", "Targets"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}
@@ -225,6 +226,23 @@ func checkReport(t *testing.T, r bench.Report, warm bool) {
 	for _, s := range r.Storage {
 		if s.StoredBytes < s.ChangeBytes || s.LayerBytes < s.ChangeBytes || len(s.Entries) == 0 {
 			t.Errorf("storage %s %d: stored %d, layer_bytes %d, entries %v; want at least the change", s.Runtime, s.ChangeBytes, s.StoredBytes, s.LayerBytes, s.Entries)
+		}
+	}
+
+	if f := r.Fork; f == nil {
+		t.Errorf("Fork section missing (notes: %v)", r.Notes)
+	} else {
+		dist("fork cold run", f.ColdRun)
+		dist("fork fresh warm", f.FreshWarm)
+		pos("fork set-up", f.SetupMs)
+		pos("fork set-up in the cold run", f.ColdSetupMs)
+		pos("fork checkpoint bytes", float64(f.CheckpointBytes))
+		if len(f.Forks) != 3 {
+			t.Errorf("Fork has %d widths, want 1, 4 and 8", len(f.Forks))
+		}
+		for _, w := range f.Forks {
+			dist(fmt.Sprintf("fork into %d", w.Copies), w.Wall)
+			pos(fmt.Sprintf("fork into %d / cold run", w.Copies), w.ColdRatio)
 		}
 	}
 

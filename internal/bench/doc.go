@@ -21,7 +21,11 @@
 //  5. inspect: list, read and grep latency on a deep image;
 //  6. storage: bytes stored per snapshot of a k-byte change;
 //  7. agent loop ("continue"): chained non-disposable steps on the warm
-//     daemon, with a 1 s pause and straight back, against a raw run.
+//     daemon, with a 1 s pause and straight back, against a raw run;
+//  8. live forks ("fork"): an idle python3 after its set-up forked into 1,
+//     4 and 8 copies until every copy answers, against the program started
+//     fresh on the warm pool and one cold `runsc run` of it, on a daemon
+//     of its own; the python3 is the host's (baseimage.WriteHostPythonTar).
 //
 // Every comparison is a ratio within the same run, so a busy or slow machine
 // moves both sides. The targets of the benchmark issue are printed next to

@@ -178,8 +178,9 @@ type daemonConn struct {
 // startDaemon runs a daemon through Options.Serve on a loopback port, with
 // its own home below the benchmark's, and connects a client to it. With
 // warm false the warm pool is off, so every run boots a sandbox; with warm
-// true the pool has the engine's defaults.
-func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemonConn, error) {
+// true the pool has the engine's defaults. Options, if any, change the
+// configuration last.
+func (b *bench) startDaemon(ctx context.Context, name string, warm bool, options ...func(*DaemonConfig)) (*daemonConn, error) {
 	d := &daemonConn{name: name, home: filepath.Join(b.home, name), logs: &logRecorder{next: slog.DiscardHandler}}
 	if b.o.Logger != nil {
 		d.logs.next = b.o.Logger.With("daemon", name).Handler()
@@ -203,6 +204,9 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool) (*daemo
 	}
 	if b.tweak != nil {
 		b.tweak(name, &dc)
+	}
+	for _, o := range options {
+		o(&dc)
 	}
 	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ready := make(chan string, 1)

@@ -117,13 +117,9 @@ func writeBundle(dir string, spec *specs.Spec) error {
 // reports the CPU time it and its descendants used. The runtime deletes the
 // container itself before it exits.
 func (r *rawRunner) run(ctx context.Context) (wall, cpu time.Duration, err error) {
-	id := fmt.Sprintf("arbor-bench-%d-%d", os.Getpid(), r.set.seq.Add(1))
-	args := append([]string{"--root", r.state}, r.flags...)
-	args = append(args, "run", "--bundle", r.bundle, id)
-	cmd := exec.CommandContext(ctx, r.bin, args...)
+	cmd := r.command(ctx)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	err = cmd.Run()
 	wall = time.Since(start)
@@ -131,6 +127,16 @@ func (r *rawRunner) run(ctx context.Context) (wall, cpu time.Duration, err error
 		return wall, 0, fmt.Errorf("raw %s run: %v: %s", r.name, err, strings.TrimSpace(out.String()))
 	}
 	return wall, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
+}
+
+// command is `<runtime> run` of the bundle as a new container.
+func (r *rawRunner) command(ctx context.Context) *exec.Cmd {
+	id := fmt.Sprintf("arbor-bench-%d-%d", os.Getpid(), r.set.seq.Add(1))
+	args := append([]string{"--root", r.state}, r.flags...)
+	args = append(args, "run", "--bundle", r.bundle, id)
+	cmd := exec.CommandContext(ctx, r.bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
 
 // close deletes any container a cancelled run left behind and removes the

@@ -24,6 +24,7 @@ type Report struct {
 	Storage      []Storage       `json:"storage"`
 	Continue     []ContinueChain `json:"continue,omitempty"`
 	Cluster      *ClusterSection `json:"cluster,omitempty"`
+	Fork         *ForkSection    `json:"fork,omitempty"`
 
 	// Targets compares the ratios above with the goals of the benchmark
 	// issue. Missing a target is a finding, not a failure.

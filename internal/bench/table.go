@@ -90,7 +90,7 @@ func targets(r *Report) []Target {
 			out = append(out, check(t))
 		}
 	}
-	for _, t := range continueTargets(r) {
+	for _, t := range append(continueTargets(r), forkTargets(r)...) {
 		out = append(out, check(t))
 	}
 	return out
@@ -259,6 +259,7 @@ func WriteTable(w io.Writer, r Report) error {
 	}
 	writeContinue(p, table, r)
 	writeCluster(p, table, r)
+	writeFork(p, table, r)
 	if len(r.Targets) > 0 {
 		p("\nTargets (goals of the benchmark issue; not pass/fail)")
 		rows := [][]string{{"target", "runtime", "measured", "goal", "status", "note"}}

@@ -18,7 +18,9 @@ func newBench(g *globals) *cobra.Command {
 		Long: `Measure, side by side in one run on this machine, arbor and the raw runtime
 floor (runsc run / runc run on a prepared bundle, without arbor): time to result
 (warm, cold, raw), fan-out, commit cost on a small and a 1 GiB image, deep-chain
-step latency, inspect latency and storage per snapshot. It starts a private
+step latency, inspect latency, storage per snapshot, the agent loop, and live
+forks of a python3 (--section fork: into 1, 4 and 8 copies, against a fresh
+start and a cold runsc run). It starts a private
 daemon on a temporary home (needs root) and prints a table, or JSON with --json.
 Numbers are ratios within one run because shared machines are noisy; see
 BENCHMARKS.md for recorded results and targets.`,

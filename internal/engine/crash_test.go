@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,7 +38,7 @@ func crashHelper(mode string) {
 	if mode == "warm" {
 		cfg.InitBinary, cfg.WarmPerImage = os.Getenv("ARBOR_CRASH_INIT"), 2
 	}
-	if mode == "fork" || strings.HasPrefix(mode, "checkpoint") {
+	if strings.HasPrefix(mode, "fork") || strings.HasPrefix(mode, "checkpoint") {
 		cfg.InitBinary = os.Getenv("ARBOR_CRASH_INIT")
 	}
 	e, err := New(ctx, cfg)
@@ -93,7 +94,10 @@ func crashHelper(mode string) {
 		select {}
 	}
 	if mode == "fork" {
-		crashInFork(ctx, e)
+		crashInFork(ctx, e, SpawnRequest{Command: "echo data > /root/forked; echo ready; cat", Shell: ptr(true)}, "ready\n", false)
+	}
+	if mode == "fork-python" || mode == "fork-python-restored" {
+		crashInFork(ctx, e, SpawnRequest{Command: "python3", Args: []string{"-u", "-c", pyApp}}, "ready\n", mode == "fork-python-restored")
 	}
 	if strings.HasPrefix(mode, "checkpoint") {
 		crashInCheckpoint(ctx, e, mode)
@@ -129,18 +133,24 @@ func TestKill9Recovery(t *testing.T) {
 		{"import", "runc", "committing"},                // an import's image and SUCCESS land together or not at all
 		{"warm", "runsc", "executing"},                  // in a warm run, with idle warm sandboxes (one networked)
 		{"fork", "runsc", "forking"},                    // mid-fork: parent paused, checkpoint written, upper copied
+		{"fork-python", "runsc", "forking"},             // the same with python3 holding state and a loopback server
+		{"fork-python-restored", "runsc", "forking"},    // later: the fork point committed, the copies' sandboxes restored
 		{"checkpoint", "runsc", "checkpointing"},        // a kept checkpoint written, not yet in place
 		{"checkpoint-commit", "runsc", "checkpointing"}, // in place, its image's layer renamed, the row not written
 	} {
 		t.Run(tc.mode+"-"+tc.rt, func(t *testing.T) {
 			e, base := newEngine(t, tc.rt)
+			if strings.HasPrefix(tc.mode, "fork-python") {
+				base = pythonImage(t, e)
+			}
 			home := e.Home()
 			layersBefore := listDir(t, filepath.Join(home, "layers"))
+			imsBefore, _ := e.ListImages(context.Background(), ImageFilter{Account: acct})
 			e.Close()
 
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), "ARBOR_CRASH_HELPER="+tc.mode, "ARBOR_CRASH_HOME="+home, "ARBOR_CRASH_IMAGE="+base, "ARBOR_CRASH_RUNTIME="+tc.rt)
-			if tc.mode == "warm" || tc.mode == "fork" || strings.HasPrefix(tc.mode, "checkpoint") {
+			if tc.mode == "warm" || strings.HasPrefix(tc.mode, "fork") || strings.HasPrefix(tc.mode, "checkpoint") {
 				cmd.Env = append(cmd.Env, "ARBOR_CRASH_INIT="+staticInit(t))
 			}
 			out, _ := cmd.StdoutPipe()
@@ -168,6 +178,20 @@ func TestKill9Recovery(t *testing.T) {
 				// The idle networked sandbox's namespace exists now...
 				if ns, _ := exec.Command("ip", "netns", "list").Output(); !strings.Contains(string(ns), "arbor-"+netns.Tag(home)+"-") {
 					t.Fatalf("no network namespace of the warm pool before the crash: %s", ns)
+				}
+			}
+			if tc.mode == "fork" || tc.mode == "fork-python" { // a half-made fork: its checkpoint and upper copy
+				dirs, _ := filepath.Glob(filepath.Join(home, "run", "fork-*"))
+				if len(dirs) != 1 || dirBytes(dirs[0]) < 1<<20 {
+					t.Fatalf("mid-fork: %v under run/, want one fork dir holding the checkpoint's megabytes", dirs)
+				}
+				t.Logf("mid-fork: %d bytes in %s", dirBytes(dirs[0]), dirs[0])
+			}
+			if tc.mode == "fork-python-restored" { // the parent's sandbox and a copy's, at least
+				rt := e.runtimes[tc.rt].(interface{ Path() string })
+				list, _ := exec.Command(rt.Path(), "--root="+filepath.Join(home, "runtime", tc.rt), "list", "--quiet").Output()
+				if n := len(strings.Fields(string(list))); n < 2 {
+					t.Fatalf("%d sandboxes before the crash, want the parent's and a restored copy's", n)
 				}
 			}
 			// kill -9 the daemon at this moment.
@@ -201,12 +225,19 @@ func TestKill9Recovery(t *testing.T) {
 			if m := mountsUnder(home + "/run"); m > 0 {
 				t.Errorf("%d stale mounts under run/", m)
 			}
+			ims, _ := e2.ListImages(context.Background(), ImageFilter{Account: acct})
+			if tc.mode == "fork-python-restored" {
+				// The fork point was committed whole before the crash: it
+				// stays, with its layer and files; the copies failed too.
+				layersBefore = append(layersBefore, forkPointKept(t, e2, imsBefore, ims))
+				slices.Sort(layersBefore)
+				imsBefore = ims
+			}
 			if got := listDir(t, filepath.Join(home, "layers")); strings.Join(got, ",") != strings.Join(layersBefore, ",") {
 				t.Errorf("layers after recovery %v, want %v (half-committed layer must be collected)", got, layersBefore)
 			}
-			ims, _ := e2.ListImages(context.Background(), ImageFilter{Account: acct})
-			if len(ims) != 1 {
-				t.Errorf("%d images visible, want only the base", len(ims))
+			if len(ims) != len(imsBefore) {
+				t.Errorf("%d images visible, want only the %d from before", len(ims), len(imsBefore))
 			}
 			nsList, _ := exec.Command("ip", "netns", "list").Output() // ...and is gone after recovery
 			if tag := "arbor-" + netns.Tag(home) + "-"; strings.Contains(string(nsList), tag) {

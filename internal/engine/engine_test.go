@@ -45,9 +45,15 @@ func busybox(t testing.TB, e *Engine) string {
 	if err := baseimage.WriteBusyboxTar(&buf); err != nil {
 		t.Fatal(err)
 	}
+	return tarImage(t, e, &buf)
+}
+
+// tarImage imports the root filesystem tarball r as a base image.
+func tarImage(t testing.TB, e *Engine, r io.Reader) string {
+	t.Helper()
 	id, err := e.NewBaseImage(context.Background(), acct, func(dir string) error {
 		cmd := exec.Command("tar", "-x", "-C", dir)
-		cmd.Stdin = &buf
+		cmd.Stdin = r
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("tar: %v: %s", err, out)

@@ -36,8 +36,10 @@ type restorePlan struct {
 }
 
 // testHookForkQuiet, when set by a test, runs while a forked sandbox is
-// paused with its checkpoint written and its upper copied.
-var testHookForkQuiet func()
+// paused with its checkpoint written and its upper copied;
+// testHookForkRestored once a copy's sandbox is restored, before the
+// engine attaches to it.
+var testHookForkQuiet, testHookForkRestored func()
 
 // Fork checkpoints running instance op and starts req.Count new instances
 // from the checkpoint; the parent goes on. It returns once the fork
@@ -300,12 +302,31 @@ func (e *Engine) execRestored(ctx context.Context, p *runPlan, spec runtime.Spec
 	if err != nil {
 		return res, fmt.Errorf("restore the fork: %w", err)
 	}
-	destroy := func() {
-		if err := p.rt.Destroy(context.WithoutCancel(ctx), spec.ID); err != nil {
-			e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", spec.ID, "err", err)
+	if testHookForkRestored != nil {
+		testHookForkRestored()
+	}
+	destroy := e.destroyer(ctx, p, spec.ID)
+	defer destroy() // its init may outlive the command (a warm parent's does)
+	return runWatched(ctx, res, destroy, func() (initproc.Exit, time.Duration, error) {
+		return agent.Attach(spec.Stdin, spec.Stdout, spec.Stderr, func() { spec.OnStart(p.restore.pid) })
+	})
+}
+
+// destroyer returns a function that destroys run p's sandbox id, also
+// after ctx has ended, and logs a failure.
+func (e *Engine) destroyer(ctx context.Context, p *runPlan, id string) func() {
+	return func() {
+		if err := p.rt.Destroy(context.WithoutCancel(ctx), id); err != nil {
+			e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", id, "err", err)
 		}
 	}
-	defer destroy() // its init may outlive the command (a warm parent's does)
+}
+
+// runWatched runs a sandbox's command through its init (run: the agent's
+// Run or Attach; execWarm, execRestored) and folds its exit into res. If
+// ctx ends first, destroy ends the sandbox and res says the run was
+// killed. The sandbox going away with the command is no error.
+func runWatched(ctx context.Context, res runtime.Result, destroy func(), run func() (initproc.Exit, time.Duration, error)) (runtime.Result, error) {
 	done := make(chan struct{})
 	killed := make(chan bool, 1)
 	go func() {
@@ -317,7 +338,7 @@ func (e *Engine) execRestored(ctx context.Context, p *runPlan, spec runtime.Spec
 			killed <- false
 		}
 	}()
-	x, dur, err := agent.Attach(spec.Stdin, spec.Stdout, spec.Stderr, func() { spec.OnStart(p.restore.pid) })
+	x, dur, err := run()
 	close(done)
 	res = exitResult(res, x, dur, err)
 	res.Killed = <-killed

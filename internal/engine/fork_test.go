@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,15 @@ func waitStdout(t testing.TB, e *Engine, op, want string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	out, err := stdoutHolds(ctx, e, op, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// stdoutHolds is waitStdout without a test.
+func stdoutHolds(ctx context.Context, e *Engine, op, want string) (string, error) {
 	var out strings.Builder
 	found := errors.New("found")
 	spid := 1
@@ -42,9 +52,9 @@ func waitStdout(t testing.TB, e *Engine, op, want string) string {
 		return nil
 	})
 	if !errors.Is(err, found) {
-		t.Fatalf("operation %s: stdout %q never held %q (%v)", op, out.String(), want, err)
+		return "", fmt.Errorf("operation %s: stdout %q never held %q (%v)", op, out.String(), want, err)
 	}
-	return out.String()
+	return out.String(), nil
 }
 
 // say writes line to the main process's stdin, closing it if last.
@@ -188,20 +198,31 @@ func TestForkNeedsOpenStdin(t *testing.T) {
 }
 
 // crashInFork is TestKill9Recovery's helper for a daemon killed mid-fork:
-// it starts a forkable instance, prints its id, then forks it and prints
-// "forking" while the parent is paused with its checkpoint written and
-// its upper copied, and blocks there.
-func crashInFork(ctx context.Context, e *Engine) {
-	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "echo data > /root/forked; cat", Image: os.Getenv("ARBOR_CRASH_IMAGE"), Shell: ptr(true),
-		Stdin: &Stdin{Value: "", Close: ptr(false)}})
+// it starts req as a forkable instance, prints its id, waits until its
+// stdout holds ready, then forks it and prints "forking" while the parent
+// is paused with its checkpoint written and its upper copied (or, with
+// restored, once the copies' sandboxes are restored, the fork point
+// committed), and blocks there.
+func crashInFork(ctx context.Context, e *Engine, req SpawnRequest, ready string, restored bool) {
+	req.Image, req.Stdin = os.Getenv("ARBOR_CRASH_IMAGE"), &Stdin{Value: "", Close: ptr(false)}
+	op, _, err := e.Spawn(ctx, acct, req)
+	if err == nil {
+		fmt.Println("op", op)
+		_, err = stdoutHolds(ctx, e, op, ready)
+	}
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
-	fmt.Println("op", op)
-	testHookForkQuiet = func() {
-		fmt.Println("forking")
+	var once sync.Once
+	hook := func() {
+		once.Do(func() { fmt.Println("forking") })
 		select {}
+	}
+	if restored {
+		testHookForkRestored = hook
+	} else {
+		testHookForkQuiet = hook
 	}
 	if _, err := e.Fork(ctx, acct, op, ForkRequest{Count: 2}); err != nil {
 		fmt.Println("error", err)

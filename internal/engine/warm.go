@@ -281,29 +281,11 @@ func addBlob(tw *tar.Writer, path string, h *tar.Header) error {
 // whole sandbox, as a cold run's does.
 func (e *Engine) execWarm(ctx context.Context, p *runPlan, spec runtime.Spec) (runtime.Result, error) {
 	p.agent = p.warm.agent
-	rt, cid, agent := p.rt, p.warm.cid, p.warm.agent
-	done := make(chan struct{})
-	killed := make(chan bool, 1)
-	go func() {
-		select {
-		case <-ctx.Done():
-			if err := rt.Destroy(context.WithoutCancel(ctx), cid); err != nil {
-				e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", cid, "err", err)
-			}
-			killed <- true
-		case <-done:
-			killed <- false
-		}
-	}()
-	res := runtime.Result{Signal: -1, Started: time.Now()}
-	x, dur, err := agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: p.warmFileSize(spec.FileSizeLimit)},
-		spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
-	close(done)
-	res = exitResult(res, x, dur, err)
-	res.Killed = <-killed
-	if initproc.IsSandboxGone(err) {
-		err = nil
-	}
+	agent := p.warm.agent
+	res, err := runWatched(ctx, runtime.Result{Signal: -1, Started: time.Now()}, e.destroyer(ctx, p, p.warm.cid), func() (initproc.Exit, time.Duration, error) {
+		return agent.Run(initproc.Request{Args: spec.Args, Env: spec.Env, Cwd: spec.Cwd, UID: spec.UID, GID: spec.GID, FileSize: p.warmFileSize(spec.FileSizeLimit)},
+			spec.Stdin, spec.Stdout, spec.Stderr, spec.OnStart)
+	})
 	// The init killed whatever the command left running before it
 	// reported the exit, as a cold sandbox ends with its main process. The
 	// sandbox itself ends at teardown: after a disposable result is

@@ -37,7 +37,7 @@ func (s *server) addCheckpointTools(ms *mcpsdk.Server) {
 		Description: "Save a RUNNING instance (a REPL, a server; spawned with stdin kept open, runtime runsc), memory and all, as an image to come back to later: " +
 			"restore_instance starts running copies of it at any time, also after the instance has ended. The instance goes on. " +
 			"Unlike checkpoint (a name for an image's files), this keeps processes and memory too; the kept memory uses disk until the image is deleted.",
-	}, nil, s.saveInstance)
+	}, nil, onInstance(s, func(in SaveInstanceIn) string { return in.OperationID }, s.saveInstance))
 	addTool(ms, &mcpsdk.Tool{
 		Name:        "restore_instance",
 		Annotations: additive,
@@ -46,16 +46,12 @@ func (s *server) addCheckpointTools(ms *mcpsdk.Server) {
 	}, map[string]any{"count": 1}, s.restoreInstance)
 }
 
-func (s *server) saveInstance(ctx context.Context, _ *mcpsdk.CallToolRequest, in SaveInstanceIn) (*mcpsdk.CallToolResult, SaveInstanceOut, error) {
-	op, err := s.operation(ctx, in.OperationID)
+func (s *server) saveInstance(ctx context.Context, op string, _ SaveInstanceIn) (SaveInstanceOut, error) {
+	res, err := s.b.Checkpoint(ctx, op)
 	if err != nil {
-		return nil, SaveInstanceOut{}, err
+		return SaveInstanceOut{}, err
 	}
-	res, err := s.b.Checkpoint(ctx, op.UUID)
-	if err != nil {
-		return nil, SaveInstanceOut{}, explain(err)
-	}
-	return nil, SaveInstanceOut{Image: res.Image, CheckpointBytes: res.CheckpointBytes}, nil
+	return SaveInstanceOut{Image: res.Image, CheckpointBytes: res.CheckpointBytes}, nil
 }
 
 func (s *server) restoreInstance(ctx context.Context, _ *mcpsdk.CallToolRequest, in RestoreInstanceIn) (*mcpsdk.CallToolResult, RestoreInstanceOut, error) {

@@ -29,17 +29,13 @@ func (s *server) addForkTools(ms *mcpsdk.Server) {
 		Description: "Fork a RUNNING instance (a REPL, a server; spawned with stdin kept open, runtime runsc) into count copies, memory and all: " +
 			"each copy continues from this moment (variables, loaded data, open files, loopback servers), then diverges; the original goes on. STARTS count SANDBOXES. " +
 			"The filesystem at the fork point is saved as an image. Processes started with exec are not carried into the copies.",
-	}, map[string]any{"count": 1}, s.fork)
+	}, map[string]any{"count": 1}, onInstance(s, func(in ForkIn) string { return in.OperationID }, s.fork))
 }
 
-func (s *server) fork(ctx context.Context, _ *mcpsdk.CallToolRequest, in ForkIn) (*mcpsdk.CallToolResult, ForkOut, error) {
-	op, err := s.operation(ctx, in.OperationID)
+func (s *server) fork(ctx context.Context, op string, in ForkIn) (ForkOut, error) {
+	res, err := s.b.Fork(ctx, op, apitypes.ForkRequest{Count: in.Count, PauseParent: in.PauseParent})
 	if err != nil {
-		return nil, ForkOut{}, err
+		return ForkOut{}, err
 	}
-	res, err := s.b.Fork(ctx, op.UUID, apitypes.ForkRequest{Count: in.Count, PauseParent: in.PauseParent})
-	if err != nil {
-		return nil, ForkOut{}, explain(err)
-	}
-	return nil, ForkOut{Image: res.Image, Operations: res.Operations, CheckpointBytes: res.CheckpointBytes}, nil
+	return ForkOut{Image: res.Image, Operations: res.Operations, CheckpointBytes: res.CheckpointBytes}, nil
 }

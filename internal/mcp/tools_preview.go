@@ -29,19 +29,15 @@ func (s *server) addPreviewTools(ms *mcpsdk.Server) {
 		Description: "Give a person or a test harness a URL to a web app or API running INSIDE a running instance: the daemon proxies HTTP and WebSocket " +
 			"requests from a signed, expiring link to the port in the sandbox (which keeps no network of its own; nothing else can reach the port). " +
 			"Start the server in an instance that keeps running (e.g. spawned with its stdin kept open), then call this. A port nothing listens on answers 502.",
-	}, nil, s.expose)
+	}, nil, onInstance(s, func(in ExposeIn) string { return in.OperationID }, s.expose))
 }
 
-func (s *server) expose(ctx context.Context, _ *mcpsdk.CallToolRequest, in ExposeIn) (*mcpsdk.CallToolResult, ExposeOut, error) {
-	op, err := s.operation(ctx, in.OperationID)
+func (s *server) expose(ctx context.Context, op string, in ExposeIn) (ExposeOut, error) {
+	p, err := s.b.Expose(ctx, op, in.Port, in.TTLSeconds)
 	if err != nil {
-		return nil, ExposeOut{}, err
+		return ExposeOut{}, err
 	}
-	p, err := s.b.Expose(ctx, op.UUID, in.Port, in.TTLSeconds)
-	if err != nil {
-		return nil, ExposeOut{}, explain(err)
-	}
-	return nil, exposeOut(p), nil
+	return exposeOut(p), nil
 }
 
 func exposeOut(p *apitypes.Preview) ExposeOut {
