@@ -13,6 +13,7 @@ import (
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/oplog"
+	"github.com/arborsh/arbor/internal/runtime"
 )
 
 // Egress is a networked run's egress policy (see package egress): Allow
@@ -185,3 +186,13 @@ func (e *Engine) dropEgress(n *netns.Net) {
 // egressTablePrefix names this daemon's per-run tables (see startEgress),
 // removed at start after a crash.
 func egressTablePrefix(tag string) string { return "arbor_" + tag + "_" }
+
+// createNet makes a sandbox network; under a user namespace (ids: runc,
+// crun) one that namespace owns, so that execs into the sandbox (its
+// subprocesses, a preview's relay) may join it (see netns.CreateOwned).
+func (e *Engine) createNet(ctx context.Context, ids *runtime.IDMap) (*netns.Net, error) {
+	if ids == nil {
+		return e.nets.Create(ctx)
+	}
+	return e.nets.CreateOwned(ctx, &netns.Owner{HostID: ids.HostID, Size: ids.Size})
+}
