@@ -93,19 +93,29 @@ func hostResolver(path string) (string, error) {
 	return "", fmt.Errorf("no nameserver in %s for egress policies; set arbor serve --egress-dns", path)
 }
 
-// planEgress checks a run's policy (its own, else its account's default,
-// else the daemon's) and echoes it; a run without networking has none.
+// planEgress checks a run's policy and echoes the one in force. The
+// account's default policy (else the daemon's) is a ceiling: a run's own
+// may narrow it, never widen it (egress.Within), and a run giving none
+// gets it. A run without networking has none.
 func (e *Engine) planEgress(p *runPlan, m *oplog.InstanceMetadata, n *Networking) error {
-	var pol egress.Policy
+	ceiling, whose := e.egressDef.all, "the daemon's"
+	if ap, ok := e.egressDef.accounts[p.account]; ok {
+		ceiling, whose = ap, "account "+p.account+"'s"
+	}
+	pol := ceiling
 	if n != nil && n.Egress != nil {
 		if !p.network {
 			return errdefs.InvalidArgument("networking.egress needs networking.enabled: true")
 		}
-		pol = egress.Policy{Allow: n.Egress.Allow, Deny: n.Egress.Deny}
-	} else if ap, ok := e.egressDef.accounts[p.account]; ok {
-		pol = ap
-	} else {
-		pol = e.egressDef.all
+		own := egress.Policy{Allow: n.Egress.Allow, Deny: n.Egress.Deny}
+		if _, err := egress.Parse(own); err != nil {
+			return errdefs.InvalidArgument("networking.%v", err)
+		}
+		var err error
+		if pol, err = egress.Within(own, ceiling); err != nil {
+			return errdefs.Forbidden("networking.%v: it would widen %s egress policy (allow %q, deny %q), which a run may only narrow; "+
+				"ask within it, or have the operator change it (arbor serve --egress-allow/--egress-deny)", err, whose, ceiling.Allow, ceiling.Deny)
+		}
 	}
 	if !p.network || pol.Empty() {
 		return nil
