@@ -144,8 +144,10 @@ func nonNil(s []string) []string {
 // sandbox booted before the policy was known gets it before its command
 // runs). The policy then stays on n until the next run on n replaces it or
 // n is released: what a run leaves behind (killed after its exit is
-// reported) never finds the network open. The returned report emits what
-// was blocked as an egress_denied event; it may be called more than once.
+// reported) never finds the network open. While the run runs, what is
+// blocked is reported as it happens (watchEgress); the returned report
+// ends that and emits the run's totals as a final egress_denied event; it
+// may be called more than once.
 func (e *Engine) startEgress(ctx context.Context, p *runPlan, n *netns.Net) (func(), error) {
 	e.dropEgress(n)
 	if p.egress == nil {
@@ -161,9 +163,11 @@ func (e *Engine) startEgress(ctx context.Context, p *runPlan, n *netns.Net) (fun
 	e.egressMu.Lock()
 	e.egressOn[n.Name] = g
 	e.egressMu.Unlock()
+	stopLive := e.watchEgress(ctx, p.op, g)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			stopLive()
 			r, err := g.Report(context.WithoutCancel(ctx))
 			if err != nil {
 				e.log.Warn("egress report", "operation", p.op, "err", err)
