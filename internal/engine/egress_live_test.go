@@ -31,7 +31,7 @@ func TestEgressLive(t *testing.T) {
 	// on many ports at once, is dropped.
 	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Shell: ptr(true), Stdin: &Stdin{Close: ptr(false)},
 		Networking: &Networking{Enabled: ptr(true), Egress: &Egress{Allow: []string{"allowed.test"}}},
-		Command: egressProbe("other.test") + "echo one; read x; for p in $(seq 18080 18099); do nc -w 1 " + f.other + " $p </dev/null & done; wait; echo two; cat"})
+		Command:    egressProbe("other.test") + "echo one; read x; for p in $(seq 18080 18099); do nc -w 1 " + f.other + " $p </dev/null & done; wait; echo two; cat"})
 	if err != nil {
 		t.Fatal(err)
 	}
