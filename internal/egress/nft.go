@@ -34,8 +34,11 @@ func tableRules(table, hostIf string, dns netip.AddrPort, dnsTCP uint16, r *Rule
 	w("\tset denied { type ipv4_addr . inet_proto . inet_service; flags dynamic; size %d; }", deniedMax)
 	w("\tcounter dropped { }")
 	w("\tchain prerouting_dns {\n\t\ttype nat hook prerouting priority dstnat; policy accept;")
-	w("\t\tiifname %q udp dport 53 meta mark set 0x%x dnat ip to %s", hostIf, netns.DNSMark, dns)
-	w("\t\tiifname %q tcp dport 53 meta mark set 0x%x dnat ip to %s:%d", hostIf, netns.DNSMark, dns.Addr(), dnsTCP)
+	// Marked on the connection, whose every packet the firewall must
+	// admit (see netns.DNSMark), and on the packet, for firewalls of
+	// daemons that look at that alone.
+	w("\t\tiifname %q udp dport 53 meta mark set 0x%x ct mark set 0x%x dnat ip to %s", hostIf, netns.DNSMark, netns.DNSMark, dns)
+	w("\t\tiifname %q tcp dport 53 meta mark set 0x%x ct mark set 0x%x dnat ip to %s:%d", hostIf, netns.DNSMark, netns.DNSMark, dns.Addr(), dnsTCP)
 	w("\t}")
 	w("\tchain forward_policy {\n\t\ttype filter hook forward priority filter; policy accept;")
 	w("\t\tiifname != %q return", hostIf)

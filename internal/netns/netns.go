@@ -39,6 +39,7 @@ table inet arbor {
 	}
 	chain input {
 		type filter hook input priority filter; policy accept;
+		iifname "arbh*" ct mark 0x0a7b0053 accept
 		iifname "arbh*" meta mark 0x0a7b0053 accept
 		iifname "arbh*" ct state new drop
 	}
@@ -59,7 +60,12 @@ table ip arbor_nat {
 
 // DNSMark marks what an egress policy (package egress) redirects from a
 // sandbox to arbor's resolver on the host: the one new connection from a
-// sandbox to the host the firewall lets through. Only host rules set it.
+// sandbox to the host the firewall lets through. Only host rules set it,
+// on the connection (ct mark): NAT rules see only a flow's first packet,
+// and a UDP flow's later packets are still "new" until an answer comes
+// back (a resolver client's second query on its socket, sent before the
+// first is answered, as busybox's nslookup sends A and AAAA). The packet
+// mark is also accepted, for policies of daemons that set only that.
 const DNSMark = 0x0a7b0053
 
 // DefaultDeny lists the destinations a sandbox may not reach unless the
