@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/arborsh/arbor/internal/errdefs"
-	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // TestEgressCeiling: the daemon's and an account's egress policies bound
@@ -18,13 +17,7 @@ import (
 func TestEgressCeiling(t *testing.T) {
 	f := newEgressFixture(t)
 	engine := func(allow ...string) (*Engine, string) {
-		e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runsc", InitBinary: staticInit(t), WarmPerImage: -1,
-			EgressDNS: f.upstream, EgressAllow: allow, EgressDeny: []string{"tcp:25"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.Close() })
-		return e, busybox(t, e)
+		return newEgressEngine(t, f, func(c *Config) { c.EgressAllow, c.EgressDeny = allow, []string{"tcp:25"} })
 	}
 	e, base := engine("allowed.test", "other.test", "tcp:18080")
 	// The account's own policy replaces the daemon's.

@@ -11,7 +11,6 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/egress"
 	"github.com/arborsh/arbor/internal/oplog"
-	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // TestEgressLive: an instance that keeps running reports what its policy
@@ -20,12 +19,7 @@ import (
 // a final event before its exit.
 func TestEgressLive(t *testing.T) {
 	f := newEgressFixture(t)
-	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runsc", InitBinary: staticInit(t), WarmPerImage: -1, EgressDNS: f.upstream})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	base := busybox(t, e)
+	e, base := newEgressEngine(t, f, nil)
 	ctx := context.Background()
 	// Step one: other.test is refused (the name); step two: its address,
 	// on many ports at once, is dropped.
