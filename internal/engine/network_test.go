@@ -69,16 +69,6 @@ func addrInUse(p netip.Prefix) bool {
 	return false
 }
 
-// serverAt starts a server at hostIP/srvIP, which must be free.
-func serverAt(t *testing.T, hostIP, srvIP string) string {
-	t.Helper()
-	srv, ok := tryServerAt(t, hostIP, srvIP)
-	if !ok {
-		t.Fatalf("test server address %s is in use on this host", hostIP)
-	}
-	return srv
-}
-
 // tryServerAt creates a network namespace joined to the host by its own
 // veth pair (host end hostIP/30, namespace end srvIP/30), with busybox
 // httpd serving hello.txt on port 18080, and returns srvIP once the host

@@ -24,9 +24,6 @@ import (
 // runtime.Spec.UserNS): an exec then joins a namespace its user namespace
 // owns.
 
-// netnsDir is where `ip netns` keeps named network namespaces.
-const netnsDir = "/var/run/netns"
-
 // usernsDir keeps the user namespaces owning sandbox networks (see Net.UserNS).
 const usernsDir = "/var/run/arbor-userns"
 
