@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRuncNetworkedExec: a runc sandbox with networking takes execs, a
@@ -60,5 +61,36 @@ func TestRuncNetworkedExec(t *testing.T) {
 			say(t, e, op, "", true)
 			waitOp(t, e, op)
 		})
+	}
+}
+
+// TestNoSpoofedSources: root in a networked runc sandbox has raw sockets
+// over its network (its user namespace owns it, as in a Docker container:
+// ping works), but what it sends with another source address is dropped
+// on the host; what it sends from its own address arrives.
+func TestNoSpoofedSources(t *testing.T) {
+	e, img := newEngine(t, "runc")
+	srv := serverNetns(t)
+	pc := listenUDPIn(t, srv, 19999)
+	defer pc.Close()
+	// The spoofed datagram goes first, on the same path: once the genuine
+	// one has arrived, the spoofed one would have too.
+	_, m := run(t, e, img, "me=$(ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1); "+
+		"/probe udpfrom 203.0.113.99 "+srv+" 19999 spoofed; /probe udpfrom $me "+srv+" 19999 genuine",
+		probe(t, e), func(r *SpawnRequest) { r.Networking = &Networking{Enabled: ptr(true)} })
+	if out := stdout(t, m); out != "udpfrom: ok\nudpfrom: ok\n" {
+		t.Fatalf("sandbox: %q, want both datagrams sent", out)
+	}
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("the genuine datagram did not arrive: %v", err)
+		}
+		if string(buf[:n]) == "genuine" {
+			return
+		}
+		t.Errorf("%q arrived from %v", buf[:n], from)
 	}
 }

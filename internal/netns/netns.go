@@ -28,11 +28,19 @@ const Subnet = "10.88.0.0/16"
 const maxNets = 1 << 14 // /30s in the /16
 
 // firewall is applied once per daemon. Replacing the tables keeps it
-// idempotent across restarts.
+// idempotent across restarts. What a sandbox sends must come from an
+// address routed back through its own interface (strict reverse-path
+// filtering): root in a runc sandbox has CAP_NET_RAW over its network
+// (which its user namespace owns, see owned.go), as in a Docker container,
+// and could otherwise send packets with any source address.
 const firewall = `
 table inet arbor
 delete table inet arbor
 table inet arbor {
+	chain prerouting {
+		type filter hook prerouting priority raw; policy accept;
+		iifname "arbh*" fib saddr . iif oif missing drop
+	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		ip daddr 10.88.0.0/16 ct state new drop
