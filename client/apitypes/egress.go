@@ -13,12 +13,17 @@ type Egress struct {
 	Deny  []string `json:"deny,omitempty"`
 }
 
-// EventEgressDenied is an arbor extension event: at the end of a run with
-// an egress policy, what the policy blocked.
+// EventEgressDenied is an arbor extension event: what a run's egress
+// policy blocked, while the run runs (Live) and at its end.
 const EventEgressDenied = "egress_denied"
 
 // EventDataEgressDenied is the data of an egress_denied event.
 type EventDataEgressDenied struct {
+	// Live marks an event sent while the run runs (at most one a second):
+	// its lists and counts are what was blocked since the previous
+	// egress_denied event. The final event (Live false, before exit) has
+	// the run's totals.
+	Live           bool                `json:"live,omitempty"`
 	RefusedNames   []string            `json:"refused_names,omitempty"`
 	RefusedQueries int                 `json:"refused_queries"`
 	DroppedPackets int64               `json:"dropped_packets"`

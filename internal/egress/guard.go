@@ -90,7 +90,7 @@ func Start(ctx context.Context, cfg Config) (*Guard, error) {
 	// After the rules: whatever the address did before now meets them.
 	if err := forgetConnections(cfg.Sandbox); err != nil {
 		g.stopServers()
-		_ = nft(ctx, fmt.Sprintf("delete table inet %s\n", cfg.Table))
+		_ = deleteTable(cfg.Table)
 		return nil, err
 	}
 	return g, nil
@@ -177,7 +177,16 @@ func (g *Guard) admit(ctx context.Context, addrs []netip.Addr, ttl time.Duration
 	if !slices.ContainsFunc(addrs, func(a netip.Addr) bool { return g.admitted[a].Before(now.Add(ttl / 2)) }) {
 		return nil
 	}
-	if err := admit(ctx, g.cfg.Table, addrs, ttl); err != nil {
+	// Addresses this guard never admitted are not in the set (its table
+	// is the run's own): they are only added, which costs the kernel far
+	// less than the delete a renewal needs (see admit).
+	var seen []netip.Addr
+	for _, a := range addrs {
+		if _, ok := g.admitted[a]; ok {
+			seen = append(seen, a)
+		}
+	}
+	if err := admit(g.cfg.Table, addrs, seen, ttl); err != nil {
 		return err
 	}
 	for _, a := range addrs {
@@ -218,7 +227,7 @@ func (g *Guard) Report(ctx context.Context) (Report, error) {
 	g.mu.Unlock()
 	sort.Strings(r.RefusedNames)
 	var err error
-	r.DroppedPackets, r.Dropped, err = readDenied(ctx, g.cfg.Table)
+	r.DroppedPackets, r.Dropped, err = readDenied(g.cfg.Table)
 	sort.Slice(r.Dropped, func(i, j int) bool {
 		a, b := r.Dropped[i], r.Dropped[j]
 		return a.Addr+a.Proto < b.Addr+b.Proto || a.Addr+a.Proto == b.Addr+b.Proto && a.Port < b.Port
@@ -231,7 +240,7 @@ func (g *Guard) Report(ctx context.Context) (Report, error) {
 func (g *Guard) Close(ctx context.Context) (Report, error) {
 	r, rerr := g.Report(ctx)
 	g.stopServers()
-	derr := nft(ctx, fmt.Sprintf("delete table inet %s\n", g.cfg.Table))
+	derr := deleteTable(g.cfg.Table)
 	// Connections the policy redirected must not outlive it.
 	cerr := forgetConnections(g.cfg.Sandbox)
 	return r, errors.Join(rerr, derr, cerr)

@@ -2,7 +2,6 @@ package egress
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -35,8 +34,11 @@ func tableRules(table, hostIf string, dns netip.AddrPort, dnsTCP uint16, r *Rule
 	w("\tset denied { type ipv4_addr . inet_proto . inet_service; flags dynamic; size %d; }", deniedMax)
 	w("\tcounter dropped { }")
 	w("\tchain prerouting_dns {\n\t\ttype nat hook prerouting priority dstnat; policy accept;")
-	w("\t\tiifname %q udp dport 53 meta mark set 0x%x dnat ip to %s", hostIf, netns.DNSMark, dns)
-	w("\t\tiifname %q tcp dport 53 meta mark set 0x%x dnat ip to %s:%d", hostIf, netns.DNSMark, dns.Addr(), dnsTCP)
+	// Marked on the connection, whose every packet the firewall must
+	// admit (see netns.DNSMark), and on the packet, for firewalls of
+	// daemons that look at that alone.
+	w("\t\tiifname %q udp dport 53 meta mark set 0x%x ct mark set 0x%x dnat ip to %s", hostIf, netns.DNSMark, netns.DNSMark, dns)
+	w("\t\tiifname %q tcp dport 53 meta mark set 0x%x ct mark set 0x%x dnat ip to %s:%d", hostIf, netns.DNSMark, netns.DNSMark, dns.Addr(), dnsTCP)
 	w("\t}")
 	w("\tchain forward_policy {\n\t\ttype filter hook forward priority filter; policy accept;")
 	w("\t\tiifname != %q return", hostIf)
@@ -90,93 +92,11 @@ func nft(ctx context.Context, script string) error {
 	return nil
 }
 
-// admit adds addrs to the table's resolved set for ttl (bounded), renewing
-// the timeout of addresses already there: add-delete-add is one
-// transaction, so an address in use never leaves the set.
-func admit(ctx context.Context, table string, addrs []netip.Addr, ttl time.Duration) error {
-	ttl = min(max(ttl, minTTL), maxTTL)
-	var els []string
-	for _, a := range addrs {
-		els = append(els, fmt.Sprintf("%s timeout %ds", a, int(ttl.Seconds())))
-	}
-	set := strings.Join(els, ", ")
-	plain := make([]string, len(addrs))
-	for i, a := range addrs {
-		plain[i] = a.String()
-	}
-	return nft(ctx, fmt.Sprintf("add element inet %s dns4 { %s }\ndelete element inet %s dns4 { %s }\nadd element inet %s dns4 { %s }\n",
-		table, set, table, strings.Join(plain, ", "), table, set))
-}
-
 // Dropped is one denied destination.
 type Dropped struct {
 	Addr  string `json:"addr"`
 	Proto string `json:"proto"`
 	Port  int    `json:"port"`
-}
-
-// readDenied returns the table's dropped packet count and the denied
-// destinations it recorded.
-func readDenied(ctx context.Context, table string) (int64, []Dropped, error) {
-	var doc struct {
-		Nftables []struct {
-			Counter *struct {
-				Name    string `json:"name"`
-				Packets int64  `json:"packets"`
-			} `json:"counter"`
-			Set *struct {
-				Name string            `json:"name"`
-				Elem []json.RawMessage `json:"elem"`
-			} `json:"set"`
-		} `json:"nftables"`
-	}
-	out, err := exec.CommandContext(ctx, "nft", "-j", "list", "table", "inet", table).Output()
-	if err != nil {
-		return 0, nil, fmt.Errorf("nft list table %s: %v", table, err)
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return 0, nil, fmt.Errorf("nft list table %s: %v", table, err)
-	}
-	var packets int64
-	var dropped []Dropped
-	for _, o := range doc.Nftables {
-		if o.Counter != nil && o.Counter.Name == "dropped" {
-			packets = o.Counter.Packets
-		}
-		if o.Set == nil || o.Set.Name != "denied" {
-			continue
-		}
-		for _, raw := range o.Set.Elem {
-			// An element is {"concat": [...]} or, with per-element
-			// state, {"elem": {"val": {"concat": [...]}, ...}}.
-			var el struct {
-				Concat []any `json:"concat"`
-				Elem   *struct {
-					Val struct {
-						Concat []any `json:"concat"`
-					} `json:"val"`
-				} `json:"elem"`
-			}
-			if json.Unmarshal(raw, &el) != nil {
-				continue
-			}
-			c := el.Concat
-			if el.Elem != nil {
-				c = el.Elem.Val.Concat
-			}
-			if len(c) != 3 {
-				continue
-			}
-			d := Dropped{}
-			d.Addr, _ = c[0].(string)
-			d.Proto, _ = c[1].(string)
-			if port, ok := c[2].(float64); ok {
-				d.Port = int(port)
-			}
-			dropped = append(dropped, d)
-		}
-	}
-	return packets, dropped, nil
 }
 
 // Cleanup deletes the tables of runs a killed daemon left behind: those

@@ -58,8 +58,9 @@ func TestTableRules(t *testing.T) {
 	}
 	defer exec.Command("nft", "delete", "table", "inet", table).Run()
 	a := netip.MustParseAddr("198.51.100.9")
+	var renew []netip.Addr // the second admit renews the first's entry
 	for _, ttl := range []time.Duration{time.Second, 2 * time.Hour} {
-		if err := admit(ctx, table, []netip.Addr{a}, ttl); err != nil {
+		if err := admit(table, []netip.Addr{a}, renew, ttl); err != nil {
 			t.Fatal(err)
 		}
 		out, _ := exec.Command("nft", "list", "set", "inet", table, "dns4").CombinedOutput()
@@ -67,8 +68,9 @@ func TestTableRules(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("after admit with TTL %v the set reads:\n%s\nwant %q", ttl, out, want)
 		}
+		renew = []netip.Addr{a}
 	}
-	n, dropped, err := readDenied(ctx, table)
+	n, dropped, err := readDenied(table)
 	if err != nil || n != 0 || len(dropped) != 0 {
 		t.Errorf("readDenied = %d %v %v, want nothing", n, dropped, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/oplog"
+	"github.com/arborsh/arbor/internal/runtime"
 )
 
 // Egress is a networked run's egress policy (see package egress): Allow
@@ -92,19 +93,29 @@ func hostResolver(path string) (string, error) {
 	return "", fmt.Errorf("no nameserver in %s for egress policies; set arbor serve --egress-dns", path)
 }
 
-// planEgress checks a run's policy (its own, else its account's default,
-// else the daemon's) and echoes it; a run without networking has none.
+// planEgress checks a run's policy and echoes the one in force. The
+// account's default policy (else the daemon's) is a ceiling: a run's own
+// may narrow it, never widen it (egress.Within), and a run giving none
+// gets it. A run without networking has none.
 func (e *Engine) planEgress(p *runPlan, m *oplog.InstanceMetadata, n *Networking) error {
-	var pol egress.Policy
+	ceiling, whose := e.egressDef.all, "the daemon's"
+	if ap, ok := e.egressDef.accounts[p.account]; ok {
+		ceiling, whose = ap, "account "+p.account+"'s"
+	}
+	pol := ceiling
 	if n != nil && n.Egress != nil {
 		if !p.network {
 			return errdefs.InvalidArgument("networking.egress needs networking.enabled: true")
 		}
-		pol = egress.Policy{Allow: n.Egress.Allow, Deny: n.Egress.Deny}
-	} else if ap, ok := e.egressDef.accounts[p.account]; ok {
-		pol = ap
-	} else {
-		pol = e.egressDef.all
+		own := egress.Policy{Allow: n.Egress.Allow, Deny: n.Egress.Deny}
+		if _, err := egress.Parse(own); err != nil {
+			return errdefs.InvalidArgument("networking.%v", err)
+		}
+		var err error
+		if pol, err = egress.Within(own, ceiling); err != nil {
+			return errdefs.Forbidden("networking.%v: it would widen %s egress policy (allow %q, deny %q), which a run may only narrow; "+
+				"ask within it, or have the operator change it (arbor serve --egress-allow/--egress-deny)", err, whose, ceiling.Allow, ceiling.Deny)
+		}
 	}
 	if !p.network || pol.Empty() {
 		return nil
@@ -133,8 +144,10 @@ func nonNil(s []string) []string {
 // sandbox booted before the policy was known gets it before its command
 // runs). The policy then stays on n until the next run on n replaces it or
 // n is released: what a run leaves behind (killed after its exit is
-// reported) never finds the network open. The returned report emits what
-// was blocked as an egress_denied event; it may be called more than once.
+// reported) never finds the network open. While the run runs, what is
+// blocked is reported as it happens (watchEgress); the returned report
+// ends that and emits the run's totals as a final egress_denied event; it
+// may be called more than once.
 func (e *Engine) startEgress(ctx context.Context, p *runPlan, n *netns.Net) (func(), error) {
 	e.dropEgress(n)
 	if p.egress == nil {
@@ -150,9 +163,11 @@ func (e *Engine) startEgress(ctx context.Context, p *runPlan, n *netns.Net) (fun
 	e.egressMu.Lock()
 	e.egressOn[n.Name] = g
 	e.egressMu.Unlock()
+	stopLive := e.watchEgress(ctx, p.op, g)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			stopLive()
 			r, err := g.Report(context.WithoutCancel(ctx))
 			if err != nil {
 				e.log.Warn("egress report", "operation", p.op, "err", err)
@@ -185,3 +200,13 @@ func (e *Engine) dropEgress(n *netns.Net) {
 // egressTablePrefix names this daemon's per-run tables (see startEgress),
 // removed at start after a crash.
 func egressTablePrefix(tag string) string { return "arbor_" + tag + "_" }
+
+// createNet makes a sandbox network; under a user namespace (ids: runc,
+// crun) one that namespace owns, so that execs into the sandbox (its
+// subprocesses, a preview's relay) may join it (see netns.CreateOwned).
+func (e *Engine) createNet(ctx context.Context, ids *runtime.IDMap) (*netns.Net, error) {
+	if ids == nil {
+		return e.nets.Create(ctx)
+	}
+	return e.nets.CreateOwned(ctx, &netns.Owner{HostID: ids.HostID, Size: ids.Size})
+}

@@ -110,7 +110,10 @@ func newEgressFixture(t *testing.T) egressFixture {
 	for f.other = serverNetns(t); f.other == f.allowed; f.other = serverNetns(t) {
 	}
 	n := rand.IntN(200) + 20
-	f.private = serverAt(t, fmt.Sprintf("10.89.%d.1", n), fmt.Sprintf("10.89.%d.2", n))
+	f.private = serverIn(t, func(i int) (string, string) {
+		m := (n+i)%200 + 20
+		return fmt.Sprintf("10.89.%d.1", m), fmt.Sprintf("10.89.%d.2", m)
+	})
 	zone := map[string]string{"allowed.test": f.allowed, "other.test": f.other, "private.test": f.private}
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {

@@ -85,10 +85,11 @@ type Config struct {
 	// NetAllow lists ranges (CIDRs or addresses) networked sandboxes may
 	// reach although netns.DefaultDeny covers them (private, link-local...).
 	NetAllow []string
-	// EgressAllow and EgressDeny are the default egress policy of networked
-	// runs that give none (see egress.go); "ACCOUNT=ENTRY" entries make
-	// that account's own default. EgressDNS is the resolver allowed names
-	// are forwarded to (host:port; default the host's resolv.conf's first).
+	// EgressAllow and EgressDeny are the egress policy of networked runs,
+	// a ceiling a run's own may narrow but not widen (see planEgress);
+	// "ACCOUNT=ENTRY" entries make that account's own. EgressDNS is the
+	// resolver allowed names are forwarded to (host:port; default the
+	// host's resolv.conf's first).
 	EgressAllow, EgressDeny []string
 	EgressDNS               string
 

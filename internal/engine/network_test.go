@@ -2,12 +2,14 @@ package engine
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,36 +29,82 @@ func serverNetns(t *testing.T) string {
 	t.Helper()
 	// Each server its own /30: tests run in parallel, and two namespaces on
 	// one address (a random pick collided often with ten servers among 62
-	// slots) route one test's probes into another's server.
-	r := 4 * (int(serverSlot.Add(1))%62 + 1)
-	return serverAt(t, fmt.Sprintf("198.51.100.%d", r+1), fmt.Sprintf("198.51.100.%d", r+2))
+	// slots) route one test's probes into another's server. The counter
+	// spreads this process's servers; serverIn's claim keeps other test
+	// processes on the host (other packages, other checkouts) off them.
+	start := int(serverSlot.Add(1))
+	return serverIn(t, func(i int) (string, string) {
+		r := 4 * ((start+i)%62 + 1)
+		return fmt.Sprintf("198.51.100.%d", r+1), fmt.Sprintf("198.51.100.%d", r+2)
+	})
 }
 
 // serverSlot numbers the servers of this test process (serverNetns).
 var serverSlot atomic.Int32
 
-// serverAt creates a network namespace joined to the host by its own veth
-// pair (host end hostIP/30, namespace end srvIP/30), with busybox httpd
-// serving hello.txt on port 18080, and returns srvIP once the host has
-// fetched the file from it: a test that finds a sandbox cannot reach it
-// knows the server was there.
-func serverAt(t *testing.T, hostIP, srvIP string) string {
+// serverIn starts a server (serverAt) at the first address pair pick(0),
+// pick(1), ... that no other server on this host holds.
+func serverIn(t *testing.T, pick func(i int) (hostIP, srvIP string)) string {
+	t.Helper()
+	for i := range 64 {
+		host, srv := pick(i)
+		if srv, ok := tryServerAt(t, host, srv); ok {
+			return srv
+		}
+	}
+	t.Fatal("no free test server address on this host")
+	return ""
+}
+
+// addrInUse reports whether a host interface has an address in p.
+func addrInUse(p netip.Prefix) bool {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && p.Contains(ip.Unmap()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// tryServerAt creates a network namespace joined to the host by its own
+// veth pair (host end hostIP/30, namespace end srvIP/30), with busybox
+// httpd serving hello.txt on port 18080, and returns srvIP once the host
+// has fetched the file from it: a test that finds a sandbox cannot reach
+// it knows the server was there. The host interface, named after hostIP,
+// is the claim on the addresses (as for sandbox networks): ok is false
+// when another server, maybe another test process's, holds them.
+func tryServerAt(t *testing.T, hostIP, srvIP string) (string, bool) {
 	t.Helper()
 	testutil.RequiresRoot(t) // it makes network namespaces
-	r := rand.IntN(90000) + 10000
-	ns, hostIf := fmt.Sprintf("arbt-srv-%d", r), fmt.Sprintf("arbts%d", r)
+	a := netip.MustParseAddr(hostIP).As4()
+	id := hex.EncodeToString(a[:])
+	ns, hostIf := "arbt-srv-"+id, "arbts"+id
 	sh := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v %s", args, err, out)
 		}
 	}
-	sh("ip", "netns", "add", ns)
-	t.Cleanup(func() {
+	if err := exec.Command("ip", "link", "add", hostIf, "type", "veth", "peer", "name", "arbtp"+id).Run(); err != nil {
+		if _, lerr := net.InterfaceByName(hostIf); lerr == nil {
+			return "", false
+		}
+		t.Fatalf("test server veth %s: %v", hostIf, err)
+	}
+	if addrInUse(netip.PrefixFrom(netip.MustParseAddr(hostIP), 30).Masked()) {
+		// Held by a server that did not claim it by name (an older checkout's).
 		exec.Command("ip", "link", "del", hostIf).Run()
+		return "", false
+	}
+	t.Cleanup(func() {
 		exec.Command("ip", "netns", "del", ns).Run()
+		exec.Command("ip", "link", "del", hostIf).Run()
 	})
-	sh("ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	sh("ip", "netns", "add", ns)
+	sh("ip", "link", "set", "arbtp"+id, "netns", ns, "name", "eth0")
 	sh("ip", "addr", "add", hostIP+"/30", "dev", hostIf)
 	sh("ip", "link", "set", hostIf, "up")
 	sh("ip", "-n", ns, "addr", "add", srvIP+"/30", "dev", "eth0")
@@ -77,7 +125,7 @@ func serverAt(t *testing.T, hostIP, srvIP string) string {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if string(b) == "hello from outside\n" {
-				return srvIP
+				return srvIP, true
 			}
 			err = fmt.Errorf("got %q", b)
 		}
@@ -231,12 +279,18 @@ func TestWarmNetworking(t *testing.T) {
 // from; the daemon's allow list opens exactly the ranges it names.
 func TestEgressDenied(t *testing.T) {
 	n := rand.IntN(200) + 20
+	in := func(prefix string) string {
+		return serverIn(t, func(i int) (string, string) {
+			m := (n+i)%200 + 20
+			return fmt.Sprintf("%s.%d.1", prefix, m), fmt.Sprintf("%s.%d.2", prefix, m)
+		})
+	}
 	targets := map[string]string{
-		"link-local": serverAt(t, fmt.Sprintf("169.254.%d.1", n), fmt.Sprintf("169.254.%d.2", n)),
-		"10/8":       serverAt(t, fmt.Sprintf("10.89.%d.1", n), fmt.Sprintf("10.89.%d.2", n)),
-		"172.16/12":  serverAt(t, fmt.Sprintf("172.29.%d.1", n), fmt.Sprintf("172.29.%d.2", n)),
-		"192.168/16": serverAt(t, fmt.Sprintf("192.168.%d.1", n), fmt.Sprintf("192.168.%d.2", n)),
-		"CGNAT":      serverAt(t, fmt.Sprintf("100.64.%d.1", n), fmt.Sprintf("100.64.%d.2", n)),
+		"link-local": in("169.254"),
+		"10/8":       in("10.89"),
+		"172.16/12":  in("172.29"),
+		"192.168/16": in("192.168"),
+		"CGNAT":      in("100.64"),
 		"public":     serverNetns(t),
 	}
 	probe := ""

@@ -156,15 +156,6 @@ func (e *Engine) Expose(ctx context.Context, account, op string, port int, ttl t
 	if err != nil {
 		return Preview{}, err
 	}
-	a.mu.Lock()
-	sb := a.sandbox
-	a.mu.Unlock()
-	if sb != nil && sb.p.network && sb.p.ids != nil {
-		// runc joins the sandbox's user namespace before its network
-		// namespace, which that user namespace does not own: EPERM.
-		return Preview{}, errdefs.FailedPrecondition("operation %s runs under %s with networking, whose network namespace the relay cannot join (the runtime's exec is refused there): "+
-			"preview a sandbox without networking, or under runsc", a.id, sb.rt.Name())
-	}
 	h := &e.previews
 	h.mu.Lock()
 	defer h.mu.Unlock()

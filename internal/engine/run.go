@@ -809,7 +809,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		if perr != nil {
 			return res, perr
 		}
-		netnsPath := ""
+		netnsPath, usernsPath := "", ""
 		stopEgress := func() {}
 		if p.network {
 			n := (*netns.Net)(nil)
@@ -817,12 +817,12 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 				n = p.warm.net // joined at boot; released with the sandbox
 			} else {
 				var err error
-				if n, err = e.nets.Create(ctx); err != nil {
+				if n, err = e.createNet(ctx, p.ids); err != nil {
 					return res, fmt.Errorf("sandbox network: %w", err)
 				}
 				defer e.nets.Release(n)
 			}
-			netnsPath = n.Path
+			netnsPath, usernsPath = n.Path, n.UserNS
 			stop, err := e.startEgress(ctx, p, n)
 			if err != nil {
 				return res, fmt.Errorf("sandbox egress policy: %w", err)
@@ -841,7 +841,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		}
 		var spec runtime.Spec
 		spec = runtime.Spec{
-			ID: cid, NetNS: netnsPath, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
+			ID: cid, NetNS: netnsPath, UserNS: usernsPath, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
 			UID: uint32(p.meta.UID), GID: uint32(p.meta.GID), Hostname: p.meta.Hostname,
 			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.fileSize(), IDMap: p.ids,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,

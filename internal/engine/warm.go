@@ -161,20 +161,20 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 	if err := asSandboxRoot(ids, func() error { return runtime.EnsureTmp(b.merged) }); err != nil { // as a cold run does
 		return fail(err)
 	}
-	netnsPath := ""
+	netnsPath, usernsPath := "", ""
 	if k.network {
-		if b.net, err = e.nets.Create(ctx); err != nil {
+		if b.net, err = e.createNet(ctx, ids); err != nil {
 			return fail(fmt.Errorf("sandbox network: %w", err))
 		}
-		netnsPath = b.net.Path
+		netnsPath, usernsPath = b.net.Path, b.net.UserNS
 	}
 	agent, pipes, err := initproc.NewAgentPipes()
 	if err != nil {
 		return fail(err)
 	}
 	err = rt.Boot(ctx, runtime.Spec{
-		NetNS: netnsPath,
-		ID:    b.cid, Bundle: b.bundle, Rootfs: b.merged, Args: []string{runtime.InitPath, initproc.Arg, "serve"},
+		NetNS: netnsPath, UserNS: usernsPath,
+		ID: b.cid, Bundle: b.bundle, Rootfs: b.merged, Args: []string{runtime.InitPath, initproc.Arg, "serve"},
 		Env: []string{"PATH=" + defaultPath}, Cwd: "/", Hostname: k.hostname,
 		MemoryBytes: k.memory, Pids: k.pids, CPUs: k.cpus, InitBinary: e.initBin, IDMap: ids,
 		Stdin: pipes.Stdin, Stdout: pipes.Stdout, Checkpointable: true, // booted off the critical path: any run may fork

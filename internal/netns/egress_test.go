@@ -81,7 +81,7 @@ func TestEgressRulesPerDaemon(t *testing.T) {
 // TestFirewallLetsPolicyDNSThrough: the one new connection from a sandbox
 // to the host the firewall admits is the DNS an egress policy marked.
 func TestFirewallLetsPolicyDNSThrough(t *testing.T) {
-	accept := fmt.Sprintf("iifname \"arbh*\" meta mark 0x%08x accept", DNSMark)
+	accept := fmt.Sprintf("iifname \"arbh*\" ct mark 0x%08x accept", DNSMark)
 	i, j := strings.Index(firewall, accept), strings.Index(firewall, `iifname "arbh*" ct state new drop`)
 	if i < 0 || j < 0 || i > j {
 		t.Errorf("the input chain lacks %q before its drop:\n%s", accept, firewall)

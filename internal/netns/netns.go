@@ -28,17 +28,26 @@ const Subnet = "10.88.0.0/16"
 const maxNets = 1 << 14 // /30s in the /16
 
 // firewall is applied once per daemon. Replacing the tables keeps it
-// idempotent across restarts.
+// idempotent across restarts. What a sandbox sends must come from an
+// address routed back through its own interface (strict reverse-path
+// filtering): root in a runc sandbox has CAP_NET_RAW over its network
+// (which its user namespace owns, see owned.go), as in a Docker container,
+// and could otherwise send packets with any source address.
 const firewall = `
 table inet arbor
 delete table inet arbor
 table inet arbor {
+	chain prerouting {
+		type filter hook prerouting priority raw; policy accept;
+		iifname "arbh*" fib saddr . iif oif missing drop
+	}
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		ip daddr 10.88.0.0/16 ct state new drop
 	}
 	chain input {
 		type filter hook input priority filter; policy accept;
+		iifname "arbh*" ct mark 0x0a7b0053 accept
 		iifname "arbh*" meta mark 0x0a7b0053 accept
 		iifname "arbh*" ct state new drop
 	}
@@ -59,7 +68,12 @@ table ip arbor_nat {
 
 // DNSMark marks what an egress policy (package egress) redirects from a
 // sandbox to arbor's resolver on the host: the one new connection from a
-// sandbox to the host the firewall lets through. Only host rules set it.
+// sandbox to the host the firewall lets through. Only host rules set it,
+// on the connection (ct mark): NAT rules see only a flow's first packet,
+// and a UDP flow's later packets are still "new" until an answer comes
+// back (a resolver client's second query on its socket, sent before the
+// first is answered, as busybox's nslookup sends A and AAAA). The packet
+// mark is also accepted, for policies of daemons that set only that.
 const DNSMark = 0x0a7b0053
 
 // DefaultDeny lists the destinations a sandbox may not reach unless the
@@ -193,7 +207,11 @@ type Net struct {
 	HostIf  string // host end of the veth pair
 	IP      string // the sandbox's address
 	Gateway string // the host end's address
-	idx     int
+	// UserNS is the path of the user namespace that owns the network
+	// namespace, for a sandbox that must run in it (CreateOwned); "" when
+	// the network namespace belongs to the host.
+	UserNS string
+	idx    int
 }
 
 func run(ctx context.Context, args ...string) error {
@@ -220,8 +238,18 @@ func (m *Manager) setup(ctx context.Context) error {
 	return nil
 }
 
-// Create makes a network for a sandbox.
-func (m *Manager) Create(ctx context.Context) (*Net, error) {
+// Create makes a network for a sandbox that runs in the host's user
+// namespace (runsc, or runc without a user namespace).
+func (m *Manager) Create(ctx context.Context) (*Net, error) { return m.CreateOwned(ctx, nil) }
+
+// Owner is the id mapping of the user namespace that is to own a network
+// namespace: ids 0..Size-1 are host ids HostID...
+type Owner struct{ HostID, Size uint32 }
+
+// CreateOwned makes a network for a sandbox; with owner, its network
+// namespace belongs to a new user namespace with owner's mapping (at
+// Net.UserNS), which the sandbox must run in (see owned.go).
+func (m *Manager) CreateOwned(ctx context.Context, owner *Owner) (*Net, error) {
 	m.mu.Lock()
 	if err := m.setup(ctx); err != nil {
 		m.mu.Unlock()
@@ -236,7 +264,7 @@ func (m *Manager) Create(ctx context.Context) (*Net, error) {
 		}
 		m.used[idx] = true
 		m.mu.Unlock()
-		n, err := m.create(ctx, idx)
+		n, err := m.create(ctx, idx, owner)
 		if err == nil {
 			return n, nil
 		}
@@ -253,7 +281,7 @@ func (m *Manager) Create(ctx context.Context) (*Net, error) {
 // errTaken means another daemon holds the network with that index.
 var errTaken = errors.New("network index in use")
 
-func (m *Manager) create(ctx context.Context, idx int) (*Net, error) {
+func (m *Manager) create(ctx context.Context, idx int, owner *Owner) (*Net, error) {
 	base := idx * 4
 	n := &Net{
 		Name:    fmt.Sprintf("arbor-%s-%d", m.tag, idx),
@@ -271,8 +299,16 @@ func (m *Manager) create(ctx context.Context, idx int) (*Net, error) {
 		}
 		return nil, err
 	}
+	if owner != nil {
+		if err := createOwned(n, owner.HostID, owner.Size); err != nil {
+			m.remove(n)
+			return nil, err
+		}
+	} else if err := run(ctx, "ip", "netns", "add", n.Name); err != nil {
+		m.remove(n)
+		return nil, err
+	}
 	steps := [][]string{
-		{"ip", "netns", "add", n.Name},
 		{"ip", "link", "set", "arbp" + strconv.Itoa(idx), "netns", n.Name, "name", "eth0"},
 		{"ip", "addr", "add", n.Gateway + "/30", "dev", n.HostIf},
 		{"ip", "link", "set", n.HostIf, "up"},
@@ -305,6 +341,7 @@ func (m *Manager) remove(n *Net) {
 	ctx := context.Background()
 	_ = run(ctx, "ip", "link", "del", n.HostIf)
 	_ = run(ctx, "ip", "netns", "del", n.Name)
+	unbindNS(n.UserNS)
 }
 
 // Close removes this daemon's egress rules once its sandboxes are gone.
@@ -326,6 +363,7 @@ func (m *Manager) Cleanup(ctx context.Context) {
 		_ = run(ctx, "nft", "delete", "table", "inet", m.egressTable())
 	}
 	m.mu.Unlock()
+	defer m.cleanupUserns(ctx)
 	out, err := exec.CommandContext(ctx, "ip", "netns", "list").Output()
 	if err != nil {
 		return

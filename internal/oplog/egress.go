@@ -1,7 +1,7 @@
 package oplog
 
-// EventEgressDenied reports, at the end of a run with an egress policy,
-// what the policy blocked (only when it blocked something).
+// EventEgressDenied reports what a run's egress policy blocked (only when
+// it blocked something): while the run runs (Live), and at its end.
 const EventEgressDenied = "egress_denied"
 
 // EgressEcho is a run's egress policy as it applies: the run's own, or
@@ -13,6 +13,11 @@ type EgressEcho struct {
 
 // EventDataEgressDenied is what an egress policy blocked in a run.
 type EventDataEgressDenied struct {
+	// Live marks an event sent while the run runs (at most one a second):
+	// its lists and counts are what was blocked since the previous
+	// egress_denied event. The final event (Live false, before exit) has
+	// the run's totals.
+	Live           bool                `json:"live,omitempty"`
 	RefusedNames   []string            `json:"refused_names,omitempty"`
 	RefusedQueries int                 `json:"refused_queries"`
 	DroppedPackets int64               `json:"dropped_packets"`

@@ -61,13 +61,14 @@ func (o *OCI) harden(spec *specs.Spec, s Spec) {
 	spec.Linux.MaskedPaths = maskedPaths
 	spec.Linux.ReadonlyPaths = readonlyPaths
 	if m := s.IDMap; m != nil {
-		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: s.UserNS})
 		spec.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: m.HostID, Size: m.Size}}
 		spec.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: m.HostID, Size: m.Size}}
-		if s.NetNS != "" {
+		if s.NetNS != "" && s.UserNS == "" {
 			// sysfs may only be mounted by the owner of the network
-			// namespace, and a joined one belongs to the host: give an
-			// empty read-only /sys rather than bind the host's.
+			// namespace, and this one belongs to the host: give an empty
+			// read-only /sys rather than bind the host's. (A network
+			// namespace owned by UserNS, as arbor makes them, mounts its own.)
 			for i, mt := range spec.Mounts {
 				if mt.Destination == "/sys" {
 					spec.Mounts[i] = specs.Mount{Destination: "/sys", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "noexec", "nodev", "ro", "size=0"}}

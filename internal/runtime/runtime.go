@@ -48,6 +48,12 @@ type Spec struct {
 	// root filesystem must then be mounted with the same mapping (see
 	// overlay.Userns). Ignored by runsc, whose kernel is in user space.
 	IDMap *IDMap
+	// UserNS, with IDMap, is the path of a user namespace with IDMap's
+	// mapping for the sandbox to join instead of making its own: the
+	// owner of NetNS, so that an exec into the sandbox, which joins its
+	// user namespace first, may then join its network namespace (see
+	// netns.CreateOwned).
+	UserNS string
 	// Checkpointable asks for a sandbox that Checkpoint can save. Under
 	// runsc an InitBinary is then copied into sandbox memory at boot (a
 	// host file's mapping cannot be saved): it costs the binary's size in

@@ -251,8 +251,8 @@ class Image:
         ``network`` (outbound network on/off), ``allow`` / ``deny`` (an
         egress policy; either turns the network on: domain names such as
         ``"pypi.org"`` or ``"*.pythonhosted.org"``, CIDRs, ports such as
-        ``"tcp:443"``; ``deny`` wins; what it blocked arrives as an
-        ``egress_denied`` event), ``memory_bytes``, ``cpus``,
+        ``"tcp:443"``; ``deny`` wins; what it blocked arrives as
+        ``egress_denied`` events, ``live`` ones while it runs), ``memory_bytes``, ``cpus``,
         ``pids``, ``max_layer_bytes`` (filesystem growth cap), ``keep_stdin``
         (leave the command's stdin open after ``stdin``: a long-running
         instance, a REPL or a server, fed with :meth:`Operation.write_stdin`

@@ -52,6 +52,8 @@ func main() {
 		err = ipcMake()
 	case "httpserve": // httpserve ADDR: answer every request with "hi", keeping connections
 		err = http.ListenAndServe(os.Args[2], http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("hi\n")) }))
+	case "udpfrom": // udpfrom SRC DST PORT PAYLOAD: one datagram, from any source address
+		err = udpFrom(os.Args[2], os.Args[3], os.Args[4], os.Args[5])
 	case "ipccount": // print how many System V IPC objects exist
 		n, err := ipcCount()
 		if err == nil {
