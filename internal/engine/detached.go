@@ -35,3 +35,33 @@ func (e *Engine) runDetached(ctx context.Context, rt runtime.Runtime, s runtime.
 	res.Duration = time.Since(res.Started)
 	return res, err
 }
+
+// detachedRun is the outcome of runDetached, delivered on a channel.
+type detachedRun struct {
+	res runtime.Result
+	err error
+}
+
+// deferTeardown lets a cold run's result go out before its sandbox is
+// destroyed: once the init has reported the command's exit, every process
+// in the sandbox is dead (the init killed and reaped them first), so what
+// is left (killing the sentry and gofer, or runc's init, and waiting for
+// them) changes nothing the result reports. The root filesystem must
+// still outlive the sandbox: the run's unmount waits (awaitTeardown).
+// A networked run keeps waiting in place, before its network is released.
+func (e *Engine) deferTeardown(p *runPlan, done <-chan detachedRun) {
+	p.teardown = func() {
+		if r := <-done; r.err != nil {
+			e.log.Warn("destroy sandbox", "operation", p.op, "err", r.err)
+		}
+	}
+}
+
+// awaitTeardown waits for the sandbox's teardown that deferTeardown left
+// running, if any: before the run's root filesystem is unmounted.
+func (p *runPlan) awaitTeardown() {
+	if t := p.teardown; t != nil {
+		p.teardown = nil
+		t()
+	}
+}

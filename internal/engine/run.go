@@ -94,6 +94,7 @@ type runPlan struct {
 	agent       *initproc.Agent // the init running the command, if any
 	ticket      *admitWaiter    // its place in the admission queue (Spawn)
 	restore     *restorePlan    // a fork: the sandbox comes from a checkpoint (see fork.go)
+	teardown    func()          // waits for a cold sandbox's teardown, if still under way (detached.go)
 }
 
 // maxPids bounds resources_limits.pids: more processes than this in one
@@ -502,6 +503,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 		}
 	}()
 	unmount := func() {
+		p.awaitTeardown() // the sandbox, gofer included, is gone first
 		if mounted {
 			if wb != nil {
 				// The sandbox outlives its command until now.

@@ -319,15 +319,11 @@ func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 	// A protocol error must end the sandbox too: runCtx's end kills it.
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	type ran struct {
-		res runtime.Result
-		err error
-	}
-	done := make(chan ran, 1)
+	done := make(chan detachedRun, 1)
 	over := make(chan struct{}) // closed once the init has reported (or is gone)
 	go func() {
 		r, err := e.runDetached(runCtx, p.rt, sbx, over) // no runtime process waits beside it (detached.go)
-		done <- ran{r, err}
+		done <- detachedRun{r, err}
 	}()
 	select {
 	case <-started:
@@ -345,8 +341,12 @@ func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 	if aerr != nil {
 		cancel()
 	}
-	r := <-done
 	res = exitResult(res, x, dur, aerr)
+	if aerr == nil && ctx.Err() == nil && !p.network {
+		e.deferTeardown(p, done) // the sandbox ends by itself now
+		return res, nil
+	}
+	r := <-done
 	res.Killed = r.res.Killed && ctx.Err() != nil
 	if r.err != nil {
 		return res, r.err

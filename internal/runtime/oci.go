@@ -37,6 +37,8 @@ type OCI struct {
 	mu    sync.Mutex
 	inits map[string][]int // booted sandboxes' host process pidfds (see watchInit)
 
+	dead deleteQueue // dead sandboxes whose state is left to delete (see deleteLater)
+
 	formatCache // CheckpointFormat
 }
 
@@ -499,11 +501,7 @@ func (o *OCI) Destroy(ctx context.Context, id string) error {
 			return err
 		}
 		// Dead already: deleting its state and cgroup can wait.
-		o.bg.Add(1)
-		go func() {
-			defer o.bg.Done()
-			o.delete(id)
-		}()
+		o.deleteLater(id)
 		return nil
 	}
 	if !o.exists(id) {
@@ -669,10 +667,12 @@ func (o *OCI) hasState(id string) bool {
 
 func (o *OCI) delete(id string) { _ = o.forceDelete(context.Background(), id) }
 
-func (o *OCI) forceDelete(ctx context.Context, id string) error {
+// forceDelete deletes sandbox id (runsc: ids, any number) with the
+// runtime's `delete --force`.
+func (o *OCI) forceDelete(ctx context.Context, id string, more ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return o.command(ctx, nil, "delete", "--force", id).Run()
+	return o.command(ctx, nil, append([]string{"delete", "--force", id}, more...)...).Run()
 }
 
 // Cleanup implements Runtime: it kills and deletes every container in the
