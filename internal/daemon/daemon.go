@@ -23,6 +23,7 @@ import (
 	"github.com/arborsh/arbor/internal/mcp"
 	"github.com/arborsh/arbor/internal/metrics"
 	"github.com/arborsh/arbor/internal/registry"
+	"github.com/arborsh/arbor/internal/store/postgres"
 	"github.com/arborsh/arbor/internal/webui"
 )
 
@@ -119,12 +120,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ec.Home = cfg.Home
 	ec.Logger = log
+	var pg *postgres.Store
 	if cfg.DB != "" {
 		st, err := openDB(ctx, cfg.DB)
 		if err != nil {
 			return err
 		}
-		ec.Metadata = st // the engine closes it
+		ec.Metadata, pg = st, st // the engine closes it
 	}
 	m := metrics.New()
 	ec.Observer = m
@@ -132,11 +134,14 @@ func Run(ctx context.Context, cfg Config) error {
 	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer endLife()
 	if cfg.Blobs != "" {
-		st, err := s3store.New(ctx, s3store.Config{URL: cfg.Blobs, Endpoint: cfg.BlobsEndpoint, Region: cfg.BlobsRegion,
-			CacheDir: filepath.Join(cfg.Home, "layer-cache"), Staging: filepath.Join(cfg.Home, "tmp"), CacheBytes: cfg.BlobsCacheBytes, Logger: log})
+		sc := s3store.Config{URL: cfg.Blobs, Endpoint: cfg.BlobsEndpoint, Region: cfg.BlobsRegion,
+			CacheDir: filepath.Join(cfg.Home, "layer-cache"), Staging: filepath.Join(cfg.Home, "tmp"), CacheBytes: cfg.BlobsCacheBytes, Logger: log}
+		sharedBlobs(&sc, pg, log)
+		st, err := s3store.New(ctx, sc)
 		if err != nil {
 			return err
 		}
+		defer st.Close()
 		ec.LayerStorage = st
 		log.Info("layers in object storage", "blobs", cfg.Blobs, "cache", filepath.Join(cfg.Home, "layer-cache"))
 	}

@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/layers/s3store"
 	"github.com/arborsh/arbor/internal/store/postgres"
 )
 
@@ -24,4 +26,16 @@ func openDB(ctx context.Context, url string) (*postgres.Store, error) {
 		return nil, fmt.Errorf("--db: %w", err)
 	}
 	return st, nil
+}
+
+// sharedBlobs makes a bucket whose metadata is in PostgreSQL safe to share
+// with the database's other nodes: collection goes through the database
+// (s3store.Guard: no image row names the layer, no node holds it) and
+// spares objects younger than s3store.DefaultGrace.
+func sharedBlobs(sc *s3store.Config, pg *postgres.Store, log *slog.Logger) {
+	if pg == nil {
+		return
+	}
+	sc.Guard = pg.LayerGuard("", 0, log)
+	sc.Grace = s3store.DefaultGrace
 }

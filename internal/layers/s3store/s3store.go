@@ -95,6 +95,11 @@ type Config struct {
 	Logger     *slog.Logger
 	// HTTPClient, if set, carries the S3 requests (tests count them).
 	HTTPClient *http.Client
+	// Guard, if set, coordinates collection with the other nodes sharing
+	// the bucket (see shared.go); Grace then keeps objects younger than it
+	// (arbor serve: DefaultGrace). Close stops renewing the guard's holds.
+	Guard Guard
+	Grace time.Duration
 }
 
 // Store is a [layers.Storage] over S3. It is safe for concurrent use.
@@ -117,6 +122,11 @@ type Store struct {
 	used   int64  // bytes of cached
 	tick   uint64 // recency clock
 
+	listed map[string]time.Time // when the objects the last listing saw were stored
+
+	sh        *shared // nil without a Guard
+	closeOnce sync.Once
+
 	fetches atomic.Int64 // layers downloaded (tests)
 }
 
@@ -126,10 +136,11 @@ type entry struct {
 }
 
 var (
-	_ layers.Storage = (*Store)(nil)
-	_ layers.Cleaner = (*Store)(nil)
-	_ layers.Pinner  = (*Store)(nil)
-	_ layers.Sizer   = (*Store)(nil)
+	_ layers.Storage       = (*Store)(nil)
+	_ layers.Cleaner       = (*Store)(nil)
+	_ layers.Pinner        = (*Store)(nil)
+	_ layers.Sizer         = (*Store)(nil)
+	_ layers.SharedRemover = (*Store)(nil)
 )
 
 // ParseURL splits s3://bucket[/prefix] into its bucket and its key prefix
@@ -181,7 +192,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	})
 	s := &Store{client: client, bucket: bucket, prefix: prefix + "layers/", url: cfg.URL,
 		cacheDir: cfg.CacheDir, trash: filepath.Join(cfg.CacheDir, ".trash"), staging: cfg.Staging,
-		limit: cfg.CacheBytes, log: cfg.Logger, cached: map[string]*entry{}, pins: map[string]int{}}
+		limit: cfg.CacheBytes, log: cfg.Logger, cached: map[string]*entry{}, pins: map[string]int{}, listed: map[string]time.Time{}}
 	if s.limit <= 0 {
 		s.limit = DefaultCacheBytes
 	}
@@ -194,6 +205,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if err := s.openCache(); err != nil {
 		return nil, fmt.Errorf("layer cache %s: %w", cfg.CacheDir, err)
+	}
+	if cfg.Guard != nil {
+		s.startShared(cfg.Guard, cfg.Grace)
 	}
 	return s, nil
 }
@@ -302,6 +316,11 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 	if err != nil {
 		return err
 	}
+	// A shared bucket: the layer and the chain it was made on are held
+	// before the object appears, and still held once it is stored.
+	if err := s.holdPinned(ctx); err != nil {
+		return err
+	}
 	err = s.upload(ctx, id, blob, size, map[string]string{metaDigest: digest, metaSize: strconv.FormatInt(tarSize, 10)})
 	if httpStatus(err) == http.StatusPreconditionFailed {
 		return errdefs.Conflict("layer %s is already stored", id)
@@ -310,6 +329,9 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 		return s.s3Error(err, "upload layer "+id, "retry when S3 is back")
 	}
 	s.log.Debug("layer uploaded", "layer", id, "bytes", size, "tar_bytes", tarSize)
+	if err := s.holdPinned(ctx); err != nil {
+		return err
+	}
 	// Durable now; the directory becomes the cached copy.
 	if err := s.admit(id, dir, tarSize); err != nil {
 		s.log.Warn("cache uploaded layer", "layer", id, "err", err)
@@ -462,6 +484,9 @@ func (s *Store) Get(ctx context.Context, id string) (string, error) {
 	ch := s.group.DoChan(id, func() (any, error) {
 		if p, ok := s.lookup(id); ok {
 			return p, nil
+		}
+		if err := s.holdPinned(ctx); err != nil {
+			return nil, err
 		}
 		return s.fetch(context.WithoutCancel(ctx), id)
 	})
@@ -638,10 +663,18 @@ func (s *Store) Unpin(id string) {
 	s.mu.Unlock()
 }
 
-// Remove deletes layer id's object and cached copy.
+// Remove deletes layer id's object and cached copy. With a guard it drops
+// only the cached copy: another node may have stored the same id (an
+// imported layer) and recorded it, so the object goes through a
+// collection (RemoveUnneeded) like every other.
 func (s *Store) Remove(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
+	}
+	if s.sh != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.dropLocked(id)
 	}
 	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))}); err != nil && httpStatus(err) != http.StatusNotFound {
 		return s.s3Error(err, "delete layer "+id, "the next collection retries")
@@ -654,17 +687,23 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 // List lists the layer objects under the prefix.
 func (s *Store) List(ctx context.Context) ([]string, error) {
 	var ids []string
-	err := s.walk(ctx, func(id string, _ int64) { ids = append(ids, id) })
+	listed := map[string]time.Time{}
+	err := s.walk(ctx, func(id string, _ int64, at time.Time) { ids = append(ids, id); listed[id] = at })
+	if err == nil {
+		s.mu.Lock()
+		s.listed = listed
+		s.mu.Unlock()
+	}
 	return ids, err
 }
 
 // StoredBytes counts the layer objects and their compressed bytes.
 func (s *Store) StoredBytes(ctx context.Context) (n int, bytes int64, err error) {
-	err = s.walk(ctx, func(_ string, size int64) { n++; bytes += size })
+	err = s.walk(ctx, func(_ string, size int64, _ time.Time) { n++; bytes += size })
 	return n, bytes, err
 }
 
-func (s *Store) walk(ctx context.Context, fn func(id string, size int64)) error {
+func (s *Store) walk(ctx context.Context, fn func(id string, size int64, stored time.Time)) error {
 	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(s.prefix)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
@@ -674,7 +713,7 @@ func (s *Store) walk(ctx context.Context, fn func(id string, size int64)) error 
 		for _, o := range page.Contents {
 			id := strings.TrimPrefix(aws.ToString(o.Key), s.prefix)
 			if checkID(id) == nil {
-				fn(id, aws.ToInt64(o.Size))
+				fn(id, aws.ToInt64(o.Size), aws.ToTime(o.LastModified))
 			}
 		}
 	}
