@@ -66,6 +66,9 @@ type Config struct {
 	// BlobsCacheBytes bounds the cache (0: s3store.DefaultCacheBytes).
 	Blobs, BlobsEndpoint, BlobsRegion string
 	BlobsCacheBytes                   int64
+	// BlobsRetryFor bounds how long a commit retries its upload while S3
+	// is unavailable (0: s3store.DefaultRetryFor; negative: no retries).
+	BlobsRetryFor time.Duration
 	// PreviewListen, if set, serves port previews (/preview/) on this
 	// address instead of Listen: another origin, so a page a sandbox
 	// serves cannot script the web UI's (see preview.go).
@@ -122,7 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ec.Logger = log
 	var pg *postgres.Store
 	if cfg.DB != "" {
-		st, err := openDB(ctx, cfg.DB)
+		st, err := openDB(ctx, cfg.DB, log)
 		if err != nil {
 			return err
 		}
@@ -135,7 +138,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer endLife()
 	if cfg.Blobs != "" {
 		sc := s3store.Config{URL: cfg.Blobs, Endpoint: cfg.BlobsEndpoint, Region: cfg.BlobsRegion,
-			CacheDir: filepath.Join(cfg.Home, "layer-cache"), Staging: filepath.Join(cfg.Home, "tmp"), CacheBytes: cfg.BlobsCacheBytes, Logger: log}
+			CacheDir: filepath.Join(cfg.Home, "layer-cache"), Staging: filepath.Join(cfg.Home, "tmp"), CacheBytes: cfg.BlobsCacheBytes, Logger: log, RetryFor: cfg.BlobsRetryFor}
 		sharedBlobs(&sc, pg, log)
 		st, err := s3store.New(ctx, sc)
 		if err != nil {
@@ -183,8 +186,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	var nodeLost <-chan error
+	if pg != nil {
+		nodeLost = pg.NodeLost()
+	}
 	select {
 	case err := <-errc:
+		return err
+	case err := <-nodeLost:
+		log.Error("stopping", "err", err)
 		return err
 	case <-ctx.Done():
 	}

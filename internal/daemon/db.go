@@ -12,8 +12,9 @@ import (
 )
 
 // openDB opens the PostgreSQL metadata store of --db and makes this node
-// the database's only one (postgres.Store.SingleNode).
-func openDB(ctx context.Context, url string) (*postgres.Store, error) {
+// the database's only one (postgres.Store.SingleNode; Run stops when
+// another node takes the database over, NodeLost).
+func openDB(ctx context.Context, url string, log *slog.Logger) (*postgres.Store, error) {
 	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
 		return nil, errdefs.InvalidArgument("--db %q: want a postgres://user:password@host:port/database URL", url)
 	}
@@ -21,6 +22,7 @@ func openDB(ctx context.Context, url string) (*postgres.Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--db: %w", err)
 	}
+	st.SetLogger(log)
 	if err := st.SingleNode(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("--db: %w", err)

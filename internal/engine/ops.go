@@ -297,7 +297,7 @@ func (o *op) finishedAt(now time.Time) time.Time {
 // store is gone), it stays in flight until the next start's recovery fails it.
 func (o *op) end(out outcome) {
 	ctx := context.Background()
-	err := o.finish(ctx, out)
+	err := o.finishRetrying(ctx, out)
 	switch {
 	case err == nil:
 		return
@@ -314,6 +314,32 @@ func (o *op) end(out outcome) {
 	}
 	if err := o.finish(ctx, failed(msg)); err != nil && !errors.Is(err, errOpFinished) {
 		o.log.Error("operation left unfinished until restart", "operation", o.id, "err", err)
+	}
+}
+
+// recordRetryFor bounds how long an outcome is written again while the
+// metadata store is unavailable (a PostgreSQL restart or failover): long
+// enough for a managed database's failover, short enough that a shutdown
+// is not held up for long.
+var recordRetryFor = 3 * time.Minute
+
+// finishRetrying is finish, tried again with backoff while the store
+// answers errdefs.ErrUnavailable, so a run that ends while the database
+// restarts gets its outcome written once it is back instead of staying in
+// flight until the next start.
+func (o *op) finishRetrying(ctx context.Context, out outcome) error {
+	deadline := time.Now().Add(recordRetryFor)
+	wait := 100 * time.Millisecond
+	for {
+		err := o.finish(ctx, out)
+		if err == nil || !errors.Is(err, errdefs.ErrUnavailable) || time.Now().After(deadline) {
+			return err
+		}
+		if wait == 100*time.Millisecond {
+			o.log.Warn("operation outcome not recorded yet: the metadata store is unavailable; retrying", "operation", o.id, "status", out.state, "retry_for", recordRetryFor, "err", err)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 

@@ -100,6 +100,9 @@ type Config struct {
 	// (arbor serve: DefaultGrace). Close stops renewing the guard's holds.
 	Guard Guard
 	Grace time.Duration
+	// RetryFor bounds how long an upload is retried while S3 is
+	// unavailable (0: DefaultRetryFor; negative: not retried).
+	RetryFor time.Duration
 }
 
 // Store is a [layers.Storage] over S3. It is safe for concurrent use.
@@ -112,6 +115,7 @@ type Store struct {
 	staging        string
 	limit          int64
 	partSize       int64 // uploads above it go in parts of this size
+	retryFor       time.Duration
 	log            *slog.Logger
 
 	group singleflight.Group // fetches by id
@@ -197,6 +201,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		s.limit = DefaultCacheBytes
 	}
 	s.partSize = defaultPartSize
+	s.retryFor = cfg.RetryFor
+	if s.retryFor == 0 {
+		s.retryFor = DefaultRetryFor
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -301,6 +309,15 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 	defer blob.Close()
 	digest, tarSize, err := pack(ctx, blob, dir)
 	herr := <-headed
+	if herr != nil && httpStatus(herr) != http.StatusNotFound && err == nil {
+		herr = s.retry(ctx, "look up layer "+id, func(attempt int) error {
+			if attempt == 1 {
+				return herr
+			}
+			_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
+			return err
+		})
+	}
 	switch {
 	case herr == nil:
 		return errdefs.Conflict("layer %s is already stored", id)
@@ -321,9 +338,21 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 	if err := s.holdPinned(ctx); err != nil {
 		return err
 	}
-	err = s.upload(ctx, id, blob, size, map[string]string{metaDigest: digest, metaSize: strconv.FormatInt(tarSize, 10)})
+	meta := map[string]string{metaDigest: digest, metaSize: strconv.FormatInt(tarSize, 10)}
+	retried := false
+	err = s.retry(ctx, "upload layer "+id, func(attempt int) error {
+		retried = attempt > 1
+		if _, err := blob.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		return s.upload(ctx, id, blob, size, meta)
+	})
 	if httpStatus(err) == http.StatusPreconditionFailed {
-		return errdefs.Conflict("layer %s is already stored", id)
+		if !retried {
+			return errdefs.Conflict("layer %s is already stored", id)
+		}
+		// An earlier attempt stored it and its answer was lost.
+		err = nil
 	}
 	if err != nil {
 		return s.s3Error(err, "upload layer "+id, "retry when S3 is back")
