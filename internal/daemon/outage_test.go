@@ -46,8 +46,10 @@ func (l *logWatch) Handle(ctx context.Context, r slog.Record) error {
 	return l.Handler.Handle(ctx, r)
 }
 
-func (l *logWatch) WithAttrs(as []slog.Attr) slog.Handler { return &logView{l, l.Handler.WithAttrs(as)} }
-func (l *logWatch) WithGroup(g string) slog.Handler       { return &logView{l, l.Handler.WithGroup(g)} }
+func (l *logWatch) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logView{l, l.Handler.WithAttrs(as)}
+}
+func (l *logWatch) WithGroup(g string) slog.Handler { return &logView{l, l.Handler.WithGroup(g)} }
 
 // logView is a logWatch with attributes: it counts into its logWatch.
 type logView struct {
