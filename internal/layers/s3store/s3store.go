@@ -334,8 +334,9 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 		return err
 	}
 	// A shared bucket: the layer and the chain it was made on are held
-	// before the object appears, and still held once it is stored.
-	if err := s.holdPinned(ctx); err != nil {
+	// (and whole) before the object appears, and still held once it is
+	// stored.
+	if err := s.holdForPut(ctx); err != nil {
 		return err
 	}
 	meta := map[string]string{metaDigest: digest, metaSize: strconv.FormatInt(tarSize, 10)}
@@ -358,7 +359,8 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 		return s.s3Error(err, "upload layer "+id, "retry when S3 is back")
 	}
 	s.log.Debug("layer uploaded", "layer", id, "bytes", size, "tar_bytes", tarSize)
-	if err := s.holdPinned(ctx); err != nil {
+	s.forgetGone(id)
+	if err := s.holdForPut(ctx); err != nil {
 		return err
 	}
 	// Durable now; the directory becomes the cached copy.
@@ -506,6 +508,9 @@ func (s *Store) Get(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	if p, ok := s.lookup(id); ok {
+		if err := s.checkCached(ctx, id); err != nil {
+			return "", err
+		}
 		return p, nil
 	}
 	// One fetch per id at a time; it runs on its own so that one caller
@@ -517,7 +522,11 @@ func (s *Store) Get(ctx context.Context, id string) (string, error) {
 		if err := s.holdPinned(ctx); err != nil {
 			return nil, err
 		}
-		return s.fetch(context.WithoutCancel(ctx), id)
+		p, err := s.fetch(context.WithoutCancel(ctx), id)
+		if err == nil {
+			s.forgetGone(id) // stored again
+		}
+		return p, err
 	})
 	select {
 	case r := <-ch:

@@ -26,9 +26,11 @@ import (
 // here (a run's chain, a view, a layer being committed) is held in the
 // database before this node fetches it or uploads a layer that may come
 // to depend on it, and renewed while it is pinned. A node that dies stops
-// renewing and its holds expire. A node that could not renew for longer
-// than the holds last re-holds what it pins and checks those objects are
-// still there before its next upload, so it never records an image over a
+// renewing and its holds expire. A layer this node uses from its cache
+// that no image row names when it is held (its images were deleted on
+// another node, or this node's holds lapsed while the database was out of
+// reach) is checked to be still stored before this node uploads a layer
+// that may come to depend on it, so it never records an image over a
 // layer collected meanwhile.
 //
 // The grace period covers what the holds cannot see: an object younger
@@ -40,8 +42,11 @@ import (
 type Guard interface {
 	// Hold records, durably before it returns, that this node holds ids;
 	// no collection on any node deletes them until Release or until the
-	// hold expires (TTL after the last Hold or Renew).
-	Hold(ctx context.Context, ids []string) error
+	// hold expires (TTL after the last Hold or Renew). It returns those of
+	// ids that no image row names: a collection may have deleted them
+	// before the hold (the others' objects are intact, since a layer a
+	// row names is never deleted).
+	Hold(ctx context.Context, ids []string) (unnamed []string, err error)
 	// Release ends this node's holds on ids.
 	Release(ctx context.Context, ids []string) error
 	// Renew extends every hold of this node by TTL.
@@ -65,6 +70,7 @@ type shared struct {
 
 	syncMu    sync.Mutex      // one sync at a time
 	held      map[string]bool // ids held in the database (under syncMu)
+	gone      map[string]bool // cached ids found collected from the bucket (under syncMu)
 	lastRenew time.Time       // last successful Hold-all or Renew (under syncMu)
 	lapsed    bool            // holds may have expired: re-hold and verify (under syncMu)
 
@@ -74,7 +80,7 @@ type shared struct {
 
 // startShared starts renewing the holds of s, which has a guard.
 func (s *Store) startShared(g Guard, grace time.Duration) {
-	s.sh = &shared{guard: g, grace: grace, held: map[string]bool{}, lastRenew: time.Now(),
+	s.sh = &shared{guard: g, grace: grace, held: map[string]bool{}, gone: map[string]bool{}, lastRenew: time.Now(),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go s.renewLoop()
 }
@@ -109,9 +115,9 @@ func (s *Store) renewLoop() {
 }
 
 // syncHolds makes the database's holds of this node match its pins: new
-// pins are held, ended ones released, and (renew) every hold extended.
-// After a lapse it holds everything again and checks that the objects of
-// the held layers are still stored.
+// pins are held, ended ones released, and (renew) every hold extended;
+// after a lapse it holds everything again. Cached layers that no image row
+// names when they are held are checked to be still stored (gone).
 func (s *Store) syncHolds(ctx context.Context, renew bool) error {
 	sh := s.sh
 	sh.syncMu.Lock()
@@ -136,11 +142,22 @@ func (s *Store) syncHolds(ctx context.Context, renew bool) error {
 	}
 	s.mu.Unlock()
 	if len(hold) > 0 {
-		if err := sh.guard.Hold(ctx, hold); err != nil {
+		unnamed, err := sh.guard.Hold(ctx, hold)
+		if err != nil {
 			return errdefs.Unavailable("layer storage %s: hold layers in the metadata database: %v; the database must be reachable to fetch or commit layers", s.url, err)
 		}
 		for _, id := range hold {
 			sh.held[id] = true
+		}
+		// A layer used from the cache that no row names may have been
+		// collected meanwhile (its images deleted on another node, or
+		// this node's holds lapsed): it must not go under a new image.
+		gone, err := s.collected(ctx, unnamed)
+		if err != nil {
+			return err
+		}
+		for _, id := range gone {
+			sh.gone[id] = true
 		}
 	}
 	if len(release) > 0 {
@@ -157,20 +174,22 @@ func (s *Store) syncHolds(ctx context.Context, renew bool) error {
 		}
 		sh.lastRenew = time.Now()
 	}
-	if sh.lapsed { // everything pinned was held again just now
-		if err := s.verifyHeld(ctx, hold); err != nil {
-			return err
-		}
+	if sh.lapsed { // everything pinned was held again (and checked) just now
 		sh.lapsed = false
 		sh.lastRenew = time.Now()
 	}
 	return nil
 }
 
-// verifyHeld checks, after this node's holds lapsed, that the layers it
-// held again are still stored (or not yet uploaded by it: a layer being
-// committed has no object yet and is not cached either).
-func (s *Store) verifyHeld(ctx context.Context, ids []string) error {
+// collected returns those of ids this node has cached whose objects are
+// gone from the bucket. Layers it has not cached are checked by their
+// fetch, and a layer being committed has no object yet and is not cached
+// either.
+func (s *Store) collected(ctx context.Context, ids []string) ([]string, error) {
+	var (
+		mu   sync.Mutex
+		gone []string
+	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, id := range ids {
@@ -182,17 +201,77 @@ func (s *Store) verifyHeld(ctx context.Context, ids []string) error {
 		}
 		g.Go(func() error {
 			_, err := s.client.HeadObject(gctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
-			if httpStatus(err) == http.StatusNotFound {
-				return errdefs.FailedPrecondition("layer storage %s: layer %s was collected while this node could not renew its holds (the metadata database was unreachable for longer than %s); runs on images made of it fail: delete those images",
-					s.url, id, s.sh.guard.TTL())
-			}
-			if err != nil {
+			switch {
+			case httpStatus(err) == http.StatusNotFound:
+				mu.Lock()
+				gone = append(gone, id)
+				mu.Unlock()
+			case err != nil:
 				return s.s3Error(err, "check layer "+id, "retry when S3 is back")
 			}
 			return nil
 		})
 	}
-	return g.Wait()
+	err := g.Wait()
+	return gone, err
+}
+
+// goneErr is the error of a use of layer id, collected from the bucket
+// while this node still had it cached.
+func (s *Store) goneErr(id string) error {
+	return errdefs.NotFound("layer storage %s: layer %s was collected from the bucket (its images were deleted, or this node could not renew its holds for %s): nothing can be run or saved on it",
+		s.url, id, s.sh.guard.TTL())
+}
+
+// checkCached holds id, used from the cache, if it is not held yet, and
+// fails if it was collected from the bucket meanwhile.
+func (s *Store) checkCached(ctx context.Context, id string) error {
+	if s.sh == nil {
+		return nil
+	}
+	s.sh.syncMu.Lock()
+	held, gone := s.sh.held[id], s.sh.gone[id]
+	s.sh.syncMu.Unlock()
+	if !held && !gone {
+		if err := s.syncHolds(ctx, false); err != nil {
+			return err
+		}
+		s.sh.syncMu.Lock()
+		gone = s.sh.gone[id]
+		s.sh.syncMu.Unlock()
+	}
+	if gone {
+		return s.goneErr(id)
+	}
+	return nil
+}
+
+// checkPinnedIntact fails if a layer this node pins was found collected:
+// a commit then cannot tell whether its chain is whole.
+func (s *Store) checkPinnedIntact() error {
+	if s.sh == nil {
+		return nil
+	}
+	s.sh.syncMu.Lock()
+	defer s.sh.syncMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.sh.gone {
+		if s.pins[id] > 0 {
+			return s.goneErr(id)
+		}
+	}
+	return nil
+}
+
+// forgetGone clears id's collected mark: it is stored again.
+func (s *Store) forgetGone(id string) {
+	if s.sh == nil {
+		return
+	}
+	s.sh.syncMu.Lock()
+	delete(s.sh.gone, id)
+	s.sh.syncMu.Unlock()
 }
 
 // RemoveUnneeded deletes the objects of those of ids that the guard lets
@@ -298,4 +377,13 @@ func (s *Store) holdPinned(ctx context.Context) error {
 		return nil
 	}
 	return s.syncHolds(ctx, false)
+}
+
+// holdForPut is holdPinned before an upload, which must not go on over a
+// chain with a collected layer.
+func (s *Store) holdForPut(ctx context.Context) error {
+	if err := s.holdPinned(ctx); err != nil {
+		return err
+	}
+	return s.checkPinnedIntact()
 }

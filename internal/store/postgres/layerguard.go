@@ -64,17 +64,27 @@ func (g *LayerGuard) Node() string { return g.node }
 // TTL is how long a hold lasts without renewal.
 func (g *LayerGuard) TTL() time.Duration { return g.ttl }
 
-// Hold holds ids for this node until Release or TTL after the last renewal.
-func (g *LayerGuard) Hold(ctx context.Context, ids []string) error {
-	return inTx(ctx, g.pool.pool, func(tx pgx.Tx) error {
+// Hold holds ids for this node until Release or TTL after the last
+// renewal, and returns those of ids no image row names.
+func (g *LayerGuard) Hold(ctx context.Context, ids []string) (unnamed []string, err error) {
+	err = inTx(ctx, g.pool.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1, 0)`, lockLayerHolds); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO layer_holds(layer, node, expires_at)
+		if _, err := tx.Exec(ctx, `INSERT INTO layer_holds(layer, node, expires_at)
 			SELECT DISTINCT l, $2, clock_timestamp() + make_interval(secs => $3) FROM unnest($1::text[]) l
-			ON CONFLICT (layer, node) DO UPDATE SET expires_at = EXCLUDED.expires_at`, ids, g.node, g.ttl.Seconds())
+			ON CONFLICT (layer, node) DO UPDATE SET expires_at = EXCLUDED.expires_at`, ids, g.node, g.ttl.Seconds()); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT l FROM unnest($1::text[]) l
+			WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.layer = l) AND NOT EXISTS (SELECT 1 FROM images i WHERE i.flat = l)`, ids)
+		if err != nil {
+			return err
+		}
+		unnamed, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
 	})
+	return unnamed, err
 }
 
 // Release ends this node's holds on ids.

@@ -2,11 +2,13 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/layers/s3store"
 	"github.com/arborsh/arbor/internal/store"
@@ -249,4 +252,32 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSharedGCStaleCache: a node that still has a layer cached after
+// another node collected it (its images were deleted there) can neither
+// run on it nor save an image on it: it says the layer was collected,
+// instead of recording an image whose chain is gone from the bucket. A run
+// that held its chain before the collection keeps it.
+func TestSharedGCStaleCache(t *testing.T) {
+	srv, dsn, bucket := sharedSetup(t)
+	url := "s3://" + bucket
+	a := newGCNode(t, srv, dsn, url, time.Minute, 0)
+	b := newGCNode(t, srv, dsn, url, time.Minute, 0)
+	ctx := context.Background()
+	b.put(t, "p") // B made them and keeps them cached; no image row names them
+	b.put(t, "q")
+	running, err := b.snap.Prepare(ctx, filepath.Join(b.staging, "running"), []string{"q"}) // held from here on
+	must(t, err)
+	if got := a.collect(t); !slices.Equal(got, []string{"p"}) {
+		t.Fatalf("collection removed %q, want [p]", got)
+	}
+	_, err = b.snap.Prepare(ctx, filepath.Join(b.staging, "run"), []string{"p"})
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "layer p was collected") {
+		t.Fatalf("a run on the collected layer: %v, want it refused naming p", err)
+	}
+	// The run that held q before the collection saves its result.
+	must(t, os.WriteFile(filepath.Join(running.Upper, "f"), []byte("x"), 0o644))
+	must(t, b.snap.Commit(ctx, running.Upper, "c", func() error { return nil }))
+	must(t, b.snap.Remove(running))
 }
