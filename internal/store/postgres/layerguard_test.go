@@ -281,3 +281,29 @@ func TestSharedGCStaleCache(t *testing.T) {
 	must(t, b.snap.Commit(ctx, running.Upper, "c", func() error { return nil }))
 	must(t, b.snap.Remove(running))
 }
+
+// TestPurgeKeepsRowsOthersLieOn: a node purging deleted rows it believes
+// unneeded keeps those another row (made by another node) lies on, as its
+// parent or its base, and still purges a whole unneeded chain at once.
+func TestPurgeKeepsRowsOthersLieOn(t *testing.T) {
+	s := openDSN(t, pgtest.DSN(t))
+	ctx := context.Background()
+	now := time.Now()
+	im := func(uuid, parent, base string, hidden bool) store.Image {
+		return store.Image{UUID: uuid, Account: "a", Parent: parent, Base: base, Hidden: hidden, Chain: map[bool]string{true: "c-" + uuid}[hidden],
+			Layer: "l-" + uuid, Depth: 1, CreatedAt: now}
+	}
+	must(t, s.InsertImages(ctx, im("p", "", "", false), im("child", "p", "", false), // child made on p by another node
+		im("q", "", "", false), im("r", "q", "", false), // a deleted chain nothing else needs
+		im("h", "", "", true), im("top", "", "h", false))) // an import's hidden layer under a live image
+	for _, u := range []string{"p", "q", "r"} {
+		must(t, s.DeleteImage(ctx, "a", u))
+	}
+	must(t, s.PurgeImages(ctx, []string{"p", "q", "r", "h"}))
+	for u, kept := range map[string]bool{"p": true, "h": true, "q": false, "r": false, "child": true, "top": true} {
+		_, err := s.ImageAny(ctx, u)
+		if kept && err != nil || !kept && !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("image %s after the purge: %v (want kept: %v)", u, err, kept)
+		}
+	}
+}

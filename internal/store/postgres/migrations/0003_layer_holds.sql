@@ -11,3 +11,5 @@ CREATE TABLE layer_holds (
 CREATE INDEX layer_holds_node ON layer_holds(node);
 -- The collection asks which layers image rows name, as layer or as flat.
 CREATE INDEX images_flat ON images(flat) WHERE flat IS NOT NULL;
+-- PurgeImages keeps a row another row lies on (parent or base).
+CREATE INDEX images_base ON images(base) WHERE base IS NOT NULL;
