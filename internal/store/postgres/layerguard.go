@@ -155,3 +155,26 @@ func (g *LayerGuard) Collect(ctx context.Context, ids []string, del func(ctx con
 	}
 	return out, pass.Commit(ctx)
 }
+
+// lockGCPass: one retention and collection pass of the engine at a time
+// across the nodes (store.PassLocker).
+const lockGCPass = 22
+
+// TryPassLock takes the engine's pass lock (a transaction-level advisory
+// lock, held by a transaction open for the pass) unless another node holds
+// it (see store.PassLocker).
+func (s *Store) TryPassLock(ctx context.Context) (release func(), ok bool, err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("collection lock: %w", err)
+	}
+	end := func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1, 0)`, lockGCPass).Scan(&ok); err != nil || !ok {
+		end()
+		if err != nil {
+			return nil, false, fmt.Errorf("collection lock: %w", err)
+		}
+		return nil, false, nil
+	}
+	return end, true, nil
+}

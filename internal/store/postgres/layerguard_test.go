@@ -307,3 +307,24 @@ func TestPurgeKeepsRowsOthersLieOn(t *testing.T) {
 		}
 	}
 }
+
+// TestPassLock: one node at a time holds the engine's pass lock; it is
+// free again once released.
+func TestPassLock(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	a, b := openDSN(t, dsn), openDSN(t, dsn)
+	ctx := context.Background()
+	release, ok, err := a.TryPassLock(ctx)
+	if err != nil || !ok {
+		t.Fatalf("first TryPassLock: %v %v", ok, err)
+	}
+	if _, ok, err := b.TryPassLock(ctx); err != nil || ok {
+		t.Fatalf("TryPassLock while another node holds it: %v %v, want refused", ok, err)
+	}
+	release()
+	release2, ok, err := b.TryPassLock(ctx)
+	if err != nil || !ok {
+		t.Fatalf("TryPassLock after the release: %v %v", ok, err)
+	}
+	release2()
+}

@@ -51,7 +51,10 @@ type Store struct {
 	closeOnce sync.Once
 }
 
-var _ store.Metadata = (*Store)(nil)
+var (
+	_ store.Metadata   = (*Store)(nil)
+	_ store.PassLocker = (*Store)(nil)
+)
 
 // defaultMaxConns is the pool size unless the DSN sets pool_max_conns.
 const defaultMaxConns = 20
