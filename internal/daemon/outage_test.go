@@ -18,59 +18,44 @@ import (
 	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
-// logWatch is a slog handler that writes warnings and errors to stderr and
-// lets a test wait for records whose message contains a string.
+// logWatch counts the records logged through its handlers, so a test can
+// wait for one, and writes warnings and errors to stderr.
 type logWatch struct {
-	slog.Handler
-	mu    sync.Mutex
-	seen  map[string]int
-	wake  chan struct{}
-	attrs []slog.Attr
+	mu   sync.Mutex
+	seen map[string]int // message → records
+	wake chan struct{}  // closed and replaced on every record
 }
 
-func newLogWatch() *logWatch {
-	return &logWatch{Handler: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), seen: map[string]int{}, wake: make(chan struct{})}
+func newLogWatch() *logWatch { return &logWatch{seen: map[string]int{}, wake: make(chan struct{})} }
+
+// logger returns a logger whose records l counts.
+func (l *logWatch) logger() *slog.Logger {
+	return slog.New(watchHandler{l, slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})})
 }
 
-func (l *logWatch) Enabled(context.Context, slog.Level) bool { return true }
-
-func (l *logWatch) Handle(ctx context.Context, r slog.Record) error {
-	l.mu.Lock()
-	l.seen[r.Message]++
-	close(l.wake)
-	l.wake = make(chan struct{})
-	l.mu.Unlock()
-	if r.Level < slog.LevelWarn {
-		return nil
-	}
-	return l.Handler.Handle(ctx, r)
-}
-
-func (l *logWatch) WithAttrs(as []slog.Attr) slog.Handler {
-	return &logView{l, l.Handler.WithAttrs(as)}
-}
-func (l *logWatch) WithGroup(g string) slog.Handler { return &logView{l, l.Handler.WithGroup(g)} }
-
-// logView is a logWatch with attributes: it counts into its logWatch.
-type logView struct {
+type watchHandler struct {
 	w *logWatch
 	h slog.Handler
 }
 
-func (v *logView) Enabled(context.Context, slog.Level) bool { return true }
-func (v *logView) Handle(ctx context.Context, r slog.Record) error {
+func (v watchHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (v watchHandler) Handle(ctx context.Context, r slog.Record) error {
 	v.w.mu.Lock()
 	v.w.seen[r.Message]++
 	close(v.w.wake)
 	v.w.wake = make(chan struct{})
 	v.w.mu.Unlock()
-	if r.Level < slog.LevelWarn {
+	if !v.h.Enabled(ctx, r.Level) {
 		return nil
 	}
 	return v.h.Handle(ctx, r)
 }
-func (v *logView) WithAttrs(as []slog.Attr) slog.Handler { return &logView{v.w, v.h.WithAttrs(as)} }
-func (v *logView) WithGroup(g string) slog.Handler       { return &logView{v.w, v.h.WithGroup(g)} }
+
+func (v watchHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return watchHandler{v.w, v.h.WithAttrs(as)}
+}
+func (v watchHandler) WithGroup(g string) slog.Handler { return watchHandler{v.w, v.h.WithGroup(g)} }
 
 // await waits until n records whose message contains msg were logged.
 func (l *logWatch) await(t *testing.T, ctx context.Context, msg string, n int) {
@@ -129,7 +114,7 @@ func TestOutagePostgresRestart(t *testing.T) {
 	defer cancel()
 	logs := newLogWatch()
 	home := testutil.Home(t)
-	c, _ := runDaemonWith(t, home, func(cfg *Config) { blobs(cfg); cfg.DB = cl.DSN(); cfg.Logger = slog.New(logs) })
+	c, _ := runDaemonWith(t, home, func(cfg *Config) { blobs(cfg); cfg.DB = cl.DSN(); cfg.Logger = logs.logger() })
 	base, err := testdaemon.ImportBusybox(ctx, c, "busybox")
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +185,7 @@ func TestBlobsBriefOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	logs := newLogWatch()
-	c, _ := runDaemonWith(t, testutil.Home(t), func(cfg *Config) { blobs(cfg); cfg.Logger = slog.New(logs); cfg.BlobsRetryFor = 2 * time.Minute })
+	c, _ := runDaemonWith(t, testutil.Home(t), func(cfg *Config) { blobs(cfg); cfg.Logger = logs.logger(); cfg.BlobsRetryFor = 2 * time.Minute })
 	base, err := testdaemon.ImportBusybox(ctx, c, "busybox")
 	if err != nil {
 		t.Fatal(err)
