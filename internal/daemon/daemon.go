@@ -190,21 +190,23 @@ func Run(ctx context.Context, cfg Config) error {
 	if pg != nil {
 		nodeLost = pg.NodeLost()
 	}
+	var stopErr error
 	select {
 	case err := <-errc:
 		return err
-	case err := <-nodeLost:
-		log.Error("stopping", "err", err)
-		return err
+	case stopErr = <-nodeLost:
+		// Another node serves the database now: stop at once, without a
+		// drain (the deferred engine Close fails what still runs here).
+		log.Error("stopping", "err", stopErr)
 	case <-ctx.Done():
+		drain(e, cfg.ShutdownTimeout, log)
 	}
-	drain(e, cfg.ShutdownTimeout, log)
 	endLife() // ends event streams, whose requests would hold Shutdown
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	_ = os.Remove(filepath.Join(cfg.Home, "url"))
-	return nil
+	return stopErr
 }
 
 // drain refuses new operations and waits up to timeout for the running

@@ -148,6 +148,10 @@ type op struct {
 	// commits an image (the top one given): the commit and the finish are
 	// then one transaction.
 	resultOf func(image string) outcome
+	// closing is closed when the engine closes: an outcome is then no
+	// longer written again while the store is unavailable (the next
+	// start's recovery fails what is left in flight).
+	closing <-chan struct{}
 }
 
 type opKey struct{}
@@ -338,7 +342,11 @@ func (o *op) finishRetrying(ctx context.Context, out outcome) error {
 		if wait == 100*time.Millisecond {
 			o.log.Warn("operation outcome not recorded yet: the metadata store is unavailable; retrying", "operation", o.id, "status", out.state, "retry_for", recordRetryFor, "err", err)
 		}
-		time.Sleep(wait)
+		select {
+		case <-o.closing: // a nil channel (an op made in a test) never is
+			return err
+		case <-time.After(wait):
+		}
 		wait = min(2*wait, 5*time.Second)
 	}
 }
@@ -408,7 +416,7 @@ func (e *Engine) newOp(row store.Operation) *op {
 	}
 	return &op{id: row.UUID, account: row.Account, kind: row.Kind, begun: row.CreatedAt,
 		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, obs: e.cfg.Observer, cancel: func(error) {}, now: e.now,
-		recorded: e.addImages, forget: e.forgetImages, state: state}
+		recorded: e.addImages, forget: e.forgetImages, state: state, closing: e.closed}
 }
 
 // recordImages makes image rows visible: with the outcome of the operation

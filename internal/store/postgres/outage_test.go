@@ -85,8 +85,40 @@ func nodeLockHeld(t *testing.T, s *Store) bool {
 	var n int
 	err := s.pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM pg_locks WHERE locktype='advisory' AND classid=$1 AND objid=0 AND objsubid=2 AND granted`, lockNode).Scan(&n)
+	if errors.Is(err, errdefs.ErrUnavailable) {
+		return false // a pooled connection from before the restart
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n == 1
+}
+
+// TestNodeLockRetakenAfterOutage: a node that notices during the outage
+// that its lock's connection is gone takes the lock again once the
+// database is back, and stays the only node.
+func TestNodeLockRetakenAfterOutage(t *testing.T) {
+	cl := pgtest.NewCluster(t)
+	ctx := context.Background()
+	s := openDSN(t, cl.DSN())
+	must(t, s.SingleNode(ctx))
+	cl.Stop(t)
+	s.checkNode <- struct{}{} // notices now, while the database is down
+	cl.Start(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for !nodeLockHeld(t, s) {
+		select {
+		case err := <-s.NodeLost():
+			t.Fatalf("node lost: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the single-node lock was not taken again after the outage")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	other := openDSN(t, cl.DSN())
+	if err := other.SingleNode(ctx); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("a second node after the outage: %v, want it refused", err)
+	}
 }
