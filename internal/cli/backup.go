@@ -23,7 +23,8 @@ func (g *globals) serveHome() string {
 }
 
 func newBackup(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var configFile string
+	cmd := &cobra.Command{
 		Use:   "backup FILE",
 		Short: "Back up the daemon's metadata to FILE, online",
 		Long: `Write a consistent copy of the metadata database (<home>/arbor.db: accounts,
@@ -33,10 +34,16 @@ copy is the database as of one commit (SQLite VACUUM INTO).
 
 The layers (<home>/layers) and uploaded file contents (<home>/blobs) are not in it: they are
 immutable, content-named directories and files that stay in the home (copy
-them with any file-level tool). Restore with arbor restore.`,
+them with any file-level tool). Restore with arbor restore.
+
+With the metadata in PostgreSQL (arbor serve --db, ARBOR_DB or db in the
+config file) it refuses and names pg_dump, and what to do with the layers.`,
 		Example: `  sudo arbor backup /srv/backup/arbor-$(date +%F).db`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if pg, blobs, from, ok := servedStores(g, configFile); ok && pg != "" {
+				return postgresBackupError("backup", pg, blobs, g.serveHome(), from)
+			}
 			db := filepath.Join(g.serveHome(), "arbor.db")
 			if err := daemon.Backup(cmd.Context(), g.serveHome(), args[0]); err != nil {
 				return err
@@ -45,10 +52,13 @@ them with any file-level tool). Restore with arbor restore.`,
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&configFile, "config", "", "arbor serve's config file, to tell a PostgreSQL --db (default $ARBOR_CONFIG, else "+DefaultConfigFile+" if it exists)")
+	return cmd
 }
 
 func newRestore(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var configFile string
+	cmd := &cobra.Command{
 		Use:   "restore FILE",
 		Short: "Restore the metadata from a backup (daemon stopped)",
 		Long: `Put the backup FILE (made by arbor backup) in place of <home>/arbor.db. The
@@ -67,6 +77,9 @@ needed by another image; restore onto the home the backup came from.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			home := g.serveHome()
+			if pg, blobs, from, ok := servedStores(g, configFile); ok && pg != "" {
+				return postgresBackupError("restore", pg, blobs, home, from)
+			}
 			if url, ok := daemonAnswers(cmd.Context(), home); ok {
 				return fmt.Errorf("the daemon of %s is running at %s: stop it first (sudo systemctl stop arbor), then restore", home, url)
 			}
@@ -81,6 +94,8 @@ needed by another image; restore onto the home the backup came from.`,
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&configFile, "config", "", "arbor serve's config file, to tell a PostgreSQL --db (default $ARBOR_CONFIG, else "+DefaultConfigFile+" if it exists)")
+	return cmd
 }
 
 // daemonAnswers reports whether a daemon answers at the url home names.

@@ -170,7 +170,8 @@ func TestBlobsUnavailable(t *testing.T) {
 	srv, _, blobs := s3Bucket(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, _ := runDaemonWith(t, testutil.Home(t), blobs)
+	// Past its retries (a second here; see TestBlobsBriefOutage).
+	c, _ := runDaemonWith(t, testutil.Home(t), func(cfg *Config) { blobs(cfg); cfg.BlobsRetryFor = time.Second })
 	base, err := testdaemon.ImportBusybox(ctx, c, "busybox")
 	if err != nil {
 		t.Fatal(err)

@@ -67,6 +67,9 @@ type Config struct {
 	// BlobsCacheBytes bounds the cache (0: s3store.DefaultCacheBytes).
 	Blobs, BlobsEndpoint, BlobsRegion string
 	BlobsCacheBytes                   int64
+	// BlobsRetryFor bounds how long a commit retries its upload while S3
+	// is unavailable (0: s3store.DefaultRetryFor; negative: no retries).
+	BlobsRetryFor time.Duration
 	// PreviewListen, if set, serves port previews (/preview/) on this
 	// address instead of Listen: another origin, so a page a sandbox
 	// serves cannot script the web UI's (see preview.go).
@@ -142,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer ln.Close()
 	var pg *postgres.Store
 	if cfg.DB != "" {
-		if pg, err = openDB(ctx, cfg.DB, !clustered); err != nil {
+		if pg, err = openDB(ctx, cfg.DB, !clustered, log); err != nil {
 			return err
 		}
 		ec.Metadata = pg // the engine closes it
@@ -153,11 +156,14 @@ func Run(ctx context.Context, cfg Config) error {
 	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer endLife()
 	if cfg.Blobs != "" {
-		st, err := s3store.New(ctx, s3store.Config{URL: cfg.Blobs, Endpoint: cfg.BlobsEndpoint, Region: cfg.BlobsRegion,
-			CacheDir: filepath.Join(cfg.Home, "layer-cache"), Staging: filepath.Join(cfg.Home, "tmp"), CacheBytes: cfg.BlobsCacheBytes, Logger: log})
+		sc := s3store.Config{URL: cfg.Blobs, Endpoint: cfg.BlobsEndpoint, Region: cfg.BlobsRegion,
+			CacheDir: filepath.Join(cfg.Home, "layer-cache"), Staging: filepath.Join(cfg.Home, "tmp"), CacheBytes: cfg.BlobsCacheBytes, Logger: log, RetryFor: cfg.BlobsRetryFor}
+		sharedBlobs(&sc, pg, log)
+		st, err := s3store.New(ctx, sc)
 		if err != nil {
 			return err
 		}
+		defer st.Close()
 		ec.LayerStorage = st
 		log.Info("layers in object storage", "blobs", cfg.Blobs, "cache", filepath.Join(cfg.Home, "layer-cache"))
 		if clustered {
@@ -209,18 +215,27 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	var nodeLost <-chan error
+	if pg != nil {
+		nodeLost = pg.NodeLost()
+	}
+	var stopErr error
 	select {
 	case err := <-errc:
 		return err
+	case stopErr = <-nodeLost:
+		// Another node serves the database now: stop at once, without a
+		// drain (the deferred engine Close fails what still runs here).
+		log.Error("stopping", "err", stopErr)
 	case <-ctx.Done():
+		drain(e, cfg.ShutdownTimeout, log)
 	}
-	drain(e, cfg.ShutdownTimeout, log)
 	endLife() // ends event streams, whose requests would hold Shutdown
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	_ = os.Remove(filepath.Join(cfg.Home, "url"))
-	return nil
+	return stopErr
 }
 
 // drain refuses new operations and waits up to timeout for the running

@@ -3,17 +3,20 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/layers/s3store"
 	"github.com/arborsh/arbor/internal/store/postgres"
 )
 
 // openDB opens the PostgreSQL metadata store of --db and, with single,
-// makes this node the database's only one (postgres.Store.SingleNode):
-// without shared layers (--blobs) and the queue, two nodes would fail each
-// other's runs.
-func openDB(ctx context.Context, url string, single bool) (*postgres.Store, error) {
+// makes this node the database's only one (postgres.Store.SingleNode; Run
+// stops when another node takes the database over, NodeLost): without
+// shared layers (--blobs) and the queue, two nodes would fail each other's
+// runs.
+func openDB(ctx context.Context, url string, single bool, log *slog.Logger) (*postgres.Store, error) {
 	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") {
 		return nil, errdefs.InvalidArgument("--db %q: want a postgres://user:password@host:port/database URL", url)
 	}
@@ -21,6 +24,7 @@ func openDB(ctx context.Context, url string, single bool) (*postgres.Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("--db: %w", err)
 	}
+	st.SetLogger(log)
 	if !single {
 		return st, nil
 	}
@@ -29,4 +33,16 @@ func openDB(ctx context.Context, url string, single bool) (*postgres.Store, erro
 		return nil, fmt.Errorf("--db: %w", err)
 	}
 	return st, nil
+}
+
+// sharedBlobs makes a bucket whose metadata is in PostgreSQL safe to share
+// with the database's other nodes: collection goes through the database
+// (s3store.Guard: no image row names the layer, no node holds it) and
+// spares objects younger than s3store.DefaultGrace.
+func sharedBlobs(sc *s3store.Config, pg *postgres.Store, log *slog.Logger) {
+	if pg == nil {
+		return
+	}
+	sc.Guard = pg.LayerGuard("", 0, log)
+	sc.Grace = s3store.DefaultGrace
 }

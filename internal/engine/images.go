@@ -263,12 +263,10 @@ func (e *Engine) gcRootsLocked(expire map[string]bool) (needed, neededImages map
 // of them is needed. Commits wait only while the collection decides and
 // unlinks, not while it deletes (see layers.Snapshotter.Collect).
 func (e *Engine) CollectGarbage(ctx context.Context) (GCStats, error) {
-	if e.cl != nil {
-		// A node sees only the images it knows of, and other nodes commit
-		// layers into the shared bucket at any time: collecting the bucket
-		// needs the cluster-wide roots (not done here yet).
-		return GCStats{}, nil
-	}
+	// On a cluster node the view of images may lag other nodes' commits;
+	// what it picks is deleted from the shared bucket only if the database
+	// agrees (layers/s3store's Guard: no image row names the layer, no node
+	// holds it, older than the grace period).
 	var st GCStats
 	var purge []string
 	var sizes map[string]int64

@@ -152,6 +152,10 @@ type op struct {
 	// operation runs under: its start and its finish are fenced by it.
 	lease *store.Lease
 	queue store.Queue
+	// closing is closed when the engine closes: an outcome is then no
+	// longer written again while the store is unavailable (the next
+	// start's recovery fails what is left in flight).
+	closing <-chan struct{}
 }
 
 type opKey struct{}
@@ -314,7 +318,7 @@ func (o *op) finishedAt(now time.Time) time.Time {
 // store is gone), it stays in flight until the next start's recovery fails it.
 func (o *op) end(out outcome) {
 	ctx := context.Background()
-	err := o.finish(ctx, out)
+	err := o.finishRetrying(ctx, out)
 	switch {
 	case err == nil:
 		return
@@ -334,6 +338,36 @@ func (o *op) end(out outcome) {
 	}
 	if err := o.finish(ctx, failed(msg)); err != nil && !errors.Is(err, errOpFinished) {
 		o.log.Error("operation left unfinished until restart", "operation", o.id, "err", err)
+	}
+}
+
+// recordRetryFor bounds how long an outcome is written again while the
+// metadata store is unavailable (a PostgreSQL restart or failover): long
+// enough for a managed database's failover, short enough that a shutdown
+// is not held up for long.
+var recordRetryFor = 3 * time.Minute
+
+// finishRetrying is finish, tried again with backoff while the store
+// answers errdefs.ErrUnavailable, so a run that ends while the database
+// restarts gets its outcome written once it is back instead of staying in
+// flight until the next start.
+func (o *op) finishRetrying(ctx context.Context, out outcome) error {
+	deadline := time.Now().Add(recordRetryFor)
+	wait := 100 * time.Millisecond
+	for {
+		err := o.finish(ctx, out)
+		if err == nil || !errors.Is(err, errdefs.ErrUnavailable) || time.Now().After(deadline) {
+			return err
+		}
+		if wait == 100*time.Millisecond {
+			o.log.Warn("operation outcome not recorded yet: the metadata store is unavailable; retrying", "operation", o.id, "status", out.state, "retry_for", recordRetryFor, "err", err)
+		}
+		select {
+		case <-o.closing: // a nil channel (an op made in a test) never is
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 
@@ -415,7 +449,7 @@ func (e *Engine) newOp(row store.Operation) *op {
 	}
 	return &op{id: row.UUID, account: row.Account, kind: row.Kind, begun: row.CreatedAt,
 		metadata: row.Metadata, st: e.st, events: e.events, log: e.log, obs: e.cfg.Observer, cancel: func(error) {}, now: e.now,
-		recorded: e.addImages, forget: e.forgetImages, state: state}
+		recorded: e.addImages, forget: e.forgetImages, state: state, closing: e.closed}
 }
 
 // recordImages makes image rows visible: with the outcome of the operation

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -111,6 +112,18 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	e.gcMu.Lock()
 	defer e.gcMu.Unlock()
 	rep := GCReport{DryRun: opts.DryRun}
+	if pl, ok := e.st.(store.PassLocker); ok && !opts.DryRun {
+		// Nodes sharing the metadata take turns (layers/s3store's guard
+		// keeps each deletion safe whoever runs it).
+		release, got, err := pl.TryPassLock(ctx)
+		if err != nil {
+			return rep, err
+		}
+		if !got {
+			return rep, errGCElsewhere
+		}
+		defer release()
+	}
 	if e.cl != nil {
 		// Images made on other nodes count as descendants too.
 		if err := e.loadImages(ctx); err != nil {
@@ -403,6 +416,9 @@ func (e *Engine) expireOperations(ctx context.Context, now time.Time, opts GCOpt
 	return nil
 }
 
+// errGCElsewhere: another node sharing the metadata runs a pass now.
+var errGCElsewhere = errdefs.Conflict("a retention and collection pass is running on another node sharing this database: retry when it ends")
+
 // testHookExpireDecided, when set by a test, runs once a GC pass has
 // decided which images expire, before it deletes them.
 var testHookExpireDecided func()
@@ -428,6 +444,10 @@ func (e *Engine) startRetention() {
 			case <-t.Chan():
 			}
 			rep, err := e.GC(e.ctx, GCOptions{})
+			if errors.Is(err, errGCElsewhere) {
+				e.log.Debug("retention pass skipped: another node is running one")
+				err = nil
+			}
 			if err != nil && e.ctx.Err() == nil {
 				e.log.Warn("retention pass failed", "err", err)
 			}

@@ -264,6 +264,12 @@ func (s *Snapshotter) CollectIDs(ctx context.Context, roots func() map[string]bo
 		s.mu.Unlock()
 		return nil, err
 	}
+	if sr, ok := s.st.(SharedRemover); ok {
+		removed, err = sr.RemoveUnneeded(ctx, ids)
+		s.mu.Unlock()
+		s.cleanup(ctx)
+		return removed, err
+	}
 	for _, id := range ids {
 		if err := s.st.Remove(ctx, id); err != nil {
 			s.log.Warn("gc: remove layer", "layer", id, "err", err)

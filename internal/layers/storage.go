@@ -50,6 +50,15 @@ type Pinner interface {
 	Unpin(id string)
 }
 
+// SharedRemover is implemented by a [Storage] that other nodes share, whose
+// own rules (what the shared metadata references, what other nodes hold)
+// may keep layers this node's collection found unneeded. [Snapshotter]
+// then collects through RemoveUnneeded instead of Remove: it removes those
+// of ids it may and returns them. It runs under the collection's lock.
+type SharedRemover interface {
+	RemoveUnneeded(ctx context.Context, ids []string) (removed []string, err error)
+}
+
 // Sizer is implemented by a [Storage] whose Get is expensive (it fetches):
 // StoredBytes counts the stored layers and their bytes as kept, without
 // fetching any.

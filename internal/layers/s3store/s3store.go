@@ -95,6 +95,14 @@ type Config struct {
 	Logger     *slog.Logger
 	// HTTPClient, if set, carries the S3 requests (tests count them).
 	HTTPClient *http.Client
+	// Guard, if set, coordinates collection with the other nodes sharing
+	// the bucket (see shared.go); Grace then keeps objects younger than it
+	// (arbor serve: DefaultGrace). Close stops renewing the guard's holds.
+	Guard Guard
+	Grace time.Duration
+	// RetryFor bounds how long an upload is retried while S3 is
+	// unavailable (0: DefaultRetryFor; negative: not retried).
+	RetryFor time.Duration
 }
 
 // Store is a [layers.Storage] over S3. It is safe for concurrent use.
@@ -107,6 +115,7 @@ type Store struct {
 	staging        string
 	limit          int64
 	partSize       int64 // uploads above it go in parts of this size
+	retryFor       time.Duration
 	log            *slog.Logger
 
 	group singleflight.Group // fetches by id
@@ -117,6 +126,11 @@ type Store struct {
 	used   int64  // bytes of cached
 	tick   uint64 // recency clock
 
+	listed map[string]time.Time // when the objects the last listing saw were stored
+
+	sh        *shared // nil without a Guard
+	closeOnce sync.Once
+
 	fetches atomic.Int64 // layers downloaded (tests)
 }
 
@@ -126,10 +140,11 @@ type entry struct {
 }
 
 var (
-	_ layers.Storage = (*Store)(nil)
-	_ layers.Cleaner = (*Store)(nil)
-	_ layers.Pinner  = (*Store)(nil)
-	_ layers.Sizer   = (*Store)(nil)
+	_ layers.Storage       = (*Store)(nil)
+	_ layers.Cleaner       = (*Store)(nil)
+	_ layers.Pinner        = (*Store)(nil)
+	_ layers.Sizer         = (*Store)(nil)
+	_ layers.SharedRemover = (*Store)(nil)
 )
 
 // ParseURL splits s3://bucket[/prefix] into its bucket and its key prefix
@@ -181,11 +196,15 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	})
 	s := &Store{client: client, bucket: bucket, prefix: prefix + "layers/", url: cfg.URL,
 		cacheDir: cfg.CacheDir, trash: filepath.Join(cfg.CacheDir, ".trash"), staging: cfg.Staging,
-		limit: cfg.CacheBytes, log: cfg.Logger, cached: map[string]*entry{}, pins: map[string]int{}}
+		limit: cfg.CacheBytes, log: cfg.Logger, cached: map[string]*entry{}, pins: map[string]int{}, listed: map[string]time.Time{}}
 	if s.limit <= 0 {
 		s.limit = DefaultCacheBytes
 	}
 	s.partSize = defaultPartSize
+	s.retryFor = cfg.RetryFor
+	if s.retryFor == 0 {
+		s.retryFor = DefaultRetryFor
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -194,6 +213,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if err := s.openCache(); err != nil {
 		return nil, fmt.Errorf("layer cache %s: %w", cfg.CacheDir, err)
+	}
+	if cfg.Guard != nil {
+		s.startShared(cfg.Guard, cfg.Grace)
 	}
 	return s, nil
 }
@@ -287,6 +309,15 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 	defer blob.Close()
 	digest, tarSize, err := pack(ctx, blob, dir)
 	herr := <-headed
+	if herr != nil && httpStatus(herr) != http.StatusNotFound && err == nil {
+		herr = s.retry(ctx, "look up layer "+id, func(attempt int) error {
+			if attempt == 1 {
+				return herr
+			}
+			_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
+			return err
+		})
+	}
 	switch {
 	case herr == nil:
 		return errdefs.Conflict("layer %s is already stored", id)
@@ -302,14 +333,36 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 	if err != nil {
 		return err
 	}
-	err = s.upload(ctx, id, blob, size, map[string]string{metaDigest: digest, metaSize: strconv.FormatInt(tarSize, 10)})
+	// A shared bucket: the layer and the chain it was made on are held
+	// (and whole) before the object appears, and still held once it is
+	// stored.
+	if err := s.holdForPut(ctx); err != nil {
+		return err
+	}
+	meta := map[string]string{metaDigest: digest, metaSize: strconv.FormatInt(tarSize, 10)}
+	retried := false
+	err = s.retry(ctx, "upload layer "+id, func(attempt int) error {
+		retried = attempt > 1
+		if _, err := blob.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		return s.upload(ctx, id, blob, size, meta)
+	})
 	if httpStatus(err) == http.StatusPreconditionFailed {
-		return errdefs.Conflict("layer %s is already stored", id)
+		if !retried {
+			return errdefs.Conflict("layer %s is already stored", id)
+		}
+		// An earlier attempt stored it and its answer was lost.
+		err = nil
 	}
 	if err != nil {
 		return s.s3Error(err, "upload layer "+id, "retry when S3 is back")
 	}
 	s.log.Debug("layer uploaded", "layer", id, "bytes", size, "tar_bytes", tarSize)
+	s.forgetGone(id)
+	if err := s.holdForPut(ctx); err != nil {
+		return err
+	}
 	// Durable now; the directory becomes the cached copy.
 	if err := s.admit(id, dir, tarSize); err != nil {
 		s.log.Warn("cache uploaded layer", "layer", id, "err", err)
@@ -460,6 +513,9 @@ func (s *Store) Get(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	if p, ok := s.lookup(id); ok {
+		if err := s.checkCached(ctx, id); err != nil {
+			return "", err
+		}
 		return p, nil
 	}
 	// One fetch per id at a time; it runs on its own so that one caller
@@ -468,7 +524,14 @@ func (s *Store) Get(ctx context.Context, id string) (string, error) {
 		if p, ok := s.lookup(id); ok {
 			return p, nil
 		}
-		return s.fetch(context.WithoutCancel(ctx), id)
+		if err := s.holdPinned(ctx); err != nil {
+			return nil, err
+		}
+		p, err := s.fetch(context.WithoutCancel(ctx), id)
+		if err == nil {
+			s.forgetGone(id) // stored again
+		}
+		return p, err
 	})
 	select {
 	case r := <-ch:
@@ -643,10 +706,18 @@ func (s *Store) Unpin(id string) {
 	s.mu.Unlock()
 }
 
-// Remove deletes layer id's object and cached copy.
+// Remove deletes layer id's object and cached copy. With a guard it drops
+// only the cached copy: another node may have stored the same id (an
+// imported layer) and recorded it, so the object goes through a
+// collection (RemoveUnneeded) like every other.
 func (s *Store) Remove(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
+	}
+	if s.sh != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.dropLocked(id)
 	}
 	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))}); err != nil && httpStatus(err) != http.StatusNotFound {
 		return s.s3Error(err, "delete layer "+id, "the next collection retries")
@@ -659,17 +730,23 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 // List lists the layer objects under the prefix.
 func (s *Store) List(ctx context.Context) ([]string, error) {
 	var ids []string
-	err := s.walk(ctx, func(id string, _ int64) { ids = append(ids, id) })
+	listed := map[string]time.Time{}
+	err := s.walk(ctx, func(id string, _ int64, at time.Time) { ids = append(ids, id); listed[id] = at })
+	if err == nil {
+		s.mu.Lock()
+		s.listed = listed
+		s.mu.Unlock()
+	}
 	return ids, err
 }
 
 // StoredBytes counts the layer objects and their compressed bytes.
 func (s *Store) StoredBytes(ctx context.Context) (n int, bytes int64, err error) {
-	err = s.walk(ctx, func(_ string, size int64) { n++; bytes += size })
+	err = s.walk(ctx, func(_ string, size int64, _ time.Time) { n++; bytes += size })
 	return n, bytes, err
 }
 
-func (s *Store) walk(ctx context.Context, fn func(id string, size int64)) error {
+func (s *Store) walk(ctx context.Context, fn func(id string, size int64, stored time.Time)) error {
 	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(s.prefix)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
@@ -679,7 +756,7 @@ func (s *Store) walk(ctx context.Context, fn func(id string, size int64)) error 
 		for _, o := range page.Contents {
 			id := strings.TrimPrefix(aws.ToString(o.Key), s.prefix)
 			if checkID(id) == nil {
-				fn(id, aws.ToInt64(o.Size))
+				fn(id, aws.ToInt64(o.Size), aws.ToTime(o.LastModified))
 			}
 		}
 	}

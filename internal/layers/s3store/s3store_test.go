@@ -11,7 +11,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/layers"
@@ -155,7 +157,7 @@ func TestPutWhileS3Down(t *testing.T) {
 		}
 		return http.DefaultTransport.RoundTrip(r)
 	})}
-	n := newNode(t, srv, url, func(c *Config) { c.HTTPClient = killOnPut })
+	n := newNode(t, srv, url, func(c *Config) { c.HTTPClient = killOnPut; c.RetryFor = -1 })
 	dir := layer(t, n.staging, 5000)
 	err := n.st.Put(context.Background(), "x", dir)
 	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "upload layer x") {
@@ -174,6 +176,36 @@ func TestPutWhileS3Down(t *testing.T) {
 	// The directory can still be put once S3 is back.
 	if err := n.st.Put(context.Background(), "x", dir); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPutWaitsForS3: an upload that finds S3 down is retried, and
+// succeeds once S3 is back within Config.RetryFor.
+func TestPutWaitsForS3(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	url := "s3://" + srv.Bucket(t)
+	var puts atomic.Int32
+	flaky := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		if r.Method == http.MethodPut {
+			switch puts.Add(1) {
+			case 1:
+				srv.Stop() // this attempt fails
+			case 2:
+				srv.Restart(t) // S3 is back for the retry
+			}
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	n := newNode(t, srv, url, func(c *Config) { c.HTTPClient = flaky; c.RetryFor = time.Minute })
+	if err := n.st.Put(context.Background(), "x", layer(t, n.staging, 5000)); err != nil {
+		t.Fatalf("Put across a short S3 outage: %v", err)
+	}
+	if puts.Load() < 2 {
+		t.Fatalf("%d PUTs: the upload was not retried", puts.Load())
+	}
+	if ids, err := newNode(t, srv, url, nil).st.List(context.Background()); err != nil || !slices.Equal(ids, []string{"x"}) {
+		t.Errorf("List after the retried Put = %q, %v", ids, err)
 	}
 }
 

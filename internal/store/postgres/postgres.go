@@ -20,9 +20,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
@@ -37,11 +39,22 @@ var migrationFiles embed.FS
 
 // Store is the PostgreSQL implementation of [store.Metadata].
 type Store struct {
-	pool *pgxpool.Pool
-	node *pgx.Conn // holds the single-node lock (SingleNode), if taken
+	pool *classPool // errors of an unreachable database are errdefs.ErrUnavailable
+	log  *slog.Logger
+
+	// The single-node lock (SingleNode), if taken: held by watchNode on
+	// a connection of its own.
+	lost      chan error
+	stopWatch chan struct{}
+	watchDone chan struct{}
+	checkNode chan struct{} // a test's nudge: check the connection now
+	closeOnce sync.Once
 }
 
-var _ store.Metadata = (*Store)(nil)
+var (
+	_ store.Metadata   = (*Store)(nil)
+	_ store.PassLocker = (*Store)(nil)
+)
 
 // defaultMaxConns is the pool size unless the DSN sets pool_max_conns.
 const defaultMaxConns = 20
@@ -62,7 +75,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
-	s := &Store{pool: pool}
+	s := &Store{pool: newClassPool(pool)}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -72,8 +85,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 
 // Close closes the pool; it may be called again.
 func (s *Store) Close() error {
-	if s.node != nil {
-		s.node.Close(context.Background())
+	if s.stopWatch != nil {
+		s.closeOnce.Do(func() { close(s.stopWatch) })
+		<-s.watchDone
 	}
 	s.pool.Close()
 	return nil
@@ -86,23 +100,18 @@ func (s *Store) Close() error {
 // itself and fails, when it starts, every operation it finds in flight:
 // two nodes on one database would fail each other's runs.
 func (s *Store) SingleNode(ctx context.Context) error {
-	if s.node != nil {
+	if s.lost != nil {
 		return nil
 	}
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	conn, got, err := s.takeNode(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL: %w", err)
-	}
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, 0)`, lockNode).Scan(&got); err != nil {
-		conn.Close(ctx)
 		return fmt.Errorf("take the node lock: %w", err)
 	}
 	if !got {
-		conn.Close(ctx)
 		return errdefs.FailedPrecondition("another arbor node serves this database: one node per database without shared layers; stop it, give this one its own database, or run every node with --blobs s3://... (README \"Scale-out\")")
 	}
-	s.node = conn
+	s.lost, s.stopWatch, s.watchDone, s.checkNode = make(chan error, 1), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go s.watchNode(conn) // see nodelock.go
 	return nil
 }
 

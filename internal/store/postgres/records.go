@@ -338,10 +338,19 @@ func (s *Store) ExpireImages(ctx context.Context, uuids []string) error {
 	})
 }
 
-// PurgeImages removes the deleted or hidden rows among uuids.
+// PurgeImages removes the deleted or hidden rows among uuids, except those
+// another row lies on (as its parent or base): with several nodes on one
+// database, a node's engine does not know every image the others made, and
+// a purged row would break their chains (and free their layers for
+// collection). Rows go leaves first, so a whole chain goes in one call.
 func (s *Store) PurgeImages(ctx context.Context, uuids []string) error {
-	_, err := s.pool.Exec(ctx, `DELETE FROM images WHERE uuid = ANY($1) AND (deleted_at IS NOT NULL OR hidden)`, uuids)
-	return err
+	for {
+		res, err := s.pool.Exec(ctx, `DELETE FROM images WHERE uuid = ANY($1) AND (deleted_at IS NOT NULL OR hidden)
+			AND NOT EXISTS (SELECT 1 FROM images c WHERE c.parent = images.uuid OR c.base = images.uuid)`, uuids)
+		if err != nil || res.RowsAffected() == 0 {
+			return err
+		}
+	}
 }
 
 const fileCols = `uuid, account, sha256, size, created_at, updated_at`
