@@ -10,8 +10,6 @@
 # PostgreSQL's binaries (Debian: postgresql-15), versitygw and curl
 # (scripts/setup.sh installs them), and bin/arbor
 # (CGO_ENABLED=0 go build -o bin/arbor ./cmd/arbor) or $ARBOR.
-# An arbor without --role (before the roles of issue 17) gets one node on
-# PostgreSQL and S3 instead of three: one node per database until then.
 set -eu
 
 cmd=${1:-}
@@ -91,17 +89,12 @@ up() {
 		-H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
 		|| die "could not create bucket $BUCKET"
 
-	if "$ARBOR" serve --help 2>/dev/null | grep -q -- '--role'; then
-		echo "==> one API node and two workers"
-		node api --role api --listen "127.0.0.1:$API_PORT"
-		for i in 1 2; do
-			node "worker$i" --role worker --worker-id "worker$i" --listen "127.0.0.1:$((API_PORT + i))" \
-				--advertise "http://127.0.0.1:$((API_PORT + i))"
-		done
-	else
-		echo "==> this arbor has no --role yet: one node on PostgreSQL and S3"
-		node api --listen "127.0.0.1:$API_PORT"
-	fi
+	echo "==> one API node and two workers"
+	node api --role api --listen "127.0.0.1:$API_PORT"
+	for i in 1 2; do
+		node "worker$i" --role worker --worker-id "worker$i" --listen "127.0.0.1:$((API_PORT + i))" \
+			--advertise "http://127.0.0.1:$((API_PORT + i))"
+	done
 	echo "ready: export ARBOR_URL=http://127.0.0.1:$API_PORT ARBOR_TOKEN=\$(cat $DIR/api/token)"
 }
 

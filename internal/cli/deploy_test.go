@@ -17,13 +17,6 @@ import (
 	"github.com/arborsh/arbor/deploy"
 )
 
-// contractFlags are the flags of the scale-out roles (issue 17: --role,
-// --worker-id, --advertise) that the deployment files use before the
-// roles exist on this branch. The check tolerates exactly these while
-// `arbor serve` lacks them, and checks them like every other flag once it
-// has them.
-var contractFlags = map[string]bool{"role": true, "worker-id": true, "advertise": true}
-
 // TestDeployFilesUseServeFlags: every `arbor serve` flag the deployment
 // files use (the Kubernetes manifests' container arguments, the systemd
 // units' ExecStart lines, scripts/cluster-local.sh), every ARBOR_* variable
@@ -47,12 +40,6 @@ func TestDeployFilesUseServeFlags(t *testing.T) {
 				f = fs.ShorthandLookup(name)
 			}
 			switch {
-			case f == nil && contractFlags[name]:
-				t.Logf("%s: --%s is a flag of the roles contract, not yet in arbor serve: tolerated", where, name)
-				if !hasVal && i+1 < len(args) {
-					i++
-				}
-				continue
 			case f == nil:
 				t.Errorf("%s: arbor serve has no flag --%s", where, name)
 				continue
@@ -188,7 +175,7 @@ func TestDeployFilesUseServeFlags(t *testing.T) {
 			// Only names are checked here: the values are the shell's.
 			for i := 0; i < len(args); i += 2 {
 				name := strings.TrimPrefix(args[i], "--")
-				if serveFlags().Lookup(name) == nil && !contractFlags[name] {
+				if serveFlags().Lookup(name) == nil {
 					t.Errorf("cluster-local.sh: arbor serve has no flag --%s (%s)", name, line)
 				}
 				checked++
