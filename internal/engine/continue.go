@@ -46,18 +46,44 @@ const maxContinuedUpper = 1 << 30
 // for its init to report the sandbox fresh.
 const continueWait = time.Second
 
-// continuable reports whether p's warm sandbox may serve another run after
-// this one, which ended with res and err.
-func (e *Engine) continuable(ctx context.Context, p *runPlan, res runtime.Result, err error) bool {
+// continueStep reports whether p's warm sandbox may serve another run
+// after this one, which ended with res and err, and if so writes the
+// step's layer (stepLayer) and returns its directory, upper's manifest now
+// and the number of entries in the layer. The diff runs while the init
+// makes the sandbox fresh: the command's processes were all killed and
+// reaped before its exit was reported, so upper is quiet; should the init
+// report the sandbox stale, the layer is dropped and the sandbox ends.
+func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Result, err error) (string, layers.Manifest, int, bool) {
 	wb := p.warm
 	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact {
-		return false
+		return "", nil, 0, false
 	}
-	if err := wb.agent.Continue(continueWait); err != nil {
-		e.log.Info("warm sandbox not continued", "operation", p.op, "why", err)
-		return false
+	type diffed struct {
+		dir string
+		now layers.Manifest
+		n   int
+		err error
 	}
-	return true
+	ch := make(chan diffed, 1)
+	go func() {
+		var d diffed
+		d.dir, d.now, d.n, d.err = e.stepLayer(wb)
+		ch <- d
+	}()
+	ferr := wb.agent.Continue(continueWait)
+	d := <-ch
+	switch {
+	case ferr != nil:
+		e.log.Info("warm sandbox not continued", "operation", p.op, "why", ferr)
+	case d.err != nil:
+		e.log.Warn("diff a continued sandbox's upper dir", "operation", p.op, "err", d.err)
+	default:
+		return d.dir, d.now, d.n, true
+	}
+	if d.err == nil {
+		os.RemoveAll(d.dir)
+	}
+	return "", nil, 0, false
 }
 
 // bootToContinue boots, for a non-disposable run that found no warm
