@@ -317,8 +317,10 @@ func TestWarmWaitsForBootInFlight(t *testing.T) {
 	// Wait until a boot for the new image has run long enough to be worth
 	// waiting for (see ripeLocked); a fresher one would be left to finish.
 	ripe := func() int { return e.warm.Ripe(func(k warmKey) bool { return k.image == o.ResultImageUUID }) }
-	for i := 0; ripe() == 0; i++ {
-		if i > 600 {
+	// The boots start once the pool's hold after the kept sandbox is over
+	// (continueHold).
+	for deadline := time.Now().Add(continueHold + 30*time.Second); ripe() == 0; {
+		if time.Now().After(deadline) {
 			t.Fatalf("no boot in flight for the new image: %+v", e.WarmStats())
 		}
 		time.Sleep(2 * time.Millisecond) // ripeness is a time, not an event: poll it

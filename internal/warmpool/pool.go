@@ -35,6 +35,10 @@
 //     only after Quiet: an agent that comes straight back with its next
 //     run gets the cores to itself instead of sharing them with a boot it
 //     would not use; one that pauses finds its sandbox ready.
+//   - Hold: a sandbox put back to continue in (Put) is the one its agent's
+//     next step will take, likely within seconds; boots wait Hold after
+//     it, so an agent that pauses to think comes back to cores that are
+//     not booting sandboxes for other runs.
 //   - Order: the most recently wanted key boots first.
 //   - Bound: idle plus booting sandboxes never exceed Max; at the bound a
 //     boot evicts the oldest idle sandbox of another key, or waits.
@@ -81,6 +85,7 @@ type Config[K comparable] struct {
 	Max    int           // idle and booting sandboxes overall; > 0
 	Idle   time.Duration // idle sandboxes older than this are destroyed; > 0
 	Quiet  time.Duration // wait after a run's end before booting; default DefaultQuiet
+	Hold   time.Duration // wait after a Put before booting; 0: none
 	Budget int           // runs and boots at once under which boots start; default max(1, CPUs/2)
 	// Class groups keys whose boots take alike long (the runtime) for the
 	// boot-time estimate; nil: one group.
@@ -114,6 +119,7 @@ type Pool[K comparable, B any] struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // boots, quiet timers, destroys, the reaper
 	quiet  sync.WaitGroup // quiet timers not yet run to the end (tests wait on it)
+	held   sync.WaitGroup // hold timers, likewise
 
 	mu      sync.Mutex
 	idle    map[K][]idleBox[B]
@@ -128,8 +134,9 @@ type Pool[K comparable, B any] struct {
 	// time it was last asked for (older demand is dropped first).
 	want                map[K]want
 	bursts              map[K]burst                  // Takes per key, see the package comment
-	timers              map[clockwork.Timer]struct{} // quiet timers pending
+	timers              map[clockwork.Timer]*sync.WaitGroup // quiet timers pending
 	active              int                          // runs between RunBegins and RunEnds
+	holdUntil           time.Time                    // no boot starts before (see Hold)
 	hits                int                          // runs served warm
 	misses              int
 	boots, bootFailures int // boots ended, by result
@@ -179,7 +186,7 @@ func New[K comparable, B any](ctx context.Context, booter Booter[K, B], cfg Conf
 		changed:    make(chan struct{}),
 		want:       map[K]want{},
 		bursts:     map[K]burst{},
-		timers:     map[clockwork.Timer]struct{}{},
+		timers:     map[clockwork.Timer]*sync.WaitGroup{},
 	}
 	p.ctx, p.cancel = context.WithCancel(ctx)
 	// The ticker exists before New returns, so a fake clock advanced
@@ -197,9 +204,9 @@ func (p *Pool[K, B]) Close() {
 	// Under mu, after cancel: whoever schedules work checks p.ctx under mu
 	// first, so nothing is added to wg once Wait starts.
 	p.mu.Lock()
-	for t := range p.timers {
+	for t, wg := range p.timers {
 		if t.Stop() {
-			p.quiet.Done()
+			wg.Done()
 			p.wg.Done()
 		}
 	}
@@ -443,21 +450,27 @@ func (p *Pool[K, B]) RunEnds() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.active--
+	p.pumpAfterLocked(p.cfg.Quiet, &p.quiet)
+}
+
+// pumpAfterLocked looks for boots to start after d; wg counts the timer
+// until it has run.
+func (p *Pool[K, B]) pumpAfterLocked(d time.Duration, wg *sync.WaitGroup) {
 	if p.ctx.Err() != nil {
 		return
 	}
 	p.wg.Add(1)
-	p.quiet.Add(1)
+	wg.Add(1)
 	var t clockwork.Timer
-	t = p.clock.AfterFunc(p.cfg.Quiet, func() {
+	t = p.clock.AfterFunc(d, func() {
 		defer p.wg.Done()
-		defer p.quiet.Done()
-		p.mu.Lock() // after RunEnds set t and let go of mu
+		defer wg.Done()
+		p.mu.Lock() // after the caller set t and let go of mu
 		delete(p.timers, t)
 		p.mu.Unlock()
 		p.pump()
 	})
-	p.timers[t] = struct{}{}
+	p.timers[t] = wg
 }
 
 func (p *Pool[K, B]) wantedLocked() int {
@@ -483,7 +496,7 @@ func (p *Pool[K, B]) pump() {
 	var evict []B
 	p.mu.Lock()
 	for p.ctx.Err() == nil {
-		if p.active+p.bootingLocked() >= p.cfg.Budget {
+		if p.active+p.bootingLocked() >= p.cfg.Budget || p.clock.Now().Before(p.holdUntil) {
 			break
 		}
 		k, ok := p.nextWantLocked()
