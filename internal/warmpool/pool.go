@@ -133,11 +133,11 @@ type Pool[K comparable, B any] struct {
 	// want is the demand not yet met: sandboxes to boot per key, with the
 	// time it was last asked for (older demand is dropped first).
 	want                map[K]want
-	bursts              map[K]burst                  // Takes per key, see the package comment
+	bursts              map[K]burst                         // Takes per key, see the package comment
 	timers              map[clockwork.Timer]*sync.WaitGroup // quiet timers pending
-	active              int                          // runs between RunBegins and RunEnds
-	holdUntil           time.Time                    // no boot starts before (see Hold)
-	hits                int                          // runs served warm
+	active              int                                 // runs between RunBegins and RunEnds
+	holdUntil           time.Time                           // no boot starts before (see Hold)
+	hits                int                                 // runs served warm
 	misses              int
 	boots, bootFailures int // boots ended, by result
 }
