@@ -98,18 +98,24 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 // sandbox, one of its own (as the pool would) instead of a cold sandbox
 // that ends with the command: it costs about what a cold start costs, and
 // the sandbox can then continue into the run's next step, so an agent that
-// comes straight back is served warm from its second step on. nil when
-// the pool is off, the run is disposable, or the boot failed (the run then
-// starts cold).
+// comes straight back is served warm from its second step on. The pool
+// boots it (warmpool.BootFor): when several runs on one image come at
+// once (a fan-out of branches), their boots share the cores one per core
+// and each run takes the first sandbox ready. nil when the pool is off,
+// the run is disposable, or the boot failed (the run then starts cold).
 func (e *Engine) bootToContinue(ctx context.Context, p *runPlan) *warmBox {
 	if !e.warmEnabled() || p.meta.Disposable {
 		return nil
 	}
-	wb, err := e.newWarm(ctx, keyOf(p, p.image.UUID))
+	wb, err := e.warm.BootFor(ctx, keyOf(p, p.image.UUID))
 	if err != nil {
 		if ctx.Err() == nil {
 			e.log.Warn("boot a sandbox to continue in; running cold", "operation", p.op, "err", err)
 		}
+		return nil
+	}
+	if !e.fits(ctx, p, wb) { // one kept to continue in, come meanwhile
+		e.destroyWarm(wb)
 		return nil
 	}
 	return wb

@@ -137,6 +137,9 @@ type Pool[K comparable, B any] struct {
 	timers              map[clockwork.Timer]*sync.WaitGroup // quiet timers pending
 	active              int                                 // runs between RunBegins and RunEnds
 	holdUntil           time.Time                           // no boot starts before (see Hold)
+	demand              map[K]int                           // runs waiting in BootFor
+	failed              map[K]int                           // their failed boots not yet reported
+	lastErr             map[K]error                         // why
 	hits                int                                 // runs served warm
 	misses              int
 	boots, bootFailures int // boots ended, by result
@@ -187,6 +190,9 @@ func New[K comparable, B any](ctx context.Context, booter Booter[K, B], cfg Conf
 		want:       map[K]want{},
 		bursts:     map[K]burst{},
 		timers:     map[clockwork.Timer]*sync.WaitGroup{},
+		demand:     map[K]int{},
+		failed:     map[K]int{},
+		lastErr:    map[K]error{},
 	}
 	p.ctx, p.cancel = context.WithCancel(ctx)
 	// The ticker exists before New returns, so a fake clock advanced
@@ -321,20 +327,7 @@ func (p *Pool[K, B]) Take(ctx context.Context, k K) (B, bool) {
 			p.misses++
 			return zero, false
 		}
-		if bs := p.idle[k]; len(bs) > 0 {
-			b := bs[0].box
-			p.idle[k] = bs[1:]
-			if len(p.idle[k]) == 0 {
-				delete(p.idle, k)
-			}
-			if !p.booter.Alive(b) {
-				// It died while idle (killed, out of memory): clean up
-				// behind the run's back and look again.
-				p.log.Warn("warm sandbox died while idle", "key", k)
-				p.wg.Add(1)
-				go func() { defer p.wg.Done(); p.booter.Destroy(b) }()
-				continue
-			}
+		if b, ok := p.takeIdleLocked(k); ok {
 			p.hits++
 			return b, true
 		}
@@ -358,6 +351,31 @@ func (p *Pool[K, B]) Take(ctx context.Context, k K) (B, bool) {
 			p.misses++
 			return zero, false
 		}
+	}
+}
+
+// takeIdleLocked removes and returns an idle sandbox of k that still
+// runs; the dead ones it finds are destroyed.
+func (p *Pool[K, B]) takeIdleLocked(k K) (B, bool) {
+	for {
+		bs := p.idle[k]
+		if len(bs) == 0 {
+			var zero B
+			return zero, false
+		}
+		b := bs[0].box
+		p.idle[k] = bs[1:]
+		if len(p.idle[k]) == 0 {
+			delete(p.idle, k)
+		}
+		if p.booter.Alive(b) {
+			return b, true
+		}
+		// It died while idle (killed, out of memory): clean up behind the
+		// run's back and look again.
+		p.log.Warn("warm sandbox died while idle", "key", k)
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.booter.Destroy(b) }()
 	}
 }
 
@@ -521,7 +539,7 @@ func (p *Pool[K, B]) pump() {
 			delete(p.want, k)
 		}
 		p.wg.Add(1)
-		go p.boot(k, started)
+		go p.bootAs(k, started, false)
 	}
 	p.mu.Unlock()
 	for _, b := range evict {
@@ -567,9 +585,10 @@ func (p *Pool[K, B]) oldestIdleLocked(k K) (B, bool) {
 	return bs[0].box, true
 }
 
-// boot boots a sandbox for k and puts it in the pool (or destroys it if the
-// pool closed meanwhile), then looks for more work.
-func (p *Pool[K, B]) boot(k K, started time.Time) {
+// bootAs boots a sandbox for k and puts it in the pool (or destroys it if
+// the pool closed meanwhile), then looks for more work; onDemand: for
+// runs waiting in BootFor.
+func (p *Pool[K, B]) bootAs(k K, started time.Time, onDemand bool) {
 	defer p.wg.Done()
 	b, err := p.booter.Boot(p.ctx, k)
 	p.mu.Lock()
@@ -587,6 +606,12 @@ func (p *Pool[K, B]) boot(k K, started time.Time) {
 		delete(p.bootStarts, k)
 	} else {
 		p.bootStarts[k] = starts
+	}
+	if onDemand {
+		if err != nil && p.demand[k] > 0 {
+			p.failed[k]++
+			p.lastErr[k] = err
+		}
 	}
 	if err != nil {
 		p.bootFailures++
