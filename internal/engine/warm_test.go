@@ -368,7 +368,7 @@ func TestWarmNoBootForStraightBack(t *testing.T) {
 		e, base := newWarmEngine(t, "runc")
 		o, _ := run(t, e, base, "echo 1 > /root/step")
 		back := time.Now()
-		boots := e.WarmStats().Boots // the first run's own, to continue in
+		boots := e.WarmStats().Boots      // the first run's own, to continue in
 		time.Sleep(20 * time.Millisecond) // a client's round trip, well inside quietGrace
 		op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "sleep 1", Image: o.ResultImageUUID, Shell: ptr(true), Disposable: ptr(true)})
 		if err != nil {

@@ -2,7 +2,6 @@ package warmpool
 
 import (
 	"context"
-	"time"
 )
 
 // On-demand boots: a run that found no sandbox of its key (Take missed)
@@ -50,26 +49,9 @@ func (p *Pool[K, B]) BootFor(ctx context.Context, k K) (B, error) {
 		}
 		// A boot for each waiting run.
 		if p.booting[k] < p.demand[k] {
-			p.booting[k]++
-			started := p.clock.Now()
-			p.bootStarts[k] = append(p.bootStarts[k], started)
-			p.wg.Add(1)
-			go p.bootOnDemand(k, started)
+			p.startBootLocked(k, true)
 			continue
 		}
-		changed := p.changed
-		p.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-		case <-p.ctx.Done():
-		}
-		p.mu.Lock()
+		p.waitChangeLocked(ctx)
 	}
-}
-
-// bootOnDemand is boot for BootFor: its sandbox goes idle for the waiting
-// runs; a failure is handed to one of them.
-func (p *Pool[K, B]) bootOnDemand(k K, started time.Time) {
-	p.bootAs(k, started, true)
 }

@@ -339,19 +339,25 @@ func (p *Pool[K, B]) Take(ctx context.Context, k K) (B, bool) {
 			p.misses++
 			return zero, false
 		}
-		changed := p.changed
-		p.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-		case <-p.ctx.Done():
-		}
-		p.mu.Lock()
+		p.waitChangeLocked(ctx)
 		if ctx.Err() != nil {
 			p.misses++
 			return zero, false
 		}
 	}
+}
+
+// waitChangeLocked lets go of mu until a boot ends or a sandbox is put
+// back, ctx ends or the pool closes.
+func (p *Pool[K, B]) waitChangeLocked(ctx context.Context) {
+	changed := p.changed
+	p.mu.Unlock()
+	select {
+	case <-changed:
+	case <-ctx.Done():
+	case <-p.ctx.Done():
+	}
+	p.mu.Lock()
 }
 
 // takeIdleLocked removes and returns an idle sandbox of k that still
@@ -532,14 +538,10 @@ func (p *Pool[K, B]) pump() {
 			}
 			evict = append(evict, b)
 		}
-		p.booting[k]++
-		started := p.clock.Now()
-		p.bootStarts[k] = append(p.bootStarts[k], started)
+		p.startBootLocked(k, false)
 		if w := p.want[k]; w.n <= len(p.idle[k])+p.booting[k] {
 			delete(p.want, k)
 		}
-		p.wg.Add(1)
-		go p.bootAs(k, started, false)
 	}
 	p.mu.Unlock()
 	for _, b := range evict {
@@ -583,6 +585,15 @@ func (p *Pool[K, B]) oldestIdleLocked(k K) (B, bool) {
 		delete(p.idle, oldest)
 	}
 	return bs[0].box, true
+}
+
+// startBootLocked starts a boot of k in the background.
+func (p *Pool[K, B]) startBootLocked(k K, onDemand bool) {
+	p.booting[k]++
+	started := p.clock.Now()
+	p.bootStarts[k] = append(p.bootStarts[k], started)
+	p.wg.Add(1)
+	go p.bootAs(k, started, onDemand)
 }
 
 // bootAs boots a sandbox for k and puts it in the pool (or destroys it if
