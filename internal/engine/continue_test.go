@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -242,5 +243,32 @@ func TestContinueFileSizeLimit(t *testing.T) {
 	o, m := run(t, e, o.ResultImageUUID, "head -c 3000000 /dev/zero > /big; wc -c < /big")
 	if got := strings.TrimSpace(stdout(t, m)); got != "3000000" {
 		t.Errorf("a 3 MB write after a step limited to 1 MiB: wc says %s", got)
+	}
+}
+
+// TestContinueStaleNotKept: a step that leaves something the init cannot
+// put back (a file in /dev, outside the image) ends its sandbox: the step
+// is committed as a cold run's would be, the layer diffed meanwhile is
+// dropped, and the next step does not see the file.
+func TestContinueStaleNotKept(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := warmedEngine(t, rt)
+			o, _ := run(t, e, base, "echo a > /root/a; touch /dev/leak")
+			if n := continuedOn(e, o.ResultImageUUID); n != 0 {
+				t.Fatalf("%d continued sandboxes after a step that wrote to /dev", n)
+			}
+			if s, err := readFile(t, e, o.ResultImageUUID, "/root/a"); s != "a\n" {
+				t.Errorf("/root/a in the step's image = %q (%v)", s, err)
+			}
+			if left, _ := filepath.Glob(filepath.Join(e.layersTmp(), "step-*")); len(left) != 0 {
+				t.Errorf("diffed layers left behind: %v", left)
+			}
+			_, m := run(t, e, o.ResultImageUUID, "ls /dev/leak 2>&1; cat /root/a")
+			if got := stdout(t, m); got != "ls: /dev/leak: No such file or directory\na\n" {
+				t.Errorf("the next step saw %q", got)
+			}
+		})
 	}
 }

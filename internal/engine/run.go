@@ -22,7 +22,6 @@ import (
 	"github.com/arborsh/arbor/internal/egress"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
-	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/oplog"
 	"github.com/arborsh/arbor/internal/overlay"
@@ -556,17 +555,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	// A warm sandbox may go on into the next step (continue.go): its
 	// processes are gone, so its upper dir is quiet while it stays up, and
 	// the step's layer is what changed in it since its last commit.
-	cont := e.continuable(ctx, p, res, runErr)
-	layerDir, entries := upper, 0
-	var now layers.Manifest
+	layerDir, now, entries, cont := e.continueStep(ctx, p, res, runErr)
 	if cont {
-		var err error
-		if layerDir, now, entries, err = e.stepLayer(wb); err != nil {
-			e.log.Warn("diff a continued sandbox's upper dir", "operation", p.op, "err", err)
-			cont, layerDir = false, upper
-		} else {
-			defer os.RemoveAll(layerDir) // committed: moved into the store
-		}
+		defer os.RemoveAll(layerDir) // committed: moved into the store
+	} else {
+		layerDir = upper
 	}
 	if !p.meta.Disposable && !cont {
 		unmount() // the upper dir must be quiet before it is committed

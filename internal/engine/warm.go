@@ -80,7 +80,7 @@ func (w warmBooter) Destroy(b *warmBox)  { w.e.destroyWarm(b) }
 // newWarmPool starts the engine's pool under its lifetime context.
 func (e *Engine) newWarmPool() *warmPool {
 	return warmpool.New(e.ctx, warmBooter{e}, warmpool.Config[warmKey]{
-		PerKey: max(e.cfg.WarmPerImage, 1), Max: e.cfg.WarmMax, Idle: e.cfg.WarmIdle, Quiet: quietGrace,
+		PerKey: max(e.cfg.WarmPerImage, 1), Max: e.cfg.WarmMax, Idle: e.cfg.WarmIdle, Quiet: quietGrace, Hold: continueHold,
 		Class: func(k warmKey) string { return k.runtime }, Logger: e.log,
 	})
 }

@@ -317,8 +317,10 @@ func TestWarmWaitsForBootInFlight(t *testing.T) {
 	// Wait until a boot for the new image has run long enough to be worth
 	// waiting for (see ripeLocked); a fresher one would be left to finish.
 	ripe := func() int { return e.warm.Ripe(func(k warmKey) bool { return k.image == o.ResultImageUUID }) }
-	for i := 0; ripe() == 0; i++ {
-		if i > 600 {
+	// The boots start once the pool's hold after the kept sandbox is over
+	// (continueHold).
+	for deadline := time.Now().Add(continueHold + 30*time.Second); ripe() == 0; {
+		if time.Now().After(deadline) {
 			t.Fatalf("no boot in flight for the new image: %+v", e.WarmStats())
 		}
 		time.Sleep(2 * time.Millisecond) // ripeness is a time, not an event: poll it
@@ -366,6 +368,7 @@ func TestWarmNoBootForStraightBack(t *testing.T) {
 		e, base := newWarmEngine(t, "runc")
 		o, _ := run(t, e, base, "echo 1 > /root/step")
 		back := time.Now()
+		boots := e.WarmStats().Boots      // the first run's own, to continue in
 		time.Sleep(20 * time.Millisecond) // a client's round trip, well inside quietGrace
 		op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "sleep 1", Image: o.ResultImageUUID, Shell: ptr(true), Disposable: ptr(true)})
 		if err != nil {
@@ -378,7 +381,7 @@ func TestWarmNoBootForStraightBack(t *testing.T) {
 			for i := 0; i < 20; i++ { // through the second run
 				// Booted ones only: the sandbox the first run continues
 				// in is idle until the second run takes it.
-				if s := e.WarmStats(); s.Booting > 0 || s.Boots > 0 {
+				if s := e.WarmStats(); s.Booting > 0 || s.Boots > boots {
 					booted++
 				}
 				time.Sleep(25 * time.Millisecond) // deliberate: sample that nothing boots for a while

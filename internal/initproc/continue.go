@@ -1,11 +1,13 @@
 package initproc
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -87,19 +89,50 @@ func emptyDir(d string) error {
 	return nil
 }
 
-// othersAlive counts the processes in /proc other than this init.
+// othersAlive counts the processes in /proc other than this init. One
+// that is dead but not yet reaped counts only if it stays so for
+// zombieWait: a process the runtime exec'd into the sandbox (a preview's
+// relay) is killed with the rest, but reaped by the runtime's exec outside
+// the sandbox, which may take a moment longer than this init's check.
 func othersAlive() int {
+	deadline := time.Now().Add(zombieWait)
+	for {
+		live, dead := countOthers()
+		if live != 0 || dead == 0 || time.Now().After(deadline) {
+			return live + dead
+		}
+		time.Sleep(time.Millisecond) // the reaper is outside the sandbox: nothing to wait on
+	}
+}
+
+// zombieWait bounds the wait for dead processes to be reaped.
+const zombieWait = 200 * time.Millisecond
+
+// countOthers counts the processes in /proc other than this init, live
+// and dead (zombies); an unreadable /proc counts as one live.
+func countOthers() (live, dead int) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return -1
+		return 1, 0
 	}
-	n := 0
 	for _, ent := range ents {
-		if pid, err := strconv.Atoi(ent.Name()); err == nil && pid != os.Getpid() {
-			n++
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + ent.Name() + "/stat")
+		if os.IsNotExist(err) {
+			continue // reaped meanwhile
+		}
+		// The state follows the command's name in parentheses, which may
+		// itself hold ") ".
+		if i := bytes.LastIndex(b, []byte(") ")); err == nil && i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			dead++
+		} else {
+			live++
 		}
 	}
-	return n
+	return live, dead
 }
 
 // System V IPC commands (linux/ipc.h, shm.h, sem.h, msg.h).

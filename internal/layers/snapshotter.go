@@ -318,10 +318,14 @@ func (s *Snapshotter) cleanup(ctx context.Context) {
 	}
 }
 
-// syncTree makes everything under dir durable: one syncfs for the whole
-// filesystem is far cheaper than fsyncing each file of a large layer, and
-// concurrent commits share it (see groupsync.go).
+// syncTree makes everything under dir durable: a small tree entry by
+// entry (smallsync.go), a large one with one syncfs for the whole
+// filesystem, far cheaper than fsyncing each file of a large layer, which
+// concurrent commits share (see groupsync.go).
 func syncTree(dir string) error {
+	if small, err := syncSmall(dir); small || err != nil {
+		return err
+	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err

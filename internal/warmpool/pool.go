@@ -35,6 +35,10 @@
 //     only after Quiet: an agent that comes straight back with its next
 //     run gets the cores to itself instead of sharing them with a boot it
 //     would not use; one that pauses finds its sandbox ready.
+//   - Hold: a sandbox put back to continue in (Put) is the one its agent's
+//     next step will take, likely within seconds; boots wait Hold after
+//     it, so an agent that pauses to think comes back to cores that are
+//     not booting sandboxes for other runs.
 //   - Order: the most recently wanted key boots first.
 //   - Bound: idle plus booting sandboxes never exceed Max; at the bound a
 //     boot evicts the oldest idle sandbox of another key, or waits.
@@ -81,6 +85,7 @@ type Config[K comparable] struct {
 	Max    int           // idle and booting sandboxes overall; > 0
 	Idle   time.Duration // idle sandboxes older than this are destroyed; > 0
 	Quiet  time.Duration // wait after a run's end before booting; default DefaultQuiet
+	Hold   time.Duration // wait after a Put before booting; 0: none
 	Budget int           // runs and boots at once under which boots start; default max(1, CPUs/2)
 	// Class groups keys whose boots take alike long (the runtime) for the
 	// boot-time estimate; nil: one group.
@@ -114,6 +119,7 @@ type Pool[K comparable, B any] struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // boots, quiet timers, destroys, the reaper
 	quiet  sync.WaitGroup // quiet timers not yet run to the end (tests wait on it)
+	held   sync.WaitGroup // hold timers, likewise
 
 	mu      sync.Mutex
 	idle    map[K][]idleBox[B]
@@ -127,10 +133,14 @@ type Pool[K comparable, B any] struct {
 	// want is the demand not yet met: sandboxes to boot per key, with the
 	// time it was last asked for (older demand is dropped first).
 	want                map[K]want
-	bursts              map[K]burst                  // Takes per key, see the package comment
-	timers              map[clockwork.Timer]struct{} // quiet timers pending
-	active              int                          // runs between RunBegins and RunEnds
-	hits                int                          // runs served warm
+	bursts              map[K]burst                         // Takes per key, see the package comment
+	timers              map[clockwork.Timer]*sync.WaitGroup // quiet timers pending
+	active              int                                 // runs between RunBegins and RunEnds
+	holdUntil           time.Time                           // no boot starts before (see Hold)
+	demand              map[K]int                           // runs waiting in BootFor
+	failed              map[K]int                           // their failed boots not yet reported
+	lastErr             map[K]error                         // why
+	hits                int                                 // runs served warm
 	misses              int
 	boots, bootFailures int // boots ended, by result
 }
@@ -179,7 +189,10 @@ func New[K comparable, B any](ctx context.Context, booter Booter[K, B], cfg Conf
 		changed:    make(chan struct{}),
 		want:       map[K]want{},
 		bursts:     map[K]burst{},
-		timers:     map[clockwork.Timer]struct{}{},
+		timers:     map[clockwork.Timer]*sync.WaitGroup{},
+		demand:     map[K]int{},
+		failed:     map[K]int{},
+		lastErr:    map[K]error{},
 	}
 	p.ctx, p.cancel = context.WithCancel(ctx)
 	// The ticker exists before New returns, so a fake clock advanced
@@ -197,9 +210,9 @@ func (p *Pool[K, B]) Close() {
 	// Under mu, after cancel: whoever schedules work checks p.ctx under mu
 	// first, so nothing is added to wg once Wait starts.
 	p.mu.Lock()
-	for t := range p.timers {
+	for t, wg := range p.timers {
 		if t.Stop() {
-			p.quiet.Done()
+			wg.Done()
 			p.wg.Done()
 		}
 	}
@@ -314,20 +327,7 @@ func (p *Pool[K, B]) Take(ctx context.Context, k K) (B, bool) {
 			p.misses++
 			return zero, false
 		}
-		if bs := p.idle[k]; len(bs) > 0 {
-			b := bs[0].box
-			p.idle[k] = bs[1:]
-			if len(p.idle[k]) == 0 {
-				delete(p.idle, k)
-			}
-			if !p.booter.Alive(b) {
-				// It died while idle (killed, out of memory): clean up
-				// behind the run's back and look again.
-				p.log.Warn("warm sandbox died while idle", "key", k)
-				p.wg.Add(1)
-				go func() { defer p.wg.Done(); p.booter.Destroy(b) }()
-				continue
-			}
+		if b, ok := p.takeIdleLocked(k); ok {
 			p.hits++
 			return b, true
 		}
@@ -339,18 +339,49 @@ func (p *Pool[K, B]) Take(ctx context.Context, k K) (B, bool) {
 			p.misses++
 			return zero, false
 		}
-		changed := p.changed
-		p.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-		case <-p.ctx.Done():
-		}
-		p.mu.Lock()
+		p.waitChangeLocked(ctx)
 		if ctx.Err() != nil {
 			p.misses++
 			return zero, false
 		}
+	}
+}
+
+// waitChangeLocked lets go of mu until a boot ends or a sandbox is put
+// back, ctx ends or the pool closes.
+func (p *Pool[K, B]) waitChangeLocked(ctx context.Context) {
+	changed := p.changed
+	p.mu.Unlock()
+	select {
+	case <-changed:
+	case <-ctx.Done():
+	case <-p.ctx.Done():
+	}
+	p.mu.Lock()
+}
+
+// takeIdleLocked removes and returns an idle sandbox of k that still
+// runs; the dead ones it finds are destroyed.
+func (p *Pool[K, B]) takeIdleLocked(k K) (B, bool) {
+	for {
+		bs := p.idle[k]
+		if len(bs) == 0 {
+			var zero B
+			return zero, false
+		}
+		b := bs[0].box
+		p.idle[k] = bs[1:]
+		if len(p.idle[k]) == 0 {
+			delete(p.idle, k)
+		}
+		if p.booter.Alive(b) {
+			return b, true
+		}
+		// It died while idle (killed, out of memory): clean up behind the
+		// run's back and look again.
+		p.log.Warn("warm sandbox died while idle", "key", k)
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.booter.Destroy(b) }()
 	}
 }
 
@@ -443,21 +474,27 @@ func (p *Pool[K, B]) RunEnds() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.active--
+	p.pumpAfterLocked(p.cfg.Quiet, &p.quiet)
+}
+
+// pumpAfterLocked looks for boots to start after d; wg counts the timer
+// until it has run.
+func (p *Pool[K, B]) pumpAfterLocked(d time.Duration, wg *sync.WaitGroup) {
 	if p.ctx.Err() != nil {
 		return
 	}
 	p.wg.Add(1)
-	p.quiet.Add(1)
+	wg.Add(1)
 	var t clockwork.Timer
-	t = p.clock.AfterFunc(p.cfg.Quiet, func() {
+	t = p.clock.AfterFunc(d, func() {
 		defer p.wg.Done()
-		defer p.quiet.Done()
-		p.mu.Lock() // after RunEnds set t and let go of mu
+		defer wg.Done()
+		p.mu.Lock() // after the caller set t and let go of mu
 		delete(p.timers, t)
 		p.mu.Unlock()
 		p.pump()
 	})
-	p.timers[t] = struct{}{}
+	p.timers[t] = wg
 }
 
 func (p *Pool[K, B]) wantedLocked() int {
@@ -483,7 +520,7 @@ func (p *Pool[K, B]) pump() {
 	var evict []B
 	p.mu.Lock()
 	for p.ctx.Err() == nil {
-		if p.active+p.bootingLocked() >= p.cfg.Budget {
+		if p.active+p.bootingLocked() >= p.cfg.Budget || p.clock.Now().Before(p.holdUntil) {
 			break
 		}
 		k, ok := p.nextWantLocked()
@@ -501,14 +538,10 @@ func (p *Pool[K, B]) pump() {
 			}
 			evict = append(evict, b)
 		}
-		p.booting[k]++
-		started := p.clock.Now()
-		p.bootStarts[k] = append(p.bootStarts[k], started)
+		p.startBootLocked(k, false)
 		if w := p.want[k]; w.n <= len(p.idle[k])+p.booting[k] {
 			delete(p.want, k)
 		}
-		p.wg.Add(1)
-		go p.boot(k, started)
 	}
 	p.mu.Unlock()
 	for _, b := range evict {
@@ -554,9 +587,19 @@ func (p *Pool[K, B]) oldestIdleLocked(k K) (B, bool) {
 	return bs[0].box, true
 }
 
-// boot boots a sandbox for k and puts it in the pool (or destroys it if the
-// pool closed meanwhile), then looks for more work.
-func (p *Pool[K, B]) boot(k K, started time.Time) {
+// startBootLocked starts a boot of k in the background.
+func (p *Pool[K, B]) startBootLocked(k K, onDemand bool) {
+	p.booting[k]++
+	started := p.clock.Now()
+	p.bootStarts[k] = append(p.bootStarts[k], started)
+	p.wg.Add(1)
+	go p.bootAs(k, started, onDemand)
+}
+
+// bootAs boots a sandbox for k and puts it in the pool (or destroys it if
+// the pool closed meanwhile), then looks for more work; onDemand: for
+// runs waiting in BootFor.
+func (p *Pool[K, B]) bootAs(k K, started time.Time, onDemand bool) {
 	defer p.wg.Done()
 	b, err := p.booter.Boot(p.ctx, k)
 	p.mu.Lock()
@@ -574,6 +617,12 @@ func (p *Pool[K, B]) boot(k K, started time.Time) {
 		delete(p.bootStarts, k)
 	} else {
 		p.bootStarts[k] = starts
+	}
+	if onDemand {
+		if err != nil && p.demand[k] > 0 {
+			p.failed[k]++
+			p.lastErr[k] = err
+		}
 	}
 	if err != nil {
 		p.bootFailures++

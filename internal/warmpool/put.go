@@ -7,7 +7,7 @@ package warmpool
 // At the bound it evicts (destroys in the background) the oldest idle
 // sandbox of another key; when
 // there is none to evict, or the pool is closed, it reports false and the
-// caller keeps b (to destroy it).
+// caller keeps b (to destroy it). No boot starts for Hold after it.
 func (p *Pool[K, B]) Put(k K, b B) bool {
 	p.mu.Lock()
 	if p.ctx.Err() != nil {
@@ -26,7 +26,13 @@ func (p *Pool[K, B]) Put(k K, b B) bool {
 			return false
 		}
 	}
-	p.idle[k] = append(p.idle[k], idleBox[B]{box: b, born: p.clock.Now()})
+	now := p.clock.Now()
+	p.idle[k] = append(p.idle[k], idleBox[B]{box: b, born: now})
+	if p.cfg.Hold > 0 {
+		// Its agent's next step is likely to come soon (see Hold).
+		p.holdUntil = now.Add(p.cfg.Hold)
+		p.pumpAfterLocked(p.cfg.Hold, &p.held)
+	}
 	// Wake runs waiting for k: one is idle now.
 	close(p.changed)
 	p.changed = make(chan struct{})

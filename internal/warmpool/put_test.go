@@ -53,3 +53,27 @@ func TestPut(t *testing.T) {
 		t.Fatal("a closed pool took a sandbox")
 	}
 }
+
+// TestPutHoldsBoots: after a sandbox is put back to continue in, no boot
+// starts for Hold, even once the machine has been quiet: its agent's next
+// step is likely to come meanwhile and gets the cores to itself.
+func TestPutHoldsBoots(t *testing.T) {
+	e := newEnv(t, Config[string]{Hold: 2 * time.Second})
+	e.ready(t, "a")
+	b, _ := e.p.Take(context.Background(), "a")
+	e.p.RunBegins()
+	e.p.Want("a", 1) // the image used gets a replacement
+	if !e.p.Put("a2", b) {
+		t.Fatal("Put refused")
+	}
+	e.p.Want("a2", 2) // and the new one a sandbox for a branch
+	e.p.RunEnds()
+	e.quietPassed()
+	e.noCalls(t)
+	if s := e.p.Stats(); s.Booting != 0 || s.Wanted != 2 {
+		t.Fatalf("booted within the hold: %+v", s)
+	}
+	e.clock.Advance(2*time.Second - e.p.cfg.Quiet)
+	e.p.held.Wait()
+	recv(t, e.f.calls, "boot after the hold")
+}
