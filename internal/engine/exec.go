@@ -162,6 +162,11 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec ExecRequest)
 		res, err := sb.rt.Exec(e.ctx, sb.cid, runtime.ExecSpec{
 			Args: args, Env: envList(env), Cwd: cwd, UID: uint32(uid), GID: uint32(gid), FileSizeLimit: p.fileSize(), InitBinary: e.initBin,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
+			OnSignal: func(signal func(syscall.Signal) error) {
+				a.mu.Lock()
+				pr.signal = signal
+				a.mu.Unlock()
+			},
 			OnStart: func(pid int) {
 				stdinR.Close()
 				a.mu.Lock()
@@ -286,18 +291,22 @@ func (e *Engine) Signal(ctx context.Context, account, op string, spid int, sig s
 		}
 	}
 	a.mu.Lock()
-	pr := a.procs[spid]
+	var pid int
+	var signal func(syscall.Signal) error
+	if pr := a.procs[spid]; pr != nil {
+		pid, signal = pr.pid, pr.signal
+	}
 	a.mu.Unlock()
-	if pr == nil || pr.pid == 0 {
+	if pid == 0 {
 		return errdefs.NotFound("operation %s has no process %d", op, spid)
 	}
-	if pr.signal != nil {
-		if err := pr.signal(sig); err != nil {
+	if signal != nil {
+		if err := signal(sig); err != nil {
 			return errdefs.Conflict("process %d has exited", spid)
 		}
 		return nil
 	}
-	if err := syscall.Kill(pr.pid, sig); err != nil {
+	if err := syscall.Kill(pid, sig); err != nil {
 		return errdefs.Conflict("process %d has exited", spid)
 	}
 	return nil

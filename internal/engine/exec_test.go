@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,5 +204,47 @@ func TestSubprocessExitStatus(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestSignalRightAfterExec: a signal sent as soon as Exec has handed out
+// the spid reaches the command. The runtime process forwards signals only
+// once it has set that up; one that came earlier ended the runtime and
+// left the command running in the sandbox (CI saw a TERM lost this way).
+func TestSignalRightAfterExec(t *testing.T) {
+	for _, rt := range []string{"runc", "runsc"} {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			ctx := context.Background()
+			op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "cat", Image: base, Disposable: ptr(true),
+				Stdin: &Stdin{Value: "", Close: ptr(false)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				spid, err := e.Exec(ctx, acct, op, ExecRequest{Command: "sleep", Args: []string{"1000" + string(rune('0'+i))}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e.KillSubprocess(ctx, acct, op, spid, "TERM"); err != nil {
+					t.Fatal(err)
+				}
+				if r := waitSub(t, e, op, spid); r.State.ExitCode == 0 {
+					t.Fatalf("killed subprocess exited 0: %+v", r.State)
+				}
+			}
+			ps, err := e.Exec(ctx, acct, op, ExecRequest{Command: "ps"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := waitSub(t, e, op, ps)
+			if out, _ := r.Stdout.Bytes(); strings.Contains(string(out), "sleep 1000") {
+				t.Errorf("a TERMed subprocess still runs:\n%s", out)
+			}
+			if err := e.WriteStdin(ctx, acct, op, 1, Stdin{Value: "", Close: ptr(true)}); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -557,6 +557,13 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 	args, flags, uid, gid := s.Args, []string{"exec"}, s.UID, s.GID
 	var extra []*os.File
 	var status *os.File
+	// OnStart waits until the runtime has written its pid file: by then it
+	// forwards signals to the process. A signal sent to the runtime process
+	// before that (a kill right after the spid is handed out, on a loaded
+	// host) would end the runtime and leave the process running.
+	ready := newExecReady(s.OnStart)
+	defer ready.close()
+	s.OnStart = ready.onStart
 	if s.InitBinary != "" && len(s.InitMode) > 0 {
 		// The init runs a mode of its own, from fd 3 as at boot.
 		bin, err := os.Open(s.InitBinary)
@@ -617,6 +624,27 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 		return Result{}, err
 	}
 	f.Close()
+	if ready.pidFile != "" {
+		flags = append(flags, "--pid-file", ready.pidFile)
+		if o.name == "runsc" && s.OnSignal != nil {
+			// runsc exec forwards signals only to a terminal's process:
+			// signals go to the command by its pid in the sandbox.
+			ready.internalPidFile = filepath.Join(ready.dir, "internal.pid")
+			flags = append(flags, "--internal-pid-file", ready.internalPidFile)
+			onSignal := s.OnSignal
+			ready.onInternal = func(pid int) {
+				onSignal(func(sig syscall.Signal) error {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					out, err := o.command(ctx, nil, "kill", "--pid", strconv.Itoa(pid), id, strconv.Itoa(int(sig))).CombinedOutput()
+					if err != nil {
+						return fmt.Errorf("runsc kill --pid %d: %w: %s", pid, err, bytes.TrimSpace(out))
+					}
+					return nil
+				})
+			}
+		}
+	}
 	cmd := o.command(context.WithoutCancel(ctx), nil, append(flags, "--process", f.Name(), id)...)
 	cmd.ExtraFiles = extra
 	var got chan []byte
@@ -628,6 +656,7 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 		}()
 	}
 	res, err := o.startWait(ctx, cmd, id, s.Stdin, s.Stdout, s.Stderr, s.OnStart, false)
+	ready.close() // OnStart has run before the result is given
 	if got != nil && err == nil {
 		var b []byte
 		select {

@@ -139,7 +139,13 @@ type ExecSpec struct {
 	UID, GID       uint32
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
-	OnStart        func(pid int)
+	// OnStart is called once the process runs, with the runtime process's
+	// pid, before Exec returns. If the runtime's own process does not
+	// forward signals to the command (runsc without a terminal), OnSignal
+	// is called first with a function that signals the command itself;
+	// otherwise signals to pid reach the command.
+	OnStart  func(pid int)
+	OnSignal func(signal func(syscall.Signal) error)
 }
 
 // Runtime runs sandboxes: it is the seam between the engine, which
