@@ -86,6 +86,15 @@ func (d *daemon) needsEngine(t *testing.T, what string) {
 	}
 }
 
+// limits are the limits as the engine has them; none in cluster mode,
+// where the engines are not reachable (whoami's are checked on one node).
+func (d *daemon) limits() map[string]int64 {
+	if d.e == nil {
+		return nil
+	}
+	return d.e.Limits()
+}
+
 // singleNode skips t in cluster mode: what it checks is one node's.
 func singleNode(t *testing.T, what string) {
 	t.Helper()

@@ -197,7 +197,7 @@ func alternate(apis []*url.URL) http.Handler {
 }
 
 // inCluster reports whether a daemon of o runs as a cluster.
-func inCluster(o Options) bool { return ClusterMode() && o.Fake == nil && o.Serve == nil }
+func inCluster(o Options) bool { return ClusterMode() && o.Serve == nil }
 
 // skipInCluster skips a test whose daemon serves its own api.Options: a
 // cluster node's come from arbor serve's flags.
