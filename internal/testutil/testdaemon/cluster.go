@@ -19,17 +19,19 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/testutil"
 	"github.com/arborsh/arbor/internal/testutil/pgtest"
 	"github.com/arborsh/arbor/internal/testutil/s3server"
 )
 
-// EnvCluster, set to 1, puts every daemon with real sandboxes (Options.Fake
-// unset, Options.Serve unset) on a cluster instead of one in-process engine:
+// EnvCluster, set to 1, puts every daemon of New and Shared but those of
+// Options.Serve on a cluster instead of one in-process engine:
 // a PostgreSQL database (pgtest), a bucket on versitygw (s3server), two
 // API-role nodes and two worker-role nodes, each a daemon of this process
 // started by RunNode. The Daemon's URL (and Server) is a proxy that sends
 // each request to the next API node in turn, so a test's requests alternate
-// between them; Daemon.Engine is nil.
+// between them; Daemon.Engine is nil. A fake daemon's nodes share its
+// fake runtime. It needs root (PostgreSQL runs as its own user).
 const EnvCluster = "ARBOR_TEST_CLUSTER"
 
 // ClusterMode reports whether EnvCluster asks for clusters.
@@ -200,10 +202,14 @@ func alternate(apis []*url.URL) http.Handler {
 func inCluster(o Options) bool { return ClusterMode() && o.Serve == nil }
 
 // skipInCluster skips a test whose daemon serves its own api.Options: a
-// cluster node's come from arbor serve's flags.
+// cluster node's come from arbor serve's flags. A cluster needs root.
 func skipInCluster(t testing.TB, o Options) {
-	if inCluster(o) && !reflect.ValueOf(o.API).IsZero() {
-		t.Helper()
+	if !inCluster(o) {
+		return
+	}
+	t.Helper()
+	testutil.RequiresRoot(t)
+	if !reflect.ValueOf(o.API).IsZero() {
 		t.Skipf("%s=1: the test serves its own api.Options (%+v), which a cluster node takes from arbor serve's flags", EnvCluster, o.API)
 	}
 }
