@@ -32,7 +32,7 @@ CGO_ENABLED=1 go test -race -count=1 -timeout 10m -run '^TestManyIdleInstances$'
 echo "==> cluster: the api package's tests against two API nodes and two workers (PostgreSQL, versitygw)"
 # ARBOR_TEST_CLUSTER=1 makes each test daemon a cluster (testdaemon: a database and a bucket,
 # arbor serve's composition per node, requests alternating between the API nodes). Tests whose
-# subject is one node's skip, saying why (README "Scale-out"). About 100 s on 2 cores.
+# subject is one node's skip, saying why (README "Scale-out"). 54 s of tests on 2 cores (96 s with the build).
 ARBOR_TEST_CLUSTER=1 CGO_ENABLED=1 go test -race -count=1 -timeout 10m -skip '^TestManyIdleInstances$' ./internal/api/
 
 echo "==> go test as an unprivileged user (tests over the fake runtime must not need root)"
