@@ -29,6 +29,12 @@ echo "==> capacity: 200 idle gVisor instances, each answering an exec within a s
 # not about the other test packages competing for the two cores (README "Many idle instances").
 CGO_ENABLED=1 go test -race -count=1 -timeout 10m -run '^TestManyIdleInstances$' ./internal/api/
 
+echo "==> cluster: the api package's tests against two API nodes and two workers (PostgreSQL, versitygw)"
+# ARBOR_TEST_CLUSTER=1 makes each test daemon a cluster (testdaemon: a database and a bucket,
+# arbor serve's composition per node, requests alternating between the API nodes). Tests whose
+# subject is one node's skip, saying why (README "Scale-out"). 54 s of tests on 2 cores (96 s with the build).
+ARBOR_TEST_CLUSTER=1 CGO_ENABLED=1 go test -race -count=1 -timeout 10m -skip '^TestManyIdleInstances$' ./internal/api/
+
 echo "==> go test as an unprivileged user (tests over the fake runtime must not need root)"
 ./scripts/test-rootless.sh nobody
 

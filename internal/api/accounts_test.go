@@ -84,7 +84,7 @@ func TestTokens(t *testing.T) {
 	if err != nil || w.Account != engine.DefaultAccount || w.TokenExpiration != nil || !w.Permissions["list"] {
 		t.Fatalf("WhoAmI = %+v, %v", w, err)
 	}
-	for k, v := range d.e.Limits() {
+	for k, v := range d.limits() {
 		if w.Limits[k] != v {
 			t.Errorf("whoami limits[%s] = %d, want %d", k, w.Limits[k], v)
 		}

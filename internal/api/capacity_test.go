@@ -105,6 +105,7 @@ func TestManyIdleInstances(t *testing.T) {
 	}
 	// The production settings but the per-account cap on operations in
 	// flight (64 by default), which one account's 200 runs need raised.
+	singleNode(t, "200 idle instances within one node's capacity and a one-second exec bound, on one engine")
 	d := startRealDaemon(t, engine.Config{Runtime: "runsc", InitBinary: init, MaxConcurrentOps: n}, api.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -197,6 +198,7 @@ func TestMemoryBudgetQueues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	singleNode(t, "the memory budget and its queue order are one engine's; a cluster has one per worker")
 	d := startRealDaemon(t, engine.Config{Runtime: "runsc", InitBinary: init, MemoryBudget: budget}, api.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

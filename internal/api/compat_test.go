@@ -245,6 +245,7 @@ func TestEvents(t *testing.T) {
 	})
 
 	t.Run("keepalive comments", func(t *testing.T) {
+		d.needsEngine(t, "serve it with a short keepalive")
 		srv := httptest.NewServer(api.New(d.e, api.Options{Keepalive: 100 * time.Millisecond}))
 		defer srv.Close()
 		op := d.spawnRaw(t, "sleep 0.8")
@@ -294,6 +295,7 @@ func firstFrames(t *testing.T, r rawResp) []sseFrame {
 // stays PENDING: its events are 425 Too Early (with Retry-After) unless
 // followed, and a follower gets them once the run starts.
 func TestQueuedOperation(t *testing.T) {
+	singleNode(t, "one run slot is one node's: a cluster's two workers have one each")
 	d := startDaemon(t, engine.Config{Slots: 1}, api.Options{})
 	blocker := d.spawnRaw(t, "sleep 30")
 	queued := d.spawnRaw(t, "echo finally")
@@ -365,6 +367,7 @@ func waitStatus(t *testing.T, c *client.Client, id, status string) {
 // relative), and the client works with a base URL that has one.
 func TestPrefixMount(t *testing.T) {
 	d := sharedDaemon(t)
+	d.needsEngine(t, "serve it under a path prefix")
 	mux := http.NewServeMux()
 	mux.Handle("/sandboxes/", http.StripPrefix("/sandboxes", api.New(d.e, api.Options{})))
 	srv := httptest.NewServer(mux)

@@ -171,6 +171,7 @@ func TestFiles(t *testing.T) {
 	}
 
 	t.Run("oversized bodies are 413", func(t *testing.T) {
+		d.needsEngine(t, "serve with lower upload and body limits")
 		n := len(d.tmpUploads(t))
 		r := do(t, http.MethodPost, limited.URL+"/v1/files", d.token, bytes.NewReader(make([]byte, 2<<20))) // Content-Length
 		wantError(t, r, http.StatusRequestEntityTooLarge, "limit")
@@ -193,6 +194,7 @@ func TestFiles(t *testing.T) {
 	defer impatient.Close()
 
 	t.Run("client leaving or stalling mid-upload", func(t *testing.T) {
+		d.needsEngine(t, "serve with a short body idle timeout")
 		before, err := d.c.ListFiles(ctx, client.Page{Limit: 1000})
 		if err != nil {
 			t.Fatal(err)

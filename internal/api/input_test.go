@@ -64,6 +64,9 @@ func TestBadInput(t *testing.T) {
 		{"wrong method", "PUT", "/v1/whoami", "", 405, "not allowed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.path == "/" {
+				singleNode(t, "a cluster's nodes are arbor serve's, which serves the web UI at /")
+			}
 			r := d.send(t, tc.method, tc.path, tc.body)
 			wantError(t, r, tc.status, tc.mention)
 			if tc.status == 405 && !strings.Contains(r.Header.Get("Allow"), "GET") {

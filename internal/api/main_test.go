@@ -17,6 +17,7 @@ import (
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/api"
+	arbord "github.com/arborsh/arbor/internal/daemon"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
@@ -34,7 +35,15 @@ type daemon struct {
 	td    *testdaemon.Daemon
 }
 
-func TestMain(m *testing.M) { os.Exit(testdaemon.Main(m)) }
+func TestMain(m *testing.M) {
+	// With ARBOR_TEST_CLUSTER=1 the real daemons are clusters of arbor
+	// serve's own composition (scripts/test.sh's cluster stage).
+	testdaemon.RunNode = func(ctx context.Context, n testdaemon.Node, ready func(string)) error {
+		return arbord.Run(ctx, arbord.Config{Home: n.Home, Listen: "127.0.0.1:0", Engine: n.Engine, Logger: n.Logger, Ready: ready,
+			DB: n.DB, Blobs: n.Blobs, BlobsEndpoint: n.BlobsEndpoint, Role: n.Role, WorkerID: n.Name})
+	}
+	os.Exit(testdaemon.Main(m))
+}
 
 // sharedDaemon returns the daemon most tests share: over the fake runtime
 // (testdaemon.Shell plays the commands) with copied roots, so the tests of
@@ -65,6 +74,33 @@ func startDaemon(t *testing.T, cfg engine.Config, opts api.Options) *daemon {
 func startRealDaemon(t *testing.T, cfg engine.Config, opts api.Options) *daemon {
 	t.Helper()
 	return wrap(testdaemon.New(t, testdaemon.Options{Engine: cfg, API: opts, Busybox: "busybox:latest"}))
+}
+
+// needsEngine skips t in cluster mode (testdaemon.EnvCluster), where d has
+// no engine object: the cluster's are four, one per node, behind their
+// own servers. what says what the test does with it.
+func (d *daemon) needsEngine(t *testing.T, what string) {
+	t.Helper()
+	if d.e == nil {
+		t.Skipf("%s=1: no single engine object to %s", testdaemon.EnvCluster, what)
+	}
+}
+
+// limits are the limits as the engine has them; none in cluster mode,
+// where the engines are not reachable (whoami's are checked on one node).
+func (d *daemon) limits() map[string]int64 {
+	if d.e == nil {
+		return nil
+	}
+	return d.e.Limits()
+}
+
+// singleNode skips t in cluster mode: what it checks is one node's.
+func singleNode(t *testing.T, what string) {
+	t.Helper()
+	if testdaemon.ClusterMode() {
+		t.Skipf("%s=1: %s", testdaemon.EnvCluster, what)
+	}
 }
 
 func wrap(d *testdaemon.Daemon) *daemon {

@@ -54,6 +54,7 @@ func TestPreview(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startRealDaemon(t, engine.Config{Runtime: "runsc", InitBinary: init, AllowedRuntimes: []string{"runc"}}, api.Options{})
+	d.needsEngine(t, "serve the API and previews from the test's own mux")
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.New(d.e, api.Options{}))
 	mux.Handle("/preview/", api.PreviewHandler(d.e, api.Options{}))

@@ -15,6 +15,7 @@ import (
 // for the only slot carries queue_position (1, 2 in arrival order); the
 // running one has none.
 func TestQueuePositionOnTheWire(t *testing.T) {
+	singleNode(t, "queue_position is a node's place for its only slot; a cluster's queued runs wait in PostgreSQL for any worker")
 	d := startDaemon(t, engine.Config{Slots: 1}, api.Options{})
 	ctx := ctxT(t)
 	spawn := func() string {

@@ -46,6 +46,7 @@ func TestStatusReportsWarmPool(t *testing.T) {
 		}
 	})
 	t.Run("on with a static init", func(t *testing.T) {
+		singleNode(t, "GET /v1/status reports the answering node's own warm pool, and an API node runs no sandbox: a cluster's pools are its workers'")
 		d := startRealDaemon(t, engine.Config{InitBinary: staticInit(t), WarmPerImage: 2, WarmMax: 8}, api.Options{})
 		d.run(t, d.c, d.base, "true", func(r *apitypes.InstanceSpawnRequest) { r.Disposable = ptr(true) })
 		st, err := d.c.Status(ctxT(t))

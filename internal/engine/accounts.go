@@ -56,7 +56,9 @@ func (e *Engine) mintToken(ctx context.Context, parent Token, account, name stri
 	var b [24]byte
 	_, _ = rand.Read(b[:]) // never fails: crypto/rand crashes the program instead (Go 1.24+)
 	secret := "arb_" + base64.RawURLEncoding.EncodeToString(b[:])
-	t := store.Token{UUID: newID(), Account: account, Name: name, CreatedAt: time.Now(), Parent: parent.UUID}
+	// To the microsecond, as PostgreSQL keeps it: the creation answer and a
+	// later listing agree.
+	t := store.Token{UUID: newID(), Account: account, Name: name, CreatedAt: time.Now().Truncate(time.Microsecond), Parent: parent.UUID}
 	if ttl > 0 {
 		t.ExpiresAt = t.CreatedAt.Add(ttl)
 	}

@@ -638,6 +638,9 @@ func (e *Engine) Placement(ctx context.Context, account, op string) (string, err
 		return "", nil
 	}
 	p, err := e.cl.store.Placement(ctx, op)
+	if err == nil {
+		p, err = e.cl.awaitClaim(ctx, op, p) // queued: the worker that claims it answers
+	}
 	owner := p.Worker
 	if p.Node != "" && !oplog.IsTerminal(p.Status) {
 		owner = p.Node // a fork runs on its parent's worker

@@ -54,6 +54,9 @@ func (e *Engine) DiskUsage(ctx context.Context, account string) (DiskReport, err
 	if err != nil {
 		return DiskReport{}, err
 	}
+	if err := e.syncRows(ctx, rows); err != nil {
+		return DiskReport{}, err
+	}
 	tagged := map[string]bool{}
 	for _, r := range rows {
 		if r.Tag != "" && !r.Deleted && !r.Hidden {

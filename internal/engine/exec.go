@@ -52,6 +52,9 @@ func (e *Engine) runningOp(ctx context.Context, account, op string) (*activeOp, 
 		return nil, err
 	}
 	a := e.activeOf(o.UUID)
+	if a == nil && e.cl != nil && !oplog.IsTerminal(o.Status) {
+		a = e.cl.awaitLaunch(ctx, o.UUID) // claimed here, still being prepared
+	}
 	if a == nil || oplog.IsTerminal(o.Status) {
 		return nil, errdefs.Conflict("operation %s is not running (status %s): subprocesses need a running instance", o.UUID, o.Status)
 	}

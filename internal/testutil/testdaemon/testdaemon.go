@@ -100,8 +100,9 @@ func New(t testing.TB, o Options) *Daemon {
 	if o.Fake == nil {
 		testutil.RequiresRoot(t)
 	}
+	skipInCluster(t, o)
 	home := testutil.Home(t) // before the cleanup below, so it is removed after the daemon stops
-	d, stop, err := start(home, o)
+	d, stop, err := start(t, home, o)
 	t.Cleanup(stop)
 	if err != nil {
 		t.Fatalf("start test daemon: %v", err)
@@ -128,6 +129,7 @@ func Shared(t testing.TB, name string, o Options) *Daemon {
 	if o.Fake == nil {
 		testutil.RequiresRoot(t)
 	}
+	skipInCluster(t, o)
 	shared.Lock()
 	if shared.daemons == nil {
 		shared.daemons = map[string]*sharedDaemon{}
@@ -150,7 +152,8 @@ func Shared(t testing.TB, name string, o Options) *Daemon {
 			return
 		}
 		var stop func()
-		s.d, stop, s.err = start(home, o)
+		s.err = errors.New("it failed to start in an earlier test")
+		s.d, stop, s.err = start(t, home, o)
 		shared.Lock()
 		shared.stops = append(shared.stops, func() { stop(); os.RemoveAll(home) })
 		shared.Unlock()
@@ -174,6 +177,7 @@ func Main(m *testing.M) int {
 	for i := len(stops) - 1; i >= 0; i-- {
 		stops[i]()
 	}
+	stopInfra()
 	if initBuild.path != "" {
 		os.RemoveAll(filepath.Dir(initBuild.path))
 	}
@@ -181,8 +185,9 @@ func Main(m *testing.M) int {
 }
 
 // start starts a daemon on home. stop is never nil and undoes whatever
-// was started, in reverse order, also after an error.
-func start(home string, o Options) (d *Daemon, stop func(), err error) {
+// was started, in reverse order, also after an error. t serves only a
+// cluster's start (ClusterMode), whose servers outlive it.
+func start(t testing.TB, home string, o Options) (d *Daemon, stop func(), err error) {
 	var stops []func()
 	stop = func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -212,6 +217,8 @@ func start(home string, o Options) (d *Daemon, stop func(), err error) {
 	d = &Daemon{Home: home, ownFiles: o.Fake != nil && os.Geteuid() != 0}
 	if o.Serve != nil {
 		err = d.serve(o, cfg, &stops)
+	} else if inCluster(o) {
+		err = d.cluster(t, o, cfg, &stops)
 	} else {
 		err = d.inProcess(ctx, o, cfg, &stops)
 	}
