@@ -47,12 +47,7 @@ func diskOf(t *testing.T, e *Engine) AccountDisk {
 func TestCheckpointImage(t *testing.T) {
 	e, base := newEngine(t, "runsc")
 	ctx := context.Background()
-	parent, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: forkScript, Image: base, Shell: ptr(true),
-		Stdin: &Stdin{Value: "a\n", Close: ptr(false)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitStdout(t, e, parent, "a 1\n")
+	parent := startCounter(t, e, base)
 	before := diskOf(t, e)
 	begin := time.Now()
 	res, err := e.CheckpointImage(ctx, acct, parent)

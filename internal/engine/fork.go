@@ -41,6 +41,10 @@ type restorePlan struct {
 // engine attaches to it.
 var testHookForkQuiet, testHookForkRestored func()
 
+// testHookForkResume, when set by a test, runs before a fork's parent is
+// resumed (or, paused, released).
+var testHookForkResume func()
+
 // Fork checkpoints running instance op and starts req.Count new instances
 // from the checkpoint; the parent goes on. It returns once the fork
 // point's image is committed and the copies' operations are started.
@@ -81,10 +85,23 @@ func (e *Engine) Fork(ctx context.Context, account, op string, req ForkRequest) 
 		return ForkResult{}, err
 	}
 	begin := time.Now()
-	if err := e.saveRunning(ctx, f, image, upper, req.PauseParent); err != nil {
+	finish, err := e.saveStopped(ctx, f, image, upper, req.PauseParent)
+	if err != nil {
 		return fail(err)
 	}
 	paused := time.Since(begin)
+	// The parent resumes beside the commit and the copies' start: a
+	// runsc call less on their path.
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		if testHookForkResume != nil {
+			testHookForkResume()
+		}
+		if err := finish(); err != nil {
+			e.log.Error("fork: the parent stays paused", "operation", a.id, "err", err)
+		}
+	}()
 	if req.PauseParent {
 		pausedParents.Store(a.id, sb)
 		go func() { // forget it when it ends paused (cancelled, timed out)
@@ -168,31 +185,55 @@ func (e *Engine) checkpointable(ctx context.Context, account, op string) (runnin
 // while it is stopped, copies its upper dir to upper: memory and files
 // match. keepPaused leaves it stopped (see CheckpointOptions).
 func (e *Engine) saveRunning(ctx context.Context, r running, image, upper string, keepPaused bool) error {
-	defer e.holdRelay(ctx, r.a.id)() // no preview relay in the checkpoint (preview.go)
+	finish, err := e.saveStopped(ctx, r, image, upper, keepPaused)
+	if err != nil {
+		return err
+	}
+	return finish()
+}
+
+// saveStopped is saveRunning returning with the sandbox still stopped:
+// finish, to be called once, resumes it (unless keepPaused) and only then
+// lets the instance take input, relay previews or checkpoint again. A fork
+// calls it beside the copies' start, off their path.
+func (e *Engine) saveStopped(ctx context.Context, r running, image, upper string, keepPaused bool) (finish func() error, err error) {
+	unhold := e.holdRelay(ctx, r.a.id) // no preview relay in the checkpoint (preview.go)
 	// No frame may be half-sent to the init at the checkpoint. Holding its
 	// input also takes checkpoints of one instance one at a time.
 	release, err := r.p.agent.Quiesce(ctx)
 	if err != nil {
-		return errdefs.Conflict("operation %s: %v", r.a.id, err)
+		unhold()
+		return nil, errdefs.Conflict("operation %s: %v", r.a.id, err)
 	}
-	err = r.sb.rt.Checkpoint(ctx, r.sb.cid, runtime.CheckpointOptions{Image: image, KeepPaused: keepPaused, Quiet: func() error {
+	err = r.sb.rt.Checkpoint(ctx, r.sb.cid, runtime.CheckpointOptions{Image: image, KeepPaused: true, Quiet: func() error {
 		err := copyUpper(r.sb.upper, upper)
 		if testHookForkQuiet != nil {
 			testHookForkQuiet()
 		}
 		return err
 	}})
-	release()
 	if err != nil {
+		release()
+		unhold()
 		r.a.mu.Lock()
 		exited := r.a.exited
 		r.a.mu.Unlock()
 		if exited {
-			return errdefs.Conflict("operation %s: the instance's main process exited during the checkpoint", r.a.id)
+			return nil, errdefs.Conflict("operation %s: the instance's main process exited during the checkpoint", r.a.id)
 		}
-		return fmt.Errorf("checkpoint operation %s: %w", r.a.id, err)
+		return nil, fmt.Errorf("checkpoint operation %s: %w", r.a.id, err)
 	}
-	return nil
+	return func() error {
+		defer unhold()
+		defer release()
+		if keepPaused {
+			return nil
+		}
+		if err := r.sb.rt.Resume(context.WithoutCancel(ctx), r.sb.cid); err != nil {
+			return fmt.Errorf("resume operation %s after its checkpoint: %w", r.a.id, err)
+		}
+		return nil
+	}, nil
 }
 
 // forkable says whether a cold run's sandbox is booted checkpointable (see

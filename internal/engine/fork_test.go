@@ -65,6 +65,19 @@ func say(t *testing.T, e *Engine, op, line string, last bool) {
 	}
 }
 
+// startCounter spawns forkScript, gives it the line "a" and waits for its
+// answer.
+func startCounter(t *testing.T, e *Engine, base string) string {
+	t.Helper()
+	op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: forkScript, Image: base, Shell: ptr(true),
+		Stdin: &Stdin{Value: "a\n", Close: ptr(false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStdout(t, e, op, "a 1\n")
+	return op
+}
+
 // forkScript numbers the lines it reads, in memory (i) and in a file, and
 // prints the file when its stdin ends.
 const forkScript = `i=0; while read l; do i=$((i+1)); echo "$l $i" >> /root/log; echo "$l $i"; done; echo log:; cat /root/log`
@@ -267,12 +280,7 @@ func TestForkConcurrent(t *testing.T) {
 func TestForkPauseParent(t *testing.T) {
 	e, base := newEngine(t, "runsc")
 	ctx := context.Background()
-	parent, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: forkScript, Image: base, Shell: ptr(true),
-		Stdin: &Stdin{Value: "a\n", Close: ptr(false)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitStdout(t, e, parent, "a 1\n")
+	parent := startCounter(t, e, base)
 	res, err := e.Fork(ctx, acct, parent, ForkRequest{PauseParent: true})
 	if err != nil {
 		t.Fatal(err)
@@ -339,6 +347,35 @@ func TestForkNetworked(t *testing.T) {
 	say(t, e, op, "b", true)
 	waitStdout(t, e, op, "hello from outside\nb 2\n")
 	for _, o := range []string{op, f} {
+		if got := waitOp(t, e, o); got.Status != apitypes.StatusSuccess {
+			t.Errorf("operation %s: %s %s", o, got.Status, got.Error)
+		}
+	}
+}
+
+// TestForkResumesParentAside: a fork's copies are started without waiting
+// for the parent's resume, which follows beside them; the parent then
+// goes on.
+func TestForkResumesParentAside(t *testing.T) {
+	e, base := newEngine(t, "runsc")
+	ctx := context.Background()
+	parent := startCounter(t, e, base)
+	held, hold := make(chan struct{}), make(chan struct{})
+	testHookForkResume = func() { close(held); <-hold }
+	resume := sync.OnceFunc(func() { close(hold) })
+	defer func() { resume(); testHookForkResume = nil }() // also on a failure: the engine's close waits for the resume
+	res, err := e.Fork(ctx, acct, parent, ForkRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	f := res.Operations[0]
+	say(t, e, f, "x", true)
+	waitStdout(t, e, f, "x 2\n") // while the parent is still stopped
+	resume()
+	say(t, e, parent, "b", true)
+	waitStdout(t, e, parent, "b 2\n")
+	for _, o := range []string{parent, f} {
 		if got := waitOp(t, e, o); got.Status != apitypes.StatusSuccess {
 			t.Errorf("operation %s: %s %s", o, got.Status, got.Error)
 		}

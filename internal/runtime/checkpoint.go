@@ -58,6 +58,13 @@ func (o *OCI) Checkpoint(ctx context.Context, id string, opt CheckpointOptions) 
 	if !o.alive(id) {
 		return errdefs.FailedPrecondition("checkpoint: sandbox %s has stopped", id)
 	}
+	// The copies must be configured as the sandbox was (runsc refuses
+	// other arguments, mounts or limits): its config goes with the image.
+	// Read now, not while the sandbox is stopped.
+	config, err := o.bundleConfig(id)
+	if err != nil {
+		return err
+	}
 	if opt.Quiet != nil || opt.KeepPaused {
 		// checkpoint --leave-running resumes the sandbox once saved; a
 		// paused one stays paused, so its root stays as the image has it.
@@ -66,7 +73,8 @@ func (o *OCI) Checkpoint(ctx context.Context, id string, opt CheckpointOptions) 
 		}
 		defer func() {
 			if err != nil || !opt.KeepPaused {
-				if rerr := o.Resume(context.WithoutCancel(ctx), id); rerr != nil {
+				// Paused here: no state query first (as Resume makes).
+				if rerr := o.runsc(context.WithoutCancel(ctx), nil, "resume", id); rerr != nil {
 					err = errors.Join(err, rerr)
 				}
 			}
@@ -76,9 +84,7 @@ func (o *OCI) Checkpoint(ctx context.Context, id string, opt CheckpointOptions) 
 		_ = os.RemoveAll(opt.Image)
 		return err
 	}
-	// The copies must be configured as the sandbox was (runsc refuses
-	// other arguments, mounts or limits): its config goes with the image.
-	if err := o.saveConfig(ctx, id, opt.Image); err != nil {
+	if err := os.WriteFile(filepath.Join(opt.Image, configFile), config, 0o600); err != nil {
 		_ = os.RemoveAll(opt.Image)
 		return err
 	}
@@ -184,23 +190,20 @@ func (o *OCI) launchDetached(ctx context.Context, cmd *exec.Cmd, s Spec, errf *o
 // configFile is the sandbox's OCI config as Checkpoint saves it in the image.
 const configFile = "arbor-config.json"
 
-// saveConfig copies sandbox id's config.json from its bundle into image.
-func (o *OCI) saveConfig(ctx context.Context, id, image string) error {
-	out, err := o.command(ctx, nil, "state", id).Output()
+// bundleConfig reads sandbox id's config.json from its bundle, which
+// runsc's state file for it names (as runscPids reads it; no runsc call).
+func (o *OCI) bundleConfig(id string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(o.root, id+"_sandbox:"+id+".state"))
 	if err != nil {
-		return fmt.Errorf("%s state %s: %w", o.name, id, err)
+		return nil, fmt.Errorf("%s state of sandbox %s: %w", o.name, id, err)
 	}
 	var st struct {
-		Bundle string `json:"bundle"`
+		Bundle string `json:"bundleDir"`
 	}
-	if err := json.Unmarshal(out, &st); err != nil || st.Bundle == "" {
-		return fmt.Errorf("%s state %s: no bundle in %q", o.name, id, out)
+	if err := json.Unmarshal(b, &st); err != nil || st.Bundle == "" {
+		return nil, fmt.Errorf("%s state of sandbox %s: no bundle dir in it (%v)", o.name, id, err)
 	}
-	b, err := os.ReadFile(filepath.Join(st.Bundle, "config.json"))
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(image, configFile), b, 0o600)
+	return os.ReadFile(filepath.Join(st.Bundle, "config.json"))
 }
 
 // restoreConfig is the config image was checkpointed with, moved to s's
