@@ -91,7 +91,7 @@ func TestConformance(t *testing.T) {
 				// and leaves the process running in the sandbox.
 				ExecSignals: kind != "runsc",
 				Checkpoints: kind == "runsc",
-				Crash:       func(_ string, pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) },
+				Crash:       crashRuntime,
 			})
 		})
 	}
@@ -99,6 +99,14 @@ func TestConformance(t *testing.T) {
 	// by signal n is exit code 128+n, not Exact.
 	t.Run("runc-without-exec-init", func(t *testing.T) {
 		runtimetest.Run(t, newOCI("runc"), runtimetest.Options{NewRoot: busyboxRoot, HostPids: true, EnforcesIDs: true, ExecSignals: true,
-			Crash: func(_ string, pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) }})
+			Crash: crashRuntime})
 	})
+}
+
+// crashRuntime kills the runtime process pid, never a pid of 0 or below
+// (kill(0) ends the test's own process group, kill(-1) every process).
+func crashRuntime(_ string, pid int) {
+	if pid > 1 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }

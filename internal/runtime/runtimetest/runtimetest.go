@@ -353,8 +353,16 @@ func (s *suite) runtimeCrash(t *testing.T, rt runtime.Runtime) {
 	go func() {
 		if err := rt.WaitRunning(ctx, sp.ID); err != nil {
 			t.Errorf("WaitRunning: %v", err)
+			return
 		}
-		s.opts.Crash(sp.ID, int(pid.Load()))
+		for pid.Load() <= 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond) // OnStart runs on Run's goroutine
+		}
+		// Never a pid of 0 or below: kill(0) or kill(-1) would reach the
+		// test's own process group or every process of the host.
+		if p := int(pid.Load()); p > 1 {
+			s.opts.Crash(sp.ID, p)
+		}
 	}()
 	if res, err := rt.Run(ctx, sp); err == nil {
 		t.Errorf("Run under a crashed runtime = exit %d signal %d, want an error", res.ExitCode, res.Signal)
