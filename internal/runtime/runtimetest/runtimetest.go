@@ -505,9 +505,19 @@ func (s *suite) execSignal(t *testing.T, rt runtime.Runtime) {
 		OnStart: func(p int) { pid.Store(int64(p)) },
 		Stdout: writerFunc(func(p []byte) (int, error) {
 			once.Do(func() {
-				if err := syscall.Kill(int(pid.Load()), syscall.SIGTERM); err != nil {
-					t.Errorf("kill OnStart's pid %d: %v", pid.Load(), err)
-				}
+				go func() {
+					// OnStart may come after the first output (it waits for
+					// the runtime's pid file). Never a pid of 0 or below:
+					// kill(0) would end the test's own process group.
+					for pid.Load() <= 1 && ctx.Err() == nil {
+						time.Sleep(5 * time.Millisecond)
+					}
+					if p := int(pid.Load()); p > 1 {
+						if err := syscall.Kill(p, syscall.SIGTERM); err != nil {
+							t.Errorf("kill OnStart's pid %d: %v", p, err)
+						}
+					}
+				}()
 			})
 			return len(p), nil
 		})})
