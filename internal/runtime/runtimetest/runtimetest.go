@@ -349,19 +349,23 @@ func (s *suite) runtimeCrash(t *testing.T, rt runtime.Runtime) {
 	ctx := ctxFor(t)
 	sp := s.spec(t, ScriptSleep)
 	var pid atomic.Int64
+	pid.Store(-1) // OnStart not called yet
 	sp.OnStart = func(p int) { pid.Store(int64(p)) }
 	go func() {
 		if err := rt.WaitRunning(ctx, sp.ID); err != nil {
 			t.Errorf("WaitRunning: %v", err)
 			return
 		}
-		for pid.Load() <= 0 && ctx.Err() == nil {
-			time.Sleep(5 * time.Millisecond) // OnStart runs on Run's goroutine
+		// OnStart runs on Run's goroutine. A real runtime's pid is a host
+		// process: never crash with 0 or below, as kill(0) or kill(-1)
+		// would reach the test's own process group or every process of
+		// the host. A fake's is 0, and its Crash takes no pid.
+		ready := func(p int64) bool { return p > 1 || (!s.opts.HostPids && p == 0) }
+		for !ready(pid.Load()) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
 		}
-		// Never a pid of 0 or below: kill(0) or kill(-1) would reach the
-		// test's own process group or every process of the host.
-		if p := int(pid.Load()); p > 1 {
-			s.opts.Crash(sp.ID, p)
+		if p := pid.Load(); ready(p) {
+			s.opts.Crash(sp.ID, int(p))
 		}
 	}()
 	if res, err := rt.Run(ctx, sp); err == nil {
