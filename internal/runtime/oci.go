@@ -678,10 +678,47 @@ func (o *OCI) Exec(ctx context.Context, id string, s ExecSpec) (Result, error) {
 func (o *OCI) kill(id string, pid int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	start := procStart(pid) // read while the runtime's process is still ours
 	_ = o.command(ctx, nil, "kill", "--all", id, "KILL").Run()
-	if pid > 0 {
-		time.AfterFunc(3*time.Second, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+	if pid > 1 && start != "" {
+		time.AfterFunc(3*time.Second, func() { killGroup(pid, start) })
 	}
+}
+
+// killGroup kills process group pgid, led by the runtime's process that
+// started at start, unless pgid's number now belongs to another process:
+// once the leader is reaped, its pid (and so a group id) can be reused by
+// an unrelated process, and only a process whose pid is pgid can create a
+// group of that id. With no process of that pid, the group, if any, is the
+// leader's leftovers.
+func killGroup(pgid int, start string) {
+	if now := procStart(pgid); now != "" && now != start {
+		return
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// procStart is the start time of process pid (field 22 of /proc/pid/stat,
+// in clock ticks since boot), which tells a process from a later one given
+// the same pid; "" if there is no such process.
+func procStart(pid int) string {
+	if pid <= 1 {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19] // field 22: fields after the name start at 3
 }
 
 // hasState reports whether the runtime keeps state for id in its root:
