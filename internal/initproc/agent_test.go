@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // The test binary doubles as the init: started with Arg it serves.
@@ -24,6 +26,9 @@ func TestMain(m *testing.M) {
 // these tests cover the protocol; the engine's warm tests cover sandboxes).
 func startServer(t *testing.T) (*Agent, *exec.Cmd) {
 	t.Helper()
+	// The init runs every command with set credentials and no supplementary
+	// groups, as root in a sandbox does: setgroups needs CAP_SETGID.
+	testutil.RequiresRoot(t)
 	a, pipes, err := NewAgentPipes()
 	if err != nil {
 		t.Fatal(err)
@@ -73,8 +78,13 @@ func TestAgentRun(t *testing.T) {
 				req := Request{Args: []string{"/bin/sh", "-c", tc.script}, Env: []string{"PATH=/usr/bin:/bin", "X=y"}, Cwd: "/tmp", UID: uid, GID: gid}
 				x, _, err = a.Run(req, stdin, &out, &errb, func(pid int) { started <- pid })
 			}()
-			if pid := <-started; pid <= 0 {
-				t.Fatalf("pid %d", pid)
+			select {
+			case pid := <-started:
+				if pid <= 0 {
+					t.Fatalf("pid %d", pid)
+				}
+			case <-done:
+				t.Fatalf("Run ended before its process started: %v", err)
 			}
 			if tc.signal != 0 {
 				time.Sleep(200 * time.Millisecond) // let the script reach sleep
