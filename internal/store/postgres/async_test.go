@@ -56,8 +56,16 @@ func TestCommitsThatWaitForTheDisk(t *testing.T) {
 		}, "sync:events+operations"},
 	}
 	for _, st := range steps {
+		x0 := currentXid(t, s)
 		if err := st.do(); err != nil {
 			t.Fatalf("%s: %v", st.what, err)
+		}
+		if st.want == "" {
+			// No row written: no transaction in between may have committed
+			// either (a row lock alone writes WAL and a commit record).
+			if n := committedSince(t, s, x0); n != 0 {
+				t.Errorf("%s committed %d transactions, want none", st.what, n)
+			}
 		}
 		var got []string
 		for _, c := range pgtest.Commits(t, cl.DSN()) {
@@ -117,4 +125,28 @@ func TestOutcomeRedoesLostEvents(t *testing.T) {
 	if kept := s.redo.events("op", 10); len(kept) != 0 {
 		t.Errorf("the finished operation's kept events: %d, want none", len(kept))
 	}
+}
+
+// currentXid returns a new transaction ID (each call takes one).
+func currentXid(t *testing.T, s *Store) uint64 {
+	t.Helper()
+	var x uint64
+	if err := s.pool.QueryRow(context.Background(), `SELECT pg_current_xact_id()::text::bigint`).Scan(&x); err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// committedSince counts the transactions that took an ID after x0 and
+// committed (the test's own currentXid calls excepted).
+func committedSince(t *testing.T, s *Store, x0 uint64) int {
+	t.Helper()
+	x1 := currentXid(t, s)
+	var n int
+	err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM generate_series($1::bigint + 1, $2::bigint - 1) x
+		WHERE pg_xact_status(x::text::xid8) = 'committed'`, x0, x1).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
