@@ -18,6 +18,24 @@ import (
 	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
+// clusterNodeOn runs a cluster node (role all) on cl and a fresh bucket,
+// with a lease that outlasts a PostgreSQL restart, and imports busybox.
+func clusterNodeOn(ctx context.Context, t *testing.T, cl *pgtest.Cluster) (*client.Client, string) {
+	t.Helper()
+	_, _, blobs := s3Bucket(t, "arbor")
+	c, _ := runDaemonWith(t, testutil.Home(t), func(cfg *Config) {
+		blobs(cfg)
+		cfg.DB = cl.DSN()
+		cfg.LeaseTTL = time.Minute
+		cfg.Engine.GCInterval = -1
+	})
+	img, err := testdaemon.ImportBusybox(ctx, c, "busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, img
+}
+
 // stepDurableCommits is what a saved step in a cluster may wait for the
 // disk for: the API node's insert of the queued run, the worker's claim,
 // and the outcome (images, operation row, completion event).
@@ -31,18 +49,9 @@ const stepDurableCommits = 3
 func TestClusterStepSyncCommits(t *testing.T) {
 	testutil.RequiresRoot(t)
 	cl := pgtest.NewCluster(t)
-	_, _, blobs := s3Bucket(t, "arbor")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, _ := runDaemonWith(t, testutil.Home(t), func(cfg *Config) {
-		blobs(cfg)
-		cfg.DB = cl.DSN()
-		cfg.Engine.GCInterval = -1
-	})
-	img, err := testdaemon.ImportBusybox(ctx, c, "busybox")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, img := clusterNodeOn(ctx, t, cl)
 	step := func(i int) {
 		t.Helper()
 		op, err := c.Run(ctx, apitypes.InstanceSpawnRequest{Image: img, Command: fmt.Sprintf("echo %d >> /log; echo step %d", i, i), Shell: ptr(true)})
@@ -88,19 +97,9 @@ func TestClusterStepPostgresCrash(t *testing.T) {
 	// The WAL writer writes asynchronous commits only every 10 s here, so
 	// the crash loses them.
 	cl := pgtest.NewClusterWith(t, "wal_writer_delay=10s", "wal_writer_flush_after=1GB", "bgwriter_lru_maxpages=0", "autovacuum=off")
-	_, _, blobs := s3Bucket(t, "arbor")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, _ := runDaemonWith(t, testutil.Home(t), func(cfg *Config) {
-		blobs(cfg)
-		cfg.DB = cl.DSN()
-		cfg.LeaseTTL = time.Minute // the crash and the recovery fit in it
-		cfg.Engine.GCInterval = -1
-	})
-	img, err := testdaemon.ImportBusybox(ctx, c, "busybox")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, img := clusterNodeOn(ctx, t, cl)
 	sp, err := c.Spawn(ctx, apitypes.InstanceSpawnRequest{Image: img, Command: "echo before; sleep 6; echo after; echo x > /x", Shell: ptr(true)})
 	if err != nil {
 		t.Fatal(err)
