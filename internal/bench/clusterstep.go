@@ -14,8 +14,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// ColdDepth is the depth of the chain a fresh worker runs a step on.
-const ColdDepth = 100
+// ColdDepth is the depth of the chain a fresh worker runs a step on
+// (coldDepthQuick with --quick).
+const (
+	ColdDepth      = 100
+	coldDepthQuick = 10
+)
 
 // bucketLister lists the layer objects the cluster's nodes store under
 // their s3://bucket/prefix (the layer store's layout: prefix/layers/ID).
@@ -124,8 +128,12 @@ func claimWaits(ctx context.Context, dsn string, ops []string) (Dist, error) {
 // a new fresh worker per trial.
 func (b *bench) clusterCold(ctx context.Context, api *daemonConn, nodes *[]*daemonConn, rt, tip string, depth int) error {
 	start := time.Now()
-	b.progress("cluster: building a %d-step chain on one worker", ColdDepth)
-	for ; depth < ColdDepth; depth++ {
+	want := ColdDepth
+	if b.o.Quick {
+		want = coldDepthQuick
+	}
+	b.progress("cluster: building a %d-step chain on one worker", want)
+	for ; depth < want; depth++ {
 		s, err := b.runAPI(ctx, api, spawn{runtime: rt, image: tip, shell: fmt.Sprintf("echo %d >> /root/log", depth)})
 		if err != nil {
 			return err
