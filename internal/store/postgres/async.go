@@ -15,9 +15,9 @@ import (
 //
 // With PostgreSQL's durable defaults (fsync on, synchronous_commit on)
 // every commit that writes waits for its WAL to be flushed, tens of
-// milliseconds on a busy machine. A step of a cluster used to make about
-// ten of them. Only the writes whose loss in a PostgreSQL crash would be
-// seen wait now:
+// milliseconds on a busy machine. A step of a cluster used to make nine of
+// them. Only the writes whose loss in a PostgreSQL crash would be seen
+// wait now:
 //
 //   - durable: an operation's insert (the API node answers with its ID),
 //     a claim (it is what fences a worker: a lost claim would let the same
@@ -26,21 +26,22 @@ import (
 //     (the client is told), and everything else as before;
 //   - asynchronous (synchronous_commit off for that transaction): a run's
 //     start (ASSIGNED → EXECUTING), its events before the outcome,
-//     heartbeats, notifications, and empty claims (rolled back: they only
-//     locked the worker's row).
+//     heartbeats, notifications. A claim that finds no work is rolled back
+//     (it only locked the worker's row).
 //
 // Losing an asynchronous write is harmless. PostgreSQL writes WAL in order,
 // so a durable commit also makes every commit before it durable: the
 // outcome takes the run's earlier writes with it. A crash in between loses
-// only a tail of them: a lost start leaves the operation ASSIGNED under the
-// same lease, which the outcome accepts (the reaper would requeue it if the
-// worker died too); a lost heartbeat shortens a lease by at most a third,
-// after which the fences refuse the worker's writes as for any expired
-// lease; a lost notification is one that nobody was connected to receive
-// (listeners reconnect and poll). Lost events are written again: this
-// store keeps the events it wrote asynchronously (redoLog) and the
-// outcome's transaction inserts the operation's missing ones, so the log a
-// client reads after the outcome is whole.
+// only a tail of them. A lost start leaves the operation ASSIGNED under the
+// same lease, which the outcome accepts (should the lease run out first,
+// the reaper requeues it instead of failing it: its command may run twice).
+// A lost heartbeat shortens a lease by at most a third, after which the
+// fences refuse the worker's writes as for any expired lease. A lost
+// notification is one that nobody was connected to receive (listeners
+// reconnect and poll). Lost events are written again: this store keeps the
+// events it wrote asynchronously (redoLog) and the outcome's transaction
+// inserts the operation's missing ones, so the log a client reads after the
+// outcome is whole.
 
 // asyncCommit makes the commit of the transaction it runs in asynchronous.
 // set_config works where SET LOCAL warns (a batch's implicit transaction).
