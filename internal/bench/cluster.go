@@ -36,6 +36,48 @@ type ClusterSection struct {
 	SingleNodeStep Dist    `json:"single_node_step"`
 	ClusterStep    Dist    `json:"cluster_step"`
 	StepRatio      float64 `json:"step_ratio"`
+	// ClaimWait is the chained steps' time from the API node's insert to
+	// the worker's claim (the database's started_at − created_at): the
+	// NOTIFY wake-up and the claim.
+	ClaimWait Dist `json:"claim_wait"`
+	// SinglePhases and ClusterPhases split the chained steps (p50).
+	SinglePhases  Phases `json:"single_node_phases"`
+	ClusterPhases Phases `json:"cluster_phases"`
+	// Upload: the layer objects the chained steps stored in the bucket.
+	Upload *ClusterUpload `json:"upload,omitempty"`
+	// Cold: a step on the tip of a ColdDepth-step chain by a worker with
+	// an empty cache.
+	Cold *ClusterCold `json:"cold,omitempty"`
+}
+
+// ClusterUpload is what the chained steps uploaded.
+type ClusterUpload struct {
+	Objects int `json:"objects"`
+	// BytesP50 is the median object (compressed tar) per step.
+	BytesP50 int64 `json:"bytes_p50"`
+	// ChangeBytes is the size of the file a median step rewrote
+	// (/root/log, copied up whole by overlayfs); LayerBytes is its layer
+	// on disk as the API reports it (p50).
+	ChangeBytes int64 `json:"change_bytes"`
+	LayerBytes  int64 `json:"layer_bytes_p50"`
+}
+
+// ClusterCold is a step on a deep chain's tip by a fresh worker.
+type ClusterCold struct {
+	Depth int `json:"depth"`
+	// BuildSeconds is how long the chain took to build on one worker.
+	BuildSeconds float64 `json:"build_seconds"`
+	// Trials fresh workers each ran StepMs, their first step (it fetches
+	// the chain), then WarmMs, their next step on its result (cached);
+	// SetupMs and WarmSetupMs are those steps' setup phases (submit → init
+	// event: claim, plan, fetch, mount). FetchShare is (SetupMs −
+	// WarmSetupMs) ÷ StepMs. All p50.
+	Trials      int     `json:"trials"`
+	StepMs      float64 `json:"step_ms"`
+	SetupMs     float64 `json:"setup_ms"`
+	WarmMs      float64 `json:"warm_ms"`
+	WarmSetupMs float64 `json:"warm_setup_ms"`
+	FetchShare  float64 `json:"fetch_share"`
 }
 
 // ClusterThroughput is the throughput with Workers workers.
@@ -137,36 +179,76 @@ func (b *bench) cluster(ctx context.Context) error {
 		nodes = nodes[:len(nodes)-1]
 	}
 	steps := b.o.Iterations
-	b.progress("cluster: %d chained steps on one worker and on the single node", steps)
+	b.progress("cluster: %d chained steps on one worker and on the single node, interleaved", steps)
+	bucket, err := newBucketLister(ctx, blobs, co.BlobsEndpoint)
+	if err != nil {
+		return err
+	}
 	var single, clustered []time.Duration
-	for _, x := range []struct {
-		d   *daemonConn
-		out *[]time.Duration
-	}{{b.cold, &single}, {api, &clustered}} {
-		img := x.d.base
-		for i := -1; i < steps; i++ { // i = -1 is the discarded warm-up
-			s, err := b.runAPI(ctx, x.d, spawn{runtime: rt, image: img, shell: fmt.Sprintf("echo %d >> /root/log", i)})
+	var singleS, clusterS []sample
+	var clusterOps []string
+	var layerBytes []int64
+	var before map[string]int64
+	imgs := map[*daemonConn]string{b.cold: b.cold.base, api: api.base}
+	for i := -1; i < steps; i++ { // i = -1 is the discarded warm-up
+		if i == 0 {
+			if before, err = bucket.objects(ctx); err != nil {
+				return err
+			}
+		}
+		for _, d := range []*daemonConn{b.cold, api} {
+			s, err := b.runAPI(ctx, d, spawn{runtime: rt, image: imgs[d], shell: fmt.Sprintf("echo %d >> /root/log", i)})
 			if err != nil {
 				return err
 			}
-			op, err := x.d.c.Operation(ctx, s.op)
+			imgs[d] = s.image
+			if i < 0 {
+				continue
+			}
+			if d == b.cold {
+				single, singleS = append(single, s.wall), append(singleS, s)
+				continue
+			}
+			clustered, clusterS = append(clustered, s.wall), append(clusterS, s)
+			clusterOps = append(clusterOps, s.op)
+			im, err := api.c.Image(ctx, s.image)
 			if err != nil {
 				return err
 			}
-			if op.ResultImageUUID == nil {
-				return fmt.Errorf("cluster step %d made no image", i)
-			}
-			img = *op.ResultImageUUID
-			if i >= 0 {
-				*x.out = append(*x.out, s.wall)
-			}
+			layerBytes = append(layerBytes, im.LayerBytes)
 		}
 	}
 	sec.SingleNodeStep, sec.ClusterStep = dist(single), dist(clustered)
 	if sec.SingleNodeStep.P50Ms > 0 {
 		sec.StepRatio = round3(sec.ClusterStep.P50Ms / sec.SingleNodeStep.P50Ms)
 	}
+	for _, x := range []struct {
+		d  *daemonConn
+		ss []sample
+		to *Phases
+	}{{b.cold, singleS, &sec.SinglePhases}, {api, clusterS, &sec.ClusterPhases}} {
+		var ps []phaseSample
+		for _, s := range x.ss {
+			p, err := b.phases(ctx, x.d, s)
+			if err != nil {
+				return err
+			}
+			ps = append(ps, p)
+		}
+		*x.to = summarize(ps)
+	}
+	after, err := bucket.objects(ctx)
+	if err != nil {
+		return err
+	}
+	sec.Upload = uploaded(before, after, steps, layerBytes)
+	if sec.ClaimWait, err = claimWaits(ctx, co.DB, clusterOps); err != nil {
+		return err
+	}
 	b.rep.Cluster = sec
+	if err := b.clusterCold(ctx, api, &nodes, rt, imgs[api], steps+1); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -211,6 +293,17 @@ func writeCluster(p func(string, ...any), table func([][]string), r Report) {
 	rows = [][]string{{"chained step", "p50", "p95"},
 		{"single node (cold daemon)", fmtMs(c.SingleNodeStep.P50Ms), fmtMs(c.SingleNodeStep.P95Ms)},
 		{"cluster, warm worker", fmtMs(c.ClusterStep.P50Ms), fmtMs(c.ClusterStep.P95Ms)},
-		{"ratio (p50)", fmt.Sprintf("%.2f×", c.StepRatio), ""}}
+		{"ratio (p50)", fmt.Sprintf("%.2f×", c.StepRatio), ""},
+		{"  of which insert → claim", fmtMs(c.ClaimWait.P50Ms), fmtMs(c.ClaimWait.P95Ms)}}
 	table(rows)
+	p("   single node, p50 phases: %s", fmtPhases(c.SinglePhases))
+	p("   cluster, p50 phases: %s", fmtPhases(c.ClusterPhases))
+	if u := c.Upload; u != nil {
+		p("   uploaded per step: %d objects for the chained steps, %d B each (p50); the change: a %d B file (layer %d B on disk)",
+			u.Objects, u.BytesP50, u.ChangeBytes, u.LayerBytes)
+	}
+	if k := c.Cold; k != nil {
+		p("   cold worker: a step on the tip of a %d-step chain (built in %.1f s) by a fresh worker with an empty cache, p50 of %d: %s (setup %s); its next step %s (setup %s); fetch share %.0f%%",
+			k.Depth, k.BuildSeconds, k.Trials, fmtMs(k.StepMs), fmtMs(k.SetupMs), fmtMs(k.WarmMs), fmtMs(k.WarmSetupMs), 100*k.FetchShare)
+	}
 }

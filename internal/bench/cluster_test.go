@@ -19,7 +19,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // TestCluster runs the cluster section on a throwaway PostgreSQL database
 // and a versitygw bucket with one and two workers: every figure is there
-// and positive, and the table shows it. It asserts nothing about speed.
+// and positive (the chained steps' uploads, claim waits and phases, a
+// fresh worker's step on a chain's tip), and the table shows it. It
+// asserts nothing about speed.
 func TestCluster(t *testing.T) {
 	testutil.RequiresRoot(t)
 	dsn := pgtest.DSN(t)
@@ -50,6 +52,15 @@ func TestCluster(t *testing.T) {
 	}
 	if c.SingleNodeStep.P50Ms <= 0 || c.ClusterStep.P50Ms <= 0 || c.StepRatio <= 0 {
 		t.Errorf("step latency: %+v", c)
+	}
+	if u := c.Upload; u == nil || u.Objects != 2 || u.BytesP50 <= 0 || u.ChangeBytes <= 0 || c.ClaimWait.N != 2 || c.ClaimWait.P50Ms <= 0 {
+		t.Errorf("uploads and claim waits of the chained steps: %+v %+v", u, c.ClaimWait)
+	}
+	if k := c.Cold; k == nil || k.Depth != 10 || k.Trials != 1 || k.StepMs <= 0 || k.SetupMs <= 0 || k.WarmMs <= 0 {
+		t.Errorf("cold worker: %+v", k)
+	}
+	if c.ClusterPhases.SetupMs <= 0 || c.SinglePhases.SetupMs <= 0 {
+		t.Errorf("phases: %+v %+v", c.ClusterPhases, c.SinglePhases)
 	}
 	if !strings.Contains(out.String(), "8. Cluster") {
 		t.Error("the table lacks the cluster section")

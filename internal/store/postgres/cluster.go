@@ -99,7 +99,7 @@ func (q *Queue) CancelPending(ctx context.Context, out store.Outcome) (bool, err
 			return err
 		}
 		done = true
-		return finishOperation(ctx, tx, out)
+		return finishOperation(ctx, tx, out, nil)
 	})
 	return done, err
 }
@@ -141,12 +141,13 @@ func (q *Queue) Secret(ctx context.Context) (string, error) {
 	return s, err
 }
 
-// Notify sends one notification per payload on channel.
+// Notify sends one notification per payload on channel, with an
+// asynchronous commit: a notification is only a wake-up (async.go).
 func (q *Queue) Notify(ctx context.Context, channel string, payloads []string) error {
 	if len(payloads) == 0 {
 		return nil
 	}
-	_, err := q.s.pool.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, channel, payloads)
+	_, err := q.s.pool.execAsync(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, channel, payloads)
 	return err
 }
 

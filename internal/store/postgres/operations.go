@@ -81,10 +81,17 @@ func (s *Store) MoveOperation(ctx context.Context, uuid, from, to string) error 
 
 // FinishOperation records an operation's outcome, all or nothing, once.
 func (s *Store) FinishOperation(ctx context.Context, out store.Outcome) error {
-	return finishOperation(ctx, s.pool, out)
+	mark, redo := s.redoFor(out)
+	err := finishOperation(ctx, s.pool, out, redo)
+	if err == nil {
+		s.redo.durable(mark, out.Operation.UUID)
+	}
+	return err
 }
 
-func finishOperation(ctx context.Context, q querier, out store.Outcome) error {
+// finishOperation records out; redo are events of the operation written
+// asynchronously, inserted again if a crash lost them (async.go).
+func finishOperation(ctx context.Context, q querier, out store.Outcome, redo []store.Event) error {
 	o := out.Operation
 	return inTx(ctx, q, func(tx pgx.Tx) error {
 		// Lock the row first: of concurrent finishers, the later ones wait
@@ -96,6 +103,9 @@ func finishOperation(ctx context.Context, q querier, out store.Outcome) error {
 		}
 		if err != nil {
 			return err
+		}
+		if err := redoEvents(ctx, tx, o.UUID, redo); err != nil {
+			return fmt.Errorf("write again the events a crash lost: %w", err)
 		}
 		for _, im := range out.Images {
 			if err := insertImage(ctx, tx, im); err != nil {
@@ -196,18 +206,34 @@ func (s *Store) OperationStats(ctx context.Context, account string) (map[string]
 	return out, cpu, rows.Err()
 }
 
-// AppendEvent stores ev in op's log.
+// AppendEvent stores ev in op's log, with an asynchronous commit: the
+// outcome of op makes it durable, or writes it again (async.go). Once the
+// events kept for that are too many, it commits durably instead.
 func (s *Store) AppendEvent(ctx context.Context, op string, ev store.Event) error {
-	return appendEvent(ctx, s.pool, op, ev)
+	if s.redo.full() {
+		mark := s.redo.mark()
+		err := appendEvent(ctx, s.pool, op, ev)
+		if err == nil {
+			s.redo.durable(mark, "")
+		}
+		return err
+	}
+	_, err := s.pool.execAsync(ctx, appendEventSQL, lockEvents, op, ev.ID, ev.TS, ev.Spid, ev.Type, ev.Data)
+	if err != nil {
+		return classify(err, "event %d of operation %s exists", ev.ID, op)
+	}
+	s.redo.add(op, ev)
+	return nil
 }
 
-// appendEvent takes the log's lock in the same statement, so an append
+// appendEventSQL takes the log's lock in the same statement, so an append
 // outside a transaction waits for an Update that read the log's last ID
 // (LastEventID holds the lock to its commit).
+const appendEventSQL = `WITH l AS (SELECT pg_advisory_xact_lock($1, hashtext($2)))
+		INSERT INTO events(operation, id, ts, spid, type, data) SELECT $2::text,$3::bigint,$4::timestamptz,$5::integer,$6::text,$7::text FROM l`
+
 func appendEvent(ctx context.Context, q querier, op string, ev store.Event) error {
-	_, err := q.Exec(ctx, `WITH l AS (SELECT pg_advisory_xact_lock($1, hashtext($2)))
-		INSERT INTO events(operation, id, ts, spid, type, data) SELECT $2::text,$3::bigint,$4::timestamptz,$5::integer,$6::text,$7::text FROM l`,
-		lockEvents, op, ev.ID, ev.TS, ev.Spid, ev.Type, ev.Data)
+	_, err := q.Exec(ctx, appendEventSQL, lockEvents, op, ev.ID, ev.TS, ev.Spid, ev.Type, ev.Data)
 	return classify(err, "event %d of operation %s exists", ev.ID, op)
 }
 

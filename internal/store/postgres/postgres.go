@@ -49,6 +49,8 @@ type Store struct {
 	watchDone chan struct{}
 	checkNode chan struct{} // a test's nudge: check the connection now
 	closeOnce sync.Once
+
+	redo redoLog // events written asynchronously (async.go)
 }
 
 var (
@@ -227,7 +229,7 @@ func (t txn) SetTag(ctx context.Context, account, uuid, tag string) error {
 }
 
 func (t txn) FinishOperation(ctx context.Context, out store.Outcome) error {
-	return finishOperation(ctx, t.q, out)
+	return finishOperation(ctx, t.q, out, nil)
 }
 
 func (t txn) AppendEvent(ctx context.Context, op string, ev store.Event) error {

@@ -59,7 +59,8 @@ func (q *Queue) Heartbeat(ctx context.Context, worker string, held []store.Lease
 		ops[i], epochs[i] = l.Op, l.Epoch
 	}
 	var kept []store.Lease
-	err := inTx(ctx, q.s.pool, func(tx pgx.Tx) error {
+	// Asynchronous: a heartbeat lost in a crash shortens the leases (async.go).
+	err := inAsyncTx(ctx, q.s.pool, func(tx pgx.Tx) error {
 		res, err := tx.Exec(ctx, `UPDATE workers SET heartbeat_at=clock_timestamp() WHERE id=$1`, worker)
 		if err != nil {
 			return err
@@ -111,8 +112,11 @@ func (q *Queue) Claim(ctx context.Context, worker string) (store.Lease, bool, er
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errdefs.FailedPrecondition("worker %s is not registered or its heartbeat expired: register it again before claiming", worker)
 		}
-		if err != nil || free <= 0 {
+		if err != nil {
 			return err
+		}
+		if free <= 0 {
+			return errNothingClaimed
 		}
 		rows, err := tx.Query(ctx, `WITH cand AS (
 				SELECT o.uuid, o.queued_at,
@@ -134,18 +138,29 @@ func (q *Queue) Claim(ctx context.Context, worker string) (store.Lease, bool, er
 			return err
 		}
 		ls, err := scanLeases(rows, worker)
-		if err != nil || len(ls) == 0 {
+		if err != nil {
 			return err
+		}
+		if len(ls) == 0 {
+			return errNothingClaimed // only the worker's row was locked: no commit to wait for
 		}
 		l, ok = ls[0], true
 		return nil
 	})
+	if errors.Is(err, errNothingClaimed) {
+		err = nil
+	}
 	return l, ok, err
 }
 
-// Start moves the leased operation to EXECUTING.
+// errNothingClaimed rolls back a claim that found no work.
+var errNothingClaimed = errors.New("nothing to claim")
+
+// Start moves the leased operation to EXECUTING, with an asynchronous
+// commit: if a crash loses it, the operation stays ASSIGNED under the same
+// lease, which the outcome accepts (async.go).
 func (q *Queue) Start(ctx context.Context, l store.Lease) error {
-	res, err := q.s.pool.Exec(ctx, `UPDATE operations SET status='EXECUTING' WHERE `+fenced+` AND status='ASSIGNED'`, l.Op, l.Worker, l.Epoch)
+	res, err := q.s.pool.execAsync(ctx, `UPDATE operations SET status='EXECUTING' WHERE `+fenced+` AND status='ASSIGNED'`, l.Op, l.Worker, l.Epoch)
 	if err != nil {
 		return err
 	}
@@ -162,7 +177,8 @@ func (q *Queue) Complete(ctx context.Context, l store.Lease, out store.Outcome) 
 	if out.Operation.UUID != l.Op {
 		return errdefs.InvalidArgument("outcome of operation %s under the lease of %s", out.Operation.UUID, l.Op)
 	}
-	return inTx(ctx, q.s.pool, func(tx pgx.Tx) error {
+	mark, redo := q.s.redoFor(out)
+	err := inTx(ctx, q.s.pool, func(tx pgx.Tx) error {
 		var one int
 		err := tx.QueryRow(ctx, `SELECT 1 FROM operations WHERE `+fenced+` FOR UPDATE`, l.Op, l.Worker, l.Epoch).Scan(&one)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -171,8 +187,12 @@ func (q *Queue) Complete(ctx context.Context, l store.Lease, out store.Outcome) 
 		if err != nil {
 			return err
 		}
-		return finishOperation(ctx, tx, out)
+		return finishOperation(ctx, tx, out, redo)
 	})
+	if err == nil {
+		q.s.redo.durable(mark, l.Op)
+	}
+	return err
 }
 
 // Reap ends expired leases: not started → PENDING while claims remain,
