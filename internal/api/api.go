@@ -42,6 +42,11 @@ type Options struct {
 	// served, on a listener of their own; the links expose answers point
 	// there. Empty: under /preview/ of the request's own host.
 	PreviewBase string
+	// PreviewBaseHeader, if set, names a request header that, when
+	// present, gives the preview base instead: a cluster's API node
+	// forwards an expose to the worker running the instance with its own
+	// base there (and drops the header from clients' requests).
+	PreviewBaseHeader string
 }
 
 func (o *Options) setDefaults() {

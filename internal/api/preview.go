@@ -38,6 +38,9 @@ func previewOf(base string, p engine.Preview) apitypes.Preview {
 // previewBase is the scheme and host of preview links: Options.PreviewBase,
 // else the request's own.
 func (s *server) previewBase(r *http.Request) string {
+	if h := s.opts.PreviewBaseHeader; h != "" && r.Header.Get(h) != "" {
+		return strings.TrimSuffix(r.Header.Get(h), "/")
+	}
 	if s.opts.PreviewBase != "" {
 		return strings.TrimSuffix(s.opts.PreviewBase, "/")
 	}

@@ -54,12 +54,15 @@ func (e *Engine) expireUploads(ctx context.Context, now time.Time, opts GCOption
 	// the same content meanwhile records it only once its blob is back.
 	e.filesMu.Lock()
 	defer e.filesMu.Unlock()
+	shared := e.cl != nil && e.cl.cfg.Files != nil
+	var unnamed []string
 	for _, f := range sel {
 		gone, orphans, err := e.st.ExpireFiles(ctx, f)
 		if err != nil {
 			return err
 		}
 		rep.Uploads += len(gone)
+		unnamed = append(unnamed, orphans...)
 		for _, sha := range orphans {
 			p := e.blobPath(sha)
 			fi, err := os.Stat(p)
@@ -72,8 +75,21 @@ func (e *Engine) expireUploads(ctx context.Context, now time.Time, opts GCOption
 					continue
 				}
 			}
-			rep.UploadBytes += fi.Size()
+			if !shared { // a cluster counts the bucket's copies below
+				rep.UploadBytes += fi.Size()
+			}
 		}
+	}
+	if shared {
+		// The bucket holds every node's uploads: collected under its rules
+		// (no record names the content, no node holds it, older than the
+		// grace period), as its layers are; a pass over one account's
+		// uploads, only the contents it left unnamed.
+		_, b, err := e.cl.cfg.Files.CollectFiles(ctx, opts.DryRun, unnamed, opts.Account != "")
+		if err != nil {
+			return err
+		}
+		rep.UploadBytes += b
 	}
 	return nil
 }

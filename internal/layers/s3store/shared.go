@@ -58,6 +58,16 @@ type Guard interface {
 	// sharing the database (a node that finds another collecting deletes
 	// nothing and returns no error). del returns the ids it deleted.
 	Collect(ctx context.Context, ids []string, del func(ctx context.Context, ids []string) ([]string, error)) ([]string, error)
+	// Collectable returns those of ids Collect would delete now,
+	// deleting nothing (a dry run decides as a pass does).
+	Collectable(ctx context.Context, ids []string) ([]string, error)
+	// CollectFiles is Collect for uploaded contents (by sha256): it
+	// deletes those no file record names and no node holds (Hold of
+	// "files/<sha256>", see HoldFile), under the same one-at-a-time rule.
+	CollectFiles(ctx context.Context, shas []string, del func(ctx context.Context, shas []string) ([]string, error)) ([]string, error)
+	// CollectableFiles returns those of shas CollectFiles would delete
+	// now, counting those in unnamed as named by no record.
+	CollectableFiles(ctx context.Context, shas, unnamed []string) ([]string, error)
 }
 
 // DefaultGrace is the grace period arbor serve gives a shared bucket.
@@ -294,6 +304,19 @@ func (s *Store) RemoveUnneeded(ctx context.Context, ids []string) ([]string, err
 		return nil, err
 	}
 	return s.sh.guard.Collect(ctx, old, s.deleteObjects)
+}
+
+// Removable returns those of ids RemoveUnneeded would remove now, by the
+// same rules (grace, guard), removing nothing: what a dry run reports.
+func (s *Store) Removable(ctx context.Context, ids []string) ([]string, error) {
+	if s.sh == nil {
+		return ids, nil
+	}
+	old, err := s.olderThanGrace(ctx, ids)
+	if err != nil || len(old) == 0 {
+		return nil, err
+	}
+	return s.sh.guard.Collectable(ctx, old)
 }
 
 // olderThanGrace returns those of ids whose objects were stored longer
