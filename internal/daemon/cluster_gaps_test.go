@@ -68,7 +68,7 @@ func TestClusterQueuedImagePurged(t *testing.T) {
 		t.Fatal(err)
 	}
 	if op.Status != apitypes.StatusSuccess {
-		t.Fatalf("a run queued on an image deleted and collected before a worker claimed it: %s %s", op.Status, deref(op.Error))
+		t.Fatalf("a run queued on an image deleted and collected before a worker claimed it: %s %s", op.Status, derefOr(op.Error))
 	}
 	if out, err := stdout(ctx, c, sp.UUID); err != nil || out != "kept0\n" {
 		t.Errorf("its output %q (%v), want kept0", out, err)
@@ -474,11 +474,4 @@ func runsOn(ctx context.Context, t *testing.T, dsn, op string) string {
 		t.Fatal(err)
 	}
 	return n
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

@@ -11,12 +11,10 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/arborsh/arbor/internal/errdefs"
 )
@@ -159,30 +157,10 @@ func (s *Store) CollectFiles(ctx context.Context, dry bool, unnamed []string, on
 	return len(gone), bytes, err
 }
 
-// deleteFiles deletes the objects of contents shas and returns those it
-// deleted.
+// deleteFiles deletes the stored objects of contents shas and returns
+// those it deleted.
 func (s *Store) deleteFiles(ctx context.Context, shas []string) ([]string, error) {
-	var (
-		mu   sync.Mutex
-		out  []string
-		errs []error
-	)
-	var g errgroup.Group
-	g.SetLimit(8)
-	for _, sha := range shas {
-		g.Go(func() error {
-			_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.fileKey(sha))})
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && httpStatus(err) != http.StatusNotFound {
-				errs = append(errs, s.s3Error(err, "delete uploaded file "+sha, "the next collection retries"))
-				return nil
-			}
-			out = append(out, sha)
-			return nil
-		})
-	}
-	_ = g.Wait()
+	out, errs := s.deleteKeys(ctx, shas, s.fileKey, "uploaded file")
 	slices.Sort(out)
 	return out, errors.Join(errs...)
 }

@@ -352,35 +352,7 @@ func (s *Store) olderThanGrace(ctx context.Context, ids []string) ([]string, err
 // deleteObjects deletes the objects of ids that are stored and drops
 // their cached copies; it returns the ids whose objects it deleted.
 func (s *Store) deleteObjects(ctx context.Context, ids []string) ([]string, error) {
-	var (
-		mu   sync.Mutex
-		out  []string
-		errs []error
-	)
-	var g errgroup.Group
-	g.SetLimit(8)
-	for _, id := range ids {
-		g.Go(func() error {
-			// Deleting a missing key succeeds in S3: ask first, so a layer
-			// an earlier pass deleted is not reported removed twice.
-			_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
-			if httpStatus(err) == http.StatusNotFound {
-				return nil
-			}
-			if err == nil {
-				_, err = s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && httpStatus(err) != http.StatusNotFound {
-				errs = append(errs, s.s3Error(err, "delete layer "+id, "the next collection retries"))
-				return nil
-			}
-			out = append(out, id)
-			return nil
-		})
-	}
-	_ = g.Wait()
+	out, errs := s.deleteKeys(ctx, ids, s.key, "layer")
 	s.mu.Lock()
 	for _, id := range out {
 		if err := s.dropLocked(id); err != nil {
@@ -391,6 +363,42 @@ func (s *Store) deleteObjects(ctx context.Context, ids []string) ([]string, erro
 	s.mu.Unlock()
 	slices.Sort(out)
 	return out, errors.Join(errs...)
+}
+
+// deleteKeys deletes the objects key(id) of those of ids that are stored,
+// a few at a time, and returns the ids whose objects it deleted and the
+// failures (what names the objects in messages).
+func (s *Store) deleteKeys(ctx context.Context, ids []string, key func(string) string, what string) ([]string, []error) {
+	var (
+		mu   sync.Mutex
+		out  []string
+		errs []error
+	)
+	var g errgroup.Group
+	g.SetLimit(8)
+	for _, id := range ids {
+		g.Go(func() error {
+			// Deleting a missing key succeeds in S3: ask first, so an
+			// object an earlier pass deleted is not reported removed twice.
+			_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key(id))})
+			if httpStatus(err) == http.StatusNotFound {
+				return nil
+			}
+			if err == nil {
+				_, err = s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key(id))})
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && httpStatus(err) != http.StatusNotFound {
+				errs = append(errs, s.s3Error(err, "delete "+what+" "+id, "the next collection retries"))
+				return nil
+			}
+			out = append(out, id)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return out, errs
 }
 
 // holdPinned holds what this node pins before it fetches or uploads a
