@@ -452,6 +452,13 @@ func TestClusterCheckpointRestore(t *testing.T) {
 	if out, err := stdout(ctx, c1, op); err != nil || out != "A-B\n" {
 		t.Errorf("the restored instance printed %q (%v), want A-B", out, err)
 	}
+	for _, n := range workers {
+		for _, l := range strings.Split(n.log.String(), "\n") {
+			if strings.Contains(l, "checkpoint kept") || strings.Contains(l, "shared storage") {
+				t.Logf("%s: %s", n.name, l)
+			}
+		}
+	}
 	if err := c2.DeleteImage(ctx, ck.Image); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
 )
@@ -47,9 +48,11 @@ func (e *Engine) shareCheckpoint(ctx context.Context, image, dir string) error {
 	if cb == nil {
 		return nil
 	}
+	begin := time.Now()
 	if err := cb.PutCheckpoint(ctx, image, dir); err != nil {
 		return fmt.Errorf("store the checkpoint in shared storage: %w", err)
 	}
+	e.log.Info("checkpoint stored in shared storage", "image", image, "took", time.Since(begin).Round(time.Millisecond))
 	return nil
 }
 
@@ -79,6 +82,7 @@ func (e *Engine) fetchCheckpoint(ctx context.Context, image string) error {
 		return nil
 	}
 	tmp := filepath.Join(e.cfg.Home, "tmp", "checkpoint-"+newLayerID()[:16])
+	begin := time.Now()
 	if err := cb.GetCheckpoint(ctx, image, tmp); err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return nil
@@ -96,7 +100,7 @@ func (e *Engine) fetchCheckpoint(ctx context.Context, image string) error {
 	e.ckpts.mu.Lock()
 	e.ckpts.m[image] = &keptCheckpoint{account: sc.Account, bytes: sc.Bytes, created: sc.Created}
 	e.ckpts.mu.Unlock()
-	e.log.Info("checkpoint fetched from shared storage", "image", image, "checkpoint_bytes", sc.Bytes)
+	e.log.Info("checkpoint fetched from shared storage", "image", image, "checkpoint_bytes", sc.Bytes, "took", time.Since(begin).Round(time.Millisecond))
 	return nil
 }
 
