@@ -390,7 +390,7 @@ func TestClusterCheckpointRestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	workers := map[string]*node{"w1": cn.start("w1", RoleWorker, ""), "w2": cn.start("w2", RoleWorker, "")}
-	a1 := cn.start("a1", RoleAPI, "")
+	a1 := cn.start("a1", RoleAPI, "", "--blobs-grace", "1s")
 	a2 := cn.start("a2", RoleAPI, "")
 	c1, c2 := a1.client(t, a1.token), a2.client(t, a1.token)
 	img, err := testdaemon.ImportBusybox(ctx, c1, "busybox")
@@ -451,6 +451,23 @@ func TestClusterCheckpointRestore(t *testing.T) {
 	}
 	if out, err := stdout(ctx, c1, op); err != nil || out != "A-B\n" {
 		t.Errorf("the restored instance printed %q (%v), want A-B", out, err)
+	}
+	// A checkpoint whose image was never committed (a crash between its
+	// upload and the commit) goes at the next pass, past the grace; the
+	// image's stays.
+	orphan := "0e6f4a8e-1b2c-4d5e-8f90-123456789abc"
+	bucket, prefix, _ := strings.Cut(strings.TrimPrefix(cn.blobs, "s3://"), "/")
+	if _, err := cn.s3.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(prefix + "/checkpoints/" + orphan),
+		Body: strings.NewReader("not a checkpoint")}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // a1's grace: the span is the point
+	if _, err := c1.GC(ctx, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	if cn.objectExists(ctx, t, "checkpoints/"+orphan) || !cn.objectExists(ctx, t, "checkpoints/"+ck.Image) {
+		t.Errorf("after a pass: the orphan checkpoint is stored: %v, the image's: %v; want only the image's",
+			cn.objectExists(ctx, t, "checkpoints/"+orphan), cn.objectExists(ctx, t, "checkpoints/"+ck.Image))
 	}
 	for _, n := range workers {
 		for _, l := range strings.Split(n.log.String(), "\n") {

@@ -33,6 +33,10 @@ type CheckpointBlobs interface {
 	GetCheckpoint(ctx context.Context, image, dst string) error
 	// DeleteCheckpoint deletes image's checkpoint (a no-op if none).
 	DeleteCheckpoint(ctx context.Context, image string) error
+	// StaleCheckpoints lists the stored checkpoints older than the
+	// storage's grace period (one being made is younger), by image, with
+	// when each was stored.
+	StaleCheckpoints(ctx context.Context) (map[string]time.Time, error)
 }
 
 func (e *Engine) sharedCheckpoints() CheckpointBlobs {
@@ -142,4 +146,60 @@ func (e *Engine) RestorePlacement(ctx context.Context, account, image string) ([
 		out = append([]string{first}, out...)
 	}
 	return out, nil
+}
+
+// sweepSharedCheckpoints deletes from the bucket the checkpoints of images
+// that are deleted or were never committed (a crash between the upload
+// and the image's commit, a failed deletion) and, with CheckpointTTL,
+// those older than it, and returns how many it deleted (dry: would
+// delete). A retention pass over every account runs it.
+func (e *Engine) sweepSharedCheckpoints(ctx context.Context, now time.Time, dry bool) (int, error) {
+	cb := e.sharedCheckpoints()
+	if cb == nil {
+		return 0, nil
+	}
+	stored, err := cb.StaleCheckpoints(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for id, at := range stored {
+		im, err := e.st.ImageAny(ctx, id)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return n, err
+		}
+		gone := err != nil || im.Deleted
+		if !gone && (e.cfg.CheckpointTTL <= 0 || now.Sub(at) <= e.cfg.CheckpointTTL) {
+			continue
+		}
+		n++
+		if dry {
+			continue
+		}
+		if err := cb.DeleteCheckpoint(ctx, id); err != nil {
+			return n - 1, err
+		}
+		e.log.Info("retention: checkpoint deleted from shared storage", "image", id, "image_gone", gone, "stored", at)
+	}
+	return n, nil
+}
+
+// checkpointExpired fails a restore of a checkpoint older than
+// CheckpointTTL that this node still has (a cluster's pass removed the
+// bucket's copy, and another node's copy may linger until that node's
+// restart), dropping it.
+func (e *Engine) checkpointExpired(image string) error {
+	ttl := e.cfg.CheckpointTTL
+	if e.cl == nil || ttl <= 0 {
+		return nil
+	}
+	e.ckpts.mu.Lock()
+	c := e.ckpts.m[image]
+	old := c != nil && e.now().Sub(c.created) > ttl
+	e.ckpts.mu.Unlock()
+	if !old {
+		return nil
+	}
+	e.dropCheckpoint(image)
+	return errdefs.FailedPrecondition("image %s's memory checkpoint is older than the checkpoint TTL (%v, --checkpoint-ttl) and was removed; spawn a fresh instance from the image instead", image, ttl)
 }

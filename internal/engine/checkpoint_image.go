@@ -316,6 +316,9 @@ func (e *Engine) RestoreImage(ctx context.Context, account, image string, count 
 	if err := e.fetchCheckpoint(ctx, im.UUID); err != nil { // made on another worker
 		return nil, err
 	}
+	if err := e.checkpointExpired(im.UUID); err != nil {
+		return nil, err
+	}
 	c := e.holdCheckpoint(im.UUID)
 	if c == nil {
 		return nil, errdefs.FailedPrecondition("image %s has no memory checkpoint: only images made by a checkpoint of a running instance (POST /v1/operations/{id}/checkpoint, arbor checkpoint OP) can be restored; spawn a new instance from it instead", im.UUID)

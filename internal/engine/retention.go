@@ -162,6 +162,9 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		n, b := e.expireCheckpoints(now, opts.DryRun, expire)
 		rep.Checkpoints += n
 		rep.CheckpointBytes += b
+		if _, err := e.sweepSharedCheckpoints(ctx, now, opts.DryRun); err != nil { // checkpoint_cluster.go
+			return rep, err
+		}
 	}
 	if !opts.DryRun && (len(rep.Images) > 0 || rep.Operations > 0 || rep.Uploads > 0) {
 		e.log.Info("retention", "images", len(rep.Images), "layers", rep.Layers, "bytes", rep.Bytes, "operations", rep.Operations, "events", rep.Events,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -121,4 +122,34 @@ func (s *Store) DeleteCheckpoint(ctx context.Context, image string) error {
 		return s.s3Error(err, "delete the checkpoint of image "+image, "delete it by hand: "+s.checkpointKey(image))
 	}
 	return nil
+}
+
+// StaleCheckpoints lists the checkpoints stored in the bucket longer than
+// the grace period ago (a checkpoint being made is younger), by image,
+// with when each was stored.
+func (s *Store) StaleCheckpoints(ctx context.Context) (map[string]time.Time, error) {
+	prefix := s.checkpointKey("")
+	cut := time.Now().Add(-s.graceOf())
+	out := map[string]time.Time{}
+	pg := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
+	for pg.HasMorePages() {
+		page, err := pg.NextPage(ctx)
+		if err != nil {
+			return nil, s.s3Error(err, "list checkpoints", "the next collection retries")
+		}
+		for _, o := range page.Contents {
+			if at := aws.ToTime(o.LastModified); at.Before(cut) {
+				out[strings.TrimPrefix(aws.ToString(o.Key), prefix)] = at
+			}
+		}
+	}
+	return out, nil
+}
+
+// graceOf is the grace period of a shared bucket (0 without a Guard).
+func (s *Store) graceOf() time.Duration {
+	if s.sh == nil {
+		return 0
+	}
+	return s.sh.grace
 }
