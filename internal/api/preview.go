@@ -139,7 +139,15 @@ func PreviewHandler(e *engine.Engine, opts Options) http.Handler {
 	proxy := &httputil.ReverseProxy{
 		Transport: tr,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetXForwarded()
+			if opts.ForwardedBy != nil && opts.ForwardedBy(pr.In) {
+				// A node of this cluster proxied it: its X-Forwarded-*
+				// name the client.
+				for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+					pr.Out.Header[h] = pr.In.Header.Values(h)
+				}
+			} else {
+				pr.SetXForwarded()
+			}
 			pr.Out.Host = pr.In.Host
 		},
 		FlushInterval: -1, // stream: event streams and long polls pass at once

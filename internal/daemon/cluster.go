@@ -110,6 +110,17 @@ var forwarded = regexp.MustCompile(`^/v1/operations/([^/]+)/(subprocesses|fork|c
 // lacks it.
 var restored = regexp.MustCompile(`^/v1/images/([^/]+)/restore$`)
 
+// forwardedKey marks the context of a preview request another node of the
+// cluster proxied (api.Options.ForwardedBy): the secret that proved it is
+// gone from the request by then.
+type forwardedKey struct{}
+
+// forwardedPreview reports whether r is a preview another node proxied.
+func forwardedPreview(r *http.Request) bool {
+	v, _ := r.Context().Value(forwardedKey{}).(bool)
+	return v
+}
+
 // previewBaseHeader carries, on an expose an API node forwards, where
 // that node serves previews (its --preview-listen), for the links the
 // worker signs.
@@ -248,6 +259,7 @@ func (c *clusterHTTP) proxyTo(w http.ResponseWriter, r *http.Request, addr strin
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = r.Host
+			pr.SetXForwarded() // the client, for a preview's server
 			pr.Out.Header.Set(clusterHeader, c.secret)
 		},
 		Transport:     c.transport,
@@ -276,7 +288,9 @@ func (c *clusterHTTP) previews(h, local http.Handler, clients bool) http.Handler
 			return
 		}
 		if c.fromNode(r) {
-			local.ServeHTTP(w, r)
+			// The server in the sandbox must never see the secret.
+			r.Header.Del(clusterHeader)
+			local.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true)))
 			return
 		}
 		if !clients {

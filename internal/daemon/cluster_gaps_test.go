@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -285,7 +286,8 @@ func TestClusterPreviews(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp, err := c1.Spawn(ctx, apitypes.InstanceSpawnRequest{Image: img, Shell: &sh,
-		Command: "mkdir /www && echo hello-preview > /www/index.html && httpd -p 127.0.0.1:8080 -h /www && exec /wsecho 127.0.0.1:8081",
+		Command: "mkdir -p /www/cgi-bin && echo hello-preview > /www/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nenv\\n' > /www/cgi-bin/env && chmod +x /www/cgi-bin/env && " +
+			"httpd -p 127.0.0.1:8080 -h /www && exec /wsecho 127.0.0.1:8081",
 		Files:   map[string]apitypes.FileSpec{"/wsecho": {UUID: up.UUID, Mode: 0o755}}})
 	if err != nil {
 		t.Fatal(err)
@@ -319,6 +321,18 @@ func TestClusterPreviews(t *testing.T) {
 	}
 	if code != http.StatusOK || body != "hello-preview\n" {
 		t.Fatalf("GET the link through a1 = %d %q", code, body)
+	}
+	// What the server sees: the client (here from 127.0.0.2), never the
+	// cluster's secret.
+	from2 := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
+	resp, err := from2.Get(web.URL + "cgi-bin/env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(env), "HTTP_X_FORWARDED_FOR=127.0.0.2\n") || strings.Contains(string(env), "ARBOR") {
+		t.Errorf("the server's environment (a CGI script) = %d:\n%s\nwant X-Forwarded-For 127.0.0.2 and no X-Arbor header", resp.StatusCode, env)
 	}
 	byBearer := fmt.Sprintf("%s/preview/%s/8080/_/index.html", a1.url, sp.UUID)
 	if code, body = get(byBearer, "Authorization", "Bearer "+a1.token); code != http.StatusOK || body != "hello-preview\n" {

@@ -198,6 +198,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		opts.PreviewBaseHeader = previewBaseHeader // set by the forwarding API node only
+		opts.ForwardedBy = forwardedPreview
 	}
 	stopPreviews, err := servePreviews(life, e, cfg, log, &opts, ch)
 	if err != nil {
