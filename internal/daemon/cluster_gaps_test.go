@@ -288,7 +288,7 @@ func TestClusterPreviews(t *testing.T) {
 	sp, err := c1.Spawn(ctx, apitypes.InstanceSpawnRequest{Image: img, Shell: &sh,
 		Command: "mkdir -p /www/cgi-bin && echo hello-preview > /www/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nenv\\n' > /www/cgi-bin/env && chmod +x /www/cgi-bin/env && " +
 			"httpd -p 127.0.0.1:8080 -h /www && exec /wsecho 127.0.0.1:8081",
-		Files:   map[string]apitypes.FileSpec{"/wsecho": {UUID: up.UUID, Mode: 0o755}}})
+		Files: map[string]apitypes.FileSpec{"/wsecho": {UUID: up.UUID, Mode: 0o755}}})
 	if err != nil {
 		t.Fatal(err)
 	}
