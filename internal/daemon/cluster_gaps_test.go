@@ -158,7 +158,7 @@ func TestClusterUploadsCollected(t *testing.T) {
 	defer cancel()
 	const ttl = 2 * time.Second
 	flags := []string{"--upload-ttl", ttl.String(), "--blobs-grace", "1s"}
-	cn.start("w1", RoleWorker, "", flags...)
+	w := cn.start("w1", RoleWorker, "", flags...)
 	a1 := cn.start("a1", RoleAPI, "", flags...)
 	a2 := cn.start("a2", RoleAPI, "", flags...)
 	c1, c2 := a1.client(t, a1.token), a2.client(t, a1.token)
@@ -227,6 +227,22 @@ func TestClusterUploadsCollected(t *testing.T) {
 	if got := before.Accounts[0].QuotaBytes - after.Accounts[0].QuotaBytes; got != uploaded {
 		t.Errorf("the account's storage went from %d to %d bytes, want %d less", before.Accounts[0].QuotaBytes, after.Accounts[0].QuotaBytes, uploaded)
 	}
+	// The worker's copy of the content (its run fetched it) goes at its
+	// own next retention tick, though the pass was another node's.
+	copyOnWorker := filepath.Join(w.home, "blobs", "sha256", sha)
+	if !exists(copyOnWorker) {
+		t.Fatalf("the worker has no copy of the upload at %s", copyOnWorker)
+	}
+	w.stop()
+	w = cn.start("w1", RoleWorker, w.home, append(flags, "--gc-interval", "300ms")...)
+	for deadline := time.Now().Add(60 * time.Second); exists(copyOnWorker); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker kept its copy of the expired upload")
+		}
+	}
+	w.stop()
+	cn.start("w1", RoleWorker, w.home, flags...) // no background passes: the uploads below stay
+
 	// Uploaded again (through the other API node): stored again, placed.
 	again, err := c1.UploadFile(ctx, strings.NewReader(string(content)))
 	if err != nil {

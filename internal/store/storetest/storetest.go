@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Metadata) {
 		{"TokenRevokeCascades", testTokenRevokeCascades},
 		{"Files", testFiles},
 		{"ExpireFiles", testExpireFiles},
+		{"NamedContents", testNamedContents},
 		{"AccountBytes", testAccountBytes},
 		{"OperationStats", testOperationStats},
 		{"Close", testClose},
