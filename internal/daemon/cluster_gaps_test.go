@@ -119,14 +119,7 @@ func TestClusterGCDryRunMatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	for pass := 1; pass <= 2; pass++ {
-		dry, err := c.GC(ctx, true, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		did, err := c.GC(ctx, false, "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		dry, did := dryThenPass(ctx, t, c)
 		t.Logf("pass %d: dry run %d layers %d bytes %d rows; real %d layers %d bytes %d rows", pass,
 			dry.Layers, dry.LayerBytes, dry.ImageRows, did.Layers, did.LayerBytes, did.ImageRows)
 		if dry.Layers != did.Layers || dry.LayerBytes != did.LayerBytes || dry.ImageRows != did.ImageRows || dry.Bytes != did.Bytes {
@@ -134,6 +127,19 @@ func TestClusterGCDryRunMatches(t *testing.T) {
 				dry.Layers, dry.LayerBytes, dry.ImageRows, did.Layers, did.LayerBytes, did.ImageRows)
 		}
 	}
+}
+
+// dryThenPass runs a dry retention pass through c, then a real one.
+func dryThenPass(ctx context.Context, t *testing.T, c *client.Client) (dry, did *apitypes.GCResponse) {
+	t.Helper()
+	dry, err := c.GC(ctx, true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if did, err = c.GC(ctx, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	return dry, did
 }
 
 // objectExists reports whether key is in the cluster's bucket.
@@ -203,14 +209,7 @@ func TestClusterUploadsCollected(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(ttl + time.Second) // the upload's TTL and the bucket's grace: the span is the point
-	dry, err := c1.GC(ctx, true, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	did, err := c1.GC(ctx, false, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dry, did := dryThenPass(ctx, t, c1)
 	if did.Uploads != len(files) || did.UploadBytes != uploaded {
 		t.Errorf("the pass removed %d uploads, %d bytes; want %d and their %d bytes", did.Uploads, did.UploadBytes, len(files), uploaded)
 	}
