@@ -42,6 +42,16 @@ type Options struct {
 	// served, on a listener of their own; the links expose answers point
 	// there. Empty: under /preview/ of the request's own host.
 	PreviewBase string
+	// PreviewBaseHeader, if set, names a request header that, when
+	// present, gives the preview base instead: a cluster's API node
+	// forwards an expose to the worker running the instance with its own
+	// base there (and drops the header from clients' requests).
+	PreviewBaseHeader string
+	// ForwardedBy, if set, reports whether a preview request was proxied
+	// by a node of this cluster, whose X-Forwarded-For, -Host and -Proto
+	// the server in the sandbox then gets as they are (else they are set
+	// from the request's own connection).
+	ForwardedBy func(r *http.Request) bool
 }
 
 func (o *Options) setDefaults() {

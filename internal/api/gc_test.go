@@ -28,7 +28,7 @@ func TestGCAndDiskUsage(t *testing.T) {
 		df.Accounts[0].ImageTTLSeconds != 3600 {
 		t.Fatalf("df = %+v, %v; want 2 images (1 tagged) with their bytes and the 1 h TTL", df, err)
 	}
-	singleNode(t, "a cluster's layers are in the shared bucket, collected under its rules (database holds, a grace period on the wall clock, which the fake clock does not move): a node's dry run counts a layer the real run spares")
+	singleNode(t, "a cluster's layers are in the shared bucket, collected under its rules (database holds, a grace period on the wall clock, which the fake clock does not move): a deleted image's layer stays while its row names it, so the first pass removes none (the dry run the same, TestClusterGCDryRunMatches)")
 	fc.Advance(2 * time.Hour)
 	dry, err := d.c.GC(ctx, true, "")
 	if err != nil {

@@ -38,6 +38,9 @@ func previewOf(base string, p engine.Preview) apitypes.Preview {
 // previewBase is the scheme and host of preview links: Options.PreviewBase,
 // else the request's own.
 func (s *server) previewBase(r *http.Request) string {
+	if h := s.opts.PreviewBaseHeader; h != "" && r.Header.Get(h) != "" {
+		return strings.TrimSuffix(r.Header.Get(h), "/")
+	}
 	if s.opts.PreviewBase != "" {
 		return strings.TrimSuffix(s.opts.PreviewBase, "/")
 	}
@@ -136,7 +139,15 @@ func PreviewHandler(e *engine.Engine, opts Options) http.Handler {
 	proxy := &httputil.ReverseProxy{
 		Transport: tr,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetXForwarded()
+			if opts.ForwardedBy != nil && opts.ForwardedBy(pr.In) {
+				// A node of this cluster proxied it: its X-Forwarded-*
+				// name the client.
+				for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+					pr.Out.Header[h] = pr.In.Header.Values(h)
+				}
+			} else {
+				pr.SetXForwarded()
+			}
 			pr.Out.Host = pr.In.Host
 		},
 		FlushInterval: -1, // stream: event streams and long polls pass at once

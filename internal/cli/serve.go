@@ -101,6 +101,7 @@ running ones finish for up to --shutdown-timeout, then fails the rest.`,
 	f.StringVar(&cfg.BlobsEndpoint, "blobs-endpoint", "", "S3 endpoint URL for --blobs, e.g. http://127.0.0.1:7070 (default: AWS, or $AWS_ENDPOINT_URL_S3)")
 	f.StringVar(&cfg.BlobsRegion, "blobs-region", "", "S3 region for --blobs (default: $AWS_REGION or the AWS config, else us-east-1)")
 	f.Int64Var(&cfg.BlobsCacheBytes, "blobs-cache-bytes", 0, "bound of the local layer cache of --blobs in bytes; layers in use may exceed it (default 20 GiB)")
+	f.DurationVar(&cfg.BlobsGrace, "blobs-grace", 0, "with --db postgres:// too (a bucket nodes share), how long layers and uploaded files stay in the bucket once nothing names them: a collection spares younger objects (default 15m)")
 	f.StringVar(&cfg.PreviewListen, "preview-listen", "", "serve port previews (arbor expose) on this address, another origin than the API and web UI, instead of under /preview/ of --listen (README \"Port previews\")")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd

@@ -1,11 +1,15 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +20,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/bearer"
 	"github.com/arborsh/arbor/internal/engine"
 	"github.com/arborsh/arbor/internal/errdefs"
@@ -65,7 +70,7 @@ func clusterConfig(cfg Config, pg *postgres.Store, blobs *s3store.Store, ln net.
 		addr = advertised(ln.Addr().String())
 	}
 	return &engine.ClusterConfig{Store: q, Node: id, Worker: cfg.Role != RoleAPI, Address: strings.TrimSuffix(addr, "/"),
-		LeaseTTL: cfg.LeaseTTL, Files: blobs}
+		LeaseTTL: cfg.LeaseTTL, Files: blobs, Checkpoints: blobs}
 }
 
 // defaultNodeID is the host name and a hash of the home: two nodes on one
@@ -97,19 +102,41 @@ func advertised(addr string) string {
 
 // forwarded are the requests about a running instance that only the
 // worker running it can answer: its processes, their input, a fork or a
-// checkpoint of its sandbox.
-var forwarded = regexp.MustCompile(`^/v1/operations/([^/]+)/(subprocesses|fork|checkpoint)(/|$)`)
+// checkpoint of its sandbox, its port previews.
+var forwarded = regexp.MustCompile(`^/v1/operations/([^/]+)/(subprocesses|fork|checkpoint|previews)(/|$)`)
+
+// restored are restores of an image's memory checkpoint: an API node sends
+// them to a worker, which fetches the checkpoint from the bucket if it
+// lacks it.
+var restored = regexp.MustCompile(`^/v1/images/([^/]+)/restore$`)
+
+// forwardedKey marks the context of a preview request another node of the
+// cluster proxied (api.Options.ForwardedBy): the secret that proved it is
+// gone from the request by then.
+type forwardedKey struct{}
+
+// forwardedPreview reports whether r is a preview another node proxied.
+func forwardedPreview(r *http.Request) bool {
+	v, _ := r.Context().Value(forwardedKey{}).(bool)
+	return v
+}
+
+// previewBaseHeader carries, on an expose an API node forwards, where
+// that node serves previews (its --preview-listen), for the links the
+// worker signs.
+const previewBaseHeader = "X-Arbor-Preview-Base"
 
 // clusterHTTP is a cluster node's part of the HTTP surface: a worker
 // serves only requests other nodes forward (carrying the cluster's
 // secret); an API node forwards the requests of forwarded to the worker
 // running the instance.
 type clusterHTTP struct {
-	e         *engine.Engine
-	role      string
-	secret    string
-	transport *http.Transport
-	log       *slog.Logger
+	e           *engine.Engine
+	role        string
+	secret      string
+	transport   *http.Transport
+	log         *slog.Logger
+	previewBase string // this node's --preview-listen URL, if any
 }
 
 func newClusterHTTP(ctx context.Context, e *engine.Engine, role string, log *slog.Logger) (*clusterHTTP, error) {
@@ -144,8 +171,12 @@ func (c *clusterHTTP) gate(h http.Handler) http.Handler {
 // instance another worker runs goes there.
 func (c *clusterHTTP) forward(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !c.fromNode(r) {
+			r.Header.Del(previewBaseHeader) // only a node says where previews are
+		}
 		m := forwarded.FindStringSubmatch(r.URL.Path)
-		if m == nil || c.fromNode(r) {
+		rm := restored.FindStringSubmatch(r.URL.Path)
+		if (m == nil && rm == nil) || c.fromNode(r) {
 			h.ServeHTTP(w, r)
 			return
 		}
@@ -159,29 +190,119 @@ func (c *clusterHTTP) forward(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
+		if rm != nil {
+			addrs, err := c.e.RestorePlacement(r.Context(), t.Account, rm[1])
+			if errors.Is(err, errdefs.ErrUnavailable) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_ = json.NewEncoder(w).Encode(apitypes.Error{Error: err.Error(), Status: http.StatusServiceUnavailable})
+				return
+			}
+			if err != nil || len(addrs) == 0 {
+				h.ServeHTTP(w, r) // this node answers (its error, or it restores)
+				return
+			}
+			c.proxyAny(w, r, addrs)
+			return
+		}
 		addr, err := c.e.Placement(r.Context(), t.Account, strings.ToLower(m[1]))
 		if err != nil || addr == "" {
 			h.ServeHTTP(w, r) // here, finished, unknown: this node answers
 			return
 		}
-		target, err := url.Parse(addr)
-		if err != nil {
-			http.Error(w, fmt.Sprintf("worker address %q: %v", addr, err), http.StatusBadGateway)
+		if c.previewBase != "" && m[2] == "previews" {
+			r.Header.Set(previewBaseHeader, c.previewBase)
+		}
+		c.proxy(w, r, addr)
+	})
+}
+
+// proxyAny sends r to the first of the nodes at addrs that takes the
+// connection: a worker that died within its lease refuses it, and the
+// request (its body kept) goes to the next.
+func (c *clusterHTTP) proxyAny(w http.ResponseWriter, r *http.Request, addrs []string) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("read the request: %v", err), http.StatusBadRequest)
+		return
+	}
+	for i, addr := range addrs {
+		out := r.Clone(r.Context())
+		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		refused := false
+		c.proxyTo(w, out, addr, func(err error) bool {
+			var op *net.OpError
+			refused = i < len(addrs)-1 && errors.As(err, &op) && op.Op == "dial"
+			return refused
+		})
+		if !refused {
 			return
 		}
-		p := &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(target)
-				pr.Out.Host = r.Host
-				pr.Out.Header.Set(clusterHeader, c.secret)
-			},
-			Transport:     c.transport,
-			FlushInterval: -1, // streams stay live
-			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-				c.log.Warn("forward to worker", "worker", addr, "path", r.URL.Path, "err", err)
-				http.Error(w, fmt.Sprintf("the worker running this instance (%s) is unreachable: %v; retry, or wait for the operation to end", addr, err), http.StatusBadGateway)
-			},
+	}
+}
+
+// proxy sends r to the node at addr with the cluster's secret, streams
+// and protocol upgrades (WebSocket) included.
+func (c *clusterHTTP) proxy(w http.ResponseWriter, r *http.Request, addr string) {
+	c.proxyTo(w, r, addr, nil)
+}
+
+// proxyTo is proxy; skip, if set, says whether a failure to reach addr is
+// left to the caller (nothing written).
+func (c *clusterHTTP) proxyTo(w http.ResponseWriter, r *http.Request, addr string, skip func(error) bool) {
+	target, err := url.Parse(addr)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("worker address %q: %v", addr, err), http.StatusBadGateway)
+		return
+	}
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = r.Host
+			pr.SetXForwarded() // the client, for a preview's server
+			pr.Out.Header.Set(clusterHeader, c.secret)
+		},
+		Transport:     c.transport,
+		FlushInterval: -1, // streams stay live
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			c.log.Warn("forward to worker", "worker", addr, "path", r.URL.Path, "err", err)
+			if skip != nil && skip(err) {
+				return
+			}
+			http.Error(w, fmt.Sprintf("the worker running this instance (%s) is unreachable: %v; retry, or wait for the operation to end", addr, err), http.StatusBadGateway)
+		},
+	}
+	p.ServeHTTP(w, r)
+}
+
+// previews wraps a listener's handler h: a preview another node forwarded
+// here is served by local, whichever listener this node serves clients'
+// previews on; with clients (h serves previews to clients), a preview of
+// an instance another worker runs goes to that worker, which checks the
+// link or token and reaches the port through its relay.
+func (c *clusterHTTP) previews(h, local http.Handler, clients bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, ok := strings.CutPrefix(r.URL.Path, "/preview/")
+		if !ok {
+			h.ServeHTTP(w, r)
+			return
 		}
-		p.ServeHTTP(w, r)
+		if c.fromNode(r) {
+			// The server in the sandbox must never see the secret.
+			r.Header.Del(clusterHeader)
+			local.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardedKey{}, true)))
+			return
+		}
+		if !clients {
+			h.ServeHTTP(w, r)
+			return
+		}
+		op, _, _ := strings.Cut(rest, "/")
+		addr, err := c.e.PreviewPlacement(r.Context(), op)
+		if err != nil || addr == "" {
+			h.ServeHTTP(w, r) // here, finished, unknown: this node answers
+			return
+		}
+		c.proxy(w, r, addr)
 	})
 }

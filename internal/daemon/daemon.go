@@ -70,6 +70,9 @@ type Config struct {
 	// BlobsRetryFor bounds how long a commit retries its upload while S3
 	// is unavailable (0: s3store.DefaultRetryFor; negative: no retries).
 	BlobsRetryFor time.Duration
+	// BlobsGrace is how long a shared bucket's objects (layers, uploaded
+	// files) stay after nothing names them (0: s3store.DefaultGrace).
+	BlobsGrace time.Duration
 	// PreviewListen, if set, serves port previews (/preview/) on this
 	// address instead of Listen: another origin, so a page a sandbox
 	// serves cannot script the web UI's (see preview.go).
@@ -158,7 +161,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Blobs != "" {
 		sc := s3store.Config{URL: cfg.Blobs, Endpoint: cfg.BlobsEndpoint, Region: cfg.BlobsRegion,
 			CacheDir: filepath.Join(cfg.Home, "layer-cache"), Staging: filepath.Join(cfg.Home, "tmp"), CacheBytes: cfg.BlobsCacheBytes, Logger: log, RetryFor: cfg.BlobsRetryFor}
-		sharedBlobs(&sc, pg, log)
+		sharedBlobs(&sc, pg, cfg.BlobsGrace, log)
 		st, err := s3store.New(ctx, sc)
 		if err != nil {
 			return err
@@ -189,18 +192,24 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	opts := api.Options{Logger: log, Metrics: m, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst}
-	stopPreviews, err := servePreviews(life, e, cfg, log, &opts)
+	var ch *clusterHTTP
+	if clustered {
+		if ch, err = newClusterHTTP(ctx, e, cfg.Role, log); err != nil {
+			return err
+		}
+		opts.PreviewBaseHeader = previewBaseHeader // set by the forwarding API node only
+		opts.ForwardedBy = forwardedPreview
+	}
+	stopPreviews, err := servePreviews(life, e, cfg, log, &opts, ch)
 	if err != nil {
 		return err
 	}
 	defer stopPreviews()
 	var handler http.Handler
-	if clustered {
-		ch, err := newClusterHTTP(ctx, e, cfg.Role, log)
-		if err != nil {
-			return err
-		}
-		handler = ch.gate(routes(e, log, opts, ch.forward))
+	if ch != nil {
+		ch.previewBase = opts.PreviewBase
+		local := m.Instrument("/preview/", api.PreviewHandler(e, opts))
+		handler = ch.gate(ch.previews(routes(e, log, opts, ch.forward), local, opts.PreviewBase == ""))
 	} else {
 		handler = routes(e, log, opts, nil)
 	}

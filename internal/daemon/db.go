@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/layers/s3store"
@@ -38,11 +40,11 @@ func openDB(ctx context.Context, url string, single bool, log *slog.Logger) (*po
 // sharedBlobs makes a bucket whose metadata is in PostgreSQL safe to share
 // with the database's other nodes: collection goes through the database
 // (s3store.Guard: no image row names the layer, no node holds it) and
-// spares objects younger than s3store.DefaultGrace.
-func sharedBlobs(sc *s3store.Config, pg *postgres.Store, log *slog.Logger) {
+// spares objects younger than grace (0: s3store.DefaultGrace).
+func sharedBlobs(sc *s3store.Config, pg *postgres.Store, grace time.Duration, log *slog.Logger) {
 	if pg == nil {
 		return
 	}
 	sc.Guard = pg.LayerGuard("", 0, log)
-	sc.Grace = s3store.DefaultGrace
+	sc.Grace = cmp.Or(grace, s3store.DefaultGrace)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/arborsh/arbor/internal/api"
@@ -16,7 +17,7 @@ import (
 // then live on another origin than the API and the web UI: their scripts
 // cannot read the UI's storage or drive it (the browser's same-origin
 // policy counts the port). The returned function stops the listener.
-func servePreviews(ctx context.Context, e *engine.Engine, cfg Config, log *slog.Logger, opts *api.Options) (func(), error) {
+func servePreviews(ctx context.Context, e *engine.Engine, cfg Config, log *slog.Logger, opts *api.Options, ch *clusterHTTP) (func(), error) {
 	if cfg.PreviewListen == "" {
 		return func() {}, nil
 	}
@@ -25,7 +26,11 @@ func servePreviews(ctx context.Context, e *engine.Engine, cfg Config, log *slog.
 		return nil, fmt.Errorf("listen for previews on %s: %w (pass another --preview-listen)", cfg.PreviewListen, err)
 	}
 	opts.PreviewBase = "http://" + ln.Addr().String()
-	srv := newHTTPServer(ctx, opts.Metrics.Instrument("/preview/", api.PreviewHandler(e, *opts)), log, defaultTimeouts)
+	var h http.Handler = opts.Metrics.Instrument("/preview/", api.PreviewHandler(e, *opts))
+	if ch != nil { // a cluster node: previews of other workers' instances go there
+		h = ch.previews(h, h, true)
+	}
+	srv := newHTTPServer(ctx, h, log, defaultTimeouts)
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("serving port previews", "url", opts.PreviewBase)
 	return func() {

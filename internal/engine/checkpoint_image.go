@@ -266,7 +266,11 @@ func (e *Engine) CheckpointImage(ctx context.Context, account, op string) (Check
 	if testHookCheckpointSaved != nil {
 		testHookCheckpointSaved()
 	}
+	if err := e.shareCheckpoint(ctx, id, kept); err != nil { // a cluster's bucket
+		return CheckpointResult{}, err
+	}
 	if err := os.Rename(kept, e.checkpointDir(id)); err != nil {
+		e.unshareCheckpoint(ctx, id)
 		return CheckpointResult{}, err
 	}
 	e.ckpts.mu.Lock()
@@ -276,6 +280,7 @@ func (e *Engine) CheckpointImage(ctx context.Context, account, op string) (Check
 	// checkpoint per image, deleted with it.
 	if _, err := e.commitPoint(ctx, p, upper, id); err != nil {
 		e.dropCheckpoint(id)
+		e.unshareCheckpoint(ctx, id)
 		return CheckpointResult{}, err
 	}
 	e.log.Info("checkpoint kept", "operation", r.a.id, "image", id, "checkpoint_bytes", size, "paused", paused)
@@ -306,6 +311,12 @@ func (e *Engine) RestoreImage(ctx context.Context, account, image string, count 
 	}
 	im, err := e.resolveImage(ctx, account, image)
 	if err != nil {
+		return nil, err
+	}
+	if err := e.fetchCheckpoint(ctx, im.UUID); err != nil { // made on another worker
+		return nil, err
+	}
+	if err := e.checkpointExpired(im.UUID); err != nil {
 		return nil, err
 	}
 	c := e.holdCheckpoint(im.UUID)

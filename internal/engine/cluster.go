@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,10 @@ type ClusterConfig struct {
 	// Files keeps uploaded files' contents where every node finds them
 	// (the bucket); nil: uploads stay on the node that received them.
 	Files FileBlobs
+	// Checkpoints keeps memory checkpoints where every worker finds them
+	// (the bucket, see checkpoint_cluster.go); nil: a checkpoint restores
+	// only on the worker that made it.
+	Checkpoints CheckpointBlobs
 }
 
 // FileBlobs keeps uploaded files' contents in shared storage by sha256.
@@ -61,6 +66,15 @@ type FileBlobs interface {
 	// GetFile writes content sha to dst, checked against sha; NotFound if
 	// it is not stored.
 	GetFile(ctx context.Context, sha, dst string) error
+	// HoldFile keeps content sha from collection (on every node) until
+	// release: an upload holds it from its lookup to its record.
+	HoldFile(ctx context.Context, sha string) (release func(), err error)
+	// CollectFiles deletes the stored contents no file record names and no
+	// node holds, stored longer than the storage's grace period ago, one
+	// pass at a time across the nodes, and returns how many and their
+	// bytes; dry deletes nothing and counts those in unnamed as named by no
+	// record; only considers those in unnamed alone.
+	CollectFiles(ctx context.Context, dry bool, unnamed []string, only bool) (n int, bytes int64, err error)
 }
 
 // errLeaseLost cancels a run whose worker lost its lease.
@@ -80,6 +94,7 @@ type cluster struct {
 	work    chan struct{}            // wakes the claim loop
 	listen  atomic.Bool              // the listening connection is up
 	stopped chan struct{}
+	ckptMu  sync.Mutex // one checkpoint fetch at a time (fetchCheckpoint)
 }
 
 func newCluster(e *Engine, cfg ClusterConfig) *cluster {
@@ -110,6 +125,12 @@ func (c *cluster) start() error {
 		}
 		c.loop(c.heartbeat)
 		c.loop(c.claimLoop)
+	}
+	if c.cfg.Checkpoints != nil {
+		// Whichever node deletes an image frees its checkpoint's space in
+		// the bucket (the worker that made it drops its own copy only when
+		// it deletes the image itself, or at its restart).
+		e.OnImageDeleted(func(ctx context.Context, _, id string) { e.unshareCheckpoint(ctx, id) })
 	}
 	c.loop(c.notifier)
 	c.loop(c.listener)
@@ -610,15 +631,21 @@ func (e *Engine) ensureBlob(ctx context.Context, sha string) error {
 }
 
 // shareBlob stores uploaded content sha in shared storage, before its
-// record makes it visible on any node.
-func (e *Engine) shareBlob(ctx context.Context, sha string) error {
+// record makes it visible on any node, and holds it there from collection
+// until release (after the record is written).
+func (e *Engine) shareBlob(ctx context.Context, sha string) (release func(), err error) {
 	if e.cl == nil || e.cl.cfg.Files == nil {
-		return nil
+		return func() {}, nil
+	}
+	release, err = e.cl.cfg.Files.HoldFile(ctx, sha)
+	if err != nil {
+		return nil, err
 	}
 	if err := e.cl.cfg.Files.PutFile(ctx, sha, e.blobPath(sha)); err != nil {
-		return fmt.Errorf("store the upload in shared storage: %w", err)
+		release()
+		return nil, fmt.Errorf("store the upload in shared storage: %w", err)
 	}
-	return nil
+	return release, nil
 }
 
 // Placement says where operation op of account runs in a cluster: the
@@ -631,6 +658,25 @@ func (e *Engine) Placement(ctx context.Context, account, op string) (string, err
 	if _, err := e.st.Operation(ctx, account, op); err != nil {
 		return "", err
 	}
+	return e.placement(ctx, op)
+}
+
+// PreviewPlacement is Placement for a port preview's request, which may
+// carry no account (a signed link): the worker running the instance
+// checks the link, or the token, itself. "" for an operation that is not
+// in flight on another node, or unknown.
+func (e *Engine) PreviewPlacement(ctx context.Context, op string) (string, error) {
+	if e.cl == nil || !IsUUID(op) {
+		return "", nil
+	}
+	addr, err := e.placement(ctx, strings.ToLower(op))
+	if errdefs.IsNotFound(err) {
+		return "", nil
+	}
+	return addr, err
+}
+
+func (e *Engine) placement(ctx context.Context, op string) (string, error) {
 	e.mu.Lock()
 	_, here := e.active[op]
 	e.mu.Unlock()

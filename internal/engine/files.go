@@ -68,9 +68,11 @@ func (e *Engine) PutFile(ctx context.Context, account string, r io.Reader, maxBy
 			return File{}, err
 		}
 	}
-	if err := e.shareBlob(ctx, sum); err != nil {
+	release, err := e.shareBlob(ctx, sum)
+	if err != nil {
 		return File{}, err
 	}
+	defer release()
 	f, err := e.st.PutFile(ctx, store.File{UUID: newID(), Account: account, SHA256: sum, Size: n, UpdatedAt: e.now()})
 	return toFile(f), err
 }

@@ -112,6 +112,14 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	e.gcMu.Lock()
 	defer e.gcMu.Unlock()
 	rep := GCReport{DryRun: opts.DryRun}
+	if !opts.DryRun {
+		// This node's cache of uploads, whichever node's pass it is.
+		if n, err := e.pruneLocalUploads(ctx); err != nil {
+			e.log.Warn("retention: remove this node's copies of expired uploads", "err", err)
+		} else if n > 0 {
+			e.log.Info("retention: removed this node's copies of expired uploads", "contents", n)
+		}
+	}
 	if pl, ok := e.st.(store.PassLocker); ok && !opts.DryRun {
 		// Nodes sharing the metadata take turns (layers/s3store's guard
 		// keeps each deletion safe whoever runs it).
@@ -162,6 +170,9 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		n, b := e.expireCheckpoints(now, opts.DryRun, expire)
 		rep.Checkpoints += n
 		rep.CheckpointBytes += b
+		if _, err := e.sweepSharedCheckpoints(ctx, now, opts.DryRun); err != nil { // checkpoint_cluster.go
+			return rep, err
+		}
 	}
 	if !opts.DryRun && (len(rep.Images) > 0 || rep.Operations > 0 || rep.Uploads > 0) {
 		e.log.Info("retention", "images", len(rep.Images), "layers", rep.Layers, "bytes", rep.Bytes, "operations", rep.Operations, "events", rep.Events,

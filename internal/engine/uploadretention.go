@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
@@ -54,12 +56,15 @@ func (e *Engine) expireUploads(ctx context.Context, now time.Time, opts GCOption
 	// the same content meanwhile records it only once its blob is back.
 	e.filesMu.Lock()
 	defer e.filesMu.Unlock()
+	shared := e.cl != nil && e.cl.cfg.Files != nil
+	var unnamed []string
 	for _, f := range sel {
 		gone, orphans, err := e.st.ExpireFiles(ctx, f)
 		if err != nil {
 			return err
 		}
 		rep.Uploads += len(gone)
+		unnamed = append(unnamed, orphans...)
 		for _, sha := range orphans {
 			p := e.blobPath(sha)
 			fi, err := os.Stat(p)
@@ -72,8 +77,21 @@ func (e *Engine) expireUploads(ctx context.Context, now time.Time, opts GCOption
 					continue
 				}
 			}
-			rep.UploadBytes += fi.Size()
+			if !shared { // a cluster counts the bucket's copies below
+				rep.UploadBytes += fi.Size()
+			}
 		}
+	}
+	if shared {
+		// The bucket holds every node's uploads: collected under its rules
+		// (no record names the content, no node holds it, older than the
+		// grace period), as its layers are; a pass over one account's
+		// uploads, only the contents it left unnamed.
+		_, b, err := e.cl.cfg.Files.CollectFiles(ctx, opts.DryRun, unnamed, opts.Account != "")
+		if err != nil {
+			return err
+		}
+		rep.UploadBytes += b
 	}
 	return nil
 }
@@ -89,4 +107,47 @@ func fileUUIDs(files map[string]oplog.FileSpec) []string {
 		}
 	}
 	return out
+}
+
+// pruneLocalUploads removes this node's copies of uploaded contents that no
+// file record names any more, on a cluster: there the contents live in the
+// bucket, and a node's copies (uploads it received, contents its runs
+// fetched) are a cache that would otherwise only grow. It runs at each of
+// this node's retention ticks, whichever node's pass it is.
+func (e *Engine) pruneLocalUploads(ctx context.Context) (int, error) {
+	if e.cl == nil || e.cl.cfg.Files == nil {
+		return 0, nil
+	}
+	ents, err := os.ReadDir(filepath.Dir(e.blobPath(strings.Repeat("0", 64))))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var shas []string
+	for _, ent := range ents {
+		if IsSHA256(ent.Name()) {
+			shas = append(shas, strings.ToLower(ent.Name()))
+		}
+	}
+	// Held from the lookup to the removals: an upload here records its
+	// content only once its copy is in place (PutFile).
+	e.filesMu.Lock()
+	defer e.filesMu.Unlock()
+	named, err := e.st.NamedContents(ctx, shas)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, sha := range shas {
+		if named[sha] {
+			continue
+		}
+		if err := os.Remove(e.blobPath(sha)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -283,11 +283,16 @@ func (s *Snapshotter) CollectIDs(ctx context.Context, roots func() map[string]bo
 }
 
 // Unneeded returns the layers a Collect with roots would remove now,
-// removing nothing (a dry run).
+// removing nothing (a dry run): with a SharedRemover, those its rules
+// would let go.
 func (s *Snapshotter) Unneeded(ctx context.Context, roots func() map[string]bool) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.unneededLocked(ctx, roots)
+	ids, err := s.unneededLocked(ctx, roots)
+	if sr, ok := s.st.(SharedRemover); ok && err == nil {
+		return sr.Removable(ctx, ids)
+	}
+	return ids, err
 }
 
 func (s *Snapshotter) unneededLocked(ctx context.Context, roots func() map[string]bool) ([]string, error) {

@@ -57,6 +57,9 @@ type Pinner interface {
 // of ids it may and returns them. It runs under the collection's lock.
 type SharedRemover interface {
 	RemoveUnneeded(ctx context.Context, ids []string) (removed []string, err error)
+	// Removable returns those of ids RemoveUnneeded would remove now,
+	// removing nothing (a dry run).
+	Removable(ctx context.Context, ids []string) ([]string, error)
 }
 
 // Sizer is implemented by a [Storage] whose Get is expensive (it fetches):

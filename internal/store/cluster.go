@@ -44,6 +44,9 @@ type Cluster interface {
 	CancelRequested(ctx context.Context, ops []string) ([]string, error)
 	// SetAddress records the address other nodes reach worker at.
 	SetAddress(ctx context.Context, worker, addr string) error
+	// LiveAddresses returns the addresses of the workers whose last
+	// heartbeat is within the lease, by worker ID (those with none left out).
+	LiveAddresses(ctx context.Context) (map[string]string, error)
 	// Secret is the cluster's shared secret (made by the schema's migration).
 	Secret(ctx context.Context) (string, error)
 	// Notify sends one notification on channel per payload, in one round trip.

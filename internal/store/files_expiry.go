@@ -121,3 +121,32 @@ func (s *Store) TouchFiles(ctx context.Context, account string, uuids []string, 
 
 // errDryRun rolls back a dry run's transaction.
 var errDryRun = errors.New("dry run")
+
+// NamedContents returns those of shas that a file record names.
+func (s *Store) NamedContents(ctx context.Context, shas []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(shas); start += 500 { // well under SQLite's bound on parameters
+		batch := shas[start:min(start+500, len(shas))]
+		args := make([]any, len(batch))
+		for i, sha := range batch {
+			args[i] = sha
+		}
+		rows, err := s.r.QueryContext(ctx, `SELECT DISTINCT sha256 FROM files WHERE sha256 IN (?`+strings.Repeat(",?", len(batch)-1)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var sha string
+			if err := rows.Scan(&sha); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[sha] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

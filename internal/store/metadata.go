@@ -211,6 +211,9 @@ type Files interface {
 	FileBySHA(ctx context.Context, account, sha string) (File, error)
 	// FileByUUID returns account's file uuid, or NotFound.
 	FileByUUID(ctx context.Context, account, uuid string) (File, error)
+	// NamedContents returns those of shas (lower-case) that a file record
+	// of any account names.
+	NamedContents(ctx context.Context, shas []string) (map[string]bool, error)
 	// ListFiles returns account's files created within [since, until]
 	// (zero: unbounded), newest first, limit at most after skipping offset.
 	ListFiles(ctx context.Context, account string, since, until time.Time, limit, offset int) ([]File, error)

@@ -424,16 +424,48 @@ func (s *Store) ExpireImages(ctx context.Context, uuids []string) error {
 }
 
 // PurgeImages removes rows of deleted images and hidden import layers that
-// no live image needs (their layers already collected).
+// no live image needs (their layers already collected), except the image
+// of an operation in flight and its ancestors: a run pins its image by
+// UUID from its admission to its end.
 func (s *Store) PurgeImages(ctx context.Context, uuids []string) error {
 	return s.sqlTx(ctx, func(tx *sql.Tx) error {
+		pinned, err := inFlightChains(ctx, tx)
+		if err != nil {
+			return err
+		}
 		for _, u := range uuids {
+			if pinned[u] {
+				continue
+			}
 			if _, err := tx.ExecContext(ctx, `DELETE FROM images WHERE uuid=? AND (deleted_at IS NOT NULL OR hidden=1)`, u); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// inFlightChains returns the images operations in flight name, with every
+// row their chains lie on.
+func inFlightChains(ctx context.Context, tx *sql.Tx) (map[string]bool, error) {
+	rows, err := tx.QueryContext(ctx, `WITH RECURSIVE pinned(u) AS (
+			SELECT image_uuid FROM operations WHERE status IN ('PENDING','ASSIGNED','EXECUTING') AND image_uuid IS NOT NULL
+			UNION SELECT i.parent FROM images i JOIN pinned p ON i.uuid = p.u WHERE i.parent IS NOT NULL
+			UNION SELECT i.base FROM images i JOIN pinned p ON i.uuid = p.u WHERE i.base IS NOT NULL)
+		SELECT u FROM pinned`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out[u] = true
+	}
+	return out, rows.Err()
 }
 
 // File is an uploaded file record.

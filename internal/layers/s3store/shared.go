@@ -58,6 +58,16 @@ type Guard interface {
 	// sharing the database (a node that finds another collecting deletes
 	// nothing and returns no error). del returns the ids it deleted.
 	Collect(ctx context.Context, ids []string, del func(ctx context.Context, ids []string) ([]string, error)) ([]string, error)
+	// Collectable returns those of ids Collect would delete now,
+	// deleting nothing (a dry run decides as a pass does).
+	Collectable(ctx context.Context, ids []string) ([]string, error)
+	// CollectFiles is Collect for uploaded contents (by sha256): it
+	// deletes those no file record names and no node holds (Hold of
+	// "files/<sha256>", see HoldFile), under the same one-at-a-time rule.
+	CollectFiles(ctx context.Context, shas []string, del func(ctx context.Context, shas []string) ([]string, error)) ([]string, error)
+	// CollectableFiles returns those of shas CollectFiles would delete
+	// now, counting those in unnamed as named by no record.
+	CollectableFiles(ctx context.Context, shas, unnamed []string) ([]string, error)
 }
 
 // DefaultGrace is the grace period arbor serve gives a shared bucket.
@@ -296,6 +306,19 @@ func (s *Store) RemoveUnneeded(ctx context.Context, ids []string) ([]string, err
 	return s.sh.guard.Collect(ctx, old, s.deleteObjects)
 }
 
+// Removable returns those of ids RemoveUnneeded would remove now, by the
+// same rules (grace, guard), removing nothing: what a dry run reports.
+func (s *Store) Removable(ctx context.Context, ids []string) ([]string, error) {
+	if s.sh == nil {
+		return ids, nil
+	}
+	old, err := s.olderThanGrace(ctx, ids)
+	if err != nil || len(old) == 0 {
+		return nil, err
+	}
+	return s.sh.guard.Collectable(ctx, old)
+}
+
 // olderThanGrace returns those of ids whose objects were stored longer
 // than the grace period ago, by the listing's times (a HEAD for ids the
 // last listing did not see).
@@ -329,35 +352,7 @@ func (s *Store) olderThanGrace(ctx context.Context, ids []string) ([]string, err
 // deleteObjects deletes the objects of ids that are stored and drops
 // their cached copies; it returns the ids whose objects it deleted.
 func (s *Store) deleteObjects(ctx context.Context, ids []string) ([]string, error) {
-	var (
-		mu   sync.Mutex
-		out  []string
-		errs []error
-	)
-	var g errgroup.Group
-	g.SetLimit(8)
-	for _, id := range ids {
-		g.Go(func() error {
-			// Deleting a missing key succeeds in S3: ask first, so a layer
-			// an earlier pass deleted is not reported removed twice.
-			_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
-			if httpStatus(err) == http.StatusNotFound {
-				return nil
-			}
-			if err == nil {
-				_, err = s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && httpStatus(err) != http.StatusNotFound {
-				errs = append(errs, s.s3Error(err, "delete layer "+id, "the next collection retries"))
-				return nil
-			}
-			out = append(out, id)
-			return nil
-		})
-	}
-	_ = g.Wait()
+	out, errs := s.deleteKeys(ctx, ids, s.key, "layer")
 	s.mu.Lock()
 	for _, id := range out {
 		if err := s.dropLocked(id); err != nil {
@@ -368,6 +363,42 @@ func (s *Store) deleteObjects(ctx context.Context, ids []string) ([]string, erro
 	s.mu.Unlock()
 	slices.Sort(out)
 	return out, errors.Join(errs...)
+}
+
+// deleteKeys deletes the objects key(id) of those of ids that are stored,
+// a few at a time, and returns the ids whose objects it deleted and the
+// failures (what names the objects in messages).
+func (s *Store) deleteKeys(ctx context.Context, ids []string, key func(string) string, what string) ([]string, []error) {
+	var (
+		mu   sync.Mutex
+		out  []string
+		errs []error
+	)
+	var g errgroup.Group
+	g.SetLimit(8)
+	for _, id := range ids {
+		g.Go(func() error {
+			// Deleting a missing key succeeds in S3: ask first, so an
+			// object an earlier pass deleted is not reported removed twice.
+			_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key(id))})
+			if httpStatus(err) == http.StatusNotFound {
+				return nil
+			}
+			if err == nil {
+				_, err = s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key(id))})
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && httpStatus(err) != http.StatusNotFound {
+				errs = append(errs, s.s3Error(err, "delete "+what+" "+id, "the next collection retries"))
+				return nil
+			}
+			out = append(out, id)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return out, errs
 }
 
 // holdPinned holds what this node pins before it fetches or uploads a

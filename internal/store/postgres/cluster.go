@@ -23,6 +23,9 @@ func (s *Store) insertLimited(ctx context.Context, o store.Operation, limit int,
 		var req any
 		if request != nil {
 			req = string(request)
+			if err := holdQueuedImage(ctx, tx, o.ImageUUID); err != nil {
+				return err
+			}
 		}
 		res, err := tx.Exec(ctx, `INSERT INTO operations(uuid, account, kind, status, created_at, image_uuid, metadata, request, node)
 			SELECT $1::text,$2::text,$3::text,$4::text,$5::timestamptz,$6::text,$7::text,$9::text,$10::text WHERE (SELECT COUNT(*) FROM operations WHERE account=$2 AND status IN `+inFlight+`) < $8`,
@@ -35,6 +38,23 @@ func (s *Store) insertLimited(ctx context.Context, o store.Operation, limit int,
 		}
 		return nil
 	})
+}
+
+// holdQueuedImage checks, in a queued run's insert, that its image is
+// still live and locks its row until the insert commits: a deletion waits
+// for the run to be recorded, and a purge after the deletion sees the run
+// in flight (PurgeImages keeps its row, and so its chain), or the run
+// fails here at admission instead of on a worker with its chain gone.
+func holdQueuedImage(ctx context.Context, tx pgx.Tx, image string) error {
+	if image == "" {
+		return nil
+	}
+	var u string
+	err := tx.QueryRow(ctx, `SELECT uuid FROM images WHERE uuid=$1 AND deleted_at IS NULL FOR SHARE`, image).Scan(&u)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return errdefs.NotFound("image %s not found: it was deleted", image)
+	}
+	return err
 }
 
 // InsertQueued inserts o with the request a worker runs it from.
@@ -132,6 +152,19 @@ func (q *Queue) SetAddress(ctx context.Context, worker, addr string) error {
 		return errdefs.NotFound("worker %s is not registered: register it first", worker)
 	}
 	return err
+}
+
+// LiveAddresses returns the addresses of the live workers (see store.Cluster).
+func (q *Queue) LiveAddresses(ctx context.Context) (map[string]string, error) {
+	rows, err := q.s.pool.Query(ctx, `SELECT id, address FROM workers
+		WHERE address <> '' AND heartbeat_at > clock_timestamp() - $1 * interval '1 microsecond'`, micros(q.cfg.LeaseTTL))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	var id, addr string
+	_, err = pgx.ForEachRow(rows, []any{&id, &addr}, func() error { out[id] = addr; return nil })
+	return out, err
 }
 
 // Secret returns the cluster's shared secret.

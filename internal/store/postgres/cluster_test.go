@@ -149,3 +149,42 @@ func TestClusterSecretAndNotify(t *testing.T) {
 		t.Errorf("placement after the claim: %+v %v", p, err)
 	}
 }
+
+// TestQueuedRunPinsItsImage: a run is queued only on a live image, whose
+// row then stays through a deletion and a purge until the run ends (a
+// worker claims it later and needs its chain); a run queued on an image
+// deleted meanwhile fails at admission.
+func TestQueuedRunPinsItsImage(t *testing.T) {
+	ctx := context.Background()
+	s, q := newQueue(t, store.QueueConfig{})
+	base := store.Image{UUID: "base", Account: "a", Layer: "l-base", Depth: 1, CreatedAt: time.Now()}
+	im := store.Image{UUID: "im", Account: "a", Parent: "base", Layer: "l-im", Depth: 2, CreatedAt: time.Now()}
+	for _, r := range []store.Image{base, im} {
+		if err := s.InsertImage(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := opRow("queued")
+	o.ImageUUID = "im"
+	if err := q.InsertQueued(ctx, o, 10, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"im", "base"} {
+		if err := s.DeleteImage(ctx, "a", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PurgeImages(ctx, []string{"im", "base"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"im", "base"} {
+		if _, err := s.ImageAny(ctx, u); err != nil {
+			t.Errorf("image %s of a queued run after its deletion and a purge: %v", u, err)
+		}
+	}
+	late := opRow("late")
+	late.ImageUUID = "im"
+	if err := q.InsertQueued(ctx, late, 10, []byte(`{}`)); !errdefs.IsNotFound(err) {
+		t.Errorf("a run queued on a deleted image: %v, want NotFound at admission", err)
+	}
+}

@@ -85,3 +85,15 @@ func (s *Store) TouchFiles(ctx context.Context, account string, uuids []string, 
 	}
 	return int(res.RowsAffected()), nil
 }
+
+// NamedContents returns those of shas that a file record names.
+func (s *Store) NamedContents(ctx context.Context, shas []string) (map[string]bool, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT sha256 FROM files WHERE sha256 = ANY($1)`, shas)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	var sha string
+	_, err = pgx.ForEachRow(rows, []any{&sha}, func() error { out[sha] = true; return nil })
+	return out, err
+}

@@ -100,27 +100,90 @@ func (g *LayerGuard) Renew(ctx context.Context) error {
 	return err
 }
 
-// Collect deletes through del those of ids that no image row (live,
-// deleted or hidden: a row is purged only once nothing needs it) names as
-// its layer or flat layer and no unexpired hold holds. The pass holds a
-// transaction-level advisory lock: a node that finds another collecting
-// deletes nothing. Each batch decides and deletes under the exclusive
-// holds lock, so a node's Hold waits for at most one batch.
+// layerFree is when collection may delete layer l's object: no image row
+// (live, deleted or hidden: a row is purged only once nothing needs it)
+// names it as its layer or flat layer, and no unexpired hold holds it.
+const layerFree = `NOT EXISTS (SELECT 1 FROM images i WHERE i.layer = l)
+	AND NOT EXISTS (SELECT 1 FROM images i WHERE i.flat = l)
+	AND NOT EXISTS (SELECT 1 FROM layer_holds h WHERE h.layer = l AND h.expires_at > clock_timestamp())`
+
+// fileFree is when collection may delete the object of uploaded content l
+// (its sha256): no file record names it, and no node holds it (a hold on
+// "files/<sha256>": an upload of that content between its lookup and its
+// record).
+const fileFree = `NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = l)
+	AND NOT EXISTS (SELECT 1 FROM layer_holds h WHERE h.layer = ` + "'" + fileHoldPrefix + "'" + ` || l AND h.expires_at > clock_timestamp())`
+
+// fileHoldPrefix keys a hold on uploaded content in layer_holds (a layer
+// id never contains a slash; s3store.Store.HoldFile holds these).
+const fileHoldPrefix = "files/"
+
+// Collect deletes through del those of ids that no image row names and no
+// live hold holds (layerFree). The pass holds a transaction-level advisory
+// lock: a node that finds another collecting deletes nothing. Each batch
+// decides and deletes under the exclusive holds lock, so a node's Hold
+// waits for at most one batch.
 func (g *LayerGuard) Collect(ctx context.Context, ids []string, del func(ctx context.Context, ids []string) ([]string, error)) ([]string, error) {
+	return g.collect(ctx, "layer", ids, layerFree, del)
+}
+
+// Collectable returns those of ids a Collect would delete now, deleting
+// nothing (a dry run).
+func (g *LayerGuard) Collectable(ctx context.Context, ids []string) ([]string, error) {
+	return g.free(ctx, ids, layerFree, nil)
+}
+
+// CollectFiles is Collect for uploaded contents (by sha256): those no file
+// record names and no node holds (fileFree), under the same lock.
+func (g *LayerGuard) CollectFiles(ctx context.Context, shas []string, del func(ctx context.Context, shas []string) ([]string, error)) ([]string, error) {
+	return g.collect(ctx, "file", shas, fileFree, del)
+}
+
+// CollectableFiles returns those of shas a CollectFiles would delete now,
+// counting the contents in unnamed as named by no record (a dry run of a
+// pass that deletes their records first).
+func (g *LayerGuard) CollectableFiles(ctx context.Context, shas, unnamed []string) ([]string, error) {
+	if unnamed == nil {
+		unnamed = []string{}
+	}
+	return g.free(ctx, shas, `(l = ANY($2) OR NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = l))
+		AND NOT EXISTS (SELECT 1 FROM layer_holds h WHERE h.layer = `+"'"+fileHoldPrefix+"'"+` || l AND h.expires_at > clock_timestamp())`, unnamed)
+}
+
+// free returns those of ids that cond (on l) lets go; unnamed, if not
+// nil, is its $2.
+func (g *LayerGuard) free(ctx context.Context, ids []string, cond string, unnamed []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	args := []any{ids}
+	if unnamed != nil {
+		args = append(args, unnamed)
+	}
+	rows, err := g.pool.pool.Query(ctx, `SELECT l FROM unnest($1::text[]) l WHERE `+cond, args...)
+	if err != nil {
+		return nil, fmt.Errorf("shared collection: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// collect deletes through del those of ids that cond lets go, one pass at
+// a time across the nodes (see Collect).
+func (g *LayerGuard) collect(ctx context.Context, what string, ids []string, cond string, del func(ctx context.Context, ids []string) ([]string, error)) ([]string, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
 	pass, err := g.pool.pool.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("layer collection: %w", err)
+		return nil, fmt.Errorf("%s collection: %w", what, err)
 	}
 	defer pass.Rollback(context.WithoutCancel(ctx))
 	var mine bool
 	if err := pass.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1, 0)`, lockLayerGC).Scan(&mine); err != nil {
-		return nil, fmt.Errorf("layer collection: %w", err)
+		return nil, fmt.Errorf("%s collection: %w", what, err)
 	}
 	if !mine {
-		g.log.Info("gc: another node is collecting the shared layers; leaving it to that one")
+		g.log.Info("gc: another node is collecting the shared bucket; leaving it to that one", "objects", what)
 		return nil, nil
 	}
 	var out []string
@@ -130,10 +193,7 @@ func (g *LayerGuard) Collect(ctx context.Context, ids []string, del func(ctx con
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, 0)`, lockLayerHolds); err != nil {
 				return err
 			}
-			rows, err := tx.Query(ctx, `SELECT l FROM unnest($1::text[]) l
-				WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.layer = l)
-				  AND NOT EXISTS (SELECT 1 FROM images i WHERE i.flat = l)
-				  AND NOT EXISTS (SELECT 1 FROM layer_holds h WHERE h.layer = l AND h.expires_at > clock_timestamp())`, batch)
+			rows, err := tx.Query(ctx, `SELECT l FROM unnest($1::text[]) l WHERE `+cond, batch)
 			if err != nil {
 				return err
 			}
@@ -146,12 +206,12 @@ func (g *LayerGuard) Collect(ctx context.Context, ids []string, del func(ctx con
 			return err
 		})
 		if err != nil {
-			return out, fmt.Errorf("layer collection: %w", err)
+			return out, fmt.Errorf("%s collection: %w", what, err)
 		}
 	}
 	// Holds of nodes that died long ago.
 	if _, err := pass.Exec(ctx, `DELETE FROM layer_holds WHERE expires_at < clock_timestamp() - interval '1 hour'`); err != nil {
-		return out, fmt.Errorf("layer collection: %w", err)
+		return out, fmt.Errorf("%s collection: %w", what, err)
 	}
 	return out, pass.Commit(ctx)
 }

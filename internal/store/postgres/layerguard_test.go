@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -328,3 +330,58 @@ func TestPassLock(t *testing.T) {
 	}
 	release2()
 }
+
+// TestSharedGCFilesAndDryRun: uploaded contents in the shared bucket go
+// under the layers' rules: one a file record names stays, one another node
+// holds (an upload between its lookup and its record) stays until
+// released, the rest goes; a dry run reports what the pass deletes (for
+// layers too: not one an image row names), and counts contents whose
+// records the pass deletes first as unnamed.
+func TestSharedGCFilesAndDryRun(t *testing.T) {
+	srv, dsn, bucket := sharedSetup(t)
+	url := "s3://" + bucket + "/p"
+	a := newGCNode(t, srv, dsn, url, time.Minute, 0)
+	b := newGCNode(t, srv, dsn, url, time.Minute, 0)
+	ctx := context.Background()
+	shas := map[string]string{}
+	for _, name := range []string{"named", "held", "free"} {
+		p := filepath.Join(a.staging, name)
+		must(t, os.WriteFile(p, []byte(name), 0o644))
+		sum := sha256.Sum256([]byte(name))
+		shas[name] = hex.EncodeToString(sum[:])
+		must(t, a.st.PutFile(ctx, shas[name], p))
+	}
+	_, err := a.db.PutFile(ctx, store.File{UUID: "f1", Account: "acc", SHA256: shas["named"], Size: 5, UpdatedAt: time.Now()})
+	must(t, err)
+	release, err := b.st.HoldFile(ctx, shas["held"])
+	must(t, err)
+	if n, bytes, err := a.st.CollectFiles(ctx, true, nil, false); err != nil || n != 1 || bytes != int64(len("free")) {
+		t.Errorf("dry run: %d contents, %d bytes, %v; want only the free one's 4", n, bytes, err)
+	}
+	if n, _, err := a.st.CollectFiles(ctx, true, []string{shas["named"]}, false); err != nil || n != 2 {
+		t.Errorf("dry run with the named content's record going first: %d, %v; want 2", n, err)
+	}
+	if n, bytes, err := a.st.CollectFiles(ctx, false, nil, false); err != nil || n != 1 || bytes != int64(len("free")) {
+		t.Errorf("collection: %d contents, %d bytes, %v; want only the free one's 4", n, bytes, err)
+	}
+	if got, want := objects(t, srv, bucket), []string{shas["held"], shas["named"]}; !slices.Equal(got, sorted(want)) {
+		t.Errorf("objects after the collection: %q, want %q", got, want)
+	}
+	release()
+	if n, _, err := a.st.CollectFiles(ctx, false, nil, false); err != nil || n != 1 {
+		t.Errorf("collection after the hold's release: %d, %v; want the held content", n, err)
+	}
+
+	// Layers: the dry run leaves out what a row names, as the pass does.
+	a.put(t, "l-free")
+	a.put(t, "l-named")
+	must(t, a.db.InsertImage(ctx, store.Image{UUID: "img", Account: "acc", Layer: "l-named", Depth: 1, CreatedAt: time.Now()}))
+	dry, err := a.snap.Unneeded(ctx, func() map[string]bool { return nil })
+	must(t, err)
+	slices.Sort(dry)
+	if got := a.collect(t); !slices.Equal(dry, []string{"l-free"}) || !slices.Equal(got, dry) {
+		t.Errorf("dry run %q, collection %q; want both [l-free]", dry, got)
+	}
+}
+
+func sorted(s []string) []string { slices.Sort(s); return s }

@@ -342,11 +342,15 @@ func (s *Store) ExpireImages(ctx context.Context, uuids []string) error {
 // another row lies on (as its parent or base): with several nodes on one
 // database, a node's engine does not know every image the others made, and
 // a purged row would break their chains (and free their layers for
-// collection). Rows go leaves first, so a whole chain goes in one call.
+// collection); and except the image of an operation in flight (a queued
+// run pinned it by UUID at admission, see holdQueuedImage), whose row, and
+// so its chain, stays until the run ends. Rows go leaves first, so a whole
+// chain goes in one call.
 func (s *Store) PurgeImages(ctx context.Context, uuids []string) error {
 	for {
 		res, err := s.pool.Exec(ctx, `DELETE FROM images WHERE uuid = ANY($1) AND (deleted_at IS NOT NULL OR hidden)
-			AND NOT EXISTS (SELECT 1 FROM images c WHERE c.parent = images.uuid OR c.base = images.uuid)`, uuids)
+			AND NOT EXISTS (SELECT 1 FROM images c WHERE c.parent = images.uuid OR c.base = images.uuid)
+			AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.image_uuid = images.uuid AND o.status IN `+inFlight+`)`, uuids)
 		if err != nil || res.RowsAffected() == 0 {
 			return err
 		}

@@ -59,3 +59,22 @@ func testExpireFiles(t *testing.T, m store.Metadata) {
 		t.Fatalf("ExpireFiles(before 150, not z) = %v, %v, %v; want y-new, its content orphaned", names(gone), orphans, err)
 	}
 }
+
+// testNamedContents: the contents any account's records name, of those
+// asked about.
+func testNamedContents(t *testing.T, m store.Metadata) {
+	a, b, none := strings.Repeat("a1", 32), strings.Repeat("b2", 32), strings.Repeat("c3", 32)
+	for i, f := range []store.File{{UUID: "n1", Account: "x", SHA256: a}, {UUID: "n2", Account: "y", SHA256: a}, {UUID: "n3", Account: "y", SHA256: b}} {
+		f.Size, f.UpdatedAt = 1, at(i)
+		if _, err := m.PutFile(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := m.NamedContents(ctx, []string{a, none, b})
+	if err != nil || len(got) != 2 || !got[a] || !got[b] {
+		t.Errorf("NamedContents = %v, %v; want %s and %s", got, err, a[:4], b[:4])
+	}
+	if got, err := m.NamedContents(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("NamedContents(none) = %v, %v", got, err)
+	}
+}

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Metadata) {
 		{"Lineage", testLineage},
 		{"ListImages", testListImages},
 		{"PurgeImages", testPurgeImages},
+		{"PurgeKeepsInFlightChains", testPurgeKeepsInFlightChains},
 		{"ExpireImages", testExpireImages},
 		{"ExpireOperations", testExpireOperations},
 		{"InsertOperationLimited", testInsertOperationLimited},
@@ -54,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Metadata) {
 		{"TokenRevokeCascades", testTokenRevokeCascades},
 		{"Files", testFiles},
 		{"ExpireFiles", testExpireFiles},
+		{"NamedContents", testNamedContents},
 		{"AccountBytes", testAccountBytes},
 		{"OperationStats", testOperationStats},
 		{"Close", testClose},
@@ -364,6 +366,34 @@ func testPurgeImages(t *testing.T, m store.Metadata) {
 	for _, id := range []string{"gone", "h"} {
 		_, err := m.ImageAny(ctx, id)
 		wantClass(t, "ImageAny(purged "+id+")", err, errdefs.ErrNotFound)
+	}
+}
+
+// testPurgeKeepsInFlightChains: a run in flight pins its image by UUID
+// (a queued run was admitted on it): a purge keeps that row and the rows
+// its chain lies on, deleted or not, until the run ends.
+func testPurgeKeepsInFlightChains(t *testing.T, m store.Metadata) {
+	base, mid, top, other := img("p-base", "x", 1), img("p-mid", "x", 2), img("p-top", "x", 3), img("p-other", "x", 4)
+	mid.Parent, top.Parent = base.UUID, mid.UUID
+	insert(t, m, base, mid, top, other)
+	queued := op("p-run", "x", 5)
+	queued.ImageUUID = mid.UUID
+	must(t, m.InsertOperationLimited(ctx, queued, 10))
+	for _, u := range []string{top.UUID, mid.UUID, base.UUID, other.UUID} {
+		must(t, m.DeleteImage(ctx, "x", u))
+	}
+	all := []string{top.UUID, mid.UUID, base.UUID, other.UUID}
+	must(t, m.PurgeImages(ctx, all))
+	for u, kept := range map[string]bool{base.UUID: true, mid.UUID: true, top.UUID: false, other.UUID: false} {
+		if _, err := m.ImageAny(ctx, u); kept && err != nil || !kept && !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("image %s after a purge with a run in flight on %s: %v (want kept: %v)", u, mid.UUID, err, kept)
+		}
+	}
+	must(t, m.FinishOperation(ctx, store.Outcome{Operation: store.Operation{UUID: queued.UUID, Account: "x", Status: "SUCCESS", FinishedAt: at(6), Metadata: "{}"}}))
+	must(t, m.PurgeImages(ctx, all))
+	for _, u := range []string{base.UUID, mid.UUID} {
+		_, err := m.ImageAny(ctx, u)
+		wantClass(t, "ImageAny("+u+") purged after the run ended", err, errdefs.ErrNotFound)
 	}
 }
 
