@@ -44,9 +44,11 @@ type OCI struct {
 
 var _ Runtime = (*OCI)(nil)
 
-// Close implements Runtime: it waits for background deletes, then unmounts
-// what runsc keeps in its state directory (the null-netns mount).
+// Close implements Runtime: it runs the background deletes at once and
+// waits for them, then unmounts what runsc keeps in its state directory
+// (the null-netns mount).
 func (o *OCI) Close(ctx context.Context) error {
+	o.dead.close()
 	done := make(chan struct{})
 	go func() { o.bg.Wait(); close(done) }()
 	select {
