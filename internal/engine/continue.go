@@ -24,7 +24,9 @@ import (
 //     renames and MAP_SHARED writes are all there at once, and the upper
 //     directory is byte for byte the same before and after a destroy), and
 //     the step's layer is what changed in it since the last commit
-//     (layers.DiffUpper), so the image chain is as a cold run's would be;
+//     (layers.DiffUpper; a layers.Tracker, watching the upper directory
+//     since the sandbox's boot, makes that diff visit only what changed),
+//     so the image chain is as a cold run's would be;
 //   - nothing else survives a step: the init kills and reaps every process,
 //     empties /dev/shm and /dev/mqueue, removes System V IPC objects, and
 //     checks that it is alone and /dev is as at boot (initproc's
@@ -142,7 +144,13 @@ func (e *Engine) stepLayer(wb *warmBox) (string, layers.Manifest, int, error) {
 	if err != nil {
 		return "", nil, 0, err
 	}
-	now, n, err := layers.DiffUpper(wb.upper, wb.committed, dir)
+	var now layers.Manifest
+	var n int
+	if wb.track != nil {
+		now, n, err = wb.track.Diff(wb.committed, dir)
+	} else {
+		now, n, err = layers.DiffUpper(wb.upper, wb.committed, dir)
+	}
 	if err != nil {
 		os.RemoveAll(dir)
 		return "", nil, 0, err
@@ -189,4 +197,18 @@ func (p *runPlan) warmFileSize(want int64) int64 {
 	}
 	p.warm.fsize = want
 	return want
+}
+
+// trackUpper follows the changes to a warm sandbox's upper directory from
+// before anything writes to it, so that each step's diff visits what the
+// step changed instead of walking the whole directory (layers.Tracker).
+// nil, and the diffs walk, if inotify is not to be had (its per-user
+// limits).
+func (e *Engine) trackUpper(upper string) *layers.Tracker {
+	t, err := layers.NewTracker(upper)
+	if err != nil {
+		e.log.Debug("continued sandboxes' diffs walk their upper directory", "err", err)
+		return nil
+	}
+	return t
 }
