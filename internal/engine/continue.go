@@ -7,6 +7,7 @@ import (
 
 	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/runtime"
+	"github.com/arborsh/arbor/internal/store"
 )
 
 // Continued sandboxes: when a non-disposable run in a warm sandbox ends,
@@ -58,11 +59,12 @@ const continueWait = time.Second
 
 // continueStep reports whether p's warm sandbox may serve another run
 // after this one, which ended with res and err, and if so writes the
-// step's layer (stepLayer) and returns its directory, upper's manifest now
-// and the number of entries in the layer. The diff runs while the init
-// makes the sandbox fresh: the command's processes were all killed and
-// reaped before its exit was reported, so upper is quiet; should the init
-// report the sandbox stale, the layer is dropped and the sandbox ends.
+// step's layer (stepLayer), durable (commitStep commits it), and returns
+// its directory, upper's manifest now and the number of entries in the
+// layer. The diff and its sync run while the init makes the sandbox
+// fresh: the command's processes were all killed and reaped before its
+// exit was reported, so upper is quiet; should the init report the
+// sandbox stale, the layer is dropped and the sandbox ends.
 func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Result, err error) (string, layers.Manifest, int, bool) {
 	wb := p.warm
 	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact {
@@ -78,6 +80,13 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 	go func() {
 		var d diffed
 		d.dir, d.now, d.n, d.err = e.stepLayer(wb)
+		if d.err == nil && d.n > 0 {
+			// Durable now, while the init freshens, not after: the
+			// commit then only moves it into the store.
+			if d.err = layers.SyncTree(d.dir); d.err != nil {
+				os.RemoveAll(d.dir)
+			}
+		}
 		ch <- d
 	}()
 	ferr := wb.agent.Continue(continueWait)
@@ -94,6 +103,12 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 		os.RemoveAll(d.dir)
 	}
 	return "", nil, 0, false
+}
+
+// commitStep commits a continued step's layer, which continueStep made
+// durable already, as image im (commitLayer does the rest the same way).
+func (e *Engine) commitStep(ctx context.Context, dir string, im store.Image) error {
+	return e.layers.CommitSynced(ctx, dir, im.Layer, func() error { return e.recordImages(ctx, im) })
 }
 
 // bootToContinue boots, for a non-disposable run that found no warm

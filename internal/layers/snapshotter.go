@@ -203,6 +203,21 @@ func (s *Snapshotter) Commit(ctx context.Context, dir, id string, record func() 
 	return s.commit(ctx, dir, id, record)
 }
 
+// CommitSynced is Commit for a dir its caller made durable already with
+// [SyncTree] (a continued sandbox's step layer, synced while the sandbox
+// is made fresh for its next step).
+func (s *Snapshotter) CommitSynced(ctx context.Context, dir, id string, record func() error) error {
+	return s.commit(ctx, dir, id, record)
+}
+
+// SyncTree makes everything under dir durable, as Commit does first.
+func SyncTree(dir string) error {
+	if err := syncTree(dir); err != nil {
+		return fmt.Errorf("sync layer: %w", err)
+	}
+	return nil
+}
+
 func (s *Snapshotter) commit(ctx context.Context, dir, id string, record func() error) error {
 	l := s.Lease(id)
 	defer l.Release()
