@@ -287,14 +287,19 @@ func (t *Tracker) diff(prev Manifest, dst string, undo map[string]*entryState) (
 	}
 	sort.Strings(paths) // a directory before its entries
 	walked := map[string]bool{}
+	isDirNow := map[string]bool{"": true} // directories of upper seen in this diff, and not
 	var gone []string
 	for _, rel := range paths {
 		if under(rel, walked) {
 			continue // copied with its new directory
 		}
 		var st unix.Stat_t
-		t.visits++
-		err := unix.Lstat(filepath.Join(t.upper, rel), &st)
+		var err error = unix.ENOENT
+		if t.inDirs(rel, isDirNow) {
+			t.visits++
+			err = unix.Lstat(filepath.Join(t.upper, rel), &st)
+			isDirNow[rel] = err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+		}
 		old, had := prev[rel]
 		if err == unix.ENOENT || err == unix.ENOTDIR {
 			if had {
@@ -372,6 +377,29 @@ func (t *Tracker) diff(prev Manifest, dst string, undo map[string]*entryState) (
 	}
 	settle(filepath.Dir(dst), now)
 	return now, d.n, nil
+}
+
+// inDirs reports whether every directory above rel is one in upper now
+// (dirs caches what was found). An event's path is where its entry was
+// when it happened: should a directory above it have been replaced since
+// by a symlink, the path must not be followed out of upper, to the host.
+// Checked from the top, so that each lstat's own path is all directories.
+func (t *Tracker) inDirs(rel string, dirs map[string]bool) bool {
+	parent := filepath.Dir(rel)
+	if parent == "." {
+		return true
+	}
+	if ok, seen := dirs[parent]; seen {
+		return ok
+	}
+	ok := t.inDirs(parent, dirs)
+	if ok {
+		var st unix.Stat_t
+		t.visits++
+		ok = unix.Lstat(filepath.Join(t.upper, parent), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+	}
+	dirs[parent] = ok
+	return ok
 }
 
 // under reports whether rel is below one of the directories in dirs.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -248,5 +249,27 @@ func TestTrackerOverflowWalks(t *testing.T) {
 	sh(t, merged, "echo c > c") // tracked again after the walk
 	if _, _, n := trackedStep(t, dir, upper, tr, m); n != 1 || tr.visits > 1 {
 		t.Errorf("after the walk, a one-file step gave %d entries after %d visits", n, tr.visits)
+	}
+}
+
+// TestTrackerSymlinkedParent: a step that writes a file in a directory
+// and then replaces the directory with a symlink to a host directory
+// holding a file of the same name: the event names the file below the
+// directory, and the diff must not follow the symlink out of the upper
+// directory to copy the host's file.
+func TestTrackerSymlinkedParent(t *testing.T) {
+	dir, _, upper, merged, tr := trackedOverlay(t, "")
+	host := t.TempDir()
+	if err := os.WriteFile(filepath.Join(host, "secret"), []byte("host secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, merged, "mkdir -p x/y")
+	_, m, _ := trackedStep(t, dir, upper, tr, nil)
+	sh(t, merged, "echo mine > x/secret && echo mine > x/y/secret && rm -rf x && ln -s "+host+" x")
+	l, _, _ := trackedStep(t, dir, upper, tr, m)
+	for p, desc := range treeOf(t, l) {
+		if strings.HasPrefix(p, "/x/") || strings.Contains(desc, "secret") {
+			t.Errorf("the layer holds %s: %s", p, desc)
+		}
 	}
 }
