@@ -83,7 +83,7 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 		if d.err == nil && d.n > 0 {
 			// Durable now, while the init freshens, not after: the
 			// commit then only moves it into the store.
-			if d.err = layers.SyncTree(d.dir); d.err != nil {
+			if d.err = layers.SyncDiffed(d.dir); d.err != nil {
 				os.RemoveAll(d.dir)
 			}
 		}

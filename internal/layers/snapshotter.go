@@ -204,8 +204,8 @@ func (s *Snapshotter) Commit(ctx context.Context, dir, id string, record func() 
 }
 
 // CommitSynced is Commit for a dir its caller made durable already with
-// [SyncTree] (a continued sandbox's step layer, synced while the sandbox
-// is made fresh for its next step).
+// [SyncTree] or [SyncDiffed] (a continued sandbox's step layer, synced
+// while the sandbox is made fresh for its next step).
 func (s *Snapshotter) CommitSynced(ctx context.Context, dir, id string, record func() error) error {
 	return s.commit(ctx, dir, id, record)
 }
@@ -338,7 +338,7 @@ func (s *Snapshotter) cleanup(ctx context.Context) {
 // filesystem, far cheaper than fsyncing each file of a large layer, which
 // concurrent commits share (see groupsync.go).
 func syncTree(dir string) error {
-	if small, err := syncSmall(dir); small || err != nil {
+	if small, err := syncSmall(dir, false); small || err != nil {
 		return err
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
