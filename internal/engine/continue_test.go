@@ -110,25 +110,7 @@ func TestContinueMatchesCold(t *testing.T) {
 			if a, b := eventTypes(t, cold, c2.UUID), eventTypes(t, e, w2.UUID); strings.Join(a, ",") != strings.Join(b, ",") {
 				t.Errorf("events cold %v continued %v", a, b)
 			}
-			for _, pair := range [][2]string{{c1.ResultImageUUID, w1.ResultImageUUID}, {c2.ResultImageUUID, w2.ResultImageUUID}} {
-				a, ra, err := cold.ImageFS(ctx, acct, pair[0])
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, rb, err := e.ImageFS(ctx, acct, pair[1])
-				if err != nil {
-					t.Fatal(err)
-				}
-				changes, err := layerfs.Diff(ctx, a, b, layerfs.DiffOptions{})
-				ra()
-				rb()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(changes) != 0 {
-					t.Errorf("continued image differs from cold: %+v", changes)
-				}
-			}
+			sameImages(t, cold, []string{c1.ResultImageUUID, c2.ResultImageUUID}, e, []string{w1.ResultImageUUID, w2.ResultImageUUID})
 			// The second step's layer holds what it changed, not the first's.
 			im, err := e.st.Image(ctx, acct, w2.ResultImageUUID)
 			if err != nil {
@@ -141,6 +123,32 @@ func TestContinueMatchesCold(t *testing.T) {
 				t.Errorf("step 2's layer: d/sub/n = %q", s)
 			}
 		})
+	}
+}
+
+// sameImages requires each image of coldIms (on cold) to hold what the
+// image of warmIms of the same step (on e) holds.
+func sameImages(t *testing.T, cold *Engine, coldIms []string, e *Engine, warmIms []string) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range coldIms {
+		a, ra, err := cold.ImageFS(ctx, acct, coldIms[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, rb, err := e.ImageFS(ctx, acct, warmIms[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		changes, err := layerfs.Diff(ctx, a, b, layerfs.DiffOptions{})
+		ra()
+		rb()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(changes) != 0 {
+			t.Errorf("step %d: continued image differs from cold: %+v", i+1, changes)
+		}
 	}
 }
 
@@ -286,7 +294,6 @@ func TestContinueTracksChanges(t *testing.T) {
 			t.Parallel()
 			cold, coldBase := newColdEngine(t, rt)
 			e, base := warmedEngine(t, rt)
-			ctx := context.Background()
 			steps := []string{
 				"mkdir -p /w/many; for i in $(seq 300); do echo $i > /w/many/f$i; done; echo mapme > /w/m; echo a > /w/a",
 				"/probe mmapwrite /w/m MAP; echo b >> /w/a; chmod 600 /w/many/f7; rm /w/many/f9; mkdir /w/new; echo n > /w/new/n",
@@ -305,25 +312,7 @@ func TestContinueTracksChanges(t *testing.T) {
 					}
 				}
 			}
-			for i := range steps {
-				a, ra, err := cold.ImageFS(ctx, acct, coldIm[i])
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, rb, err := e.ImageFS(ctx, acct, warmIm[i])
-				if err != nil {
-					t.Fatal(err)
-				}
-				changes, err := layerfs.Diff(ctx, a, b, layerfs.DiffOptions{})
-				ra()
-				rb()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(changes) != 0 {
-					t.Errorf("step %d: continued image differs from cold: %+v", i+1, changes)
-				}
-			}
+			sameImages(t, cold, coldIm, e, warmIm)
 			if s, _ := readFile(t, e, warmIm[1], "/w/m"); s != "MAPme\n" {
 				t.Errorf("/w/m after a mapped write = %q", s)
 			}

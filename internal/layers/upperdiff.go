@@ -131,15 +131,27 @@ func DiffUpper(upper string, prev Manifest, dst string) (Manifest, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	// Gone since prev: a whiteout hides the committed entry. Below a path
-	// that is gone too, or that is no directory any more, the parent's
-	// whiteout or the new entry hides it already.
+	// Gone since prev: a whiteout hides the committed entry.
 	var gone []string
 	for rel := range prev {
 		if _, ok := d.now[rel]; !ok {
 			gone = append(gone, rel)
 		}
 	}
+	if err := d.whiteouts(gone); err != nil {
+		return nil, 0, err
+	}
+	if err := d.finishDirs(); err != nil {
+		return nil, 0, err
+	}
+	settle(filepath.Dir(dst), d.now)
+	return d.now, d.n, nil
+}
+
+// whiteouts writes a whiteout for each path of gone that is not back in
+// d.now. Below a path that is gone too, or that is no directory any more,
+// the parent's whiteout or the new entry hides it already.
+func (d *differ) whiteouts(gone []string) error {
 	sort.Strings(gone)
 	for _, rel := range gone {
 		parent := filepath.Dir(rel)
@@ -151,19 +163,18 @@ func DiffUpper(upper string, prev Manifest, dst string) (Manifest, int, error) {
 				continue
 			}
 		}
-		if err := d.parents(rel); err != nil {
-			return nil, 0, err
+		if _, back := d.now[rel]; back {
+			continue // a new entry of the same name hides it
 		}
-		if err := unix.Mknod(filepath.Join(dst, rel), unix.S_IFCHR, 0); err != nil {
-			return nil, 0, &os.PathError{Op: "mknod whiteout", Path: rel, Err: err}
+		if err := d.parents(rel); err != nil {
+			return err
+		}
+		if err := unix.Mknod(filepath.Join(d.dst, rel), unix.S_IFCHR, 0); err != nil {
+			return &os.PathError{Op: "mknod whiteout", Path: rel, Err: err}
 		}
 		d.n++
 	}
-	if err := d.finishDirs(); err != nil {
-		return nil, 0, err
-	}
-	settle(filepath.Dir(dst), d.now)
-	return d.now, d.n, nil
+	return nil
 }
 
 // finishDirs gives the directories made in dst their times, last: filling

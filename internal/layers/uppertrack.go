@@ -347,30 +347,10 @@ func (t *Tracker) diff(prev Manifest, dst string, undo map[string]*entryState) (
 			return nil, 0, err
 		}
 	}
-	// Gone entries as in DiffUpper: a whiteout where the directory above
-	// is still there (a replaced directory's are hidden by the new entry,
-	// so whiteouts there are skipped as under a new non-directory).
-	sort.Strings(gone)
-	for _, rel := range gone {
-		parent := filepath.Dir(rel)
-		if parent == "." {
-			parent = ""
-		}
-		if parent != "" {
-			if s, ok := now[parent]; !ok || s.mode&unix.S_IFMT != unix.S_IFDIR {
-				continue
-			}
-		}
-		if _, back := now[rel]; back {
-			continue // a new entry of the same name replaces it
-		}
-		if err := d.parents(rel); err != nil {
-			return nil, 0, err
-		}
-		if err := unix.Mknod(filepath.Join(dst, rel), unix.S_IFCHR, 0); err != nil {
-			return nil, 0, &os.PathError{Op: "mknod whiteout", Path: rel, Err: err}
-		}
-		d.n++
+	// Gone entries as in DiffUpper (a replaced directory's entries, too,
+	// as a new directory of that name does not hide them by itself).
+	if err := d.whiteouts(gone); err != nil {
+		return nil, 0, err
 	}
 	if err := d.finishDirs(); err != nil {
 		return nil, 0, err
