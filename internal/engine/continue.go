@@ -59,12 +59,12 @@ const continueWait = time.Second
 
 // continueStep reports whether p's warm sandbox may serve another run
 // after this one, which ended with res and err, and if so writes the
-// step's layer (stepLayer), durable (commitStep commits it), and returns
-// its directory, upper's manifest now and the number of entries in the
-// layer. The diff and its sync run while the init makes the sandbox
-// fresh: the command's processes were all killed and reaped before its
-// exit was reported, so upper is quiet; should the init report the
-// sandbox stale, the layer is dropped and the sandbox ends.
+// step's layer (stepLayer; commitStep commits it) and returns its
+// directory, upper's manifest now and the number of entries in the layer.
+// The diff runs while the init makes the sandbox fresh: the command's
+// processes were all killed and reaped before its exit was reported, so
+// upper is quiet; should the init report the sandbox stale, the layer is
+// dropped and the sandbox ends.
 func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Result, err error) (string, layers.Manifest, int, bool) {
 	wb := p.warm
 	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact {
@@ -80,13 +80,6 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 	go func() {
 		var d diffed
 		d.dir, d.now, d.n, d.err = e.stepLayer(wb)
-		if d.err == nil && d.n > 0 {
-			// Durable now, while the init freshens, not after: the
-			// commit then only moves it into the store.
-			if d.err = layers.SyncDiffed(d.dir); d.err != nil {
-				os.RemoveAll(d.dir)
-			}
-		}
 		ch <- d
 	}()
 	ferr := wb.agent.Continue(continueWait)
@@ -105,9 +98,17 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 	return "", nil, 0, false
 }
 
-// commitStep commits a continued step's layer, which continueStep made
-// durable already, as image im (commitLayer does the rest the same way).
+// commitStep commits a continued step's layer as image im, as
+// commitLayer commits an upper directory, but synced as a diff's layer
+// (layers.SyncDiffed: one directory fsync, not one per directory). Synced
+// here rather than while the init freshens the sandbox: under runsc, on
+// two busy cores, the sync then took as much longer as the freshen it
+// overlapped (exit to result unchanged, 6.6 against 6.8 ms in 100 steps
+// each, alternating).
 func (e *Engine) commitStep(ctx context.Context, dir string, im store.Image) error {
+	if err := layers.SyncDiffed(dir); err != nil {
+		return err
+	}
 	return e.layers.CommitSynced(ctx, dir, im.Layer, func() error { return e.recordImages(ctx, im) })
 }
 

@@ -623,7 +623,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	kept = cont && e.keepBox(p, wb, im.UUID, now)
 	commit := e.commitLayer
 	if cont {
-		commit = e.commitStep // its layer is durable already
+		commit = e.commitStep // a diff's layer
 	}
 	if err := commit(ctx, layerDir, im); err != nil {
 		kept = kept && !e.withdrawBox(wb)

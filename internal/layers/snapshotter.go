@@ -204,8 +204,7 @@ func (s *Snapshotter) Commit(ctx context.Context, dir, id string, record func() 
 }
 
 // CommitSynced is Commit for a dir its caller made durable already with
-// [SyncTree] or [SyncDiffed] (a continued sandbox's step layer, synced
-// while the sandbox is made fresh for its next step).
+// [SyncTree] or [SyncDiffed] (a continued sandbox's step layer).
 func (s *Snapshotter) CommitSynced(ctx context.Context, dir, id string, record func() error) error {
 	return s.commit(ctx, dir, id, record)
 }
