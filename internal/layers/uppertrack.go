@@ -48,6 +48,7 @@ type Tracker struct {
 	wdOf  map[string]int32 // the reverse: a directory without a watch is new
 	dirty map[string]bool  // entries named by events since the last diff
 	lost  error            // why events may have been missed: the next diff walks all
+	off   error            // why tracking was given up: every diff walks
 	// visits counts the entries the last Diff looked at (lstat), for tests.
 	visits int
 }
@@ -76,6 +77,9 @@ func (t *Tracker) Close() {
 
 // watch watches directory rel of upper.
 func (t *Tracker) watch(rel string) error {
+	if len(t.dirs) >= maxWatches {
+		return errTooManyDirs
+	}
 	wd, err := unix.InotifyAddWatch(t.fd, filepath.Join(t.upper, rel), trackMask)
 	if err != nil {
 		return &os.PathError{Op: "inotify_add_watch", Path: rel, Err: err}
@@ -96,6 +100,14 @@ func (t *Tracker) drop(wd int32) {
 	delete(t.dirs, wd)
 }
 
+// maxWatches bounds the watches of one Tracker: they come out of the
+// host's per-user budget (fs.inotify.max_user_watches, shared with every
+// other process of the daemon's user), which a sandbox making directories
+// must not be able to exhaust. Beyond it, the diffs walk.
+var maxWatches = 8192
+
+var errTooManyDirs = errors.New("the upper directory has more directories than a tracker watches")
+
 // watchTree watches directory rel of upper and every directory below it.
 func (t *Tracker) watchTree(rel string) error {
 	return filepath.WalkDir(filepath.Join(t.upper, rel), func(p string, d fs.DirEntry, err error) error {
@@ -115,6 +127,9 @@ func relOf(upper, p string) string {
 
 // drain reads the queued events into t.dirty.
 func (t *Tracker) drain() {
+	if t.fd < 0 {
+		return // given up: lost says so
+	}
 	var buf [64 << 10]byte
 	for {
 		n, err := unix.Read(t.fd, buf[:])
@@ -214,19 +229,30 @@ func (t *Tracker) Diff(prev Manifest, dst string) (Manifest, int, error) {
 			return nil, 0, err
 		}
 	}
-	// Walk it all, watching every directory anew.
+	// Walk it all, watching every directory anew for the next diff,
+	// unless tracking was given up.
 	t.Close()
-	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
-	if err != nil {
-		return nil, 0, &os.SyscallError{Syscall: "inotify_init1", Err: err}
-	}
-	t.fd, t.dirs, t.wdOf, t.dirty, t.lost = fd, map[int32]string{}, map[string]int32{}, map[string]bool{}, nil
-	if err := t.watchTree(""); err != nil {
-		t.lose(err) // the next diff walks again
+	t.dirs, t.wdOf, t.dirty, t.lost = map[int32]string{}, map[string]int32{}, map[string]bool{}, t.off
+	if t.off == nil {
+		if err := t.rewatch(); err != nil {
+			t.Close() // its watches go back to the host's budget
+			t.dirs, t.wdOf = map[int32]string{}, map[string]int32{}
+			t.off, t.lost = err, err
+		}
 	}
 	now, n, err := DiffUpper(t.upper, prev, dst)
 	t.visits += len(now)
 	return now, n, err
+}
+
+// rewatch watches every directory of upper with a new inotify instance.
+func (t *Tracker) rewatch() error {
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		return &os.SyscallError{Syscall: "inotify_init1", Err: err}
+	}
+	t.fd = fd
+	return t.watchTree("")
 }
 
 // clearDir removes everything in dir.

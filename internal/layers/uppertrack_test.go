@@ -273,3 +273,23 @@ func TestTrackerSymlinkedParent(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackerWatchBound: an upper directory with more directories than a
+// Tracker may watch (the host's inotify budget is shared) is diffed by
+// walking, and its watches are given back.
+func TestTrackerWatchBound(t *testing.T) {
+	defer func(n int) { maxWatches = n }(maxWatches)
+	maxWatches = 4
+	dir, _, upper, merged, tr := trackedOverlay(t, "")
+	sh(t, merged, "mkdir a b")
+	_, m, _ := trackedStep(t, dir, upper, tr, nil)
+	sh(t, merged, "mkdir c d e && echo x > a/x")
+	_, m, _ = trackedStep(t, dir, upper, tr, m)
+	if tr.off == nil || tr.fd >= 0 || len(tr.dirs) != 0 {
+		t.Fatalf("6 directories with room for 4 watches: tracking not given up (off %v, fd %d, %d watches)", tr.off, tr.fd, len(tr.dirs))
+	}
+	sh(t, merged, "echo y > b/y")
+	if _, _, n := trackedStep(t, dir, upper, tr, m); n != 2 || tr.visits < len(m) {
+		t.Errorf("after giving up: %d entries after %d visits, want 2 after a walk", n, tr.visits)
+	}
+}
