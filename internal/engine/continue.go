@@ -7,6 +7,7 @@ import (
 
 	"github.com/arborsh/arbor/internal/layers"
 	"github.com/arborsh/arbor/internal/runtime"
+	"github.com/arborsh/arbor/internal/store"
 )
 
 // Continued sandboxes: when a non-disposable run in a warm sandbox ends,
@@ -24,7 +25,9 @@ import (
 //     renames and MAP_SHARED writes are all there at once, and the upper
 //     directory is byte for byte the same before and after a destroy), and
 //     the step's layer is what changed in it since the last commit
-//     (layers.DiffUpper), so the image chain is as a cold run's would be;
+//     (layers.DiffUpper; a layers.Tracker, watching the upper directory
+//     since the sandbox's boot, makes that diff visit only what changed),
+//     so the image chain is as a cold run's would be;
 //   - nothing else survives a step: the init kills and reaps every process,
 //     empties /dev/shm and /dev/mqueue, removes System V IPC objects, and
 //     checks that it is alone and /dev is as at boot (initproc's
@@ -56,11 +59,12 @@ const continueWait = time.Second
 
 // continueStep reports whether p's warm sandbox may serve another run
 // after this one, which ended with res and err, and if so writes the
-// step's layer (stepLayer) and returns its directory, upper's manifest now
-// and the number of entries in the layer. The diff runs while the init
-// makes the sandbox fresh: the command's processes were all killed and
-// reaped before its exit was reported, so upper is quiet; should the init
-// report the sandbox stale, the layer is dropped and the sandbox ends.
+// step's layer (stepLayer; commitStep commits it) and returns its
+// directory, upper's manifest now and the number of entries in the layer.
+// The diff runs while the init makes the sandbox fresh: the command's
+// processes were all killed and reaped before its exit was reported, so
+// upper is quiet; should the init report the sandbox stale, the layer is
+// dropped and the sandbox ends.
 func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Result, err error) (string, layers.Manifest, int, bool) {
 	wb := p.warm
 	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact {
@@ -92,6 +96,20 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 		os.RemoveAll(d.dir)
 	}
 	return "", nil, 0, false
+}
+
+// commitStep commits a continued step's layer as image im, as
+// commitLayer commits an upper directory, but synced as a diff's layer
+// (layers.SyncDiffed: one directory fsync, not one per directory). Synced
+// here rather than while the init freshens the sandbox: under runsc, on
+// two busy cores, the sync then took as much longer as the freshen it
+// overlapped (exit to result unchanged, 6.6 against 6.8 ms in 100 steps
+// each, alternating).
+func (e *Engine) commitStep(ctx context.Context, dir string, im store.Image) error {
+	if err := layers.SyncDiffed(dir); err != nil {
+		return err
+	}
+	return e.layers.CommitSynced(ctx, dir, im.Layer, func() error { return e.recordImages(ctx, im) })
 }
 
 // bootToContinue boots, for a non-disposable run that found no warm
@@ -142,7 +160,13 @@ func (e *Engine) stepLayer(wb *warmBox) (string, layers.Manifest, int, error) {
 	if err != nil {
 		return "", nil, 0, err
 	}
-	now, n, err := layers.DiffUpper(wb.upper, wb.committed, dir)
+	var now layers.Manifest
+	var n int
+	if wb.track != nil {
+		now, n, err = wb.track.Diff(wb.committed, dir)
+	} else {
+		now, n, err = layers.DiffUpper(wb.upper, wb.committed, dir)
+	}
 	if err != nil {
 		os.RemoveAll(dir)
 		return "", nil, 0, err
@@ -189,4 +213,18 @@ func (p *runPlan) warmFileSize(want int64) int64 {
 	}
 	p.warm.fsize = want
 	return want
+}
+
+// trackUpper follows the changes to a warm sandbox's upper directory from
+// before anything writes to it, so that each step's diff visits what the
+// step changed instead of walking the whole directory (layers.Tracker).
+// nil, and the diffs walk, if inotify is not to be had (its per-user
+// limits).
+func (e *Engine) trackUpper(upper string) *layers.Tracker {
+	t, err := layers.NewTracker(upper)
+	if err != nil {
+		e.log.Debug("continued sandboxes' diffs walk their upper directory", "err", err)
+		return nil
+	}
+	return t
 }

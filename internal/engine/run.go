@@ -621,7 +621,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	// A continued sandbox is in the pool before the commit makes the image
 	// visible: a client that comes straight back finds it there.
 	kept = cont && e.keepBox(p, wb, im.UUID, now)
-	if err := e.commitLayer(ctx, layerDir, im); err != nil {
+	commit := e.commitLayer
+	if cont {
+		commit = e.commitStep // a diff's layer
+	}
+	if err := commit(ctx, layerDir, im); err != nil {
 		kept = kept && !e.withdrawBox(wb)
 		rs.fail(ctx, fmt.Errorf("commit: %w", err))
 		return

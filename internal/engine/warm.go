@@ -58,6 +58,7 @@ type warmBox struct {
 	// yet), what it held then, how many steps it served and the
 	// RLIMIT_FSIZE its init holds (0: none yet).
 	committed layers.Manifest
+	track     *layers.Tracker // follows upper's changes, so a step's diff is O(change); nil: walk it
 	base      int64
 	steps     int
 	fsize     int64
@@ -149,7 +150,8 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 		return fail(err)
 	}
 	b.ids = ids
-	b.release = func() { free(); release() } // called after unmount
+	b.track = e.trackUpper(b.upper)
+	b.release = func() { b.track.Close(); free(); release() } // called after unmount
 	fail = func(err error) (*warmBox, error) {
 		e.removeBoxDir(b)
 		if b.net != nil {

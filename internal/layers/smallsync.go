@@ -2,6 +2,7 @@ package layers
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 
@@ -32,7 +33,10 @@ var errLarge = errors.New("more than smallTree entries")
 // nodes, overlay whiteouts) cannot be opened to be synced, and are made
 // durable by their directory's fsync, which on a journaling filesystem
 // (ext4, xfs) commits the journal with their creation in it.
-func syncSmall(dir string) (bool, error) {
+//
+// With rootOnly, of the directories only dir itself is fsynced: see
+// SyncDiffed.
+func syncSmall(dir string, rootOnly bool) (bool, error) {
 	var files, dirs []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		switch {
@@ -52,6 +56,9 @@ func syncSmall(dir string) (bool, error) {
 	}
 	if err != nil {
 		return false, err
+	}
+	if rootOnly {
+		dirs = []string{dir}
 	}
 	var fds []int
 	defer func() {
@@ -83,4 +90,23 @@ func syncSmall(dir string) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// SyncDiffed makes a layer that DiffUpper or Tracker.Diff wrote into dir
+// durable, as SyncTree does, with one directory fsync instead of one per
+// directory: the diff changes dir itself last (its times), and on a
+// journaling filesystem a directory's fsync makes durable every metadata
+// change made before its own last one (ext4 commits its whole running
+// transaction, xfs forces its log up to that change). Each directory
+// fsync saved is a journal commit and a cache flush of whatever else the
+// filesystem has pending: 0.15-0.5 ms apiece on a busy disk. A large
+// layer gets the one shared syncfs, as from SyncTree.
+func SyncDiffed(dir string) error {
+	if small, err := syncSmall(dir, true); small || err != nil {
+		if err != nil {
+			return fmt.Errorf("sync layer: %w", err)
+		}
+		return nil
+	}
+	return SyncTree(dir)
 }

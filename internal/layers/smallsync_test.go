@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // countSyncs counts the fsyncs and syncfs calls syncTree makes (and still
@@ -62,5 +64,24 @@ func TestSyncTreeSmall(t *testing.T) {
 	}
 	if f, s := fsyncs.Load(), syncfses.Load(); f != 0 || s != 1 {
 		t.Errorf("large tree: %d fsyncs and %d syncfs, want 0 and 1", f, s)
+	}
+}
+
+// TestSyncDiffed: a layer a diff wrote is made durable with its files'
+// fsyncs and one of its root directory (the diff's last change), not one
+// per directory; it is then the same tree (DiffUpper is not disturbed).
+func TestSyncDiffed(t *testing.T) {
+	testutil.RequiresRoot(t)
+	fsyncs, syncfses := countSyncs(t)
+	dir, _, upper, merged, tr := trackedOverlay(t, "")
+	sh(t, merged, "mkdir -p a/b/c && echo x > a/b/c/f && echo y > a/g")
+	l, _, _ := trackedStep(t, dir, upper, tr, nil)
+	fsyncs.Store(0)
+	if err := SyncDiffed(l); err != nil {
+		t.Fatal(err)
+	}
+	// Two files and the root; not a, a/b and a/b/c.
+	if f, s := fsyncs.Load(), syncfses.Load(); f != 3 || s != 0 {
+		t.Errorf("a diffed layer of 2 files in 4 directories: %d fsyncs and %d syncfs, want 3 and 0", f, s)
 	}
 }

@@ -203,6 +203,20 @@ func (s *Snapshotter) Commit(ctx context.Context, dir, id string, record func() 
 	return s.commit(ctx, dir, id, record)
 }
 
+// CommitSynced is Commit for a dir its caller made durable already with
+// [SyncTree] or [SyncDiffed] (a continued sandbox's step layer).
+func (s *Snapshotter) CommitSynced(ctx context.Context, dir, id string, record func() error) error {
+	return s.commit(ctx, dir, id, record)
+}
+
+// SyncTree makes everything under dir durable, as Commit does first.
+func SyncTree(dir string) error {
+	if err := syncTree(dir); err != nil {
+		return fmt.Errorf("sync layer: %w", err)
+	}
+	return nil
+}
+
 func (s *Snapshotter) commit(ctx context.Context, dir, id string, record func() error) error {
 	l := s.Lease(id)
 	defer l.Release()
@@ -328,7 +342,7 @@ func (s *Snapshotter) cleanup(ctx context.Context) {
 // filesystem, far cheaper than fsyncing each file of a large layer, which
 // concurrent commits share (see groupsync.go).
 func syncTree(dir string) error {
-	if small, err := syncSmall(dir); small || err != nil {
+	if small, err := syncSmall(dir, false); small || err != nil {
 		return err
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

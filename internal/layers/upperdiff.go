@@ -40,11 +40,23 @@ type entryState struct {
 	links  uint64
 	mtime  unix.Timespec
 	ctime  unix.Timespec
+	rdev   uint64
 }
 
 func stateOf(st *unix.Stat_t) entryState {
-	return entryState{ino: st.Ino, mode: st.Mode, size: st.Size, blocks: st.Blocks, links: st.Nlink, mtime: st.Mtim, ctime: st.Ctim}
+	return entryState{ino: st.Ino, mode: st.Mode, size: st.Size, blocks: st.Blocks, links: st.Nlink, mtime: st.Mtim, ctime: st.Ctim, rdev: st.Rdev}
 }
+
+// same reports whether an entry in state s is unchanged since state old.
+// A whiteout that is still one is: overlayfs links its whiteouts to one
+// shared inode, whose link count and ctime change with every other
+// whiteout made or removed.
+func (s entryState) same(old entryState) bool {
+	return s == old || (s.whiteout() && old.whiteout())
+}
+
+// whiteout reports whether the entry is an overlay whiteout.
+func (s entryState) whiteout() bool { return s.mode&unix.S_IFMT == unix.S_IFCHR && s.rdev == 0 }
 
 // Linked reports whether a file in the directory has several names. The
 // engine does not continue a sandbox then: a cold run's overlay copies a
@@ -111,7 +123,7 @@ func DiffUpper(upper string, prev Manifest, dst string) (Manifest, int, error) {
 		}
 		s := stateOf(&st)
 		d.now[rel] = s
-		if old, ok := prev[rel]; ok && old == s {
+		if old, ok := prev[rel]; ok && s.same(old) {
 			return nil
 		}
 		return d.copy(rel, &st)
@@ -119,15 +131,27 @@ func DiffUpper(upper string, prev Manifest, dst string) (Manifest, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	// Gone since prev: a whiteout hides the committed entry. Below a path
-	// that is gone too, or that is no directory any more, the parent's
-	// whiteout or the new entry hides it already.
+	// Gone since prev: a whiteout hides the committed entry.
 	var gone []string
 	for rel := range prev {
 		if _, ok := d.now[rel]; !ok {
 			gone = append(gone, rel)
 		}
 	}
+	if err := d.whiteouts(gone); err != nil {
+		return nil, 0, err
+	}
+	if err := d.finishDirs(); err != nil {
+		return nil, 0, err
+	}
+	settle(filepath.Dir(dst), d.now)
+	return d.now, d.n, nil
+}
+
+// whiteouts writes a whiteout for each path of gone that is not back in
+// d.now. Below a path that is gone too, or that is no directory any more,
+// the parent's whiteout or the new entry hides it already.
+func (d *differ) whiteouts(gone []string) error {
 	sort.Strings(gone)
 	for _, rel := range gone {
 		parent := filepath.Dir(rel)
@@ -139,28 +163,35 @@ func DiffUpper(upper string, prev Manifest, dst string) (Manifest, int, error) {
 				continue
 			}
 		}
-		if err := d.parents(rel); err != nil {
-			return nil, 0, err
+		if _, back := d.now[rel]; back {
+			continue // a new entry of the same name hides it
 		}
-		if err := unix.Mknod(filepath.Join(dst, rel), unix.S_IFCHR, 0); err != nil {
-			return nil, 0, &os.PathError{Op: "mknod whiteout", Path: rel, Err: err}
+		if err := d.parents(rel); err != nil {
+			return err
+		}
+		if err := unix.Mknod(filepath.Join(d.dst, rel), unix.S_IFCHR, 0); err != nil {
+			return &os.PathError{Op: "mknod whiteout", Path: rel, Err: err}
 		}
 		d.n++
 	}
-	// Directories get their times last: filling them changed their mtime.
+	return nil
+}
+
+// finishDirs gives the directories made in dst their times, last: filling
+// them changed their mtime.
+func (d *differ) finishDirs() error {
 	sort.Sort(sort.Reverse(sort.StringSlice(d.dirs)))
 	for _, rel := range d.dirs {
 		var st unix.Stat_t
-		if err := unix.Lstat(filepath.Join(upper, rel), &st); err != nil {
-			return nil, 0, err
+		if err := unix.Lstat(filepath.Join(d.upper, rel), &st); err != nil {
+			return err
 		}
 		ts := []unix.Timespec{st.Atim, st.Mtim}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dst, rel), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return nil, 0, &os.PathError{Op: "utimensat", Path: rel, Err: err}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(d.dst, rel), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "utimensat", Path: rel, Err: err}
 		}
 	}
-	settle(filepath.Dir(dst), d.now)
-	return d.now, d.n, nil
+	return nil
 }
 
 // settle makes sure that any later change to an entry of m changes its

@@ -54,6 +54,8 @@ func main() {
 		err = http.ListenAndServe(os.Args[2], http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("hi\n")) }))
 	case "udpfrom": // udpfrom SRC DST PORT PAYLOAD: one datagram, from any source address
 		err = udpFrom(os.Args[2], os.Args[3], os.Args[4], os.Args[5])
+	case "mmapwrite": // mmapwrite PATH TEXT: write TEXT at PATH's start through a shared mapping whose descriptor is closed first, then msync
+		err = mmapWrite(os.Args[2], os.Args[3])
 	case "ipccount": // print how many System V IPC objects exist
 		n, err := ipcCount()
 		if err == nil {
@@ -68,4 +70,23 @@ func main() {
 		return
 	}
 	fmt.Printf("%s: ok\n", os.Args[1])
+}
+
+// mmapWrite writes text over the start of the file at path through a
+// shared mapping, closing the file first: no write call, no close after
+// the write. The msync is for gVisor, which (with the flags arbor runs it
+// with) keeps such a write in its own page cache and, left to the
+// process's exit to unmap, has been seen to lose it in cold runs too.
+func mmapWrite(path, text string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, len(text), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	copy(mem, text)
+	return unix.Msync(mem, unix.MS_SYNC)
 }
