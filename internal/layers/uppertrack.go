@@ -51,16 +51,13 @@ type Tracker struct {
 	off   error            // why tracking was given up: every diff walks
 	// visits counts the entries the last Diff looked at (lstat), for tests.
 	visits int
+	held   int // watches taken from inotifyBudget
 }
 
 // NewTracker watches every directory of upper.
 func NewTracker(upper string) (*Tracker, error) {
-	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
-	if err != nil {
-		return nil, &os.SyscallError{Syscall: "inotify_init1", Err: err}
-	}
-	t := &Tracker{upper: upper, fd: fd, dirs: map[int32]string{}, wdOf: map[string]int32{}, dirty: map[string]bool{}}
-	if err := t.watchTree(""); err != nil {
+	t := &Tracker{upper: upper, fd: -1, dirs: map[int32]string{}, wdOf: map[string]int32{}, dirty: map[string]bool{}}
+	if err := t.rewatch(); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -72,6 +69,8 @@ func (t *Tracker) Close() {
 	if t != nil && t.fd >= 0 {
 		unix.Close(t.fd)
 		t.fd = -1
+		giveInotify(1, t.held)
+		t.held = 0
 	}
 }
 
@@ -80,9 +79,18 @@ func (t *Tracker) watch(rel string) error {
 	if len(t.dirs) >= maxWatches {
 		return errTooManyDirs
 	}
+	if !takeInotify(0, 1) {
+		return errInotifyBudget
+	}
 	wd, err := unix.InotifyAddWatch(t.fd, filepath.Join(t.upper, rel), trackMask)
 	if err != nil {
+		giveInotify(0, 1)
 		return &os.PathError{Op: "inotify_add_watch", Path: rel, Err: err}
+	}
+	if _, ok := t.dirs[int32(wd)]; ok {
+		giveInotify(0, 1) // a directory moved keeps its one watch
+	} else {
+		t.held++
 	}
 	// The same directory moved keeps its watch: its path is now rel.
 	if old, ok := t.dirs[int32(wd)]; ok && old != rel && t.wdOf[old] == int32(wd) {
@@ -247,8 +255,12 @@ func (t *Tracker) Diff(prev Manifest, dst string) (Manifest, int, error) {
 
 // rewatch watches every directory of upper with a new inotify instance.
 func (t *Tracker) rewatch() error {
+	if !takeInotify(1, 0) {
+		return errInotifyBudget
+	}
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
+		giveInotify(1, 0)
 		return &os.SyscallError{Syscall: "inotify_init1", Err: err}
 	}
 	t.fd = fd

@@ -2,6 +2,7 @@ package layers
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -291,5 +292,45 @@ func TestTrackerWatchBound(t *testing.T) {
 	sh(t, merged, "echo y > b/y")
 	if _, _, n := trackedStep(t, dir, upper, tr, m); n != 2 || tr.visits < len(m) {
 		t.Errorf("after giving up: %d entries after %d visits, want 2 after a walk", n, tr.visits)
+	}
+}
+
+// TestTrackerInotifyBudget: Trackers take no more of the host's per-user
+// inotify instances and watches than the daemon's share, and give back
+// what they took when closed, so that hundreds of warm sandboxes cannot
+// leave the host's other processes of the same user without inotify.
+func TestTrackerInotifyBudget(t *testing.T) {
+	b := &inotifyBudget
+	takeInotify(0, 0) // read the limits now, so the test's values stay
+	b.mu.Lock()
+	saved := [2]int{b.instances, b.watches}
+	b.instances, b.watches = 1, 3
+	b.mu.Unlock()
+	defer func() { b.mu.Lock(); b.instances, b.watches = saved[0], saved[1]; b.mu.Unlock() }()
+	left := func() [2]int { b.mu.Lock(); defer b.mu.Unlock(); return [2]int{b.instances, b.watches} }
+
+	one, two := t.TempDir(), t.TempDir()
+	if err := os.MkdirAll(filepath.Join(two, "a/b/c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewTracker(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := left(); got != [2]int{0, 2} {
+		t.Fatalf("a tracker of one directory left %v of the budget, want [0 2]", got)
+	}
+	if _, err := NewTracker(one); !errors.Is(err, errInotifyBudget) {
+		t.Fatalf("a second tracker with no instance left: %v, want errInotifyBudget", err)
+	}
+	a.Close()
+	if got := left(); got != [2]int{1, 3} {
+		t.Fatalf("after Close the budget is %v, want [1 3]", got)
+	}
+	if _, err := NewTracker(two); !errors.Is(err, errInotifyBudget) { // 4 directories, 3 watches
+		t.Fatalf("a tracker of 4 directories with 3 watches left: %v, want errInotifyBudget", err)
+	}
+	if got := left(); got != [2]int{1, 3} {
+		t.Fatalf("a tracker that could not be made kept %v of the budget, want [1 3] back", got)
 	}
 }
