@@ -501,7 +501,8 @@ func TestClusterCheckpointRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // a1's grace: the span is the point
-	for { // the worker's ticks take turns with a1's pass
+	// The workers' ticks take turns with a1's pass.
+	for {
 		_, err := c1.GC(ctx, false, "")
 		if err == nil {
 			break
