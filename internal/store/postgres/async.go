@@ -46,7 +46,8 @@ import (
 // collection's grace (15 min; a layer being committed is younger) and
 // named by no image row any more (its image deleted meanwhile) is exposed;
 // the next durable commit of the node (its outcome) makes the hold
-// durable. A lost release leaves a hold to expire (TTL); a lost renewal
+// durable, and the node's next renewal (every TTL/4) finds fewer holds
+// than it made and holds its layers again (s3store). A lost release leaves a hold to expire (TTL); a lost renewal
 // shortens it by one renewal period. Lost events are written again: this store keeps the
 // events it wrote asynchronously (redoLog) and the outcome's transaction
 // inserts the operation's missing ones, so the log a client reads after the

@@ -58,7 +58,7 @@ func TestCommitsThatWaitForTheDisk(t *testing.T) {
 		// A layer hold (a run's chain, a layer being committed), its
 		// renewal and release: see the reasoning in async.go.
 		{"layer hold", func() error { _, err := g.Hold(ctx, []string{"l1", "l2"}); return err }, "async:layer_holds"},
-		{"hold renewal", func() error { return g.Renew(ctx) }, "async:layer_holds"},
+		{"hold renewal", func() error { _, err := g.Renew(ctx); return err }, "async:layer_holds"},
 		{"hold release", func() error { return g.Release(ctx, []string{"l1", "l2"}) }, "async:layer_holds"},
 	}
 	for _, st := range steps {

@@ -94,11 +94,12 @@ func (g *LayerGuard) Release(ctx context.Context, ids []string) error {
 	return err
 }
 
-// Renew extends this node's holds by TTL from now.
-func (g *LayerGuard) Renew(ctx context.Context) error {
-	_, err := g.pool.pool.execAsync(ctx, `UPDATE layer_holds SET expires_at = clock_timestamp() + make_interval(secs => $2) WHERE node=$1`,
+// Renew extends this node's holds by TTL from now and returns how many
+// there are.
+func (g *LayerGuard) Renew(ctx context.Context) (int, error) {
+	tag, err := g.pool.pool.execAsync(ctx, `UPDATE layer_holds SET expires_at = clock_timestamp() + make_interval(secs => $2) WHERE node=$1`,
 		g.node, g.ttl.Seconds())
-	return err
+	return int(tag.RowsAffected()), err
 }
 
 // layerFree is when collection may delete layer l's object: no image row
