@@ -34,7 +34,6 @@ func spawnHeld(t *testing.T, d *daemon, rt string) string {
 // (after the instance is gone), and the errors are clear 4xx: a plain
 // image, a bad count, a runc instance.
 func TestCheckpointEndpoints(t *testing.T) {
-	singleNode(t, "a memory checkpoint's size is counted only by the nodes holding a copy (README \"Scale-out\", limits): an API node's image and df do not count it (its restore through any API node is TestClusterCheckpointRestore)")
 	init, err := testdaemon.StaticInit()
 	if err != nil {
 		t.Fatal(err)

@@ -412,13 +412,16 @@ func TestClusterPreviews(t *testing.T) {
 // a cluster is stored in the bucket before the image is visible, so any
 // API node restores it on any worker: with the worker that made it
 // stopped, the other one fetches it and the restored instance runs its
-// process (answering a subprocess); deleting the image through the other
-// API node deletes the bucket's copy too.
+// process (answering a subprocess); its size counts on the API nodes,
+// which hold no copy (the database records it); deleting the image through
+// the other API node deletes the bucket's copy too, and the worker's copy
+// goes at that worker's next retention tick.
 func TestClusterCheckpointRestore(t *testing.T) {
 	cn := newClusterNet(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	workers := map[string]*node{"w1": cn.start("w1", RoleWorker, ""), "w2": cn.start("w2", RoleWorker, "")}
+	tick := []string{"--gc-interval", "300ms"}
+	workers := map[string]*node{"w1": cn.start("w1", RoleWorker, "", tick...), "w2": cn.start("w2", RoleWorker, "", tick...)}
 	a1 := cn.start("a1", RoleAPI, "", "--blobs-grace", "1s")
 	a2 := cn.start("a2", RoleAPI, "")
 	c1, c2 := a1.client(t, a1.token), a2.client(t, a1.token)
@@ -452,6 +455,12 @@ func TestClusterCheckpointRestore(t *testing.T) {
 	if !cn.objectExists(ctx, t, "checkpoints/"+ck.Image) {
 		t.Fatal("the checkpoint is not in the bucket")
 	}
+	if im, err := c1.Image(ctx, ck.Image); err != nil || im.CheckpointBytes != ck.CheckpointBytes {
+		t.Errorf("the image through a1: %+v %v; want checkpoint_bytes %d", im, err, ck.CheckpointBytes)
+	}
+	if df, err := c1.DiskUsage(ctx, false); err != nil || len(df.Accounts) == 0 || df.Accounts[0].CheckpointBytes != ck.CheckpointBytes {
+		t.Errorf("df through a1: %+v %v; want checkpoint_bytes %d", df, err, ck.CheckpointBytes)
+	}
 	if err := c1.Cancel(ctx, sp.UUID); err != nil {
 		t.Fatal(err)
 	}
@@ -467,8 +476,9 @@ func TestClusterCheckpointRestore(t *testing.T) {
 	t.Logf("restore on the other worker, checkpoint fetched: %v", time.Since(begin).Round(time.Millisecond))
 	op := res.Operations[0]
 	waitStatus(ctx, t, c2, op, apitypes.StatusExecuting)
-	if ran := runsOn(ctx, t, cn.dsn, op); ran == owner || workers[ran] == nil {
-		t.Errorf("the restore runs on %q, want the worker that is not %s", ran, owner)
+	ran := runsOn(ctx, t, cn.dsn, op)
+	if ran == owner || workers[ran] == nil {
+		t.Fatalf("the restore runs on %q, want the worker that is not %s", ran, owner)
 	}
 	// It goes on from the checkpoint's memory: $x is still A.
 	closed := true
@@ -491,8 +501,16 @@ func TestClusterCheckpointRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // a1's grace: the span is the point
-	if _, err := c1.GC(ctx, false, ""); err != nil {
-		t.Fatal(err)
+	// The workers' ticks take turns with a1's pass.
+	for {
+		_, err := c1.GC(ctx, false, "")
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "running on another node") {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if cn.objectExists(ctx, t, "checkpoints/"+orphan) || !cn.objectExists(ctx, t, "checkpoints/"+ck.Image) {
 		t.Errorf("after a pass: the orphan checkpoint is stored: %v, the image's: %v; want only the image's",
@@ -505,11 +523,23 @@ func TestClusterCheckpointRestore(t *testing.T) {
 			}
 		}
 	}
+	copyOnWorker := filepath.Join(workers[ran].home, "checkpoints", ck.Image)
+	if !exists(copyOnWorker) {
+		t.Fatalf("the worker that restored the checkpoint has no copy at %s", copyOnWorker)
+	}
 	if err := c2.DeleteImage(ctx, ck.Image); err != nil {
 		t.Fatal(err)
 	}
 	if cn.objectExists(ctx, t, "checkpoints/"+ck.Image) {
 		t.Error("the deleted image's checkpoint is still in the bucket")
+	}
+	if df, err := c1.DiskUsage(ctx, false); err != nil || len(df.Accounts) == 0 || df.Accounts[0].CheckpointBytes != 0 {
+		t.Errorf("df through a1 after the deletion: %+v %v; want checkpoint_bytes 0", df, err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); exists(copyOnWorker); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s kept its copy of the deleted image's checkpoint", ran)
+		}
 	}
 }
 

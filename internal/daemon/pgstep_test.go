@@ -44,8 +44,8 @@ const stepDurableCommits = 3
 // TestClusterStepSyncCommits: a chained saved step on a cluster node with
 // PostgreSQL's durable defaults makes no more commits that wait for the
 // WAL flush than its insert, claim and outcome; its start and its events
-// commit without waiting. (Layer holds of the shared bucket's collection
-// are counted apart.)
+// commit without waiting, and so do the layer holds of the shared bucket's
+// collection.
 func TestClusterStepSyncCommits(t *testing.T) {
 	testutil.RequiresRoot(t)
 	cl := pgtest.NewCluster(t)
@@ -78,6 +78,12 @@ func TestClusterStepSyncCommits(t *testing.T) {
 		}
 	}
 	t.Logf("durable commits: %v; layer holds (durable): %v; asynchronous: %v", durable, holds, async)
+	if len(holds) > 0 {
+		t.Errorf("the step's layer holds waited for the WAL flush %d times (%v), want none: they commit asynchronously", len(holds), holds)
+	}
+	if !slices.Contains(async, "layer_holds") {
+		t.Errorf("no layer hold was written with an asynchronous commit: %v", async)
+	}
 	if len(durable) > stepDurableCommits {
 		t.Errorf("a chained step made %d commits that wait for the WAL flush (%v), want at most %d: the insert, the claim and the outcome",
 			len(durable), durable, stepDurableCommits)

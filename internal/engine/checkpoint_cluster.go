@@ -46,8 +46,10 @@ func (e *Engine) sharedCheckpoints() CheckpointBlobs {
 	return e.cl.cfg.Checkpoints
 }
 
-// shareCheckpoint stores the checkpoint in dir of image in the bucket.
-func (e *Engine) shareCheckpoint(ctx context.Context, image, dir string) error {
+// shareCheckpoint stores the checkpoint in dir of account's image, of
+// size bytes, in the bucket, and records its size in the database for
+// every node to count.
+func (e *Engine) shareCheckpoint(ctx context.Context, account, image, dir string, bytes int64) error {
 	cb := e.sharedCheckpoints()
 	if cb == nil {
 		return nil
@@ -56,17 +58,95 @@ func (e *Engine) shareCheckpoint(ctx context.Context, image, dir string) error {
 	if err := cb.PutCheckpoint(ctx, image, dir); err != nil {
 		return fmt.Errorf("store the checkpoint in shared storage: %w", err)
 	}
+	if err := e.cl.store.RecordCheckpoint(ctx, image, account, bytes); err != nil {
+		e.unshareCheckpoint(ctx, image)
+		return fmt.Errorf("record the checkpoint's size: %w", err)
+	}
 	e.log.Info("checkpoint stored in shared storage", "image", image, "took", time.Since(begin).Round(time.Millisecond))
 	return nil
 }
 
-// unshareCheckpoint deletes image's checkpoint from the bucket, if any.
+// unshareCheckpoint deletes image's checkpoint from the bucket, if any,
+// and then its record (a failed deletion keeps the record: a pass deletes
+// both later).
 func (e *Engine) unshareCheckpoint(ctx context.Context, image string) {
 	if cb := e.sharedCheckpoints(); cb != nil {
-		if err := cb.DeleteCheckpoint(context.WithoutCancel(ctx), image); err != nil {
+		ctx = context.WithoutCancel(ctx)
+		if err := cb.DeleteCheckpoint(ctx, image); err != nil {
 			e.log.Warn("delete a checkpoint from shared storage", "image", image, "err", err)
+			return
+		}
+		if err := e.cl.store.ForgetCheckpoint(ctx, image); err != nil {
+			e.log.Warn("delete a checkpoint's record", "image", image, "err", err)
 		}
 	}
+}
+
+// checkpointSizes returns the checkpoint sizes of those of images that
+// have one: on a cluster sharing checkpoints, as the database records
+// them (every node counts them, holding a copy or not); otherwise this
+// node's.
+func (e *Engine) checkpointSizes(ctx context.Context, images []string) (map[string]int64, error) {
+	if e.sharedCheckpoints() != nil {
+		return e.cl.store.CheckpointSizes(ctx, images)
+	}
+	out := map[string]int64{}
+	for _, id := range images {
+		if b := e.ckpts.bytesOf(id); b > 0 {
+			out[id] = b
+		}
+	}
+	return out, nil
+}
+
+// accountCheckpointBytes is what account's checkpoints use, counted as
+// checkpointSizes counts them.
+func (e *Engine) accountCheckpointBytes(ctx context.Context, account string) (int64, error) {
+	if e.sharedCheckpoints() != nil {
+		return e.cl.store.AccountCheckpointBytes(ctx, account)
+	}
+	return e.ckpts.accountBytes(account), nil
+}
+
+// pruneLocalCheckpoints drops this node's copies of checkpoints whose
+// record is gone (their image deleted on any node, or a pass found them
+// expired) or that are older than CheckpointTTL, on a cluster sharing
+// checkpoints: there the bucket holds them, and a copy would otherwise
+// stay on this node's disk until its restart. It runs at each of this
+// node's retention ticks, whichever node's pass it is. A copy is in the
+// set only once its record is written (shareCheckpoint) or read from the
+// bucket (fetchCheckpoint), so none being made is dropped.
+func (e *Engine) pruneLocalCheckpoints(ctx context.Context) (int, error) {
+	if e.sharedCheckpoints() == nil {
+		return 0, nil
+	}
+	now, ttl := e.now(), e.cfg.CheckpointTTL
+	var ids, old []string
+	e.ckpts.mu.Lock()
+	for id, c := range e.ckpts.m {
+		if ttl > 0 && now.Sub(c.created) > ttl {
+			old = append(old, id)
+		} else {
+			ids = append(ids, id)
+		}
+	}
+	e.ckpts.mu.Unlock()
+	if len(ids) == 0 && len(old) == 0 {
+		return 0, nil
+	}
+	recorded, err := e.cl.store.CheckpointSizes(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		if _, ok := recorded[id]; !ok {
+			old = append(old, id)
+		}
+	}
+	for _, id := range old {
+		e.dropCheckpoint(id)
+	}
+	return len(old), nil
 }
 
 // fetchCheckpoint makes image's checkpoint, stored in the bucket by
@@ -179,6 +259,9 @@ func (e *Engine) sweepSharedCheckpoints(ctx context.Context, now time.Time, dry 
 		if err := cb.DeleteCheckpoint(ctx, id); err != nil {
 			return n - 1, err
 		}
+		if err := e.cl.store.ForgetCheckpoint(ctx, id); err != nil {
+			return n - 1, err
+		}
 		e.log.Info("retention: checkpoint deleted from shared storage", "image", id, "image_gone", gone, "stored", at)
 	}
 	return n, nil
@@ -187,7 +270,7 @@ func (e *Engine) sweepSharedCheckpoints(ctx context.Context, now time.Time, dry 
 // checkpointExpired fails a restore of a checkpoint older than
 // CheckpointTTL that this node still has (a cluster's pass removed the
 // bucket's copy, and another node's copy may linger until that node's
-// restart), dropping it.
+// next retention tick), dropping it.
 func (e *Engine) checkpointExpired(image string) error {
 	ttl := e.cfg.CheckpointTTL
 	if e.cl == nil || ttl <= 0 {

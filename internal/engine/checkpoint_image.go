@@ -101,7 +101,12 @@ func (e *Engine) loadCheckpoints() error {
 		}
 		e.ckpts.m[id] = &keptCheckpoint{account: sc.Account, bytes: sc.Bytes, created: sc.Created}
 	}
-	e.AddStoredBytes(e.ckpts.accountBytes)
+	e.AddStoredBytes(func(account string) int64 {
+		if e.sharedCheckpoints() != nil {
+			return 0 // storedBytes asks the database (accountCheckpointBytes)
+		}
+		return e.ckpts.accountBytes(account)
+	})
 	e.OnImageDeleted(func(_ context.Context, _, id string) { e.dropCheckpoint(id) })
 	return nil
 }
@@ -128,19 +133,6 @@ func (s *checkpointSet) accountBytes(account string) int64 {
 	return n
 }
 
-// of counts the checkpoints of the images in ids and their bytes.
-func (s *checkpointSet) of(ids map[string]bool) (n int, bytes int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, c := range s.m {
-		if ids[id] {
-			n++
-			bytes += c.bytes
-		}
-	}
-	return n, bytes
-}
-
 // bytesOf is image's checkpoint size, 0 if it has none.
 func (s *checkpointSet) bytesOf(image string) int64 {
 	s.mu.Lock()
@@ -151,12 +143,20 @@ func (s *checkpointSet) bytesOf(image string) int64 {
 	return 0
 }
 
-// withCheckpoints fills in the images' checkpoint sizes.
-func (e *Engine) withCheckpoints(ims []Image) []Image {
+// withCheckpoints fills in the images' checkpoint sizes (checkpointSizes).
+func (e *Engine) withCheckpoints(ctx context.Context, ims []Image) ([]Image, error) {
+	ids := make([]string, len(ims))
 	for i := range ims {
-		ims[i].CheckpointBytes = e.ckpts.bytesOf(ims[i].UUID)
+		ids[i] = ims[i].UUID
 	}
-	return ims
+	sizes, err := e.checkpointSizes(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ims {
+		ims[i].CheckpointBytes = sizes[ims[i].UUID]
+	}
+	return ims, nil
 }
 
 // dropCheckpoint forgets image's checkpoint and removes it, at once or,
@@ -266,7 +266,7 @@ func (e *Engine) CheckpointImage(ctx context.Context, account, op string) (Check
 	if testHookCheckpointSaved != nil {
 		testHookCheckpointSaved()
 	}
-	if err := e.shareCheckpoint(ctx, id, kept); err != nil { // a cluster's bucket
+	if err := e.shareCheckpoint(ctx, account, id, kept, size); err != nil { // a cluster's bucket
 		return CheckpointResult{}, err
 	}
 	if err := os.Rename(kept, e.checkpointDir(id)); err != nil {

@@ -139,7 +139,9 @@ func (e *Engine) DiskUsage(ctx context.Context, account string) (DiskReport, err
 				d.AttributedBytes += sizes[l]
 			}
 		}
-		d.CheckpointBytes = e.ckpts.accountBytes(name)
+		if d.CheckpointBytes, err = e.accountCheckpointBytes(ctx, name); err != nil {
+			return rep, err
+		}
 		if d.QuotaBytes, err = e.storedBytes(ctx, name); err != nil {
 			return rep, err
 		}

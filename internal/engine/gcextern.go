@@ -1,5 +1,7 @@
 package engine
 
+import "context"
+
 // Stores outside the layer store keep data per image (the export
 // registry's blobs) and drop it when the image is deleted (OnImageDeleted).
 // What they free belongs in a GC pass's report, so `arbor gc --dry-run`
@@ -18,7 +20,7 @@ func (e *Engine) AddFreedBytes(fn func(gone map[string]bool) (blobs int, bytes i
 
 // freedOutside adds to rep what the stores outside the layers free when
 // the images ids are deleted.
-func (e *Engine) freedOutside(ids []string, rep *GCReport) {
+func (e *Engine) freedOutside(ctx context.Context, ids []string, rep *GCReport) {
 	gone := make(map[string]bool, len(ids))
 	for _, u := range ids {
 		gone[u] = true
@@ -31,7 +33,12 @@ func (e *Engine) freedOutside(ids []string, rep *GCReport) {
 		rep.ExportBlobs += n
 		rep.ExportBytes += b
 	}
-	n, b := e.ckpts.of(gone)
-	rep.Checkpoints += n
-	rep.CheckpointBytes += b
+	sizes, err := e.checkpointSizes(ctx, ids)
+	if err != nil {
+		e.log.Warn("retention: count the checkpoints of expiring images", "err", err)
+	}
+	for _, b := range sizes {
+		rep.Checkpoints++
+		rep.CheckpointBytes += b
+	}
 }

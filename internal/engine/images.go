@@ -145,13 +145,23 @@ func (e *Engine) Image(ctx context.Context, account, id string) (Image, error) {
 		return Image{}, errdefs.InvalidArgument("%q is not an image UUID", id)
 	}
 	im, err := e.st.Image(ctx, account, strings.ToLower(id))
-	return e.withCheckpoints([]Image{toImage(im)})[0], err
+	if err != nil {
+		return toImage(im), err
+	}
+	ims, err := e.withCheckpoints(ctx, []Image{toImage(im)})
+	if err != nil {
+		return Image{}, err
+	}
+	return ims[0], nil
 }
 
 // ListImages lists account's images.
 func (e *Engine) ListImages(ctx context.Context, f ImageFilter) ([]Image, error) {
 	rs, err := e.st.ListImages(ctx, f.row())
-	return e.withCheckpoints(toImages(rs)), err
+	if err != nil {
+		return toImages(rs), err
+	}
+	return e.withCheckpoints(ctx, toImages(rs))
 }
 
 // ValidateTag checks a tag name (see imageref.ValidTag).

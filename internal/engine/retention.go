@@ -119,6 +119,11 @@ func (e *Engine) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 		} else if n > 0 {
 			e.log.Info("retention: removed this node's copies of expired uploads", "contents", n)
 		}
+		if n, err := e.pruneLocalCheckpoints(ctx); err != nil { // checkpoint_cluster.go
+			e.log.Warn("retention: remove this node's copies of deleted or expired checkpoints", "err", err)
+		} else if n > 0 {
+			e.log.Info("retention: removed this node's copies of deleted or expired checkpoints", "checkpoints", n)
+		}
 	}
 	if pl, ok := e.st.(store.PassLocker); ok && !opts.DryRun {
 		// Nodes sharing the metadata take turns (layers/s3store's guard
@@ -265,7 +270,7 @@ func (e *Engine) dryCollect(ctx context.Context, expire map[string]store.Image, 
 		rep.Bytes += sizes[id]
 	}
 	rep.Images = gcImages(expire)
-	e.freedOutside(slices.Collect(maps.Keys(expire)), rep)
+	e.freedOutside(ctx, slices.Collect(maps.Keys(expire)), rep)
 	return nil
 }
 
@@ -324,7 +329,7 @@ func (e *Engine) expireImages(ctx context.Context, expire map[string]store.Image
 		// What the batch frees outside the layers, counted before the
 		// hooks below remove it (earlier batches' removals are seen).
 		var freed GCReport
-		e.freedOutside(ids, &freed)
+		e.freedOutside(ctx, ids, &freed)
 		err := e.st.ExpireImages(ctx, ids)
 		e.mu.Lock()
 		for _, u := range ids {

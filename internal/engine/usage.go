@@ -282,6 +282,13 @@ func (e *Engine) storedBytes(ctx context.Context, account string) (int64, error)
 	if err != nil {
 		return 0, err
 	}
+	if e.sharedCheckpoints() != nil { // recorded in the database (checkpoint_cluster.go)
+		b, err := e.accountCheckpointBytes(ctx, account)
+		if err != nil {
+			return 0, err
+		}
+		n += b
+	}
 	e.mu.Lock()
 	fns := e.storedElsewhere
 	e.mu.Unlock()

@@ -51,6 +51,19 @@ type Cluster interface {
 	Secret(ctx context.Context) (string, error)
 	// Notify sends one notification on channel per payload, in one round trip.
 	Notify(ctx context.Context, channel string, payloads []string) error
+	// RecordCheckpoint records the size of image's memory checkpoint
+	// (account's), once it is in the shared storage, replacing an earlier
+	// record.
+	RecordCheckpoint(ctx context.Context, image, account string, bytes int64) error
+	// ForgetCheckpoint deletes image's checkpoint record (a no-op if none),
+	// with the shared storage's copy.
+	ForgetCheckpoint(ctx context.Context, image string) error
+	// CheckpointSizes returns the recorded checkpoint sizes of those of
+	// images that have one.
+	CheckpointSizes(ctx context.Context, images []string) (map[string]int64, error)
+	// AccountCheckpointBytes sums the recorded checkpoints of account's
+	// live images (one deleted, or not committed yet, counts nothing).
+	AccountCheckpointBytes(ctx context.Context, account string) (int64, error)
 	// Listen calls fn for each notification on channels, from one
 	// connection of its own, until ctx ends or the connection fails (its
 	// error). ready is called once it listens.

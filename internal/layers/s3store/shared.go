@@ -40,7 +40,8 @@ import (
 // Guard coordinates the collection of a shared bucket; postgres.LayerGuard
 // implements it. Its methods are safe for concurrent use.
 type Guard interface {
-	// Hold records, durably before it returns, that this node holds ids;
+	// Hold records that this node holds ids, seen by every collection
+	// once it returns (a crash of the database may lose it: Renew tells);
 	// no collection on any node deletes them until Release or until the
 	// hold expires (TTL after the last Hold or Renew). It returns those of
 	// ids that no image row names: a collection may have deleted them
@@ -49,8 +50,9 @@ type Guard interface {
 	Hold(ctx context.Context, ids []string) (unnamed []string, err error)
 	// Release ends this node's holds on ids.
 	Release(ctx context.Context, ids []string) error
-	// Renew extends every hold of this node by TTL.
-	Renew(ctx context.Context) error
+	// Renew extends every hold of this node by TTL and returns how many
+	// there are: fewer than the node made means the database lost some.
+	Renew(ctx context.Context) (int, error)
 	// TTL is how long a hold lasts without renewal.
 	TTL() time.Duration
 	// Collect deletes, through del, those of ids that no image row names
@@ -178,16 +180,24 @@ func (s *Store) syncHolds(ctx context.Context, renew bool) error {
 			delete(sh.held, id)
 		}
 	}
+	lost := false
 	if renew {
-		if err := sh.guard.Renew(ctx); err != nil {
+		n, err := sh.guard.Renew(ctx)
+		if err != nil {
 			return fmt.Errorf("layer storage %s: renew layer holds: %w", s.url, err)
 		}
 		sh.lastRenew = time.Now()
+		// Holds commit asynchronously: a crash of the database can lose
+		// the last ones. Held again, and checked, at the next sync.
+		if lost = n < len(sh.held); lost {
+			s.log.Warn("layer holds: the database lost some of this node's holds; holding them again", "held", len(sh.held), "found", n)
+		}
 	}
 	if sh.lapsed { // everything pinned was held again (and checked) just now
 		sh.lapsed = false
 		sh.lastRenew = time.Now()
 	}
+	sh.lapsed = sh.lapsed || lost
 	return nil
 }
 

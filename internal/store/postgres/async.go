@@ -26,8 +26,9 @@ import (
 //     (the client is told), and everything else as before;
 //   - asynchronous (synchronous_commit off for that transaction): a run's
 //     start (ASSIGNED → EXECUTING), its events before the outcome,
-//     heartbeats, notifications. A claim that finds no work is rolled back
-//     (it only locked the worker's row).
+//     heartbeats, notifications, layer holds (LayerGuard's Hold, Renew and
+//     Release). A claim that finds no work is rolled back (it only locked
+//     the worker's row).
 //
 // Losing an asynchronous write is harmless. PostgreSQL writes WAL in order,
 // so a durable commit also makes every commit before it durable: the
@@ -38,7 +39,16 @@ import (
 // A lost heartbeat shortens a lease by at most a third, after which the
 // fences refuse the worker's writes as for any expired lease. A lost
 // notification is one that nobody was connected to receive (listeners
-// reconnect and poll). Lost events are written again: this store keeps the
+// reconnect and poll). A hold is seen by a collection batch as soon as it
+// commits (an asynchronous commit is visible at once; the holds lock orders
+// the two either way), so only a PostgreSQL crash within the WAL writer's
+// delay (~0.6 s) can lose one, and then only a layer both older than the
+// collection's grace (15 min; a layer being committed is younger) and
+// named by no image row any more (its image deleted meanwhile) is exposed;
+// the next durable commit of the node (its outcome) makes the hold
+// durable, and the node's next renewal (every TTL/4) finds fewer holds
+// than it made and holds its layers again (s3store). A lost release leaves a hold to expire (TTL); a lost renewal
+// shortens it by one renewal period. Lost events are written again: this store keeps the
 // events it wrote asynchronously (redoLog) and the outcome's transaction
 // inserts the operation's missing ones, so the log a client reads after the
 // outcome is whole.

@@ -14,7 +14,7 @@ import (
 
 // TestCommitsThatWaitForTheDisk: on a server with the durable defaults, a
 // run's insert, claim and outcome commit waiting for the WAL flush; its
-// start, its events and heartbeats do not, and a claim that finds nothing
+// start, its events, heartbeats and layer holds do not, and a claim that finds nothing
 // commits nothing. (The probe sees transactions that write rows, so not a
 // NOTIFY alone.)
 func TestCommitsThatWaitForTheDisk(t *testing.T) {
@@ -23,6 +23,7 @@ func TestCommitsThatWaitForTheDisk(t *testing.T) {
 	s := openDSN(t, cl.DSN())
 	q := NewQueue(s, store.QueueConfig{})
 	register(t, q, "w", 2)
+	g := s.LayerGuard("n", 0, nil)
 	pgtest.InstallCommitProbe(t, cl.DSN())
 	type step struct {
 		what string
@@ -54,6 +55,11 @@ func TestCommitsThatWaitForTheDisk(t *testing.T) {
 			out.Completion = store.Event{ID: 1, TS: time.Now(), Type: "completion", Data: "{}"}
 			return q.Complete(ctx, l, out)
 		}, "sync:events+operations"},
+		// A layer hold (a run's chain, a layer being committed), its
+		// renewal and release: see the reasoning in async.go.
+		{"layer hold", func() error { _, err := g.Hold(ctx, []string{"l1", "l2"}); return err }, "async:layer_holds"},
+		{"hold renewal", func() error { _, err := g.Renew(ctx); return err }, "async:layer_holds"},
+		{"hold release", func() error { return g.Release(ctx, []string{"l1", "l2"}) }, "async:layer_holds"},
 	}
 	for _, st := range steps {
 		x0 := currentXid(t, s)

@@ -65,9 +65,10 @@ func (g *LayerGuard) Node() string { return g.node }
 func (g *LayerGuard) TTL() time.Duration { return g.ttl }
 
 // Hold holds ids for this node until Release or TTL after the last
-// renewal, and returns those of ids no image row names.
+// renewal, and returns those of ids no image row names. Holds, their
+// renewals and releases commit asynchronously (see async.go).
 func (g *LayerGuard) Hold(ctx context.Context, ids []string) (unnamed []string, err error) {
-	err = inTx(ctx, g.pool.pool, func(tx pgx.Tx) error {
+	err = inAsyncTx(ctx, g.pool.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1, 0)`, lockLayerHolds); err != nil {
 			return err
 		}
@@ -89,15 +90,16 @@ func (g *LayerGuard) Hold(ctx context.Context, ids []string) (unnamed []string, 
 
 // Release ends this node's holds on ids.
 func (g *LayerGuard) Release(ctx context.Context, ids []string) error {
-	_, err := g.pool.pool.Exec(ctx, `DELETE FROM layer_holds WHERE node=$1 AND layer = ANY($2)`, g.node, ids)
+	_, err := g.pool.pool.execAsync(ctx, `DELETE FROM layer_holds WHERE node=$1 AND layer = ANY($2)`, g.node, ids)
 	return err
 }
 
-// Renew extends this node's holds by TTL from now.
-func (g *LayerGuard) Renew(ctx context.Context) error {
-	_, err := g.pool.pool.Exec(ctx, `UPDATE layer_holds SET expires_at = clock_timestamp() + make_interval(secs => $2) WHERE node=$1`,
+// Renew extends this node's holds by TTL from now and returns how many
+// there are.
+func (g *LayerGuard) Renew(ctx context.Context) (int, error) {
+	tag, err := g.pool.pool.execAsync(ctx, `UPDATE layer_holds SET expires_at = clock_timestamp() + make_interval(secs => $2) WHERE node=$1`,
 		g.node, g.ttl.Seconds())
-	return err
+	return int(tag.RowsAffected()), err
 }
 
 // layerFree is when collection may delete layer l's object: no image row

@@ -197,6 +197,45 @@ func TestSharedGCHoldOfDeadNodeExpires(t *testing.T) {
 	}
 }
 
+// TestSharedGCLostHoldsHeldAgain: holds commit asynchronously, so a crash
+// of the database can lose them (deleted here, as the crash would): the
+// node's next renewal finds fewer than it made and holds its pins again.
+func TestSharedGCLostHoldsHeldAgain(t *testing.T) {
+	srv, dsn, bucket := sharedSetup(t)
+	url := "s3://" + bucket
+	a := newGCNode(t, srv, dsn, url, time.Minute, 0)
+	b := newGCNode(t, srv, dsn, url, 400*time.Millisecond, 0)
+	ctx := context.Background()
+	a.put(t, "l")
+	if _, _, err := b.snap.View(ctx, []string{"l"}); err != nil { // never released
+		t.Fatal(err)
+	}
+	holds := func() int {
+		t.Helper()
+		var n int
+		if err := a.db.pool.QueryRow(ctx, `SELECT count(*) FROM layer_holds WHERE layer='l'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if holds() != 1 {
+		t.Fatal("the view holds nothing")
+	}
+	if _, err := a.db.pool.Exec(ctx, `DELETE FROM layer_holds WHERE layer='l'`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for holds() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the node never held its pinned layer again")
+		}
+		time.Sleep(50 * time.Millisecond) // its renewals run every 100 ms
+	}
+	if got := a.collect(t); len(got) != 0 {
+		t.Errorf("collection removed %q, held again by a live node", got)
+	}
+}
+
 // TestSharedGCGrace: an object younger than the grace period stays even
 // though nothing names or holds it.
 func TestSharedGCGrace(t *testing.T) {
