@@ -27,6 +27,8 @@ import (
 // memory mapping reports nothing by itself; its file was opened for
 // writing, which reports when the last reference to it (the mapping's
 // included) is gone, as it is once the step's processes are: IN_CLOSE_WRITE.
+// Unless another process still holds the file open, as gVisor's sentry
+// does every file it caches: the caller names such files (Changed).
 // (TestTrackerSeesEveryChange proves each of these on the kernel it runs on.)
 //
 // What a Tracker cannot vouch for it does not guess: when the kernel's
@@ -205,6 +207,18 @@ func joinRel(dir, name string) string {
 func (t *Tracker) lose(err error) {
 	if t.lost == nil {
 		t.lost = err
+	}
+}
+
+// Changed names entries of upper (paths relative to it) that may have
+// changed without an event, as a file written through a shared mapping
+// while another process holds it open for writing does: the next Diff
+// visits them as if an event had named them.
+func (t *Tracker) Changed(rels ...string) {
+	for _, rel := range rels {
+		if rel = filepath.Clean(rel); rel != "." && filepath.IsLocal(rel) {
+			t.dirty[filepath.ToSlash(rel)] = true
+		}
 	}
 }
 
