@@ -334,3 +334,34 @@ func TestTrackerInotifyBudget(t *testing.T) {
 		t.Fatalf("a tracker that could not be made kept %v of the budget, want [1 3] back", got)
 	}
 }
+
+// TestTrackerChanged writes a file through a shared mapping while another
+// descriptor holds it open for writing, as gVisor's sentry holds the files
+// it caches: no event reports the write, and the diff has it only because
+// the file is named to Changed.
+func TestTrackerChanged(t *testing.T) {
+	dir, _, upper, merged, tr := trackedOverlay(t, "")
+	sh(t, merged, "echo held > held && echo other > other")
+	_, m, _ := trackedStep(t, dir, upper, tr, nil)
+	f, err := os.OpenFile(filepath.Join(merged, "held"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close() // after the diff, as the sentry closes it
+	for i, b := range []byte("HE") {
+		mem, err := unix.Mmap(int(f.Fd()), 0, 2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem[i] = b
+		if err := unix.Munmap(mem); err != nil {
+			t.Fatal(err)
+		}
+		tr.Changed("held", "../outside", "/abs")
+		var layer string
+		layer, m, _ = trackedStep(t, dir, upper, tr, m)
+		if got, err := os.ReadFile(filepath.Join(layer, "held")); string(got) != "HEld\n"[:i+1]+"held\n"[i+1:] {
+			t.Errorf("step %d: layer's held = %q (%v)", i+1, got, err)
+		}
+	}
+}
