@@ -3,7 +3,8 @@ package engine
 import "testing"
 
 // TestMappedWriteTwice chains runs that each write one file through a
-// shared mapping, and nothing else: each run's image must hold its write.
+// shared mapping (with msync or without), and nothing else: each run's
+// image must hold its write.
 // Cold runs, pre-booted sandboxes and continued ones (a step's layer is
 // the tracked diff of the sandbox's upper dir, and under runsc the sentry
 // still holds the file open for writing after the step: no inotify event
@@ -20,7 +21,7 @@ func TestMappedWriteTwice(t *testing.T) {
 				for i, s := range []string{
 					"mkdir /w; echo 0123456789 > /w/m",
 					"/probe mmapwrite /w/m AAA",
-					"/probe mmapwrite /w/m BB",
+					"/probe mmapwrite /w/m BB msync",
 					"/probe mmapwrite /w/m C",
 				} {
 					o, m := run(t, e, im, s, probe(t, e))
