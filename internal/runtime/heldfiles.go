@@ -77,18 +77,28 @@ type heldFD struct {
 }
 
 // appendHeld appends pid's descriptors that name a path (not a pipe,
-// socket or anonymous inode, nor a file since removed).
+// socket or anonymous inode, nor a file since removed). Each is read
+// relative to the open fd directory: resolving /proc/PID/fd anew for each
+// would cost as much again.
 func appendHeld(held []heldFD, pid int) []heldFD {
 	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
-	ents, err := os.ReadDir(dir)
+	d, err := os.Open(dir)
 	if err != nil {
 		return held // gone: it holds nothing
 	}
-	for _, e := range ents {
-		link := filepath.Join(dir, e.Name())
-		p, err := os.Readlink(link)
-		if err == nil && strings.HasPrefix(p, "/") && !strings.HasSuffix(p, " (deleted)") {
-			held = append(held, heldFD{link: link, path: p})
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return held
+	}
+	buf := make([]byte, unix.PathMax)
+	for _, name := range names {
+		n, err := unix.Readlinkat(int(d.Fd()), name, buf)
+		if err != nil || n == 0 || n == len(buf) || buf[0] != '/' {
+			continue
+		}
+		if p := string(buf[:n]); !strings.HasSuffix(p, " (deleted)") {
+			held = append(held, heldFD{link: filepath.Join(dir, name), path: p})
 		}
 	}
 	return held
