@@ -368,8 +368,10 @@ func (t *Tracker) diff(prev Manifest, dst string, undo map[string]*entryState) (
 		}
 		s := stateOf(&st)
 		isDir, wasDir := s.mode&unix.S_IFMT == unix.S_IFDIR, had && old.mode&unix.S_IFMT == unix.S_IFDIR
-		if s.mode&unix.S_IFMT == unix.S_IFREG && s.links > 1 {
-			return nil, 0, errWalk // its other names changed too, unreported
+		if s.mode&unix.S_IFMT == unix.S_IFREG && s.links > 1 && !(had && s.same(old)) {
+			// Its other names changed too, unreported. (Unchanged, as a
+			// file the sandbox merely holds open is, so are they.)
+			return nil, 0, errWalk
 		}
 		_, watched := t.wdOf[rel]
 		replaced := wasDir && (!isDir || old.ino != s.ino || !watched)

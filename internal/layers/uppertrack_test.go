@@ -365,3 +365,36 @@ func TestTrackerChanged(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackerChangedLinked names an unchanged file with two names to
+// Changed, as a file the sandbox holds open after an earlier step is
+// named at every step: the diff must not walk the upper dir for it (its
+// other name cannot have changed if its inode did not), and must when it
+// changed.
+func TestTrackerChangedLinked(t *testing.T) {
+	dir, _, upper, merged, tr := trackedOverlay(t, "")
+	sh(t, merged, "mkdir d && for i in $(seq 20); do echo $i > d/f$i; done && echo a > a && ln a d/b")
+	_, m, _ := trackedStep(t, dir, upper, tr, nil)
+	tr.Changed("a")
+	if _, m, _ = trackedStep(t, dir, upper, tr, m); tr.visits > 1 {
+		t.Errorf("an unchanged linked file named to Changed made the diff visit %d entries", tr.visits)
+	}
+	f, err := os.OpenFile(filepath.Join(merged, "a"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, 1, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem[0] = 'A'
+	if err := unix.Munmap(mem); err != nil {
+		t.Fatal(err)
+	}
+	tr.Changed("a")
+	layer, _, _ := trackedStep(t, dir, upper, tr, m)
+	if got, err := os.ReadFile(filepath.Join(layer, "d", "b")); string(got) != "A\n" {
+		t.Errorf("the other name in the layer: %q (%v)", got, err)
+	}
+}
