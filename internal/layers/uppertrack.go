@@ -33,8 +33,8 @@ import (
 //
 // What a Tracker cannot vouch for it does not guess: when the kernel's
 // event queue overflowed, a watch could not be added, or a visited file
-// has several names (the other names' changes report to no directory), the
-// diff walks the whole upper directory as DiffUpper does.
+// has several names and changed (the other names' changes report to no
+// directory), the diff walks the whole upper directory as DiffUpper does.
 
 // trackMask is what a Tracker watches on each directory (events of the
 // directory itself and of its entries).
