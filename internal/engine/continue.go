@@ -79,7 +79,7 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 	ch := make(chan diffed, 1)
 	go func() {
 		var d diffed
-		d.dir, d.now, d.n, d.err = e.stepLayer(wb)
+		d.dir, d.now, d.n, d.err = e.stepLayer(p.rt, wb)
 		ch <- d
 	}()
 	ferr := wb.agent.Continue(continueWait)
@@ -155,7 +155,7 @@ func (e *Engine) fits(ctx context.Context, p *runPlan, wb *warmBox) bool {
 // upper directory since its last commit) into a fresh staging directory.
 // It returns the directory, upper's manifest now and the number of entries
 // in the layer.
-func (e *Engine) stepLayer(wb *warmBox) (string, layers.Manifest, int, error) {
+func (e *Engine) stepLayer(rt runtime.Runtime, wb *warmBox) (string, layers.Manifest, int, error) {
 	dir, err := os.MkdirTemp(e.layersTmp(), "step-*")
 	if err != nil {
 		return "", nil, 0, err
@@ -163,6 +163,16 @@ func (e *Engine) stepLayer(wb *warmBox) (string, layers.Manifest, int, error) {
 	var now layers.Manifest
 	var n int
 	if wb.track != nil {
+		// Files the sandbox still holds open for writing (runsc) may have
+		// been written through a mapping, which reports no event.
+		if h, ok := rt.(runtime.WriteHolder); ok {
+			held, herr := h.HeldForWrite(wb.cid, wb.merged)
+			if herr != nil {
+				os.RemoveAll(dir)
+				return "", nil, 0, herr
+			}
+			wb.track.Changed(held...)
+		}
 		now, n, err = wb.track.Diff(wb.committed, dir)
 	} else {
 		now, n, err = layers.DiffUpper(wb.upper, wb.committed, dir)

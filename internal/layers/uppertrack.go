@@ -27,12 +27,14 @@ import (
 // memory mapping reports nothing by itself; its file was opened for
 // writing, which reports when the last reference to it (the mapping's
 // included) is gone, as it is once the step's processes are: IN_CLOSE_WRITE.
+// Unless another process still holds the file open, as gVisor's sentry
+// does every file it caches: the caller names such files (Changed).
 // (TestTrackerSeesEveryChange proves each of these on the kernel it runs on.)
 //
 // What a Tracker cannot vouch for it does not guess: when the kernel's
 // event queue overflowed, a watch could not be added, or a visited file
-// has several names (the other names' changes report to no directory), the
-// diff walks the whole upper directory as DiffUpper does.
+// has several names and changed (the other names' changes report to no
+// directory), the diff walks the whole upper directory as DiffUpper does.
 
 // trackMask is what a Tracker watches on each directory (events of the
 // directory itself and of its entries).
@@ -208,6 +210,18 @@ func (t *Tracker) lose(err error) {
 	}
 }
 
+// Changed names entries of upper (paths relative to it) that may have
+// changed without an event, as a file written through a shared mapping
+// while another process holds it open for writing does: the next Diff
+// visits them as if an event had named them.
+func (t *Tracker) Changed(rels ...string) {
+	for _, rel := range rels {
+		if rel = filepath.Clean(rel); rel != "." && filepath.IsLocal(rel) {
+			t.dirty[filepath.ToSlash(rel)] = true
+		}
+	}
+}
+
 // errWalk makes Diff walk the whole upper directory after all.
 var errWalk = errors.New("walk the whole upper directory")
 
@@ -354,8 +368,10 @@ func (t *Tracker) diff(prev Manifest, dst string, undo map[string]*entryState) (
 		}
 		s := stateOf(&st)
 		isDir, wasDir := s.mode&unix.S_IFMT == unix.S_IFDIR, had && old.mode&unix.S_IFMT == unix.S_IFDIR
-		if s.mode&unix.S_IFMT == unix.S_IFREG && s.links > 1 {
-			return nil, 0, errWalk // its other names changed too, unreported
+		if s.mode&unix.S_IFMT == unix.S_IFREG && s.links > 1 && !(had && s.same(old)) {
+			// Its other names changed too, unreported. (Unchanged, as a
+			// file the sandbox merely holds open is, so are they.)
+			return nil, 0, errWalk
 		}
 		_, watched := t.wdOf[rel]
 		replaced := wasDir && (!isDir || old.ino != s.ino || !watched)

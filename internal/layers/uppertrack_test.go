@@ -334,3 +334,67 @@ func TestTrackerInotifyBudget(t *testing.T) {
 		t.Fatalf("a tracker that could not be made kept %v of the budget, want [1 3] back", got)
 	}
 }
+
+// TestTrackerChanged writes a file through a shared mapping while another
+// descriptor holds it open for writing, as gVisor's sentry holds the files
+// it caches: no event reports the write, and the diff has it only because
+// the file is named to Changed.
+func TestTrackerChanged(t *testing.T) {
+	dir, _, upper, merged, tr := trackedOverlay(t, "")
+	sh(t, merged, "echo held > held && echo other > other")
+	_, m, _ := trackedStep(t, dir, upper, tr, nil)
+	f, err := os.OpenFile(filepath.Join(merged, "held"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close() // after the diff, as the sentry closes it
+	for i, b := range []byte("HE") {
+		mem, err := unix.Mmap(int(f.Fd()), 0, 2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem[i] = b
+		if err := unix.Munmap(mem); err != nil {
+			t.Fatal(err)
+		}
+		tr.Changed("held", "../outside", "/abs")
+		var layer string
+		layer, m, _ = trackedStep(t, dir, upper, tr, m)
+		if got, err := os.ReadFile(filepath.Join(layer, "held")); string(got) != "HEld\n"[:i+1]+"held\n"[i+1:] {
+			t.Errorf("step %d: layer's held = %q (%v)", i+1, got, err)
+		}
+	}
+}
+
+// TestTrackerChangedLinked names an unchanged file with two names to
+// Changed, as a file the sandbox holds open after an earlier step is
+// named at every step: the diff must not walk the upper dir for it (its
+// other name cannot have changed if its inode did not), and must when it
+// changed.
+func TestTrackerChangedLinked(t *testing.T) {
+	dir, _, upper, merged, tr := trackedOverlay(t, "")
+	sh(t, merged, "mkdir d && for i in $(seq 20); do echo $i > d/f$i; done && echo a > a && ln a d/b")
+	_, m, _ := trackedStep(t, dir, upper, tr, nil)
+	tr.Changed("a")
+	if _, m, _ = trackedStep(t, dir, upper, tr, m); tr.visits > 1 {
+		t.Errorf("an unchanged linked file named to Changed made the diff visit %d entries", tr.visits)
+	}
+	f, err := os.OpenFile(filepath.Join(merged, "a"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, 1, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem[0] = 'A'
+	if err := unix.Munmap(mem); err != nil {
+		t.Fatal(err)
+	}
+	tr.Changed("a")
+	layer, _, _ := trackedStep(t, dir, upper, tr, m)
+	if got, err := os.ReadFile(filepath.Join(layer, "d", "b")); string(got) != "A\n" {
+		t.Errorf("the other name in the layer: %q (%v)", got, err)
+	}
+}

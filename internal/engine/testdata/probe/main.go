@@ -54,8 +54,8 @@ func main() {
 		err = http.ListenAndServe(os.Args[2], http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("hi\n")) }))
 	case "udpfrom": // udpfrom SRC DST PORT PAYLOAD: one datagram, from any source address
 		err = udpFrom(os.Args[2], os.Args[3], os.Args[4], os.Args[5])
-	case "mmapwrite": // mmapwrite PATH TEXT: write TEXT at PATH's start through a shared mapping whose descriptor is closed first, then msync
-		err = mmapWrite(os.Args[2], os.Args[3])
+	case "mmapwrite": // mmapwrite PATH TEXT [msync]: write TEXT at PATH's start through a shared mapping whose descriptor is closed first, msync if asked
+		err = mmapWrite(os.Args[2], os.Args[3], len(os.Args) > 4 && os.Args[4] == "msync")
 	case "ipccount": // print how many System V IPC objects exist
 		n, err := ipcCount()
 		if err == nil {
@@ -74,10 +74,10 @@ func main() {
 
 // mmapWrite writes text over the start of the file at path through a
 // shared mapping, closing the file first: no write call, no close after
-// the write. The msync is for gVisor, which (with the flags arbor runs it
-// with) keeps such a write in its own page cache and, left to the
-// process's exit to unmap, has been seen to lose it in cold runs too.
-func mmapWrite(path, text string) error {
+// the write, and no unmap (left to the exit) nor msync unless sync.
+// Neither is needed for the write to reach the host's file, under runsc
+// too: gVisor maps the host file itself.
+func mmapWrite(path, text string, sync bool) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -88,5 +88,8 @@ func mmapWrite(path, text string) error {
 		return err
 	}
 	copy(mem, text)
+	if !sync {
+		return nil
+	}
 	return unix.Msync(mem, unix.MS_SYNC)
 }
