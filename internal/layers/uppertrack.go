@@ -102,12 +102,19 @@ func (t *Tracker) watch(rel string) error {
 	return nil
 }
 
-// drop forgets watch wd.
+// drop forgets watch wd, which the kernel has removed (IN_IGNORED, or
+// after InotifyRmWatch), and gives it back to the budget.
 func (t *Tracker) drop(wd int32) {
-	if rel, ok := t.dirs[wd]; ok && t.wdOf[rel] == wd {
+	rel, ok := t.dirs[wd]
+	if !ok {
+		return
+	}
+	if t.wdOf[rel] == wd {
 		delete(t.wdOf, rel)
 	}
 	delete(t.dirs, wd)
+	t.held--
+	giveInotify(0, 1)
 }
 
 // maxWatches bounds the watches of one Tracker: they come out of the

@@ -333,6 +333,26 @@ func TestTrackerInotifyBudget(t *testing.T) {
 	if got := left(); got != [2]int{1, 3} {
 		t.Fatalf("a tracker that could not be made kept %v of the budget, want [1 3] back", got)
 	}
+	// A watch the kernel removes with its directory goes back at once, so
+	// a sandbox making and removing directories does not drain the budget.
+	if err := os.Mkdir(filepath.Join(one, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewTracker(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := left(); got != [2]int{0, 1} {
+		t.Fatalf("a tracker of two directories left %v, want [0 1]", got)
+	}
+	if err := os.Remove(filepath.Join(one, "d")); err != nil {
+		t.Fatal(err)
+	}
+	c.drain()
+	if got := left(); got != [2]int{0, 2} {
+		t.Fatalf("after its directory was removed the budget is %v, want the watch back: [0 2]", got)
+	}
 }
 
 // TestTrackerChanged writes a file through a shared mapping while another
