@@ -54,11 +54,18 @@ func (o *OCI) HeldForWrite(id, rootfs string) ([]string, error) {
 		held := appendHeld(nil, pid)
 		// Each path is the one in the process's own mount namespace,
 		// where runsc mounted rootfs somewhere of its choosing: find where.
-		prefix, found := "", false
+		prefix, found, onRoot := "", false, false
 		for _, h := range held {
-			if prefix, found = mountPrefix(h, rootfs, root.Dev); found {
+			var on bool
+			if prefix, on, found = mountPrefix(h, rootfs, root.Dev); found {
 				break
 			}
+			onRoot = onRoot || on
+		}
+		if onRoot && !found {
+			// Files of rootfs are held but none names where: a mapped write
+			// to them would go unseen. The caller commits by other means.
+			return nil, fmt.Errorf("sandbox %s: process %d holds files of %s under a path not found there", id, pid, rootfs)
 		}
 		for _, h := range held {
 			rel, ok := strings.CutPrefix(h.path, prefix)
@@ -106,12 +113,12 @@ func appendHeld(held []heldFD, pid int) []heldFD {
 
 // mountPrefix reports the prefix of h's path under which rootfs is
 // mounted in the process's namespace, if h is a regular file of rootfs's
-// filesystem (dev): the longest suffix of the path that names the same
-// inode under rootfs gives it.
-func mountPrefix(h heldFD, rootfs string, dev uint64) (string, bool) {
+// filesystem (dev; onRoot): the longest suffix of the path that names the
+// same inode under rootfs gives it.
+func mountPrefix(h heldFD, rootfs string, dev uint64) (prefix string, onRoot, found bool) {
 	var st unix.Stat_t
 	if unix.Stat(h.link, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Dev != dev {
-		return "", false
+		return "", false, false
 	}
 	for i := 0; i < len(h.path); i++ {
 		if h.path[i] != '/' {
@@ -119,8 +126,8 @@ func mountPrefix(h heldFD, rootfs string, dev uint64) (string, bool) {
 		}
 		var at unix.Stat_t
 		if unix.Lstat(filepath.Join(rootfs, h.path[i+1:]), &at) == nil && at.Dev == st.Dev && at.Ino == st.Ino {
-			return h.path[:i+1], true
+			return h.path[:i+1], true, true
 		}
 	}
-	return "", false
+	return "", true, false
 }
