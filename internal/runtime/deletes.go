@@ -46,6 +46,8 @@ func (q *deleteQueue) closingCh() chan struct{} {
 // close makes the deleter delete what is queued at once, and from then on.
 func (q *deleteQueue) close() {
 	ch := q.closingCh()
+	q.mu.Lock() // two Closes at once must not both close ch
+	defer q.mu.Unlock()
 	select {
 	case <-ch:
 	default:
