@@ -217,13 +217,21 @@ func (c *clusterHTTP) forward(h http.Handler) http.Handler {
 	})
 }
 
+// maxForwardBody bounds a body proxyAny keeps to retry it on another node
+// (restore requests: a few hundred bytes of JSON).
+const maxForwardBody = 1 << 20
+
 // proxyAny sends r to the first of the nodes at addrs that takes the
 // connection: a worker that died within its lease refuses it, and the
 // request (its body kept) goes to the next.
 func (c *clusterHTTP) proxyAny(w http.ResponseWriter, r *http.Request, addrs []string) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBody+1))
 	if err != nil {
 		http.Error(w, fmt.Sprintf("read the request: %v", err), http.StatusBadRequest)
+		return
+	}
+	if len(body) > maxForwardBody { // never forward a cut body
+		http.Error(w, fmt.Sprintf("request body over %d bytes: send a smaller one", maxForwardBody), http.StatusRequestEntityTooLarge)
 		return
 	}
 	for i, addr := range addrs {

@@ -669,7 +669,9 @@ func (e *Engine) PreviewPlacement(ctx context.Context, op string) (string, error
 	if e.cl == nil || !IsUUID(op) {
 		return "", nil
 	}
-	addr, err := e.placement(ctx, strings.ToLower(op))
+	// Without waiting for a claim: a preview request carries no login yet,
+	// and a queued run has no ports to show.
+	addr, err := e.placementOf(ctx, strings.ToLower(op), false)
 	if errdefs.IsNotFound(err) {
 		return "", nil
 	}
@@ -677,6 +679,12 @@ func (e *Engine) PreviewPlacement(ctx context.Context, op string) (string, error
 }
 
 func (e *Engine) placement(ctx context.Context, op string) (string, error) {
+	return e.placementOf(ctx, op, true)
+}
+
+// placementOf is the address of the node that runs op ("": this one or
+// none); with wait, a queued op's is that of the worker that claims it.
+func (e *Engine) placementOf(ctx context.Context, op string, wait bool) (string, error) {
 	e.mu.Lock()
 	_, here := e.active[op]
 	e.mu.Unlock()
@@ -684,7 +692,7 @@ func (e *Engine) placement(ctx context.Context, op string) (string, error) {
 		return "", nil
 	}
 	p, err := e.cl.store.Placement(ctx, op)
-	if err == nil {
+	if err == nil && wait {
 		p, err = e.cl.awaitClaim(ctx, op, p) // queued: the worker that claims it answers
 	}
 	owner := p.Worker
