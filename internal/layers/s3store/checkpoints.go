@@ -2,8 +2,7 @@ package s3store
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/arborsh/arbor/internal/archive"
 	"github.com/arborsh/arbor/internal/errdefs"
@@ -72,43 +70,18 @@ func (s *Store) PutCheckpoint(ctx context.Context, image, dir string) error {
 // the staging filesystem), checking its digest; NotFound if the bucket has
 // none. Nothing is left at dst on failure.
 func (s *Store) GetCheckpoint(ctx context.Context, image, dst string) error {
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.checkpointKey(image))})
-	if httpStatus(err) == http.StatusNotFound {
+	// A checkpoint is runsc's image files: regular files, never devices.
+	opts := archive.Options{DropDevices: true}
+	tmp, _, err := s.getTar(ctx, s.checkpointKey(image), "the checkpoint of image "+image,
+		"spawn a fresh instance from the image instead", opts, nil)
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return errdefs.NotFound("image %s has no memory checkpoint in %s", image, s.url)
 	}
-	if err != nil {
-		return s.s3Error(err, "fetch the checkpoint of image "+image, "retry when S3 is back")
-	}
-	defer out.Body.Close()
-	tmp, err := os.MkdirTemp(s.staging, "checkpoint-*")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp) // after the rename, a no-op
-	h := sha256.New()
-	body := io.TeeReader(out.Body, h)
-	zr := decoders.Get().(*zstd.Decoder)
-	defer decoders.Put(zr)
-	if err := zr.Reset(body); err != nil {
-		return err
-	}
-	_, err = archive.ApplyTar(ctx, zr, tmp, archive.Options{})
-	if err == nil {
-		_, err = io.Copy(io.Discard, zr) // the tar reader stops at its trailer
-	}
-	_ = zr.Reset(nil)
-	_, derr := io.Copy(io.Discard, body)
-	if derr != nil {
-		return s.s3Error(derr, "fetch the checkpoint of image "+image, "retry when S3 is back")
-	}
-	if got, want := hex.EncodeToString(h.Sum(nil)), out.Metadata[metaDigest]; got != want {
-		return fmt.Errorf("the checkpoint of image %s in %s is corrupt: its sha256 is %s, its metadata says %q; spawn a fresh instance from the image instead",
-			image, s.url, got, want)
-	}
-	if err != nil {
-		return fmt.Errorf("unpack the checkpoint of image %s: %w", image, err)
-	}
-	if err := syncfs(tmp); err != nil {
+	if err := os.Chmod(tmp, 0o700); err != nil { // a sandbox's memory: root's only
 		return err
 	}
 	return os.Rename(tmp, dst)

@@ -559,33 +559,63 @@ func (s *Store) lookup(id string) (string, bool) {
 // fetch downloads layer id, unpacks it into staging, checks its digest and
 // admits it into the cache.
 func (s *Store) fetch(ctx context.Context, id string) (string, error) {
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
-	if st := httpStatus(err); st == http.StatusNotFound {
+	tmp, n, err := s.getTar(ctx, s.key(id), "layer "+id, "nothing was cached: restore the object or delete the images made of it",
+		archive.Options{ConvertWhiteouts: true}, &s.fetches)
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return "", fmt.Errorf("layer %s: %w", id, errdefs.ErrNotFound)
 	}
 	if err != nil {
-		return "", s.s3Error(err, "fetch layer "+id, "retry when S3 is back")
+		return "", err
+	}
+	defer os.RemoveAll(tmp) // after the admission, a no-op
+	if err := s.admit(id, tmp, n); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.cacheDir, id), nil
+}
+
+// getTar downloads the zstd-compressed tar at key, unpacks it with opts
+// into a new directory of staging and checks the digest the object's
+// metadata names. It returns the directory, synced, and the tar's size;
+// the caller renames or removes it. On an error nothing is left, and an
+// object not in the bucket is errdefs.ErrNotFound. what names the object
+// in errors; fix says what to do about a corrupt one. got, if not nil,
+// counts the downloads started.
+func (s *Store) getTar(ctx context.Context, key, what, fix string, opts archive.Options, got *atomic.Int64) (string, int64, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	if st := httpStatus(err); st == http.StatusNotFound {
+		return "", 0, errdefs.ErrNotFound
+	}
+	if err != nil {
+		return "", 0, s.s3Error(err, "fetch "+what, "retry when S3 is back")
 	}
 	defer out.Body.Close()
-	s.fetches.Add(1)
+	if got != nil {
+		got.Add(1)
+	}
 	want := out.Metadata[metaDigest]
 	tmp, err := os.MkdirTemp(s.staging, "fetch-*")
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
-	defer os.RemoveAll(tmp) // after the rename, a no-op
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	h := sha256.New()
 	body := io.TeeReader(out.Body, h)
 	zr := decoders.Get().(*zstd.Decoder)
 	defer decoders.Put(zr)
 	if err := zr.Reset(body); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	cr := &countReader{r: zr}
-	_, err = archive.ApplyTar(ctx, cr, tmp, archive.Options{ConvertWhiteouts: true})
+	_, err = archive.ApplyTar(ctx, cr, tmp, opts)
 	if err == nil {
 		_, err = io.Copy(io.Discard, cr) // the tar reader stops at its trailer
 	}
@@ -593,22 +623,19 @@ func (s *Store) fetch(ctx context.Context, id string) (string, error) {
 	// The digest covers every byte, whatever the unpacking made of them.
 	_, derr := io.Copy(io.Discard, body)
 	if got := hex.EncodeToString(h.Sum(nil)); derr == nil && got != want {
-		return "", fmt.Errorf("layer %s in %s is corrupt: its sha256 is %s, its metadata says %q; nothing was cached: restore the object or delete the images made of it",
-			id, s.url, got, want)
+		return "", 0, fmt.Errorf("%s in %s is corrupt: its sha256 is %s, its metadata says %q; %s", what, s.url, got, want, fix)
 	}
 	if derr != nil {
-		return "", s.s3Error(derr, "fetch layer "+id, "retry when S3 is back")
+		return "", 0, s.s3Error(derr, "fetch "+what, "retry when S3 is back")
 	}
 	if err != nil {
-		return "", fmt.Errorf("unpack layer %s: %w", id, err)
+		return "", 0, fmt.Errorf("unpack %s: %w", what, err)
 	}
 	if err := syncfs(tmp); err != nil {
-		return "", err
+		return "", 0, err
 	}
-	if err := s.admit(id, tmp, cr.n); err != nil {
-		return "", err
-	}
-	return filepath.Join(s.cacheDir, id), nil
+	ok = true
+	return tmp, cr.n, nil
 }
 
 type countReader struct {
