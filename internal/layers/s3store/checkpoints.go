@@ -80,8 +80,9 @@ func (s *Store) GetCheckpoint(ctx context.Context, image, dst string) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)                      // after the rename, a no-op
-	if err := os.Chmod(tmp, 0o700); err != nil { // a sandbox's memory: root's only
+	defer os.RemoveAll(tmp) // after the rename, a no-op
+	// A sandbox's memory: root's only.
+	if err := os.Chmod(tmp, 0o700); err != nil {
 		return err
 	}
 	return os.Rename(tmp, dst)
