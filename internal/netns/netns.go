@@ -294,7 +294,10 @@ func (m *Manager) create(ctx context.Context, idx int, owner *Owner) (*Net, erro
 	// The host interface is the claim: creating it fails if it exists.
 	// Its group puts it under this daemon's egress rules from the start.
 	if err := run(ctx, "ip", "link", "add", n.HostIf, "group", strconv.FormatUint(uint64(m.group()), 10), "type", "veth", "peer", "name", "arbp"+strconv.Itoa(idx)); err != nil {
-		if _, serr := net.InterfaceByName(n.HostIf); serr == nil {
+		// "File exists" means another daemon holds the name, or held it
+		// a moment ago (it may be gone by the time we look): either way
+		// the next index is the one to try.
+		if _, serr := net.InterfaceByName(n.HostIf); serr == nil || strings.Contains(err.Error(), "File exists") {
 			return nil, errTaken
 		}
 		return nil, err

@@ -136,3 +136,32 @@ func TestCreateOwned(t *testing.T) {
 		t.Errorf("after Cleanup: %s: %v, network namespace listed: %v", nets[1].UserNS, err, netnsExists(nets[1].Name))
 	}
 }
+
+// TestCreateUnderChurn: daemons that create and release networks at once
+// (test packages run in parallel do) never fail a create because an index
+// was taken, or freed between the claim's failure and the look at it.
+func TestCreateUnderChurn(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	ms := []*Manager{NewManager(Tag(t.TempDir())), NewManager(Tag(t.TempDir())), NewManager(Tag(t.TempDir()))}
+	for _, m := range ms {
+		t.Cleanup(func() { m.Cleanup(ctx); m.Close() })
+	}
+	var wg sync.WaitGroup
+	for i := range 6 {
+		m := ms[i%len(ms)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 12 {
+				n, err := m.Create(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				m.Release(n)
+			}
+		}()
+	}
+	wg.Wait()
+}
