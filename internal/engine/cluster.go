@@ -296,9 +296,6 @@ func (c *cluster) spawn(ctx context.Context, account string, req SpawnRequest, p
 	if c.cfg.Worker {
 		poke(c.work)
 	}
-	if err := c.store.Notify(context.WithoutCancel(ctx), store.ChannelQueue, []string{""}); err != nil {
-		e.log.Warn("notify workers of a queued run", "operation", o.UUID, "err", err) // they poll too
-	}
 	return o.UUID, redactMeta(p.meta), nil
 }
 
@@ -350,16 +347,7 @@ func (c *cluster) runClaimed(ctx context.Context, l store.Lease) {
 	c.mu.Lock()
 	c.held[l.Op] = l
 	c.mu.Unlock()
-	row, err := e.st.Operation(ctx, l.Account, l.Op)
-	if err != nil {
-		e.log.Warn("read claimed operation", "operation", l.Op, "err", err)
-		return // its lease expires and the reaper deals with it
-	}
-	next, err := e.st.LastEventID(ctx, l.Op) // an earlier claim may have logged some
-	if err != nil {
-		e.log.Warn("read claimed operation", "operation", l.Op, "err", err)
-		return
-	}
+	row, next := l.Row, l.LastEvent // an earlier claim may have logged some
 	o := e.newOp(row)
 	o.lease, o.queue = &l, c.store
 	p, err := c.plan(ctx, l)
@@ -386,12 +374,11 @@ func (c *cluster) runClaimed(ctx context.Context, l store.Lease) {
 // files it places, fetched from shared storage when missing here.
 func (c *cluster) plan(ctx context.Context, l store.Lease) (*runPlan, error) {
 	e := c.e
-	raw, err := c.store.Request(ctx, l.Op)
-	if err != nil {
-		return nil, err
+	if l.Request == nil {
+		return nil, errdefs.NotFound("operation %s has no queued request", l.Op)
 	}
 	var req SpawnRequest
-	if err := json.Unmarshal(raw, &req); err != nil {
+	if err := json.Unmarshal(l.Request, &req); err != nil {
 		return nil, fmt.Errorf("queued request of operation %s: %w", l.Op, err)
 	}
 	if err := e.syncImage(ctx, req.Image); err != nil {

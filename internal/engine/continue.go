@@ -106,8 +106,10 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 // overlapped (exit to result unchanged, 6.6 against 6.8 ms in 100 steps
 // each, alternating).
 func (e *Engine) commitStep(ctx context.Context, dir string, im store.Image) error {
-	if err := layers.SyncDiffed(dir); err != nil {
-		return err
+	if e.layers.SyncsLocally() {
+		if err := layers.SyncDiffed(dir); err != nil {
+			return err
+		}
 	}
 	return e.layers.CommitSynced(ctx, dir, im.Layer, func() error { return e.recordImages(ctx, im) })
 }

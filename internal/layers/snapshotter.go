@@ -177,10 +177,27 @@ func (s *Snapshotter) Remove(a *Active) error {
 // caller holds a lease on id or records a reference to it under roots, or
 // a collection may remove it.
 func (s *Snapshotter) Put(ctx context.Context, id, dir string) error {
+	if err := s.syncForPut(dir); err != nil {
+		return err
+	}
+	return s.put(ctx, id, dir)
+}
+
+// SyncsLocally tells whether a layer must be durable on the local disk
+// before it is stored: not when the storage is [Remote].
+func (s *Snapshotter) SyncsLocally() bool {
+	_, remote := s.st.(Remote)
+	return !remote
+}
+
+func (s *Snapshotter) syncForPut(dir string) error {
+	if !s.SyncsLocally() {
+		return nil
+	}
 	if err := syncTree(dir); err != nil {
 		return fmt.Errorf("sync layer: %w", err)
 	}
-	return s.put(ctx, id, dir)
+	return nil
 }
 
 // put stores dir as layer id without s.mu: storing can be slow (an upload)
@@ -197,8 +214,8 @@ func (s *Snapshotter) put(ctx context.Context, id, dir string) error {
 // fails the layer is removed again. A crash before record leaves only an
 // unreferenced layer, which the next collection removes.
 func (s *Snapshotter) Commit(ctx context.Context, dir, id string, record func() error) error {
-	if err := syncTree(dir); err != nil {
-		return fmt.Errorf("sync layer: %w", err)
+	if err := s.syncForPut(dir); err != nil {
+		return err
 	}
 	return s.commit(ctx, dir, id, record)
 }

@@ -19,8 +19,8 @@ import (
 // for concurrent use; [Snapshotter] serialises Remove with its collections
 // and leases, and puts only ids a lease pins, outside that lock.
 type Storage interface {
-	// Put moves the complete, durable directory dir into storage as layer
-	// id. dir is consumed on success. If id is already stored, Put fails
+	// Put moves the complete directory dir into storage as layer id; dir
+	// is durable on the local disk unless the storage is [Remote]. dir is consumed on success. If id is already stored, Put fails
 	// with an error of class errdefs.ErrConflict and leaves dir alone.
 	Put(ctx context.Context, id, dir string) error
 	// Get returns a local directory holding layer id's contents, which the
@@ -38,6 +38,16 @@ type Storage interface {
 // deletion; it runs without the collection's lock.
 type Cleaner interface {
 	Cleanup(ctx context.Context) error
+}
+
+// Remote is implemented by a [Storage] whose Put makes a layer durable
+// elsewhere (an object store) before it returns, and which keeps local
+// copies only as a cache it does not trust after a crash of the machine
+// (s3store records the boot it wrote them in). The [Snapshotter] does not
+// sync a directory before putting it there: the local disk's flush is not
+// what makes the layer durable.
+type Remote interface {
+	DurableElsewhere()
 }
 
 // Pinner is implemented by a [Storage] whose Get results can go away on

@@ -21,7 +21,8 @@ import (
 type Cluster interface {
 	Queue
 	// InsertQueued inserts o as InsertOperationLimited does, with the
-	// serialised request a worker runs it from.
+	// serialised request a worker runs it from, and wakes the workers
+	// (ChannelQueue) when it commits.
 	InsertQueued(ctx context.Context, o Operation, limit int, request []byte) error
 	// InsertLocal inserts o as InsertOperationLimited does, run by node.
 	InsertLocal(ctx context.Context, o Operation, limit int, node string) error

@@ -135,4 +135,12 @@ type Lease struct {
 	Epoch   int64     // the fencing number
 	Expires time.Time // by the database clock
 	Attempt int       // 1 for the first claim
+
+	// Set by Claim only, so that the worker starts the run without reading
+	// them again: the operation as claimed, its queued request, and the id
+	// of the last event of its log (-1: none; an earlier claim may have
+	// logged some).
+	Row       Operation
+	Request   []byte
+	LastEvent int64
 }

@@ -73,7 +73,7 @@ var changes = []change{
 // countingClient counts the request body bytes sent with PUTs.
 func countingClient(n *atomic.Int64) *http.Client {
 	return &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
-		if r.Method == http.MethodPut && r.ContentLength > 0 {
+		if r.Method == http.MethodPut && r.ContentLength > 0 && !isProbe(r) {
 			n.Add(r.ContentLength)
 		}
 		return http.DefaultTransport.RoundTrip(r)

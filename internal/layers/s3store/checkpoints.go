@@ -85,6 +85,10 @@ func (s *Store) GetCheckpoint(ctx context.Context, image, dst string) error {
 	if err := os.Chmod(tmp, 0o700); err != nil {
 		return err
 	}
+	// Outside the layer cache, so not under its boot check (boot.go).
+	if err := syncfs(tmp); err != nil {
+		return err
+	}
 	return os.Rename(tmp, dst)
 }
 

@@ -31,6 +31,7 @@ package s3store
 import (
 	"archive/tar"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -115,6 +116,7 @@ type Store struct {
 	staging        string
 	limit          int64
 	partSize       int64 // uploads above it go in parts of this size
+	condPut        bool  // the server refuses a PUT over an existing key (probeConditionalPut)
 	retryFor       time.Duration
 	log            *slog.Logger
 
@@ -132,6 +134,7 @@ type Store struct {
 	closeOnce sync.Once
 
 	fetches atomic.Int64 // layers downloaded (tests)
+	synced  atomic.Bool  // the cache is recorded as durable (closeCache)
 }
 
 type entry struct {
@@ -139,7 +142,13 @@ type entry struct {
 	used  uint64
 }
 
+// DurableElsewhere marks the store as [layers.Remote]: a layer is durable
+// once its object is uploaded, and the cache checks itself after a crash
+// of the machine (boot.go).
+func (s *Store) DurableElsewhere() {}
+
 var (
+	_ layers.Remote        = (*Store)(nil)
 	_ layers.Storage       = (*Store)(nil)
 	_ layers.Cleaner       = (*Store)(nil)
 	_ layers.Pinner        = (*Store)(nil)
@@ -211,6 +220,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		return nil, s.s3Error(err, "open bucket "+bucket, "check --blobs-endpoint and that the S3 server is up")
 	}
+	s.condPut = s.probeConditionalPut(ctx)
 	if err := s.openCache(); err != nil {
 		return nil, fmt.Errorf("layer cache %s: %w", cfg.CacheDir, err)
 	}
@@ -226,7 +236,8 @@ func (s *Store) openCache() error {
 			return err
 		}
 	}
-	if err := s.Cleanup(context.Background()); err != nil {
+	trusted, err := s.trustCache()
+	if err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(s.cacheDir)
@@ -235,7 +246,14 @@ func (s *Store) openCache() error {
 	}
 	for _, ent := range ents {
 		p := filepath.Join(s.cacheDir, ent.Name())
-		if ent.Name() == ".trash" {
+		if ent.Name() == ".trash" || ent.Name() == bootFile {
+			continue
+		}
+		if !trusted && ent.IsDir() && checkID(ent.Name()) == nil {
+			// Perhaps cut short by a power loss: fetched again when needed.
+			if err := os.Rename(p, filepath.Join(s.trash, ent.Name())); err != nil {
+				return err
+			}
 			continue
 		}
 		if !ent.IsDir() || checkID(ent.Name()) != nil {
@@ -251,7 +269,10 @@ func (s *Store) openCache() error {
 		s.cached[ent.Name()] = &entry{bytes: n}
 		s.used += n
 	}
-	return nil
+	if err := s.Cleanup(context.Background()); err != nil {
+		return err
+	}
+	return writeBoot(s.cacheDir, false)
 }
 
 func checkID(id string) error {
@@ -293,50 +314,54 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	// Is it stored already? Not every server refuses a conditional PUT
-	// over an existing key, so ask, while the layer is packed.
-	headed := make(chan error, 1)
-	go func() {
-		_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
-		headed <- err
-	}()
+	// Is it stored already? A server that refuses a conditional PUT over
+	// an existing key (probed by New) answers that with the upload itself;
+	// any other is asked, while the layer is packed.
+	headed := make(chan error, 1) // nil: stored; errAbsent: not stored
+	if s.condPut {
+		headed <- errAbsent
+	} else {
+		go func() { headed <- s.head(ctx, id) }()
+	}
+	// A shared bucket: the layer and the chain it was made on are held
+	// (and whole) before the object appears, and still held once it is
+	// stored. The hold, a database round trip, also overlaps the packing.
+	held := make(chan error, 1)
+	go func() { held <- s.holdForPut(ctx) }()
 	blob, err := os.CreateTemp(s.staging, "blob-*.tar.zst")
 	if err != nil {
 		<-headed
+		<-held
 		return err
 	}
 	defer os.Remove(blob.Name())
 	defer blob.Close()
 	digest, tarSize, err := pack(ctx, blob, dir)
 	herr := <-headed
-	if herr != nil && httpStatus(herr) != http.StatusNotFound && err == nil {
+	if herr != nil && herr != errAbsent && err == nil {
 		herr = s.retry(ctx, "look up layer "+id, func(attempt int) error {
 			if attempt == 1 {
 				return herr
 			}
-			_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
-			return err
+			return s.head(ctx, id)
 		})
 	}
+	holdErr := <-held
 	switch {
 	case herr == nil:
 		return errdefs.Conflict("layer %s is already stored", id)
-	case httpStatus(herr) != http.StatusNotFound:
+	case herr != errAbsent:
 		return s.s3Error(herr, "look up layer "+id, "retry when S3 is back")
 	case err != nil:
 		return fmt.Errorf("pack layer %s: %w", id, err)
+	case holdErr != nil:
+		return holdErr
 	}
 	size, err := blob.Seek(0, io.SeekEnd)
 	if err == nil {
 		_, err = blob.Seek(0, io.SeekStart)
 	}
 	if err != nil {
-		return err
-	}
-	// A shared bucket: the layer and the chain it was made on are held
-	// (and whole) before the object appears, and still held once it is
-	// stored.
-	if err := s.holdForPut(ctx); err != nil {
 		return err
 	}
 	meta := map[string]string{metaDigest: digest, metaSize: strconv.FormatInt(tarSize, 10)}
@@ -372,6 +397,43 @@ func (s *Store) Put(ctx context.Context, id, dir string) error {
 }
 
 const mediaType = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+// errAbsent is head's answer for a layer not stored.
+var errAbsent = errors.New("not stored")
+
+// head asks whether layer id is stored: nil if it is, errAbsent if not.
+func (s *Store) head(ctx context.Context, id string) error {
+	_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.key(id))})
+	if httpStatus(err) == http.StatusNotFound {
+		return errAbsent
+	}
+	return err
+}
+
+// probeConditionalPut tells whether the server refuses a PUT with
+// If-None-Match: * over an existing key, as AWS S3, R2, MinIO, Ceph RGW and
+// versitygw do: Put then learns that a layer is stored from its upload
+// alone, with no HEAD before it (a round trip on every commit). A server
+// that overwrites instead, or any doubt, keeps the HEAD.
+func (s *Store) probeConditionalPut(ctx context.Context) bool {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (Go 1.24+)
+	key := aws.String(s.prefix + ".probe-conditional-put-" + hex.EncodeToString(b[:]))
+	put := func() error {
+		_, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.bucket), Key: key,
+			Body: strings.NewReader("probe"), ContentLength: aws.Int64(5), IfNoneMatch: aws.String("*")})
+		return err
+	}
+	if err := put(); err != nil {
+		s.log.Debug("layer storage: conditional PUT probe failed; asking before each upload", "err", err)
+		return false
+	}
+	second := put()
+	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: key}); err != nil {
+		s.log.Warn("layer storage: delete the conditional PUT probe", "key", *key, "err", err)
+	}
+	return httpStatus(second) == http.StatusPreconditionFailed
+}
 
 // upload stores the size bytes of f as layer id's object, in one PUT or,
 // above partSize, in parts (a single PUT stops at 5 GiB, and a part that
@@ -576,7 +638,7 @@ func (s *Store) fetch(ctx context.Context, id string) (string, error) {
 
 // getTar downloads the zstd-compressed tar at key, unpacks it with opts
 // into a new directory of staging and checks the digest the object's
-// metadata names. It returns the directory, synced, and the tar's size;
+// metadata names. It returns the directory (not synced) and the tar's size;
 // the caller renames or removes it. On an error nothing is left, and an
 // object not in the bucket is errdefs.ErrNotFound. what names the object
 // in errors; fix says what to do about a corrupt one. got, if not nil,
@@ -631,9 +693,6 @@ func (s *Store) getTar(ctx context.Context, key, what, fix string, opts archive.
 	if err != nil {
 		return "", 0, fmt.Errorf("unpack %s: %w", what, err)
 	}
-	if err := syncfs(tmp); err != nil {
-		return "", 0, err
-	}
 	ok = true
 	return tmp, cr.n, nil
 }
@@ -652,6 +711,9 @@ func (c *countReader) Read(p []byte) (int, error) {
 // admit renames dir into the cache as layer id, then evicts down to the
 // bound.
 func (s *Store) admit(id, dir string, bytes int64) error {
+	if err := s.unsynced(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	dst := filepath.Join(s.cacheDir, id)
 	if err := unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE); err != nil {

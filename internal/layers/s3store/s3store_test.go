@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -136,7 +137,7 @@ func TestDigestMismatch(t *testing.T) {
 	for _, d := range []string{n.st.cacheDir, n.staging} {
 		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
-			if e.Name() != ".trash" {
+			if e.Name() != ".trash" && e.Name() != bootFile {
 				t.Errorf("%s holds %s after a failed fetch", d, e.Name())
 			}
 		}
@@ -152,7 +153,7 @@ func TestPutWhileS3Down(t *testing.T) {
 	url := "s3://" + srv.Bucket(t)
 	var once sync.Once
 	killOnPut := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
-		if r.Method == http.MethodPut {
+		if r.Method == http.MethodPut && !isProbe(r) {
 			once.Do(srv.Stop)
 		}
 		return http.DefaultTransport.RoundTrip(r)
@@ -187,7 +188,7 @@ func TestPutWaitsForS3(t *testing.T) {
 	url := "s3://" + srv.Bucket(t)
 	var puts atomic.Int32
 	flaky := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
-		if r.Method == http.MethodPut {
+		if r.Method == http.MethodPut && !isProbe(r) {
 			switch puts.Add(1) {
 			case 1:
 				srv.Stop() // this attempt fails
@@ -210,6 +211,9 @@ func TestPutWaitsForS3(t *testing.T) {
 }
 
 type roundTripper func(*http.Request) (*http.Response, error)
+
+// isProbe tells New's conditional PUT probe from a layer's requests.
+func isProbe(r *http.Request) bool { return strings.Contains(r.URL.Path, "/.probe-") }
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
@@ -241,7 +245,7 @@ func TestCacheBound(t *testing.T) {
 		ents, _ := os.ReadDir(n.st.cacheDir)
 		var out []string
 		for _, e := range ents {
-			if e.Name() != ".trash" {
+			if e.Name() != ".trash" && e.Name() != bootFile {
 				out = append(out, e.Name())
 			}
 		}
@@ -334,7 +338,7 @@ func TestMultipartUpload(t *testing.T) {
 	var mu sync.Mutex
 	var parts []string
 	record := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
-		if r.Method == http.MethodPut {
+		if r.Method == http.MethodPut && !isProbe(r) {
 			mu.Lock()
 			parts = append(parts, r.URL.Query().Get("partNumber"))
 			mu.Unlock()
@@ -388,5 +392,119 @@ func TestNewErrors(t *testing.T) {
 	cfg.URL = "https://bucket"
 	if _, err := New(context.Background(), cfg); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "fix --blobs") {
 		t.Errorf("New with a non-s3 URL = %v, want invalid argument", err)
+	}
+}
+
+// TestConditionalPutProbe: on a server that refuses a PUT over an existing
+// key, Put sends no HEAD before its upload and still fails a second Put of
+// an id with a conflict; on one that would overwrite (the header dropped
+// on its way), the HEAD is kept and answers the same.
+func TestConditionalPutProbe(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	for _, tc := range []struct {
+		name      string
+		overwrite bool // answer the probe's second PUT with 200, as a server that ignores If-None-Match would
+		wantCond  bool
+		wantHeads int64
+	}{
+		{"refuses", false, true, 0},
+		{"overwrites", true, false, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var heads, probes atomic.Int64
+			hc := &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+				if tc.overwrite && r.Method == http.MethodPut && isProbe(r) && probes.Add(1) == 2 {
+					return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Etag": {`"0"`}},
+						Body: io.NopCloser(strings.NewReader("")), Request: r}, nil
+				}
+				if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/l1") {
+					heads.Add(1)
+				}
+				return http.DefaultTransport.RoundTrip(r)
+			})}
+			n := newNode(t, srv, "s3://"+srv.Bucket(t), func(c *Config) { c.HTTPClient = hc })
+			if n.st.condPut != tc.wantCond {
+				t.Fatalf("probe: conditional PUT %v, want %v", n.st.condPut, tc.wantCond)
+			}
+			ctx := context.Background()
+			if err := n.st.Put(ctx, "l1", layer(t, n.staging, 100)); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.st.Put(ctx, "l1", layer(t, n.staging, 200)); !errdefs.IsConflict(err) {
+				t.Fatalf("second Put of l1 = %v, want a conflict", err)
+			}
+			if got := heads.Load(); got != tc.wantHeads {
+				t.Errorf("%d HEAD requests for two Puts, want %d", got, tc.wantHeads)
+			}
+			if objs, err := n.st.List(ctx); err != nil || !slices.Equal(objs, []string{"l1"}) {
+				t.Errorf("List = %q, %v; want only l1 (no probe left)", objs, err)
+			}
+		})
+	}
+}
+
+// TestCacheAcrossBoots: the cache is not synced as layers enter it, so a
+// cache written in another boot is kept only if its store was closed
+// (synced) in that boot; in the same boot (arbor crashed, the machine did
+// not) it is kept as it is.
+func TestCacheAcrossBoots(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.SetEnv(t)
+	url := "s3://" + srv.Bucket(t)
+	real := bootID
+	t.Cleanup(func() { bootID = real })
+	for _, tc := range []struct {
+		name      string
+		closed    bool // the store was closed before the "reboot"
+		newBoot   bool
+		wantFetch int64
+	}{
+		{"arbor crashed", false, false, 0},
+		{"clean stop, reboot", true, true, 0},
+		{"machine crashed", false, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bootID = func() (string, error) { return "boot-1", nil }
+			home := t.TempDir()
+			mod := func(c *Config) {
+				c.CacheDir, c.Staging = filepath.Join(home, "layer-cache"), filepath.Join(home, "tmp")
+			}
+			a := newNode(t, srv, url, mod)
+			id := strings.ReplaceAll(tc.name, " ", "-")
+			if err := a.st.Put(context.Background(), id, layer(t, a.staging, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			if tc.closed {
+				if err := a.st.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.newBoot {
+				bootID = func() (string, error) { return "boot-2", nil }
+			}
+			b := newNode(t, srv, url, mod)
+			p, err := b.st.Get(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Stat(filepath.Join(p, "f0")); err != nil || fi.Size() != 1000 {
+				t.Fatalf("layer's f0 after reopening: %v, %v", fi, err)
+			}
+			if got := b.st.Fetches(); got != tc.wantFetch {
+				t.Errorf("%d fetches after reopening, want %d", got, tc.wantFetch)
+			}
+			// A layer entering the cache of a closed store makes it
+			// untrusted again in the next boot.
+			if tc.closed {
+				if err := a.st.Put(context.Background(), id+"-late", layer(t, a.staging, 10)); err != nil {
+					t.Fatal(err)
+				}
+				bootID = func() (string, error) { return "boot-3", nil }
+				if c := newNode(t, srv, url, mod); len(c.st.cached) != 0 {
+					t.Errorf("cache kept after a write past the clean stop: %d layers", len(c.st.cached))
+				}
+			}
+		})
 	}
 }

@@ -97,15 +97,21 @@ func (s *Store) startShared(g Guard, grace time.Duration) {
 	go s.renewLoop()
 }
 
-// Close stops renewing holds (they expire by themselves afterwards). It
+// Close stops renewing holds (they expire by themselves afterwards) and
+// makes the cache durable, so that the next boot keeps it (boot.go). It
 // may be called more than once.
 func (s *Store) Close() error {
-	if s.sh == nil {
-		return nil
-	}
-	s.closeOnce.Do(func() { close(s.sh.stop) })
-	<-s.sh.done
-	return nil
+	var err error
+	s.closeOnce.Do(func() {
+		if s.sh != nil {
+			close(s.sh.stop)
+			<-s.sh.done
+		}
+		if err = s.closeCache(); err != nil {
+			err = fmt.Errorf("layer cache %s: %w", s.cacheDir, err)
+		}
+	})
+	return err
 }
 
 func (s *Store) renewLoop() {

@@ -82,3 +82,12 @@ func treeBytes(dir string) (int64, error) {
 	})
 	return n, err
 }
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

@@ -14,29 +14,55 @@ import (
 var _ store.Cluster = (*Queue)(nil)
 
 // insertLimited inserts o with its request or node, as
-// InsertOperationLimited does.
+// InsertOperationLimited does. A queued run's workers are told at the
+// commit (ChannelQueue). The statements go in one batch: this is on the
+// path of every spawn on a cluster.
 func (s *Store) insertLimited(ctx context.Context, o store.Operation, limit int, request []byte, node string) error {
 	return inTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := lock(ctx, tx, lockInflight, o.Account); err != nil {
-			return err
-		}
+		b := &pgx.Batch{}
+		b.Queue(`SELECT pg_advisory_xact_lock($1, hashtext($2))`, lockInflight, o.Account)
 		var req any
+		held := request != nil && o.ImageUUID != ""
 		if request != nil {
 			req = string(request)
-			if err := holdQueuedImage(ctx, tx, o.ImageUUID); err != nil {
+		}
+		if held {
+			b.Queue(holdQueuedImage, o.ImageUUID)
+		}
+		b.Queue(`INSERT INTO operations(uuid, account, kind, status, created_at, image_uuid, metadata, request, node)
+			SELECT $1::text,$2::text,$3::text,$4::text,$5::timestamptz,$6::text,$7::text,$9::text,$10::text WHERE (SELECT COUNT(*) FROM operations WHERE account=$2 AND status IN `+inFlight+`) < $8`,
+			o.UUID, o.Account, o.Kind, o.Status, o.CreatedAt, nullStr(o.ImageUUID), o.Metadata, limit, req, nullStr(node))
+		if request != nil {
+			b.Queue(`SELECT pg_notify($1, '')`, store.ChannelQueue)
+		}
+		br := tx.SendBatch(ctx, b)
+		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		if held {
+			var u string
+			err := br.QueryRow().Scan(&u)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return errdefs.NotFound("image %s not found: it was deleted", o.ImageUUID)
+			}
+			if err != nil {
 				return err
 			}
 		}
-		res, err := tx.Exec(ctx, `INSERT INTO operations(uuid, account, kind, status, created_at, image_uuid, metadata, request, node)
-			SELECT $1::text,$2::text,$3::text,$4::text,$5::timestamptz,$6::text,$7::text,$9::text,$10::text WHERE (SELECT COUNT(*) FROM operations WHERE account=$2 AND status IN `+inFlight+`) < $8`,
-			o.UUID, o.Account, o.Kind, o.Status, o.CreatedAt, nullStr(o.ImageUUID), o.Metadata, limit, req, nullStr(node))
+		res, err := br.Exec()
 		if err != nil {
 			return classify(err, "operation %s exists", o.UUID)
 		}
 		if res.RowsAffected() == 0 {
 			return errdefs.ResourceExhausted("account has %d operations in flight (the limit): wait for some to finish or cancel them", limit)
 		}
-		return nil
+		if request != nil {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		return br.Close()
 	})
 }
 
@@ -45,17 +71,7 @@ func (s *Store) insertLimited(ctx context.Context, o store.Operation, limit int,
 // for the run to be recorded, and a purge after the deletion sees the run
 // in flight (PurgeImages keeps its row, and so its chain), or the run
 // fails here at admission instead of on a worker with its chain gone.
-func holdQueuedImage(ctx context.Context, tx pgx.Tx, image string) error {
-	if image == "" {
-		return nil
-	}
-	var u string
-	err := tx.QueryRow(ctx, `SELECT uuid FROM images WHERE uuid=$1 AND deleted_at IS NULL FOR SHARE`, image).Scan(&u)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return errdefs.NotFound("image %s not found: it was deleted", image)
-	}
-	return err
-}
+const holdQueuedImage = `SELECT uuid FROM images WHERE uuid=$1 AND deleted_at IS NULL FOR SHARE`
 
 // InsertQueued inserts o with the request a worker runs it from.
 func (q *Queue) InsertQueued(ctx context.Context, o store.Operation, limit int, request []byte) error {

@@ -188,3 +188,71 @@ func TestQueuedRunPinsItsImage(t *testing.T) {
 		t.Errorf("a run queued on a deleted image: %v, want NotFound at admission", err)
 	}
 }
+
+// TestClaimCarriesRunAndCompleteNotifies: a claim returns what the worker
+// starts the run from (the row, the queued request, the log's last event
+// id), an insert wakes the workers and a completion tells the listeners
+// at its commit, while one refused for a lost lease tells nobody.
+func TestClaimCarriesRunAndCompleteNotifies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, q := newQueue(t, store.QueueConfig{LeaseTTL: time.Minute})
+	register(t, q, "w", 2)
+	got := make(chan string, 8)
+	ready := make(chan struct{})
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		_ = q.Listen(lctx, []string{store.ChannelEvents, store.ChannelQueue}, func() { close(ready) }, func(ch, p string) { got <- ch + ":" + p })
+	}()
+	<-ready
+	next := func(want string) {
+		t.Helper()
+		select {
+		case g := <-got:
+			if g != want {
+				t.Errorf("notification %q, want %q", g, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no notification (want %q)", want)
+		}
+	}
+	leases := map[string]store.Lease{}
+	for _, tc := range []struct {
+		op     string
+		events int
+	}{{"fresh", 0}, {"retried", 2}} {
+		if err := q.InsertQueued(ctx, opRow(tc.op), 10, []byte(`{"command":"`+tc.op+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		next(store.ChannelQueue + ":") // at the insert's commit
+		for i := range tc.events {
+			must(t, s.AppendEvent(ctx, tc.op, store.Event{ID: int64(i), TS: time.Now(), Type: "init", Data: "{}"}))
+		}
+		l, ok := claim(t, q, "w")
+		if !ok {
+			t.Fatalf("%s: nothing claimed", tc.op)
+		}
+		leases[l.Op] = l
+		if l.Op != tc.op || l.Row.UUID != tc.op || l.Row.Status != "ASSIGNED" || l.Row.Kind != "instance" || l.Row.StartedAt.IsZero() {
+			t.Errorf("%s: claimed %s, row %+v", tc.op, l.Op, l.Row)
+		}
+		if string(l.Request) != `{"command":"`+tc.op+`"}` {
+			t.Errorf("%s: request %q", tc.op, l.Request)
+		}
+		if l.LastEvent != int64(tc.events-1) {
+			t.Errorf("%s: last event %d, want %d", tc.op, l.LastEvent, tc.events-1)
+		}
+	}
+
+	stale := leases["retried"]
+	stale.Epoch--
+	if err := q.Complete(ctx, stale, success(stale)); err == nil {
+		t.Fatal("Complete under a stale epoch succeeded")
+	}
+	l := leases["fresh"]
+	if err := q.Complete(ctx, l, success(l)); err != nil {
+		t.Fatal(err)
+	}
+	next(store.ChannelEvents + ":fresh") // not "retried": its completion was refused
+}

@@ -68,24 +68,32 @@ func (g *LayerGuard) TTL() time.Duration { return g.ttl }
 // renewal, and returns those of ids no image row names. Holds, their
 // renewals and releases commit asynchronously (see async.go).
 func (g *LayerGuard) Hold(ctx context.Context, ids []string) (unnamed []string, err error) {
-	err = inAsyncTx(ctx, g.pool.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1, 0)`, lockLayerHolds); err != nil {
-			return err
+	// One round trip: a batch runs in one implicit transaction (a hold is
+	// on the path of every commit of a layer).
+	b := &pgx.Batch{}
+	b.Queue(asyncCommit)
+	b.Queue(`SELECT pg_advisory_xact_lock_shared($1, 0)`, lockLayerHolds)
+	b.Queue(`INSERT INTO layer_holds(layer, node, expires_at)
+		SELECT DISTINCT l, $2, clock_timestamp() + make_interval(secs => $3) FROM unnest($1::text[]) l
+		ON CONFLICT (layer, node) DO UPDATE SET expires_at = EXCLUDED.expires_at`, ids, g.node, g.ttl.Seconds())
+	b.Queue(`SELECT l FROM unnest($1::text[]) l
+		WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.layer = l) AND NOT EXISTS (SELECT 1 FROM images i WHERE i.flat = l)`, ids)
+	br := g.pool.pool.SendBatch(ctx, b)
+	for range 3 {
+		if _, err = br.Exec(); err != nil {
+			break
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO layer_holds(layer, node, expires_at)
-			SELECT DISTINCT l, $2, clock_timestamp() + make_interval(secs => $3) FROM unnest($1::text[]) l
-			ON CONFLICT (layer, node) DO UPDATE SET expires_at = EXCLUDED.expires_at`, ids, g.node, g.ttl.Seconds()); err != nil {
-			return err
+	}
+	if err == nil {
+		var rows pgx.Rows
+		if rows, err = br.Query(); err == nil {
+			unnamed, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		}
-		rows, err := tx.Query(ctx, `SELECT l FROM unnest($1::text[]) l
-			WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.layer = l) AND NOT EXISTS (SELECT 1 FROM images i WHERE i.flat = l)`, ids)
-		if err != nil {
-			return err
-		}
-		unnamed, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		return err
-	})
-	return unnamed, err
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return unnamed, g.pool.pool.classify(err)
 }
 
 // Release ends this node's holds on ids.

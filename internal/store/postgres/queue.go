@@ -132,12 +132,22 @@ func (q *Queue) Claim(ctx context.Context, worker string) (store.Lease, bool, er
 			UPDATE operations SET status='ASSIGNED', lease_owner=$1, lease_epoch=lease_epoch+1, attempts=attempts+1,
 				lease_expires=clock_timestamp() + $2 * interval '1 microsecond', started_at=COALESCE(started_at, clock_timestamp())
 			FROM pick WHERE operations.uuid = pick.uuid
-			RETURNING operations.uuid, operations.account, operations.lease_epoch, operations.lease_expires, operations.attempts`,
+			RETURNING operations.lease_epoch, operations.lease_expires, operations.attempts, operations.request,
+				(SELECT COALESCE(MAX(e.id), -1) FROM events e WHERE e.operation = operations.uuid), `+prefixed("operations.", opCols),
 			worker, micros(q.cfg.LeaseTTL), micros(q.cfg.LocalityWait))
 		if err != nil {
 			return err
 		}
-		ls, err := scanLeases(rows, worker)
+		ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Lease, error) {
+			l := store.Lease{Worker: worker}
+			var req *string
+			o, err := scanOp(prefixScan{r, []any{&l.Epoch, &l.Expires, &l.Attempt, &req, &l.LastEvent}})
+			l.Op, l.Account, l.Row = o.UUID, o.Account, o
+			if req != nil {
+				l.Request = []byte(*req)
+			}
+			return l, err
+		})
 		if err != nil {
 			return err
 		}
@@ -152,6 +162,15 @@ func (q *Queue) Claim(ctx context.Context, worker string) (store.Lease, bool, er
 	}
 	return l, ok, err
 }
+
+// prefixScan is a row whose first columns go to dst, the rest to the
+// scanner it is handed to.
+type prefixScan struct {
+	r   pgx.Row
+	dst []any
+}
+
+func (p prefixScan) Scan(rest ...any) error { return p.r.Scan(append(p.dst, rest...)...) }
 
 // errNothingClaimed rolls back a claim that found no work.
 var errNothingClaimed = errors.New("nothing to claim")
@@ -179,8 +198,12 @@ func (q *Queue) Complete(ctx context.Context, l store.Lease, out store.Outcome) 
 	}
 	mark, redo := q.s.redoFor(out)
 	err := inTx(ctx, q.s.pool, func(tx pgx.Tx) error {
+		// The followers on other nodes are told at the commit itself (a
+		// notification goes out when its transaction commits, and not at
+		// all if it rolls back), not by the node's notifier after it.
 		var one int
-		err := tx.QueryRow(ctx, `SELECT 1 FROM operations WHERE `+fenced+` FOR UPDATE`, l.Op, l.Worker, l.Epoch).Scan(&one)
+		err := tx.QueryRow(ctx, `SELECT 1 FROM operations, pg_notify($4, $1) WHERE `+fenced+` FOR UPDATE OF operations`,
+			l.Op, l.Worker, l.Epoch, store.ChannelEvents).Scan(&one)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return lost(l)
 		}
