@@ -45,6 +45,14 @@ static const char default_path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 
 static volatile sig_atomic_t got_chld;
 
+// _dl_get_origin replaces static glibc's (sysdeps/unix/sysv/linux/dl-origin.c),
+// which its start-up calls for $ORIGIN in dlopen paths: it asserts that
+// readlink("/proc/self/exe") is absolute, and under runsc --exec-fd (how
+// arbor hands over its init, see runtime.InitPath) it is "host:[4]", so
+// the init aborted before main. This init loads nothing: no origin.
+const char *_dl_get_origin(void);
+const char *_dl_get_origin(void) { return (const char *)-1; }
+
 // on_signal catches every signal: caught (not ignored, which the command
 // would inherit), so the command starts with default dispositions, and
 // none of them ends or stops this init.
