@@ -60,6 +60,25 @@ static void on_signal(int sig) {
 	if (sig == SIGCHLD) got_chld = 1;
 }
 
+// glibc keeps signals 32 and 33 for itself and refuses handlers for them,
+// but under runsc a command's kill of them ends PID 1 (see
+// TestInitIgnoresSignalsFromInside). This init, single-threaded and
+// without pthread_cancel, ignores them through the raw system call; the
+// command gets them back at their default (see child).
+static const int glibc_signals[] = {32, 33};
+
+struct kernel_sigaction {
+	void (*handler)(int);
+	unsigned long flags;
+	void (*restorer)(void);
+	uint64_t mask;
+};
+
+static void raw_disposition(int sig, void (*handler)(int)) {
+	struct kernel_sigaction ka = {.handler = handler};
+	syscall(SYS_rt_sigaction, sig, &ka, NULL, sizeof ka.mask);
+}
+
 // write_all writes b in full to fd, waiting if it is non-blocking.
 static int write_all(int fd, const unsigned char *b, size_t n) {
 	while (n > 0) {
@@ -247,6 +266,8 @@ static void __attribute__((noinline, noreturn)) child(void) {
 	for (int i = 0; i < 3; i++)
 		if (syscall(SYS_dup3, spawn.fds[i], i, 0) < 0) goto fail;
 	syscall(SYS_close_range, 3, ~0U, 0); // all close-on-exec anyway
+	for (size_t i = 0; i < sizeof glibc_signals / sizeof glibc_signals[0]; i++)
+		raw_disposition(glibc_signals[i], SIG_DFL); // a vfork child has its own dispositions
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, _NSIG / 8);
 	syscall(SYS_execve, spawn.path, spawn.argv, spawn.envp);
 fail:
@@ -535,7 +556,9 @@ int main(int argc, char **argv) {
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigfillset(&sa.sa_mask);
 	for (int s = 1; s < _NSIG; s++)
-		if (s != SIGKILL && s != SIGSTOP) sigaction(s, &sa, NULL); // glibc's own refuse: fine
+		if (s != SIGKILL && s != SIGSTOP) sigaction(s, &sa, NULL); // glibc's own refuse (below)
+	for (size_t i = 0; i < sizeof glibc_signals / sizeof glibc_signals[0]; i++)
+		raw_disposition(glibc_signals[i], SIG_IGN);
 	// SIGCHLD is taken only inside ppoll: none is lost between a reap and the wait.
 	sigset_t chld, waiting;
 	sigemptyset(&chld);
