@@ -284,6 +284,7 @@ static struct {
 	struct rusage ru;  // and resource usage
 	int in, out, err;  // the init's ends of its stdio; -1 once closed
 	unsigned char *stdin_buf;
+	size_t stdin_off;  // where the queued bytes start in stdin_buf
 	size_t stdin_len;  // bytes queued for its stdin
 	int stdin_eof;     // the engine ended stdin: close once drained
 	struct timespec deadline; // after the exit, for the output to end
@@ -296,7 +297,7 @@ static void close_stdin(void) {
 	run.in = -1;
 	free(run.stdin_buf);
 	run.stdin_buf = NULL;
-	run.stdin_len = 0;
+	run.stdin_off = run.stdin_len = 0;
 }
 
 // start starts the command of a 'C' frame and reports 's' or 'e'.
@@ -448,19 +449,24 @@ static void forward(int *fd, char typ) {
 
 // feed writes what it can of the queued stdin.
 static void feed(void) {
-	ssize_t w = write(run.in, run.stdin_buf, run.stdin_len);
+	ssize_t w = write(run.in, run.stdin_buf + run.stdin_off, run.stdin_len);
 	if (w < 0) {
 		if (errno == EINTR || errno == EAGAIN) return;
 		close_stdin(); // the command no longer reads: drop the rest
 		return;
 	}
-	memmove(run.stdin_buf, run.stdin_buf + w, run.stdin_len - (size_t)w);
+	run.stdin_off += (size_t)w;
 	run.stdin_len -= (size_t)w;
+	if (run.stdin_len == 0) run.stdin_off = 0;
 	if (run.stdin_len == 0 && run.stdin_eof) close_stdin();
 }
 
 static void queue_stdin(const unsigned char *p, size_t n) {
 	if (run.in < 0 || n == 0) return;
+	if (run.stdin_off > 0) { // written bytes go before the buffer grows
+		memmove(run.stdin_buf, run.stdin_buf + run.stdin_off, run.stdin_len);
+		run.stdin_off = 0;
+	}
 	unsigned char *b = realloc(run.stdin_buf, run.stdin_len + n);
 	if (!b) {
 		close_stdin();
