@@ -51,11 +51,14 @@ Running it again upgrades the binary and the unit; the config file is kept.`,
 			if err := installFile(self, dst, 0o755); err != nil {
 				return err
 			}
-			// The sandboxes' init, if built beside this binary (scripts/setup.sh
-			// does): the daemon prefers it to serving as its own init.
-			if init := filepath.Join(filepath.Dir(self), "arbor-init"); initproc.IsStatic(init) {
-				if err := installFile(init, filepath.Join(filepath.Dir(dst), "arbor-init"), 0o755); err != nil {
-					return err
+			// The sandboxes' inits, if built beside this binary (scripts/setup.sh
+			// does): the daemon prefers arbor-init to serving as its own init,
+			// and cold batch runs start arbor-init-c.
+			for _, name := range []string{"arbor-init", initproc.ColdInitName} {
+				if init := filepath.Join(filepath.Dir(self), name); initproc.IsStatic(init) {
+					if err := installFile(init, filepath.Join(filepath.Dir(dst), name), 0o755); err != nil {
+						return err
+					}
 				}
 			}
 			unit := strings.Replace(deploy.SystemdUnit, "ExecStart=/usr/local/bin/arbor serve", "ExecStart="+binary+" serve", 1)

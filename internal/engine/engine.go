@@ -99,6 +99,9 @@ type Config struct {
 	WarmMax      int           // idle + booting sandboxes overall; default 8
 	WarmIdle     time.Duration // idle sandboxes older than this are reaped; default 2m
 	InitBinary   string        // static init of every sandbox; default: found automatically
+	// ColdInit is arbor's C init (initproc.ColdInitName), run instead of
+	// InitBinary by cold batch runs; default: found beside it, "off": none.
+	ColdInit string
 
 	// Retention is the daemon's default retention policy (see retention.go):
 	// ImageTTL 0 keeps images (off by default), OperationTTL 0 takes
@@ -193,6 +196,8 @@ type Engine struct {
 
 	warm    *warmPool
 	initBin string
+	// coldInit, if set, is the C init cold batch runs start (see execCold).
+	coldInit string
 
 	previews previewHub // exposed ports of running instances (preview.go)
 
@@ -387,6 +392,13 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		e.cfg.WarmPerImage = -1 // the pool boots through the init
 	} else if e.initBin = initproc.FindBinary(cfg.InitBinary); e.initBin == "" {
 		e.log.Warn("no static init: warm sandboxes off, and a cold run's command is its sandbox's PID 1", "reason", e.warmOffReason())
+	}
+	if e.initBin != "" {
+		if e.coldInit = initproc.FindColdInit(cfg.ColdInit, e.initBin); e.coldInit != "" {
+			e.log.Info("cold batch runs start the C init", "path", e.coldInit)
+		} else {
+			e.log.Info("no C init: cold batch runs start the Go init", "path", e.initBin)
+		}
 	}
 	for r := range e.runtimes {
 		if r != "runsc" && e.gate.any(r) {

@@ -315,6 +315,13 @@ func (e *Engine) execCold(ctx context.Context, p *runPlan, spec runtime.Spec) (r
 	sbx.UID, sbx.GID, sbx.FileSizeLimit = 0, 0, 0 // the init applies the run's to the command
 	sbx.InitBinary = e.initBin
 	sbx.Checkpointable = forkable(p)
+	if e.coldInit != "" && !sbx.Checkpointable {
+		// A batch run: the C init serves it for a fraction of the Go
+		// init's CPU under gVisor. A forkable sandbox keeps the Go init,
+		// which can move itself into sandbox memory for checkpoints.
+		sbx.InitBinary = e.coldInit
+		agent.CompactRequests()
+	}
 	sbx.Stdin, sbx.Stdout, sbx.Stderr = pipes.Stdin, pipes.Stdout, nil
 	started := make(chan struct{})
 	sbx.OnStart = func(int) { close(started) }

@@ -29,7 +29,8 @@ var (
 	initErr  error
 )
 
-// staticInit builds cmd/arbor-init without cgo, as setup.sh does.
+// staticInit builds cmd/arbor-init without cgo, and cmd/arbor-init-c
+// beside it, as setup.sh does.
 func staticInit(t testing.TB) string {
 	t.Helper()
 	initOnce.Do(func() {
@@ -44,7 +45,11 @@ func staticInit(t testing.TB) string {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			initErr = err
 			t.Logf("%s", out)
+			return
 		}
+		// Cold batch runs start the C init found beside it, as in
+		// production (see coldInitBeside).
+		initErr = coldInitBeside(initPath)
 	})
 	if initErr != nil {
 		t.Fatal(initErr)

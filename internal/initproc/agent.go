@@ -32,6 +32,7 @@ type Agent struct {
 	exited   bool          // the last command's exit was reported
 	pid      atomic.Int32  // the running command's pid in the sandbox, for Signal; 0: none
 	fed      chan struct{} // closed when the last command's stdin feed ended
+	compact  bool          // requests go as 'C' frames, for the C init
 }
 
 // phase is where the conversation with the init stands.
@@ -148,6 +149,11 @@ func NewAgentPipes() (*Agent, AgentPipes, error) {
 	return &Agent{toInit: inW, fromInit: outR, r: outR, w: &frameWriter{w: inW}}, AgentPipes{Stdin: inR, Stdout: outW}, nil
 }
 
+// CompactRequests makes Run send its request in the compact form that
+// arbor's C init reads (see [ColdInitName]) instead of JSON. Call it
+// before Run.
+func (a *Agent) CompactRequests() { a.compact = true }
+
 // Close releases the engine's ends.
 func (a *Agent) Close() {
 	a.toInit.Close()
@@ -217,13 +223,19 @@ func (a *Agent) Run(req Request, stdin io.Reader, stdout, stderr io.Writer, onSt
 	if a.phase != phaseIdle {
 		return Exit{}, 0, fmt.Errorf("starting the command: the agent is not idle")
 	}
-	js, err := json.Marshal(req)
-	if err != nil {
-		return Exit{}, 0, err
+	typ, js := byte(frameCompact), []byte(nil)
+	if a.compact {
+		js = encodeCompact(req)
+	} else {
+		b, err := json.Marshal(req)
+		if err != nil {
+			return Exit{}, 0, err
+		}
+		typ, js = frameRun, b
 	}
 	begin := time.Now()
 	a.exited = false
-	if err := a.w.write(frameRun, js); err != nil {
+	if err := a.w.write(typ, js); err != nil {
 		a.phase = phaseDone
 		return Exit{}, 0, fmt.Errorf("starting the command: %w", errSandboxGone)
 	}

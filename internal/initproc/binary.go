@@ -41,3 +41,31 @@ func FindBinary(configured string) string {
 	}
 	return ""
 }
+
+// ColdInitName is the file name of arbor's C init (cmd/arbor-init-c):
+// the serve --exit mode alone, for cold batch runs, where Go's runtime
+// alive inside gVisor cost ~20 ms of CPU per run (BENCHMARKS.md).
+const ColdInitName = "arbor-init-c"
+
+// FindColdInit picks the C init for cold batch runs: configured ("off":
+// none), else arbor-init-c beside the Go init, else beside this
+// executable; the first that is static, or "" (cold runs then use the Go
+// init).
+func FindColdInit(configured, goInit string) string {
+	if configured == "off" {
+		return ""
+	}
+	cands := []string{configured}
+	if goInit != "" {
+		cands = append(cands, filepath.Join(filepath.Dir(goInit), ColdInitName))
+	}
+	if exe, err := os.Executable(); err == nil {
+		cands = append(cands, filepath.Join(filepath.Dir(exe), ColdInitName))
+	}
+	for _, c := range cands {
+		if c != "" && IsStatic(c) {
+			return c
+		}
+	}
+	return ""
+}

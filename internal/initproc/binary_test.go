@@ -68,3 +68,37 @@ func TestFindBinaryPrefersArborInit(t *testing.T) {
 		t.Errorf("FindBinary(/bin/busybox) = %q: a configured init still comes first", got)
 	}
 }
+
+// TestFindColdInit: the C init is taken when configured or found beside
+// the Go init, only if static, and never when configured "off".
+func TestFindColdInit(t *testing.T) {
+	dir := t.TempDir()
+	goInit := filepath.Join(dir, "arbor-init")
+	b, err := os.ReadFile("/bin/busybox") // static (scripts/setup.sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := FindColdInit("", goInit); got != "" {
+		t.Errorf("FindColdInit with none beside = %q, want none", got)
+	}
+	beside := filepath.Join(dir, ColdInitName)
+	if err := os.WriteFile(beside, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := FindColdInit("", goInit); got != "" {
+		t.Errorf("FindColdInit with a script beside = %q, want none (not static)", got)
+	}
+	if err := os.WriteFile(beside, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ configured, want string }{
+		{"", beside},
+		{"off", ""},
+		{"/bin/busybox", "/bin/busybox"},
+		{"/bin/ls", beside}, // dynamic: falls through
+	} {
+		if got := FindColdInit(tc.configured, goInit); got != tc.want {
+			t.Errorf("FindColdInit(%q) = %q, want %q", tc.configured, got, tc.want)
+		}
+	}
+}

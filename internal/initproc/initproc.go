@@ -17,6 +17,12 @@
 //	                 previews (see [RelayMode])
 //
 // It must be a static binary: images need not contain a libc.
+//
+// Cold batch runs (serve --exit, not forkable) start arbor's C init
+// instead when one is found (cmd/arbor-init-c, see [FindColdInit]): the
+// same protocol, the request in its compact form ([Agent.CompactRequests]),
+// at a fraction of the Go runtime's CPU under gVisor. The protocol tests
+// run against both.
 package initproc
 
 import (

@@ -19,6 +19,7 @@ import (
 //	'P' a chunk of a tar of files to place (as the place mode reads),
 //	'Q' its end                                     → 'p' reply
 //	'R' JSON Request: start the command             → 's' pid or 'e' error
+//	'C' the same Request, compact (see encodeCompact), for the C init
 //	'I' stdin bytes, 'i' end of stdin
 //	'S' a signal for the command: its number (one byte), then the
 //	    command's pid (big-endian uint32), so it reaches no later command
@@ -32,6 +33,7 @@ const (
 	framePlace    = 'P'
 	framePlaceEnd = 'Q'
 	frameRun      = 'R'
+	frameCompact  = 'C'
 	frameStdin    = 'I'
 	frameStdinEOF = 'i'
 	frameSignal   = 'S'
@@ -65,6 +67,25 @@ type Request struct {
 	UID      uint32   `json:"uid"`
 	GID      uint32   `json:"gid"`
 	FileSize int64    `json:"fsize,omitempty"` // RLIMIT_FSIZE; 0: unlimited
+}
+
+// encodeCompact encodes req as the C init (cmd/arbor-init-c) reads it:
+// uid, gid (uint32), the file size limit (uint64), the number of args and
+// of env entries (uint32), then cwd, the args and the env, each a uint32
+// length and its bytes; all big-endian. The C init then needs no JSON
+// parser: no string unescaping or number parsing in C.
+func encodeCompact(req Request) []byte {
+	b := make([]byte, 24, 64)
+	binary.BigEndian.PutUint32(b[0:], req.UID)
+	binary.BigEndian.PutUint32(b[4:], req.GID)
+	binary.BigEndian.PutUint64(b[8:], uint64(max(req.FileSize, 0)))
+	binary.BigEndian.PutUint32(b[16:], uint32(len(req.Args)))
+	binary.BigEndian.PutUint32(b[20:], uint32(len(req.Env)))
+	for _, s := range append(append([]string{req.Cwd}, req.Args...), req.Env...) {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+	}
+	return b
 }
 
 // Exit is how the command ended, with its resource usage: Code is its

@@ -20,37 +20,39 @@ import (
 // by a process, and default actions stop it on SIGTSTP). The real-time
 // signals are checked from inside a sandbox (TestInitIgnoresSignalsFromInside).
 func TestServeSurvivesSignals(t *testing.T) {
-	a, cmd := startServer(t)
-	// Its signal handling is in place once it answers.
-	var empty bytes.Buffer
-	if err := tar.NewWriter(&empty).Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Place(&empty); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	for sig := syscall.Signal(1); sig < 32; sig++ {
-		if sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
-			continue
+	forInits(t, func(t *testing.T, k initKind) {
+		a, cmd := startServer(t, k)
+		// Its signal handling is in place once it answers.
+		var empty bytes.Buffer
+		if err := tar.NewWriter(&empty).Close(); err != nil {
+			t.Fatal(err)
 		}
-		if err := syscall.Kill(pid, sig); err != nil {
-			t.Fatalf("kill %d: %v", sig, err)
+		if err := a.Place(&empty); err != nil {
+			t.Fatal(err)
 		}
-		// Taken by a handler (or fatal by now) before the next one.
-		for deadline := time.Now().Add(time.Minute); pending(t, pid, sig); {
-			if time.Now().After(deadline) {
-				t.Fatalf("signal %d still pending after a minute", sig)
+		pid := cmd.Process.Pid
+		for sig := syscall.Signal(1); sig < 32; sig++ {
+			if sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
+				continue
 			}
-			time.Sleep(time.Millisecond) // polls the kernel's pending set
+			if err := syscall.Kill(pid, sig); err != nil {
+				t.Fatalf("kill %d: %v", sig, err)
+			}
+			// Taken by a handler (or fatal by now) before the next one.
+			for deadline := time.Now().Add(time.Minute); pending(t, pid, sig); {
+				if time.Now().After(deadline) {
+					t.Fatalf("signal %d still pending after a minute", sig)
+				}
+				time.Sleep(time.Millisecond) // polls the kernel's pending set
+			}
 		}
-	}
-	var out bytes.Buffer
-	x, _, err := a.Run(Request{Args: []string{"/bin/sh", "-c", "echo alive"}, Env: []string{"PATH=/usr/bin:/bin"}, Cwd: "/",
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}, nil, &out, nil, nil)
-	if err != nil || x.Code != 0 || out.String() != "alive\n" {
-		t.Fatalf("after the signals: exit %+v, %q, %v; want the init alive and serving", x, out.String(), err)
-	}
+		var out bytes.Buffer
+		x, _, err := a.Run(Request{Args: []string{"/bin/sh", "-c", "echo alive"}, Env: []string{"PATH=/usr/bin:/bin"}, Cwd: "/",
+			UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}, nil, &out, nil, nil)
+		if err != nil || x.Code != 0 || out.String() != "alive\n" {
+			t.Fatalf("after the signals: exit %+v, %q, %v; want the init alive and serving", x, out.String(), err)
+		}
+	})
 }
 
 // pending reports whether signal sig waits for pid's main thread to take

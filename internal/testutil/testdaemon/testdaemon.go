@@ -357,8 +357,8 @@ var initBuild struct {
 	err  error
 }
 
-// StaticInit builds cmd/arbor-init with CGO_ENABLED=0 (as setup.sh does)
-// once per test process and returns its path. Warm sandboxes bind-mount it
+// StaticInit builds cmd/arbor-init with CGO_ENABLED=0, and cmd/arbor-init-c
+// beside it (as setup.sh does), once per test process and returns its path. Warm sandboxes bind-mount it
 // as their init, so it must be static whatever the test binary is.
 func StaticInit() (string, error) {
 	initBuild.once.Do(func() {
@@ -376,6 +376,18 @@ func StaticInit() (string, error) {
 		}
 		if !baseimage.IsStatic(p) {
 			initBuild.err = fmt.Errorf("%s is not static", p)
+			return
+		}
+		// The C init of cold batch runs, beside it as setup.sh puts it.
+		c, err := testutil.ColdInit()
+		if err == nil {
+			var b []byte
+			if b, err = os.ReadFile(c); err == nil {
+				err = os.WriteFile(filepath.Join(dir, "arbor-init-c"), b, 0o755)
+			}
+		}
+		if err != nil {
+			initBuild.err = err
 			return
 		}
 		initBuild.path = p
