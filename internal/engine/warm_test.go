@@ -71,7 +71,7 @@ func newWarmEngine(t testing.TB, rt string) (*Engine, string) {
 // waitIdle waits until the pool holds n idle sandboxes on image.
 func waitIdle(t testing.TB, e *Engine, image string, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	if err := e.warm.WaitIdle(ctx, func(k warmKey) bool { return k.image == image }, n); err != nil {
 		t.Fatalf("pool has %+v, want %d idle on %s: %v", e.WarmStats(), n, image, err)
