@@ -419,6 +419,12 @@ type runState struct {
 func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	rs := &runState{status: oplog.StatusSuccess}
 	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
+	// Removing the run's directory is not the sandbox's work: it goes on in
+	// the background once the run's slot is free (this runs after the
+	// slot's release), where under a fan-out it held up the next run's
+	// start (unlinks wait for the writeback the commit's syncfs started).
+	var tidy []func()
+	defer func() { e.tidyLater(tidy) }()
 	o.setRuntime(p.rt.Name())
 
 	// Wait, in order, for a slot and for the run's memory limit to fit the
@@ -480,7 +486,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 			rs.fail(ctx, err)
 			return
 		}
-		defer remove()
+		defer func() { tidy = append(tidy, remove) }()
 		upper, merged, bundle = view.Upper, view.Merged, filepath.Join(dir, "bundle")
 		if err := os.MkdirAll(bundle, 0o755); err != nil {
 			rs.fail(ctx, err)
@@ -498,7 +504,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	}
 	defer func() {
 		if !kept {
-			os.RemoveAll(dir)
+			tidy = append(tidy, func() {
+				if err := e.removeRunDir(dir); err != nil {
+					e.log.Warn("remove run dir", "operation", p.op, "dir", dir, "err", err)
+				}
+			})
 		}
 	}()
 	unmount := func() {
@@ -638,6 +648,22 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	// Agents branch from the image they just made: have sandboxes ready.
 	e.warmUp(keyOf(p, im.UUID), e.cfg.WarmPerImage)
 	return
+}
+
+// tidyLater runs fns, in order, in the background; Close waits for them.
+// A crash before they ran leaves a directory under run/, which the next
+// start's recovery removes.
+func (e *Engine) tidyLater(fns []func()) {
+	if len(fns) == 0 {
+		return
+	}
+	e.wg.Add(1) // the calling run is counted too: never from zero
+	go func() {
+		defer e.wg.Done()
+		for _, f := range fns {
+			f()
+		}
+	}()
 }
 
 func shutdownReason(ctx context.Context, res runtime.Result) string {
