@@ -419,12 +419,24 @@ type runState struct {
 func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	rs := &runState{status: oplog.StatusSuccess}
 	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
-	// Removing the run's directory is not the sandbox's work: it goes on in
-	// the background once the run's slot is free (this runs after the
-	// slot's release), where under a fan-out it held up the next run's
-	// start (unlinks wait for the writeback the commit's syncfs started).
+	// Removing the run's directory is not the sandbox's work. Once a run
+	// has committed (and so finished, in the commit's transaction), what is
+	// left of it is small and holds up nothing a client sees: it is removed
+	// in the background after the run's slot is free (this runs after the
+	// slot's release); under a fan-out it held up the next run's start
+	// (its unlinks wait for the writeback the commit's syncfs started).
+	// Any other run's directory goes before its outcome is recorded, as its
+	// upper dir may hold what filled the disk.
 	var tidy []func()
-	defer func() { e.tidyLater(tidy) }()
+	defer func() {
+		if !p.meta.Disposable && o.current() == opSuccess {
+			e.tidyLater(tidy)
+			return
+		}
+		for _, f := range tidy {
+			f()
+		}
+	}()
 	o.setRuntime(p.rt.Name())
 
 	// Wait, in order, for a slot and for the run's memory limit to fit the
@@ -487,6 +499,7 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 			return
 		}
 		defer func() { tidy = append(tidy, remove) }()
+		defer view.Release() // the chain stays pinned to the run's end, as before; the directory may go later
 		upper, merged, bundle = view.Upper, view.Merged, filepath.Join(dir, "bundle")
 		if err := os.MkdirAll(bundle, 0o755); err != nil {
 			rs.fail(ctx, err)
