@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -265,7 +266,8 @@ func checkReport(t *testing.T, r bench.Report, warm bool) {
 // TestFull runs the whole benchmark when ARBOR_BENCH_FULL=1, writing the
 // table to stdout and the JSON report to $ARBOR_BENCH_JSON if set;
 // ARBOR_BENCH_SECTIONS (e.g. "ttr,fanout"), ARBOR_BENCH_RUNTIMES (e.g.
-// "runsc") and ARBOR_BENCH_QUICK=1 narrow it, and ARBOR_BENCH_LOG=1 shows
+// "runsc"), ARBOR_BENCH_FANOUT (widths, e.g. "16") and ARBOR_BENCH_QUICK=1
+// narrow it, and ARBOR_BENCH_LOG=1 shows
 // the daemons' logs. It is
 // how BENCHMARKS.md was produced (and how to profile the daemon during a
 // benchmark with -cpuprofile):
@@ -283,6 +285,13 @@ func TestFull(t *testing.T) {
 	}
 	if s := os.Getenv("ARBOR_BENCH_RUNTIMES"); s != "" {
 		opts.Runtimes = strings.Split(s, ",")
+	}
+	for _, s := range strings.FieldsFunc(os.Getenv("ARBOR_BENCH_FANOUT"), func(r rune) bool { return r == ',' }) {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("ARBOR_BENCH_FANOUT: %v", err)
+		}
+		opts.FanOut = append(opts.FanOut, n)
 	}
 	if os.Getenv("ARBOR_BENCH_LOG") == "1" {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

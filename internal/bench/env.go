@@ -197,10 +197,13 @@ func (b *bench) startDaemon(ctx context.Context, name string, warm bool, options
 		MaxConcurrentOps: 4096,
 		WarmPerImage:     -1,
 		Logger:           slog.New(d.logs),
+		// Cold runs start through the init too: in a test binary, the one
+		// the engine would find by itself is the test binary.
+		InitBinary: b.o.InitBinary,
 	}
 	if warm {
 		// The engine's defaults, stated so the report says what ran.
-		dc.WarmPerImage, dc.WarmMax, dc.InitBinary = defaultWarmPerImage, defaultWarmMax, b.o.InitBinary
+		dc.WarmPerImage, dc.WarmMax = defaultWarmPerImage, defaultWarmMax
 	}
 	if b.tweak != nil {
 		b.tweak(name, &dc)

@@ -203,6 +203,9 @@ type Engine struct {
 
 	gate runtimeGate // who may use which runtime
 	ids  *idAlloc    // host id ranges of runc and crun sandboxes
+	// removeRunDir deletes a finished run's directory (os.RemoveAll; a
+	// hook in tests).
+	removeRunDir func(dir string) error
 
 	events *eventHub
 	cl     *cluster // nil on a single node
@@ -329,27 +332,28 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	life, stop := context.WithCancel(context.Background())
 	e := &Engine{
-		ctx:       life,
-		stop:      stop,
-		cfg:       cfg,
-		log:       cfg.Logger,
-		st:        st,
-		runtimes:  map[string]runtime.Runtime{},
-		queue:     newAdmission(cfg.Slots, cfg.MemoryBudget).withOverhead(runOverhead),
-		images:    map[string]*imageNode{},
-		leased:    map[string]int{},
-		leases:    map[string]*imageLease{},
-		layers:    layers.New(layerStorage, filepath.Join(home, "tmp"), cfg.Logger),
-		layerDir:  layerDir,
-		active:    map[string]*activeOp{},
-		squashing: map[string]bool{},
-		events:    newEventHub(st, cfg.Logger),
-		nets:      netns.NewManager(netns.Tag(home), allow...),
-		egressDef: egressDef,
-		egressOn:  map[string]*egress.Guard{},
-		closed:    make(chan struct{}),
-		ids:       newIDAlloc(),
-		gate:      gate,
+		ctx:          life,
+		stop:         stop,
+		cfg:          cfg,
+		log:          cfg.Logger,
+		st:           st,
+		runtimes:     map[string]runtime.Runtime{},
+		queue:        newAdmission(cfg.Slots, cfg.MemoryBudget).withOverhead(runOverhead),
+		images:       map[string]*imageNode{},
+		leased:       map[string]int{},
+		leases:       map[string]*imageLease{},
+		layers:       layers.New(layerStorage, filepath.Join(home, "tmp"), cfg.Logger),
+		layerDir:     layerDir,
+		active:       map[string]*activeOp{},
+		squashing:    map[string]bool{},
+		events:       newEventHub(st, cfg.Logger),
+		nets:         netns.NewManager(netns.Tag(home), allow...),
+		egressDef:    egressDef,
+		egressOn:     map[string]*egress.Guard{},
+		closed:       make(chan struct{}),
+		ids:          newIDAlloc(),
+		removeRunDir: os.RemoveAll,
+		gate:         gate,
 	}
 	e.nets.OnRelease(e.dropEgress)
 	if cfg.Cluster != nil {

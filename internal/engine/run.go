@@ -419,6 +419,24 @@ type runState struct {
 func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	rs := &runState{status: oplog.StatusSuccess}
 	defer func() { out = rs.outcome(p) }() // registered first: runs after the teardown
+	// Removing the run's directory is not the sandbox's work. Once a run
+	// has committed (and so finished, in the commit's transaction), what is
+	// left of it is small and holds up nothing a client sees: it is removed
+	// in the background after the run's slot is free (this runs after the
+	// slot's release); under a fan-out it held up the next run's start
+	// (its unlinks wait for the writeback the commit's syncfs started).
+	// Any other run's directory goes before its outcome is recorded, as its
+	// upper dir may hold what filled the disk.
+	var tidy []func()
+	defer func() {
+		if !p.meta.Disposable && o.current() == opSuccess {
+			e.tidyLater(tidy)
+			return
+		}
+		for _, f := range tidy {
+			f()
+		}
+	}()
 	o.setRuntime(p.rt.Name())
 
 	// Wait, in order, for a slot and for the run's memory limit to fit the
@@ -480,7 +498,8 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 			rs.fail(ctx, err)
 			return
 		}
-		defer remove()
+		defer func() { tidy = append(tidy, remove) }()
+		defer view.Release() // the chain stays pinned to the run's end, as before; the directory may go later
 		upper, merged, bundle = view.Upper, view.Merged, filepath.Join(dir, "bundle")
 		if err := os.MkdirAll(bundle, 0o755); err != nil {
 			rs.fail(ctx, err)
@@ -498,7 +517,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	}
 	defer func() {
 		if !kept {
-			os.RemoveAll(dir)
+			tidy = append(tidy, func() {
+				if err := e.removeRunDir(dir); err != nil {
+					e.log.Warn("remove run dir", "operation", p.op, "dir", dir, "err", err)
+				}
+			})
 		}
 	}()
 	unmount := func() {
@@ -638,6 +661,22 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	// Agents branch from the image they just made: have sandboxes ready.
 	e.warmUp(keyOf(p, im.UUID), e.cfg.WarmPerImage)
 	return
+}
+
+// tidyLater runs fns, in order, in the background; Close waits for them.
+// A crash before they ran leaves a directory under run/, which the next
+// start's recovery removes.
+func (e *Engine) tidyLater(fns []func()) {
+	if len(fns) == 0 {
+		return
+	}
+	e.wg.Add(1) // the calling run is counted too: never from zero
+	go func() {
+		defer e.wg.Done()
+		for _, f := range fns {
+			f()
+		}
+	}()
 }
 
 func shutdownReason(ctx context.Context, res runtime.Result) string {

@@ -173,6 +173,11 @@ func (s *Snapshotter) Remove(a *Active) error {
 	return err
 }
 
+// Release unpins a's chain and leaves its directory: once a's overlay is
+// unmounted nothing in the directory refers to the chain. Remove then only
+// deletes the directory.
+func (a *Active) Release() { a.lease.Release() }
+
 // Put makes dir durable and stores it as layer id (see [Storage.Put]). The
 // caller holds a lease on id or records a reference to it under roots, or
 // a collection may remove it.

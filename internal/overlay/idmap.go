@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -19,7 +20,19 @@ import (
 type Userns struct {
 	fd           int
 	HostID, Size uint32
+
+	mu sync.Mutex
+	// clones are idmapped clones of directories, kept from one mount to
+	// the next until Close: closing a detached clone unmounts it, and every
+	// unmount waits for an expedited RCU grace period, which the kernel
+	// serialises over all processes (runtimes' own mounts included): two
+	// per mount made concurrent sandbox starts queue behind each other.
+	clones map[string]int
 }
+
+// maxClones bounds the directories whose clones a Userns keeps: the layer
+// store and the run directory, plus a few more.
+const maxClones = 4
 
 // NewUserns creates a user namespace with the mapping. Close it once the
 // mounts are made (they keep the namespace alive).
@@ -46,9 +59,18 @@ func NewUserns(hostID, size uint32) (*Userns, error) {
 	return &Userns{fd: fd, HostID: hostID, Size: size}, nil
 }
 
-// Close releases the namespace.
+// Close releases the namespace and its kept clones.
 func (u *Userns) Close() {
-	if u != nil && u.fd >= 0 {
+	if u == nil {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for dir, fd := range u.clones {
+		unix.Close(fd)
+		delete(u.clones, dir)
+	}
+	if u.fd >= 0 {
 		unix.Close(u.fd)
 		u.fd = -1
 	}
@@ -68,32 +90,26 @@ func (u *Userns) idmapped(dir string) (int, error) {
 	return fd, nil
 }
 
-// layerFDs opens each dir through an idmapped clone of its parent (one
-// clone per distinct parent: the layer store is usually one). The fds
-// are O_PATH; the clones live as long as they do.
-func (u *Userns) layerFDs(dirs []string) ([]int, func(), error) {
-	clones := map[string]int{}
-	var fds []int
+// layerFDs opens each dir through an idmapped clone of the directory up
+// levels above it (1: its parent), as O_PATH descriptors, returned with
+// the function that closes them. The clones are kept for the next mount
+// (see clones); one that no longer holds the path (its directory was
+// replaced) is made afresh.
+func (u *Userns) layerFDs(dirs []string, up int) ([]int, func(), error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var fds, temp []int
 	closeAll := func() {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
-		for _, fd := range clones {
+		for _, fd := range temp {
 			unix.Close(fd)
 		}
 	}
 	for _, d := range dirs {
-		parent := filepath.Dir(d)
-		c, ok := clones[parent]
-		if !ok {
-			var err error
-			if c, err = u.idmapped(parent); err != nil {
-				closeAll()
-				return nil, nil, err
-			}
-			clones[parent] = c
-		}
-		fd, err := unix.Openat(c, filepath.Base(d), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		base, rel := splitUp(filepath.Clean(d), up)
+		fd, err := u.openVia(base, rel, &temp)
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("open layer %s: %w", d, err)
@@ -101,6 +117,54 @@ func (u *Userns) layerFDs(dirs []string) ([]int, func(), error) {
 		fds = append(fds, fd)
 	}
 	return fds, closeAll, nil
+}
+
+// openVia opens rel beneath an idmapped clone of base: the kept one, else
+// a new one (kept if there is room, else added to temp); u.mu is held.
+func (u *Userns) openVia(base, rel string, temp *[]int) (int, error) {
+	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	if c, ok := u.clones[base]; ok {
+		if sameDir(c, base) {
+			if fd, err := unix.Openat2(c, rel, how); err == nil {
+				return fd, nil
+			}
+		}
+		// Stale (base was replaced since) or rel is missing: a fresh clone
+		// tells which.
+		unix.Close(c)
+		delete(u.clones, base)
+	}
+	c, err := u.idmapped(base)
+	if err != nil {
+		return -1, err
+	}
+	if len(u.clones) < maxClones {
+		if u.clones == nil {
+			u.clones = map[string]int{}
+		}
+		u.clones[base] = c
+	} else {
+		*temp = append(*temp, c)
+	}
+	return unix.Openat2(c, rel, how)
+}
+
+// sameDir reports whether clone c is still of the directory at path.
+func sameDir(c int, path string) bool {
+	var a, b unix.Stat_t
+	return unix.Fstat(c, &a) == nil && unix.Stat(path, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// splitUp splits clean path d into the directory up levels above it and
+// the rest ("/a/b/c", 2: "/a", "b/c").
+func splitUp(d string, up int) (base, rel string) {
+	base = d
+	for range up {
+		base = filepath.Dir(base)
+	}
+	rel, _ = filepath.Rel(base, d) // d is below base: cannot fail
+	return base, rel
 }
 
 // AsHostID runs fn on a thread of its own whose filesystem uid and gid are

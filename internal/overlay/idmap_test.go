@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,11 +84,67 @@ func TestMountAsIDMapped(t *testing.T) {
 			b, _ := os.ReadFile("/proc/self/mountinfo")
 			for _, l := range strings.Split(string(b), "\n") {
 				_, opts, _ := strings.Cut(l, " - ")
-				if strings.Contains(l, " "+target+" ") && (strings.Contains(opts, filepath.Dir(upper)) || !strings.Contains(opts, "upperdir=/upper,")) {
+				if strings.Contains(l, " "+target+" ") && (strings.Contains(opts, filepath.Dir(upper)) || !strings.Contains(opts, "upperdir=/run/upper,")) {
 					t.Errorf("mountinfo shows host paths in the overlay's options: %.300s", opts)
 				}
 			}
 		})
+	}
+}
+
+// TestMountAsKeepsClones: mounts through one namespace share its idmapped
+// clones of the layer store and of the run directory (closing a clone is
+// an unmount, which waits for an RCU grace period the kernel serialises),
+// and a clone whose directory was replaced meanwhile is made afresh.
+func TestMountAsKeepsClones(t *testing.T) {
+	testutil.RequiresRoot(t)
+	const host = 1<<30 + 9<<16
+	ns, err := NewUserns(host, 1<<16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	lowers, upper, work, target := idmapStack(t, 3)
+	mount := func(want string) map[string]int {
+		t.Helper()
+		if err := MountAs(lowers, upper, work, target, ns); err != nil {
+			t.Fatal(err)
+		}
+		defer Unmount(target)
+		if b, err := os.ReadFile(filepath.Join(target, want)); err != nil || string(b) != "x" {
+			t.Fatalf("%s through the mount: %q, %v", want, b, err)
+		}
+		ns.mu.Lock()
+		defer ns.mu.Unlock()
+		kept := map[string]int{}
+		for dir, fd := range ns.clones {
+			kept[dir] = fd
+		}
+		return kept
+	}
+	first := mount("f0")
+	store, runs := filepath.Dir(lowers[0]), filepath.Dir(filepath.Dir(upper))
+	if len(first) != 2 || first[store] == 0 || first[runs] == 0 {
+		t.Fatalf("clones kept after a mount: %v, want the layer store %s and %s", first, store, runs)
+	}
+	if second := mount("f1"); !maps.Equal(first, second) {
+		t.Errorf("second mount made new clones: %v, then %v", first, second)
+	}
+	// The store is replaced: the kept clone still shows the old one.
+	if err := os.Rename(store, store+".old"); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lowers {
+		os.MkdirAll(l, 0o755)
+		os.WriteFile(filepath.Join(l, "fresh"), []byte("x"), 0o644)
+	}
+	mount("fresh")
+	ns.Close()
+	ns.mu.Lock()
+	n := len(ns.clones)
+	ns.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d clones left after Close", n)
 	}
 }
 

@@ -54,15 +54,21 @@ func MountAs(lowers []string, upper, work, target string, ns *Userns) error {
 		if upper != "" && filepath.Dir(upper) != filepath.Dir(work) {
 			return fmt.Errorf("overlay: upper %s and work %s must share a parent", upper, work)
 		}
-		dirs := lowers
-		if upper != "" {
-			dirs = append(append([]string(nil), lowers...), upper, work)
-		}
-		fds, closeFDs, err := ns.layerFDs(dirs)
+		// Layers through a clone of their store; upper and work (a run's
+		// own directory) through one of the directory holding every run's.
+		fds, closeFDs, err := ns.layerFDs(lowers, 1)
 		if err != nil {
 			return err
 		}
 		defer closeFDs()
+		if upper != "" {
+			uw, closeUW, err := ns.layerFDs([]string{upper, work}, 2)
+			if err != nil {
+				return err
+			}
+			defer closeUW()
+			fds = append(fds, uw...)
+		}
 		for i, l := range lowers {
 			if err := unix.FsconfigSetFd(fd, "lowerdir+", fds[i]); err != nil {
 				return fmt.Errorf("overlay option lowerdir+=%s: %w", l, err)
