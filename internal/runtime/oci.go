@@ -352,7 +352,9 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	if initFile != nil {
 		defer initFile.Close()
 	}
-	cmd := o.command(ctx, extra, append(append(args, initFlags...), s.ID)...)
+	lctx, cancel := launchContext(ctx)
+	defer cancel()
+	cmd := o.command(lctx, extra, append(append(args, initFlags...), s.ID)...)
 	if initFile != nil {
 		cmd.ExtraFiles = []*os.File{initFile}
 	}
