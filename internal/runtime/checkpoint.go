@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
@@ -158,9 +157,7 @@ func (o *OCI) Restore(ctx context.Context, s Spec, image string) error {
 	}
 	defer errf.Close()
 	pidFile := filepath.Join(s.Bundle, "init.pid")
-	lctx, cancel := launchContext(ctx)
-	defer cancel()
-	cmd := o.command(lctx, o.networkFlags(s), "restore", "--detach", "--image-path", image, "--pid-file", pidFile, "--bundle", s.Bundle, s.ID)
+	cmd := o.command(ctx, o.networkFlags(s), "restore", "--detach", "--image-path", image, "--pid-file", pidFile, "--bundle", s.Bundle, s.ID)
 	// Host pipes as stdio: a restored file keeps the saved offset, a pipe has none.
 	return o.launchDetached(ctx, cmd, s, errf, pidFile, "restore")
 }
@@ -187,25 +184,7 @@ func (o *OCI) launchDetached(ctx context.Context, cmd *exec.Cmd, s Spec, errf *o
 		return errors.Join(fmt.Errorf("%s %s: %w: %s", o.name, what, err, strings.TrimSpace(string(msg))), derr)
 	}
 	o.watchInit(s.ID, pidFile)
-	if ctx.Err() != nil { // ended while the runtime made the sandbox: unmake it
-		derr := o.Destroy(context.WithoutCancel(ctx), s.ID)
-		return errors.Join(fmt.Errorf("%s %s: %w", o.name, what, context.Cause(ctx)), derr)
-	}
 	return nil
-}
-
-// launchLimit bounds a runtime process that creates a sandbox.
-const launchLimit = 2 * time.Minute
-
-// launchContext is the context of a runtime process that creates a
-// sandbox (run --detach, restore --detach), in place of the caller's:
-// killed after it forked the sandbox but before it recorded the sandbox's
-// state, the runtime would leave a sandbox that Destroy cannot find (a
-// warm boot cut short by the engine's Close left one running). It runs to
-// its end, within launchLimit, and launchDetached destroys what it made
-// if the caller's ctx ended meanwhile.
-func launchContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), launchLimit)
 }
 
 // configFile is the sandbox's OCI config as Checkpoint saves it in the image.

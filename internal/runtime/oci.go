@@ -352,9 +352,7 @@ func (o *OCI) Boot(ctx context.Context, s Spec) error {
 	if initFile != nil {
 		defer initFile.Close()
 	}
-	lctx, cancel := launchContext(ctx)
-	defer cancel()
-	cmd := o.command(lctx, extra, append(append(args, initFlags...), s.ID)...)
+	cmd := o.command(ctx, extra, append(append(args, initFlags...), s.ID)...)
 	if initFile != nil {
 		cmd.ExtraFiles = []*os.File{initFile}
 	}
