@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -181,21 +180,11 @@ func runAny(t *testing.T, e *Engine, image, cmd string, opts ...runOpts) (Operat
 	for _, o := range opts {
 		o(&req)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	op, _, err := e.Spawn(ctx, acct, req)
+	op, _, err := e.Spawn(context.Background(), acct, req)
 	if err != nil {
 		t.Fatalf("Spawn(%q): %v", cmd, err)
 	}
-	o, err := e.WaitOperation(ctx, acct, op)
-	if err != nil {
-		t.Fatalf("wait %q: %v", cmd, err)
-	}
-	var m apitypes.InstanceMetadata
-	if err := json.Unmarshal([]byte(o.Metadata), &m); err != nil {
-		t.Fatal(err)
-	}
-	return o, m
+	return waitMeta(t, e, op, cmd)
 }
 
 // TestColdInitSignal: a signal sent through the engine reaches the
@@ -218,14 +207,7 @@ func TestColdInitSignal(t *testing.T) {
 			if err := e.Signal(ctx, acct, op, 1, syscall.SIGUSR1); err != nil {
 				t.Fatal(err)
 			}
-			o, err := e.WaitOperation(ctx, acct, op)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var m apitypes.InstanceMetadata
-			if err := json.Unmarshal([]byte(o.Metadata), &m); err != nil {
-				t.Fatal(err)
-			}
+			o, m := waitMeta(t, e, op, "echo ready; exec sleep 100")
 			if m.Result == nil || m.Result.State.Signal != int(syscall.SIGUSR1) || m.Result.State.ExitCode != -1 {
 				t.Fatalf("after SIGUSR1: %s", o.Metadata)
 			}

@@ -25,6 +25,13 @@ func spawnDisposable(t testing.TB, e *Engine, image, cmd string) (Operation, api
 	if err != nil {
 		t.Fatalf("Spawn(%q): %v", cmd, err)
 	}
+	return waitMeta(t, e, op, cmd)
+}
+
+// waitMeta waits (up to 2 min) for operation op of command cmd and returns
+// it with its decoded metadata.
+func waitMeta(t testing.TB, e *Engine, op, cmd string) (Operation, apitypes.InstanceMetadata) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	o, err := e.WaitOperation(ctx, acct, op)
