@@ -61,41 +61,36 @@ const continueWait = time.Second
 // after this one, which ended with res and err, and if so writes the
 // step's layer (stepLayer; commitStep commits it) and returns its
 // directory, upper's manifest now and the number of entries in the layer.
-// The diff runs while the init makes the sandbox fresh: the command's
-// processes were all killed and reaped before its exit was reported, so
-// upper is quiet; should the init report the sandbox stale, the layer is
-// dropped and the sandbox ends.
+// The command's processes were all killed and reaped before its exit was
+// reported, so upper is quiet: the diff runs while the init makes the
+// sandbox fresh, and the result does not wait for the init (wb.freshen;
+// the next run on the sandbox does, see settle). Should the init report
+// the sandbox stale, the sandbox ends there; the image is the same either
+// way, since nothing could write to upper after the exit.
 func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Result, err error) (string, layers.Manifest, int, bool) {
 	wb := p.warm
 	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact {
 		return "", nil, 0, false
 	}
-	type diffed struct {
-		dir string
-		now layers.Manifest
-		n   int
-		err error
-	}
-	ch := make(chan diffed, 1)
+	f := &freshening{done: make(chan struct{})}
 	go func() {
-		var d diffed
-		d.dir, d.now, d.n, d.err = e.stepLayer(p.rt, wb)
-		ch <- d
+		f.err = wb.agent.Continue(continueWait)
+		if e.freshened != nil {
+			e.freshened()
+		}
+		close(f.done)
+		if f.err != nil {
+			e.dropStale(wb, f)
+		}
 	}()
-	ferr := wb.agent.Continue(continueWait)
-	d := <-ch
-	switch {
-	case ferr != nil:
-		e.log.Info("warm sandbox not continued", "operation", p.op, "why", ferr)
-	case d.err != nil:
-		e.log.Warn("diff a continued sandbox's upper dir", "operation", p.op, "err", d.err)
-	default:
-		return d.dir, d.now, d.n, true
+	dir, now, n, derr := e.stepLayer(p.rt, wb)
+	if derr != nil {
+		e.log.Warn("diff a continued sandbox's upper dir", "operation", p.op, "err", derr)
+		<-f.done // the run's teardown closes the agent
+		return "", nil, 0, false
 	}
-	if d.err == nil {
-		os.RemoveAll(d.dir)
-	}
-	return "", nil, 0, false
+	wb.freshen = f
+	return dir, now, n, true
 }
 
 // commitStep commits a continued step's layer as image im, as
@@ -134,7 +129,10 @@ func (e *Engine) bootToContinue(ctx context.Context, p *runPlan) *warmBox {
 		}
 		return nil
 	}
-	if !e.fits(ctx, p, wb) { // one kept to continue in, come meanwhile
+	if !e.settle(wb) { // one kept to continue in, come meanwhile
+		return nil
+	}
+	if !e.fits(ctx, p, wb) {
 		e.destroyWarm(wb)
 		return nil
 	}
@@ -198,7 +196,15 @@ func (e *Engine) keepBox(p *runPlan, wb *warmBox, image string, now layers.Manif
 		return false
 	}
 	wb.key = keyOf(p, image)
-	return e.warm.Put(wb.key, wb)
+	if !e.warm.Put(wb.key, wb) {
+		return false
+	}
+	if f := wb.freshen; f != nil && !f.pooledUnder(wb.key) {
+		// Its init already said it is not fresh: out again, unless a run
+		// took it meanwhile (settle ends it then).
+		return !e.withdrawBox(wb)
+	}
+	return true
 }
 
 // withdrawBox takes wb back out of the pool after its image failed to

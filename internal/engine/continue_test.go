@@ -2,10 +2,14 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/layerfs"
@@ -256,17 +260,15 @@ func TestContinueFileSizeLimit(t *testing.T) {
 
 // TestContinueStaleNotKept: a step that leaves something the init cannot
 // put back (a file in /dev, outside the image) ends its sandbox: the step
-// is committed as a cold run's would be, the layer diffed meanwhile is
-// dropped, and the next step does not see the file.
+// is committed as a cold run's would be (from the diff: nothing wrote to
+// upper after the exit), and the next step does not see the file.
 func TestContinueStaleNotKept(t *testing.T) {
 	for _, rt := range runtimes {
 		t.Run(rt, func(t *testing.T) {
 			t.Parallel()
 			e, base := warmedEngine(t, rt)
 			o, _ := run(t, e, base, "echo a > /root/a; touch /dev/leak")
-			if n := continuedOn(e, o.ResultImageUUID); n != 0 {
-				t.Fatalf("%d continued sandboxes after a step that wrote to /dev", n)
-			}
+			waitNotContinued(t, e, o.ResultImageUUID)
 			if s, err := readFile(t, e, o.ResultImageUUID, "/root/a"); s != "a\n" {
 				t.Errorf("/root/a in the step's image = %q (%v)", s, err)
 			}
@@ -278,6 +280,20 @@ func TestContinueStaleNotKept(t *testing.T) {
 				t.Errorf("the next step saw %q", got)
 			}
 		})
+	}
+}
+
+// waitNotContinued waits (up to 10 s) for no continued sandbox to wait on
+// image: one whose init reported it stale leaves the pool once the init
+// has answered, which the step's result does not wait for.
+func waitNotContinued(t *testing.T, e *Engine, image string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for continuedOn(e, image) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a sandbox its init called stale is still in the pool")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -325,6 +341,99 @@ func TestContinueTracksChanges(t *testing.T) {
 				if b.track == nil {
 					t.Error("the continued sandbox's upper directory is not tracked")
 				}
+			}
+		})
+	}
+}
+
+// TestContinueResultBeforeFresh: a continued step's result does not wait
+// for its init to make the sandbox fresh (continueStep): with the init's
+// answer held back, the step still ends, its sandbox waits in the pool,
+// and the next step waits for the answer and continues in it. A sandbox
+// whose init answers that it is not fresh leaves the pool once it
+// answers, and the next step does not see what the last one left.
+func TestContinueResultBeforeFresh(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := warmedEngine(t, rt)
+			var mu sync.Mutex
+			gate := make(chan struct{})
+			hold := func() { mu.Lock(); gate = make(chan struct{}); mu.Unlock() }
+			free := func() {
+				mu.Lock()
+				defer mu.Unlock()
+				select {
+				case <-gate:
+				default:
+					close(gate)
+				}
+			}
+			t.Cleanup(free) // before the engine's Close
+			var answered atomic.Int32
+			e.freshened = func() {
+				mu.Lock()
+				g := gate
+				mu.Unlock()
+				<-g
+				answered.Add(1)
+			}
+			step := func(image, cmd string) (Operation, apitypes.InstanceMetadata) {
+				t.Helper()
+				sh := true
+				op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: cmd, Image: image, Shell: &sh})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				o, err := e.WaitOperation(ctx, acct, op)
+				if err != nil {
+					t.Fatalf("step %q: %v (does its result wait for the init's answer?)", cmd, err)
+				}
+				var m apitypes.InstanceMetadata
+				if err := json.Unmarshal([]byte(o.Metadata), &m); err != nil {
+					t.Fatal(err)
+				}
+				if o.Status != apitypes.StatusSuccess {
+					t.Fatalf("step %q: %s: %s", cmd, o.Status, o.Error)
+				}
+				return o, m
+			}
+			steps := func(image string) []int {
+				var n []int
+				for _, b := range e.warm.Idle(func(k warmKey) bool { return k.image == image }) {
+					n = append(n, b.steps)
+				}
+				return n
+			}
+
+			o1, _ := step(base, "echo one > /root/f")
+			if got := steps(o1.ResultImageUUID); !slices.Equal(got, []int{1}) {
+				t.Fatalf("sandboxes waiting on the step's image, by steps served: %v, want [1]", got)
+			}
+			free()
+			o2, m2 := step(o1.ResultImageUUID, "cat /root/f; echo two >> /root/f")
+			if got := stdout(t, m2); got != "one\n" {
+				t.Errorf("second step printed %q", got)
+			}
+			if got := steps(o2.ResultImageUUID); !slices.Equal(got, []int{2}) {
+				t.Fatalf("after the second step: %v, want the same sandbox with 2 steps", got)
+			}
+
+			for wait := time.Now().Add(10 * time.Second); answered.Load() < 2; { // the second step's answer is through
+				if time.Now().After(wait) {
+					t.Fatal("the second step's sandbox never answered whether it is fresh")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			hold()
+			o3, _ := step(o2.ResultImageUUID, "echo s > /root/s; touch /dev/leak")
+			free()
+			waitNotContinued(t, e, o3.ResultImageUUID)
+			_, m4 := step(o3.ResultImageUUID, "ls /dev/leak 2>&1; cat /root/f /root/s")
+			if got := stdout(t, m4); got != "ls: /dev/leak: No such file or directory\none\ntwo\ns\n" {
+				t.Errorf("the step after a stale one printed %q", got)
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/arborsh/arbor/internal/initproc"
@@ -62,6 +63,69 @@ type warmBox struct {
 	base      int64
 	steps     int
 	fsize     int64
+	// freshen, when not nil, is the init making the sandbox fresh after
+	// its last step (continueStep): the result was reported without
+	// waiting for it, and the next run waits for it (settle).
+	freshen *freshening
+}
+
+// freshening is a sandbox's init making it fresh for the next step: err
+// is set before done is closed. A sandbox the init could not make fresh
+// leaves the pool at once (dropStale), whichever of the init's answer and
+// keepBox's Put comes first: mu orders them.
+type freshening struct {
+	done chan struct{}
+	err  error
+
+	mu     sync.Mutex
+	failed bool     // the init answered with an error
+	pooled *warmKey // keepBox put the box in the pool under this key
+}
+
+// dropStale is the init's answer having been an error: the box leaves the
+// pool, if it is there, and is destroyed.
+func (e *Engine) dropStale(b *warmBox, f *freshening) {
+	f.mu.Lock()
+	f.failed = true
+	k := f.pooled
+	f.mu.Unlock()
+	if k == nil {
+		return // not pooled yet: keepBox sees failed
+	}
+	if _, ok := e.warm.Withdraw(*k, func(x *warmBox) bool { return x == b }); ok {
+		e.log.Info("warm sandbox not continued", "sandbox", b.cid, "why", f.err)
+		e.destroyWarm(b)
+	} // else a run took it: settle destroys it
+}
+
+// pooled records that keepBox put b in the pool under k; false if its
+// init had already failed to make it fresh (the caller withdraws it).
+func (f *freshening) pooledUnder(k warmKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed {
+		return false
+	}
+	f.pooled = &k
+	return true
+}
+
+// settle waits for b's init to have made it fresh after its last step,
+// if it was continued. false: the init could not (it said why, logged),
+// and b has been destroyed.
+func (e *Engine) settle(b *warmBox) bool {
+	f := b.freshen
+	if f == nil {
+		return true
+	}
+	<-f.done // bounded: Continue gives up after continueWait
+	b.freshen = nil
+	if f.err != nil {
+		e.log.Info("warm sandbox not continued", "sandbox", b.cid, "why", f.err)
+		e.destroyWarm(b)
+		return false
+	}
+	return true
 }
 
 // warmPool is the engine's pool: its policy (quiet time, boot waits,
@@ -75,8 +139,20 @@ type warmBooter struct{ e *Engine }
 func (w warmBooter) Boot(ctx context.Context, k warmKey) (*warmBox, error) {
 	return w.e.newWarm(ctx, k)
 }
-func (warmBooter) Alive(b *warmBox) bool { return b.agent.Alive() }
-func (w warmBooter) Destroy(b *warmBox)  { w.e.destroyWarm(b) }
+func (warmBooter) Alive(b *warmBox) bool {
+	if f := b.freshen; f != nil {
+		select {
+		case <-f.done:
+			if f.err != nil {
+				return false
+			}
+		default:
+			return true // its init is talking: settle waits for it
+		}
+	}
+	return b.agent.Alive()
+}
+func (w warmBooter) Destroy(b *warmBox) { w.e.destroyWarm(b) }
 
 // newWarmPool starts the engine's pool under its lifetime context.
 func (e *Engine) newWarmPool() *warmPool {
@@ -103,8 +179,12 @@ func (e *Engine) takeWarm(ctx context.Context, k warmKey) *warmBox {
 	if !e.warmEnabled() {
 		return nil
 	}
-	b, _ := e.warm.Take(ctx, k)
-	return b
+	for {
+		b, ok := e.warm.Take(ctx, k)
+		if !ok || e.settle(b) {
+			return b
+		}
+	}
 }
 
 // warmUp asks for n sandboxes for k, booted when the machine is quiet.
