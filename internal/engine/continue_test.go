@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -378,27 +377,10 @@ func TestContinueResultBeforeFresh(t *testing.T) {
 				<-g
 				answered.Add(1)
 			}
+			// run's wait: a result that waited for the held answer never comes.
 			step := func(image, cmd string) (Operation, apitypes.InstanceMetadata) {
 				t.Helper()
-				sh := true
-				op, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: cmd, Image: image, Shell: &sh})
-				if err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				o, err := e.WaitOperation(ctx, acct, op)
-				if err != nil {
-					t.Fatalf("step %q: %v (does its result wait for the init's answer?)", cmd, err)
-				}
-				var m apitypes.InstanceMetadata
-				if err := json.Unmarshal([]byte(o.Metadata), &m); err != nil {
-					t.Fatal(err)
-				}
-				if o.Status != apitypes.StatusSuccess {
-					t.Fatalf("step %q: %s: %s", cmd, o.Status, o.Error)
-				}
-				return o, m
+				return run(t, e, image, cmd)
 			}
 			steps := func(image string) []int {
 				var n []int
