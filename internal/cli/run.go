@@ -172,7 +172,8 @@ type outcome struct {
 	duration  float64 // seconds
 	stdout    strings.Builder
 	stderr    strings.Builder
-	truncated []string // streams the server cut at truncate_output_at
+	truncated []string                        // streams the server cut at truncate_output_at
+	egress    *apitypes.EventDataEgressDenied // the run's totals, if its egress policy blocked anything
 }
 
 // follow reads op's events until completion, copying the output to stdout
@@ -202,6 +203,11 @@ func follow(ctx context.Context, c *client.Client, op string, stdout, stderr io.
 			var d apitypes.EventDataTruncated
 			if json.Unmarshal(ev.Data, &d) == nil {
 				o.truncated = append(o.truncated, fmt.Sprintf("%s (%d bytes dropped)", d.Stream, d.BytesDropped))
+			}
+		case apitypes.EventEgressDenied:
+			var d apitypes.EventDataEgressDenied
+			if json.Unmarshal(ev.Data, &d) == nil && !d.Live { // live events are parts of the final one
+				o.egress = &d
 			}
 		case apitypes.EventExit:
 			var d apitypes.EventDataExit
@@ -273,6 +279,9 @@ type runResult struct {
 	Truncated bool    `json:"truncated,omitempty"`
 	Duration  float64 `json:"duration"`
 	Error     *string `json:"error,omitempty"`
+	// EgressDenied is what the run's egress policy blocked (its final
+	// egress_denied event), absent if nothing.
+	EgressDenied *apitypes.EventDataEgressDenied `json:"egress_denied,omitempty"`
 }
 
 func newRun(g *globals) *cobra.Command {
@@ -302,7 +311,9 @@ least 4 characters), tag:NAME or a bare tag.
 Exit status: the command's; 124 if it timed out; 128+N if a signal killed it;
 130 if interrupted (Ctrl-C cancels the run on the daemon); 1 if the run
 failed. With --json one object is printed at the end: operation, status,
-exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
+exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error,
+and egress_denied when an egress policy (--allow/--deny) blocked something,
+which is otherwise reported on stderr.`,
 		Example: `  arbor run --image busybox -- ls -l /
   arbor run --image python-base --tag with-pytest -- 'pip install pytest && pytest --version'
   arbor run --image with-pytest -f ./fix.py:/src/fix.py -C /src -- python fix.py
@@ -370,7 +381,7 @@ exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
 			if g.json {
 				err := g.printJSON(runResult{Operation: o.op, Status: o.status, ExitCode: o.exitCode, Signal: max(o.signal, 0), TimedOut: o.timedOut,
 					Image: o.image, Tag: tagged, Stdout: o.stdout.String(), Stderr: o.stderr.String(), Truncated: len(o.truncated) > 0,
-					Duration: o.duration, Error: o.errMsg})
+					Duration: o.duration, Error: o.errMsg, EgressDenied: o.egress})
 				if err != nil {
 					return err
 				}
@@ -401,6 +412,9 @@ exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
 func (g *globals) reportRun(o *outcome, tag *string, quiet bool) {
 	for _, t := range o.truncated {
 		g.errorf("output truncated: %s; the full output was not kept", t)
+	}
+	if o.egress != nil {
+		g.errorf("egress policy blocked %s (the run's egress_denied events list them all)", o.egress.Summary())
 	}
 	switch {
 	case o.status == apitypes.StatusCancelled:
