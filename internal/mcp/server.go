@@ -51,6 +51,7 @@ type Backend interface {
 	ListOperations(ctx context.Context, o client.OperationListOptions) ([]apitypes.OperationSummary, error)
 	Wait(ctx context.Context, id string) (*apitypes.OperationResponse, error)
 	Cancel(ctx context.Context, id string) error
+	StreamEvents(ctx context.Context, id string, o client.EventsOptions, fn func(apitypes.OperationEvent) error) error
 	Expose(ctx context.Context, id string, port, ttlSeconds int) (*apitypes.Preview, error) // port previews
 	Fork(ctx context.Context, id string, req apitypes.ForkRequest) (*apitypes.ForkResponse, error)
 	Checkpoint(ctx context.Context, id string) (*apitypes.CheckpointResponse, error)

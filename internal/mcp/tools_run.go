@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -312,6 +313,7 @@ func (s *server) run(ctx context.Context, _ *mcpsdk.CallToolRequest, in RunIn) (
 		return nil, RunOut{}, fmt.Errorf("waiting for operation %s: %w", sp.UUID, explain(err))
 	}
 	out := RunOut{OperationInfo: operationInfo(op, maxOut)}
+	s.egressDenials(ctx, &out.OperationInfo)
 	if name := strings.TrimPrefix(strings.TrimSpace(in.Checkpoint), "tag:"); name != "" {
 		var why string
 		switch {
@@ -548,6 +550,7 @@ func (s *server) getOperation(ctx context.Context, _ *mcpsdk.CallToolRequest, in
 		maxOut = s.opts.MaxOutput
 	}
 	oi := operationInfo(op, maxOut)
+	s.egressDenials(ctx, &oi)
 	next := ""
 	if !oi.Done {
 		next = fmt.Sprintf("still %s: wait_operations operation_ids=[%q]", strings.ToLower(oi.Status), oi.OperationID)
@@ -664,6 +667,7 @@ func (s *server) waitOperations(ctx context.Context, req *mcpsdk.CallToolRequest
 			}
 		}
 		oi := operationInfo(ops[i], in.MaxOutput)
+		s.egressDenials(ctx, &oi)
 		out.Results = append(out.Results, oi)
 		if oi.Done {
 			out.Completed = append(out.Completed, oi.OperationID)
@@ -716,4 +720,21 @@ func (s *server) cancelOperation(ctx context.Context, _ *mcpsdk.CallToolRequest,
 		out.Status = cur.Status
 	}
 	return nil, out, nil
+}
+
+// egressDenials fills oi.EgressDenied for a finished run under an egress
+// policy from the run's final egress_denied event (an event of spid 0, so
+// the output's events are not read). A failure to read leaves it empty.
+func (s *server) egressDenials(ctx context.Context, oi *OperationInfo) {
+	if !oi.egress || !oi.Done {
+		return
+	}
+	spid := 0
+	_ = s.b.StreamEvents(ctx, oi.OperationID, client.EventsOptions{After: -1, Spid: &spid}, func(ev apitypes.OperationEvent) error {
+		var d apitypes.EventDataEgressDenied
+		if ev.Type == apitypes.EventEgressDenied && json.Unmarshal(ev.Data, &d) == nil && !d.Live {
+			oi.EgressDenied = d.Summary()
+		}
+		return nil
+	})
 }

@@ -361,6 +361,7 @@ func TestTools(t *testing.T) {
 	t.Run("fork_instance", func(t *testing.T) { testForkInstance(t, e, s) })
 	t.Run("save_instance", func(t *testing.T) { testSaveInstance(t, e, s) })
 	t.Run("expose_port", func(t *testing.T) { testExposePort(t, e, s) })
+	t.Run("run egress_denied", func(t *testing.T) { testRunEgressDenied(t, s) })
 
 	t.Run("branch errors", func(t *testing.T) {
 		s.callErr(t, "branch", map[string]any{"image": "busybox:latest", "commands": []string{}}, "1 to 16")
