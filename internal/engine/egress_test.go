@@ -245,10 +245,16 @@ func TestEgressPolicy(t *testing.T) {
 
 // TestEgressWarm: a warm sandbox, booted before any policy was known, gets
 // the run's policy when the run takes it; the daemon's default policy
-// applies to runs that give none.
+// applies to runs that give none; under runsc and runc.
 func TestEgressWarm(t *testing.T) {
 	f := newEgressFixture(t)
-	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runsc", InitBinary: staticInit(t), WarmPerImage: 2,
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) { testEgressWarm(t, f, rt) })
+	}
+}
+
+func testEgressWarm(t *testing.T, f egressFixture, rt string) {
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: 2,
 		EgressDNS: f.upstream, EgressAllow: []string{"allowed.test"}})
 	if err != nil {
 		t.Fatal(err)
@@ -326,10 +332,16 @@ func TestEgressDefaults(t *testing.T) {
 
 // TestEgressContinue: steps of an agent loop continue in one sandbox,
 // each under its own policy (or none): a policy is the run's, not the
-// sandbox's.
+// sandbox's; under runsc and runc.
 func TestEgressContinue(t *testing.T) {
 	f := newEgressFixture(t)
-	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runsc", InitBinary: staticInit(t), WarmPerImage: 2, EgressDNS: f.upstream})
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) { testEgressContinue(t, f, rt) })
+	}
+}
+
+func testEgressContinue(t *testing.T, f egressFixture, rt string) {
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: 2, EgressDNS: f.upstream})
 	if err != nil {
 		t.Fatal(err)
 	}
