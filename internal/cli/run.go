@@ -291,6 +291,7 @@ func newRun(g *globals) *cobra.Command {
 		disposable bool
 		shell      bool
 		stdin      bool
+		keepStdin  bool
 		quiet      bool
 	)
 	cmd := &cobra.Command{
@@ -335,6 +336,9 @@ which is otherwise reported on stderr.`,
 					return err
 				}
 			}
+			if keepStdin && tag != "" {
+				return errors.New("--tag with --keep-stdin: the run ends later, not here; tag its result when it has ended (arbor wait OP, then arbor tag)")
+			}
 			im, err := resolveImage(ctx, c, image)
 			if err != nil {
 				return err
@@ -355,9 +359,22 @@ which is otherwise reported on stderr.`,
 				r := apitypes.NewStreamRepr(b, false)
 				req.Stdin = &apitypes.ClosableStreamRepr{Value: r.Value, Encoding: r.Encoding}
 			}
+			if keepStdin {
+				if req.Stdin == nil {
+					req.Stdin = &apitypes.ClosableStreamRepr{}
+				}
+				req.Stdin.Close = ptr(false)
+			}
 			sp, err := c.Spawn(ctx, req)
 			if err != nil {
 				return err
+			}
+			if keepStdin { // it runs until its stdin is closed: don't wait here
+				if g.json {
+					return g.printJSON(runResult{Operation: sp.UUID, Status: apitypes.StatusPending, ExitCode: -1})
+				}
+				fmt.Fprintln(g.stdout, sp.UUID)
+				return nil
 			}
 			var out, errw io.Writer
 			if !g.json {
@@ -402,6 +419,7 @@ which is otherwise reported on stderr.`,
 	fl.BoolVar(&disposable, "disposable", false, "save nothing: no result image, output and exit code only")
 	fl.BoolVarP(&shell, "shell", "s", false, "run the words as one /bin/sh -c command line")
 	fl.BoolVarP(&stdin, "stdin", "i", false, "send this process' standard input (read to EOF) to the command")
+	fl.BoolVar(&keepStdin, "keep-stdin", false, "leave the command's stdin open: a long-running instance (a REPL, a server); prints its operation id and returns at once (arbor input OP talks to it, arbor logs -f OP follows it, arbor fork forks it under runsc)")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print nothing but the command's output")
 	_ = cmd.RegisterFlagCompletionFunc("image", g.completeImages)
 	_ = cmd.RegisterFlagCompletionFunc("runtime", cobra.FixedCompletions([]string{"runsc", "runc", "crun"}, cobra.ShellCompDirectiveNoFileComp))
