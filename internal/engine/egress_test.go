@@ -397,3 +397,45 @@ func egressTables(t *testing.T, e *Engine) []string {
 	}
 	return tables
 }
+
+// TestEgressFork: a live fork of an instance under an egress policy runs
+// under the same policy on its own network: the copy reaches allowed.test
+// and not other.test, and reports its own denials.
+func TestEgressFork(t *testing.T) {
+	f := newEgressFixture(t)
+	e, base := newEgressEngine(t, f, nil)
+	ctx := context.Background()
+	probe := egressProbe("allowed.test", f.other)
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Shell: ptr(true), Stdin: &Stdin{Value: "a\n", Close: ptr(false)}, Disposable: ptr(true),
+		Networking: &Networking{Enabled: ptr(true), Egress: &Egress{Allow: []string{"allowed.test"}}},
+		Command:    "while read l; do\n" + probe + "echo \"$l done\"\ndone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := waitStdout(t, e, op, "a done\n"); !reached(out, "allowed.test") || reached(out, f.other) {
+		t.Fatalf("the original under allow [allowed.test]:\n%s", out)
+	}
+	res, err := e.Fork(ctx, acct, op, ForkRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := res.Operations[0]
+	say(t, e, cp, "x", true)
+	if out := waitStdout(t, e, cp, "x done\n"); !reached(out, "allowed.test") || reached(out, f.other) {
+		t.Errorf("the copy under its original's allow [allowed.test]:\n%s", out)
+	}
+	waitOp(t, e, cp)
+	var denied *apitypes.EventDataEgressDenied
+	err = e.FollowEvents(ctx, acct, cp, FollowOptions{After: -1}, func(ev Event) error {
+		if ev.Type == apitypes.EventEgressDenied {
+			denied = new(apitypes.EventDataEgressDenied)
+			return json.Unmarshal(ev.Data, denied)
+		}
+		return nil
+	})
+	if err != nil || denied == nil || denied.Live || !slices.Contains(denied.Dropped, apitypes.EgressDestination{Addr: f.other, Proto: "tcp", Port: 18080}) {
+		t.Errorf("the copy's egress_denied = %+v (%v), want %s:18080 dropped", denied, err, f.other)
+	}
+	say(t, e, op, "", true)
+	waitOp(t, e, op)
+}
