@@ -1,5 +1,10 @@
 package apitypes
 
+import (
+	"fmt"
+	"strings"
+)
+
 // Egress is an arbor extension of Networking: a run's egress policy. Each
 // entry of Allow and Deny is a domain name ("pypi.org", or
 // "*.pythonhosted.org" for the names below it), an IPv4 CIDR or address
@@ -35,4 +40,35 @@ type EgressDestination struct {
 	Addr  string `json:"addr"`
 	Proto string `json:"proto"`
 	Port  int    `json:"port"`
+}
+
+// Summary says in one line what d blocked, e.g. "names other.test; 3
+// packets to 203.0.113.5:80/tcp", naming at most 10 names and 10
+// destinations; "" if nothing.
+func (d EventDataEgressDenied) Summary() string {
+	const most = 10
+	var parts []string
+	switch n := len(d.RefusedNames); {
+	case n > most:
+		parts = append(parts, fmt.Sprintf("names %s and %d more", strings.Join(d.RefusedNames[:most], ", "), n-most))
+	case n > 0:
+		parts = append(parts, "names "+strings.Join(d.RefusedNames, ", "))
+	case d.RefusedQueries > 0:
+		parts = append(parts, fmt.Sprintf("%d DNS queries", d.RefusedQueries))
+	}
+	if d.DroppedPackets > 0 {
+		s := fmt.Sprintf("%d packets", d.DroppedPackets)
+		var to []string
+		for _, x := range d.Dropped[:min(len(d.Dropped), most)] {
+			to = append(to, fmt.Sprintf("%s:%d/%s", x.Addr, x.Port, x.Proto))
+		}
+		if len(to) > 0 {
+			s += " to " + strings.Join(to, ", ")
+		}
+		if n := len(d.Dropped); n > most {
+			s += fmt.Sprintf(" and %d more destinations", n-most)
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
 }

@@ -21,7 +21,7 @@ func clientCommands(g *globals) []*cobra.Command {
 		newRun(g), newBranch(g),
 		newImages(g), newImport(g), newTag(g), newRmi(g),
 		newLs(g), newCat(g), newCp(g), newGrep(g), newDiff(g), newLog(g),
-		newPs(g), newWait(g), newCancel(g), newLogs(g), newFork(g), newCheckpoint(g),
+		newPs(g), newWait(g), newCancel(g), newLogs(g), newInput(g), newFork(g), newCheckpoint(g),
 		newToken(g), newWhoami(g), newStatus(g), newDF(g), newGC(g),
 		newExpose(g), // port previews (expose.go)
 	}

@@ -19,10 +19,11 @@ its memory, open files and filesystem at this moment, then diverge; the
 instance itself goes on. The filesystem at the fork point is saved as an
 image, and each copy's snapshot descends from it. ` + opRefHelp + `
 
-Needs the runsc runtime and an instance that keeps its stdin open (spawned
-with stdin close=false, e.g. a REPL or a server). Processes started with
-exec in the instance are not carried into the copies. --pause-parent leaves
-the instance stopped at the fork point until it gets a CONT signal. Prints the
+Needs the runsc runtime and an instance that keeps its stdin open (started
+with arbor run --keep-stdin, or spawned with stdin close=false: a REPL or a
+server). Processes started with exec in the instance are not carried into
+the copies. --pause-parent leaves the instance stopped at the fork point
+until it gets a CONT signal (arbor input --signal CONT OP). Prints the
 copies' operation ids, one a line; --json prints {"image", "operations", "checkpoint_bytes"}.`,
 		Example: `  arbor fork 7c1d
   arbor fork -n 4 --json 7c1d0a2b`,

@@ -3,6 +3,7 @@ package cli
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/engine"
@@ -44,4 +45,51 @@ func TestFork(t *testing.T) {
 		t.Errorf("arbor fork of a runc instance: %v; want a failure naming runsc", r)
 	}
 	d.ok(t, "cancel", runc)
+}
+
+// TestInstanceInput: the CLI alone drives a live instance: run
+// --keep-stdin starts it and prints its id, input writes lines to it, fork
+// --pause-parent copies it, the copy takes its own input and ends on
+// --close, --signal CONT resumes the original.
+func TestInstanceInput(t *testing.T) {
+	init, err := testdaemon.StaticInit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := testdaemon.New(t, testdaemon.Options{Serve: serve, Busybox: "busybox:latest",
+		Engine: engine.Config{Runtime: "runsc", InitBinary: init}})
+	d := &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client, busybox: td.Busybox}
+	op := strings.TrimSpace(d.ok(t, "run", "--keep-stdin", "--disposable", "--image", "busybox:latest", "--shell", "--",
+		`i=0; while read l; do i=$((i+1)); echo "$l $i"; done`))
+	if len(op) != 36 {
+		t.Fatalf("arbor run --keep-stdin printed %q, want an operation id", op)
+	}
+	d.ok(t, "input", op[:8], "a")
+	logs := func(op, want string) {
+		t.Helper()
+		var out string
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if out = d.ok(t, "logs", op); out == want {
+				return
+			}
+		}
+		t.Fatalf("arbor logs %s = %q, want %q", op, out, want)
+	}
+	logs(op, "a 1\n")
+	cp := strings.TrimSpace(d.ok(t, "fork", "--pause-parent", op))
+	d.ok(t, "input", "--close", cp, "x")
+	if res, err := d.c.Wait(t.Context(), cp); err != nil || res.Status != apitypes.StatusSuccess {
+		t.Fatalf("copy after input --close: %+v %v", res, err)
+	}
+	logs(cp, "x 2\n")
+	d.ok(t, "input", op, "b") // reaches the paused original's pipe; it answers once resumed
+	d.ok(t, "input", "--signal", "CONT", op)
+	logs(op, "a 1\nb 2\n")
+	if r := d.arbor(t, "input", op); r.code == 0 || !strings.Contains(r.stderr, "nothing to send") {
+		t.Errorf("arbor input without anything to send: %v", r)
+	}
+	d.ok(t, "input", "--close", op)
+	if res, err := d.c.Wait(t.Context(), op); err != nil || res.Status != apitypes.StatusSuccess {
+		t.Fatalf("original after input --close: %+v %v", res, err)
+	}
 }

@@ -172,7 +172,8 @@ type outcome struct {
 	duration  float64 // seconds
 	stdout    strings.Builder
 	stderr    strings.Builder
-	truncated []string // streams the server cut at truncate_output_at
+	truncated []string                        // streams the server cut at truncate_output_at
+	egress    *apitypes.EventDataEgressDenied // the run's totals, if its egress policy blocked anything
 }
 
 // follow reads op's events until completion, copying the output to stdout
@@ -202,6 +203,11 @@ func follow(ctx context.Context, c *client.Client, op string, stdout, stderr io.
 			var d apitypes.EventDataTruncated
 			if json.Unmarshal(ev.Data, &d) == nil {
 				o.truncated = append(o.truncated, fmt.Sprintf("%s (%d bytes dropped)", d.Stream, d.BytesDropped))
+			}
+		case apitypes.EventEgressDenied:
+			var d apitypes.EventDataEgressDenied
+			if json.Unmarshal(ev.Data, &d) == nil && !d.Live { // live events are parts of the final one
+				o.egress = &d
 			}
 		case apitypes.EventExit:
 			var d apitypes.EventDataExit
@@ -273,6 +279,9 @@ type runResult struct {
 	Truncated bool    `json:"truncated,omitempty"`
 	Duration  float64 `json:"duration"`
 	Error     *string `json:"error,omitempty"`
+	// EgressDenied is what the run's egress policy blocked (its final
+	// egress_denied event), absent if nothing.
+	EgressDenied *apitypes.EventDataEgressDenied `json:"egress_denied,omitempty"`
 }
 
 func newRun(g *globals) *cobra.Command {
@@ -282,6 +291,7 @@ func newRun(g *globals) *cobra.Command {
 		disposable bool
 		shell      bool
 		stdin      bool
+		keepStdin  bool
 		quiet      bool
 	)
 	cmd := &cobra.Command{
@@ -302,7 +312,9 @@ least 4 characters), tag:NAME or a bare tag.
 Exit status: the command's; 124 if it timed out; 128+N if a signal killed it;
 130 if interrupted (Ctrl-C cancels the run on the daemon); 1 if the run
 failed. With --json one object is printed at the end: operation, status,
-exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
+exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error,
+and egress_denied when an egress policy (--allow/--deny) blocked something,
+which is otherwise reported on stderr.`,
 		Example: `  arbor run --image busybox -- ls -l /
   arbor run --image python-base --tag with-pytest -- 'pip install pytest && pytest --version'
   arbor run --image with-pytest -f ./fix.py:/src/fix.py -C /src -- python fix.py
@@ -324,6 +336,9 @@ exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
 					return err
 				}
 			}
+			if keepStdin && tag != "" {
+				return errors.New("--tag with --keep-stdin: the run ends later, not here; tag its result when it has ended (arbor wait OP, then arbor tag)")
+			}
 			im, err := resolveImage(ctx, c, image)
 			if err != nil {
 				return err
@@ -344,9 +359,22 @@ exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
 				r := apitypes.NewStreamRepr(b, false)
 				req.Stdin = &apitypes.ClosableStreamRepr{Value: r.Value, Encoding: r.Encoding}
 			}
+			if keepStdin {
+				if req.Stdin == nil {
+					req.Stdin = &apitypes.ClosableStreamRepr{}
+				}
+				req.Stdin.Close = ptr(false)
+			}
 			sp, err := c.Spawn(ctx, req)
 			if err != nil {
 				return err
+			}
+			if keepStdin { // it runs until its stdin is closed: don't wait here
+				if g.json {
+					return g.printJSON(runResult{Operation: sp.UUID, Status: apitypes.StatusPending, ExitCode: -1})
+				}
+				fmt.Fprintln(g.stdout, sp.UUID)
+				return nil
 			}
 			var out, errw io.Writer
 			if !g.json {
@@ -370,7 +398,7 @@ exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
 			if g.json {
 				err := g.printJSON(runResult{Operation: o.op, Status: o.status, ExitCode: o.exitCode, Signal: max(o.signal, 0), TimedOut: o.timedOut,
 					Image: o.image, Tag: tagged, Stdout: o.stdout.String(), Stderr: o.stderr.String(), Truncated: len(o.truncated) > 0,
-					Duration: o.duration, Error: o.errMsg})
+					Duration: o.duration, Error: o.errMsg, EgressDenied: o.egress})
 				if err != nil {
 					return err
 				}
@@ -391,6 +419,7 @@ exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
 	fl.BoolVar(&disposable, "disposable", false, "save nothing: no result image, output and exit code only")
 	fl.BoolVarP(&shell, "shell", "s", false, "run the words as one /bin/sh -c command line")
 	fl.BoolVarP(&stdin, "stdin", "i", false, "send this process' standard input (read to EOF) to the command")
+	fl.BoolVar(&keepStdin, "keep-stdin", false, "leave the command's stdin open: a long-running instance (a REPL, a server); prints its operation id and returns at once (arbor input OP talks to it, arbor logs -f OP follows it, arbor fork forks it under runsc)")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "print nothing but the command's output")
 	_ = cmd.RegisterFlagCompletionFunc("image", g.completeImages)
 	_ = cmd.RegisterFlagCompletionFunc("runtime", cobra.FixedCompletions([]string{"runsc", "runc", "crun"}, cobra.ShellCompDirectiveNoFileComp))
@@ -401,6 +430,9 @@ exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error.`,
 func (g *globals) reportRun(o *outcome, tag *string, quiet bool) {
 	for _, t := range o.truncated {
 		g.errorf("output truncated: %s; the full output was not kept", t)
+	}
+	if o.egress != nil {
+		g.errorf("egress policy blocked %s (the run's egress_denied events list them all)", o.egress.Summary())
 	}
 	switch {
 	case o.status == apitypes.StatusCancelled:

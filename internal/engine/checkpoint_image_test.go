@@ -12,6 +12,7 @@ import (
 
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/errdefs"
+	"github.com/arborsh/arbor/internal/runtime"
 	"github.com/arborsh/arbor/internal/testutil"
 	"github.com/jonboulle/clockwork"
 )
@@ -279,5 +280,43 @@ func TestParseCheckpointTTL(t *testing.T) {
 	}
 	if _, err := ParseCheckpointTTL("soon"); err == nil || !strings.Contains(err.Error(), "--checkpoint-ttl") {
 		t.Errorf("--checkpoint-ttl soon: %v, want an error naming the flag", err)
+	}
+}
+
+// TestRestoreNeedsRunsc: a server without runsc, here one with runc alone
+// on the home where a checkpoint was kept, refuses to restore it with a
+// clear 4xx (409) naming runsc.
+func TestRestoreNeedsRunsc(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	home := testutil.Home(t)
+	e, err := New(ctx, Config{Home: home, Runtime: "runsc", InitBinary: staticInit(t), WarmPerImage: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := busybox(t, e)
+	op := startCat(t, e, base)
+	res, err := e.CheckpointImage(ctx, acct, op)
+	say(t, e, op, "", true)
+	waitOp(t, e, op)
+	e.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runc, err := runtime.NewOCI("runc", "", filepath.Join(home, "runtime", "runc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2, err := New(ctx, Config{Home: home, Runtime: "runc", Runtimes: map[string]runtime.Runtime{"runc": runc}, WarmPerImage: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if im, err := e2.Image(ctx, acct, res.Image); err != nil || im.CheckpointBytes != res.CheckpointBytes {
+		t.Fatalf("the checkpoint's image on the runc-only server: %+v %v, want it with its checkpoint", im, err)
+	}
+	_, err = e2.RestoreImage(ctx, acct, res.Image, 1)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "no runsc runtime") {
+		t.Errorf("restore on a server without runsc: %v, want a failed precondition (409) naming runsc", err)
 	}
 }

@@ -245,10 +245,16 @@ func TestEgressPolicy(t *testing.T) {
 
 // TestEgressWarm: a warm sandbox, booted before any policy was known, gets
 // the run's policy when the run takes it; the daemon's default policy
-// applies to runs that give none.
+// applies to runs that give none; under runsc and runc.
 func TestEgressWarm(t *testing.T) {
 	f := newEgressFixture(t)
-	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runsc", InitBinary: staticInit(t), WarmPerImage: 2,
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) { testEgressWarm(t, f, rt) })
+	}
+}
+
+func testEgressWarm(t *testing.T, f egressFixture, rt string) {
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: 2,
 		EgressDNS: f.upstream, EgressAllow: []string{"allowed.test"}})
 	if err != nil {
 		t.Fatal(err)
@@ -326,10 +332,16 @@ func TestEgressDefaults(t *testing.T) {
 
 // TestEgressContinue: steps of an agent loop continue in one sandbox,
 // each under its own policy (or none): a policy is the run's, not the
-// sandbox's.
+// sandbox's; under runsc and runc.
 func TestEgressContinue(t *testing.T) {
 	f := newEgressFixture(t)
-	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runsc", InitBinary: staticInit(t), WarmPerImage: 2, EgressDNS: f.upstream})
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) { testEgressContinue(t, f, rt) })
+	}
+}
+
+func testEgressContinue(t *testing.T, f egressFixture, rt string) {
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: 2, EgressDNS: f.upstream})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,4 +396,46 @@ func egressTables(t *testing.T, e *Engine) []string {
 		}
 	}
 	return tables
+}
+
+// TestEgressFork: a live fork of an instance under an egress policy runs
+// under the same policy on its own network: the copy reaches allowed.test
+// and not other.test, and reports its own denials.
+func TestEgressFork(t *testing.T) {
+	f := newEgressFixture(t)
+	e, base := newEgressEngine(t, f, nil)
+	ctx := context.Background()
+	probe := egressProbe("allowed.test", f.other)
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Shell: ptr(true), Stdin: &Stdin{Value: "a\n", Close: ptr(false)}, Disposable: ptr(true),
+		Networking: &Networking{Enabled: ptr(true), Egress: &Egress{Allow: []string{"allowed.test"}}},
+		Command:    "while read l; do\n" + probe + "echo \"$l done\"\ndone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := waitStdout(t, e, op, "a done\n"); !reached(out, "allowed.test") || reached(out, f.other) {
+		t.Fatalf("the original under allow [allowed.test]:\n%s", out)
+	}
+	res, err := e.Fork(ctx, acct, op, ForkRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := res.Operations[0]
+	say(t, e, cp, "x", true)
+	if out := waitStdout(t, e, cp, "x done\n"); !reached(out, "allowed.test") || reached(out, f.other) {
+		t.Errorf("the copy under its original's allow [allowed.test]:\n%s", out)
+	}
+	waitOp(t, e, cp)
+	var denied *apitypes.EventDataEgressDenied
+	err = e.FollowEvents(ctx, acct, cp, FollowOptions{After: -1}, func(ev Event) error {
+		if ev.Type == apitypes.EventEgressDenied {
+			denied = new(apitypes.EventDataEgressDenied)
+			return json.Unmarshal(ev.Data, denied)
+		}
+		return nil
+	})
+	if err != nil || denied == nil || denied.Live || !slices.Contains(denied.Dropped, apitypes.EgressDestination{Addr: f.other, Proto: "tcp", Port: 18080}) {
+		t.Errorf("the copy's egress_denied = %+v (%v), want %s:18080 dropped", denied, err, f.other)
+	}
+	say(t, e, op, "", true)
+	waitOp(t, e, op)
 }

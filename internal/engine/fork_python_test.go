@@ -39,9 +39,11 @@ func pythonImage(t testing.TB, e *Engine) string {
 // pyApp is a python3 program that holds its state in memory: a counter
 // and a variable, and a table built at start-up. It serves that state on
 // 127.0.0.1:8000 (one line per request line) and keeps a connection to
-// itself open from the start, through which "get TAG" asks. Its commands
-// come on stdin, one a line: "inc N", "set V", "write FILE" (the state
-// into /root/FILE), "get TAG" (prints "state TAG counter=C var=V").
+// itself open from the start, through which "get TAG" asks, and a file
+// open for appending from the start, /root/held.txt. Its commands come on
+// stdin, one a line: "inc N", "set V", "write FILE" (the state into
+// /root/FILE), "note X" (X as a line of the held file), "get TAG" (prints
+// "state TAG counter=C var=V").
 const pyApp = `
 import hashlib, os, socket, socketserver, sys, threading
 counter, var = 0, "initial"
@@ -57,6 +59,7 @@ conn = socket.create_connection(("127.0.0.1", 8000))
 replies = conn.makefile()
 with open("/root/started.txt", "w") as f:
     f.write("pid=%d\n" % os.getpid())
+held = open("/root/held.txt", "a")
 print("ready", flush=True)
 while True:
     line = sys.stdin.readline()
@@ -70,6 +73,9 @@ while True:
     elif cmd == "write":
         with open("/root/" + arg, "w") as f:
             f.write(f"counter={counter} var={var}\n")
+    elif cmd == "note":
+        held.write(arg + "\n")
+        held.flush()
     elif cmd == "get":
         conn.sendall(b"get\n")
         print("state", arg, replies.readline().strip(), flush=True)
@@ -119,7 +125,8 @@ func askServer(t *testing.T, e *Engine, op string) string {
 // state at the fork point, through the connection the parent opened and
 // through a new one, then diverges under its own commands; the parent is
 // unaffected; a copy forks again; the fork point is an image in the
-// lineage; files written after the fork differ per copy.
+// lineage; files written after the fork differ per copy, also through a
+// file the process held open across the fork.
 func TestForkPython(t *testing.T) {
 	e, _ := newEngine(t, "runsc")
 	base := pythonImage(t, e)
@@ -127,7 +134,7 @@ func TestForkPython(t *testing.T) {
 
 	parent := spawnPyApp(t, e, base)
 	waitStdout(t, e, parent, "ready\n")
-	tell(t, e, parent, "inc 1", "set before-fork", "write before.txt", "get p0")
+	tell(t, e, parent, "inc 1", "set before-fork", "write before.txt", "note before-fork", "get p0")
 	atFork := "counter=1 var=before-fork table=20000"
 	waitStdout(t, e, parent, "state p0 "+atFork+"\n")
 
@@ -149,12 +156,15 @@ func TestForkPython(t *testing.T) {
 			t.Errorf("copy %d: its server answers %q to a new connection, want %q", i, got, atFork)
 		}
 	}
-	// ...then goes its own way.
-	want := map[string]string{}
+	// ...then goes its own way. want is each one's state at its end; held,
+	// what its file held open since the start holds then (its appends after
+	// the fork land in its own copy of the file).
+	want, held := map[string]string{}, map[string]string{}
 	for i, f := range forks {
 		st := fmt.Sprintf("counter=%d var=fork-%d", 1+10*(i+1), i)
-		tell(t, e, f, fmt.Sprintf("inc %d", 10*(i+1)), fmt.Sprintf("set fork-%d", i), "write after.txt", fmt.Sprintf("get f%d-after", i))
+		tell(t, e, f, fmt.Sprintf("inc %d", 10*(i+1)), fmt.Sprintf("set fork-%d", i), "write after.txt", fmt.Sprintf("note fork-%d", i), fmt.Sprintf("get f%d-after", i))
 		want[f] = st
+		held[f] = fmt.Sprintf("before-fork\nfork-%d\n", i)
 	}
 	for i, f := range forks {
 		waitStdout(t, e, f, fmt.Sprintf("state f%d-after %s table=20000\n", i, want[f]))
@@ -165,8 +175,9 @@ func TestForkPython(t *testing.T) {
 	// The parent is where it was.
 	tell(t, e, parent, "get p1")
 	waitStdout(t, e, parent, "state p1 "+atFork+"\n")
-	tell(t, e, parent, "inc 100", "set parent-after", "write after.txt", "get p2")
+	tell(t, e, parent, "inc 100", "set parent-after", "write after.txt", "note parent", "get p2")
 	want[parent] = "counter=101 var=parent-after"
+	held[parent] = "before-fork\nparent\n"
 	waitStdout(t, e, parent, "state p2 "+want[parent]+" table=20000\n")
 
 	// A copy forks again, from where it stands.
@@ -177,8 +188,9 @@ func TestForkPython(t *testing.T) {
 	grand := res2.Operations[0]
 	tell(t, e, grand, "get g")
 	waitStdout(t, e, grand, "state g "+want[forks[0]]+" table=20000\n")
-	tell(t, e, grand, "set grandchild", "write after.txt", "get g-after")
+	tell(t, e, grand, "set grandchild", "write after.txt", "note grandchild", "get g-after")
 	want[grand] = "counter=11 var=grandchild"
+	held[grand] = "before-fork\nfork-0\ngrandchild\n"
 	waitStdout(t, e, grand, "state g-after "+want[grand]+" table=20000\n")
 	tell(t, e, forks[0], "get f0-last")
 	waitStdout(t, e, forks[0], "state f0-last "+want[forks[0]]+" table=20000\n")
@@ -195,7 +207,7 @@ func TestForkPython(t *testing.T) {
 		if o.Status != apitypes.StatusSuccess {
 			t.Fatalf("operation %s: %s %s", op, o.Status, o.Error)
 		}
-		for file, w := range map[string]string{"/root/before.txt": "counter=1 var=before-fork\n", "/root/after.txt": st + "\n"} {
+		for file, w := range map[string]string{"/root/before.txt": "counter=1 var=before-fork\n", "/root/after.txt": st + "\n", "/root/held.txt": held[op]} {
 			if got, err := readFile(t, e, o.ResultImageUUID, file); err != nil || got != w {
 				t.Errorf("operation %s: %s = %q (%v), want %q", op, file, got, err, w)
 			}
@@ -225,6 +237,9 @@ func TestForkPython(t *testing.T) {
 	}
 	if _, err := readFile(t, e, res.Image, "/root/after.txt"); err == nil {
 		t.Error("fork point holds a file written after the fork")
+	}
+	if got, err := readFile(t, e, res.Image, "/root/held.txt"); err != nil || got != "before-fork\n" {
+		t.Errorf("fork point: held.txt = %q (%v), want the line written before the fork", got, err)
 	}
 }
 

@@ -146,13 +146,19 @@ func BenchmarkPreview(b *testing.B) {
 	}
 }
 
-// TestPreviewOpensNoNetwork: exposing a port of a networked sandbox
-// (runsc, its server on 0.0.0.0) leaves the sandbox closed to the host and
-// to another networked sandbox, which still reaches the outside; the
-// preview reaches the server all the same, through the relay.
+// TestPreviewOpensNoNetwork: exposing a port of a networked sandbox (its
+// server on 0.0.0.0) leaves the sandbox closed to the host and to another
+// networked sandbox, which still reaches the outside; the preview reaches
+// the server all the same, through the relay; under runsc and runc.
 func TestPreviewOpensNoNetwork(t *testing.T) {
-	e, base := newEngine(t, "runsc")
 	outside := serverNetns(t)
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) { testPreviewOpensNoNetwork(t, rt, outside) })
+	}
+}
+
+func testPreviewOpensNoNetwork(t *testing.T, rt, outside string) {
+	e, base := newEngine(t, rt)
 	ctx := context.Background()
 	netOn := &Networking{Enabled: ptr(true)}
 	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Image: base, Shell: ptr(true), Stdin: &Stdin{Close: ptr(false)}, Networking: netOn,

@@ -14,7 +14,9 @@
 // rollback, set_tag. Sandboxes: run (one), branch (one per command),
 // fork_instance (copies of a running instance, memory and all),
 // save_instance and restore_instance (the same, kept for later),
-// expose_port (a signed URL to a port inside a running instance).
+// expose_port (a signed URL to a port inside a running instance),
+// send_input (a running instance's stdin and signals, and what it printed
+// after; run keep_stdin=true starts such an instance).
 // Files: upload, and, when [Options.LocalFiles] is set, sync and download,
 // which touch the filesystem of the machine the server runs on. Images:
 // import_image. Operations: cancel_operation.

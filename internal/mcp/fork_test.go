@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,4 +68,48 @@ func testSaveInstance(t *testing.T, e *env, s *session) {
 	}
 	s.callErr(t, "restore_instance", map[string]any{"image": e.base}, "no memory checkpoint")
 	s.callErr(t, "save_instance", map[string]any{"operation_id": "00000000-0000-0000-0000-000000000000"}, "not found")
+}
+
+// testSendInput drives a long-running instance through MCP alone: run
+// keep_stdin=true starts it, send_input talks to it, fork_instance with
+// pause_parent copies it, the copy takes its own input, a CONT through
+// send_input resumes the original, close=true ends the copy.
+func testSendInput(t *testing.T, s *session) {
+	var run RunOut
+	s.call(t, "run", map[string]any{"image": "busybox:latest", "runtime": "runsc", "keep_stdin": true, "stdin": "a\n", "disposable": true,
+		"command": `i=0; while read l; do i=$((i+1)); echo "$l $i"; done`}, &run)
+	if run.OperationID == "" || run.Done || !strings.Contains(run.Next, "send_input") {
+		t.Fatalf("run keep_stdin = %+v, want a running instance and send_input next", run)
+	}
+	op := run.OperationID
+	say := func(op string, args map[string]any) SendInputOut {
+		t.Helper()
+		args["operation_id"], args["timeout"] = op, 60
+		var out SendInputOut
+		s.call(t, "send_input", args, &out)
+		return out
+	}
+	if out := say(op, map[string]any{"input": "b\n", "until": "b 2\n"}); !out.Matched || out.Stdout != "a 1\nb 2\n" && out.Stdout != "b 2\n" || out.Exited {
+		t.Errorf("send_input b = %+v, want b 2", out)
+	}
+	var fork ForkOut
+	s.call(t, "fork_instance", map[string]any{"operation_id": op, "pause_parent": true}, &fork)
+	if len(fork.Operations) != 1 {
+		t.Fatalf("fork_instance = %+v", fork)
+	}
+	cp := fork.Operations[0]
+	if out := say(cp, map[string]any{"input": "x\n", "until": "x 3\n"}); !out.Matched || out.Stdout != "x 3\n" {
+		t.Errorf("send_input to the copy = %+v, want x 3", out)
+	}
+	if out := say(op, map[string]any{"input": "c\n", "signal": "CONT", "until": "c 3\n"}); !out.Matched || out.Stdout != "c 3\n" {
+		t.Errorf("send_input c and CONT to the paused original = %+v, want c 3", out)
+	}
+	if out := say(cp, map[string]any{"close": true}); !out.Exited || out.ExitCode == nil || *out.ExitCode != 0 {
+		t.Errorf("send_input close=true = %+v, want the copy's exit 0", out)
+	}
+	s.callErr(t, "send_input", map[string]any{"operation_id": op}, "nothing to send")
+	s.callErr(t, "send_input", map[string]any{"operation_id": op, "input": "x\n", "timeout": 0}, "timeout")
+	s.callErr(t, "send_input", map[string]any{"operation_id": "00000000-0000-0000-0000-000000000000", "input": "x\n"}, "not found")
+	var c CancelOut
+	s.call(t, "cancel_operation", map[string]any{"operation_id": op}, &c)
 }

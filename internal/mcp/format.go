@@ -101,6 +101,10 @@ type OperationInfo struct {
 	Stdout      string  `json:"stdout,omitempty"`
 	Stderr      string  `json:"stderr,omitempty"`
 	Note        string  `json:"note,omitempty" jsonschema:"what was cut from stdout/stderr and how to see more"`
+	// EgressDenied is filled by server.egressDenials, not operationInfo.
+	EgressDenied string `json:"egress_denied,omitempty" jsonschema:"what the run's egress policy (allow/deny) blocked: refused names and dropped destinations; a command that needed them failed for that reason"`
+
+	egress bool // the run had an egress policy
 }
 
 // operationInfo condenses op, showing up to maxOutput bytes per stream.
@@ -128,6 +132,7 @@ func operationInfo(op *apitypes.OperationResponse, maxOutput int) OperationInfo 
 	}
 	oi.Command = commandLine(m.Command, m.Args, m.Shell)
 	oi.Disposable = m.Disposable
+	oi.egress = m.Networking.Egress != nil
 	if oi.Image == "" {
 		oi.Image = m.Image
 	}
@@ -229,6 +234,9 @@ func renderOperation(oi OperationInfo, next string) string {
 			b.WriteString("\n")
 		}
 		b.WriteString("---\n")
+	}
+	if oi.EgressDenied != "" {
+		fmt.Fprintf(&b, "egress policy blocked: %s\n", oi.EgressDenied)
 	}
 	if oi.Note != "" {
 		fmt.Fprintf(&b, "note: %s\n", oi.Note)

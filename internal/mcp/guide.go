@@ -53,6 +53,8 @@ Free (no sandbox, instant):
 Sandboxes:
 - run: one command; returns exit_code, timed_out, stdout/stderr, result_image.
 - branch: N commands from one image in parallel; returns a PASS/FAIL table.
+- run keep_stdin=true (runtime=runsc to fork or save it): a long-running instance (a REPL, a server); run returns at once.
+- send_input: write to a running instance's stdin (or signal it) and read what it printed after; free.
 - fork_instance: N copies of a running instance (a REPL, a server), memory and all.
 - save_instance, restore_instance: keep a running instance, memory and all, as an image; start copies of it later.
 - expose_port: a signed URL (HTTP, WebSocket) to a server listening inside a running instance.

@@ -51,6 +51,9 @@ type Backend interface {
 	ListOperations(ctx context.Context, o client.OperationListOptions) ([]apitypes.OperationSummary, error)
 	Wait(ctx context.Context, id string) (*apitypes.OperationResponse, error)
 	Cancel(ctx context.Context, id string) error
+	StreamEvents(ctx context.Context, id string, o client.EventsOptions, fn func(apitypes.OperationEvent) error) error
+	WriteStdin(ctx context.Context, id string, spid int, in apitypes.ClosableStreamRepr) error
+	KillSubprocess(ctx context.Context, id string, spid int, signal string) error
 	Expose(ctx context.Context, id string, port, ttlSeconds int) (*apitypes.Preview, error) // port previews
 	Fork(ctx context.Context, id string, req apitypes.ForkRequest) (*apitypes.ForkResponse, error)
 	Checkpoint(ctx context.Context, id string) (*apitypes.CheckpointResponse, error)
@@ -125,6 +128,7 @@ func NewServer(b Backend, opts Options) *mcpsdk.Server {
 	s.addInspectTools(ms)
 	s.addRunTools(ms)
 	s.addForkTools(ms)
+	s.addInputTools(ms)
 	s.addCheckpointTools(ms)
 	s.addPreviewTools(ms)
 	s.addFileTools(ms)

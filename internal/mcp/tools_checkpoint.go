@@ -10,7 +10,7 @@ import (
 
 // SaveInstanceIn is the input of save_instance.
 type SaveInstanceIn struct {
-	OperationID string `json:"operation_id" jsonschema:"a running instance (spawned with its stdin kept open, runtime runsc)"`
+	OperationID string `json:"operation_id" jsonschema:"a running instance (started by run keep_stdin=true runtime=runsc)"`
 }
 
 // SaveInstanceOut is the output of save_instance.
@@ -34,7 +34,7 @@ func (s *server) addCheckpointTools(ms *mcpsdk.Server) {
 	addTool(ms, &mcpsdk.Tool{
 		Name:        "save_instance",
 		Annotations: additive,
-		Description: "Save a RUNNING instance (a REPL, a server; spawned with stdin kept open, runtime runsc), memory and all, as an image to come back to later: " +
+		Description: "Save a RUNNING instance (a REPL, a server; started by run keep_stdin=true runtime=runsc), memory and all, as an image to come back to later: " +
 			"restore_instance starts running copies of it at any time, also after the instance has ended. The instance goes on. " +
 			"Unlike checkpoint (a name for an image's files), this keeps processes and memory too; the kept memory uses disk until the image is deleted.",
 	}, nil, onInstance(s, func(in SaveInstanceIn) string { return in.OperationID }, s.saveInstance))

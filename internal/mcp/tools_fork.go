@@ -10,9 +10,9 @@ import (
 
 // ForkIn is the input of fork_instance.
 type ForkIn struct {
-	OperationID string `json:"operation_id" jsonschema:"a running instance (spawned with its stdin kept open, runtime runsc)"`
+	OperationID string `json:"operation_id" jsonschema:"a running instance (started by run keep_stdin=true runtime=runsc)"`
 	Count       int    `json:"count,omitempty" jsonschema:"copies to start, 1 to 16"`
-	PauseParent bool   `json:"pause_parent,omitempty" jsonschema:"leave the original stopped at the fork point (resume it by sending CONT to its process 1)"`
+	PauseParent bool   `json:"pause_parent,omitempty" jsonschema:"leave the original stopped at the fork point (resume it with send_input signal=CONT)"`
 }
 
 // ForkOut is the output of fork_instance.
@@ -26,7 +26,7 @@ func (s *server) addForkTools(ms *mcpsdk.Server) {
 	addTool(ms, &mcpsdk.Tool{
 		Name:        "fork_instance",
 		Annotations: additive,
-		Description: "Fork a RUNNING instance (a REPL, a server; spawned with stdin kept open, runtime runsc) into count copies, memory and all: " +
+		Description: "Fork a RUNNING instance (a REPL, a server; started by run keep_stdin=true runtime=runsc) into count copies, memory and all: " +
 			"each copy continues from this moment (variables, loaded data, open files, loopback servers), then diverges; the original goes on. STARTS count SANDBOXES. " +
 			"The filesystem at the fork point is saved as an image. Processes started with exec are not carried into the copies.",
 	}, map[string]any{"count": 1}, onInstance(s, func(in ForkIn) string { return in.OperationID }, s.fork))

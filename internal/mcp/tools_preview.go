@@ -28,7 +28,7 @@ func (s *server) addPreviewTools(ms *mcpsdk.Server) {
 		Annotations: additive,
 		Description: "Give a person or a test harness a URL to a web app or API running INSIDE a running instance: the daemon proxies HTTP and WebSocket " +
 			"requests from a signed, expiring link to the port in the sandbox (which keeps no network of its own; nothing else can reach the port). " +
-			"Start the server in an instance that keeps running (e.g. spawned with its stdin kept open), then call this. A port nothing listens on answers 502.",
+			"Start the server in an instance that keeps running (e.g. started by run keep_stdin=true), then call this. A port nothing listens on answers 502.",
 	}, nil, onInstance(s, func(in ExposeIn) string { return in.OperationID }, s.expose))
 }
 

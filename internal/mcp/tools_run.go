@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -27,6 +28,8 @@ type RunIn struct {
 	Timeout    int               `json:"timeout" jsonschema:"seconds before the command is killed"`
 	Disposable bool              `json:"disposable" jsonschema:"false (default) saves the filesystem afterwards as a new image (result_image); true discards it"`
 	Stdin      string            `json:"stdin,omitempty" jsonschema:"text fed to the command's standard input"`
+	KeepStdin  bool              `json:"keep_stdin,omitempty" jsonschema:"leave standard input open after stdin: the command keeps running (a REPL, a server, a loop reading commands) and run returns at once (as wait=false); talk to it with send_input, fork it with fork_instance, save it with save_instance, end it with send_input close=true or cancel_operation"`
+	Runtime    string            `json:"runtime,omitempty" jsonschema:"runsc (gVisor; fork_instance and save_instance need it), runc or crun; default: the server's"`
 	Files      map[string]string `json:"files,omitempty" jsonschema:"files to place before the command: absolute sandbox path -> file uuid from upload"`
 	Syncs      []string          `json:"syncs,omitempty" jsonschema:"sync_id values from sync: place those directories' files before the command"`
 	Network    bool              `json:"network,omitempty" jsonschema:"allow outbound network access (if the server permits it)"`
@@ -210,6 +213,8 @@ type spawnSpec struct {
 	syncs      []string
 	network    bool
 	egress     *apitypes.Egress
+	keepStdin  bool   // leave stdin open: a long-running instance
+	runtime    string // "" for the server's default
 }
 
 // request builds the spawn request for command.
@@ -234,9 +239,12 @@ func (s *server) request(sp spawnSpec, command string) (apitypes.InstanceSpawnRe
 	if sp.network || sp.egress != nil {
 		req.Networking = &apitypes.Networking{Enabled: ptr(true), Egress: sp.egress}
 	}
-	if sp.stdin != "" {
+	if sp.stdin != "" || sp.keepStdin {
 		r := apitypes.NewStreamRepr([]byte(sp.stdin), false)
-		req.Stdin = &apitypes.ClosableStreamRepr{Value: r.Value, Encoding: r.Encoding, Close: ptr(true)}
+		req.Stdin = &apitypes.ClosableStreamRepr{Value: r.Value, Encoding: r.Encoding, Close: ptr(!sp.keepStdin)}
+	}
+	if sp.runtime != "" {
+		req.Runtime = ptr(sp.runtime)
 	}
 	files := map[string]apitypes.FileSpec{}
 	for _, id := range sp.syncs {
@@ -289,7 +297,8 @@ func (s *server) run(ctx context.Context, _ *mcpsdk.CallToolRequest, in RunIn) (
 		return nil, RunOut{}, err
 	}
 	req, err := s.request(spawnSpec{image: im.UUID, shell: in.Shell, args: in.Args, env: in.Env, cwd: in.Cwd, timeout: in.Timeout,
-		disposable: in.Disposable, stdin: in.Stdin, files: in.Files, syncs: in.Syncs, network: in.Network, egress: egressOf(in.Allow, in.Deny)}, in.Command)
+		disposable: in.Disposable, stdin: in.Stdin, files: in.Files, syncs: in.Syncs, network: in.Network, egress: egressOf(in.Allow, in.Deny),
+		keepStdin: in.KeepStdin, runtime: in.Runtime}, in.Command)
 	if err != nil {
 		return nil, RunOut{}, err
 	}
@@ -301,10 +310,14 @@ func (s *server) run(ctx context.Context, _ *mcpsdk.CallToolRequest, in RunIn) (
 	if err != nil {
 		return nil, RunOut{}, spawnError(err)
 	}
-	if !in.Wait {
+	if !in.Wait || in.KeepStdin {
 		out := RunOut{OperationInfo: OperationInfo{OperationID: sp.UUID, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
 			Command: commandLine(in.Command, in.Args, in.Shell), Image: im.UUID, Disposable: in.Disposable}}
 		out.Next = fmt.Sprintf("started in the background: wait_operations operation_ids=[%q] returns the result", sp.UUID)
+		if in.KeepStdin {
+			out.Next = fmt.Sprintf("running with its stdin open: send_input operation_id=%q talks to it (until= waits for a marker); "+
+				"fork_instance, save_instance and expose_port act on it; send_input close=true or cancel_operation ends it", sp.UUID)
+		}
 		return textResult("%s", renderOperation(out.OperationInfo, out.Next)), out, nil
 	}
 	op, err := s.wait(ctx, sp.UUID)
@@ -312,6 +325,7 @@ func (s *server) run(ctx context.Context, _ *mcpsdk.CallToolRequest, in RunIn) (
 		return nil, RunOut{}, fmt.Errorf("waiting for operation %s: %w", sp.UUID, explain(err))
 	}
 	out := RunOut{OperationInfo: operationInfo(op, maxOut)}
+	s.egressDenials(ctx, &out.OperationInfo)
 	if name := strings.TrimPrefix(strings.TrimSpace(in.Checkpoint), "tag:"); name != "" {
 		var why string
 		switch {
@@ -548,6 +562,7 @@ func (s *server) getOperation(ctx context.Context, _ *mcpsdk.CallToolRequest, in
 		maxOut = s.opts.MaxOutput
 	}
 	oi := operationInfo(op, maxOut)
+	s.egressDenials(ctx, &oi)
 	next := ""
 	if !oi.Done {
 		next = fmt.Sprintf("still %s: wait_operations operation_ids=[%q]", strings.ToLower(oi.Status), oi.OperationID)
@@ -664,6 +679,7 @@ func (s *server) waitOperations(ctx context.Context, req *mcpsdk.CallToolRequest
 			}
 		}
 		oi := operationInfo(ops[i], in.MaxOutput)
+		s.egressDenials(ctx, &oi)
 		out.Results = append(out.Results, oi)
 		if oi.Done {
 			out.Completed = append(out.Completed, oi.OperationID)
@@ -716,4 +732,21 @@ func (s *server) cancelOperation(ctx context.Context, _ *mcpsdk.CallToolRequest,
 		out.Status = cur.Status
 	}
 	return nil, out, nil
+}
+
+// egressDenials fills oi.EgressDenied for a finished run under an egress
+// policy from the run's final egress_denied event (an event of spid 0, so
+// the output's events are not read). A failure to read leaves it empty.
+func (s *server) egressDenials(ctx context.Context, oi *OperationInfo) {
+	if !oi.egress || !oi.Done {
+		return
+	}
+	spid := 0
+	_ = s.b.StreamEvents(ctx, oi.OperationID, client.EventsOptions{After: -1, Spid: &spid}, func(ev apitypes.OperationEvent) error {
+		var d apitypes.EventDataEgressDenied
+		if ev.Type == apitypes.EventEgressDenied && json.Unmarshal(ev.Data, &d) == nil && !d.Live {
+			oi.EgressDenied = d.Summary()
+		}
+		return nil
+	})
 }

@@ -16,7 +16,7 @@ import (
 var localTools = []string{
 	"branch", "cancel_operation", "checkpoint", "diff", "download", "expose_port", "fork_instance", "get_guide", "get_image", "get_operation", "grep",
 	"import_image", "lineage", "list_files", "list_images", "list_operations", "read_file", "restore_instance", "rollback", "run",
-	"save_instance", "set_tag", "sync", "upload", "wait_operations",
+	"save_instance", "send_input", "set_tag", "sync", "upload", "wait_operations",
 }
 
 // TestTools calls every tool with good and bad arguments against a real
@@ -361,6 +361,8 @@ func TestTools(t *testing.T) {
 	t.Run("fork_instance", func(t *testing.T) { testForkInstance(t, e, s) })
 	t.Run("save_instance", func(t *testing.T) { testSaveInstance(t, e, s) })
 	t.Run("expose_port", func(t *testing.T) { testExposePort(t, e, s) })
+	t.Run("send_input", func(t *testing.T) { testSendInput(t, s) })
+	t.Run("run egress_denied", func(t *testing.T) { testRunEgressDenied(t, s) })
 
 	t.Run("branch errors", func(t *testing.T) {
 		s.callErr(t, "branch", map[string]any{"image": "busybox:latest", "commands": []string{}}, "1 to 16")

@@ -917,6 +917,13 @@ class Operation:
     def _make_result(self) -> "Result":
         d = self.raw
         r = Result._from_operation(self, d)
+        md = d.get("metadata")
+        net = md.get("networking") if isinstance(md, Mapping) else None
+        if isinstance(net, Mapping) and net.get("egress") and r.status in TERMINAL_STATUSES:
+            # The run's totals: its final egress_denied event (spid 0).
+            for ev in self.events(follow=False, spid=0):
+                if ev.type == "egress_denied" and not ev.data.get("live"):
+                    r.egress_denied = ev.data
         if self._tag and r.image is not None and r.status == "SUCCESS":
             r.image.set_tag(self._tag)
         return r
@@ -972,7 +979,10 @@ class Result:
     For runs: ``exit_code``, ``stdout``/``stderr`` (text) and
     ``stdout_bytes``/``stderr_bytes``, ``timed_out``, ``signal``,
     ``resources`` (usage dict), ``duration`` (seconds), and ``image`` — the
-    snapshot the run produced (``None`` for disposable runs). A result
+    snapshot the run produced (``None`` for disposable runs). Under an egress
+    policy (``allow``/``deny``), ``egress_denied`` is what it blocked
+    (``refused_names``, ``refused_queries``, ``dropped_packets``, ``dropped``:
+    the run's final ``egress_denied`` event), ``None`` if nothing. A result
     delegates ``run``, ``branch``, ``ls``, ``read``, … to its image, so runs
     chain: ``result.run(...)``. For imports ``exit_code`` is 0 and
     ``image`` is the imported image.
@@ -1011,6 +1021,7 @@ class Result:
         self.image = image
         self.error = error
         self.raw = raw
+        self.egress_denied: Optional[Dict[str, Any]] = None
 
     @property
     def stdout(self) -> str:

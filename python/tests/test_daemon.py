@@ -480,3 +480,40 @@ def test_checkpoint_restore(base: Image) -> None:
     with pytest.raises(arbor.Conflict, match="no memory checkpoint"):
         base.restore()
     saved.delete()
+
+
+def test_fork_checkpoint_async(daemon: Any, base: Image) -> None:
+    # The async surface of live forks and kept checkpoints.
+    script = 'i=0; while read l; do i=$((i+1)); echo "$l $i"; done'
+
+    async def main() -> List[str]:
+        async with AsyncClient(url=daemon.url, token=daemon.token) as c:
+            img = await c.images.use(base.uuid)
+            op = await img.run(shell=script, runtime="runsc", keep_stdin=True, stdin="a\n")
+            await asyncio.to_thread(_wait_stdout, op.sync, "a 1\n")
+            fork = await op.fork(pause_parent=True)
+            await op.resume()
+            saved = await op.checkpoint()
+            assert saved.sync.checkpoint_bytes > 0
+            (restored,) = await saved.restore()
+            outs = []
+            for o, word in ((op.sync, "p"), (fork.operations[0], "f"), (restored.sync, "r")):
+                o.write_stdin(f"{word}\n", close=True)
+                outs.append((await asyncio.to_thread(o.wait, 60)).stdout)
+            await saved.delete()
+            return outs
+
+    assert asyncio.run(main()) == ["a 1\np 2\n", "f 2\n", "r 2\n"]
+
+
+def test_egress_denied(base: Image) -> None:
+    # What a policy blocked: a name refused by arbor's resolver and packets to
+    # a documentation address dropped on the host side (nothing leaves the host).
+    cmd = "nslookup blocked.test 192.0.2.53; nc -w 2 203.0.113.5 80 </dev/null; echo done"
+    r = base.run(shell=cmd, allow=["198.51.100.7/32"]).wait(60)
+    assert r.stdout.endswith("done\n")
+    d = r.egress_denied
+    assert d is not None and "blocked.test" in d["refused_names"] and d["dropped_packets"] > 0, d
+    assert {"addr": "203.0.113.5", "proto": "tcp", "port": 80} in d["dropped"]
+    assert base.run(shell="true", allow=["198.51.100.7/32"]).wait(60).egress_denied is None
+    assert base.run(shell="true").wait(60).egress_denied is None
