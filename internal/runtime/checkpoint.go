@@ -176,6 +176,12 @@ func (o *OCI) launchDetached(ctx context.Context, cmd *exec.Cmd, s Spec, errf *o
 	if f, ok := s.Stdout.(*os.File); ok {
 		cmd.Stdout = f
 	}
+	// A failed launch kills every process in the sandbox's cgroup (see
+	// clearLaunch): it must be the new sandbox's alone, not one of the
+	// same id another runtime root keeps.
+	if rel := cgroupsPath(s.ID); cgroupInUse(cgroupDirs(rel)) {
+		return errdefs.Conflict("sandbox %s: cgroup %s is in use already (a sandbox of that id outside %s?)", s.ID, rel, o.root)
+	}
 	// Its own process group: see clearLaunch.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err := cmd.Start()

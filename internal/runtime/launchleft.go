@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,10 +53,11 @@ func (o *OCI) clearLaunch(s Spec, pidFile string, leader int, start string) erro
 	}
 	if o.recorded(s.ID) {
 		// The runtime got as far as recording the sandbox: its delete
-		// removes the rest as for any sandbox.
-		errs = append(errs, o.Destroy(ctx, s.ID))
+		// removes the rest as for any sandbox, if it can read the record
+		// (if not, removeState does: its processes are dead).
+		_ = o.Destroy(ctx, s.ID)
 	}
-	errs = append(errs, o.removeUnrecorded(s.ID))
+	errs = append(errs, o.removeState(s.ID))
 	errs = append(errs, removeCgroup(ctx, dirs))
 	// runc writes the pid file as a temporary ".<name>" it creates with
 	// O_EXCL and then renames: left behind, it fails the bundle's next boot.
@@ -78,15 +81,17 @@ func (o *OCI) recorded(id string) bool {
 	return err == nil
 }
 
-// removeUnrecorded removes what the runtime keeps for sandbox id before
-// it records the sandbox (its processes dead): runsc's lock file and the
-// sandbox's control socket, runc's and crun's directory for id.
-func (o *OCI) removeUnrecorded(id string) error {
+// removeState removes what the runtime keeps for sandbox id, whose
+// processes are dead, that its delete did not: all of it when the runtime
+// was killed before it recorded the sandbox (runsc's lock file and the
+// sandbox's control socket, runc's and crun's directory for id), and the
+// state itself when it was killed writing it (runsc's delete then fails).
+func (o *OCI) removeState(id string) error {
 	if o.name != "runsc" {
 		return os.RemoveAll(filepath.Join(o.root, id))
 	}
 	var errs []error
-	for _, f := range []string{id + "_sandbox:" + id + ".lock", "runsc-" + id + ".sock"} {
+	for _, f := range []string{id + "_sandbox:" + id + ".state", id + "_sandbox:" + id + ".lock", "runsc-" + id + ".sock"} {
 		if err := os.Remove(filepath.Join(o.root, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -98,12 +103,22 @@ func (o *OCI) removeUnrecorded(id string) error {
 // hierarchy mounted here (cgroup v1 controllers and v2: on a hybrid host
 // runsc uses the v1 ones, runc both), whether or not they exist.
 func cgroupDirs(rel string) []string {
+	var dirs []string
+	for _, m := range cgroupMounts() {
+		dirs = append(dirs, filepath.Join(m, rel))
+	}
+	return dirs
+}
+
+// cgroupMounts are the mount points of the cgroup hierarchies' roots,
+// read once: they are mounted at boot.
+var cgroupMounts = sync.OnceValue(func() []string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
-	var dirs []string
+	var mounts []string
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -113,13 +128,22 @@ func cgroupDirs(rel string) []string {
 		if !ok || len(fields) < 5 || len(fs) < 1 || (fs[0] != "cgroup" && fs[0] != "cgroup2") || fields[3] != "/" {
 			continue
 		}
-		d := filepath.Join(unescapeMount(fields[4]), rel)
-		if !seen[d] {
-			seen[d] = true
-			dirs = append(dirs, d)
+		if m := unescapeMount(fields[4]); !seen[m] {
+			seen[m] = true
+			mounts = append(mounts, m)
 		}
 	}
-	return dirs
+	return mounts
+})
+
+// cgroupInUse reports whether cgroup dirs has a process.
+func cgroupInUse(dirs []string) bool {
+	for _, d := range dirs {
+		if b, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space).
@@ -150,7 +174,10 @@ func killCgroup(ctx context.Context, rel string, dirs []string) error {
 		for _, d := range dirs {
 			// cgroup v2 kills the whole cgroup at once, forks in progress
 			// included; v1 has no such file.
-			_ = os.WriteFile(filepath.Join(d, "cgroup.kill"), []byte("1"), 0)
+			if f, err := os.OpenFile(filepath.Join(d, "cgroup.kill"), os.O_WRONLY, 0); err == nil {
+				_, _ = f.WriteString("1")
+				f.Close()
+			}
 			b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
 			if err != nil {
 				continue // no such cgroup in this hierarchy
