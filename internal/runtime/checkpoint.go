@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/initproc"
@@ -175,8 +176,25 @@ func (o *OCI) launchDetached(ctx context.Context, cmd *exec.Cmd, s Spec, errf *o
 	if f, ok := s.Stdout.(*os.File); ok {
 		cmd.Stdout = f
 	}
-	if err := cmd.Run(); err != nil {
-		derr := o.Destroy(context.WithoutCancel(ctx), s.ID)
+	// A failed launch kills every process in the sandbox's cgroup (see
+	// clearLaunch): it must be the new sandbox's alone, not one of the
+	// same id another runtime root keeps.
+	if rel := cgroupsPath(s.ID); cgroupInUse(cgroupDirs(rel)) {
+		return errdefs.Conflict("sandbox %s: cgroup %s is in use already (a sandbox of that id outside %s?)", s.ID, rel, o.root)
+	}
+	// Its own process group: see clearLaunch.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err := cmd.Start()
+	leader, start := 0, ""
+	if err == nil {
+		leader = cmd.Process.Pid
+		start = procStart(leader) // read before the runtime is reaped
+		err = cmd.Wait()
+	}
+	if err != nil {
+		// Killed when ctx ended (so a hung runtime is not waited for), or
+		// failed: either way what it made is unmade, whether recorded or not.
+		derr := o.clearLaunch(s, pidFile, leader, start)
 		msg, _ := os.ReadFile(errf.Name())
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
@@ -221,7 +239,7 @@ func (o *OCI) restoreConfig(s Spec, image string) (*specs.Spec, error) {
 	if s.Hostname != "" {
 		cfg.Hostname = s.Hostname
 	}
-	cfg.Linux.CgroupsPath = "/arbor/" + s.ID
+	cfg.Linux.CgroupsPath = cgroupsPath(s.ID)
 	for i, ns := range cfg.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {
 			cfg.Linux.Namespaces[i].Path = s.NetNS

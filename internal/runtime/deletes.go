@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -108,6 +109,7 @@ func (o *OCI) deleteLater(id string) {
 
 // deleteAll deletes the runtime state of the dead sandboxes ids.
 func (o *OCI) deleteAll(ids []string) {
+	all := slices.Clone(ids)
 	if o.name == "runsc" && len(ids) > 1 {
 		_ = o.forceDelete(context.Background(), ids[0], ids[1:]...)
 		// runsc stops at the first id it does not find, quietly: the
@@ -124,6 +126,13 @@ func (o *OCI) deleteAll(ids []string) {
 		if !o.removeRuncState(id) {
 			o.delete(id)
 		}
+	}
+	// runsc leaves a cgroup whose processes had not all finished exiting
+	// (busy) when it tried to remove it: an empty directory per sandbox.
+	ctx, cancel := context.WithTimeout(context.Background(), clearLimit)
+	defer cancel()
+	for _, id := range all {
+		_ = removeCgroup(ctx, cgroupDirs(cgroupsPath(id)))
 	}
 }
 

@@ -847,7 +847,7 @@ func (o *OCI) config(s Spec) *specs.Spec {
 		Linux: &specs.Linux{
 			Namespaces:  ns,
 			Resources:   res,
-			CgroupsPath: "/arbor/" + s.ID,
+			CgroupsPath: cgroupsPath(s.ID),
 			MaskedPaths: []string{"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
 				"/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"},
 			ReadonlyPaths: []string{"/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},

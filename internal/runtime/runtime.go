@@ -258,7 +258,8 @@ type Runtime interface {
 	// Boot starts spec's sandbox in the background and returns once its
 	// main process runs (a warm sandbox). Spec.Stdin and Spec.Stdout, if
 	// files, become the main process's; other stdio is discarded.
-	// Spec.OnStart is not called.
+	// Spec.OnStart is not called. If ctx ends first, Boot stops at once
+	// and returns an error having left nothing of the sandbox.
 	Boot(ctx context.Context, spec Spec) error
 	// WaitRunning blocks until sandbox id, whose Run may be in progress
 	// in another goroutine, has started its main process. It fails if the
