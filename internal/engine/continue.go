@@ -73,7 +73,9 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 		return "", nil, 0, false
 	}
 	f := &freshening{done: make(chan struct{})}
+	e.wg.Add(1) // Close waits for it: it may destroy the sandbox (the calling run is counted too: never from zero)
 	go func() {
+		defer e.wg.Done()
 		f.err = wb.agent.Continue(continueWait)
 		if e.freshened != nil {
 			e.freshened()
@@ -195,14 +197,19 @@ func (e *Engine) keepBox(p *runPlan, wb *warmBox, image string, now layers.Manif
 	if wb.base > min(p.maxLayer, maxContinuedUpper) || now.Linked() {
 		return false
 	}
-	wb.key = keyOf(p, image)
-	if !e.warm.Put(wb.key, wb) {
+	// Once Put returns, a run on image may take wb (one that changed
+	// nothing is pooled under the image others run on): wb is not read
+	// after it.
+	k, f := keyOf(p, image), wb.freshen
+	wb.key = k
+	if !e.warm.Put(k, wb) {
 		return false
 	}
-	if f := wb.freshen; f != nil && !f.pooledUnder(wb.key) {
+	if f != nil && !f.pooledUnder(k) {
 		// Its init already said it is not fresh: out again, unless a run
 		// took it meanwhile (settle ends it then).
-		return !e.withdrawBox(wb)
+		_, out := e.warm.Withdraw(k, func(b *warmBox) bool { return b == wb })
+		return !out
 	}
 	return true
 }
