@@ -206,6 +206,9 @@ type Engine struct {
 	// removeRunDir deletes a finished run's directory (os.RemoveAll; a
 	// hook in tests).
 	removeRunDir func(dir string) error
+	// unmountRoot, if set, unmounts a run's root filesystem instead of
+	// e.rootfs.Unmount (a hook in tests).
+	unmountRoot func(merged string) error
 
 	events *eventHub
 	cl     *cluster // nil on a single node
