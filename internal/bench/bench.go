@@ -81,6 +81,12 @@ type Options struct {
 	// reaches it only through its API and its home. Required.
 	Serve func(ctx context.Context, c DaemonConfig) error
 
+	// HardenedBundle, if set, returns the config.json arbor's runtime
+	// driver writes for a cold runc or crun run of args with env on rootfs
+	// (the CLI passes internal/daemon.HardenedBundle). The fan-out section
+	// then also runs the raw shell command in it: the hardened raw floor.
+	HardenedBundle func(kind, rootfs string, args, env []string) ([]byte, error)
+
 	// Cluster is the shared state of the cluster section's nodes.
 	Cluster ClusterOptions
 
@@ -350,6 +356,11 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer b.raw.close()
+	if b.o.HardenedBundle != nil && b.o.has(SectionFanOut) {
+		if err := b.raw.addHardened(b.o.HardenedBundle); err != nil {
+			return err
+		}
+	}
 	b.rep.Setup.RawCommand = b.raw.describe()
 
 	// Storage runs before the chain so no background squash changes the

@@ -17,6 +17,7 @@ import (
 
 	"github.com/arborsh/arbor/internal/bench"
 	"github.com/arborsh/arbor/internal/cli"
+	"github.com/arborsh/arbor/internal/daemon"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -30,7 +31,7 @@ func TestQuick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	opts := bench.Options{Serve: cli.BenchServe, Quick: true, Home: testutil.Home(t), InitBinary: staticInit(t)}
+	opts := bench.Options{Serve: cli.BenchServe, HardenedBundle: daemon.HardenedBundle, Quick: true, Home: testutil.Home(t), InitBinary: staticInit(t)}
 	if testing.Verbose() {
 		opts.Progress = os.Stderr
 	}
@@ -41,7 +42,7 @@ func TestQuick(t *testing.T) {
 	}
 	t.Logf("quick bench took %v\n%s", time.Since(start).Round(time.Second), out.String())
 
-	checkReport(t, r, true)
+	checkReport(t, r, true, true)
 	for _, want := range []string{"1. Time to result", "2. Fan-out", "3. Commit", "4. Deep chains", "5. Inspect", "6. Storage", "7. Agent loop", "8. Live forks", "Targets"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q", want)
@@ -80,7 +81,7 @@ func staticInit(t *testing.T) string {
 
 // checkReport asserts that r has every section, filled with positive
 // numbers, including the warm-pool figures if warm.
-func checkReport(t *testing.T, r bench.Report, warm bool) {
+func checkReport(t *testing.T, r bench.Report, warm, hardened bool) {
 	t.Helper()
 	pos := func(what string, x float64) {
 		t.Helper()
@@ -163,6 +164,18 @@ func checkReport(t *testing.T, r bench.Report, warm bool) {
 		pos("fan-out arbor runs/s", f.ArborPerSec)
 		pos("fan-out raw runs/s", f.RawPerSec)
 		pos("fan-out ratio", f.Ratio)
+		// The hardened raw floor: runc and crun rows of the cold daemon,
+		// when the report comes from a run given HardenedBundle.
+		if h := f.Hardened; h != nil {
+			if f.Runtime == "runsc" || f.Pool != "off" || len(h.WallsMs) != f.Reps {
+				t.Errorf("%s pool %s n=%d: hardened floor %+v, want one wall per repetition on runc or crun, pool off", f.Runtime, f.Pool, f.Branches, h)
+			}
+			pos("fan-out hardened wall", h.WallMs)
+			pos("fan-out hardened ratio", h.Ratio)
+			pos("fan-out arbor ÷ hardened", h.ArborRatio)
+		} else if hardened && f.Runtime != "runsc" && f.Pool == "off" {
+			t.Errorf("%s pool off n=%d: no hardened raw floor", f.Runtime, f.Branches)
+		}
 	}
 	if warm && len(r.Burst) != len(rts) {
 		t.Errorf("Burst has %d runtimes, want %d", len(r.Burst), len(rts))
@@ -279,7 +292,7 @@ func TestFull(t *testing.T) {
 		t.Skip("set ARBOR_BENCH_FULL=1 to run the full benchmark")
 	}
 	testutil.RequiresRoot(t)
-	opts := bench.Options{Serve: cli.BenchServe, Progress: os.Stderr, Quick: os.Getenv("ARBOR_BENCH_QUICK") == "1", InitBinary: staticInit(t)}
+	opts := bench.Options{Serve: cli.BenchServe, HardenedBundle: daemon.HardenedBundle, Progress: os.Stderr, Quick: os.Getenv("ARBOR_BENCH_QUICK") == "1", InitBinary: staticInit(t)}
 	if s := os.Getenv("ARBOR_BENCH_SECTIONS"); s != "" {
 		opts.Sections = strings.Split(s, ",")
 	}

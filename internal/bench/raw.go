@@ -26,8 +26,12 @@ type rawSet struct {
 	rootfs  string
 	runners map[string]*rawRunner // /bin/true
 	shell   map[string]*rawRunner // sh -c 'echo 1 > /dev/shm/out'
-	order   []string
-	seq     atomic.Int64
+	// hardened runs the shell command in the bundle arbor's runtime driver
+	// writes for a runc or crun sandbox (Options.HardenedBundle): runc and
+	// crun only, when the CLI passed one.
+	hardened map[string]*rawRunner
+	order    []string
+	seq      atomic.Int64
 }
 
 // rawShellArgs is the raw counterpart of the benchmark's one-file runs. The
@@ -56,7 +60,7 @@ func runtimeFlags(kind string) []string {
 // newRawSet extracts tar under dir and writes a minimal bundle for each
 // runtime.
 func newRawSet(ctx context.Context, dir string, tar []byte, runtimes []string) (*rawSet, error) {
-	s := &rawSet{dir: dir, rootfs: filepath.Join(dir, "rootfs"), runners: map[string]*rawRunner{}, shell: map[string]*rawRunner{}}
+	s := &rawSet{dir: dir, rootfs: filepath.Join(dir, "rootfs"), runners: map[string]*rawRunner{}, shell: map[string]*rawRunner{}, hardened: map[string]*rawRunner{}}
 	_ = os.RemoveAll(dir)
 	if err := os.MkdirAll(s.rootfs, 0o755); err != nil {
 		return nil, err
@@ -92,7 +96,38 @@ func (s *rawSet) describe() string {
 		r := s.runners[rt]
 		parts = append(parts, strings.Join(append(append([]string{r.bin, "--root", "STATE"}, r.flags...), "run", "--bundle", "BUNDLE", "ID"), " "))
 	}
-	return strings.Join(parts, "; ") + " (BUNDLE: busybox rootfs, read-only, `runc spec` defaults, terminal false; args /bin/true, or " + strings.Join(rawShellArgs, " ") + ")"
+	d := strings.Join(parts, "; ") + " (BUNDLE: busybox rootfs, read-only, `runc spec` defaults, terminal false; args /bin/true, or " + strings.Join(rawShellArgs, " ") + ")"
+	if len(s.hardened) > 0 {
+		d += "; hardened floor: the shell command in the config.json arbor writes for a runc or crun sandbox (its own user namespace, seccomp, masked paths, limits), root read-only, cgroup named by the runtime"
+	}
+	return d
+}
+
+// addHardened adds, for each runtime runc or crun of s, a runner of the
+// shell command in the bundle hardened returns (the config.json arbor's
+// runtime driver writes for such a sandbox), on the raw root filesystem.
+// The root stays read-only, as it is shared, and the runtime names each
+// run's cgroup after the container, as all runs share the bundle.
+func (s *rawSet) addHardened(hardened func(kind, rootfs string, args, env []string) ([]byte, error)) error {
+	for _, rt := range s.order {
+		if rt == "runsc" {
+			continue
+		}
+		b, err := hardened(rt, s.rootfs, rawShellArgs, rawEnv)
+		if err != nil {
+			return err
+		}
+		var spec specs.Spec
+		if err := json.Unmarshal(b, &spec); err != nil {
+			return fmt.Errorf("hardened bundle: %w", err)
+		}
+		spec.Root.Readonly = true
+		spec.Linux.CgroupsPath = ""
+		if s.hardened[rt], err = s.runners[rt].withSpec("hardened", &spec); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // withSpec returns a runner for the same runtime with another bundle.
@@ -154,6 +189,8 @@ func (s *rawSet) close() {
 	_ = os.RemoveAll(s.dir)
 }
 
+var rawEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"}
+
 // minimalSpec is what `runc spec` writes, with a non-terminal process
 // running args on the read-only rootfs.
 func minimalSpec(rootfs string, args []string) *specs.Spec {
@@ -165,7 +202,7 @@ func minimalSpec(rootfs string, args []string) *specs.Spec {
 		Process: &specs.Process{
 			Terminal:        false,
 			Args:            args,
-			Env:             []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"},
+			Env:             rawEnv,
 			Cwd:             "/",
 			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
 			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},

@@ -207,6 +207,26 @@ type FanOut struct {
 	// On a machine with few cores, throughput is cores ÷ CPU per run.
 	ArborCPU CPU `json:"arbor_cpu"`
 	RawCPU   CPU `json:"raw_cpu"`
+	// Hardened is the same raw shell command in the bundle arbor's runtime
+	// driver writes for a runc or crun sandbox (user namespace, seccomp,
+	// masked paths, limits: Options.HardenedBundle), n at once, after each
+	// repetition's pair; nil under runsc or without it. It tells the
+	// hardening's cost (Hardened.Ratio) from arbor's (ArborRatio).
+	Hardened *HardenedFloor `json:"hardened,omitempty"`
+}
+
+// HardenedFloor is the hardened raw series of a fan-out row.
+type HardenedFloor struct {
+	WallsMs []float64 `json:"walls_ms"`
+	WallMs  float64   `json:"wall_ms"` // median
+	PerSec  float64   `json:"runs_per_s"`
+	// Ratio is PerSec / the row's RawPerSec: what the hardening costs the
+	// runtime itself (higher is better).
+	Ratio float64 `json:"ratio"`
+	// ArborRatio is the row's ArborPerSec / PerSec: arbor against the same
+	// sandbox started raw.
+	ArborRatio float64 `json:"arbor_ratio"`
+	CPU        CPU     `json:"cpu"`
 }
 
 // CommitSection is section 3: the cost of a run that changes one file, on

@@ -210,6 +210,17 @@ func WriteTable(w io.Writer, r Report) error {
 				fmtMs(f.RawWallMs), fmt.Sprintf("%.2f", f.RawPerSec), fmtRatio(f.Ratio), fmtCPU(f.ArborCPU), fmtCPU(f.RawCPU)})
 		}
 		table(rows)
+		var hard [][]string
+		for _, f := range r.FanOut {
+			if h := f.Hardened; h != nil {
+				hard = append(hard, []string{f.Runtime, f.Pool, fmt.Sprint(f.Branches), fmtMs(h.WallMs), fmt.Sprintf("%.2f", h.PerSec),
+					fmtRatio(h.Ratio), fmtRatio(h.ArborRatio), fmtCPU(h.CPU)})
+			}
+		}
+		if len(hard) > 0 {
+			p("\n   Hardened raw floor (the same shell command, n at once, in the bundle arbor writes for a runc or crun sandbox: user namespace, seccomp, masked paths, limits)")
+			table(append([][]string{{"runtime", "pool", "n", "hardened raw wall", "runs/s", "hardened ÷ raw runs/s", "arbor ÷ hardened runs/s", "CPU/run"}}, hard...))
+		}
 	}
 	if len(r.Burst) > 0 {
 		p("\n   Fan-out burst (warm pool on, settled before each burst; %d branches of a fresh image at once vs as many raw runs at once; wall to every result)", r.Burst[0].Branches)

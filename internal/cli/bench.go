@@ -10,7 +10,7 @@ import (
 )
 
 func newBench(g *globals) *cobra.Command {
-	opts := bench.Options{Serve: BenchServe}
+	opts := bench.Options{Serve: BenchServe, HardenedBundle: daemon.HardenedBundle}
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "bench",

@@ -50,18 +50,22 @@ type detachedRun struct {
 // still outlive the sandbox: the run's unmount waits (awaitTeardown).
 // A networked run keeps waiting in place, before its network is released.
 func (e *Engine) deferTeardown(p *runPlan, done <-chan detachedRun) {
-	p.teardown = func() {
+	p.teardown = func() bool {
 		if r := <-done; r.err != nil {
 			e.log.Warn("destroy sandbox", "operation", p.op, "err", r.err)
+			return false
 		}
+		return true
 	}
 }
 
 // awaitTeardown waits for the sandbox's teardown that deferTeardown left
-// running, if any: before the run's root filesystem is unmounted.
-func (p *runPlan) awaitTeardown() {
+// running, if any: before the run's root filesystem is unmounted. It
+// reports whether the sandbox is known gone (false if its destroy failed).
+func (p *runPlan) awaitTeardown() bool {
 	if t := p.teardown; t != nil {
 		p.teardown = nil
-		t()
+		return t()
 	}
+	return true
 }

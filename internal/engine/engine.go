@@ -209,6 +209,9 @@ type Engine struct {
 	// freshened, if set (tests), runs once a continued sandbox's init has
 	// answered whether it is fresh, before the answer is seen.
 	freshened func()
+	// unmountRoot, if set, unmounts a run's root filesystem instead of
+	// e.rootfs.Unmount (a hook in tests).
+	unmountRoot func(merged string) error
 
 	events *eventHub
 	cl     *cluster // nil on a single node

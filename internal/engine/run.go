@@ -93,7 +93,7 @@ type runPlan struct {
 	agent       *initproc.Agent // the init running the command, if any
 	ticket      *admitWaiter    // its place in the admission queue (Spawn)
 	restore     *restorePlan    // a fork: the sandbox comes from a checkpoint (see fork.go)
-	teardown    func()          // waits for a cold sandbox's teardown, if still under way (detached.go)
+	teardown    func() bool     // waits for a cold sandbox's teardown, if still under way, and reports it gone (detached.go)
 }
 
 // maxPids bounds resources_limits.pids: more processes than this in one
@@ -445,7 +445,15 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 		rs.fail(ctx, nil)
 		return
 	}
-	defer e.queue.release(p.memory)
+	// The slot, with the memory it charged, bounds the sandboxes running at
+	// once. Once the run's sandbox is gone, what is left of the run (the
+	// unmount, the commit, the outcome) is the daemon's own work, which
+	// mostly waits on the kernel (the unmount on expedited RCU grace
+	// periods, serialised over the host): the slot goes back then (in
+	// unmount below) and the next run starts meanwhile; here, should the
+	// run end without that.
+	releaseSlot := sync.OnceFunc(func() { e.queue.release(p.memory) })
+	defer releaseSlot()
 	e.runBegins()
 	defer e.runEnds() // after teardown: then the pool may boot replacements
 	if err := o.to(ctx, opAssigned); err != nil {
@@ -525,15 +533,23 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 		}
 	}()
 	unmount := func() {
-		p.awaitTeardown() // the sandbox, gofer included, is gone first
+		gone := p.awaitTeardown() // the sandbox, gofer included, is gone first
 		if mounted {
 			if wb != nil {
 				// The sandbox outlives its command until now.
 				if err := p.rt.Destroy(context.WithoutCancel(ctx), wb.cid); err != nil {
 					e.log.Warn("destroy sandbox", "operation", p.op, "sandbox", wb.cid, "err", err)
+					gone = false
 				}
 			}
-			if err := e.rootfs.Unmount(merged); err != nil {
+			if gone {
+				releaseSlot()
+			}
+			unmountRoot := e.rootfs.Unmount
+			if e.unmountRoot != nil {
+				unmountRoot = e.unmountRoot
+			}
+			if err := unmountRoot(merged); err != nil {
 				e.log.Warn("unmount", "operation", p.op, "dir", merged, "err", err)
 			}
 			mounted = false

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/moby/profiles/seccomp"
@@ -76,4 +77,23 @@ func (o *OCI) harden(spec *specs.Spec, s Spec) {
 			}
 		}
 	}
+}
+
+// BundleConfig returns the config.json the driver writes for s under the
+// runtime kind, hardened as its sandboxes are, without a state directory:
+// for tools that run the runtime binary themselves on arbor's bundle (arbor
+// bench's hardened raw floor).
+func BundleConfig(kind string, s Spec) ([]byte, error) {
+	o := &OCI{name: kind}
+	switch kind {
+	case "runsc":
+	case "runc", "crun":
+		var err error
+		if o.seccomp, err = o.defaultSeccomp(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("unknown runtime %q: use runsc, runc or crun", kind)
+	}
+	return json.Marshal(o.config(s))
 }
