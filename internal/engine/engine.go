@@ -416,6 +416,15 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 				st.Close()
 				return nil, err
 			}
+			if _, kernel := e.rootfs.(overlayRoot); kernel {
+				// A burst's worth of id ranges with their namespaces, made
+				// before the first runs need them (idAlloc.prefill).
+				e.wg.Add(1)
+				go func() {
+					defer e.wg.Done()
+					e.ids.prefill(e.ctx, min(e.cfg.Slots, max(8, 4*goruntime.NumCPU())))
+				}()
+			}
 			break
 		}
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -113,6 +114,35 @@ func (a *idAlloc) put(ns *overlay.Userns) {
 	}
 	delete(a.used, (ns.HostID-idRangeBase)/idRangeSize)
 	ns.Close()
+}
+
+// prefill makes spare namespaces until there are n (at most
+// maxSpareNS), or ctx ends: then the first runc or crun sandboxes after a
+// start take spares instead of each forking the daemon while their
+// runtimes fork too (a fresh daemon's first eight runc runs at once
+// waited up to 0.4 s longer to start than later ones: BENCHMARKS,
+// branch runcfan).
+func (a *idAlloc) prefill(ctx context.Context, n int) {
+	for made := 0; made < min(n, maxSpareNS) && ctx.Err() == nil; made++ {
+		a.mu.Lock()
+		if len(a.spare) >= min(n, maxSpareNS) {
+			a.mu.Unlock()
+			return
+		}
+		base, err := a.alloc()
+		a.mu.Unlock()
+		if err != nil {
+			return
+		}
+		ns, err := a.newNS(base, idRangeSize)
+		if err != nil {
+			a.mu.Lock()
+			delete(a.used, (base-idRangeBase)/idRangeSize)
+			a.mu.Unlock()
+			return
+		}
+		a.put(ns)
+	}
 }
 
 // close releases the spare namespaces.

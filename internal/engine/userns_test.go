@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/arborsh/arbor/internal/overlay"
 	"github.com/arborsh/arbor/internal/testutil"
@@ -59,5 +61,70 @@ func TestIDRangeSpares(t *testing.T) {
 	}
 	if len(a.spare) != maxSpareNS || len(a.used) != maxSpareNS {
 		t.Fatalf("%d spares, %d ranges reserved; want %d of each", len(a.spare), len(a.used), maxSpareNS)
+	}
+}
+
+// TestIDRangePrefill: prefill makes spares up to its count (no more if
+// there are some already, none once its context has ended), each with a
+// range of its own, and the next gets take them without making one.
+func TestIDRangePrefill(t *testing.T) {
+	testutil.RequiresRoot(t)
+	a := newIDAlloc()
+	made := 0
+	a.newNS = func(hostID, size uint32) (*overlay.Userns, error) {
+		made++
+		return overlay.NewUserns(hostID, size)
+	}
+	defer a.close()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.prefill(done, 4)
+	if made != 0 {
+		t.Fatalf("prefill after its context ended made %d namespaces", made)
+	}
+	a.prefill(context.Background(), 4)
+	a.prefill(context.Background(), 3) // there are enough
+	if made != 4 || len(a.spare) != 4 || len(a.used) != 4 {
+		t.Fatalf("prefill(4) then prefill(3): %d made, %d spare, %d ranges used; want 4 each", made, len(a.spare), len(a.used))
+	}
+	seen := map[uint32]bool{}
+	var live []*overlay.Userns
+	for range 4 {
+		ns, err := a.get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[ns.HostID] {
+			t.Fatalf("range %d handed out twice", ns.HostID)
+		}
+		seen[ns.HostID] = true
+		live = append(live, ns)
+	}
+	if made != 4 {
+		t.Fatalf("gets after a prefill made %d namespaces more", made-4)
+	}
+	for _, ns := range live {
+		a.put(ns)
+	}
+}
+
+// TestEnginePrefillsIDRanges: an engine that may run runc makes a burst's
+// worth of spare namespaces when it starts.
+func TestEnginePrefillsIDRanges(t *testing.T) {
+	testutil.RequiresRoot(t)
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: "runc", InitBinary: staticInit(t), Slots: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	spares := func() int {
+		e.ids.mu.Lock()
+		defer e.ids.mu.Unlock()
+		return len(e.ids.spare)
+	}
+	for deadline := time.Now().Add(30 * time.Second); spares() < 5; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d spare namespaces 30 s after the start, want 5", spares())
+		}
 	}
 }
