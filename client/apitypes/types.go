@@ -432,6 +432,15 @@ type OperationEvent struct {
 	Data json.RawMessage `json:"data"`
 }
 
+// StreamBytes decodes the bytes of a stdout or stderr event.
+func (e OperationEvent) StreamBytes() ([]byte, error) {
+	var d EventDataStream
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return nil, fmt.Errorf("decode %s event: %w", e.Type, err)
+	}
+	return StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+}
+
 // Event types.
 const (
 	EventInit       = "init"

@@ -53,11 +53,7 @@ func execEcho(ctx context.Context, c *client.Client, op, word string) (time.Dura
 	err = c.StreamEvents(ctx, op, client.EventsOptions{After: -1, Follow: true, Spid: &spid}, func(ev apitypes.OperationEvent) error {
 		switch ev.Type {
 		case apitypes.EventStdout:
-			var d apitypes.EventDataStream
-			if err := json.Unmarshal(ev.Data, &d); err != nil {
-				return err
-			}
-			b, err := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			b, err := ev.StreamBytes()
 			if err != nil {
 				return err
 			}

@@ -339,11 +339,7 @@ data), for scripts.`,
 				}
 				switch ev.Type {
 				case apitypes.EventStdout, apitypes.EventStderr:
-					var d apitypes.EventDataStream
-					if err := json.Unmarshal(ev.Data, &d); err != nil {
-						return err
-					}
-					b, err := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+					b, err := ev.StreamBytes()
 					if err != nil {
 						return err
 					}

@@ -183,11 +183,7 @@ func follow(ctx context.Context, c *client.Client, op string, stdout, stderr io.
 	err := c.FollowEvents(ctx, op, -1, func(ev apitypes.OperationEvent) error {
 		switch ev.Type {
 		case apitypes.EventStdout, apitypes.EventStderr:
-			var d apitypes.EventDataStream
-			if err := json.Unmarshal(ev.Data, &d); err != nil {
-				return fmt.Errorf("decode %s event: %w", ev.Type, err)
-			}
-			b, err := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			b, err := ev.StreamBytes()
 			if err != nil {
 				return err
 			}

@@ -9,19 +9,27 @@ import (
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
+// countingIDAlloc is an idAlloc that counts the namespaces it makes,
+// closed at the end of the test.
+func countingIDAlloc(t *testing.T) (*idAlloc, *int) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	a := newIDAlloc()
+	made := new(int)
+	a.newNS = func(hostID, size uint32) (*overlay.Userns, error) {
+		*made++
+		return overlay.NewUserns(hostID, size)
+	}
+	t.Cleanup(a.close)
+	return a, made
+}
+
 // TestIDRangeSpares: a freed id range keeps its user namespace for the
 // next runc sandbox (no new namespace, so no fork of the daemon, on the
 // start path), live sandboxes never share a range, and the spares are
 // bounded, a range beyond the bound going back to the pool.
 func TestIDRangeSpares(t *testing.T) {
-	testutil.RequiresRoot(t)
-	a := newIDAlloc()
-	made := 0
-	a.newNS = func(hostID, size uint32) (*overlay.Userns, error) {
-		made++
-		return overlay.NewUserns(hostID, size)
-	}
-	defer a.close()
+	a, made := countingIDAlloc(t)
 	first, err := a.get()
 	if err != nil {
 		t.Fatal(err)
@@ -38,8 +46,8 @@ func TestIDRangeSpares(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again != first || made != 2 {
-		t.Fatalf("after a free, get made a namespace (%d made) or another range (%d, freed %d)", made, again.HostID, first.HostID)
+	if again != first || *made != 2 {
+		t.Fatalf("after a free, get made a namespace (%d made) or another range (%d, freed %d)", *made, again.HostID, first.HostID)
 	}
 	// The spare's range stays reserved: fresh ranges never collide with it.
 	a.put(again)
@@ -68,24 +76,17 @@ func TestIDRangeSpares(t *testing.T) {
 // there are some already, none once its context has ended), each with a
 // range of its own, and the next gets take them without making one.
 func TestIDRangePrefill(t *testing.T) {
-	testutil.RequiresRoot(t)
-	a := newIDAlloc()
-	made := 0
-	a.newNS = func(hostID, size uint32) (*overlay.Userns, error) {
-		made++
-		return overlay.NewUserns(hostID, size)
-	}
-	defer a.close()
+	a, made := countingIDAlloc(t)
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
 	a.prefill(done, 4)
-	if made != 0 {
-		t.Fatalf("prefill after its context ended made %d namespaces", made)
+	if *made != 0 {
+		t.Fatalf("prefill after its context ended made %d namespaces", *made)
 	}
 	a.prefill(context.Background(), 4)
 	a.prefill(context.Background(), 3) // there are enough
-	if made != 4 || len(a.spare) != 4 || len(a.used) != 4 {
-		t.Fatalf("prefill(4) then prefill(3): %d made, %d spare, %d ranges used; want 4 each", made, len(a.spare), len(a.used))
+	if *made != 4 || len(a.spare) != 4 || len(a.used) != 4 {
+		t.Fatalf("prefill(4) then prefill(3): %d made, %d spare, %d ranges used; want 4 each", *made, len(a.spare), len(a.used))
 	}
 	seen := map[uint32]bool{}
 	var live []*overlay.Userns
@@ -100,8 +101,8 @@ func TestIDRangePrefill(t *testing.T) {
 		seen[ns.HostID] = true
 		live = append(live, ns)
 	}
-	if made != 4 {
-		t.Fatalf("gets after a prefill made %d namespaces more", made-4)
+	if *made != 4 {
+		t.Fatalf("gets after a prefill made %d namespaces more", *made-4)
 	}
 	for _, ns := range live {
 		a.put(ns)

@@ -86,11 +86,7 @@ func (s *server) sendInput(ctx context.Context, op string, in SendInputIn) (Send
 	err = s.b.StreamEvents(wctx, op, client.EventsOptions{After: after, Follow: true, Spid: &main}, func(ev apitypes.OperationEvent) error {
 		switch ev.Type {
 		case apitypes.EventStdout, apitypes.EventStderr:
-			var d apitypes.EventDataStream
-			if err := json.Unmarshal(ev.Data, &d); err != nil {
-				return err
-			}
-			b, err := apitypes.StreamRepr{Value: d.Value, Encoding: d.Encoding}.Bytes()
+			b, err := ev.StreamBytes()
 			if err != nil {
 				return err
 			}
