@@ -19,16 +19,50 @@ func clip(b []byte, max int) (string, bool) {
 	if max <= 0 || len(b) <= max {
 		return strings.ToValidUTF8(string(b), "\uFFFD"), false
 	}
+	return clipEnds(b, b, len(b), max), true
+}
+
+// clipEnds is clip's cut of a stream of n bytes (n > max) that begins
+// with first and ends with last (each at least max bytes, or all of it).
+func clipEnds(first, last []byte, n, max int) string {
 	head := max / 4
 	tail := max - head
-	h := trimPartialRune(b[:head])
-	t := b[len(b)-tail:]
+	h := trimPartialRune(first[:head])
+	t := last[len(last)-tail:]
 	for i := 0; i < 4 && len(t) > 0 && !utf8.RuneStart(t[0]); i++ {
 		t = t[1:]
 	}
-	omitted := len(b) - len(h) - len(t)
+	omitted := n - len(h) - len(t)
 	s := string(h) + fmt.Sprintf("\n…[%d bytes omitted]…\n", omitted) + string(t)
-	return strings.ToValidUTF8(s, "\uFFFD"), true
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// streamTail keeps of a stream that may grow without bound (a sandbox's
+// output) only what clip shows of it: its first and last max bytes, and
+// its length.
+type streamTail struct {
+	max         int
+	first, last []byte
+	n           int
+}
+
+func (s *streamTail) write(b []byte) {
+	s.n += len(b)
+	if room := s.max - len(s.first); room > 0 {
+		s.first = append(s.first, b[:min(room, len(b))]...)
+	}
+	s.last = append(s.last, b...)
+	if over := len(s.last) - s.max; over > 0 {
+		s.last = append(s.last[:0], s.last[over:]...)
+	}
+}
+
+// clip is clip of the whole stream.
+func (s *streamTail) clip() (string, bool) {
+	if s.max <= 0 || s.n <= s.max {
+		return clip(s.last, s.max)
+	}
+	return clipEnds(s.first, s.last, s.n, s.max), true
 }
 
 // trimPartialRune drops the bytes of a UTF-8 sequence cut at the end of

@@ -57,6 +57,7 @@ func (s *server) sendInput(ctx context.Context, op string, in SendInputIn) (Send
 	if maxOut <= 0 {
 		maxOut = s.opts.MaxOutput
 	}
+	maxOut = min(maxOut, maxSendInputOutput)
 	main := 1
 	// The output so far, to follow only what comes after the input.
 	after := int64(-1)
@@ -79,7 +80,10 @@ func (s *server) sendInput(ctx context.Context, op string, in SendInputIn) (Send
 		}
 	}
 	out := SendInputOut{OperationID: op}
-	var stdout, stderr []byte
+	// The output is the sandbox's and may be endless: kept only as far as
+	// it is shown, and searched for until across the chunks' seams.
+	stdout, stderr := &streamTail{max: maxOut}, &streamTail{max: maxOut}
+	until := &untilWatch{until: in.Until}
 	matched := errors.New("matched")
 	wctx, cancel := context.WithTimeout(ctx, time.Duration(in.Timeout)*time.Second)
 	defer cancel()
@@ -91,11 +95,11 @@ func (s *server) sendInput(ctx context.Context, op string, in SendInputIn) (Send
 				return err
 			}
 			if ev.Type == apitypes.EventStderr {
-				stderr = append(stderr, b...)
+				stderr.write(b)
 				return nil
 			}
-			stdout = append(stdout, b...)
-			if in.Until != "" && strings.Contains(string(stdout), in.Until) {
+			stdout.write(b)
+			if until.saw(b) {
 				return matched
 			}
 		case apitypes.EventExit:
@@ -114,15 +118,37 @@ func (s *server) sendInput(ctx context.Context, op string, in SendInputIn) (Send
 	}
 	var notes []string
 	var cut bool
-	if out.Stdout, cut = clip(stdout, maxOut); cut {
-		notes = append(notes, fmt.Sprintf("stdout has %d bytes, showing the first and last %d", len(stdout), maxOut))
+	if out.Stdout, cut = stdout.clip(); cut {
+		notes = append(notes, fmt.Sprintf("stdout has %d bytes, showing the first and last %d", stdout.n, maxOut))
 	}
-	if out.Stderr, cut = clip(stderr, maxOut); cut {
-		notes = append(notes, fmt.Sprintf("stderr has %d bytes, showing the first and last %d", len(stderr), maxOut))
+	if out.Stderr, cut = stderr.clip(); cut {
+		notes = append(notes, fmt.Sprintf("stderr has %d bytes, showing the first and last %d", stderr.n, maxOut))
 	}
 	if in.Until != "" && !out.Matched && !out.Exited {
 		notes = append(notes, fmt.Sprintf("stdout did not contain %q within %d s: call send_input with a longer timeout, or get_operation", in.Until, in.Timeout))
 	}
 	out.Note = strings.Join(notes, "; ")
 	return out, nil
+}
+
+// maxSendInputOutput bounds what send_input shows (and keeps) of each
+// stream, whatever max_output asks.
+const maxSendInputOutput = 1 << 20
+
+// untilWatch finds a text in a stream given in chunks, also where it
+// spans two, keeping only the last len(until)-1 bytes between chunks.
+type untilWatch struct {
+	until string
+	seam  []byte
+}
+
+// saw reports whether until has appeared in the stream, b included.
+func (u *untilWatch) saw(b []byte) bool {
+	if u.until == "" {
+		return false
+	}
+	u.seam = append(u.seam, b...)
+	found := strings.Contains(string(u.seam), u.until)
+	u.seam = append(u.seam[:0], u.seam[max(0, len(u.seam)-(len(u.until)-1)):]...)
+	return found
 }
