@@ -5,8 +5,6 @@ import (
 	"testing"
 
 	"github.com/arborsh/arbor/client/apitypes"
-	"github.com/arborsh/arbor/internal/engine"
-	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
 // TestCheckpoint: arbor checkpoint prints the image (--json its size too),
@@ -14,13 +12,7 @@ import (
 // checkpoint restore starts instances from it; a plain image's refusal
 // says it has no checkpoint.
 func TestCheckpoint(t *testing.T) {
-	init, err := testdaemon.StaticInit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	td := testdaemon.New(t, testdaemon.Options{Serve: serve, Busybox: "busybox:latest",
-		Engine: engine.Config{Runtime: "runsc", InitBinary: init}})
-	d := &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client, busybox: td.Busybox}
+	d := liveDaemon(t)
 	keep := false
 	sp, err := d.c.Spawn(t.Context(), apitypes.InstanceSpawnRequest{Command: "cat", Image: d.busybox,
 		Stdin: &apitypes.ClosableStreamRepr{Value: "", Close: &keep}})

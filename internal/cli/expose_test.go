@@ -8,21 +8,13 @@ import (
 	"time"
 
 	"github.com/arborsh/arbor/client/apitypes"
-	"github.com/arborsh/arbor/internal/engine"
-	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
 // TestExpose: arbor expose prints a URL the served daemon proxies to a
 // server in a runsc sandbox; --list names the port; after --stop the URL
 // is refused.
 func TestExpose(t *testing.T) {
-	init, err := testdaemon.StaticInit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	td := testdaemon.New(t, testdaemon.Options{Serve: serve, Busybox: "busybox:latest",
-		Engine: engine.Config{Runtime: "runsc", InitBinary: init}})
-	d := &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client, busybox: td.Busybox}
+	d := liveDaemon(t)
 	sh := true
 	sp, err := d.c.Spawn(t.Context(), apitypes.InstanceSpawnRequest{Shell: &sh, Image: d.busybox,
 		Command: "mkdir /www && echo from-sandbox > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www"})

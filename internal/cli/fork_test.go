@@ -10,16 +10,24 @@ import (
 	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
-// TestFork: arbor fork prints the copies (--json the fork point too), and
-// a runc instance's refusal names runsc.
-func TestFork(t *testing.T) {
+// liveDaemon serves a daemon with real runsc sandboxes and arbor's init
+// (live instances: fork, checkpoint, expose, input), runsc by default and
+// the runtimes allowed besides.
+func liveDaemon(t *testing.T, allowed ...string) *testDaemon {
+	t.Helper()
 	init, err := testdaemon.StaticInit()
 	if err != nil {
 		t.Fatal(err)
 	}
 	td := testdaemon.New(t, testdaemon.Options{Serve: serve, Busybox: "busybox:latest",
-		Engine: engine.Config{Runtime: "runsc", InitBinary: init, AllowedRuntimes: []string{"runc"}}})
-	d := &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client, busybox: td.Busybox}
+		Engine: engine.Config{Runtime: "runsc", InitBinary: init, AllowedRuntimes: allowed}})
+	return &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client, busybox: td.Busybox}
+}
+
+// TestFork: arbor fork prints the copies (--json the fork point too), and
+// a runc instance's refusal names runsc.
+func TestFork(t *testing.T) {
+	d := liveDaemon(t, "runc")
 	spawn := func(rt string) string {
 		keep := false
 		sp, err := d.c.Spawn(t.Context(), apitypes.InstanceSpawnRequest{Command: "cat", Image: d.busybox, Runtime: &rt,
@@ -52,13 +60,7 @@ func TestFork(t *testing.T) {
 // --pause-parent copies it, the copy takes its own input and ends on
 // --close, --signal CONT resumes the original.
 func TestInstanceInput(t *testing.T) {
-	init, err := testdaemon.StaticInit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	td := testdaemon.New(t, testdaemon.Options{Serve: serve, Busybox: "busybox:latest",
-		Engine: engine.Config{Runtime: "runsc", InitBinary: init}})
-	d := &testDaemon{home: td.Home, url: td.URL, token: td.Token, c: td.Client, busybox: td.Busybox}
+	d := liveDaemon(t)
 	op := strings.TrimSpace(d.ok(t, "run", "--keep-stdin", "--disposable", "--image", "busybox:latest", "--shell", "--",
 		`i=0; while read l; do i=$((i+1)); echo "$l $i"; done`))
 	if len(op) != 36 {
