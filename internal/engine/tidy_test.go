@@ -12,22 +12,27 @@ import (
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
+// oneSlotEngine is a runc engine with one run slot and no warm pool, its
+// home, its busybox image and its Close (once; also at the end).
+func oneSlotEngine(t *testing.T) (*Engine, string, string, func() error) {
+	t.Helper()
+	home := testutil.Home(t)
+	e, err := New(context.Background(), Config{Home: home, Runtime: "runc", InitBinary: staticInit(t), WarmPerImage: -1, Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeEngine := sync.OnceValue(e.Close)
+	t.Cleanup(func() { closeEngine() })
+	return e, home, busybox(t, e), closeEngine
+}
+
 // TestRunDirRemovedOffSlot: a finished run's directory is removed after
 // its slot is free, so a run queued behind the only slot starts while the
 // first one's removal is still going on; Close waits for the removal, and
 // nothing is left under run/.
 func TestRunDirRemovedOffSlot(t *testing.T) {
 	testutil.RequiresRoot(t)
-	ctx := context.Background()
-	home := testutil.Home(t)
-	e, err := New(ctx, Config{Home: home, Runtime: "runc", InitBinary: staticInit(t), WarmPerImage: -1, Slots: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeEngine := sync.OnceValue(e.Close)
-	t.Cleanup(func() { closeEngine() })
-	base := busybox(t, e)
-
+	e, home, base, closeEngine := oneSlotEngine(t)
 	held, entered := make(chan struct{}), make(chan string, 8)
 	release := sync.OnceFunc(func() { close(held) })
 	t.Cleanup(release) // before Close, should the test stop early
@@ -72,15 +77,7 @@ func TestSlotFreedBeforeUnmount(t *testing.T) {
 	}{{"commit", false}, {"disposable", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			home := testutil.Home(t)
-			e, err := New(ctx, Config{Home: home, Runtime: "runc", InitBinary: staticInit(t), WarmPerImage: -1, Slots: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			closeEngine := sync.OnceValue(e.Close)
-			t.Cleanup(func() { closeEngine() })
-			base := busybox(t, e)
-
+			e, home, base, closeEngine := oneSlotEngine(t)
 			held, entered := make(chan struct{}), make(chan string, 1)
 			release := sync.OnceFunc(func() { close(held) })
 			t.Cleanup(release) // before Close, should the test stop early
