@@ -193,7 +193,7 @@ func mountOptions(target string) (string, error) {
 	for sc.Scan() {
 		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
 		fields := strings.Split(sc.Text(), " ")
-		if len(fields) < 10 || unescapeOctal(fields[4]) != target {
+		if len(fields) < 10 || UnescapeMountField(fields[4]) != target {
 			continue
 		}
 		for i, fl := range fields {
@@ -228,8 +228,9 @@ func splitUnescaped(s string, sep byte) []string {
 	return append(out, s[start:])
 }
 
-// unescapeOctal decodes mountinfo's \040-style escapes.
-func unescapeOctal(s string) string {
+// UnescapeMountField decodes mountinfo's \040-style escapes (in a mount
+// point or a root).
+func UnescapeMountField(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}
@@ -263,7 +264,7 @@ func UnmountUnder(dir string) error {
 		if len(fields) < 5 {
 			continue
 		}
-		t := unescapeOctal(fields[4])
+		t := UnescapeMountField(fields[4])
 		if t == dir || strings.HasPrefix(t, dir+"/") {
 			targets = append(targets, t)
 		}

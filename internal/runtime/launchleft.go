@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/arborsh/arbor/internal/overlay"
 )
 
 // cgroupsPath is the cgroup of sandbox id (the OCI config's cgroupsPath),
@@ -128,7 +130,7 @@ var cgroupMounts = sync.OnceValue(func() []string {
 		if !ok || len(fields) < 5 || len(fs) < 1 || (fs[0] != "cgroup" && fs[0] != "cgroup2") || fields[3] != "/" {
 			continue
 		}
-		if m := unescapeMount(fields[4]); !seen[m] {
+		if m := overlay.UnescapeMountField(fields[4]); !seen[m] {
 			seen[m] = true
 			mounts = append(mounts, m)
 		}
@@ -144,25 +146,6 @@ func cgroupInUse(dirs []string) bool {
 		}
 	}
 	return false
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // killCgroup kills every process in cgroup rel (its directories dirs)
@@ -248,12 +231,9 @@ func killIfIn(pid int, rel string) bool {
 	return !zombie(pid)
 }
 
-// zombie reports whether process pid has exited and waits to be reaped.
+// zombie reports whether process pid has exited and waits to be reaped
+// (or is gone).
 func zombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true // gone
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && strings.HasPrefix(string(b[i+1:]), " Z")
+	f := procStat(pid)
+	return len(f) == 0 || f[0] == "Z"
 }

@@ -704,23 +704,28 @@ func killGroup(pgid int, start string) {
 // in clock ticks since boot), which tells a process from a later one given
 // the same pid; "" if there is no such process.
 func procStart(pid int) string {
+	if f := procStat(pid); len(f) >= 20 {
+		return f[19] // field 22: fields after the name start at 3
+	}
+	return ""
+}
+
+// procStat returns the fields of /proc/pid/stat after the command name
+// (field 3 on), nil if there is no such process.
+func procStat(pid int) []string {
 	if pid <= 1 {
-		return ""
+		return nil
 	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return ""
+		return nil
 	}
 	// The command name (field 2) is in parentheses and may hold spaces.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return ""
+		return nil
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return ""
-	}
-	return f[19] // field 22: fields after the name start at 3
+	return strings.Fields(string(b[i+1:]))
 }
 
 // hasState reports whether the runtime keeps state for id in its root:
