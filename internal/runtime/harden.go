@@ -84,16 +84,9 @@ func (o *OCI) harden(spec *specs.Spec, s Spec) {
 // for tools that run the runtime binary themselves on arbor's bundle (arbor
 // bench's hardened raw floor).
 func BundleConfig(kind string, s Spec) ([]byte, error) {
-	o := &OCI{name: kind}
-	switch kind {
-	case "runsc":
-	case "runc", "crun":
-		var err error
-		if o.seccomp, err = o.defaultSeccomp(); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("unknown runtime %q: use runsc, runc or crun", kind)
+	o, err := newDriver(kind)
+	if err != nil {
+		return nil, err
 	}
 	return json.Marshal(o.config(s))
 }

@@ -89,12 +89,24 @@ func NewOCI(kind, path, stateDir string) (*OCI, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &OCI{name: kind, path: path, root: stateDir}
+	o, err := newDriver(kind)
+	if err != nil {
+		return nil, err
+	}
+	o.path, o.root = path, stateDir
+	return o, nil
+}
+
+// newDriver returns the driver of runtime kind without a binary or a
+// state directory: its flags, and its seccomp profile under runc or crun.
+func newDriver(kind string) (*OCI, error) {
+	o := &OCI{name: kind}
 	switch kind {
 	case "runsc":
 		// systrap needs no KVM; overlay2=none sends writes to our host upper dir.
 		o.flags = []string{"--platform=systrap", "--overlay2=none"}
 	case "runc", "crun":
+		var err error
 		if o.seccomp, err = o.defaultSeccomp(); err != nil {
 			return nil, err
 		}
