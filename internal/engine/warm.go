@@ -266,9 +266,25 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 		agent.Close()
 		return fail(err)
 	}
+	// Ready only once its init serves: until then a run that took it
+	// would wait for the rest of its boot (see initproc.Agent.WaitReady).
+	readyCtx, cancel := context.WithTimeout(ctx, initReadyTimeout)
+	err = agent.WaitReady(readyCtx)
+	cancel()
+	if err != nil {
+		if derr := rt.Destroy(context.WithoutCancel(ctx), b.cid); derr != nil {
+			e.log.Warn("destroy warm sandbox", "sandbox", b.cid, "err", derr)
+		}
+		agent.Close()
+		return fail(fmt.Errorf("warm sandbox %s: %w", b.cid, err))
+	}
 	b.agent = agent
 	return b, nil
 }
+
+// initReadyTimeout bounds a warm init's start-up after its boot; it only
+// ends a boot whose init hangs, so it allows for a loaded host.
+const initReadyTimeout = time.Minute
 
 // destroyWarm kills an idle (or used) sandbox and frees its directories.
 func (e *Engine) destroyWarm(b *warmBox) {

@@ -1,6 +1,7 @@
 package initproc
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -45,6 +46,7 @@ const (
 	phaseRunning                 // command started: 'O', 'E' or 'x'
 	phaseDone                    // answered, exited or broken: nothing more
 	phaseFreshening              // exited, and Continue waits: only 'f'
+	phaseBooting                 // WaitReady waits: only 'r'
 )
 
 // ProtocolError means the sandbox sent something arbor's init never
@@ -80,6 +82,7 @@ var initFrames = map[byte]frameRule{
 	frameStderr:  {phaseRunning, 1, outChunk, phaseRunning},
 	frameExit:    {phaseRunning, 2, maxExitJSON, phaseDone},
 	frameFresh:   {phaseFreshening, 0, maxMessage, phaseIdle},
+	frameReady:   {phaseBooting, 0, 0, phaseIdle},
 }
 
 // next reads the init's next frame and checks it against the current
@@ -132,6 +135,40 @@ type AgentPipes struct{ Stdin, Stdout *os.File }
 func (p AgentPipes) Close() {
 	p.Stdin.Close()
 	p.Stdout.Close()
+}
+
+// WaitReady waits for a freshly booted warm init (serve without
+// ExitAfterRun) to say it serves, until ctx ends. A runtime's boot returns
+// once the init process exists; the init still has to start up (under
+// gVisor, a Go program's start and its re-exec from memory: tens of
+// milliseconds, more on a loaded host), and a request sent meanwhile waits
+// for all of it. A sandbox counted ready before then is not: a run that
+// takes it pays the rest of its boot. Call it once, right after the boot,
+// before anything else; on an error the sandbox must be destroyed.
+func (a *Agent) WaitReady(ctx context.Context) error {
+	if a.phase != phaseIdle {
+		return errors.New("waiting for the init: the agent is not idle")
+	}
+	a.phase = phaseBooting
+	if f, ok := a.r.(*os.File); ok {
+		// A fresh pipe is non-blocking, so a deadline ends the read.
+		if d, ok := ctx.Deadline(); ok {
+			_ = f.SetReadDeadline(d)
+		}
+		stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
+		defer func() {
+			stop()
+			_ = f.SetReadDeadline(time.Time{})
+		}()
+	}
+	if _, _, err := a.next(); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			<-ctx.Done() // only ctx sets the deadline: it ends now if it has not yet
+			return fmt.Errorf("the sandbox's init did not start serving: %w", context.Cause(ctx))
+		}
+		return fmt.Errorf("the sandbox's init did not start serving: %w", err)
+	}
+	return nil
 }
 
 // NewAgentPipes makes the pipes between the engine and a serving init.

@@ -2,6 +2,7 @@ package initproc
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"os"
@@ -78,6 +79,15 @@ func startServer(t *testing.T, kinds ...initKind) (*Agent, *exec.Cmd) {
 		_ = cmd.Wait()
 		a.Close()
 	})
+	if !k.exit {
+		// A warm init says it serves before anything else, as the engine
+		// waits for at boot.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := a.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return a, cmd
 }
 

@@ -24,7 +24,9 @@ import (
 //	'S' a signal for the command: its number (one byte), then the
 //	    command's pid (big-endian uint32), so it reaches no later command
 //
-// Init → engine: 'p' place result (empty: done, else the error), 's' the
+// Init → engine: 'r' once, first, from an init that serves more than one
+// command (a warm sandbox): it is serving, so a request gets its answer at
+// once; 'p' place result (empty: done, else the error), 's' the
 // command's pid (4 bytes), 'e' why it could not start, 'O'/'E' stdout and
 // stderr bytes, 'x' JSON Exit once the command has exited, then (unless
 // the init exits after its command) 'f' once the sandbox is fresh for the
@@ -38,6 +40,7 @@ const (
 	frameStdinEOF = 'i'
 	frameSignal   = 'S'
 
+	frameReady   = 'r'
 	framePlaced  = 'p'
 	frameStarted = 's'
 	frameError   = 'e'

@@ -90,6 +90,11 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 			}
 		}
 	}
+	if !exitAfterRun {
+		// Started up: a warm sandbox is ready once this is read (see
+		// Agent.WaitReady).
+		_ = fw.write(frameReady, nil)
+	}
 	for {
 		typ, p, err := readFrame(in, maxFrame)
 		if err != nil {
