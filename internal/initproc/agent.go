@@ -151,10 +151,8 @@ func (a *Agent) WaitReady(ctx context.Context) error {
 	}
 	a.phase = phaseBooting
 	if f, ok := a.r.(*os.File); ok {
-		// A fresh pipe is non-blocking, so a deadline ends the read.
-		if d, ok := ctx.Deadline(); ok {
-			_ = f.SetReadDeadline(d)
-		}
+		// A fresh pipe is non-blocking, so a deadline ends the read: ctx's
+		// end (its deadline included) sets one.
 		stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
 		defer func() {
 			stop()
