@@ -137,13 +137,37 @@ func (c *Client) follow(ctx context.Context, id string, after int64, spid *int, 
 }
 
 // Wait blocks until operation id has finished and returns its final state.
-// It follows the daemon's own events (spid 0), which end with completion.
+// It asks the daemon to answer once the operation ends (a long poll, one
+// request); should it still run after that, or the server not wait, Wait
+// follows the daemon's own events (spid 0), which end with completion.
 func (c *Client) Wait(ctx context.Context, id string) (*apitypes.OperationResponse, error) {
+	op, err := c.WaitFor(ctx, id, longPoll)
+	switch {
+	case err == nil && apitypes.IsTerminal(op.Status):
+		return op, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case err != nil && StatusCode(err) >= 400 && StatusCode(err) < 500 && !retryable(StatusCode(err)):
+		return nil, err // 4xx: following will not help
+	}
 	daemon := 0
 	if err := c.follow(ctx, id, -1, &daemon, func(apitypes.OperationEvent) error { return nil }); err != nil {
 		return nil, err
 	}
 	return c.Operation(ctx, id)
+}
+
+// longPoll is how long Wait asks the daemon to hold its answer (the
+// daemon's bound, under common proxies' idle timeouts).
+const longPoll = 50 * time.Second
+
+// WaitFor returns operation id once it has finished or d has passed,
+// whichever is first, in one request (the daemon holds the answer; d is cut
+// to its bound, 50 s). The operation may still be running: check Status.
+func (c *Client) WaitFor(ctx context.Context, id string, d time.Duration) (*apitypes.OperationResponse, error) {
+	var out apitypes.OperationResponse
+	q := url.Values{"wait": {d.String()}}
+	return &out, c.do(ctx, request{method: http.MethodGet, path: "/operations/" + url.PathEscape(id), query: q}, &out)
 }
 
 // Run spawns req and waits for it to finish. If ctx ends first, the

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -83,15 +84,40 @@ func (s *server) listOperations(w http.ResponseWriter, r *http.Request) error {
 }
 
 // getOperation answers GET /v1/operations/{id}. inflight=1 is accepted and
-// changes nothing: every read is live.
+// changes nothing: every read is live. With wait (an arbor extension, a
+// long poll) an unfinished operation is answered once it finishes, or as
+// it is when the wait ends: one request instead of following its events
+// and reading it after.
 func (s *server) getOperation(w http.ResponseWriter, r *http.Request) error {
 	id, err := uuidParam("operation", r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	o, err := s.e.Operation(r.Context(), accountOf(r), id)
+	wait, err := waitParam(r.URL.Query())
 	if err != nil {
 		return err
+	}
+	ctx, account := r.Context(), accountOf(r)
+	o, err := s.e.Operation(ctx, account, id)
+	if err != nil {
+		return err
+	}
+	if wait > 0 && !apitypes.IsTerminal(o.Status) {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		done, err := s.e.WaitOperation(wctx, account, id)
+		cancel()
+		switch {
+		case err == nil:
+			o = done
+		case ctx.Err() != nil:
+			return nil // the client is gone
+		case wctx.Err() != nil: // not finished within the wait: as it is now
+			if o, err = s.e.Operation(ctx, account, id); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
 	}
 	if !apitypes.IsTerminal(o.Status) {
 		w.Header().Set("Retry-After", "1") // a polling hint, as ConTree sends

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -133,4 +134,31 @@ func values(q url.Values, name string) []string {
 		}
 	}
 	return out
+}
+
+// maxWait bounds a long poll (GET /v1/operations/{id}?wait=): under the
+// idle timeouts of common proxies and load balancers (60 s), so a waiting
+// request is not cut as idle.
+const maxWait = 50 * time.Second
+
+// waitParam parses the wait parameter of a long poll: a duration ("30s",
+// "1m") or a number of seconds ("30", "0.5"); 0 when absent. Longer waits
+// are cut to maxWait: the client asks again.
+func waitParam(q url.Values) (time.Duration, error) {
+	v := strings.TrimSpace(q.Get("wait"))
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(v, 64)
+		if ferr != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return 0, errdefs.InvalidArgument("wait must be a duration such as 30s or a number of seconds, not %q", v)
+		}
+		d = time.Duration(min(f, maxWait.Seconds()) * float64(time.Second))
+	}
+	if d < 0 {
+		return 0, errdefs.InvalidArgument("wait must not be negative (%q): give how long to wait for the operation to finish, such as 30s", v)
+	}
+	return min(d, maxWait), nil
 }

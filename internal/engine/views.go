@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/arborsh/arbor/internal/oplog"
 
@@ -29,12 +30,58 @@ func (e *Engine) ListOperations(ctx context.Context, f OperationFilter) ([]Opera
 }
 
 // WaitOperation blocks until op is terminal or ctx ends, and returns it.
+// It reads no events: a live operation of this node is watched in memory
+// (one store read when it ends), another node's is read again when that
+// node says its log grew (or at the cluster's poll interval), and one not
+// live yet (PENDING before its log opened) is polled briefly.
 func (e *Engine) WaitOperation(ctx context.Context, account, op string) (Operation, error) {
-	err := e.FollowEvents(ctx, account, op, FollowOptions{After: -1, Follow: true}, func(Event) error { return nil })
-	if err != nil {
-		return Operation{}, err
+	for {
+		wake := e.events.wakeup(op) // taken before reading, so no end is missed
+		var remote <-chan struct{}
+		if wake == nil && e.cl != nil {
+			remote = e.cl.watch(op)
+		}
+		o, err := e.Operation(ctx, account, op)
+		if err != nil || oplog.IsTerminal(o.Status) {
+			return o, err
+		}
+		switch {
+		case wake != nil:
+			if err := e.awaitEnd(ctx, op, wake); err != nil {
+				return Operation{}, err
+			}
+		case remote != nil:
+			if err := e.cl.await(ctx, remote, FollowOptions{}); err != nil {
+				return Operation{}, err
+			}
+		default:
+			select {
+			case <-ctx.Done():
+				return Operation{}, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 	}
-	return e.Operation(ctx, account, op)
+}
+
+// awaitEnd waits, from wake (op's next event), until live operation op has
+// finished or is no longer live here. Its other events (output, exits)
+// wake it too, but cost only a look at its state in memory.
+func (e *Engine) awaitEnd(ctx context.Context, op string, wake <-chan struct{}) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		}
+		a := e.activeOf(op)
+		if a == nil || a.op.current().terminal() {
+			return nil
+		}
+		if wake = e.events.wakeup(op); wake == nil {
+			return nil
+		}
+	}
 }
 
 // withPosition adds a pending run's place in the admission queue.

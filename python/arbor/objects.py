@@ -877,7 +877,7 @@ class Operation:
         """
         if self._result is None:
             deadline = None if timeout is None else time.monotonic() + timeout
-            if self._data is None or self._data.get("status") not in TERMINAL_STATUSES:
+            if (self._data is None or self._data.get("status") not in TERMINAL_STATUSES) and not self._long_poll(deadline):
                 try:
                     for ev in self._follow(follow=True, since=None, spid=0, deadline=deadline):
                         if ev is not None and ev.type == "completion":
@@ -902,6 +902,23 @@ class Operation:
             err = r.stderr.strip().splitlines()[-1:] if r.stderr else []
             raise CommandFailed(f"command {how}" + (f": {err[0]}" if err else ""), r)
         return r
+
+    def _long_poll(self, deadline: Optional[float]) -> bool:
+        """One request that arbor answers once the operation has finished
+        (``?wait=``, a long poll of up to 50 s); ``True`` if it has. A server
+        that does not hold the answer, or a failure, leaves the rest to the
+        event stream."""
+        wait = _LONG_POLL if deadline is None else min(_LONG_POLL, deadline - time.monotonic())
+        if wait <= 0.001:
+            return False
+        try:
+            d = self._c._t.get_json(f"/v1/operations/{_q(self.id)}", params={"wait": f"{wait:.3f}s"}, timeout=wait + 30, retry=False)
+        except (Unauthorized, Forbidden, NotFound):
+            raise
+        except ArborError:
+            return False
+        self._data, self._full = d or {}, True
+        return self._data.get("status") in TERMINAL_STATUSES
 
     def _poll(self, deadline: Optional[float]) -> None:
         delay = 0.05
@@ -933,6 +950,11 @@ class Operation:
         """The result if :meth:`wait` already returned, else ``None``."""
         return self._result
 
+
+
+# How long Operation.wait asks arbor to hold its answer: the daemon's bound,
+# under common proxies' idle timeouts.
+_LONG_POLL = 50.0
 
 def _sse_frames(resp: Any) -> Iterator[Optional[tuple]]:
     """Parse an SSE stream: yields ``(id, event, data)`` per frame and ``None``

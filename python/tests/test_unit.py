@@ -14,6 +14,7 @@ import sys
 import tarfile
 import threading
 import time
+import urllib.parse
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
@@ -456,6 +457,23 @@ def test_wait_falls_back_to_polling(fake: Any) -> None:
     assert not r.ok
     with pytest.raises(arbor.CommandFailed):
         r.check()
+
+
+def test_wait_long_polls(fake: Any) -> None:
+    seen: List[str] = []
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        seen.append(p)
+        assert "/events" not in p, "a long poll that answered the end needs no event stream"
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)
+        assert q["wait"][0].endswith("s") and 0 < float(q["wait"][0][:-1]) <= 50
+        return js(200, {"uuid": OP, "kind": "instance", "status": "SUCCESS", "duration": 0.5,
+                        "metadata": {"result": {"state": {"exit_code": 0, "timed_out": False, "signal": -1}}}})
+
+    f = fake(h)
+    r = client_for(f).operations.wait(OP, timeout=20)
+    assert r.ok and len(seen) == 1, seen
+    assert "wait=20" in seen[0] or "wait=19" in seen[0], seen  # bounded by the caller's timeout
 
 
 def test_wait_timeout(fake: Any) -> None:
