@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,7 +65,7 @@ func TestGzip(t *testing.T) {
 			if tc.accept != "" {
 				hdrs = append(hdrs, tc.accept)
 			}
-			r := d.get(t, "/v1/images", hdrs...)
+			r := d.get(t, "/v1/openapi.json", hdrs...) // tens of KiB
 			wantStatus(t, r, http.StatusOK)
 			body := r.body
 			if got := r.Header.Get("Content-Encoding") == "gzip"; got != tc.gzip {
@@ -73,12 +74,29 @@ func TestGzip(t *testing.T) {
 			if tc.gzip {
 				body = gunzip(t, body)
 			}
-			var v apitypes.ImageListResponse
-			if err := json.Unmarshal(body, &v); err != nil || len(v.Images) == 0 {
-				t.Fatalf("body does not decode to a non-empty image list: %v %q", err, body)
+			var v struct {
+				Paths map[string]any `json:"paths"`
+			}
+			if err := json.Unmarshal(body, &v); err != nil || len(v.Paths) == 0 {
+				t.Fatalf("body does not decode to the OpenAPI document: %v %.200q", err, body)
 			}
 		})
 	}
+
+	t.Run("small answers are not compressed", func(t *testing.T) {
+		r := d.get(t, "/v1/whoami", "Accept-Encoding: gzip")
+		wantStatus(t, r, http.StatusOK)
+		if ce := r.Header.Get("Content-Encoding"); ce != "" || len(r.body) >= 1024 {
+			t.Fatalf("a %d-byte answer has Content-Encoding %q, want it plain", len(r.body), ce)
+		}
+		if r.Header.Get("Content-Length") != strconv.Itoa(len(r.body)) {
+			t.Errorf("Content-Length = %q for %d bytes", r.Header.Get("Content-Length"), len(r.body))
+		}
+		var v map[string]any
+		if err := json.Unmarshal(r.body, &v); err != nil {
+			t.Errorf("body %q: %v", r.body, err)
+		}
+	})
 
 	t.Run("body-less answers are not compressed", func(t *testing.T) {
 		r := d.get(t, "/v1/inspect/?tag=busybox:latest", "Accept-Encoding: gzip")
@@ -91,7 +109,12 @@ func TestGzip(t *testing.T) {
 	t.Run("download and archive", func(t *testing.T) {
 		r := d.get(t, "/v1/inspect/"+d.base+"/download?path=/etc/passwd", "Accept-Encoding: gzip")
 		wantStatus(t, r, http.StatusOK)
-		if r.Header.Get("Content-Encoding") != "gzip" || !strings.HasPrefix(string(gunzip(t, r.body)), "root:x:0:0") {
+		if body := r.body; r.Header.Get("Content-Encoding") != "" || !strings.HasPrefix(string(body), "root:x:0:0") {
+			t.Errorf("a small download: encoding %q, body %.40q", r.Header.Get("Content-Encoding"), body)
+		}
+		r = d.get(t, "/v1/inspect/"+d.base+"/download?path=/bin/busybox", "Accept-Encoding: gzip")
+		wantStatus(t, r, http.StatusOK)
+		if r.Header.Get("Content-Encoding") != "gzip" || !bytes.HasPrefix(gunzip(t, r.body), []byte("\x7fELF")) {
 			t.Errorf("gzip download: encoding %q", r.Header.Get("Content-Encoding"))
 		}
 		r = d.get(t, "/v1/inspect/"+d.base+"/archive?path=/etc", "Accept-Encoding: gzip")

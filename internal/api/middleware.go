@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -225,15 +226,22 @@ var gzipPool = sync.Pool{New: func() any {
 	return w
 }}
 
-// gzipWriter compresses a response that has a body. The decision waits for
-// the first byte (or flush), so body-less answers such as 302 and 204 go
-// out plain. Flush is a sync flush: every frame or chunk flushed reaches the
-// client at once.
+// gzipMin is the smallest body worth compressing: below it (most JSON
+// answers) gzip's header and trailer and its work at both ends (a
+// compressor reset here, a decompressor the client allocates for each
+// response) cost more than the bytes saved.
+const gzipMin = 1024
+
+// gzipWriter compresses a response whose body is gzipMin bytes or more, or
+// that is flushed (a stream). The decision waits for either, so body-less
+// answers such as 302 and 204 and small ones go out plain. Flush is a sync
+// flush: every frame or chunk flushed reaches the client at once.
 type gzipWriter struct {
 	http.ResponseWriter
 	gz      *gzip.Writer
-	code    int  // status set by the handler, not yet sent
-	started bool // headers sent
+	code    int    // status set by the handler, not yet sent
+	started bool   // headers sent
+	held    []byte // the body so far, until the decision
 }
 
 func (w *gzipWriter) WriteHeader(code int) {
@@ -246,35 +254,58 @@ func (w *gzipWriter) WriteHeader(code int) {
 	}
 }
 
-// begin sends the headers, compressing if the response has a body.
-func (w *gzipWriter) begin(body bool) {
+// begin sends the headers, compressing if asked and the answer allows,
+// then what was held of the body.
+func (w *gzipWriter) begin(compress bool) error {
 	if w.started {
-		return
+		return nil
 	}
 	w.started = true
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
 	h := w.Header()
-	if body && w.code != http.StatusNoContent && w.code != http.StatusNotModified && h.Get("Content-Encoding") == "" {
+	if compress && w.code != http.StatusNoContent && w.code != http.StatusNotModified && h.Get("Content-Encoding") == "" {
 		h.Set("Content-Encoding", "gzip")
 		h.Del("Content-Length")
 		w.gz = gzipPool.Get().(*gzip.Writer)
 		w.gz.Reset(w.ResponseWriter)
 	}
 	w.ResponseWriter.WriteHeader(w.code)
+	held := w.held
+	w.held = nil
+	if len(held) == 0 {
+		return nil
+	}
+	_, err := w.body().Write(held)
+	return err
+}
+
+// body is where the body goes once the headers are out.
+func (w *gzipWriter) body() io.Writer {
+	if w.gz != nil {
+		return w.gz
+	}
+	return w.ResponseWriter
 }
 
 func (w *gzipWriter) Write(b []byte) (int, error) {
-	w.begin(true)
-	if w.gz == nil {
-		return w.ResponseWriter.Write(b)
+	if !w.started {
+		if len(w.held)+len(b) < gzipMin {
+			w.held = append(w.held, b...)
+			return len(b), nil
+		}
+		if err := w.begin(true); err != nil {
+			return 0, err
+		}
 	}
-	return w.gz.Write(b)
+	return w.body().Write(b)
 }
 
 func (w *gzipWriter) FlushError() error {
-	w.begin(true)
+	if err := w.begin(true); err != nil {
+		return err
+	}
 	if w.gz != nil {
 		if err := w.gz.Flush(); err != nil {
 			return err
@@ -285,10 +316,12 @@ func (w *gzipWriter) FlushError() error {
 
 func (w *gzipWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// close ends a complete response: headers if none went out yet, then the
-// gzip trailer.
+// close ends a complete response: headers and a small body (plain) if
+// none went out yet, then the gzip trailer.
 func (w *gzipWriter) close() error {
-	w.begin(false)
+	if err := w.begin(false); err != nil {
+		return err
+	}
 	if w.gz == nil {
 		return nil
 	}
