@@ -456,19 +456,11 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 	defer releaseSlot()
 	e.runBegins()
 	defer e.runEnds() // after teardown: then the pool may boot replacements
-	if err := o.to(ctx, opAssigned); err != nil {
-		rs.fail(ctx, err)
-		return
-	}
-	if e.chainDepth(p.image.UUID) >= overlay.MaxLayers-1 {
-		// Too deep to mount: squash now rather than wait for the background.
-		if err := e.squash(ctx, p.image.UUID); err != nil {
-			rs.fail(ctx, fmt.Errorf("squash deep chain: %w", err))
-			return
-		}
-	}
 	// A warm sandbox, if one waits for this image and shape, replaces the
-	// mount and boot below; everything after is the same.
+	// mount and boot below; everything after is the same. The run then goes
+	// from PENDING to EXECUTING at once: ASSIGNED is the time a sandbox is
+	// made for it, and one that was ready needs none (nor a write to the
+	// store, a tenth of a millisecond or more of an agent's step).
 	var wb *warmBox
 	if p.restore == nil { // a fork's sandbox is restored, not booted
 		wb = e.takeWarm(ctx, keyOf(p, p.image.UUID))
@@ -476,7 +468,20 @@ func (e *Engine) execute(ctx context.Context, o *op, p *runPlan) (out outcome) {
 			e.destroyWarm(wb)
 			wb = nil
 		}
-		if wb == nil {
+	}
+	if wb == nil {
+		if err := o.to(ctx, opAssigned); err != nil {
+			rs.fail(ctx, err)
+			return
+		}
+		if e.chainDepth(p.image.UUID) >= overlay.MaxLayers-1 {
+			// Too deep to mount: squash now rather than wait for the background.
+			if err := e.squash(ctx, p.image.UUID); err != nil {
+				rs.fail(ctx, fmt.Errorf("squash deep chain: %w", err))
+				return
+			}
+		}
+		if p.restore == nil {
 			wb = e.bootToContinue(ctx, p) // a chain that starts cold goes on warm
 		}
 	}

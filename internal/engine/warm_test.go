@@ -20,6 +20,7 @@ import (
 	"github.com/arborsh/arbor/internal/initproc"
 	"github.com/arborsh/arbor/internal/layerfs"
 	"github.com/arborsh/arbor/internal/oplog"
+	"github.com/arborsh/arbor/internal/store"
 	"github.com/arborsh/arbor/internal/testutil"
 )
 
@@ -532,5 +533,55 @@ exec %s "$@"
 	}
 	if n := mountsUnder(home + "/run"); n != 0 {
 		t.Errorf("%d mounts left under run/ by the cancelled boot", n)
+	}
+}
+
+// movesStore records the status moves an engine writes.
+type movesStore struct {
+	store.Metadata
+	mu    sync.Mutex
+	moves map[string][]string // operation: "FROM>TO", in order
+}
+
+func (m *movesStore) MoveOperation(ctx context.Context, uuid, from, to string) error {
+	m.mu.Lock()
+	m.moves[uuid] = append(m.moves[uuid], from+">"+to)
+	m.mu.Unlock()
+	return m.Metadata.MoveOperation(ctx, uuid, from, to)
+}
+
+// TestWarmRunSkipsAssigned: a run that takes a ready sandbox goes from
+// PENDING to EXECUTING in one write (ASSIGNED is the time a sandbox is
+// made, and it needs none); a run that makes its sandbox is ASSIGNED first.
+func TestWarmRunSkipsAssigned(t *testing.T) {
+	testutil.RequiresRoot(t)
+	home := testutil.Home(t)
+	st, err := store.Open(context.Background(), filepath.Join(home, "arbor.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	m := &movesStore{Metadata: st, moves: map[string][]string{}}
+	e, err := New(context.Background(), Config{Home: home, Runtime: "runc", InitBinary: staticInit(t), WarmPerImage: 2, Metadata: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	base := busybox(t, e)
+
+	cold, _ := run(t, e, base, "true", disposable) // no sandbox waits yet
+	waitIdle(t, e, base, 1)
+	warm, _ := run(t, e, base, "true", disposable)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, tc := range []struct {
+		name, op, want string
+	}{
+		{"cold", cold.UUID, "PENDING>ASSIGNED,ASSIGNED>EXECUTING"},
+		{"warm", warm.UUID, "PENDING>EXECUTING"},
+	} {
+		if got := strings.Join(m.moves[tc.op], ","); got != tc.want {
+			t.Errorf("%s run's moves = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
