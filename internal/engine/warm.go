@@ -284,7 +284,7 @@ func (e *Engine) newWarm(ctx context.Context, k warmKey) (*warmBox, error) {
 
 // initReadyTimeout bounds a warm init's start-up after its boot; it only
 // ends a boot whose init hangs, so it allows for a loaded host.
-const initReadyTimeout = time.Minute
+var initReadyTimeout = time.Minute // a var for tests
 
 // destroyWarm kills an idle (or used) sandbox and frees its directories.
 func (e *Engine) destroyWarm(b *warmBox) {

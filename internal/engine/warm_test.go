@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	goruntime "runtime"
 	"sort"
 	"strings"
@@ -583,5 +584,57 @@ func TestWarmRunSkipsAssigned(t *testing.T) {
 		if got := strings.Join(m.moves[tc.op], ","); got != tc.want {
 			t.Errorf("%s run's moves = %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestWarmBootNeverReady: a warm boot whose init never says it serves
+// (silent, or dead at once) fails, and leaves no sandbox, process, mount,
+// directory or cgroup behind.
+func TestWarmBootNeverReady(t *testing.T) {
+	defer func(d time.Duration) { initReadyTimeout = d }(initReadyTimeout)
+	initReadyTimeout = 2 * time.Second
+	for _, tc := range []struct{ name, init string }{
+		{"silent", "#!/bin/sh\nexec sleep 7319\n"},
+		{"dead", "#!/bin/sh\nexit 3\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, base := newEngine(t, "runc")
+			ctx := context.Background()
+			p, err := e.plan(ctx, acct, SpawnRequest{Command: "true", Image: base})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := filepath.Join(t.TempDir(), "init")
+			if err := os.WriteFile(bad, []byte(tc.init), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			e.initBin = bad
+			b, err := e.newWarm(ctx, keyOf(p, base))
+			if err == nil || b != nil {
+				t.Fatalf("newWarm with an init that never serves = %v, %v; want an error", b, err)
+			}
+			cid := regexp.MustCompile(`arbor-warm-[0-9a-f]+`).FindString(err.Error())
+			if cid == "" {
+				t.Fatalf("the error names no sandbox: %v", err)
+			}
+			if ents, _ := os.ReadDir(filepath.Join(e.cfg.Home, "run")); len(ents) != 0 {
+				t.Errorf("run/ holds %v after the failed boot", ents)
+			}
+			mi, _ := os.ReadFile("/proc/self/mountinfo")
+			if strings.Contains(string(mi), e.cfg.Home) {
+				t.Errorf("a mount under %s is left", e.cfg.Home)
+			}
+			for _, pat := range []string{filepath.Join(e.cfg.Home, "runtime", "*", cid+"*"), "/sys/fs/cgroup/*/arbor/" + cid, "/sys/fs/cgroup/arbor/" + cid} {
+				if m, _ := filepath.Glob(pat); len(m) != 0 {
+					t.Errorf("left behind: %v", m)
+				}
+			}
+			procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, c := range procs {
+				if b, _ := os.ReadFile(c); strings.Contains(string(b), "7319") {
+					t.Errorf("the silent init's process is alive: %s %q", c, b)
+				}
+			}
+		})
 	}
 }
