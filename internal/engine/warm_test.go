@@ -624,7 +624,7 @@ func TestWarmBootNeverReady(t *testing.T) {
 			if strings.Contains(string(mi), e.cfg.Home) {
 				t.Errorf("a mount under %s is left", e.cfg.Home)
 			}
-			for _, pat := range []string{filepath.Join(e.cfg.Home, "runtime", "*", cid+"*"), "/sys/fs/cgroup/*/arbor/" + cid, "/sys/fs/cgroup/arbor/" + cid} {
+			for _, pat := range []string{filepath.Join(e.cfg.Home, "runtime", "*", cid+"*"), "/sys/fs/cgroup/*/arbor/*" + cid, "/sys/fs/cgroup/arbor/*" + cid} {
 				if m, _ := filepath.Glob(pat); len(m) != 0 {
 					t.Errorf("left behind: %v", m)
 				}
