@@ -197,8 +197,13 @@ func TestCPUWeights(t *testing.T) {
 		a.mu.Lock()
 		cid := a.sandbox.cid
 		a.mu.Unlock()
-		// cgroup v1 (these hosts are hybrid: the cpu controller is v1).
-		dir := filepath.Join("/sys/fs/cgroup/cpu/arbor", cid)
+		// cgroup v1 (these hosts are hybrid: the cpu controller is v1);
+		// its name is the runtime's scope, then the sandbox's id.
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/cpu/arbor", "*-"+cid))
+		if len(dirs) != 1 {
+			t.Fatalf("cpu cgroups of sandbox %s: %v, want one", cid, dirs)
+		}
+		dir := dirs[0]
 		shares, err := os.ReadFile(filepath.Join(dir, "cpu.shares"))
 		if err != nil {
 			t.Fatalf("read the sandbox's cpu cgroup: %v", err)

@@ -179,7 +179,7 @@ func (o *OCI) launchDetached(ctx context.Context, cmd *exec.Cmd, s Spec, errf *o
 	// A failed launch kills every process in the sandbox's cgroup (see
 	// clearLaunch): it must be the new sandbox's alone, not one of the
 	// same id another runtime root keeps.
-	if rel := cgroupsPath(s.ID); cgroupInUse(cgroupDirs(rel)) {
+	if rel := o.cgroupsPath(s.ID); cgroupInUse(cgroupDirs(rel)) {
 		return errdefs.Conflict("sandbox %s: cgroup %s is in use already (a sandbox of that id outside %s?)", s.ID, rel, o.root)
 	}
 	// Its own process group: see clearLaunch.
@@ -239,7 +239,7 @@ func (o *OCI) restoreConfig(s Spec, image string) (*specs.Spec, error) {
 	if s.Hostname != "" {
 		cfg.Hostname = s.Hostname
 	}
-	cfg.Linux.CgroupsPath = cgroupsPath(s.ID)
+	cfg.Linux.CgroupsPath = o.cgroupsPath(s.ID)
 	for i, ns := range cfg.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {
 			cfg.Linux.Namespaces[i].Path = s.NetNS

@@ -132,7 +132,7 @@ func (o *OCI) deleteAll(ids []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), clearLimit)
 	defer cancel()
 	for _, id := range all {
-		_ = removeCgroup(ctx, cgroupDirs(cgroupsPath(id)))
+		_ = removeCgroup(ctx, cgroupDirs(o.cgroupsPath(id)))
 	}
 }
 
@@ -162,7 +162,7 @@ func (o *OCI) removeRuncState(id string) bool {
 		return false
 	}
 	for _, p := range st.CgroupPaths {
-		if filepath.Clean(p) != p || !strings.HasPrefix(p, "/sys/fs/cgroup/") || !strings.HasSuffix(p, "/arbor/"+id) {
+		if filepath.Clean(p) != p || !strings.HasPrefix(p, "/sys/fs/cgroup/") || !strings.HasSuffix(p, o.cgroupsPath(id)) {
 			return false
 		}
 	}

@@ -19,8 +19,17 @@ import (
 )
 
 // cgroupsPath is the cgroup of sandbox id (the OCI config's cgroupsPath),
-// the same in every hierarchy.
-func cgroupsPath(id string) string { return "/arbor/" + id }
+// the same in every hierarchy. Its name starts with a digest of the
+// runtime's state directory, so two daemons on one host (cluster workers,
+// each with its own home) never share a cgroup, not even for the same
+// operation run again by another worker after a lost lease: what clears
+// one sandbox's cgroup never touches the other's.
+func (o *OCI) cgroupsPath(id string) string {
+	if o.scope == "" { // a driver without a state directory
+		return "/arbor/" + id
+	}
+	return "/arbor/" + o.scope + "-" + id
+}
 
 // clearLimit bounds clearLaunch: SIGKILL ends a process within moments
 // unless it is stuck in the kernel, and the engine's Close waits for it.
@@ -47,7 +56,7 @@ func (o *OCI) clearLaunch(s Spec, pidFile string, leader int, start string) erro
 	if leader > 1 && start != "" {
 		killGroup(leader, start)
 	}
-	rel := cgroupsPath(s.ID)
+	rel := o.cgroupsPath(s.ID)
 	dirs := cgroupDirs(rel)
 	var errs []error
 	if err := killCgroup(ctx, rel, dirs); err != nil {

@@ -3,6 +3,8 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +31,7 @@ type OCI struct {
 	name  string   // "runsc", "runc" or "crun"
 	path  string   // binary
 	root  string   // the runtime's state directory (--root)
+	scope string   // in its sandboxes' cgroup names (see cgroupsPath)
 	flags []string // global flags
 	bg    sync.WaitGroup
 
@@ -94,6 +97,8 @@ func NewOCI(kind, path, stateDir string) (*OCI, error) {
 		return nil, err
 	}
 	o.path, o.root = path, stateDir
+	sum := sha256.Sum256([]byte(stateDir))
+	o.scope = hex.EncodeToString(sum[:4])
 	return o, nil
 }
 
@@ -864,7 +869,7 @@ func (o *OCI) config(s Spec) *specs.Spec {
 		Linux: &specs.Linux{
 			Namespaces:  ns,
 			Resources:   res,
-			CgroupsPath: cgroupsPath(s.ID),
+			CgroupsPath: o.cgroupsPath(s.ID),
 			MaskedPaths: []string{"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
 				"/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"},
 			ReadonlyPaths: []string{"/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},

@@ -126,8 +126,8 @@ func TestBootCancelledLeavesNothing(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), clearLimit)
 				defer cancel()
 				for _, id := range ids {
-					dirs := cgroupDirs(cgroupsPath(id))
-					_ = killCgroup(ctx, cgroupsPath(id), dirs)
+					dirs := cgroupDirs(o.cgroupsPath(id))
+					_ = killCgroup(ctx, o.cgroupsPath(id), dirs)
 					_ = removeCgroup(ctx, dirs)
 				}
 			})
@@ -195,7 +195,7 @@ func TestBootCancelledLeavesNothing(t *testing.T) {
 					t.Fatalf("launch %d (one takes %v, recorded at %v): %v", i, full, rec, err)
 				}
 				cancel()
-				if left := waitGone(id, itoa(mark(i))); left != "" {
+				if left := waitGone(o, id, itoa(mark(i))); left != "" {
 					t.Fatalf("launch cut at %v (one takes %v, recorded at %v) returned %v, and left %s", at, full, rec, err, left)
 				}
 				if _, err := os.Lstat(filepath.Join(bundle, ".init.pid")); err == nil {
@@ -206,7 +206,7 @@ func TestBootCancelledLeavesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, id := range ids {
-				if m, _ := filepath.Glob("/sys/fs/cgroup/*/arbor/" + id); len(m) > 0 {
+				if m, _ := filepath.Glob("/sys/fs/cgroup/*" + o.cgroupsPath(id)); len(m) > 0 {
 					t.Errorf("sandbox %s left cgroups %v", id, m)
 				}
 				var left []string
@@ -258,7 +258,7 @@ func timeLaunch(t *testing.T, o *OCI, id string, launch func(context.Context) er
 
 // waitGone waits up to 10 s for every live process naming id, running
 // `sleep mark` or in id's cgroup to end, and returns one left, if any.
-func waitGone(id, mark string) string {
+func waitGone(o *OCI, id, mark string) string {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		left := ""
@@ -274,7 +274,7 @@ func waitGone(id, mark string) string {
 			c := string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
 			cg, _ := os.ReadFile("/proc/" + e.Name() + "/cgroup")
 			if strings.Contains(c, " "+id+" ") || strings.TrimSpace(c) == "/bin/sleep "+mark ||
-				strings.Contains(string(cg), ":"+cgroupsPath(id)+"\n") {
+				strings.Contains(string(cg), ":"+o.cgroupsPath(id)+"\n") {
 				left = "process " + e.Name() + ": " + c
 				break
 			}
@@ -300,7 +300,7 @@ func TestBootRefusesBusyCgroup(t *testing.T) {
 	}
 	exited := make(chan struct{})
 	go func() { _ = sleep.Wait(); close(exited) }()
-	dirs := cgroupDirs(cgroupsPath(id))
+	dirs := cgroupDirs(o.cgroupsPath(id))
 	t.Cleanup(func() {
 		_ = sleep.Process.Kill()
 		<-exited
@@ -316,7 +316,7 @@ func TestBootRefusesBusyCgroup(t *testing.T) {
 		}
 	}
 	if !placed {
-		t.Fatalf("could not place a process in cgroup %s (%v)", cgroupsPath(id), dirs)
+		t.Fatalf("could not place a process in cgroup %s (%v)", o.cgroupsPath(id), dirs)
 	}
 	err := o.Boot(context.Background(), Spec{ID: id, Bundle: bundle, Rootfs: rootfs, Args: []string{"/bin/sleep", "1000"},
 		Env: []string{"PATH=/bin"}, Cwd: "/", Hostname: "t"})
@@ -330,5 +330,37 @@ func TestBootRefusesBusyCgroup(t *testing.T) {
 	case <-exited:
 		t.Error("the process in the busy cgroup was killed")
 	default:
+	}
+}
+
+// TestSameIDTwoRoots: two runtimes with their own state directories (two
+// daemons on one host, such as cluster workers) run a sandbox of the same
+// id at once, each in a cgroup of its own, and destroying one leaves the
+// other running (an operation run again by a second worker after a lost
+// lease; one shared cgroup refused the second boot, and its teardown
+// would have killed both).
+func TestSameIDTwoRoots(t *testing.T) {
+	testutil.RequiresRoot(t)
+	a, rootfsA, bundleA := busyboxOCI(t, "runc")
+	b, rootfsB, bundleB := busyboxOCI(t, "runc")
+	id := "same-id-" + itoa(os.Getpid())
+	if a.cgroupsPath(id) == b.cgroupsPath(id) {
+		t.Fatalf("both runtimes name the sandbox's cgroup %s", a.cgroupsPath(id))
+	}
+	boot := func(o *OCI, rootfs, bundle string) {
+		t.Helper()
+		if err := o.Boot(context.Background(), Spec{ID: id, Bundle: bundle, Rootfs: rootfs, Args: []string{"/bin/sleep", "1000"},
+			Env: []string{"PATH=/bin"}, Cwd: "/", Hostname: "t"}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = o.Destroy(context.Background(), id); _ = o.Close(context.Background()) })
+	}
+	boot(a, rootfsA, bundleA)
+	boot(b, rootfsB, bundleB)
+	if err := a.Destroy(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	if !cgroupInUse(cgroupDirs(b.cgroupsPath(id))) {
+		t.Errorf("destroying the sandbox under one root emptied the other's cgroup %s", b.cgroupsPath(id))
 	}
 }
