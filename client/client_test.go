@@ -402,3 +402,58 @@ func TestReadEvents(t *testing.T) {
 		t.Errorf("truncated stream = %v, want io.ErrUnexpectedEOF", err)
 	}
 }
+
+// TestWait: Wait asks once with a long poll; a server that answers it
+// unfinished (one that ignores wait) or refuses it gets the event stream
+// and a read after; a missing operation ends it at once.
+func TestWait(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		pollStatus int    // answer to GET ?wait=
+		pollOp     string // its status, when 200
+		want       []string
+		wantErr    bool
+	}{
+		{"long poll", http.StatusOK, "SUCCESS", []string{"GET wait=50s"}, false},
+		{"server ignores wait", http.StatusOK, "EXECUTING", []string{"GET wait=50s", "events", "GET"}, false},
+		{"server refuses wait", http.StatusBadRequest, "", []string{"GET wait=50s", "events", "GET"}, false},
+		{"not found", http.StatusNotFound, "", []string{"GET wait=50s"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var seen []string
+			events := &eventServer{log: []string{"init", "exit", "completion"}}
+			c := newTest(t, func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case strings.HasSuffix(r.URL.Path, "/events"):
+					seen = append(seen, "events")
+					mu.Unlock()
+					events.ServeHTTP(w, r)
+					mu.Lock()
+				case r.URL.Query().Get("wait") != "":
+					seen = append(seen, "GET wait="+r.URL.Query().Get("wait"))
+					w.WriteHeader(tc.pollStatus)
+					if tc.pollStatus == http.StatusOK {
+						fmt.Fprintf(w, `{"uuid":"op","status":%q}`, tc.pollOp)
+					} else {
+						fmt.Fprintf(w, `{"error":"no","status":%d}`, tc.pollStatus)
+					}
+				default:
+					seen = append(seen, "GET")
+					fmt.Fprint(w, `{"uuid":"op","status":"SUCCESS"}`)
+				}
+			})
+			op, err := c.Wait(ctx(t), "op")
+			if tc.wantErr != (err != nil) || (err == nil && op.Status != "SUCCESS") {
+				t.Errorf("Wait = %+v, %v", op, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if fmt.Sprint(seen) != fmt.Sprint(tc.want) {
+				t.Errorf("requests %q, want %q", seen, tc.want)
+			}
+		})
+	}
+}

@@ -147,8 +147,8 @@ func (c *Client) Wait(ctx context.Context, id string) (*apitypes.OperationRespon
 		return op, nil
 	case ctx.Err() != nil:
 		return nil, ctx.Err()
-	case err != nil && StatusCode(err) >= 400 && StatusCode(err) < 500 && !retryable(StatusCode(err)):
-		return nil, err // 4xx: following will not help
+	case StatusCode(err) == http.StatusUnauthorized || StatusCode(err) == http.StatusForbidden || StatusCode(err) == http.StatusNotFound:
+		return nil, err // following will not help; anything else (a server that refuses wait) may
 	}
 	daemon := 0
 	if err := c.follow(ctx, id, -1, &daemon, func(apitypes.OperationEvent) error { return nil }); err != nil {

@@ -110,7 +110,7 @@ func (s *server) getOperation(w http.ResponseWriter, r *http.Request) error {
 		case err == nil:
 			o = done
 		case ctx.Err() != nil:
-			return nil // the client is gone
+			return ctx.Err() // the client is gone, or the daemon is stopping (503)
 		case wctx.Err() != nil: // not finished within the wait: as it is now
 			if o, err = s.e.Operation(ctx, account, id); err != nil {
 				return err

@@ -74,13 +74,14 @@ func (e *Engine) awaitEnd(ctx context.Context, op string, wake <-chan struct{}) 
 			return ctx.Err()
 		case <-wake:
 		}
+		// The next wake-up is taken before the look at the state: an end
+		// right after the look closes it.
+		next := e.events.wakeup(op)
 		a := e.activeOf(op)
-		if a == nil || a.op.current().terminal() {
+		if next == nil || a == nil || a.op.current().terminal() {
 			return nil
 		}
-		if wake = e.events.wakeup(op); wake == nil {
-			return nil
-		}
+		wake = next
 	}
 }
 

@@ -335,10 +335,10 @@ func TestBootRefusesBusyCgroup(t *testing.T) {
 
 // TestSameIDTwoRoots: two runtimes with their own state directories (two
 // daemons on one host, such as cluster workers) run a sandbox of the same
-// id at once, each in a cgroup of its own, and destroying one leaves the
-// other running (an operation run again by a second worker after a lost
-// lease; one shared cgroup refused the second boot, and its teardown
-// would have killed both).
+// id at once, each in a cgroup of its own (an operation run again by a
+// second worker after a lost lease: with one shared cgroup the second boot
+// was refused as busy, and a failed launch's clearLaunch kills whatever is
+// in its cgroup). Destroying one leaves the other's processes in place.
 func TestSameIDTwoRoots(t *testing.T) {
 	testutil.RequiresRoot(t)
 	a, rootfsA, bundleA := busyboxOCI(t, "runc")
