@@ -152,10 +152,15 @@ func (a *Agent) WaitReady(ctx context.Context) error {
 	a.phase = phaseBooting
 	if f, ok := a.r.(*os.File); ok {
 		// A fresh pipe is non-blocking, so a deadline ends the read: ctx's
-		// end (its deadline included) sets one.
-		stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
+		// end (its deadline included) sets one. It is cleared after, and
+		// after a deadline being set as ctx ends at the same moment, so
+		// the agent's later reads never see it.
+		set := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()); close(set) })
 		defer func() {
-			stop()
+			if !stop() {
+				<-set
+			}
 			_ = f.SetReadDeadline(time.Time{})
 		}()
 	}

@@ -93,3 +93,27 @@ func TestWaitReadyFrames(t *testing.T) {
 		t.Fatalf("WaitReady cancelled = %v", err)
 	}
 }
+
+// TestWaitReadyLeavesNoDeadline: however the wait and its context's end
+// race, the agent's reads after WaitReady have no deadline left.
+func TestWaitReadyLeavesNoDeadline(t *testing.T) {
+	for i := range 300 {
+		a, pipes, err := NewAgentPipes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(pipes.Stdout, frame(frameReady, "")+"x"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // ends as the frame is there to read
+		_ = a.WaitReady(ctx)
+		time.Sleep(time.Millisecond) // time for a late deadline to land
+		var b [1]byte
+		if _, err := a.r.Read(b[:]); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("try %d: a read after WaitReady hit a deadline: %v", i, err)
+		}
+		pipes.Close()
+		a.Close()
+	}
+}
