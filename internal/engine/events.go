@@ -154,6 +154,32 @@ func (h *eventHub) wakeup(op string) <-chan struct{} {
 	return l.ch
 }
 
+// watchLog returns what wakes a reader of op's log once it grows, taken
+// before reading so that no append is missed: this node's live log, else
+// (in a cluster) another node's notification; both nil for an operation
+// live nowhere yet.
+func (e *Engine) watchLog(op string) (wake, remote <-chan struct{}) {
+	if wake = e.events.wakeup(op); wake == nil && e.cl != nil {
+		remote = e.cl.watch(op) // its log grows on another node
+	}
+	return wake, remote
+}
+
+// awaitNotLive waits for a change of an operation not live on this node:
+// remote (watchLog's) or the cluster's poll for one running elsewhere,
+// else briefly, as it is PENDING before its log opened.
+func (e *Engine) awaitNotLive(ctx context.Context, remote <-chan struct{}, o FollowOptions) error {
+	if remote != nil {
+		return e.cl.await(ctx, remote, o)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(50 * time.Millisecond):
+		return nil
+	}
+}
+
 // Event is one event of an operation's log. Data is the JSON of the
 // payload of its Type (oplog.EventData*).
 type Event struct {
@@ -187,11 +213,7 @@ func (e *Engine) FollowEvents(ctx context.Context, account, op string, o FollowO
 	}
 	after := o.After
 	for {
-		wake := e.events.wakeup(op) // taken before reading, so no append is missed
-		var remote <-chan struct{}
-		if wake == nil && e.cl != nil {
-			remote = e.cl.watch(op) // its log grows on another node
-		}
+		wake, remote := e.watchLog(op)
 		evs, err := e.st.Events(ctx, op, after, 1000)
 		if err != nil {
 			return err
@@ -228,17 +250,8 @@ func (e *Engine) FollowEvents(ctx context.Context, account, op string, o FollowO
 				}
 				continue
 			}
-			if remote != nil {
-				if err := e.cl.await(ctx, remote, o); err != nil {
-					return err
-				}
-				continue
-			}
-			// PENDING before its log opened: poll briefly.
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(50 * time.Millisecond):
+			if err := e.awaitNotLive(ctx, remote, o); err != nil {
+				return err
 			}
 			continue
 		}

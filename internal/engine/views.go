@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"strings"
-	"time"
 
 	"github.com/arborsh/arbor/internal/oplog"
 
@@ -36,30 +35,18 @@ func (e *Engine) ListOperations(ctx context.Context, f OperationFilter) ([]Opera
 // live yet (PENDING before its log opened) is polled briefly.
 func (e *Engine) WaitOperation(ctx context.Context, account, op string) (Operation, error) {
 	for {
-		wake := e.events.wakeup(op) // taken before reading, so no end is missed
-		var remote <-chan struct{}
-		if wake == nil && e.cl != nil {
-			remote = e.cl.watch(op)
-		}
+		wake, remote := e.watchLog(op)
 		o, err := e.Operation(ctx, account, op)
 		if err != nil || oplog.IsTerminal(o.Status) {
 			return o, err
 		}
-		switch {
-		case wake != nil:
-			if err := e.awaitEnd(ctx, op, wake); err != nil {
-				return Operation{}, err
-			}
-		case remote != nil:
-			if err := e.cl.await(ctx, remote, FollowOptions{}); err != nil {
-				return Operation{}, err
-			}
-		default:
-			select {
-			case <-ctx.Done():
-				return Operation{}, ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
+		if wake != nil {
+			err = e.awaitEnd(ctx, op, wake)
+		} else {
+			err = e.awaitNotLive(ctx, remote, FollowOptions{})
+		}
+		if err != nil {
+			return Operation{}, err
 		}
 	}
 }
