@@ -42,8 +42,12 @@ func (c *Client) ListOperations(ctx context.Context, o OperationListOptions) ([]
 
 // Operation returns an operation's current state.
 func (c *Client) Operation(ctx context.Context, id string) (*apitypes.OperationResponse, error) {
+	return c.getOperation(ctx, id, nil)
+}
+
+func (c *Client) getOperation(ctx context.Context, id string, q url.Values) (*apitypes.OperationResponse, error) {
 	var out apitypes.OperationResponse
-	return &out, c.do(ctx, request{method: http.MethodGet, path: "/operations/" + url.PathEscape(id)}, &out)
+	return &out, c.do(ctx, request{method: http.MethodGet, path: "/operations/" + url.PathEscape(id), query: q}, &out)
 }
 
 // Cancel cancels an operation; a finished one is a conflict ([IsConflict]).
@@ -165,9 +169,7 @@ const longPoll = 50 * time.Second
 // whichever is first, in one request (the daemon holds the answer; d is cut
 // to its bound, 50 s). The operation may still be running: check Status.
 func (c *Client) WaitFor(ctx context.Context, id string, d time.Duration) (*apitypes.OperationResponse, error) {
-	var out apitypes.OperationResponse
-	q := url.Values{"wait": {d.String()}}
-	return &out, c.do(ctx, request{method: http.MethodGet, path: "/operations/" + url.PathEscape(id), query: q}, &out)
+	return c.getOperation(ctx, id, url.Values{"wait": {d.String()}})
 }
 
 // Run spawns req and waits for it to finish. If ctx ends first, the
