@@ -558,6 +558,10 @@ class Lineage:
 
 _STREAM_ERRORS = (ConnectionError, socket.timeout, OSError, http.client.HTTPException)
 
+# How long Operation.wait asks arbor to hold its answer: the daemon's bound,
+# under common proxies' idle timeouts.
+_LONG_POLL = 50.0
+
 
 class _Reconnect(Exception):
     pass
@@ -917,8 +921,10 @@ class Operation:
             raise
         except ArborError:
             return False
-        self._data, self._full = d or {}, True
-        return self._data.get("status") in TERMINAL_STATUSES
+        if not isinstance(d, dict):
+            return False  # not an operation: the event stream decides
+        self._data, self._full = d, True
+        return d.get("status") in TERMINAL_STATUSES
 
     def _poll(self, deadline: Optional[float]) -> None:
         delay = 0.05
@@ -950,11 +956,6 @@ class Operation:
         """The result if :meth:`wait` already returned, else ``None``."""
         return self._result
 
-
-
-# How long Operation.wait asks arbor to hold its answer: the daemon's bound,
-# under common proxies' idle timeouts.
-_LONG_POLL = 50.0
 
 def _sse_frames(resp: Any) -> Iterator[Optional[tuple]]:
     """Parse an SSE stream: yields ``(id, event, data)`` per frame and ``None``

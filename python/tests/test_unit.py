@@ -476,6 +476,25 @@ def test_wait_long_polls(fake: Any) -> None:
     assert "wait=20" in seen[0] or "wait=19" in seen[0], seen  # bounded by the caller's timeout
 
 
+def test_wait_long_poll_not_an_operation(fake: Any) -> None:
+    # A wait answered with something that is not an operation is not trusted:
+    # the event stream and a read decide.
+    evs = [{"id": 0, "type": "completion", "spid": 0, "data": {"status": "SUCCESS"}}]
+    seen: List[str] = []
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        seen.append(p.split("?")[0].rsplit("/", 1)[-1] + ("?wait" if "wait=" in p else ""))
+        if "wait=" in p:
+            return js(200, ["not", "an", "operation"])
+        if "/events" in p:
+            return 200, {"Content-Type": "text/event-stream"}, _sse(evs)
+        return js(200, {"uuid": OP, "kind": "instance", "status": "SUCCESS",
+                        "metadata": {"result": {"state": {"exit_code": 0, "timed_out": False, "signal": -1}}}})
+
+    r = client_for(fake(h)).operations.wait(OP, timeout=20)
+    assert r.ok and seen == [OP + "?wait", "events", OP], seen
+
+
 def test_wait_timeout(fake: Any) -> None:
     def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
         if "/events" in p:
