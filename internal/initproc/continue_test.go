@@ -1,7 +1,10 @@
 package initproc
 
 import (
+	"bytes"
+	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -98,4 +101,68 @@ func TestSignalNamesItsCommand(t *testing.T) {
 	if r.err != nil || r.x.Signal != int(syscall.SIGTERM) {
 		t.Fatalf("command ended %+v (%v), want killed by SIGTERM alone", r.x, r.err)
 	}
+}
+
+// TestStartTakesPreparedPipes: a command starts on the pipes prepared
+// while the sandbox was idle, which carry its stdin and output as pipes
+// made at the start would, and a run that finds none makes its own; a
+// second set prepared while one waits is closed, not leaked.
+func TestStartTakesPreparedPipes(t *testing.T) {
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	spare := make(chan *cmdPipes, 1)
+	before := fds()
+	prepare(spare)
+	prepare(spare) // one waits already: this one is closed
+	if got := fds() - before; got != 6 {
+		t.Fatalf("%d descriptors open after preparing twice, want the 6 of one set", got)
+	}
+	for i, prepared := range []bool{true, false} {
+		if prepared != (len(spare) == 1) {
+			t.Fatalf("run %d: %d sets waiting", i, len(spare))
+		}
+		var out syncBuffer
+		fw := &frameWriter{w: &out}
+		pid, stdin, done, err := start(Request{Args: []string{"/bin/sh", "-c", "read x; echo got $x"}, Env: []string{"PATH=/bin:/usr/bin"}}, fw, spare)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(spare) != 0 {
+			t.Fatalf("run %d: the prepared pipes were not taken", i)
+		}
+		stdin <- []byte("hello\n")
+		close(stdin)
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+			t.Fatalf("run %d: wait: %v, status %v", i, err, ws)
+		}
+		done()
+		if !strings.Contains(out.String(), "got hello") {
+			t.Fatalf("run %d: frames %q lack the command's output", i, out.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the init's concurrent frame writes
+// and the test's read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

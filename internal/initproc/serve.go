@@ -90,9 +90,11 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 			}
 		}
 	}
+	spare := make(chan *cmdPipes, 1) // the next command's pipes (see prepare)
 	if !exitAfterRun {
 		// Started up: a warm sandbox is ready once this is read (see
 		// Agent.WaitReady).
+		prepare(spare)
 		_ = fw.write(frameReady, nil)
 	}
 	for {
@@ -138,7 +140,7 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 				continue
 			}
 			var done func()
-			pid, stdinQ, done, err = start(req, fw)
+			pid, stdinQ, done, err = start(req, fw, spare)
 			if err != nil {
 				_ = fw.write(frameError, []byte(err.Error()))
 				continue
@@ -160,6 +162,12 @@ func serve(in io.Reader, out io.Writer, exitAfterRun bool) {
 				stale := "the init is not PID 1: it cannot clean up after a command"
 				if pid1 {
 					stale = freshen(boot)
+				}
+				if stale == "" {
+					// Made while the engine commits the step, before the
+					// report: the next command's pipes never exist while
+					// another command runs.
+					prepare(spare)
 				}
 				busy.Store(false) // before the report: the next request may follow it at once
 				_ = fw.write(frameFresh, []byte(stale))
@@ -229,7 +237,7 @@ func reapAll() {
 // start starts req's command with pipes for its stdio and returns its pid,
 // a queue feeding its stdin, and a function that waits (briefly) for its
 // output to be forwarded.
-func start(req Request, fw *frameWriter) (int, chan []byte, func(), error) {
+func start(req Request, fw *frameWriter, spare <-chan *cmdPipes) (int, chan []byte, func(), error) {
 	if len(req.Args) == 0 {
 		return 0, nil, nil, fmt.Errorf("no command")
 	}
@@ -237,18 +245,15 @@ func start(req Request, fw *frameWriter) (int, chan []byte, func(), error) {
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		return 0, nil, nil, err
+	var pipes *cmdPipes
+	select {
+	case pipes = <-spare:
+	default:
+		if pipes, err = newCmdPipes(); err != nil {
+			return 0, nil, nil, err
+		}
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return 0, nil, nil, err
-	}
+	inR, inW, outR, outW, errR, errW := pipes.inR, pipes.inW, pipes.outR, pipes.outW, pipes.errR, pipes.errW
 	if req.FileSize > 0 {
 		// Inherited by the command; this init writes only to pipes.
 		lim := uint64(req.FileSize)
@@ -322,6 +327,50 @@ func start(req Request, fw *frameWriter) (int, chan []byte, func(), error) {
 		}
 	}
 	return pid, q, done, nil
+}
+
+// cmdPipes is a command's three pipes, this init's ends and the command's.
+type cmdPipes struct {
+	inR, inW, outR, outW, errR, errW *os.File
+}
+
+// newCmdPipes makes a command's pipes.
+func newCmdPipes() (*cmdPipes, error) {
+	var s cmdPipes
+	for _, p := range []*[2]**os.File{{&s.inR, &s.inW}, {&s.outR, &s.outW}, {&s.errR, &s.errW}} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		*p[0], *p[1] = r, w
+	}
+	return &s, nil
+}
+
+func (s *cmdPipes) close() {
+	for _, f := range []*os.File{s.inR, s.inW, s.outR, s.outW, s.errR, s.errW} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// prepare makes the next command's pipes while the sandbox is idle, so a
+// run does not wait for them: under gVisor each system call costs
+// 10-50 µs, and a set of pipes takes some thirty (three pipes, their
+// flags and their registration with Go's poller). One set waits at most;
+// a run that finds none makes its own.
+func prepare(spare chan *cmdPipes) {
+	s, err := newCmdPipes()
+	if err != nil {
+		return // the run makes its own
+	}
+	select {
+	case spare <- s:
+	default:
+		s.close()
+	}
 }
 
 // lookPath resolves name as a runtime would: names with a slash as they

@@ -44,7 +44,7 @@ func (o *OCI) HeldForWrite(id, rootfs string) ([]string, error) {
 	if err := unix.Stat(rootfs, &root); err != nil {
 		return nil, &os.PathError{Op: "stat", Path: rootfs, Err: err}
 	}
-	pids := o.runscPids(id)
+	pids := o.watchedPids(id)
 	if pids == nil {
 		return nil, fmt.Errorf("sandbox %s: no sandbox and gofer pids in runsc's state", id)
 	}

@@ -38,7 +38,7 @@ type OCI struct {
 	seccomp *specs.LinuxSeccomp // runc and crun: see harden
 
 	mu    sync.Mutex
-	inits map[string][]int // booted sandboxes' host process pidfds (see watchInit)
+	inits map[string]watched // booted sandboxes' host processes (see watchInit)
 
 	dead deleteQueue // dead sandboxes whose state is left to delete (see deleteLater)
 
@@ -46,6 +46,12 @@ type OCI struct {
 }
 
 var _ Runtime = (*OCI)(nil)
+
+// watched is a booted sandbox's host processes: their pids and a pidfd on
+// each, held while the sandbox lives, so neither pid is reused meanwhile.
+type watched struct {
+	pids, fds []int
+}
 
 // Close implements Runtime: it runs the background deletes at once and
 // waits for them, then unmounts what runsc keeps in its state directory
@@ -412,10 +418,22 @@ func (o *OCI) watchInit(id, pidFile string) {
 	}
 	o.mu.Lock()
 	if o.inits == nil {
-		o.inits = map[string][]int{}
+		o.inits = map[string]watched{}
 	}
-	o.inits[id] = fds
+	o.inits[id] = watched{pids: pids, fds: fds}
 	o.mu.Unlock()
+}
+
+// watchedPids returns the host pids of sandbox id's processes as
+// watchInit found them at its boot, else what runscPids reads.
+func (o *OCI) watchedPids(id string) []int {
+	o.mu.Lock()
+	w, ok := o.inits[id]
+	o.mu.Unlock()
+	if ok {
+		return w.pids
+	}
+	return o.runscPids(id)
 }
 
 // runscPids reads the sandbox and gofer pids from runsc's state file for id.
@@ -446,9 +464,10 @@ func (o *OCI) runscPids(id string) []int {
 // kill or a wait failed.
 func (o *OCI) killInit(ctx context.Context, id string) (bool, error) {
 	o.mu.Lock()
-	fds, ok := o.inits[id]
+	w, ok := o.inits[id]
 	delete(o.inits, id)
 	o.mu.Unlock()
+	fds := w.fds
 	if !ok {
 		return false, nil
 	}
@@ -497,11 +516,11 @@ func waitPidfd(ctx context.Context, fd int) error {
 func (o *OCI) alive(id string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	fds, ok := o.inits[id]
+	w, ok := o.inits[id]
 	if !ok {
 		return true
 	}
-	for _, fd := range fds {
+	for _, fd := range w.fds {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		if n, err := unix.Poll(pfd, 0); err == nil && n == 1 {
 			return false

@@ -3,6 +3,7 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,8 +34,9 @@ func TestDestroyBooted(t *testing.T) {
 				t.Fatal(err)
 			}
 			o.mu.Lock()
-			fds := append([]int(nil), o.inits[id]...)
+			fds := append([]int(nil), o.inits[id].fds...)
 			o.mu.Unlock()
+			kept := o.watchedPids(id)
 			want := map[string]int{"runsc": 2, "runc": 1}[kind]
 			if len(fds) != want {
 				t.Fatalf("%d host processes watched, want %d (sandbox and gofer for runsc, init for runc)", len(fds), want)
@@ -50,6 +52,11 @@ func TestDestroyBooted(t *testing.T) {
 			}
 			if len(pids) != want {
 				t.Fatalf("pids of the watched processes: %v", pids)
+			}
+			// HeldForWrite reads these pids' descriptors: they must be the
+			// processes the pidfds hold, in the same order.
+			if fmt.Sprint(kept) != fmt.Sprint(pids) {
+				t.Fatalf("pids kept for sandbox %s: %v, want those of its pidfds %v", id, kept, pids)
 			}
 			if err := o.Destroy(context.Background(), id); err != nil {
 				t.Fatal(err)
