@@ -785,7 +785,8 @@ func (o *OCI) forceDelete(ctx context.Context, id string, more ...string) error 
 }
 
 // Cleanup implements Runtime: it kills and deletes every container in the
-// state dir, then unmounts what runsc left there (see unmountState).
+// state dir, unmounts what runsc left there (see unmountState) and removes
+// sandbox cgroups left behind (see sweepCgroups).
 func (o *OCI) Cleanup(ctx context.Context) error {
 	var stderr bytes.Buffer
 	cmd := o.command(ctx, nil, "list", "--quiet")
@@ -802,6 +803,10 @@ func (o *OCI) Cleanup(ctx context.Context) error {
 		}
 	}
 	errs = append(errs, o.unmountState())
+	// Cgroups are left by sandboxes whose runtime process was killed
+	// before it recorded them (no list names them) and by daemons killed
+	// outright, of this home and of others: nothing else removes them.
+	errs = append(errs, o.sweepCgroups(ctx, nil))
 	return errors.Join(errs...)
 }
 
