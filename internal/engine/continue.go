@@ -69,7 +69,7 @@ const continueWait = time.Second
 // way, since nothing could write to upper after the exit.
 func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Result, err error) (string, layers.Manifest, int, bool) {
 	wb := p.warm
-	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact {
+	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact || p.lateExec {
 		return "", nil, 0, false
 	}
 	f := &freshening{done: make(chan struct{})}

@@ -206,6 +206,9 @@ type Engine struct {
 	// removeRunDir deletes a finished run's directory (os.RemoveAll; a
 	// hook in tests).
 	removeRunDir func(dir string) error
+	// beforeExec, if set (tests), runs before the runtime starts a process
+	// exec'd into operation op.
+	beforeExec func(op string)
 	// freshened, if set (tests), runs once a continued sandbox's init has
 	// answered whether it is fresh, before the answer is seen.
 	freshened func()

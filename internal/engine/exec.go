@@ -15,6 +15,41 @@ import (
 	"github.com/arborsh/arbor/internal/store"
 )
 
+// lateExecGrace bounds the wait, once a run's main process has exited, for
+// its exec'd processes to end with it: those the sandbox's end (cold) or
+// its init (warm: it kills everything before it reports the exit) killed
+// end within moments.
+var lateExecGrace = 2 * time.Second // a var for tests
+
+// endLateExecs waits until run p's exec'd processes have ended, its main
+// process having exited in sandbox sb. One that goes on past
+// lateExecGrace was started after the init killed the sandbox's processes:
+// admitted while the main process ran, but a runtime's exec takes tens of
+// milliseconds to start a process. Such a process would keep the run from
+// ending (a warm sandbox stays up until its teardown) and write into the
+// step's image after the exit: the sandbox is killed, as a cold one ends
+// with its main process, and does not continue into a next step.
+func (e *Engine) endLateExecs(ctx context.Context, p *runPlan, a *activeOp, sb *sandboxRef) {
+	done := make(chan struct{})
+	go func() {
+		a.subs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(lateExecGrace):
+	}
+	p.lateExec = true
+	if sb != nil {
+		e.log.Info("an exec'd process outlived the main one: ending the sandbox", "operation", p.op, "sandbox", sb.cid)
+		if err := sb.rt.Destroy(context.WithoutCancel(ctx), sb.cid); err != nil {
+			e.log.Warn("end a sandbox with a late exec'd process", "operation", p.op, "err", err)
+		}
+	}
+	<-done
+}
+
 func (e *Engine) activeOf(op string) *activeOp {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -162,6 +197,9 @@ func (e *Engine) Exec(ctx context.Context, account, op string, spec ExecRequest)
 	started := make(chan struct{})
 	go func() {
 		defer a.subs.Done()
+		if e.beforeExec != nil {
+			e.beforeExec(op)
+		}
 		res, err := sb.rt.Exec(e.ctx, sb.cid, runtime.ExecSpec{
 			Args: args, Env: envList(env), Cwd: cwd, UID: uint32(uid), GID: uint32(gid), FileSizeLimit: p.fileSize(), InitBinary: e.initBin,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,

@@ -248,3 +248,72 @@ func TestSignalRightAfterExec(t *testing.T) {
 		})
 	}
 }
+
+// TestExecStartedAfterMainExit: a process exec'd into a warm instance
+// while its main process runs, but started by the runtime only after the
+// main process exited and the init killed everything (a runtime's exec
+// takes tens of milliseconds to start one), ends with the sandbox: the
+// run finishes (it used to wait for that process for as long as it ran),
+// the step's image is committed, and the sandbox does not continue.
+func TestExecStartedAfterMainExit(t *testing.T) {
+	for _, rt := range []string{"runc", "runsc"} {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newWarmEngine(t, rt)
+			run(t, e, base, "true", disposable)
+			waitIdle(t, e, base, 1)
+			ctx := context.Background()
+			e.beforeExec = func(op string) {
+				// Hold the exec until the main process's exit is recorded.
+				deadline := time.Now().Add(30 * time.Second)
+				for time.Now().Before(deadline) {
+					a := e.activeOf(op)
+					if a == nil {
+						return
+					}
+					a.mu.Lock()
+					exited := a.exited
+					a.mu.Unlock()
+					if exited {
+						return
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "sleep 0.3; echo step > /root/step", Image: base, Shell: ptr(true)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var spid int
+			for try := 0; ; try++ { // Exec waits for the main process to start
+				spid, err = e.Exec(ctx, acct, op, ExecRequest{Command: "sleep 100; echo late > /root/late", Shell: ptr(true)})
+				if err == nil || try == 50 {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			o, err := e.WaitOperation(wctx, acct, op)
+			if err != nil || o.Status != apitypes.StatusSuccess {
+				t.Fatalf("run whose exec'd process started after the main one exited: %v %s %v", err, o.Status, o.Error)
+			}
+			if r := waitSub(t, e, op, spid); r.State.ExitCode == 0 {
+				t.Errorf("the late exec'd process exited 0: %+v", r.State)
+			}
+			if o.ResultImageUUID == "" || o.ResultImageUUID == base {
+				t.Fatalf("the step made no image: %q", o.ResultImageUUID)
+			}
+			e.beforeExec = nil
+			// The next step on the image gets another sandbox, which has the
+			// step's file and no trace of the late process.
+			_, meta := run(t, e, o.ResultImageUUID, "cat /root/step; ls /root; ps | grep -c 'sleep 10[0]' || true")
+			if out, _ := meta.Result.Stdout.Bytes(); string(out) != "step\nstep\n0\n" {
+				t.Errorf("next step saw %q, want the step's file alone and no late process", out)
+			}
+		})
+	}
+}

@@ -94,6 +94,7 @@ type runPlan struct {
 	ticket      *admitWaiter    // its place in the admission queue (Spawn)
 	restore     *restorePlan    // a fork: the sandbox comes from a checkpoint (see fork.go)
 	teardown    func() bool     // waits for a cold sandbox's teardown, if still under way, and reports it gone (detached.go)
+	lateExec    bool            // an exec'd process outlived the main one: the sandbox was ended, it does not continue (endLateExecs)
 }
 
 // maxPids bounds resources_limits.pids: more processes than this in one
@@ -934,6 +935,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 		stopEgress() // its report comes before the exit event
 		if a != nil {
 			a.mu.Lock()
+			sb := a.sandbox
 			a.exited, a.sandbox = true, nil
 			for _, pr := range a.procs {
 				if pr.stdin != nil {
@@ -942,7 +944,7 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 				}
 			}
 			a.mu.Unlock()
-			a.subs.Wait() // exec'd processes die with the sandbox; log their exits first
+			e.endLateExecs(ctx, p, a, sb) // exec'd processes die with the sandbox; log their exits first
 		} else if stdinW != nil {
 			stdinW.Close()
 		}
