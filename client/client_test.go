@@ -457,3 +457,110 @@ func TestWait(t *testing.T) {
 		})
 	}
 }
+
+// TestRunOneRequest: Run asks the daemon to answer the spawn once the
+// operation has finished, and makes no other request when it does; it
+// waits further when the answer is the spawn's own (a server that ignores
+// wait) or an operation still in flight, spawns again without wait when
+// the server refuses it (nothing was spawned), and cancels the operation
+// named by the answer's Location when ctx ends while the body waits.
+func TestRunOneRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		post    func(w http.ResponseWriter, r *http.Request) // answer to POST /instances?wait=
+		want    []string
+		wantErr bool
+	}{
+		{"daemon waits", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Location", "/v1/operations/op")
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprint(w, `{"uuid":"op","status":"SUCCESS","metadata":{"command":"x"}}`)
+		}, []string{"POST wait=50s"}, false},
+		{"server ignores wait", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprint(w, `{"uuid":"op","command":"x","image":"i"}`)
+		}, []string{"POST wait=50s", "GET wait=50s"}, false},
+		{"wait ends first", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprint(w, `{"uuid":"op","status":"EXECUTING"}`)
+		}, []string{"POST wait=50s", "GET wait=50s"}, false},
+		{"server refuses wait", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"error":"unknown parameter wait","status":400}`)
+		}, []string{"POST wait=50s", "POST", "GET wait=50s"}, false},
+		{"bad body", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"error":"command is required","status":400}`)
+		}, []string{"POST wait=50s", "POST"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var seen []string
+			c := newTest(t, func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				wait := r.URL.Query().Get("wait")
+				switch {
+				case r.Method == http.MethodPost && wait != "":
+					seen = append(seen, "POST wait="+wait)
+					tc.post(w, r)
+				case r.Method == http.MethodPost:
+					seen = append(seen, "POST")
+					if tc.wantErr {
+						w.WriteHeader(http.StatusBadRequest)
+						fmt.Fprint(w, `{"error":"command is required","status":400}`)
+						return
+					}
+					w.WriteHeader(http.StatusCreated)
+					fmt.Fprint(w, `{"uuid":"op"}`)
+				default:
+					seen = append(seen, "GET wait="+wait)
+					fmt.Fprint(w, `{"uuid":"op","status":"SUCCESS"}`)
+				}
+			})
+			op, err := c.Run(ctx(t), apitypes.InstanceSpawnRequest{Command: "x"})
+			if tc.wantErr != (err != nil) || (err == nil && (op.Status != "SUCCESS" || op.UUID != "op")) {
+				t.Errorf("Run = %+v, %v", op, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if fmt.Sprint(seen) != fmt.Sprint(tc.want) {
+				t.Errorf("requests %q, want %q", seen, tc.want)
+			}
+		})
+	}
+
+	t.Run("ctx ends while the body waits", func(t *testing.T) {
+		cancelled := make(chan string, 1)
+		release := make(chan struct{})
+		defer close(release)
+		c := newTest(t, func(w http.ResponseWriter, r *http.Request) {
+			switch r.Method {
+			case http.MethodPost:
+				w.Header().Set("Location", "/v1/operations/op7")
+				w.WriteHeader(http.StatusCreated)
+				http.NewResponseController(w).Flush()
+				select { // the body would come once the operation ends
+				case <-release:
+				case <-r.Context().Done():
+				}
+			case http.MethodDelete:
+				cancelled <- r.URL.Path
+				w.WriteHeader(http.StatusAccepted)
+			}
+		})
+		rctx, cancel := context.WithTimeout(ctx(t), 300*time.Millisecond)
+		defer cancel()
+		if _, err := c.Run(rctx, apitypes.InstanceSpawnRequest{Command: "x"}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Run = %v, want the context's end", err)
+		}
+		select {
+		case p := <-cancelled:
+			if p != "/v1/operations/op7" {
+				t.Errorf("cancelled %s, want the operation of the Location", p)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("the operation was not cancelled")
+		}
+	})
+}

@@ -2,10 +2,12 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -172,20 +174,70 @@ func (c *Client) WaitFor(ctx context.Context, id string, d time.Duration) (*apit
 	return c.getOperation(ctx, id, url.Values{"wait": {d.String()}})
 }
 
-// Run spawns req and waits for it to finish. If ctx ends first, the
-// operation is cancelled (best effort) and ctx's error returned.
+// Run spawns req and waits for it to finish. It asks the daemon to answer
+// the spawn only once the operation has finished (POST /v1/instances?wait=,
+// an arbor extension), so a step is one request; it waits further (Wait)
+// for what runs longer than that, or when the server answers at once. If
+// ctx ends first, the operation is cancelled (best effort) and ctx's error
+// returned.
 func (c *Client) Run(ctx context.Context, req apitypes.InstanceSpawnRequest) (*apitypes.OperationResponse, error) {
-	sp, err := c.Spawn(ctx, req)
-	if err != nil {
-		return nil, err
+	id, op, err := c.spawnWaiting(ctx, req)
+	if err == nil && (op == nil || !apitypes.IsTerminal(op.Status)) {
+		op, err = c.Wait(ctx, id)
 	}
-	op, err := c.Wait(ctx, sp.UUID)
-	if err != nil && ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil && id != "" {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_ = c.Cancel(cctx, sp.UUID)
+		_ = c.Cancel(cctx, id)
 	}
 	return op, err
+}
+
+// spawnWaiting spawns req, asking the daemon to hold the answer's body
+// until the operation ends. It returns the operation's id (from the
+// answer's Location, which comes at once, so a ctx that ends meanwhile can
+// still cancel it) and the operation if the daemon answered with it. A
+// server that refuses the wait (400: nothing was spawned) is asked again
+// without it.
+func (c *Client) spawnWaiting(ctx context.Context, req apitypes.InstanceSpawnRequest) (string, *apitypes.OperationResponse, error) {
+	resp, err := c.send(ctx, request{method: http.MethodPost, path: "/instances", query: url.Values{"wait": {longPoll.String()}}, json: req})
+	if StatusCode(err) == http.StatusBadRequest {
+		sp, err := c.Spawn(ctx, req)
+		if err != nil {
+			return "", nil, err
+		}
+		return sp.UUID, nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	defer resp.Body.Close()
+	id := ""
+	if loc := resp.Header.Get("Location"); loc != "" {
+		id = path.Base(loc)
+	}
+	var raw json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
+		if ctx.Err() != nil {
+			return id, nil, ctx.Err()
+		}
+		return id, nil, fmt.Errorf("client: decode POST /instances answer: %w", err)
+	}
+	var probe struct {
+		UUID   string `json:"uuid"`
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil || probe.UUID == "" {
+		return id, nil, fmt.Errorf("client: POST /instances answered without an operation id: %.200s", raw)
+	}
+	if probe.Status == "" {
+		return probe.UUID, nil, nil // the spawn's own answer: the server did not wait
+	}
+	var op apitypes.OperationResponse
+	if err := json.Unmarshal(raw, &op); err != nil {
+		return probe.UUID, nil, nil // Wait reads it again
+	}
+	return probe.UUID, &op, nil
 }
 
 // Exec starts a subprocess in running operation id and returns its spid.

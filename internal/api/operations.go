@@ -20,13 +20,20 @@ var allStatuses = []string{apitypes.StatusPending, apitypes.StatusAssigned, apit
 	apitypes.StatusSuccess, apitypes.StatusFailed, apitypes.StatusCancelled}
 
 // spawn answers POST /v1/instances: 201, Location of the operation, and the
-// request echoed with every default filled in.
+// request echoed with every default filled in. With wait (an arbor
+// extension, as for GET /v1/operations/{id}) the body is the operation
+// once it has finished, or as it is when the wait ends.
 func (s *server) spawn(w http.ResponseWriter, r *http.Request) error {
+	wait, err := waitParam(r.URL.Query())
+	if err != nil {
+		return err
+	}
 	var req apitypes.InstanceSpawnRequest
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
-	op, meta, err := s.e.Spawn(r.Context(), accountOf(r), spawnRequest(req))
+	ctx, account := r.Context(), accountOf(r)
+	op, meta, err := s.e.Spawn(ctx, account, spawnRequest(req))
 	if err != nil {
 		return err
 	}
@@ -35,7 +42,27 @@ func (s *server) spawn(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", apiPath(r, "/v1/operations/"+op))
-	writeJSON(w, http.StatusCreated, apitypes.InstanceSpawnResponse{UUID: op, InstanceMetadata: echo})
+	answer := apitypes.InstanceSpawnResponse{UUID: op, InstanceMetadata: echo}
+	if wait == 0 {
+		writeJSON(w, http.StatusCreated, answer)
+		return nil
+	}
+	// One request for an agent's whole step (an arbor extension). The
+	// headers go out at once, so the client holds the operation's Location
+	// (to cancel it, or to follow it should the connection drop) while the
+	// body waits for its end; the body is then the operation, as GET
+	// /v1/operations/{id}?wait= answers it, or, should the wait fail (the
+	// daemon stopping), the usual answer.
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	_ = http.NewResponseController(w).Flush()
+	var body any = answer
+	if o, err := s.awaitOperation(ctx, account, op, wait); err == nil {
+		body = operationView(o)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(body) // fails only once the client is gone
 	return nil
 }
 
@@ -103,20 +130,8 @@ func (s *server) getOperation(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if wait > 0 && !apitypes.IsTerminal(o.Status) {
-		wctx, cancel := context.WithTimeout(ctx, wait)
-		done, err := s.e.WaitOperation(wctx, account, id)
-		cancel()
-		switch {
-		case err == nil:
-			o = done
-		case ctx.Err() != nil:
-			return ctx.Err() // the client is gone, or the daemon is stopping (503)
-		case wctx.Err() != nil: // not finished within the wait: as it is now
-			if o, err = s.e.Operation(ctx, account, id); err != nil {
-				return err
-			}
-		default:
-			return err
+		if o, err = s.awaitOperation(ctx, account, id, wait); err != nil {
+			return err // the client is gone, or the daemon is stopping (503)
 		}
 	}
 	if !apitypes.IsTerminal(o.Status) {
@@ -124,6 +139,24 @@ func (s *server) getOperation(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, operationView(o))
 	return nil
+}
+
+// awaitOperation returns account's operation id once it has finished, or
+// as it is when wait has passed.
+func (s *server) awaitOperation(ctx context.Context, account, id string, wait time.Duration) (engine.Operation, error) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	done, err := s.e.WaitOperation(wctx, account, id)
+	cancel()
+	switch {
+	case err == nil:
+		return done, nil
+	case ctx.Err() != nil:
+		return engine.Operation{}, ctx.Err()
+	case wctx.Err() != nil: // not finished within the wait: as it is now
+		return s.e.Operation(ctx, account, id)
+	default:
+		return engine.Operation{}, err
+	}
 }
 
 // cancelOperation answers DELETE /v1/operations/{id}: 202, or 409 when the
