@@ -47,6 +47,9 @@ type Backend interface {
 
 	// Runs and operations.
 	Spawn(ctx context.Context, req apitypes.InstanceSpawnRequest) (*apitypes.InstanceSpawnResponse, error)
+	// Run spawns req and waits for its end, cancelling it if ctx ends first
+	// (one request to arbor: client.Client.Run).
+	Run(ctx context.Context, req apitypes.InstanceSpawnRequest) (*apitypes.OperationResponse, error)
 	Operation(ctx context.Context, id string) (*apitypes.OperationResponse, error)
 	ListOperations(ctx context.Context, o client.OperationListOptions) ([]apitypes.OperationSummary, error)
 	Wait(ctx context.Context, id string) (*apitypes.OperationResponse, error)

@@ -306,11 +306,18 @@ func (s *server) run(ctx context.Context, _ *mcpsdk.CallToolRequest, in RunIn) (
 	if maxOut <= 0 {
 		maxOut = s.opts.MaxOutput
 	}
-	sp, err := s.b.Spawn(ctx, req)
-	if err != nil {
-		return nil, RunOut{}, spawnError(err)
-	}
-	if !in.Wait || in.KeepStdin {
+	var op *apitypes.OperationResponse
+	if in.Wait && !in.KeepStdin {
+		// The step in one request: the daemon answers once it has ended (Run
+		// cancels the run if the caller gives up first: nobody would read it).
+		if op, err = s.b.Run(ctx, req); err != nil {
+			return nil, RunOut{}, spawnError(err)
+		}
+	} else {
+		sp, err := s.b.Spawn(ctx, req)
+		if err != nil {
+			return nil, RunOut{}, spawnError(err)
+		}
 		out := RunOut{OperationInfo: OperationInfo{OperationID: sp.UUID, Kind: apitypes.KindInstance, Status: apitypes.StatusPending,
 			Command: commandLine(in.Command, in.Args, in.Shell), Image: im.UUID, Disposable: in.Disposable}}
 		out.Next = fmt.Sprintf("started in the background: wait_operations operation_ids=[%q] returns the result", sp.UUID)
@@ -319,10 +326,6 @@ func (s *server) run(ctx context.Context, _ *mcpsdk.CallToolRequest, in RunIn) (
 				"fork_instance, save_instance and expose_port act on it; send_input close=true or cancel_operation ends it", sp.UUID)
 		}
 		return textResult("%s", renderOperation(out.OperationInfo, out.Next)), out, nil
-	}
-	op, err := s.wait(ctx, sp.UUID)
-	if err != nil {
-		return nil, RunOut{}, fmt.Errorf("waiting for operation %s: %w", sp.UUID, explain(err))
 	}
 	out := RunOut{OperationInfo: operationInfo(op, maxOut)}
 	s.egressDenials(ctx, &out.OperationInfo)
