@@ -184,6 +184,7 @@ func (e *Engine) takeWarm(ctx context.Context, k warmKey) *warmBox {
 		if !ok || e.settle(b) {
 			return b
 		}
+		e.warm.Unusable() // settle destroyed it: the next Take counts
 	}
 }
 

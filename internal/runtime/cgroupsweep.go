@@ -22,8 +22,11 @@ var staleCgroupAge = 10 * time.Minute
 
 // sweepCgroups removes sandbox cgroups under /arbor in every hierarchy
 // that no sandbox will use: those of this driver's own state directory
-// (its scope), after killing whatever is left in them, since Cleanup runs
-// before any of its sandboxes starts; and empty ones of other scopes left
+// (its scope), after killing whatever is left in them and removing what
+// the runtime recorded of their sandboxes, since Cleanup runs before any
+// of its sandboxes starts (a runtime process a killed daemon left
+// launching one may record it after Cleanup's list); and empty ones of
+// other scopes left
 // for staleCgroupAge. Only names for which match is true are looked at
 // (nil: all). A cgroup a process joins meanwhile fails its removal and
 // stays.
@@ -44,11 +47,14 @@ func (o *OCI) sweepCgroups(ctx context.Context, match func(name string) bool) er
 	for name := range names {
 		rel := "/arbor/" + name
 		dirs := cgroupDirs(rel)
-		if o.scope != "" && strings.HasPrefix(name, o.scope+"-") {
+		if id, ok := strings.CutPrefix(name, o.scope+"-"); o.scope != "" && ok {
+			// Killed with what is in it, the runtime process that was
+			// launching it included, that process leaves its record: it
+			// goes too, as after a launch the daemon gave up on.
 			kctx, cancel := context.WithTimeout(ctx, clearLimit)
 			err := killCgroup(kctx, rel, dirs)
 			if err == nil {
-				err = removeCgroup(kctx, dirs)
+				err = o.clearKilled(kctx, id, dirs)
 			}
 			cancel()
 			errs = append(errs, err)

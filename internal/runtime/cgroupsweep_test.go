@@ -106,3 +106,46 @@ func TestSweepCgroups(t *testing.T) {
 		t.Error("the process in another directory's cgroup was killed")
 	}
 }
+
+// TestSweepCgroupsRecorded: a sandbox of the driver's own state directory
+// that its runtime recorded but Cleanup's list did not name (a launch a
+// killed daemon left running records it late) goes whole: its processes,
+// the runtime's record of it and its cgroup.
+func TestSweepCgroupsRecorded(t *testing.T) {
+	testutil.RequiresRoot(t)
+	for _, kind := range []string{"runsc", "runc"} {
+		t.Run(kind, func(t *testing.T) {
+			o, rootfs, bundle := busyboxOCI(t, kind)
+			id := "sweep-" + kind
+			if err := o.Boot(context.Background(), Spec{ID: id, Bundle: bundle, Rootfs: rootfs, Args: []string{"/bin/sleep", "1000"},
+				Env: []string{"PATH=/bin"}, Cwd: "/", Hostname: "t"}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = o.Destroy(context.Background(), id) })
+			// The daemon that booted it is gone: a new driver on its state.
+			o2, err := NewOCI(kind, "", o.root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := strings.TrimPrefix(o2.cgroupsPath(id), "/arbor/")
+			if err := o2.sweepCgroups(context.Background(), func(n string) bool { return n == name }); err != nil {
+				t.Fatal(err)
+			}
+			if cgroupInUse(cgroupDirs(o2.cgroupsPath(id))) {
+				t.Error("processes left in the sandbox's cgroup")
+			}
+			if o2.recorded(id) {
+				t.Errorf("%s's record of the sandbox is left", kind)
+			}
+			out, err := exec.Command(o2.Path(), "--root="+o2.root, "list", "--quiet").Output()
+			if err != nil || strings.TrimSpace(string(out)) != "" {
+				t.Errorf("%s list after the sweep = %q, %v; want nothing", kind, out, err)
+			}
+			for _, d := range cgroupDirs(o2.cgroupsPath(id)) {
+				if _, err := os.Stat(d); err == nil {
+					t.Errorf("cgroup %s left", d)
+				}
+			}
+		})
+	}
+}

@@ -62,14 +62,7 @@ func (o *OCI) clearLaunch(s Spec, pidFile string, leader int, start string) erro
 	if err := killCgroup(ctx, rel, dirs); err != nil {
 		errs = append(errs, err)
 	}
-	if o.recorded(s.ID) {
-		// The runtime got as far as recording the sandbox: its delete
-		// removes the rest as for any sandbox, if it can read the record
-		// (if not, removeState does: its processes are dead).
-		_ = o.Destroy(ctx, s.ID)
-	}
-	errs = append(errs, o.removeState(s.ID))
-	errs = append(errs, removeCgroup(ctx, dirs))
+	errs = append(errs, o.clearKilled(ctx, s.ID, dirs))
 	// runc writes the pid file as a temporary ".<name>" it creates with
 	// O_EXCL and then renames: left behind, it fails the bundle's next boot.
 	for _, f := range []string{pidFile, filepath.Join(filepath.Dir(pidFile), "."+filepath.Base(pidFile))} {
@@ -78,6 +71,18 @@ func (o *OCI) clearLaunch(s Spec, pidFile string, leader int, start string) erro
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// clearKilled removes what the runtime keeps of sandbox id, every process
+// of which was killed (its cgroup, dirs, emptied), and then the cgroup.
+func (o *OCI) clearKilled(ctx context.Context, id string, dirs []string) error {
+	if o.recorded(id) {
+		// The runtime got as far as recording the sandbox: its delete
+		// removes the rest as for any sandbox, if it can read the record
+		// (if not, removeState does: its processes are dead).
+		_ = o.Destroy(ctx, id)
+	}
+	return errors.Join(o.removeState(id), removeCgroup(ctx, dirs))
 }
 
 // recorded reports whether the runtime has recorded sandbox id's state:

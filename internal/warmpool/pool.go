@@ -347,6 +347,15 @@ func (p *Pool[K, B]) Take(ctx context.Context, k K) (B, bool) {
 	}
 }
 
+// Unusable takes back the hit of a sandbox Take returned that the caller
+// could not use (and destroyed): only the caller's next Take counts, so a
+// run counts once, as a hit or a miss.
+func (p *Pool[K, B]) Unusable() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hits--
+}
+
 // waitChangeLocked lets go of mu until a boot ends or a sandbox is put
 // back, ctx ends or the pool closes.
 func (p *Pool[K, B]) waitChangeLocked(ctx context.Context) {

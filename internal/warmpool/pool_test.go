@@ -303,6 +303,24 @@ func TestTakeHitAndMiss(t *testing.T) {
 	}
 }
 
+// TestTakeUnusable: a sandbox Take handed out that the caller could not
+// use takes back its hit, so a run that takes again counts once.
+func TestTakeUnusable(t *testing.T) {
+	e := newEnv(t, Config[string]{Budget: 10})
+	e.ready(t, "a")
+	ctx := context.Background()
+	if _, ok := e.p.Take(ctx, "a"); !ok {
+		t.Fatal("Take(a) missed")
+	}
+	e.p.Unusable()
+	if _, ok := e.p.Take(ctx, "a"); ok {
+		t.Fatal("the same sandbox handed out twice")
+	}
+	if s := e.p.Stats(); s.Hits != 0 || s.Misses != 1 {
+		t.Fatalf("stats %+v, want the run counted once, as the miss of its second take", s)
+	}
+}
+
 // TestTakeSkipsDead: a sandbox that died while idle is destroyed, not
 // handed out, and not a hit.
 func TestTakeSkipsDead(t *testing.T) {
