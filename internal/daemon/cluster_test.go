@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -73,26 +72,8 @@ type node struct {
 	name, role, home string
 	cmd              *exec.Cmd
 	url, token       string
-	log              *syncBuffer
+	log              *testutil.SyncBuffer
 	done             chan struct{}
-}
-
-// syncBuffer is a log the process writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newClusterNet(t *testing.T) *clusterNet {
@@ -110,7 +91,7 @@ func (cn *clusterNet) start(name, role string, home string, extra ...string) *no
 	if home == "" {
 		home = testutil.Home(t)
 	}
-	n := &node{name: name, role: role, home: home, log: &syncBuffer{}, done: make(chan struct{})}
+	n := &node{name: name, role: role, home: home, log: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	_ = os.Remove(filepath.Join(home, "url"))
 	n.cmd = exec.Command(cn.bin, "serve", "--home", home, "--listen", "127.0.0.1:0", "--db", cn.dsn, "--blobs", cn.blobs,
 		"--blobs-endpoint", cn.s3.Endpoint, "--role", role, "--worker-id", name, "--lease-ttl", testLease.String(),

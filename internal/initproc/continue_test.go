@@ -1,13 +1,13 @@
 package initproc
 
 import (
-	"bytes"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // TestAgentContinue: after a reported exit and the init's word that the
@@ -126,7 +126,7 @@ func TestStartTakesPreparedPipes(t *testing.T) {
 		if prepared != (len(spare) == 1) {
 			t.Fatalf("run %d: %d sets waiting", i, len(spare))
 		}
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		fw := &frameWriter{w: &out}
 		pid, stdin, done, err := start(Request{Args: []string{"/bin/sh", "-c", "read x; echo got $x"}, Env: []string{"PATH=/bin:/usr/bin"}}, fw, spare)
 		if err != nil {
@@ -146,23 +146,4 @@ func TestStartTakesPreparedPipes(t *testing.T) {
 			t.Fatalf("run %d: frames %q lack the command's output", i, out.String())
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the init's concurrent frame writes
-// and the test's read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

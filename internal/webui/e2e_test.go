@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -120,7 +119,7 @@ func TestBrowser(t *testing.T) {
 	cmd := exec.CommandContext(sctx, node, script, srv.URL, token, shots)
 	cmd.Env = append(os.Environ(), "ARBOR_E2E_TREE="+string(spec))
 	cmd.WaitDelay = 5 * time.Second
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
 	err = cmd.Run()
@@ -270,23 +269,6 @@ func buildTree(t *testing.T, ctx context.Context, c *client.Client) tree {
 		time.Sleep(100 * time.Millisecond) // the page renders no event to wait on: poll
 	}
 	return tr
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func deref[T any](p *T) T {
