@@ -19,7 +19,7 @@ import (
 // its exec'd processes to end with it: those the sandbox's end (cold) or
 // its init (warm: it kills everything before it reports the exit) killed
 // end within moments.
-var lateExecGrace = 2 * time.Second // a var for tests
+const lateExecGrace = 2 * time.Second
 
 // endLateExecs waits until run p's exec'd processes have ended, its main
 // process having exited in sandbox sb. One that goes on past

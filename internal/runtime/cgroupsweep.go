@@ -26,10 +26,9 @@ var staleCgroupAge = 10 * time.Minute
 // the runtime recorded of their sandboxes, since Cleanup runs before any
 // of its sandboxes starts (a runtime process a killed daemon left
 // launching one may record it after Cleanup's list); and empty ones of
-// other scopes left
-// for staleCgroupAge. Only names for which match is true are looked at
-// (nil: all). A cgroup a process joins meanwhile fails its removal and
-// stays.
+// other scopes left for staleCgroupAge. Only names for which match is
+// true are looked at (nil: all). A cgroup a process joins meanwhile fails
+// its removal and stays.
 func (o *OCI) sweepCgroups(ctx context.Context, match func(name string) bool) error {
 	names := map[string]bool{}
 	for _, m := range cgroupMounts() {
