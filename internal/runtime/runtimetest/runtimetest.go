@@ -11,6 +11,7 @@
 package runtimetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +26,6 @@ import (
 
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/runtime"
-	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // The shell lines the suite runs, and what each must do.
@@ -152,6 +152,24 @@ func (s *suite) root(t *testing.T) string {
 
 func sh(script string) []string { return []string{"/bin/sh", "-c", script} }
 
+// buffer is a bytes.Buffer safe for the runtime's copying goroutines.
+type buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 // checkExited fails unless res is a plain exit with code.
 func checkExited(t *testing.T, what string, res runtime.Result, code int) {
 	t.Helper()
@@ -204,7 +222,7 @@ func (s *suite) exitCode(t *testing.T, rt runtime.Runtime) {
 
 func (s *suite) stdio(t *testing.T, rt runtime.Runtime) {
 	ctx := ctxFor(t)
-	var out, errOut testutil.SyncBuffer
+	var out, errOut buffer
 	sp := s.spec(t, ScriptStdio)
 	sp.Stdin, sp.Stdout, sp.Stderr = strings.NewReader("hello\nworld\n"), &out, &errOut
 	res, err := rt.Run(ctx, sp)
@@ -216,7 +234,7 @@ func (s *suite) stdio(t *testing.T, rt runtime.Runtime) {
 		t.Errorf("stdout %q stderr %q, want %q and %q", out.String(), errOut.String(), "hello\nworld\n", "oops\n")
 	}
 	// No stdin reads as empty; no stdout or stderr discards.
-	out = testutil.SyncBuffer{}
+	out = buffer{}
 	sp = s.spec(t, ScriptStdio)
 	sp.Stdout = &out
 	if res, err = rt.Run(ctx, sp); err != nil {
@@ -230,7 +248,7 @@ func (s *suite) stdio(t *testing.T, rt runtime.Runtime) {
 
 func (s *suite) identity(t *testing.T, rt runtime.Runtime) {
 	ctx := ctxFor(t)
-	var out testutil.SyncBuffer
+	var out buffer
 	sp := s.spec(t, ScriptIdentity)
 	sp.Env = append(sp.Env, "FOO=bar baz")
 	sp.Cwd, sp.UID, sp.GID, sp.Stdout = "/tmp", 1000, 1001, &out
@@ -248,7 +266,7 @@ func (s *suite) identity(t *testing.T, rt runtime.Runtime) {
 		t.Fatal(err)
 	}
 	defer destroy(t, rt, sp.ID)
-	out = testutil.SyncBuffer{}
+	out = buffer{}
 	res, err = rt.Exec(ctx, sp.ID, runtime.ExecSpec{Args: sh(ScriptIdentity), InitBinary: s.opts.ExecInit,
 		Env: []string{"PATH=/bin", "FOO=qux"}, Cwd: "/bin", UID: 1002, GID: 1003, Stdout: &out})
 	if err != nil {
@@ -403,7 +421,7 @@ func (s *suite) badSpecs(t *testing.T, rt runtime.Runtime) {
 		t.Errorf("Exec without args = %v, want an invalid-argument error", err)
 	}
 	// The conflicting calls left the booted sandbox alone.
-	var out testutil.SyncBuffer
+	var out buffer
 	res, err := rt.Exec(ctx, sp.ID, runtime.ExecSpec{Args: sh(ScriptEcho), Env: []string{"PATH=/bin"}, InitBinary: s.opts.ExecInit, Stdout: &out})
 	if err != nil || out.String() != "hi\n" {
 		t.Errorf("Exec after refused calls = %q, %v, want \"hi\\n\"", out.String(), err)
@@ -428,7 +446,7 @@ func (s *suite) bootExecDestroy(t *testing.T, rt runtime.Runtime) {
 		t.Fatalf("WaitRunning on a booted sandbox: %v", err)
 	}
 	for i := range 2 { // a booted sandbox serves more than one exec
-		var out testutil.SyncBuffer
+		var out buffer
 		res, err := rt.Exec(ctx, sp.ID, runtime.ExecSpec{Args: sh(ScriptEcho), Env: []string{"PATH=/bin"}, InitBinary: s.opts.ExecInit, Stdout: &out})
 		if err != nil {
 			t.Fatalf("Exec %d: %v", i, err)
