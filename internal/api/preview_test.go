@@ -20,11 +20,12 @@ import (
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/arborsh/arbor/internal/api"
 	"github.com/arborsh/arbor/internal/engine"
+	"github.com/arborsh/arbor/internal/testutil"
 	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
 var wsecho = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "arbor-wsecho-*")
+	dir, err := testutil.BuildDir("wsecho")
 	if err != nil {
 		return "", err
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/client/apitypes"
+	"github.com/arborsh/arbor/internal/testutil"
 	"github.com/arborsh/arbor/internal/testutil/testdaemon"
 )
 
@@ -254,7 +255,7 @@ func TestClusterUploadsCollected(t *testing.T) {
 }
 
 var wsechoBin = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "arbor-wsecho-*")
+	dir, err := testutil.BuildDir("wsecho")
 	if err != nil {
 		return "", err
 	}

@@ -40,7 +40,7 @@ var arborBin struct {
 func arborBinary(t *testing.T) string {
 	t.Helper()
 	arborBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "arbor-bin-")
+		dir, err := testutil.BuildDir("arbor")
 		if err != nil {
 			arborBin.err = err
 			return

@@ -18,6 +18,7 @@ import (
 	"github.com/arborsh/arbor/internal/baseimage"
 	"github.com/arborsh/arbor/internal/netns"
 	"github.com/arborsh/arbor/internal/oplog"
+	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // TestMain lets the test binary act as a daemon process that a test can
@@ -27,7 +28,9 @@ func TestMain(m *testing.M) {
 		crashHelper(mode)
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testutil.RemoveBuildDir()
+	os.Exit(code)
 }
 
 // crashHelper opens the engine at $ARBOR_CRASH_HOME, starts a run on image

@@ -51,7 +51,7 @@ var (
 func probe(t testing.TB, e *Engine) runOpts {
 	t.Helper()
 	probeOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "arbor-probe-*")
+		dir, err := testutil.BuildDir("probe")
 		if err != nil {
 			probeErr = err
 			return

@@ -36,7 +36,7 @@ var (
 func staticInit(t testing.TB) string {
 	t.Helper()
 	initOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "arbor-init-*")
+		dir, err := testutil.BuildDir("init")
 		if err != nil {
 			initErr = err
 			return

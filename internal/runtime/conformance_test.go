@@ -20,6 +20,14 @@ import (
 
 // busyboxRoot returns a fresh root filesystem with busybox at /bin and a
 // /tmp, in a directory every user may traverse (processes run as 1000).
+
+// TestMain removes what the tests built once (testutil.BuildDir).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBuildDir()
+	os.Exit(code)
+}
+
 func busyboxRoot(t *testing.T) string {
 	t.Helper()
 	var tarball bytes.Buffer
@@ -50,7 +58,7 @@ var initBuild struct {
 func staticInit(t *testing.T) string {
 	t.Helper()
 	initBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "arbor-init-*")
+		dir, err := testutil.BuildDir("init")
 		if err != nil {
 			initBuild.err = err
 			return

@@ -32,6 +32,10 @@ const chromiumPath = "/usr/bin/chromium"
 
 // requireBrowser skips the test unless node and chromium are installed;
 // under CI (CI=true) it fails instead, so a broken set-up cannot pass.
+
+// TestMain removes the static init the tests build once (testdaemon.Main).
+func TestMain(m *testing.M) { os.Exit(testdaemon.Main(m)) }
+
 func requireBrowser(t *testing.T) string {
 	t.Helper()
 	node, err := exec.LookPath("node")

@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/arborsh/arbor/internal/testutil"
 )
 
 // EnvDSN names the variable that points the tests at an existing server.
@@ -52,6 +54,7 @@ var (
 func Main(m *testing.M) {
 	code := m.Run()
 	Stop()
+	testutil.RemoveBuildDir()
 	os.Exit(code)
 }
 

@@ -178,9 +178,7 @@ func Main(m *testing.M) int {
 		stops[i]()
 	}
 	stopInfra()
-	if initBuild.path != "" {
-		os.RemoveAll(filepath.Dir(initBuild.path))
-	}
+	testutil.RemoveBuildDir()
 	return code
 }
 
@@ -362,7 +360,7 @@ var initBuild struct {
 // as their init, so it must be static whatever the test binary is.
 func StaticInit() (string, error) {
 	initBuild.once.Do(func() {
-		dir, err := os.MkdirTemp("", "arbor-init-")
+		dir, err := testutil.BuildDir("init")
 		if err != nil {
 			initBuild.err = err
 			return
