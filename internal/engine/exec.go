@@ -30,6 +30,12 @@ const lateExecGrace = 2 * time.Second
 // step's image after the exit: the sandbox is killed, as a cold one ends
 // with its main process, and does not continue into a next step.
 func (e *Engine) endLateExecs(ctx context.Context, p *runPlan, a *activeOp, sb *sandboxRef) {
+	if a.nsubs.Load() == 0 {
+		// None running (the common case; no more are admitted): at most
+		// one is between its release and its end.
+		a.subs.Wait()
+		return
+	}
 	done := make(chan struct{})
 	go func() {
 		a.subs.Wait()

@@ -467,10 +467,10 @@ func (o *OCI) killInit(ctx context.Context, id string) (bool, error) {
 	w, ok := o.inits[id]
 	delete(o.inits, id)
 	o.mu.Unlock()
-	fds := w.fds
 	if !ok {
 		return false, nil
 	}
+	fds := w.fds
 	defer func() {
 		for _, fd := range fds {
 			unix.Close(fd)
