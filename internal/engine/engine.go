@@ -208,7 +208,11 @@ type Engine struct {
 	removeRunDir func(dir string) error
 	// beforeExec, if set (tests), runs before the runtime starts a process
 	// exec'd into operation op.
-	beforeExec func(op string)
+	beforeExec    func(op string)
+	bootAllowance time.Duration // see the constant
+	// beforeBoot, if set (tests), runs before a run's sandbox is booted
+	// or taken, after its timeout's clock is set.
+	beforeBoot func(op string)
 	// freshened, if set (tests), runs once a continued sandbox's init has
 	// answered whether it is fresh, before the answer is seen.
 	freshened func()
@@ -341,28 +345,29 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	life, stop := context.WithCancel(context.Background())
 	e := &Engine{
-		ctx:          life,
-		stop:         stop,
-		cfg:          cfg,
-		log:          cfg.Logger,
-		st:           st,
-		runtimes:     map[string]runtime.Runtime{},
-		queue:        newAdmission(cfg.Slots, cfg.MemoryBudget).withOverhead(runOverhead),
-		images:       map[string]*imageNode{},
-		leased:       map[string]int{},
-		leases:       map[string]*imageLease{},
-		layers:       layers.New(layerStorage, filepath.Join(home, "tmp"), cfg.Logger),
-		layerDir:     layerDir,
-		active:       map[string]*activeOp{},
-		squashing:    map[string]bool{},
-		events:       newEventHub(st, cfg.Logger),
-		nets:         netns.NewManager(netns.Tag(home), allow...),
-		egressDef:    egressDef,
-		egressOn:     map[string]*egress.Guard{},
-		closed:       make(chan struct{}),
-		ids:          newIDAlloc(),
-		removeRunDir: os.RemoveAll,
-		gate:         gate,
+		ctx:           life,
+		stop:          stop,
+		cfg:           cfg,
+		log:           cfg.Logger,
+		st:            st,
+		runtimes:      map[string]runtime.Runtime{},
+		queue:         newAdmission(cfg.Slots, cfg.MemoryBudget).withOverhead(runOverhead),
+		images:        map[string]*imageNode{},
+		leased:        map[string]int{},
+		leases:        map[string]*imageLease{},
+		layers:        layers.New(layerStorage, filepath.Join(home, "tmp"), cfg.Logger),
+		layerDir:      layerDir,
+		active:        map[string]*activeOp{},
+		squashing:     map[string]bool{},
+		events:        newEventHub(st, cfg.Logger),
+		nets:          netns.NewManager(netns.Tag(home), allow...),
+		egressDef:     egressDef,
+		egressOn:      map[string]*egress.Guard{},
+		closed:        make(chan struct{}),
+		ids:           newIDAlloc(),
+		removeRunDir:  os.RemoveAll,
+		bootAllowance: bootAllowance,
+		gate:          gate,
 	}
 	e.nets.OnRelease(e.dropEgress)
 	if cfg.Cluster != nil {

@@ -275,6 +275,37 @@ func TestTimeoutKillsSandbox(t *testing.T) {
 	}
 }
 
+// TestTimeoutCountsFromCommand: a run's timeout is its command's, so a
+// sandbox slow to boot (a loaded host) does not eat it. Before the clock
+// started with the command, the run below ended timed out with no output.
+func TestTimeoutCountsFromCommand(t *testing.T) {
+	for _, rt := range runtimes {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			e, base := newEngine(t, rt)
+			e.beforeBoot = func(string) { time.Sleep(1500 * time.Millisecond) }
+			o, m := run(t, e, base, "echo up; sleep 100", func(r *SpawnRequest) { to := 1.0; r.Timeout = &to })
+			if !m.Result.State.TimedOut || stdout(t, m) != "up\n" {
+				t.Errorf("timed_out=%v stdout %q, want true and the command's output", m.Result.State.TimedOut, stdout(t, m))
+			}
+			if d := m.Result.Resources.ElapsedTime; d < 0.9 {
+				t.Errorf("the command ran %.2f s of its 1 s timeout", d)
+			}
+			if !slices.Contains(eventTypes(t, e, o.UUID), "spawn") {
+				t.Errorf("no spawn event: %v", eventTypes(t, e, o.UUID))
+			}
+
+			// A boot longer than the timeout and the allowance fails the run,
+			// saying nothing ran.
+			e.bootAllowance = 100 * time.Millisecond
+			o, _ = runAny(t, e, base, "echo up", func(r *SpawnRequest) { to := 1.0; r.Timeout = &to })
+			if o.Status != apitypes.StatusFailed || !strings.Contains(o.Error, "did not start within 1.1s") {
+				t.Errorf("boot past the allowance: %s %q", o.Status, o.Error)
+			}
+		})
+	}
+}
+
 func TestOutputCap(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	_, m := run(t, e, base, "yes | head -c 10000000", func(r *SpawnRequest) { n := int64(1000); r.TruncateOutputAt = &n })

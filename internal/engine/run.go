@@ -101,6 +101,11 @@ type runPlan struct {
 // run is a fork bomb, not a workload.
 const maxPids = 1 << 16
 
+// bootAllowance is how long a run's sandbox may take to boot (or be
+// restored) on top of the run's timeout, whose clock starts with the
+// command (Engine.bootAllowance, shorter in tests).
+const bootAllowance = time.Minute
+
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // Spawn validates req, records a PENDING operation and starts the run in the
@@ -859,8 +864,14 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 				}
 			}
 		}
-		runCtx, cancelRun := context.WithTimeoutCause(ctx, p.timeout, context.DeadlineExceeded)
-		defer cancelRun()
+		// The timeout is the command's: its clock starts when the command
+		// does (OnStart), not while the sandbox boots, so a loaded host does
+		// not eat a short timeout. Until then e.bootAllowance more bounds a
+		// boot that hangs.
+		runCtx, cancelRun := context.WithCancelCause(ctx)
+		defer cancelRun(nil)
+		clock := time.AfterFunc(p.timeout+e.bootAllowance, func() { cancelRun(context.DeadlineExceeded) })
+		defer clock.Stop()
 		sizeCtx, sizeCancel := context.WithCancelCause(runCtx)
 		defer sizeCancel(nil)
 		stopWatch := e.watchGrowth(sizeCtx, sizeCancel, p, upper)
@@ -900,12 +911,15 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			cid = p.warm.cid
 		}
 		var spec runtime.Spec
+		started := false // OnStart has run; read once the runtime has returned
 		spec = runtime.Spec{
 			ID: cid, NetNS: netnsPath, UserNS: usernsPath, Bundle: bundle, Rootfs: merged, Args: p.args, Env: envList(p.env), Cwd: p.meta.Cwd,
 			UID: uint32(p.meta.UID), GID: uint32(p.meta.GID), Hostname: p.meta.Hostname,
 			MemoryBytes: p.memory, Pids: p.pids, CPUs: p.cpus, FileSizeLimit: p.fileSize(), IDMap: p.ids,
 			Stdin: stdinR, Stdout: stdout, Stderr: stderr,
 			OnStart: func(pid int) {
+				started = true
+				clock.Reset(p.timeout)
 				stdinR.Close() // the runtime has its copy
 				spawn.Pid = pid
 				e.events.emit(ctx, p.op, 1, oplog.EventSpawn, spawn)
@@ -920,6 +934,9 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 					close(a.running)
 				}
 			},
+		}
+		if e.beforeBoot != nil {
+			e.beforeBoot(p.op)
 		}
 		switch {
 		case p.restore != nil:
@@ -947,6 +964,9 @@ func (e *Engine) runProcess(ctx context.Context, p *runPlan, merged, bundle, upp
 			e.endLateExecs(ctx, p, a, sb) // exec'd processes die with the sandbox; log their exits first
 		} else if stdinW != nil {
 			stdinW.Close()
+		}
+		if err != nil && !started && ctx.Err() == nil && context.Cause(runCtx) == context.DeadlineExceeded {
+			err = errdefs.Unavailable("the sandbox did not start within %v (the host is overloaded): nothing ran; run it again, or fewer at once", p.timeout+e.bootAllowance)
 		}
 		if err != nil {
 			stdout.finish() // no output event after the operation's end
