@@ -20,7 +20,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == Arg {
 		os.Exit(Main(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testutil.RemoveBuildDir()
+	os.Exit(code)
 }
 
 // initKind is one init the protocol tests run: the Go init (this test

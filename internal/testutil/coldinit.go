@@ -37,14 +37,18 @@ func ColdInit() (string, error) {
 			return
 		}
 		sum := sha256.Sum256(b)
-		p := filepath.Join(os.TempDir(), "arbor-init-c-"+hex.EncodeToString(sum[:8]))
+		// The user in the name: root's build and an unprivileged test
+		// stage's are each reused, not rebuilt into a fresh directory.
+		p := filepath.Join(os.TempDir(), fmt.Sprintf("arbor-init-c-%d-%s", os.Getuid(), hex.EncodeToString(sum[:8])))
 		if fi, err := os.Lstat(p); err == nil {
 			// Only a build of this user's that nobody else could change.
 			if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && fi.Mode()&0o022 == 0 && int(st.Uid) == os.Getuid() {
 				coldInit.path = p
 				return
 			}
-			if p, err = os.MkdirTemp("", "arbor-init-c-"); err != nil {
+			// Someone else's file under this name: build into this
+			// process's BuildDir, removed after m.Run.
+			if p, err = BuildDir("arbor-init-c"); err != nil {
 				coldInit.err = err
 				return
 			}
