@@ -89,7 +89,7 @@ type cluster struct {
 	mu      sync.Mutex
 	held    map[string]store.Lease   // operations this worker runs
 	dirty   map[string]bool          // operations whose log grew since the last flush
-	watches map[string]chan struct{} // operations followed here, closed at their next notification
+	watches map[string]*watchers // operations followed here, woken at their next notification
 	kick    chan struct{}            // wakes the notifier
 	work    chan struct{}            // wakes the claim loop
 	listen  atomic.Bool              // the listening connection is up
@@ -108,7 +108,7 @@ func newCluster(e *Engine, cfg ClusterConfig) *cluster {
 		cfg.PollEvery = time.Second
 	}
 	return &cluster{e: e, cfg: cfg, store: cfg.Store, held: map[string]store.Lease{}, dirty: map[string]bool{},
-		watches: map[string]chan struct{}{}, kick: make(chan struct{}, 1), work: make(chan struct{}, 1), stopped: make(chan struct{})}
+		watches: map[string]*watchers{}, kick: make(chan struct{}, 1), work: make(chan struct{}, 1), stopped: make(chan struct{})}
 }
 
 // start runs the node's background loops under the engine's lifetime.
@@ -213,23 +213,42 @@ func (c *cluster) listener(ctx context.Context) {
 	}
 }
 
-// watch returns a channel closed at op's next notification.
-func (c *cluster) watch(op string) <-chan struct{} {
+// watchers are the followers of one operation: ch is closed at its next
+// notification; n counts those not yet released.
+type watchers struct {
+	ch chan struct{}
+	n  int
+}
+
+// watch returns a channel closed at op's next notification, and a release
+// for when the caller no longer waits on it: an operation that will never
+// be notified again (finished before it was watched) must not keep an
+// entry.
+func (c *cluster) watch(op string) (<-chan struct{}, func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch := c.watches[op]
-	if ch == nil {
-		ch = make(chan struct{})
-		c.watches[op] = ch
+	w := c.watches[op]
+	if w == nil {
+		w = &watchers{ch: make(chan struct{})}
+		c.watches[op] = w
 	}
-	return ch
+	w.n++
+	return w.ch, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.watches[op] == w { // not woken since
+			if w.n--; w.n == 0 {
+				delete(c.watches, op)
+			}
+		}
+	}
 }
 
 func (c *cluster) wake(op string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ch := c.watches[op]; ch != nil {
-		close(ch)
+	if w := c.watches[op]; w != nil {
+		close(w.ch)
 		delete(c.watches, op)
 	}
 }
@@ -237,8 +256,8 @@ func (c *cluster) wake(op string) {
 func (c *cluster) wakeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for op, ch := range c.watches {
-		close(ch)
+	for op, w := range c.watches {
+		close(w.ch)
 		delete(c.watches, op)
 	}
 }

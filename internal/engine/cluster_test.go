@@ -112,3 +112,53 @@ func TestSpawnRequestQueuedRoundTrip(t *testing.T) {
 		t.Errorf("request changed through the queue:\n got %+v\nwant %+v", back, req)
 	}
 }
+
+// TestClusterWatchRelease: a follower's watch of an operation run elsewhere
+// is dropped once its last follower lets go, so a wait on an operation that
+// had already finished (never notified again) leaves no entry; a wake-up
+// still reaches every follower, and a release after it leaves a newer
+// follower's watch alone.
+func TestClusterWatchRelease(t *testing.T) {
+	c := newCluster(&Engine{log: slog.New(slog.DiscardHandler)}, ClusterConfig{})
+	entries := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.watches)
+	}
+	a, releaseA := c.watch("op")
+	b, releaseB := c.watch("op")
+	if a != b {
+		t.Fatal("two followers of one operation got different channels")
+	}
+	releaseA()
+	if entries() != 1 {
+		t.Fatal("watch dropped while a follower still waits")
+	}
+	releaseB()
+	if entries() != 0 {
+		t.Fatalf("%d watches left after every follower let go", entries())
+	}
+
+	old, releaseOld := c.watch("op")
+	c.wake("op")
+	select {
+	case <-old:
+	default:
+		t.Fatal("wake-up did not close the follower's channel")
+	}
+	newer, releaseNewer := c.watch("op")
+	releaseOld() // after the wake-up: must not touch the newer watch
+	if entries() != 1 {
+		t.Fatal("a release after a wake-up dropped a newer follower's watch")
+	}
+	c.wakeAll()
+	select {
+	case <-newer:
+	default:
+		t.Fatal("wakeAll did not close the newer follower's channel")
+	}
+	releaseNewer()
+	if entries() != 0 {
+		t.Fatalf("%d watches left", entries())
+	}
+}

@@ -157,12 +157,14 @@ func (h *eventHub) wakeup(op string) <-chan struct{} {
 // watchLog returns what wakes a reader of op's log once it grows, taken
 // before reading so that no append is missed: this node's live log, else
 // (in a cluster) another node's notification; both nil for an operation
-// live nowhere yet.
-func (e *Engine) watchLog(op string) (wake, remote <-chan struct{}) {
+// live nowhere yet. release (never nil) ends the watch: call it once the
+// channels are no longer waited on.
+func (e *Engine) watchLog(op string) (wake, remote <-chan struct{}, release func()) {
 	if wake = e.events.wakeup(op); wake == nil && e.cl != nil {
-		remote = e.cl.watch(op) // its log grows on another node
+		remote, release = e.cl.watch(op) // its log grows on another node
+		return wake, remote, release
 	}
-	return wake, remote
+	return wake, remote, func() {}
 }
 
 // awaitNotLive waits for a change of an operation not live on this node:
@@ -212,8 +214,12 @@ func (e *Engine) FollowEvents(ctx context.Context, account, op string, o FollowO
 		return err
 	}
 	after := o.After
+	release := func() {}
+	defer func() { release() }()
 	for {
-		wake, remote := e.watchLog(op)
+		release()
+		var wake, remote <-chan struct{}
+		wake, remote, release = e.watchLog(op)
 		evs, err := e.st.Events(ctx, op, after, 1000)
 		if err != nil {
 			return err

@@ -35,9 +35,10 @@ func (e *Engine) ListOperations(ctx context.Context, f OperationFilter) ([]Opera
 // live yet (PENDING before its log opened) is polled briefly.
 func (e *Engine) WaitOperation(ctx context.Context, account, op string) (Operation, error) {
 	for {
-		wake, remote := e.watchLog(op)
+		wake, remote, release := e.watchLog(op)
 		o, err := e.Operation(ctx, account, op)
 		if err != nil || oplog.IsTerminal(o.Status) {
+			release()
 			return o, err
 		}
 		if wake != nil {
@@ -45,6 +46,7 @@ func (e *Engine) WaitOperation(ctx context.Context, account, op string) (Operati
 		} else {
 			err = e.awaitNotLive(ctx, remote, FollowOptions{})
 		}
+		release()
 		if err != nil {
 			return Operation{}, err
 		}
