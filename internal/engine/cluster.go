@@ -87,12 +87,12 @@ type cluster struct {
 	store store.Cluster
 
 	mu      sync.Mutex
-	held    map[string]store.Lease   // operations this worker runs
-	dirty   map[string]bool          // operations whose log grew since the last flush
-	watches map[string]*watchers // operations followed here, woken at their next notification
-	kick    chan struct{}            // wakes the notifier
-	work    chan struct{}            // wakes the claim loop
-	listen  atomic.Bool              // the listening connection is up
+	held    map[string]store.Lease // operations this worker runs
+	dirty   map[string]bool        // operations whose log grew since the last flush
+	watches map[string]*watchers   // operations followed here, woken at their next notification
+	kick    chan struct{}          // wakes the notifier
+	work    chan struct{}          // wakes the claim loop
+	listen  atomic.Bool            // the listening connection is up
 	stopped chan struct{}
 	ckptMu  sync.Mutex // one checkpoint fetch at a time (fetchCheckpoint)
 }
