@@ -14,20 +14,24 @@ import (
 )
 
 // Uploaded files are staging for runs, not storage: a run copies them into
-// its sandbox, and the image it makes keeps them. ConTree's clients look
-// a file up by its sha256 before each use and upload it again when it is
-// gone (GET /v1/files/{sha256}, then POST), so an upload may expire; until
-// now none ever did, and an agent's uploads grew its account for ever.
+// its sandbox, and the image it makes keeps them. Until uploads expired, an
+// agent's uploads grew its account for ever.
 //
-// Rule: an upload goes UploadTTL (default 7 days) after its last use,
+// Rule: an upload goes UploadTTL (default 180 days) after its last use,
 // where use is its upload, a re-upload of the same content, or a run that
 // names it (Spawn touches it). A run queued behind others therefore finds
 // its files: it touched them when it was spawned, far less than a TTL
 // ago. The content on disk goes with the last record naming it (records
 // of other accounts may share it).
+//
+// Why so long: ConTree's CLI keeps the uuid of each file it uploaded for
+// 90 days and sends it without asking the server again ("server
+// retention is 6 months"); an upload gone sooner fails its next run with
+// a 404 it does not recover from.
 
-// DefaultUploadTTL keeps uploads a week after their last use.
-const DefaultUploadTTL = 7 * 24 * time.Hour
+// DefaultUploadTTL keeps uploads six months after their last use, the
+// retention ConTree's clients count on.
+const DefaultUploadTTL = 180 * 24 * time.Hour
 
 // touchFiles marks account's files uuids as used now: a run named them. A
 // file that expired between its lookup and now is not found.

@@ -94,3 +94,23 @@ func TestUploadRetention(t *testing.T) {
 		t.Fatalf("run on the re-uploaded file: %s %s %q", o.Status, o.Error, stdout(t, m))
 	}
 }
+
+// TestUploadDefaultOutlivesClientCache: by default an upload the ConTree
+// CLI used 89 days ago (it reuses a file's uuid for 90 days without asking
+// the server) is still there, and a run naming it finds it.
+func TestUploadDefaultOutlivesClientCache(t *testing.T) {
+	ctx := context.Background()
+	fc := clockwork.NewFakeClock()
+	e := retentionEngine(t, fc, Retention{}, -1)
+	f, err := e.PutFile(ctx, acct, strings.NewReader("cached by the CLI"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.Advance(89 * 24 * time.Hour)
+	if _, err := e.GC(ctx, GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.touchFiles(ctx, acct, []string{f.UUID}); err != nil {
+		t.Fatalf("an upload used 89 days ago is gone by default: %v", err)
+	}
+}
