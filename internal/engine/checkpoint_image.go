@@ -252,7 +252,7 @@ func (e *Engine) CheckpointImage(ctx context.Context, account, op string) (Check
 	if left, limited, err := e.quotaLeft(ctx, account, nil); err != nil {
 		return CheckpointResult{}, err
 	} else if need := size + dirBytes(upper); limited && need > left {
-		return CheckpointResult{}, errdefs.ResourceExhausted("the checkpoint needs %d bytes (memory %d, files %d), more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images or checkpoints (arbor rmi) first",
+		return CheckpointResult{}, errdefs.Forbidden("the checkpoint needs %d bytes (memory %d, files %d), more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images or checkpoints (arbor rmi) first",
 			need, size, need-size, max(left, 0), e.cfg.MaxStorageBytes)
 	}
 	id := newID()

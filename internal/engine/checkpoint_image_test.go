@@ -167,7 +167,7 @@ func TestCheckpointQuota(t *testing.T) {
 	}
 	e.cfg.MaxStorageBytes = stored + 64<<10 // less than any runsc checkpoint
 	_, err = e.CheckpointImage(ctx, acct, op)
-	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), "quota") {
+	if !errors.Is(err, errdefs.ErrForbidden) || !strings.Contains(err.Error(), "quota") {
 		t.Fatalf("checkpoint past the quota: %v, want resource exhausted naming the quota", err)
 	}
 	if ims, _ := e.ListImages(ctx, ImageFilter{Account: acct}); len(ims) != 1 {

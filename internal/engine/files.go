@@ -124,7 +124,7 @@ func (e *Engine) checkStorage(ctx context.Context, account string) error {
 		return err
 	}
 	if n >= e.cfg.MaxStorageBytes {
-		return errdefs.ResourceExhausted("account storage quota reached (%d of %d bytes): delete images (arbor rmi) or ask for a larger quota", n, e.cfg.MaxStorageBytes)
+		return errdefs.Forbidden("account storage quota reached (%d of %d bytes): delete images (arbor rmi) or ask for a larger quota", n, e.cfg.MaxStorageBytes)
 	}
 	return nil
 }

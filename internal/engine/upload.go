@@ -14,7 +14,7 @@ import (
 // storage, so they are held to the same bounds as what runs write: under
 // the disk reserve an upload is refused before a byte is read (507), and
 // while it streams it stops as soon as it would take the account past its
-// quota (429) or the free space under half the reserve (507), with nothing
+// quota (403) or the free space under half the reserve (507), with nothing
 // kept. A run's watcher polls its upper directory; an upload counts its
 // own bytes as they arrive, so it needs no polling.
 
@@ -36,7 +36,7 @@ type uploadRoom struct {
 }
 
 // newUploadRoom admits an upload for account (under the disk reserve: a
-// 507; quota used up: a 429) and returns its bound.
+// 507; quota used up: a 403) and returns its bound.
 func (e *Engine) newUploadRoom(ctx context.Context, account string) (*uploadRoom, error) {
 	if err := e.checkDisk(); err != nil {
 		return nil, err
@@ -59,7 +59,7 @@ var errUploadRoom = errors.New("upload out of room")
 func (u *uploadRoom) Write(p []byte) (int, error) {
 	n := int64(len(p))
 	if u.quota >= 0 && u.written+n > u.quota {
-		u.err = errdefs.ResourceExhausted("the upload is larger than the %d bytes left of the account's storage quota (%d bytes, --max-storage-bytes); nothing was kept: delete images (arbor rmi) or ask for a larger quota",
+		u.err = errdefs.Forbidden("the upload is larger than the %d bytes left of the account's storage quota (%d bytes, --max-storage-bytes); nothing was kept: delete images (arbor rmi) or ask for a larger quota",
 			u.quota, u.e.cfg.MaxStorageBytes)
 		return 0, errUploadRoom
 	}

@@ -81,7 +81,7 @@ func TestUploadDiskReserve(t *testing.T) {
 }
 
 // TestUploadQuota: uploads count in the account's storage and stop with
-// a 429 naming the quota when they would go past it.
+// a 403 naming the quota when they would go past it.
 func TestUploadQuota(t *testing.T) {
 	ctx := context.Background()
 	e, _ := newEngine(t, "runc")
@@ -101,8 +101,8 @@ func TestUploadQuota(t *testing.T) {
 		t.Errorf("stored bytes after a 512 KiB upload: %d, want %d", now, used+512<<10)
 	}
 	_, err = e.PutFile(ctx, acct, bytes.NewReader(bytes.Repeat([]byte("b"), 1<<20)), 0)
-	if !errors.Is(err, errdefs.ErrResourceExhausted) || !strings.Contains(err.Error(), "--max-storage-bytes") {
-		t.Fatalf("upload past the quota: %v, want resource exhausted naming --max-storage-bytes", err)
+	if !errors.Is(err, errdefs.ErrForbidden) || !strings.Contains(err.Error(), "--max-storage-bytes") {
+		t.Fatalf("upload past the quota: %v, want forbidden naming --max-storage-bytes", err)
 	}
 	if after, _ := e.storedBytes(ctx, acct); after != now {
 		t.Errorf("stored bytes after the refused upload: %d, want %d", after, now)

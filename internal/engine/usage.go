@@ -201,7 +201,7 @@ func (e *Engine) watchImport(ctx context.Context, a *activeOp) (context.Context,
 		left, _, err := e.quotaLeft(ctx, a.account, a)
 		if err == nil && n > left {
 			e.events.emit(ctx, a.id, 0, oplog.EventSizeCap, oplog.EventDataSizeCap{LimitBytes: max(left, 0), FileSize: n})
-			cancel(quotaExceeded{errdefs.ResourceExhausted("the import wrote %d bytes, more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images (arbor rmi) or import a smaller image", n, max(left, 0), e.cfg.MaxStorageBytes)})
+			cancel(quotaExceeded{errdefs.Forbidden("the import wrote %d bytes, more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images (arbor rmi) or import a smaller image", n, max(left, 0), e.cfg.MaxStorageBytes)})
 			return true
 		}
 		return false
@@ -254,7 +254,7 @@ func (e *Engine) checkImportQuota(ctx context.Context, account string, n int64) 
 	if err != nil || !limited || n <= left {
 		return err
 	}
-	return errdefs.ResourceExhausted("the image needs %d bytes, more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images (arbor rmi) or import a smaller image", n, max(left, 0), e.cfg.MaxStorageBytes)
+	return errdefs.Forbidden("the image needs %d bytes, more than the %d bytes left of the account's storage quota (%d bytes); nothing was saved: delete images (arbor rmi) or import a smaller image", n, max(left, 0), e.cfg.MaxStorageBytes)
 }
 
 // opOf returns the operation id carried by ctx (see withProgress), if any.

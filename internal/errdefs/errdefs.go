@@ -26,6 +26,9 @@ var (
 	// (nearly) full; retrying soon does not help until an operator frees
 	// space, so it is not 429 or 503 (which clients replay).
 	ErrInsufficientStorage = errors.New("insufficient storage") // 507
+	// An account's storage quota used up is ErrForbidden (403): waiting
+	// does not free it, and 429 would have clients replay the request (the
+	// ConTree clients replay 429s, whole uploads included).
 )
 
 // classError carries a user-facing message and a class. Its Error() is the
