@@ -306,6 +306,21 @@ func TestTimeoutCountsFromCommand(t *testing.T) {
 	}
 }
 
+// TestTimeoutCapped: a timeout over the server's limit is capped to it, as
+// ConTree does (its SDK only warns), and the metadata says so; one that is
+// not positive is refused.
+func TestTimeoutCapped(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	o, m := run(t, e, base, "true", func(r *SpawnRequest) { to := 7200.0; r.Timeout = &to })
+	if o.Status != apitypes.StatusSuccess || m.Timeout != e.cfg.MaxTimeout {
+		t.Errorf("timeout 7200 s: %s %q, metadata timeout %d; want SUCCESS and %d", o.Status, o.Error, m.Timeout, e.cfg.MaxTimeout)
+	}
+	to := -1.0
+	if _, _, err := e.Spawn(context.Background(), acct, SpawnRequest{Command: "true", Image: base, Timeout: &to}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("timeout -1: %v, want invalid argument", err)
+	}
+}
+
 func TestOutputCap(t *testing.T) {
 	e, base := newEngine(t, "runc")
 	_, m := run(t, e, base, "yes | head -c 10000000", func(r *SpawnRequest) { n := int64(1000); r.TruncateOutputAt = &n })

@@ -239,9 +239,9 @@ func (e *Engine) plan(ctx context.Context, account string, req SpawnRequest) (*r
 		if t <= 0 {
 			return nil, errdefs.InvalidArgument("timeout must be a positive number of seconds (got %v)", t)
 		}
-		if t > float64(e.cfg.MaxTimeout) {
-			return nil, errdefs.InvalidArgument("timeout %v s exceeds this server's limit of %d s (limits.instance_max_timeout): lower it", t, e.cfg.MaxTimeout)
-		}
+		// Capped, not refused: ConTree caps it at limits.instance_max_timeout
+		// (its SDK only warns), and the metadata echoes what applies.
+		t = min(t, float64(e.cfg.MaxTimeout))
 		m.Timeout = int(t)
 		if float64(m.Timeout) < t {
 			m.Timeout++
