@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -315,5 +318,53 @@ func TestExecStartedAfterMainExit(t *testing.T) {
 				t.Errorf("next step saw %q, want the step's file alone and no late process", out)
 			}
 		})
+	}
+}
+
+// TestStdinEventsCut: a large stdin write is logged as events of at most
+// maxEventBytes, as output is, so no SSE frame reaches the clients' 4 MiB
+// parser cap; together they are exactly what was written, and the process
+// reads all of it.
+func TestStdinEventsCut(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	op, _, err := e.Spawn(ctx, acct, SpawnRequest{Command: "wc -c", Image: base, Shell: ptr(true), Stdin: &Stdin{Close: ptr(false)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("<&>0123456789\n"), 3*maxEventBytes/14+5) // past three events; < & > grow in JSON
+	if err := e.WriteStdin(ctx, acct, op, 1, Stdin{Value: string(data), Close: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	_, m := waitMeta(t, e, op, "wc -c")
+	if got := strings.TrimSpace(stdout(t, m)); got != strconv.Itoa(len(data)) {
+		t.Fatalf("wc -c read %s bytes, want %d", got, len(data))
+	}
+	var logged []byte
+	n := 0
+	err = e.FollowEvents(ctx, acct, op, FollowOptions{After: -1}, func(ev Event) error {
+		if ev.Type != oplog.EventStdin {
+			return nil
+		}
+		var s oplog.StreamRepr
+		if err := json.Unmarshal(ev.Data, &s); err != nil {
+			return err
+		}
+		b, err := s.Bytes()
+		if err != nil {
+			return err
+		}
+		if len(b) > maxEventBytes {
+			t.Errorf("stdin event of %d bytes, over %d", len(b), maxEventBytes)
+		}
+		logged = append(logged, b...)
+		n++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 4 || !bytes.Equal(logged, data) {
+		t.Errorf("%d stdin events holding %d bytes, want at least 4 holding the %d written", n, len(logged), len(data))
 	}
 }
