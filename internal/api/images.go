@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -30,7 +31,7 @@ func (s *server) listImages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := engine.ImageFilter{Account: accountOf(r), TagPrefix: q.Get("tag"), Tagged: tagged, Since: since, Until: until,
+	f := engine.ImageFilter{Account: accountOf(r), TagPrefix: tagQuery(r), Tagged: tagged, Since: since, Until: until,
 		Limit: limit, Offset: offset}
 	if v := q.Get("uuid"); v != "" {
 		if f.UUID, err = uuidParam("image", v); err != nil {
@@ -148,7 +149,7 @@ func (s *server) removeTag(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	im, err := s.e.RemoveTag(r.Context(), accountOf(r), id, r.URL.Query().Get("tag"))
+	im, err := s.e.RemoveTag(r.Context(), accountOf(r), id, tagQuery(r))
 	if err != nil {
 		return err
 	}
@@ -252,4 +253,20 @@ func (s *server) diff(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// tagQuery reads the tag query parameter leniently. ConTree's CLI puts a
+// tag raw into the URL, so a '+' (valid in a tag) must stay a '+', not
+// become the space form decoding makes of it; tags hold no spaces, and
+// an encoded one (%2B) decodes as usual.
+func tagQuery(r *http.Request) string {
+	for _, kv := range strings.Split(r.URL.RawQuery, "&") {
+		if k, v, _ := strings.Cut(kv, "="); k == "tag" {
+			if s, err := url.PathUnescape(v); err == nil {
+				return s
+			}
+			return v
+		}
+	}
+	return ""
 }

@@ -79,6 +79,21 @@ func TestImagesAndTags(t *testing.T) {
 	if id, err := c.FindImageByTag(ctxT(t), "tag:team/base"); err != nil || id != base {
 		t.Errorf("FindImageByTag after move = %s, %v", id, err)
 	}
+	// ConTree's CLI puts a tag raw into the URL: its '+' is a '+'.
+	if _, err := c.SetTag(ctxT(t), other, "v1.0+build"); err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, http.MethodGet, d.srv.URL+"/v1/images?tag=v1.0+build", secret, nil); len(r.object(t)["images"].([]any)) != 1 {
+		t.Errorf("GET /v1/images?tag=v1.0+build: %s, want the tagged image", r.body)
+	}
+	if r := do(t, http.MethodGet, d.srv.URL+"/v1/inspect/?tag=v1.0+build", secret, nil); r.StatusCode != http.StatusFound || !strings.Contains(r.Header.Get("Location"), other) {
+		t.Errorf("GET /v1/inspect/?tag=v1.0+build = %d Location %q, want 302 to %s", r.StatusCode, r.Header.Get("Location"), other)
+	}
+	r := do(t, http.MethodDelete, d.srv.URL+"/v1/images/"+other+"/tag?tag=v1.0+build", secret, nil)
+	wantStatus(t, r, http.StatusOK)
+	if im, _ := c.Image(ctxT(t), other); im.Tag != nil {
+		t.Errorf("raw DELETE ?tag=v1.0+build left tag %q", *im.Tag)
+	}
 	// DELETE with a tag that is not the image's is a conflict; without one
 	// it clears whatever tag there is (the SDK sends none).
 	if _, err := c.RemoveTag(ctxT(t), base, "nope"); !client.IsConflict(err) {

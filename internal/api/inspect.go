@@ -25,7 +25,7 @@ import (
 // the uuid from it without following. The legacy slash-less form
 // /v1/inspect?tag= gets "inspect/<uuid>/", which resolves to the same place.
 func (s *server) findByTag(w http.ResponseWriter, r *http.Request) error {
-	tag := strings.TrimPrefix(strings.TrimSpace(r.URL.Query().Get("tag")), "tag:")
+	tag := strings.TrimPrefix(strings.TrimSpace(tagQuery(r)), "tag:")
 	if tag == "" {
 		return errdefs.InvalidArgument("tag is required")
 	}
