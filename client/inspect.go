@@ -52,9 +52,20 @@ func (c *Client) ReadFile(ctx context.Context, id, path string) ([]byte, error) 
 	return io.ReadAll(rc)
 }
 
-// FileExistsIn reports whether image id has a regular file at path.
+// FileExistsIn reports whether image id has a regular file at path (after
+// symlinks). It asks with HEAD of the download, which answers 200 for any
+// path that exists; arbor says when it is not a regular file
+// (apitypes.PathTypeHeader).
 func (c *Client) FileExistsIn(ctx context.Context, id, path string) (bool, error) {
-	return c.exists(ctx, request{method: http.MethodHead, path: inspectPath(id, "download"), query: url.Values{"path": {path}}})
+	resp, err := c.send(ctx, request{method: http.MethodHead, path: inspectPath(id, "download"), query: url.Values{"path": {path}}})
+	switch {
+	case IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.Header.Get(apitypes.PathTypeHeader) == "", nil
 }
 
 // Archive streams a tar archive of the subtree at path in image id, member

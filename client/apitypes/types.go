@@ -702,3 +702,9 @@ type TokenCreateResponse struct {
 type TokenListResponse struct {
 	Tokens []Token `json:"tokens"`
 }
+
+// PathTypeHeader (arbor extension) is set on a 200 answer to
+// HEAD /v1/inspect/{uuid}/download for a path that exists but is not a
+// regular file: "directory" or "other". ConTree's clients use that HEAD as
+// an existence probe, so it answers 200 for any path.
+const PathTypeHeader = "X-Arbor-Path-Type"

@@ -175,14 +175,22 @@ func TestInspect(t *testing.T) {
 		if err != nil || n != size || size < 100000 {
 			t.Errorf("Download(busybox) read %d of %d: %v", n, size, err)
 		}
-		for path, want := range map[string]bool{"/etc/passwd": true, "/etc/nope": false, "/bin/sh": true} {
+		// HEAD is ConTree's existence probe: 200 for a directory too, which
+		// arbor's header marks, so the Go client still knows a file.
+		for path, want := range map[string]string{"/etc": "directory", "/": "directory", "/etc/passwd": "", "/bin/sh": ""} {
+			h := do(t, http.MethodHead, d.srv.URL+"/v1/inspect/"+img+"/download?path="+path, d.token, nil)
+			if h.StatusCode != http.StatusOK || h.Header.Get(apitypes.PathTypeHeader) != want {
+				t.Errorf("HEAD download %s = %d, %s %q; want 200 and %q", path, h.StatusCode, apitypes.PathTypeHeader, h.Header.Get(apitypes.PathTypeHeader), want)
+			}
+		}
+		for path, want := range map[string]bool{"/etc/passwd": true, "/etc/nope": false, "/bin/sh": true, "/etc": false} {
 			if got, err := d.c.FileExistsIn(ctx, img, path); err != nil || got != want {
 				t.Errorf("FileExistsIn(%s) = %v, %v; want %v", path, got, err, want)
 			}
 		}
 		wantError(t, d.get(t, "/v1/inspect/"+img+"/download?path=/etc/nope"), http.StatusNotFound, "file not found")
 		wantError(t, d.get(t, "/v1/inspect/"+img+"/download"), http.StatusBadRequest, "path is required")
-		wantError(t, d.get(t, "/v1/inspect/"+img+"/download?path=/etc"), http.StatusBadRequest, "not a regular file")
+		wantError(t, d.get(t, "/v1/inspect/"+img+"/download?path=/etc"), http.StatusBadRequest, "is a directory: list it")
 		wantError(t, d.get(t, "/v1/inspect/"+img+"/download?path=/../../../../etc/shadow"), http.StatusNotFound, "")
 	})
 
