@@ -280,6 +280,10 @@ type InstanceSpawnRequest struct {
 	Files            map[string]FileSpec `json:"files,omitempty"`
 	// arbor extension: the OCI runtime to use ("runsc", "runc", "crun"); default is the daemon's.
 	Runtime *string `json:"runtime,omitempty"`
+	// arbor extension: tag the result image NAME when the run records it,
+	// if the command exited 0 and changed the image (the operation's
+	// result.tag then says so). Needs disposable=false.
+	ResultTag *string `json:"result_tag,omitempty"`
 }
 
 // InstanceMetadata is the spawn request echoed with every default filled in,

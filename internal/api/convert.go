@@ -16,7 +16,7 @@ import (
 func spawnRequest(w apitypes.InstanceSpawnRequest) engine.SpawnRequest {
 	r := engine.SpawnRequest{Command: w.Command, Image: w.Image, Disposable: w.Disposable, Hostname: w.Hostname, Args: w.Args,
 		Shell: w.Shell, Env: w.Env, PreserveEnv: w.PreserveEnv, Cwd: w.Cwd, UID: w.UID, GID: w.GID, Stdin: stdin(w.Stdin),
-		Timeout: w.Timeout, TruncateOutputAt: w.TruncateOutputAt, Runtime: w.Runtime}
+		Timeout: w.Timeout, TruncateOutputAt: w.TruncateOutputAt, Runtime: w.Runtime, ResultTag: w.ResultTag}
 	if l := w.ResourcesLimits; l != nil {
 		r.ResourcesLimits = &oplog.ResourcesLimits{MaxLayerBytes: l.MaxLayerBytes, MemoryBytes: l.MemoryBytes, Pids: l.Pids, CPUs: l.CPUs}
 	}

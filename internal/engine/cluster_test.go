@@ -99,7 +99,7 @@ func TestSpawnRequestQueuedRoundTrip(t *testing.T) {
 		Networking:      &Networking{Enabled: &b, Egress: &Egress{Allow: []string{"pypi.org"}, Deny: []string{"tcp:25"}}},
 		Stdin:           &Stdin{Value: "aGk=", Encoding: "base64", Close: &b}, Timeout: &f, TruncateOutputAt: &i64,
 		Files:   map[string]oplog.FileSpec{"/f": {UUID: "id", Mode: 0o755, UID: 1, GID: 2}},
-		Runtime: &s}
+		Runtime: &s, ResultTag: &s}
 	raw, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)

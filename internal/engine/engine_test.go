@@ -776,3 +776,43 @@ func TestSquashImageDeletedMeanwhile(t *testing.T) {
 		t.Errorf("layers after the squash = %q (before %q), want only base's and a's %q", after, before, want)
 	}
 }
+
+// TestResultTag: a run's result_tag lands on its result image in the
+// transaction that records the run, and only for a command that exited 0
+// and changed the image; a disposable run or a bad tag is refused.
+func TestResultTag(t *testing.T) {
+	e, base := newEngine(t, "runc")
+	ctx := context.Background()
+	tagged := func(name string) string {
+		t.Helper()
+		im, err := e.ResolveImage(ctx, acct, "tag:"+name)
+		if err != nil {
+			return ""
+		}
+		return im.UUID
+	}
+	keep := func(tag string) runOpts {
+		return func(r *SpawnRequest) { r.Disposable, r.ResultTag = ptr(false), ptr(tag) }
+	}
+	good, _ := run(t, e, base, "echo 1 > /f", keep("good"))
+	if good.ResultTag != "good" || tagged("good") != good.ResultImageUUID {
+		t.Fatalf("successful step: operation tag %q, tag:good on %q; want it on %s", good.ResultTag, tagged("good"), good.ResultImageUUID)
+	}
+	for _, tc := range []struct{ name, cmd string }{
+		{"failed command", "echo 2 > /f; exit 1"},
+		{"unchanged image", "true"},
+	} {
+		o, _ := runAny(t, e, good.ResultImageUUID, tc.cmd, keep("good"))
+		if o.Status != apitypes.StatusSuccess || o.ResultTag != "" || tagged("good") != good.ResultImageUUID {
+			t.Errorf("%s: %s, operation tag %q, tag:good on %q; want it left on %s", tc.name, o.Status, o.ResultTag, tagged("good"), good.ResultImageUUID)
+		}
+	}
+	for _, req := range []SpawnRequest{
+		{Command: "true", Image: base, Disposable: ptr(true), ResultTag: ptr("x")},
+		{Command: "true", Image: base, Disposable: ptr(false), ResultTag: ptr("bad tag!")},
+	} {
+		if _, _, err := e.Spawn(ctx, acct, req); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("Spawn(disposable %v, result_tag %q) = %v, want invalid argument", *req.Disposable, *req.ResultTag, err)
+		}
+	}
+}

@@ -27,6 +27,10 @@ type SpawnRequest struct {
 	TruncateOutputAt *int64
 	Files            map[string]oplog.FileSpec // destination path → file
 	Runtime          *string                   // "runsc", "runc", "crun"; nil or "": the daemon's default
+	// ResultTag (arbor extension) tags the result image in the transaction
+	// that records the run, if its command exited 0 and it changed the
+	// image: a client that dies after spawning still gets its tag moved.
+	ResultTag *string
 }
 
 // Networking asks for outbound network access, narrowed by Egress (nil:

@@ -72,6 +72,7 @@ type placedFile struct {
 type runPlan struct {
 	op, account string
 	image       store.Image
+	resultTag   string // SpawnRequest.ResultTag
 	meta        oplog.InstanceMetadata
 	args        []string
 	env         map[string]string
@@ -192,6 +193,15 @@ func (e *Engine) plan(ctx context.Context, account string, req SpawnRequest) (*r
 	}
 	if req.Disposable != nil {
 		m.Disposable = *req.Disposable
+	}
+	if req.ResultTag != nil && *req.ResultTag != "" {
+		if err := ValidateTag(*req.ResultTag); err != nil {
+			return nil, err
+		}
+		if m.Disposable {
+			return nil, errdefs.InvalidArgument("result_tag %q needs a result image: send disposable=false", *req.ResultTag)
+		}
+		p.resultTag = *req.ResultTag
 	}
 	if req.Hostname != nil && *req.Hostname != "" {
 		if len(*req.Hostname) > 64 || strings.ContainsAny(*req.Hostname, " /\x00") {
@@ -741,7 +751,15 @@ func (rs *runState) outcome(p *runPlan) outcome {
 	m := redactMeta(p.meta)
 	m.Result = rs.result
 	mb, _ := json.Marshal(m) // plain data: cannot fail
-	return outcome{state: state, err: rs.errMsg, result: rs.resultIm, metadata: string(mb), cpu: rs.cpu, rss: rs.rss}
+	out := outcome{state: state, err: rs.errMsg, result: rs.resultIm, metadata: string(mb), cpu: rs.cpu, rss: rs.rss}
+	// The requested tag only on a new image of a command that succeeded: a
+	// failed step must not take over a known-good tag, and an unchanged
+	// input keeps its own.
+	if p.resultTag != "" && state == opSuccess && rs.resultIm != "" && rs.resultIm != p.image.UUID &&
+		rs.result != nil && rs.result.State.ExitCode == 0 && !rs.result.State.TimedOut {
+		out.tag = p.resultTag
+	}
+	return out
 }
 
 func dirEmpty(dir string) (bool, error) {
