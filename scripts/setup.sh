@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 CACHE=${ARBOR_CACHE:-/var/cache/arbor}
 PKGS=(busybox-static runc crun iproute2 nftables debootstrap python3-pytest ca-certificates
+	python3-venv # Debian's python3 refuses pip installs (PEP 668): the SDK installs into a venv
 	gcc libc6-dev # go test -race needs cgo; bin/arbor-init-c
 	chromium
 	postgresql-15) # the PostgreSQL store's tests start throwaway clusters (internal/testutil/pgtest)

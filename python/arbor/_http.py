@@ -161,15 +161,23 @@ class Response:
             return b""
         if n is None or n < 0:
             data = self._reader.read()
-            self.close()
+            self._end()
             return data
         if hasattr(self._reader, "read1"):
             data = self._reader.read1(n)
         else:
             data = self._reader.read(n)
         if not data:
-            self.close()
+            self._end()
         return data
+
+    def _end(self) -> None:
+        # http.client's read1() ends quietly when the connection closes
+        # before Content-Length: a cut body must not pass for a whole one.
+        short = self._raw.length
+        self.close()
+        if short:
+            raise http.client.IncompleteRead(b"", short)
 
     def iter_chunks(self, size: int = 65536) -> Iterator[bytes]:
         """Yield decoded body chunks until the end of the body."""

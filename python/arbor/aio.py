@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import threading
 from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, TypeVar, Union
 
 from .client import Client
 from .models import Diff, Event, FileEntry, GrepResult, OutputChunk, UploadedFile
-from .objects import Command, Image, Lineage, Operation, Result
+from .objects import Command, Image, Lineage, Operation, Result, _quiet_cancel, _step
 
 __all__ = ["AsyncClient", "AsyncImage", "AsyncOperation", "AsyncResult", "AsyncImages", "AsyncFiles", "AsyncOperations"]
 
@@ -89,6 +90,35 @@ class AsyncImage:
         """Start a run; see :meth:`arbor.Image.run`. Returns once started."""
         return AsyncOperation(await self._run(self.sync.run, command, **kwargs), self._run)
 
+    async def step(
+        self,
+        command: Any = None,
+        *,
+        tag: Optional[str] = None,
+        check: bool = False,
+        wait_timeout: Optional[float] = None,
+        cancel_on_exit: bool = True,
+        **kwargs: Any,
+    ) -> "AsyncResult":
+        """Run and wait, in one request where the server allows it; see
+        :meth:`arbor.Image.step`. With ``cancel_on_exit``, cancelling the
+        awaiting task cancels the run too (best effort)."""
+        if "keep_stdin" in kwargs:
+            raise TypeError("step() takes no keep_stdin: a step waits for its run to end; use run(keep_stdin=True)")
+        started = _Started()
+
+        def step() -> Result:
+            body = self.sync._spawn_body(command, tag=tag, **kwargs)
+            return _step(self.sync, body, tag=tag, check=check, wait_timeout=wait_timeout,
+                         cancel_on_exit=cancel_on_exit, started=started.set)
+
+        try:
+            return AsyncResult(await self._run(step), self._run)
+        except asyncio.CancelledError:
+            if cancel_on_exit:
+                started.cancel(self._run.pool)
+            raise
+
     async def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["AsyncResult"]:
         """Start all commands at once and gather their results in order."""
         ops = [await self.run(**_as_kwargs(c, run_kwargs)) for c in commands]
@@ -145,6 +175,31 @@ class AsyncImage:
         return [AsyncOperation(op, self._run) for op in await self._run(self.sync.restore, count)]
 
 
+class _Started:
+    """The operation of a step, once known, so that a cancelled task can
+    cancel it from the loop while its thread still waits; a step cancelled
+    before its operation was known cancels it as soon as it is."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._op: Optional[Operation] = None
+        self._cancelled = False
+
+    def set(self, op: Operation) -> None:
+        with self._lock:
+            self._op = op
+            late = self._cancelled
+        if late:
+            _quiet_cancel(op)
+
+    def cancel(self, pool: concurrent.futures.Executor) -> None:
+        with self._lock:
+            self._cancelled = True
+            op = self._op
+        if op is not None:
+            pool.submit(_quiet_cancel, op)  # not awaited: the task is being cancelled
+
+
 def _as_kwargs(c: Any, base: Dict[str, Any]) -> Dict[str, Any]:
     kw = dict(base)
     if isinstance(c, dict):
@@ -157,8 +212,18 @@ def _as_kwargs(c: Any, base: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class AsyncResult:
-    """Async view of a :class:`~arbor.Result`: same data attributes; ``image``
-    is an :class:`AsyncImage`; ``run``/``branch``/``ls``/``read``… are awaitable."""
+    """Async view of a :class:`~arbor.Result`: the same data attributes
+    (``exit_code``, ``stdout``, ``ok``, …); ``image`` is an
+    :class:`AsyncImage` and ``operation`` an :class:`AsyncOperation`;
+    ``run``/``step``/``branch``/``ls``/``read``/``grep``/``diff``/``set_tag``/
+    ``check`` are awaitable."""
+
+    # Read from the sync result as they are: none of them makes a request.
+    _DATA = frozenset({
+        "operation_id", "status", "exit_code", "signal", "timed_out", "stdout_bytes", "stderr_bytes",
+        "stdout_truncated", "stderr_truncated", "resources", "duration", "error", "raw", "egress_denied",
+        "stdout", "stderr", "ok",
+    })
 
     def __init__(self, result: Result, run: _Runner) -> None:
         self.sync = result
@@ -166,19 +231,37 @@ class AsyncResult:
         self.image: Optional[AsyncImage] = AsyncImage(result.image, run) if result.image else None
 
     def __getattr__(self, name: str) -> Any:
-        # Data attributes (exit_code, stdout, stderr, timed_out, resources, …).
-        return getattr(self.sync, name)
+        if name in AsyncResult._DATA:
+            return getattr(self.sync, name)
+        # A method of the sync result would block the loop (and not be
+        # awaitable): refuse it rather than hand it out.
+        hint = f" (the blocking one is result.sync.{name})" if hasattr(Result, name) else ""
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}{hint}")
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
+
+    @property
+    def operation(self) -> "AsyncOperation":
+        """The finished operation."""
+        return AsyncOperation(self.sync.operation, self._run)
 
     def _img(self) -> AsyncImage:
         self.sync._img()  # raises NoImage with a clear message
         assert self.image is not None
         return self.image
 
+    async def check(self) -> "AsyncResult":
+        """Raise :class:`~arbor.CommandFailed` unless ``ok``; returns ``self``."""
+        self.sync.check()
+        return self
+
     async def run(self, command: Any = None, **kwargs: Any) -> "AsyncOperation":
         return await self._img().run(command, **kwargs)
+
+    async def step(self, command: Any = None, **kwargs: Any) -> "AsyncResult":
+        """Run on this result's image and wait; see :meth:`arbor.Image.step`."""
+        return await self._img().step(command, **kwargs)
 
     async def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["AsyncResult"]:
         return await self._img().branch(commands, **run_kwargs)
@@ -191,6 +274,18 @@ class AsyncResult:
 
     async def read_text(self, path: str, encoding: str = "utf-8") -> str:
         return await self._img().read_text(path, encoding)
+
+    async def grep(self, pattern: Any, path: Any = None, **kw: Any) -> GrepResult:
+        return await self._img().grep(pattern, path, **kw)
+
+    async def diff(self, other: Any = None, path: Optional[str] = None) -> Diff:
+        """Diff against ``other``; by default what this run changed (see
+        :meth:`arbor.Result.diff`)."""
+        return await self._run(self.sync.diff, _unwrap(other), path)
+
+    async def set_tag(self, tag: str) -> AsyncImage:
+        """Tag the result image; returns it."""
+        return await self._img().set_tag(tag)
 
 
 class AsyncOperation:
@@ -346,6 +441,10 @@ class AsyncClient:
     async def run(self, image: Any, command: Any = None, **kwargs: Any) -> AsyncOperation:
         img = await self.images.use(image)
         return await img.run(command, **kwargs)
+
+    async def step(self, image: Any, command: Any = None, **kwargs: Any) -> AsyncResult:
+        img = await self.images.use(image)
+        return await img.step(command, **kwargs)
 
     async def branch(self, image: Any, commands: Iterable[Command], **run_kwargs: Any) -> List[AsyncResult]:
         img = await self.images.use(image)

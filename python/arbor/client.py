@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ._http import RetryPolicy, Transport
-from .errors import ArborError, ConfigError, NotFound
+from .errors import ArborError, BadRequest, ConfigError, NotFound
 from .files import Files, _time_param
-from .models import is_uuid
+from .models import is_uuid, is_uuid_prefix
 from .objects import Command, Image, ImageRef, Operation, Result, branch
 
 __all__ = ["Client", "Images", "Operations", "discover", "DEFAULT_HOME"]
@@ -124,6 +124,11 @@ class Client:
         """Start a run on ``image`` (a handle, uuid or tag); see :meth:`Image.run`."""
         return self.images.use(image).run(command, **kwargs)
 
+    def step(self, image: ImageRef, command: Any = None, **kwargs: Any) -> Result:
+        """Run on ``image`` and wait, in one request where the server allows
+        it; see :meth:`Image.step`."""
+        return self.images.use(image).step(command, **kwargs)
+
     def branch(self, image: ImageRef, commands: Iterable[Command], **run_kwargs: Any) -> List[Result]:
         """Fan out from ``image``; see :func:`arbor.branch`."""
         return branch(self.images.use(image), commands, **run_kwargs)
@@ -137,20 +142,50 @@ class Images:
         self._c = client
 
     def use(self, ref: ImageRef) -> Image:
-        """A handle for an image: a uuid (no request), ``"tag:NAME"`` or a bare
-        tag (resolved now, so a later move of the tag does not affect the
-        handle; :class:`~arbor.NotFound` if unknown), or an existing handle
-        or result."""
+        """A handle for an image: a uuid (no request), ``"tag:NAME"``, a bare
+        tag or a unique uuid prefix of at least 4 characters (``"3f2a"``:
+        tried as a tag first, as the CLI does), resolved now, so a later
+        move of the tag does not affect the handle; or an existing handle
+        or result. :class:`~arbor.NotFound` if nothing matches; a prefix
+        that matches several images is an :class:`~arbor.ArborError`
+        listing them."""
         if isinstance(ref, Image):
             return ref
         if isinstance(ref, Result):
             return ref._img()
-        if not isinstance(ref, str) or not ref:
-            raise TypeError(f"image reference must be a uuid or a tag, not {ref!r}")
+        if not isinstance(ref, str) or not ref.strip():
+            raise TypeError(f"image reference must be a uuid, a uuid prefix or a tag, not {ref!r}")
+        ref = ref.strip()
         if is_uuid(ref):
             return Image(self._c, ref.lower())
-        name = ref[4:] if ref.startswith("tag:") else ref
-        return Image(self._c, self._find_by_tag(name))
+        if ref.startswith("tag:"):
+            return Image(self._c, self._find_by_tag(ref[4:]))
+        try:
+            return Image(self._c, self._find_by_tag(ref))
+        except (NotFound, BadRequest):
+            if not is_uuid_prefix(ref):
+                raise
+        im = self._find_by_prefix(ref.lower())
+        if im is None:
+            raise NotFound(f"no image has tag {ref!r} or a uuid starting with it (list them with client.images.list())",
+                           status=404)
+        return im
+
+    def _find_by_prefix(self, prefix: str) -> Optional[Image]:
+        """The one image whose uuid starts with ``prefix`` (``GET
+        /v1/images?uuid_prefix=``, an arbor extension), ``None`` if none."""
+        limit, show = 100, 5
+        d = self._c._t.get_json("/v1/images", {"uuid_prefix": prefix, "limit": limit}) or {}
+        page = (d.get("images") or []) if isinstance(d, dict) else d
+        # Checked here too: a server without the filter lists every image.
+        hits = [im for im in page if str(im.get("uuid", "")).lower().startswith(prefix)]
+        if not hits:
+            return None
+        if len(hits) == 1:
+            return Image(self._c, str(hits[0]["uuid"]), hits[0])
+        n = f"at least {len(hits)}" if len(page) >= limit else str(len(hits))
+        ids = ", ".join(str(im["uuid"]) for im in hits[:show]) + (", ..." if len(hits) > show else "")
+        raise ArborError(f"image prefix {prefix!r} is ambiguous: it matches {n} images ({ids}): type more characters")
 
     def _find_by_tag(self, tag: str) -> str:
         resp = self._c._t.request("GET", "/v1/inspect/", params={"tag": tag})

@@ -12,7 +12,7 @@ server's ``message`` (the ``error`` field of the JSON error body)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Optional, Type
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 if TYPE_CHECKING:  # pragma: no cover
     from .objects import Operation, Result
@@ -210,7 +210,13 @@ class OperationCancelled(OperationError):
 
 
 class WaitTimeout(OperationError, TimeoutError):
-    """``wait(timeout=...)`` expired before the operation finished (it keeps running)."""
+    """``wait(timeout=...)`` expired before the operation finished (it keeps running).
+    ``operations`` lists every unfinished one where several were awaited
+    (:func:`arbor.as_completed`); ``operation`` is the first."""
+
+    def __init__(self, message: str, operation: "Operation", operations: Optional[List["Operation"]] = None) -> None:
+        super().__init__(message, operation)
+        self.operations = list(operations) if operations else [operation]
 
 
 class CommandFailed(ArborError):

@@ -40,6 +40,18 @@ def is_uuid(s: str) -> bool:
     return bool(UUID_RE.match(s))
 
 
+_UUID_SHAPE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+MIN_UUID_PREFIX = 4
+
+
+def is_uuid_prefix(s: str) -> bool:
+    """Whether ``s`` could start a UUID and has at least 4 characters (the
+    grammar of Go's ``imageref.IsUUIDPrefix``; a full UUID is one too)."""
+    if not MIN_UUID_PREFIX <= len(s) <= len(_UUID_SHAPE):
+        return False
+    return all((c == "-") if x == "-" else (c in "0123456789abcdefABCDEF") for c, x in zip(s, _UUID_SHAPE))
+
+
 def decode_stream(repr_: Optional[Mapping[str, Any]]) -> bytes:
     """Decode a wire ``StreamRepr`` (``{value, encoding}``) into bytes."""
     if not repr_:

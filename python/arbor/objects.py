@@ -12,14 +12,18 @@ import os
 import posixpath
 import socket
 import tarfile
+import threading
 import io
+import json
 import time
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
     Any,
+    Callable,
     Dict,
     Iterable,
     Iterator,
@@ -243,8 +247,10 @@ class Image:
         or a :class:`~arbor.FileSpec` for mode/owner; a list of local paths
         places each in ``cwd`` under its own name), ``disposable`` (default
         ``True``: keep no snapshot; pass ``False`` to get ``result.image``),
-        ``tag`` (tag the result image when done; implies
-        ``disposable=False``), ``check`` (``wait()`` raises
+        ``tag`` (tag the result image when the run succeeded; implies
+        ``disposable=False``; a run that changed nothing returns its input
+        image, which is not re-tagged if it has a tag of its own: a
+        warning says so), ``check`` (``wait()`` raises
         :class:`~arbor.CommandFailed` on a non-zero exit or timeout).
 
         arbor extensions: ``runtime`` (``"runsc"``, ``"runc"``, ``"crun"``),
@@ -258,6 +264,140 @@ class Image:
         instance, a REPL or a server, fed with :meth:`Operation.write_stdin`
         and forkable with :meth:`Operation.fork`).
         """
+        body = self._spawn_body(
+            command,
+            shell=shell,
+            args=args,
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            disposable=disposable,
+            stdin=stdin,
+            files=files,
+            tag=tag,
+            hostname=hostname,
+            truncate_output_at=truncate_output_at,
+            preserve_env=preserve_env,
+            uid=uid,
+            gid=gid,
+            runtime=runtime,
+            network=network,
+            allow=allow,
+            deny=deny,
+            memory_bytes=memory_bytes,
+            cpus=cpus,
+            pids=pids,
+            max_layer_bytes=max_layer_bytes,
+            keep_stdin=keep_stdin,
+        )
+        resp = self._c._t.request("POST", "/v1/instances", json=body)
+        d = resp.json() or {}
+        op_id = d.get("uuid")
+        if not op_id:
+            loc = resp.header("Location") or ""
+            op_id = loc.rstrip("/").rsplit("/", 1)[-1]
+        if not op_id:
+            raise ArborError("the server accepted the run but named no operation (no uuid, no Location)")
+        return Operation(self._c, op_id, kind="instance", spawn=d, tag=tag, check=check, image=self)
+
+    def step(
+        self,
+        command: Optional[Union[str, Sequence[str]]] = None,
+        *,
+        shell: Union[str, bool, None] = None,
+        args: Optional[Sequence[str]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[Union[int, float, dt.timedelta]] = None,
+        disposable: bool = True,
+        stdin: Optional[Union[str, bytes]] = None,
+        files: Optional[FilesArg] = None,
+        tag: Optional[str] = None,
+        check: bool = False,
+        hostname: Optional[str] = None,
+        truncate_output_at: Optional[int] = None,
+        preserve_env: Optional[bool] = None,
+        uid: Optional[int] = None,
+        gid: Optional[int] = None,
+        runtime: Optional[str] = None,
+        network: Optional[bool] = None,
+        allow: Optional[Sequence[str]] = None,
+        deny: Optional[Sequence[str]] = None,
+        memory_bytes: Optional[int] = None,
+        cpus: Optional[float] = None,
+        pids: Optional[int] = None,
+        max_layer_bytes: Optional[int] = None,
+        wait_timeout: Optional[float] = None,
+        cancel_on_exit: bool = True,
+    ) -> "Result":
+        """Run a command and wait for its :class:`Result`, in one request
+        where the server allows it: ``run(...).wait()`` for an agent's step.
+
+        Keywords as for :meth:`run` (not ``keep_stdin``: a step ends).
+        arbor answers ``POST /v1/instances?wait=`` once the run has finished
+        (an extension; the run's ``Location`` comes at once); a run longer
+        than that, or a server that answers at once, is waited for as
+        :meth:`Operation.wait` does. ``wait_timeout`` bounds the whole step
+        (seconds; :class:`~arbor.WaitTimeout`). With ``cancel_on_exit``
+        (default) a step left by that timeout or by Ctrl-C cancels its run
+        (best effort). Raises as :meth:`Operation.wait` does.
+        """
+        body = self._spawn_body(
+            command,
+            shell=shell,
+            args=args,
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            disposable=disposable,
+            stdin=stdin,
+            files=files,
+            tag=tag,
+            hostname=hostname,
+            truncate_output_at=truncate_output_at,
+            preserve_env=preserve_env,
+            uid=uid,
+            gid=gid,
+            runtime=runtime,
+            network=network,
+            allow=allow,
+            deny=deny,
+            memory_bytes=memory_bytes,
+            cpus=cpus,
+            pids=pids,
+            max_layer_bytes=max_layer_bytes,
+        )
+        return _step(self, body, tag=tag, check=check, wait_timeout=wait_timeout, cancel_on_exit=cancel_on_exit)
+
+    def _spawn_body(
+        self,
+        command: Optional[Union[str, Sequence[str]]],
+        *,
+        shell: Union[str, bool, None] = None,
+        args: Optional[Sequence[str]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[Union[int, float, dt.timedelta]] = None,
+        disposable: bool = True,
+        stdin: Optional[Union[str, bytes]] = None,
+        files: Optional[FilesArg] = None,
+        tag: Optional[str] = None,
+        hostname: Optional[str] = None,
+        truncate_output_at: Optional[int] = None,
+        preserve_env: Optional[bool] = None,
+        uid: Optional[int] = None,
+        gid: Optional[int] = None,
+        runtime: Optional[str] = None,
+        network: Optional[bool] = None,
+        allow: Optional[Sequence[str]] = None,
+        deny: Optional[Sequence[str]] = None,
+        memory_bytes: Optional[int] = None,
+        cpus: Optional[float] = None,
+        pids: Optional[int] = None,
+        max_layer_bytes: Optional[int] = None,
+        keep_stdin: bool = False,
+    ) -> Dict[str, Any]:
+        """The ``POST /v1/instances`` body of :meth:`run` and :meth:`step`."""
         if isinstance(shell, str):
             if command is not None:
                 raise TypeError("pass either shell='...' or command=..., not both")
@@ -314,15 +454,7 @@ class Image:
                                     ("max_layer_bytes", max_layer_bytes)) if v is not None}
         if limits:
             body["resources_limits"] = limits
-        resp = self._c._t.request("POST", "/v1/instances", json=body)
-        d = resp.json() or {}
-        op_id = d.get("uuid")
-        if not op_id:
-            loc = resp.header("Location") or ""
-            op_id = loc.rstrip("/").rsplit("/", 1)[-1]
-        if not op_id:
-            raise ArborError("the server accepted the run but named no operation (no uuid, no Location)")
-        return Operation(self._c, op_id, kind="instance", spawn=d, tag=tag, check=check, image=self)
+        return body
 
     def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["Result"]:
         """Run several commands from this image in parallel; results in order.
@@ -361,17 +493,16 @@ class Image:
         return False
 
     def download(self, path: str, dest: Union[str, "os.PathLike[str]"]) -> Path:
-        """Stream a file of the image to a local path (a directory ``dest``
-        receives it under its own name); returns the local path."""
+        """Stream a file of the image to a local path; returns it. A ``dest``
+        that is a directory, or ends with ``/`` (made if missing), receives
+        the file under its own name."""
         out = Path(dest)
-        if out.is_dir():
-            out = out / posixpath.basename(path.rstrip("/"))
-        tmp = out.with_name(out.name + ".part")
+        into_dir = os.fspath(dest).endswith(("/", os.sep)) or out.is_dir()
         with self._c._t.request("GET", f"/v1/inspect/{_q(self.uuid)}/download", params={"path": path}, stream=True) as r:
-            with open(tmp, "wb") as f:
-                for chunk in r.iter_chunks():
-                    f.write(chunk)
-        os.replace(tmp, out)
+            if into_dir:
+                out.mkdir(parents=True, exist_ok=True)  # only once the file exists
+                out = out / posixpath.basename(path.rstrip("/"))
+            _stream_to(r, out)
         return out
 
     def archive(
@@ -384,8 +515,9 @@ class Image:
         """Fetch a directory subtree as a tar archive.
 
         Without ``dest`` the tar bytes are returned. With ``dest`` the tar is
-        written there (streamed), or, with ``extract=True``, unpacked into the
-        directory ``dest``; the local path is returned.
+        written there (streamed; a directory ``dest``, or one ending with
+        ``/``, receives ``NAME.tar``), or, with ``extract=True``, unpacked
+        into the directory ``dest``; the local path is returned.
         """
         target = f"/v1/inspect/{_q(self.uuid)}/archive"
         if dest is None:
@@ -397,12 +529,12 @@ class Image:
                 with tarfile.open(fileobj=_ReadAdapter(r), mode="r|*") as tf:
                     _safe_extract(tf, out)
             return out
-        tmp = out.with_name(out.name + ".part")
+        into_dir = os.fspath(dest).endswith(("/", os.sep)) or out.is_dir()
         with self._c._t.request("GET", target, params={"path": path}, stream=True) as r:
-            with open(tmp, "wb") as f:
-                for chunk in r.iter_chunks():
-                    f.write(chunk)
-        os.replace(tmp, out)
+            if into_dir:
+                out.mkdir(parents=True, exist_ok=True)
+                out = out / ((posixpath.basename(path.rstrip("/")) or "root") + ".tar")
+            _stream_to(r, out)
         return out
 
     def grep(
@@ -456,7 +588,12 @@ class Image:
     # -- naming and lifetime ---------------------------------------------
 
     def set_tag(self, tag: str) -> "Image":
-        """Tag this image (a tag names one image; it moves from any other). Returns ``self``."""
+        """Tag this image; returns ``self``.
+
+        A tag names one image and an image holds one tag: the tag moves from
+        any image that had it, and this image's previous tag, if any, is
+        removed (tag two names on one image and only the last one stays).
+        """
         d = self._c._t.send_json("PATCH", f"/v1/images/{_q(self.uuid)}/tag", {"tag": tag})
         if isinstance(d, dict) and d.get("uuid"):
             self._data = d
@@ -483,6 +620,31 @@ class Image:
         checkpoint or the server's runsc differs from the one that made it."""
         d = self._c._t.request("POST", f"/v1/images/{_q(self.uuid)}/restore", json={"count": count}).json() or {}
         return [Operation(self._c, u, kind="instance") for u in d.get("operations") or []]
+
+
+def _stream_to(resp: Any, out: Path) -> None:
+    """Write a streamed body to ``out`` through ``out.part``, so ``out``
+    appears only whole; the ``.part`` file goes on any failure."""
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with open(tmp, "wb") as f:
+            chunks = resp.iter_chunks()
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except (*_STREAM_ERRORS, zlib.error) as e:  # reading, not writing, failed
+                    raise ConnectionFailed(f"{resp.method} {resp.url} broke off: {e.__class__.__name__}: {e}; "
+                                           f"nothing was written to {out}: try again") from e
+                if chunk is None:
+                    break
+                f.write(chunk)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 class _ReadAdapter(io.RawIOBase):
@@ -561,6 +723,10 @@ _STREAM_ERRORS = (ConnectionError, socket.timeout, OSError, http.client.HTTPExce
 # How long Operation.wait asks arbor to hold its answer: the daemon's bound,
 # under common proxies' idle timeouts.
 _LONG_POLL = 50.0
+
+# How long one wait of as_completed lasts before it checks whether the
+# loop was left: bounds the stray threads (and requests) of an early break.
+_AS_COMPLETED_SLICE = 10.0
 
 
 class _Reconnect(Exception):
@@ -947,9 +1113,27 @@ class Operation:
             for ev in self.events(follow=False, spid=0):
                 if ev.type == "egress_denied" and not ev.data.get("live"):
                     r.egress_denied = ev.data
-        if self._tag and r.image is not None and r.status == "SUCCESS":
-            r.image.set_tag(self._tag)
+        if self._tag and r.image is not None and r.ok:
+            self._apply_tag(r.image)
         return r
+
+    def _apply_tag(self, result_image: "Image") -> None:
+        # A run that changed nothing returns its input image. An image holds
+        # one tag, so tagging it would take the input's own tag away: say so
+        # instead (that input is still the state the caller asked to name).
+        src = self.image
+        if src is not None and src.uuid == result_image.uuid:
+            held = src.refresh().tag
+            if held and held != self._tag:
+                warnings.warn(
+                    f"tag {self._tag!r} not set: the run changed no file, so its result is its input image "
+                    f"{src.uuid}, which keeps its tag {held!r} (an image holds one tag). To move the tag anyway: "
+                    f"result.set_tag({self._tag!r})",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                return
+        result_image.set_tag(self._tag)  # type: ignore[arg-type]
 
     @property
     def result(self) -> Optional["Result"]:
@@ -1115,6 +1299,11 @@ class Result:
         """Run on this result's image (see :meth:`Image.run`)."""
         return self._img().run(command, **kwargs)
 
+    def step(self, command: Optional[Union[str, Sequence[str]]] = None, **kwargs: Any) -> "Result":
+        """Run on this result's image and wait (see :meth:`Image.step`), so
+        steps chain: ``r = r.step("make", disposable=False)``."""
+        return self._img().step(command, **kwargs)
+
     def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["Result"]:
         """Fan out from this result's image (see :func:`branch`)."""
         return branch(self._img(), commands, **run_kwargs)
@@ -1150,6 +1339,78 @@ class Result:
 
 
 # ---------------------------------------------------------------------------
+# one-request steps
+# ---------------------------------------------------------------------------
+
+
+def _step(
+    image: Image,
+    body: Dict[str, Any],
+    *,
+    tag: Optional[str],
+    check: bool,
+    wait_timeout: Optional[float],
+    cancel_on_exit: bool,
+    started: Optional[Callable[[Operation], None]] = None,
+) -> Result:
+    """Spawn ``body`` asking the server to answer once the run has finished
+    (``POST /v1/instances?wait=``) and return its result. ``started`` is
+    told the operation as soon as it is known (the async wrapper cancels
+    through it)."""
+    t = image._c._t
+    deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+    op: Optional[Operation] = None
+
+    def known(op_id: str) -> Operation:
+        o = Operation(image._c, op_id, kind="instance", tag=tag, check=check, image=image)
+        if started is not None:
+            started(o)
+        return o
+
+    try:
+        wait = _LONG_POLL if deadline is None else max(0.0, min(_LONG_POLL, deadline - time.monotonic()))
+        try:
+            # The body comes only once the run has finished: read it with
+            # the wait's own socket timeout, not the client's.
+            resp = t.request("POST", "/v1/instances", params={"wait": f"{wait:.3f}s"}, json=body,
+                             stream=True, timeout=wait + 30)
+        except BadRequest:
+            # A server that rejects the wait spawned nothing: ask without it
+            # (a body it rejects is rejected again, with its reason).
+            resp = t.request("POST", "/v1/instances", json=body)
+        with resp:
+            loc = resp.header("Location") or ""
+            if loc:
+                op = known(loc.split("?")[0].rstrip("/").rsplit("/", 1)[-1])
+            try:
+                raw = resp.content if resp.content else resp.read()
+                d = json.loads(raw) if raw.strip() else None
+            except (*_STREAM_ERRORS, zlib.error, ValueError) as e:
+                # Never spawn again: the run exists; wait for it by its id.
+                if op is None:
+                    raise ConnectionFailed(
+                        f"the answer to POST /v1/instances broke before naming the run ({e.__class__.__name__}: {e}); "
+                        "it may have started: look for it with client.operations.list(status='EXECUTING')"
+                    ) from e
+                d = None
+        if isinstance(d, dict) and d.get("uuid"):
+            if op is None or op.id != d["uuid"]:
+                op = known(str(d["uuid"]))
+            if d.get("status"):
+                op._data, op._full = d, True  # the operation, as GET answers it
+            else:
+                op._spawn = d  # the spawn's own answer: the server did not wait
+        if op is None:
+            raise ArborError("the server accepted the run but named no operation (no uuid, no Location)")
+        # Terminal: wait() makes the result from the answer, with no request.
+        return op.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except (WaitTimeout, KeyboardInterrupt):
+        if cancel_on_exit and op is not None:
+            _quiet_cancel(op)
+        raise
+
+
+# ---------------------------------------------------------------------------
 # fan-out helpers
 # ---------------------------------------------------------------------------
 
@@ -1168,8 +1429,9 @@ def branch(
     :meth:`Image.run` keyword arguments (merged over ``run_kwargs``). Pass
     ``disposable=False`` to keep each branch's snapshot in
     ``result.image``. ``wait_timeout`` bounds the whole wait (seconds;
-    :class:`~arbor.WaitTimeout`). If a wait raises, the remaining operations
-    are cancelled and the error propagates.
+    :class:`~arbor.WaitTimeout`). If a wait raises (or is interrupted), the
+    operation it waited for and those after it are cancelled and the error
+    propagates.
     """
     img = image._img() if isinstance(image, Result) else image
     ops: List[Operation] = []
@@ -1194,7 +1456,7 @@ def branch(
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             results.append(op.wait(left))
         except BaseException:
-            for rest in ops[i + 1:]:
+            for rest in ops[i:]:  # op i too: a Ctrl-C mid-wait leaves it running
                 _quiet_cancel(rest)
             raise
     return results
@@ -1211,15 +1473,44 @@ def as_completed(ops: Iterable[Operation], timeout: Optional[float] = None) -> I
     """Yield results of ``ops`` as they finish (first finished first).
 
     Errors (:class:`~arbor.OperationFailed`, …) are raised when their
-    operation comes up. ``timeout`` bounds the whole iteration.
+    operation comes up. ``timeout`` bounds the whole iteration
+    (:class:`~arbor.WaitTimeout` names the unfinished operations, in its
+    ``operations``). Leaving the loop early (``break``) returns at once;
+    the operations go on running.
     """
     ops = list(ops)
     if not ops:
         return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(64, len(ops))) as pool:
-        futs = [pool.submit(op.wait, timeout) for op in ops]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stop = threading.Event()
+
+    def wait(op: Operation) -> Result:
+        # In slices, so that a loop left early stops its waiting threads
+        # soon (the interpreter joins them at exit). The overall timeout is
+        # the loop's to raise, naming every unfinished operation: a slice
+        # outlasts it a little.
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            step = _AS_COMPLETED_SLICE if left is None else min(_AS_COMPLETED_SLICE, max(0.0, left) + 0.5)
+            try:
+                return op.wait(step)
+            except WaitTimeout:
+                if stop.is_set():
+                    raise
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(64, len(ops)))
+    try:
+        futs = {pool.submit(wait, op): op for op in ops}
         try:
             for f in concurrent.futures.as_completed(futs, timeout=timeout):
                 yield f.result()
         except concurrent.futures.TimeoutError:
-            raise WaitTimeout("operations not finished within the timeout", ops[0]) from None
+            left = [op for f, op in futs.items() if not f.done()] or ops  # (all done meanwhile)
+            names = ", ".join(op.id for op in left[:10]) + (", …" if len(left) > 10 else "")
+            raise WaitTimeout(f"{len(left)} of {len(ops)} operations not finished within {timeout}s: {names}",
+                              left[0], left) from None
+    finally:
+        # Not `with`: its exit would wait for every thread, so a `break`
+        # (or an error) would hang until all operations had finished.
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -370,6 +370,158 @@ def test_branch(client: Client, env: Result) -> None:
     assert [r.stdout for r in done] == ["fast\n", "slow\n"]
 
 
+# -- step(): a run and its wait in one request --------------------------------------
+
+
+def _requests(client: Client, monkeypatch: pytest.MonkeyPatch) -> List[str]:
+    """Record every request the client sends (method and path)."""
+    seen: List[str] = []
+    request = client._t.request
+
+    def spy(method: str, path: str, **kw: Any) -> Any:
+        seen.append(f"{method} {path}")
+        return request(method, path, **kw)
+
+    monkeypatch.setattr(client._t, "request", spy)
+    return seen
+
+
+def test_step_is_one_request(client: Client, base: Image, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _requests(client, monkeypatch)
+    r = base.step("echo out; echo err >&2; exit 3")
+    assert seen == ["POST /v1/instances"]
+    want = base.run("echo out; echo err >&2; exit 3").wait()  # the same result as wait()
+    for attr in ("status", "exit_code", "stdout", "stderr", "timed_out", "signal", "image"):
+        assert getattr(r, attr) == getattr(want, attr), attr
+    assert r.operation.status == "SUCCESS" and r.duration > 0 and r.resources
+    # Steps chain, each one request.
+    seen.clear()
+    s1 = base.step("mkdir -p /s && echo one > /s/f", disposable=False)
+    s2 = s1.step("cat /s/f; echo two >> /s/f", disposable=False)
+    assert seen == ["POST /v1/instances"] * 2
+    assert s2.stdout == "one\n" and s2.read_text("/s/f") == "one\ntwo\n"
+    assert client.step("busybox", ["echo", "x"]).stdout == "x\n"
+    with pytest.raises(arbor.CommandFailed):
+        base.step("exit 4", check=True)
+
+
+def test_step_waits_longer_than_the_servers_wait(base: Image, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    import arbor.objects
+
+    monkeypatch.setattr(arbor.objects, "_LONG_POLL", 0.3)  # the spawn's wait runs out first
+    seen = _requests(client, monkeypatch)
+    r = base.step("sleep 1.2; echo late")
+    assert r.stdout == "late\n"
+    assert seen[0] == "POST /v1/instances" and seen[1].startswith("GET /v1/operations/"), seen
+    assert "POST /v1/instances" not in seen[1:]
+
+
+def test_step_timeout_cancels(base: Image) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(arbor.WaitTimeout) as ei:
+        base.step("sleep 30", wait_timeout=1)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(arbor.OperationCancelled):
+        ei.value.operation.wait(20)
+
+
+def test_spawn_bad_wait_spawns_nothing(client: Client, base: Image) -> None:
+    before = {o.id for o in client.operations.list(limit=None)}
+    with pytest.raises(arbor.BadRequest, match="wait"):
+        client._t.request("POST", "/v1/instances", params={"wait": "soon"}, json={"command": "true", "image": base.uuid})
+    assert {o.id for o in client.operations.list(limit=None)} == before
+
+
+def test_run_tag_rules(client: Client, base: Image, env: Result) -> None:
+    name = f"test/tag-{uuid.uuid4().hex[:8]}"
+    failed = env.run(shell="echo x > /x; exit 1", tag=name).wait()
+    assert failed.exit_code == 1
+    with pytest.raises(arbor.NotFound):
+        client.images.use(name)  # a failed run is not tagged
+    # A run that changes nothing returns its input: busybox keeps its tag.
+    with pytest.warns(UserWarning, match="keeps its tag 'busybox'"):
+        same = base.run(shell="true", tag=name).wait()
+    assert same.image == base and client.images.get(base.uuid).tag == "busybox"
+    with pytest.raises(arbor.NotFound):
+        client.images.use(name)
+    # An untagged input loses nothing: it takes the tag.
+    untagged = env.image
+    assert untagged is not None and untagged.refresh().tag is None
+    assert env.step("true", tag=name).image == untagged
+    assert client.images.use(name) == untagged
+    untagged.untag()
+
+
+def test_set_tag_keeps_one_tag_per_image(client: Client, env: Result) -> None:
+    im = env.run(shell="echo t > /one-tag", disposable=False).wait().image
+    assert im is not None
+    a, b = (f"test/one-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    im.set_tag(a).set_tag(b)
+    assert im.refresh().tag == b
+    with pytest.raises(arbor.NotFound):
+        client.images.use(a)  # as Image.set_tag says: the second tag replaced the first
+    im.untag()
+
+
+def test_branch_cancels_every_run_on_timeout(base: Image) -> None:
+    with pytest.raises(arbor.WaitTimeout) as ei:
+        base.branch(["sleep 30", "sleep 30"], wait_timeout=1)
+    with pytest.raises(arbor.OperationCancelled):
+        ei.value.operation.wait(20)  # the run being waited for, too
+
+
+def test_download_into_new_dir(env: Result, tmp_path: Path) -> None:
+    out = env.image.download("/w/s", f"{tmp_path}/new/dir/")  # type: ignore[union-attr]
+    assert out == tmp_path / "new" / "dir" / "s" and out.read_text() == "base\n"
+    with pytest.raises(arbor.NotFound):
+        env.image.download("/w/missing", f"{tmp_path}/other/")  # type: ignore[union-attr]
+    assert not (tmp_path / "other").exists()  # nothing made for a file that is not there
+
+
+def test_use_uuid_prefix(client: Client, env: Result) -> None:
+    im = env.image
+    assert im is not None
+    assert client.images.use(im.uuid[:8]) == im
+    assert client.images.use(im.uuid[:13].upper()) == im
+    assert client.images.use(f"tag:busybox") == client.images.use("busybox")
+    missing = next(p for p in ("0000", "1111", "2222", "3333")
+                   if not any(i.uuid.startswith(p) for i in client.images.list()))
+    with pytest.raises(arbor.NotFound, match="uuid starting with it"):
+        client.images.use(missing)
+
+
+def test_async_step_and_result_methods(daemon: Any, base: Image) -> None:
+    from conftest import RUNTIME
+    from arbor.aio import AsyncImage
+
+    name = f"test/async-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with AsyncClient(url=daemon.url, token=daemon.token, runtime=RUNTIME) as c:
+            r1 = await c.step("busybox", "mkdir -p /a && echo a > /a/f", disposable=False)
+            r2 = await r1.step("echo b >> /a/f", disposable=False)
+            assert await r2.read_text("/a/f") == "a\nb\n"
+            assert "/a/f" in [ch.path for ch in await r2.diff()]
+            assert len(await r2.grep("^b", "/a")) == 1
+            assert await r2.check() is r2 and r2.ok and r2.operation.id == r2.operation_id
+            img = await r2.set_tag(name)
+            assert isinstance(img, AsyncImage) and (await img.info())["tag"] == name
+            with pytest.raises(AttributeError):
+                r2.no_such_thing
+            # Cancelling the awaiting task cancels the run.
+            task = asyncio.create_task(c.step("busybox", "sleep 30"))
+            await asyncio.sleep(2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            newest = (await c.operations.list(kind="instance", limit=1))[0]
+            with pytest.raises(arbor.OperationCancelled):
+                await newest.wait(20)
+            await img.untag()
+
+    asyncio.run(main())
+
+
 # -- errors ------------------------------------------------------------------------
 
 

@@ -40,5 +40,7 @@ def test_readme_example(section: str, local_daemon: None, capsys: pytest.Capture
         assert out.split() == ["retry", "PASS", "pool", "PASS", "async", "PASS"]
     if section == "Pattern: beam search":
         assert "best:" in out
+        # Every checkpoint tag the example set still names its survivor.
+        assert [ns["c"].images.use(f"beam/{i}") for i in range(2)] == ns["beam"]
     if section == "Pattern: best-of-N":
         assert out.startswith("kept Image(")

@@ -3,6 +3,7 @@ error mapping, SSE parsing, resume) runs against a tiny in-process HTTP server."
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import http.server
@@ -31,6 +32,7 @@ PYDIR = Path(__file__).resolve().parent.parent
 
 OP = "11111111-2222-3333-4444-555555555555"
 IMG = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+IMG2 = "aaaaaaaa-bbbb-cccc-dddd-ffffffffffff"
 
 
 class Fake:
@@ -524,6 +526,315 @@ def test_wait_failed_and_cancelled(fake: Any) -> None:
     status["v"] = "CANCELLED"
     with pytest.raises(arbor.OperationCancelled):
         arbor.Operation(c, OP, data={"status": "CANCELLED"}).wait()
+
+
+# -- step(): one request per step ------------------------------------------------
+
+
+def _op_json(status: str = "SUCCESS", exit_code: int = 0, out: str = "aGkK", image: Any = None) -> Dict[str, Any]:
+    return {"uuid": OP, "kind": "instance", "status": status, "duration": 0.25, "image_uuid": IMG,
+            "result_image_uuid": image,
+            "metadata": {"result": {"state": {"exit_code": exit_code, "timed_out": False, "signal": -1},
+                                    "stdout": {"value": out, "encoding": "base64"}}}}
+
+
+def test_step_is_one_request(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: js(201, _op_json(), Location=f"/v1/operations/{OP}"))
+    c = client_for(f)
+    timeouts: List[Any] = []
+    request = c._t.request
+
+    def spy(*a: Any, **kw: Any) -> Any:
+        timeouts.append(kw.get("timeout"))
+        return request(*a, **kw)
+
+    c._t.request = spy  # type: ignore[method-assign]
+    r = c.images.use(IMG).step("echo hi", env={"A": "1"}, wait_timeout=20)
+    assert (r.exit_code, r.stdout, r.ok, r.operation_id, r.duration) == (0, "hi\n", True, OP, 0.25)
+    assert len(f.requests) == 1, [q[:2] for q in f.requests]
+    m, p, _, b = f.requests[0]
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)
+    assert m == "POST" and p.startswith("/v1/instances?") and q["wait"][0].endswith("s")
+    assert 19 < float(q["wait"][0][:-1]) <= 20  # bounded by wait_timeout
+    assert 49 < timeouts[0] <= 50  # the socket outlasts the wait
+    assert json.loads(b) == {"command": "echo hi", "image": IMG, "shell": True, "disposable": True, "env": {"A": "1"}}
+    # Without a bound the server is asked for its longest wait.
+    c.images.use(IMG).step("true")
+    assert "wait=50.000s" in f.requests[-1][1]
+    with pytest.raises(TypeError):
+        c.images.use(IMG).step("true", keep_stdin=True)  # type: ignore[call-arg]
+
+
+def test_step_falls_back_to_waiting(fake: Any) -> None:
+    # A server that ignores ?wait= answers the spawn at once; one whose wait
+    # ran out answers the operation unfinished: both are waited for by GET.
+    for answer in ({"uuid": OP, "image": IMG}, _op_json("EXECUTING", -1, "")):
+        def h(m: str, p: str, hd: Dict[str, str], b: bytes, answer: Dict[str, Any] = answer) -> Any:
+            if m == "POST":
+                return js(201, answer, Location=f"/v1/operations/{OP}")
+            return js(200, _op_json())
+
+        f = fake(h)
+        r = client_for(f).images.use(IMG).step("echo hi")
+        assert r.stdout == "hi\n"
+        assert [(q[0], q[1].split("?")[0]) for q in f.requests] == [("POST", "/v1/instances"), ("GET", f"/v1/operations/{OP}")]
+        assert "wait=" in f.requests[1][1]
+
+
+def test_step_retries_without_wait_on_400(fake: Any) -> None:
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "POST" and "wait=" in p:
+            return js(400, {"error": "unknown parameter wait"})
+        if m == "POST":
+            return js(201, {"uuid": OP}, Location=f"/v1/operations/{OP}")
+        return js(200, _op_json())
+
+    f = fake(h)
+    assert client_for(f).images.use(IMG).step("true").ok
+    posts = [q[1] for q in f.requests if q[0] == "POST"]
+    assert len(posts) == 2 and "wait=" in posts[0] and posts[1] == "/v1/instances"
+    # A body the server rejects is rejected again, and raised.
+    f2 = fake(lambda m, p, hd, b: js(400, {"error": "command is required"}))
+    with pytest.raises(arbor.BadRequest, match="command is required"):
+        client_for(f2).images.use(IMG).step("true")
+    assert len(f2.requests) == 2
+
+
+def test_step_read_failure_never_spawns_again(fake: Any) -> None:
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "POST":
+            def cut(handler: Any) -> None:  # the 201 and Location, then the connection dies
+                handler.send_response(201)
+                handler.send_header("Location", f"/v1/operations/{OP}")
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Content-Length", "500")
+                handler.send_header("Connection", "close")
+                handler.end_headers()
+                handler.wfile.write(b'{"uuid": "')
+                handler.wfile.flush()
+                handler.close_connection = True
+            return cut
+        return js(200, _op_json())
+
+    f = fake(h)
+    assert client_for(f).images.use(IMG).step("true").stdout == "hi\n"
+    assert [q[0] for q in f.requests] == ["POST", "GET"]
+
+
+def test_step_cancels_on_timeout_and_interrupt(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "POST":
+            return js(201, _op_json("EXECUTING", -1, ""), Location=f"/v1/operations/{OP}")
+        if m == "DELETE":
+            return 202, {}, b""
+        if "/events" in p:
+            return js(405, {"error": "no events"})
+        return js(200, _op_json("EXECUTING", -1, ""))
+
+    f = fake(h)
+    c = client_for(f)
+    with pytest.raises(arbor.WaitTimeout) as ei:
+        c.images.use(IMG).step("sleep 60", wait_timeout=0.3)
+    assert ei.value.operation.id == OP
+    assert f.requests[-1][:2] == ("DELETE", f"/v1/operations/{OP}")
+    n = len(f.requests)
+    with pytest.raises(arbor.WaitTimeout):
+        c.images.use(IMG).step("sleep 60", wait_timeout=0.3, cancel_on_exit=False)
+    assert "DELETE" not in [q[0] for q in f.requests[n:]]
+
+    def interrupted(self: Any, *a: Any, **kw: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(arbor.Operation, "wait", interrupted)
+    n = len(f.requests)
+    with pytest.raises(KeyboardInterrupt):
+        c.images.use(IMG).step("sleep 60")
+    assert [q[0] for q in f.requests[n:]] == ["POST", "DELETE"]
+
+
+def test_result_step_chains(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: js(201, _op_json(image=IMG2), Location=f"/v1/operations/{OP}"))
+    c = client_for(f)
+    r = c.step(IMG, "echo a > /f", disposable=False)
+    assert r.image is not None and r.image.uuid == IMG2
+    r.step("cat /f")
+    assert json.loads(f.requests[-1][3])["image"] == IMG2
+
+
+# -- tag=: only a successful run's new image ---------------------------------------
+
+
+def test_tag_only_on_success_and_never_stolen(fake: Any) -> None:
+    tags: Dict[str, str] = {IMG: "input-tag"}
+    state = {"exit": 0, "image": IMG2}
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "PATCH":
+            u = p.split("/")[3]
+            tags[u] = json.loads(b)["tag"]
+            return js(200, {"uuid": u, "tag": tags[u]})
+        if p.startswith("/v1/inspect/"):
+            u = p.split("/")[3]
+            return js(200, {"uuid": u, "tag": tags.get(u)})
+        return js(201, _op_json(exit_code=state["exit"], image=state["image"]), Location=f"/v1/operations/{OP}")
+
+    f = fake(h)
+    im = client_for(f).images.use(IMG)
+    state["exit"] = 1
+    r = im.run("false", tag="t").wait()
+    assert not r.ok and IMG2 not in tags  # a failed run is not tagged
+    state["exit"] = 0
+    im.step("true", tag="t")
+    assert tags[IMG2] == "t"
+    # A run that changed nothing returns its input image: its tag stays.
+    state["image"] = IMG
+    with pytest.warns(UserWarning, match="keeps its tag 'input-tag'"):
+        r = im.run("true", tag="t2").wait()
+    assert tags[IMG] == "input-tag" and r.image == im
+    tags.pop(IMG)  # an untagged input has nothing to lose: it takes the tag
+    im.run("true", tag="t3").wait()
+    assert tags[IMG] == "t3"
+
+
+# -- fan-out -----------------------------------------------------------------------
+
+
+def _slow_ops(fake: Any, done: List[str]) -> Tuple[arbor.Client, List[arbor.Operation]]:
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        u = p.split("?")[0].split("/")[3]
+        if m == "DELETE":
+            return 202, {}, b""
+        if u in done:
+            return js(200, {**_op_json(), "uuid": u})
+        if "wait=" in p:
+            time.sleep(min(0.2, float(urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)["wait"][0][:-1])))
+        if "/events" in p:
+            return js(405, {"error": "no events"})
+        return js(200, {**_op_json("EXECUTING", -1, ""), "uuid": u})
+
+    c = client_for(fake(h))
+    ids = [OP, IMG, IMG2]
+    return c, [arbor.Operation(c, u) for u in ids]
+
+
+def test_as_completed_break_returns_at_once(fake: Any) -> None:
+    c, ops = _slow_ops(fake, [IMG])
+    t0 = time.monotonic()
+    for r in arbor.as_completed(ops):
+        assert r.operation_id == IMG
+        break  # the two others never finish
+    assert time.monotonic() - t0 < 2
+
+
+def test_as_completed_timeout_names_the_unfinished(fake: Any) -> None:
+    c, ops = _slow_ops(fake, [OP])
+    got: List[str] = []
+    with pytest.raises(arbor.WaitTimeout) as ei:
+        for r in arbor.as_completed(ops, timeout=0.5):
+            got.append(r.operation_id)
+    assert got == [OP]
+    assert {o.id for o in ei.value.operations} == {IMG, IMG2} and ei.value.operation.id in (IMG, IMG2)
+    assert IMG in str(ei.value) and IMG2 in str(ei.value) and OP not in str(ei.value)
+
+
+def test_branch_cancels_the_op_it_was_waiting_for(fake: Any) -> None:
+    n = {"spawned": 0}
+    ids = [OP, IMG2]
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "POST":
+            n["spawned"] += 1
+            return js(201, {"uuid": ids[n["spawned"] - 1]})
+        if m == "DELETE":
+            return 202, {}, b""
+        if "/events" in p:
+            return js(405, {"error": "no events"})
+        return js(200, _op_json("EXECUTING", -1, ""))
+
+    f = fake(h)
+    with pytest.raises(arbor.WaitTimeout):
+        client_for(f).branch(IMG, ["sleep 60", "sleep 60"], wait_timeout=0.3)
+    assert sorted(q[1] for q in f.requests if q[0] == "DELETE") == sorted(f"/v1/operations/{u}" for u in ids)
+
+
+# -- downloads ---------------------------------------------------------------------
+
+
+def test_download_into_new_dir_and_no_part_left(fake: Any, tmp_path: Path) -> None:
+    state = {"cut": False}
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if not state["cut"]:
+            return 200, {"Content-Type": "application/octet-stream"}, b"content"
+
+        def cut(handler: Any) -> None:
+            handler.send_response(200)
+            handler.send_header("Content-Length", "1000")
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(b"partial")
+            handler.wfile.flush()
+            handler.close_connection = True
+        return cut
+
+    im = client_for(fake(h)).images.use(IMG)
+    out = im.download("/etc/app.conf", str(tmp_path / "new" / "dir") + "/")
+    assert out == tmp_path / "new" / "dir" / "app.conf" and out.read_bytes() == b"content"
+    tar = im.archive("/w", str(tmp_path / "tars") + "/")
+    assert tar == tmp_path / "tars" / "w.tar"
+    state["cut"] = True
+    for fetch in (lambda: im.download("/etc/app.conf", tmp_path / "x.conf"), lambda: im.archive("/w", tmp_path / "x.tar")):
+        with pytest.raises(arbor.ConnectionFailed, match="broke off"):
+            fetch()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "tars"]  # no x.conf(.part), no x.tar(.part)
+
+
+# -- image references --------------------------------------------------------------
+
+
+def test_use_uuid_prefix(fake: Any) -> None:
+    listed = [{"uuid": IMG, "tag": None}, {"uuid": IMG2, "tag": None}, {"uuid": OP, "tag": None}]
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if p.startswith("/v1/inspect/"):
+            return js(404, {"error": "no image has that tag"})
+        return js(200, {"images": listed})  # as a server that ignores uuid_prefix
+
+    f = fake(h)
+    c = client_for(f)
+    im = c.images.use("1111")
+    assert im.uuid == OP and f.requests[-1][1].startswith("/v1/images?uuid_prefix=1111")
+    assert im.raw["uuid"] == OP and len(f.requests) == 2  # the listing's metadata, no third request
+    assert c.images.use("AAAAAAAA-BBBB-CCCC-DDDD-E").uuid == IMG  # either case
+    with pytest.raises(arbor.ArborError, match="ambiguous: it matches 2 images .*type more characters"):
+        c.images.use("aaaa")
+    with pytest.raises(arbor.NotFound, match="or a uuid starting with it"):
+        c.images.use("cccc")
+    n = len(f.requests)
+    for ref in ("tag:1111", "ccc", "no-hex-here"):  # explicit tags and non-prefixes are tags only
+        with pytest.raises(arbor.NotFound):
+            c.images.use(ref)
+    assert all(q[1].startswith("/v1/inspect/") for q in f.requests[n:])
+
+
+# -- asyncio -----------------------------------------------------------------------
+
+
+def test_async_result_methods_are_awaitable() -> None:
+    import inspect
+
+    from arbor.aio import AsyncResult
+
+    for name, attr in vars(arbor.Result).items():
+        if name.startswith("_") or isinstance(attr, property) or not callable(attr):
+            continue
+        assert inspect.iscoroutinefunction(getattr(AsyncResult, name, None)), f"AsyncResult.{name} is not async"
+    r = arbor.Result._from_operation(arbor.Operation(None, OP, kind="instance"), _op_json())  # type: ignore[arg-type]
+    ar = AsyncResult(r, None)  # type: ignore[arg-type]
+    assert (ar.exit_code, ar.stdout, ar.ok, ar.operation_id) == (0, "hi\n", True, OP)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        ar.nope
+    assert asyncio.run(ar.check()) is ar
 
 
 # -- packaging ------------------------------------------------------------------
