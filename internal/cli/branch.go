@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -22,8 +23,11 @@ type branchResult struct {
 	Duration  float64 `json:"duration"`
 	Image     *string `json:"image"`
 	Tag       *string `json:"tag,omitempty"`
+	// TagNotSet is why --keep did not tag this branch's result.
+	TagNotSet string  `json:"tag_not_set,omitempty"`
 	Pass      bool    `json:"pass"`
 	Error     *string `json:"error,omitempty"`
+	signal    int     // that killed the command, if one did
 }
 
 func newBranch(g *globals) *cobra.Command {
@@ -38,23 +42,33 @@ func newBranch(g *globals) *cobra.Command {
 		Long: `Branch: start every command at once, each in its own sandbox on the same
 image, wait for all, and print a table of command, exit code, duration,
 result image and PASS (exit 0) or FAIL. Each command is a /bin/sh -c line and
-each run saves its result image.
+each run saves its result image, unless --disposable (as arbor run).
 
 --keep tags the result image of every passing branch, NAME-N where N is the
 branch's position (1 for the first command): NAME is --keep-prefix, by default
-the image's tag (or its short UUID) followed by "-branch".
+the image's tag (or its short UUID) followed by "-branch". A branch that
+changed nothing results in IMAGE itself, which keeps its own tag: such a
+branch is not tagged, and stderr says so (an image holds one tag).
 
 ` + imageRefHelp + `
 
 Exit status: 0 if every branch passed, else 1 (130 if interrupted, which
 cancels the branches still running). --json prints an array of objects:
 index, command, operation, status, exit_code, timed_out, duration, image,
-tag, pass, error.`,
+tag, tag_not_set (why --keep did not tag it), pass, error.`,
 		Example: `  arbor branch env -- 'apply-fix retry && pytest' 'apply-fix pool && pytest' 'apply-fix async && pytest'
-  arbor branch busybox --keep --keep-prefix attempt -- 'echo a > /a' 'false'   # tags attempt-1
+  arbor branch busybox --keep --keep-prefix attempt -- 'echo a > /a' 'false'   # tags attempt-1, exits 1
+  arbor branch --disposable env -- 'make test' 'make lint'
   arbor branch --json env --timeout 10m -- 'make test' 'make test-race'`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: g.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			if keep && sf.disposable {
+				return errors.New("--keep with --disposable: disposable branches save no image to tag; drop one of them")
+			}
+			base, err := sf.spawnRequest()
+			if err != nil {
+				return err
+			}
 			im, err := resolveImage(ctx, c, args[0])
 			if err != nil {
 				return err
@@ -73,8 +87,8 @@ tag, pass, error.`,
 					return fmt.Errorf("--keep-prefix: %w", err)
 				}
 			}
-			base, err := sf.request(ctx, c, im.UUID)
-			if err != nil {
+			base.Image = im.UUID
+			if err := sf.addFiles(ctx, c, &base); err != nil {
 				return err
 			}
 			ops := make([]string, len(cmds))
@@ -114,15 +128,24 @@ tag, pass, error.`,
 				}
 			}
 			allPass := true
+			in := *im // its tag as it stands: a branch that changed nothing may have moved one onto it
 			for i := range results {
 				r := &results[i]
 				allPass = allPass && r.Pass
-				if keep && r.Pass && r.Image != nil {
-					t := fmt.Sprintf("%s-%d", prefix, r.Index)
-					if _, err := c.SetTag(ctx, *r.Image, t); err != nil {
-						return fmt.Errorf("tag branch %d's image %s as %q: %w", r.Index, *r.Image, t, err)
-					}
-					r.Tag = &t
+				if !keep {
+					continue
+				}
+				t := fmt.Sprintf("%s-%d", prefix, r.Index)
+				o := outcome{status: r.Status, exitCode: r.ExitCode, signal: r.signal, timedOut: r.TimedOut, image: r.Image}
+				if r.TagNotSet = o.tagBlocker(&in, t); r.TagNotSet != "" {
+					continue
+				}
+				if _, err := c.SetTag(ctx, *r.Image, t); err != nil {
+					return fmt.Errorf("tag branch %d's image %s as %q: %w", r.Index, *r.Image, t, err)
+				}
+				r.Tag = &t
+				if *r.Image == in.UUID {
+					in.Tag = &t
 				}
 			}
 			if g.json {
@@ -131,6 +154,11 @@ tag, pass, error.`,
 				}
 			} else {
 				g.branchTable(results, keep)
+			}
+			for _, r := range results {
+				if r.Pass && r.TagNotSet != "" { // a failing branch's reason is its FAIL
+					g.errorf("branch %d not tagged %s-%d: %s", r.Index, prefix, r.Index, r.TagNotSet)
+				}
 			}
 			if !allPass {
 				return exitError{1}
@@ -157,7 +185,7 @@ func branchRow(i int, line string, res *apitypes.OperationResponse) branchResult
 		Duration: res.Duration, Image: res.ResultImageUUID, Error: res.Error}
 	var m apitypes.InstanceMetadata
 	if json.Unmarshal(res.Metadata, &m) == nil && m.Result != nil {
-		r.ExitCode, r.TimedOut = m.Result.State.ExitCode, m.Result.State.TimedOut
+		r.ExitCode, r.TimedOut, r.signal = m.Result.State.ExitCode, m.Result.State.TimedOut, m.Result.State.Signal
 	}
 	r.Pass = res.Status == apitypes.StatusSuccess && r.ExitCode == 0 && !r.TimedOut
 	return r

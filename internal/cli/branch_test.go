@@ -35,19 +35,30 @@ func TestBranchTableAndKeep(t *testing.T) {
 		t.Errorf("the failing branch was tagged: %v", r)
 	}
 
-	// --json, a custom prefix, and every branch passing.
-	rs := okJSON[[]branchResult](t, d, "branch", base[:8], "--keep", "--keep-prefix", "bj", "-e", "V=v", "--", "echo $V > /v", "true")
-	if len(rs) != 2 {
-		t.Fatalf("branch --json = %+v, want 2 results", rs)
+	// --json, a custom prefix, and every branch passing. The branch that
+	// changed nothing results in the input image, which keeps its tag.
+	r = d.arbor(t, "--json", "branch", base[:8], "--keep", "--keep-prefix", "bj", "-e", "V=v", "--", "echo $V > /v", "true")
+	rs := decode[[]branchResult](t, r.stdout)
+	if r.code != 0 || len(rs) != 2 {
+		t.Fatalf("branch --json: exit %d, %+v, want 0 and 2 results", r.code, rs)
 	}
 	for i, br := range rs {
-		if br.Index != i+1 || !br.Pass || br.ExitCode != 0 || br.Status != apitypes.StatusSuccess || br.Image == nil ||
-			br.Tag == nil || *br.Tag != "bj-"+string(rune('1'+i)) || !apitypes.IsUUID(br.Operation) {
-			t.Errorf("branch %d = %+v, want pass, image, tag bj-%d", i+1, br, i+1)
+		if br.Index != i+1 || !br.Pass || br.ExitCode != 0 || br.Status != apitypes.StatusSuccess || br.Image == nil || !apitypes.IsUUID(br.Operation) {
+			t.Errorf("branch %d = %+v, want pass, image", i+1, br)
 		}
+	}
+	if rs[0].Tag == nil || *rs[0].Tag != "bj-1" || rs[0].TagNotSet != "" {
+		t.Errorf("branch 1 = %+v, want tag bj-1", rs[0])
 	}
 	if rs[1].Image == nil || *rs[1].Image != base {
 		t.Errorf("a branch that changed nothing has image %v, want its input %s", rs[1].Image, base)
+	}
+	if rs[1].Tag != nil || !strings.Contains(rs[1].TagNotSet, `lose its own tag "branch-base"`) {
+		t.Errorf("branch 2 (changed nothing) = %+v, want no tag and why", rs[1])
+	}
+	wantContains(t, "stderr", r.stderr, "branch 2 not tagged bj-2: the run changed nothing")
+	if im, err := d.c.Image(t.Context(), base); err != nil || deref(im.Tag) != "branch-base" {
+		t.Errorf("input image = %+v, %v; want it still tagged branch-base", im, err)
 	}
 	if got := d.ok(t, "cat", "bj-1:/v"); got != "v\n" {
 		t.Errorf("cat bj-1:/v = %q, want v (env reached every branch)", got)
@@ -62,5 +73,21 @@ func TestBranchMistakes(t *testing.T) {
 	}
 	if r := d.arbor(t, "branch", "busyboxx", "--", "true"); r.code != 1 || !strings.Contains(r.stderr, "did you mean busybox") {
 		t.Errorf("branch on an unknown tag: %v", r)
+	}
+}
+
+// TestBranchDisposable: --disposable branches save nothing, as arbor run's.
+func TestBranchDisposable(t *testing.T) {
+	t.Parallel()
+	d := sharedDaemon(t)
+	r := d.arbor(t, "--json", "branch", "--disposable", "busybox", "--", "echo a > /a", "exit 2")
+	rs := decode[[]branchResult](t, r.stdout)
+	if r.code != 1 || len(rs) != 2 {
+		t.Fatalf("branch --disposable: exit %d, %+v; want 1 and 2 results", r.code, rs)
+	}
+	for i, br := range rs {
+		if br.Image != nil || br.Status != apitypes.StatusSuccess || br.Pass != (i == 0) {
+			t.Errorf("branch %d = %+v, want no image", i+1, br)
+		}
 	}
 }

@@ -3,8 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
-	"time"
 
 	"github.com/arborsh/arbor/client"
 	"github.com/spf13/cobra"
@@ -12,7 +12,7 @@ import (
 
 func newExpose(g *globals) *cobra.Command {
 	var (
-		ttl        time.Duration
+		ttl        string
 		stop, list bool
 	)
 	cmd := &cobra.Command{
@@ -25,7 +25,9 @@ nothing else can reach the port. Prints the URL, which works without a
 token (open it in a browser) until --ttl ends, the port is unexposed
 (--stop) or the instance ends. ` + opRefHelp + `
 
---list prints the exposed ports of OP; --json prints the preview object.`,
+--ttl is seconds (3600) or a duration (90s, 10m, 1h), 1 s to 24 h.
+--list prints the exposed ports of OP; --json prints the preview object
+(--list: an array of them; --stop: {"operation", "port", "stopped"}).`,
 		Example: `  arbor expose 7c1d 8080
   arbor expose --ttl 10m 7c1d 8080
   arbor expose --list 7c1d
@@ -37,6 +39,10 @@ token (open it in a browser) until --ttl ends, the port is unexposed
 			return cobra.ExactArgs(2)(cmd, args)
 		},
 		RunE: g.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			secs, err := exposeTTL(ttl)
+			if err != nil {
+				return err
+			}
 			id, err := resolveOp(ctx, c, args[0])
 			if err != nil {
 				return err
@@ -59,9 +65,19 @@ token (open it in a browser) until --ttl ends, the port is unexposed
 				return fmt.Errorf("port %q: give a number from 1 to 65535", args[1])
 			}
 			if stop {
-				return c.Unexpose(ctx, id, port)
+				if err := c.Unexpose(ctx, id, port); err != nil {
+					return err
+				}
+				if g.json {
+					return g.printJSON(struct {
+						Operation string `json:"operation"`
+						Port      int    `json:"port"`
+						Stopped   bool   `json:"stopped"`
+					}{id, port, true})
+				}
+				return nil
 			}
-			p, err := c.Expose(ctx, id, port, int(ttl/time.Second))
+			p, err := c.Expose(ctx, id, port, secs)
 			if err != nil {
 				return err
 			}
@@ -73,8 +89,22 @@ token (open it in a browser) until --ttl ends, the port is unexposed
 			return nil
 		}),
 	}
-	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the URL works (1s to 24h)")
+	cmd.Flags().StringVar(&ttl, "ttl", "1h", "how long the URL works: seconds or 90s, 10m, 1h (1s to 24h)")
 	cmd.Flags().BoolVar(&stop, "stop", false, "stop exposing the port: every URL to it stops working")
 	cmd.Flags().BoolVar(&list, "list", false, "list the exposed ports of OP")
 	return cmd
+}
+
+// exposeTTL parses expose --ttl into whole seconds, 1 to 24 h: seconds or
+// a duration, as --timeout and token --ttl take.
+func exposeTTL(s string) (int, error) {
+	v, err := parseSeconds("--ttl", s)
+	if err != nil {
+		return 0, err
+	}
+	n := int(math.Round(v))
+	if n < 1 || n > 86400 {
+		return 0, fmt.Errorf("--ttl %s: use 1s to 24h (1 to 86400 seconds)", s)
+	}
+	return n, nil
 }

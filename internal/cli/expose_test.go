@@ -22,7 +22,7 @@ func TestExpose(t *testing.T) {
 		t.Fatal(err)
 	}
 	op := sp.UUID
-	url := strings.TrimSpace(d.ok(t, "expose", "--ttl", "5m", op[:8], "8080"))
+	url := strings.TrimSpace(d.ok(t, "expose", "--ttl", "300", op[:8], "8080"))
 	if !strings.HasPrefix(url, d.url+"/preview/"+op+"/8080/") {
 		t.Fatalf("arbor expose printed %q, want a URL under %s/preview/%s/8080/", url, d.url, op)
 	}
@@ -45,7 +45,9 @@ func TestExpose(t *testing.T) {
 	if out := d.ok(t, "expose", "--list", op); !strings.HasPrefix(out, "8080\t") {
 		t.Errorf("arbor expose --list = %q, want port 8080", out)
 	}
-	d.ok(t, "expose", "--stop", op, "8080")
+	if out := d.ok(t, "--json", "expose", "--stop", op, "8080"); !strings.Contains(out, `"stopped": true`) {
+		t.Errorf("arbor --json expose --stop = %q, want stopped", out)
+	}
 	if code, _ = get(); code != http.StatusForbidden {
 		t.Errorf("GET after --stop = %d, want 403", code)
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -10,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
 
@@ -102,6 +104,42 @@ func parseSeconds(flag, s string) (float64, error) {
 	}
 	return 0, fmt.Errorf("%s %q is not a duration: use seconds (30) or a form like 90s, 5m, 2h, 7d", flag, s)
 }
+
+// durationFlag is a time.Duration flag that, like parseSeconds, also takes
+// a plain number of seconds, so `arbor serve --shutdown-timeout 60` and a
+// config file's `shutdown-timeout = 60` mean a minute. Unlike
+// parseSeconds it takes 0 and negative values, which some settings give a
+// meaning (--gc-interval -1s: never).
+type durationFlag time.Duration
+
+// durationVar defines a durationFlag on fs.
+func durationVar(fs *pflag.FlagSet, p *time.Duration, name string, def time.Duration, usage string) {
+	*p = def
+	fs.Var((*durationFlag)(p), name, usage)
+	if def == 0 {
+		fs.Lookup(name).DefValue = "0" // pflag shows no "(default 0s)" for its own durations only
+	}
+}
+
+func (d *durationFlag) Set(s string) error {
+	s = strings.TrimSpace(s)
+	if v, err := strconv.ParseFloat(s, 64); err == nil {
+		if math.IsNaN(v) || math.Abs(v) > float64(math.MaxInt64)/float64(time.Second) {
+			return errors.New("out of range: use seconds (60) or a duration such as 90s, 5m, 1h")
+		}
+		*d = durationFlag(v * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("not a duration: use seconds (60) or a duration such as 90s, 5m, 1h")
+	}
+	*d = durationFlag(v)
+	return nil
+}
+
+func (d *durationFlag) String() string { return time.Duration(*d).String() }
+func (d *durationFlag) Type() string   { return "duration" }
 
 // newTable returns a tab-aligned writer for columns of output.
 func newTable(w io.Writer) *tabwriter.Writer {

@@ -162,7 +162,8 @@ func newRmi(g *globals) *cobra.Command {
 lineage keeps showing deleted ancestors. ` + imageRefHelp + `
 
 Exit status 1 if any image could not be deleted. --json prints an array of
-{"image", "tag", "deleted", "error"}.`,
+{"ref" (the argument as given), "image" (its UUID), "tag", "deleted",
+"error"}.`,
 		Example: `  arbor rmi attempt-2 3f2a9c1e
   arbor images --prefix attempt- -q | xargs arbor rmi`,
 		Args:              cobra.MinimumNArgs(1),

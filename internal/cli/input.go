@@ -28,7 +28,8 @@ from arbor fork or arbor checkpoint restore. ` + opRefHelp + `
 --close closes the instance's stdin afterwards: a REPL or a loop reading
 commands then ends. --signal sends a signal to the main process afterwards,
 e.g. CONT to resume an instance that arbor fork --pause-parent left stopped.
-What it prints: arbor logs -f OP.`,
+What it prints: arbor logs -f OP. --json prints {"operation", "bytes",
+"closed", "signal"}: what was sent.`,
 		Example: `  arbor input 7c1d 'print(x)'
   arbor input --close 7c1d
   arbor input --signal CONT 7c1d
@@ -61,7 +62,17 @@ What it prints: arbor logs -f OP.`,
 				}
 			}
 			if signal != "" {
-				return c.KillSubprocess(ctx, id, 1, signal)
+				if err := c.KillSubprocess(ctx, id, 1, signal); err != nil {
+					return err
+				}
+			}
+			if g.json {
+				return g.printJSON(struct {
+					Operation string `json:"operation"`
+					Bytes     int    `json:"bytes"`
+					Closed    bool   `json:"closed"`
+					Signal    string `json:"signal,omitempty"`
+				}{id, len(data), closeIn, signal})
 			}
 			return nil
 		}),

@@ -47,6 +47,9 @@ with command and exit_code.`,
   arbor ps --status failed,cancelled --json`,
 		Args: cobra.NoArgs,
 		RunE: g.withClient(func(ctx context.Context, c *client.Client, args []string) error {
+			if limit < 1 || limit > 1000 {
+				return fmt.Errorf("--limit %d: use 1 to 1000", limit)
+			}
 			o := client.OperationListOptions{Page: client.Page{Limit: limit}, Kind: kind}
 			for _, s := range statuses {
 				for part := range strings.SplitSeq(s, ",") {
@@ -141,8 +144,9 @@ func newWait(g *globals) *cobra.Command {
 
 Exit status: for one run, its command's exit status (124 timed out, 130
 cancelled, 1 failed); for several, 0 if all succeeded with exit code 0,
-else 1. --json prints an array of {"operation", "status", "exit_code",
-"timed_out", "image", "duration", "error"}.`,
+else 1. --json prints an array of {"operation", "kind" (instance or
+image_import), "status", "exit_code", "timed_out", "image", "duration",
+"error"}.`,
 		Example: `  arbor wait 7c1d
   arbor wait --json 7c1d0a2b 9e8f7a6b`,
 		Args: cobra.MinimumNArgs(1),

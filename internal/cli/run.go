@@ -13,23 +13,42 @@ import (
 	"github.com/arborsh/arbor/client"
 	"github.com/arborsh/arbor/client/apitypes"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // spawnFlags are the sandbox settings run and branch share.
 type spawnFlags struct {
-	env     []string
-	cwd     string
-	timeout string
-	files   []string
-	runtime string
-	network bool
-	egress  egressFlags
-	memory  string
-	cpus    float64
+	fs          *pflag.FlagSet // tells a flag given as 0 from one not given
+	env         []string
+	cwd         string
+	timeout     string
+	files       []string
+	runtime     string
+	network     bool
+	egress      egressFlags
+	memory      string
+	cpus        float64
+	pids        int64
+	maxLayer    string
+	truncate    string
+	hostname    string
+	uid, gid    int
+	preserveEnv bool
+	disposable  bool
 }
+
+// The daemon's bounds on pids, truncate_output_at and uid/gid
+// (internal/engine/run.go), checked here too so that a mistake is named
+// before anything is sent.
+const (
+	maxPids     = 1 << 16
+	maxTruncate = 64 << 20
+	maxID       = 1<<31 - 2
+)
 
 func (f *spawnFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
+	f.fs = fl
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable, K=V (K alone copies it from this shell); repeatable")
 	fl.StringVarP(&f.cwd, "workdir", "C", "", "working directory inside the sandbox (absolute; default /root)")
 	fl.StringVar(&f.timeout, "timeout", "", "kill the command after this long: seconds or 90s, 5m, 1h (default: the server's, 60s)")
@@ -39,12 +58,22 @@ func (f *spawnFlags) register(cmd *cobra.Command) {
 	f.egress.register(fl)
 	fl.StringVar(&f.memory, "memory", "", "memory limit: bytes or 512M, 2G (default: the server's)")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit in cores, e.g. 1.5 (default: none)")
+	fl.Int64Var(&f.pids, "pids", 0, fmt.Sprintf("most processes and threads the sandbox may have at once, 1 to %d (default 4096)", maxPids))
+	fl.StringVar(&f.maxLayer, "max-layer-bytes", "", "most the command may write to the filesystem: bytes or 100M, 2G; past it writes fail and a size_cap event says so (default and ceiling: the server's --max-layer-bytes)")
+	fl.StringVar(&f.truncate, "truncate-output-at", "", "keep at most this much of stdout and of stderr each: bytes or 64K, 1M, up to 64M; 0 keeps none (default 1M)")
+	fl.StringVar(&f.hostname, "hostname", "", "the sandbox's host name, up to 64 letters, digits, dots and dashes (default linuxkit)")
+	fl.IntVar(&f.uid, "uid", 0, fmt.Sprintf("run the command as this user ID, 0 to %d (default 0, root in the sandbox)", maxID))
+	fl.IntVar(&f.gid, "gid", 0, fmt.Sprintf("run the command with this group ID, 0 to %d (default 0)", maxID))
+	fl.BoolVar(&f.preserveEnv, "preserve-env", false, "save the command's environment (the image's plus -e) with the result image: later runs on it start with it")
+	fl.BoolVar(&f.disposable, "disposable", false, "save nothing: no result image, output and exit code only")
 }
 
-// request builds the spawn request these flags describe for image id,
-// uploading any -f files the daemon does not have yet.
-func (f *spawnFlags) request(ctx context.Context, c *client.Client, image string) (apitypes.InstanceSpawnRequest, error) {
-	req := apitypes.InstanceSpawnRequest{Image: image}
+// spawnRequest builds the spawn request these flags describe, but for the
+// image and the -f files: everything that needs no daemon, so a mistake is
+// named before anything is sent.
+func (f *spawnFlags) spawnRequest() (apitypes.InstanceSpawnRequest, error) {
+	var req apitypes.InstanceSpawnRequest
+	changed := func(name string) bool { return f.fs != nil && f.fs.Changed(name) }
 	if len(f.env) > 0 {
 		req.Env = map[string]string{}
 		for _, kv := range f.env {
@@ -79,33 +108,100 @@ func (f *spawnFlags) request(ctx context.Context, c *client.Client, image string
 	if f.network || f.egress.set() {
 		req.Networking = &apitypes.Networking{Enabled: ptr(true), Egress: f.egress.policy()}
 	}
-	if f.memory != "" || f.cpus != 0 {
-		req.ResourcesLimits = &apitypes.ResourcesLimits{}
-		if f.memory != "" {
-			n, err := parseBytes(f.memory)
-			if err != nil {
-				return req, fmt.Errorf("--memory: %w", err)
-			}
-			req.ResourcesLimits.MemoryBytes = &n
+	var rl apitypes.ResourcesLimits
+	if f.memory != "" {
+		n, err := parseBytes(f.memory)
+		if err != nil {
+			return req, fmt.Errorf("--memory: %w", err)
 		}
-		if f.cpus != 0 {
-			if f.cpus < 0 {
-				return req, fmt.Errorf("--cpus %v must be positive", f.cpus)
-			}
-			req.ResourcesLimits.CPUs = &f.cpus
-		}
+		rl.MemoryBytes = &n
 	}
+	if f.cpus != 0 {
+		if f.cpus < 0 {
+			return req, fmt.Errorf("--cpus %v must be positive", f.cpus)
+		}
+		rl.CPUs = &f.cpus
+	}
+	if changed("pids") {
+		if f.pids < 1 || f.pids > maxPids {
+			return req, fmt.Errorf("--pids %d: use 1 to %d", f.pids, maxPids)
+		}
+		rl.Pids = &f.pids
+	}
+	if f.maxLayer != "" {
+		n, err := parseBytes(f.maxLayer)
+		if err != nil {
+			return req, fmt.Errorf("--max-layer-bytes: %w", err)
+		}
+		rl.MaxLayerBytes = &n
+	}
+	if rl != (apitypes.ResourcesLimits{}) {
+		req.ResourcesLimits = &rl
+	}
+	if f.truncate != "" {
+		var n int64
+		if strings.TrimSpace(f.truncate) != "0" { // parseBytes takes no 0, which keeps no output
+			var err error
+			if n, err = parseBytes(f.truncate); err != nil {
+				return req, fmt.Errorf("--truncate-output-at: %w (0 keeps none)", err)
+			}
+		}
+		if n > maxTruncate {
+			return req, fmt.Errorf("--truncate-output-at %s: the server keeps at most 64M of each stream; ask for that or less", f.truncate)
+		}
+		req.TruncateOutputAt = &n
+	}
+	if changed("hostname") {
+		if err := validHostname(f.hostname); err != nil {
+			return req, err
+		}
+		req.Hostname = &f.hostname
+	}
+	for _, id := range []struct {
+		name string
+		v    int
+		dst  **int
+	}{{"uid", f.uid, &req.UID}, {"gid", f.gid, &req.GID}} {
+		if !changed(id.name) {
+			continue
+		}
+		if id.v < 0 || id.v > maxID {
+			return req, fmt.Errorf("--%s %d: use 0 to %d", id.name, id.v, maxID)
+		}
+		*id.dst = ptr(id.v)
+	}
+	if f.preserveEnv {
+		req.PreserveEnv = ptr(true)
+	}
+	if f.disposable {
+		req.Disposable = ptr(true)
+	}
+	return req, nil
+}
+
+// validHostname checks --hostname as the daemon does, with the same
+// advice (letters, digits, dots and dashes).
+func validHostname(h string) error {
+	if h == "" || len(h) > 64 || strings.ContainsAny(h, " \t\n/\x00") {
+		return fmt.Errorf("--hostname %q: use up to 64 letters, digits, dots and dashes, like build-1", h)
+	}
+	return nil
+}
+
+// addFiles uploads the -f files the daemon does not have yet and names
+// them in req.
+func (f *spawnFlags) addFiles(ctx context.Context, c *client.Client, req *apitypes.InstanceSpawnRequest) error {
 	for _, spec := range f.files {
 		dst, fs, err := uploadSpec(ctx, c, spec)
 		if err != nil {
-			return req, err
+			return err
 		}
 		if req.Files == nil {
 			req.Files = map[string]apitypes.FileSpec{}
 		}
 		req.Files[dst] = fs
 	}
-	return req, nil
+	return nil
 }
 
 // uploadSpec parses LOCAL:/PATH[:MODE] and makes LOCAL available on the
@@ -243,6 +339,29 @@ func (o *outcome) code() int {
 	return o.exitCode
 }
 
+// tagBlocker returns why o's result image must not take tag want, or ""
+// if it may. A failed command's result must not take over a tag that names
+// a good state; and a run that changed nothing results in its input image
+// in, whose own tag would go (an image holds one tag).
+func (o *outcome) tagBlocker(in *apitypes.Image, want string) string {
+	switch {
+	case o.status != apitypes.StatusSuccess:
+		return fmt.Sprintf("the run ended %s; a tag moves only onto the result of a command that exits 0", o.status)
+	case o.timedOut:
+		return "the command timed out; a tag moves only onto the result of a command that exits 0"
+	case o.exitCode < 0 && o.signal > 0:
+		return fmt.Sprintf("the command was killed by signal %d; a tag moves only onto the result of a command that exits 0", o.signal)
+	case o.exitCode != 0:
+		return fmt.Sprintf("the command exited %d; a tag moves only onto the result of a command that exits 0", o.exitCode)
+	case o.image == nil:
+		return "the run saved no image"
+	case *o.image == in.UUID && in.Tag != nil && *in.Tag != want:
+		return fmt.Sprintf("the run changed nothing, so its result is its input image %s, which would lose its own tag %q (an image holds one tag); change something first, or move the tag yourself: arbor tag %s %s",
+			shortID(in.UUID), *in.Tag, shortID(in.UUID), want)
+	}
+	return ""
+}
+
 // cancelAndWait cancels op after the user interrupted and waits (bounded)
 // for it to end, so the daemon has stopped it when the CLI exits.
 func (g *globals) cancelAndWait(ctx context.Context, c *client.Client, ops ...string) {
@@ -270,6 +389,8 @@ type runResult struct {
 	TimedOut  bool    `json:"timed_out"`
 	Image     *string `json:"image"`
 	Tag       *string `json:"tag,omitempty"`
+	// TagNotSet is why --tag was not set, absent if it was or none was asked.
+	TagNotSet string  `json:"tag_not_set,omitempty"`
 	Stdout    string  `json:"stdout"`
 	Stderr    string  `json:"stderr"`
 	Truncated bool    `json:"truncated,omitempty"`
@@ -284,7 +405,6 @@ func newRun(g *globals) *cobra.Command {
 	var (
 		sf         spawnFlags
 		image, tag string
-		disposable bool
 		shell      bool
 		stdin      bool
 		keepStdin  bool
@@ -296,7 +416,15 @@ func newRun(g *globals) *cobra.Command {
 		Long: `Run one command in a fresh sandbox on an image, stream its output live, and
 exit with the command's exit status. Unless --disposable, the resulting
 filesystem becomes a new image, printed on stderr when the run ends (stdout
-stays the command's own output); --tag names it.
+stays the command's own output); a run that changed nothing results in its
+input image.
+
+--tag names the result, but only when the command exits 0 and the run
+succeeded: a failed attempt never takes over a tag that names a good state.
+Nor does it take a tag off the input image: when the run changed nothing and
+its input image has a tag of its own, the tag is not set (an image holds one
+tag). Either way stderr says the tag was not set and why, and the exit status
+stays the command's.
 
 The words after -- run as a program with its arguments (exec form). With
 --shell, or when they are a single argument containing spaces or shell
@@ -308,13 +436,15 @@ least 4 characters), tag:NAME or a bare tag.
 Exit status: the command's; 124 if it timed out; 128+N if a signal killed it;
 130 if interrupted (Ctrl-C cancels the run on the daemon); 1 if the run
 failed. With --json one object is printed at the end: operation, status,
-exit_code, timed_out, image, tag, stdout, stderr, duration (seconds), error,
-and egress_denied when an egress policy (--allow/--deny) blocked something,
-which is otherwise reported on stderr.`,
+exit_code, signal (when one killed it), timed_out, image, tag, tag_not_set
+(why --tag was not set), stdout, stderr, truncated, duration (seconds),
+error, and egress_denied when an egress policy (--allow/--deny) blocked
+something, which is otherwise reported on stderr.`,
 		Example: `  arbor run --image busybox -- ls -l /
   arbor run --image python-base --tag with-pytest -- 'pip install pytest && pytest --version'
   arbor run --image with-pytest -f ./fix.py:/src/fix.py -C /src -- python fix.py
   arbor run --image busybox --disposable --timeout 5s -- sleep 10   # exits 124
+  arbor run --image busybox --disposable --uid 1000 --gid 1000 --pids 64 --hostname ci -- id
   ARBOR_IMAGE=busybox arbor run --json -- cat /etc/os-release`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: g.withClient(func(ctx context.Context, c *client.Client, args []string) error {
@@ -325,7 +455,7 @@ which is otherwise reported on stderr.`,
 				return errors.New("no image to run on: pass --image REF (a tag such as busybox, tag:NAME, a UUID or prefix) or set ARBOR_IMAGE; list images with `arbor images`")
 			}
 			if tag != "" {
-				if disposable {
+				if sf.disposable {
 					return errors.New("--tag with --disposable: a disposable run saves no image to tag; drop one of them")
 				}
 				if err := apitypes.ValidTag(tag); err != nil {
@@ -335,18 +465,19 @@ which is otherwise reported on stderr.`,
 			if keepStdin && tag != "" {
 				return errors.New("--tag with --keep-stdin: the run ends later, not here; tag its result when it has ended (arbor wait OP, then arbor tag)")
 			}
+			req, err := sf.spawnRequest()
+			if err != nil {
+				return err
+			}
 			im, err := resolveImage(ctx, c, image)
 			if err != nil {
 				return err
 			}
-			req, err := sf.request(ctx, c, im.UUID)
-			if err != nil {
+			req.Image = im.UUID
+			if err := sf.addFiles(ctx, c, &req); err != nil {
 				return err
 			}
 			commandOf(&req, args, shell)
-			if disposable {
-				req.Disposable = ptr(true)
-			}
 			if stdin {
 				b, err := io.ReadAll(g.stdin)
 				if err != nil {
@@ -385,21 +516,27 @@ which is otherwise reported on stderr.`,
 				return fmt.Errorf("following operation %s: %w (check it with `arbor wait %s`)", sp.UUID, err, sp.UUID)
 			}
 			var tagged *string
-			if tag != "" && o.status == apitypes.StatusSuccess && o.image != nil {
-				if _, err := c.SetTag(ctx, *o.image, tag); err != nil {
-					return fmt.Errorf("the run succeeded (image %s) but tagging it %q failed: %w", *o.image, tag, err)
+			var notTagged string
+			if tag != "" {
+				if notTagged = o.tagBlocker(im, tag); notTagged == "" {
+					if _, err := c.SetTag(ctx, *o.image, tag); err != nil {
+						return fmt.Errorf("the run succeeded (image %s) but tagging it %q failed: %w", *o.image, tag, err)
+					}
+					tagged = &tag
 				}
-				tagged = &tag
 			}
 			if g.json {
 				err := g.printJSON(runResult{Operation: o.op, Status: o.status, ExitCode: o.exitCode, Signal: max(o.signal, 0), TimedOut: o.timedOut,
-					Image: o.image, Tag: tagged, Stdout: o.stdout.String(), Stderr: o.stderr.String(), Truncated: len(o.truncated) > 0,
+					Image: o.image, Tag: tagged, TagNotSet: notTagged, Stdout: o.stdout.String(), Stderr: o.stderr.String(), Truncated: len(o.truncated) > 0,
 					Duration: o.duration, Error: o.errMsg, EgressDenied: o.egress})
 				if err != nil {
 					return err
 				}
 			} else {
 				g.reportRun(o, tagged, quiet)
+			}
+			if notTagged != "" {
+				g.errorf("tag %s not set: %s", tag, notTagged)
 			}
 			if code := o.code(); code != 0 {
 				return exitError{code}
@@ -411,8 +548,7 @@ which is otherwise reported on stderr.`,
 	fl := cmd.Flags()
 	fl.SetInterspersed(false) // everything after COMMAND belongs to it
 	fl.StringVar(&image, "image", "", "image to run on (default $ARBOR_IMAGE)")
-	fl.StringVar(&tag, "tag", "", "tag the result image with this name (moves the tag if another image has it)")
-	fl.BoolVar(&disposable, "disposable", false, "save nothing: no result image, output and exit code only")
+	fl.StringVar(&tag, "tag", "", "tag the result image with this name if the command exits 0 (moves the tag if another image has it; never off the input image)")
 	fl.BoolVarP(&shell, "shell", "s", false, "run the words as one /bin/sh -c command line")
 	fl.BoolVarP(&stdin, "stdin", "i", false, "send this process' standard input (read to EOF) to the command")
 	fl.BoolVar(&keepStdin, "keep-stdin", false, "leave the command's stdin open: a long-running instance (a REPL, a server); prints its operation id and returns at once (arbor input OP talks to it, arbor logs -f OP follows it, arbor fork forks it under runsc)")

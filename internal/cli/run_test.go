@@ -212,3 +212,70 @@ func TestRunNetworkAndLimits(t *testing.T) {
 		t.Errorf("--memory 1M: %v", r)
 	}
 }
+
+// TestRunTagOnlyOnSuccess: --tag moves only onto the result of a command
+// that exited 0, and never takes the input image's own tag away when the
+// run changed nothing; stderr (and --json's tag_not_set) says why.
+func TestRunTagOnlyOnSuccess(t *testing.T) {
+	t.Parallel()
+	d := sharedDaemon(t)
+	good := d.runImage(t, "busybox", "echo 1 > /v", "--tag", "tag-good")
+	for _, tc := range []struct {
+		name     string
+		args     []string // after run
+		code     int
+		why      string // in the tag_not_set reason and on stderr
+		notExist string // a tag that must not have been set
+	}{
+		{"failed command", []string{"--image", "tag-good", "--tag", "tag-good", "--", "echo 2 > /v; exit 3"}, 3, "the command exited 3", ""},
+		{"unchanged run", []string{"--image", "tag-good", "--tag", "tag-other", "--", "true"}, 0, `would lose its own tag "tag-good"`, "tag-other"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := d.arbor(t, append([]string{"run"}, tc.args...)...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d\n%v", r.code, tc.code, r)
+			}
+			wantContains(t, "stderr", r.stderr, " not set: ", tc.why)
+			rj := d.arbor(t, append([]string{"--json", "run"}, tc.args...)...)
+			if res := decode[runResult](t, rj.stdout); rj.code != tc.code || res.Tag != nil || !strings.Contains(res.TagNotSet, tc.why) {
+				t.Errorf("--json: exit %d, %+v; want exit %d, no tag, tag_not_set %q", rj.code, res, tc.code, tc.why)
+			}
+			if im, err := d.c.Image(t.Context(), good); err != nil || deref(im.Tag) != "tag-good" {
+				t.Errorf("image %s = %+v, %v; want it still tagged tag-good", good, im, err)
+			}
+			if tc.notExist != "" {
+				if r := d.arbor(t, "ls", tc.notExist); r.code == 0 {
+					t.Errorf("tag %s was set: %v", tc.notExist, r)
+				}
+			}
+		})
+	}
+	if got := d.ok(t, "cat", "tag-good:/v"); got != "1\n" {
+		t.Errorf("cat tag-good:/v = %q, want the good state 1", got)
+	}
+}
+
+// TestRunSandboxFlags: --uid, --gid, --hostname, --truncate-output-at and
+// --preserve-env act in the sandbox; --pids and --max-layer-bytes reach
+// the daemon.
+func TestRunSandboxFlags(t *testing.T) {
+	t.Parallel()
+	d := sharedDaemon(t)
+	if got := d.ok(t, "run", "-q", "--disposable", "--image", "busybox", "--uid", "1000", "--gid", "1001", "--hostname", "ci-1", "-C", "/",
+		"--", "id -u; id -g; hostname"); got != "1000\n1001\nci-1\n" {
+		t.Errorf("--uid 1000 --gid 1001 --hostname ci-1: %q", got)
+	}
+	r := d.arbor(t, "run", "--disposable", "--image", "busybox", "--truncate-output-at", "4", "--", "echo", "123456789")
+	if r.code != 0 || r.stdout != "1234" {
+		t.Errorf("--truncate-output-at 4: %v", r)
+	}
+	wantContains(t, "stderr", r.stderr, "output truncated")
+	env := d.runImage(t, "busybox", "true", "--preserve-env", "-e", "KEPT=yes")
+	if got := d.ok(t, "run", "-q", "--disposable", "--image", env, "--", "echo $KEPT"); got != "yes\n" {
+		t.Errorf("a run on the --preserve-env result sees KEPT=%q, want yes", got)
+	}
+	m := runMetadata(t, d, "run", "--disposable", "--image", "busybox", "--pids", "64", "--max-layer-bytes", "100M", "--", "true")
+	if l := m.ResourcesLimits; l.Pids == nil || *l.Pids != 64 || l.MaxLayerBytes == nil || *l.MaxLayerBytes != 100<<20 {
+		t.Errorf("--pids 64 --max-layer-bytes 100M reached the daemon as %+v", l)
+	}
+}

@@ -25,6 +25,16 @@ const exampleConfig = `# arbor serve settings. Keys are the flags of arbor serve
 # rate-limit = 50            # API requests per second per token (0: unlimited)
 `
 
+// installResult is install-service's --json output.
+type installResult struct {
+	Binary        string   `json:"binary"`
+	Inits         []string `json:"inits"` // the sandboxes' init binaries installed beside it
+	Unit          string   `json:"unit"`
+	Config        string   `json:"config"`
+	ConfigWritten bool     `json:"config_written"` // false: an existing one was kept
+	Started       bool     `json:"started"`
+}
+
 func newInstallService(g *globals) *cobra.Command {
 	var root, binary string
 	var noStart bool
@@ -35,11 +45,16 @@ func newInstallService(g *globals) *cobra.Command {
 --binary, write /etc/systemd/system/arbor.service (deploy/arbor.service with
 ExecStart pointing at --binary), write /etc/arbor/arbor.toml if there is none,
 then systemctl daemon-reload and enable --now arbor (unless --no-start).
-Running it again upgrades the binary and the unit; the config file is kept.`,
+Running it again upgrades the binary and the unit; the config file is kept.
+
+--json prints {"binary", "inits", "unit", "config", "config_written",
+"started"}: the files installed, the config file and whether this run wrote
+it, and whether systemd started the service.`,
 		Example: `  sudo bin/arbor install-service
   sudo arbor install-service --no-start && sudo systemctl start arbor`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			res := installResult{Inits: []string{}}
 			self, err := os.Executable()
 			if err != nil {
 				return err
@@ -51,14 +66,17 @@ Running it again upgrades the binary and the unit; the config file is kept.`,
 			if err := installFile(self, dst, 0o755); err != nil {
 				return err
 			}
+			res.Binary = dst
 			// The sandboxes' inits, if built beside this binary (scripts/setup.sh
 			// does): the daemon prefers arbor-init to serving as its own init,
 			// and cold batch runs start arbor-init-c.
 			for _, name := range []string{"arbor-init", initproc.ColdInitName} {
 				if init := filepath.Join(filepath.Dir(self), name); initproc.IsStatic(init) {
-					if err := installFile(init, filepath.Join(filepath.Dir(dst), name), 0o755); err != nil {
+					p := filepath.Join(filepath.Dir(dst), name)
+					if err := installFile(init, p, 0o755); err != nil {
 						return err
 					}
+					res.Inits = append(res.Inits, p)
 				}
 			}
 			unit := strings.Replace(deploy.SystemdUnit, "ExecStart=/usr/local/bin/arbor serve", "ExecStart="+binary+" serve", 1)
@@ -66,15 +84,25 @@ Running it again upgrades the binary and the unit; the config file is kept.`,
 			if err := writeFileAtomic(unitPath, []byte(unit), 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "installed %s and %s\n", dst, unitPath)
-			cfgPath := filepath.Join(root, DefaultConfigFile)
-			if _, err := os.Stat(cfgPath); os.IsNotExist(err) {
-				if err := writeFileAtomic(cfgPath, []byte(exampleConfig), 0o644); err != nil {
+			res.Unit = unitPath
+			say := func(format string, a ...any) {
+				if !g.json {
+					fmt.Fprintf(g.stdout, format, a...)
+				}
+			}
+			say("installed %s and %s\n", dst, unitPath)
+			res.Config = filepath.Join(root, DefaultConfigFile)
+			if _, err := os.Stat(res.Config); os.IsNotExist(err) {
+				if err := writeFileAtomic(res.Config, []byte(exampleConfig), 0o644); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "wrote %s (all defaults; edit it, then sudo systemctl restart arbor)\n", cfgPath)
+				res.ConfigWritten = true
+				say("wrote %s (all defaults; edit it, then sudo systemctl restart arbor)\n", res.Config)
 			}
 			if noStart {
+				if g.json {
+					return g.printJSON(res)
+				}
 				fmt.Fprintln(g.stdout, "start it with: sudo systemctl daemon-reload && sudo systemctl enable --now arbor")
 				return nil
 			}
@@ -83,6 +111,10 @@ Running it again upgrades the binary and the unit; the config file is kept.`,
 				if err != nil {
 					return fmt.Errorf("systemctl %s: %v: %s (is systemd running? the files are installed; start arbor yourself or pass --no-start)", strings.Join(a, " "), err, strings.TrimSpace(string(out)))
 				}
+			}
+			res.Started = true
+			if g.json {
+				return g.printJSON(res)
 			}
 			fmt.Fprintln(g.stdout, "arbor is running: systemctl status arbor; logs: journalctl -u arbor")
 			return nil

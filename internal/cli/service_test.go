@@ -68,6 +68,16 @@ func TestInstallService(t *testing.T) {
 	if b, _ := os.ReadFile(cfg); string(b) != "slots = 2\n" {
 		t.Errorf("reinstalling replaced the operator's config: %q", b)
 	}
+	// --json says what it did, and only that, on stdout.
+	var out, errb bytes.Buffer
+	if code := Main(context.Background(), []string{"--json", "install-service", "--root", root, "--binary", "/opt/arbor/arbor", "--no-start"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("install-service --json: exit %d: %s", code, errb.String())
+	}
+	res := decode[installResult](t, out.String())
+	if res.Binary != filepath.Join(root, "opt/arbor/arbor") || res.Unit != filepath.Join(root, "etc/systemd/system/arbor.service") ||
+		res.Config != cfg || res.ConfigWritten || res.Started || res.Inits == nil {
+		t.Errorf("install-service --json = %+v, want the binary, unit and kept config under %s, not started", res, root)
+	}
 	// systemd's own parser, where it is installed: it warns (and still
 	// exits 0) on any key or value it does not take.
 	if sa, err := exec.LookPath("systemd-analyze"); err == nil {
@@ -95,5 +105,22 @@ func TestBackupCommandAndRestoreRefusal(t *testing.T) {
 	r := d.arbor(t, "--home", d.home, "restore", file)
 	if r.code == 0 || !strings.Contains(r.stderr, "is running") || !strings.Contains(r.stderr, "stop it first") {
 		t.Fatalf("arbor restore with the daemon running: %s", r)
+	}
+	// An image where a file belongs is the checkpoint restore, whatever runs.
+	r = d.arbor(t, "--home", d.home, "restore", "tag:warm-repl")
+	if r.code != 1 || !strings.Contains(r.stderr, "arbor checkpoint restore IMAGE") || strings.Contains(r.stderr, "stop it") {
+		t.Errorf("arbor restore tag:warm-repl: %s", r)
+	}
+
+	// --json says what each did.
+	file2 := filepath.Join(t.TempDir(), "b2.db")
+	r = d.arbor(t, "--home", d.home, "--json", "backup", file2)
+	if b := decode[backupResult](t, r.stdout); r.code != 0 || b.Backup != file2 || b.Database != filepath.Join(d.home, "arbor.db") {
+		t.Errorf("arbor --json backup: %+v\n%s", b, r)
+	}
+	home := t.TempDir() // no daemon: the restore goes through
+	r = d.arbor(t, "--home", home, "--json", "restore", file2)
+	if b := decode[backupResult](t, r.stdout); r.code != 0 || b.Backup != file2 || b.Database != filepath.Join(home, "arbor.db") || b.Previous != "" {
+		t.Errorf("arbor --json restore: %+v\n%s", b, r)
 	}
 }
