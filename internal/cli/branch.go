@@ -95,6 +95,9 @@ tag, tag_not_set (why --keep did not tag it), pass, error.`,
 			for i, line := range cmds {
 				req := base
 				req.Command, req.Shell = line, ptr(true)
+				if keep {
+					req.ResultTag = ptr(fmt.Sprintf("%s-%d", prefix, i+1))
+				}
 				sp, err := c.Spawn(ctx, req)
 				if err != nil {
 					if started := ops[:i]; len(started) > 0 {
@@ -128,24 +131,15 @@ tag, tag_not_set (why --keep did not tag it), pass, error.`,
 				}
 			}
 			allPass := true
-			in := *im // its tag as it stands: a branch that changed nothing may have moved one onto it
 			for i := range results {
 				r := &results[i]
 				allPass = allPass && r.Pass
 				if !keep {
 					continue
 				}
-				t := fmt.Sprintf("%s-%d", prefix, r.Index)
 				o := outcome{status: r.Status, exitCode: r.ExitCode, signal: r.signal, timedOut: r.TimedOut, image: r.Image}
-				if r.TagNotSet = o.tagBlocker(&in, t); r.TagNotSet != "" {
-					continue
-				}
-				if _, err := c.SetTag(ctx, *r.Image, t); err != nil {
-					return fmt.Errorf("tag branch %d's image %s as %q: %w", r.Index, *r.Image, t, err)
-				}
-				r.Tag = &t
-				if *r.Image == in.UUID {
-					in.Tag = &t
+				if r.Tag, r.TagNotSet, err = resultTag(ctx, c, r.Operation, &o, im, fmt.Sprintf("%s-%d", prefix, r.Index)); err != nil {
+					return fmt.Errorf("branch %d: %w", r.Index, err)
 				}
 			}
 			if g.json {

@@ -339,10 +339,11 @@ func (o *outcome) code() int {
 	return o.exitCode
 }
 
-// tagBlocker returns why o's result image must not take tag want, or ""
-// if it may. A failed command's result must not take over a tag that names
-// a good state; and a run that changed nothing results in its input image
-// in, whose own tag would go (an image holds one tag).
+// tagBlocker returns why o's result image did not take tag want, or "" if
+// it may: the daemon's rule for result_tag. A failed command's result must
+// not take over a tag that names a good state, and a run that changed
+// nothing has no new image (its result is its input in, whose own tag
+// would go: an image holds one tag).
 func (o *outcome) tagBlocker(in *apitypes.Image, want string) string {
 	switch {
 	case o.status != apitypes.StatusSuccess:
@@ -355,11 +356,32 @@ func (o *outcome) tagBlocker(in *apitypes.Image, want string) string {
 		return fmt.Sprintf("the command exited %d; a tag moves only onto the result of a command that exits 0", o.exitCode)
 	case o.image == nil:
 		return "the run saved no image"
-	case *o.image == in.UUID && in.Tag != nil && *in.Tag != want:
-		return fmt.Sprintf("the run changed nothing, so its result is its input image %s, which would lose its own tag %q (an image holds one tag); change something first, or move the tag yourself: arbor tag %s %s",
-			shortID(in.UUID), *in.Tag, shortID(in.UUID), want)
+	case *o.image == in.UUID:
+		return fmt.Sprintf("the run changed nothing, so it made no new image (its result is its input %s); to name that image: arbor tag %s %s",
+			shortID(in.UUID), shortID(in.UUID), want)
 	}
 	return ""
+}
+
+// resultTag reports how tag want fared on operation op, spawned with
+// result_tag want: the daemon tags in the transaction that records the
+// run. A daemon without that extension tagged nothing; then the tag is
+// set here, under the same rule.
+func resultTag(ctx context.Context, c *client.Client, op string, o *outcome, in *apitypes.Image, want string) (tagged *string, notSet string, err error) {
+	res, err := c.Operation(ctx, op)
+	if err != nil {
+		return nil, "", fmt.Errorf("read operation %s for its tag: %w", op, err)
+	}
+	if res.Result.Tag != nil {
+		return res.Result.Tag, "", nil
+	}
+	if notSet = o.tagBlocker(in, want); notSet != "" {
+		return nil, notSet, nil
+	}
+	if _, err := c.SetTag(ctx, *o.image, want); err != nil {
+		return nil, "", fmt.Errorf("the run succeeded (image %s) but tagging it %q failed: %w", *o.image, want, err)
+	}
+	return &want, "", nil
 }
 
 // cancelAndWait cancels op after the user interrupted and waits (bounded)
@@ -462,12 +484,14 @@ something, which is otherwise reported on stderr.`,
 					return err
 				}
 			}
-			if keepStdin && tag != "" {
-				return errors.New("--tag with --keep-stdin: the run ends later, not here; tag its result when it has ended (arbor wait OP, then arbor tag)")
-			}
 			req, err := sf.spawnRequest()
 			if err != nil {
 				return err
+			}
+			if tag != "" {
+				// The daemon tags as it records the run: even one that ends
+				// after this command (--keep-stdin), or after a crash here.
+				req.ResultTag = &tag
 			}
 			im, err := resolveImage(ctx, c, image)
 			if err != nil {
@@ -518,11 +542,8 @@ something, which is otherwise reported on stderr.`,
 			var tagged *string
 			var notTagged string
 			if tag != "" {
-				if notTagged = o.tagBlocker(im, tag); notTagged == "" {
-					if _, err := c.SetTag(ctx, *o.image, tag); err != nil {
-						return fmt.Errorf("the run succeeded (image %s) but tagging it %q failed: %w", *o.image, tag, err)
-					}
-					tagged = &tag
+				if tagged, notTagged, err = resultTag(ctx, c, sp.UUID, o, im, tag); err != nil {
+					return err
 				}
 			}
 			if g.json {
@@ -548,7 +569,7 @@ something, which is otherwise reported on stderr.`,
 	fl := cmd.Flags()
 	fl.SetInterspersed(false) // everything after COMMAND belongs to it
 	fl.StringVar(&image, "image", "", "image to run on (default $ARBOR_IMAGE)")
-	fl.StringVar(&tag, "tag", "", "tag the result image with this name if the command exits 0 (moves the tag if another image has it; never off the input image)")
+	fl.StringVar(&tag, "tag", "", "tag the result image with this name if the command exits 0 and changed the image (the daemon does it as it records the run; moves the tag if another image has it)")
 	fl.BoolVarP(&shell, "shell", "s", false, "run the words as one /bin/sh -c command line")
 	fl.BoolVarP(&stdin, "stdin", "i", false, "send this process' standard input (read to EOF) to the command")
 	fl.BoolVar(&keepStdin, "keep-stdin", false, "leave the command's stdin open: a long-running instance (a REPL, a server); prints its operation id and returns at once (arbor input OP talks to it, arbor logs -f OP follows it, arbor fork forks it under runsc)")
