@@ -475,7 +475,6 @@ func TestInvalidSpawns(t *testing.T) {
 		{"unknown uuid", SpawnRequest{Command: "true", Image: "00000000-0000-0000-0000-000000000000"}, "not found"},
 		{"zero timeout", SpawnRequest{Command: "true", Image: base, Timeout: ptr(0.0)}, "positive"},
 		{"negative timeout", SpawnRequest{Command: "true", Image: base, Timeout: ptr(-5.0)}, "positive"},
-		{"huge timeout", SpawnRequest{Command: "true", Image: base, Timeout: ptr(1e9)}, "limit"},
 		{"relative file", SpawnRequest{Command: "true", Image: base, Files: map[string]oplog.FileSpec{"x/y": {UUID: "00000000-0000-0000-0000-000000000000"}}}, "absolute"},
 		{"unknown file", SpawnRequest{Command: "true", Image: base, Files: map[string]oplog.FileSpec{"/x": {UUID: "00000000-0000-0000-0000-000000000000"}}}, "not found"},
 		{"relative cwd", SpawnRequest{Command: "true", Image: base, Cwd: ptr("tmp")}, "absolute"},
