@@ -28,7 +28,8 @@ from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List,
 
 from .client import Client
 from .models import Diff, Event, FileEntry, GrepResult, OutputChunk, UploadedFile
-from .objects import Command, Image, Lineage, Operation, Result, _quiet_cancel, _step
+from .errors import CommandFailed
+from .objects import Command, Image, Lineage, Operation, Result, _quiet_cancel, _step, _step_options, _warn_tag_not_set
 
 __all__ = ["AsyncClient", "AsyncImage", "AsyncOperation", "AsyncResult", "AsyncImages", "AsyncFiles", "AsyncOperations"]
 
@@ -94,43 +95,51 @@ class AsyncImage:
         self,
         command: Any = None,
         *,
-        tag: Optional[str] = None,
         check: bool = False,
         wait_timeout: Optional[float] = None,
         cancel_on_exit: bool = True,
-        **kwargs: Any,
+        **options: Any,
     ) -> "AsyncResult":
         """Run and wait, in one request where the server allows it; see
         :meth:`arbor.Image.step`. With ``cancel_on_exit``, cancelling the
         awaiting task cancels the run too (best effort)."""
-        if "keep_stdin" in kwargs:
-            raise TypeError("step() takes no keep_stdin: a step waits for its run to end; use run(keep_stdin=True)")
+        opts = _step_options(options)  # its TypeErrors at once, as the sync step's
         started = _Started()
 
         def step() -> Result:
-            body = self.sync._spawn_body(command, tag=tag, **kwargs)
-            return _step(self.sync, body, tag=tag, check=check, wait_timeout=wait_timeout,
-                         cancel_on_exit=cancel_on_exit, started=started.set)
+            body = self.sync._spawn_body(command, opts)
+            return _step(self.sync, body, tag=opts["tag"], check=check, wait_timeout=wait_timeout,
+                         cancel_on_exit=cancel_on_exit, started=started.set, warn=False)
 
         try:
-            return AsyncResult(await self._run(step), self._run)
+            r = await self._run(step)
         except asyncio.CancelledError:
             if cancel_on_exit:
-                started.cancel(self._run.pool)
+                started.cancel()
             raise
+        except CommandFailed as e:
+            _warn_tag_not_set(e.result)
+            raise
+        _warn_tag_not_set(r)  # here, not in the worker thread: it points at the caller's await
+        return AsyncResult(r, self._run)
 
     async def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["AsyncResult"]:
         """Start all commands at once and gather their results in order."""
         ops = [await self.run(**_as_kwargs(c, run_kwargs)) for c in commands]
         try:
-            return list(await asyncio.gather(*(op.wait() for op in ops)))
-        except BaseException:
-            for op in ops:
-                try:
-                    await op.cancel()
-                except Exception:  # noqa: BLE001
-                    pass
+            results = await asyncio.gather(*(self._run(op.sync._wait, None, None, False) for op in ops))
+        except BaseException as e:
+            if isinstance(e, CommandFailed):
+                _warn_tag_not_set(e.result)
+            # From a thread of their own: this client's pool may be busy
+            # with the very waits being given up.
+            cancelled = _cancel_soon([op.sync for op in ops])
+            if isinstance(e, Exception):
+                await asyncio.wrap_future(cancelled)
             raise
+        for r in results:
+            _warn_tag_not_set(r)
+        return [AsyncResult(r, self._run) for r in results]
 
     async def ls(self, path: str = "/") -> List[FileEntry]:
         return await self._run(self.sync.ls, path)
@@ -192,12 +201,33 @@ class _Started:
         if late:
             _quiet_cancel(op)
 
-    def cancel(self, pool: concurrent.futures.Executor) -> None:
+    def cancel(self) -> None:
         with self._lock:
             self._cancelled = True
             op = self._op
         if op is not None:
-            pool.submit(_quiet_cancel, op)  # not awaited: the task is being cancelled
+            _cancel_soon([op])  # not awaited: the task is being cancelled
+
+
+def _cancel_soon(ops: List[Operation]) -> "concurrent.futures.Future[None]":
+    """Cancel ``ops`` (best effort) from a short-lived daemon thread of its
+    own, not the client's pool: that may be saturated by the very runs to
+    stop, or shut down. The future is done once all were asked. Never
+    raises: an interpreter that is shutting down starts no thread."""
+    done: "concurrent.futures.Future[None]" = concurrent.futures.Future()
+
+    def cancel_all() -> None:
+        try:
+            for op in ops:
+                _quiet_cancel(op)
+        finally:
+            done.set_result(None)
+
+    try:
+        threading.Thread(target=cancel_all, name="arbor-cancel", daemon=True).start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        done.set_result(None)
+    return done
 
 
 def _as_kwargs(c: Any, base: Dict[str, Any]) -> Dict[str, Any]:
@@ -222,7 +252,7 @@ class AsyncResult:
     _DATA = frozenset({
         "operation_id", "status", "exit_code", "signal", "timed_out", "stdout_bytes", "stderr_bytes",
         "stdout_truncated", "stderr_truncated", "resources", "duration", "error", "raw", "egress_denied",
-        "stdout", "stderr", "ok",
+        "tag", "tag_not_set", "stdout", "stderr", "ok",
     })
 
     def __init__(self, result: Result, run: _Runner) -> None:
@@ -304,7 +334,13 @@ class AsyncOperation:
 
     async def wait(self, timeout: Optional[float] = None, *, check: Optional[bool] = None) -> AsyncResult:
         """Wait for the end; see :meth:`arbor.Operation.wait`."""
-        return AsyncResult(await self._run(self.sync.wait, timeout, check=check), self._run)
+        try:
+            r = await self._run(self.sync._wait, timeout, check, False)
+        except CommandFailed as e:
+            _warn_tag_not_set(e.result)
+            raise
+        _warn_tag_not_set(r)  # in the loop's thread, pointing at the caller's await
+        return AsyncResult(r, self._run)
 
     async def status(self) -> str:
         return await self._run(lambda: self.sync.status)

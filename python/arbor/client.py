@@ -12,7 +12,7 @@ from ._http import RetryPolicy, Transport
 from .errors import ArborError, BadRequest, ConfigError, NotFound
 from .files import Files, _time_param
 from .models import is_uuid, is_uuid_prefix
-from .objects import Command, Image, ImageRef, Operation, Result, branch
+from .objects import Command, Image, ImageRef, Operation, Result, _location_id, branch
 
 __all__ = ["Client", "Images", "Operations", "discover", "DEFAULT_HOME"]
 
@@ -277,7 +277,7 @@ class Images:
             body["timeout"] = int(timeout)
         resp = self._c._t.request("POST", "/v1/images/import", json=body)
         d = resp.json() or {}
-        op_id = d.get("uuid") or (resp.header("Location") or "").rstrip("/").rsplit("/", 1)[-1]
+        op_id = (d.get("uuid") if isinstance(d, dict) else None) or _location_id(resp)
         if not op_id:
             raise ArborError("the server accepted the import but named no operation")
         op = Operation(self._c, op_id, kind="image_import")

@@ -7,10 +7,13 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import http.client
+import inspect
 import math
 import os
 import posixpath
+import re
 import socket
+import sys
 import tarfile
 import threading
 import io
@@ -205,7 +208,7 @@ class Image:
         env: Optional[Mapping[str, str]] = None,
         cwd: Optional[str] = None,
         timeout: Optional[Union[int, float, dt.timedelta]] = None,
-        disposable: bool = True,
+        disposable: Optional[bool] = None,
         stdin: Optional[Union[str, bytes]] = None,
         files: Optional[FilesArg] = None,
         tag: Optional[str] = None,
@@ -246,11 +249,14 @@ class Image:
         recursively —, bytes, a file object, an uploaded file or its uuid,
         or a :class:`~arbor.FileSpec` for mode/owner; a list of local paths
         places each in ``cwd`` under its own name), ``disposable`` (default
-        ``True``: keep no snapshot; pass ``False`` to get ``result.image``),
-        ``tag`` (tag the result image when the run succeeded; implies
-        ``disposable=False``; a run that changed nothing returns its input
-        image, which is not re-tagged if it has a tag of its own: a
-        warning says so), ``check`` (``wait()`` raises
+        ``True``, ``False`` with ``tag``: keep no snapshot; pass ``False``
+        to get ``result.image``), ``tag`` (the name the result image should carry: it is moved there
+        only if the command exits 0 and the run changed the image; implies
+        ``disposable=False``. arbor moves it in the same transaction that
+        records the run, so it moves even if this client is gone by then;
+        ``result.tag`` is the tag set, ``result.tag_not_set`` why not, and a
+        warning says so. A tag name that is not valid is a ``ValueError``
+        before anything runs), ``check`` (``wait()`` raises
         :class:`~arbor.CommandFailed` on a non-zero exit or timeout).
 
         arbor extensions: ``runtime`` (``"runsc"``, ``"runc"``, ``"crun"``),
@@ -264,71 +270,21 @@ class Image:
         instance, a REPL or a server, fed with :meth:`Operation.write_stdin`
         and forkable with :meth:`Operation.fork`).
         """
-        body = self._spawn_body(
-            command,
-            shell=shell,
-            args=args,
-            env=env,
-            cwd=cwd,
-            timeout=timeout,
-            disposable=disposable,
-            stdin=stdin,
-            files=files,
-            tag=tag,
-            hostname=hostname,
-            truncate_output_at=truncate_output_at,
-            preserve_env=preserve_env,
-            uid=uid,
-            gid=gid,
-            runtime=runtime,
-            network=network,
-            allow=allow,
-            deny=deny,
-            memory_bytes=memory_bytes,
-            cpus=cpus,
-            pids=pids,
-            max_layer_bytes=max_layer_bytes,
-            keep_stdin=keep_stdin,
-        )
-        resp = self._c._t.request("POST", "/v1/instances", json=body)
-        d = resp.json() or {}
-        op_id = d.get("uuid")
-        if not op_id:
-            loc = resp.header("Location") or ""
-            op_id = loc.rstrip("/").rsplit("/", 1)[-1]
-        if not op_id:
-            raise ArborError("the server accepted the run but named no operation (no uuid, no Location)")
-        return Operation(self._c, op_id, kind="instance", spawn=d, tag=tag, check=check, image=self)
+        # This signature is the one list of spawn options: step() and
+        # _spawn_body() take theirs from it (_SPAWN_OPTIONS).
+        opts = {k: v for k, v in locals().items() if k in _SPAWN_OPTIONS}
+        body = self._spawn_body(command, opts)
+        resp = self._c._t.request("POST", "/v1/instances", json=body, stream=True)
+        return _spawned(self, resp, tag=tag, check=check)
 
     def step(
         self,
         command: Optional[Union[str, Sequence[str]]] = None,
         *,
-        shell: Union[str, bool, None] = None,
-        args: Optional[Sequence[str]] = None,
-        env: Optional[Mapping[str, str]] = None,
-        cwd: Optional[str] = None,
-        timeout: Optional[Union[int, float, dt.timedelta]] = None,
-        disposable: bool = True,
-        stdin: Optional[Union[str, bytes]] = None,
-        files: Optional[FilesArg] = None,
-        tag: Optional[str] = None,
         check: bool = False,
-        hostname: Optional[str] = None,
-        truncate_output_at: Optional[int] = None,
-        preserve_env: Optional[bool] = None,
-        uid: Optional[int] = None,
-        gid: Optional[int] = None,
-        runtime: Optional[str] = None,
-        network: Optional[bool] = None,
-        allow: Optional[Sequence[str]] = None,
-        deny: Optional[Sequence[str]] = None,
-        memory_bytes: Optional[int] = None,
-        cpus: Optional[float] = None,
-        pids: Optional[int] = None,
-        max_layer_bytes: Optional[int] = None,
         wait_timeout: Optional[float] = None,
         cancel_on_exit: bool = True,
+        **options: Any,
     ) -> "Result":
         """Run a command and wait for its :class:`Result`, in one request
         where the server allows it: ``run(...).wait()`` for an agent's step.
@@ -337,67 +293,26 @@ class Image:
         arbor answers ``POST /v1/instances?wait=`` once the run has finished
         (an extension; the run's ``Location`` comes at once); a run longer
         than that, or a server that answers at once, is waited for as
-        :meth:`Operation.wait` does. ``wait_timeout`` bounds the whole step
-        (seconds; :class:`~arbor.WaitTimeout`). With ``cancel_on_exit``
-        (default) a step left by that timeout or by Ctrl-C cancels its run
-        (best effort). Raises as :meth:`Operation.wait` does.
+        :meth:`Operation.wait` does. ``tag`` is set by arbor as it records
+        the run, so a tagged step is one request too. ``wait_timeout``
+        bounds the whole step (seconds; :class:`~arbor.WaitTimeout`). With
+        ``cancel_on_exit`` (default) a step left by that timeout or by
+        Ctrl-C cancels its run (best effort). Raises as
+        :meth:`Operation.wait` does.
         """
-        body = self._spawn_body(
-            command,
-            shell=shell,
-            args=args,
-            env=env,
-            cwd=cwd,
-            timeout=timeout,
-            disposable=disposable,
-            stdin=stdin,
-            files=files,
-            tag=tag,
-            hostname=hostname,
-            truncate_output_at=truncate_output_at,
-            preserve_env=preserve_env,
-            uid=uid,
-            gid=gid,
-            runtime=runtime,
-            network=network,
-            allow=allow,
-            deny=deny,
-            memory_bytes=memory_bytes,
-            cpus=cpus,
-            pids=pids,
-            max_layer_bytes=max_layer_bytes,
-        )
-        return _step(self, body, tag=tag, check=check, wait_timeout=wait_timeout, cancel_on_exit=cancel_on_exit)
+        opts = _step_options(options)
+        body = self._spawn_body(command, opts)
+        return _step(self, body, tag=opts["tag"], check=check, wait_timeout=wait_timeout, cancel_on_exit=cancel_on_exit)
 
-    def _spawn_body(
-        self,
-        command: Optional[Union[str, Sequence[str]]],
-        *,
-        shell: Union[str, bool, None] = None,
-        args: Optional[Sequence[str]] = None,
-        env: Optional[Mapping[str, str]] = None,
-        cwd: Optional[str] = None,
-        timeout: Optional[Union[int, float, dt.timedelta]] = None,
-        disposable: bool = True,
-        stdin: Optional[Union[str, bytes]] = None,
-        files: Optional[FilesArg] = None,
-        tag: Optional[str] = None,
-        hostname: Optional[str] = None,
-        truncate_output_at: Optional[int] = None,
-        preserve_env: Optional[bool] = None,
-        uid: Optional[int] = None,
-        gid: Optional[int] = None,
-        runtime: Optional[str] = None,
-        network: Optional[bool] = None,
-        allow: Optional[Sequence[str]] = None,
-        deny: Optional[Sequence[str]] = None,
-        memory_bytes: Optional[int] = None,
-        cpus: Optional[float] = None,
-        pids: Optional[int] = None,
-        max_layer_bytes: Optional[int] = None,
-        keep_stdin: bool = False,
-    ) -> Dict[str, Any]:
-        """The ``POST /v1/instances`` body of :meth:`run` and :meth:`step`."""
+    def _spawn_body(self, command: Optional[Union[str, Sequence[str]]], o: Mapping[str, Any]) -> Dict[str, Any]:
+        """The ``POST /v1/instances`` body of :meth:`run` and :meth:`step`
+        from ``o``, every option of :data:`_SPAWN_OPTIONS`."""
+        shell, args, tag, disposable = o["shell"], o["args"], o["tag"], o["disposable"]
+        if tag is not None:
+            _check_tag(tag)  # before anything is uploaded or started
+            if disposable:
+                raise ValueError(f"tag={tag!r} names the run's result image: it cannot be disposable=True")
+            disposable = False
         if isinstance(shell, str):
             if command is not None:
                 raise TypeError("pass either shell='...' or command=..., not both")
@@ -414,46 +329,46 @@ class Image:
             if args:
                 argv += list(args)
             cmd, args, use_shell = argv[0], argv[1:], bool(shell)
-        if tag is not None:
-            disposable = False
+        allow, deny = o["allow"], o["deny"]
+        if isinstance(allow, str) or isinstance(deny, str):
+            raise TypeError("allow and deny are lists of entries, e.g. allow=['pypi.org']")
         body: Dict[str, Any] = {
             "command": cmd,
             "image": self.uuid,
             "shell": use_shell,
-            "disposable": bool(disposable),
+            "disposable": True if disposable is None else bool(disposable),
         }
+        if tag is not None:
+            body["result_tag"] = tag  # arbor extension: tagged as the run is recorded
         if args:
             body["args"] = [str(a) for a in args]
-        if env:
-            body["env"] = {str(k): str(v) for k, v in env.items()}
-        if cwd is not None:
-            body["cwd"] = cwd
-        if timeout is not None:
-            body["timeout"] = _ceil_seconds(timeout)
+        if o["env"]:
+            body["env"] = {str(k): str(v) for k, v in o["env"].items()}
+        if o["cwd"] is not None:
+            body["cwd"] = o["cwd"]
+        if o["timeout"] is not None:
+            body["timeout"] = _ceil_seconds(o["timeout"])
+        stdin, keep_stdin = o["stdin"], o["keep_stdin"]
         if stdin is not None or keep_stdin:
             data = stdin.encode("utf-8") if isinstance(stdin, str) else bytes(stdin or b"")
             body["stdin"] = encode_stream(data)
             if keep_stdin:
                 body["stdin"]["close"] = False
-        if files:
-            body["files"] = self._c.files.specs(files, cwd)
-        for k, v in (("hostname", hostname), ("truncate_output_at", truncate_output_at),
-                     ("preserve_env", preserve_env), ("uid", uid), ("gid", gid)):
-            if v is not None:
-                body[k] = v
-        rt = runtime or self._c.default_runtime
+        for k in ("hostname", "truncate_output_at", "preserve_env", "uid", "gid"):
+            if o[k] is not None:
+                body[k] = o[k]
+        rt = o["runtime"] or self._c.default_runtime
         if rt:
             body["runtime"] = rt
-        if network is not None:
-            body["networking"] = {"enabled": bool(network)}
+        if o["network"] is not None:
+            body["networking"] = {"enabled": bool(o["network"])}
         if allow or deny:
-            if isinstance(allow, str) or isinstance(deny, str):
-                raise TypeError("allow and deny are lists of entries, e.g. allow=['pypi.org']")
             body["networking"] = {"enabled": True, "egress": {"allow": list(allow or []), "deny": list(deny or [])}}
-        limits = {k: v for k, v in (("memory_bytes", memory_bytes), ("cpus", cpus), ("pids", pids),
-                                    ("max_layer_bytes", max_layer_bytes)) if v is not None}
+        limits = {k: o[k] for k in ("memory_bytes", "cpus", "pids", "max_layer_bytes") if o[k] is not None}
         if limits:
             body["resources_limits"] = limits
+        if o["files"]:
+            body["files"] = self._c.files.specs(o["files"], o["cwd"])  # uploads: last, once all else is checked
         return body
 
     def branch(self, commands: Iterable[Command], **run_kwargs: Any) -> List["Result"]:
@@ -620,6 +535,118 @@ class Image:
         checkpoint or the server's runsc differs from the one that made it."""
         d = self._c._t.request("POST", f"/v1/images/{_q(self.uuid)}/restore", json={"count": count}).json() or {}
         return [Operation(self._c, u, kind="instance") for u in d.get("operations") or []]
+
+
+# The spawn options, name → default: the keyword-only parameters of
+# Image.run (its signature is their one list) but ``check``, which is not
+# sent. step() forwards its keywords through them.
+_SPAWN_OPTIONS: Dict[str, Any] = {
+    p.name: p.default
+    for p in inspect.signature(Image.run).parameters.values()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "check"
+}
+
+
+def _step_options(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """Every spawn option for a step: ``options`` over the defaults;
+    ``TypeError`` for what a step does not take."""
+    if "keep_stdin" in options:
+        raise TypeError("step() takes no keep_stdin: a step waits for its run to end; use run(keep_stdin=True)")
+    for k in options:
+        if k not in _SPAWN_OPTIONS:
+            raise TypeError(f"step() got an unexpected keyword argument {k!r} "
+                            "(it takes run()'s keywords, wait_timeout and cancel_on_exit)")
+    return {**_SPAWN_OPTIONS, **options}
+
+
+# The server's tag grammar (imageref.ValidTag): 1-255 characters from
+# ASCII letters, digits and . _ : / @ + -, starting with a letter or digit,
+# not starting with "tag:" (which marks a tag in an image reference).
+_TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+\-]{0,254}\Z")
+
+
+def _check_tag(tag: Any) -> None:
+    if not isinstance(tag, str) or not _TAG_RE.match(tag) or tag.startswith("tag:"):
+        raise ValueError(f"invalid tag {tag!r}: use 1-255 characters from letters, digits and . _ : / @ + -, "
+                         "starting with a letter or digit (and not with 'tag:')")
+
+
+def _location_id(resp: Any) -> str:
+    """The last segment of a response's ``Location`` (``/v1/operations/ID``,
+    maybe with a query), ``""`` if it has none."""
+    loc = resp.header("Location") or ""
+    return loc.split("#", 1)[0].split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def _spawned(
+    image: Image,
+    resp: Any,
+    *,
+    tag: Optional[str],
+    check: bool,
+    started: Optional[Callable[["Operation"], None]] = None,
+) -> "Operation":
+    """The operation a spawn's (streamed) response names, its answer read
+    and closed: the JSON's ``uuid``, else the ``Location``. The operation is
+    known from the ``Location`` before the body is read (``started`` is told
+    it then), so a body that breaks still names the run, which must never
+    be spawned again; one that breaks with no ``Location`` says the run may
+    have started and how to find it. An answer that is the operation itself
+    (arbor's ``?wait=``) is kept, so that ``wait()`` needs no request."""
+    op: Optional[Operation] = None
+
+    def known(op_id: str) -> Operation:
+        o = Operation(image._c, op_id, kind="instance", tag=tag, check=check, image=image)
+        if started is not None:
+            started(o)
+        return o
+
+    with resp:
+        if _location_id(resp):
+            op = known(_location_id(resp))
+        try:
+            raw = resp.read()
+            d = json.loads(raw) if raw.strip() else None
+        except (*_STREAM_ERRORS, zlib.error, ValueError) as e:
+            if op is None:
+                raise ConnectionFailed(
+                    f"the answer to POST /v1/instances broke before naming the run ({e.__class__.__name__}: {e}); "
+                    "it may have started: look for it with client.operations.list(status='EXECUTING')"
+                ) from e
+            d = None
+    if isinstance(d, dict) and d.get("uuid"):
+        if op is None or op.id != d["uuid"]:
+            op = known(str(d["uuid"]))
+        if d.get("status"):
+            op._data, op._full = d, True  # the operation, as GET answers it
+        else:
+            op._spawn = d  # the spawn's own answer
+    if op is None:
+        raise ArborError("the server accepted the run but named no operation (no uuid, no Location)")
+    return op
+
+
+_PKG_DIR = os.path.dirname(__file__)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` by this function's
+    caller point at the first frame outside the arbor package: the user's
+    call, however deep inside arbor the warning is issued."""
+    level, f = 1, sys._getframe(1)
+    while f.f_back is not None and os.path.dirname(f.f_code.co_filename) == _PKG_DIR:
+        f, level = f.f_back, level + 1
+    return level
+
+
+def _warn_tag_not_set(r: Optional["Result"]) -> None:
+    """Warn (once per result) that the tag a run asked for was not set.
+    Called in the user's thread, at the public call, so that the warning
+    points there (never from a worker thread)."""
+    if r is None or not r.tag_not_set or r._tag_warned or r.status != "SUCCESS":
+        return  # a FAILED or CANCELLED run raises instead
+    r._tag_warned = True
+    warnings.warn(f"tag {r.operation._tag!r} not set: {r.tag_not_set}", UserWarning, stacklevel=_user_stacklevel())
 
 
 def _stream_to(resp: Any, out: Path) -> None:
@@ -1043,8 +1070,15 @@ class Operation:
         :class:`~arbor.OperationFailed` if the operation FAILED (an
         infrastructure or setup error), :class:`~arbor.OperationCancelled` if
         it was cancelled, and :class:`~arbor.WaitTimeout` if ``timeout``
-        seconds pass first (the operation keeps running).
+        seconds pass first (the operation keeps running). A run started
+        with ``tag=`` whose tag was not set warns (``UserWarning``) and
+        says why in ``result.tag_not_set``.
         """
+        return self._wait(timeout, check, warn=True)
+
+    def _wait(self, timeout: Optional[float], check: Optional[bool], warn: bool) -> "Result":
+        """:meth:`wait`; ``warn=False`` leaves the tag warning to a caller
+        in the user's thread (a wait in a worker thread)."""
         if self._result is None:
             deadline = None if timeout is None else time.monotonic() + timeout
             if (self._data is None or self._data.get("status") not in TERMINAL_STATUSES) and not self._long_poll(deadline):
@@ -1063,6 +1097,8 @@ class Operation:
                 self.refresh()  # a list summary lacks the output
             self._result = self._make_result()
         r = self._result
+        if warn:
+            _warn_tag_not_set(r)
         if r.status == "FAILED":
             raise OperationFailed(f"operation {self.id} failed: {r.error or 'no reason given'}", self)
         if r.status == "CANCELLED":
@@ -1113,27 +1149,43 @@ class Operation:
             for ev in self.events(follow=False, spid=0):
                 if ev.type == "egress_denied" and not ev.data.get("live"):
                     r.egress_denied = ev.data
-        if self._tag and r.image is not None and r.ok:
-            self._apply_tag(r.image)
+        if self._tag is not None:
+            self._settle_tag(r)
         return r
 
-    def _apply_tag(self, result_image: "Image") -> None:
-        # A run that changed nothing returns its input image. An image holds
-        # one tag, so tagging it would take the input's own tag away: say so
-        # instead (that input is still the state the caller asked to name).
+    def _settle_tag(self, r: "Result") -> None:
+        """Record on ``r`` whether the tag this run asked for (``result_tag``)
+        was set, and why not. arbor sets it as it records the run, by the
+        rule below, and reports it in the operation's ``result.tag``; a
+        server without the extension (the rule held, yet no tag) gets it
+        set here. A tagging failure is recorded, never raised: the run's
+        result stands."""
+        want = self._tag
+        if r.tag == want:
+            return
         src = self.image
-        if src is not None and src.uuid == result_image.uuid:
-            held = src.refresh().tag
-            if held and held != self._tag:
-                warnings.warn(
-                    f"tag {self._tag!r} not set: the run changed no file, so its result is its input image "
-                    f"{src.uuid}, which keeps its tag {held!r} (an image holds one tag). To move the tag anyway: "
-                    f"result.set_tag({self._tag!r})",
-                    UserWarning,
-                    stacklevel=4,
-                )
+        ends = "a tag moves only onto the result of a command that exits 0"
+        if r.status != "SUCCESS":
+            why = f"the run ended {r.status}; {ends}"
+        elif r.timed_out:
+            why = f"the command timed out; {ends}"
+        elif r.exit_code < 0 and r.signal > 0:
+            why = f"the command was killed by signal {r.signal}; {ends}"
+        elif r.exit_code != 0:
+            why = f"the command exited {r.exit_code}; {ends}"
+        elif r.image is None:
+            why = "the run saved no image"
+        elif src is not None and src.uuid == r.image.uuid:
+            why = (f"the run changed nothing, so its result is its input image {src.uuid}, and a tag moves only "
+                   f"onto a new image (to name that image anyway: result.set_tag({want!r}))")
+        else:
+            try:
+                r.image.set_tag(want)  # type: ignore[arg-type]
+                r.tag = want
                 return
-        result_image.set_tag(self._tag)  # type: ignore[arg-type]
+            except ArborError as e:
+                why = f"the run succeeded but tagging its image {r.image.uuid} failed: {e} (to retry: result.set_tag({want!r}))"
+        r.tag_not_set = why
 
     @property
     def result(self) -> Optional["Result"]:
@@ -1189,7 +1241,10 @@ class Result:
     snapshot the run produced (``None`` for disposable runs). Under an egress
     policy (``allow``/``deny``), ``egress_denied`` is what it blocked
     (``refused_names``, ``refused_queries``, ``dropped_packets``, ``dropped``:
-    the run's final ``egress_denied`` event), ``None`` if nothing. A result
+    the run's final ``egress_denied`` event), ``None`` if nothing. ``tag``
+    is the tag the run set on its image (``tag=``), ``None`` if none;
+    ``tag_not_set`` says why a tag asked for was not set (the command
+    failed, the run changed nothing, tagging failed), else ``None``. A result
     delegates ``run``, ``branch``, ``ls``, ``read``, … to its image, so runs
     chain: ``result.run(...)``. For imports ``exit_code`` is 0 and
     ``image`` is the imported image.
@@ -1229,6 +1284,12 @@ class Result:
         self.error = error
         self.raw = raw
         self.egress_denied: Optional[Dict[str, Any]] = None
+        # The tag the operation set on its image (the operation's result.tag,
+        # or the client's own tagging on a server without result_tag), and
+        # why a tag asked for with tag= was not set.
+        self.tag: Optional[str] = None
+        self.tag_not_set: Optional[str] = None
+        self._tag_warned = False
 
     @property
     def stdout(self) -> str:
@@ -1268,8 +1329,9 @@ class Result:
             exit_code = int(state.get("exit_code", -1) if state else -1)
         else:
             exit_code = 0 if status == "SUCCESS" else -1
-        img_uuid = d.get("result_image_uuid") or (d.get("result") or {}).get("image")
-        return cls(
+        out = d.get("result") if isinstance(d.get("result"), Mapping) else {}
+        img_uuid = d.get("result_image_uuid") or out.get("image")
+        r = cls(
             operation=op,
             status=status,
             exit_code=exit_code,
@@ -1285,6 +1347,9 @@ class Result:
             error=d.get("error"),
             raw=dict(d),
         )
+        tag = out.get("tag")
+        r.tag = tag if isinstance(tag, str) and tag else None
+        return r
 
     # -- delegation to the image -----------------------------------------
 
@@ -1352,20 +1417,21 @@ def _step(
     wait_timeout: Optional[float],
     cancel_on_exit: bool,
     started: Optional[Callable[[Operation], None]] = None,
+    warn: bool = True,
 ) -> Result:
     """Spawn ``body`` asking the server to answer once the run has finished
     (``POST /v1/instances?wait=``) and return its result. ``started`` is
     told the operation as soon as it is known (the async wrapper cancels
-    through it)."""
+    through it); ``warn=False`` leaves the tag warning to the caller."""
     t = image._c._t
     deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
     op: Optional[Operation] = None
 
-    def known(op_id: str) -> Operation:
-        o = Operation(image._c, op_id, kind="instance", tag=tag, check=check, image=image)
+    def known(o: Operation) -> None:
+        nonlocal op
+        op = o
         if started is not None:
             started(o)
-        return o
 
     try:
         wait = _LONG_POLL if deadline is None else max(0.0, min(_LONG_POLL, deadline - time.monotonic()))
@@ -1377,33 +1443,10 @@ def _step(
         except BadRequest:
             # A server that rejects the wait spawned nothing: ask without it
             # (a body it rejects is rejected again, with its reason).
-            resp = t.request("POST", "/v1/instances", json=body)
-        with resp:
-            loc = resp.header("Location") or ""
-            if loc:
-                op = known(loc.split("?")[0].rstrip("/").rsplit("/", 1)[-1])
-            try:
-                raw = resp.content if resp.content else resp.read()
-                d = json.loads(raw) if raw.strip() else None
-            except (*_STREAM_ERRORS, zlib.error, ValueError) as e:
-                # Never spawn again: the run exists; wait for it by its id.
-                if op is None:
-                    raise ConnectionFailed(
-                        f"the answer to POST /v1/instances broke before naming the run ({e.__class__.__name__}: {e}); "
-                        "it may have started: look for it with client.operations.list(status='EXECUTING')"
-                    ) from e
-                d = None
-        if isinstance(d, dict) and d.get("uuid"):
-            if op is None or op.id != d["uuid"]:
-                op = known(str(d["uuid"]))
-            if d.get("status"):
-                op._data, op._full = d, True  # the operation, as GET answers it
-            else:
-                op._spawn = d  # the spawn's own answer: the server did not wait
-        if op is None:
-            raise ArborError("the server accepted the run but named no operation (no uuid, no Location)")
+            resp = t.request("POST", "/v1/instances", json=body, stream=True)
         # Terminal: wait() makes the result from the answer, with no request.
-        return op.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        op = _spawned(image, resp, tag=tag, check=check, started=known)
+        return op._wait(None if deadline is None else max(0.0, deadline - time.monotonic()), None, warn)
     except (WaitTimeout, KeyboardInterrupt):
         if cancel_on_exit and op is not None:
             _quiet_cancel(op)
@@ -1493,7 +1536,7 @@ def as_completed(ops: Iterable[Operation], timeout: Optional[float] = None) -> I
             left = None if deadline is None else deadline - time.monotonic()
             step = _AS_COMPLETED_SLICE if left is None else min(_AS_COMPLETED_SLICE, max(0.0, left) + 0.5)
             try:
-                return op.wait(step)
+                return op._wait(step, None, warn=False)  # warned as it is yielded, in the caller's thread
             except WaitTimeout:
                 if stop.is_set():
                     raise
@@ -1503,7 +1546,13 @@ def as_completed(ops: Iterable[Operation], timeout: Optional[float] = None) -> I
         futs = {pool.submit(wait, op): op for op in ops}
         try:
             for f in concurrent.futures.as_completed(futs, timeout=timeout):
-                yield f.result()
+                try:
+                    r = f.result()
+                except CommandFailed as e:
+                    _warn_tag_not_set(e.result)
+                    raise
+                _warn_tag_not_set(r)
+                yield r
         except concurrent.futures.TimeoutError:
             left = [op for f, op in futs.items() if not f.done()] or ops  # (all done meanwhile)
             names = ", ".join(op.id for op in left[:10]) + (", …" if len(left) > 10 else "")

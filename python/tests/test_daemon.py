@@ -403,6 +403,12 @@ def test_step_is_one_request(client: Client, base: Image, monkeypatch: pytest.Mo
     assert client.step("busybox", ["echo", "x"]).stdout == "x\n"
     with pytest.raises(arbor.CommandFailed):
         base.step("exit 4", check=True)
+    # A tagged step too: the daemon tags as it records the run.
+    name = f"test/step-{uuid.uuid4().hex[:8]}"
+    seen.clear()
+    s3 = s2.step("echo three >> /s/f", tag=name)
+    assert seen == ["POST /v1/instances"] and s3.tag == name and client.images.use(name) == s3.image
+    s3.image.untag()  # type: ignore[union-attr]
 
 
 def test_step_waits_longer_than_the_servers_wait(base: Image, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -433,23 +439,73 @@ def test_spawn_bad_wait_spawns_nothing(client: Client, base: Image) -> None:
 
 
 def test_run_tag_rules(client: Client, base: Image, env: Result) -> None:
+    import warnings
+
     name = f"test/tag-{uuid.uuid4().hex[:8]}"
-    failed = env.run(shell="echo x > /x; exit 1", tag=name).wait()
-    assert failed.exit_code == 1
+    with pytest.warns(UserWarning, match=f"tag '{name}' not set: the command exited 1") as w:
+        failed = env.run(shell="echo x > /x; exit 1", tag=name).wait()
+    assert w[0].filename == __file__  # the warning points at the caller
+    assert failed.exit_code == 1 and failed.tag is None and "exited 1" in (failed.tag_not_set or "")
     with pytest.raises(arbor.NotFound):
         client.images.use(name)  # a failed run is not tagged
-    # A run that changes nothing returns its input: busybox keeps its tag.
-    with pytest.warns(UserWarning, match="keeps its tag 'busybox'"):
-        same = base.run(shell="true", tag=name).wait()
-    assert same.image == base and client.images.get(base.uuid).tag == "busybox"
-    with pytest.raises(arbor.NotFound):
-        client.images.use(name)
-    # An untagged input loses nothing: it takes the tag.
+    # A run that changes nothing returns its input, which is not tagged:
+    # busybox keeps its tag, and an untagged input stays untagged.
     untagged = env.image
     assert untagged is not None and untagged.refresh().tag is None
-    assert env.step("true", tag=name).image == untagged
-    assert client.images.use(name) == untagged
-    untagged.untag()
+    for im, held in ((base, "busybox"), (untagged, None)):
+        with pytest.warns(UserWarning, match="changed nothing"):
+            same = im.step("true", tag=name)
+        assert same.image == im and same.tag is None and "changed nothing" in (same.tag_not_set or "")
+        assert client.images.get(im.uuid).tag == held
+        with pytest.raises(arbor.NotFound):
+            client.images.use(name)
+    # A command that exits 0 and changes the image: tagged, and no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        good = env.step("echo y > /y", tag=name)
+    assert good.tag == name and good.tag_not_set is None and client.images.use(name) == good.image
+    assert good.operation.refresh()["result"]["tag"] == name  # the daemon set it
+    good.image.untag()  # type: ignore[union-attr]
+
+
+def test_tag_set_by_the_daemon_even_if_the_client_never_waits(client: Client, env: Result) -> None:
+    # The tag moves as the daemon records the run: a client that dies after
+    # spawning (here: never waits on its handle) still gets it moved.
+    name = f"test/atomic-{uuid.uuid4().hex[:8]}"
+    op = env.run(shell="echo a > /atomic", tag=name)
+    res = client.operations.wait(op.id)  # another handle, which knows of no tag
+    assert res.tag == name and client.images.use(name) == res.image
+    res.image.untag()  # type: ignore[union-attr]
+
+
+def test_tag_grammar_is_the_daemons(client: Client, base: Image) -> None:
+    # The client refuses exactly the names the daemon refuses, before
+    # anything runs; and tag= with disposable=True is refused by both.
+    from arbor.objects import _check_tag
+
+    with pytest.raises(ValueError):
+        _check_tag("")  # the daemon reads an empty result_tag as none; tag="" is a mistake
+    for name in ("a", "0.x", "p/q:r@s+t-u_v", "x" * 255, "-a", "tag:a", "a b", "x" * 256, "caf\u00e9"):
+        try:
+            _check_tag(name)
+            client_ok = True
+        except ValueError:
+            client_ok = False
+        body = {"command": "true", "image": base.uuid, "disposable": False, "result_tag": name}
+        try:
+            client._t.request("POST", "/v1/instances", json=body)
+            daemon_ok = True
+        except arbor.BadRequest:
+            daemon_ok = False
+        assert client_ok == daemon_ok, name
+    with pytest.raises(arbor.BadRequest, match="disposable"):
+        client._t.request("POST", "/v1/instances", json={"command": "true", "image": base.uuid,
+                                                         "disposable": True, "result_tag": "x"})
+    before = {o.id for o in client.operations.list(limit=None)}
+    for bad in ({"tag": "a b"}, {"tag": "ok", "disposable": True}):
+        with pytest.raises(ValueError):
+            base.step("true", **bad)
+    assert {o.id for o in client.operations.list(limit=None)} == before
 
 
 def test_set_tag_keeps_one_tag_per_image(client: Client, env: Result) -> None:

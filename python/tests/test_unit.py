@@ -645,11 +645,160 @@ def test_step_cancels_on_timeout_and_interrupt(fake: Any, monkeypatch: pytest.Mo
     def interrupted(self: Any, *a: Any, **kw: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(arbor.Operation, "wait", interrupted)
+    monkeypatch.setattr(arbor.Operation, "_wait", interrupted)  # Ctrl-C while the step waits
     n = len(f.requests)
     with pytest.raises(KeyboardInterrupt):
         c.images.use(IMG).step("sleep 60")
     assert [q[0] for q in f.requests[n:]] == ["POST", "DELETE"]
+
+
+def test_step_retry_without_wait_reads_through_the_guard(fake: Any) -> None:
+    # The spawn retried without ?wait= (a server that refused it) is read as
+    # the first is: a body that breaks names the run by its Location, or
+    # says it may have started; it is never spawned a third time.
+    state = {"location": True}
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "POST" and "wait=" in p:
+            return js(400, {"error": "unknown parameter wait"})
+        if m == "POST":
+            def cut(handler: Any) -> None:
+                handler.send_response(201)
+                if state["location"]:
+                    handler.send_header("Location", f"/v1/operations/{OP}")
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Content-Length", "500")
+                handler.send_header("Connection", "close")
+                handler.end_headers()
+                handler.wfile.write(b'{"uuid": "')
+                handler.wfile.flush()
+                handler.close_connection = True
+            return cut
+        return js(200, _op_json())
+
+    f = fake(h)
+    im = client_for(f).images.use(IMG)
+    assert im.step("true").stdout == "hi\n"
+    assert [q[0] for q in f.requests] == ["POST", "POST", "GET"]
+    state["location"] = False
+    n = len(f.requests)
+    with pytest.raises(arbor.ConnectionFailed, match=r"may have started: look for it with client.operations.list"):
+        im.step("true")
+    assert [q[0] for q in f.requests[n:]] == ["POST", "POST"]
+
+
+def test_spawn_names_its_operation_one_way(fake: Any) -> None:
+    # A spawn whose answer names no uuid: the Location names the operation,
+    # query and all stripped, for run(), step() and imports alike.
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "POST":
+            return js(201, {}, Location=f"/v1/operations/{OP}/?from=spawn")
+        return js(200, _op_json())
+
+    c = client_for(fake(h))
+    assert c.images.use(IMG).run("true").id == OP
+    assert c.images.use(IMG).step("true").operation_id == OP
+    assert c.images.import_image("upload://x", wait=False).id == OP  # type: ignore[union-attr]
+
+
+def test_step_keywords_are_runs(fake: Any) -> None:
+    from arbor.aio import AsyncClient
+
+    f = fake(lambda m, p, h, b: js(201, _op_json(), Location=f"/v1/operations/{OP}"))
+    im = client_for(f).images.use(IMG)
+    with pytest.raises(TypeError, match="step\\(\\) takes no keep_stdin: .*use run\\(keep_stdin=True\\)"):
+        im.step("true", keep_stdin=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
+        im.step("true", nonsense=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
+        im.run("true", nonsense=1)  # type: ignore[call-arg]
+
+    async def main() -> None:
+        async with AsyncClient(url=f.url, token="t") as c:
+            aim = await c.images.use(IMG)
+            with pytest.raises(TypeError, match="step\\(\\) takes no keep_stdin"):
+                await aim.step("true", keep_stdin=True)
+            with pytest.raises(TypeError, match="unexpected keyword argument 'nonsense'"):
+                await aim.step("true", nonsense=1)
+            r = await aim.step("true", env={"A": "1"}, timeout=2)
+            assert r.ok and (r.tag, r.tag_not_set) == (None, None)
+
+    asyncio.run(main())
+    assert [q[0] for q in f.requests] == ["POST"]  # only the good step was sent
+    assert json.loads(f.requests[0][3]) == {"command": "true", "image": IMG, "shell": True, "disposable": True,
+                                            "env": {"A": "1"}, "timeout": 2}
+
+
+def _held_step_server(fake: Any) -> Tuple[Any, threading.Event]:
+    """A server whose ?wait= spawn sends its Location at once, then holds the
+    body until the run is cancelled (DELETE) or 10 s pass."""
+    deleted = threading.Event()
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if m == "DELETE":
+            deleted.set()
+            return 202, {}, b""
+        if m == "POST":
+            def held(handler: Any) -> None:
+                body = json.dumps(_op_json("CANCELLED", -1, "")).encode()
+                handler.send_response(201)
+                handler.send_header("Location", f"/v1/operations/{OP}")
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.flush()
+                deleted.wait(10)
+                handler.wfile.write(body)
+            return held
+        return js(200, _op_json("CANCELLED", -1, ""))
+
+    return fake(h), deleted
+
+
+def test_async_step_cancel_does_not_queue_behind_the_pool(fake: Any) -> None:
+    # One worker, busy with the very step to cancel: the DELETE must not
+    # wait for it (it would wait until the run ended by itself).
+    from arbor.aio import AsyncClient
+
+    f, deleted = _held_step_server(fake)
+
+    async def main() -> float:
+        async with AsyncClient(url=f.url, token="t", max_workers=1) as c:
+            task = asyncio.create_task(c.step(IMG, "sleep 60"))
+            while not any(q[0] == "POST" for q in f.requests):
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)  # the Location has been read: the step knows its run
+            t0 = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.get_running_loop().run_in_executor(None, deleted.wait, 5)
+            return time.monotonic() - t0
+
+    took = asyncio.run(main())
+    assert deleted.is_set() and took < 3, took
+
+
+def test_async_step_cancel_after_close_stays_cancelled(fake: Any) -> None:
+    # A client closed meanwhile (its pool shut down): cancelling the task
+    # still raises CancelledError, not the pool's RuntimeError.
+    from arbor.aio import AsyncClient
+
+    f, deleted = _held_step_server(fake)
+
+    async def main() -> None:
+        c = AsyncClient(url=f.url, token="t")
+        task = asyncio.create_task(c.step(IMG, "sleep 60"))
+        while not any(q[0] == "POST" for q in f.requests):
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        await c.close()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert deleted.wait(5)
 
 
 def test_result_step_chains(fake: Any) -> None:
@@ -661,39 +810,183 @@ def test_result_step_chains(fake: Any) -> None:
     assert json.loads(f.requests[-1][3])["image"] == IMG2
 
 
-# -- tag=: only a successful run's new image ---------------------------------------
+# -- tag=: result_tag, set by the server as it records the run -----------------------
 
 
-def test_tag_only_on_success_and_never_stolen(fake: Any) -> None:
-    tags: Dict[str, str] = {IMG: "input-tag"}
-    state = {"exit": 0, "image": IMG2}
+def _line() -> int:
+    """The caller's current line: ``here = _line(); call()`` on one line."""
+    return sys._getframe(1).f_lineno
 
-    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+
+class _TagServer:
+    """A fake arbor that records tags. With ``result_tag`` it applies the
+    server's rule (exit 0 and a new image) and reports the operation's
+    ``result.tag``; without it (an older server) it ignores the field."""
+
+    def __init__(self, fake: Any, result_tag: bool = True) -> None:
+        self.result_tag = result_tag
+        self.tags: Dict[str, str] = {IMG: "input-tag"}
+        self.exit, self.image = 0, IMG2
+        self.patch_status = 200
+        self.f = fake(self.handle)
+        self.c = client_for(self.f)
+
+    def handle(self, m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
         if m == "PATCH":
+            if self.patch_status != 200:
+                return js(self.patch_status, {"error": "the store is read-only"})
             u = p.split("/")[3]
-            tags[u] = json.loads(b)["tag"]
-            return js(200, {"uuid": u, "tag": tags[u]})
+            self.tags[u] = json.loads(b)["tag"]
+            return js(200, {"uuid": u, "tag": self.tags[u]})
         if p.startswith("/v1/inspect/"):
             u = p.split("/")[3]
-            return js(200, {"uuid": u, "tag": tags.get(u)})
-        return js(201, _op_json(exit_code=state["exit"], image=state["image"]), Location=f"/v1/operations/{OP}")
+            return js(200, {"uuid": u, "tag": self.tags.get(u)})
+        op = _op_json(exit_code=self.exit, image=self.image)
+        op["result"] = {"image": self.image, "tag": None}
+        want = json.loads(b).get("result_tag") if m == "POST" else None
+        if self.result_tag and want and self.exit == 0 and self.image not in (None, IMG):
+            self.tags[self.image] = want
+            op["result"]["tag"] = want
+        return js(201, op, Location=f"/v1/operations/{OP}?wait=1")
 
-    f = fake(h)
+    def methods(self) -> List[str]:
+        return [q[0] + " " + q[1].split("?")[0] for q in self.f.requests]
+
+
+def test_tag_is_sent_as_result_tag(fake: Any) -> None:
+    s = _TagServer(fake)
+    im = s.c.images.use(IMG)
+    r = im.step("echo 1 > /f", tag="proj/v1")
+    body = json.loads(s.f.requests[0][3])
+    assert body["result_tag"] == "proj/v1" and body["disposable"] is False
+    assert (r.tag, r.tag_not_set) == ("proj/v1", None) and s.tags[IMG2] == "proj/v1"
+    assert s.methods() == ["POST /v1/instances"]  # a tagged step is one request: no GET, no PATCH
+    # A failed command and an unchanged image keep their tags, the input's
+    # own or none: nothing is tagged by the client either, with a warning.
+    for exit_code, image, why in ((3, IMG2, "the command exited 3"), (0, IMG, "the run changed nothing")):
+        s.exit, s.image, s.tags = exit_code, image, {}
+        n = len(s.f.requests)
+        with pytest.warns(UserWarning, match=f"tag 't' not set: {why}"):
+            r = im.run("x", tag="t").wait()
+        assert r.tag is None and r.tag_not_set is not None and why in r.tag_not_set
+        assert s.tags == {} and s.methods()[n:] == ["POST /v1/instances"], s.methods()[n:]
+        assert r.exit_code == exit_code and r.image is not None and r.image.uuid == image  # the result stands
+
+
+def test_tag_fallback_on_a_server_without_result_tag(fake: Any) -> None:
+    s = _TagServer(fake, result_tag=False)
+    im = s.c.images.use(IMG)
+    r = im.step("echo 1 > /f", tag="t")
+    assert (r.tag, r.tag_not_set) == ("t", None) and s.tags[IMG2] == "t"
+    assert s.methods() == ["POST /v1/instances", f"PATCH /v1/images/{IMG2}/tag"]
+    # The same rule as the server's: no tag on an unchanged input, tagged or not.
+    s.image, s.tags = IMG, {}
+    n = len(s.f.requests)
+    with pytest.warns(UserWarning, match="changed nothing"):
+        r = im.run("true", tag="t").wait()
+    assert s.tags == {} and s.methods()[n:] == ["POST /v1/instances"]
+    # A tagging failure does not throw the run's result away.
+    s.image, s.patch_status = IMG2, 500
+    with pytest.warns(UserWarning, match=f"tag 't' not set: the run succeeded but tagging its image {IMG2} failed"):
+        r = im.step("echo 2 > /f", tag="t")
+    assert r.ok and r.stdout == "hi\n" and r.tag is None and "read-only" in (r.tag_not_set or "")
+
+
+def test_tag_name_checked_before_anything_runs(fake: Any) -> None:
+    f = fake(lambda m, p, h, b: js(500, {"error": "no request was expected"}))
     im = client_for(f).images.use(IMG)
-    state["exit"] = 1
-    r = im.run("false", tag="t").wait()
-    assert not r.ok and IMG2 not in tags  # a failed run is not tagged
-    state["exit"] = 0
-    im.step("true", tag="t")
-    assert tags[IMG2] == "t"
-    # A run that changed nothing returns its input image: its tag stays.
-    state["image"] = IMG
-    with pytest.warns(UserWarning, match="keeps its tag 'input-tag'"):
-        r = im.run("true", tag="t2").wait()
-    assert tags[IMG] == "input-tag" and r.image == im
-    tags.pop(IMG)  # an untagged input has nothing to lose: it takes the tag
-    im.run("true", tag="t3").wait()
-    assert tags[IMG] == "t3"
+    for bad in ("", "-x", ".x", "a b", "tag:x", "x" * 256, "caf\u00e9", "a\n", "x!"):
+        for call in (lambda: im.run("true", tag=bad, files={"/f": b"uploaded first?"}), lambda: im.step("true", tag=bad)):
+            with pytest.raises(ValueError, match="invalid tag"):
+                call()
+    with pytest.raises(ValueError, match="cannot be disposable=True"):
+        im.run("true", tag="t", disposable=True)
+    assert f.requests == []
+    ok = fake(lambda m, p, h, b: js(201, {"uuid": OP}))
+    im = client_for(ok).images.use(IMG)
+    for good in ("a" * 255, "0", "proj/v1:2@x+y-z_.A", "ab-tag:x"):
+        im.run("true", tag=good)
+        assert json.loads(ok.requests[-1][3])["result_tag"] == good
+
+
+def test_tag_warning_points_at_the_callers_line(fake: Any) -> None:
+    import warnings
+
+    s = _TagServer(fake)
+    s.image = IMG  # unchanged: every tag= below warns
+    c = s.c
+    im = c.images.use(IMG)
+    seen: List[Tuple[str, int, int]] = []
+
+    def check(what: str, here: int, w: List[warnings.WarningMessage]) -> None:
+        assert len(w) == 1, (what, [str(x.message) for x in w])
+        seen.append((what, w[0].lineno, here))
+        assert (w[0].filename, w[0].lineno) == (__file__, here), (what, w[0].filename, w[0].lineno, here)
+
+    cases: List[Tuple[str, Callable[[], Any]]] = [
+        ("run().wait()", lambda: im.run("true", tag="t").wait()),
+        ("step()", lambda: im.step("true", tag="t")),
+        ("Client.step()", lambda: c.step(IMG, "true", tag="t")),
+        ("branch()", lambda: arbor.branch(im, ["true"], tag="t")),
+        ("Image.branch()", lambda: im.branch(["true"], tag="t")),
+        ("Result.step()", lambda: arbor.Result._from_operation(arbor.Operation(c, OP), _op_json(image=IMG)).step("true", tag="t")),
+    ]
+    for what, call in cases:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            call()
+        # Each call is on its lambda's line, in this file: the warning must land there.
+        check(what, call.__code__.co_firstlineno, w)
+    s.exit = 3  # a failed command with check=True: the warning, then CommandFailed
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with pytest.raises(arbor.CommandFailed) as ei:
+            here = _line(); im.run("x", tag="t", check=True).wait()  # noqa: E702
+    check("check=True", here, w)
+    assert "exited 3" in (ei.value.result.tag_not_set or "")
+    s.exit = 0
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ops = [im.run("true", tag="t")]
+        here = _line(); got = list(arbor.as_completed(ops))  # noqa: E702
+    assert len(got) == 1
+    check("as_completed", here, w)
+    # Once per result: waiting again says nothing new.
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ops[0].wait()
+    assert w == []
+
+
+def test_async_tag_warning_points_at_the_await(fake: Any) -> None:
+    import warnings
+
+    from arbor.aio import AsyncClient
+
+    s = _TagServer(fake)
+    s.image = IMG
+
+    async def main() -> List[Tuple[int, int]]:
+        out: List[Tuple[int, int]] = []
+        async with AsyncClient(url=s.f.url, token="t", retry=FAST) as c:
+            img = await c.images.use(IMG)
+            for n in range(3):
+                with warnings.catch_warnings(record=True) as w:
+                    warnings.simplefilter("always")
+                    if n == 0:
+                        here = _line(); r = await img.step("true", tag="t")  # noqa: E702
+                    elif n == 1:
+                        op = await img.run("true", tag="t")
+                        here = _line(); r = await op.wait()  # noqa: E702
+                    else:
+                        here = _line(); r = (await img.branch(["true"], tag="t"))[0]  # noqa: E702
+                assert r.tag is None and "changed nothing" in r.tag_not_set
+                assert len(w) == 1 and w[0].filename == __file__, [(x.filename, str(x.message)) for x in w]
+                out.append((w[0].lineno, here))
+        return out
+
+    for got, want in asyncio.run(main()):
+        assert got == want
 
 
 # -- fan-out -----------------------------------------------------------------------
