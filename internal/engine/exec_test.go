@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -130,18 +132,11 @@ func TestSubprocesses(t *testing.T) {
 
 func waitSub(t *testing.T, e *Engine, op string, spid int) oplog.InstanceResult {
 	t.Helper()
+	if err := followExit(e, op, spid, 30*time.Second); err != nil {
+		t.Fatalf("follow process %d: %v%s", spid, err, sandboxProcesses(e, op))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	exited := errors.New("exited")
-	err := e.FollowEvents(ctx, acct, op, FollowOptions{After: -1, Follow: true, Spid: &spid}, func(ev Event) error {
-		if ev.Type == apitypes.EventExit {
-			return exited
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, exited) {
-		t.Fatalf("follow process %d: %v", spid, err)
-	}
 	r, err := e.SubprocessResult(ctx, acct, op, spid)
 	if err != nil {
 		t.Fatal(err)
@@ -150,6 +145,42 @@ func waitSub(t *testing.T, e *Engine, op string, spid int) oplog.InstanceResult 
 		t.Fatalf("process %d did not exit: %+v", spid, r.State)
 	}
 	return r
+}
+
+// followExit waits up to d for process spid's exit event.
+func followExit(e *Engine, op string, spid int, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	exited := errors.New("exited")
+	err := e.FollowEvents(ctx, acct, op, FollowOptions{After: -1, Follow: true, Spid: &spid}, func(ev Event) error {
+		if ev.Type == apitypes.EventExit {
+			return exited
+		}
+		return nil
+	})
+	if errors.Is(err, exited) {
+		return nil
+	}
+	return err
+}
+
+// sandboxProcesses lists, for a failure message, what runs in op's sandbox
+// (ps through one more exec) and the runtime processes on the host that
+// name it: enough to tell which hop held up an exit.
+func sandboxProcesses(e *Engine, op string) string {
+	var b strings.Builder
+	if spid, err := e.Exec(context.Background(), acct, op, ExecRequest{Command: "ps", Args: []string{"-o", "pid,ppid,stat,args"}}); err != nil {
+		fmt.Fprintf(&b, "\nps in the sandbox: %v", err)
+	} else if err := followExit(e, op, spid, 10*time.Second); err != nil {
+		fmt.Fprintf(&b, "\nps in the sandbox did not end: %v", err)
+	} else if r, err := e.SubprocessResult(context.Background(), acct, op, spid); err == nil {
+		out, _ := r.Stdout.Bytes()
+		fmt.Fprintf(&b, "\nin the sandbox:\n%s", out)
+	}
+	if out, err := exec.Command("pgrep", "-af", op).CombinedOutput(); err == nil {
+		fmt.Fprintf(&b, "host processes naming %s:\n%s", op, out)
+	}
+	return b.String()
 }
 
 // TestSubprocessExitStatus: an exec'd process killed by a signal reports
