@@ -74,33 +74,34 @@ func (s *server) download(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer release()
-	if r.Method == http.MethodHead {
-		// An existence probe (ConTree's clients ask before reading): 200
-		// for any path that exists, a directory included (no length).
-		ent, err := fsys.Stat(p)
-		if errdefs.IsNotFound(err) {
-			return errdefs.NotFound("file not found: %s", p)
-		}
-		if err != nil {
-			return err
-		}
-		if !ent.Mode.IsRegular() {
-			// Says what it is, for clients (arbor's) that need a file.
-			kind := "other"
-			if ent.Mode.IsDir() {
-				kind = "directory"
+	// One look at the path decides: HEAD is ConTree's existence probe (200
+	// for any path that exists, a directory included), GET needs a file.
+	st, err := fsys.Stat(p)
+	if errdefs.IsNotFound(err) {
+		return errdefs.NotFound("file not found: %s", p)
+	}
+	if err != nil {
+		return err
+	}
+	if !st.Mode.IsRegular() {
+		if r.Method != http.MethodHead {
+			if st.Mode.IsDir() {
+				return errdefs.InvalidArgument("%s is a directory: list it (GET /v1/inspect/{uuid}/list?path=) or download it as a tar archive (GET /v1/inspect/{uuid}/archive?path=)", p)
 			}
-			w.Header().Set(apitypes.PathTypeHeader, kind)
-			w.WriteHeader(http.StatusOK)
-			return nil
+			return errdefs.InvalidArgument("not a regular file: %s", p)
 		}
+		// Says what it is, for clients (arbor's) that need a file.
+		kind := "other"
+		if st.Mode.IsDir() {
+			kind = "directory"
+		}
+		w.Header().Set(apitypes.PathTypeHeader, kind)
+		w.WriteHeader(http.StatusOK)
+		return nil
 	}
 	f, ent, err := fsys.Open(p)
 	if errdefs.IsNotFound(err) {
 		return errdefs.NotFound("file not found: %s", p)
-	}
-	if ent, serr := fsys.Stat(p); err != nil && serr == nil && ent.Mode.IsDir() {
-		return errdefs.InvalidArgument("%s is a directory: list it (GET /v1/inspect/{uuid}/list?path=) or download it as a tar archive (GET /v1/inspect/{uuid}/archive?path=)", p)
 	}
 	if err != nil {
 		return err

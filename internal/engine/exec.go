@@ -292,13 +292,9 @@ func (e *Engine) writeStdin(ctx context.Context, account, op string, spid int, d
 		return errdefs.Conflict("stdin of process %d is closed (spawn it with stdin.close=false to keep it open)", spid)
 	}
 	if len(data) > 0 {
-		// Cut as output is: one SSE frame must stay under the clients'
-		// 4 MiB parser cap, and a 4 MiB write grows in JSON.
-		for rest := data; len(rest) > 0; {
-			n := min(len(rest), maxEventBytes)
-			e.events.emit(ctx, op, spid, oplog.EventStdin, oplog.NewStreamRepr(rest[:n], false))
-			rest = rest[n:]
-		}
+		eventChunks(data, func(b []byte) { // cut as output is
+			e.events.emit(ctx, op, spid, oplog.EventStdin, oplog.NewStreamRepr(b, false))
+		})
 		if _, err := w.Write(data); err != nil {
 			return errdefs.Conflict("process %d no longer reads stdin: %v", spid, err)
 		}

@@ -1157,11 +1157,20 @@ func (c *capture) flushLoop(kick <-chan struct{}, done chan<- struct{}) {
 
 // emit appends chunk as output events of at most maxEventBytes each.
 func (c *capture) emit(chunk []byte) {
-	for len(chunk) > 0 {
-		n := min(len(chunk), maxEventBytes)
-		r := oplog.NewStreamRepr(chunk[:n], false)
+	eventChunks(chunk, func(b []byte) {
+		r := oplog.NewStreamRepr(b, false)
 		c.e.events.emit(context.Background(), c.op, c.spid, c.stream, oplog.EventDataStream{Value: r.Value, Encoding: r.Encoding})
-		chunk = chunk[n:]
+	})
+}
+
+// eventChunks calls fn with b cut into pieces of at most maxEventBytes:
+// one SSE frame must stay under the clients' 4 MiB parser cap, and bytes
+// grow in JSON.
+func eventChunks(b []byte, fn func([]byte)) {
+	for len(b) > 0 {
+		n := min(len(b), maxEventBytes)
+		fn(b[:n])
+		b = b[n:]
 	}
 }
 

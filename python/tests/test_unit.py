@@ -600,20 +600,27 @@ def test_step_retries_without_wait_on_400(fake: Any) -> None:
     assert len(f2.requests) == 2
 
 
+def _cut_201(location: bool) -> Any:
+    """A fake answer to a spawn: a 201 (with its Location if location), then
+    the connection dies partway through the body."""
+    def cut(handler: Any) -> None:
+        handler.send_response(201)
+        if location:
+            handler.send_header("Location", f"/v1/operations/{OP}")
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", "500")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.write(b'{"uuid": "')
+        handler.wfile.flush()
+        handler.close_connection = True
+    return cut
+
+
 def test_step_read_failure_never_spawns_again(fake: Any) -> None:
     def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
         if m == "POST":
-            def cut(handler: Any) -> None:  # the 201 and Location, then the connection dies
-                handler.send_response(201)
-                handler.send_header("Location", f"/v1/operations/{OP}")
-                handler.send_header("Content-Type", "application/json")
-                handler.send_header("Content-Length", "500")
-                handler.send_header("Connection", "close")
-                handler.end_headers()
-                handler.wfile.write(b'{"uuid": "')
-                handler.wfile.flush()
-                handler.close_connection = True
-            return cut
+            return _cut_201(location=True)  # the 201 and Location, then the connection dies
         return js(200, _op_json())
 
     f = fake(h)
@@ -662,18 +669,7 @@ def test_step_retry_without_wait_reads_through_the_guard(fake: Any) -> None:
         if m == "POST" and "wait=" in p:
             return js(400, {"error": "unknown parameter wait"})
         if m == "POST":
-            def cut(handler: Any) -> None:
-                handler.send_response(201)
-                if state["location"]:
-                    handler.send_header("Location", f"/v1/operations/{OP}")
-                handler.send_header("Content-Type", "application/json")
-                handler.send_header("Content-Length", "500")
-                handler.send_header("Connection", "close")
-                handler.end_headers()
-                handler.wfile.write(b'{"uuid": "')
-                handler.wfile.flush()
-                handler.close_connection = True
-            return cut
+            return _cut_201(location=state["location"])
         return js(200, _op_json())
 
     f = fake(h)
