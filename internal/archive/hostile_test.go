@@ -27,52 +27,70 @@ func (zeros) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// bombs are built once: compressing a gibibyte takes a few seconds.
-var bombOnce = sync.OnceValues(func() ([]byte, error) {
+// A bomb is a gzip stream of several members, as gzip allows and
+// compress/gzip reads by default: one for the tar headers, then one member
+// of zeros compressed once and repeated. Compressing a gibibyte for real
+// took most of this package's two minutes under the race detector; the
+// stream decompresses to the same tar either way.
+
+// zeroMember is one gzip member holding zeroChunk zero bytes.
+const zeroChunk = 1 << 20
+
+var zeroMember = sync.OnceValue(func() []byte {
 	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	if err != nil {
-		return nil, err
-	}
-	tw := tar.NewWriter(zw)
-	const size = 1 << 30
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: canary, Size: size, Mode: 0o644}); err != nil {
-		return nil, err
-	}
-	if _, err := io.CopyN(tw, zeros{}, size); err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if _, err := io.CopyN(zw, zeros{}, zeroChunk); err != nil {
+		panic(err)
 	}
 	if err := zw.Close(); err != nil {
-		return nil, err
+		panic(err)
 	}
-	return buf.Bytes(), nil
+	return buf.Bytes()
 })
+
+// gzipMember compresses b as one gzip member.
+func gzipMember(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+// bombOf is a gzipped tar of one file of zeros per size in sizes, each a
+// multiple of zeroChunk.
+func bombOf(sizes ...int64) []byte {
+	var out bytes.Buffer
+	for i, size := range sizes {
+		var hdr bytes.Buffer
+		tw := tar.NewWriter(&hdr)
+		name := canary
+		if len(sizes) > 1 {
+			name = fmt.Sprintf("f%02d", i)
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: 0o644}); err != nil {
+			panic(err)
+		}
+		out.Write(gzipMember(hdr.Bytes())) // the header's 512 bytes: no Flush, the writer would pad the file
+		for range size / zeroChunk {
+			out.Write(zeroMember())
+		}
+	}
+	out.Write(gzipMember(make([]byte, 1024))) // the end of the archive: two zero blocks
+	return out.Bytes()
+}
+
+// bombOnce is one 1 GiB file of zeros in about a megabyte.
+var bombOnce = sync.OnceValues(func() ([]byte, error) { return bombOf(1 << 30), nil })
 
 // manyFilesBomb is 64 files of 4 MiB zeros: each is within any per-file
 // check, so only the running total can stop it.
-func manyFilesBomb(t *testing.T) []byte {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for i := range 64 {
-		const size = 4 << 20
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("f%02d", i), Size: size, Mode: 0o644}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.CopyN(tw, zeros{}, size); err != nil {
-			t.Fatal(err)
-		}
+func manyFilesBomb(*testing.T) []byte {
+	sizes := make([]int64, 64)
+	for i := range sizes {
+		sizes[i] = 4 << 20
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return bombOf(sizes...)
 }
 
 // rawPAXTar is a stream with one PAX-extended file entry, built by hand
