@@ -21,7 +21,7 @@ const module = "github.com/arborsh/arbor/"
 // leaves are the packages below the engine: they must not reach the engine
 // or anything built on it, even indirectly.
 var leaves = []string{
-	"internal/archive", "internal/baseimage", "internal/bearer", "internal/copyroot", "internal/errdefs", "internal/initproc", "internal/layerfs", "internal/layers/...",
+	"internal/archive", "internal/baseimage", "internal/bearer", "internal/copyroot", "internal/duration", "internal/errdefs", "internal/initproc", "internal/layerfs", "internal/layers/...",
 	"internal/egress", "internal/netns", "internal/oplog", "internal/overlay", "internal/runtime", "internal/runtime/fakeruntime", "internal/runtime/runtimetest",
 	"internal/store", "internal/store/postgres", "internal/testutil", "internal/warmpool", "internal/webui",
 	"client", "client/apitypes", "imageref",
@@ -61,8 +61,8 @@ var rules = []rule{
 		why: "leaf packages sit below the engine"},
 	{from: []string{"client", "client/apitypes"}, to: []string{"internal/..."}, transitive: true,
 		why: "the public SDK must build outside this module"},
-	{from: []string{"imageref", "internal/oplog"}, to: []string{"..."}, transitive: true,
-		why: "the shared grammar and the operation record's vocabulary depend on nothing of arbor's"},
+	{from: []string{"imageref", "internal/duration", "internal/oplog"}, to: []string{"..."}, transitive: true,
+		why: "the shared grammars and the operation record's vocabulary depend on nothing of arbor's"},
 	{from: []string{"internal/warmpool"}, to: []string{"internal/..."}, transitive: true,
 		why: "the warm pool is policy only: sandboxes reach it through its Booter, so it is tested without root"},
 	{from: []string{"..."}, to: []string{"internal/testutil/..."},

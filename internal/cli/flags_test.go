@@ -139,6 +139,7 @@ func TestDurationFlag(t *testing.T) {
 		{"0.5", 500 * time.Millisecond, false},
 		{"90s", 90 * time.Second, false},
 		{"1h30m", 90 * time.Minute, false},
+		{"2d", 48 * time.Hour, false},
 		{"0", 0, false},
 		{"-1", -time.Second, false},
 		{"-1s", -time.Second, false},

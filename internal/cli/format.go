@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/arborsh/arbor/internal/duration"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
@@ -77,37 +78,27 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %s", v, units[i])
 }
 
-// parseSeconds reads a duration given as seconds ("30", "1.5") or in Go
-// syntax ("90s", "2m", "1h30m"), with "d" and "w" for days and weeks.
+// parseSeconds reads a positive duration given as seconds ("30", "1.5") or
+// in Go syntax ("90s", "2m", "1h30m"), with "d" and "w" for days and weeks
+// (duration.Parse, which the daemon's retention TTLs use too).
 func parseSeconds(flag, s string) (float64, error) {
 	s = strings.TrimSpace(s)
-	if v, err := strconv.ParseFloat(s, 64); err == nil {
-		if v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
-			return 0, fmt.Errorf("%s %q must be positive", flag, s)
-		}
-		return v, nil
-	}
-	mult := 1.0
+	d, err := duration.Parse(s)
 	switch {
-	case strings.HasSuffix(s, "d"):
-		mult, s = 86400, strings.TrimSuffix(s, "d")
-	case strings.HasSuffix(s, "w"):
-		mult, s = 7*86400, strings.TrimSuffix(s, "w")
+	case errors.Is(err, duration.ErrRange):
+		return 0, fmt.Errorf("%s %q is out of range: use seconds (30) or a form like 90s, 5m, 2h, 7d", flag, s)
+	case err != nil:
+		return 0, fmt.Errorf("%s %q is not a duration: use seconds (30) or a form like 90s, 5m, 2h, 7d", flag, s)
+	case d <= 0:
+		return 0, fmt.Errorf("%s %q must be positive", flag, s)
 	}
-	if mult != 1 {
-		v, err := strconv.ParseFloat(s, 64)
-		if err == nil && v > 0 {
-			return v * mult, nil
-		}
-	} else if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return d.Seconds(), nil
-	}
-	return 0, fmt.Errorf("%s %q is not a duration: use seconds (30) or a form like 90s, 5m, 2h, 7d", flag, s)
+	return d.Seconds(), nil
 }
 
 // durationFlag is a time.Duration flag that, like parseSeconds, also takes
-// a plain number of seconds, so `arbor serve --shutdown-timeout 60` and a
-// config file's `shutdown-timeout = 60` mean a minute. Unlike
+// a plain number of seconds (and days and weeks: duration.Parse), so
+// `arbor serve --shutdown-timeout 60` and a config file's
+// `shutdown-timeout = 60` mean a minute. Unlike
 // parseSeconds it takes 0 and negative values, which some settings give a
 // meaning (--gc-interval -1s: never).
 type durationFlag time.Duration
@@ -122,16 +113,11 @@ func durationVar(fs *pflag.FlagSet, p *time.Duration, name string, def time.Dura
 }
 
 func (d *durationFlag) Set(s string) error {
-	s = strings.TrimSpace(s)
-	if v, err := strconv.ParseFloat(s, 64); err == nil {
-		if math.IsNaN(v) || math.Abs(v) > float64(math.MaxInt64)/float64(time.Second) {
-			return errors.New("out of range: use seconds (60) or a duration such as 90s, 5m, 1h")
-		}
-		*d = durationFlag(v * float64(time.Second))
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
+	v, err := duration.Parse(s)
+	switch {
+	case errors.Is(err, duration.ErrRange):
+		return errors.New("out of range: use seconds (60) or a duration such as 90s, 5m, 1h")
+	case err != nil:
 		return errors.New("not a duration: use seconds (60) or a duration such as 90s, 5m, 1h")
 	}
 	*d = durationFlag(v)

@@ -66,22 +66,66 @@ func allImages(ctx context.Context, c *client.Client, tagged bool) ([]apitypes.I
 }
 
 // imageByPrefix returns the one image whose UUID starts with prefix, nil if
-// none does, and an error listing candidates if several do. The daemon
+// none does, and an error listing candidates if several do. arbor's daemon
 // filters (GET /v1/images?uuid_prefix=), so this costs one small request
-// however many images there are.
+// however many images there are. A server that ignores the filter
+// (ConTree's) lists every image: then an image in that first page that does
+// not match gives it away, and the rest of the list is searched page by
+// page, until a second match or the end, for at most prefixScanPages pages.
 func imageByPrefix(ctx context.Context, c *client.Client, prefix string) (*apitypes.Image, error) {
-	const limit, show = 100, 5
+	const limit = 100
 	ims, err := c.ListImages(ctx, client.ImageListOptions{UUIDPrefix: prefix, Page: client.Page{Limit: limit}})
 	if err != nil {
 		return nil, err
 	}
-	// Checked again here: a daemon older than the filter ignores it.
-	var hits []apitypes.Image
-	for _, im := range ims {
-		if strings.HasPrefix(im.UUID, prefix) {
-			hits = append(hits, im)
+	hits := withUUIDPrefix(ims, prefix)
+	if len(hits) == len(ims) || len(ims) < limit {
+		// Filtered (every image matches), or unfiltered but all there is.
+		return onePrefixMatch(prefix, hits, len(ims) == limit)
+	}
+	off := len(ims)
+	for page := 0; len(hits) < 2; page++ {
+		if page == prefixScanPages {
+			found := ""
+			if len(hits) == 1 {
+				found = fmt.Sprintf(" (%s matches, but an older image may too)", hits[0].UUID)
+			}
+			return nil, fmt.Errorf("image prefix %q: the server does not filter images by UUID prefix and has more images than the %d searched%s: pass the full UUID or a tag", prefix, off, found)
+		}
+		ims, err := c.ListImages(ctx, client.ImageListOptions{Page: client.Page{Limit: prefixScanPage, Offset: off}})
+		if err != nil {
+			return nil, err
+		}
+		hits = append(hits, withUUIDPrefix(ims, prefix)...)
+		off += len(ims)
+		if len(ims) < prefixScanPage {
+			return onePrefixMatch(prefix, hits, false)
 		}
 	}
+	return onePrefixMatch(prefix, hits, true)
+}
+
+// The pages imageByPrefix reads from a server that does not filter by
+// UUID prefix: at most prefixScanPages more of prefixScanPage images (the
+// API's largest page) after the first.
+const prefixScanPage, prefixScanPages = 1000, 20
+
+// withUUIDPrefix returns the images in ims whose UUID starts with prefix.
+func withUUIDPrefix(ims []apitypes.Image, prefix string) []apitypes.Image {
+	var out []apitypes.Image
+	for _, im := range ims {
+		if strings.HasPrefix(im.UUID, prefix) {
+			out = append(out, im)
+		}
+	}
+	return out
+}
+
+// onePrefixMatch returns the image in hits if there is one, nil if there
+// is none, and the error naming candidates if there are several; more says
+// that other images may match too.
+func onePrefixMatch(prefix string, hits []apitypes.Image, more bool) (*apitypes.Image, error) {
+	const show = 5
 	switch len(hits) {
 	case 0:
 		return nil, nil
@@ -89,7 +133,7 @@ func imageByPrefix(ctx context.Context, c *client.Client, prefix string) (*apity
 		return &hits[0], nil
 	}
 	n := strconv.Itoa(len(hits))
-	if len(ims) == limit {
+	if more {
 		n = "at least " + n
 	}
 	ids := make([]string, 0, show+1)

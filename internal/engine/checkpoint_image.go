@@ -405,7 +405,7 @@ func (e *Engine) expireCheckpoints(now time.Time, dry bool, expiring map[string]
 func ParseCheckpointTTL(s string) (time.Duration, error) {
 	d, err := parseTTL(s)
 	if err != nil {
-		return 0, fmt.Errorf("--checkpoint-ttl %q: %w", s, err)
+		return 0, fmt.Errorf("--checkpoint-ttl %q: %w: %s", s, err, ttlForms)
 	}
 	return max(d, 0), nil
 }

@@ -3,14 +3,13 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/arborsh/arbor/internal/duration"
 	"github.com/arborsh/arbor/internal/errdefs"
 	"github.com/arborsh/arbor/internal/store"
 )
@@ -476,8 +475,9 @@ func (e *Engine) startRetention() {
 
 // ParseRetention reads the --image-ttl, --operation-ttl and --upload-ttl
 // flags: each value is a TTL for the daemon's default or ACCOUNT:TTL for one account.
-// A TTL is a Go duration or a number of days or weeks ("30d", "2w");
-// "0", "off" or "never" keeps forever.
+// A TTL is a number of seconds ("86400"), a Go duration ("72h") or a
+// number of days or weeks ("30d", "2w"); "0", "off" or "never" keeps
+// forever.
 func ParseRetention(imageTTL, operationTTL, uploadTTL []string) (Retention, map[string]Retention, error) {
 	var def Retention
 	per := map[string]Retention{}
@@ -500,7 +500,7 @@ func ParseRetention(imageTTL, operationTTL, uploadTTL []string) (Retention, map[
 			}
 			d, err := parseTTL(ttl)
 			if err != nil {
-				return def, nil, errdefs.InvalidArgument("--%s %q: %v: use a duration such as 72h, 30d or 2w, or off", f.name, v, err)
+				return def, nil, errdefs.InvalidArgument("--%s %q: %v: %s", f.name, v, err, ttlForms)
 			}
 			if account == "" {
 				f.set(&def, d)
@@ -514,26 +514,24 @@ func ParseRetention(imageTTL, operationTTL, uploadTTL []string) (Retention, map[
 	return def, per, nil
 }
 
-// parseTTL parses a TTL; off is -1 (Config's "never").
+// ttlForms is how an error about a TTL says what to write instead.
+const ttlForms = "use seconds (86400), a duration such as 72h, 30d or 2w, or off"
+
+// parseTTL parses a TTL: seconds or a duration as duration.Parse reads
+// them (the CLI's other duration flags take the same); "off", "never" and
+// zero are -1 (Config's "never").
 func parseTTL(s string) (time.Duration, error) {
-	switch strings.ToLower(s) {
-	case "0", "off", "never":
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "off", "never":
 		return -1, nil
 	}
-	for suffix, unit := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
-		if n, ok := strings.CutSuffix(s, suffix); ok {
-			f, err := strconv.ParseFloat(n, 64)
-			if err != nil || f <= 0 {
-				return 0, fmt.Errorf("bad number of %s", map[string]string{"d": "days", "w": "weeks"}[suffix])
-			}
-			return time.Duration(f * float64(unit)), nil
-		}
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
+	d, err := duration.Parse(s)
+	switch {
+	case err != nil:
 		return 0, err
-	}
-	if d <= 0 {
+	case d < 0:
+		return 0, errors.New("negative TTL")
+	case d == 0:
 		return -1, nil
 	}
 	return d, nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -443,6 +444,73 @@ func mustRow(t *testing.T, e *Engine, u string) store.Image {
 		t.Fatal(err)
 	}
 	return im
+}
+
+// TestParseRetentionForms: a retention TTL takes every form the CLI's
+// other duration flags take (plain seconds too, alone or after ACCOUNT:),
+// and bad input is an invalid argument naming the flag, the value and the
+// forms to use.
+func TestParseRetentionForms(t *testing.T) {
+	const day = 24 * time.Hour
+	for _, tc := range []struct {
+		in      string
+		def     time.Duration // the default's ImageTTL
+		account string        // when set, the account's ImageTTL is want
+		want    time.Duration
+		err     string // part of the error, "" for none
+	}{
+		{in: "3600", def: time.Hour},
+		{in: " 86400 ", def: day},
+		{in: "1.5", def: 1500 * time.Millisecond},
+		{in: "acct:86400", account: "acct", want: day},
+		{in: "team:a:3600", account: "team:a", want: time.Hour},
+		{in: "72h", def: 72 * time.Hour},
+		{in: "30d", def: 30 * day},
+		{in: "1.5d", def: 36 * time.Hour},
+		{in: "2w", def: 14 * day},
+		{in: "acct:2w", account: "acct", want: 14 * day},
+		{in: "0", def: -1},
+		{in: "0s", def: -1},
+		{in: "off", def: -1},
+		{in: "NEVER", def: -1},
+		{in: "acct:0", account: "acct", want: -1},
+		{in: "soon", err: `--image-ttl "soon": not a duration: use seconds (86400), a duration such as 72h, 30d or 2w, or off`},
+		{in: "", err: "not a duration"},
+		{in: "3600x", err: "not a duration"},
+		{in: "xd", err: "not a duration"},
+		{in: "acct:", err: `--image-ttl "acct:": not a duration`},
+		{in: ":3600", err: "the account before ':' is empty"},
+		{in: "-3600", err: `--image-ttl "-3600": negative TTL: use seconds`},
+		{in: "acct:-2d", err: "negative TTL"},
+		{in: "-1h", err: "negative TTL"},
+		{in: "1e300", err: "out of range"},
+	} {
+		def, per, err := ParseRetention([]string{tc.in}, nil, nil)
+		if tc.err != "" {
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseRetention(%q) = %v, want an invalid argument containing %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseRetention(%q) = %v", tc.in, err)
+			continue
+		}
+		if def.ImageTTL != tc.def {
+			t.Errorf("ParseRetention(%q): default ImageTTL = %v, want %v", tc.in, def.ImageTTL, tc.def)
+		}
+		if tc.account != "" && per[tc.account].ImageTTL != tc.want {
+			t.Errorf("ParseRetention(%q): %s's ImageTTL = %v, want %v", tc.in, tc.account, per[tc.account].ImageTTL, tc.want)
+		}
+	}
+	// The siblings share the parser.
+	def, _, err := ParseRetention(nil, []string{"7200"}, []string{"604800"})
+	if err != nil || def.OperationTTL != 2*time.Hour || def.UploadTTL != 7*day {
+		t.Errorf("ParseRetention(operation 7200, upload 604800) = %+v, %v; want 2h and 168h", def, err)
+	}
+	if d, err := ParseCheckpointTTL("3600"); err != nil || d != time.Hour {
+		t.Errorf("ParseCheckpointTTL(3600) = %v, %v; want 1h", d, err)
+	}
 }
 
 func TestParseRetention(t *testing.T) {

@@ -171,19 +171,53 @@ class Images:
                            status=404)
         return im
 
+    # The pages _find_by_prefix reads from a server that does not filter by
+    # uuid prefix: at most _SCAN_PAGES more of _SCAN_PAGE images (the API's
+    # largest page) after the first.
+    _SCAN_PAGE, _SCAN_PAGES = 1000, 20
+
     def _find_by_prefix(self, prefix: str) -> Optional[Image]:
         """The one image whose uuid starts with ``prefix`` (``GET
-        /v1/images?uuid_prefix=``, an arbor extension), ``None`` if none."""
-        limit, show = 100, 5
-        d = self._c._t.get_json("/v1/images", {"uuid_prefix": prefix, "limit": limit}) or {}
-        page = (d.get("images") or []) if isinstance(d, dict) else d
-        # Checked here too: a server without the filter lists every image.
+        /v1/images?uuid_prefix=``, an arbor extension: one request),
+        ``None`` if none. A server that ignores the filter (ConTree's) lists
+        every image: an image in that first page that does not match gives
+        it away, and the rest of the list is searched page by page, until a
+        second match or the end, for at most ``_SCAN_PAGES`` pages."""
+        limit = 100
+        page = self._prefix_page({"uuid_prefix": prefix, "limit": limit})
         hits = [im for im in page if str(im.get("uuid", "")).lower().startswith(prefix)]
+        if len(hits) == len(page) or len(page) < limit:
+            # Filtered (every image matches), or unfiltered but all there is.
+            return self._one_prefix_match(prefix, hits, more=len(page) >= limit)
+        offset = len(page)
+        pages = 0
+        while len(hits) < 2:
+            if pages == self._SCAN_PAGES:
+                found = f" ({hits[0]['uuid']} matches, but an older image may too)" if hits else ""
+                raise ArborError(
+                    f"image prefix {prefix!r}: the server does not filter images by uuid prefix and has more "
+                    f"images than the {offset} searched{found}: pass the full uuid or a tag")
+            page = self._prefix_page({"limit": self._SCAN_PAGE, "offset": offset})
+            pages += 1
+            hits += [im for im in page if str(im.get("uuid", "")).lower().startswith(prefix)]
+            offset += len(page)
+            if len(page) < self._SCAN_PAGE:
+                return self._one_prefix_match(prefix, hits, more=False)
+        return self._one_prefix_match(prefix, hits, more=True)
+
+    def _prefix_page(self, params: Dict[str, Any]) -> List[Dict[str, Any]]:
+        d = self._c._t.get_json("/v1/images", params) or {}
+        return list((d.get("images") or []) if isinstance(d, dict) else d)
+
+    def _one_prefix_match(self, prefix: str, hits: List[Dict[str, Any]], *, more: bool) -> Optional[Image]:
+        """The image in ``hits`` if there is one, ``None`` if none, and an
+        error naming candidates if several; ``more``: others may match too."""
+        show = 5
         if not hits:
             return None
         if len(hits) == 1:
             return Image(self._c, str(hits[0]["uuid"]), hits[0])
-        n = f"at least {len(hits)}" if len(page) >= limit else str(len(hits))
+        n = f"at least {len(hits)}" if more else str(len(hits))
         ids = ", ".join(str(im["uuid"]) for im in hits[:show]) + (", ..." if len(hits) > show else "")
         raise ArborError(f"image prefix {prefix!r} is ambiguous: it matches {n} images ({ids}): type more characters")
 

@@ -1106,6 +1106,59 @@ def test_use_uuid_prefix(fake: Any) -> None:
     assert all(q[1].startswith("/v1/inspect/") for q in f.requests[n:])
 
 
+def unfiltered_images(n: int, uuids: Dict[int, str]) -> Callable[..., Any]:
+    """A handler like ConTree's server: ``GET /v1/images`` ignores
+    uuid_prefix and serves pages by limit (1..1000, default 100) and offset;
+    no image has a tag. Image i's uuid starts with "1" unless ``uuids``
+    names it."""
+    listed = [{"uuid": uuids.get(i, f"1{i:07x}-0000-4000-8000-000000000000"), "tag": None} for i in range(n)]
+
+    def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
+        if p.startswith("/v1/inspect/"):
+            return js(404, {"error": "no image has that tag"})
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)
+        limit, offset = int(q.get("limit", ["100"])[0]), int(q.get("offset", ["0"])[0])
+        if not 1 <= limit <= 1000:
+            return js(400, {"error": "limit must be between 1 and 1000"})
+        return js(200, {"images": listed[offset:offset + limit]})
+
+    return h
+
+
+def test_use_uuid_prefix_pages_unfiltered_server(fake: Any) -> None:
+    a, b = "beef0001-0000-4000-8000-00000000000a", "beef0002-0000-4000-8000-00000000000b"
+
+    def lists(f: Fake) -> List[str]:
+        return [q[1] for q in f.requests if q[1].startswith("/v1/images")]
+
+    # A match past the first page: every page up to the end is read.
+    f = fake(unfiltered_images(3000, {2500: a}))
+    assert client_for(f).images.use("beef").uuid == a
+    assert len(lists(f)) == 4 and "uuid_prefix=beef" in lists(f)[0] and "offset=2100" in lists(f)[-1]
+
+    # Two matches on different pages: ambiguous, and the search stops there.
+    f = fake(unfiltered_images(5000, {50: a, 1500: b}))
+    with pytest.raises(arbor.ArborError, match=f"ambiguous: it matches at least 2 images \\({a}, {b}\\): type more"):
+        client_for(f).images.use("beef")
+    assert len(lists(f)) == 3
+    f = fake(unfiltered_images(3000, {300: a, 2800: b}))
+    with pytest.raises(arbor.ArborError, match="ambiguous: it matches 2 images"):
+        client_for(f).images.use("beef")
+    assert client_for(f).images.use("beef0002").uuid == b
+
+    # None anywhere: not found, as before.
+    f = fake(unfiltered_images(2100, {}))
+    with pytest.raises(arbor.NotFound, match="or a uuid starting with it"):
+        client_for(f).images.use("beef")
+
+    # More images than the search's bound: an error saying what to pass.
+    scanned = 100 + arbor.client.Images._SCAN_PAGES * arbor.client.Images._SCAN_PAGE
+    f = fake(unfiltered_images(scanned + 1, {7: a}))
+    with pytest.raises(arbor.ArborError, match=f"more images than the {scanned} searched \\({a} matches.*pass the full uuid or a tag"):
+        client_for(f).images.use("beef")
+    assert len(lists(f)) == 1 + arbor.client.Images._SCAN_PAGES
+
+
 # -- asyncio -----------------------------------------------------------------------
 
 
