@@ -69,7 +69,11 @@ const continueWait = time.Second
 // way, since nothing could write to upper after the exit.
 func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Result, err error) (string, layers.Manifest, int, bool) {
 	wb := p.warm
-	if wb == nil || p.meta.Disposable || err != nil || ctx.Err() != nil || res.Killed || !res.Exact || p.lateExec {
+	if wb == nil || p.meta.Disposable {
+		return "", nil, 0, false
+	}
+	if why := notContinued(ctx, res, err, p.lateExec); why != "" {
+		e.log.Debug("warm sandbox not continued", "operation", p.op, "sandbox", wb.cid, "why", why)
 		return "", nil, 0, false
 	}
 	f := &freshening{done: make(chan struct{})}
@@ -93,6 +97,24 @@ func (e *Engine) continueStep(ctx context.Context, p *runPlan, res runtime.Resul
 	}
 	wb.freshen = f
 	return dir, now, n, true
+}
+
+// notContinued says why a warm sandbox whose run ended so may not go on
+// into a next step, "" if it may.
+func notContinued(ctx context.Context, res runtime.Result, err error, lateExec bool) string {
+	switch {
+	case err != nil:
+		return "the run failed: " + err.Error()
+	case ctx.Err() != nil:
+		return "the run was cancelled or timed out"
+	case res.Killed:
+		return "the run's process was killed"
+	case !res.Exact:
+		return "the run's exit status is not exact"
+	case lateExec:
+		return "an exec'd process outlived the main one"
+	}
+	return ""
 }
 
 // commitStep commits a continued step's layer as image im, as
@@ -195,6 +217,7 @@ func (e *Engine) keepBox(p *runPlan, wb *warmBox, image string, now layers.Manif
 	// the chain's layers hold: a sandbox whose upper outgrew
 	// maxContinuedUpper (or what one run may write) is not kept.
 	if wb.base > min(p.maxLayer, maxContinuedUpper) || now.Linked() {
+		e.log.Debug("warm sandbox not continued", "operation", p.op, "sandbox", wb.cid, "why", "its upper directory is too big or holds hard links")
 		return false
 	}
 	// Once Put returns, a run on image may take wb (one that changed
@@ -203,6 +226,7 @@ func (e *Engine) keepBox(p *runPlan, wb *warmBox, image string, now layers.Manif
 	k, f := keyOf(p, image), wb.freshen
 	wb.key = k
 	if !e.warm.Put(k, wb) {
+		e.log.Debug("warm sandbox not continued", "operation", p.op, "sandbox", wb.cid, "why", "the pool is full")
 		return false
 	}
 	if f != nil && !f.pooledUnder(k) {

@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,12 +63,43 @@ func staticInit(t testing.TB) string {
 func newWarmEngine(t testing.TB, rt string) (*Engine, string) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: 2})
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: 2, Logger: logOnFailure(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
 	return e, busybox(t, e)
+}
+
+// logOnFailure is an engine's logger, at debug level, whose lines a test
+// prints if it fails: why a sandbox was not kept, continued or reused is
+// only in the log, and a rare failure is not reproduced at will.
+func logOnFailure(t testing.TB) *slog.Logger {
+	w := &lockedBuffer{}
+	t.Cleanup(func() { // after the engine's Close (cleanups run last first)
+		if t.Failed() {
+			t.Logf("the engine's log:\n%s", w.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// lockedBuffer is a bytes.Buffer for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // waitIdle waits until the pool holds n idle sandboxes on image.
