@@ -31,7 +31,7 @@ func newEngine(t testing.TB, rt string) (*Engine, string) {
 	t.Helper()
 	testutil.RequiresRoot(t)
 	// Cold runs only (the pool is off), through the static init as in production.
-	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: -1})
+	e, err := New(context.Background(), Config{Home: testutil.Home(t), Runtime: rt, InitBinary: staticInit(t), WarmPerImage: -1, Logger: logOnFailure(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +96,16 @@ func run(t testing.TB, e *Engine, image, cmd string, opts ...runOpts) (Operation
 		t.Fatalf("run %q: status %s (%s)", cmd, o.Status, o.Error)
 	}
 	return o, m
+}
+
+// stderr is a run's standard error, for failure messages.
+func stderr(t testing.TB, m apitypes.InstanceMetadata) string {
+	t.Helper()
+	if m.Result == nil {
+		return ""
+	}
+	b, _ := m.Result.Stderr.Bytes()
+	return string(b)
 }
 
 func stdout(t testing.TB, m apitypes.InstanceMetadata) string {

@@ -195,7 +195,7 @@ func testPreviewOpensNoNetwork(t *testing.T, rt, outside string) {
 	_, m := run(t, e, base, fmt.Sprintf("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 %s 8080; "+
 		"printf 'GET /hello.txt HTTP/1.0\\r\\n\\r\\n' | nc -w 5 %s 18080", ip, outside), disposable, func(r *SpawnRequest) { r.Networking = netOn })
 	if out := stdout(t, m); strings.Contains(out, "one") || !strings.Contains(out, "hello from outside") {
-		t.Errorf("another networked sandbox: %q, want no answer from %s:8080 and the outside server's", out, ip)
+		t.Errorf("another networked sandbox: %q (stderr %q), want no answer from %s:8080 and the outside server's", out, stderr(t, m), ip)
 	}
 	say(t, e, op, "", true)
 	waitOp(t, e, op)
