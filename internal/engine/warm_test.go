@@ -75,31 +75,13 @@ func newWarmEngine(t testing.TB, rt string) (*Engine, string) {
 // prints if it fails: why a sandbox was not kept, continued or reused is
 // only in the log, and a rare failure is not reproduced at will.
 func logOnFailure(t testing.TB) *slog.Logger {
-	w := &lockedBuffer{}
+	w := &testutil.SyncBuffer{}
 	t.Cleanup(func() { // after the engine's Close (cleanups run last first)
 		if t.Failed() {
 			t.Logf("the engine's log:\n%s", w.String())
 		}
 	})
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// lockedBuffer is a bytes.Buffer for concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // waitIdle waits until the pool holds n idle sandboxes on image.

@@ -600,21 +600,28 @@ def test_step_retries_without_wait_on_400(fake: Any) -> None:
     assert len(f2.requests) == 2
 
 
-def _cut_201(location: bool) -> Any:
-    """A fake answer to a spawn: a 201 (with its Location if location), then
-    the connection dies partway through the body."""
+def _cut(status: int, headers: Dict[str, str], declared: int, sent: bytes) -> Any:
+    """A fake answer whose connection dies partway through the body: status and
+    headers, a Content-Length of declared, then only sent."""
     def cut(handler: Any) -> None:
-        handler.send_response(201)
-        if location:
-            handler.send_header("Location", f"/v1/operations/{OP}")
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", "500")
+        handler.send_response(status)
+        for k, v in headers.items():
+            handler.send_header(k, v)
+        handler.send_header("Content-Length", str(declared))
         handler.send_header("Connection", "close")
         handler.end_headers()
-        handler.wfile.write(b'{"uuid": "')
+        handler.wfile.write(sent)
         handler.wfile.flush()
         handler.close_connection = True
     return cut
+
+
+def _cut_201(location: bool) -> Any:
+    """A fake answer to a spawn: a 201 (with its Location if location), then
+    the connection dies partway through the body."""
+    headers = {"Location": f"/v1/operations/{OP}"} if location else {}
+    headers["Content-Type"] = "application/json"
+    return _cut(201, headers, 500, b'{"uuid": "')
 
 
 def test_step_read_failure_never_spawns_again(fake: Any) -> None:
@@ -1055,16 +1062,7 @@ def test_download_into_new_dir_and_no_part_left(fake: Any, tmp_path: Path) -> No
     def h(m: str, p: str, hd: Dict[str, str], b: bytes) -> Any:
         if not state["cut"]:
             return 200, {"Content-Type": "application/octet-stream"}, b"content"
-
-        def cut(handler: Any) -> None:
-            handler.send_response(200)
-            handler.send_header("Content-Length", "1000")
-            handler.send_header("Connection", "close")
-            handler.end_headers()
-            handler.wfile.write(b"partial")
-            handler.wfile.flush()
-            handler.close_connection = True
-        return cut
+        return _cut(200, {}, 1000, b"partial")
 
     im = client_for(fake(h)).images.use(IMG)
     out = im.download("/etc/app.conf", str(tmp_path / "new" / "dir") + "/")
